@@ -1,0 +1,92 @@
+/* tools/arbor.c - the `arbor` command: one binary, one subcommand per verb.
+ * Exit status: 0 success, 1 failure, 2 bad usage (as getopt tools do). */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "meta.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: arbor COMMAND [ARGS...]\n\n"
+                "arbor is a distributed POSIX file system for machine-learning training data.\n\n"
+                "commands:\n");
+    for (size_t i = 0; i < AR_ARRAY_LEN(commands); i++) {
+        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fprintf(to, "\n  arbor COMMAND --help   shows a command's options\n"
+                "  arbor --version        prints the version\n");
+}
+
+bool cmd_parse_size(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    unsigned long long n;
+    uint64_t unit = 1;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno != 0)
+        return false;
+    if (*end == 'K' || *end == 'k')
+        unit = 1ull << 10;
+    else if (*end == 'M' || *end == 'm')
+        unit = 1ull << 20;
+    else if (*end == 'G' || *end == 'g')
+        unit = 1ull << 30;
+    else if (*end != '\0')
+        return false;
+    if (*end != '\0' && end[1] != '\0')
+        return false;
+    if (n > UINT64_MAX / unit)
+        return false;
+    *out = n * unit;
+    return true;
+}
+
+double cmd_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("arbor %s\n", ARBOR_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < AR_ARRAY_LEN(commands); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "arbor: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,44 @@
+/* tools/bench.c - `arbor bench WHAT`: programs that print figures. Targets are
+ * printed beside the figures, never asserted (style §9). */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+#include "cmd.h"
+#include "meta.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} benches[] = {
+    {"objstore", bench_objstore, "PUT/GET throughput and latency of an object store"},
+};
+
+static void bench_usage(FILE *to)
+{
+    fprintf(to, "usage: arbor bench WHAT [OPTIONS]\n\nbenchmarks:\n");
+    for (size_t i = 0; i < AR_ARRAY_LEN(benches); i++) {
+        fprintf(to, "  %-10s %s\n", benches[i].name, benches[i].summary);
+    }
+    fprintf(to, "\n  arbor bench WHAT --help   shows its options\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2) {
+        bench_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        bench_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < AR_ARRAY_LEN(benches); i++) {
+        if (strcmp(argv[1], benches[i].name) == 0)
+            return benches[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "arbor bench: unknown benchmark '%s'\n\n", argv[1]);
+    bench_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,8 @@
+/* tools/bench.h - the benchmarks behind `arbor bench`. Same conventions as
+ * cmd.h: argv[0] is the benchmark's name; the result is an exit status. */
+#ifndef ARBOR_TOOLS_BENCH_H
+#define ARBOR_TOOLS_BENCH_H
+
+int bench_objstore(int argc, char **argv);
+
+#endif /* ARBOR_TOOLS_BENCH_H */
