@@ -155,6 +155,9 @@ static int file_put_rename(struct file_backend *fb, const char *tmp, const char 
             atomic_store(&fb->is_failed, true);
             rc = obj__fail(errmsg, -EIO, "fsync of the directory of %.200s failed: %s", key,
                            strerror(errno));
+        } else if (rc == -EISDIR || rc == -ENOTDIR) {
+            rc = obj__fail(errmsg, rc, "key %.200s collides with a directory of other keys (%s)",
+                           key, strerror(-rc));
         } else if (rc != 0 && rc != -ENOENT) {
             rc = obj__fail(errmsg, rc, "rename into %.200s: %s", key, strerror(-rc));
         }
@@ -200,7 +203,7 @@ static int file_open_key(struct file_backend *fb, const char *key, char *errmsg)
 {
     int fd = open_beneath(fb->root_fd, key, O_RDONLY);
 
-    if (fd == -ENOENT)
+    if (fd == -ENOENT || fd == -ENOTDIR)
         return obj__fail(errmsg, -ENOENT, "no object %.200s", key);
     if (fd == -ELOOP || fd == -EXDEV)
         return obj__fail(errmsg, -EACCES, "%.200s crosses a symbolic link", key);
@@ -225,7 +228,7 @@ static int file_get(struct obj__backend *b, const char *key, uint64_t off, uint6
         return fd;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return obj__fail(errmsg, -EBADMSG, "%.200s is not a regular file", key);
+        return obj__fail(errmsg, -ENOENT, "no object %.200s (a directory of keys)", key);
     }
     want = (uint64_t)st.st_size <= off ? 0 : (size_t)((uint64_t)st.st_size - off);
     if (len == OBJ_RAW_TO_END && want > cap) {
@@ -271,7 +274,7 @@ static int file_head(struct obj__backend *b, const char *key, uint64_t *raw_size
         return fd;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return obj__fail(errmsg, -EBADMSG, "%.200s is not a regular file", key);
+        return obj__fail(errmsg, -ENOENT, "no object %.200s (a directory of keys)", key);
     }
     close(fd);
     *raw_size = (uint64_t)st.st_size;

@@ -15,7 +15,9 @@
  * into segments of 1..255 bytes that do not begin with '.'. So no key can
  * climb out of its directory ("..") or its S3 prefix, and no key needs
  * escaping in a URL or a SigV4 canonical request. Anything else is -EINVAL
- * (-ENAMETOOLONG for length).
+ * (-ENAMETOOLONG for length). On file:// a key cannot also be the directory
+ * of another ("a" and "a/b"): such a put fails with -EISDIR or -ENOTDIR.
+ * arbor's own keys never do this (all blocks sit at the same depth).
  *
  * Errors: every call returns 0 or a negative errno. When errmsg is not NULL it
  * receives a one-line reason of at most OBJ_ERRMSG_MAX bytes; it never holds
@@ -38,6 +40,7 @@
 #ifndef ARBOR_OBJSTORE_H
 #define ARBOR_OBJSTORE_H
 
+#include <errno.h> /* every call returns 0 or a negative errno */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
