@@ -8,6 +8,8 @@ against real replies.
             status:503:SlowDown   ... with 503 and code SlowDown
             status:403:AccessDenied  ... (must not be retried)
             reset             close COUNT connections without a reply
+            delay:MS          hold every request MS milliseconds before forwarding it,
+                              as a distant store would (COUNT is ignored)
 
 It listens on 127.0.0.1 on a free port and prints "PORT n" on stdout when it
 is ready. Every request after the first COUNT is forwarded unchanged (the
@@ -19,10 +21,12 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 upstream_port = int(sys.argv[1])
 mode = sys.argv[2]
-remaining = [int(sys.argv[3])]
+delay_s = int(mode.split(":")[1]) / 1000.0 if mode.startswith("delay:") else 0.0
+remaining = [0 if delay_s else int(sys.argv[3])]
 counter = [0]
 lock = threading.Lock()
 
@@ -76,6 +80,8 @@ class Handler(socketserver.StreamRequestHandler):
                 if method != "HEAD":
                     self.wfile.write(xml)
                 return
+            if delay_s:
+                time.sleep(delay_s)
             conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
             conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             for name, value in headers:
