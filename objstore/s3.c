@@ -465,8 +465,9 @@ static void s3_setopts(struct s3_backend *sb, CURL *h, struct s3_call *c, struct
     }
 }
 
-/* Run c with retries. On 0, c->status is 2xx (or 404/416 where the caller
- * accepts them through ok_status). xml_reset re-creates c->xml per attempt. */
+/* Run c with retries. On 0, c->status is 2xx or ok_status (a caller that
+ * accepts 404 or 416 says so). When xml is given, each attempt parses the
+ * reply body into it afresh. */
 static int s3_perform(struct s3_backend *sb, struct s3_call *c, long ok_status,
                       struct s3_xml *xml, char *errmsg)
 {
@@ -634,23 +635,39 @@ static int s3_url_key(const struct s3_backend *sb, const char *key, struct s3_ca
 
 /* ---- the operations -------------------------------------------------------- */
 
+/* A new call of method on key's URL; the caller obj__free()s *out. */
+static int s3_call_new(struct s3_backend *sb, const char *method, const char *key,
+                       struct s3_call **out, char *errmsg)
+{
+    struct s3_call *c = obj__calloc(1, sizeof(*c));
+    int rc;
+
+    if (c == NULL)
+        return obj__fail(errmsg, -ENOMEM, "out of memory");
+    c->method = method;
+    rc = s3_url_key(sb, key, c, errmsg);
+    if (rc != 0) {
+        obj__free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 static int s3_put(struct obj__backend *b, const char *key, const struct iovec *iov, int iovcnt,
                   char *errmsg)
 {
     struct s3_backend *sb = s3_of(b);
-    struct s3_call *c = obj__calloc(1, sizeof(*c));
-    int rc;
+    struct s3_call *c = NULL;
+    int rc = s3_call_new(sb, "PUT", key, &c, errmsg);
 
     OBJ_ASSERT(iovcnt > 0 && iovcnt <= (int)OBJ_IOV_MAX);
-    if (c == NULL)
-        return obj__fail(errmsg, -ENOMEM, "out of memory");
-    c->method = "PUT";
+    if (rc != 0)
+        return rc;
     c->up = iov;
     c->up_count = iovcnt;
     c->up_bytes = obj__iov_bytes(iov, iovcnt);
-    rc = s3_url_key(sb, key, c, errmsg);
-    if (rc == 0)
-        rc = s3_perform(sb, c, 0, NULL, errmsg);
+    rc = s3_perform(sb, c, 0, NULL, errmsg);
     obj__free(c);
     return rc;
 }
@@ -659,14 +676,13 @@ static int s3_get(struct obj__backend *b, const char *key, uint64_t off, uint64_
                   const struct iovec *iov, int iovcnt, size_t *got, char *errmsg)
 {
     struct s3_backend *sb = s3_of(b);
-    struct s3_call *c = obj__calloc(1, sizeof(*c));
-    int rc;
+    struct s3_call *c = NULL;
+    int rc = s3_call_new(sb, "GET", key, &c, errmsg);
 
     OBJ_ASSERT(iovcnt > 0 && iovcnt <= (int)OBJ_IOV_MAX);
     OBJ_ASSERT(len > 0);
-    if (c == NULL)
-        return obj__fail(errmsg, -ENOMEM, "out of memory");
-    c->method = "GET";
+    if (rc != 0)
+        return rc;
     c->down = iov;
     c->down_count = iovcnt;
     if (len != OBJ_RAW_TO_END) {
@@ -675,9 +691,7 @@ static int s3_get(struct obj__backend *b, const char *key, uint64_t off, uint64_
     } else if (off > 0) {
         snprintf(c->range, sizeof(c->range), "%llu-", (unsigned long long)off);
     }
-    rc = s3_url_key(sb, key, c, errmsg);
-    if (rc == 0)
-        rc = s3_perform(sb, c, 416, NULL, errmsg);
+    rc = s3_perform(sb, c, 416, NULL, errmsg);
     if (rc == 0 && c->status == 416) {
         *got = 0; /* the range starts past the end */
     } else if (rc == 0) {
@@ -692,15 +706,12 @@ static int s3_get(struct obj__backend *b, const char *key, uint64_t off, uint64_
 static int s3_head(struct obj__backend *b, const char *key, uint64_t *raw_size, char *errmsg)
 {
     struct s3_backend *sb = s3_of(b);
-    struct s3_call *c = obj__calloc(1, sizeof(*c));
-    int rc;
+    struct s3_call *c = NULL;
+    int rc = s3_call_new(sb, "HEAD", key, &c, errmsg);
 
-    if (c == NULL)
-        return obj__fail(errmsg, -ENOMEM, "out of memory");
-    c->method = "HEAD";
-    rc = s3_url_key(sb, key, c, errmsg);
-    if (rc == 0)
-        rc = s3_perform(sb, c, 0, NULL, errmsg);
+    if (rc != 0)
+        return rc;
+    rc = s3_perform(sb, c, 0, NULL, errmsg);
     if (rc == 0 && c->content_length < 0)
         rc = obj__fail(errmsg, -EPROTO, "HEAD %.200s: no Content-Length", key);
     if (rc == 0)
@@ -714,15 +725,12 @@ static int s3_head(struct obj__backend *b, const char *key, uint64_t *raw_size, 
 static int s3_del(struct obj__backend *b, const char *key, char *errmsg)
 {
     struct s3_backend *sb = s3_of(b);
-    struct s3_call *c = obj__calloc(1, sizeof(*c));
-    int rc;
+    struct s3_call *c = NULL;
+    int rc = s3_call_new(sb, "DELETE", key, &c, errmsg);
 
-    if (c == NULL)
-        return obj__fail(errmsg, -ENOMEM, "out of memory");
-    c->method = "DELETE";
-    rc = s3_url_key(sb, key, c, errmsg);
-    if (rc == 0)
-        rc = s3_perform(sb, c, 404, NULL, errmsg); /* gone already: fine */
+    if (rc != 0)
+        return rc;
+    rc = s3_perform(sb, c, 404, NULL, errmsg); /* gone already: fine */
     obj__free(c);
     return rc;
 }
