@@ -1,8 +1,10 @@
 /* meta/meta.h - arbor's metadata module, public header.
  *
- * For now it holds the base that meta/, client/ and tools/ share (style §1):
- * error codes, assertions, the allocator with fault injection, and logging.
- * The shard state machine (issue 3) and the server (issue 5) join it here.
+ * It holds the base that meta/, client/ and tools/ share (style §1: error
+ * codes, assertions, the allocator with fault injection, logging) and the
+ * shard state machine: the POSIX namespace of one shard, in memory, changed
+ * only by commands, so that every replica that applies the same commands
+ * holds the same state, bit for bit.
  */
 #ifndef ARBOR_META_H
 #define ARBOR_META_H
@@ -75,5 +77,137 @@ bool ar_log_is_enabled(enum ar_log_level level);
 /* Send lines to sink (NULL: back to stderr with a timestamp). For tests and
  * daemons. data is passed back to every call. */
 void ar_log_set_sink(ar_log_sink sink, void *data);
+
+/* ---- the shard state machine -----------------------------------------------
+ *
+ * A shard owns directory trees. meta_shard_apply() changes it; every input it
+ * needs (the time, a new inode number) is in the command, chosen once by the
+ * leader, so apply reads no clock and no randomness. meta_shard_read()
+ * answers queries and changes nothing. Both check permissions from the
+ * command's credentials as Linux does, and fail with the errno Linux gives.
+ */
+
+struct meta_shard;
+
+struct meta_cred {
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t group_count;   /* <= META_GROUPS_MAX */
+    uint32_t groups[32];    /* supplementary groups */
+};
+
+/* What stat(2) shows, less what the client fills in (blksize, dev). */
+struct meta_attr {
+    uint64_t ino;
+    uint32_t mode;     /* S_IFMT type and permission bits */
+    uint32_t nlink;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t rdev;
+    uint64_t size;
+    int64_t atime_ns;  /* since the epoch */
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+};
+
+enum meta_op {
+    META_OP_LOOKUP,   /* ino = dir, name              -> attr */
+    META_OP_GETATTR,  /* ino                          -> attr */
+    META_OP_ACCESS,   /* ino, mask (R_OK|W_OK|X_OK)   -> 0 or -EACCES */
+    META_OP_READLINK, /* ino                          -> target */
+    META_OP_READDIR,  /* ino, cookie, entry_cap       -> entries after cookie */
+    META_OP_SETATTR,  /* ino, set_mask, set           -> attr */
+    META_OP_MKNOD,    /* ino = dir, name, mode, rdev, new_ino -> attr (regular files too) */
+    META_OP_MKDIR,    /* ino = dir, name, mode, new_ino       -> attr */
+    META_OP_SYMLINK,  /* ino = dir, name, target, new_ino     -> attr */
+    META_OP_LINK,     /* ino = file, new_dir, new_name        -> attr */
+    META_OP_UNLINK,   /* ino = dir, name */
+    META_OP_RMDIR,    /* ino = dir, name */
+    META_OP_RENAME,   /* ino = dir, name, new_dir, new_name, flags (RENAME_*) */
+};
+
+/* setattr: which fields of cmd->set to apply */
+enum {
+    META_SET_MODE = 1u << 0,
+    META_SET_UID = 1u << 1,
+    META_SET_GID = 1u << 2,
+    META_SET_SIZE = 1u << 3,
+    META_SET_ATIME = 1u << 4,     /* to set.atime_ns */
+    META_SET_MTIME = 1u << 5,
+    META_SET_ATIME_NOW = 1u << 6, /* to the command's time (UTIME_NOW) */
+    META_SET_MTIME_NOW = 1u << 7,
+};
+
+struct meta_cmd {
+    enum meta_op op;
+    struct meta_cred cred;
+    int64_t now_ns;       /* mutations: the leader's time for this command */
+    uint64_t new_ino;     /* mknod, mkdir, symlink: the leader's choice */
+    uint64_t ino;         /* the inode, or the parent directory of name */
+    const char *name;     /* borrowed for the call; not NUL-terminated */
+    uint32_t name_len;
+    uint64_t new_dir;     /* rename, link */
+    const char *new_name;
+    uint32_t new_name_len;
+    uint32_t mode;        /* mknod, mkdir: type and permissions, umask applied */
+    uint32_t rdev;
+    uint32_t flags;       /* rename: RENAME_NOREPLACE, RENAME_EXCHANGE; access: mask */
+    uint32_t set_mask;    /* setattr: META_SET_* */
+    struct meta_attr set; /* setattr: the new values */
+    const char *target;   /* symlink */
+    uint32_t target_len;
+    uint64_t cookie;      /* readdir: 0 to start, else the last entry's cookie */
+    uint32_t entry_cap;   /* readdir: room in the reply */
+};
+
+struct meta_dirent {
+    uint64_t ino;
+    uint64_t cookie; /* pass it back to continue after this entry */
+    uint32_t type;   /* S_IFMT bits */
+    uint32_t name_len;
+    char name[256];  /* NUL-terminated */
+};
+
+struct meta_reply {
+    struct meta_attr attr;
+    char target[4096];              /* readlink: NUL-terminated */
+    struct meta_dirent *entries;    /* readdir: the caller's array of entry_cap */
+    uint32_t entry_count;
+    bool is_end;                    /* readdir: no entries follow */
+};
+
+struct meta_shard_config {
+    uint64_t root_ino;       /* the directory this shard owns; 1 for "/" */
+    int64_t created_ns;      /* the root's times */
+    uint32_t root_mode;      /* permission bits of the root, e.g. 0755 */
+    uint32_t root_uid;
+    uint32_t root_gid;
+};
+
+/* Make an empty shard that holds only its root directory. -ENOMEM. */
+int meta_shard_new(const struct meta_shard_config *cfg, struct meta_shard **out);
+void meta_shard_free(struct meta_shard *s);
+
+/* Apply one mutating command. Returns 0 (reply filled) or the errno Linux
+ * gives for the same case, negated; on error nothing changed. -EINVAL for a
+ * query op. Deterministic: depends only on the state and the command. */
+int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *reply);
+
+/* Answer a query (lookup, getattr, access, readlink, readdir). -EINVAL for a
+ * mutating op. */
+int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd,
+                    struct meta_reply *reply);
+
+/* A hash of the whole state, for comparing replicas; equal states give equal
+ * hashes whatever the order of their internal tables. */
+uint64_t meta_shard_hash(const struct meta_shard *s);
+
+/* Counters of the shard: inodes, entries, bytes of memory it holds. */
+struct meta_shard_stats {
+    uint64_t inode_count;
+    uint64_t entry_count;
+    uint64_t memory_bytes;
+};
+void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out);
 
 #endif /* ARBOR_META_H */

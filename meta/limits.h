@@ -1,0 +1,19 @@
+/* meta/limits.h - every limit of the shard state machine, with its reason
+ * (SQLite's sqliteLimit.h is the model). Tests hit each at limit and limit + 1. */
+#ifndef ARBOR_META_LIMITS_H
+#define ARBOR_META_LIMITS_H
+
+#define META_NAME_BYTES_MAX     255u         /* POSIX NAME_MAX; the kernel sends no more */
+#define META_SYMLINK_BYTES_MAX  4095u        /* PATH_MAX less its NUL */
+#define META_GROUPS_MAX         32u          /* supplementary groups carried by a request */
+#define META_XATTR_NAME_MAX     255u         /* XATTR_NAME_MAX */
+#define META_XATTR_VALUE_MAX    65536u       /* XATTR_SIZE_MAX */
+#define META_XATTR_BYTES_MAX    65536u       /* all names and values of one inode */
+#define META_NLINK_MAX          65000u       /* ext4's EXT4_LINK_MAX; EMLINK past it */
+#define META_READDIR_MAX        1024u        /* entries in one readdir reply */
+#define META_NODES_MAX          (1u << 31)   /* node indices are u32 with a spare bit */
+#define META_FILE_BYTES_MAX     (1ull << 50) /* 1 PiB: sizes fit in 51 bits, offsets never wrap */
+
+_Static_assert(META_NAME_BYTES_MAX < 256, "a name's length fits the arena's one-byte prefix");
+
+#endif /* ARBOR_META_LIMITS_H */

@@ -1,0 +1,827 @@
+/* meta/ops.c - the commands of the shard state machine.
+ *
+ * Each mutation runs in three steps: check (every error, in the order Linux
+ * checks them, so the errno is the one Linux gives), reserve (every
+ * allocation that could fail), change (nothing can fail). So an error leaves
+ * the shard exactly as it was: no partial apply.
+ *
+ * Permission rules follow Linux's generic_permission(), may_create(),
+ * may_delete(), may_linkat() (with protected_hardlinks on, Debian's
+ * default), setattr_prepare() and inode_init_owner().
+ * Thread: none; one thread uses a shard at a time. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shard.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1u << 0)
+#define RENAME_EXCHANGE  (1u << 1)
+#endif
+
+#define MAY_X 1u
+#define MAY_W 2u
+#define MAY_R 4u
+#define PATH_DEPTH_MAX 4096u /* bounds the ancestor walk of rename */
+
+/* ---- checks ---------------------------------------------------------------------- */
+
+static int name_check(const char *name, uint32_t len)
+{
+    if (len > META_NAME_BYTES_MAX)
+        return -ENAMETOOLONG;
+    if (name == NULL || len == 0 || memchr(name, '/', len) != NULL ||
+        memchr(name, '\0', len) != NULL)
+        return -EINVAL;
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        return -EINVAL; /* the kernel resolves these itself */
+    return 0;
+}
+
+static bool in_group(const struct meta_cred *c, uint32_t gid)
+{
+    if (c->gid == gid)
+        return true;
+    for (uint32_t i = 0; i < c->group_count && i < META_GROUPS_MAX; i++) {
+        if (c->groups[i] == gid)
+            return true;
+    }
+    return false;
+}
+
+/* generic_permission(): mask of MAY_R, MAY_W, MAY_X. */
+static int may(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c, uint32_t mask)
+{
+    const struct meta__attr_class *a = meta__attr_of(s, meta__node_at(s, inode)->attr);
+    uint32_t bits;
+
+    if (c->uid == 0) {
+        /* root may do anything but execute a file no one may execute */
+        if ((mask & MAY_X) && !S_ISDIR(a->mode) && (a->mode & 0111) == 0)
+            return -EACCES;
+        return 0;
+    }
+    if (c->uid == a->uid)
+        bits = a->mode >> 6;
+    else if (in_group(c, a->gid))
+        bits = a->mode >> 3;
+    else
+        bits = a->mode;
+    return (bits & mask) == mask ? 0 : -EACCES;
+}
+
+static bool is_owner_or_root(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c)
+{
+    return c->uid == 0 || c->uid == meta__attr_of(s, meta__node_at(s, inode)->attr)->uid;
+}
+
+/* The directory inode ino, searchable by c. */
+static int dir_get(const struct meta_shard *s, uint64_t ino, const struct meta_cred *c,
+                   uint32_t *out)
+{
+    uint32_t d = meta__find_ino(s, ino);
+
+    if (d == META_NIL)
+        return -ENOENT;
+    if (!S_ISDIR(meta__mode(s, d)))
+        return -ENOTDIR;
+    *out = d;
+    return may(s, d, c, MAY_X);
+}
+
+/* may_delete(): c may remove the entry victim (whose inode is vi) from dir d. */
+static int may_delete(const struct meta_shard *s, uint32_t d, uint32_t vi, bool is_dir,
+                      const struct meta_cred *c)
+{
+    int rc = may(s, d, c, MAY_W | MAY_X);
+
+    if (rc != 0)
+        return rc;
+    if ((meta__mode(s, d) & S_ISVTX) && !is_owner_or_root(s, vi, c) &&
+        !is_owner_or_root(s, d, c))
+        return -EPERM;
+    if (is_dir && !S_ISDIR(meta__mode(s, vi)))
+        return -ENOTDIR;
+    if (!is_dir && S_ISDIR(meta__mode(s, vi)))
+        return -EISDIR;
+    if (vi == s->root)
+        return -EBUSY;
+    return 0;
+}
+
+static bool dir_is_empty(const struct meta_shard *s, uint32_t d)
+{
+    return s->dirs[meta__node_at(s, d)->aux].live == 0;
+}
+
+/* Is node a (or a itself) an ancestor of directory node d? */
+static bool is_ancestor(const struct meta_shard *s, uint32_t a, uint32_t d)
+{
+    for (uint32_t depth = 0; depth < PATH_DEPTH_MAX; depth++) {
+        if (d == a)
+            return true;
+        if (d == s->root)
+            return false;
+        d = meta__node_at(s, d)->parent;
+    }
+    return true; /* deeper than any path: refuse, as if it were */
+}
+
+/* ---- queries ----------------------------------------------------------------------- */
+
+static int op_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t d;
+    uint32_t e;
+    int rc = cmd->name_len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
+
+    if (rc == 0)
+        rc = dir_get(s, cmd->ino, &cmd->cred, &d);
+    if (rc == 0)
+        rc = name_check(cmd->name, cmd->name_len);
+    if (rc != 0)
+        return rc;
+    e = meta__find_name(s, d, cmd->name, cmd->name_len);
+    if (e == META_NIL)
+        return -ENOENT;
+    meta__attr_fill(s, meta__inode_of(s, e), &r->attr);
+    return 0;
+}
+
+static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t d = meta__find_ino(s, cmd->ino);
+    uint32_t cap = cmd->entry_cap < META_READDIR_MAX ? cmd->entry_cap : META_READDIR_MAX;
+
+    if (d == META_NIL)
+        return -ENOENT;
+    if (!S_ISDIR(meta__mode(s, d)))
+        return -ENOTDIR;
+    if (may(s, d, &cmd->cred, MAY_R) != 0)
+        return -EACCES;
+    if (cap == 0 || r->entries == NULL)
+        return -EINVAL;
+    const struct meta__dir *dir = &s->dirs[meta__node_at(s, d)->aux];
+    uint32_t at = meta__dir_seek(s, dir, cmd->cookie);
+    r->entry_count = 0;
+    for (; at < dir->count && r->entry_count < cap; at++) {
+        uint32_t e = dir->children[at];
+        if (e == META_NIL)
+            continue;
+        const struct meta__node *n = meta__node_at(s, e);
+        uint32_t inode = meta__inode_of(s, e);
+        struct meta_dirent *out = &r->entries[r->entry_count++];
+        uint32_t len;
+        const uint8_t *name = meta__name_bytes(s, n->name, &len);
+        out->ino = meta__node_at(s, inode)->ino;
+        out->cookie = n->ino;
+        out->type = meta__mode(s, inode) & S_IFMT;
+        out->name_len = len;
+        memcpy(out->name, name, len);
+        out->name[len] = '\0';
+    }
+    while (at < dir->count && dir->children[at] == META_NIL) {
+        at++;
+    }
+    r->is_end = at >= dir->count;
+    return 0;
+}
+
+int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t n;
+
+    AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
+    switch (cmd->op) {
+    case META_OP_LOOKUP:
+        return op_lookup(s, cmd, r);
+    case META_OP_GETATTR:
+        n = meta__find_ino(s, cmd->ino);
+        if (n == META_NIL)
+            return -ENOENT;
+        meta__attr_fill(s, n, &r->attr);
+        return 0;
+    case META_OP_ACCESS:
+        n = meta__find_ino(s, cmd->ino);
+        if (n == META_NIL)
+            return -ENOENT;
+        if ((cmd->flags & ~7u) != 0)
+            return -EINVAL;
+        /* R_OK 4, W_OK 2, X_OK 1 are MAY_R, MAY_W, MAY_X */
+        return may(s, n, &cmd->cred, cmd->flags);
+    case META_OP_READLINK: {
+        n = meta__find_ino(s, cmd->ino);
+        if (n == META_NIL)
+            return -ENOENT;
+        const struct meta__ext *x = meta__ext_of(s, n);
+        if (!S_ISLNK(meta__mode(s, n)) || x == NULL)
+            return -EINVAL;
+        memcpy(r->target, x->target, x->target_len + 1);
+        return 0;
+    }
+    case META_OP_READDIR:
+        return op_readdir(s, cmd, r);
+    case META_OP_SETATTR:
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+    case META_OP_LINK:
+    case META_OP_UNLINK:
+    case META_OP_RMDIR:
+    case META_OP_RENAME:
+        return -EINVAL;
+    }
+    return -EINVAL; /* an op number from outside the enum */
+}
+
+/* ---- creating ---------------------------------------------------------------------- */
+
+/* What filename_create() checks before a command adds name to directory
+ * ino: the walk, the name, and that it is free. may_create()'s write check
+ * follows separately, since link checks the source in between. */
+static int create_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, uint64_t dir_ino,
+                         const char *name, uint32_t len, uint32_t *d)
+{
+    int rc = len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
+
+    if (rc == 0)
+        rc = dir_get(s, dir_ino, &cmd->cred, d);
+    if (rc == 0)
+        rc = name_check(name, len);
+    if (rc == 0 && meta__find_name(s, *d, name, len) != META_NIL)
+        rc = -EEXIST;
+    return rc;
+}
+
+static int create_check(const struct meta_shard *s, const struct meta_cmd *cmd, uint64_t dir_ino,
+                        const char *name, uint32_t len, uint32_t *d)
+{
+    int rc = create_lookup(s, cmd, dir_ino, name, len, d);
+
+    return rc != 0 ? rc : may(s, *d, &cmd->cred, MAY_W | MAY_X);
+}
+
+/* Take a node slot and a name for an entry in d; on error nothing is held. */
+static int entry_alloc(struct meta_shard *s, const char *name, uint32_t len, uint32_t *node,
+                       uint32_t *name_off)
+{
+    int rc = meta__node_alloc(s, node);
+
+    if (rc != 0)
+        return rc;
+    rc = meta__name_store(s, name, len, name_off);
+    if (rc != 0)
+        meta__node_release(s, *node);
+    return rc;
+}
+
+/* Link entry node e into directory d and the name index. Cannot fail. */
+static void entry_link(struct meta_shard *s, uint32_t d, uint32_t e)
+{
+    meta__node_at(s, e)->parent = d;
+    meta__index_name(s, e, true);
+    meta__dir_add(s, (uint32_t)meta__node_at(s, d)->aux, e);
+    s->entry_count++;
+}
+
+/* Take entry e out of its directory and the name index; its name is kept. */
+static void entry_unlink(struct meta_shard *s, uint32_t e)
+{
+    struct meta__node *n = meta__node_at(s, e);
+
+    meta__index_name(s, e, false);
+    meta__dir_remove(s, (uint32_t)meta__node_at(s, n->parent)->aux, e);
+    s->entry_count--;
+}
+
+static void dir_touch(struct meta_shard *s, uint32_t d, int64_t now)
+{
+    meta__set_times(s, d, &now, now);
+}
+
+static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t type = cmd->op == META_OP_MKDIR ? S_IFDIR
+                    : cmd->op == META_OP_SYMLINK ? S_IFLNK
+                                                 : (cmd->mode & S_IFMT);
+    /* vfs_mkdir() keeps only rwx and sticky; set-id bits come from the parent */
+    uint32_t perm = cmd->op == META_OP_SYMLINK ? 0777
+                    : cmd->op == META_OP_MKDIR ? cmd->mode & 01777
+                                               : cmd->mode & 07777;
+    uint32_t d;
+    uint32_t node;
+    uint32_t name_off;
+    uint32_t attr;
+    uint32_t dslot = META_NIL;
+    struct meta__ext *x = NULL;
+    int rc;
+
+    if (cmd->op == META_OP_MKNOD) {
+        if (type == 0)
+            type = S_IFREG;
+        if (type == S_IFDIR)
+            return -EPERM;
+        if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO &&
+            type != S_IFSOCK)
+            return -EINVAL;
+    }
+    rc = create_check(s, cmd, cmd->ino, cmd->name, cmd->name_len, &d);
+    if (rc != 0)
+        return rc;
+    if ((type == S_IFCHR || type == S_IFBLK) && cmd->cred.uid != 0)
+        return -EPERM; /* CAP_MKNOD */
+    if (cmd->op == META_OP_SYMLINK && (cmd->target == NULL || cmd->target_len == 0))
+        return -ENOENT;
+    if (cmd->op == META_OP_SYMLINK && cmd->target_len > META_SYMLINK_BYTES_MAX)
+        return -ENAMETOOLONG;
+    if (type == S_IFDIR && meta__node_nlink(meta__node_at(s, d)) >= META_NLINK_MAX)
+        return -EMLINK;
+    if (cmd->new_ino == 0 || meta__find_ino(s, cmd->new_ino) != META_NIL)
+        return -EINVAL; /* the leader gave a used inode number */
+
+    /* inode_init_owner(): a setgid directory gives its group, and its setgid
+     * bit to subdirectories; a file keeps S_ISGID only if its creator could */
+    const struct meta__attr_class *da = meta__attr_of(s, meta__node_at(s, d)->attr);
+    uint32_t gid = cmd->cred.gid;
+    if (da->mode & S_ISGID) {
+        gid = da->gid;
+        if (type == S_IFDIR)
+            perm |= S_ISGID;
+        else if ((perm & S_ISGID) && !in_group(&cmd->cred, gid) && cmd->cred.uid != 0)
+            perm &= ~(uint32_t)S_ISGID;
+    }
+
+    /* reserve */
+    rc = meta__reserve_indexes(s, 1, 1);
+    if (rc == 0)
+        rc = meta__reserve_side(s, 2);
+    if (rc == 0)
+        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, d)->aux, 1);
+    if (rc == 0 && (cmd->op == META_OP_SYMLINK || cmd->rdev != 0))
+        rc = meta__map_reserve(&s->exts, 1);
+    if (rc != 0)
+        return rc;
+    rc = entry_alloc(s, cmd->name, cmd->name_len, &node, &name_off);
+    if (rc != 0)
+        return rc;
+    rc = meta__attr_get(s, type | perm, cmd->cred.uid, gid, &attr);
+    bool has_attr = rc == 0;
+    if (rc == 0 && type == S_IFDIR)
+        rc = meta__dir_alloc(s, &dslot);
+    if (rc == 0 && (cmd->op == META_OP_SYMLINK || (cmd->rdev != 0 && type != S_IFREG))) {
+        x = ar_calloc(1, sizeof(*x));
+        if (x != NULL && cmd->op == META_OP_SYMLINK) {
+            x->target = ar_malloc(cmd->target_len + 1);
+            if (x->target != NULL) {
+                memcpy(x->target, cmd->target, cmd->target_len);
+                x->target[cmd->target_len] = '\0';
+                x->target_len = cmd->target_len;
+            }
+        }
+        if (x == NULL || (cmd->op == META_OP_SYMLINK && x->target == NULL))
+            rc = -ENOMEM;
+    }
+    if (rc != 0) {
+        if (x != NULL)
+            ar_free(x->target);
+        ar_free(x);
+        if (dslot != META_NIL)
+            meta__dir_release(s, dslot);
+        if (has_attr)
+            meta__attr_put(s, attr);
+        meta__name_release(s, name_off);
+        meta__node_release(s, node);
+        return rc;
+    }
+
+    /* change */
+    struct meta__node *n = meta__node_at(s, node);
+    *n = (struct meta__node){
+        .ino = cmd->new_ino,
+        .size = cmd->op == META_OP_SYMLINK ? cmd->target_len : 0,
+        .mtime_ns = cmd->now_ns,
+        .atime_ns = cmd->now_ns,
+        .aux = type == S_IFDIR ? dslot : 0,
+        .name = name_off,
+        .attr = attr,
+    };
+    meta__node_flag(n, NODE_LIVE, true);
+    meta__node_set_nlink(n, type == S_IFDIR ? 2 : 1);
+    if (x != NULL) {
+        x->rdev = cmd->rdev;
+        rc = meta__map_put(&s->exts, node, (uint64_t)(uintptr_t)x);
+        AR_ASSERT(rc == 0); /* reserved */
+        meta__node_flag(n, NODE_HAS_EXT, true);
+    }
+    meta__index_ino(s, node, true);
+    entry_link(s, d, node);
+    s->inode_count++;
+    if (type == S_IFDIR)
+        meta__node_set_nlink(meta__node_at(s, d), meta__node_nlink(meta__node_at(s, d)) + 1);
+    dir_touch(s, d, cmd->now_ns);
+    meta__attr_fill(s, node, &r->attr);
+    return 0;
+}
+
+/* ---- links ---------------------------------------------------------------------------- */
+
+/* may_linkat() with protected_hardlinks: someone who does not own a file may
+ * link it only if it is a plain regular file they may read and write. */
+static int may_link(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c)
+{
+    uint32_t mode = meta__mode(s, inode);
+
+    if (is_owner_or_root(s, inode, c))
+        return 0;
+    if (!S_ISREG(mode) || (mode & S_ISUID) || ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
+        return -EPERM;
+    return may(s, inode, c, MAY_R | MAY_W) == 0 ? 0 : -EPERM;
+}
+
+static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t inode = meta__find_ino(s, cmd->ino);
+    uint32_t d;
+    uint32_t node;
+    uint32_t name_off;
+    int rc;
+
+    if (inode == META_NIL)
+        return -ENOENT;
+    /* do_linkat(): the new name, then may_linkat(), then vfs_link()'s checks */
+    rc = create_lookup(s, cmd, cmd->new_dir, cmd->new_name, cmd->new_name_len, &d);
+    if (rc == 0)
+        rc = may_link(s, inode, &cmd->cred);
+    if (rc == 0)
+        rc = may(s, d, &cmd->cred, MAY_W | MAY_X);
+    if (rc != 0)
+        return rc;
+    if (S_ISDIR(meta__mode(s, inode)))
+        return -EPERM;
+    if (meta__node_nlink(meta__node_at(s, inode)) >= META_NLINK_MAX)
+        return -EMLINK;
+    if (cmd->new_ino == 0 || meta__find_ino(s, cmd->new_ino) != META_NIL)
+        return -EINVAL; /* the leader gave a used entry key */
+
+    rc = meta__reserve_indexes(s, 1, 1);
+    if (rc == 0)
+        rc = meta__reserve_side(s, 2);
+    if (rc == 0)
+        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, d)->aux, 1);
+    if (rc == 0)
+        rc = entry_alloc(s, cmd->new_name, cmd->new_name_len, &node, &name_off);
+    if (rc != 0)
+        return rc;
+
+    struct meta__node *alias = meta__node_at(s, node);
+    *alias = (struct meta__node){.ino = cmd->new_ino, .aux = inode, .name = name_off};
+    meta__node_flag(alias, NODE_LIVE, true);
+    meta__node_flag(alias, NODE_ALIAS, true);
+    entry_link(s, d, node);
+    struct meta__node *n = meta__node_at(s, inode);
+    meta__node_set_nlink(n, meta__node_nlink(n) + 1);
+    meta__set_times(s, inode, NULL, cmd->now_ns);
+    dir_touch(s, d, cmd->now_ns);
+    meta__attr_fill(s, inode, &r->attr);
+    return 0;
+}
+
+/* Remove entry e (already checked) and drop one link of its inode; free the
+ * inode at its last link. For a directory, also its parent's link. */
+static void entry_remove(struct meta_shard *s, uint32_t e, int64_t now)
+{
+    uint32_t inode = meta__inode_of(s, e);
+    struct meta__node *n = meta__node_at(s, inode);
+    bool is_dir = S_ISDIR(meta__mode(s, inode));
+    uint32_t d = meta__node_at(s, e)->parent;
+
+    entry_unlink(s, e);
+    meta__name_release(s, meta__node_at(s, e)->name);
+    if (is_dir) {
+        meta__node_set_nlink(meta__node_at(s, d), meta__node_nlink(meta__node_at(s, d)) - 1);
+        meta__index_ino(s, inode, false);
+        meta__inode_free(s, inode);
+        return;
+    }
+    if (e != inode) {
+        meta__node_release(s, e); /* an alias: the entry alone goes */
+    } else {
+        meta__node_at(s, e)->name = META_NIL;
+    }
+    meta__node_set_nlink(n, meta__node_nlink(n) - 1);
+    if (meta__node_nlink(n) > 0) {
+        if (e == inode)
+            meta__node_flag(n, NODE_NAMELESS, true);
+        meta__set_times(s, inode, NULL, now);
+        return;
+    }
+    /* the last name: if the inode has aliases left this is not reached */
+    meta__index_ino(s, inode, false);
+    meta__inode_free(s, inode);
+}
+
+static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, bool is_dir)
+{
+    uint32_t d;
+    uint32_t e;
+    int rc = cmd->name_len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
+
+    if (rc == 0)
+        rc = dir_get(s, cmd->ino, &cmd->cred, &d);
+    if (rc == 0)
+        rc = name_check(cmd->name, cmd->name_len);
+    if (rc != 0)
+        return rc;
+    e = meta__find_name(s, d, cmd->name, cmd->name_len);
+    if (e == META_NIL)
+        return -ENOENT;
+    uint32_t vi = meta__inode_of(s, e);
+    rc = may_delete(s, d, vi, is_dir, &cmd->cred);
+    if (rc == 0 && is_dir && !dir_is_empty(s, vi))
+        rc = -ENOTEMPTY;
+    if (rc == 0)
+        rc = meta__reserve_side(s, 2);
+    if (rc != 0)
+        return rc;
+    /* A NAMELESS inode that loses its last alias keeps an entry count of 0,
+     * handled in entry_remove through its nlink. */
+    entry_remove(s, e, cmd->now_ns);
+    dir_touch(s, d, cmd->now_ns);
+    return 0;
+}
+
+/* ---- rename ------------------------------------------------------------------------------ */
+
+/* Give entry e the name new_name in directory nd (a fresh name slot taken
+ * beforehand in name_off); its old name slot is freed. Cannot fail. */
+static void entry_move(struct meta_shard *s, uint32_t e, uint32_t nd, uint32_t name_off)
+{
+    uint32_t old_name = meta__node_at(s, e)->name;
+
+    entry_unlink(s, e);
+    meta__node_at(s, e)->name = name_off;
+    entry_link(s, nd, e);
+    meta__name_release(s, old_name);
+}
+
+static int rename_check(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t *od,
+                        uint32_t *nd, uint32_t *oe, uint32_t *ne)
+{
+    uint32_t flags = cmd->flags;
+    int rc = 0;
+
+    if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0 ||
+        (flags == (RENAME_NOREPLACE | RENAME_EXCHANGE)))
+        return -EINVAL;
+    if (cmd->name_len > META_NAME_BYTES_MAX || cmd->new_name_len > META_NAME_BYTES_MAX)
+        return -ENAMETOOLONG;
+    rc = dir_get(s, cmd->ino, &cmd->cred, od);
+    if (rc == 0)
+        rc = dir_get(s, cmd->new_dir, &cmd->cred, nd);
+    if (rc == 0)
+        rc = name_check(cmd->name, cmd->name_len);
+    if (rc == 0)
+        rc = name_check(cmd->new_name, cmd->new_name_len);
+    if (rc != 0)
+        return rc;
+    *oe = meta__find_name(s, *od, cmd->name, cmd->name_len);
+    if (*oe == META_NIL)
+        return -ENOENT;
+    *ne = meta__find_name(s, *nd, cmd->new_name, cmd->new_name_len);
+    if ((flags & RENAME_NOREPLACE) && *ne != META_NIL)
+        return -EEXIST;
+    if ((flags & RENAME_EXCHANGE) && *ne == META_NIL)
+        return -ENOENT;
+    uint32_t oi = meta__inode_of(s, *oe);
+    uint32_t ni = *ne != META_NIL ? meta__inode_of(s, *ne) : META_NIL;
+    bool old_is_dir = S_ISDIR(meta__mode(s, oi));
+    bool new_is_dir = ni != META_NIL && S_ISDIR(meta__mode(s, ni));
+    /* source may not become its own descendant; nor may the target */
+    if (old_is_dir && is_ancestor(s, oi, *nd))
+        return -EINVAL;
+    if (new_is_dir && is_ancestor(s, ni, *od))
+        return (flags & RENAME_EXCHANGE) ? -EINVAL : -ENOTEMPTY;
+    if (oi == ni)
+        return 1; /* two names of one inode: nothing to do */
+    rc = may_delete(s, *od, oi, old_is_dir, &cmd->cred);
+    if (rc != 0)
+        return rc;
+    if (ni == META_NIL)
+        rc = may(s, *nd, &cmd->cred, MAY_W | MAY_X);
+    else
+        rc = may_delete(s, *nd, ni, (flags & RENAME_EXCHANGE) ? new_is_dir : old_is_dir,
+                        &cmd->cred);
+    if (rc != 0)
+        return rc;
+    if (*od != *nd && old_is_dir && may(s, oi, &cmd->cred, MAY_W) != 0)
+        return -EACCES;
+    if (*od != *nd && new_is_dir && (flags & RENAME_EXCHANGE) &&
+        may(s, ni, &cmd->cred, MAY_W) != 0)
+        return -EACCES;
+    if (new_is_dir && !(flags & RENAME_EXCHANGE) && !dir_is_empty(s, ni))
+        return -ENOTEMPTY;
+    if (*od != *nd && old_is_dir && !new_is_dir &&
+        meta__node_nlink(meta__node_at(s, *nd)) >= META_NLINK_MAX)
+        return -EMLINK;
+    if (*od != *nd && new_is_dir && (flags & RENAME_EXCHANGE) && !old_is_dir &&
+        meta__node_nlink(meta__node_at(s, *od)) >= META_NLINK_MAX)
+        return -EMLINK;
+    return 0;
+}
+
+static void nlink_add(struct meta_shard *s, uint32_t node, int delta)
+{
+    struct meta__node *n = meta__node_at(s, node);
+
+    meta__node_set_nlink(n, (uint32_t)((int)meta__node_nlink(n) + delta));
+}
+
+static int op_rename(struct meta_shard *s, const struct meta_cmd *cmd)
+{
+    uint32_t od;
+    uint32_t nd;
+    uint32_t oe;
+    uint32_t ne;
+    uint32_t name_a;
+    uint32_t name_b = META_NIL;
+    int64_t now = cmd->now_ns;
+    int rc = rename_check(s, cmd, &od, &nd, &oe, &ne);
+
+    if (rc == 1)
+        return 0;
+    if (rc != 0)
+        return rc;
+    rc = meta__reserve_indexes(s, 1, 2);
+    if (rc == 0)
+        rc = meta__reserve_side(s, 6);
+    /* each moved entry takes a slot; an exchange in one directory moves two */
+    if (rc == 0)
+        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, nd)->aux, 2);
+    if (rc == 0)
+        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, od)->aux, 2);
+    if (rc == 0)
+        rc = meta__name_store(s, cmd->new_name, cmd->new_name_len, &name_a);
+    if (rc == 0 && (cmd->flags & RENAME_EXCHANGE)) {
+        rc = meta__name_store(s, cmd->name, cmd->name_len, &name_b);
+        if (rc != 0)
+            meta__name_release(s, name_a);
+    }
+    if (rc != 0)
+        return rc;
+
+    uint32_t oi = meta__inode_of(s, oe);
+    bool old_is_dir = S_ISDIR(meta__mode(s, oi));
+    if (cmd->flags & RENAME_EXCHANGE) {
+        uint32_t ni = meta__inode_of(s, ne);
+        bool new_is_dir = S_ISDIR(meta__mode(s, ni));
+        entry_move(s, oe, nd, name_a);
+        entry_move(s, ne, od, name_b);
+        if (od != nd && old_is_dir != new_is_dir) {
+            nlink_add(s, old_is_dir ? od : nd, -1);
+            nlink_add(s, old_is_dir ? nd : od, +1);
+        }
+        meta__set_times(s, ni, NULL, now);
+    } else {
+        if (ne != META_NIL)
+            entry_remove(s, ne, now); /* the replaced entry; a dir drops nd's link */
+        entry_move(s, oe, nd, name_a);
+        if (old_is_dir && od != nd) {
+            nlink_add(s, od, -1);
+            nlink_add(s, nd, +1);
+        }
+    }
+    meta__set_times(s, oi, NULL, now);
+    dir_touch(s, od, now);
+    if (nd != od)
+        dir_touch(s, nd, now);
+    return 0;
+}
+
+/* ---- setattr ------------------------------------------------------------------------------ */
+
+static int setattr_check(const struct meta_shard *s, const struct meta_cmd *cmd, uint32_t n)
+{
+    const struct meta__attr_class *a = meta__attr_of(s, meta__node_at(s, n)->attr);
+    const struct meta_cred *c = &cmd->cred;
+    uint32_t m = cmd->set_mask;
+
+    if ((m & META_SET_SIZE) != 0) {
+        if (S_ISDIR(a->mode))
+            return -EISDIR;
+        if (!S_ISREG(a->mode))
+            return -EINVAL;
+        if (cmd->set.size > META_FILE_BYTES_MAX)
+            return -EFBIG;
+        if (may(s, n, c, MAY_W) != 0)
+            return -EACCES;
+    }
+    /* chown_ok(), chgrp_ok(): only the owner, and only to itself or a group
+     * of theirs; even "no change" needs ownership */
+    if ((m & META_SET_UID) != 0 && c->uid != 0 && (c->uid != a->uid || cmd->set.uid != a->uid))
+        return -EPERM;
+    if ((m & META_SET_GID) != 0 && c->uid != 0 &&
+        (c->uid != a->uid || (cmd->set.gid != a->gid && !in_group(c, cmd->set.gid))))
+        return -EPERM;
+    if ((m & META_SET_MODE) != 0 && !is_owner_or_root(s, n, c))
+        return -EPERM;
+    if ((m & (META_SET_ATIME | META_SET_MTIME)) != 0 && !is_owner_or_root(s, n, c))
+        return -EPERM;
+    if ((m & (META_SET_ATIME_NOW | META_SET_MTIME_NOW)) != 0 && !is_owner_or_root(s, n, c) &&
+        may(s, n, c, MAY_W) != 0)
+        return -EACCES;
+    return 0;
+}
+
+static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t n = meta__find_ino(s, cmd->ino);
+    uint32_t m = cmd->set_mask;
+    int rc;
+
+    if (n == META_NIL)
+        return -ENOENT;
+    if ((m & ~0xffu) != 0)
+        return -EINVAL;
+    rc = setattr_check(s, cmd, n);
+    if (rc != 0)
+        return rc;
+    struct meta__node *node = meta__node_at(s, n);
+    const struct meta__attr_class *a = meta__attr_of(s, node->attr);
+    uint32_t mode = a->mode;
+    uint32_t uid = (m & META_SET_UID) ? cmd->set.uid : a->uid;
+    uint32_t gid = (m & META_SET_GID) ? cmd->set.gid : a->gid;
+    if (m & META_SET_MODE) {
+        mode = (mode & S_IFMT) | (cmd->set.mode & 07777);
+        if (cmd->cred.uid != 0 && !in_group(&cmd->cred, gid))
+            mode &= ~(uint32_t)S_ISGID;
+    }
+    /* chown clears set-user-ID, and set-group-ID of a group-executable file;
+     * so does truncation, by anyone but root (should_remove_suid()) */
+    bool kill_suid = (m & (META_SET_UID | META_SET_GID)) && !S_ISDIR(mode);
+    kill_suid |= (m & META_SET_SIZE) && cmd->cred.uid != 0 && S_ISREG(mode);
+    if (kill_suid) {
+        mode &= ~(uint32_t)S_ISUID;
+        if (mode & S_IXGRP)
+            mode &= ~(uint32_t)S_ISGID;
+    }
+    uint32_t attr = node->attr;
+    rc = meta__reserve_side(s, 1);
+    if (rc == 0 && (mode != a->mode || uid != a->uid || gid != a->gid))
+        rc = meta__attr_get(s, mode, uid, gid, &attr);
+    if (rc != 0)
+        return rc;
+    if (attr != node->attr) {
+        meta__attr_put(s, node->attr);
+        node->attr = attr;
+    }
+    int64_t mtime = node->mtime_ns;
+    if (m & META_SET_SIZE) {
+        node->size = cmd->set.size;
+        mtime = cmd->now_ns;
+    }
+    if (m & META_SET_ATIME)
+        node->atime_ns = cmd->set.atime_ns;
+    if (m & META_SET_ATIME_NOW)
+        node->atime_ns = cmd->now_ns;
+    if (m & META_SET_MTIME)
+        mtime = cmd->set.mtime_ns;
+    if (m & META_SET_MTIME_NOW)
+        mtime = cmd->now_ns;
+    meta__set_times(s, n, &mtime, cmd->now_ns);
+    meta__attr_fill(s, n, &r->attr);
+    return 0;
+}
+
+int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
+    if (cmd->cred.group_count > META_GROUPS_MAX)
+        return -EINVAL;
+    switch (cmd->op) {
+    case META_OP_SETATTR:
+        return op_setattr(s, cmd, r);
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+        return op_create(s, cmd, r);
+    case META_OP_LINK:
+        return op_link(s, cmd, r);
+    case META_OP_UNLINK:
+        return op_remove(s, cmd, false);
+    case META_OP_RMDIR:
+        return op_remove(s, cmd, true);
+    case META_OP_RENAME:
+        return op_rename(s, cmd);
+    case META_OP_LOOKUP:
+    case META_OP_GETATTR:
+    case META_OP_ACCESS:
+    case META_OP_READLINK:
+    case META_OP_READDIR:
+        return -EINVAL;
+    }
+    return -EINVAL; /* an op number from outside the enum */
+}

@@ -1,0 +1,217 @@
+/* meta/shard.h - the shard state machine's internal layout. Included only
+ * from meta/ and tests/meta/.
+ *
+ * Memory is the budget that decides a cluster's size (design §2), so a small
+ * file costs one 56-byte node, its name, and a few bytes in three indexes:
+ *
+ *   node (56) | name: 1 + len bytes | ino index ~5 | entry index ~5 | dir vector ~5
+ *
+ * A node is an inode together with the entry that named it. What most files
+ * never have lives in side tables keyed by node index: a ctime that differs
+ * from mtime, and the "ext" record (rdev, symlink target, xattrs). A second
+ * name of a file (a hard link) is an alias node: an entry whose inode is
+ * another node.
+ *
+ * Determinism: node, name and attr slots are reused last-freed-first, and
+ * hash tables are seeded from the state, so replicas that apply the same
+ * commands build the same tables.
+ */
+#ifndef ARBOR_META_SHARD_H
+#define ARBOR_META_SHARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "limits.h"
+#include "meta.h"
+
+#define META_NIL UINT32_MAX /* no node */
+
+/* ---- an index of u32 values by a caller's key (table.c) ----------------------
+ * Open addressing with linear probing. The index stores only values; the
+ * caller hashes keys and says whether a value's key matches, so the key
+ * bytes live once, in the node. Capacity grows by 1.5x (not 2x) to keep the
+ * slack small at millions of entries; the load stays in [0.5, 0.85]. */
+struct meta__index {
+    uint32_t *slots;  /* META_NIL where empty */
+    uint64_t cap;
+    uint64_t count;
+    uint64_t tombstones;
+};
+
+typedef bool (*meta__index_match)(const void *ctx, uint32_t value, const void *key);
+typedef uint64_t (*meta__index_rehash)(const void *ctx, uint32_t value);
+
+void meta__index_init(struct meta__index *ix);
+void meta__index_fini(struct meta__index *ix);
+/* The value whose key matches, or META_NIL. */
+uint32_t meta__index_find(const struct meta__index *ix, uint64_t hash, const void *key,
+                          meta__index_match match, const void *ctx);
+/* Insert a value whose key is not present. -ENOMEM leaves the index as it was. */
+int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,
+                       meta__index_rehash rehash, const void *ctx);
+/* Remove the value (present). */
+void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value);
+/* Make room for `more` inserts now, so a command can fail before it changes anything. */
+int meta__index_reserve(struct meta__index *ix, uint64_t more, meta__index_rehash rehash,
+                        const void *ctx);
+uint64_t meta__index_bytes(const struct meta__index *ix);
+
+/* ---- a map of u32 keys (node indices) to u64 values (table.c) -----------------
+ * For the side tables, which few nodes use. */
+struct meta__map {
+    uint32_t *keys;  /* META_NIL empty, META_MAP_GONE removed */
+    uint64_t *vals;
+    uint64_t cap;
+    uint64_t count;
+    uint64_t gone;
+};
+#define META_MAP_GONE (UINT32_MAX - 1)
+
+void meta__map_init(struct meta__map *m);
+void meta__map_fini(struct meta__map *m);
+/* true and *val if key is present */
+bool meta__map_get(const struct meta__map *m, uint32_t key, uint64_t *val);
+/* Insert or replace. -ENOMEM leaves the map as it was. */
+int meta__map_put(struct meta__map *m, uint32_t key, uint64_t val);
+void meta__map_del(struct meta__map *m, uint32_t key);
+/* Room for `more` puts of new keys. */
+int meta__map_reserve(struct meta__map *m, uint32_t more);
+uint64_t meta__map_bytes(const struct meta__map *m);
+
+uint64_t meta__hash_bytes(uint64_t seed, const void *data, uint32_t len);
+uint64_t meta__hash_u64(uint64_t seed, uint64_t v);
+
+/* ---- nodes ------------------------------------------------------------------- */
+
+enum {
+    NODE_LIVE = 1u << 0,      /* slot in use */
+    NODE_ALIAS = 1u << 1,     /* an extra name: aux is the node of the inode */
+    NODE_NAMELESS = 1u << 2,  /* an inode whose first name is gone; reached by ino only */
+    NODE_HAS_CTIME = 1u << 3, /* ctime != mtime: in the ctime table */
+    NODE_HAS_EXT = 1u << 4,   /* rdev, symlink target or xattrs: in the ext table */
+};
+
+#define NODE_NLINK_BITS 24u
+#define NODE_NLINK_MASK ((1u << NODE_NLINK_BITS) - 1)
+_Static_assert(META_NLINK_MAX < (1u << NODE_NLINK_BITS), "nlink fits its bits");
+
+struct meta__node {
+    uint64_t ino;         /* inode number; an alias's own entry key (its readdir cookie) */
+    uint64_t size;        /* bytes; a symlink's target length */
+    int64_t mtime_ns;
+    int64_t atime_ns;
+    uint64_t aux;         /* dir: its dir slot; alias: the inode's node; file: first slice */
+    uint32_t parent;      /* node of the directory holding this name; root: itself */
+    uint32_t name;        /* offset of the name in the name arena */
+    uint32_t attr;        /* interned (mode, uid, gid) */
+    uint32_t nlink_flags; /* nlink in the low 24 bits, NODE_* in the high 8 */
+};
+_Static_assert(sizeof(struct meta__node) == 56, "the node is the memory budget");
+
+#define NODE_PAGE_BITS 16u /* nodes are allocated 64Ki at a time */
+
+struct meta__attr_class {
+    uint32_t mode;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t refs; /* nodes using it; 0 = free slot */
+};
+
+/* A directory's children, by entry key, for readdir cookies that survive
+ * changes: a cookie is the last entry key returned, and entries are visited
+ * in key order. Removed children become META_NIL until compaction. */
+struct meta__dir {
+    uint32_t *children; /* node indices, ascending entry key, with META_NIL holes */
+    uint32_t count;     /* slots used, holes included */
+    uint32_t cap;
+    uint32_t holes;
+    uint32_t live;      /* children */
+};
+
+struct meta__ext {
+    uint32_t rdev;
+    uint32_t target_len;
+    char *target;       /* symlink target, NUL-terminated */
+};
+
+struct meta_shard {
+    uint64_t seed;              /* hash seed, part of the state */
+    uint32_t root;              /* node of the shard's root directory */
+    /* nodes */
+    struct meta__node **pages;
+    uint32_t page_count;
+    uint32_t node_count;        /* slots handed out, free or not */
+    uint32_t node_free;         /* head of the free list (through aux), or META_NIL */
+    uint64_t inode_count;
+    uint64_t entry_count;
+    /* names: a length byte then the bytes; freed slots are reused by size */
+    uint8_t *names;
+    uint64_t names_used;
+    uint64_t names_cap;
+    uint32_t name_free[META_NAME_BYTES_MAX + 2]; /* per slot size: offset of a free slot */
+    /* interned attributes */
+    struct meta__attr_class *attrs;
+    uint32_t attr_count;
+    uint32_t attr_cap;
+    uint32_t attr_free;
+    struct meta__index attr_index;
+    /* directories */
+    struct meta__dir *dirs;
+    uint32_t dir_count;
+    uint32_t dir_cap;
+    uint32_t dir_free;
+    /* indexes */
+    struct meta__index by_ino;   /* ino -> node (inodes, not aliases) */
+    struct meta__index by_name;  /* (parent, name) -> node (entries) */
+    /* side tables, keyed by node */
+    struct meta__map ctimes;     /* node -> ctime_ns, where it differs from mtime */
+    struct meta__map exts;       /* node -> struct meta__ext * */
+};
+
+/* ---- node.c: storage ----------------------------------------------------------
+ * Every allocating call returns 0, -ENOMEM or -ENOSPC and changes nothing on
+ * error; commands reserve first, then change state with calls that cannot fail. */
+struct meta__node *meta__node_at(const struct meta_shard *s, uint32_t idx);
+uint32_t meta__node_nlink(const struct meta__node *n);
+void meta__node_set_nlink(struct meta__node *n, uint32_t nlink);
+bool meta__node_has(const struct meta__node *n, uint32_t flag);
+void meta__node_flag(struct meta__node *n, uint32_t flag, bool on);
+int meta__node_alloc(struct meta_shard *s, uint32_t *out);
+void meta__node_release(struct meta_shard *s, uint32_t idx);
+
+const uint8_t *meta__name_bytes(const struct meta_shard *s, uint32_t off, uint32_t *len);
+int meta__name_store(struct meta_shard *s, const char *name, uint32_t len, uint32_t *out);
+void meta__name_release(struct meta_shard *s, uint32_t off);
+
+const struct meta__attr_class *meta__attr_of(const struct meta_shard *s, uint32_t idx);
+int meta__attr_get(struct meta_shard *s, uint32_t mode, uint32_t uid, uint32_t gid,
+                   uint32_t *out);
+void meta__attr_put(struct meta_shard *s, uint32_t idx);
+
+int meta__dir_alloc(struct meta_shard *s, uint32_t *out);
+void meta__dir_release(struct meta_shard *s, uint32_t d);
+uint32_t meta__dir_seek(const struct meta_shard *s, const struct meta__dir *d, uint64_t key);
+int meta__dir_reserve(struct meta_shard *s, uint32_t dslot, uint32_t more);
+void meta__dir_add(struct meta_shard *s, uint32_t dslot, uint32_t child);
+void meta__dir_remove(struct meta_shard *s, uint32_t dslot, uint32_t child);
+
+/* ---- shard.c: lookups, times, side tables ------------------------------------- */
+uint32_t meta__find_ino(const struct meta_shard *s, uint64_t ino);
+uint32_t meta__find_name(const struct meta_shard *s, uint32_t dir, const char *name,
+                         uint32_t len);
+int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names);
+void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in);
+void meta__index_name(struct meta_shard *s, uint32_t node, bool is_in);
+uint32_t meta__inode_of(const struct meta_shard *s, uint32_t entry);
+uint32_t meta__mode(const struct meta_shard *s, uint32_t inode);
+int64_t meta__ctime(const struct meta_shard *s, uint32_t inode);
+int meta__reserve_side(struct meta_shard *s, uint32_t more);
+/* Set mtime (when not NULL) and ctime; cannot fail after meta__reserve_side(). */
+void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_ns,
+                     int64_t ctime_ns);
+struct meta__ext *meta__ext_of(const struct meta_shard *s, uint32_t inode);
+void meta__attr_fill(const struct meta_shard *s, uint32_t inode, struct meta_attr *out);
+void meta__inode_free(struct meta_shard *s, uint32_t inode);
+
+#endif /* ARBOR_META_SHARD_H */

@@ -1,0 +1,296 @@
+/* meta/table.c - the hash structures of the shard: an index of u32 values
+ * whose keys live elsewhere (in the nodes), and a small u32 -> u64 map for
+ * side tables. Both use open addressing with linear probing and map a hash
+ * to a slot by multiply-shift ("fastrange"), which works for any capacity, so
+ * tables grow by 1.5x instead of doubling.
+ * Invariant: count + tombstones < cap * 0.85; an empty slot ends every probe.
+ * Thread: none; the shard is used by one thread at a time. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard.h"
+
+#define TABLE_CAP_MIN     16u
+#define TABLE_LOAD_MAX_PC 85u /* grow above this percentage of slots in use */
+
+static uint64_t slot_of(uint64_t hash, uint64_t cap)
+{
+    __extension__ typedef unsigned __int128 u128; /* GCC and Clang; the product needs 128 bits */
+    return (uint64_t)(((u128)hash * cap) >> 64);
+}
+
+static bool is_full(uint64_t used, uint64_t cap)
+{
+    return (used + 1) * 100 > cap * TABLE_LOAD_MAX_PC;
+}
+
+static uint64_t grown(uint64_t need)
+{
+    uint64_t cap = TABLE_CAP_MIN;
+
+    while (need * 100 > cap * TABLE_LOAD_MAX_PC * 6 / 10) { /* land near 50% load */
+        cap += cap / 2;
+    }
+    return cap;
+}
+
+/* A mixer with full avalanche (the finaliser of MurmurHash3's 64-bit variant,
+ * constants from SplitMix64). */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t meta__hash_u64(uint64_t seed, uint64_t v)
+{
+    return mix(v ^ mix(seed));
+}
+
+uint64_t meta__hash_bytes(uint64_t seed, const void *data, uint32_t len)
+{
+    const uint8_t *p = data;
+    uint64_t h = mix(seed ^ len);
+
+    for (; len >= 8; len -= 8, p += 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = mix(h ^ w) + 0x9e3779b97f4a7c15ull;
+    }
+    if (len > 0) {
+        uint64_t w = 0;
+        memcpy(&w, p, len);
+        h = mix(h ^ w ^ ((uint64_t)len << 56));
+    }
+    return h;
+}
+
+/* ---- index ---------------------------------------------------------------------- */
+
+#define INDEX_GONE (UINT32_MAX - 1)
+
+void meta__index_init(struct meta__index *ix)
+{
+    memset(ix, 0, sizeof(*ix));
+}
+
+void meta__index_fini(struct meta__index *ix)
+{
+    ar_free(ix->slots);
+    memset(ix, 0, sizeof(*ix));
+}
+
+uint32_t meta__index_find(const struct meta__index *ix, uint64_t hash, const void *key,
+                          meta__index_match match, const void *ctx)
+{
+    if (ix->cap == 0)
+        return META_NIL;
+    uint64_t i = slot_of(hash, ix->cap);
+    for (uint64_t probes = 0; probes < ix->cap; probes++) {
+        uint32_t v = ix->slots[i];
+        if (v == META_NIL)
+            return META_NIL;
+        if (v != INDEX_GONE && match(ctx, v, key))
+            return v;
+        i = i + 1 == ix->cap ? 0 : i + 1;
+    }
+    return META_NIL;
+}
+
+static void index_place(uint32_t *slots, uint64_t cap, uint64_t hash, uint32_t value)
+{
+    uint64_t i = slot_of(hash, cap);
+
+    for (uint64_t probes = 0; probes < cap; probes++) {
+        if (slots[i] == META_NIL || slots[i] == INDEX_GONE) {
+            slots[i] = value;
+            return;
+        }
+        i = i + 1 == cap ? 0 : i + 1;
+    }
+    AR_UNREACHABLE(); /* the load limit keeps a free slot */
+}
+
+static int index_resize(struct meta__index *ix, uint64_t cap, meta__index_rehash rehash,
+                        const void *ctx)
+{
+    uint32_t *slots = ar_malloc(cap * sizeof(*slots));
+
+    if (slots == NULL)
+        return -ENOMEM;
+    memset(slots, 0xff, cap * sizeof(*slots)); /* META_NIL */
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        uint32_t v = ix->slots[i];
+        if (v != META_NIL && v != INDEX_GONE)
+            index_place(slots, cap, rehash(ctx, v), v);
+    }
+    ar_free(ix->slots);
+    ix->slots = slots;
+    ix->cap = cap;
+    ix->tombstones = 0;
+    return 0;
+}
+
+int meta__index_reserve(struct meta__index *ix, uint64_t more, meta__index_rehash rehash,
+                        const void *ctx)
+{
+    AR_ASSERT(more > 0);
+    if (ix->cap > 0 && !is_full(ix->count + ix->tombstones + more - 1, ix->cap))
+        return 0;
+    return index_resize(ix, grown(ix->count + more), rehash, ctx);
+}
+
+int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,
+                       meta__index_rehash rehash, const void *ctx)
+{
+    int rc = meta__index_reserve(ix, 1, rehash, ctx);
+
+    AR_ASSERT(value != META_NIL && value != INDEX_GONE);
+    if (rc != 0)
+        return rc;
+    uint64_t i = slot_of(hash, ix->cap);
+    for (uint64_t probes = 0; probes < ix->cap; probes++) {
+        if (ix->slots[i] == META_NIL || ix->slots[i] == INDEX_GONE) {
+            ix->tombstones -= ix->slots[i] == INDEX_GONE;
+            ix->slots[i] = value;
+            ix->count++;
+            return 0;
+        }
+        i = i + 1 == ix->cap ? 0 : i + 1;
+    }
+    AR_UNREACHABLE();
+}
+
+void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value)
+{
+    AR_ASSERT(ix->cap > 0);
+    uint64_t i = slot_of(hash, ix->cap);
+    for (uint64_t probes = 0; probes < ix->cap; probes++) {
+        AR_ASSERT(ix->slots[i] != META_NIL); /* the value is present */
+        if (ix->slots[i] == value) {
+            uint64_t next = i + 1 == ix->cap ? 0 : i + 1;
+            /* a slot before an empty one can simply be emptied */
+            if (ix->slots[next] == META_NIL) {
+                ix->slots[i] = META_NIL;
+            } else {
+                ix->slots[i] = INDEX_GONE;
+                ix->tombstones++;
+            }
+            ix->count--;
+            return;
+        }
+        i = i + 1 == ix->cap ? 0 : i + 1;
+    }
+    AR_UNREACHABLE();
+}
+
+uint64_t meta__index_bytes(const struct meta__index *ix)
+{
+    return ix->cap * sizeof(uint32_t);
+}
+
+/* ---- map -------------------------------------------------------------------------- */
+
+void meta__map_init(struct meta__map *m)
+{
+    memset(m, 0, sizeof(*m));
+}
+
+void meta__map_fini(struct meta__map *m)
+{
+    ar_free(m->keys);
+    ar_free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+static uint64_t map_find(const struct meta__map *m, uint32_t key)
+{
+    uint64_t i = slot_of(meta__hash_u64(0, key), m->cap);
+
+    for (uint64_t probes = 0; probes < m->cap; probes++) {
+        if (m->keys[i] == META_NIL || m->keys[i] == key)
+            return i;
+        i = i + 1 == m->cap ? 0 : i + 1;
+    }
+    return m->cap;
+}
+
+bool meta__map_get(const struct meta__map *m, uint32_t key, uint64_t *val)
+{
+    if (m->cap == 0)
+        return false;
+    uint64_t i = map_find(m, key);
+    if (i == m->cap || m->keys[i] != key)
+        return false;
+    *val = m->vals[i];
+    return true;
+}
+
+static int map_resize(struct meta__map *m, uint64_t cap)
+{
+    struct meta__map bigger = {.cap = cap};
+
+    bigger.keys = ar_malloc(cap * sizeof(uint32_t));
+    bigger.vals = ar_malloc(cap * sizeof(uint64_t));
+    if (bigger.keys == NULL || bigger.vals == NULL) {
+        ar_free(bigger.keys);
+        ar_free(bigger.vals);
+        return -ENOMEM;
+    }
+    memset(bigger.keys, 0xff, cap * sizeof(uint32_t));
+    for (uint64_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] != META_NIL && m->keys[i] != META_MAP_GONE) {
+            uint64_t j = map_find(&bigger, m->keys[i]);
+            bigger.keys[j] = m->keys[i];
+            bigger.vals[j] = m->vals[i];
+            bigger.count++;
+        }
+    }
+    meta__map_fini(m);
+    *m = bigger;
+    return 0;
+}
+
+int meta__map_reserve(struct meta__map *m, uint32_t more)
+{
+    if (m->cap > 0 && !is_full(m->count + m->gone + more - 1, m->cap))
+        return 0;
+    return map_resize(m, grown(m->count + more));
+}
+
+int meta__map_put(struct meta__map *m, uint32_t key, uint64_t val)
+{
+    AR_ASSERT(key < META_MAP_GONE);
+    int rc = meta__map_reserve(m, 1);
+    if (rc != 0)
+        return rc;
+    uint64_t i = map_find(m, key);
+    AR_ASSERT(i < m->cap);
+    if (m->keys[i] != key) {
+        m->keys[i] = key;
+        m->count++;
+    }
+    m->vals[i] = val;
+    return 0;
+}
+
+void meta__map_del(struct meta__map *m, uint32_t key)
+{
+    if (m->cap == 0)
+        return;
+    uint64_t i = map_find(m, key);
+    if (i == m->cap || m->keys[i] != key)
+        return;
+    m->keys[i] = META_MAP_GONE;
+    m->count--;
+    m->gone++;
+}
+
+uint64_t meta__map_bytes(const struct meta__map *m)
+{
+    return m->cap * (sizeof(uint32_t) + sizeof(uint64_t));
+}
