@@ -11,7 +11,8 @@
 #define META_XATTR_BYTES_MAX    65536u       /* all names and values of one inode */
 #define META_NLINK_MAX          65000u       /* ext4's EXT4_LINK_MAX; EMLINK past it */
 #define META_READDIR_MAX        1024u        /* entries in one readdir reply */
-#define META_NODES_MAX          (1u << 31)   /* node indices are u32 with a spare bit */
+#define META_NODES_MAX          ((1u << 27) - 2) /* 134M files a shard (~12 GiB); split
+                                                  * before. Indexes tag the bits above. */
 #define META_FILE_BYTES_MAX     (1ull << 50) /* 1 PiB: sizes fit in 51 bits, offsets never wrap */
 
 _Static_assert(META_NAME_BYTES_MAX < 256, "a name's length fits the arena's one-byte prefix");

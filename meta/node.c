@@ -14,6 +14,7 @@
 #define NODE_PAGE_SIZE (1u << NODE_PAGE_BITS)
 #define NAMES_CAP_MIN  (64u << 10)
 #define NAME_SLOT_MIN  5u /* a free slot holds a u32 link after its length byte */
+#define DIR_HOLES_MIN  16u /* small vectors are not worth compacting */
 
 struct meta__node *meta__node_at(const struct meta_shard *s, uint32_t idx)
 {
@@ -61,9 +62,11 @@ int meta__node_alloc(struct meta_shard *s, uint32_t *out)
         if (pages == NULL)
             return -ENOMEM;
         s->pages = pages;
-        pages[page] = ar_calloc(NODE_PAGE_SIZE, sizeof(struct meta__node));
+        pages[page] = ar_malloc(NODE_PAGE_SIZE * sizeof(struct meta__node));
         if (pages[page] == NULL)
             return -ENOMEM;
+        meta__advise_huge(pages[page], NODE_PAGE_SIZE * sizeof(struct meta__node));
+        memset(pages[page], 0, NODE_PAGE_SIZE * sizeof(struct meta__node));
         s->page_count = page + 1;
     }
     *out = s->node_count++;
@@ -111,6 +114,7 @@ int meta__name_store(struct meta_shard *s, const char *name, uint32_t len, uint3
             uint8_t *bigger = ar_realloc(s->names, cap);
             if (bigger == NULL)
                 return -ENOMEM;
+            meta__advise_huge(bigger, cap);
             s->names = bigger;
             s->names_cap = cap;
         }
@@ -180,7 +184,8 @@ int meta__attr_get(struct meta_shard *s, uint32_t mode, uint32_t uid, uint32_t g
         *out = idx;
         return 0;
     }
-    rc = meta__index_reserve(&s->attr_index, 1, attr_rehash, s);
+    const struct meta__index_owner owner = {.rehash = attr_rehash, .ctx = s};
+    rc = meta__index_reserve(&s->attr_index, 1, &owner);
     if (rc != 0)
         return rc;
     if (s->attr_free != META_NIL) {
@@ -198,7 +203,7 @@ int meta__attr_get(struct meta_shard *s, uint32_t mode, uint32_t uid, uint32_t g
         idx = s->attr_count++;
     }
     s->attrs[idx] = (struct meta__attr_class){.mode = mode, .uid = uid, .gid = gid, .refs = 1};
-    rc = meta__index_insert(&s->attr_index, h, idx, attr_rehash, s);
+    rc = meta__index_insert(&s->attr_index, h, idx, &owner);
     AR_ASSERT(rc == 0); /* reserved above */
     *out = idx;
     return 0;
@@ -346,4 +351,8 @@ void meta__dir_remove(struct meta_shard *s, uint32_t dslot, uint32_t child)
             d->holes--;
         }
     }
+    /* Seeks step over runs of holes, so keep them fewer than the children:
+     * compacting in place costs O(count) once per count/2 removals. */
+    if (d->holes > DIR_HOLES_MIN && d->holes > d->live)
+        dir_compact(d);
 }

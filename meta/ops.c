@@ -244,7 +244,7 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
  * ino: the walk, the name, and that it is free. may_create()'s write check
  * follows separately, since link checks the source in between. */
 static int create_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, uint64_t dir_ino,
-                         const char *name, uint32_t len, uint32_t *d)
+                         const char *name, uint32_t len, uint32_t *d, uint64_t *hash)
 {
     int rc = len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
 
@@ -252,15 +252,15 @@ static int create_lookup(const struct meta_shard *s, const struct meta_cmd *cmd,
         rc = dir_get(s, dir_ino, &cmd->cred, d);
     if (rc == 0)
         rc = name_check(name, len);
-    if (rc == 0 && meta__find_name(s, *d, name, len) != META_NIL)
+    if (rc == 0 && meta__find_name_hashed(s, *d, name, len, hash) != META_NIL)
         rc = -EEXIST;
     return rc;
 }
 
 static int create_check(const struct meta_shard *s, const struct meta_cmd *cmd, uint64_t dir_ino,
-                        const char *name, uint32_t len, uint32_t *d)
+                        const char *name, uint32_t len, uint32_t *d, uint64_t *hash)
 {
-    int rc = create_lookup(s, cmd, dir_ino, name, len, d);
+    int rc = create_lookup(s, cmd, dir_ino, name, len, d, hash);
 
     return rc != 0 ? rc : may(s, *d, &cmd->cred, MAY_W | MAY_X);
 }
@@ -279,13 +279,22 @@ static int entry_alloc(struct meta_shard *s, const char *name, uint32_t len, uin
     return rc;
 }
 
-/* Link entry node e into directory d and the name index. Cannot fail. */
-static void entry_link(struct meta_shard *s, uint32_t d, uint32_t e)
+/* Link entry node e into directory d and the name index (hash: of its name
+ * in d, or 0 to compute it). Cannot fail. */
+static void entry_link_hashed(struct meta_shard *s, uint32_t d, uint32_t e, uint64_t hash)
 {
     meta__node_at(s, e)->parent = d;
-    meta__index_name(s, e, true);
+    if (hash != 0)
+        meta__index_name_hashed(s, e, true, hash);
+    else
+        meta__index_name(s, e, true);
     meta__dir_add(s, (uint32_t)meta__node_at(s, d)->aux, e);
     s->entry_count++;
+}
+
+static void entry_link(struct meta_shard *s, uint32_t d, uint32_t e)
+{
+    entry_link_hashed(s, d, e, 0);
 }
 
 /* Take entry e out of its directory and the name index; its name is kept. */
@@ -318,6 +327,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     uint32_t attr;
     uint32_t dslot = META_NIL;
     struct meta__ext *x = NULL;
+    uint64_t hash = 0;
     int rc;
 
     if (cmd->op == META_OP_MKNOD) {
@@ -329,7 +339,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
             type != S_IFSOCK)
             return -EINVAL;
     }
-    rc = create_check(s, cmd, cmd->ino, cmd->name, cmd->name_len, &d);
+    rc = create_check(s, cmd, cmd->ino, cmd->name, cmd->name_len, &d, &hash);
     if (rc != 0)
         return rc;
     if ((type == S_IFCHR || type == S_IFBLK) && cmd->cred.uid != 0)
@@ -418,7 +428,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         meta__node_flag(n, NODE_HAS_EXT, true);
     }
     meta__index_ino(s, node, true);
-    entry_link(s, d, node);
+    entry_link_hashed(s, d, node, hash);
     s->inode_count++;
     if (type == S_IFDIR)
         meta__node_set_nlink(meta__node_at(s, d), meta__node_nlink(meta__node_at(s, d)) + 1);
@@ -448,12 +458,13 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
     uint32_t d;
     uint32_t node;
     uint32_t name_off;
+    uint64_t hash = 0;
     int rc;
 
     if (inode == META_NIL)
         return -ENOENT;
     /* do_linkat(): the new name, then may_linkat(), then vfs_link()'s checks */
-    rc = create_lookup(s, cmd, cmd->new_dir, cmd->new_name, cmd->new_name_len, &d);
+    rc = create_lookup(s, cmd, cmd->new_dir, cmd->new_name, cmd->new_name_len, &d, &hash);
     if (rc == 0)
         rc = may_link(s, inode, &cmd->cred);
     if (rc == 0)
@@ -481,7 +492,7 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
     *alias = (struct meta__node){.ino = cmd->new_ino, .aux = inode, .name = name_off};
     meta__node_flag(alias, NODE_LIVE, true);
     meta__node_flag(alias, NODE_ALIAS, true);
-    entry_link(s, d, node);
+    entry_link_hashed(s, d, node, hash);
     struct meta__node *n = meta__node_at(s, inode);
     meta__node_set_nlink(n, meta__node_nlink(n) + 1);
     meta__set_times(s, inode, NULL, cmd->now_ns);

@@ -64,26 +64,73 @@ uint32_t meta__find_ino(const struct meta_shard *s, uint64_t ino)
 
 uint32_t meta__find_name(const struct meta_shard *s, uint32_t dir, const char *name, uint32_t len)
 {
+    uint64_t unused;
+
+    return meta__find_name_hashed(s, dir, name, len, &unused);
+}
+
+uint32_t meta__find_name_hashed(const struct meta_shard *s, uint32_t dir, const char *name,
+                                uint32_t len, uint64_t *hash)
+{
     struct name_key k = {dir, name, len};
 
-    return meta__index_find(&s->by_name, name_hash(s, dir, name, len), &k, name_match, s);
+    *hash = name_hash(s, dir, name, len);
+    return meta__index_find(&s->by_name, *hash, &k, name_match, s);
+}
+
+/* Growth refills the two large indexes from the node pages in order: a
+ * sequential scan, where walking the old slots would take a cache miss on
+ * every node (and name). */
+static void ino_refill(const void *ctx, struct meta__index *fresh)
+{
+    const struct meta_shard *s = ctx;
+
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS))
+            meta__index_place(fresh, meta__hash_u64(s->seed, n->ino), i);
+    }
+}
+
+static void name_refill(const void *ctx, struct meta__index *fresh)
+{
+    const struct meta_shard *s = ctx;
+
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_NAMELESS) && i != s->root)
+            meta__index_place(fresh, name_rehash(s, i), i);
+    }
+}
+
+static struct meta__index_owner ino_owner(const struct meta_shard *s)
+{
+    return (struct meta__index_owner){.rehash = ino_rehash, .refill = ino_refill, .ctx = s};
+}
+
+static struct meta__index_owner name_owner(const struct meta_shard *s)
+{
+    return (struct meta__index_owner){.rehash = name_rehash, .refill = name_refill, .ctx = s};
 }
 
 int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names)
 {
-    int rc = inodes > 0 ? meta__index_reserve(&s->by_ino, inodes, ino_rehash, s) : 0;
+    struct meta__index_owner io = ino_owner(s);
+    struct meta__index_owner no = name_owner(s);
+    int rc = inodes > 0 ? meta__index_reserve(&s->by_ino, inodes, &io) : 0;
 
     if (rc == 0 && names > 0)
-        rc = meta__index_reserve(&s->by_name, names, name_rehash, s);
+        rc = meta__index_reserve(&s->by_name, names, &no);
     return rc;
 }
 
 void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in)
 {
     uint64_t h = ino_rehash(s, node);
+    struct meta__index_owner io = ino_owner(s);
 
     if (is_in) {
-        int rc = meta__index_insert(&s->by_ino, h, node, ino_rehash, s);
+        int rc = meta__index_insert(&s->by_ino, h, node, &io);
         AR_ASSERT(rc == 0); /* reserved */
     } else {
         meta__index_remove(&s->by_ino, h, node);
@@ -92,10 +139,16 @@ void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in)
 
 void meta__index_name(struct meta_shard *s, uint32_t node, bool is_in)
 {
-    uint64_t h = name_rehash(s, node);
+    meta__index_name_hashed(s, node, is_in, name_rehash(s, node));
+}
+
+void meta__index_name_hashed(struct meta_shard *s, uint32_t node, bool is_in, uint64_t h)
+{
+
+    struct meta__index_owner no = name_owner(s);
 
     if (is_in) {
-        int rc = meta__index_insert(&s->by_name, h, node, name_rehash, s);
+        int rc = meta__index_insert(&s->by_name, h, node, &no);
         AR_ASSERT(rc == 0); /* reserved */
     } else {
         meta__index_remove(&s->by_name, h, node);

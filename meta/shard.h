@@ -20,12 +20,17 @@
 #define ARBOR_META_SHARD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "limits.h"
 #include "meta.h"
 
 #define META_NIL UINT32_MAX /* no node */
+/* Values in an index (node, attr indices) stay below this: the index keeps a
+ * hash tag in the bits above (table.c). */
+#define META_VALUE_LIMIT ((1u << 27) - 2)
+_Static_assert(META_NODES_MAX <= META_VALUE_LIMIT, "every node index fits an index slot");
 
 /* ---- an index of u32 values by a caller's key (table.c) ----------------------
  * Open addressing with linear probing. The index stores only values; the
@@ -41,20 +46,34 @@ struct meta__index {
 
 typedef bool (*meta__index_match)(const void *ctx, uint32_t value, const void *key);
 typedef uint64_t (*meta__index_rehash)(const void *ctx, uint32_t value);
+/* Put every value into fresh (an empty index of a larger capacity) with
+ * meta__index_place(). Growth calls it, so the owner can visit values in
+ * memory order (its node pages) rather than through the old slots. NULL:
+ * the old slots are walked and rehash() gives each value's hash. */
+typedef void (*meta__index_refill)(const void *ctx, struct meta__index *fresh);
 
 void meta__index_init(struct meta__index *ix);
 void meta__index_fini(struct meta__index *ix);
 /* The value whose key matches, or META_NIL. */
 uint32_t meta__index_find(const struct meta__index *ix, uint64_t hash, const void *key,
                           meta__index_match match, const void *ctx);
+/* The hooks an index's owner gives for growth. */
+struct meta__index_owner {
+    meta__index_rehash rehash;
+    meta__index_refill refill; /* may be NULL */
+    const void *ctx;
+};
+
 /* Insert a value whose key is not present. -ENOMEM leaves the index as it was. */
 int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,
-                       meta__index_rehash rehash, const void *ctx);
+                       const struct meta__index_owner *owner);
 /* Remove the value (present). */
 void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value);
 /* Make room for `more` inserts now, so a command can fail before it changes anything. */
-int meta__index_reserve(struct meta__index *ix, uint64_t more, meta__index_rehash rehash,
-                        const void *ctx);
+int meta__index_reserve(struct meta__index *ix, uint64_t more,
+                        const struct meta__index_owner *owner);
+/* Add a value to an index being refilled (no growth, no checks). */
+void meta__index_place(struct meta__index *fresh, uint64_t hash, uint32_t value);
 uint64_t meta__index_bytes(const struct meta__index *ix);
 
 /* ---- a map of u32 keys (node indices) to u64 values (table.c) -----------------
@@ -80,6 +99,7 @@ int meta__map_reserve(struct meta__map *m, uint32_t more);
 uint64_t meta__map_bytes(const struct meta__map *m);
 
 uint64_t meta__hash_bytes(uint64_t seed, const void *data, uint32_t len);
+void meta__advise_huge(void *p, size_t bytes);
 uint64_t meta__hash_u64(uint64_t seed, uint64_t v);
 
 /* ---- nodes ------------------------------------------------------------------- */
@@ -203,6 +223,10 @@ uint32_t meta__find_name(const struct meta_shard *s, uint32_t dir, const char *n
 int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names);
 void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in);
 void meta__index_name(struct meta_shard *s, uint32_t node, bool is_in);
+/* The same, with the hash a meta__find_name_hashed() of the node's name gave. */
+uint32_t meta__find_name_hashed(const struct meta_shard *s, uint32_t dir, const char *name,
+                                uint32_t len, uint64_t *hash);
+void meta__index_name_hashed(struct meta_shard *s, uint32_t node, bool is_in, uint64_t hash);
 uint32_t meta__inode_of(const struct meta_shard *s, uint32_t entry);
 uint32_t meta__mode(const struct meta_shard *s, uint32_t inode);
 int64_t meta__ctime(const struct meta_shard *s, uint32_t inode);

@@ -27,7 +27,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Start a process whose stdout ends its ready line with the port; print the port.
+# Start a process in the background (recording its PID for cleanup) and wait
+# for its ready line, whose last number is the port; leave it in $port. Not
+# called in a subshell: the PID must reach the cleanup trap.
 start() {
   local out=$1 ready=$2
   shift 2
@@ -35,7 +37,7 @@ start() {
   pids+=($!)
   for _ in $(seq 1 300); do
     if grep -q "$ready" "$out"; then
-      grep "$ready" "$out" | grep -o '[0-9]*$'
+      port=$(grep "$ready" "$out" | grep -o '[0-9]*$')
       return 0
     fi
     sleep 0.1
@@ -45,12 +47,12 @@ start() {
   return 1
 }
 
-port=$(start "$work/s3rver.out" "listening on" node --openssl-legacy-provider \
+start "$work/s3rver.out" "listening on" node --openssl-legacy-provider \
   "$top/.deps/node_modules/s3rver/bin/s3rver.js" -d "$work/data" -a 127.0.0.1 -p 0 -s \
-  --configure-bucket bench)
+  --configure-bucket bench
 if [ "$latency" != 0 ]; then
-  port=$(start "$work/proxy.out" "PORT " python3 "$top/tests/objstore/flaky_proxy.py" \
-    "$port" "delay:$latency" 0)
+  start "$work/proxy.out" "PORT " python3 "$top/tests/objstore/flaky_proxy.py" \
+    "$port" "delay:$latency" 0
   echo "bench-s3: every request held ${latency} ms by a proxy"
 fi
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER

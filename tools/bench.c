@@ -13,6 +13,7 @@ static const struct {
     const char *summary;
 } benches[] = {
     {"objstore", bench_objstore, "PUT/GET throughput and latency of an object store"},
+    {"fsm", bench_fsm, "the shard state machine in memory: applies/s and bytes per file"},
 };
 
 static void bench_usage(FILE *to)

@@ -4,5 +4,6 @@
 #define ARBOR_TOOLS_BENCH_H
 
 int bench_objstore(int argc, char **argv);
+int bench_fsm(int argc, char **argv);
 
 #endif /* ARBOR_TOOLS_BENCH_H */
