@@ -346,9 +346,13 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
             continue;
         uint32_t inode = meta__inode_of(s, i);
         struct meta_attr a;
-        uint64_t h = meta__hash_u64(s->seed, n->ino);
         meta__attr_fill(s, inode, &a);
-        h = meta__hash_bytes(h, &a, sizeof(a));
+        /* field by field: struct meta_attr has padding, which holds garbage */
+        const uint64_t fields[] = {
+            n->ino,     a.ino, a.mode, a.nlink, a.uid, a.gid, a.rdev, a.size,
+            (uint64_t)a.atime_ns, (uint64_t)a.mtime_ns, (uint64_t)a.ctime_ns,
+        };
+        uint64_t h = meta__hash_bytes(s->seed, fields, sizeof(fields));
         if (n->name != META_NIL && !meta__node_has(n, NODE_NAMELESS)) {
             uint32_t len;
             const uint8_t *name = meta__name_bytes(s, n->name, &len);

@@ -1,0 +1,557 @@
+/* tests/meta/test_ops.c - the shard state machine's commands, one by one.
+ * Goal: every limit holds at limit and limit + 1; a command that fails for
+ * want of memory changes nothing; equal command streams give equal states;
+ * readdir cookies survive changes between pages; hard links, times and
+ * link counts behave as on Linux.
+ * Method: a fresh shard per test; the allocator fails the Nth call
+ * (ar_mem_fail_after); meta_shard_hash() compares whole states. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "limits.h"
+#include "meta.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1u << 0)
+#define RENAME_EXCHANGE  (1u << 1)
+#endif
+
+struct fixture {
+    struct meta_shard *shard;
+    uint64_t next_ino;
+    int64_t now;
+    struct meta_dirent entries[META_READDIR_MAX];
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755, .created_ns = 1};
+
+    assert_non_null(f);
+    assert_int_equal(meta_shard_new(&cfg, &f->shard), 0);
+    f->next_ino = 100;
+    f->now = 1000;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    ar_mem_fail_after(0, 0);
+    meta_shard_free(f->shard);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers: commands as root ------------------------------------------------- */
+
+static int make(struct fixture *f, enum meta_op op, uint64_t dir, const char *name, uint32_t mode,
+                struct meta_attr *out)
+{
+    struct meta_cmd cmd = {.op = op, .ino = dir, .name = name, .name_len = (uint32_t)strlen(name),
+                           .mode = mode, .new_ino = f->next_ino++, .now_ns = ++f->now};
+    struct meta_reply r;
+    int rc;
+
+    if (op == META_OP_SYMLINK) {
+        cmd.target = "some/target";
+        cmd.target_len = 11;
+    }
+    rc = meta_shard_apply(f->shard, &cmd, &r);
+    if (rc == 0 && out != NULL)
+        *out = r.attr;
+    return rc;
+}
+
+static int simple(struct fixture *f, enum meta_op op, uint64_t dir, const char *name)
+{
+    struct meta_cmd cmd = {.op = op, .ino = dir, .name = name, .name_len = (uint32_t)strlen(name),
+                           .now_ns = ++f->now};
+    struct meta_reply r;
+
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static int ren(struct fixture *f, uint64_t od, const char *on, uint64_t nd, const char *nn,
+               uint32_t flags)
+{
+    struct meta_cmd cmd = {.op = META_OP_RENAME, .ino = od, .name = on,
+                           .name_len = (uint32_t)strlen(on), .new_dir = nd, .new_name = nn,
+                           .new_name_len = (uint32_t)strlen(nn), .flags = flags,
+                           .now_ns = ++f->now};
+    struct meta_reply r;
+
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static int lnk(struct fixture *f, uint64_t ino, uint64_t nd, const char *nn)
+{
+    struct meta_cmd cmd = {.op = META_OP_LINK, .ino = ino, .new_dir = nd, .new_name = nn,
+                           .new_name_len = (uint32_t)strlen(nn), .new_ino = f->next_ino++,
+                           .now_ns = ++f->now};
+    struct meta_reply r;
+
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static int look(struct fixture *f, uint64_t dir, const char *name, struct meta_attr *out)
+{
+    struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = dir, .name = name,
+                           .name_len = (uint32_t)strlen(name)};
+    struct meta_reply r;
+    int rc = meta_shard_read(f->shard, &cmd, &r);
+
+    if (rc == 0 && out != NULL)
+        *out = r.attr;
+    return rc;
+}
+
+static struct meta_attr getattr(struct fixture *f, uint64_t ino)
+{
+    struct meta_cmd cmd = {.op = META_OP_GETATTR, .ino = ino};
+    struct meta_reply r;
+
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+    return r.attr;
+}
+
+/* ---- limits ------------------------------------------------------------------------ */
+
+static void test_name_limits_hold_at_limit_plus_one(void **state)
+{
+    struct fixture *f = *state;
+    char name[META_NAME_BYTES_MAX + 2];
+
+    memset(name, 'n', sizeof(name));
+    name[META_NAME_BYTES_MAX] = '\0';
+    assert_int_equal(make(f, META_OP_MKNOD, 1, name, S_IFREG | 0644, NULL), 0);
+    assert_int_equal(look(f, 1, name, NULL), 0);
+    name[META_NAME_BYTES_MAX] = 'n';
+    name[META_NAME_BYTES_MAX + 1] = '\0';
+    assert_int_equal(make(f, META_OP_MKNOD, 1, name, S_IFREG | 0644, NULL), -ENAMETOOLONG);
+    assert_int_equal(look(f, 1, name, NULL), -ENAMETOOLONG);
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "a/b", 0755, NULL), -EINVAL);
+    assert_int_equal(make(f, META_OP_MKDIR, 1, ".", 0755, NULL), -EINVAL);
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "..", 0755, NULL), -EINVAL);
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "", 0755, NULL), -EINVAL);
+    struct meta_cmd nul = {.op = META_OP_MKDIR, .ino = 1, .name = "a\0b", .name_len = 3,
+                           .new_ino = 5000, .now_ns = 1};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_apply(f->shard, &nul, &r), -EINVAL);
+}
+
+static void test_symlink_target_limits(void **state)
+{
+    struct fixture *f = *state;
+    char *target = malloc(META_SYMLINK_BYTES_MAX + 2);
+    struct meta_cmd cmd = {.op = META_OP_SYMLINK, .ino = 1, .name = "s", .name_len = 1,
+                           .new_ino = 7000, .now_ns = 5};
+    struct meta_reply r;
+
+    assert_non_null(target);
+    memset(target, 't', META_SYMLINK_BYTES_MAX + 1);
+    cmd.target = target;
+    cmd.target_len = META_SYMLINK_BYTES_MAX + 1;
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -ENAMETOOLONG);
+    cmd.target_len = 0;
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -ENOENT);
+    cmd.target_len = META_SYMLINK_BYTES_MAX;
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.attr.size, META_SYMLINK_BYTES_MAX);
+    struct meta_cmd rl = {.op = META_OP_READLINK, .ino = 7000};
+    assert_int_equal(meta_shard_read(f->shard, &rl, &r), 0);
+    assert_int_equal(strlen(r.target), META_SYMLINK_BYTES_MAX);
+    free(target);
+}
+
+static void test_link_count_limit_is_emlink(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    char name[32];
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "many", S_IFREG | 0644, &a), 0);
+    for (uint32_t i = 1; i < META_NLINK_MAX; i++) {
+        snprintf(name, sizeof(name), "l%u", i);
+        assert_int_equal(lnk(f, a.ino, 1, name), 0);
+    }
+    assert_int_equal(getattr(f, a.ino).nlink, META_NLINK_MAX);
+    assert_int_equal(lnk(f, a.ino, 1, "one-too-many"), -EMLINK);
+}
+
+static void test_wrong_op_kind_and_bad_op_are_einval(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_cmd cmd = {.op = META_OP_GETATTR, .ino = 1};
+    struct meta_reply r;
+
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -EINVAL);
+    cmd.op = META_OP_MKDIR;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EINVAL);
+    cmd.op = (enum meta_op)77;
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -EINVAL);
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EINVAL);
+    /* a new inode number already in use is a bad command, not a new file */
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "d", 0755, NULL), 0);
+    f->next_ino--;
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "e", 0755, NULL), -EINVAL);
+    cmd = (struct meta_cmd){.op = META_OP_MKDIR, .ino = 1, .name = "z", .name_len = 1,
+                            .cred.group_count = META_GROUPS_MAX + 1};
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -EINVAL);
+}
+
+/* ---- failure leaves no trace ------------------------------------------------------------ */
+
+static void seed_tree(struct fixture *f)
+{
+    struct meta_attr a;
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "dir", 0755, &a), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, a.ino, "file", S_IFREG | 0644, NULL), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "top", S_IFREG | 0600, NULL), 0);
+}
+
+/* Run one command with the Nth allocation failing, for N = 0, 1, ... until it
+ * succeeds: every failure must be -ENOMEM and leave the hash as it was. */
+static void check_atomic(struct fixture *f, const struct meta_cmd *cmd)
+{
+    for (unsigned n = 0; n < 32; n++) {
+        struct meta_reply r;
+        uint64_t before = meta_shard_hash(f->shard);
+        ar_mem_fail_after(n, 1);
+        int rc = meta_shard_apply(f->shard, cmd, &r);
+        ar_mem_fail_after(0, 0);
+        if (rc == 0)
+            return;
+        if (rc != -ENOMEM)
+            fail_msg("op %d at allocation %u: %d, not -ENOMEM", cmd->op, n, rc);
+        if (meta_shard_hash(f->shard) != before)
+            fail_msg("op %d failed at allocation %u but changed the state", cmd->op, n);
+    }
+    fail_msg("command op %d never succeeded", cmd->op);
+}
+
+static void test_out_of_memory_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr dir;
+    struct meta_attr file;
+
+    seed_tree(f);
+    assert_int_equal(look(f, 1, "dir", &dir), 0);
+    assert_int_equal(look(f, dir.ino, "file", &file), 0);
+    /* fresh shards and big batches make every table grow inside these commands */
+    for (unsigned i = 0; i < 200; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "m%u", i);
+        struct meta_cmd mk = {.op = i % 3 == 0 ? META_OP_MKDIR : META_OP_MKNOD, .ino = dir.ino,
+                              .name = name, .name_len = (uint32_t)strlen(name),
+                              .mode = i % 3 == 0 ? 0755 : (S_IFREG | (0600 + i % 8)),
+                              .new_ino = f->next_ino++, .now_ns = ++f->now};
+        check_atomic(f, &mk);
+    }
+    struct meta_cmd sym = {.op = META_OP_SYMLINK, .ino = 1, .name = "sym", .name_len = 3,
+                           .target = "x/y", .target_len = 3, .new_ino = f->next_ino++,
+                           .now_ns = ++f->now};
+    check_atomic(f, &sym);
+    struct meta_cmd link = {.op = META_OP_LINK, .ino = file.ino, .new_dir = 1,
+                            .new_name = "hard", .new_name_len = 4, .new_ino = f->next_ino++,
+                            .now_ns = ++f->now};
+    check_atomic(f, &link);
+    struct meta_cmd rn = {.op = META_OP_RENAME, .ino = 1, .name = "top", .name_len = 3,
+                          .new_dir = dir.ino, .new_name = "moved-top-with-a-longer-name",
+                          .new_name_len = 28, .now_ns = ++f->now};
+    check_atomic(f, &rn);
+    struct meta_cmd ex = {.op = META_OP_RENAME, .ino = 1, .name = "hard", .name_len = 4,
+                          .new_dir = dir.ino, .new_name = "m1", .new_name_len = 2,
+                          .flags = RENAME_EXCHANGE, .now_ns = ++f->now};
+    check_atomic(f, &ex);
+    struct meta_cmd ch = {.op = META_OP_SETATTR, .ino = file.ino,
+                          .set_mask = META_SET_MODE | META_SET_UID, .set = {.mode = 0411,
+                          .uid = 4242}, .now_ns = ++f->now};
+    check_atomic(f, &ch);
+    /* an exchange swaps inodes, not names: m1 is still in dir */
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = dir.ino, .name = "m1", .name_len = 2,
+                          .now_ns = ++f->now};
+    check_atomic(f, &un);
+}
+
+/* ---- determinism ------------------------------------------------------------------------- */
+
+static void apply_script(struct meta_shard *s, unsigned variant)
+{
+    static const char *const names[] = {"a", "b", "c", "d"};
+    struct meta_reply r;
+    int64_t now = 10;
+    uint64_t ino = 500;
+
+    for (unsigned i = 0; i < 400; i++) {
+        const char *n = names[(i * 7 + variant * 0) % 4];
+        const char *m = names[(i * 3 + 1) % 4];
+        struct meta_cmd cmd = {.ino = 1, .name = n, .name_len = 1, .new_dir = 1, .new_name = m,
+                               .new_name_len = 1, .new_ino = ino++, .now_ns = ++now,
+                               .mode = S_IFREG | 0644};
+        cmd.op = (enum meta_op)(META_OP_MKNOD + (int)(i % 7));
+        if (cmd.op == META_OP_LINK) {
+            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = 1, .name = n, .name_len = 1};
+            if (meta_shard_read(s, &lk, &r) != 0)
+                continue;
+            cmd.ino = r.attr.ino;
+        }
+        if (cmd.op == META_OP_SYMLINK) {
+            cmd.target = "t";
+            cmd.target_len = 1;
+        }
+        meta_shard_apply(s, &cmd, &r); /* errors are part of the script */
+    }
+}
+
+static void test_same_commands_give_same_state(void **state)
+{
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
+    struct meta_shard *a = NULL;
+    struct meta_shard *b = NULL;
+
+    (void)state;
+    assert_int_equal(meta_shard_new(&cfg, &a), 0);
+    assert_int_equal(meta_shard_new(&cfg, &b), 0);
+    apply_script(a, 0);
+    apply_script(b, 0);
+    assert_int_equal(meta_shard_hash(a), meta_shard_hash(b));
+    /* and one more command on one side shows */
+    struct meta_cmd cmd = {.op = META_OP_MKDIR, .ino = 1, .name = "extra", .name_len = 5,
+                           .new_ino = 99999, .now_ns = 1};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_apply(a, &cmd, &r), 0);
+    assert_int_not_equal(meta_shard_hash(a), meta_shard_hash(b));
+    meta_shard_free(a);
+    meta_shard_free(b);
+}
+
+static void test_hash_ignores_how_the_state_was_reached(void **state)
+{
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
+    struct meta_shard *a = NULL;
+    struct meta_shard *b = NULL;
+    struct meta_reply r;
+
+    (void)state;
+    assert_int_equal(meta_shard_new(&cfg, &a), 0);
+    assert_int_equal(meta_shard_new(&cfg, &b), 0);
+    /* a: x then y; b: a temporary, then y then x, then the temporary gone */
+    struct meta_cmd x = {.op = META_OP_MKNOD, .ino = 1, .name = "x", .name_len = 1,
+                         .mode = S_IFREG | 0644, .new_ino = 10, .now_ns = 5};
+    struct meta_cmd y = {.op = META_OP_MKDIR, .ino = 1, .name = "y", .name_len = 1, .mode = 0700,
+                         .new_ino = 11, .now_ns = 5};
+    struct meta_cmd t = {.op = META_OP_MKNOD, .ino = 1, .name = "t", .name_len = 1,
+                         .mode = S_IFREG | 0644, .new_ino = 12, .now_ns = 5};
+    struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = 1, .name = "t", .name_len = 1,
+                          .now_ns = 5};
+    assert_int_equal(meta_shard_apply(a, &x, &r), 0);
+    assert_int_equal(meta_shard_apply(a, &y, &r), 0);
+    assert_int_equal(meta_shard_apply(b, &t, &r), 0);
+    assert_int_equal(meta_shard_apply(b, &y, &r), 0);
+    assert_int_equal(meta_shard_apply(b, &x, &r), 0);
+    assert_int_equal(meta_shard_apply(b, &rm, &r), 0);
+    assert_int_equal(meta_shard_hash(a), meta_shard_hash(b));
+    meta_shard_free(a);
+    meta_shard_free(b);
+}
+
+/* ---- readdir ----------------------------------------------------------------------------- */
+
+static void test_readdir_cookies_survive_changes_between_pages(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+    char name[32];
+    bool seen[400] = {false};
+    bool was_removed[400] = {false};
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "big", 0755, &d), 0);
+    for (unsigned i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "e%u", i);
+        assert_int_equal(make(f, META_OP_MKNOD, d.ino, name, S_IFREG | 0644, NULL), 0);
+    }
+    struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = d.ino, .entry_cap = 16};
+    unsigned added = 300;
+    for (unsigned page = 0; page < 100; page++) {
+        struct meta_reply r = {.entries = f->entries};
+        assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+        for (unsigned i = 0; i < r.entry_count; i++) {
+            unsigned k = (unsigned)strtoul(r.entries[i].name + 1, NULL, 10);
+            assert_false(seen[k]); /* never twice */
+            assert_false(was_removed[k]);
+            seen[k] = true;
+            cmd.cookie = r.entries[i].cookie;
+        }
+        if (r.is_end)
+            break;
+        /* between pages: remove two entries not yet seen and one seen, add one */
+        for (unsigned k = 299 - page * 2; k > 297 - page * 2 && k < 300; k--) {
+            snprintf(name, sizeof(name), "e%u", k);
+            if (!seen[k] && simple(f, META_OP_UNLINK, d.ino, name) == 0)
+                was_removed[k] = true;
+        }
+        snprintf(name, sizeof(name), "e%u", page);
+        simple(f, META_OP_UNLINK, d.ino, name);
+        snprintf(name, sizeof(name), "e%u", added++);
+        assert_int_equal(make(f, META_OP_MKNOD, d.ino, name, S_IFREG | 0644, NULL), 0);
+    }
+    /* every entry that lived through the whole listing was returned */
+    for (unsigned k = 0; k < 300; k++) {
+        if (!was_removed[k] && k >= 100)
+            assert_true(seen[k]);
+    }
+}
+
+static void test_readdir_needs_read_permission_and_a_dir(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+    struct meta_attr file;
+    struct meta_cmd cmd = {.op = META_OP_READDIR, .entry_cap = 4,
+                           .cred = {.uid = 1000, .gid = 1000}};
+    struct meta_reply r = {.entries = f->entries};
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "private", 0311, &d), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "plain", S_IFREG | 0644, &file), 0);
+    cmd.ino = d.ino;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EACCES);
+    cmd.ino = file.ino;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -ENOTDIR);
+    cmd.ino = 424242;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -ENOENT);
+}
+
+/* ---- links, times -------------------------------------------------------------------------- */
+
+static void test_hard_links_outlive_their_first_name(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    struct meta_attr b;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "first", S_IFREG | 0644, &a), 0);
+    assert_int_equal(lnk(f, a.ino, 1, "second"), 0);
+    assert_int_equal(getattr(f, a.ino).nlink, 2);
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "first"), 0);
+    assert_int_equal(look(f, 1, "first", NULL), -ENOENT);
+    assert_int_equal(look(f, 1, "second", &b), 0);
+    assert_int_equal(b.ino, a.ino);
+    assert_int_equal(b.nlink, 1);
+    /* the inode can be renamed and linked again through its alias */
+    assert_int_equal(ren(f, 1, "second", 1, "third", 0), 0);
+    assert_int_equal(lnk(f, a.ino, 1, "fourth"), 0);
+    assert_int_equal(getattr(f, a.ino).nlink, 2);
+    /* renaming one name of an inode onto another is a no-op */
+    assert_int_equal(ren(f, 1, "third", 1, "fourth", 0), 0);
+    assert_int_equal(look(f, 1, "third", NULL), 0);
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "third"), 0);
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "fourth"), 0);
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = a.ino};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_read(f->shard, &ga, &r), -ENOENT);
+    struct meta_shard_stats st;
+    meta_shard_stats(f->shard, &st);
+    assert_int_equal(st.inode_count, 1); /* the root */
+    assert_int_equal(st.entry_count, 0);
+}
+
+static void test_times_follow_linux(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+    struct meta_attr x;
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "t", 0755, &d), 0);
+    int64_t made = f->now;
+    assert_int_equal(d.atime_ns, made);
+    assert_int_equal(d.mtime_ns, made);
+    assert_int_equal(d.ctime_ns, made);
+    assert_int_equal(getattr(f, 1).mtime_ns, made); /* the parent changed */
+    assert_int_equal(make(f, META_OP_MKNOD, d.ino, "x", S_IFREG | 0644, &x), 0);
+    assert_int_equal(getattr(f, d.ino).mtime_ns, f->now);
+    /* a link changes the inode's ctime only */
+    assert_int_equal(lnk(f, x.ino, 1, "x2"), 0);
+    struct meta_attr now = getattr(f, x.ino);
+    assert_int_equal(now.ctime_ns, f->now);
+    assert_int_equal(now.mtime_ns, x.mtime_ns);
+    /* explicit times, then ctime moves to the command's time */
+    struct meta_cmd ut = {.op = META_OP_SETATTR, .ino = x.ino,
+                          .set_mask = META_SET_ATIME | META_SET_MTIME,
+                          .set = {.atime_ns = 111, .mtime_ns = 222}, .now_ns = ++f->now};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_apply(f->shard, &ut, &r), 0);
+    assert_int_equal(r.attr.atime_ns, 111);
+    assert_int_equal(r.attr.mtime_ns, 222);
+    assert_int_equal(r.attr.ctime_ns, f->now);
+    /* truncation sets mtime and ctime */
+    struct meta_cmd tr = {.op = META_OP_SETATTR, .ino = x.ino, .set_mask = META_SET_SIZE,
+                          .set = {.size = 4096}, .now_ns = ++f->now};
+    assert_int_equal(meta_shard_apply(f->shard, &tr, &r), 0);
+    assert_int_equal(r.attr.size, 4096);
+    assert_int_equal(r.attr.mtime_ns, f->now);
+    assert_int_equal(r.attr.ctime_ns, f->now);
+    /* a rename changes the moved inode's ctime and both parents' mtimes */
+    assert_int_equal(ren(f, d.ino, "x", 1, "x3", 0), 0);
+    assert_int_equal(getattr(f, x.ino).ctime_ns, f->now);
+    assert_int_equal(getattr(f, d.ino).mtime_ns, f->now);
+    assert_int_equal(getattr(f, 1).mtime_ns, f->now);
+}
+
+static void test_rename_directory_moves_parent_links(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    struct meta_attr b;
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "a", 0755, &a), 0);
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "b", 0755, &b), 0);
+    assert_int_equal(make(f, META_OP_MKDIR, a.ino, "sub", 0755, NULL), 0);
+    assert_int_equal(getattr(f, a.ino).nlink, 3);
+    assert_int_equal(ren(f, a.ino, "sub", b.ino, "sub", 0), 0);
+    assert_int_equal(getattr(f, a.ino).nlink, 2);
+    assert_int_equal(getattr(f, b.ino).nlink, 3);
+    /* into its own subtree: EINVAL; over a non-empty dir: ENOTEMPTY */
+    assert_int_equal(ren(f, 1, "b", b.ino, "inner", 0), -EINVAL);
+    assert_int_equal(make(f, META_OP_MKNOD, a.ino, "f", S_IFREG | 0644, NULL), 0);
+    assert_int_equal(ren(f, 1, "b", 1, "a", 0), -ENOTEMPTY);
+    assert_int_equal(ren(f, 1, "b", 1, "a", RENAME_NOREPLACE), -EEXIST);
+    assert_int_equal(ren(f, 1, "b", 1, "zz", RENAME_EXCHANGE), -ENOENT);
+    assert_int_equal(ren(f, 1, "b", 1, "a", RENAME_EXCHANGE | RENAME_NOREPLACE), -EINVAL);
+    assert_int_equal(ren(f, 1, "b", 1, "a", RENAME_EXCHANGE), 0);
+    assert_int_equal(look(f, 1, "a", &a), 0);
+    assert_int_equal(a.ino, b.ino); /* swapped */
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_name_limits_hold_at_limit_plus_one),
+        T(test_symlink_target_limits),
+        T(test_link_count_limit_is_emlink),
+        T(test_wrong_op_kind_and_bad_op_are_einval),
+        T(test_out_of_memory_changes_nothing),
+        T(test_same_commands_give_same_state),
+        T(test_hash_ignores_how_the_state_was_reached),
+        T(test_readdir_cookies_survive_changes_between_pages),
+        T(test_readdir_needs_read_permission_and_a_dir),
+        T(test_hard_links_outlive_their_first_name),
+        T(test_times_follow_linux),
+        T(test_rename_directory_moves_parent_links),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_ops", tests, NULL, NULL);
+}
