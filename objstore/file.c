@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,8 @@
 #define FILE_TMP_STALE_SEC     3600     /* older temp files are from dead writers */
 #define FILE_TMP_SWEEP_MAX     100000u  /* entries looked at by one sweep */
 #define FILE_PUT_ATTEMPTS      3u       /* a racing delete may remove the parent dir */
+#define FILE_TMP_ATTEMPTS      8u       /* fresh temp names tried before giving up */
+#define FILE_EINTR_MAX         1000u    /* retries of a call a signal interrupted */
 #define FILE_DIR_ENTRIES_MAX   (1u << 20) /* entries of one directory a listing sorts */
 #define FILE_READAHEAD_MIN_BYTES (256u << 10) /* reads larger than the kernel's window */
 #define FILE_READERS_DEFAULT   8u       /* files read at once; see the file comment */
@@ -44,6 +47,7 @@
 struct file_backend {
     struct obj__backend base;
     int root_fd;           /* O_DIRECTORY fd of DIR, owned */
+    int tmp_fd;            /* O_DIRECTORY fd of DIR/.tmp, resolved safely once; owned */
     char *root;            /* DIR, for messages */
     atomic_uint tmp_seq;   /* makes temp names unique inside this process */
     atomic_bool is_failed; /* a sync failed: refuse puts */
@@ -97,15 +101,15 @@ static int file_mkdirs(struct file_backend *fb, const char *key, char *errmsg)
         OBJ_ASSERT(depth < OBJ_KEY_SEGMENTS_MAX);
         memcpy(seg, p, (size_t)(slash - p));
         seg[slash - p] = '\0';
-        if (mkdirat(dir_fd, seg, 0755) == 0) {
-            if (fsync(dir_fd) != 0) {
-                atomic_store(&fb->is_failed, true);
-                rc = obj__fail(errmsg, -EIO, "fsync of a directory in %s failed: %s", fb->root,
-                               strerror(errno));
-                break;
-            }
-        } else if (errno != EEXIST) {
+        if (mkdirat(dir_fd, seg, 0755) != 0 && errno != EEXIST) {
             rc = obj__fail(errmsg, -errno, "mkdir for key %.200s: %s", key, strerror(errno));
+            break;
+        }
+        /* fsync even when it existed: its maker may not have synced it yet */
+        if (fsync(dir_fd) != 0) {
+            atomic_store(&fb->is_failed, true);
+            rc = obj__fail(errmsg, -EIO, "fsync of a directory in %s failed: %s", fb->root,
+                           strerror(errno));
             break;
         }
         next_fd = openat(dir_fd, seg, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -128,9 +132,9 @@ static int write_all(int fd, const struct iovec *iov, int iovcnt)
 
     OBJ_ASSERT(iovcnt > 0 && iovcnt <= (int)OBJ_IOV_MAX);
     memcpy(local, iov, sizeof(*iov) * (size_t)iovcnt);
-    while (n > 0) {
+    for (unsigned interrupted = 0; n > 0;) {
         ssize_t w = writev(fd, v, n);
-        if (w < 0 && errno == EINTR)
+        if (w < 0 && errno == EINTR && ++interrupted < FILE_EINTR_MAX)
             continue;
         if (w < 0)
             return -errno;
@@ -157,7 +161,7 @@ static int file_put_rename(struct file_backend *fb, const char *tmp, const char 
         }
         if (dir_fd < 0)
             return obj__fail(errmsg, dir_fd, "open parent of %.200s: %s", key, strerror(-dir_fd));
-        rc = renameat(fb->root_fd, tmp, dir_fd, base) == 0 ? 0 : -errno;
+        rc = renameat(fb->tmp_fd, tmp, dir_fd, base) == 0 ? 0 : -errno;
         if (rc == 0 && fsync(dir_fd) != 0) {
             atomic_store(&fb->is_failed, true);
             rc = obj__fail(errmsg, -EIO, "fsync of the directory of %.200s failed: %s", key,
@@ -175,6 +179,28 @@ static int file_put_rename(struct file_backend *fb, const char *tmp, const char 
     return rc;
 }
 
+/* Create a temp file in .tmp with a name no other writer uses: the pid, a
+ * counter, and 64 random bits (two handles in one process, or a pid reused
+ * after a crash, would collide on the first two). */
+static int file_tmp_create(struct file_backend *fb, char tmp[64], char *errmsg)
+{
+    for (unsigned attempt = 0; attempt < FILE_TMP_ATTEMPTS; attempt++) {
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+            r = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + attempt;
+        snprintf(tmp, 64, "%ld.%u.%016llx", (long)getpid(), atomic_fetch_add(&fb->tmp_seq, 1),
+                 (unsigned long long)r);
+        int fd = openat(fb->tmp_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                        0644);
+        if (fd >= 0 || errno != EEXIST)
+            return fd >= 0 ? fd
+                           : obj__fail(errmsg, -errno, "create temp file in %s/" FILE_TMP_DIR
+                                                       ": %s",
+                                       fb->root, strerror(errno));
+    }
+    return obj__fail(errmsg, -EEXIST, "no free temp file name in %s/" FILE_TMP_DIR, fb->root);
+}
+
 static int file_put(struct obj__backend *b, const char *key, const struct iovec *iov, int iovcnt,
                     char *errmsg)
 {
@@ -185,11 +211,9 @@ static int file_put(struct obj__backend *b, const char *key, const struct iovec 
 
     if (atomic_load(&fb->is_failed))
         return obj__fail(errmsg, -EIO, "store %s refuses writes after a failed fsync", fb->root);
-    snprintf(tmp, sizeof(tmp), FILE_TMP_DIR "/%ld.%u", (long)getpid(),
-             atomic_fetch_add(&fb->tmp_seq, 1));
-    fd = openat(fb->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    fd = file_tmp_create(fb, tmp, errmsg);
     if (fd < 0)
-        return obj__fail(errmsg, -errno, "create temp file in %s: %s", fb->root, strerror(errno));
+        return fd;
     rc = write_all(fd, iov, iovcnt);
     if (rc != 0) {
         obj__fail(errmsg, rc, "write %.200s: %s", key, strerror(-rc));
@@ -202,7 +226,7 @@ static int file_put(struct obj__backend *b, const char *key, const struct iovec 
     if (rc == 0)
         rc = file_put_rename(fb, tmp, key, errmsg);
     if (rc != 0)
-        unlinkat(fb->root_fd, tmp, 0);
+        unlinkat(fb->tmp_fd, tmp, 0);
     return rc;
 }
 
@@ -246,7 +270,9 @@ static int file_get(struct obj__backend *b, const char *key, uint64_t off, uint6
     if (len != OBJ_RAW_TO_END && len < want)
         want = (size_t)len;
     want = want < cap ? want : cap;
-    while (sem_wait(&fb->readers) != 0 && errno == EINTR) {
+    for (unsigned interrupted = 0; sem_wait(&fb->readers) != 0;) {
+        if (errno != EINTR || ++interrupted == FILE_EINTR_MAX)
+            return obj__fail(errmsg, -EINTR, "waiting to read %.200s was interrupted", key);
     }
     memcpy(local, iov, sizeof(*iov) * (size_t)iovcnt);
     struct iovec *v = local;
@@ -255,9 +281,9 @@ static int file_get(struct obj__backend *b, const char *key, uint64_t off, uint6
      * otherwise advances one readahead window (128 KiB) at a time. */
     if (want > FILE_READAHEAD_MIN_BYTES)
         posix_fadvise(fd, (off_t)off, (off_t)want, POSIX_FADV_WILLNEED);
-    while (done < want && n > 0) {
+    for (unsigned interrupted = 0; done < want && n > 0;) {
         ssize_t r = preadv(fd, v, n, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && errno == EINTR && ++interrupted < FILE_EINTR_MAX)
             continue;
         if (r < 0) {
             int err = -errno;
@@ -392,8 +418,7 @@ static int list_read_dir(struct file_backend *fb, const char *path, struct list_
         closedir(d);
         return obj__fail(errmsg, -ENOMEM, "out of memory listing %.200s", path);
     }
-    errno = 0;
-    while ((de = readdir(d)) != NULL) {
+    for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
         bool is_dir = de->d_type == DT_DIR;
         size_t n = strlen(de->d_name);
         if (de->d_name[0] == '.' || n > OBJ_SEGMENT_BYTES_MAX)
@@ -431,6 +456,13 @@ static int list_read_dir(struct file_backend *fb, const char *path, struct list_
         lv->entries[lv->count].is_dir = is_dir;
         lv->count++;
     }
+    if (errno != 0) {
+        /* a listing that silently lost entries would let GC delete live data */
+        int err = -errno;
+        closedir(d);
+        obj__free(lv->entries);
+        return obj__fail(errmsg, err, "read dir %.200s: %s", path, strerror(-err));
+    }
     closedir(d);
     qsort(lv->entries, lv->count, sizeof(*lv->entries), list_entry_cmp);
     return 0;
@@ -463,6 +495,7 @@ static int file_list(struct obj__backend *b, const char *prefix, const char *sta
 
     page->entry_count = 0;
     page->is_truncated = false;
+    page->last_key[0] = '\0';
     rc = list_read_dir(fb, "", &stack[0], errmsg);
     if (rc != 0)
         return rc;
@@ -496,16 +529,27 @@ static int file_list(struct obj__backend *b, const char *prefix, const char *sta
             page->is_truncated = true;
             break;
         }
+        memcpy(page->last_key, path, len + 1);
+        if (obj__key_check(path, false, NULL) != 0)
+            continue; /* a file arbor did not write, named against the rules */
         struct stat st;
         int fd = open_beneath(fb->root_fd, path, O_RDONLY);
-        if (fd < 0)
+        if (fd == -ENOENT)
             continue; /* deleted since the directory was read */
-        if (fstat(fd, &st) == 0) {
-            struct obj_list_entry *out = &page->entries[page->entry_count++];
-            memcpy(out->key, path, len + 1);
-            out->size = (size_t)st.st_size;
+        if (fd < 0) {
+            rc = obj__fail(errmsg, fd, "open %.200s while listing: %s", path, strerror(-fd));
+            break;
+        }
+        if (fstat(fd, &st) != 0) {
+            rc = obj__fail(errmsg, -errno, "stat %.200s while listing: %s", path,
+                           strerror(errno));
+            close(fd);
+            break;
         }
         close(fd);
+        struct obj_list_entry *out = &page->entries[page->entry_count++];
+        memcpy(out->key, path, len + 1);
+        out->size = (size_t)st.st_size;
     }
     for (; depth >= 0; depth--) {
         obj__free(stack[depth].entries);
@@ -517,6 +561,7 @@ static void file_close(struct obj__backend *b)
 {
     struct file_backend *fb = file_of(b);
 
+    close(fb->tmp_fd);
     close(fb->root_fd);
     sem_destroy(&fb->readers);
     obj__free(fb->root);
@@ -535,7 +580,7 @@ static const struct obj__backend_ops file_ops = {
 /* Remove temp files left by writers that died more than an hour ago. */
 static void file_sweep_tmp(struct file_backend *fb)
 {
-    int fd = openat(fb->root_fd, FILE_TMP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(fb->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     time_t now = time(NULL);
     struct dirent *de;
     DIR *d;
@@ -587,6 +632,7 @@ int obj__file_open(const struct obj__url *u, struct obj__backend **out, char *er
     if (fb == NULL)
         return obj__fail(errmsg, -ENOMEM, "out of memory");
     fb->base.ops = &file_ops;
+    fb->tmp_fd = -1;
     sem_init(&fb->readers, 0, readers);
     fb->root = obj__strdup(root);
     fb->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -599,20 +645,24 @@ int obj__file_open(const struct obj__url *u, struct obj__backend **out, char *er
         rc = obj__fail(errmsg, -errno, "create %s/" FILE_TMP_DIR ": %s", root, strerror(errno));
         goto out_free;
     }
-    rc = open_beneath(fb->root_fd, FILE_TMP_DIR, O_RDONLY | O_DIRECTORY);
-    if (rc < 0) {
+    /* Held open from now on: every temp file lives relative to this fd, so a
+     * .tmp replaced by a symlink later cannot lead a write elsewhere. */
+    fb->tmp_fd = open_beneath(fb->root_fd, FILE_TMP_DIR, O_RDONLY | O_DIRECTORY);
+    if (fb->tmp_fd < 0) {
+        rc = fb->tmp_fd;
         obj__fail(errmsg, rc,
                   rc == -ENOSYS ? "this kernel lacks openat2 (Linux 5.6 or later is needed)"
                                 : "%s/" FILE_TMP_DIR " is not a plain directory",
                   root);
         goto out_free;
     }
-    close(rc);
     file_sweep_tmp(fb);
     *out = &fb->base;
     return 0;
 
 out_free:
+    if (fb->tmp_fd >= 0)
+        close(fb->tmp_fd);
     if (fb->root_fd >= 0)
         close(fb->root_fd);
     sem_destroy(&fb->readers);

@@ -7,7 +7,7 @@
  *   fault://?inner=URL&...           a wrapper for tests that injects failures
  *
  * Every object is framed: a fixed 288-byte header carries the data length and
- * a CRC32C for each 64 KiB of data (the table is in objstore/frame.h). Every
+ * a CRC32C for each 64 KiB of data (the table is in objstore/internal.h). Every
  * read checks the CRCs of what it returns; a mismatch is -EBADMSG, never wrong
  * bytes. Sizes seen through this API are data sizes, without the header.
  *
@@ -68,10 +68,12 @@ OBJ_API int obj_store_open(const char *url, const struct obj_options *opts, stru
                            char *errmsg);
 
 /* Stop the workers (queued requests complete with -ECANCELED) and free the
- * store. No call may be running or start on it. obj_store_close(NULL) is a no-op. */
+ * store. No call may be running or start on it, and a request's callback
+ * may not close its own store. obj_store_close(NULL) is a no-op. */
 OBJ_API void obj_store_close(struct obj_store *s);
 
-/* The URL the store was opened with, with any secret removed. Borrowed until close. */
+/* The URL the store was opened with (URLs hold no secrets: credentials come
+ * from the environment or a file). Borrowed until close. */
 OBJ_API const char *obj_store_url(const struct obj_store *s);
 
 /* Store data[0..size) under key, atomically: a reader sees the whole object or
@@ -106,12 +108,17 @@ struct obj_list_page {
     struct obj_list_entry *entries; /* caller's array of entry_cap elements */
     unsigned entry_cap;             /* 1..OBJ_LIST_PAGE_MAX */
     unsigned entry_count;           /* out: entries filled, in ascending byte order of key */
-    bool is_truncated;              /* out: more keys follow the last one */
+    bool is_truncated;              /* out: more keys follow */
+    char last_key[OBJ_KEY_BYTES_MAX + 1]; /* out: where the next page starts */
 };
 
 /* List keys that begin with prefix ("" for all) and sort after start_after
- * (NULL or "" to start from the first), in ascending byte order. To page,
- * call again with start_after = the last key of the page while is_truncated. */
+ * (NULL or "" to start from the first), in ascending byte order. Objects
+ * whose keys break the key rules (another tool's, a "folder" marker) are
+ * skipped. To page, call again with start_after = page->last_key while
+ * is_truncated: a page may hold fewer entries than entry_cap, even none,
+ * when it skipped keys. start_after may be any string of at most
+ * OBJ_KEY_BYTES_MAX bytes. */
 OBJ_API int obj_list(struct obj_store *s, const char *prefix, const char *start_after,
                      struct obj_list_page *page, char *errmsg);
 

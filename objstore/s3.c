@@ -26,8 +26,9 @@
  * 4xx is retried.
  *
  * Threads: any number. Each call borrows an easy handle from a bounded pool;
- * the handles share one connection cache (CURLSH), so connections are reused
- * across calls and threads.
+ * a handle keeps its connections across calls (curl_easy_reset keeps them),
+ * so connections are reused. The handles share DNS and TLS sessions, but not
+ * connections: libcurl does not support sharing those between threads.
  */
 #include <curl/curl.h>
 #include <expat.h>
@@ -94,6 +95,7 @@ struct s3_call {
     int down_n;
     size_t got;
     bool is_overflow;
+    bool is_unranged; /* a Range request answered with the whole object */
     XML_Parser xml; /* when set, a 2xx body goes to the parser instead */
     bool is_xml_error;
     char range[64]; /* "a-b" or "" */
@@ -156,6 +158,12 @@ static size_t s3_write_cb(char *src, size_t size, size_t nmemb, void *arg)
             return 0;
         }
         return n;
+    }
+    if (c->down == NULL)
+        return n; /* a 2xx body nobody asked for (PUT, DELETE): dropped */
+    if (c->range[0] != '\0' && c->status != 206) {
+        c->is_unranged = true; /* the store ignored Range: these are not our bytes */
+        return 0;
     }
     size_t room = obj__iov_bytes(c->down_v, c->down_n);
     if (n > room) {
@@ -272,6 +280,8 @@ struct s3_xml {
     /* list page */
     struct obj_list_page *page;
     size_t strip;           /* bytes of the store prefix to remove from keys */
+    const char *prefix;     /* the store prefix itself */
+    bool is_skipped;        /* the current Contents is not listed */
     char key[OBJ_KEY_BYTES_MAX + 1];
     unsigned long long size;
     bool is_truncated;
@@ -322,11 +332,17 @@ static void s3_xml_end(void *arg, const XML_Char *name)
     } else if (x->page == NULL) {
         return;
     } else if (strcmp(name, "Key") == 0) {
-        if (x->is_text_overflow || x->text_len < x->strip) {
+        if (x->is_text_overflow) {
             x->is_bad = true;
             return;
         }
-        memcpy(x->key, x->text + x->strip, x->text_len - x->strip + 1);
+        /* the last key the store listed, valid or not, is where the next page starts */
+        memcpy(x->page->last_key, x->text + (x->text_len >= x->strip ? x->strip : x->text_len),
+               x->text_len - (x->text_len >= x->strip ? x->strip : x->text_len) + 1);
+        x->is_skipped = x->text_len <= x->strip || strncmp(x->text, x->prefix, x->strip) != 0 ||
+                        obj__key_check(x->text + x->strip, false, NULL) != 0;
+        if (!x->is_skipped)
+            memcpy(x->key, x->text + x->strip, x->text_len - x->strip + 1);
     } else if (strcmp(name, "Size") == 0) {
         errno = 0;
         x->size = strtoull(x->text, &end, 10);
@@ -335,6 +351,8 @@ static void s3_xml_end(void *arg, const XML_Char *name)
     } else if (strcmp(name, "IsTruncated") == 0) {
         x->is_truncated = strcmp(x->text, "true") == 0;
     } else if (strcmp(name, "Contents") == 0) {
+        if (x->is_skipped)
+            return; /* not an arbor key: a folder marker, another tool's object */
         if (x->page->entry_count == x->page->entry_cap) {
             x->is_bad = true; /* the server sent more than max-keys */
             return;
@@ -465,26 +483,71 @@ static void s3_setopts(struct s3_backend *sb, CURL *h, struct s3_call *c, struct
     }
 }
 
+/* The headers of every request, or NULL without memory. An unsigned payload
+ * (our CRCs guard the bytes); no "Expect:", which would make curl wait for
+ * 100-continue on large PUTs; the session token if there is one. */
+static struct curl_slist *s3_headers(const struct s3_backend *sb)
+{
+    struct curl_slist *hdrs = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+    struct curl_slist *more = hdrs != NULL ? curl_slist_append(hdrs, "Expect:") : NULL;
+
+    if (more != NULL && sb->token_header[0] != '\0')
+        more = curl_slist_append(hdrs, sb->token_header);
+    if (more == NULL) {
+        curl_slist_free_all(hdrs);
+        return NULL;
+    }
+    return hdrs;
+}
+
+/* Clear what one attempt left in c (and xml) before the next. */
+static int s3_attempt_reset(struct s3_call *c, struct s3_xml *xml, char *errmsg)
+{
+    c->status = 0;
+    c->got = 0;
+    c->is_overflow = false;
+    c->is_unranged = false;
+    c->is_xml_error = false;
+    c->error_body_len = 0;
+    c->error_body[0] = '\0';
+    if (c->up != NULL)
+        s3_upload_rewind(c);
+    if (c->down != NULL) {
+        memcpy(c->down_cursor, c->down, sizeof(*c->down) * (size_t)c->down_count);
+        c->down_v = c->down_cursor;
+        c->down_n = c->down_count;
+    }
+    if (xml == NULL)
+        return 0;
+    struct obj_list_page *page = xml->page;
+    size_t strip = xml->strip;
+    const char *prefix = xml->prefix;
+    if (c->xml != NULL)
+        XML_ParserFree(c->xml);
+    memset(xml, 0, sizeof(*xml));
+    xml->page = page;
+    xml->strip = strip;
+    xml->prefix = prefix;
+    page->entry_count = 0;
+    page->last_key[0] = '\0';
+    c->xml = s3_xml_new(xml);
+    return c->xml != NULL ? 0 : obj__fail(errmsg, -ENOMEM, "out of memory for the XML parser");
+}
+
 /* Run c with retries. On 0, c->status is 2xx or ok_status (a caller that
  * accepts 404 or 416 says so). When xml is given, each attempt parses the
  * reply body into it afresh. */
 static int s3_perform(struct s3_backend *sb, struct s3_call *c, long ok_status,
                       struct s3_xml *xml, char *errmsg)
 {
-    struct curl_slist *hdrs = NULL;
-    struct curl_slist *more;
+    struct curl_slist *hdrs;
     CURL *h = s3_handle_get(sb);
     int rc = -EIO;
 
     if (h == NULL)
         return obj__fail(errmsg, -ENOMEM, "curl_easy_init failed");
-    /* Expect: would make curl wait for 100-continue on large PUTs. */
-    hdrs = curl_slist_append(hdrs, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    more = hdrs != NULL ? curl_slist_append(hdrs, "Expect:") : NULL;
-    if (more != NULL && sb->token_header[0] != '\0')
-        more = curl_slist_append(hdrs, sb->token_header);
-    if (more == NULL) {
-        curl_slist_free_all(hdrs);
+    hdrs = s3_headers(sb);
+    if (hdrs == NULL) {
         s3_handle_put(sb, h);
         return obj__fail(errmsg, -ENOMEM, "out of memory");
     }
@@ -496,34 +559,9 @@ static int s3_perform(struct s3_backend *sb, struct s3_call *c, long ok_status,
             uint64_t cap = (uint64_t)sb->backoff_ms << (attempt - 1 < 20 ? attempt - 1 : 20);
             s3_sleep_ms(s3_jitter(cap < sb->backoff_max_ms ? (uint32_t)cap : sb->backoff_max_ms));
         }
-        c->status = 0;
-        c->got = 0;
-        c->is_overflow = false;
-        c->is_xml_error = false;
-        c->error_body_len = 0;
-        c->error_body[0] = '\0';
-        if (c->up != NULL)
-            s3_upload_rewind(c);
-        if (c->down != NULL) {
-            memcpy(c->down_cursor, c->down, sizeof(*c->down) * (size_t)c->down_count);
-            c->down_v = c->down_cursor;
-            c->down_n = c->down_count;
-        }
-        if (xml != NULL) {
-            struct obj_list_page *page = xml->page;
-            size_t strip = xml->strip;
-            if (c->xml != NULL)
-                XML_ParserFree(c->xml);
-            memset(xml, 0, sizeof(*xml));
-            xml->page = page;
-            xml->strip = strip;
-            page->entry_count = 0;
-            c->xml = s3_xml_new(xml);
-            if (c->xml == NULL) {
-                rc = obj__fail(errmsg, -ENOMEM, "out of memory for the XML parser");
-                break;
-            }
-        }
+        rc = s3_attempt_reset(c, xml, errmsg);
+        if (rc != 0)
+            break;
         curl_easy_reset(h);
         s3_setopts(sb, h, c, hdrs);
         cc = curl_easy_perform(h);
@@ -531,6 +569,11 @@ static int s3_perform(struct s3_backend *sb, struct s3_call *c, long ok_status,
         curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &c->content_length);
         if (c->is_overflow) {
             rc = obj__fail(errmsg, -EMSGSIZE, "object is larger than the buffer");
+            break;
+        }
+        if (c->is_unranged) {
+            rc = obj__fail(errmsg, -EPROTO, "%s answered a range request with HTTP %ld",
+                           sb->endpoint, c->status);
             break;
         }
         if (c->is_xml_error) {
@@ -771,6 +814,7 @@ static int s3_list(struct obj__backend *b, const char *prefix, const char *start
     } else {
         xml->page = page;
         xml->strip = strlen(sb->prefix);
+        xml->prefix = sb->prefix;
         rc = s3_perform(sb, c, 0, xml, errmsg);
     }
     if (rc == 0 && xml->is_bad)
@@ -926,8 +970,10 @@ static int s3_creds(struct s3_backend *sb, const struct obj__url *u, char *errms
                        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                        "give a credentials file with a [%s] section",
                        profile);
-    if (rc == 0 && (strchr(id, ':') != NULL || strchr(token, '\n') != NULL))
+    if (rc == 0 && strchr(id, ':') != NULL)
         rc = obj__fail(errmsg, -EINVAL, "S3 access key id may not contain ':'");
+    if (rc == 0 && strpbrk(token, "\r\n") != NULL)
+        rc = obj__fail(errmsg, -EINVAL, "S3 session token may not contain a line break");
     if (rc == 0) {
         snprintf(sb->userpwd, sizeof(sb->userpwd), "%s:%s", id, secret);
         if (token[0] != '\0')
@@ -1049,7 +1095,6 @@ int obj__s3_open(const struct obj__url *u, struct obj__backend **out, char *errm
     curl_share_setopt(sb->share, CURLSHOPT_LOCKFUNC, s3_share_lock);
     curl_share_setopt(sb->share, CURLSHOPT_UNLOCKFUNC, s3_share_unlock);
     curl_share_setopt(sb->share, CURLSHOPT_USERDATA, sb);
-    curl_share_setopt(sb->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
     curl_share_setopt(sb->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(sb->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     *out = &sb->base;

@@ -83,6 +83,10 @@ void obj_store_close(struct obj_store *s)
 {
     if (s == NULL)
         return;
+    for (unsigned i = 0; i < s->thread_count; i++) {
+        /* a callback cannot close its own store: the worker would join itself */
+        OBJ_ASSERT(!pthread_equal(pthread_self(), s->threads[i]));
+    }
     pthread_mutex_lock(&s->pool_lock);
     s->is_stopping = true;
     pthread_cond_broadcast(&s->pool_cond);
@@ -197,8 +201,34 @@ static int range_read(struct obj_store *s, const char *key, struct range_plan *p
                                 errmsg);
 }
 
+static int get_range_once(struct obj_store *s, const char *key, uint64_t off, size_t len,
+                          void *buf, size_t *got_out, uint8_t hdr_seen[OBJ_FRAME_HEADER_BYTES],
+                          char *errmsg);
+
+/* A range far from the front is read as header, then data: an overwrite in
+ * between pairs new bytes with old CRCs. So a CRC mismatch there is retried
+ * once, if the header changed meanwhile; a mismatch that stays is real. */
 int obj_get_range(struct obj_store *s, const char *key, uint64_t off, size_t len, void *buf,
                   size_t *got_out, char *errmsg)
+{
+    uint8_t first[OBJ_FRAME_HEADER_BYTES];
+    uint8_t again[OBJ_FRAME_HEADER_BYTES];
+    int rc = get_range_once(s, key, off, len, buf, got_out, first, errmsg);
+
+    if (rc != -EBADMSG || off / OBJ_FRAME_PIECE_BYTES * OBJ_FRAME_PIECE_BYTES <
+                              OBJ_RANGE_MERGE_BYTES)
+        return rc;
+    struct iovec hv = {.iov_base = again, .iov_len = sizeof(again)};
+    size_t got = 0;
+    if (s->backend->ops->get(s->backend, key, 0, sizeof(again), &hv, 1, &got, NULL) != 0 ||
+        got != sizeof(again) || memcmp(first, again, sizeof(first)) == 0)
+        return rc;
+    return get_range_once(s, key, off, len, buf, got_out, first, errmsg);
+}
+
+static int get_range_once(struct obj_store *s, const char *key, uint64_t off, size_t len,
+                          void *buf, size_t *got_out, uint8_t hdr_seen[OBJ_FRAME_HEADER_BYTES],
+                          char *errmsg)
 {
     struct range_plan p = {0};
     struct obj__frame f;
@@ -251,6 +281,7 @@ int obj_get_range(struct obj_store *s, const char *key, uint64_t off, size_t len
         if (rc == 0)
             data_end = want_end < f.data_bytes ? want_end : f.data_bytes;
     }
+    memcpy(hdr_seen, p.hdr, OBJ_FRAME_HEADER_BYTES);
     if (rc == 0 && got != OBJ_FRAME_HEADER_BYTES + data_end - p.raw_off)
         rc = obj__fail(errmsg, -EBADMSG, "%.200s: store returned %zu bytes, header implies %llu",
                        key, got, (unsigned long long)(OBJ_FRAME_HEADER_BYTES + data_end - p.raw_off));
@@ -296,10 +327,12 @@ int obj_list(struct obj_store *s, const char *prefix, const char *start_after,
 {
     int rc = obj__key_check(prefix != NULL ? prefix : "", true, errmsg);
 
-    if (rc == 0 && start_after != NULL)
-        rc = obj__key_check(start_after, true, errmsg);
     if (rc != 0)
         return rc;
+    /* start_after is only compared with keys: any string will do, as long as
+     * it fits (it may be a skipped key that breaks the rules) */
+    if (start_after != NULL && strnlen(start_after, OBJ_KEY_BYTES_MAX + 1) > OBJ_KEY_BYTES_MAX)
+        return obj__fail(errmsg, -ENAMETOOLONG, "start_after is over %u bytes", OBJ_KEY_BYTES_MAX);
     if (page == NULL || page->entries == NULL || page->entry_cap == 0 ||
         page->entry_cap > OBJ_LIST_PAGE_MAX)
         return obj__fail(errmsg, -EINVAL, "a list page holds 1..%u entries", OBJ_LIST_PAGE_MAX);

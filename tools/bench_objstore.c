@@ -205,6 +205,7 @@ static int ceiling_pass(const char *dir, uint64_t bytes, uint8_t *buf, double *w
     int fd;
 
     snprintf(path, sizeof(path), "%s/.arbor-bench-ceiling.%ld", dir, (long)getpid());
+    bytes = bytes < chunk ? chunk : bytes / chunk * chunk; /* whole writes, so the rate is true */
     fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
@@ -238,7 +239,7 @@ struct files_ceiling {
     const char *dir;
     unsigned count;
     atomic_uint next;
-    int rc;
+    atomic_int rc;
 };
 
 static void files_path(const struct files_ceiling *c, unsigned i, char *out, size_t cap)
@@ -258,7 +259,7 @@ static void *files_reader(void *arg)
         files_path(c, i, path, sizeof(path));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || pread(fd, buf, chunk, 0) != (ssize_t)chunk)
-            c->rc = -EIO;
+            atomic_store(&c->rc, -EIO);
         if (fd >= 0)
             close(fd);
     }
@@ -275,21 +276,25 @@ static int ceiling_files(const char *dir, uint64_t bytes, const uint8_t *buf, do
     double t0;
 
     c.count = c.count < 256 ? (c.count > 0 ? c.count : 1) : 256;
-    for (unsigned i = 0; i < c.count && c.rc == 0; i++) {
+    for (unsigned i = 0; i < c.count && atomic_load(&c.rc) == 0; i++) {
         files_path(&c, i, path, sizeof(path));
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, buf, chunk) != (ssize_t)chunk || fdatasync(fd) != 0)
-            c.rc = -EIO;
+            atomic_store(&c.rc, -EIO);
         if (fd >= 0) {
             posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
             close(fd);
         }
     }
     t0 = cmd_now();
-    for (int i = 0; i < CEIL_FILE_READERS && c.rc == 0; i++) {
-        pthread_create(&threads[i], NULL, files_reader, &c);
+    int started = 0;
+    for (; started < CEIL_FILE_READERS && atomic_load(&c.rc) == 0; started++) {
+        if (pthread_create(&threads[started], NULL, files_reader, &c) != 0) {
+            atomic_store(&c.rc, -EAGAIN);
+            break;
+        }
     }
-    for (int i = 0; i < CEIL_FILE_READERS && c.rc == 0; i++) {
+    for (int i = 0; i < started; i++) { /* every thread started, whatever failed */
         pthread_join(threads[i], NULL);
     }
     *read_mibs = (double)c.count * 4 / (cmd_now() - t0);
@@ -297,7 +302,7 @@ static int ceiling_files(const char *dir, uint64_t bytes, const uint8_t *buf, do
         files_path(&c, i, path, sizeof(path));
         unlink(path);
     }
-    return c.rc;
+    return atomic_load(&c.rc);
 }
 
 /* The best of two passes: the disk is shared and noisy. */

@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -231,8 +233,122 @@ static void test_list_is_in_byte_order_across_directories(void **state)
         assert_int_equal(page.entry_count, 1);
         assert_string_equal(entries[0].key, keys[i]);
         assert_int_equal(page.is_truncated, i < count - 1);
-        memcpy(last, entries[0].key, strlen(entries[0].key) + 1);
+        memcpy(last, page.last_key, sizeof(last));
     }
+}
+
+static void test_list_skips_files_that_are_not_keys(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const foreign[] = {"q/a b", "q/b%", "q/c\\d", "q/.hidden"};
+    char path[700];
+    struct obj_list_entry entries[1];
+    struct obj_list_page page = {.entries = entries, .entry_cap = 1};
+    char last[OBJ_KEY_BYTES_MAX + 1] = "";
+    unsigned mine = 0;
+
+    assert_int_equal(obj_put(f->store, "q/ok", f->data, 3, NULL), 0);
+    for (size_t i = 0; i < sizeof(foreign) / sizeof(foreign[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", f->dir, foreign[i]);
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fclose(fp);
+    }
+    for (unsigned pages = 0; pages < 10; pages++) {
+        assert_int_equal(obj_list(f->store, "q/", last, &page, NULL), 0);
+        mine += page.entry_count;
+        if (page.entry_count > 0)
+            assert_string_equal(entries[0].key, "q/ok");
+        memcpy(last, page.last_key, sizeof(last));
+        if (!page.is_truncated)
+            break;
+    }
+    assert_int_equal(mine, 1);
+    assert_false(page.is_truncated);
+}
+
+static void test_tmp_swapped_for_a_symlink_cannot_redirect_writes(void **state)
+{
+    struct fixture *f = *state;
+    char outside[256];
+    char tmp[600];
+    char moved[600];
+    size_t got = 0;
+
+    harness_tmpdir(outside);
+    snprintf(tmp, sizeof(tmp), "%s/.tmp", f->dir);
+    snprintf(moved, sizeof(moved), "%s/.tmp-was", f->dir);
+    assert_int_equal(rename(tmp, moved), 0); /* after the store opened it */
+    assert_int_equal(symlink(outside, tmp), 0);
+    assert_int_equal(obj_put(f->store, "safe", f->data, 100000, NULL), 0);
+    /* the temp file was made in the directory the store opened, not outside */
+    DIR *d = opendir(outside);
+    assert_non_null(d);
+    unsigned files = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        files += de->d_name[0] != '.';
+    }
+    closedir(d);
+    assert_int_equal(files, 0);
+    assert_int_equal(obj_get(f->store, "safe", f->buf, OBJ_DATA_BYTES_MAX, &got, NULL), 0);
+    assert_int_equal(got, 100000);
+    harness_rm_rf(outside);
+}
+
+static void test_two_handles_on_one_directory_do_not_collide(void **state)
+{
+    struct fixture *f = *state;
+    struct obj_store *other = NULL;
+    char key[32];
+
+    assert_int_equal(obj_store_open(f->url, NULL, &other, NULL), 0);
+    for (unsigned i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "two/%u", i);
+        assert_int_equal(obj_put(i % 2 ? other : f->store, key, f->data, 100, NULL), 0);
+    }
+    obj_store_close(other);
+}
+
+struct overwriter {
+    const char *url;
+    const uint8_t *data;
+    atomic_bool stop;
+};
+
+static void *overwrite_main(void *arg)
+{
+    struct overwriter *o = arg;
+    struct obj_store *s = NULL;
+
+    if (obj_store_open(o->url, NULL, &s, NULL) != 0)
+        return NULL;
+    for (unsigned i = 0; i < 400 && !atomic_load(&o->stop); i++) {
+        obj_put(s, "race", o->data + (i % 2) * 7, 1000000, NULL);
+    }
+    obj_store_close(s);
+    return NULL;
+}
+
+static void test_range_read_racing_an_overwrite_is_not_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    struct overwriter o = {.url = f->url, .data = f->data};
+    pthread_t th;
+
+    assert_int_equal(obj_put(f->store, "race", f->data, 1000000, NULL), 0);
+    assert_int_equal(pthread_create(&th, NULL, overwrite_main, &o), 0);
+    for (unsigned i = 0; i < 2000; i++) {
+        size_t got = 0;
+        char errmsg[OBJ_ERRMSG_MAX] = "";
+        int rc = obj_get_range(f->store, "race", 600000, 5000, f->buf, &got, errmsg);
+        if (rc != 0)
+            fail_msg("read %u: %d %s", i, rc, errmsg);
+        assert_int_equal(got, 5000);
+        assert_true(memcmp(f->buf, f->data + 600000, 5000) == 0 ||
+                    memcmp(f->buf, f->data + 7 + 600000, 5000) == 0);
+    }
+    atomic_store(&o.stop, true);
+    pthread_join(th, NULL);
 }
 
 static void test_key_that_is_a_directory_of_another_is_refused(void **state)
@@ -400,6 +516,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_key_that_is_a_directory_of_another_is_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_list_skips_files_that_are_not_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_swapped_for_a_symlink_cannot_redirect_writes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_handles_on_one_directory_do_not_collide, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_range_read_racing_an_overwrite_is_not_corrupt,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_removes_empty_directories, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_torn_put_is_never_read_as_data, setup,
                                         teardown),
