@@ -210,4 +210,63 @@ struct meta_shard_stats {
 };
 void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out);
 
+/* ---- the checkpoint in LMDB ---------------------------------------------------
+ *
+ * A shard's applied state is written behind into an LMDB environment, with the
+ * log index it reflects in the same transaction; a restart loads it and needs
+ * only the log after that index. Writing is split so that apply never waits
+ * for a disk: meta_shard_collect() turns what changed into a batch on the
+ * apply thread, meta_checkpoint_commit() writes the batch on any thread.
+ *
+ * Records are keyed by inode number and by (parent inode, name), never by
+ * memory layout, so replicas that applied the same log hold the same records.
+ * Every record carries a checksum; a bad record, a truncated or foreign file
+ * is -AR_ECORRUPT with a reason, and nothing is loaded half.
+ */
+
+struct meta_checkpoint;
+struct meta_ckpt_batch;
+
+/* Open (creating if needed) the checkpoint in directory dir. -AR_ECORRUPT for
+ * a damaged or foreign environment, else the errno of the failure. */
+int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *errmsg);
+void meta_checkpoint_close(struct meta_checkpoint *c);
+
+/* The applied index stored, 0 for a new checkpoint. */
+uint64_t meta_checkpoint_applied_index(const struct meta_checkpoint *c);
+
+/* Start recording changes for a checkpoint: the next collect holds the whole
+ * state, later ones what changed since the one before. Call once, before
+ * the first collect. -ENOMEM. */
+int meta_shard_track(struct meta_shard *s);
+
+/* Drain the changes since the last collect into a new batch that carries
+ * applied_index. On 0 the caller owns *out. -ENOMEM leaves the changes
+ * recorded, for the next try. */
+int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out);
+void meta_ckpt_batch_free(struct meta_ckpt_batch *b);
+uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b);
+
+/* Write a batch in one transaction, durably. Batches must be committed in
+ * the order they were collected. A failed commit is sticky (style §3): the
+ * checkpoint refuses later commits with -EIO. The batch stays the caller's. */
+int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_batch *b,
+                           char *errmsg);
+
+/* Build a shard from the checkpoint. On 0, *out is a new shard that tracks
+ * changes (its first collect is incremental) and *applied_index the index it
+ * reflects. -AR_ECORRUPT (with the record that failed) or -ENOMEM; on error
+ * nothing is returned. */
+int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
+                         uint64_t *applied_index, char *errmsg);
+
+/* Write a consistent copy of the checkpoint to fd (a file, a pipe, a socket)
+ * while commits go on: a snapshot for a follower or the object store. */
+int meta_checkpoint_export(struct meta_checkpoint *c, int fd, char *errmsg);
+
+/* Make the checkpoint directory dir (absent or empty) from a stream that
+ * meta_checkpoint_export() wrote, reading fd to its end. The copy is loaded
+ * and checked before it takes its final name; on error dir is left as it was. */
+int meta_checkpoint_import(const char *dir, int fd, char *errmsg);
+
 #endif /* ARBOR_META_H */

@@ -284,6 +284,7 @@ static int entry_alloc(struct meta_shard *s, const char *name, uint32_t len, uin
 static void entry_link_hashed(struct meta_shard *s, uint32_t d, uint32_t e, uint64_t hash)
 {
     meta__node_at(s, e)->parent = d;
+    meta__dirty_entry(s, e);
     if (hash != 0)
         meta__index_name_hashed(s, e, true, hash);
     else
@@ -302,6 +303,7 @@ static void entry_unlink(struct meta_shard *s, uint32_t e)
 {
     struct meta__node *n = meta__node_at(s, e);
 
+    meta__dirty_entry(s, e);
     meta__index_name(s, e, false);
     meta__dir_remove(s, (uint32_t)meta__node_at(s, n->parent)->aux, e);
     s->entry_count--;
@@ -428,6 +430,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         meta__node_flag(n, NODE_HAS_EXT, true);
     }
     meta__index_ino(s, node, true);
+    meta__dirty_inode(s, n->ino);
     entry_link_hashed(s, d, node, hash);
     s->inode_count++;
     if (type == S_IFDIR)
@@ -812,6 +815,9 @@ int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
     if (cmd->cred.group_count > META_GROUPS_MAX)
         return -EINVAL;
+    int rc = meta__dirty_reserve(s);
+    if (rc != 0)
+        return rc;
     switch (cmd->op) {
     case META_OP_SETATTR:
         return op_setattr(s, cmd, r);

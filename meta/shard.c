@@ -98,7 +98,9 @@ static void name_refill(const void *ctx, struct meta__index *fresh)
 
     for (uint32_t i = 0; i < s->node_count; i++) {
         const struct meta__node *n = meta__node_at(s, i);
-        if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_NAMELESS) && i != s->root)
+        /* unnamed: the root, a nameless inode, or one a load has not named yet */
+        if (meta__node_has(n, NODE_LIVE) && n->name != META_NIL && i != s->root &&
+            !meta__node_has(n, NODE_NAMELESS))
             meta__index_place(fresh, name_rehash(s, i), i);
     }
 }
@@ -190,6 +192,7 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
 {
     struct meta__node *n = meta__node_at(s, inode);
 
+    meta__dirty_inode(s, n->ino); /* every inode change sets a time */
     if (mtime_ns != NULL)
         n->mtime_ns = *mtime_ns;
     if (ctime_ns == n->mtime_ns) {
@@ -239,6 +242,7 @@ void meta__inode_free(struct meta_shard *s, uint32_t inode)
     struct meta__node *n = meta__node_at(s, inode);
     struct meta__ext *x = meta__ext_of(s, inode);
 
+    meta__dirty_inode(s, n->ino);
     if (x != NULL) {
         ar_free(x->target);
         ar_free(x);
@@ -328,6 +332,8 @@ void meta_shard_free(struct meta_shard *s)
     meta__index_fini(&s->attr_index);
     meta__map_fini(&s->ctimes);
     meta__map_fini(&s->exts);
+    ar_free(s->dirty_inos);
+    ar_free(s->dirty_names);
     ar_free(s);
 }
 

@@ -187,7 +187,21 @@ struct meta_shard {
     /* side tables, keyed by node */
     struct meta__map ctimes;     /* node -> ctime_ns, where it differs from mtime */
     struct meta__map exts;       /* node -> struct meta__ext * */
+    /* changes since the last checkpoint collect (checkpoint.c) */
+    bool is_tracking;
+    bool is_all_dirty;           /* the next collect takes the whole state */
+    uint64_t *dirty_inos;        /* inode numbers changed, created or freed */
+    uint32_t dirty_ino_count;
+    uint32_t dirty_ino_cap;
+    uint8_t *dirty_names;        /* entries added or removed: parent ino (8), len (1), name */
+    uint64_t dirty_name_bytes;
+    uint64_t dirty_name_cap;
 };
+
+/* What one command may change at most, reserved before it starts. */
+#define META_DIRTY_INODES_MAX  8u
+#define META_DIRTY_ENTRIES_MAX 4u
+#define META_DIRTY_ENTRY_BYTES (8u + 1u + META_NAME_BYTES_MAX)
 
 /* ---- node.c: storage ----------------------------------------------------------
  * Every allocating call returns 0, -ENOMEM or -ENOSPC and changes nothing on
@@ -237,5 +251,10 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
 struct meta__ext *meta__ext_of(const struct meta_shard *s, uint32_t inode);
 void meta__attr_fill(const struct meta_shard *s, uint32_t inode, struct meta_attr *out);
 void meta__inode_free(struct meta_shard *s, uint32_t inode);
+
+/* ---- checkpoint.c: change tracking -------------------------------------------- */
+int meta__dirty_reserve(struct meta_shard *s);
+void meta__dirty_inode(struct meta_shard *s, uint64_t ino);
+void meta__dirty_entry(struct meta_shard *s, uint32_t entry);
 
 #endif /* ARBOR_META_SHARD_H */

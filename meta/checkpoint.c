@@ -1,0 +1,899 @@
+/* meta/checkpoint.c - a shard's state written behind into LMDB (design §4).
+ *
+ * One environment per shard, three databases:
+ *
+ *   db       key                          value
+ *   -------  ---------------------------  -------------------------------------------
+ *   meta     "format"                     "arbor-meta-1"
+ *            "root"                       root inode number, u64
+ *            "applied_index"              the log index the records reflect, u64
+ *   inodes   inode number, u64 big-endian  inode record (below)
+ *   entries  parent ino (u64 BE) + name    entry key u64, target ino u64, checksum u64
+ *
+ *   inode record, little-endian:
+ *     0 u8 version (1) | 1 u8 flags (1 = nameless) | 2 u16 target length
+ *     4 u32 mode | 8 u32 uid | 12 u32 gid | 16 u32 nlink | 20 u32 rdev
+ *     24 u64 size | 32 i64 atime | 40 i64 mtime | 48 i64 ctime | 56 u64 first slice
+ *     64 target bytes | then u64 checksum
+ *
+ * A checksum is meta__hash_bytes() of the key and the value before it: a
+ * flipped bit anywhere fails the load with the record named.
+ *
+ * Change tracking: while a shard is tracked, every command records the inode
+ * numbers and entries it touched (space reserved before the command runs, so
+ * recording cannot fail). A collect reads their current state into a batch:
+ * a put where they exist, a delete where they are gone.
+ * Thread: a shard's functions on its apply thread; a checkpoint's commit on
+ * any one thread at a time; export from any thread (an LMDB read txn).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shard.h"
+
+#define CKPT_FORMAT        "arbor-meta-1"
+#define CKPT_MAP_BYTES     (256ull << 30) /* address space only; the file grows as needed */
+#define CKPT_INODE_FIXED   64u
+#define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
+#define CKPT_IMPORT_CHUNK  (1u << 20)
+
+enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY };
+
+struct meta_checkpoint {
+    MDB_env *env;
+    MDB_dbi meta;
+    MDB_dbi inodes;
+    MDB_dbi entries;
+    uint64_t applied_index;
+    bool is_failed; /* a commit failed: refuse the rest (style §3) */
+    char dir[1024];
+};
+
+/* A batch is a list of operations: [u8 op][u16 key len][key][u32 value len][value]. */
+struct meta_ckpt_batch {
+    uint8_t *buf;
+    uint64_t used;
+    uint64_t cap;
+    uint64_t records;
+    uint64_t applied_index;
+    uint64_t root_ino;
+    bool is_full; /* the whole state: empty the databases first */
+};
+
+static int ar_err_from_mdb(int rc)
+{
+    if (rc == MDB_SUCCESS)
+        return 0;
+    if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
+        rc == MDB_VERSION_MISMATCH || rc == MDB_BAD_TXN)
+        return -AR_ECORRUPT;
+    if (rc == MDB_MAP_FULL)
+        return -ENOSPC;
+    if (rc == MDB_NOTFOUND)
+        return -ENOENT;
+    return rc > 0 ? -rc : -EIO;
+}
+
+static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *errmsg, int rc, const char *fmt, ...)
+{
+    if (errmsg != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static void put_u64_be(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+    }
+}
+
+static uint64_t get_u64_be(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static uint64_t record_sum(const void *key, size_t key_len, const void *val, size_t val_len)
+{
+    return meta__hash_bytes(meta__hash_bytes(CKPT_SUM_SEED, key, (uint32_t)key_len), val,
+                            (uint32_t)val_len);
+}
+
+/* ---- change tracking ---------------------------------------------------------- */
+
+int meta_shard_track(struct meta_shard *s)
+{
+    s->is_tracking = true;
+    s->is_all_dirty = true;
+    return meta__dirty_reserve(s);
+}
+
+int meta__dirty_reserve(struct meta_shard *s)
+{
+    if (!s->is_tracking || s->is_all_dirty)
+        return 0;
+    if (s->dirty_ino_count + META_DIRTY_INODES_MAX > s->dirty_ino_cap) {
+        uint32_t cap = s->dirty_ino_cap < 1024 ? 1024 : s->dirty_ino_cap * 2;
+        uint64_t *bigger = ar_realloc(s->dirty_inos, cap * sizeof(*bigger));
+        if (bigger == NULL)
+            return -ENOMEM;
+        s->dirty_inos = bigger;
+        s->dirty_ino_cap = cap;
+    }
+    uint64_t need = META_DIRTY_ENTRIES_MAX * META_DIRTY_ENTRY_BYTES;
+    if (s->dirty_name_bytes + need > s->dirty_name_cap) {
+        uint64_t cap = s->dirty_name_cap < (64u << 10) ? (64u << 10) : s->dirty_name_cap * 2;
+        uint8_t *bigger = ar_realloc(s->dirty_names, cap);
+        if (bigger == NULL)
+            return -ENOMEM;
+        s->dirty_names = bigger;
+        s->dirty_name_cap = cap;
+    }
+    return 0;
+}
+
+void meta__dirty_inode(struct meta_shard *s, uint64_t ino)
+{
+    if (!s->is_tracking || s->is_all_dirty)
+        return;
+    AR_ASSERT(s->dirty_ino_count < s->dirty_ino_cap); /* meta__dirty_reserve() */
+    s->dirty_inos[s->dirty_ino_count++] = ino;
+}
+
+void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
+{
+    const struct meta__node *n = meta__node_at(s, entry);
+    uint32_t len;
+    const uint8_t *name;
+
+    if (!s->is_tracking || s->is_all_dirty)
+        return;
+    name = meta__name_bytes(s, n->name, &len);
+    AR_ASSERT(s->dirty_name_bytes + 9 + len <= s->dirty_name_cap);
+    uint8_t *p = s->dirty_names + s->dirty_name_bytes;
+    memcpy(p, &meta__node_at(s, n->parent)->ino, 8);
+    p[8] = (uint8_t)len;
+    memcpy(p + 9, name, len);
+    s->dirty_name_bytes += 9 + len;
+}
+
+/* ---- batches ------------------------------------------------------------------------ */
+
+static int batch_add(struct meta_ckpt_batch *b, uint8_t op, const void *key, uint16_t key_len,
+                     const void *val, uint32_t val_len)
+{
+    uint64_t need = 1 + 2 + key_len + 4 + val_len;
+
+    if (b->used + need > b->cap) {
+        uint64_t cap = b->cap < (1u << 20) ? (1u << 20) : b->cap;
+        while (cap < b->used + need) {
+            cap += cap / 2;
+        }
+        uint8_t *bigger = ar_realloc(b->buf, cap);
+        if (bigger == NULL)
+            return -ENOMEM;
+        b->buf = bigger;
+        b->cap = cap;
+    }
+    uint8_t *p = b->buf + b->used;
+    p[0] = op;
+    memcpy(p + 1, &key_len, 2);
+    memcpy(p + 3, key, key_len);
+    memcpy(p + 3 + key_len, &val_len, 4);
+    if (val_len > 0)
+        memcpy(p + 7 + key_len, val, val_len);
+    b->used += need;
+    b->records++;
+    return 0;
+}
+
+static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, uint32_t inode)
+{
+    const struct meta__node *n = meta__node_at(s, inode);
+    const struct meta__ext *x = meta__ext_of(s, inode);
+    uint8_t key[8];
+    uint8_t val[CKPT_INODE_FIXED + META_SYMLINK_BYTES_MAX + 8];
+    struct meta_attr a;
+    uint16_t tlen = x != NULL && x->target != NULL ? (uint16_t)x->target_len : 0;
+    uint8_t flags = meta__node_has(n, NODE_NAMELESS) ? 1 : 0;
+    uint32_t u32[5];
+    int64_t times[3];
+    uint64_t size_aux[2];
+
+    meta__attr_fill(s, inode, &a);
+    put_u64_be(key, n->ino);
+    val[0] = 1;
+    val[1] = flags;
+    memcpy(val + 2, &tlen, 2);
+    u32[0] = a.mode;
+    u32[1] = a.uid;
+    u32[2] = a.gid;
+    u32[3] = a.nlink;
+    u32[4] = a.rdev;
+    memcpy(val + 4, u32, sizeof(u32));
+    size_aux[0] = n->size;
+    memcpy(val + 24, &size_aux[0], 8);
+    times[0] = a.atime_ns;
+    times[1] = a.mtime_ns;
+    times[2] = a.ctime_ns;
+    memcpy(val + 32, times, sizeof(times));
+    size_aux[1] = S_ISDIR(a.mode) ? 0 : n->aux; /* a dir's aux is a memory slot */
+    memcpy(val + 56, &size_aux[1], 8);
+    if (tlen > 0)
+        memcpy(val + CKPT_INODE_FIXED, x->target, tlen);
+    uint64_t sum = record_sum(key, 8, val, CKPT_INODE_FIXED + tlen);
+    memcpy(val + CKPT_INODE_FIXED + tlen, &sum, 8);
+    return batch_add(b, OP_PUT_INODE, key, 8, val, CKPT_INODE_FIXED + tlen + 8);
+}
+
+static int batch_entry(struct meta_ckpt_batch *b, const struct meta_shard *s, uint32_t e)
+{
+    const struct meta__node *n = meta__node_at(s, e);
+    uint8_t key[8 + META_NAME_BYTES_MAX];
+    uint64_t val[3];
+    uint32_t len;
+    const uint8_t *name = meta__name_bytes(s, n->name, &len);
+
+    put_u64_be(key, meta__node_at(s, n->parent)->ino);
+    memcpy(key + 8, name, len);
+    val[0] = n->ino;
+    val[1] = meta__node_at(s, meta__inode_of(s, e))->ino;
+    val[2] = record_sum(key, 8 + len, val, 16);
+    return batch_add(b, OP_PUT_ENTRY, key, (uint16_t)(8 + len), val, sizeof(val));
+}
+
+static int collect_all(struct meta_shard *s, struct meta_ckpt_batch *b)
+{
+    int rc = 0;
+
+    b->is_full = true;
+    for (uint32_t i = 0; i < s->node_count && rc == 0; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (!meta__node_has(n, NODE_LIVE))
+            continue;
+        if (!meta__node_has(n, NODE_ALIAS))
+            rc = batch_inode(b, s, i);
+        if (rc == 0 && i != s->root && !meta__node_has(n, NODE_NAMELESS))
+            rc = batch_entry(b, s, i);
+    }
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
+{
+    int rc = 0;
+
+    qsort(s->dirty_inos, s->dirty_ino_count, sizeof(uint64_t), cmp_u64);
+    for (uint32_t i = 0; i < s->dirty_ino_count && rc == 0; i++) {
+        uint64_t ino = s->dirty_inos[i];
+        if (i > 0 && ino == s->dirty_inos[i - 1])
+            continue;
+        uint32_t n = meta__find_ino(s, ino);
+        if (n != META_NIL) {
+            rc = batch_inode(b, s, n);
+        } else {
+            uint8_t key[8];
+            put_u64_be(key, ino);
+            rc = batch_add(b, OP_DEL_INODE, key, 8, NULL, 0);
+        }
+    }
+    /* Entries: a name touched twice is looked at twice; the second look
+     * sees the same current state, so the records agree. */
+    for (uint64_t off = 0; off < s->dirty_name_bytes && rc == 0;) {
+        const uint8_t *p = s->dirty_names + off;
+        uint64_t parent_ino;
+        uint32_t len = p[8];
+        memcpy(&parent_ino, p, 8);
+        off += 9 + len;
+        uint32_t d = meta__find_ino(s, parent_ino);
+        uint32_t e = d != META_NIL && S_ISDIR(meta__mode(s, d))
+                         ? meta__find_name(s, d, (const char *)p + 9, len)
+                         : META_NIL;
+        if (e != META_NIL) {
+            rc = batch_entry(b, s, e);
+        } else {
+            uint8_t key[8 + META_NAME_BYTES_MAX];
+            put_u64_be(key, parent_ino);
+            memcpy(key + 8, p + 9, len);
+            rc = batch_add(b, OP_DEL_ENTRY, key, (uint16_t)(8 + len), NULL, 0);
+        }
+    }
+    return rc;
+}
+
+int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out)
+{
+    struct meta_ckpt_batch *b = ar_calloc(1, sizeof(*b));
+    int rc;
+
+    AR_ASSERT(s->is_tracking);
+    if (b == NULL)
+        return -ENOMEM;
+    b->applied_index = applied_index;
+    b->root_ino = meta__node_at(s, s->root)->ino;
+    rc = s->is_all_dirty ? collect_all(s, b) : collect_changes(s, b);
+    if (rc != 0) {
+        meta_ckpt_batch_free(b);
+        return rc; /* the changes stay recorded */
+    }
+    s->is_all_dirty = false;
+    s->dirty_ino_count = 0;
+    s->dirty_name_bytes = 0;
+    rc = meta__dirty_reserve(s);
+    if (rc != 0) {
+        /* without room to record, the next collect must take everything */
+        s->is_all_dirty = true;
+    }
+    *out = b;
+    return 0;
+}
+
+void meta_ckpt_batch_free(struct meta_ckpt_batch *b)
+{
+    if (b == NULL)
+        return;
+    ar_free(b->buf);
+    ar_free(b);
+}
+
+uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b)
+{
+    return b->records;
+}
+
+/* ---- the environment ------------------------------------------------------------------ */
+
+static int ckpt_read_meta(struct meta_checkpoint *c, MDB_txn *txn, uint64_t *root, char *errmsg)
+{
+    MDB_val k = {.mv_size = 6, .mv_data = "format"};
+    MDB_val v;
+    int rc = mdb_get(txn, c->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return 1; /* a new, empty checkpoint */
+    if (rc != 0)
+        return fail(errmsg, ar_err_from_mdb(rc), "%s: reading its format: %s", c->dir,
+                    mdb_strerror(rc));
+    if (v.mv_size != strlen(CKPT_FORMAT) || memcmp(v.mv_data, CKPT_FORMAT, v.mv_size) != 0)
+        return fail(errmsg, -AR_ECORRUPT, "%s is not an arbor shard checkpoint", c->dir);
+    k = (MDB_val){.mv_size = 13, .mv_data = "applied_index"};
+    rc = mdb_get(txn, c->meta, &k, &v);
+    if (rc != 0 || v.mv_size != 8)
+        return fail(errmsg, -AR_ECORRUPT, "%s: applied index missing", c->dir);
+    memcpy(&c->applied_index, v.mv_data, 8);
+    k = (MDB_val){.mv_size = 4, .mv_data = "root"};
+    rc = mdb_get(txn, c->meta, &k, &v);
+    if (rc != 0 || v.mv_size != 8)
+        return fail(errmsg, -AR_ECORRUPT, "%s: root inode missing", c->dir);
+    if (root != NULL)
+        memcpy(root, v.mv_data, 8);
+    return 0;
+}
+
+/* LMDB maps the file: a page past a truncated end is a SIGBUS, not an error.
+ * So the file must hold every page the meta page says is in use. */
+static int ckpt_check_length(struct meta_checkpoint *c, char *errmsg)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat fst;
+    char path[1100];
+    int rc = mdb_env_info(c->env, &info);
+
+    if (rc == 0)
+        rc = mdb_env_stat(c->env, &st);
+    if (rc != 0)
+        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+    snprintf(path, sizeof(path), "%s/data.mdb", c->dir);
+    if (stat(path, &fst) != 0)
+        return fail(errmsg, -errno, "checkpoint %s: %s", path, strerror(errno));
+    if ((uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
+        return fail(errmsg, -AR_ECORRUPT, "checkpoint %s is truncated: %lld bytes, needs %llu",
+                    path, (long long)fst.st_size,
+                    (unsigned long long)(((uint64_t)info.me_last_pgno + 1) * st.ms_psize));
+    return 0;
+}
+
+int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *errmsg)
+{
+    struct meta_checkpoint *c = ar_calloc(1, sizeof(*c));
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (c == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory");
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = fail(errmsg, -errno, "checkpoint directory %s: %s", dir, strerror(errno));
+        goto out_free;
+    }
+    rc = mdb_env_create(&c->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(c->env, 3);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(c->env, CKPT_MAP_BYTES);
+    if (rc == 0)
+        rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
+    if (rc != 0) {
+        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        goto out_close_env;
+    }
+    rc = ckpt_check_length(c, errmsg);
+    if (rc != 0)
+        goto out_close_env;
+    rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &c->meta);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "inodes", MDB_CREATE, &c->inodes);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        goto out_close_env;
+    }
+    rc = ckpt_read_meta(c, txn, NULL, errmsg);
+    if (rc < 0) {
+        mdb_txn_abort(txn);
+        goto out_close_env;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        goto out_close_env;
+    }
+    *out = c;
+    return 0;
+
+out_close_env:
+    mdb_env_close(c->env);
+out_free:
+    ar_free(c);
+    return rc;
+}
+
+void meta_checkpoint_close(struct meta_checkpoint *c)
+{
+    if (c == NULL)
+        return;
+    mdb_env_close(c->env);
+    ar_free(c);
+}
+
+uint64_t meta_checkpoint_applied_index(const struct meta_checkpoint *c)
+{
+    return c->applied_index;
+}
+
+static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta_ckpt_batch *b)
+{
+    int rc = 0;
+
+    for (uint64_t off = 0; off < b->used && rc == 0;) {
+        const uint8_t *p = b->buf + off;
+        uint16_t key_len;
+        uint32_t val_len;
+        memcpy(&key_len, p + 1, 2);
+        memcpy(&val_len, p + 3 + key_len, 4);
+        MDB_val k = {.mv_size = key_len, .mv_data = (void *)(uintptr_t)(p + 3)};
+        MDB_val v = {.mv_size = val_len, .mv_data = (void *)(uintptr_t)(p + 7 + key_len)};
+        MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes : c->entries;
+        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY) {
+            rc = mdb_put(txn, dbi, &k, &v, 0);
+        } else {
+            rc = mdb_del(txn, dbi, &k, NULL);
+            rc = rc == MDB_NOTFOUND ? 0 : rc;
+        }
+        off += 7 + key_len + val_len;
+    }
+    return rc;
+}
+
+int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_batch *b,
+                           char *errmsg)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (c->is_failed)
+        return fail(errmsg, -EIO, "checkpoint %s refuses writes after a failed commit", c->dir);
+    if (b->applied_index < c->applied_index)
+        return fail(errmsg, -EINVAL, "batch at index %llu is older than the checkpoint's %llu",
+                    (unsigned long long)b->applied_index,
+                    (unsigned long long)c->applied_index);
+    rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+    if (rc == 0 && b->is_full)
+        rc = mdb_drop(txn, c->inodes, 0);
+    if (rc == 0 && b->is_full)
+        rc = mdb_drop(txn, c->entries, 0);
+    if (rc == 0)
+        rc = commit_ops(c, txn, b);
+    if (rc == 0) {
+        MDB_val k = {.mv_size = 13, .mv_data = "applied_index"};
+        MDB_val v = {.mv_size = 8, .mv_data = (void *)(uintptr_t)&b->applied_index};
+        rc = mdb_put(txn, c->meta, &k, &v, 0);
+    }
+    if (rc == 0) {
+        MDB_val k = {.mv_size = 6, .mv_data = "format"};
+        MDB_val v = {.mv_size = strlen(CKPT_FORMAT), .mv_data = CKPT_FORMAT};
+        rc = mdb_put(txn, c->meta, &k, &v, 0);
+    }
+    if (rc == 0) {
+        MDB_val k = {.mv_size = 4, .mv_data = "root"};
+        MDB_val v = {.mv_size = 8, .mv_data = (void *)(uintptr_t)&b->root_ino};
+        rc = mdb_put(txn, c->meta, &k, &v, 0);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+    }
+    rc = mdb_txn_commit(txn); /* durable: LMDB syncs on commit */
+    if (rc != 0) {
+        c->is_failed = true;
+        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s commit: %s", c->dir,
+                    mdb_strerror(rc));
+    }
+    c->applied_index = b->applied_index;
+    return 0;
+}
+
+/* ---- loading --------------------------------------------------------------------------- */
+
+/* One inode record into the new shard s: the root's attributes, or a new node. */
+static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, char *errmsg)
+{
+    const uint8_t *p = v->mv_data;
+    uint64_t ino;
+    uint16_t tlen;
+    uint32_t u32[5];
+    int64_t t[3];
+    uint64_t size;
+    uint64_t aux;
+    uint64_t sum;
+
+    if (k->mv_size != 8 || v->mv_size < CKPT_INODE_FIXED + 8)
+        return fail(errmsg, -AR_ECORRUPT, "inode record of %zu bytes", v->mv_size);
+    ino = get_u64_be(k->mv_data);
+    memcpy(&tlen, p + 2, 2);
+    if (p[0] != 1 || (p[1] & ~1u) != 0 || v->mv_size != CKPT_INODE_FIXED + tlen + 8u ||
+        tlen > META_SYMLINK_BYTES_MAX)
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record", (unsigned long long)ino);
+    memcpy(&sum, p + CKPT_INODE_FIXED + tlen, 8);
+    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + tlen))
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
+                    (unsigned long long)ino);
+    memcpy(u32, p + 4, sizeof(u32));
+    memcpy(&size, p + 24, 8);
+    memcpy(t, p + 32, sizeof(t));
+    memcpy(&aux, p + 56, 8);
+    if (ino == 0 || u32[3] > META_NLINK_MAX || (S_ISLNK(u32[0]) != (tlen > 0)))
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu: impossible fields",
+                    (unsigned long long)ino);
+    uint32_t n = ino == meta__node_at(s, s->root)->ino ? s->root : META_NIL;
+    int rc = 0;
+    if (n == META_NIL) {
+        if (meta__find_ino(s, ino) != META_NIL)
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu twice", (unsigned long long)ino);
+        rc = meta__node_alloc(s, &n);
+        if (rc == 0)
+            rc = meta__reserve_indexes(s, 1, 0);
+        if (rc != 0)
+            return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)ino);
+        struct meta__node *node = meta__node_at(s, n);
+        *node = (struct meta__node){.ino = ino, .name = META_NIL, .parent = META_NIL,
+                                    .attr = META_NIL};
+        meta__node_flag(node, NODE_LIVE, true);
+        if (S_ISDIR(u32[0])) {
+            uint32_t dslot;
+            rc = meta__dir_alloc(s, &dslot);
+            node->aux = dslot;
+        }
+        meta__index_ino(s, n, true);
+        s->inode_count++;
+    } else {
+        meta__attr_put(s, meta__node_at(s, n)->attr);
+        meta__node_at(s, n)->attr = META_NIL;
+    }
+    struct meta__node *node = meta__node_at(s, n);
+    if (rc == 0)
+        rc = meta__attr_get(s, u32[0], u32[1], u32[2], &node->attr);
+    if (rc == 0)
+        rc = meta__reserve_side(s, 1);
+    if (rc != 0)
+        return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)ino);
+    node->size = size;
+    node->atime_ns = t[0];
+    if (!S_ISDIR(u32[0]))
+        node->aux = aux;
+    meta__node_set_nlink(node, u32[3]);
+    meta__node_flag(node, NODE_NAMELESS, p[1] & 1u);
+    meta__set_times(s, n, &t[1], t[2]);
+    if (tlen > 0 || u32[4] != 0) {
+        struct meta__ext *x = ar_calloc(1, sizeof(*x));
+        if (x != NULL && tlen > 0) {
+            x->target = ar_malloc(tlen + 1u);
+            if (x->target != NULL) {
+                memcpy(x->target, p + CKPT_INODE_FIXED, tlen);
+                x->target[tlen] = '\0';
+                x->target_len = tlen;
+            }
+        }
+        if (x == NULL || (tlen > 0 && x->target == NULL) ||
+            meta__map_put(&s->exts, n, (uint64_t)(uintptr_t)x) != 0) {
+            if (x != NULL)
+                ar_free(x->target);
+            ar_free(x);
+            return fail(errmsg, -ENOMEM, "out of memory loading inode %llu",
+                        (unsigned long long)ino);
+        }
+        x->rdev = u32[4];
+        meta__node_flag(node, NODE_HAS_EXT, true);
+    }
+    return 0;
+}
+
+/* One entry record: the first name of its inode, or an alias. Children are
+ * appended unsorted; load_sort_dirs() orders them after. */
+static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, char *errmsg)
+{
+    uint64_t val[3];
+    const uint8_t *key = k->mv_data;
+    uint32_t len = (uint32_t)k->mv_size - 8;
+
+    if (k->mv_size <= 8 || k->mv_size > 8 + META_NAME_BYTES_MAX || v->mv_size != sizeof(val))
+        return fail(errmsg, -AR_ECORRUPT, "entry record of %zu+%zu bytes", k->mv_size,
+                    v->mv_size);
+    memcpy(val, v->mv_data, sizeof(val));
+    uint64_t parent_ino = get_u64_be(key);
+    if (val[2] != record_sum(key, k->mv_size, val, 16))
+        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch", (int)len,
+                    key + 8, (unsigned long long)parent_ino);
+    uint32_t d = meta__find_ino(s, parent_ino);
+    uint32_t target = meta__find_ino(s, val[1]);
+    if (d == META_NIL || !S_ISDIR(meta__mode(s, d)) || target == META_NIL ||
+        memchr(key + 8, '/', len) != NULL || memchr(key + 8, 0, len) != NULL)
+        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu names what is not there",
+                    (int)len, key + 8, (unsigned long long)parent_ino);
+    bool is_first = val[0] == val[1];
+    uint32_t e = target;
+    int rc = 0;
+    if (is_first && (meta__node_at(s, target)->name != META_NIL || target == s->root))
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu named twice", (unsigned long long)val[1]);
+    if (!is_first)
+        rc = meta__node_alloc(s, &e);
+    uint32_t dslot = (uint32_t)meta__node_at(s, d)->aux;
+    struct meta__dir *dir = &s->dirs[dslot];
+    if (rc == 0 && dir->count == dir->cap)
+        rc = meta__dir_reserve(s, dslot, 1);
+    uint32_t name_off = META_NIL;
+    if (rc == 0)
+        rc = meta__name_store(s, (const char *)key + 8, len, &name_off);
+    if (rc == 0)
+        rc = meta__reserve_indexes(s, 0, 1);
+    if (rc != 0)
+        return fail(errmsg, rc, "out of memory loading entries");
+    struct meta__node *n = meta__node_at(s, e);
+    if (!is_first) {
+        *n = (struct meta__node){.ino = val[0], .aux = target};
+        meta__node_flag(n, NODE_LIVE, true);
+        meta__node_flag(n, NODE_ALIAS, true);
+    }
+    n->name = name_off;
+    n->parent = d;
+    meta__index_name(s, e, true);
+    dir = &s->dirs[dslot];
+    dir->children[dir->count++] = e; /* sorted by load_sort_dirs() */
+    dir->live++;
+    s->entry_count++;
+    return 0;
+}
+
+static int child_cmp(const void *a, const void *b, void *ctx)
+{
+    const struct meta_shard *s = ctx;
+    uint64_t x = meta__node_at(s, *(const uint32_t *)a)->ino;
+    uint64_t y = meta__node_at(s, *(const uint32_t *)b)->ino;
+
+    return (x > y) - (x < y);
+}
+
+/* Order children by entry key, and check that every inode is named as it
+ * says: an inode without its first name must be marked nameless. */
+static int load_finish(struct meta_shard *s, char *errmsg)
+{
+    for (uint32_t d = 0; d < s->dir_count; d++) {
+        if (s->dirs[d].children != NULL)
+            qsort_r(s->dirs[d].children, s->dirs[d].count, sizeof(uint32_t), child_cmp, s);
+    }
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (!meta__node_has(n, NODE_LIVE) || meta__node_has(n, NODE_ALIAS) || i == s->root)
+            continue;
+        if ((n->name == META_NIL) != meta__node_has(n, NODE_NAMELESS))
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu has no name and no mark",
+                        (unsigned long long)n->ino);
+    }
+    return 0;
+}
+
+static int load_db(struct meta_shard *s, MDB_txn *txn, MDB_dbi dbi, bool is_inodes, char *errmsg)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k;
+    MDB_val v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+
+    if (rc != 0)
+        return fail(errmsg, ar_err_from_mdb(rc), "%s", mdb_strerror(rc));
+    /* Bounded by the records in the database: each turn moves the cursor on. */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        int err = is_inodes ? load_inode(s, &k, &v, errmsg) : load_entry(s, &k, &v, errmsg);
+        if (err != 0) {
+            mdb_cursor_close(cur);
+            return err;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return fail(errmsg, ar_err_from_mdb(rc), "reading the checkpoint: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
+                         uint64_t *applied_index, char *errmsg)
+{
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
+    struct meta_shard *s = NULL;
+    MDB_txn *txn = NULL;
+    uint64_t root = 0;
+    int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+
+    if (rc != 0)
+        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+    rc = ckpt_read_meta(c, txn, &root, errmsg);
+    if (rc == 1)
+        rc = fail(errmsg, -ENOENT, "checkpoint %s is empty", c->dir);
+    if (rc == 0) {
+        cfg.root_ino = root;
+        rc = meta_shard_new(&cfg, &s);
+    }
+    /* size the indexes once: LMDB knows how many records there are */
+    MDB_stat ist;
+    MDB_stat est;
+    if (rc == 0 && mdb_stat(txn, c->inodes, &ist) == 0 && mdb_stat(txn, c->entries, &est) == 0 &&
+        ist.ms_entries < META_NODES_MAX && est.ms_entries < META_NODES_MAX) {
+        rc = meta__reserve_indexes(s, (uint32_t)ist.ms_entries, (uint32_t)est.ms_entries);
+        if (rc != 0)
+            fail(errmsg, rc, "out of memory for %zu inodes", ist.ms_entries);
+    }
+    if (rc == 0)
+        rc = load_db(s, txn, c->inodes, true, errmsg);
+    if (rc == 0)
+        rc = load_db(s, txn, c->entries, false, errmsg);
+    if (rc == 0)
+        rc = load_finish(s, errmsg);
+    mdb_txn_abort(txn);
+    if (rc == 0)
+        rc = meta_shard_track(s);
+    if (rc != 0) {
+        meta_shard_free(s); /* nothing half-loaded escapes */
+        return rc;
+    }
+    s->is_all_dirty = false;
+    *applied_index = c->applied_index;
+    *out = s;
+    return 0;
+}
+
+/* ---- snapshots as streams ------------------------------------------------------------------ */
+
+int meta_checkpoint_export(struct meta_checkpoint *c, int fd, char *errmsg)
+{
+    int rc = mdb_env_copyfd2(c->env, fd, MDB_CP_COMPACT);
+
+    if (rc != 0)
+        return fail(errmsg, ar_err_from_mdb(rc), "export of %s: %s", c->dir, mdb_strerror(rc));
+    return 0;
+}
+
+static int copy_stream(int from, int to, char *errmsg)
+{
+    uint8_t *buf = ar_malloc(CKPT_IMPORT_CHUNK);
+    int rc = 0;
+
+    if (buf == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory");
+    /* Until the end of the stream; each turn reads at least one byte. */
+    for (;;) {
+        ssize_t n = read(from, buf, CKPT_IMPORT_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0)
+                rc = fail(errmsg, -errno, "reading the snapshot: %s", strerror(errno));
+            break;
+        }
+        for (ssize_t done = 0; done < n && rc == 0;) {
+            ssize_t w = write(to, buf + done, (size_t)(n - done));
+            if (w < 0 && errno != EINTR)
+                rc = fail(errmsg, -errno, "writing the snapshot: %s", strerror(errno));
+            done += w > 0 ? w : 0;
+        }
+        if (rc != 0)
+            break;
+    }
+    ar_free(buf);
+    return rc;
+}
+
+int meta_checkpoint_import(const char *dir, int fd, char *errmsg)
+{
+    char tmp[1100];
+    char path[1200];
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *s = NULL;
+    uint64_t index;
+    int out;
+    int rc;
+
+    snprintf(tmp, sizeof(tmp), "%s.import-%ld", dir, (long)getpid());
+    if (mkdir(tmp, 0755) != 0)
+        return fail(errmsg, -errno, "making %s: %s", tmp, strerror(errno));
+    snprintf(path, sizeof(path), "%s/data.mdb", tmp);
+    out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) {
+        rc = fail(errmsg, -errno, "creating %s: %s", path, strerror(errno));
+        goto out_remove;
+    }
+    rc = copy_stream(fd, out, errmsg);
+    if (rc == 0 && fsync(out) != 0)
+        rc = fail(errmsg, -EIO, "fsync of %s: %s", path, strerror(errno));
+    close(out);
+    /* check it whole before it takes the final name */
+    if (rc == 0)
+        rc = meta_checkpoint_open(tmp, &c, errmsg);
+    if (rc == 0)
+        rc = meta_checkpoint_load(c, &s, &index, errmsg);
+    meta_shard_free(s);
+    meta_checkpoint_close(c);
+    if (rc == 0) {
+        rmdir(dir); /* an empty one may stand there; a full one makes rename fail */
+        if (rename(tmp, dir) != 0)
+            rc = fail(errmsg, -errno, "renaming the snapshot to %s: %s", dir, strerror(errno));
+    }
+    if (rc == 0)
+        return 0;
+out_remove:
+    snprintf(path, sizeof(path), "%s/data.mdb", tmp);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/lock.mdb", tmp);
+    unlink(path);
+    rmdir(tmp);
+    return rc;
+}

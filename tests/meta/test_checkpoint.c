@@ -1,0 +1,510 @@
+/* tests/meta/test_checkpoint.c - the shard's LMDB checkpoint.
+ * Goal: what is committed loads back to the same state; a restart from an
+ * older checkpoint plus the commands after it reaches the live state; two
+ * replicas write the same records; damage is reported, never half-loaded;
+ * a snapshot streams out and in while the shard goes on.
+ * Method: seeded random command streams (bounded) applied to a live shard
+ * that collects and commits every few dozen commands; states compared by
+ * meta_shard_hash(); records compared through LMDB itself. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../objstore/harness.h"
+#include "limits.h"
+#include "meta.h"
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1u << 1)
+#endif
+
+#define SCRIPT_STEPS 3000u
+
+struct fixture {
+    char dir[256];
+    char ckpt[300];
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    assert_non_null(f);
+    harness_tmpdir(f->dir);
+    snprintf(f->ckpt, sizeof(f->ckpt), "%s/ckpt", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    ar_mem_fail_after(0, 0);
+    harness_rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* The i-th command of a random but repeatable stream: creates, links,
+ * renames (exchanges too), unlinks, setattrs, in a few directories. */
+static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char names[2][8])
+{
+    uint64_t x = seed * 6364136223846793005ull + i * 1442695040888963407ull + 1;
+    unsigned r[6];
+
+    for (int k = 0; k < 6; k++) {
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdull;
+        x ^= x >> 33;
+        r[k] = (unsigned)(x % 1000003);
+    }
+    memset(cmd, 0, sizeof(*cmd));
+    snprintf(names[0], 8, "n%u", r[1] % 24);
+    snprintf(names[1], 8, "n%u", r[2] % 24);
+    cmd->ino = r[3] % 3 == 0 ? 1 : 10 + r[3] % 4; /* root or one of four dirs */
+    cmd->new_dir = r[4] % 3 == 0 ? 1 : 10 + r[4] % 4;
+    cmd->name = names[0];
+    cmd->name_len = (uint32_t)strlen(names[0]);
+    cmd->new_name = names[1];
+    cmd->new_name_len = (uint32_t)strlen(names[1]);
+    cmd->new_ino = 1000 + i;
+    cmd->now_ns = 5000 + i;
+    switch (r[0] % 9) {
+    case 0:
+    case 1:
+        cmd->op = META_OP_MKNOD;
+        cmd->mode = S_IFREG | (0600 + r[5] % 64);
+        break;
+    case 2:
+        cmd->op = META_OP_SYMLINK;
+        cmd->target = "../target";
+        cmd->target_len = 9;
+        break;
+    case 3:
+        cmd->op = META_OP_UNLINK;
+        break;
+    case 4:
+        cmd->op = META_OP_RENAME;
+        cmd->flags = r[5] % 4 == 0 ? RENAME_EXCHANGE : 0;
+        break;
+    case 5:
+        cmd->op = META_OP_LINK; /* the source ino is filled in by the caller */
+        break;
+    case 6:
+        cmd->op = META_OP_SETATTR;
+        cmd->set_mask = META_SET_MODE | META_SET_SIZE | META_SET_ATIME;
+        cmd->set.mode = 0400 + r[5] % 0377;
+        cmd->set.size = r[5];
+        cmd->set.atime_ns = r[4];
+        break;
+    case 7:
+        cmd->op = META_OP_MKNOD;
+        cmd->mode = S_IFCHR | 0600;
+        cmd->rdev = r[5];
+        break;
+    default:
+        cmd->op = META_OP_RMDIR;
+        break;
+    }
+}
+
+/* Apply step i of the script to s; errors are part of the script. */
+static void script_step(struct meta_shard *s, uint64_t seed, unsigned i)
+{
+    struct meta_cmd cmd;
+    struct meta_reply r;
+    char names[2][8];
+
+    script_cmd(seed, i, &cmd, names);
+    if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR) {
+        struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = cmd.ino, .name = cmd.name,
+                                .name_len = cmd.name_len};
+        if (meta_shard_read(s, &look, &r) != 0)
+            return;
+        cmd.ino = r.attr.ino;
+    }
+    meta_shard_apply(s, &cmd, &r);
+}
+
+static struct meta_shard *shard_with_dirs(void)
+{
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755, .created_ns = 1};
+    struct meta_shard *s = NULL;
+    struct meta_reply r;
+    char name[8];
+
+    assert_int_equal(meta_shard_new(&cfg, &s), 0);
+    for (unsigned d = 0; d < 4; d++) {
+        snprintf(name, sizeof(name), "d%u", d);
+        struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = name, .name_len = 2,
+                              .mode = 0755, .new_ino = 10 + d, .now_ns = 2};
+        assert_int_equal(meta_shard_apply(s, &mk, &r), 0);
+    }
+    return s;
+}
+
+static void commit(struct meta_checkpoint *c, struct meta_shard *s, uint64_t index)
+{
+    struct meta_ckpt_batch *b = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    assert_int_equal(meta_shard_collect(s, index, &b), 0);
+    if (meta_checkpoint_commit(c, b, errmsg) != 0)
+        fail_msg("commit: %s", errmsg);
+    meta_ckpt_batch_free(b);
+}
+
+static uint64_t loaded_hash(const char *dir, uint64_t *index)
+{
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *s = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    assert_int_equal(meta_checkpoint_open(dir, &c, errmsg), 0);
+    if (meta_checkpoint_load(c, &s, index, errmsg) != 0)
+        fail_msg("load: %s", errmsg);
+    uint64_t h = meta_shard_hash(s);
+    meta_shard_free(s);
+    meta_checkpoint_close(c);
+    return h;
+}
+
+/* ---- round trips ----------------------------------------------------------------- */
+
+static void test_committed_state_loads_back_the_same(void **state)
+{
+    struct fixture *f = *state;
+
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        struct meta_shard *live = shard_with_dirs();
+        struct meta_checkpoint *c = NULL;
+        char dir[400];
+        uint64_t index = 0;
+        snprintf(dir, sizeof(dir), "%s-%llu", f->ckpt, (unsigned long long)seed);
+        assert_int_equal(meta_checkpoint_open(dir, &c, NULL), 0);
+        assert_int_equal(meta_checkpoint_applied_index(c), 0);
+        assert_int_equal(meta_shard_track(live), 0);
+        for (unsigned i = 0; i < SCRIPT_STEPS; i++) {
+            script_step(live, seed, i);
+            if (i % 37 == 36) /* first a full batch, then changes */
+                commit(c, live, i + 1);
+        }
+        commit(c, live, SCRIPT_STEPS);
+        assert_int_equal(meta_checkpoint_applied_index(c), SCRIPT_STEPS);
+        meta_checkpoint_close(c);
+        assert_int_equal(loaded_hash(dir, &index), meta_shard_hash(live));
+        assert_int_equal(index, SCRIPT_STEPS);
+        meta_shard_free(live);
+    }
+}
+
+static void test_restart_from_old_checkpoint_plus_replay_reaches_live_state(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_shard *live = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *restarted = NULL;
+    uint64_t index = 0;
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    for (unsigned i = 0; i < 1000; i++) {
+        script_step(live, 9, i);
+        if (i == 599)
+            commit(c, live, 600);
+    }
+    /* "crash": the commands after index 600 never reached the checkpoint */
+    assert_int_equal(meta_checkpoint_load(c, &restarted, &index, NULL), 0);
+    assert_int_equal(index, 600);
+    for (unsigned i = (unsigned)index; i < 1000; i++) {
+        script_step(restarted, 9, i);
+    }
+    assert_int_equal(meta_shard_hash(restarted), meta_shard_hash(live));
+    /* the restarted shard goes on checkpointing incrementally */
+    commit(c, restarted, 1000);
+    meta_checkpoint_close(c);
+    assert_int_equal(loaded_hash(f->ckpt, &index), meta_shard_hash(live));
+    meta_shard_free(restarted);
+    meta_shard_free(live);
+}
+
+/* Every (key, value) of a checkpoint, hashed in key order. */
+static uint64_t records_hash(const char *dir)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    uint64_t h = 1469598103934665603ull;
+    static const char *const dbs[] = {"inodes", "entries"};
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 3);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    for (int d = 0; d < 2; d++) {
+        MDB_dbi dbi;
+        MDB_cursor *cur;
+        MDB_val k;
+        MDB_val v;
+        assert_int_equal(mdb_dbi_open(txn, dbs[d], 0, &dbi), 0);
+        assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            for (size_t i = 0; i < k.mv_size; i++)
+                h = (h ^ ((uint8_t *)k.mv_data)[i]) * 1099511628211ull;
+            for (size_t i = 0; i < v.mv_size; i++)
+                h = (h ^ ((uint8_t *)v.mv_data)[i]) * 1099511628211ull;
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return h;
+}
+
+static void test_replicas_write_identical_records(void **state)
+{
+    struct fixture *f = *state;
+    char a_dir[400];
+    char b_dir[400];
+
+    snprintf(a_dir, sizeof(a_dir), "%s-a", f->ckpt);
+    snprintf(b_dir, sizeof(b_dir), "%s-b", f->ckpt);
+    for (int side = 0; side < 2; side++) {
+        struct meta_shard *s = shard_with_dirs();
+        struct meta_checkpoint *c = NULL;
+        assert_int_equal(meta_checkpoint_open(side ? b_dir : a_dir, &c, NULL), 0);
+        assert_int_equal(meta_shard_track(s), 0);
+        for (unsigned i = 0; i < 1500; i++) {
+            script_step(s, 21, i);
+            /* the replicas commit at different moments */
+            if (i % (side ? 101 : 13) == 0)
+                commit(c, s, i + 1);
+        }
+        commit(c, s, 1500);
+        meta_checkpoint_close(c);
+        meta_shard_free(s);
+    }
+    assert_int_equal(records_hash(a_dir), records_hash(b_dir));
+}
+
+/* ---- damage --------------------------------------------------------------------------- */
+
+static void make_checkpoint(const char *dir, uint64_t seed)
+{
+    struct meta_shard *s = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+
+    assert_int_equal(meta_checkpoint_open(dir, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(s), 0);
+    for (unsigned i = 0; i < 500; i++) {
+        script_step(s, seed, i);
+    }
+    commit(c, s, 500);
+    meta_checkpoint_close(c);
+    meta_shard_free(s);
+}
+
+static void test_damaged_record_is_ecorrupt_and_names_it(void **state)
+{
+    struct fixture *f = *state;
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k;
+    MDB_val v;
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *s = NULL;
+    uint64_t index;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    make_checkpoint(f->ckpt, 3);
+    /* flip one bit of the value of the third inode record, behind arbor's back */
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 3);
+    assert_int_equal(mdb_env_open(env, f->ckpt, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "inodes", 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_NEXT), 0);
+    uint8_t copy[8192];
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[30] ^= 0x04; /* inside the size field */
+    MDB_val nv = {.mv_size = v.mv_size, .mv_data = copy};
+    assert_int_equal(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_checkpoint_load(c, &s, &index, errmsg), -AR_ECORRUPT);
+    assert_null(s);
+    assert_non_null(strstr(errmsg, "checksum"));
+    meta_checkpoint_close(c);
+}
+
+static void test_truncated_or_foreign_file_is_refused_cleanly(void **state)
+{
+    struct fixture *f = *state;
+    char path[400];
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *s = NULL;
+    uint64_t index;
+    struct stat st;
+
+    make_checkpoint(f->ckpt, 4);
+    snprintf(path, sizeof(path), "%s/data.mdb", f->ckpt);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(truncate(path, st.st_size / 3), 0);
+    int rc = meta_checkpoint_open(f->ckpt, &c, NULL);
+    if (rc == 0) {
+        rc = meta_checkpoint_load(c, &s, &index, NULL);
+        meta_checkpoint_close(c);
+    }
+    assert_true(rc < 0);
+    assert_null(s);
+    /* a file of garbage where data.mdb should be */
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 100000; i++)
+        fputc((i * 7919) & 0xff, fp);
+    fclose(fp);
+    c = NULL;
+    rc = meta_checkpoint_open(f->ckpt, &c, NULL);
+    assert_true(rc < 0);
+    assert_null(c);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------- */
+
+struct exporter {
+    struct meta_checkpoint *c;
+    int fd;
+    int rc;
+};
+
+static void *export_main(void *arg)
+{
+    struct exporter *e = arg;
+
+    e->rc = meta_checkpoint_export(e->c, e->fd, NULL);
+    close(e->fd);
+    return NULL;
+}
+
+static void test_snapshot_streams_out_and_in_while_commits_go_on(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_shard *live = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+    char copy_dir[400];
+    int pipefd[2];
+    pthread_t th;
+    uint64_t index = 0;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    snprintf(copy_dir, sizeof(copy_dir), "%s-copy", f->ckpt);
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    for (unsigned i = 0; i < 800; i++)
+        script_step(live, 5, i);
+    commit(c, live, 800);
+    uint64_t at_800 = meta_shard_hash(live);
+    assert_int_equal(pipe(pipefd), 0);
+    struct exporter e = {.c = c, .fd = pipefd[1]};
+    assert_int_equal(pthread_create(&th, NULL, export_main, &e), 0);
+    /* the shard and its checkpoint go on meanwhile */
+    for (unsigned i = 800; i < 900; i++)
+        script_step(live, 5, i);
+    commit(c, live, 900);
+    int rc = meta_checkpoint_import(copy_dir, pipefd[0], errmsg);
+    close(pipefd[0]);
+    pthread_join(th, NULL);
+    if (rc != 0)
+        fail_msg("import: %s", errmsg);
+    assert_int_equal(e.rc, 0);
+    /* the copy is one consistent moment: index 800 or 900, whole */
+    uint64_t h = loaded_hash(copy_dir, &index);
+    assert_true(index == 800 || index == 900);
+    if (index == 800)
+        assert_int_equal(h, at_800);
+    else
+        assert_int_equal(h, meta_shard_hash(live));
+    meta_checkpoint_close(c);
+    meta_shard_free(live);
+}
+
+static void test_import_of_garbage_leaves_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char path[400];
+    char copy_dir[400];
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    snprintf(path, sizeof(path), "%s/garbage", f->dir);
+    snprintf(copy_dir, sizeof(copy_dir), "%s/never", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 50000; i++)
+        fputc(i & 0xff, fp);
+    fclose(fp);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_true(meta_checkpoint_import(copy_dir, fd, errmsg) < 0);
+    close(fd);
+    assert_int_equal(access(copy_dir, F_OK), -1);
+    assert_true(strlen(errmsg) > 0);
+}
+
+static void test_collect_out_of_memory_keeps_the_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_shard *live = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+    struct meta_ckpt_batch *b = NULL;
+    uint64_t index;
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    commit(c, live, 1);
+    for (unsigned i = 0; i < 300; i++)
+        script_step(live, 8, i);
+    ar_mem_fail_after(0, 1);
+    assert_int_equal(meta_shard_collect(live, 300, &b), -ENOMEM);
+    ar_mem_fail_after(0, 0);
+    assert_null(b);
+    commit(c, live, 300); /* the retry carries every change */
+    meta_checkpoint_close(c);
+    assert_int_equal(loaded_hash(f->ckpt, &index), meta_shard_hash(live));
+    meta_shard_free(live);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_committed_state_loads_back_the_same),
+        T(test_restart_from_old_checkpoint_plus_replay_reaches_live_state),
+        T(test_replicas_write_identical_records),
+        T(test_damaged_record_is_ecorrupt_and_names_it),
+        T(test_truncated_or_foreign_file_is_refused_cleanly),
+        T(test_snapshot_streams_out_and_in_while_commits_go_on),
+        T(test_import_of_garbage_leaves_nothing),
+        T(test_collect_out_of_memory_keeps_the_changes),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_checkpoint", tests, NULL, NULL);
+}
