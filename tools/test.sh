@@ -23,7 +23,11 @@ for variant in plain asan; do
     meson setup "$dir" "${opts[@]}" >/dev/null
   fi
   echo "== $variant build ($dir)"
-  ninja -C "$dir" >/dev/null
+  if ! ninja -C "$dir" >"$dir/ninja.log" 2>&1; then
+    cat "$dir/ninja.log"
+    echo "tests: 0 passed, 1 failed (the $variant build failed)"
+    exit 1
+  fi
   log="$dir/meson-logs/summary.txt"
   if ! meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$log"; then
     status=1

@@ -173,9 +173,11 @@ static void collect(struct model *m)
         while ((de = readdir(d)) != NULL && m->path_count < PATHS_MAX) {
             if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
                 continue;
+            char parent[256];
+            memcpy(parent, m->paths[i].path, sizeof(parent));
             struct entry *e = &m->paths[m->path_count++];
-            snprintf(e->path, sizeof(e->path), "%s%s%s", m->paths[i].path,
-                     m->paths[i].path[0] ? "/" : "", de->d_name);
+            snprintf(e->path, sizeof(e->path), "%s%s%s", parent, parent[0] ? "/" : "",
+                     de->d_name);
             e->is_dir = de->d_type == DT_DIR;
             e->is_link = de->d_type == DT_LNK;
         }
