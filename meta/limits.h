@@ -14,6 +14,7 @@
 #define META_NODES_MAX          ((1u << 27) - 2) /* 134M files a shard (~12 GiB); split
                                                   * before. Indexes tag the bits above. */
 #define META_FILE_BYTES_MAX     (1ull << 50) /* 1 PiB: sizes fit in 51 bits, offsets never wrap */
+#define META_MSG_BYTES_MAX      (4u << 20)   /* any encoded command or reply */
 
 _Static_assert(META_NAME_BYTES_MAX < 256, "a name's length fits the arena's one-byte prefix");
 

@@ -210,6 +210,29 @@ struct meta_shard_stats {
 };
 void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out);
 
+/* ---- commands on the wire ------------------------------------------------------
+ * A command travels as a protobuf message (meta/meta.proto). Decoding checks
+ * every field against meta/limits.h and copies it out, so the decoded command
+ * owns its bytes and the message is freed before the call returns. */
+
+/* A decoded command with room for the bytes it points to. */
+struct meta_cmd_buf {
+    struct meta_cmd cmd; /* name, new_name, target point into the arrays below */
+    char name[256];
+    char new_name[256];
+    char target[4096];
+};
+
+/* Encode cmd into buf[0..cap). On 0, *len is the bytes written. -EMSGSIZE if
+ * cap is too small; -EINVAL or -ENAMETOOLONG for a command past the limits
+ * (never encoded, so never in a log). */
+int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len);
+
+/* Decode and check a command from bytes a peer or the disk gave. -EMSGSIZE
+ * (over META_MSG_BYTES_MAX), -EPROTO (not a command), -EINVAL (an unknown op
+ * or too many groups), -ENAMETOOLONG (a name or target too long). */
+int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out);
+
 /* ---- the checkpoint in LMDB ---------------------------------------------------
  *
  * A shard's applied state is written behind into an LMDB environment, with the
