@@ -41,7 +41,8 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     if (cmd->name_len > META_NAME_BYTES_MAX || cmd->new_name_len > META_NAME_BYTES_MAX ||
         cmd->target_len > META_SYMLINK_BYTES_MAX)
         return -ENAMETOOLONG;
-    memcpy(groups, cmd->cred.groups, sizeof(uint32_t) * cmd->cred.group_count);
+    if (cmd->cred.group_count > 0)
+        memcpy(groups, cmd->cred.groups, sizeof(uint32_t) * cmd->cred.group_count);
     cred.uid = cmd->cred.uid;
     cred.gid = cmd->cred.gid;
     cred.n_groups = cmd->cred.group_count;
@@ -106,7 +107,8 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
         cmd->cred.uid = pb->cred->uid;
         cmd->cred.gid = pb->cred->gid;
         cmd->cred.group_count = (uint32_t)pb->cred->n_groups;
-        memcpy(cmd->cred.groups, pb->cred->groups, sizeof(uint32_t) * pb->cred->n_groups);
+        if (pb->cred->n_groups > 0) /* no groups: the array is NULL */
+            memcpy(cmd->cred.groups, pb->cred->groups, sizeof(uint32_t) * pb->cred->n_groups);
     }
     rc = copy_bytes(&pb->name, out->name, META_NAME_BYTES_MAX, &cmd->name, &cmd->name_len);
     if (rc == 0)
