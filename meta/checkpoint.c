@@ -14,7 +14,8 @@
  *     0 u8 version (1) | 1 u8 flags (1 = nameless) | 2 u16 target length
  *     4 u32 mode | 8 u32 uid | 12 u32 gid | 16 u32 nlink | 20 u32 rdev
  *     24 u64 size | 32 i64 atime | 40 i64 mtime | 48 i64 ctime | 56 u64 first slice
- *     64 target bytes | then u64 checksum
+ *     64 u32 xattr bytes | 68 target bytes | then the xattr list (xattr.c's
+ *     format) | then u64 checksum
  *
  * A checksum is meta__hash_bytes() of the key and the value before it: a
  * flipped bit anywhere fails the load with the record named.
@@ -39,7 +40,7 @@
 
 #define CKPT_FORMAT        "arbor-meta-1"
 #define CKPT_MAP_BYTES     (256ull << 30) /* address space only; the file grows as needed */
-#define CKPT_INODE_FIXED   64u
+#define CKPT_INODE_FIXED   68u
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
 
@@ -208,14 +209,18 @@ static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, ui
     const struct meta__node *n = meta__node_at(s, inode);
     const struct meta__ext *x = meta__ext_of(s, inode);
     uint8_t key[8];
-    uint8_t val[CKPT_INODE_FIXED + META_SYMLINK_BYTES_MAX + 8];
     struct meta_attr a;
     uint16_t tlen = x != NULL && x->target != NULL ? (uint16_t)x->target_len : 0;
+    uint32_t xlen = x != NULL ? x->xattr_bytes : 0;
+    uint8_t fixed[CKPT_INODE_FIXED + META_SYMLINK_BYTES_MAX + 8];
+    uint8_t *val = xlen > 0 ? ar_malloc(CKPT_INODE_FIXED + tlen + xlen + 8) : fixed;
     uint8_t flags = meta__node_has(n, NODE_NAMELESS) ? 1 : 0;
     uint32_t u32[5];
     int64_t times[3];
     uint64_t size_aux[2];
 
+    if (val == NULL)
+        return -ENOMEM;
     meta__attr_fill(s, inode, &a);
     put_u64_be(key, n->ino);
     val[0] = 1;
@@ -235,11 +240,18 @@ static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, ui
     memcpy(val + 32, times, sizeof(times));
     size_aux[1] = S_ISDIR(a.mode) ? 0 : n->aux; /* a dir's aux is a memory slot */
     memcpy(val + 56, &size_aux[1], 8);
+    memcpy(val + 64, &xlen, 4);
     if (tlen > 0)
         memcpy(val + CKPT_INODE_FIXED, x->target, tlen);
-    uint64_t sum = record_sum(key, 8, val, CKPT_INODE_FIXED + tlen);
-    memcpy(val + CKPT_INODE_FIXED + tlen, &sum, 8);
-    return batch_add(b, OP_PUT_INODE, key, 8, val, CKPT_INODE_FIXED + tlen + 8);
+    if (xlen > 0)
+        memcpy(val + CKPT_INODE_FIXED + tlen, x->xattrs, xlen);
+    uint32_t body = CKPT_INODE_FIXED + tlen + xlen;
+    uint64_t sum = record_sum(key, 8, val, body);
+    memcpy(val + body, &sum, 8);
+    int rc = batch_add(b, OP_PUT_INODE, key, 8, val, body + 8);
+    if (val != fixed)
+        ar_free(val);
+    return rc;
 }
 
 static int batch_entry(struct meta_ckpt_batch *b, const struct meta_shard *s, uint32_t e)
@@ -580,13 +592,26 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
         return fail(errmsg, -AR_ECORRUPT, "inode record of %zu bytes", v->mv_size);
     ino = get_u64_be(k->mv_data);
     memcpy(&tlen, p + 2, 2);
-    if (p[0] != 1 || (p[1] & ~1u) != 0 || v->mv_size != CKPT_INODE_FIXED + tlen + 8u ||
-        tlen > META_SYMLINK_BYTES_MAX)
+    uint32_t xlen;
+    memcpy(&xlen, p + 64, 4);
+    if (p[0] != 1 || (p[1] & ~1u) != 0 || tlen > META_SYMLINK_BYTES_MAX ||
+        xlen > META_XATTR_BYTES_MAX || v->mv_size != CKPT_INODE_FIXED + tlen + xlen + 8u)
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record", (unsigned long long)ino);
-    memcpy(&sum, p + CKPT_INODE_FIXED + tlen, 8);
-    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + tlen))
+    memcpy(&sum, p + CKPT_INODE_FIXED + tlen + xlen, 8);
+    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + tlen + xlen))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
                     (unsigned long long)ino);
+    /* the xattr list must parse to its exact end */
+    for (uint32_t off = 0, count = 0; off < xlen; count++) {
+        uint32_t vlen;
+        if (xlen - off < 5 || count >= xlen)
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list", (unsigned long long)ino);
+        memcpy(&vlen, p + CKPT_INODE_FIXED + tlen + off + 1, 4);
+        uint32_t nlen = p[CKPT_INODE_FIXED + tlen + off];
+        if (nlen == 0 || vlen > META_XATTR_VALUE_MAX || xlen - off - 5 < nlen + vlen)
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list", (unsigned long long)ino);
+        off += 5 + nlen + vlen;
+    }
     memcpy(u32, p + 4, sizeof(u32));
     memcpy(&size, p + 24, 8);
     memcpy(t, p + 32, sizeof(t));
@@ -633,7 +658,7 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     meta__node_set_nlink(node, u32[3]);
     meta__node_flag(node, NODE_NAMELESS, p[1] & 1u);
     meta__set_times(s, n, &t[1], t[2]);
-    if (tlen > 0 || u32[4] != 0) {
+    if (tlen > 0 || u32[4] != 0 || xlen > 0) {
         struct meta__ext *x = ar_calloc(1, sizeof(*x));
         if (x != NULL && tlen > 0) {
             x->target = ar_malloc(tlen + 1u);
@@ -643,10 +668,19 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
                 x->target_len = tlen;
             }
         }
-        if (x == NULL || (tlen > 0 && x->target == NULL) ||
+        if (x != NULL && xlen > 0) {
+            x->xattrs = ar_malloc(xlen);
+            if (x->xattrs != NULL) {
+                memcpy(x->xattrs, p + CKPT_INODE_FIXED + tlen, xlen);
+                x->xattr_bytes = xlen;
+            }
+        }
+        if (x == NULL || (tlen > 0 && x->target == NULL) || (xlen > 0 && x->xattrs == NULL) ||
             meta__map_put(&s->exts, n, (uint64_t)(uintptr_t)x) != 0) {
-            if (x != NULL)
+            if (x != NULL) {
                 ar_free(x->target);
+                ar_free(x->xattrs);
+            }
             ar_free(x);
             return fail(errmsg, -ENOMEM, "out of memory loading inode %llu",
                         (unsigned long long)ino);

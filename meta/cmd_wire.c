@@ -25,7 +25,7 @@ static ProtobufCAllocator ar_pb_allocator = {.alloc = pb_alloc, .free = pb_free}
 
 static bool op_is_known(uint32_t op)
 {
-    return op <= META_OP_RENAME;
+    return op <= META_OP_REMOVEXATTR;
 }
 
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)
@@ -41,6 +41,8 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     if (cmd->name_len > META_NAME_BYTES_MAX || cmd->new_name_len > META_NAME_BYTES_MAX ||
         cmd->target_len > META_SYMLINK_BYTES_MAX)
         return -ENAMETOOLONG;
+    if (cmd->value_len > META_XATTR_VALUE_MAX)
+        return -E2BIG;
     if (cmd->cred.group_count > 0)
         memcpy(groups, cmd->cred.groups, sizeof(uint32_t) * cmd->cred.group_count);
     cred.uid = cmd->cred.uid;
@@ -71,6 +73,8 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
                                       .data = (uint8_t *)(uintptr_t)cmd->target};
     pb.cookie = cmd->cookie;
     pb.entry_cap = cmd->entry_cap;
+    pb.value = (ProtobufCBinaryData){.len = cmd->value_len,
+                                     .data = (uint8_t *)(uintptr_t)cmd->value};
     size_t need = arbor__meta__command__get_packed_size(&pb);
     if (need > cap || need > META_MSG_BYTES_MAX)
         return -EMSGSIZE;
@@ -119,6 +123,12 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
                         &cmd->target_len);
     if (rc != 0)
         return rc;
+    if (pb->value.len > META_XATTR_VALUE_MAX)
+        return -E2BIG;
+    if (pb->value.len > 0)
+        memcpy(out->value, pb->value.data, pb->value.len);
+    cmd->value = pb->value.len > 0 ? out->value : NULL;
+    cmd->value_len = (uint32_t)pb->value.len;
     cmd->now_ns = pb->now_ns;
     cmd->new_ino = pb->new_ino;
     cmd->ino = pb->ino;

@@ -8,7 +8,7 @@
 #define META_GROUPS_MAX         32u          /* supplementary groups carried by a request */
 #define META_XATTR_NAME_MAX     255u         /* XATTR_NAME_MAX */
 #define META_XATTR_VALUE_MAX    65536u       /* XATTR_SIZE_MAX */
-#define META_XATTR_BYTES_MAX    65536u       /* all names and values of one inode */
+#define META_XATTR_BYTES_MAX    (256u << 10) /* all names and values of one inode: ENOSPC past */
 #define META_NLINK_MAX          65000u       /* ext4's EXT4_LINK_MAX; EMLINK past it */
 #define META_READDIR_MAX        1024u        /* entries in one readdir reply */
 #define META_NODES_MAX          ((1u << 27) - 2) /* 134M files a shard (~12 GiB); split

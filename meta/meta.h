@@ -124,6 +124,10 @@ enum meta_op {
     META_OP_UNLINK,   /* ino = dir, name */
     META_OP_RMDIR,    /* ino = dir, name */
     META_OP_RENAME,   /* ino = dir, name, new_dir, new_name, flags (RENAME_*) */
+    META_OP_GETXATTR, /* ino, name                      -> data (data_cap 0: its size) */
+    META_OP_LISTXATTR,/* ino                            -> names, NUL after each */
+    META_OP_SETXATTR, /* ino, name, value, flags (XATTR_CREATE, XATTR_REPLACE) */
+    META_OP_REMOVEXATTR, /* ino, name */
 };
 
 /* setattr: which fields of cmd->set to apply */
@@ -156,6 +160,8 @@ struct meta_cmd {
     struct meta_attr set; /* setattr: the new values */
     const char *target;   /* symlink */
     uint32_t target_len;
+    const void *value;    /* setxattr: borrowed for the call */
+    uint32_t value_len;
     uint64_t cookie;      /* readdir: 0 to start, else the last entry's cookie */
     uint32_t entry_cap;   /* readdir: room in the reply */
 };
@@ -174,6 +180,9 @@ struct meta_reply {
     struct meta_dirent *entries;    /* readdir: the caller's array of entry_cap */
     uint32_t entry_count;
     bool is_end;                    /* readdir: no entries follow */
+    void *data;                     /* getxattr, listxattr: the caller's buffer ... */
+    uint32_t data_cap;              /* ... of this size; 0 asks only for the size */
+    uint32_t data_len;              /* out: bytes of the value or the name list */
 };
 
 struct meta_shard_config {
@@ -221,6 +230,7 @@ struct meta_cmd_buf {
     char name[256];
     char new_name[256];
     char target[4096];
+    uint8_t value[65536];
 };
 
 /* Encode cmd into buf[0..cap). On 0, *len is the bytes written. -EMSGSIZE if
@@ -230,7 +240,8 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
 
 /* Decode and check a command from bytes a peer or the disk gave. -EMSGSIZE
  * (over META_MSG_BYTES_MAX), -EPROTO (not a command), -EINVAL (an unknown op
- * or too many groups), -ENAMETOOLONG (a name or target too long). */
+ * or too many groups), -ENAMETOOLONG (a name or target too long), -E2BIG
+ * (an xattr value too long). */
 int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out);
 
 /* ---- the checkpoint in LMDB ---------------------------------------------------

@@ -225,6 +225,10 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
     }
     case META_OP_READDIR:
         return op_readdir(s, cmd, r);
+    case META_OP_GETXATTR:
+        return meta__xattr_get(s, cmd, r);
+    case META_OP_LISTXATTR:
+        return meta__xattr_list(s, cmd, r);
     case META_OP_SETATTR:
     case META_OP_MKNOD:
     case META_OP_MKDIR:
@@ -233,6 +237,8 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
     case META_OP_UNLINK:
     case META_OP_RMDIR:
     case META_OP_RENAME:
+    case META_OP_SETXATTR:
+    case META_OP_REMOVEXATTR:
         return -EINVAL;
     }
     return -EINVAL; /* an op number from outside the enum */
@@ -833,11 +839,16 @@ int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         return op_remove(s, cmd, true);
     case META_OP_RENAME:
         return op_rename(s, cmd);
+    case META_OP_SETXATTR:
+    case META_OP_REMOVEXATTR:
+        return meta__xattr_set(s, cmd, r);
     case META_OP_LOOKUP:
     case META_OP_GETATTR:
     case META_OP_ACCESS:
     case META_OP_READLINK:
     case META_OP_READDIR:
+    case META_OP_GETXATTR:
+    case META_OP_LISTXATTR:
         return -EINVAL;
     }
     return -EINVAL; /* an op number from outside the enum */

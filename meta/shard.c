@@ -245,6 +245,7 @@ void meta__inode_free(struct meta_shard *s, uint32_t inode)
     meta__dirty_inode(s, n->ino);
     if (x != NULL) {
         ar_free(x->target);
+        ar_free(x->xattrs);
         ar_free(x);
         meta__map_del(&s->exts, inode);
     }
@@ -314,6 +315,7 @@ void meta_shard_free(struct meta_shard *s)
         if (s->exts.keys[i] != META_NIL && s->exts.keys[i] != META_MAP_GONE) {
             struct meta__ext *x = (struct meta__ext *)(uintptr_t)s->exts.vals[i];
             ar_free(x->target);
+            ar_free(x->xattrs);
             ar_free(x);
         }
     }
@@ -367,6 +369,8 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
         const struct meta__ext *x = meta__ext_of(s, inode);
         if (x != NULL && x->target != NULL)
             h = meta__hash_bytes(h, x->target, x->target_len);
+        if (x != NULL && x->xattr_bytes > 0 && !meta__node_has(n, NODE_ALIAS))
+            h = meta__hash_bytes(h, x->xattrs, x->xattr_bytes);
         sum += h;
     }
     return sum;

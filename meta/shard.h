@@ -153,6 +153,8 @@ struct meta__ext {
     uint32_t rdev;
     uint32_t target_len;
     char *target;       /* symlink target, NUL-terminated */
+    uint8_t *xattrs;    /* [u8 name len][u32 value len][name][value]..., in order set */
+    uint32_t xattr_bytes;
 };
 
 struct meta_shard {
@@ -251,6 +253,11 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
 struct meta__ext *meta__ext_of(const struct meta_shard *s, uint32_t inode);
 void meta__attr_fill(const struct meta_shard *s, uint32_t inode, struct meta_attr *out);
 void meta__inode_free(struct meta_shard *s, uint32_t inode);
+
+/* ---- xattr.c ---------------------------------------------------------------------- */
+int meta__xattr_get(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+int meta__xattr_list(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+int meta__xattr_set(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
 
 /* ---- checkpoint.c: change tracking -------------------------------------------- */
 int meta__dirty_reserve(struct meta_shard *s);

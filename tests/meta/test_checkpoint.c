@@ -109,9 +109,17 @@ static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char nam
         cmd->set.atime_ns = r[4];
         break;
     case 7:
-        cmd->op = META_OP_MKNOD;
-        cmd->mode = S_IFCHR | 0600;
-        cmd->rdev = r[5];
+        if (r[5] % 2 == 0) {
+            cmd->op = META_OP_MKNOD;
+            cmd->mode = S_IFCHR | 0600;
+            cmd->rdev = r[5];
+        } else {
+            cmd->op = META_OP_SETXATTR; /* the caller resolves the inode */
+            cmd->name = r[4] % 2 ? "user.a" : "user.bb";
+            cmd->name_len = (uint32_t)strlen(cmd->name);
+            cmd->value = names[1];
+            cmd->value_len = (uint32_t)strlen(names[1]);
+        }
         break;
     default:
         cmd->op = META_OP_RMDIR;
@@ -127,9 +135,9 @@ static void script_step(struct meta_shard *s, uint64_t seed, unsigned i)
     char names[2][8];
 
     script_cmd(seed, i, &cmd, names);
-    if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR) {
-        struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = cmd.ino, .name = cmd.name,
-                                .name_len = cmd.name_len};
+    if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR || cmd.op == META_OP_SETXATTR) {
+        struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = cmd.ino, .name = names[0],
+                                .name_len = (uint32_t)strlen(names[0])};
         if (meta_shard_read(s, &look, &r) != 0)
             return;
         cmd.ino = r.attr.ino;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +65,7 @@ struct model {
     unsigned path_count;
     struct meta_dirent dirents[META_READDIR_MAX];
     char log[64][160]; /* the last steps, printed on a mismatch */
+    char xattr_buf[256];
     unsigned step;
     uint64_t seed;
 };
@@ -232,6 +234,31 @@ static void compare_listing(struct model *m, const struct entry *e, const struct
         mismatch(m, "directory listing sizes differ");
 }
 
+/* The xattrs of a path, seen as root: the same names with the same values. */
+static void compare_xattrs(struct model *m, const char *full, const struct meta_attr *a)
+{
+    char names[1024];
+    char sm_names[1024];
+    ssize_t n = llistxattr(full, names, sizeof(names));
+    struct meta_cmd cmd = {.op = META_OP_LISTXATTR, .ino = a->ino};
+    struct meta_reply r = {.data = sm_names, .data_cap = sizeof(sm_names)};
+
+    assert_true(n >= 0);
+    if (meta_shard_read(m->shard, &cmd, &r) != 0 || r.data_len != (uint32_t)n)
+        mismatch(m, "xattr list length");
+    for (ssize_t off = 0; off < n; off += (ssize_t)strlen(names + off) + 1) {
+        char v1[256];
+        char v2[256];
+        ssize_t l1 = lgetxattr(full, names + off, v1, sizeof(v1));
+        struct meta_cmd get = {.op = META_OP_GETXATTR, .ino = a->ino, .name = names + off,
+                               .name_len = (uint32_t)strlen(names + off)};
+        struct meta_reply gr = {.data = v2, .data_cap = sizeof(v2)};
+        if (l1 < 0 || meta_shard_read(m->shard, &get, &gr) != 0 || gr.data_len != (uint32_t)l1 ||
+            memcmp(v1, v2, (size_t)l1) != 0)
+            mismatch(m, "xattr value in tree");
+    }
+}
+
 static void compare_trees(struct model *m)
 {
     collect(m);
@@ -266,6 +293,7 @@ static void compare_trees(struct model *m)
         }
         if (S_ISDIR(a.mode))
             compare_listing(m, e, &a);
+        compare_xattrs(m, full, &a);
         /* names that share an inode on one side share it on the other */
         for (unsigned k = 0; k < i; k++) {
             char other[600];
@@ -330,7 +358,7 @@ static void step(struct model *m)
     const char *lb = NULL;
     int fs_rc = 0;
     int sm_rc;
-    unsigned op = (unsigned)rnd(m, 13);
+    unsigned op = (unsigned)rnd(m, 17);
     uint32_t mode = modes[rnd(m, 16)];
 
     snprintf(fa, sizeof(fa), "%s/%s", m->root, a);
@@ -458,8 +486,71 @@ static void step(struct model *m)
         }
         break;
     }
+    if (op >= 13) {
+        static const char *const xnames[] = {"user.a", "user.b", "trusted.t", "bogus.z", "user."};
+        static const int xflags[] = {0, 0, XATTR_CREATE, XATTR_REPLACE};
+        const char *xn = xnames[rnd(m, 5)];
+        /* setfsuid keeps CAP_SYS_ADMIN, so the kernel would let our "users"
+         * write trusted.*: only root tries it here */
+        if (u->uid != 0 && xn[0] == 't')
+            xn = "user.a";
+        char value[32];
+        char got[256];
+        int vlen = snprintf(value, sizeof(value), "v%u", (unsigned)rnd(m, 1000));
+        ssize_t n = 0;
+        cmd.name = xn;
+        cmd.name_len = (uint32_t)strlen(xn);
+        r.data = m->xattr_buf;
+        if (op == 13) {
+            cmd.op = META_OP_SETXATTR;
+            cmd.flags = (uint32_t)xflags[rnd(m, 4)];
+            cmd.value = value;
+            cmd.value_len = (uint32_t)vlen;
+            fs_rc = lsetxattr(fa, xn, value, (size_t)vlen, (int)cmd.flags) == 0 ? 0 : -errno;
+        } else if (op == 14) {
+            cmd.op = META_OP_GETXATTR;
+            r.data_cap = rnd(m, 3) == 0 ? 0 : (rnd(m, 2) ? sizeof(m->xattr_buf) : 1);
+            n = lgetxattr(fa, xn, r.data_cap ? got : NULL, r.data_cap);
+            fs_rc = n >= 0 ? 0 : -errno;
+        } else if (op == 15) {
+            cmd.op = META_OP_REMOVEXATTR;
+            fs_rc = lremovexattr(fa, xn) == 0 ? 0 : -errno;
+        } else {
+            cmd.op = META_OP_LISTXATTR;
+            r.data_cap = rnd(m, 2) ? sizeof(m->xattr_buf) : 0;
+            n = llistxattr(fa, got, sizeof(got));
+            fs_rc = n >= 0 ? 0 : -errno;
+            /* the kernel shows trusted.* to a process that kept CAP_SYS_ADMIN,
+             * as ours does under setfsuid; arbor shows them to root only */
+            ssize_t kept = 0;
+            for (ssize_t off = 0; u->uid != 0 && off < n; off += (ssize_t)strlen(got + off) + 1) {
+                if (strncmp(got + off, "trusted.", 8) != 0) {
+                    memmove(got + kept, got + off, strlen(got + off) + 1);
+                    kept += (ssize_t)strlen(got + kept) + 1;
+                }
+            }
+            if (u->uid != 0 && n >= 0)
+                n = kept;
+        }
+        become(&users[0]);
+        if (sm_rc == 0) {
+            struct meta_cmd look = {.op = META_OP_LOOKUP, .cred = cmd.cred, .ino = pa, .name = la,
+                                    .name_len = (uint32_t)strlen(la)};
+            struct meta_reply lr;
+            sm_rc = meta_shard_read(m->shard, &look, &lr);
+            cmd.ino = sm_rc == 0 ? lr.attr.ino : 0;
+        }
+        if (sm_rc == 0)
+            sm_rc = op == 14 || op == 16 ? meta_shard_read(m->shard, &cmd, &r)
+                                         : meta_shard_apply(m->shard, &cmd, &r);
+        if (sm_rc == 0 && fs_rc == 0 && (op == 14 || op == 16) && (size_t)n != r.data_len)
+            mismatch(m, "xattr size");
+        if (sm_rc == 0 && fs_rc == 0 && op == 14 && r.data_cap > 0 &&
+            memcmp(got, m->xattr_buf, (size_t)n) != 0)
+            mismatch(m, "xattr value");
+    }
     become(&users[0]);
-    if (sm_rc == 0) {
+    if (sm_rc == 0 && op < 13) {
         sm_rc = cmd.op == META_OP_ACCESS ? meta_shard_read(m->shard, &cmd, &r)
                                          : meta_shard_apply(m->shard, &cmd, &r);
     }

@@ -535,6 +535,78 @@ static void test_rename_directory_moves_parent_links(void **state)
     assert_int_equal(a.ino, b.ino); /* swapped */
 }
 
+static int xset(struct fixture *f, uint64_t ino, const char *name, uint32_t name_len,
+                uint32_t value_len, uint32_t flags)
+{
+    static uint8_t value[META_XATTR_VALUE_MAX + 1];
+    struct meta_cmd cmd = {.op = META_OP_SETXATTR, .ino = ino, .name = name, .name_len = name_len,
+                           .value = value, .value_len = value_len, .flags = flags,
+                           .now_ns = ++f->now};
+    struct meta_reply r;
+
+    memset(value, 'v', value_len);
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static void test_xattr_limits_and_flags(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    char name[META_XATTR_NAME_MAX + 2];
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "x", S_IFREG | 0644, &a), 0);
+    memcpy(name, "user.", 5);
+    memset(name + 5, 'n', sizeof(name) - 5);
+    assert_int_equal(xset(f, a.ino, name, META_XATTR_NAME_MAX, 1, 0), 0);
+    assert_int_equal(xset(f, a.ino, name, META_XATTR_NAME_MAX + 1, 1, 0), -ERANGE);
+    assert_int_equal(xset(f, a.ino, "user.v", 6, META_XATTR_VALUE_MAX, 0), 0);
+    assert_int_equal(xset(f, a.ino, "user.v", 6, META_XATTR_VALUE_MAX + 1, 0), -E2BIG);
+    assert_int_equal(xset(f, a.ino, "user.v", 6, 3, 1 /* XATTR_CREATE */), -EEXIST);
+    assert_int_equal(xset(f, a.ino, "user.w", 6, 3, 2 /* XATTR_REPLACE */), -ENODATA);
+    assert_int_equal(xset(f, a.ino, "user.", 5, 3, 0), -EINVAL);
+    assert_int_equal(xset(f, a.ino, "other.z", 7, 3, 0), -EOPNOTSUPP);
+    assert_int_equal(xset(f, a.ino, "user.v", 6, 3, 4), -EINVAL);
+    /* the whole inode holds at most META_XATTR_BYTES_MAX */
+    char many[16];
+    int rc = 0;
+    for (unsigned i = 0; i < 10 && rc == 0; i++) {
+        snprintf(many, sizeof(many), "user.m%u", i);
+        rc = xset(f, a.ino, many, (uint32_t)strlen(many), META_XATTR_VALUE_MAX, 0);
+    }
+    assert_int_equal(rc, -ENOSPC);
+    /* get: size 0 asks the size; too small a buffer is ERANGE */
+    char buf[8];
+    struct meta_cmd get = {.op = META_OP_GETXATTR, .ino = a.ino, .name = "user.v", .name_len = 6};
+    struct meta_reply r = {.data = buf, .data_cap = 0};
+    assert_int_equal(meta_shard_read(f->shard, &get, &r), 0);
+    assert_int_equal(r.data_len, META_XATTR_VALUE_MAX);
+    r.data_cap = sizeof(buf);
+    assert_int_equal(meta_shard_read(f->shard, &get, &r), -ERANGE);
+    struct meta_cmd rm = {.op = META_OP_REMOVEXATTR, .ino = a.ino, .name = "user.v", .name_len = 6,
+                          .now_ns = ++f->now};
+    assert_int_equal(meta_shard_apply(f->shard, &rm, &r), 0);
+    assert_int_equal(meta_shard_apply(f->shard, &rm, &r), -ENODATA);
+    assert_int_equal(getattr(f, a.ino).ctime_ns, f->now); /* the failed remove changed nothing */
+}
+
+static void test_xattr_out_of_memory_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "xd", 0755, &a), 0);
+    struct meta_cmd set = {.op = META_OP_SETXATTR, .ino = a.ino, .name = "user.k", .name_len = 6,
+                           .value = "value", .value_len = 5, .now_ns = ++f->now};
+    check_atomic(f, &set);
+    set.value = "replaced-value";
+    set.value_len = 14;
+    set.now_ns = ++f->now;
+    check_atomic(f, &set);
+    struct meta_cmd rm = {.op = META_OP_REMOVEXATTR, .ino = a.ino, .name = "user.k",
+                          .name_len = 6, .now_ns = ++f->now};
+    check_atomic(f, &rm);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -551,6 +623,8 @@ int main(void)
         T(test_hard_links_outlive_their_first_name),
         T(test_times_follow_linux),
         T(test_rename_directory_moves_parent_links),
+        T(test_xattr_limits_and_flags),
+        T(test_xattr_out_of_memory_changes_nothing),
     };
 #undef T
     return cmocka_run_group_tests_name("test_ops", tests, NULL, NULL);
