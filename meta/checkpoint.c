@@ -7,6 +7,7 @@
  *   meta     "format"                     "arbor-meta-1"
  *            "root"                       root inode number, u64
  *            "applied_index"              the log index the records reflect, u64
+ *            "clients"                    the retry table (retry.c), see clients_encode()
  *   inodes   inode number, u64 big-endian  inode record (below)
  *   entries  parent ino (u64 BE) + name    entry key u64, target ino u64, checksum u64
  *
@@ -44,7 +45,10 @@
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
 
-enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY };
+enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS };
+
+#define CKPT_REPLY_BYTES  (8u + 4u + 10u * 8u)   /* seq, rc, ten attribute fields */
+#define CKPT_CLIENT_BYTES (8u + 8u + 8u + 4u)   /* id, ack_below, last_ns, reply count */
 
 struct meta_checkpoint {
     MDB_env *env;
@@ -337,6 +341,51 @@ static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
     return rc;
 }
 
+/* The retry table as one record:
+ *   u32 client count, then per client: u64 id, u64 ack_below, i64 last_ns,
+ *   u32 reply count, then per reply: u64 seq, i32 rc, and the reply's ino,
+ *   mode, nlink, uid, gid, rdev, size, atime, mtime, ctime as u64 each;
+ *   then a u64 checksum of all of it. */
+static int collect_clients(const struct meta_shard *s, struct meta_ckpt_batch *b)
+{
+    size_t bytes = 4 + 8;
+    int rc;
+
+    for (uint32_t i = 0; i < s->client_count; i++) {
+        bytes += CKPT_CLIENT_BYTES + (size_t)s->clients[i].reply_count * CKPT_REPLY_BYTES;
+    }
+    uint8_t *buf = ar_malloc(bytes);
+    if (buf == NULL)
+        return -ENOMEM;
+    uint8_t *p = buf;
+    memcpy(p, &s->client_count, 4);
+    p += 4;
+    for (uint32_t i = 0; i < s->client_count; i++) {
+        const struct meta__client *c = &s->clients[i];
+        memcpy(p, &c->id, 8);
+        memcpy(p + 8, &c->ack_below, 8);
+        memcpy(p + 16, &c->last_ns, 8);
+        memcpy(p + 24, &c->reply_count, 4);
+        p += CKPT_CLIENT_BYTES;
+        for (uint32_t k = 0; k < c->reply_count; k++) {
+            const struct meta__reply *r = &c->replies[k];
+            const uint64_t f[10] = {r->attr.ino, r->attr.mode, r->attr.nlink, r->attr.uid,
+                                    r->attr.gid, r->attr.rdev, r->attr.size,
+                                    (uint64_t)r->attr.atime_ns, (uint64_t)r->attr.mtime_ns,
+                                    (uint64_t)r->attr.ctime_ns};
+            memcpy(p, &r->seq, 8);
+            memcpy(p + 8, &r->rc, 4);
+            memcpy(p + 12, f, sizeof(f));
+            p += CKPT_REPLY_BYTES;
+        }
+    }
+    uint64_t sum = record_sum("clients", 7, buf, bytes - 8);
+    memcpy(p, &sum, 8);
+    rc = batch_add(b, OP_PUT_CLIENTS, "clients", 7, buf, (uint32_t)bytes);
+    ar_free(buf);
+    return rc;
+}
+
 int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out)
 {
     struct meta_ckpt_batch *b = ar_calloc(1, sizeof(*b));
@@ -348,11 +397,14 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
     b->applied_index = applied_index;
     b->root_ino = meta__node_at(s, s->root)->ino;
     rc = s->is_all_dirty ? collect_all(s, b) : collect_changes(s, b);
+    if (rc == 0 && (s->is_all_dirty || s->is_clients_dirty))
+        rc = collect_clients(s, b);
     if (rc != 0) {
         meta_ckpt_batch_free(b);
         return rc; /* the changes stay recorded */
     }
     s->is_all_dirty = false;
+    s->is_clients_dirty = false;
     s->dirty_ino_count = 0;
     s->dirty_name_bytes = 0;
     rc = meta__dirty_reserve(s);
@@ -514,8 +566,10 @@ static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta
         memcpy(&val_len, p + 3 + key_len, 4);
         MDB_val k = {.mv_size = key_len, .mv_data = (void *)(uintptr_t)(p + 3)};
         MDB_val v = {.mv_size = val_len, .mv_data = (void *)(uintptr_t)(p + 7 + key_len)};
-        MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes : c->entries;
-        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY) {
+        MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes
+                      : p[0] == OP_PUT_CLIENTS                      ? c->meta
+                                                                    : c->entries;
+        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_CLIENTS) {
             rc = mdb_put(txn, dbi, &k, &v, 0);
         } else {
             rc = mdb_del(txn, dbi, &k, NULL);
@@ -747,6 +801,61 @@ static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     return 0;
 }
 
+static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
+{
+    MDB_val k = {.mv_size = 7, .mv_data = "clients"};
+    MDB_val v;
+    uint32_t count;
+    uint64_t sum;
+    int rc = mdb_get(txn, meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0 || v.mv_size < 12)
+        return fail(errmsg, -AR_ECORRUPT, "retry table unreadable");
+    const uint8_t *p = v.mv_data;
+    const uint8_t *end = p + v.mv_size - 8;
+    memcpy(&sum, end, 8);
+    if (sum != record_sum("clients", 7, p, v.mv_size - 8))
+        return fail(errmsg, -AR_ECORRUPT, "retry table: checksum mismatch");
+    memcpy(&count, p, 4);
+    p += 4;
+    if (count > META_CLIENTS_MAX)
+        return fail(errmsg, -AR_ECORRUPT, "retry table: %u clients", count);
+    s->clients = ar_calloc(count > 0 ? count : 1, sizeof(*s->clients));
+    if (s->clients == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory for the retry table");
+    s->client_cap = count > 0 ? count : 1;
+    for (uint32_t i = 0; i < count; i++) {
+        struct meta__client *c = &s->clients[i];
+        if (end - p < (ptrdiff_t)CKPT_CLIENT_BYTES)
+            return fail(errmsg, -AR_ECORRUPT, "retry table: short");
+        memcpy(&c->id, p, 8);
+        memcpy(&c->ack_below, p + 8, 8);
+        memcpy(&c->last_ns, p + 16, 8);
+        memcpy(&c->reply_count, p + 24, 4);
+        p += CKPT_CLIENT_BYTES;
+        if (c->reply_count > META_CLIENT_REPLIES_MAX || (i > 0 && c->id <= c[-1].id) ||
+            c->id == 0 || end - p < (ptrdiff_t)(c->reply_count * CKPT_REPLY_BYTES))
+            return fail(errmsg, -AR_ECORRUPT, "retry table: bad client %u", i);
+        for (uint32_t r = 0; r < c->reply_count; r++) {
+            struct meta__reply *x = &c->replies[r];
+            uint64_t f[10];
+            memcpy(&x->seq, p, 8);
+            memcpy(&x->rc, p + 8, 4);
+            memcpy(f, p + 12, sizeof(f));
+            x->attr = (struct meta_attr){.ino = f[0], .mode = (uint32_t)f[1],
+                                         .nlink = (uint32_t)f[2], .uid = (uint32_t)f[3],
+                                         .gid = (uint32_t)f[4], .rdev = (uint32_t)f[5],
+                                         .size = f[6], .atime_ns = (int64_t)f[7],
+                                         .mtime_ns = (int64_t)f[8], .ctime_ns = (int64_t)f[9]};
+            p += CKPT_REPLY_BYTES;
+        }
+        s->client_count++;
+    }
+    return p == end ? 0 : fail(errmsg, -AR_ECORRUPT, "retry table: trailing bytes");
+}
+
 static int child_cmp(const void *a, const void *b, void *ctx)
 {
     const struct meta_shard *s = ctx;
@@ -832,6 +941,8 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         rc = load_db(s, txn, c->entries, false, errmsg);
     if (rc == 0)
         rc = load_finish(s, errmsg);
+    if (rc == 0)
+        rc = load_clients(s, txn, c->meta, errmsg);
     mdb_txn_abort(txn);
     if (rc == 0)
         rc = meta_shard_track(s);

@@ -75,6 +75,9 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     pb.entry_cap = cmd->entry_cap;
     pb.value = (ProtobufCBinaryData){.len = cmd->value_len,
                                      .data = (uint8_t *)(uintptr_t)cmd->value};
+    pb.client_id = cmd->client_id;
+    pb.seq = cmd->seq;
+    pb.ack_below = cmd->ack_below;
     size_t need = arbor__meta__command__get_packed_size(&pb);
     if (need > cap || need > META_MSG_BYTES_MAX)
         return -EMSGSIZE;
@@ -147,6 +150,9 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     }
     cmd->cookie = pb->cookie;
     cmd->entry_cap = pb->entry_cap;
+    cmd->client_id = pb->client_id;
+    cmd->seq = pb->seq;
+    cmd->ack_below = pb->ack_below;
     return 0;
 }
 

@@ -164,6 +164,11 @@ struct meta_cmd {
     uint32_t value_len;
     uint64_t cookie;      /* readdir: 0 to start, else the last entry's cookie */
     uint32_t entry_cap;   /* readdir: room in the reply */
+    /* Retries apply once (mutations): a client numbers its commands and says
+     * which it has seen answered. client_id 0: not tracked. */
+    uint64_t client_id;
+    uint64_t seq;         /* this command's number, > 0 */
+    uint64_t ack_below;   /* every seq below this was answered to the client */
 };
 
 struct meta_dirent {
@@ -199,7 +204,10 @@ void meta_shard_free(struct meta_shard *s);
 
 /* Apply one mutating command. Returns 0 (reply filled) or the errno Linux
  * gives for the same case, negated; on error nothing changed. -EINVAL for a
- * query op. Deterministic: depends only on the state and the command. */
+ * query op. Deterministic: depends only on the state and the command.
+ * A command with a client_id whose seq was applied before is not applied
+ * again: its first result and reply attributes come back. A seq below the
+ * client's ack_below is -ESTALE (it was answered; no client retries it). */
 int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *reply);
 
 /* Answer a query (lookup, getattr, access, readlink, readdir). -EINVAL for a

@@ -816,14 +816,8 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     return 0;
 }
 
-int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
-    AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
-    if (cmd->cred.group_count > META_GROUPS_MAX)
-        return -EINVAL;
-    int rc = meta__dirty_reserve(s);
-    if (rc != 0)
-        return rc;
     switch (cmd->op) {
     case META_OP_SETATTR:
         return op_setattr(s, cmd, r);
@@ -852,4 +846,24 @@ int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         return -EINVAL;
     }
     return -EINVAL; /* an op number from outside the enum */
+}
+
+int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
+    if (cmd->cred.group_count > META_GROUPS_MAX)
+        return -EINVAL;
+    int rc;
+    if (meta__retry_check(s, cmd, r, &rc))
+        return rc; /* applied before: its first answer */
+    rc = meta__dirty_reserve(s);
+    if (rc == 0)
+        rc = meta__retry_reserve(s, cmd);
+    if (rc != 0)
+        return rc;
+    rc = apply_op(s, cmd, r);
+    /* -ENOMEM is this replica's trouble, not a result: never remembered */
+    if (rc != -ENOMEM)
+        meta__retry_record(s, cmd, rc, r);
+    return rc;
 }

@@ -336,6 +336,7 @@ void meta_shard_free(struct meta_shard *s)
     meta__map_fini(&s->exts);
     ar_free(s->dirty_inos);
     ar_free(s->dirty_names);
+    ar_free(s->clients);
     ar_free(s);
 }
 
@@ -371,6 +372,17 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
             h = meta__hash_bytes(h, x->target, x->target_len);
         if (x != NULL && x->xattr_bytes > 0 && !meta__node_has(n, NODE_ALIAS))
             h = meta__hash_bytes(h, x->xattrs, x->xattr_bytes);
+        sum += h;
+    }
+    /* the retry table is state too */
+    for (uint32_t i = 0; i < s->client_count; i++) {
+        const struct meta__client *c = &s->clients[i];
+        uint64_t h = meta__hash_u64(s->seed ^ c->id, c->ack_below ^ (uint64_t)c->last_ns);
+        for (uint32_t k = 0; k < c->reply_count; k++) {
+            const uint64_t f[] = {c->replies[k].seq, (uint64_t)(int64_t)c->replies[k].rc,
+                                  c->replies[k].attr.ino, c->replies[k].attr.size};
+            h = meta__hash_bytes(h, f, sizeof(f));
+        }
         sum += h;
     }
     return sum;

@@ -149,6 +149,20 @@ struct meta__dir {
     uint32_t live;      /* children */
 };
 
+struct meta__reply {
+    uint64_t seq;
+    int32_t rc;
+    struct meta_attr attr;
+};
+
+struct meta__client {
+    uint64_t id;
+    uint64_t ack_below;
+    int64_t last_ns;       /* command time of its last command */
+    uint32_t reply_count;
+    struct meta__reply replies[META_CLIENT_REPLIES_MAX];
+};
+
 struct meta__ext {
     uint32_t rdev;
     uint32_t target_len;
@@ -189,6 +203,11 @@ struct meta_shard {
     /* side tables, keyed by node */
     struct meta__map ctimes;     /* node -> ctime_ns, where it differs from mtime */
     struct meta__map exts;       /* node -> struct meta__ext * */
+    /* the retry table (retry.c): clients and their unacknowledged replies */
+    struct meta__client *clients; /* sorted by id */
+    uint32_t client_count;        /* <= META_CLIENTS_MAX */
+    uint32_t client_cap;
+    bool is_clients_dirty;        /* changed since the last checkpoint collect */
     /* changes since the last checkpoint collect (checkpoint.c) */
     bool is_tracking;
     bool is_all_dirty;           /* the next collect takes the whole state */
@@ -253,6 +272,18 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
 struct meta__ext *meta__ext_of(const struct meta_shard *s, uint32_t inode);
 void meta__attr_fill(const struct meta_shard *s, uint32_t inode, struct meta_attr *out);
 void meta__inode_free(struct meta_shard *s, uint32_t inode);
+
+/* ---- retry.c ---------------------------------------------------------------------- */
+/* 1 with *rc and the reply filled if cmd was applied before (or is stale);
+ * 0 to apply it. */
+int meta__retry_check(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r,
+                      int *rc);
+/* Make room to remember cmd's result (before applying). -ENOMEM, -EAGAIN
+ * when the client has META_CLIENT_REPLIES_MAX unacknowledged commands. */
+int meta__retry_reserve(struct meta_shard *s, const struct meta_cmd *cmd);
+/* Remember the result of an applied command. Cannot fail after reserve. */
+void meta__retry_record(struct meta_shard *s, const struct meta_cmd *cmd, int rc,
+                        const struct meta_reply *r);
 
 /* ---- xattr.c ---------------------------------------------------------------------- */
 int meta__xattr_get(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);

@@ -500,6 +500,34 @@ static void test_collect_out_of_memory_keeps_the_changes(void **state)
     meta_shard_free(live);
 }
 
+static void test_retry_table_survives_a_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_shard *live = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *again = NULL;
+    struct meta_reply r;
+    uint64_t index;
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    commit(c, live, 1);
+    struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "dedup", .name_len = 5,
+                          .mode = S_IFREG | 0644, .new_ino = 777, .now_ns = 9,
+                          .client_id = 42, .seq = 1};
+    assert_int_equal(meta_shard_apply(live, &mk, &r), 0);
+    commit(c, live, 2);
+    assert_int_equal(meta_checkpoint_load(c, &again, &index, NULL), 0);
+    assert_int_equal(meta_shard_hash(again), meta_shard_hash(live));
+    /* the retry after the restart gets the first answer, not EEXIST */
+    mk.new_ino = 778;
+    assert_int_equal(meta_shard_apply(again, &mk, &r), 0);
+    assert_int_equal(r.attr.ino, 777);
+    meta_shard_free(again);
+    meta_shard_free(live);
+    meta_checkpoint_close(c);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -512,6 +540,7 @@ int main(void)
         T(test_snapshot_streams_out_and_in_while_commits_go_on),
         T(test_import_of_garbage_leaves_nothing),
         T(test_collect_out_of_memory_keeps_the_changes),
+        T(test_retry_table_survives_a_restart),
     };
 #undef T
     return cmocka_run_group_tests_name("test_checkpoint", tests, NULL, NULL);

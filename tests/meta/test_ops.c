@@ -607,6 +607,82 @@ static void test_xattr_out_of_memory_changes_nothing(void **state)
     check_atomic(f, &rm);
 }
 
+static int tracked(struct fixture *f, enum meta_op op, const char *name, uint64_t client,
+                   uint64_t seq, uint64_t ack_below, int64_t now, struct meta_attr *out)
+{
+    struct meta_cmd cmd = {.op = op, .ino = 1, .name = name, .name_len = (uint32_t)strlen(name),
+                           .mode = S_IFREG | 0644, .new_ino = f->next_ino++, .now_ns = now,
+                           .client_id = client, .seq = seq, .ack_below = ack_below};
+    struct meta_reply r;
+    int rc = meta_shard_apply(f->shard, &cmd, &r);
+
+    if (rc == 0 && out != NULL)
+        *out = r.attr;
+    return rc;
+}
+
+static void test_retry_applies_once_and_returns_first_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr first;
+    struct meta_attr again;
+    struct meta_shard_stats st;
+
+    assert_int_equal(tracked(f, META_OP_MKNOD, "once", 7, 1, 0, 100, &first), 0);
+    assert_int_equal(tracked(f, META_OP_MKNOD, "once", 7, 1, 0, 200, &again), 0);
+    assert_int_equal(again.ino, first.ino); /* the first answer, not EEXIST */
+    meta_shard_stats(f->shard, &st);
+    assert_int_equal(st.entry_count, 1);
+    /* another client is a different command */
+    assert_int_equal(tracked(f, META_OP_MKNOD, "once", 8, 1, 0, 300, NULL), -EEXIST);
+    /* a failure is remembered too: the retry does not see the new state */
+    assert_int_equal(tracked(f, META_OP_UNLINK, "later", 7, 2, 0, 400, NULL), -ENOENT);
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "later", S_IFREG | 0644, NULL), 0);
+    assert_int_equal(tracked(f, META_OP_UNLINK, "later", 7, 2, 0, 500, NULL), -ENOENT);
+    /* once acknowledged, a seq is stale */
+    assert_int_equal(tracked(f, META_OP_MKNOD, "third", 7, 3, 3, 600, NULL), 0);
+    assert_int_equal(tracked(f, META_OP_MKNOD, "once", 7, 1, 0, 700, NULL), -ESTALE);
+    assert_int_equal(tracked(f, META_OP_MKNOD, "bad", 7, 9, 10, 700, NULL), -EINVAL);
+    assert_int_equal(tracked(f, META_OP_MKNOD, "bad", 7, 0, 0, 700, NULL), -EINVAL);
+}
+
+static void test_retry_table_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    char name[32];
+
+    /* one client: at most META_CLIENT_REPLIES_MAX unacknowledged */
+    for (uint64_t seq = 1; seq <= META_CLIENT_REPLIES_MAX; seq++) {
+        snprintf(name, sizeof(name), "u%llu", (unsigned long long)seq);
+        assert_int_equal(tracked(f, META_OP_MKNOD, name, 5, seq, 1, 10, NULL), 0);
+    }
+    assert_int_equal(tracked(f, META_OP_MKNOD, "over", 5, 33, 1, 10, NULL), -EAGAIN);
+    assert_int_equal(tracked(f, META_OP_MKNOD, "over", 5, 33, 2, 10, NULL), 0); /* acked one */
+    /* the table: META_CLIENTS_MAX clients, then an idle one makes room */
+    for (uint64_t c = 100; c < 100 + META_CLIENTS_MAX - 1; c++) {
+        snprintf(name, sizeof(name), "c%llu", (unsigned long long)c);
+        assert_int_equal(tracked(f, META_OP_MKNOD, name, c, 1, 0, 1000, NULL), 0);
+    }
+    assert_int_equal(tracked(f, META_OP_MKNOD, "full", 99999, 1, 0, 2000, NULL), -EAGAIN);
+    int64_t later = 1000 + META_CLIENT_IDLE_NS;
+    assert_int_equal(tracked(f, META_OP_MKNOD, "full", 99999, 1, 0, later, NULL), 0);
+}
+
+static void test_retry_never_remembers_out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    int rc = -ENOMEM;
+
+    for (unsigned n = 0; n < 32 && rc == -ENOMEM; n++) {
+        ar_mem_fail_after(n, 1);
+        rc = tracked(f, META_OP_MKNOD, "oom", 3, 1, 0, 50, &a);
+        ar_mem_fail_after(0, 0);
+    }
+    assert_int_equal(rc, 0); /* an ENOMEM try was not taken for the answer */
+    assert_int_equal(look(f, 1, "oom", NULL), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -625,6 +701,9 @@ int main(void)
         T(test_rename_directory_moves_parent_links),
         T(test_xattr_limits_and_flags),
         T(test_xattr_out_of_memory_changes_nothing),
+        T(test_retry_applies_once_and_returns_first_answer),
+        T(test_retry_table_is_bounded),
+        T(test_retry_never_remembers_out_of_memory),
     };
 #undef T
     return cmocka_run_group_tests_name("test_ops", tests, NULL, NULL);
