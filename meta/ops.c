@@ -23,10 +23,8 @@
 #define RENAME_EXCHANGE  (1u << 1)
 #endif
 
-#define MAY_X 1u
-#define MAY_W 2u
-#define MAY_R 4u
 #define PATH_DEPTH_MAX 4096u /* bounds the ancestor walk of rename */
+#define may meta__may
 
 /* ---- checks ---------------------------------------------------------------------- */
 
@@ -42,7 +40,7 @@ static int name_check(const char *name, uint32_t len)
     return 0;
 }
 
-static bool in_group(const struct meta_cred *c, uint32_t gid)
+bool meta__in_group(const struct meta_cred *c, uint32_t gid)
 {
     if (c->gid == gid)
         return true;
@@ -54,7 +52,7 @@ static bool in_group(const struct meta_cred *c, uint32_t gid)
 }
 
 /* generic_permission(): mask of MAY_R, MAY_W, MAY_X. */
-static int may(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c, uint32_t mask)
+int meta__may(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c, uint32_t mask)
 {
     const struct meta__attr_class *a = meta__attr_of(s, meta__node_at(s, inode)->attr);
     uint32_t bits;
@@ -67,7 +65,7 @@ static int may(const struct meta_shard *s, uint32_t inode, const struct meta_cre
     }
     if (c->uid == a->uid)
         bits = a->mode >> 6;
-    else if (in_group(c, a->gid))
+    else if (meta__in_group(c, a->gid))
         bits = a->mode >> 3;
     else
         bits = a->mode;
@@ -133,23 +131,32 @@ static bool is_ancestor(const struct meta_shard *s, uint32_t a, uint32_t d)
 
 /* ---- queries ----------------------------------------------------------------------- */
 
-static int op_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+/* The entry cmd->name in directory cmd->ino, as the kernel's walk finds it:
+ * ENAMETOOLONG, then the directory (ENOENT, ENOTDIR, EACCES), then the name. */
+static int entry_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, uint32_t *d,
+                        uint32_t *e)
 {
-    uint32_t d;
-    uint32_t e;
     int rc = cmd->name_len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
 
     if (rc == 0)
-        rc = dir_get(s, cmd->ino, &cmd->cred, &d);
+        rc = dir_get(s, cmd->ino, &cmd->cred, d);
     if (rc == 0)
         rc = name_check(cmd->name, cmd->name_len);
     if (rc != 0)
         return rc;
-    e = meta__find_name(s, d, cmd->name, cmd->name_len);
-    if (e == META_NIL)
-        return -ENOENT;
-    meta__attr_fill(s, meta__inode_of(s, e), &r->attr);
-    return 0;
+    *e = meta__find_name(s, *d, cmd->name, cmd->name_len);
+    return *e == META_NIL ? -ENOENT : 0;
+}
+
+static int op_lookup(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    uint32_t d;
+    uint32_t e;
+    int rc = entry_lookup(s, cmd, &d, &e);
+
+    if (rc == 0)
+        meta__attr_fill(s, meta__inode_of(s, e), &r->attr);
+    return rc;
 }
 
 static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
@@ -369,7 +376,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         gid = da->gid;
         if (type == S_IFDIR)
             perm |= S_ISGID;
-        else if ((perm & S_ISGID) && !in_group(&cmd->cred, gid) && cmd->cred.uid != 0)
+        else if ((perm & S_ISGID) && !meta__in_group(&cmd->cred, gid) && cmd->cred.uid != 0)
             perm &= ~(uint32_t)S_ISGID;
     }
 
@@ -548,17 +555,10 @@ static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, bool is_d
 {
     uint32_t d;
     uint32_t e;
-    int rc = cmd->name_len > META_NAME_BYTES_MAX ? -ENAMETOOLONG : 0;
+    int rc = entry_lookup(s, cmd, &d, &e);
 
-    if (rc == 0)
-        rc = dir_get(s, cmd->ino, &cmd->cred, &d);
-    if (rc == 0)
-        rc = name_check(cmd->name, cmd->name_len);
     if (rc != 0)
         return rc;
-    e = meta__find_name(s, d, cmd->name, cmd->name_len);
-    if (e == META_NIL)
-        return -ENOENT;
     uint32_t vi = meta__inode_of(s, e);
     rc = may_delete(s, d, vi, is_dir, &cmd->cred);
     if (rc == 0 && is_dir && !dir_is_empty(s, vi))
@@ -744,7 +744,7 @@ static int setattr_check(const struct meta_shard *s, const struct meta_cmd *cmd,
     if ((m & META_SET_UID) != 0 && c->uid != 0 && (c->uid != a->uid || cmd->set.uid != a->uid))
         return -EPERM;
     if ((m & META_SET_GID) != 0 && c->uid != 0 &&
-        (c->uid != a->uid || (cmd->set.gid != a->gid && !in_group(c, cmd->set.gid))))
+        (c->uid != a->uid || (cmd->set.gid != a->gid && !meta__in_group(c, cmd->set.gid))))
         return -EPERM;
     if ((m & META_SET_MODE) != 0 && !is_owner_or_root(s, n, c))
         return -EPERM;
@@ -776,7 +776,7 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     uint32_t gid = (m & META_SET_GID) ? cmd->set.gid : a->gid;
     if (m & META_SET_MODE) {
         mode = (mode & S_IFMT) | (cmd->set.mode & 07777);
-        if (cmd->cred.uid != 0 && !in_group(&cmd->cred, gid))
+        if (cmd->cred.uid != 0 && !meta__in_group(&cmd->cred, gid))
             mode &= ~(uint32_t)S_ISGID;
     }
     /* chown clears set-user-ID, and set-group-ID of a group-executable file;

@@ -273,6 +273,15 @@ struct meta__ext *meta__ext_of(const struct meta_shard *s, uint32_t inode);
 void meta__attr_fill(const struct meta_shard *s, uint32_t inode, struct meta_attr *out);
 void meta__inode_free(struct meta_shard *s, uint32_t inode);
 
+/* ---- ops.c: permissions, as Linux checks them ------------------------------------ */
+#define MAY_X 1u
+#define MAY_W 2u
+#define MAY_R 4u
+bool meta__in_group(const struct meta_cred *c, uint32_t gid);
+/* generic_permission(): 0 or -EACCES for a mask of MAY_R, MAY_W, MAY_X. */
+int meta__may(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c,
+              uint32_t mask);
+
 /* ---- retry.c ---------------------------------------------------------------------- */
 /* 1 with *rc and the reply filled if cmd was applied before (or is stale);
  * 0 to apply it. */

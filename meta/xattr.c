@@ -22,9 +22,6 @@
 #define XATTR_REPLACE 0x2
 #endif
 
-#define MAY_W 2u
-#define MAY_R 4u
-
 enum xattr_ns { NS_USER, NS_TRUSTED, NS_OTHER };
 
 static enum xattr_ns ns_of(const char *name, uint32_t len)
@@ -39,28 +36,6 @@ static enum xattr_ns ns_of(const char *name, uint32_t len)
 static uint32_t prefix_len(enum xattr_ns ns)
 {
     return ns == NS_USER ? 5 : ns == NS_TRUSTED ? 8 : 0;
-}
-
-static bool in_group(const struct meta_cred *c, uint32_t gid)
-{
-    if (c->gid == gid)
-        return true;
-    for (uint32_t i = 0; i < c->group_count && i < META_GROUPS_MAX; i++) {
-        if (c->groups[i] == gid)
-            return true;
-    }
-    return false;
-}
-
-/* inode_permission() for an xattr: the mode bits, root passing. */
-static int mode_permits(const struct meta__attr_class *a, const struct meta_cred *c, uint32_t mask)
-{
-    uint32_t bits;
-
-    if (c->uid == 0)
-        return 0;
-    bits = c->uid == a->uid ? a->mode >> 6 : in_group(c, a->gid) ? a->mode >> 3 : a->mode;
-    return (bits & mask) == mask ? 0 : -EACCES;
 }
 
 /* xattr_permission(): mask is MAY_R or MAY_W. */
@@ -78,7 +53,7 @@ static int xattr_may(const struct meta_shard *s, uint32_t inode, enum xattr_ns n
             c->uid != a->uid)
             return -EPERM;
     }
-    return mode_permits(a, c, mask);
+    return meta__may(s, inode, c, mask);
 }
 
 /* The offset of name in x's list, or -1. */
