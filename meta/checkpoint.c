@@ -706,6 +706,8 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     if (rc != 0)
         return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)ino);
     node->size = size;
+    if (S_ISREG(u32[0]))
+        s->file_bytes += size;
     node->atime_ns = t[0];
     if (!S_ISDIR(u32[0]))
         node->aux = aux;

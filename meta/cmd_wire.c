@@ -25,7 +25,7 @@ static ProtobufCAllocator ar_pb_allocator = {.alloc = pb_alloc, .free = pb_free}
 
 static bool op_is_known(uint32_t op)
 {
-    return op <= META_OP_REMOVEXATTR;
+    return op <= META_OP_STATFS;
 }
 
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)

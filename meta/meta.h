@@ -128,6 +128,7 @@ enum meta_op {
     META_OP_LISTXATTR,/* ino                            -> names, NUL after each */
     META_OP_SETXATTR, /* ino, name, value, flags (XATTR_CREATE, XATTR_REPLACE) */
     META_OP_REMOVEXATTR, /* ino, name */
+    META_OP_STATFS,   /*                                -> files, bytes */
 };
 
 /* setattr: which fields of cmd->set to apply */
@@ -188,6 +189,8 @@ struct meta_reply {
     void *data;                     /* getxattr, listxattr: the caller's buffer ... */
     uint32_t data_cap;              /* ... of this size; 0 asks only for the size */
     uint32_t data_len;              /* out: bytes of the value or the name list */
+    uint64_t files;                 /* statfs: inodes in the shard */
+    uint64_t bytes;                 /* statfs: bytes of all regular files */
 };
 
 struct meta_shard_config {

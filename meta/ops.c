@@ -236,6 +236,10 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
         return meta__xattr_get(s, cmd, r);
     case META_OP_LISTXATTR:
         return meta__xattr_list(s, cmd, r);
+    case META_OP_STATFS:
+        r->files = s->inode_count;
+        r->bytes = s->file_bytes;
+        return 0;
     case META_OP_SETATTR:
     case META_OP_MKNOD:
     case META_OP_MKDIR:
@@ -800,6 +804,7 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     }
     int64_t mtime = node->mtime_ns;
     if (m & META_SET_SIZE) {
+        s->file_bytes = s->file_bytes - node->size + cmd->set.size;
         node->size = cmd->set.size;
         mtime = cmd->now_ns;
     }
@@ -843,6 +848,7 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_READDIR:
     case META_OP_GETXATTR:
     case META_OP_LISTXATTR:
+    case META_OP_STATFS:
         return -EINVAL;
     }
     return -EINVAL; /* an op number from outside the enum */

@@ -250,6 +250,8 @@ void meta__inode_free(struct meta_shard *s, uint32_t inode)
         meta__map_del(&s->exts, inode);
     }
     meta__map_del(&s->ctimes, inode);
+    if (S_ISREG(meta__mode(s, inode)))
+        s->file_bytes -= n->size;
     if (S_ISDIR(meta__mode(s, inode)))
         meta__dir_release(s, (uint32_t)n->aux);
     meta__attr_put(s, n->attr);

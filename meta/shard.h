@@ -181,6 +181,7 @@ struct meta_shard {
     uint32_t node_free;         /* head of the free list (through aux), or META_NIL */
     uint64_t inode_count;
     uint64_t entry_count;
+    uint64_t file_bytes;        /* sum of regular files' sizes (statfs) */
     /* names: a length byte then the bytes; freed slots are reused by size */
     uint8_t *names;
     uint64_t names_used;

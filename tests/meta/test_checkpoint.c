@@ -243,6 +243,14 @@ static void test_restart_from_old_checkpoint_plus_replay_reaches_live_state(void
     commit(c, restarted, 1000);
     meta_checkpoint_close(c);
     assert_int_equal(loaded_hash(f->ckpt, &index), meta_shard_hash(live));
+    /* statfs counters are rebuilt by the load */
+    struct meta_cmd st = {.op = META_OP_STATFS};
+    struct meta_reply r1;
+    struct meta_reply r2;
+    assert_int_equal(meta_shard_read(live, &st, &r1), 0);
+    assert_int_equal(meta_shard_read(restarted, &st, &r2), 0);
+    assert_int_equal(r1.files, r2.files);
+    assert_int_equal(r1.bytes, r2.bytes);
     meta_shard_free(restarted);
     meta_shard_free(live);
 }

@@ -683,6 +683,34 @@ static void test_retry_never_remembers_out_of_memory(void **state)
     assert_int_equal(look(f, 1, "oom", NULL), 0);
 }
 
+static void test_statfs_counts_files_and_bytes(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_cmd st = {.op = META_OP_STATFS};
+    struct meta_reply r;
+    struct meta_attr a;
+    struct meta_attr b;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "a", S_IFREG | 0644, &a), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "b", S_IFREG | 0644, &b), 0);
+    assert_int_equal(make(f, META_OP_SYMLINK, 1, "l", 0, NULL), 0); /* not file bytes */
+    struct meta_cmd tr = {.op = META_OP_SETATTR, .ino = a.ino, .set_mask = META_SET_SIZE,
+                          .set = {.size = 5000}, .now_ns = ++f->now};
+    assert_int_equal(meta_shard_apply(f->shard, &tr, &r), 0);
+    tr.ino = b.ino;
+    tr.set.size = 700;
+    assert_int_equal(meta_shard_apply(f->shard, &tr, &r), 0);
+    tr.set.size = 300; /* shrink */
+    assert_int_equal(meta_shard_apply(f->shard, &tr, &r), 0);
+    assert_int_equal(meta_shard_read(f->shard, &st, &r), 0);
+    assert_int_equal(r.files, 4); /* root, a, b, l */
+    assert_int_equal(r.bytes, 5300);
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "a"), 0);
+    assert_int_equal(meta_shard_read(f->shard, &st, &r), 0);
+    assert_int_equal(r.files, 3);
+    assert_int_equal(r.bytes, 300);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -704,6 +732,7 @@ int main(void)
         T(test_retry_applies_once_and_returns_first_answer),
         T(test_retry_table_is_bounded),
         T(test_retry_never_remembers_out_of_memory),
+        T(test_statfs_counts_files_and_bytes),
     };
 #undef T
     return cmocka_run_group_tests_name("test_ops", tests, NULL, NULL);
