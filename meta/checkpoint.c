@@ -7,7 +7,9 @@
  *   meta     "format"                     "arbor-meta-1"
  *            "root"                       root inode number, u64
  *            "applied_index"              the log index the records reflect, u64
- *            "clients"                    the retry table (retry.c), see clients_encode()
+ *            "clients"                    the retry table (retry.c), see collect_clients()
+ *            "holds"                      open holds (session.c): u32 count, then
+ *                                         (u64 session, u64 ino, u32 count) each, u64 sum
  *   inodes   inode number, u64 big-endian  inode record (below)
  *   entries  parent ino (u64 BE) + name    entry key u64, target ino u64, checksum u64
  *
@@ -45,7 +47,9 @@
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
 
-enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS };
+enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS, OP_PUT_HOLDS };
+
+#define CKPT_HOLD_BYTES (8u + 8u + 4u)
 
 #define CKPT_REPLY_BYTES  (8u + 4u + 10u * 8u)   /* seq, rc, ten attribute fields */
 #define CKPT_CLIENT_BYTES (8u + 8u + 8u + 4u)   /* id, ack_below, last_ns, reply count */
@@ -386,6 +390,28 @@ static int collect_clients(const struct meta_shard *s, struct meta_ckpt_batch *b
     return rc;
 }
 
+static int collect_holds(const struct meta_shard *s, struct meta_ckpt_batch *b)
+{
+    size_t bytes = 4 + (size_t)s->hold_count * CKPT_HOLD_BYTES + 8;
+    uint8_t *buf = ar_malloc(bytes);
+    int rc;
+
+    if (buf == NULL)
+        return -ENOMEM;
+    memcpy(buf, &s->hold_count, 4);
+    for (uint32_t i = 0; i < s->hold_count; i++) {
+        uint8_t *p = buf + 4 + (size_t)i * CKPT_HOLD_BYTES;
+        memcpy(p, &s->holds[i].session, 8);
+        memcpy(p + 8, &s->holds[i].ino, 8);
+        memcpy(p + 16, &s->holds[i].count, 4);
+    }
+    uint64_t sum = record_sum("holds", 5, buf, bytes - 8);
+    memcpy(buf + bytes - 8, &sum, 8);
+    rc = batch_add(b, OP_PUT_HOLDS, "holds", 5, buf, (uint32_t)bytes);
+    ar_free(buf);
+    return rc;
+}
+
 int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out)
 {
     struct meta_ckpt_batch *b = ar_calloc(1, sizeof(*b));
@@ -399,12 +425,15 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
     rc = s->is_all_dirty ? collect_all(s, b) : collect_changes(s, b);
     if (rc == 0 && (s->is_all_dirty || s->is_clients_dirty))
         rc = collect_clients(s, b);
+    if (rc == 0 && (s->is_all_dirty || s->is_holds_dirty))
+        rc = collect_holds(s, b);
     if (rc != 0) {
         meta_ckpt_batch_free(b);
         return rc; /* the changes stay recorded */
     }
     s->is_all_dirty = false;
     s->is_clients_dirty = false;
+    s->is_holds_dirty = false;
     s->dirty_ino_count = 0;
     s->dirty_name_bytes = 0;
     rc = meta__dirty_reserve(s);
@@ -567,9 +596,10 @@ static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta
         MDB_val k = {.mv_size = key_len, .mv_data = (void *)(uintptr_t)(p + 3)};
         MDB_val v = {.mv_size = val_len, .mv_data = (void *)(uintptr_t)(p + 7 + key_len)};
         MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes
-                      : p[0] == OP_PUT_CLIENTS                      ? c->meta
-                                                                    : c->entries;
-        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_CLIENTS) {
+                      : p[0] == OP_PUT_CLIENTS || p[0] == OP_PUT_HOLDS ? c->meta
+                                                                       : c->entries;
+        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_CLIENTS ||
+            p[0] == OP_PUT_HOLDS) {
             rc = mdb_put(txn, dbi, &k, &v, 0);
         } else {
             rc = mdb_del(txn, dbi, &k, NULL);
@@ -858,6 +888,58 @@ static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *
     return p == end ? 0 : fail(errmsg, -AR_ECORRUPT, "retry table: trailing bytes");
 }
 
+/* Open holds; then every orphan (an inode with no links) must be held. */
+static int load_holds(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
+{
+    MDB_val k = {.mv_size = 5, .mv_data = "holds"};
+    MDB_val v;
+    uint32_t count = 0;
+    int rc = mdb_get(txn, meta, &k, &v);
+
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return fail(errmsg, -AR_ECORRUPT, "holds unreadable");
+    if (rc == 0) {
+        const uint8_t *p = v.mv_data;
+        uint64_t sum;
+        if (v.mv_size < 12)
+            return fail(errmsg, -AR_ECORRUPT, "holds: short");
+        memcpy(&count, p, 4);
+        memcpy(&sum, p + v.mv_size - 8, 8);
+        if (count > META_HOLDS_MAX || v.mv_size != 4 + (size_t)count * CKPT_HOLD_BYTES + 8 ||
+            sum != record_sum("holds", 5, p, v.mv_size - 8))
+            return fail(errmsg, -AR_ECORRUPT, "holds: malformed or checksum mismatch");
+        s->holds = ar_malloc((count > 0 ? count : 1) * sizeof(*s->holds));
+        if (s->holds == NULL || meta__map_reserve(&s->held, count > 0 ? count : 1) != 0)
+            return fail(errmsg, -ENOMEM, "out of memory for %u holds", count);
+        s->hold_cap = count > 0 ? count : 1;
+        for (uint32_t i = 0; i < count; i++) {
+            struct meta__hold *h = &s->holds[i];
+            const uint8_t *q = p + 4 + (size_t)i * CKPT_HOLD_BYTES;
+            memcpy(&h->session, q, 8);
+            memcpy(&h->ino, q + 8, 8);
+            memcpy(&h->count, q + 16, 4);
+            uint32_t node = meta__find_ino(s, h->ino);
+            if (node == META_NIL || h->count == 0 || h->session == 0 ||
+                (i > 0 && (h[-1].session > h->session ||
+                           (h[-1].session == h->session && h[-1].ino >= h->ino))))
+                return fail(errmsg, -AR_ECORRUPT, "hold %u names no inode or is out of order", i);
+            uint64_t n = 0;
+            meta__map_get(&s->held, node, &n);
+            if (meta__map_put(&s->held, node, n + h->count) != 0)
+                return fail(errmsg, -ENOMEM, "out of memory for holds");
+            s->hold_count++;
+        }
+    }
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS) && i != s->root &&
+            meta__node_nlink(n) == 0 && !meta__is_held(s, i))
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu has no links and no holder",
+                        (unsigned long long)n->ino);
+    }
+    return 0;
+}
+
 static int child_cmp(const void *a, const void *b, void *ctx)
 {
     const struct meta_shard *s = ctx;
@@ -945,6 +1027,8 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         rc = load_finish(s, errmsg);
     if (rc == 0)
         rc = load_clients(s, txn, c->meta, errmsg);
+    if (rc == 0)
+        rc = load_holds(s, txn, c->meta, errmsg);
     mdb_txn_abort(txn);
     if (rc == 0)
         rc = meta_shard_track(s);

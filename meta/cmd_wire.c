@@ -25,7 +25,7 @@ static ProtobufCAllocator ar_pb_allocator = {.alloc = pb_alloc, .free = pb_free}
 
 static bool op_is_known(uint32_t op)
 {
-    return op <= META_OP_STATFS;
+    return op <= META_OP_SESSION_CLOSE;
 }
 
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)
@@ -78,6 +78,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     pb.client_id = cmd->client_id;
     pb.seq = cmd->seq;
     pb.ack_below = cmd->ack_below;
+    pb.session = cmd->session;
     size_t need = arbor__meta__command__get_packed_size(&pb);
     if (need > cap || need > META_MSG_BYTES_MAX)
         return -EMSGSIZE;
@@ -153,6 +154,7 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     cmd->client_id = pb->client_id;
     cmd->seq = pb->seq;
     cmd->ack_below = pb->ack_below;
+    cmd->session = pb->session;
     return 0;
 }
 

@@ -16,6 +16,8 @@
 #define META_FILE_BYTES_MAX     (1ull << 50) /* 1 PiB: sizes fit in 51 bits, offsets never wrap */
 #define META_MSG_BYTES_MAX      (4u << 20)   /* any encoded command or reply */
 #define META_CLIENTS_MAX        4096u        /* clients whose replies the shard keeps */
+#define META_HOLDS_MAX          (1u << 20)   /* (session, inode) open holds of a shard: ENFILE */
+#define META_HOLD_COUNT_MAX     (1u << 20)   /* opens of one inode by one session: EMFILE */
 #define META_CLIENT_REPLIES_MAX 32u          /* unacknowledged commands of one client */
 #define META_CLIENT_IDLE_NS     (15ll * 60 * 1000000000) /* a client silent this long (by
                                                   * command time) may be forgotten */

@@ -129,6 +129,9 @@ enum meta_op {
     META_OP_SETXATTR, /* ino, name, value, flags (XATTR_CREATE, XATTR_REPLACE) */
     META_OP_REMOVEXATTR, /* ino, name */
     META_OP_STATFS,   /*                                -> files, bytes */
+    META_OP_OPEN,     /* ino, session: the session holds the inode open */
+    META_OP_RELEASE,  /* ino, session: one hold less; an unlinked inode goes with its last */
+    META_OP_SESSION_CLOSE, /* session: every hold of the session ends (it closed or expired) */
 };
 
 /* setattr: which fields of cmd->set to apply */
@@ -167,6 +170,7 @@ struct meta_cmd {
     uint32_t entry_cap;   /* readdir: room in the reply */
     /* Retries apply once (mutations): a client numbers its commands and says
      * which it has seen answered. client_id 0: not tracked. */
+    uint64_t session;     /* open, release, session_close: the mount's session, > 0 */
     uint64_t client_id;
     uint64_t seq;         /* this command's number, > 0 */
     uint64_t ack_below;   /* every seq below this was answered to the client */

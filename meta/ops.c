@@ -250,6 +250,9 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
     case META_OP_RENAME:
     case META_OP_SETXATTR:
     case META_OP_REMOVEXATTR:
+    case META_OP_OPEN:
+    case META_OP_RELEASE:
+    case META_OP_SESSION_CLOSE:
         return -EINVAL;
     }
     return -EINVAL; /* an op number from outside the enum */
@@ -269,6 +272,8 @@ static int create_lookup(const struct meta_shard *s, const struct meta_cmd *cmd,
         rc = dir_get(s, dir_ino, &cmd->cred, d);
     if (rc == 0)
         rc = name_check(name, len);
+    if (rc == 0 && meta__node_nlink(meta__node_at(s, *d)) == 0)
+        rc = -ENOENT; /* a removed directory that is still open takes no names */
     if (rc == 0 && meta__find_name_hashed(s, *d, name, len, hash) != META_NIL)
         rc = -EEXIST;
     return rc;
@@ -481,8 +486,8 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
     uint64_t hash = 0;
     int rc;
 
-    if (inode == META_NIL)
-        return -ENOENT;
+    if (inode == META_NIL || meta__node_nlink(meta__node_at(s, inode)) == 0)
+        return -ENOENT; /* an unlinked, open file cannot be linked back */
     /* do_linkat(): the new name, then may_linkat(), then vfs_link()'s checks */
     rc = create_lookup(s, cmd, cmd->new_dir, cmd->new_name, cmd->new_name_len, &d, &hash);
     if (rc == 0)
@@ -534,6 +539,14 @@ static void entry_remove(struct meta_shard *s, uint32_t e, int64_t now)
     meta__name_release(s, meta__node_at(s, e)->name);
     if (is_dir) {
         meta__node_set_nlink(meta__node_at(s, d), meta__node_nlink(meta__node_at(s, d)) - 1);
+        if (meta__is_held(s, inode)) {
+            /* an open directory lives on, empty and nameless, until released */
+            n->name = META_NIL;
+            meta__node_flag(n, NODE_NAMELESS, true);
+            meta__node_set_nlink(n, 0);
+            meta__set_times(s, inode, NULL, now);
+            return;
+        }
         meta__index_ino(s, inode, false);
         meta__inode_free(s, inode);
         return;
@@ -551,6 +564,12 @@ static void entry_remove(struct meta_shard *s, uint32_t e, int64_t now)
         return;
     }
     /* the last name: if the inode has aliases left this is not reached */
+    if (meta__is_held(s, inode)) {
+        /* unlinked but open: an orphan until its last release */
+        meta__node_flag(n, NODE_NAMELESS, true);
+        meta__set_times(s, inode, NULL, now);
+        return;
+    }
     meta__index_ino(s, inode, false);
     meta__inode_free(s, inode);
 }
@@ -841,6 +860,10 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_SETXATTR:
     case META_OP_REMOVEXATTR:
         return meta__xattr_set(s, cmd, r);
+    case META_OP_OPEN:
+    case META_OP_RELEASE:
+    case META_OP_SESSION_CLOSE:
+        return meta__session_apply(s, cmd, r);
     case META_OP_LOOKUP:
     case META_OP_GETATTR:
     case META_OP_ACCESS:

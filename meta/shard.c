@@ -281,6 +281,7 @@ int meta_shard_new(const struct meta_shard_config *cfg, struct meta_shard **out)
     meta__index_init(&s->attr_index);
     meta__map_init(&s->ctimes);
     meta__map_init(&s->exts);
+    meta__map_init(&s->held);
     rc = meta__node_alloc(s, &root);
     if (rc == 0)
         rc = meta__dir_alloc(s, &dslot);
@@ -339,6 +340,8 @@ void meta_shard_free(struct meta_shard *s)
     ar_free(s->dirty_inos);
     ar_free(s->dirty_names);
     ar_free(s->clients);
+    ar_free(s->holds);
+    meta__map_fini(&s->held);
     ar_free(s);
 }
 
@@ -375,6 +378,11 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
         if (x != NULL && x->xattr_bytes > 0 && !meta__node_has(n, NODE_ALIAS))
             h = meta__hash_bytes(h, x->xattrs, x->xattr_bytes);
         sum += h;
+    }
+    /* open holds are state too */
+    for (uint32_t i = 0; i < s->hold_count; i++) {
+        const uint64_t f[] = {s->holds[i].session, s->holds[i].ino, s->holds[i].count};
+        sum += meta__hash_bytes(s->seed ^ 0x686f6c64ull, f, sizeof(f));
     }
     /* the retry table is state too */
     for (uint32_t i = 0; i < s->client_count; i++) {

@@ -94,6 +94,8 @@ bool meta__map_get(const struct meta__map *m, uint32_t key, uint64_t *val);
 /* Insert or replace. -ENOMEM leaves the map as it was. */
 int meta__map_put(struct meta__map *m, uint32_t key, uint64_t val);
 void meta__map_del(struct meta__map *m, uint32_t key);
+/* Set the value of a key that is present; never allocates. */
+void meta__map_replace(struct meta__map *m, uint32_t key, uint64_t val);
 /* Room for `more` puts of new keys. */
 int meta__map_reserve(struct meta__map *m, uint32_t more);
 uint64_t meta__map_bytes(const struct meta__map *m);
@@ -163,6 +165,12 @@ struct meta__client {
     struct meta__reply replies[META_CLIENT_REPLIES_MAX];
 };
 
+struct meta__hold {
+    uint64_t session;
+    uint64_t ino;
+    uint32_t count;
+};
+
 struct meta__ext {
     uint32_t rdev;
     uint32_t target_len;
@@ -209,6 +217,12 @@ struct meta_shard {
     uint32_t client_count;        /* <= META_CLIENTS_MAX */
     uint32_t client_cap;
     bool is_clients_dirty;        /* changed since the last checkpoint collect */
+    /* open holds (session.c): sorted by (session, ino); the count per node */
+    struct meta__hold *holds;
+    uint32_t hold_count;
+    uint32_t hold_cap;
+    struct meta__map held;        /* node -> opens by all sessions */
+    bool is_holds_dirty;
     /* changes since the last checkpoint collect (checkpoint.c) */
     bool is_tracking;
     bool is_all_dirty;           /* the next collect takes the whole state */
@@ -282,6 +296,11 @@ bool meta__in_group(const struct meta_cred *c, uint32_t gid);
 /* generic_permission(): 0 or -EACCES for a mask of MAY_R, MAY_W, MAY_X. */
 int meta__may(const struct meta_shard *s, uint32_t inode, const struct meta_cred *c,
               uint32_t mask);
+
+/* ---- session.c ------------------------------------------------------------------- */
+int meta__session_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+/* Does any session hold this node open? */
+bool meta__is_held(const struct meta_shard *s, uint32_t node);
 
 /* ---- retry.c ---------------------------------------------------------------------- */
 /* 1 with *rc and the reply filled if cmd was applied before (or is stale);

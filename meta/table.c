@@ -312,6 +312,14 @@ int meta__map_put(struct meta__map *m, uint32_t key, uint64_t val)
     return 0;
 }
 
+void meta__map_replace(struct meta__map *m, uint32_t key, uint64_t val)
+{
+    AR_ASSERT(m->cap > 0);
+    uint64_t i = map_find(m, key);
+    AR_ASSERT(i < m->cap && m->keys[i] == key);
+    m->vals[i] = val;
+}
+
 void meta__map_del(struct meta__map *m, uint32_t key)
 {
     if (m->cap == 0)

@@ -536,6 +536,43 @@ static void test_retry_table_survives_a_restart(void **state)
     meta_checkpoint_close(c);
 }
 
+static void test_orphans_and_holds_survive_a_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_shard *live = shard_with_dirs();
+    struct meta_checkpoint *c = NULL;
+    struct meta_shard *again = NULL;
+    struct meta_reply r;
+    uint64_t index;
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    commit(c, live, 1);
+    struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "o", .name_len = 1,
+                          .mode = S_IFREG | 0644, .new_ino = 900, .now_ns = 3};
+    struct meta_cmd op = {.op = META_OP_OPEN, .ino = 900, .session = 77, .now_ns = 4};
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = 1, .name = "o", .name_len = 1,
+                          .now_ns = 5};
+    assert_int_equal(meta_shard_apply(live, &mk, &r), 0);
+    assert_int_equal(meta_shard_apply(live, &op, &r), 0);
+    assert_int_equal(meta_shard_apply(live, &un, &r), 0);
+    commit(c, live, 2);
+    assert_int_equal(meta_checkpoint_load(c, &again, &index, NULL), 0);
+    assert_int_equal(meta_shard_hash(again), meta_shard_hash(live));
+    /* the restarted shard frees the orphan when its session closes */
+    struct meta_cmd cl = {.op = META_OP_SESSION_CLOSE, .session = 77, .now_ns = 6};
+    assert_int_equal(meta_shard_apply(again, &cl, &r), 0);
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = 900};
+    assert_int_equal(meta_shard_read(again, &ga, &r), -ENOENT);
+    commit(c, again, 3);
+    meta_shard_free(again);
+    meta_checkpoint_close(c);
+    uint64_t h = loaded_hash(f->ckpt, &index);
+    assert_int_equal(meta_shard_apply(live, &cl, &r), 0);
+    assert_int_equal(h, meta_shard_hash(live));
+    meta_shard_free(live);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -549,6 +586,7 @@ int main(void)
         T(test_import_of_garbage_leaves_nothing),
         T(test_collect_out_of_memory_keeps_the_changes),
         T(test_retry_table_survives_a_restart),
+        T(test_orphans_and_holds_survive_a_restart),
     };
 #undef T
     return cmocka_run_group_tests_name("test_checkpoint", tests, NULL, NULL);

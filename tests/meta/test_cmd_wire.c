@@ -48,7 +48,7 @@ static void test_every_op_round_trips(void **state)
     size_t len = 0;
 
     (void)state;
-    for (int op = META_OP_LOOKUP; op <= META_OP_STATFS; op++) {
+    for (int op = META_OP_LOOKUP; op <= META_OP_SESSION_CLOSE; op++) {
         struct meta_cmd c = sample((enum meta_op)op);
         assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), 0);
         assert_int_equal(meta_cmd_decode(buf, len, &out), 0);
@@ -87,7 +87,7 @@ static void test_encode_refuses_commands_past_the_limits(void **state)
     c = sample(META_OP_MKNOD);
     c.cred.group_count = META_GROUPS_MAX + 1;
     assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), -EINVAL);
-    c = sample((enum meta_op)(META_OP_STATFS + 1));
+    c = sample((enum meta_op)(META_OP_SESSION_CLOSE + 1));
     assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), -EINVAL);
 }
 
@@ -184,7 +184,7 @@ static void test_decode_fuzz_never_crashes_decoder_or_shard(void **state)
     (void)state;
     assert_int_equal(meta_shard_new(&cfg, &s), 0);
     for (unsigned round = 0; round < FUZZ_ROUNDS; round++) {
-        struct meta_cmd c = sample((enum meta_op)(round % (META_OP_STATFS + 1)));
+        struct meta_cmd c = sample((enum meta_op)(round % (META_OP_SESSION_CLOSE + 1)));
         struct meta_cmd_buf out;
         struct meta_reply r = {0};
         struct meta_dirent entries[4];

@@ -711,6 +711,81 @@ static void test_statfs_counts_files_and_bytes(void **state)
     assert_int_equal(r.bytes, 300);
 }
 
+static int hold(struct fixture *f, enum meta_op op, uint64_t session, uint64_t ino)
+{
+    struct meta_cmd cmd = {.op = op, .session = session, .ino = ino, .now_ns = ++f->now};
+    struct meta_reply r;
+
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static void test_unlinked_open_file_lives_until_last_release(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    struct meta_shard_stats st;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "open", S_IFREG | 0644, &a), 0);
+    assert_int_equal(hold(f, META_OP_OPEN, 11, a.ino), 0);
+    assert_int_equal(hold(f, META_OP_OPEN, 11, a.ino), 0); /* opened twice */
+    assert_int_equal(hold(f, META_OP_OPEN, 12, a.ino), 0); /* by another mount */
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "open"), 0);
+    assert_int_equal(look(f, 1, "open", NULL), -ENOENT);
+    struct meta_attr orphan = getattr(f, a.ino); /* fstat still works */
+    assert_int_equal(orphan.nlink, 0);
+    struct meta_cmd tr = {.op = META_OP_SETATTR, .ino = a.ino, .set_mask = META_SET_SIZE,
+                          .set = {.size = 10}, .now_ns = ++f->now};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_apply(f->shard, &tr, &r), 0); /* so does ftruncate */
+    assert_int_equal(lnk(f, a.ino, 1, "back"), -ENOENT); /* no way back in */
+    assert_int_equal(hold(f, META_OP_OPEN, 13, a.ino), -ENOENT);
+    assert_int_equal(hold(f, META_OP_RELEASE, 11, a.ino), 0);
+    assert_int_equal(hold(f, META_OP_RELEASE, 11, a.ino), 0);
+    assert_int_equal(hold(f, META_OP_RELEASE, 11, a.ino), -EBADF);
+    assert_int_equal(getattr(f, a.ino).size, 10); /* session 12 still holds it */
+    assert_int_equal(hold(f, META_OP_SESSION_CLOSE, 12, 0), 0); /* its mount expired */
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = a.ino};
+    assert_int_equal(meta_shard_read(f->shard, &ga, &r), -ENOENT);
+    meta_shard_stats(f->shard, &st);
+    assert_int_equal(st.inode_count, 1);
+    assert_int_equal(hold(f, META_OP_OPEN, 0, 1), -EINVAL); /* session 0 is none */
+}
+
+static void test_removed_open_directory_takes_no_names(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "gone", 0755, &d), 0);
+    assert_int_equal(hold(f, META_OP_OPEN, 5, d.ino), 0);
+    assert_int_equal(simple(f, META_OP_RMDIR, 1, "gone"), 0);
+    assert_int_equal(getattr(f, 1).nlink, 2);
+    assert_int_equal(getattr(f, d.ino).nlink, 0);
+    assert_int_equal(make(f, META_OP_MKNOD, d.ino, "x", S_IFREG | 0644, NULL), -ENOENT);
+    assert_int_equal(hold(f, META_OP_RELEASE, 5, d.ino), 0);
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = d.ino};
+    struct meta_reply r;
+    assert_int_equal(meta_shard_read(f->shard, &ga, &r), -ENOENT);
+}
+
+static void test_holds_out_of_memory_change_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "h", S_IFREG | 0644, &a), 0);
+    for (uint64_t session = 1; session <= 100; session++) {
+        struct meta_cmd op = {.op = META_OP_OPEN, .session = session, .ino = a.ino,
+                              .now_ns = ++f->now};
+        check_atomic(f, &op);
+    }
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = 1, .name = "h", .name_len = 1,
+                          .now_ns = ++f->now};
+    check_atomic(f, &un);
+    struct meta_cmd cl = {.op = META_OP_SESSION_CLOSE, .session = 50, .now_ns = ++f->now};
+    check_atomic(f, &cl);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -733,6 +808,9 @@ int main(void)
         T(test_retry_table_is_bounded),
         T(test_retry_never_remembers_out_of_memory),
         T(test_statfs_counts_files_and_bytes),
+        T(test_unlinked_open_file_lives_until_last_release),
+        T(test_removed_open_directory_takes_no_names),
+        T(test_holds_out_of_memory_change_nothing),
     };
 #undef T
     return cmocka_run_group_tests_name("test_ops", tests, NULL, NULL);
