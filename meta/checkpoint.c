@@ -6,6 +6,7 @@
  *   -------  ---------------------------  -------------------------------------------
  *   meta     "format"                     "arbor-meta-1"
  *            "root"                       root inode number, u64
+ *            "ino_high"                   the largest inode number used, u64 (shard.h)
  *            "applied_index"              the log index the records reflect, u64
  *            "clients"                    the retry table (retry.c), see collect_clients()
  *            "holds"                      open holds (session.c): u32 count, then
@@ -72,6 +73,7 @@ struct meta_ckpt_batch {
     uint64_t records;
     uint64_t applied_index;
     uint64_t root_ino;
+    uint64_t ino_high;
     bool is_full; /* the whole state: empty the databases first */
 };
 
@@ -422,6 +424,7 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
         return -ENOMEM;
     b->applied_index = applied_index;
     b->root_ino = meta__node_at(s, s->root)->ino;
+    b->ino_high = s->ino_high;
     rc = s->is_all_dirty ? collect_all(s, b) : collect_changes(s, b);
     if (rc == 0 && (s->is_all_dirty || s->is_clients_dirty))
         rc = collect_clients(s, b);
@@ -642,6 +645,11 @@ int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_bat
     if (rc == 0) {
         MDB_val k = {.mv_size = 4, .mv_data = "root"};
         MDB_val v = {.mv_size = 8, .mv_data = (void *)(uintptr_t)&b->root_ino};
+        rc = mdb_put(txn, c->meta, &k, &v, 0);
+    }
+    if (rc == 0) {
+        MDB_val k = {.mv_size = 8, .mv_data = "ino_high"};
+        MDB_val v = {.mv_size = 8, .mv_data = (void *)(uintptr_t)&b->ino_high};
         rc = mdb_put(txn, c->meta, &k, &v, 0);
     }
     if (rc != 0) {
@@ -1029,6 +1037,22 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         rc = load_clients(s, txn, c->meta, errmsg);
     if (rc == 0)
         rc = load_holds(s, txn, c->meta, errmsg);
+    if (rc == 0) {
+        MDB_val k = {.mv_size = 8, .mv_data = "ino_high"};
+        MDB_val v;
+        int got = mdb_get(txn, c->meta, &k, &v);
+        if (got != 0 || v.mv_size != 8)
+            rc = fail(errmsg, -AR_ECORRUPT, "checkpoint %s: ino_high missing", c->dir);
+        else
+            memcpy(&s->ino_high, v.mv_data, 8);
+        /* never below a number the records use */
+        for (uint32_t i = 0; rc == 0 && i < s->node_count; i++) {
+            const struct meta__node *n = meta__node_at(s, i);
+            if (meta__node_has(n, NODE_LIVE) && n->ino > s->ino_high)
+                rc = fail(errmsg, -AR_ECORRUPT, "inode %llu above ino_high",
+                          (unsigned long long)n->ino);
+        }
+    }
     mdb_txn_abort(txn);
     if (rc == 0)
         rc = meta_shard_track(s);

@@ -374,8 +374,8 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         return -ENAMETOOLONG;
     if (type == S_IFDIR && meta__node_nlink(meta__node_at(s, d)) >= META_NLINK_MAX)
         return -EMLINK;
-    if (cmd->new_ino == 0 || meta__find_ino(s, cmd->new_ino) != META_NIL)
-        return -EINVAL; /* the leader gave a used inode number */
+    if (cmd->new_ino <= s->ino_high)
+        return -EINVAL; /* numbers only grow (see ino_high): a reused one is a bad command */
 
     /* inode_init_owner(): a setgid directory gives its group, and its setgid
      * bit to subdirectories; a file keeps S_ISGID only if its creator could */
@@ -445,6 +445,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     };
     meta__node_flag(n, NODE_LIVE, true);
     meta__node_set_nlink(n, type == S_IFDIR ? 2 : 1);
+    s->ino_high = cmd->new_ino;
     if (x != NULL) {
         x->rdev = cmd->rdev;
         rc = meta__map_put(&s->exts, node, (uint64_t)(uintptr_t)x);
@@ -500,8 +501,8 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
         return -EPERM;
     if (meta__node_nlink(meta__node_at(s, inode)) >= META_NLINK_MAX)
         return -EMLINK;
-    if (cmd->new_ino == 0 || meta__find_ino(s, cmd->new_ino) != META_NIL)
-        return -EINVAL; /* the leader gave a used entry key */
+    if (cmd->new_ino <= s->ino_high)
+        return -EINVAL; /* numbers only grow (see ino_high): a reused one is a bad command */
 
     rc = meta__reserve_indexes(s, 1, 1);
     if (rc == 0)
@@ -517,6 +518,7 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
     *alias = (struct meta__node){.ino = cmd->new_ino, .aux = inode, .name = name_off};
     meta__node_flag(alias, NODE_LIVE, true);
     meta__node_flag(alias, NODE_ALIAS, true);
+    s->ino_high = cmd->new_ino;
     entry_link_hashed(s, d, node, hash);
     struct meta__node *n = meta__node_at(s, inode);
     meta__node_set_nlink(n, meta__node_nlink(n) + 1);

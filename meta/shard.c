@@ -296,6 +296,7 @@ int meta_shard_new(const struct meta_shard_config *cfg, struct meta_shard **out)
         return rc;
     }
     n->ino = cfg->root_ino;
+    s->ino_high = cfg->root_ino;
     n->parent = root;
     n->name = META_NIL;
     n->aux = dslot;
@@ -379,6 +380,7 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
             h = meta__hash_bytes(h, x->xattrs, x->xattr_bytes);
         sum += h;
     }
+    sum += meta__hash_u64(s->seed ^ 0x68696768ull, s->ino_high); /* decides future commands */
     /* open holds are state too */
     for (uint32_t i = 0; i < s->hold_count; i++) {
         const uint64_t f[] = {s->holds[i].session, s->holds[i].ino, s->holds[i].count};

@@ -181,6 +181,12 @@ struct meta__ext {
 
 struct meta_shard {
     uint64_t seed;              /* hash seed, part of the state */
+    /* The largest inode number (or entry key) the shard has used. Numbers
+     * come from ranges the shard map leases in increasing order, so a new
+     * one must be larger: an O(1) check where an index probe would miss
+     * the cache on every create. (A subtree moved in from another shard
+     * keeps its numbers; that import is not a create and will raise this.) */
+    uint64_t ino_high;
     uint32_t root;              /* node of the shard's root directory */
     /* nodes */
     struct meta__node **pages;

@@ -348,21 +348,24 @@ static void test_hash_ignores_how_the_state_was_reached(void **state)
     (void)state;
     assert_int_equal(meta_shard_new(&cfg, &a), 0);
     assert_int_equal(meta_shard_new(&cfg, &b), 0);
-    /* a: x then y; b: a temporary, then y then x, then the temporary gone */
+    /* a: x then y; b: a temporary first (its node slot is taken, then freed),
+     * x, y, then the temporary gone. Inode numbers only grow in both. */
     struct meta_cmd x = {.op = META_OP_MKNOD, .ino = 1, .name = "x", .name_len = 1,
                          .mode = S_IFREG | 0644, .new_ino = 10, .now_ns = 5};
     struct meta_cmd y = {.op = META_OP_MKDIR, .ino = 1, .name = "y", .name_len = 1, .mode = 0700,
                          .new_ino = 11, .now_ns = 5};
     struct meta_cmd t = {.op = META_OP_MKNOD, .ino = 1, .name = "t", .name_len = 1,
-                         .mode = S_IFREG | 0644, .new_ino = 12, .now_ns = 5};
+                         .mode = S_IFREG | 0644, .new_ino = 9, .now_ns = 5};
     struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = 1, .name = "t", .name_len = 1,
                           .now_ns = 5};
     assert_int_equal(meta_shard_apply(a, &x, &r), 0);
     assert_int_equal(meta_shard_apply(a, &y, &r), 0);
     assert_int_equal(meta_shard_apply(b, &t, &r), 0);
-    assert_int_equal(meta_shard_apply(b, &y, &r), 0);
     assert_int_equal(meta_shard_apply(b, &x, &r), 0);
+    assert_int_equal(meta_shard_apply(b, &y, &r), 0);
     assert_int_equal(meta_shard_apply(b, &rm, &r), 0);
+    /* and a number that did not grow is refused */
+    assert_int_equal(meta_shard_apply(a, &t, &r), -EINVAL);
     assert_int_equal(meta_shard_hash(a), meta_shard_hash(b));
     meta_shard_free(a);
     meta_shard_free(b);
