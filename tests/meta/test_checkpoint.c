@@ -80,6 +80,27 @@ static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char nam
     cmd->new_name_len = (uint32_t)strlen(names[1]);
     cmd->new_ino = 1000 + i;
     cmd->now_ns = 5000 + i;
+    /* a third of the commands come from a tracked client, retries included */
+    if (r[1] % 3 == 0) {
+        cmd->client_id = 1 + r[2] % 3;
+        cmd->seq = 1 + i / 2; /* two steps share a seq: the second is a retry */
+        cmd->ack_below = cmd->seq > 4 ? cmd->seq - 4 : 0;
+    }
+    switch (r[0] % 12) {
+    case 9:
+    case 10:
+        cmd->op = r[0] % 12 == 9 ? META_OP_OPEN : META_OP_RELEASE;
+        cmd->session = 1 + r[5] % 3;
+        cmd->client_id = 0; /* the caller resolves the inode */
+        return;
+    case 11:
+        cmd->op = META_OP_SESSION_CLOSE;
+        cmd->session = 1 + r[5] % 3;
+        cmd->client_id = 0;
+        return;
+    default:
+        break;
+    }
     switch (r[0] % 9) {
     case 0:
     case 1:
@@ -135,7 +156,8 @@ static void script_step(struct meta_shard *s, uint64_t seed, unsigned i)
     char names[2][8];
 
     script_cmd(seed, i, &cmd, names);
-    if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR || cmd.op == META_OP_SETXATTR) {
+    if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR || cmd.op == META_OP_SETXATTR ||
+        cmd.op == META_OP_OPEN || cmd.op == META_OP_RELEASE) {
         struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = cmd.ino, .name = names[0],
                                 .name_len = (uint32_t)strlen(names[0])};
         if (meta_shard_read(s, &look, &r) != 0)
