@@ -714,8 +714,7 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     uint32_t n = ino == meta__node_at(s, s->root)->ino ? s->root : META_NIL;
     int rc = 0;
     if (n == META_NIL) {
-        if (meta__find_ino(s, ino) != META_NIL)
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu twice", (unsigned long long)ino);
+        /* no duplicate check: keys of an LMDB database are unique */
         rc = meta__node_alloc(s, &n);
         if (rc == 0)
             rc = meta__reserve_indexes(s, 1, 0);
