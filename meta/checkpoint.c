@@ -668,120 +668,174 @@ int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_bat
 
 /* ---- loading --------------------------------------------------------------------------- */
 
-/* One inode record into the new shard s: the root's attributes, or a new node. */
-static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, char *errmsg)
+/* An inode record, checked and decoded; target and xattrs point into it. */
+struct inode_rec {
+    uint64_t ino;
+    uint8_t flags;
+    uint16_t tlen;
+    uint32_t xlen;
+    uint32_t mode, uid, gid, nlink, rdev;
+    uint64_t size;
+    int64_t atime, mtime, ctime;
+    uint64_t aux;
+    const uint8_t *target;
+    const uint8_t *xattrs;
+};
+
+static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out, char *errmsg)
 {
     const uint8_t *p = v->mv_data;
-    uint64_t ino;
-    uint16_t tlen;
     uint32_t u32[5];
     int64_t t[3];
-    uint64_t size;
-    uint64_t aux;
     uint64_t sum;
 
     if (k->mv_size != 8 || v->mv_size < CKPT_INODE_FIXED + 8)
         return fail(errmsg, -AR_ECORRUPT, "inode record of %zu bytes", v->mv_size);
-    ino = get_u64_be(k->mv_data);
-    memcpy(&tlen, p + 2, 2);
-    uint32_t xlen;
-    memcpy(&xlen, p + 64, 4);
-    if (p[0] != 1 || (p[1] & ~1u) != 0 || tlen > META_SYMLINK_BYTES_MAX ||
-        xlen > META_XATTR_BYTES_MAX || v->mv_size != CKPT_INODE_FIXED + tlen + xlen + 8u)
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record", (unsigned long long)ino);
-    memcpy(&sum, p + CKPT_INODE_FIXED + tlen + xlen, 8);
-    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + tlen + xlen))
+    out->ino = get_u64_be(k->mv_data);
+    out->flags = p[1];
+    memcpy(&out->tlen, p + 2, 2);
+    memcpy(&out->xlen, p + 64, 4);
+    if (p[0] != 1 || (p[1] & ~1u) != 0 || out->tlen > META_SYMLINK_BYTES_MAX ||
+        out->xlen > META_XATTR_BYTES_MAX ||
+        v->mv_size != CKPT_INODE_FIXED + out->tlen + out->xlen + 8u)
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record",
+                    (unsigned long long)out->ino);
+    memcpy(&sum, p + CKPT_INODE_FIXED + out->tlen + out->xlen, 8);
+    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + out->tlen + out->xlen))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
-                    (unsigned long long)ino);
+                    (unsigned long long)out->ino);
+    out->target = p + CKPT_INODE_FIXED;
+    out->xattrs = p + CKPT_INODE_FIXED + out->tlen;
     /* the xattr list must parse to its exact end */
-    for (uint32_t off = 0, count = 0; off < xlen; count++) {
+    for (uint32_t off = 0, count = 0; off < out->xlen; count++) {
         uint32_t vlen;
-        if (xlen - off < 5 || count >= xlen)
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list", (unsigned long long)ino);
-        memcpy(&vlen, p + CKPT_INODE_FIXED + tlen + off + 1, 4);
-        uint32_t nlen = p[CKPT_INODE_FIXED + tlen + off];
-        if (nlen == 0 || vlen > META_XATTR_VALUE_MAX || xlen - off - 5 < nlen + vlen)
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list", (unsigned long long)ino);
+        if (out->xlen - off < 5 || count >= out->xlen)
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
+                        (unsigned long long)out->ino);
+        memcpy(&vlen, out->xattrs + off + 1, 4);
+        uint32_t nlen = out->xattrs[off];
+        if (nlen == 0 || vlen > META_XATTR_VALUE_MAX || out->xlen - off - 5 < nlen + vlen)
+            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
+                        (unsigned long long)out->ino);
         off += 5 + nlen + vlen;
     }
     memcpy(u32, p + 4, sizeof(u32));
-    memcpy(&size, p + 24, 8);
+    memcpy(&out->size, p + 24, 8);
     memcpy(t, p + 32, sizeof(t));
-    memcpy(&aux, p + 56, 8);
-    if (ino == 0 || u32[3] > META_NLINK_MAX || (S_ISLNK(u32[0]) != (tlen > 0)))
+    memcpy(&out->aux, p + 56, 8);
+    out->mode = u32[0];
+    out->uid = u32[1];
+    out->gid = u32[2];
+    out->nlink = u32[3];
+    out->rdev = u32[4];
+    out->atime = t[0];
+    out->mtime = t[1];
+    out->ctime = t[2];
+    if (out->ino == 0 || out->nlink > META_NLINK_MAX || (S_ISLNK(out->mode) != (out->tlen > 0)))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: impossible fields",
-                    (unsigned long long)ino);
-    uint32_t n = ino == meta__node_at(s, s->root)->ino ? s->root : META_NIL;
-    int rc = 0;
-    if (n == META_NIL) {
-        /* no duplicate check: keys of an LMDB database are unique */
-        rc = meta__node_alloc(s, &n);
-        if (rc == 0)
-            rc = meta__reserve_indexes(s, 1, 0);
-        if (rc != 0)
-            return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)ino);
-        struct meta__node *node = meta__node_at(s, n);
-        *node = (struct meta__node){.ino = ino, .name = META_NIL, .parent = META_NIL,
-                                    .attr = META_NIL};
-        meta__node_flag(node, NODE_LIVE, true);
-        if (S_ISDIR(u32[0])) {
-            uint32_t dslot;
-            rc = meta__dir_alloc(s, &dslot);
-            node->aux = dslot;
+                    (unsigned long long)out->ino);
+    return 0;
+}
+
+/* The ext record of a loaded inode, when it has a target, rdev or xattrs. */
+static int load_ext(struct meta_shard *s, uint32_t n, const struct inode_rec *rec, char *errmsg)
+{
+    struct meta__ext *x;
+
+    if (rec->tlen == 0 && rec->rdev == 0 && rec->xlen == 0)
+        return 0;
+    x = ar_calloc(1, sizeof(*x));
+    if (x != NULL && rec->tlen > 0) {
+        x->target = ar_malloc(rec->tlen + 1u);
+        if (x->target != NULL) {
+            memcpy(x->target, rec->target, rec->tlen);
+            x->target[rec->tlen] = '\0';
+            x->target_len = rec->tlen;
         }
-        meta__index_ino(s, n, true);
-        s->inode_count++;
-    } else {
+    }
+    if (x != NULL && rec->xlen > 0) {
+        x->xattrs = ar_malloc(rec->xlen);
+        if (x->xattrs != NULL) {
+            memcpy(x->xattrs, rec->xattrs, rec->xlen);
+            x->xattr_bytes = rec->xlen;
+        }
+    }
+    if (x == NULL || (rec->tlen > 0 && x->target == NULL) ||
+        (rec->xlen > 0 && x->xattrs == NULL) ||
+        meta__map_put(&s->exts, n, (uint64_t)(uintptr_t)x) != 0) {
+        if (x != NULL) {
+            ar_free(x->target);
+            ar_free(x->xattrs);
+        }
+        ar_free(x);
+        return fail(errmsg, -ENOMEM, "out of memory loading inode %llu",
+                    (unsigned long long)rec->ino);
+    }
+    x->rdev = rec->rdev;
+    meta__node_flag(meta__node_at(s, n), NODE_HAS_EXT, true);
+    return 0;
+}
+
+/* A node for a loaded inode (the root has its own already). */
+static int load_node(struct meta_shard *s, const struct inode_rec *rec, uint32_t *out)
+{
+    uint32_t n = rec->ino == meta__node_at(s, s->root)->ino ? s->root : META_NIL;
+    int rc = 0;
+
+    if (n != META_NIL) {
         meta__attr_put(s, meta__node_at(s, n)->attr);
         meta__node_at(s, n)->attr = META_NIL;
+        *out = n;
+        return 0;
     }
-    struct meta__node *node = meta__node_at(s, n);
+    /* no duplicate check: keys of an LMDB database are unique */
+    rc = meta__node_alloc(s, &n);
     if (rc == 0)
-        rc = meta__attr_get(s, u32[0], u32[1], u32[2], &node->attr);
+        rc = meta__reserve_indexes(s, 1, 0);
+    if (rc != 0)
+        return rc;
+    struct meta__node *node = meta__node_at(s, n);
+    *node = (struct meta__node){.ino = rec->ino, .name = META_NIL, .parent = META_NIL,
+                                .attr = META_NIL};
+    meta__node_flag(node, NODE_LIVE, true);
+    if (S_ISDIR(rec->mode)) {
+        uint32_t dslot;
+        rc = meta__dir_alloc(s, &dslot);
+        node->aux = dslot;
+    }
+    meta__index_ino(s, n, true);
+    s->inode_count++;
+    *out = n;
+    return rc;
+}
+
+/* One inode record into the new shard s: the root's attributes, or a new node. */
+static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, char *errmsg)
+{
+    struct inode_rec rec;
+    uint32_t n;
+    int rc = inode_parse(k, v, &rec, errmsg);
+
+    if (rc != 0)
+        return rc;
+    rc = load_node(s, &rec, &n);
+    struct meta__node *node = rc == 0 ? meta__node_at(s, n) : NULL;
+    if (rc == 0)
+        rc = meta__attr_get(s, rec.mode, rec.uid, rec.gid, &node->attr);
     if (rc == 0)
         rc = meta__reserve_side(s, 1);
     if (rc != 0)
-        return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)ino);
-    node->size = size;
-    if (S_ISREG(u32[0]))
-        s->file_bytes += size;
-    node->atime_ns = t[0];
-    if (!S_ISDIR(u32[0]))
-        node->aux = aux;
-    meta__node_set_nlink(node, u32[3]);
-    meta__node_flag(node, NODE_NAMELESS, p[1] & 1u);
-    meta__set_times(s, n, &t[1], t[2]);
-    if (tlen > 0 || u32[4] != 0 || xlen > 0) {
-        struct meta__ext *x = ar_calloc(1, sizeof(*x));
-        if (x != NULL && tlen > 0) {
-            x->target = ar_malloc(tlen + 1u);
-            if (x->target != NULL) {
-                memcpy(x->target, p + CKPT_INODE_FIXED, tlen);
-                x->target[tlen] = '\0';
-                x->target_len = tlen;
-            }
-        }
-        if (x != NULL && xlen > 0) {
-            x->xattrs = ar_malloc(xlen);
-            if (x->xattrs != NULL) {
-                memcpy(x->xattrs, p + CKPT_INODE_FIXED + tlen, xlen);
-                x->xattr_bytes = xlen;
-            }
-        }
-        if (x == NULL || (tlen > 0 && x->target == NULL) || (xlen > 0 && x->xattrs == NULL) ||
-            meta__map_put(&s->exts, n, (uint64_t)(uintptr_t)x) != 0) {
-            if (x != NULL) {
-                ar_free(x->target);
-                ar_free(x->xattrs);
-            }
-            ar_free(x);
-            return fail(errmsg, -ENOMEM, "out of memory loading inode %llu",
-                        (unsigned long long)ino);
-        }
-        x->rdev = u32[4];
-        meta__node_flag(node, NODE_HAS_EXT, true);
-    }
-    return 0;
+        return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)rec.ino);
+    node->size = rec.size;
+    if (S_ISREG(rec.mode))
+        s->file_bytes += rec.size;
+    node->atime_ns = rec.atime;
+    if (!S_ISDIR(rec.mode))
+        node->aux = rec.aux;
+    meta__node_set_nlink(node, rec.nlink);
+    meta__node_flag(node, NODE_NAMELESS, rec.flags & 1u);
+    meta__set_times(s, n, &rec.mtime, rec.ctime);
+    return load_ext(s, n, &rec, errmsg);
 }
 
 /* One entry record: the first name of its inode, or an alias. Children are

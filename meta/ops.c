@@ -336,130 +336,168 @@ static void dir_touch(struct meta_shard *s, uint32_t d, int64_t now)
     meta__set_times(s, d, &now, now);
 }
 
-static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
-{
-    uint32_t type = cmd->op == META_OP_MKDIR ? S_IFDIR
-                    : cmd->op == META_OP_SYMLINK ? S_IFLNK
-                                                 : (cmd->mode & S_IFMT);
-    /* vfs_mkdir() keeps only rwx and sticky; set-id bits come from the parent */
-    uint32_t perm = cmd->op == META_OP_SYMLINK ? 0777
-                    : cmd->op == META_OP_MKDIR ? cmd->mode & 01777
-                                               : cmd->mode & 07777;
-    uint32_t d;
+/* What a create makes, decided by the checks, held by create_alloc(). */
+struct create_plan {
+    uint32_t type;     /* S_IFMT */
+    uint32_t perm;     /* permission bits after inode_init_owner() */
+    uint32_t gid;
+    uint32_t dir;      /* the parent's node */
+    uint64_t hash;     /* of the name in dir */
     uint32_t node;
     uint32_t name_off;
     uint32_t attr;
-    uint32_t dslot = META_NIL;
-    struct meta__ext *x = NULL;
-    uint64_t hash = 0;
+    uint32_t dslot;    /* a new directory's slot, or META_NIL */
+    struct meta__ext *ext; /* a symlink's target or a device's rdev, or NULL */
+};
+
+/* Every check of mknod, mkdir and symlink, in Linux's order. */
+static int create_plan(const struct meta_shard *s, const struct meta_cmd *cmd,
+                       struct create_plan *p)
+{
     int rc;
 
+    p->type = cmd->op == META_OP_MKDIR     ? S_IFDIR
+              : cmd->op == META_OP_SYMLINK ? S_IFLNK
+                                           : (cmd->mode & S_IFMT);
+    /* vfs_mkdir() keeps only rwx and sticky; set-id bits come from the parent */
+    p->perm = cmd->op == META_OP_SYMLINK ? 0777
+              : cmd->op == META_OP_MKDIR ? cmd->mode & 01777
+                                         : cmd->mode & 07777;
     if (cmd->op == META_OP_MKNOD) {
-        if (type == 0)
-            type = S_IFREG;
-        if (type == S_IFDIR)
+        p->type = p->type == 0 ? S_IFREG : p->type;
+        if (p->type == S_IFDIR)
             return -EPERM;
-        if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO &&
-            type != S_IFSOCK)
+        if (p->type != S_IFREG && p->type != S_IFCHR && p->type != S_IFBLK &&
+            p->type != S_IFIFO && p->type != S_IFSOCK)
             return -EINVAL;
     }
-    rc = create_check(s, cmd, cmd->ino, cmd->name, cmd->name_len, &d, &hash);
+    rc = create_check(s, cmd, cmd->ino, cmd->name, cmd->name_len, &p->dir, &p->hash);
     if (rc != 0)
         return rc;
-    if ((type == S_IFCHR || type == S_IFBLK) && cmd->cred.uid != 0)
+    if ((p->type == S_IFCHR || p->type == S_IFBLK) && cmd->cred.uid != 0)
         return -EPERM; /* CAP_MKNOD */
     if (cmd->op == META_OP_SYMLINK && (cmd->target == NULL || cmd->target_len == 0))
         return -ENOENT;
     if (cmd->op == META_OP_SYMLINK && cmd->target_len > META_SYMLINK_BYTES_MAX)
         return -ENAMETOOLONG;
-    if (type == S_IFDIR && meta__node_nlink(meta__node_at(s, d)) >= META_NLINK_MAX)
+    if (p->type == S_IFDIR && meta__node_nlink(meta__node_at(s, p->dir)) >= META_NLINK_MAX)
         return -EMLINK;
     if (cmd->new_ino <= s->ino_high)
         return -EINVAL; /* numbers only grow (see ino_high): a reused one is a bad command */
-
     /* inode_init_owner(): a setgid directory gives its group, and its setgid
      * bit to subdirectories; a file keeps S_ISGID only if its creator could */
-    const struct meta__attr_class *da = meta__attr_of(s, meta__node_at(s, d)->attr);
-    uint32_t gid = cmd->cred.gid;
+    const struct meta__attr_class *da = meta__attr_of(s, meta__node_at(s, p->dir)->attr);
+    p->gid = cmd->cred.gid;
     if (da->mode & S_ISGID) {
-        gid = da->gid;
-        if (type == S_IFDIR)
-            perm |= S_ISGID;
-        else if ((perm & S_ISGID) && !meta__in_group(&cmd->cred, gid) && cmd->cred.uid != 0)
-            perm &= ~(uint32_t)S_ISGID;
+        p->gid = da->gid;
+        if (p->type == S_IFDIR)
+            p->perm |= S_ISGID;
+        else if ((p->perm & S_ISGID) && !meta__in_group(&cmd->cred, p->gid) &&
+                 cmd->cred.uid != 0)
+            p->perm &= ~(uint32_t)S_ISGID;
     }
+    return 0;
+}
 
-    /* reserve */
-    rc = meta__reserve_indexes(s, 1, 1);
+/* The ext record of a new symlink or device, or NULL when none is needed;
+ * -ENOMEM in *rc. */
+static struct meta__ext *create_ext(const struct meta_cmd *cmd, uint32_t type, int *rc)
+{
+    struct meta__ext *x;
+
+    if (cmd->op != META_OP_SYMLINK && (cmd->rdev == 0 || type == S_IFREG))
+        return NULL;
+    x = ar_calloc(1, sizeof(*x));
+    if (x != NULL && cmd->op == META_OP_SYMLINK) {
+        x->target = ar_malloc(cmd->target_len + 1);
+        if (x->target == NULL) {
+            ar_free(x);
+            x = NULL;
+        } else {
+            memcpy(x->target, cmd->target, cmd->target_len);
+            x->target[cmd->target_len] = '\0';
+            x->target_len = cmd->target_len;
+        }
+    }
+    if (x == NULL)
+        *rc = -ENOMEM;
+    else
+        x->rdev = cmd->rdev;
+    return x;
+}
+
+/* Reserve and allocate all a create needs; on error nothing is held. */
+static int create_alloc(struct meta_shard *s, const struct meta_cmd *cmd, struct create_plan *p)
+{
+    int rc = meta__reserve_indexes(s, 1, 1);
+
     if (rc == 0)
         rc = meta__reserve_side(s, 2);
     if (rc == 0)
-        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, d)->aux, 1);
+        rc = meta__dir_reserve(s, (uint32_t)meta__node_at(s, p->dir)->aux, 1);
     if (rc == 0 && (cmd->op == META_OP_SYMLINK || cmd->rdev != 0))
         rc = meta__map_reserve(&s->exts, 1);
+    if (rc == 0)
+        rc = entry_alloc(s, cmd->name, cmd->name_len, &p->node, &p->name_off);
     if (rc != 0)
         return rc;
-    rc = entry_alloc(s, cmd->name, cmd->name_len, &node, &name_off);
-    if (rc != 0)
-        return rc;
-    rc = meta__attr_get(s, type | perm, cmd->cred.uid, gid, &attr);
+    p->dslot = META_NIL;
+    p->ext = NULL;
+    rc = meta__attr_get(s, p->type | p->perm, cmd->cred.uid, p->gid, &p->attr);
     bool has_attr = rc == 0;
-    if (rc == 0 && type == S_IFDIR)
-        rc = meta__dir_alloc(s, &dslot);
-    if (rc == 0 && (cmd->op == META_OP_SYMLINK || (cmd->rdev != 0 && type != S_IFREG))) {
-        x = ar_calloc(1, sizeof(*x));
-        if (x != NULL && cmd->op == META_OP_SYMLINK) {
-            x->target = ar_malloc(cmd->target_len + 1);
-            if (x->target != NULL) {
-                memcpy(x->target, cmd->target, cmd->target_len);
-                x->target[cmd->target_len] = '\0';
-                x->target_len = cmd->target_len;
-            }
-        }
-        if (x == NULL || (cmd->op == META_OP_SYMLINK && x->target == NULL))
-            rc = -ENOMEM;
-    }
+    if (rc == 0 && p->type == S_IFDIR)
+        rc = meta__dir_alloc(s, &p->dslot);
+    if (rc == 0)
+        p->ext = create_ext(cmd, p->type, &rc);
     if (rc != 0) {
-        if (x != NULL)
-            ar_free(x->target);
-        ar_free(x);
-        if (dslot != META_NIL)
-            meta__dir_release(s, dslot);
+        if (p->dslot != META_NIL)
+            meta__dir_release(s, p->dslot);
         if (has_attr)
-            meta__attr_put(s, attr);
-        meta__name_release(s, name_off);
-        meta__node_release(s, node);
-        return rc;
+            meta__attr_put(s, p->attr);
+        meta__name_release(s, p->name_off);
+        meta__node_release(s, p->node);
     }
+    return rc;
+}
 
-    /* change */
-    struct meta__node *n = meta__node_at(s, node);
+static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
+{
+    struct create_plan p;
+    int rc = create_plan(s, cmd, &p);
+
+    if (rc == 0)
+        rc = create_alloc(s, cmd, &p);
+    if (rc != 0)
+        return rc;
+    /* change: nothing below can fail */
+    struct meta__node *n = meta__node_at(s, p.node);
     *n = (struct meta__node){
         .ino = cmd->new_ino,
         .size = cmd->op == META_OP_SYMLINK ? cmd->target_len : 0,
         .mtime_ns = cmd->now_ns,
         .atime_ns = cmd->now_ns,
-        .aux = type == S_IFDIR ? dslot : 0,
-        .name = name_off,
-        .attr = attr,
+        .aux = p.type == S_IFDIR ? p.dslot : 0,
+        .name = p.name_off,
+        .attr = p.attr,
     };
     meta__node_flag(n, NODE_LIVE, true);
-    meta__node_set_nlink(n, type == S_IFDIR ? 2 : 1);
+    meta__node_set_nlink(n, p.type == S_IFDIR ? 2 : 1);
     s->ino_high = cmd->new_ino;
-    if (x != NULL) {
-        x->rdev = cmd->rdev;
-        rc = meta__map_put(&s->exts, node, (uint64_t)(uintptr_t)x);
+    if (p.ext != NULL) {
+        rc = meta__map_put(&s->exts, p.node, (uint64_t)(uintptr_t)p.ext);
         AR_ASSERT(rc == 0); /* reserved */
         meta__node_flag(n, NODE_HAS_EXT, true);
     }
-    meta__index_ino(s, node, true);
+    meta__index_ino(s, p.node, true);
     meta__dirty_inode(s, n->ino);
-    entry_link_hashed(s, d, node, hash);
+    entry_link_hashed(s, p.dir, p.node, p.hash);
     s->inode_count++;
-    if (type == S_IFDIR)
-        meta__node_set_nlink(meta__node_at(s, d), meta__node_nlink(meta__node_at(s, d)) + 1);
-    dir_touch(s, d, cmd->now_ns);
-    meta__attr_fill(s, node, &r->attr);
+    if (p.type == S_IFDIR) {
+        struct meta__node *dn = meta__node_at(s, p.dir);
+        meta__node_set_nlink(dn, meta__node_nlink(dn) + 1);
+    }
+    dir_touch(s, p.dir, cmd->now_ns);
+    meta__attr_fill(s, p.node, &r->attr);
     return 0;
 }
 

@@ -225,11 +225,9 @@ int meta__xattr_set(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     }
 
     /* change: a replaced value keeps its place; a new one goes last */
-    uint32_t at = 0;
-    uint32_t keep_to = off >= 0 ? (uint32_t)off : now;
-    if (keep_to > 0)
-        memcpy(list, x->xattrs, keep_to);
-    at = keep_to;
+    uint32_t at = off >= 0 ? (uint32_t)off : now; /* bytes kept before the new entry */
+    if (at > 0)
+        memcpy(list, x->xattrs, at);
     if (add > 0) {
         list[at] = (uint8_t)cmd->name_len;
         memcpy(list + at + 1, &cmd->value_len, 4);
