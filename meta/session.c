@@ -139,9 +139,11 @@ static int op_session_close(struct meta_shard *s, const struct meta_cmd *cmd)
         AR_ASSERT(node != META_NIL); /* a held inode is never freed */
         held_drop(s, node, s->holds[i].count);
     }
+    if (to == from)
+        return 0; /* the session held nothing (the vector may not even exist) */
     memmove(&s->holds[from], &s->holds[to], (s->hold_count - to) * sizeof(*s->holds));
     s->hold_count -= to - from;
-    s->is_holds_dirty |= to > from;
+    s->is_holds_dirty = true;
     return 0;
 }
 
