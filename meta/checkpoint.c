@@ -1010,6 +1010,44 @@ static int child_cmp(const void *a, const void *b, void *ctx)
     return (x > y) - (x < y);
 }
 
+/* Link counts must agree with the names found: a file has one link per
+ * name, a directory 2 + its subdirectories. A count that lies would later
+ * underflow on an unlink. */
+static int load_check_links(struct meta_shard *s, char *errmsg)
+{
+    uint32_t *links = ar_calloc(s->node_count, sizeof(uint32_t));
+    int rc = 0;
+
+    if (links == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory checking link counts");
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (!meta__node_has(n, NODE_LIVE) || i == s->root)
+            continue;
+        uint32_t inode = meta__inode_of(s, i);
+        if (n->name != META_NIL)
+            links[inode]++;
+        if (n->name != META_NIL && S_ISDIR(meta__mode(s, inode)))
+            links[n->parent]++; /* the subdirectory's ".." */
+    }
+    for (uint32_t i = 0; i < s->node_count && rc == 0; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (!meta__node_has(n, NODE_LIVE) || meta__node_has(n, NODE_ALIAS))
+            continue;
+        bool is_dir = S_ISDIR(meta__mode(s, i));
+        bool is_orphan = meta__node_nlink(n) == 0;
+        uint32_t want = is_dir ? (is_orphan ? 0 : 2 + links[i] - (i == s->root ? 0 : 1))
+                               : links[i];
+        if (is_dir && is_orphan && links[i] != 0)
+            want = UINT32_MAX; /* an orphan directory cannot hold entries */
+        if (meta__node_nlink(n) != want)
+            rc = fail(errmsg, -AR_ECORRUPT, "inode %llu: nlink %u, but %u links found",
+                      (unsigned long long)n->ino, meta__node_nlink(n), want);
+    }
+    ar_free(links);
+    return rc;
+}
+
 /* Order children by entry key, and check that every inode is named as it
  * says: an inode without its first name must be marked nameless. */
 static int load_finish(struct meta_shard *s, char *errmsg)
@@ -1026,7 +1064,7 @@ static int load_finish(struct meta_shard *s, char *errmsg)
             return fail(errmsg, -AR_ECORRUPT, "inode %llu has no name and no mark",
                         (unsigned long long)n->ino);
     }
-    return 0;
+    return load_check_links(s, errmsg);
 }
 
 static int load_db(struct meta_shard *s, MDB_txn *txn, MDB_dbi dbi, bool is_inodes, char *errmsg)

@@ -23,6 +23,7 @@
 #include "../objstore/harness.h"
 #include "limits.h"
 #include "meta.h"
+#include "shard.h"
 
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1u << 1)
@@ -595,6 +596,124 @@ static void test_orphans_and_holds_survive_a_restart(void **state)
     meta_shard_free(live);
 }
 
+/* Every record ends in a checksum of (key, value before it): see checkpoint.c. */
+static void reseal(const MDB_val *k, uint8_t *val, size_t len)
+{
+    if (len < 8)
+        return;
+    uint64_t sum = meta__hash_bytes(meta__hash_bytes(0x636b7074ull, k->mv_data,
+                                                     (uint32_t)k->mv_size),
+                                    val, (uint32_t)(len - 8));
+    memcpy(val + len - 8, &sum, 8);
+}
+
+/* Mutate one record of db in the checkpoint at dir, resealing its checksum
+ * so that the loader's structural checks, not the checksum, must catch it. */
+static void mutate_one(const char *dir, const char *db, uint64_t *rng)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k;
+    MDB_val v;
+    static uint8_t buf[1 << 20];
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 3);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    for (uint64_t skip = *rng % 64; rc == 0 && skip > 0; skip--) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc == 0 && v.mv_size + 16 < sizeof(buf)) {
+        size_t len = v.mv_size;
+        memcpy(buf, v.mv_data, len);
+        uint8_t key[512];
+        size_t klen = k.mv_size < sizeof(key) ? k.mv_size : sizeof(key);
+        memcpy(key, k.mv_data, klen);
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        switch (*rng % 4) {
+        case 0: /* a byte anywhere but the checksum */
+        case 1:
+            if (len > 8)
+                buf[(*rng >> 8) % (len - 8)] ^= (uint8_t)(1u << ((*rng >> 40) % 8));
+            break;
+        case 2: /* shorter */
+            len = len > 9 ? len - 1 - (*rng >> 8) % 8 : len;
+            break;
+        default: /* longer */
+            memset(buf + len, 0x5a, 8);
+            len += 1 + (*rng >> 8) % 8;
+            break;
+        }
+        MDB_val nk = {.mv_size = klen, .mv_data = key};
+        reseal(&nk, buf, len);
+        MDB_val nv = {.mv_size = len, .mv_data = buf};
+        assert_int_equal(mdb_put(txn, dbi, &nk, &nv, 0), 0);
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_load_fuzz_never_trusts_a_resealed_record(void **state)
+{
+    struct fixture *f = *state;
+    char pristine[400];
+    char work[400];
+    char cmd[1000];
+    static const char *const dbs[] = {"inodes", "entries", "meta"};
+    uint64_t rng = 0xFACADE;
+    unsigned loaded = 0;
+    unsigned refused = 0;
+
+    snprintf(pristine, sizeof(pristine), "%s-pristine", f->ckpt);
+    snprintf(work, sizeof(work), "%s-work", f->ckpt);
+    make_checkpoint(pristine, 11);
+    for (unsigned round = 0; round < 300; round++) {
+        struct meta_checkpoint *c = NULL;
+        struct meta_shard *s = NULL;
+        uint64_t index;
+        char errmsg[AR_ERRMSG_MAX] = "";
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -r '%s' '%s'", work, pristine, work);
+        assert_int_equal(system(cmd), 0);
+        rng = rng * 6364136223846793005ull + round;
+        mutate_one(work, dbs[rng % 3], &rng);
+        int rc = meta_checkpoint_open(work, &c, errmsg); /* a damaged meta record: here */
+        if (rc == 0)
+            rc = meta_checkpoint_load(c, &s, &index, errmsg);
+        if (rc == 0) {
+            /* whatever loads must hold together: it hashes and takes commands */
+            struct meta_reply r;
+            struct meta_dirent entries[8];
+            struct meta_cmd rd = {.op = META_OP_READDIR, .ino = 1, .entry_cap = 8};
+            r.entries = entries;
+            (void)meta_shard_hash(s);
+            assert_int_equal(meta_shard_read(s, &rd, &r), 0);
+            for (unsigned i = 0; i < r.entry_count; i++) {
+                struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = 1, .name = entries[i].name,
+                                      .name_len = entries[i].name_len, .now_ns = 1 << 30};
+                meta_shard_apply(s, &rm, &r);
+            }
+            loaded++;
+        } else {
+            if (rc != -AR_ECORRUPT)
+                fail_msg("round %u: %d %s", round, rc, errmsg);
+            refused++;
+        }
+        meta_shard_free(s);
+        meta_checkpoint_close(c);
+    }
+    assert_true(refused > 30); /* resealed damage is still found */
+    assert_true(loaded > 0);   /* and harmless edits (a time, a size) load */
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -609,6 +728,7 @@ int main(void)
         T(test_collect_out_of_memory_keeps_the_changes),
         T(test_retry_table_survives_a_restart),
         T(test_orphans_and_holds_survive_a_restart),
+        T(test_load_fuzz_never_trusts_a_resealed_record),
     };
 #undef T
     return cmocka_run_group_tests_name("test_checkpoint", tests, NULL, NULL);
