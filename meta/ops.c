@@ -24,7 +24,6 @@
 #endif
 
 #define PATH_DEPTH_MAX 4096u /* bounds the ancestor walk of rename */
-#define may meta__may
 
 /* ---- checks ---------------------------------------------------------------------- */
 
@@ -88,14 +87,14 @@ static int dir_get(const struct meta_shard *s, uint64_t ino, const struct meta_c
     if (!S_ISDIR(meta__mode(s, d)))
         return -ENOTDIR;
     *out = d;
-    return may(s, d, c, MAY_X);
+    return meta__may(s, d, c, MAY_X);
 }
 
 /* may_delete(): c may remove the entry victim (whose inode is vi) from dir d. */
 static int may_delete(const struct meta_shard *s, uint32_t d, uint32_t vi, bool is_dir,
                       const struct meta_cred *c)
 {
-    int rc = may(s, d, c, MAY_W | MAY_X);
+    int rc = meta__may(s, d, c, MAY_W | MAY_X);
 
     if (rc != 0)
         return rc;
@@ -168,7 +167,7 @@ static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, st
         return -ENOENT;
     if (!S_ISDIR(meta__mode(s, d)))
         return -ENOTDIR;
-    if (may(s, d, &cmd->cred, MAY_R) != 0)
+    if (meta__may(s, d, &cmd->cred, MAY_R) != 0)
         return -EACCES;
     if (cap == 0 || r->entries == NULL)
         return -EINVAL;
@@ -219,7 +218,7 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
         if ((cmd->flags & ~7u) != 0)
             return -EINVAL;
         /* R_OK 4, W_OK 2, X_OK 1 are MAY_R, MAY_W, MAY_X */
-        return may(s, n, &cmd->cred, cmd->flags);
+        return meta__may(s, n, &cmd->cred, cmd->flags);
     case META_OP_READLINK: {
         n = meta__find_ino(s, cmd->ino);
         if (n == META_NIL)
@@ -284,7 +283,7 @@ static int create_check(const struct meta_shard *s, const struct meta_cmd *cmd, 
 {
     int rc = create_lookup(s, cmd, dir_ino, name, len, d, hash);
 
-    return rc != 0 ? rc : may(s, *d, &cmd->cred, MAY_W | MAY_X);
+    return rc != 0 ? rc : meta__may(s, *d, &cmd->cred, MAY_W | MAY_X);
 }
 
 /* Take a node slot and a name for an entry in d; on error nothing is held. */
@@ -513,7 +512,7 @@ static int may_link(const struct meta_shard *s, uint32_t inode, const struct met
         return 0;
     if (!S_ISREG(mode) || (mode & S_ISUID) || ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)))
         return -EPERM;
-    return may(s, inode, c, MAY_R | MAY_W) == 0 ? 0 : -EPERM;
+    return meta__may(s, inode, c, MAY_R | MAY_W) == 0 ? 0 : -EPERM;
 }
 
 static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
@@ -532,7 +531,7 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
     if (rc == 0)
         rc = may_link(s, inode, &cmd->cred);
     if (rc == 0)
-        rc = may(s, d, &cmd->cred, MAY_W | MAY_X);
+        rc = meta__may(s, d, &cmd->cred, MAY_W | MAY_X);
     if (rc != 0)
         return rc;
     if (S_ISDIR(meta__mode(s, inode)))
@@ -694,16 +693,16 @@ static int rename_check(struct meta_shard *s, const struct meta_cmd *cmd, uint32
     if (rc != 0)
         return rc;
     if (ni == META_NIL)
-        rc = may(s, *nd, &cmd->cred, MAY_W | MAY_X);
+        rc = meta__may(s, *nd, &cmd->cred, MAY_W | MAY_X);
     else
         rc = may_delete(s, *nd, ni, (flags & RENAME_EXCHANGE) ? new_is_dir : old_is_dir,
                         &cmd->cred);
     if (rc != 0)
         return rc;
-    if (*od != *nd && old_is_dir && may(s, oi, &cmd->cred, MAY_W) != 0)
+    if (*od != *nd && old_is_dir && meta__may(s, oi, &cmd->cred, MAY_W) != 0)
         return -EACCES;
     if (*od != *nd && new_is_dir && (flags & RENAME_EXCHANGE) &&
-        may(s, ni, &cmd->cred, MAY_W) != 0)
+        meta__may(s, ni, &cmd->cred, MAY_W) != 0)
         return -EACCES;
     if (new_is_dir && !(flags & RENAME_EXCHANGE) && !dir_is_empty(s, ni))
         return -ENOTEMPTY;
@@ -799,7 +798,7 @@ static int setattr_check(const struct meta_shard *s, const struct meta_cmd *cmd,
             return -EINVAL;
         if (cmd->set.size > META_FILE_BYTES_MAX)
             return -EFBIG;
-        if (may(s, n, c, MAY_W) != 0)
+        if (meta__may(s, n, c, MAY_W) != 0)
             return -EACCES;
     }
     /* chown_ok(), chgrp_ok(): only the owner, and only to itself or a group
@@ -814,7 +813,7 @@ static int setattr_check(const struct meta_shard *s, const struct meta_cmd *cmd,
     if ((m & (META_SET_ATIME | META_SET_MTIME)) != 0 && !is_owner_or_root(s, n, c))
         return -EPERM;
     if ((m & (META_SET_ATIME_NOW | META_SET_MTIME_NOW)) != 0 && !is_owner_or_root(s, n, c) &&
-        may(s, n, c, MAY_W) != 0)
+        meta__may(s, n, c, MAY_W) != 0)
         return -EACCES;
     return 0;
 }

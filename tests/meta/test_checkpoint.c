@@ -531,18 +531,26 @@ static void test_collect_out_of_memory_keeps_the_changes(void **state)
     meta_shard_free(live);
 }
 
+/* A live shard tracked into the fixture's checkpoint, its first batch committed. */
+static struct meta_shard *tracked_shard(struct fixture *f, struct meta_checkpoint **c)
+{
+    struct meta_shard *live = shard_with_dirs();
+
+    assert_int_equal(meta_checkpoint_open(f->ckpt, c, NULL), 0);
+    assert_int_equal(meta_shard_track(live), 0);
+    commit(*c, live, 1);
+    return live;
+}
+
 static void test_retry_table_survives_a_restart(void **state)
 {
     struct fixture *f = *state;
-    struct meta_shard *live = shard_with_dirs();
     struct meta_checkpoint *c = NULL;
+    struct meta_shard *live = tracked_shard(f, &c);
     struct meta_shard *again = NULL;
     struct meta_reply r;
     uint64_t index;
 
-    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
-    assert_int_equal(meta_shard_track(live), 0);
-    commit(c, live, 1);
     struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "dedup", .name_len = 5,
                           .mode = S_IFREG | 0644, .new_ino = 777, .now_ns = 9,
                           .client_id = 42, .seq = 1};
@@ -562,15 +570,12 @@ static void test_retry_table_survives_a_restart(void **state)
 static void test_orphans_and_holds_survive_a_restart(void **state)
 {
     struct fixture *f = *state;
-    struct meta_shard *live = shard_with_dirs();
     struct meta_checkpoint *c = NULL;
+    struct meta_shard *live = tracked_shard(f, &c);
     struct meta_shard *again = NULL;
     struct meta_reply r;
     uint64_t index;
 
-    assert_int_equal(meta_checkpoint_open(f->ckpt, &c, NULL), 0);
-    assert_int_equal(meta_shard_track(live), 0);
-    commit(c, live, 1);
     struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "o", .name_len = 1,
                           .mode = S_IFREG | 0644, .new_ino = 900, .now_ns = 3};
     struct meta_cmd op = {.op = META_OP_OPEN, .ino = 900, .session = 77, .now_ns = 4};
