@@ -4,7 +4,7 @@
  *
  *   db       key                          value
  *   -------  ---------------------------  -------------------------------------------
- *   meta     "format"                     "arbor-meta-1"
+ *   meta     "format"                     "arbor-meta-2"
  *            "root"                       root inode number, u64
  *            "ino_high"                   the largest inode number used, u64 (shard.h)
  *            "applied_index"              the log index the records reflect, u64
@@ -15,10 +15,12 @@
  *   entries  parent ino (u64 BE) + name    entry key u64, target ino u64, checksum u64
  *
  *   inode record, little-endian:
- *     0 u8 version (1) | 1 u8 flags (1 = nameless) | 2 u16 target length
+ *     0 u8 version (1) | 1 u8 flags (1 nameless, 2 inline data) | 2 u16 target length
  *     4 u32 mode | 8 u32 uid | 12 u32 gid | 16 u32 nlink | 20 u32 rdev
- *     24 u64 size | 32 i64 atime | 40 i64 mtime | 48 i64 ctime | 56 u64 first slice
- *     64 u32 xattr bytes | 68 target bytes | then the xattr list (xattr.c's
+ *     24 u64 size | 32 i64 atime | 40 i64 mtime | 48 i64 ctime
+ *     56 u64 inline data: the id of the one slice showing all size bytes
+ *     64 u32 xattr bytes | 68 u32 data map bytes | 72 target bytes
+ *     | then the xattr list (xattr.c's format) | then the data map (data.c's
  *     format) | then u64 checksum
  *
  * A checksum is meta__hash_bytes() of the key and the value before it: a
@@ -42,11 +44,14 @@
 
 #include "shard.h"
 
-#define CKPT_FORMAT        "arbor-meta-1"
+#define CKPT_FORMAT        "arbor-meta-2"
 #define CKPT_MAP_BYTES     (256ull << 30) /* address space only; the file grows as needed */
-#define CKPT_INODE_FIXED   68u
+#define CKPT_INODE_FIXED   72u
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
+/* A file's data map in one record: any file up to META_FILE_BYTES_MAX with a
+ * few slices per chunk fits; LMDB takes values up to 4 GiB. */
+#define CKPT_DATA_BYTES_MAX (1u << 30)
 
 enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS, OP_PUT_HOLDS };
 
@@ -222,9 +227,14 @@ static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, ui
     struct meta_attr a;
     uint16_t tlen = x != NULL && x->target != NULL ? (uint16_t)x->target_len : 0;
     uint32_t xlen = x != NULL ? x->xattr_bytes : 0;
+    uint64_t dlen = meta__data_encoded_bytes(s, inode);
     uint8_t fixed[CKPT_INODE_FIXED + META_SYMLINK_BYTES_MAX + 8];
-    uint8_t *val = xlen > 0 ? ar_malloc(CKPT_INODE_FIXED + tlen + xlen + 8) : fixed;
-    uint8_t flags = meta__node_has(n, NODE_NAMELESS) ? 1 : 0;
+    uint8_t flags = (meta__node_has(n, NODE_NAMELESS) ? 1 : 0) |
+                    (meta__node_has(n, NODE_DATA_INLINE) ? 2 : 0);
+
+    if (dlen > CKPT_DATA_BYTES_MAX)
+        return -EFBIG; /* a map past any the loader takes; never written */
+    uint8_t *val = xlen + dlen > 0 ? ar_malloc(CKPT_INODE_FIXED + tlen + xlen + dlen + 8) : fixed;
     uint32_t u32[5];
     int64_t times[3];
     uint64_t size_aux[2];
@@ -248,14 +258,17 @@ static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, ui
     times[1] = a.mtime_ns;
     times[2] = a.ctime_ns;
     memcpy(val + 32, times, sizeof(times));
-    size_aux[1] = S_ISDIR(a.mode) ? 0 : n->aux; /* a dir's aux is a memory slot */
+    size_aux[1] = meta__node_has(n, NODE_DATA_INLINE) ? n->aux : 0;
     memcpy(val + 56, &size_aux[1], 8);
     memcpy(val + 64, &xlen, 4);
+    uint32_t dlen32 = (uint32_t)dlen;
+    memcpy(val + 68, &dlen32, 4);
     if (tlen > 0)
         memcpy(val + CKPT_INODE_FIXED, x->target, tlen);
     if (xlen > 0)
         memcpy(val + CKPT_INODE_FIXED + tlen, x->xattrs, xlen);
-    uint32_t body = CKPT_INODE_FIXED + tlen + xlen;
+    meta__data_encode(s, inode, val + CKPT_INODE_FIXED + tlen + xlen);
+    uint32_t body = CKPT_INODE_FIXED + tlen + xlen + dlen32;
     uint64_t sum = record_sum(key, 8, val, body);
     memcpy(val + body, &sum, 8);
     int rc = batch_add(b, OP_PUT_INODE, key, 8, val, body + 8);
@@ -674,12 +687,14 @@ struct inode_rec {
     uint8_t flags;
     uint16_t tlen;
     uint32_t xlen;
+    uint32_t dlen;
     uint32_t mode, uid, gid, nlink, rdev;
     uint64_t size;
     int64_t atime, mtime, ctime;
     uint64_t aux;
     const uint8_t *target;
     const uint8_t *xattrs;
+    const uint8_t *data;
 };
 
 static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out, char *errmsg)
@@ -695,17 +710,20 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     out->flags = p[1];
     memcpy(&out->tlen, p + 2, 2);
     memcpy(&out->xlen, p + 64, 4);
-    if (p[0] != 1 || (p[1] & ~1u) != 0 || out->tlen > META_SYMLINK_BYTES_MAX ||
-        out->xlen > META_XATTR_BYTES_MAX ||
-        v->mv_size != CKPT_INODE_FIXED + out->tlen + out->xlen + 8u)
+    memcpy(&out->dlen, p + 68, 4);
+    uint64_t body = (uint64_t)CKPT_INODE_FIXED + out->tlen + out->xlen + out->dlen;
+    if (p[0] != 1 || (p[1] & ~3u) != 0 || out->tlen > META_SYMLINK_BYTES_MAX ||
+        out->xlen > META_XATTR_BYTES_MAX || out->dlen > CKPT_DATA_BYTES_MAX ||
+        v->mv_size != body + 8u)
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record",
                     (unsigned long long)out->ino);
-    memcpy(&sum, p + CKPT_INODE_FIXED + out->tlen + out->xlen, 8);
-    if (sum != record_sum(k->mv_data, 8, p, CKPT_INODE_FIXED + out->tlen + out->xlen))
+    memcpy(&sum, p + body, 8);
+    if (sum != record_sum(k->mv_data, 8, p, body))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
                     (unsigned long long)out->ino);
     out->target = p + CKPT_INODE_FIXED;
     out->xattrs = p + CKPT_INODE_FIXED + out->tlen;
+    out->data = out->xattrs + out->xlen;
     /* the xattr list must parse to its exact end */
     for (uint32_t off = 0, count = 0; off < out->xlen; count++) {
         uint32_t vlen;
@@ -731,7 +749,12 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     out->atime = t[0];
     out->mtime = t[1];
     out->ctime = t[2];
-    if (out->ino == 0 || out->nlink > META_NLINK_MAX || (S_ISLNK(out->mode) != (out->tlen > 0)))
+    bool is_inline = (out->flags & 2u) != 0;
+    if (out->ino == 0 || out->nlink > META_NLINK_MAX || (S_ISLNK(out->mode) != (out->tlen > 0)) ||
+        (is_inline != (out->aux != 0)) || (is_inline && out->dlen > 0) ||
+        ((is_inline || out->dlen > 0) && !S_ISREG(out->mode)) ||
+        (is_inline && (out->size == 0 || out->size > META_CHUNK_BYTES)) ||
+        (S_ISREG(out->mode) && out->size > META_FILE_BYTES_MAX))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: impossible fields",
                     (unsigned long long)out->ino);
     return 0;
@@ -830,11 +853,17 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     if (S_ISREG(rec.mode))
         s->file_bytes += rec.size;
     node->atime_ns = rec.atime;
-    if (!S_ISDIR(rec.mode))
-        node->aux = rec.aux;
     meta__node_set_nlink(node, rec.nlink);
     meta__node_flag(node, NODE_NAMELESS, rec.flags & 1u);
     meta__set_times(s, n, &rec.mtime, rec.ctime);
+    if (rec.flags & 2u) {
+        node->aux = rec.aux;
+        meta__node_flag(node, NODE_DATA_INLINE, true);
+    }
+    rc = meta__data_decode(s, n, rec.data, rec.dlen);
+    if (rc != 0)
+        return fail(errmsg, rc, "inode %llu: %s", (unsigned long long)rec.ino,
+                    rc == -ENOMEM ? "out of memory loading its data map" : "bad data map");
     return load_ext(s, n, &rec, errmsg);
 }
 

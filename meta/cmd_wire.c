@@ -25,7 +25,7 @@ static ProtobufCAllocator ar_pb_allocator = {.alloc = pb_alloc, .free = pb_free}
 
 static bool op_is_known(uint32_t op)
 {
-    return op <= META_OP_SESSION_CLOSE;
+    return op <= META_OP_LAST;
 }
 
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)
@@ -33,6 +33,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     Arbor__Meta__Command pb = ARBOR__META__COMMAND__INIT;
     Arbor__Meta__Cred cred = ARBOR__META__CRED__INIT;
     Arbor__Meta__SetAttr set = ARBOR__META__SET_ATTR__INIT;
+    Arbor__Meta__Slice slice = ARBOR__META__SLICE__INIT;
     uint32_t groups[META_GROUPS_MAX];
 
     AR_ASSERT(cmd != NULL && len != NULL);
@@ -79,6 +80,13 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     pb.seq = cmd->seq;
     pb.ack_below = cmd->ack_below;
     pb.session = cmd->session;
+    pb.offset = cmd->offset;
+    pb.length = cmd->length;
+    slice.id = cmd->slice.id;
+    slice.size = cmd->slice.size;
+    slice.off = cmd->slice.off;
+    slice.len = cmd->slice.len;
+    pb.slice = &slice;
     size_t need = arbor__meta__command__get_packed_size(&pb);
     if (need > cap || need > META_MSG_BYTES_MAX)
         return -EMSGSIZE;
@@ -155,6 +163,14 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     cmd->seq = pb->seq;
     cmd->ack_below = pb->ack_below;
     cmd->session = pb->session;
+    cmd->offset = pb->offset;
+    cmd->length = pb->length;
+    if (pb->slice != NULL) {
+        cmd->slice.id = pb->slice->id;
+        cmd->slice.size = pb->slice->size;
+        cmd->slice.off = pb->slice->off;
+        cmd->slice.len = pb->slice->len;
+    }
     return 0;
 }
 

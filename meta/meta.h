@@ -132,6 +132,30 @@ enum meta_op {
     META_OP_OPEN,     /* ino, session: the session holds the inode open */
     META_OP_RELEASE,  /* ino, session: one hold less; an unlinked inode goes with its last */
     META_OP_SESSION_CLOSE, /* session: every hold of the session ends (it closed or expired) */
+    META_OP_WRITE,    /* ino, offset, slice: the slice's bytes now show at offset -> attr */
+    META_OP_FALLOCATE,/* ino, flags (FALLOC_FL_*), offset, length -> attr */
+    META_OP_READ_MAP, /* ino, offset: the chunk holding offset, resolved -> attr, slices */
+};
+#define META_OP_LAST META_OP_READ_MAP /* the highest op */
+
+/* ---- file data ------------------------------------------------------------------
+ * A file is cut into chunks of META_CHUNK_BYTES. A write puts a slice (an
+ * object of blocks of at most META_BLOCK_BYTES, written before the command)
+ * over part of one chunk; slices stack, and a read sees the newest slice
+ * that covers each byte. Bytes no slice covers read as zeros. */
+#define META_CHUNK_BYTES (64u << 20)
+#define META_BLOCK_BYTES (4u << 20)
+/* Slices stacked in one chunk: a write past it is -EAGAIN until the client
+ * compacts the chunk (rewrites it as one slice, which covers the rest). */
+#define META_CHUNK_SLICES_MAX 1024u
+#define META_READ_SLICES_MAX  (2u * META_CHUNK_SLICES_MAX + 1u) /* pieces of a resolved chunk */
+
+struct meta_slice {
+    uint64_t id;   /* the slice's object; 0 is a hole: zeros */
+    uint32_t size; /* bytes of the whole slice object (<= META_CHUNK_BYTES) */
+    uint32_t off;  /* the first byte shown, in the slice */
+    uint32_t len;  /* bytes shown */
+    uint32_t pos;  /* where they show, in the chunk */
 };
 
 /* setattr: which fields of cmd->set to apply */
@@ -174,6 +198,9 @@ struct meta_cmd {
     uint64_t client_id;
     uint64_t seq;         /* this command's number, > 0 */
     uint64_t ack_below;   /* every seq below this was answered to the client */
+    uint64_t offset;      /* write, fallocate, read_map: a byte of the file */
+    uint64_t length;      /* fallocate */
+    struct meta_slice slice; /* write: id, size, off, len (pos comes from offset) */
 };
 
 struct meta_dirent {
@@ -195,6 +222,12 @@ struct meta_reply {
     uint32_t data_len;              /* out: bytes of the value or the name list */
     uint64_t files;                 /* statfs: inodes in the shard */
     uint64_t bytes;                 /* statfs: bytes of all regular files */
+    /* read_map: the chunk's bytes below the file size, in order, without gaps
+     * (holes have id 0), in the caller's array of slice_cap */
+    struct meta_slice *slices;
+    uint32_t slice_cap;             /* META_READ_SLICES_MAX always suffices */
+    uint32_t slice_count;
+    uint64_t chunk_offset;          /* the chunk's first byte in the file */
 };
 
 struct meta_shard_config {

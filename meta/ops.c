@@ -239,6 +239,10 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
         r->files = s->inode_count;
         r->bytes = s->file_bytes;
         return 0;
+    case META_OP_READ_MAP:
+        return meta__data_read(s, cmd, r);
+    case META_OP_WRITE:
+    case META_OP_FALLOCATE:
     case META_OP_SETATTR:
     case META_OP_MKNOD:
     case META_OP_MKDIR:
@@ -841,21 +845,26 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
         if (cmd->cred.uid != 0 && !meta__in_group(&cmd->cred, gid))
             mode &= ~(uint32_t)S_ISGID;
     }
-    /* chown clears set-user-ID, and set-group-ID of a group-executable file;
-     * so does truncation, by anyone but root (should_remove_suid()) */
-    bool kill_suid = (m & (META_SET_UID | META_SET_GID)) && !S_ISDIR(mode);
-    kill_suid |= (m & META_SET_SIZE) && cmd->cred.uid != 0 && S_ISREG(mode);
-    if (kill_suid) {
+    /* chown clears set-user-ID, and set-group-ID of a group-executable file */
+    if ((m & (META_SET_UID | META_SET_GID)) && !S_ISDIR(mode)) {
         mode &= ~(uint32_t)S_ISUID;
         if (mode & S_IXGRP)
             mode &= ~(uint32_t)S_ISGID;
     }
+    /* truncation clears them as a write does */
+    if (m & META_SET_SIZE)
+        mode &= meta__mode_after_write(s, n, &cmd->cred) | ~(uint32_t)(S_ISUID | S_ISGID);
     uint32_t attr = node->attr;
     rc = meta__reserve_side(s, 1);
+    if (rc == 0 && (m & META_SET_SIZE))
+        rc = meta__data_truncate_reserve(s, n, cmd->set.size);
     if (rc == 0 && (mode != a->mode || uid != a->uid || gid != a->gid))
         rc = meta__attr_get(s, mode, uid, gid, &attr);
-    if (rc != 0)
+    if (rc != 0) {
+        if (m & META_SET_SIZE)
+            meta__data_unreserve(s, n);
         return rc;
+    }
     if (attr != node->attr) {
         meta__attr_put(s, node->attr);
         node->attr = attr;
@@ -863,7 +872,7 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     int64_t mtime = node->mtime_ns;
     if (m & META_SET_SIZE) {
         s->file_bytes = s->file_bytes - node->size + cmd->set.size;
-        node->size = cmd->set.size;
+        meta__data_truncate(s, n, cmd->set.size);
         mtime = cmd->now_ns;
     }
     if (m & META_SET_ATIME)
@@ -903,6 +912,10 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_RELEASE:
     case META_OP_SESSION_CLOSE:
         return meta__session_apply(s, cmd, r);
+    case META_OP_WRITE:
+    case META_OP_FALLOCATE:
+        return meta__data_apply(s, cmd, r);
+    case META_OP_READ_MAP:
     case META_OP_LOOKUP:
     case META_OP_GETATTR:
     case META_OP_ACCESS:

@@ -250,8 +250,10 @@ void meta__inode_free(struct meta_shard *s, uint32_t inode)
         meta__map_del(&s->exts, inode);
     }
     meta__map_del(&s->ctimes, inode);
-    if (S_ISREG(meta__mode(s, inode)))
+    if (S_ISREG(meta__mode(s, inode))) {
         s->file_bytes -= n->size;
+        meta__data_free(s, inode);
+    }
     if (S_ISDIR(meta__mode(s, inode)))
         meta__dir_release(s, (uint32_t)n->aux);
     meta__attr_put(s, n->attr);
@@ -326,6 +328,10 @@ void meta_shard_free(struct meta_shard *s)
     for (uint32_t d = 0; d < s->dir_count; d++) {
         ar_free(s->dirs[d].children);
     }
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        if (meta__node_has(meta__node_at(s, i), NODE_DATA_MAP))
+            meta__data_free(s, i);
+    }
     for (uint32_t p = 0; p < s->page_count; p++) {
         ar_free(s->pages[p]);
     }
@@ -378,6 +384,8 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
             h = meta__hash_bytes(h, x->target, x->target_len);
         if (x != NULL && x->xattr_bytes > 0 && !meta__node_has(n, NODE_ALIAS))
             h = meta__hash_bytes(h, x->xattrs, x->xattr_bytes);
+        if (!meta__node_has(n, NODE_ALIAS))
+            h = meta__data_hash(s, inode, h);
         sum += h;
     }
     sum += meta__hash_u64(s->seed ^ 0x68696768ull, s->ino_high); /* decides future commands */

@@ -112,6 +112,8 @@ enum {
     NODE_NAMELESS = 1u << 2,  /* an inode whose first name is gone; reached by ino only */
     NODE_HAS_CTIME = 1u << 3, /* ctime != mtime: in the ctime table */
     NODE_HAS_EXT = 1u << 4,   /* rdev, symlink target or xattrs: in the ext table */
+    NODE_DATA_INLINE = 1u << 5, /* one whole slice: aux is its id (data.c) */
+    NODE_DATA_MAP = 1u << 6,  /* aux points to the file's struct meta__fmap */
 };
 
 #define NODE_NLINK_BITS 24u
@@ -123,7 +125,7 @@ struct meta__node {
     uint64_t size;        /* bytes; a symlink's target length */
     int64_t mtime_ns;
     int64_t atime_ns;
-    uint64_t aux;         /* dir: its dir slot; alias: the inode's node; file: first slice */
+    uint64_t aux;         /* dir: its dir slot; alias: the inode's node; file: see data.c */
     uint32_t parent;      /* node of the directory holding this name; root: itself */
     uint32_t name;        /* offset of the name in the name arena */
     uint32_t attr;        /* interned (mode, uid, gid) */
@@ -149,6 +151,21 @@ struct meta__dir {
     uint32_t cap;
     uint32_t holes;
     uint32_t live;      /* children */
+};
+
+/* A file's data map (data.c): chunks in ascending order, each a stack of
+ * slices, oldest first. */
+struct meta__chunk {
+    uint32_t index; /* the chunk's number in the file */
+    uint32_t count;
+    uint32_t cap;
+    struct meta_slice *slices;
+};
+
+struct meta__fmap {
+    struct meta__chunk *chunks;
+    uint32_t count;
+    uint32_t cap;
 };
 
 struct meta__reply {
@@ -324,6 +341,23 @@ void meta__retry_record(struct meta_shard *s, const struct meta_cmd *cmd, int rc
 int meta__xattr_get(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
 int meta__xattr_list(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
 int meta__xattr_set(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+
+/* ---- data.c ------------------------------------------------------------------------ */
+int meta__data_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+struct meta__fmap *meta__fmap_of(const struct meta_shard *s, uint32_t inode);
+void meta__data_free(struct meta_shard *s, uint32_t inode);
+/* Truncation: reserve (the last step that may fail), then truncate, which
+ * sets node->size; or unreserve if the command fails after the reserve. */
+int meta__data_truncate_reserve(struct meta_shard *s, uint32_t inode, uint64_t size);
+void meta__data_truncate(struct meta_shard *s, uint32_t inode, uint64_t size);
+void meta__data_unreserve(struct meta_shard *s, uint32_t inode);
+uint32_t meta__mode_after_write(const struct meta_shard *s, uint32_t inode,
+                                const struct meta_cred *c);
+uint64_t meta__data_hash(const struct meta_shard *s, uint32_t inode, uint64_t h);
+uint64_t meta__data_encoded_bytes(const struct meta_shard *s, uint32_t inode);
+void meta__data_encode(const struct meta_shard *s, uint32_t inode, uint8_t *p);
+int meta__data_decode(struct meta_shard *s, uint32_t inode, const uint8_t *p, uint32_t len);
 
 /* ---- checkpoint.c: change tracking -------------------------------------------- */
 int meta__dirty_reserve(struct meta_shard *s);

@@ -2,9 +2,10 @@
  * memory, on one thread.
  *
  * It creates --files files (20-byte names, --per-dir to a directory) through
- * meta_shard_apply(), then looks each up, stats each, lists every directory,
+ * meta_shard_apply() and writes each one slice (a 100 KiB frame), then looks
+ * each up, stats each, resolves each one's data map, lists every directory,
  * and unlinks them all, printing applies per second for each phase and the
- * resident memory the files cost (RSS after creating minus RSS before,
+ * resident memory the files cost (RSS after writing minus RSS before,
  * divided by the files), beside the shard's own count of its bytes.
  */
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #define FSM_PER_DIR        1000u
 #define FSM_DIR_INO_BASE   2ull
 #define FSM_FILE_INO_BASE  (1ull << 32)
+#define FSM_FILE_BYTES     (100u << 10) /* a camera frame */
 
 struct fsm_bench {
     const char *checkpoint_dir; /* where to write and load the checkpoint; NULL: skip */
@@ -96,6 +98,29 @@ static int phase_create(struct fsm_bench *b)
     return 0;
 }
 
+/* Each file gets its data: one slice of a frame's bytes. */
+static int phase_write(struct fsm_bench *b)
+{
+    struct meta_cmd cmd = {.op = META_OP_WRITE,
+                           .slice = {.size = FSM_FILE_BYTES, .len = FSM_FILE_BYTES}};
+    struct meta_reply r;
+    double t0 = cmd_now();
+
+    for (uint64_t i = 0; i < b->files; i++) {
+        cmd.ino = FSM_FILE_INO_BASE + i;
+        cmd.slice.id = 1 + i;
+        cmd.now_ns = ++b->now;
+        int rc = meta_shard_apply(b->shard, &cmd, &r);
+        if (rc != 0) {
+            fprintf(stderr, "arbor bench fsm: write %llu: %s\n", (unsigned long long)i,
+                    ar_strerror(rc));
+            return rc;
+        }
+    }
+    report("write", b->files, cmd_now() - t0);
+    return 0;
+}
+
 static uint64_t dir_bytes(const char *dir)
 {
     char path[4200];
@@ -163,7 +188,8 @@ static int phase_checkpoint(struct fsm_bench *b)
 static int phase_read(struct fsm_bench *b, enum meta_op op, const char *label)
 {
     struct meta_cmd cmd = {.op = op, .name_len = 20};
-    struct meta_reply r;
+    struct meta_slice pieces[4];
+    struct meta_reply r = {.slices = pieces, .slice_cap = 4};
     char name[21];
     double t0 = cmd_now();
     uint64_t x = 88172645463325252ull;
@@ -272,8 +298,9 @@ int bench_fsm(int argc, char **argv)
         case 'h':
             printf("usage: arbor bench fsm [--files N] [--per-dir N] [--checkpoint DIR]\n\n"
                    "Create N files (default 10M; sizes such as 1M work) with 20-byte names,\n"
-                   "--per-dir to a directory (default 1000), in one shard state machine;\n"
-                   "then look up, stat, list and unlink them. Prints ops/s per phase and\n"
+                   "--per-dir to a directory (default 1000), in one shard state machine, and\n"
+                   "write each one slice; then look up, stat, read the data map of, list\n"
+                   "and unlink them. Prints ops/s per phase and\n"
                    "the memory each file costs. With --checkpoint, also write the whole state\n"
                    "to an LMDB checkpoint in DIR (new or empty) and load it back cold.\n");
             return 0;
@@ -288,6 +315,8 @@ int bench_fsm(int argc, char **argv)
     if (meta_shard_new(&cfg, &b.shard) != 0)
         return 1;
     int rc = phase_create(&b);
+    if (rc == 0)
+        rc = phase_write(&b);
     long rss1 = rss_bytes();
     struct meta_shard_stats st;
     meta_shard_stats(b.shard, &st);
@@ -304,6 +333,8 @@ int bench_fsm(int argc, char **argv)
         rc = phase_read(&b, META_OP_LOOKUP, "lookup");
     if (rc == 0)
         rc = phase_read(&b, META_OP_GETATTR, "getattr");
+    if (rc == 0)
+        rc = phase_read(&b, META_OP_READ_MAP, "readmap");
     if (rc == 0)
         rc = phase_readdir(&b);
     if (rc == 0)

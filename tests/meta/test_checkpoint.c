@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -104,9 +105,22 @@ static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char nam
     }
     switch (r[0] % 9) {
     case 0:
-    case 1:
         cmd->op = META_OP_MKNOD;
         cmd->mode = S_IFREG | (0600 + r[5] % 64);
+        break;
+    case 1: /* data: the caller resolves the inode */
+        if (r[3] % 4 == 0) {
+            cmd->op = META_OP_FALLOCATE;
+            cmd->flags = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+            cmd->offset = r[5] % 5000;
+            cmd->length = 1 + r[4] % 3000;
+            break;
+        }
+        cmd->op = META_OP_WRITE;
+        cmd->offset = (uint64_t)(r[4] % 3) * META_CHUNK_BYTES + r[5] % 5000;
+        cmd->slice = (struct meta_slice){.id = 1 + i, .size = 1 + r[4] % 4000, .len = 1 + r[4] % 4000};
+        if (r[5] % 3 == 0)
+            cmd->offset = 0; /* a whole small file: inline */
         break;
     case 2:
         cmd->op = META_OP_SYMLINK;
@@ -158,7 +172,8 @@ static void script_step(struct meta_shard *s, uint64_t seed, unsigned i)
 
     script_cmd(seed, i, &cmd, names);
     if (cmd.op == META_OP_LINK || cmd.op == META_OP_SETATTR || cmd.op == META_OP_SETXATTR ||
-        cmd.op == META_OP_OPEN || cmd.op == META_OP_RELEASE) {
+        cmd.op == META_OP_OPEN || cmd.op == META_OP_RELEASE || cmd.op == META_OP_WRITE ||
+        cmd.op == META_OP_FALLOCATE) {
         struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = cmd.ino, .name = names[0],
                                 .name_len = (uint32_t)strlen(names[0])};
         if (meta_shard_read(s, &look, &r) != 0)

@@ -36,7 +36,8 @@ static struct meta_cmd sample(enum meta_op op)
         .new_dir = 9, .new_name = "x", .new_name_len = 1, .mode = S_IFREG | 0640, .rdev = 3,
         .flags = 2, .set_mask = META_SET_SIZE, .set = {.mode = 0600, .uid = 1, .gid = 2,
         .size = 1ull << 40, .atime_ns = 11, .mtime_ns = -12}, .target = "../t",
-        .target_len = 4, .cookie = 123456789, .entry_cap = 64,
+        .target_len = 4, .cookie = 123456789, .entry_cap = 64, .offset = 3ull << 40,
+        .length = 5, .slice = {.id = 1ull << 60, .size = 4096, .off = 7, .len = 8},
     };
     return c;
 }
@@ -48,7 +49,7 @@ static void test_every_op_round_trips(void **state)
     size_t len = 0;
 
     (void)state;
-    for (int op = META_OP_LOOKUP; op <= META_OP_SESSION_CLOSE; op++) {
+    for (int op = META_OP_LOOKUP; op <= META_OP_LAST; op++) {
         struct meta_cmd c = sample((enum meta_op)op);
         assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), 0);
         assert_int_equal(meta_cmd_decode(buf, len, &out), 0);
@@ -65,6 +66,12 @@ static void test_every_op_round_trips(void **state)
         assert_int_equal(out.cmd.set.mtime_ns, -12);
         assert_int_equal(out.cmd.cookie, 123456789);
         assert_int_equal(out.cmd.entry_cap, 64);
+        assert_int_equal(out.cmd.offset, 3ull << 40);
+        assert_int_equal(out.cmd.length, 5);
+        assert_int_equal(out.cmd.slice.id, 1ull << 60);
+        assert_int_equal(out.cmd.slice.size, 4096);
+        assert_int_equal(out.cmd.slice.off, 7);
+        assert_int_equal(out.cmd.slice.len, 8);
     }
     struct meta_cmd c = sample(META_OP_MKDIR);
     assert_int_equal(meta_cmd_encode(&c, buf, 10, &len), -EMSGSIZE);
@@ -87,7 +94,7 @@ static void test_encode_refuses_commands_past_the_limits(void **state)
     c = sample(META_OP_MKNOD);
     c.cred.group_count = META_GROUPS_MAX + 1;
     assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), -EINVAL);
-    c = sample((enum meta_op)(META_OP_SESSION_CLOSE + 1));
+    c = sample((enum meta_op)(META_OP_LAST + 1));
     assert_int_equal(meta_cmd_encode(&c, buf, sizeof(buf), &len), -EINVAL);
 }
 
@@ -184,7 +191,7 @@ static void test_decode_fuzz_never_crashes_decoder_or_shard(void **state)
     (void)state;
     assert_int_equal(meta_shard_new(&cfg, &s), 0);
     for (unsigned round = 0; round < FUZZ_ROUNDS; round++) {
-        struct meta_cmd c = sample((enum meta_op)(round % (META_OP_SESSION_CLOSE + 1)));
+        struct meta_cmd c = sample((enum meta_op)(round % (META_OP_LAST + 1)));
         struct meta_cmd_buf out;
         struct meta_reply r = {0};
         struct meta_dirent entries[4];
