@@ -62,11 +62,10 @@ int meta__node_alloc(struct meta_shard *s, uint32_t *out)
         if (pages == NULL)
             return -ENOMEM;
         s->pages = pages;
-        pages[page] = ar_malloc(NODE_PAGE_SIZE * sizeof(struct meta__node));
+        pages[page] = ar_calloc(NODE_PAGE_SIZE, sizeof(struct meta__node));
         if (pages[page] == NULL)
             return -ENOMEM;
         meta__advise_huge(pages[page], NODE_PAGE_SIZE * sizeof(struct meta__node));
-        memset(pages[page], 0, NODE_PAGE_SIZE * sizeof(struct meta__node));
         s->page_count = page + 1;
     }
     *out = s->node_count++;

@@ -80,29 +80,34 @@ uint32_t meta__find_name_hashed(const struct meta_shard *s, uint32_t dir, const 
 
 /* Growth refills the two large indexes from the node pages in order: a
  * sequential scan, where walking the old slots would take a cache miss on
- * every node (and name). */
+ * every node (and name). The slots they land in are random, so they go in
+ * batches whose slots are fetched together (meta__index_place_batch()). */
 static void ino_refill(const void *ctx, struct meta__index *fresh)
 {
     const struct meta_shard *s = ctx;
+    struct meta__index_batch b = {.count = 0};
 
     for (uint32_t i = 0; i < s->node_count; i++) {
         const struct meta__node *n = meta__node_at(s, i);
         if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS))
-            meta__index_place(fresh, meta__hash_u64(s->seed, n->ino), i);
+            meta__index_place_batch(fresh, &b, meta__hash_u64(s->seed, n->ino), i);
     }
+    meta__index_place_flush(fresh, &b);
 }
 
 static void name_refill(const void *ctx, struct meta__index *fresh)
 {
     const struct meta_shard *s = ctx;
+    struct meta__index_batch b = {.count = 0};
 
     for (uint32_t i = 0; i < s->node_count; i++) {
         const struct meta__node *n = meta__node_at(s, i);
         /* unnamed: the root, a nameless inode, or one a load has not named yet */
         if (meta__node_has(n, NODE_LIVE) && n->name != META_NIL && i != s->root &&
             !meta__node_has(n, NODE_NAMELESS))
-            meta__index_place(fresh, name_rehash(s, i), i);
+            meta__index_place_batch(fresh, &b, name_rehash(s, i), i);
     }
+    meta__index_place_flush(fresh, &b);
 }
 
 static struct meta__index_owner ino_owner(const struct meta_shard *s)
@@ -113,6 +118,20 @@ static struct meta__index_owner ino_owner(const struct meta_shard *s)
 static struct meta__index_owner name_owner(const struct meta_shard *s)
 {
     return (struct meta__index_owner){.rehash = name_rehash, .refill = name_refill, .ctx = s};
+}
+
+void meta_shard_prefetch(const struct meta_shard *s, const struct meta_cmd *cmd)
+{
+    AR_ASSERT(s != NULL && cmd != NULL);
+    meta__index_prefetch(&s->by_ino, meta__hash_u64(s->seed, cmd->ino));
+    if (cmd->new_ino != 0)
+        meta__index_prefetch(&s->by_ino, meta__hash_u64(s->seed, cmd->new_ino));
+    if (cmd->name_len == 0 || cmd->name_len > META_NAME_BYTES_MAX || cmd->name == NULL)
+        return;
+    /* the directory is usually hot: a batch tends to stay in one */
+    uint32_t dir = meta__find_ino(s, cmd->ino);
+    if (dir != META_NIL)
+        meta__index_prefetch(&s->by_name, name_hash(s, dir, cmd->name, cmd->name_len));
 }
 
 int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names)

@@ -72,8 +72,22 @@ void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value);
 /* Make room for `more` inserts now, so a command can fail before it changes anything. */
 int meta__index_reserve(struct meta__index *ix, uint64_t more,
                         const struct meta__index_owner *owner);
+/* Start fetching the slot where a probe for hash begins. */
+void meta__index_prefetch(const struct meta__index *ix, uint64_t hash);
 /* Add a value to an index being refilled (no growth, no checks). */
 void meta__index_place(struct meta__index *fresh, uint64_t hash, uint32_t value);
+/* The same, many at a time: values wait in a batch until it fills, then
+ * their slots are fetched together, so the cache misses overlap. Flush at
+ * the end. */
+#define META_INDEX_BATCH 32u
+struct meta__index_batch {
+    uint32_t count;
+    uint32_t values[META_INDEX_BATCH];
+    uint64_t hashes[META_INDEX_BATCH];
+};
+void meta__index_place_batch(struct meta__index *fresh, struct meta__index_batch *b,
+                             uint64_t hash, uint32_t value);
+void meta__index_place_flush(struct meta__index *fresh, struct meta__index_batch *b);
 uint64_t meta__index_bytes(const struct meta__index *ix);
 
 /* ---- a map of u32 keys (node indices) to u64 values (table.c) -----------------

@@ -12,7 +12,7 @@
 #include "shard.h"
 
 #define TABLE_CAP_MIN     16u
-#define TABLE_LOAD_MAX_PC 85u /* grow above this percentage of slots in use */
+#define TABLE_LOAD_MAX_PC 75u /* grow above this percentage of slots in use */
 
 static uint64_t slot_of(uint64_t hash, uint64_t cap)
 {
@@ -29,7 +29,7 @@ static uint64_t grown(uint64_t need)
 {
     uint64_t cap = TABLE_CAP_MIN;
 
-    while (need * 100 > cap * TABLE_LOAD_MAX_PC * 6 / 10) { /* land near 50% load */
+    while (need * 100 > cap * 50u) { /* land at 50% load: 1.5x from the top */
         cap += cap / 2;
     }
     return cap;
@@ -84,21 +84,33 @@ void meta__advise_huge(void *p, size_t bytes)
 }
 
 /* ---- index ----------------------------------------------------------------------
- * A slot holds a value (below META_VALUE_LIMIT, 27 bits) and, above it, 5 bits
- * of the value's hash: a probe skips most slots of other keys without reading
- * their node, which is a cache miss. */
+ * A slot holds value + 1 in its low 27 bits and, above them, 5 bits of the
+ * value's hash: a probe skips most slots of other keys without reading their
+ * node, which is a cache miss. An empty slot is 0, so a new table comes
+ * zeroed from the kernel and needs no fill. */
 
-#define INDEX_GONE  (UINT32_MAX - 1)
 #define TAG_SHIFT   27u
 #define VALUE_MASK  ((1u << TAG_SHIFT) - 1)
-_Static_assert(META_VALUE_LIMIT <= (1u << TAG_SHIFT) - 2, "NIL and GONE are never a slot");
+#define SLOT_EMPTY  0u
+#define SLOT_GONE   VALUE_MASK /* value + 1 never fills the field */
+_Static_assert(META_VALUE_LIMIT < VALUE_MASK, "a stored value + 1 is neither empty nor gone");
 
 /* The tag comes from the hash's low bits: slot_of() places by the high bits,
  * so slots near each other share those, and a tag made of them would tell
  * neighbours apart no better than chance. */
 static uint32_t tagged(uint64_t hash, uint32_t value)
 {
-    return (uint32_t)(hash & 31u) << TAG_SHIFT | value;
+    return (uint32_t)(hash & 31u) << TAG_SHIFT | (value + 1);
+}
+
+static bool slot_is_used(uint32_t v)
+{
+    return v != SLOT_EMPTY && v != SLOT_GONE;
+}
+
+static uint32_t slot_value(uint32_t v)
+{
+    return (v & VALUE_MASK) - 1;
 }
 
 void meta__index_init(struct meta__index *ix)
@@ -118,16 +130,22 @@ uint32_t meta__index_find(const struct meta__index *ix, uint64_t hash, const voi
     if (ix->cap == 0)
         return META_NIL;
     uint64_t i = slot_of(hash, ix->cap);
-    uint32_t tag = tagged(hash, 0);
+    uint32_t tag = (uint32_t)(hash & 31u) << TAG_SHIFT;
     for (uint64_t probes = 0; probes < ix->cap; probes++) {
         uint32_t v = ix->slots[i];
-        if (v == META_NIL)
+        if (v == SLOT_EMPTY)
             return META_NIL;
-        if (v != INDEX_GONE && (v & ~VALUE_MASK) == tag && match(ctx, v & VALUE_MASK, key))
-            return v & VALUE_MASK;
+        if (v != SLOT_GONE && (v & ~VALUE_MASK) == tag && match(ctx, slot_value(v), key))
+            return slot_value(v);
         i = i + 1 == ix->cap ? 0 : i + 1;
     }
     return META_NIL;
+}
+
+void meta__index_prefetch(const struct meta__index *ix, uint64_t hash)
+{
+    if (ix->cap > 0)
+        __builtin_prefetch(&ix->slots[slot_of(hash, ix->cap)]);
 }
 
 void meta__index_place(struct meta__index *fresh, uint64_t hash, uint32_t value)
@@ -135,7 +153,7 @@ void meta__index_place(struct meta__index *fresh, uint64_t hash, uint32_t value)
     uint64_t i = slot_of(hash, fresh->cap);
 
     for (uint64_t probes = 0; probes < fresh->cap; probes++) {
-        if (fresh->slots[i] == META_NIL) {
+        if (fresh->slots[i] == SLOT_EMPTY) {
             fresh->slots[i] = tagged(hash, value);
             fresh->count++;
             return;
@@ -145,22 +163,41 @@ void meta__index_place(struct meta__index *fresh, uint64_t hash, uint32_t value)
     AR_UNREACHABLE(); /* the load limit keeps a free slot */
 }
 
+void meta__index_place_flush(struct meta__index *fresh, struct meta__index_batch *b)
+{
+    for (uint32_t k = 0; k < b->count; k++) {
+        __builtin_prefetch(&fresh->slots[slot_of(b->hashes[k], fresh->cap)], 1);
+    }
+    for (uint32_t k = 0; k < b->count; k++) {
+        meta__index_place(fresh, b->hashes[k], b->values[k]);
+    }
+    b->count = 0;
+}
+
+void meta__index_place_batch(struct meta__index *fresh, struct meta__index_batch *b,
+                             uint64_t hash, uint32_t value)
+{
+    b->hashes[b->count] = hash;
+    b->values[b->count] = value;
+    if (++b->count == META_INDEX_BATCH)
+        meta__index_place_flush(fresh, b);
+}
+
 static int index_resize(struct meta__index *ix, uint64_t cap, const struct meta__index_owner *o)
 {
     struct meta__index fresh = {.cap = cap};
 
-    fresh.slots = ar_malloc(cap * sizeof(*fresh.slots));
+    fresh.slots = ar_calloc(cap, sizeof(*fresh.slots)); /* SLOT_EMPTY */
     if (fresh.slots == NULL)
         return -ENOMEM;
     meta__advise_huge(fresh.slots, cap * sizeof(*fresh.slots));
-    memset(fresh.slots, 0xff, cap * sizeof(*fresh.slots)); /* META_NIL */
     if (o->refill != NULL) {
         o->refill(o->ctx, &fresh);
     } else {
         for (uint64_t i = 0; i < ix->cap; i++) {
             uint32_t v = ix->slots[i];
-            if (v != META_NIL && v != INDEX_GONE)
-                meta__index_place(&fresh, o->rehash(o->ctx, v & VALUE_MASK), v & VALUE_MASK);
+            if (slot_is_used(v))
+                meta__index_place(&fresh, o->rehash(o->ctx, slot_value(v)), slot_value(v));
         }
     }
     AR_ASSERT(fresh.count == ix->count);
@@ -187,8 +224,8 @@ int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,
         return rc;
     uint64_t i = slot_of(hash, ix->cap);
     for (uint64_t probes = 0; probes < ix->cap; probes++) {
-        if (ix->slots[i] == META_NIL || ix->slots[i] == INDEX_GONE) {
-            ix->tombstones -= ix->slots[i] == INDEX_GONE;
+        if (!slot_is_used(ix->slots[i])) {
+            ix->tombstones -= ix->slots[i] == SLOT_GONE;
             ix->slots[i] = tagged(hash, value);
             ix->count++;
             return 0;
@@ -204,14 +241,14 @@ void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value)
     uint64_t i = slot_of(hash, ix->cap);
     uint32_t want = tagged(hash, value);
     for (uint64_t probes = 0; probes < ix->cap; probes++) {
-        AR_ASSERT(ix->slots[i] != META_NIL); /* the value is present */
+        AR_ASSERT(ix->slots[i] != SLOT_EMPTY); /* the value is present */
         if (ix->slots[i] == want) {
             uint64_t next = i + 1 == ix->cap ? 0 : i + 1;
             /* a slot before an empty one can simply be emptied */
-            if (ix->slots[next] == META_NIL) {
-                ix->slots[i] = META_NIL;
+            if (ix->slots[next] == SLOT_EMPTY) {
+                ix->slots[i] = SLOT_EMPTY;
             } else {
-                ix->slots[i] = INDEX_GONE;
+                ix->slots[i] = SLOT_GONE;
                 ix->tombstones++;
             }
             ix->count--;

@@ -49,10 +49,15 @@ static long rss_bytes(void)
     return rss * sysconf(_SC_PAGESIZE);
 }
 
-/* The i-th file's name: 20 bytes, like a camera frame's. */
+/* The i-th file's name: 20 bytes, like a camera frame's ("frame_" and 14
+ * digits). Made by hand: snprintf would cost more than some applies. */
 static void file_name(uint64_t i, char name[21])
 {
-    snprintf(name, 21, "frame_%014llu", (unsigned long long)i);
+    memcpy(name, "frame_", 6);
+    for (int k = 19; k >= 6; k--, i /= 10) {
+        name[k] = (char)('0' + i % 10);
+    }
+    name[20] = '\0';
 }
 
 static void report(const char *phase, uint64_t ops, double seconds)
@@ -62,12 +67,84 @@ static void report(const char *phase, uint64_t ops, double seconds)
     fflush(stdout);
 }
 
-static int phase_create(struct fsm_bench *b)
+/* ---- per-file phases ----------------------------------------------------------
+ * One driver runs every per-file phase the way a replica's apply loop runs a
+ * batch of committed commands: it builds each command FSM_AHEAD ahead of
+ * the one it applies and passes it to meta_shard_prefetch(), so the cache
+ * misses of neighbouring commands overlap. */
+
+#define FSM_AHEAD 8u
+
+enum fsm_phase { FSM_CREATE, FSM_WRITE, FSM_LOOKUP, FSM_GETATTR, FSM_READMAP, FSM_UNLINK };
+
+static const char *const fsm_labels[] = {"create", "write", "lookup", "getattr", "readmap",
+                                         "unlink"};
+
+/* The command of phase p for the n-th step. Reads visit files in random
+ * order, as a shuffling data loader does; changes go in file order. */
+static void fsm_build(struct fsm_bench *b, enum fsm_phase p, uint64_t n, uint64_t *x,
+                      struct meta_cmd *cmd, char name[21])
+{
+    static const enum meta_op ops[] = {META_OP_MKNOD, META_OP_WRITE, META_OP_LOOKUP,
+                                       META_OP_GETATTR, META_OP_READ_MAP, META_OP_UNLINK};
+    uint64_t i = n;
+
+    if (p == FSM_LOOKUP || p == FSM_GETATTR || p == FSM_READMAP) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        i = *x % b->files;
+    }
+    *cmd = (struct meta_cmd){.op = ops[p], .now_ns = ++b->now};
+    if (p == FSM_CREATE || p == FSM_LOOKUP || p == FSM_UNLINK) {
+        file_name(i, name);
+        cmd->ino = FSM_DIR_INO_BASE + i / b->per_dir;
+        cmd->name = name;
+        cmd->name_len = 20;
+        cmd->mode = S_IFREG | 0644;
+        cmd->new_ino = p == FSM_CREATE ? FSM_FILE_INO_BASE + i : 0;
+    } else {
+        cmd->ino = FSM_FILE_INO_BASE + i;
+        cmd->slice = (struct meta_slice){.id = 1 + i, .size = FSM_FILE_BYTES,
+                                         .len = FSM_FILE_BYTES};
+    }
+}
+
+static int fsm_phase(struct fsm_bench *b, enum fsm_phase p)
+{
+    struct meta_cmd cmds[FSM_AHEAD];
+    char names[FSM_AHEAD][21];
+    struct meta_slice pieces[4];
+    struct meta_reply r = {.slices = pieces, .slice_cap = 4};
+    bool is_change = p == FSM_CREATE || p == FSM_WRITE || p == FSM_UNLINK;
+    uint64_t x = 88172645463325252ull;
+    double t0 = cmd_now();
+
+    for (uint64_t n = 0; n < b->files + FSM_AHEAD; n++) {
+        uint32_t slot = (uint32_t)(n % FSM_AHEAD);
+        if (n >= FSM_AHEAD) {
+            int rc = is_change ? meta_shard_apply(b->shard, &cmds[slot], &r)
+                               : meta_shard_read(b->shard, &cmds[slot], &r);
+            if (rc != 0) {
+                fprintf(stderr, "arbor bench fsm: %s %llu: %s\n", fsm_labels[p],
+                        (unsigned long long)(n - FSM_AHEAD), ar_strerror(rc));
+                return rc;
+            }
+        }
+        if (n < b->files) {
+            fsm_build(b, p, n, &x, &cmds[slot], names[slot]);
+            meta_shard_prefetch(b->shard, &cmds[slot]);
+        }
+    }
+    report(fsm_labels[p], b->files, cmd_now() - t0);
+    return 0;
+}
+
+static int make_dirs(struct fsm_bench *b)
 {
     struct meta_cmd cmd = {.op = META_OP_MKDIR, .mode = S_IFDIR | 0755, .name_len = 20};
     struct meta_reply r;
     char name[21];
-    double t0;
 
     for (uint64_t d = 0; d < b->dirs; d++) {
         snprintf(name, sizeof(name), "dir_%016llu", (unsigned long long)d);
@@ -75,49 +152,10 @@ static int phase_create(struct fsm_bench *b)
         cmd.name = name;
         cmd.new_ino = FSM_DIR_INO_BASE + d;
         cmd.now_ns = ++b->now;
-        if (meta_shard_apply(b->shard, &cmd, &r) != 0)
-            return -EIO;
-    }
-    cmd.op = META_OP_MKNOD;
-    cmd.mode = S_IFREG | 0644;
-    t0 = cmd_now();
-    for (uint64_t i = 0; i < b->files; i++) {
-        file_name(i, name);
-        cmd.ino = FSM_DIR_INO_BASE + i / b->per_dir;
-        cmd.name = name;
-        cmd.new_ino = FSM_FILE_INO_BASE + i;
-        cmd.now_ns = ++b->now;
         int rc = meta_shard_apply(b->shard, &cmd, &r);
-        if (rc != 0) {
-            fprintf(stderr, "arbor bench fsm: create %llu: %s\n", (unsigned long long)i,
-                    ar_strerror(rc));
+        if (rc != 0)
             return rc;
-        }
     }
-    report("create", b->files, cmd_now() - t0);
-    return 0;
-}
-
-/* Each file gets its data: one slice of a frame's bytes. */
-static int phase_write(struct fsm_bench *b)
-{
-    struct meta_cmd cmd = {.op = META_OP_WRITE,
-                           .slice = {.size = FSM_FILE_BYTES, .len = FSM_FILE_BYTES}};
-    struct meta_reply r;
-    double t0 = cmd_now();
-
-    for (uint64_t i = 0; i < b->files; i++) {
-        cmd.ino = FSM_FILE_INO_BASE + i;
-        cmd.slice.id = 1 + i;
-        cmd.now_ns = ++b->now;
-        int rc = meta_shard_apply(b->shard, &cmd, &r);
-        if (rc != 0) {
-            fprintf(stderr, "arbor bench fsm: write %llu: %s\n", (unsigned long long)i,
-                    ar_strerror(rc));
-            return rc;
-        }
-    }
-    report("write", b->files, cmd_now() - t0);
     return 0;
 }
 
@@ -185,34 +223,6 @@ static int phase_checkpoint(struct fsm_bench *b)
     return rc;
 }
 
-static int phase_read(struct fsm_bench *b, enum meta_op op, const char *label)
-{
-    struct meta_cmd cmd = {.op = op, .name_len = 20};
-    struct meta_slice pieces[4];
-    struct meta_reply r = {.slices = pieces, .slice_cap = 4};
-    char name[21];
-    double t0 = cmd_now();
-    uint64_t x = 88172645463325252ull;
-
-    for (uint64_t n = 0; n < b->files; n++) {
-        x ^= x << 13; /* visit files in random order: a loader shuffles */
-        x ^= x >> 7;
-        x ^= x << 17;
-        uint64_t i = x % b->files;
-        if (op == META_OP_LOOKUP) {
-            file_name(i, name);
-            cmd.ino = FSM_DIR_INO_BASE + i / b->per_dir;
-            cmd.name = name;
-        } else {
-            cmd.ino = FSM_FILE_INO_BASE + i;
-        }
-        if (meta_shard_read(b->shard, &cmd, &r) != 0)
-            return -EIO;
-    }
-    report(label, b->files, cmd_now() - t0);
-    return 0;
-}
-
 static int phase_readdir(struct fsm_bench *b)
 {
     static struct meta_dirent entries[256];
@@ -239,25 +249,6 @@ static int phase_readdir(struct fsm_bench *b)
         return -EIO;
     }
     report("readdir", seen, cmd_now() - t0);
-    return 0;
-}
-
-static int phase_unlink(struct fsm_bench *b)
-{
-    struct meta_cmd cmd = {.op = META_OP_UNLINK, .name_len = 20};
-    struct meta_reply r;
-    char name[21];
-    double t0 = cmd_now();
-
-    for (uint64_t i = 0; i < b->files; i++) {
-        file_name(i, name);
-        cmd.ino = FSM_DIR_INO_BASE + i / b->per_dir;
-        cmd.name = name;
-        cmd.now_ns = ++b->now;
-        if (meta_shard_apply(b->shard, &cmd, &r) != 0)
-            return -EIO;
-    }
-    report("unlink", b->files, cmd_now() - t0);
     return 0;
 }
 
@@ -314,9 +305,11 @@ int bench_fsm(int argc, char **argv)
     long rss0 = rss_bytes();
     if (meta_shard_new(&cfg, &b.shard) != 0)
         return 1;
-    int rc = phase_create(&b);
+    int rc = make_dirs(&b);
     if (rc == 0)
-        rc = phase_write(&b);
+        rc = fsm_phase(&b, FSM_CREATE);
+    if (rc == 0)
+        rc = fsm_phase(&b, FSM_WRITE);
     long rss1 = rss_bytes();
     struct meta_shard_stats st;
     meta_shard_stats(b.shard, &st);
@@ -329,16 +322,13 @@ int bench_fsm(int argc, char **argv)
     }
     if (rc == 0 && b.checkpoint_dir != NULL)
         rc = phase_checkpoint(&b);
-    if (rc == 0)
-        rc = phase_read(&b, META_OP_LOOKUP, "lookup");
-    if (rc == 0)
-        rc = phase_read(&b, META_OP_GETATTR, "getattr");
-    if (rc == 0)
-        rc = phase_read(&b, META_OP_READ_MAP, "readmap");
+    for (enum fsm_phase p = FSM_LOOKUP; rc == 0 && p <= FSM_READMAP; p++) {
+        rc = fsm_phase(&b, p);
+    }
     if (rc == 0)
         rc = phase_readdir(&b);
     if (rc == 0)
-        rc = phase_unlink(&b);
+        rc = fsm_phase(&b, FSM_UNLINK);
     meta_shard_free(b.shard);
     return rc == 0 ? 0 : 1;
 }
