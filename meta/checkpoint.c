@@ -811,10 +811,9 @@ static int load_node(struct meta_shard *s, const struct inode_rec *rec, uint32_t
         *out = n;
         return 0;
     }
-    /* no duplicate check: keys of an LMDB database are unique */
+    /* no duplicate check: keys of an LMDB database are unique; the inode is
+     * indexed after the pass (meta__reindex_inos()) */
     rc = meta__node_alloc(s, &n);
-    if (rc == 0)
-        rc = meta__reserve_indexes(s, 1, 0);
     if (rc != 0)
         return rc;
     struct meta__node *node = meta__node_at(s, n);
@@ -826,7 +825,6 @@ static int load_node(struct meta_shard *s, const struct inode_rec *rec, uint32_t
         rc = meta__dir_alloc(s, &dslot);
         node->aux = dslot;
     }
-    meta__index_ino(s, n, true);
     s->inode_count++;
     *out = n;
     return rc;
@@ -867,23 +865,53 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     return load_ext(s, n, &rec, errmsg);
 }
 
-/* One entry record: the first name of its inode, or an alias. Children are
- * appended unsorted; load_sort_dirs() orders them after. */
-static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, char *errmsg)
-{
-    uint64_t val[3];
-    const uint8_t *key = k->mv_data;
-    uint32_t len = (uint32_t)k->mv_size - 8;
+/* Entries load in batches: each names an inode found through by_ino, a
+ * cache miss on a random slot; fetching a batch's slots before using any
+ * overlaps those misses. Entries come sorted by parent, so the last parent
+ * is kept. */
+#define LOAD_BATCH 32u
+struct entry_batch {
+    uint32_t count;
+    MDB_val keys[LOAD_BATCH];
+    uint64_t vals[LOAD_BATCH][3]; /* first node's ino, inode's ino, checksum */
+    uint64_t parent_ino;
+    uint32_t parent; /* the node of parent_ino, META_NIL before the first */
+};
 
-    if (k->mv_size <= 8 || k->mv_size > 8 + META_NAME_BYTES_MAX || v->mv_size != sizeof(val))
+/* Check an entry record's shape and checksum, and add it to the batch. */
+static int entry_stage(struct meta_shard *s, struct entry_batch *b, const MDB_val *k,
+                       const MDB_val *v, char *errmsg)
+{
+    uint64_t *val = b->vals[b->count];
+
+    if (k->mv_size <= 8 || k->mv_size > 8 + META_NAME_BYTES_MAX || v->mv_size != 24)
         return fail(errmsg, -AR_ECORRUPT, "entry record of %zu+%zu bytes", k->mv_size,
                     v->mv_size);
-    memcpy(val, v->mv_data, sizeof(val));
+    memcpy(val, v->mv_data, 24);
+    if (val[2] != record_sum(k->mv_data, k->mv_size, val, 16))
+        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch",
+                    (int)(k->mv_size - 8), (const char *)k->mv_data + 8,
+                    (unsigned long long)get_u64_be(k->mv_data));
+    meta__index_prefetch(&s->by_ino, meta__hash_u64(s->seed, val[1]));
+    b->keys[b->count++] = *k;
+    return 0;
+}
+
+/* One staged entry: the first name of its inode, or an alias. Children are
+ * appended unsorted; load_finish() orders them after, and names are indexed
+ * after the pass (meta__reindex_names()). */
+static int entry_load(struct meta_shard *s, struct entry_batch *b, uint32_t i, char *errmsg)
+{
+    const uint8_t *key = b->keys[i].mv_data;
+    const uint64_t *val = b->vals[i];
+    uint32_t len = (uint32_t)b->keys[i].mv_size - 8;
     uint64_t parent_ino = get_u64_be(key);
-    if (val[2] != record_sum(key, k->mv_size, val, 16))
-        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch", (int)len,
-                    key + 8, (unsigned long long)parent_ino);
-    uint32_t d = meta__find_ino(s, parent_ino);
+
+    if (b->parent == META_NIL || b->parent_ino != parent_ino) {
+        b->parent = meta__find_ino(s, parent_ino);
+        b->parent_ino = parent_ino;
+    }
+    uint32_t d = b->parent;
     uint32_t target = meta__find_ino(s, val[1]);
     if (d == META_NIL || !S_ISDIR(meta__mode(s, d)) || target == META_NIL ||
         memchr(key + 8, '/', len) != NULL || memchr(key + 8, 0, len) != NULL)
@@ -894,6 +922,9 @@ static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     int rc = 0;
     if (is_first && (meta__node_at(s, target)->name != META_NIL || target == s->root))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu named twice", (unsigned long long)val[1]);
+    if (is_first && meta__node_has(meta__node_at(s, target), NODE_NAMELESS))
+        return fail(errmsg, -AR_ECORRUPT, "inode %llu is named but marked nameless",
+                    (unsigned long long)val[1]);
     if (!is_first)
         rc = meta__node_alloc(s, &e);
     uint32_t dslot = (uint32_t)meta__node_at(s, d)->aux;
@@ -903,8 +934,6 @@ static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     uint32_t name_off = META_NIL;
     if (rc == 0)
         rc = meta__name_store(s, (const char *)key + 8, len, &name_off);
-    if (rc == 0)
-        rc = meta__reserve_indexes(s, 0, 1);
     if (rc != 0)
         return fail(errmsg, rc, "out of memory loading entries");
     struct meta__node *n = meta__node_at(s, e);
@@ -915,12 +944,22 @@ static int load_entry(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     }
     n->name = name_off;
     n->parent = d;
-    meta__index_name(s, e, true);
     dir = &s->dirs[dslot];
-    dir->children[dir->count++] = e; /* sorted by load_sort_dirs() */
+    dir->children[dir->count++] = e; /* sorted by load_finish() */
     dir->live++;
     s->entry_count++;
     return 0;
+}
+
+static int entry_flush(struct meta_shard *s, struct entry_batch *b, char *errmsg)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; i < b->count && rc == 0; i++) {
+        rc = entry_load(s, b, i, errmsg);
+    }
+    b->count = 0;
+    return rc;
 }
 
 static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
@@ -1096,28 +1135,40 @@ static int load_finish(struct meta_shard *s, char *errmsg)
     return load_check_links(s, errmsg);
 }
 
+/* Every record of the inodes (or entries) database into s. The key and
+ * value pointers stay valid until the read transaction ends. */
 static int load_db(struct meta_shard *s, MDB_txn *txn, MDB_dbi dbi, bool is_inodes, char *errmsg)
 {
+    struct entry_batch b = {.parent = META_NIL};
     MDB_cursor *cur = NULL;
     MDB_val k;
     MDB_val v;
+    int err = 0;
     int rc = mdb_cursor_open(txn, dbi, &cur);
 
     if (rc != 0)
         return fail(errmsg, ar_err_from_mdb(rc), "%s", mdb_strerror(rc));
     /* Bounded by the records in the database: each turn moves the cursor on. */
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        int err = is_inodes ? load_inode(s, &k, &v, errmsg) : load_entry(s, &k, &v, errmsg);
-        if (err != 0) {
-            mdb_cursor_close(cur);
-            return err;
+        if (is_inodes) {
+            err = load_inode(s, &k, &v, errmsg);
+            continue;
         }
+        err = entry_stage(s, &b, &k, &v, errmsg);
+        if (err == 0 && b.count == LOAD_BATCH)
+            err = entry_flush(s, &b, errmsg);
     }
     mdb_cursor_close(cur);
-    if (rc != MDB_NOTFOUND)
-        return fail(errmsg, ar_err_from_mdb(rc), "reading the checkpoint: %s", mdb_strerror(rc));
-    return 0;
+    if (err == 0 && rc != MDB_NOTFOUND)
+        err = fail(errmsg, ar_err_from_mdb(rc), "reading the checkpoint: %s", mdb_strerror(rc));
+    if (err == 0)
+        err = entry_flush(s, &b, errmsg);
+    if (err == 0)
+        err = is_inodes ? meta__reindex_inos(s) : meta__reindex_names(s);
+    if (err == -ENOMEM)
+        fail(errmsg, err, "out of memory indexing the checkpoint");
+    return err;
 }
 
 int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
@@ -1137,15 +1188,6 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
     if (rc == 0) {
         cfg.root_ino = root;
         rc = meta_shard_new(&cfg, &s);
-    }
-    /* size the indexes once: LMDB knows how many records there are */
-    MDB_stat ist;
-    MDB_stat est;
-    if (rc == 0 && mdb_stat(txn, c->inodes, &ist) == 0 && mdb_stat(txn, c->entries, &est) == 0 &&
-        ist.ms_entries < META_NODES_MAX && est.ms_entries < META_NODES_MAX) {
-        rc = meta__reserve_indexes(s, (uint32_t)ist.ms_entries, (uint32_t)est.ms_entries);
-        if (rc != 0)
-            fail(errmsg, rc, "out of memory for %zu inodes", ist.ms_entries);
     }
     if (rc == 0)
         rc = load_db(s, txn, c->inodes, true, errmsg);

@@ -145,6 +145,20 @@ int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names)
     return rc;
 }
 
+int meta__reindex_inos(struct meta_shard *s)
+{
+    struct meta__index_owner io = ino_owner(s);
+
+    return meta__index_rebuild(&s->by_ino, s->inode_count, &io);
+}
+
+int meta__reindex_names(struct meta_shard *s)
+{
+    struct meta__index_owner no = name_owner(s);
+
+    return meta__index_rebuild(&s->by_name, s->entry_count, &no);
+}
+
 void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in)
 {
     uint64_t h = ino_rehash(s, node);

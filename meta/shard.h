@@ -38,7 +38,7 @@ _Static_assert(META_NODES_MAX <= META_VALUE_LIMIT, "every node index fits an ind
  * bytes live once, in the node. Capacity grows by 1.5x (not 2x) to keep the
  * slack small at millions of entries; the load stays in [0.5, 0.85]. */
 struct meta__index {
-    uint32_t *slots;  /* META_NIL where empty */
+    uint32_t *slots;  /* see table.c for what a slot holds */
     uint64_t cap;
     uint64_t count;
     uint64_t tombstones;
@@ -71,6 +71,11 @@ int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,
 void meta__index_remove(struct meta__index *ix, uint64_t hash, uint32_t value);
 /* Make room for `more` inserts now, so a command can fail before it changes anything. */
 int meta__index_reserve(struct meta__index *ix, uint64_t more,
+                        const struct meta__index_owner *owner);
+/* Build the index anew from its owner's refill, which places exactly count
+ * values: for a loader that fills the nodes first and indexes them after.
+ * -ENOMEM leaves the index as it was. */
+int meta__index_rebuild(struct meta__index *ix, uint64_t count,
                         const struct meta__index_owner *owner);
 /* Start fetching the slot where a probe for hash begins. */
 void meta__index_prefetch(const struct meta__index *ix, uint64_t hash);
@@ -310,6 +315,10 @@ uint32_t meta__find_name(const struct meta_shard *s, uint32_t dir, const char *n
 int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names);
 void meta__index_ino(struct meta_shard *s, uint32_t node, bool is_in);
 void meta__index_name(struct meta_shard *s, uint32_t node, bool is_in);
+/* Index every inode (or every name) in the node pages anew: a load fills
+ * the pages first, then indexes all at once. */
+int meta__reindex_inos(struct meta_shard *s);
+int meta__reindex_names(struct meta_shard *s);
 /* The same, with the hash a meta__find_name_hashed() of the node's name gave. */
 uint32_t meta__find_name_hashed(const struct meta_shard *s, uint32_t dir, const char *name,
                                 uint32_t len, uint64_t *hash);

@@ -3,7 +3,7 @@
  * side tables. Both use open addressing with linear probing and map a hash
  * to a slot by multiply-shift ("fastrange"), which works for any capacity, so
  * tables grow by 1.5x instead of doubling.
- * Invariant: count + tombstones < cap * 0.85; an empty slot ends every probe.
+ * Invariant: count + tombstones < cap * 0.75; an empty slot ends every probe.
  * Thread: none; the shard is used by one thread at a time. */
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +183,10 @@ void meta__index_place_batch(struct meta__index *fresh, struct meta__index_batch
         meta__index_place_flush(fresh, b);
 }
 
-static int index_resize(struct meta__index *ix, uint64_t cap, const struct meta__index_owner *o)
+/* Move the index into a fresh table of cap slots; expect: how many values
+ * the refill will place. */
+static int index_resize(struct meta__index *ix, uint64_t cap, uint64_t expect,
+                        const struct meta__index_owner *o)
 {
     struct meta__index fresh = {.cap = cap};
 
@@ -200,7 +203,7 @@ static int index_resize(struct meta__index *ix, uint64_t cap, const struct meta_
                 meta__index_place(&fresh, o->rehash(o->ctx, slot_value(v)), slot_value(v));
         }
     }
-    AR_ASSERT(fresh.count == ix->count);
+    AR_ASSERT(fresh.count == expect);
     ar_free(ix->slots);
     *ix = fresh;
     return 0;
@@ -211,7 +214,13 @@ int meta__index_reserve(struct meta__index *ix, uint64_t more, const struct meta
     AR_ASSERT(more > 0);
     if (ix->cap > 0 && !is_full(ix->count + ix->tombstones + more - 1, ix->cap))
         return 0;
-    return index_resize(ix, grown(ix->count + more), o);
+    return index_resize(ix, grown(ix->count + more), ix->count, o);
+}
+
+int meta__index_rebuild(struct meta__index *ix, uint64_t count, const struct meta__index_owner *o)
+{
+    AR_ASSERT(o->refill != NULL);
+    return index_resize(ix, grown(count), count, o);
 }
 
 int meta__index_insert(struct meta__index *ix, uint64_t hash, uint32_t value,

@@ -168,6 +168,35 @@ static uint64_t dir_bytes(const char *dir)
     return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
+/* Load the checkpoint in dir after dropping it from the page cache (as after
+ * a reboot); prints the time. *out is the loaded shard. */
+static int load_cold(const char *dir, struct meta_shard **out, uint64_t *index, char *errmsg)
+{
+    struct meta_checkpoint *c = NULL;
+    char path[4200];
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        fdatasync(fd);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+    double t0 = cmd_now();
+    int rc = meta_checkpoint_open(dir, &c, errmsg);
+    if (rc == 0)
+        rc = meta_checkpoint_load(c, out, index, errmsg);
+    meta_checkpoint_close(c);
+    if (rc == 0) {
+        struct meta_shard_stats st;
+        meta_shard_stats(*out, &st);
+        printf("load       %12llu inodes, %llu names in %.2f s cold\n",
+               (unsigned long long)st.inode_count, (unsigned long long)st.entry_count,
+               cmd_now() - t0);
+    }
+    return rc;
+}
+
 /* Write the whole state into a fresh checkpoint, then load it cold. */
 static int phase_checkpoint(struct fsm_bench *b)
 {
@@ -196,26 +225,12 @@ static int phase_checkpoint(struct fsm_bench *b)
     meta_ckpt_batch_free(batch);
     meta_checkpoint_close(c);
     c = NULL;
-    if (rc == 0) {
-        /* cold: drop the file from the page cache first (as after a reboot) */
-        char path[4200];
-        snprintf(path, sizeof(path), "%s/data.mdb", b->checkpoint_dir);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            fdatasync(fd);
-            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            close(fd);
-        }
-        t0 = cmd_now();
-        rc = meta_checkpoint_open(b->checkpoint_dir, &c, errmsg);
-        if (rc == 0)
-            rc = meta_checkpoint_load(c, &loaded, &index, errmsg);
-        if (rc == 0)
-            printf("load       %12llu inodes in %.2f s cold, state %s\n",
-                   (unsigned long long)b->files, cmd_now() - t0,
-                   meta_shard_hash(loaded) == meta_shard_hash(b->shard) ? "identical"
-                                                                        : "DIFFERENT");
-    }
+    if (rc == 0)
+        rc = load_cold(b->checkpoint_dir, &loaded, &index, errmsg);
+    if (rc == 0)
+        printf("load       state %s\n", meta_shard_hash(loaded) == meta_shard_hash(b->shard)
+                                            ? "identical to the one written"
+                                            : "DIFFERENT from the one written");
     if (rc != 0)
         fprintf(stderr, "arbor bench fsm: checkpoint: %s\n", errmsg);
     meta_shard_free(loaded);
@@ -258,11 +273,13 @@ int bench_fsm(int argc, char **argv)
         {"files", required_argument, NULL, 'n'},
         {"per-dir", required_argument, NULL, 'd'},
         {"checkpoint", required_argument, NULL, 'c'},
+        {"load", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct fsm_bench b = {.files = FSM_FILES_DEFAULT, .per_dir = FSM_PER_DIR};
     struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
+    const char *load_dir = NULL;
     uint64_t v;
     int c;
 
@@ -286,18 +303,38 @@ int bench_fsm(int argc, char **argv)
         case 'c':
             b.checkpoint_dir = optarg;
             break;
+        case 'l':
+            load_dir = optarg;
+            break;
         case 'h':
-            printf("usage: arbor bench fsm [--files N] [--per-dir N] [--checkpoint DIR]\n\n"
+            printf("usage: arbor bench fsm [--files N] [--per-dir N] [--checkpoint DIR]\n"
+                   "       arbor bench fsm --load DIR\n\n"
                    "Create N files (default 10M; sizes such as 1M work) with 20-byte names,\n"
                    "--per-dir to a directory (default 1000), in one shard state machine, and\n"
                    "write each one slice; then look up, stat, read the data map of, list\n"
                    "and unlink them. Prints ops/s per phase and\n"
                    "the memory each file costs. With --checkpoint, also write the whole state\n"
-                   "to an LMDB checkpoint in DIR (new or empty) and load it back cold.\n");
+                   "to an LMDB checkpoint in DIR (new or empty) and load it back cold.\n"
+                   "With --load, only load the checkpoint in DIR cold and print the time.\n");
             return 0;
         default:
             return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "arbor bench fsm: unexpected argument '%s' (try --help)\n", argv[optind]);
+        return 2;
+    }
+    if (load_dir != NULL) {
+        char errmsg[AR_ERRMSG_MAX] = "";
+        uint64_t index = 0;
+        struct meta_shard *loaded = NULL;
+        if (load_cold(load_dir, &loaded, &index, errmsg) != 0) {
+            fprintf(stderr, "arbor bench fsm: %s\n", errmsg);
+            return 1;
+        }
+        meta_shard_free(loaded);
+        return 0;
     }
     b.dirs = (b.files + b.per_dir - 1) / b.per_dir;
     printf("arbor bench fsm: %llu files, %u per directory, %llu directories\n",
