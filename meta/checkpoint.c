@@ -49,9 +49,6 @@
 #define CKPT_INODE_FIXED   72u
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
-/* A file's data map in one record: any file up to META_FILE_BYTES_MAX with a
- * few slices per chunk fits; LMDB takes values up to 4 GiB. */
-#define CKPT_DATA_BYTES_MAX (1u << 30)
 
 enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS, OP_PUT_HOLDS };
 
@@ -232,7 +229,7 @@ static int batch_inode(struct meta_ckpt_batch *b, const struct meta_shard *s, ui
     uint8_t flags = (meta__node_has(n, NODE_NAMELESS) ? 1 : 0) |
                     (meta__node_has(n, NODE_DATA_INLINE) ? 2 : 0);
 
-    if (dlen > CKPT_DATA_BYTES_MAX)
+    if (dlen > META_MAP_BYTES_MAX)
         return -EFBIG; /* a map past any the loader takes; never written */
     uint8_t *val = xlen + dlen > 0 ? ar_malloc(CKPT_INODE_FIXED + tlen + xlen + dlen + 8) : fixed;
     uint32_t u32[5];
@@ -713,7 +710,7 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     memcpy(&out->dlen, p + 68, 4);
     uint64_t body = (uint64_t)CKPT_INODE_FIXED + out->tlen + out->xlen + out->dlen;
     if (p[0] != 1 || (p[1] & ~3u) != 0 || out->tlen > META_SYMLINK_BYTES_MAX ||
-        out->xlen > META_XATTR_BYTES_MAX || out->dlen > CKPT_DATA_BYTES_MAX ||
+        out->xlen > META_XATTR_BYTES_MAX || out->dlen > META_MAP_BYTES_MAX ||
         v->mv_size != body + 8u)
         return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record",
                     (unsigned long long)out->ino);
@@ -806,6 +803,8 @@ static int load_node(struct meta_shard *s, const struct inode_rec *rec, uint32_t
     int rc = 0;
 
     if (n != META_NIL) {
+        if (!S_ISDIR(rec->mode))
+            return -AR_ECORRUPT;
         meta__attr_put(s, meta__node_at(s, n)->attr);
         meta__node_at(s, n)->attr = META_NIL;
         *out = n;
@@ -845,6 +844,8 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
         rc = meta__attr_get(s, rec.mode, rec.uid, rec.gid, &node->attr);
     if (rc == 0)
         rc = meta__reserve_side(s, 1);
+    if (rc == -AR_ECORRUPT)
+        return fail(errmsg, rc, "root inode %llu is not a directory", (unsigned long long)rec.ino);
     if (rc != 0)
         return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)rec.ino);
     node->size = rec.size;
@@ -922,6 +923,9 @@ static int entry_load(struct meta_shard *s, struct entry_batch *b, uint32_t i, c
     int rc = 0;
     if (is_first && (meta__node_at(s, target)->name != META_NIL || target == s->root))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu named twice", (unsigned long long)val[1]);
+    if (!is_first && (S_ISDIR(meta__mode(s, target)) || val[0] == 0))
+        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: a second name of a directory "
+                    "or a link key of 0", (int)len, key + 8, (unsigned long long)parent_ino);
     if (is_first && meta__node_has(meta__node_at(s, target), NODE_NAMELESS))
         return fail(errmsg, -AR_ECORRUPT, "inode %llu is named but marked nameless",
                     (unsigned long long)val[1]);
@@ -1103,11 +1107,12 @@ static int load_check_links(struct meta_shard *s, char *errmsg)
         if (!meta__node_has(n, NODE_LIVE) || meta__node_has(n, NODE_ALIAS))
             continue;
         bool is_dir = S_ISDIR(meta__mode(s, i));
-        bool is_orphan = meta__node_nlink(n) == 0;
+        /* a directory without a name is an orphan: no links, no entries */
+        bool is_orphan = i != s->root && n->name == META_NIL;
         uint32_t want = is_dir ? (is_orphan ? 0 : 2 + links[i] - (i == s->root ? 0 : 1))
                                : links[i];
-        if (is_dir && is_orphan && links[i] != 0)
-            want = UINT32_MAX; /* an orphan directory cannot hold entries */
+        if (is_dir && is_orphan && (links[i] != 0 || s->dirs[n->aux].count != 0))
+            want = UINT32_MAX;
         if (meta__node_nlink(n) != want)
             rc = fail(errmsg, -AR_ECORRUPT, "inode %llu: nlink %u, but %u links found",
                       (unsigned long long)n->ino, meta__node_nlink(n), want);
@@ -1116,13 +1121,59 @@ static int load_check_links(struct meta_shard *s, char *errmsg)
     return rc;
 }
 
-/* Order children by entry key, and check that every inode is named as it
- * says: an inode without its first name must be marked nameless. */
+/* Every named directory hangs from the root: a walk from it reaches them
+ * all (a cycle of directories named inside each other would not be). */
+static int load_check_tree(struct meta_shard *s, char *errmsg)
+{
+    uint32_t named_dirs = 1; /* the root */
+    uint32_t reached = 0;
+
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        named_dirs += meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS) &&
+                      n->name != META_NIL && i != s->root && S_ISDIR(meta__mode(s, i));
+    }
+    uint32_t *queue = ar_malloc(sizeof(uint32_t) * named_dirs);
+    if (queue == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory checking the tree");
+    queue[reached++] = s->root;
+    /* bounded: each directory is queued once, by its one name */
+    for (uint32_t head = 0; head < reached; head++) {
+        const struct meta__dir *d = &s->dirs[meta__node_at(s, queue[head])->aux];
+        for (uint32_t k = 0; k < d->count; k++) {
+            uint32_t c = d->children[k];
+            if (meta__node_has(meta__node_at(s, c), NODE_ALIAS) || !S_ISDIR(meta__mode(s, c)))
+                continue;
+            if (reached == named_dirs) {
+                ar_free(queue);
+                return fail(errmsg, -AR_ECORRUPT, "a directory is named twice");
+            }
+            queue[reached++] = c;
+        }
+    }
+    ar_free(queue);
+    if (reached != named_dirs)
+        return fail(errmsg, -AR_ECORRUPT, "%u directories cannot be reached from the root",
+                    named_dirs - reached);
+    return 0;
+}
+
+/* Order children by entry key (no key twice), check that every inode is
+ * named as it says (an inode without its first name must be marked
+ * nameless), that the tree hangs together, and the link counts. */
 static int load_finish(struct meta_shard *s, char *errmsg)
 {
     for (uint32_t d = 0; d < s->dir_count; d++) {
-        if (s->dirs[d].children != NULL)
-            qsort_r(s->dirs[d].children, s->dirs[d].count, sizeof(uint32_t), child_cmp, s);
+        struct meta__dir *dir = &s->dirs[d];
+        if (dir->children == NULL)
+            continue;
+        qsort_r(dir->children, dir->count, sizeof(uint32_t), child_cmp, s);
+        for (uint32_t k = 1; k < dir->count; k++) {
+            uint64_t key = meta__node_at(s, dir->children[k])->ino;
+            if (meta__node_at(s, dir->children[k - 1])->ino == key)
+                return fail(errmsg, -AR_ECORRUPT, "two entries of one directory have key %llu",
+                            (unsigned long long)key);
+        }
     }
     for (uint32_t i = 0; i < s->node_count; i++) {
         const struct meta__node *n = meta__node_at(s, i);
@@ -1132,7 +1183,8 @@ static int load_finish(struct meta_shard *s, char *errmsg)
             return fail(errmsg, -AR_ECORRUPT, "inode %llu has no name and no mark",
                         (unsigned long long)n->ino);
     }
-    return load_check_links(s, errmsg);
+    int rc = load_check_tree(s, errmsg);
+    return rc == 0 ? load_check_links(s, errmsg) : rc;
 }
 
 /* Every record of the inodes (or entries) database into s. The key and

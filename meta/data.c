@@ -99,7 +99,9 @@ static void data_normalize(struct meta_shard *s, uint32_t inode)
     if (f == NULL)
         return;
     uint32_t kept = 0;
+    f->slice_total = 0;
     for (uint32_t i = 0; i < f->count; i++) {
+        f->slice_total += f->chunks[i].count;
         if (f->chunks[i].count > 0)
             f->chunks[kept++] = f->chunks[i];
         else
@@ -302,6 +304,8 @@ static int push_reserve(struct meta_shard *s, uint32_t inode, uint32_t index,
         uint32_t at = chunk_pos(f, index, &found);
         if (found && chunk_kept(&f->chunks[at], sl) + 1 > META_CHUNK_SLICES_MAX)
             return -EAGAIN;
+        if (f->slice_total >= META_FILE_SLICES_MAX)
+            return -EAGAIN;
     }
     int rc = data_to_map(s, inode);
     if (rc == 0)
@@ -449,10 +453,16 @@ static int op_fallocate(struct meta_shard *s, const struct meta_cmd *cmd, struct
     if (!(cmd->flags & FALLOC_FL_KEEP_SIZE) && end > size)
         size = end;
     rc = meta__reserve_side(s, 1);
+    /* inline data means one slice exactly the file's size: a growing
+     * file needs a map */
+    if (rc == 0 && size != node->size)
+        rc = meta__data_truncate_reserve(s, n, size);
     /* only chunks that hold slices need a hole: the rest read as zeros */
     if (rc == 0 && is_zeroing && cmd->offset < hole_end && meta__node_has(node, NODE_DATA_INLINE))
         rc = data_to_map(s, n);
     struct meta__fmap *f = meta__fmap_of(s, n);
+    if (rc == 0 && is_zeroing && f != NULL && f->slice_total + f->count > META_FILE_SLICES_MAX)
+        rc = -EAGAIN; /* a hole per chunk would pass the file's bound */
     for (uint32_t i = 0; rc == 0 && is_zeroing && f != NULL && i < f->count; i++) {
         struct meta_slice hole;
         struct meta__chunk *c;
@@ -641,6 +651,9 @@ uint64_t meta__data_hash(const struct meta_shard *s, uint32_t inode, uint64_t h)
  * [u64 id][u32 size][u32 off][u32 len][u32 pos], little-endian. */
 #define MAP_CHUNK_BYTES 8u
 #define MAP_SLICE_BYTES 24u
+_Static_assert((META_FILE_BYTES_MAX / META_CHUNK_BYTES) * MAP_CHUNK_BYTES +
+                       (uint64_t)META_FILE_SLICES_MAX * MAP_SLICE_BYTES <= META_MAP_BYTES_MAX,
+               "any file's map fits one checkpoint record, so a collect never fails on it");
 
 uint64_t meta__data_encoded_bytes(const struct meta_shard *s, uint32_t inode)
 {
@@ -727,9 +740,13 @@ int meta__data_decode(struct meta_shard *s, uint32_t inode, const uint8_t *p, ui
                 c->slices[c->count++] = sl;
         }
     }
+    if (rc == 0) {
+        data_normalize(s, inode);
+        const struct meta__fmap *f = meta__fmap_of(s, inode);
+        if (f != NULL && f->slice_total > META_FILE_SLICES_MAX)
+            rc = -AR_ECORRUPT;
+    }
     if (rc != 0)
         meta__data_free(s, inode);
-    else
-        data_normalize(s, inode);
     return rc;
 }

@@ -15,6 +15,10 @@
                                                   * before. Indexes tag the bits above. */
 #define META_FILE_BYTES_MAX     (1ull << 50) /* 1 PiB: sizes fit in 51 bits, offsets never wrap */
 #define META_MSG_BYTES_MAX      (4u << 20)   /* any encoded command or reply */
+#define META_FILE_SLICES_MAX    (32u << 20)  /* slices of one file: twice the chunks of the
+                                                  * largest file, so compacting always makes
+                                                  * room; EAGAIN past it */
+#define META_MAP_BYTES_MAX      (1u << 30)   /* a file's data map as one checkpoint record */
 #define META_CLIENTS_MAX        4096u        /* clients whose replies the shard keeps */
 #define META_HOLDS_MAX          (1u << 20)   /* (session, inode) open holds of a shard: ENFILE */
 #define META_HOLD_COUNT_MAX     (1u << 20)   /* opens of one inode by one session: EMFILE */

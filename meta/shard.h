@@ -185,6 +185,7 @@ struct meta__fmap {
     struct meta__chunk *chunks;
     uint32_t count;
     uint32_t cap;
+    uint32_t slice_total; /* slices of all chunks, as of the last data_normalize() */
 };
 
 struct meta__reply {

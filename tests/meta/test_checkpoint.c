@@ -734,6 +734,168 @@ static void test_load_fuzz_never_trusts_a_resealed_record(void **state)
     assert_true(loaded > 0);   /* and harmless edits (a time, a size) load */
 }
 
+/* ---- impossible trees, checksums intact ------------------------------------------------ */
+
+struct tree_edit {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi inodes;
+    MDB_dbi entries;
+};
+
+static void edit_open(struct tree_edit *e, const char *dir)
+{
+    assert_int_equal(mdb_env_create(&e->env), 0);
+    mdb_env_set_maxdbs(e->env, 3);
+    assert_int_equal(mdb_env_open(e->env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(e->env, NULL, 0, &e->txn), 0);
+    assert_int_equal(mdb_dbi_open(e->txn, "inodes", 0, &e->inodes), 0);
+    assert_int_equal(mdb_dbi_open(e->txn, "entries", 0, &e->entries), 0);
+}
+
+static void edit_close(struct tree_edit *e)
+{
+    assert_int_equal(mdb_txn_commit(e->txn), 0);
+    mdb_env_close(e->env);
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+    }
+}
+
+/* An entry (parent, name) -> (key, target), sealed. */
+static void edit_entry(struct tree_edit *e, uint64_t parent, const char *name, uint64_t key,
+                       uint64_t target, bool is_delete)
+{
+    uint8_t k[64];
+    uint8_t v[24];
+    size_t len = strlen(name);
+
+    put_be64(k, parent);
+    memcpy(k + 8, name, len);
+    MDB_val mk = {.mv_size = 8 + len, .mv_data = k};
+    if (is_delete) {
+        assert_int_equal(mdb_del(e->txn, e->entries, &mk, NULL), 0);
+        return;
+    }
+    memcpy(v, &key, 8);
+    memcpy(v + 8, &target, 8);
+    reseal(&mk, v, sizeof(v));
+    MDB_val mv = {.mv_size = sizeof(v), .mv_data = v};
+    assert_int_equal(mdb_put(e->txn, e->entries, &mk, &mv, 0), 0);
+}
+
+/* Set an inode's nlink, or in flag bits, or change its mode; reseal. */
+static void edit_inode(struct tree_edit *e, uint64_t ino, uint32_t nlink, uint8_t flags,
+                       uint32_t mode)
+{
+    uint8_t k[8];
+    uint8_t buf[4096];
+    MDB_val mv;
+
+    put_be64(k, ino);
+    MDB_val mk = {.mv_size = 8, .mv_data = k};
+    assert_int_equal(mdb_get(e->txn, e->inodes, &mk, &mv), 0);
+    assert_true(mv.mv_size <= sizeof(buf));
+    memcpy(buf, mv.mv_data, mv.mv_size);
+    memcpy(buf + 16, &nlink, 4); /* layout: checkpoint.c's inode record */
+    buf[1] |= flags;
+    if (mode != 0)
+        memcpy(buf + 4, &mode, 4);
+    reseal(&mk, buf, mv.mv_size);
+    MDB_val nv = {.mv_size = mv.mv_size, .mv_data = buf};
+    assert_int_equal(mdb_put(e->txn, e->inodes, &mk, &nv, 0), 0);
+}
+
+enum tree_case { TREE_DIR_ALIAS, TREE_KEY_ZERO, TREE_KEY_TWICE, TREE_NAMELESS_DIR, TREE_CYCLE,
+                 TREE_ROOT_FILE, TREE_CASES };
+
+/* / holds a (2), b (3) and g (4); a case then edits the records so that
+ * every count and checksum still agrees but the tree cannot be. */
+static void test_load_refuses_impossible_trees(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const names[] = {"alias to a directory", "link key 0", "one key twice",
+                                        "nameless directory with a link", "cycle",
+                                        "root is a file"};
+    /* what the refusal must name: the check meant for the case, not another */
+    static const char *const reasons[] = {"second name of a directory", "link key of 0",
+                                          "have key 2", "nlink 1, but 0", "cannot be reached",
+                                          "not a directory"};
+
+    for (int tc = 0; tc < TREE_CASES; tc++) {
+        struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755, .created_ns = 1};
+        struct meta_shard *s = NULL;
+        struct meta_checkpoint *c = NULL;
+        struct meta_reply r;
+        struct tree_edit e;
+        char dir[400];
+        char errmsg[AR_ERRMSG_MAX] = "";
+        uint64_t index;
+        static const struct meta_cmd mk[] = {
+            {.op = META_OP_MKDIR, .ino = 1, .name = "a", .name_len = 1, .mode = 0755, .new_ino = 2},
+            {.op = META_OP_MKDIR, .ino = 1, .name = "b", .name_len = 1, .mode = 0755, .new_ino = 3},
+            {.op = META_OP_MKNOD, .ino = 1, .name = "g", .name_len = 1, .mode = S_IFREG | 0644,
+             .new_ino = 4},
+            {.op = META_OP_LINK, .ino = 4, .new_dir = 1, .new_name = "h", .new_name_len = 1,
+             .new_ino = 5},
+            {.op = META_OP_MKNOD, .ino = 1, .name = "t", .name_len = 1, .mode = S_IFREG | 0644,
+             .new_ino = 20}, /* numbers up to 20 are used */
+            {.op = META_OP_UNLINK, .ino = 1, .name = "t", .name_len = 1},
+        };
+        snprintf(dir, sizeof(dir), "%s-tree%d", f->ckpt, tc);
+        assert_int_equal(meta_shard_new(&cfg, &s), 0);
+        for (unsigned i = 0; i < sizeof(mk) / sizeof(mk[0]); i++) {
+            assert_int_equal(meta_shard_apply(s, &mk[i], &r), 0);
+        }
+        assert_int_equal(meta_checkpoint_open(dir, &c, errmsg), 0);
+        assert_int_equal(meta_shard_track(s), 0);
+        commit(c, s, 1);
+        meta_checkpoint_close(c);
+        meta_shard_free(s);
+        edit_open(&e, dir);
+        switch ((enum tree_case)tc) {
+        case TREE_DIR_ALIAS: /* /x, a second name of a; counts raised to match */
+            edit_entry(&e, 1, "x", 9, 2, false);
+            edit_inode(&e, 2, 3, 0, 0);
+            edit_inode(&e, 1, 5, 0, 0);
+            break;
+        case TREE_KEY_ZERO: /* h's link key 0 */
+            edit_entry(&e, 1, "h", 0, 4, false);
+            break;
+        case TREE_KEY_TWICE: /* h's link key equal to a's number */
+            edit_entry(&e, 1, "h", 2, 4, false);
+            break;
+        case TREE_NAMELESS_DIR: /* a loses its name, keeps a link */
+            edit_entry(&e, 1, "a", 0, 0, true);
+            edit_inode(&e, 2, 1, 1, 0);
+            edit_inode(&e, 1, 3, 0, 0);
+            break;
+        case TREE_CYCLE: /* a moves into b and b into a: counts unchanged */
+            edit_entry(&e, 1, "a", 0, 0, true);
+            edit_entry(&e, 1, "b", 0, 0, true);
+            edit_entry(&e, 3, "a", 2, 2, false);
+            edit_entry(&e, 2, "b", 3, 3, false);
+            edit_inode(&e, 1, 2, 0, 0);
+            break;
+        case TREE_ROOT_FILE:
+            edit_inode(&e, 1, 4, 0, S_IFREG | 0644);
+            break;
+        case TREE_CASES:
+            AR_UNREACHABLE();
+        }
+        edit_close(&e);
+        assert_int_equal(meta_checkpoint_open(dir, &c, errmsg), 0);
+        int rc = meta_checkpoint_load(c, &s, &index, errmsg);
+        if (rc != -AR_ECORRUPT || strstr(errmsg, reasons[tc]) == NULL)
+            fail_msg("%s: load gave %d (%s)", names[tc], rc, errmsg);
+        meta_checkpoint_close(c);
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -749,6 +911,7 @@ int main(void)
         T(test_retry_table_survives_a_restart),
         T(test_orphans_and_holds_survive_a_restart),
         T(test_load_fuzz_never_trusts_a_resealed_record),
+        T(test_load_refuses_impossible_trees),
     };
 #undef T
     return cmocka_run_group_tests_name("test_checkpoint", tests, NULL, NULL);

@@ -270,6 +270,25 @@ static void test_fallocate_modes(void **state)
     assert_int_equal(r.attr.size, 4000);
 }
 
+/* An inline file (one whole slice) that fallocate grows: the new bytes are
+ * zeros, not the slice stretched, in this chunk and the next. */
+static void test_fallocate_growing_an_inline_file_adds_zeros(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t file = make_file(f, "f", S_IFREG | 0644, 0);
+    uint64_t id = f->next_slice;
+
+    assert_int_equal(put(f, file, 0, 100, 0, 100, NULL), 0);
+    assert_int_equal(falloc(f, file, 0, 0, 200), 0);
+    assert_int_equal(read_map(f, file, 0), 2);
+    expect_piece(&f->pieces[0], id, 0, 100, 0);
+    expect_piece(&f->pieces[1], 0, 100, 100, 0);
+    assert_int_equal(falloc(f, file, FALLOC_FL_ZERO_RANGE, 0, (uint64_t)META_CHUNK_BYTES + 10),
+                     0);
+    assert_int_equal(read_map(f, file, META_CHUNK_BYTES), 1);
+    expect_piece(&f->pieces[0], 0, 0, 10, 0);
+}
+
 static void test_chunk_slice_limit_is_eagain_until_compacted(void **state)
 {
     struct fixture *f = *state;
@@ -482,7 +501,7 @@ static void compare_file(struct model *m, unsigned i)
 
 /* Write [at, at + len) of fresh bytes: a new slice per chunk it touches. */
 static void model_write(struct model *m, unsigned i, uint64_t at, uint32_t len, uint32_t uid,
-                        struct meta_cred *cred)
+                        struct meta_cred *cred, bool is_whole)
 {
     uint8_t buf[WINDOW];
     int fs_rc;
@@ -500,8 +519,8 @@ static void model_write(struct model *m, unsigned i, uint64_t at, uint32_t len, 
         uint32_t part = len - done < room ? len - done : room;
         /* the slice object holds the bytes with a little before and after,
          * as after a compaction or a partly shown upload */
-        uint32_t pre = (uint32_t)rnd(m, 3) * 7;
-        uint32_t post = (uint32_t)rnd(m, 3) * 5;
+        uint32_t pre = is_whole ? 0 : (uint32_t)rnd(m, 3) * 7;
+        uint32_t post = is_whole ? 0 : (uint32_t)rnd(m, 3) * 5;
         uint64_t id = m->fx.next_slice++;
         assert_true(id < SLICES_MAX);
         m->slices[id] = calloc(1, pre + part + post);
@@ -526,12 +545,24 @@ static void model_step(struct model *m)
     int fs_rc;
     int sm_rc;
 
-    switch (rnd(m, 6)) {
+    switch (rnd(m, 7)) {
     case 0:
     case 1:
     case 2:
-        model_write(m, i, near_edge(m), 1 + (uint32_t)rnd(m, WINDOW), uid, &cred);
+        model_write(m, i, near_edge(m), 1 + (uint32_t)rnd(m, WINDOW), uid, &cred, false);
         break;
+    case 6: { /* a whole small file written anew: the inline form */
+        struct meta_cmd cmd = {.op = META_OP_SETATTR, .cred = cred, .ino = m->inos[i],
+                               .set_mask = META_SET_SIZE, .now_ns = ++m->fx.now};
+        become(uid);
+        fs_rc = ftruncate(m->fds[i], 0) == 0 ? 0 : -errno;
+        become(0);
+        if (fs_rc != meta_shard_apply(m->fx.shard, &cmd, &r))
+            model_fail(m, "truncate to 0 errno");
+        if (fs_rc == 0)
+            model_write(m, i, 0, 1 + (uint32_t)rnd(m, WINDOW), uid, &cred, true);
+        break;
+    }
     case 3: { /* ftruncate */
         uint64_t size = rnd(m, 4) == 0 ? 0 : near_edge(m);
         become(uid);
@@ -639,6 +670,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fallocate_errors_follow_linux, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallocate_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fallocate_growing_an_inline_file_adds_zeros, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_chunk_slice_limit_is_eagain_until_compacted, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_by_user_drops_setuid_root_keeps_it, setup,
