@@ -1,0 +1,300 @@
+/* raft/raft.h - the Raft library: one consensus group as a value.
+ *
+ * The core is a pure state machine in the shape of etcd/raft (design §3): it
+ * does no I/O, reads no clock, starts no thread and keeps no globals. A host
+ * drives it:
+ *
+ *   raft_step()     a message from a peer arrived
+ *   raft_tick()     a tick of logical time passed (the host picks its length)
+ *   raft_propose()  a command to replicate (leader only)
+ *   raft_ready()    what to do now: persist, then send, then apply
+ *   raft_advance()  that ready has been done
+ *
+ * Between raft_ready() and raft_advance() the host may keep calling step,
+ * tick and propose (the persist runs on another thread); everything the
+ * ready points to stays valid until its raft_advance(). At most one ready is
+ * outstanding.
+ *
+ * The contract of a ready, in order:
+ *   1. persist: the hard state (if has_hard_state) and the entries (an
+ *      append that first drops every stored entry at or after entries[0]
+ *      index), then the received snapshot chunk; all synced to disk;
+ *   2. send the messages (none of them may leave before step 1 is durable:
+ *      votes and acknowledgements depend on it);
+ *   3. apply the committed entries in order, and serve the reads whose index
+ *      has been applied.
+ *
+ * Every entry carries the leader's hybrid-logical timestamp (hlc_ns): the
+ * wall clock the host passes to raft_tick(), made strictly increasing along
+ * the log, so a point in time names a log position (point-in-time restore).
+ *
+ * Sources: Ongaro's thesis (2014) §3-§6 and §9.6 (pre-vote), etcd/raft.
+ * Thread: a node is used by one thread at a time.
+ */
+#ifndef ARBOR_RAFT_H
+#define ARBOR_RAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RAFT_API __attribute__((visibility("default")))
+
+typedef uint64_t raft_id;    /* a replica, never 0 */
+typedef uint64_t raft_term;
+typedef uint64_t raft_index; /* log positions start at 1; 0 is "none" */
+
+/* Errors beyond errno's (returned negated, as errno values are). */
+enum {
+    RAFT_EBASE = 11000,
+    RAFT_ENOTLEADER,  /* only the leader can do this; raft_leader() may name it */
+    RAFT_EBUSY,       /* a membership change or a transfer is already under way */
+    RAFT_ECORRUPT,    /* bytes that cannot be what a peer or the disk should send */
+};
+
+#define RAFT_VOTERS_MAX   7u  /* quorums beyond 7 only add latency */
+#define RAFT_LEARNERS_MAX 4u
+#define RAFT_MEMBERS_MAX  (RAFT_VOTERS_MAX + RAFT_LEARNERS_MAX)
+
+/* Who is in the group. Voters elect and count toward commit; learners only
+ * receive the log. No id appears twice. */
+struct raft_config {
+    uint32_t voter_count;
+    uint32_t learner_count;
+    raft_id voters[RAFT_VOTERS_MAX];
+    raft_id learners[RAFT_LEARNERS_MAX];
+};
+
+enum raft_entry_type {
+    RAFT_ENTRY_NORMAL = 1, /* the host's command; size 0 is the leader's own (skip it) */
+    RAFT_ENTRY_CONFIG = 2, /* data is raft_config_encode() of the new config */
+};
+
+struct raft_entry {
+    raft_term term;
+    raft_index index;
+    uint64_t hlc_ns;   /* the leader's hybrid-logical time, increasing along the log */
+    uint8_t type;      /* enum raft_entry_type */
+    uint32_t size;     /* bytes of data */
+    uint8_t *data;     /* owned by the node (NULL when size is 0) */
+};
+
+enum raft_msg_type {
+    RAFT_MSG_PREVOTE = 1,   /* would you vote for me at term? (nobody's term changes) */
+    RAFT_MSG_PREVOTE_RESP,
+    RAFT_MSG_VOTE,
+    RAFT_MSG_VOTE_RESP,
+    RAFT_MSG_APPEND,        /* entries after (index, log_term), and the leader's commit */
+    RAFT_MSG_APPEND_RESP,   /* index: the last index now matching; or a reject with a hint */
+    RAFT_MSG_HEARTBEAT,     /* commit, and read_seq for ReadIndex rounds */
+    RAFT_MSG_HEARTBEAT_RESP,
+    RAFT_MSG_SNAPSHOT,      /* a chunk of the snapshot at (index, log_term) */
+    RAFT_MSG_SNAPSHOT_RESP, /* offset: bytes held so far; is_done; is_reject */
+    RAFT_MSG_TIMEOUT_NOW,   /* leadership transfer: campaign now */
+};
+#define RAFT_MSG_TYPE_LAST RAFT_MSG_TIMEOUT_NOW
+
+struct raft_msg {
+    uint8_t type;          /* enum raft_msg_type */
+    raft_id from;
+    raft_id to;
+    raft_term term;
+    raft_index index;      /* APPEND: previous index; (PRE)VOTE: last index; SNAPSHOT: its
+                            * index; APPEND_RESP: match index, or on reject the probed one */
+    raft_term log_term;    /* the term at index */
+    raft_index commit;     /* APPEND, HEARTBEAT: the leader's commit index */
+    uint64_t read_seq;     /* HEARTBEAT(_RESP): the ReadIndex round */
+    raft_index hint_index; /* APPEND_RESP reject: the follower's last index, or the first
+                            * index of the conflicting term hint_term */
+    raft_term hint_term;
+    bool is_reject;
+    bool is_transfer;      /* VOTE after TIMEOUT_NOW: voters set aside their leader lease */
+    bool is_done;          /* SNAPSHOT: the last chunk; SNAPSHOT_RESP: installed */
+    uint32_t entry_count;  /* APPEND */
+    struct raft_entry *entries; /* APPEND; borrowed: raft_step() copies what it keeps */
+    uint64_t offset;       /* SNAPSHOT: where chunk starts; SNAPSHOT_RESP: bytes held */
+    uint32_t chunk_size;
+    const uint8_t *chunk;  /* SNAPSHOT; borrowed like entries */
+    struct raft_config config; /* SNAPSHOT: the members as of its index */
+    uint64_t hlc_ns;       /* SNAPSHOT: the time of the entry at its index */
+};
+
+/* What is stored durably besides the log. */
+struct raft_hard_state {
+    raft_term term;
+    raft_id vote;      /* 0: none this term */
+    raft_index commit; /* may be stored lazily; a lower value is safe */
+};
+
+enum raft_role { RAFT_FOLLOWER = 1, RAFT_PRE_CANDIDATE, RAFT_CANDIDATE, RAFT_LEADER };
+
+/* A read that may be served once index is applied (ReadIndex or lease). */
+struct raft_read {
+    uint64_t id;      /* the host's id from raft_read_index() */
+    raft_index index; /* 0: refused (leadership lost); the host retries elsewhere */
+};
+
+/* A snapshot chunk the leader wants from the host for a follower: the host
+ * answers with raft_snapshot_send(). */
+struct raft_snapshot_want {
+    raft_id peer;
+    raft_index index;
+    uint64_t offset;
+};
+
+/* A snapshot chunk received (follower): store it durably at offset of a
+ * staging area for (index, term); on is_done, install the whole snapshot
+ * atomically (stage, fsync, swap) before raft_advance(), or call
+ * raft_snapshot_fail(). */
+struct raft_snapshot_chunk {
+    raft_index index;
+    raft_term term;
+    uint64_t hlc_ns;  /* of the entry at index: store it with the snapshot */
+    struct raft_config config;
+    uint64_t offset;
+    uint32_t size;
+    const uint8_t *data;
+    bool is_done;
+};
+
+struct raft_ready {
+    bool has_hard_state;
+    struct raft_hard_state hard_state;
+    uint32_t entry_count;          /* to persist: drop stored entries >= entries[0].index */
+    struct raft_entry *entries;
+    bool has_chunk;
+    struct raft_snapshot_chunk chunk;
+    uint32_t msg_count;            /* to send after persisting */
+    struct raft_msg *msgs;
+    uint32_t committed_count;      /* to apply, in order */
+    struct raft_entry *committed;
+    uint32_t read_count;
+    struct raft_read *reads;
+    uint32_t want_count;
+    struct raft_snapshot_want *wants;
+    bool has_role_change;          /* role or leader changed */
+    enum raft_role role;
+    raft_id leader;                /* 0: unknown */
+};
+
+/* How the node behaves; times in ticks. */
+struct raft_options {
+    raft_id id;
+    uint32_t election_ticks;    /* a follower campaigns after a random wait in
+                                 * [election_ticks, 2 * election_ticks) without a leader */
+    uint32_t heartbeat_ticks;   /* < election_ticks */
+    uint32_t lease_margin_ticks; /* clock drift allowed between replicas; lease reads
+                                 * stop this long before the lease could end */
+    uint32_t inflight_max;      /* appends in flight to one follower */
+    uint32_t append_bytes_max;  /* entry bytes in one append message (at least one entry) */
+    uint32_t chunk_bytes_max;   /* bytes of one snapshot chunk */
+    uint64_t seed;              /* randomness for election timeouts */
+};
+
+/* What a restarting node had stored; all borrowed for the call (copied). */
+struct raft_boot {
+    struct raft_hard_state hard_state;
+    raft_index snapshot_index;   /* 0: none */
+    raft_term snapshot_term;
+    uint64_t snapshot_hlc_ns;    /* the time of the entry at snapshot_index */
+    struct raft_config config;   /* as of the snapshot, or the initial members */
+    uint32_t entry_count;        /* entries after the snapshot, consecutive */
+    const struct raft_entry *entries;
+    raft_index applied;          /* the host's state already holds entries up to here
+                                  * (its checkpoint); at least snapshot_index */
+};
+
+struct raft_node;
+
+/* Default options for id. */
+RAFT_API void raft_options_init(struct raft_options *o, raft_id id);
+
+/* A node from what it had stored (a new group: empty log and the initial
+ * config). Returns -EINVAL for inconsistent options or boot state (bytes
+ * from disk: a wrong count or a gap is refused, never asserted on), -ENOMEM. */
+RAFT_API int raft_node_new(const struct raft_options *o, const struct raft_boot *b,
+                           struct raft_node **out);
+RAFT_API void raft_node_free(struct raft_node *n);
+
+/* A message from a peer. Returns 0, or -RAFT_ECORRUPT for a message no
+ * correct peer sends (ignored; the transport may close the connection),
+ * -ENOMEM (the message is dropped; Raft tolerates lost messages). */
+RAFT_API int raft_step(struct raft_node *n, const struct raft_msg *m);
+
+/* A tick passed; wall_ns is the host's wall clock for timestamps (it may
+ * jump either way; the log's times still increase). */
+RAFT_API void raft_tick(struct raft_node *n, uint64_t wall_ns);
+
+/* Append a command. On 0 the node owns data (allocated with the allocator
+ * below) and frees it when the entry leaves memory; on error the caller
+ * keeps it. *index gets the entry's index. Returns -RAFT_ENOTLEADER,
+ * -RAFT_EBUSY (a leadership transfer is under way), -EMSGSIZE, -ENOMEM. */
+RAFT_API int raft_propose(struct raft_node *n, uint8_t *data, uint32_t size, raft_index *index);
+
+/* Change the members by one voter or learner at a time: the new config
+ * must differ from the current one by adding one id, removing one, or
+ * turning a learner into a voter. Takes effect as soon as it is appended.
+ * Returns -RAFT_ENOTLEADER, -RAFT_EBUSY (a change is still uncommitted, or
+ * the leader has not yet committed an entry of its term), -EINVAL, -ENOMEM. */
+RAFT_API int raft_change_config(struct raft_node *n, const struct raft_config *next,
+                                raft_index *index);
+
+/* Ask for a linearizable read point. With is_lease and a valid lease the
+ * read is ready at once; otherwise the leader confirms its leadership with a
+ * heartbeat round (ReadIndex). The answer comes in a later ready's reads.
+ * Returns -RAFT_ENOTLEADER, -RAFT_EBUSY (no entry of this term committed
+ * yet: try again shortly), -ENOBUFS (too many reads pending). */
+RAFT_API int raft_read_index(struct raft_node *n, uint64_t id, bool is_lease);
+
+/* Hand leadership to a voter that is (or soon will be) up to date. Returns
+ * -RAFT_ENOTLEADER, -RAFT_EBUSY, -EINVAL (not a voter, or self). */
+RAFT_API int raft_transfer_leader(struct raft_node *n, raft_id to);
+
+/* Campaign now (tests, and a single-node group's first start). */
+RAFT_API void raft_campaign(struct raft_node *n);
+
+/* The host has a snapshot of its state machine at index (applied; the
+ * host stores the entry's term and hlc_ns with it). The log drops entries
+ * up to index - keep; followers further behind get the snapshot. Returns
+ * -EINVAL if index is not applied. */
+RAFT_API int raft_snapshot_taken(struct raft_node *n, raft_index index, uint32_t keep);
+
+/* A chunk of the snapshot at index for peer (answering a want); the node
+ * copies it. Returns -EINVAL for a chunk nobody wants (e.g. stale), -ENOMEM. */
+RAFT_API int raft_snapshot_send(struct raft_node *n, raft_id peer, raft_index index,
+                                uint64_t offset, const uint8_t *data, uint32_t size,
+                                bool is_done);
+
+/* The received snapshot of the current ready could not be stored or
+ * installed: the leader is told and will start over. Call before advance. */
+RAFT_API void raft_snapshot_fail(struct raft_node *n);
+
+/* What to do now; false when there is nothing. rd stays valid (and the node
+ * keeps every pointer in it alive) until raft_advance(n, rd). */
+RAFT_API bool raft_ready(struct raft_node *n, struct raft_ready *rd);
+RAFT_API void raft_advance(struct raft_node *n, struct raft_ready *rd);
+
+/* Queries. */
+RAFT_API enum raft_role raft_role(const struct raft_node *n);
+RAFT_API raft_id raft_leader(const struct raft_node *n);
+RAFT_API raft_term raft_term_of(const struct raft_node *n);
+RAFT_API raft_index raft_commit_index(const struct raft_node *n);
+RAFT_API raft_index raft_last_index(const struct raft_node *n);
+RAFT_API raft_index raft_applied_index(const struct raft_node *n);
+RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
+
+/* The config as entry bytes: at most RAFT_CONFIG_BYTES_MAX. */
+#define RAFT_CONFIG_BYTES_MAX (8u + 8u * RAFT_MEMBERS_MAX)
+RAFT_API uint32_t raft_config_encode(const struct raft_config *c, uint8_t *buf);
+/* Returns -RAFT_ECORRUPT for bytes that are not a valid config. */
+RAFT_API int raft_config_decode(const uint8_t *buf, uint32_t size, struct raft_config *out);
+RAFT_API bool raft_config_is_voter(const struct raft_config *c, raft_id id);
+RAFT_API bool raft_config_has(const struct raft_config *c, raft_id id);
+
+/* Replace the allocator (tests fail the Nth call). Any NULL: the libc ones. */
+RAFT_API void raft_set_allocator(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
+                                 void (*free_fn)(void *));
+RAFT_API void *raft_malloc(size_t size); /* for data handed to raft_propose() */
+RAFT_API void raft_free(void *p);
+
+#endif
