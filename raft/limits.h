@@ -21,6 +21,8 @@
 #define RAFT_APPLY_BATCH_MAX 4096u
 /* Entries in one incoming append message. */
 #define RAFT_APPEND_ENTRIES_MAX 65536u
+/* A log directory's path. */
+#define RAFT_PATH_MAX 1024u
 /* Snapshot chunk bytes, both ways. */
 #define RAFT_CHUNK_BYTES_MAX (4u << 20)
 

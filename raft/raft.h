@@ -291,6 +291,47 @@ RAFT_API int raft_config_decode(const uint8_t *buf, uint32_t size, struct raft_c
 RAFT_API bool raft_config_is_voter(const struct raft_config *c, raft_id id);
 RAFT_API bool raft_config_has(const struct raft_config *c, raft_id id);
 
+/* ---- the segment log (seglog.c) --------------------------------------------------------
+ * A node's durable log and hard state in one directory: append-only
+ * segment files with a CRC32C on every record, synced once per loop turn
+ * for everything appended (group commit). The format is drawn in seglog.c.
+ * Unlike the core, these calls do blocking I/O: run them off the loop
+ * thread. Errors come with a reason in errmsg (RAFT_ERRMSG_MAX bytes). */
+#define RAFT_ERRMSG_MAX 256u
+
+struct raft_seglog;
+
+struct raft_seglog_options {
+    uint64_t segment_bytes; /* seal the open segment past this size (64 MiB) */
+    uint64_t retain_ns;     /* keep a sealed segment this long after its newest entry,
+                             * for point-in-time restore (7 days) */
+};
+RAFT_API void raft_seglog_options_init(struct raft_seglog_options *o);
+
+/* Open the log in dir (made if absent) and recover it into *boot, which
+ * stays valid until the next call on the log. A write torn by a crash at the
+ * end of the newest segment is cut off; damage anywhere else is
+ * -RAFT_ECORRUPT, never skipped. Also -EINVAL, -ENOMEM, -errno of the disk. */
+RAFT_API int raft_seglog_open(const char *dir, const struct raft_seglog_options *o,
+                              struct raft_seglog **out, struct raft_boot *boot, char *errmsg);
+RAFT_API void raft_seglog_close(struct raft_seglog *l);
+
+/* Write what rd asks to persist (its hard state, and its entries, which
+ * replace every stored entry from entries[0] on); durable only after
+ * raft_seglog_sync(). A failed write or sync makes every later call fail. */
+RAFT_API int raft_seglog_append(struct raft_seglog *l, const struct raft_ready *rd,
+                                char *errmsg);
+RAFT_API int raft_seglog_sync(struct raft_seglog *l, char *errmsg);
+
+/* The state machine holds a snapshot at index (term, hlc_ns and members
+ * c as of it): recovery starts there, and sealed segments wholly below it
+ * go once older than the retention window at now_ns. With is_reset (a
+ * snapshot received from the leader) every stored entry goes. Durable on
+ * return. Use index 0 when formatting a group, to store its members. */
+RAFT_API int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term,
+                                  uint64_t hlc_ns, const struct raft_config *c, bool is_reset,
+                                  uint64_t now_ns, char *errmsg);
+
 /* Replace the allocator (tests fail the Nth call). Any NULL: the libc ones. */
 RAFT_API void raft_set_allocator(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
                                  void (*free_fn)(void *));

@@ -1,0 +1,375 @@
+/* tests/raft/test_seglog.c - the segment log on a real disk: round trips,
+ * sealing, truncation on conflict (also inside a sealed segment), a torn
+ * tail cut off, a damaged middle refused, snapshots, retention, and a reset.
+ * Entries hold bytes derived from (index, term), so what is read back is
+ * checked, not just counted. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../objstore/harness.h"
+#include "core.h"
+
+struct fixture {
+    char dir[256];
+    char log[300];
+    struct raft_seglog_options opt;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    assert_non_null(f);
+    harness_tmpdir(f->dir);
+    snprintf(f->log, sizeof(f->log), "%s/log", f->dir);
+    raft_seglog_options_init(&f->opt);
+    f->opt.segment_bytes = 4096; /* many segments from few entries */
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    harness_rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+static uint8_t data_byte(raft_index index, raft_term term, uint32_t k)
+{
+    return (uint8_t)(index * 31 + term * 7 + k);
+}
+
+static uint32_t data_size(raft_index index)
+{
+    return (uint32_t)(index * 37 % 300); /* 0..299 bytes, some empty */
+}
+
+/* Entries from..to of term, with hlc = index * 1000 + term. */
+static struct raft_entry *make_entries(raft_index from, raft_index to, raft_term term)
+{
+    struct raft_entry *v = calloc(to - from + 1, sizeof(*v));
+
+    assert_non_null(v);
+    for (raft_index i = from; i <= to; i++) {
+        struct raft_entry *e = &v[i - from];
+        *e = (struct raft_entry){.index = i, .term = term, .hlc_ns = i * 1000 + term,
+                                 .type = RAFT_ENTRY_NORMAL, .size = data_size(i)};
+        e->data = e->size > 0 ? malloc(e->size) : NULL;
+        for (uint32_t k = 0; k < e->size; k++) {
+            e->data[k] = data_byte(i, term, k);
+        }
+    }
+    return v;
+}
+
+static void free_entries(struct raft_entry *v, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        free(v[i].data);
+    }
+    free(v);
+}
+
+static void append(struct raft_seglog *l, raft_index from, raft_index to, raft_term term,
+                   raft_index commit)
+{
+    struct raft_ready rd = {.has_hard_state = true,
+                            .hard_state = {.term = term, .vote = 1, .commit = commit},
+                            .entry_count = (uint32_t)(to - from + 1)};
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    rd.entries = make_entries(from, to, term);
+    if (raft_seglog_append(l, &rd, errmsg) != 0 || raft_seglog_sync(l, errmsg) != 0)
+        fail_msg("append: %s", errmsg);
+    free_entries(rd.entries, rd.entry_count);
+}
+
+/* Entry i of boot has index first + i and the bytes of (index, term_of(index)). */
+static void expect_entries(const struct raft_boot *b, raft_index first, raft_index last,
+                           raft_term (*term_of)(raft_index))
+{
+    assert_int_equal(b->entry_count, last + 1 - first);
+    for (raft_index i = first; i <= last; i++) {
+        const struct raft_entry *e = &b->entries[i - first];
+        raft_term t = term_of(i);
+        assert_int_equal(e->index, i);
+        assert_int_equal(e->term, t);
+        assert_int_equal(e->hlc_ns, i * 1000 + t);
+        assert_int_equal(e->size, data_size(i));
+        for (uint32_t k = 0; k < e->size; k++) {
+            assert_int_equal(e->data[k], data_byte(i, t, k));
+        }
+    }
+}
+
+static raft_term term_one(raft_index i)
+{
+    (void)i;
+    return 1;
+}
+
+static raft_term term_split(raft_index i)
+{
+    return i < 40 ? 1 : 2;
+}
+
+static struct raft_seglog *reopen(struct fixture *f, struct raft_seglog *l, struct raft_boot *b)
+{
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    raft_seglog_close(l);
+    l = NULL;
+    if (raft_seglog_open(f->log, &f->opt, &l, b, errmsg) != 0)
+        fail_msg("reopen: %s", errmsg);
+    return l;
+}
+
+static unsigned count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    unsigned n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        n += len > strlen(suffix) && strcmp(de->d_name + len - strlen(suffix), suffix) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The path of the first file in dir with suffix. */
+static void find_file(const char *dir, const char *suffix, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len > strlen(suffix) && strcmp(de->d_name + len - strlen(suffix), suffix) == 0) {
+            snprintf(out, cap, "%s/%s", dir, de->d_name);
+            closedir(d);
+            return;
+        }
+    }
+    closedir(d);
+    fail_msg("no %s file in %s", suffix, dir);
+}
+
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_seglog_round_trip_across_many_segments(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    assert_int_equal(b.entry_count, 0);
+    for (raft_index i = 1; i <= 100; i += 10) {
+        append(l, i, i + 9, 1, i - 1);
+    }
+    l = reopen(f, l, &b);
+    expect_entries(&b, 1, 100, term_one);
+    assert_int_equal(b.hard_state.term, 1);
+    assert_int_equal(b.hard_state.vote, 1);
+    assert_int_equal(b.hard_state.commit, 90);
+    assert_true(count_files(f->log, ".seg") >= 3); /* sealed as they filled */
+    assert_int_equal(count_files(f->log, ".open"), 1);
+    /* and a node boots from it */
+    struct raft_options o;
+    struct raft_node *n = NULL;
+    raft_options_init(&o, 1);
+    b.config = (struct raft_config){.voter_count = 1, .voters = {1}};
+    assert_int_equal(raft_node_new(&o, &b, &n), 0);
+    assert_int_equal(raft_last_index(n), 100);
+    raft_node_free(n);
+    raft_seglog_close(l);
+}
+
+static void test_seglog_conflict_truncates_even_a_sealed_segment(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 60, 1, 10);
+    /* a new leader's entries replace 40.. (sealed segments hold some) */
+    append(l, 40, 45, 2, 10);
+    l = reopen(f, l, &b);
+    expect_entries(&b, 1, 45, term_split);
+    /* again at the end of the open segment only */
+    append(l, 46, 50, 2, 10);
+    append(l, 48, 48, 2, 10);
+    l = reopen(f, l, &b);
+    expect_entries(&b, 1, 48, term_split);
+    raft_seglog_close(l);
+}
+
+static void test_seglog_torn_tail_is_cut_and_the_rest_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 20, 1, 5);
+    raft_seglog_close(l);
+    /* half a record at the end, as a crash mid-write leaves */
+    find_file(f->log, ".open", path, sizeof(path));
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    int fd = open(path, O_WRONLY | O_APPEND);
+    uint8_t junk[20] = {200, 0, 0, 0, 1, 2, 3, 4, 2};
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    l = reopen(f, NULL, &b);
+    expect_entries(&b, 1, 20, term_one);
+    struct stat after;
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(after.st_size, st.st_size); /* the junk is gone */
+    append(l, 21, 22, 1, 5);                      /* and appends go on */
+    l = reopen(f, l, &b);
+    expect_entries(&b, 1, 22, term_one);
+    raft_seglog_close(l);
+}
+
+static void test_seglog_damaged_middle_is_refused_with_its_place(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 100, 1, 5);
+    raft_seglog_close(l);
+    l = NULL;
+    /* a sealed segment */
+    find_file(f->log, ".seg", path, sizeof(path));
+    flip_byte(path, 100);
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), -RAFT_ECORRUPT);
+    assert_non_null(strstr(errmsg, ".seg is damaged at byte"));
+    flip_byte(path, 100);
+    /* the open segment's first record, with good ones after it: not a torn tail */
+    find_file(f->log, ".open", path, sizeof(path));
+    flip_byte(path, 40);
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), -RAFT_ECORRUPT);
+    assert_non_null(strstr(errmsg, ".open is damaged"));
+    flip_byte(path, 40);
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), 0);
+    expect_entries(&b, 1, 100, term_one);
+    raft_seglog_close(l);
+}
+
+static void test_seglog_snapshot_retention_and_reset(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    struct raft_config c = {.voter_count = 3, .voters = {1, 2, 3}};
+
+    f->opt.retain_ns = 1000000; /* the hlc of index i is i * 1000 + term */
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 100, 1, 100);
+    unsigned sealed = count_files(f->log, ".seg");
+    /* a snapshot at 80: nothing is old enough to go at time 0 */
+    assert_int_equal(raft_seglog_snapshot(l, 80, 1, 80001, &c, false, 0, NULL), 0);
+    assert_int_equal(count_files(f->log, ".seg"), sealed);
+    l = reopen(f, l, &b);
+    assert_int_equal(b.snapshot_index, 80);
+    assert_int_equal(b.snapshot_hlc_ns, 80001);
+    assert_int_equal(b.config.voter_count, 3);
+    expect_entries(&b, 81, 100, term_one);
+    /* later, the segments wholly below 80 whose entries are older than the
+     * window go; the one holding 80 stays */
+    assert_int_equal(raft_seglog_snapshot(l, 80, 1, 80001, &c, false, 1050000, NULL), 0);
+    unsigned left = count_files(f->log, ".seg");
+    assert_true(left < sealed && left > 0);
+    l = reopen(f, l, &b);
+    expect_entries(&b, 81, 100, term_one);
+    assert_int_equal(b.hard_state.commit, 100);
+    /* a snapshot from the leader replaces everything */
+    assert_int_equal(raft_seglog_snapshot(l, 500, 3, 900000, &c, true, 1050000, NULL), 0);
+    l = reopen(f, l, &b);
+    assert_int_equal(b.snapshot_index, 500);
+    assert_int_equal(b.entry_count, 0);
+    assert_int_equal(count_files(f->log, ".seg"), 0);
+    append(l, 501, 502, 3, 500);
+    l = reopen(f, l, &b);
+    assert_int_equal(b.entry_count, 2);
+    assert_int_equal(b.entries[0].index, 501);
+    raft_seglog_close(l);
+}
+
+static void test_seglog_foreign_files_and_gaps(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[700];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 100, 1, 5);
+    raft_seglog_close(l);
+    l = NULL;
+    snprintf(path, sizeof(path), "%s/notes.txt", f->log); /* ignored */
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), 0);
+    raft_seglog_close(l);
+    l = NULL;
+    find_file(f->log, ".seg", path, sizeof(path)); /* a sealed segment vanishes */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), -RAFT_ECORRUPT);
+    assert_non_null(strstr(errmsg, "missing"));
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_seglog_round_trip_across_many_segments),
+        T(test_seglog_conflict_truncates_even_a_sealed_segment),
+        T(test_seglog_torn_tail_is_cut_and_the_rest_kept),
+        T(test_seglog_damaged_middle_is_refused_with_its_place),
+        T(test_seglog_snapshot_retention_and_reset),
+        T(test_seglog_foreign_files_and_gaps),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_seglog", tests, NULL, NULL);
+}
