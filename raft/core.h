@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -23,6 +24,8 @@
 void raft__assert_fail(const char *file, int line, const char *expr) __attribute__((noreturn));
 #define RAFT_ASSERT(x) ((x) ? (void)0 : raft__assert_fail(__FILE__, __LINE__, #x))
 #define RAFT_UNREACHABLE() raft__assert_fail(__FILE__, __LINE__, "unreachable")
+#define RAFT_CONTAINER_OF(ptr, type, member)                                                   \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 void *raft__realloc(void *p, size_t size);
 void *raft__calloc(size_t count, size_t size);

@@ -21,6 +21,17 @@
 #define RAFT_APPLY_BATCH_MAX 4096u
 /* Entries in one incoming append message. */
 #define RAFT_APPEND_ENTRIES_MAX 65536u
+/* One frame between replicas: a batch of messages for one peer. An append
+ * carries at most append_bytes_max of entries (at least one entry, up to
+ * RAFT_ENTRY_BYTES_MAX), so a batch this large is already many messages. */
+#define RAFT_FRAME_BYTES_MAX (64u << 20)
+/* Messages in one frame. */
+#define RAFT_FRAME_MSGS_MAX 65536u
+/* Bytes queued for one peer while its connection is down or slow: past
+ * it messages are dropped (Raft sends again). */
+#define RAFT_PEER_QUEUE_BYTES_MAX (128u << 20)
+/* Peers one transport connects to. */
+#define RAFT_PEERS_MAX 64u
 /* A log directory's path. */
 #define RAFT_PATH_MAX 1024u
 /* Snapshot chunk bytes, both ways. */

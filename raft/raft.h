@@ -332,6 +332,48 @@ RAFT_API int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_
                                   uint64_t hlc_ns, const struct raft_config *c, bool is_reset,
                                   uint64_t now_ns, char *errmsg);
 
+/* ---- the transport (transport_uv.c) -------------------------------------------------------
+ * Raft messages between processes over TCP on a libuv loop: one transport
+ * per process for all its groups; every message for a peer in a loop turn
+ * goes out in one frame ([u32 length][protobuf Batch], raft/raft.proto).
+ * Lost connections are retried with capped back-off; a malformed or
+ * oversize frame closes its connection, never the process. */
+struct raft_transport;
+struct uv_loop_s;
+
+/* A message arrived for group; borrowed for the call (raft_step() copies). */
+typedef void (*raft_transport_recv_cb)(void *ctx, uint64_t group, const struct raft_msg *m);
+/* Something to log: a peer unreachable or gone, a bad frame and why (peer 0:
+ * an incoming connection). Called often while a peer is down: rate-limit. */
+typedef void (*raft_transport_event_cb)(void *ctx, raft_id peer, int status, const char *reason);
+
+struct raft_transport_options {
+    raft_id id;
+    const char *host;                /* listen address, an IP */
+    uint16_t port;                   /* 0: any free port (raft_transport_port()) */
+    raft_transport_recv_cb recv;
+    raft_transport_event_cb event;   /* may be NULL */
+    void *ctx;
+};
+
+/* Listen and get ready to connect. -EINVAL (host), or libuv's error (port
+ * in use: UV_EADDRINUSE), with errmsg. */
+RAFT_API int raft_transport_start(struct uv_loop_s *loop, const struct raft_transport_options *o,
+                                  struct raft_transport **out, char *errmsg);
+RAFT_API uint16_t raft_transport_port(const struct raft_transport *t);
+/* A peer to send to (connected at once, then kept connected). -EINVAL,
+ * -EEXIST, -ENOMEM. */
+RAFT_API int raft_transport_add_peer(struct raft_transport *t, raft_id id, const char *host,
+                                     uint16_t port);
+/* Queue m (m->to names the peer) for the next flush; m is copied.
+ * -ENOENT (unknown peer), -ENOBUFS (its queue is full: dropped). */
+RAFT_API int raft_transport_send(struct raft_transport *t, uint64_t group,
+                                 const struct raft_msg *m);
+/* Write what is queued, one frame per peer; call once a loop turn. */
+RAFT_API void raft_transport_flush(struct raft_transport *t);
+/* Close everything; memory goes once the loop has run the close callbacks. */
+RAFT_API void raft_transport_stop(struct raft_transport *t);
+
 /* Replace the allocator (tests fail the Nth call). Any NULL: the libc ones. */
 RAFT_API void raft_set_allocator(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
                                  void (*free_fn)(void *));
