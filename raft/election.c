@@ -32,8 +32,13 @@ bool raft__is_promotable(const struct raft_node *n)
     return raft_config_is_voter(raft__config(n), n->id);
 }
 
+/* A leader may be counting on this node's promise not to vote: it heard
+ * from one within the minimum election timeout, or it has just started and
+ * cannot know (a restart must not break a lease it granted before). */
 bool raft__in_lease(const struct raft_node *n)
 {
+    if (n->ticks < n->opt.election_ticks)
+        return true;
     return n->has_heard_leader && n->leader != 0 && n->leader != n->id &&
            n->ticks - n->leader_heard_tick < n->opt.election_ticks;
 }

@@ -189,6 +189,40 @@ static void test_partial_partition_keeps_the_lease_safe(void **state)
     }
 }
 
+/* A node that just started does not vote for election_ticks: a leader may
+ * hold a lease on its promise from before it restarted. */
+static void test_restarted_node_keeps_quiet_for_a_lease(void **state)
+{
+    struct raft_options o;
+    struct raft_node *n = NULL;
+    struct raft_ready rd;
+    struct raft_boot b = {.hard_state = {.term = 5},
+                          .config = {.voter_count = 3, .voters = {1, 2, 3}}};
+    struct raft_msg pv = {.type = RAFT_MSG_PREVOTE, .from = 3, .to = 2, .term = 6};
+
+    (void)state;
+    raft_options_init(&o, 2);
+    assert_int_equal(raft_node_new(&o, &b, &n), 0);
+    assert_int_equal(raft_step(n, &pv), 0);
+    assert_false(raft_ready(n, &rd)); /* no answer at all */
+    for (uint32_t i = 0; i < o.election_ticks; i++) {
+        raft_tick(n, 1000);
+    }
+    if (raft_ready(n, &rd))
+        raft_advance(n, &rd); /* its own pre-vote, if its timer ran out */
+    pv.term = raft_term_of(n) + 1;
+    assert_int_equal(raft_step(n, &pv), 0);
+    assert_true(raft_ready(n, &rd));
+    bool is_granted = false;
+    for (uint32_t i = 0; i < rd.msg_count; i++) {
+        is_granted |= rd.msgs[i].type == RAFT_MSG_PREVOTE_RESP && rd.msgs[i].to == 3 &&
+                      !rd.msgs[i].is_reject;
+    }
+    assert_true(is_granted);
+    raft_advance(n, &rd);
+    raft_node_free(n);
+}
+
 static bool read_answered(struct sim *s)
 {
     return s->ops[op_last].state != 0;
@@ -501,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_check_quorum_isolated_leader_steps_down),
         cmocka_unit_test(test_reads_at_a_deposed_leader_are_never_stale),
         cmocka_unit_test(test_partial_partition_keeps_the_lease_safe),
+        cmocka_unit_test(test_restarted_node_keeps_quiet_for_a_lease),
         cmocka_unit_test(test_read_index_answers_at_the_leader),
         cmocka_unit_test(test_entry_of_a_cut_off_leader_is_never_acknowledged),
         cmocka_unit_test(test_commit_ignores_a_majority_of_an_old_term_entry),
