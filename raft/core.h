@@ -197,6 +197,7 @@ struct raft_node {
                                  * SNAPSHOT chunks are owned arrays */
     uint32_t msg_count;
     uint32_t msg_cap;
+    uint32_t early_count;       /* set by order_early() for the ready */
     bool is_hs_dirty;
     bool is_role_dirty;
     struct raft__grave *graves;

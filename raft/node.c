@@ -643,6 +643,34 @@ static void flush_leader(struct raft_node *n)
     raft__maybe_commit(n);
 }
 
+/* A leader's appends, heartbeats, snapshot chunks and transfer messages do
+ * not depend on its own disk (it counts itself toward a commit only once
+ * its disk has the entries): move them to the front so the host can send
+ * them before persisting. Stable, so each peer's messages keep their order
+ * within each part. */
+static bool is_early(const struct raft_msg *m)
+{
+    return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+           m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_TIMEOUT_NOW;
+}
+
+static void order_early(struct raft_node *n)
+{
+    uint32_t early = 0;
+
+    n->early_count = 0;
+    if (n->role != RAFT_LEADER)
+        return;
+    for (uint32_t i = 0; i < n->msg_count; i++) {
+        if (!is_early(&n->msgs[i]))
+            continue;
+        struct raft_msg m = n->msgs[i];
+        memmove(&n->msgs[early + 1], &n->msgs[early], (i - early) * sizeof(m));
+        n->msgs[early++] = m;
+    }
+    n->early_count = early;
+}
+
 /* A finished chunk the log overtook meanwhile is dropped, not installed. */
 static void drop_overtaken_chunk(struct raft_node *n)
 {
@@ -686,8 +714,11 @@ bool raft_ready(struct raft_node *n, struct raft_ready *rd)
     rd->has_hard_state = n->is_hs_dirty;
     rd->hard_state = (struct raft_hard_state){.term = n->term, .vote = n->vote,
                                               .commit = n->log.commit};
+    order_early(n);
     rd->msgs = n->msgs;
     rd->msg_count = n->msg_count;
+    rd->early_count = n->early_count;
+    n->early_count = 0;
     n->msgs = NULL;
     n->msg_count = n->msg_cap = 0;
     rd->reads = n->reads_ready;

@@ -20,7 +20,8 @@
  *      append that first drops every stored entry at or after entries[0]
  *      index), then the received snapshot chunk; all synced to disk;
  *   2. send the messages (none of them may leave before step 1 is durable:
- *      votes and acknowledgements depend on it);
+ *      votes and acknowledgements depend on it), except the first
+ *      early_count, which may be sent as soon as the ready is taken;
  *   3. apply the committed entries in order, and serve the reads whose index
  *      has been applied.
  *
@@ -164,7 +165,10 @@ struct raft_ready {
     struct raft_entry *entries;
     bool has_chunk;
     struct raft_snapshot_chunk chunk;
-    uint32_t msg_count;            /* to send after persisting */
+    uint32_t msg_count;            /* to send after persisting, but for the first */
+    uint32_t early_count;          /* early_count: a leader's appends, heartbeats and
+                                    * snapshots, which may go out at once (thesis §10.2.1:
+                                    * the leader's own disk write runs alongside) */
     struct raft_msg *msgs;
     uint32_t committed_count;      /* to apply, in order */
     struct raft_entry *committed;

@@ -197,7 +197,7 @@ static void persist_after(uv_work_t *w, int status)
 
     if (status != 0 || r->persist_rc != 0)
         fatal(r, r->errmsg);
-    for (uint32_t i = 0; i < r->rd.msg_count; i++) {
+    for (uint32_t i = r->rd.early_count; i < r->rd.msg_count; i++) {
         raft_transport_send(r->t, 0, &r->rd.msgs[i]);
     }
     raft_transport_flush(r->t);
@@ -222,6 +222,11 @@ static void host_turn(struct replica *r)
     if (r->is_persisting || !raft_ready(r->node, &r->rd))
         return;
     r->is_persisting = true;
+    /* a leader's appends go out while its own disk writes */
+    for (uint32_t i = 0; i < r->rd.early_count; i++) {
+        raft_transport_send(r->t, 0, &r->rd.msgs[i]);
+    }
+    raft_transport_flush(r->t);
     r->work.data = r;
     uv_queue_work(&r->loop, &r->work, persist_work, persist_after);
 }

@@ -378,7 +378,7 @@ static void host_finish(struct sim *s, struct sim_node *n)
                 install(s, n, c);
         }
     }
-    for (uint32_t i = 0; i < rd->msg_count; i++) {
+    for (uint32_t i = rd->early_count; i < rd->msg_count; i++) {
         net_send(s, &rd->msgs[i]);
     }
     for (uint32_t i = 0; i < rd->committed_count; i++) {
@@ -404,6 +404,10 @@ static void host_turn(struct sim *s, struct sim_node *n)
         host_finish(s, n);
     } else if (raft_ready(n->raft, &n->ready)) {
         n->has_ready = true;
+        /* a leader's appends go out while its own disk writes */
+        for (uint32_t i = 0; i < n->ready.early_count; i++) {
+            net_send(s, &n->ready.msgs[i]);
+        }
         if (n->ready.has_role_change && n->ready.role == RAFT_LEADER)
             s->elections++;
     }
