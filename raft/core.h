@@ -216,6 +216,7 @@ struct raft_node {
     bool is_chunk_out;          /* the outstanding ready carries a chunk */
     uint8_t *ready_chunk_buf;   /* its data */
     bool is_read_round_due;     /* reads wait for the next heartbeat round */
+    bool is_commit_news;        /* the commit index moved: tell every follower */
 };
 
 /* node.c */

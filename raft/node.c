@@ -573,6 +573,7 @@ int raft_snapshot_taken(struct raft_node *n, raft_index index, uint32_t keep)
         if (p->state == PR_SNAPSHOT && p->snap_index != index) {
             raft__pr_become(p, PR_SNAPSHOT); /* start over with the new one */
             p->snap_index = index;
+            p->snap_acked = 0;
             raft__want_snapshot(n, p);
         }
     }
@@ -627,20 +628,27 @@ static void flush_leader(struct raft_node *n)
 {
     if (n->role != RAFT_LEADER)
         return;
+    raft__maybe_commit(n);
+    if (n->role != RAFT_LEADER)
+        return; /* removed from the config, and that config committed */
+    bool is_news = n->is_commit_news;
+    n->is_commit_news = false;
     for (uint32_t i = 0; i < n->peer_count; i++) {
         struct raft__progress *p = &n->peers[i];
-        for (uint32_t k = 0; k < n->opt.inflight_max && p->next <= raft__log_last(&n->log) &&
-                             !raft__pr_is_paused(p, n->opt.inflight_max);
+        uint32_t k = 0;
+        for (; k < n->opt.inflight_max && p->next <= raft__log_last(&n->log) &&
+               !raft__pr_is_paused(p, n->opt.inflight_max);
              k++) {
             raft__send_append(n, p, false);
         }
+        if (k == 0 && is_news)
+            raft__send_append(n, p, true); /* just the new commit index */
     }
     if (n->is_read_round_due) {
         n->is_read_round_due = false;
         n->heartbeat_elapsed = 0;
         raft__broadcast_heartbeat(n);
     }
-    raft__maybe_commit(n);
 }
 
 /* A leader's appends, heartbeats, snapshot chunks and transfer messages do

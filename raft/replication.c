@@ -109,6 +109,7 @@ void raft__set_commit(struct raft_node *n, raft_index commit)
     }
     l->commit = commit;
     n->is_hs_dirty = true;
+    n->is_commit_news = n->role == RAFT_LEADER;
 }
 
 static void step_down_if_removed(struct raft_node *n)
@@ -358,11 +359,8 @@ void raft__on_append_response(struct raft_node *n, const struct raft_msg *m)
     bool is_new = raft__pr_acked(p, m->index);
     if (p->state == PR_PROBE && is_new)
         raft__pr_become(p, PR_REPLICATE);
-    if (is_new && !raft__maybe_commit(n)) {
-        /* nothing new to tell everyone */
-    } else if (is_new) {
-        raft__broadcast_append(n); /* carry the new commit index */
-    }
+    if (is_new)
+        raft__maybe_commit(n); /* the next ready tells the followers */
     if (n->role != RAFT_LEADER)
         return; /* maybe_commit stepped down (removed) */
     /* keep the window full; bounded by the window */
