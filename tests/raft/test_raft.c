@@ -321,6 +321,113 @@ static void test_commit_ignores_a_majority_of_an_old_term_entry(void **state)
     raft_node_free(n);
 }
 
+/* A bare node at term 5 with log [1:t1, 2:t2], voters 1-3, past its quiet start. */
+static struct raft_node *bare_node(raft_id id)
+{
+    struct raft_options o;
+    struct raft_node *n = NULL;
+    struct raft_entry e[2] = {{.term = 1, .index = 1, .hlc_ns = 5, .type = RAFT_ENTRY_NORMAL},
+                              {.term = 2, .index = 2, .hlc_ns = 6, .type = RAFT_ENTRY_NORMAL}};
+    struct raft_boot b = {.hard_state = {.term = 5},
+                          .config = {.voter_count = 3, .voters = {1, 2, 3}},
+                          .entry_count = 2, .entries = e};
+
+    raft_options_init(&o, id);
+    o.election_ticks = 1000; /* its own timer stays out of the way */
+    assert_int_equal(raft_node_new(&o, &b, &n), 0);
+    for (uint32_t i = 0; i < o.election_ticks; i++) {
+        raft_tick(n, 1);
+    }
+    return n;
+}
+
+/* The one answer of type `type` n has queued; fails if none. */
+static struct raft_msg answer(struct raft_node *n, uint8_t type)
+{
+    struct raft_ready rd;
+    struct raft_msg m = {.type = 0};
+
+    assert_true(raft_ready(n, &rd));
+    for (uint32_t i = 0; i < rd.msg_count; i++) {
+        if (rd.msgs[i].type == type)
+            m = rd.msgs[i];
+    }
+    raft_advance(n, &rd);
+    assert_int_equal(m.type, type);
+    return m;
+}
+
+/* Figure 3.1, RequestVote: refuse a candidate whose log is behind; grant
+ * one vote a term, to the first candidate at least as up to date; the vote
+ * is in the hard state the ready persists before the answer goes out. */
+static void test_vote_rules_of_figure_2(void **state)
+{
+    struct raft_node *n = bare_node(2);
+    struct raft_ready rd;
+
+    (void)state;
+    /* behind: last term 1 < 2 */
+    struct raft_msg v = {.type = RAFT_MSG_VOTE, .from = 1, .to = 2, .term = 6, .index = 9,
+                         .log_term = 1};
+    assert_int_equal(raft_step(n, &v), 0);
+    assert_true(answer(n, RAFT_MSG_VOTE_RESP).is_reject);
+    assert_int_equal(raft_term_of(n), 6); /* the term is taken all the same */
+    /* same last term, shorter log: behind too */
+    v = (struct raft_msg){.type = RAFT_MSG_VOTE, .from = 1, .to = 2, .term = 6, .index = 1,
+                          .log_term = 2};
+    assert_int_equal(raft_step(n, &v), 0);
+    assert_true(answer(n, RAFT_MSG_VOTE_RESP).is_reject);
+    /* up to date: granted, and persisted with the answer */
+    v.index = 2;
+    assert_int_equal(raft_step(n, &v), 0);
+    assert_true(raft_ready(n, &rd));
+    assert_true(rd.has_hard_state);
+    assert_int_equal(rd.hard_state.vote, 1);
+    assert_int_equal(rd.hard_state.term, 6);
+    assert_int_equal(rd.early_count, 0); /* a follower sends nothing before persisting */
+    raft_advance(n, &rd);
+    /* another candidate in the same term: refused; the same one again: granted */
+    v.from = 3;
+    assert_int_equal(raft_step(n, &v), 0);
+    assert_true(answer(n, RAFT_MSG_VOTE_RESP).is_reject);
+    v.from = 1;
+    assert_int_equal(raft_step(n, &v), 0);
+    assert_false(answer(n, RAFT_MSG_VOTE_RESP).is_reject);
+    raft_node_free(n);
+}
+
+/* Figure 3.1, AppendEntries: a stale term is refused with the current one
+ * (so a deposed leader learns it); a log that lacks the previous entry
+ * refuses with a hint that skips the conflicting term. */
+static void test_append_rules_of_figure_2(void **state)
+{
+    struct raft_node *n = bare_node(2);
+
+    (void)state;
+    struct raft_msg a = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 4, .index = 2,
+                         .log_term = 2};
+    assert_int_equal(raft_step(n, &a), 0);
+    struct raft_msg r = answer(n, RAFT_MSG_APPEND_RESP);
+    assert_true(r.is_reject);
+    assert_int_equal(r.term, 5);
+    /* term 5 leader probes after index 2 with term 4: entry 2 has term 2 */
+    a = (struct raft_msg){.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 5, .index = 2,
+                          .log_term = 4};
+    assert_int_equal(raft_step(n, &a), 0);
+    r = answer(n, RAFT_MSG_APPEND_RESP);
+    assert_true(r.is_reject);
+    assert_int_equal(r.hint_index, 2); /* its term 2 <= 4: try right here next */
+    assert_int_equal(r.hint_term, 2);
+    /* past its end: the hint is its last index */
+    a.index = 9;
+    a.log_term = 5;
+    assert_int_equal(raft_step(n, &a), 0);
+    r = answer(n, RAFT_MSG_APPEND_RESP);
+    assert_true(r.is_reject);
+    assert_int_equal(r.hint_index, 2);
+    raft_node_free(n);
+}
+
 /* A follower learns a commit index only as far as the append proved its
  * log matches the leader's: entries past it may be a deposed leader's. */
 static void test_follower_commit_stops_where_the_append_ends(void **state)
@@ -540,6 +647,8 @@ int main(void)
         cmocka_unit_test(test_entry_of_a_cut_off_leader_is_never_acknowledged),
         cmocka_unit_test(test_commit_ignores_a_majority_of_an_old_term_entry),
         cmocka_unit_test(test_follower_commit_stops_where_the_append_ends),
+        cmocka_unit_test(test_vote_rules_of_figure_2),
+        cmocka_unit_test(test_append_rules_of_figure_2),
         cmocka_unit_test(test_lagging_follower_gets_a_snapshot_in_chunks),
         cmocka_unit_test(test_config_change_one_at_a_time_with_a_learner),
         cmocka_unit_test(test_leader_transfer_hands_over_and_refuses_writes_meanwhile),
