@@ -127,7 +127,9 @@ struct raft__snap_recv {
     struct raft_config config;
     uint64_t received;   /* bytes handed to the host */
     raft_id from;
-    bool is_active;
+    uint32_t idle_ticks; /* since its last chunk: past a limit it is given up */
+    bool is_active;      /* while active the log takes no appends: an install
+                          * would drop entries acknowledged meanwhile */
 };
 
 struct raft_node {
@@ -199,6 +201,7 @@ struct raft_node {
     uint32_t msg_cap;
     uint32_t early_count;       /* set by order_early() for the ready */
     bool is_hs_dirty;
+    bool is_vote_dirty;         /* the term or vote changed since the last ready */
     bool is_role_dirty;
     struct raft__grave *graves;
     uint32_t grave_count;
@@ -232,6 +235,8 @@ void raft__start_campaign(struct raft_node *n, bool is_pre, bool is_transfer);
 void raft__on_vote_request(struct raft_node *n, const struct raft_msg *m);
 void raft__on_vote_response(struct raft_node *n, const struct raft_msg *m);
 bool raft__in_lease(const struct raft_node *n);
+/* A snapshot is being received or stored: no appends, no campaign. */
+bool raft__is_receiving(const struct raft_node *n);
 bool raft__is_promotable(const struct raft_node *n);
 void raft__set_hard_state(struct raft_node *n, raft_term term, raft_id vote);
 
@@ -240,7 +245,7 @@ void raft__send_append(struct raft_node *n, struct raft__progress *p, bool may_b
 void raft__broadcast_append(struct raft_node *n);
 void raft__broadcast_heartbeat(struct raft_node *n);
 bool raft__append_is_valid(const struct raft_node *n, const struct raft_msg *m);
-void raft__on_append(struct raft_node *n, const struct raft_msg *m);
+int raft__on_append(struct raft_node *n, const struct raft_msg *m);
 void raft__on_append_response(struct raft_node *n, const struct raft_msg *m);
 void raft__on_heartbeat(struct raft_node *n, const struct raft_msg *m);
 void raft__on_heartbeat_response(struct raft_node *n, const struct raft_msg *m);

@@ -11,8 +11,10 @@
 void raft__set_hard_state(struct raft_node *n, raft_term term, raft_id vote)
 {
     RAFT_ASSERT(term >= n->term);
-    if (term != n->term || vote != n->vote)
+    if (term != n->term || vote != n->vote) {
         n->is_hs_dirty = true;
+        n->is_vote_dirty = true;
+    }
     n->term = term;
     n->vote = vote;
 }
@@ -30,6 +32,11 @@ static void set_role(struct raft_node *n, enum raft_role role, raft_id leader)
 bool raft__is_promotable(const struct raft_node *n)
 {
     return raft_config_is_voter(raft__config(n), n->id);
+}
+
+bool raft__is_receiving(const struct raft_node *n)
+{
+    return n->recv.is_active || n->has_chunk || n->is_chunk_out;
 }
 
 /* A leader may be counting on this node's promise not to vote: it heard

@@ -30,6 +30,8 @@
 /* Bytes queued for one peer while its connection is down or slow: past
  * it messages are dropped (Raft sends again). */
 #define RAFT_PEER_QUEUE_BYTES_MAX (128u << 20)
+/* Incoming connections a transport keeps: each may buffer a whole frame. */
+#define RAFT_CONNS_MAX 64u
 /* Peers one transport connects to. */
 #define RAFT_PEERS_MAX 64u
 /* A log directory's path. */

@@ -104,7 +104,7 @@ int raft__wire_append(struct raft__frame *f, uint64_t group, const struct raft_m
     to_pb(group, m, &pb, ents, ptrs, &conf);
     size_t size = arbor__raft__message__get_packed_size(&pb);
     int rc = 0;
-    if (f->used + size + 11 > RAFT_FRAME_BYTES_MAX) {
+    if (f->used + size + 11 > RAFT_FRAME_BYTES_MAX || f->count >= RAFT_FRAME_MSGS_MAX) {
         rc = -EMSGSIZE; /* the caller flushes this frame and starts another */
     } else if (f->used + size + 11 > f->cap) {
         size_t cap = f->cap < 4096 ? 4096 : f->cap;
@@ -187,33 +187,104 @@ static void from_pb(const Arbor__Raft__Message *pb, struct raft_msg *m, struct r
     }
 }
 
+static bool get_varint(const uint8_t *p, size_t len, size_t *at, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    for (int shift = 0; shift < 64 && *at < len; shift += 7) {
+        uint8_t b = p[(*at)++];
+        v |= (uint64_t)(b & 0x7fu) << shift;
+        if ((b & 0x80u) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Walk one level of protobuf fields in p[0..len) without decoding them:
+ * count the length-delimited fields numbered `field`, and check that the
+ * rest parses. Unpacking allocates per element, so the counts are bounded
+ * before anything is unpacked (a frame of empty elements would otherwise
+ * cost a hundred times its size). */
+static int count_field(const uint8_t *p, size_t len, uint32_t field, uint32_t *count)
+{
+    size_t at = 0;
+    uint64_t key;
+    uint64_t v;
+
+    *count = 0;
+    /* bounded: each turn moves past one field */
+    while (at < len) {
+        if (!get_varint(p, len, &at, &key))
+            return -EPROTO;
+        switch (key & 7u) {
+        case 0:
+            if (!get_varint(p, len, &at, &v))
+                return -EPROTO;
+            break;
+        case 1:
+        case 5: {
+            size_t width = (key & 7u) == 1 ? 8 : 4;
+            if (len - at < width)
+                return -EPROTO;
+            at += width;
+            break;
+        }
+        case 2:
+            if (!get_varint(p, len, &at, &v) || v > len - at)
+                return -EPROTO;
+            at += (size_t)v;
+            *count += (key >> 3) == field;
+            break;
+        default:
+            return -EPROTO;
+        }
+    }
+    return 0;
+}
+
 int raft__wire_decode(const uint8_t *buf, size_t len, raft__wire_msg_cb cb, void *ctx)
 {
+    uint32_t count;
+
     if (len > RAFT_FRAME_BYTES_MAX)
         return -EMSGSIZE;
-    Arbor__Raft__Batch *b = arbor__raft__batch__unpack(&pb_allocator, len, buf);
-    if (b == NULL)
-        return -EPROTO;
-    int rc = b->n_messages > RAFT_FRAME_MSGS_MAX ? -EPROTO : 0;
-    /* check all before handing any over: a frame is taken whole or not at all */
-    for (size_t i = 0; rc == 0 && i < b->n_messages; i++) {
-        rc = msg_check(b->messages[i]);
-    }
-    for (size_t i = 0; rc == 0 && i < b->n_messages; i++) {
-        const Arbor__Raft__Message *pb = b->messages[i];
+    int rc = count_field(buf, len, 1, &count);
+    if (rc == 0 && count > RAFT_FRAME_MSGS_MAX)
+        rc = -EPROTO;
+    /* one Message at a time: unpack, check, hand over, free */
+    for (size_t at = 0; rc == 0 && at < len;) {
+        uint64_t key;
+        uint64_t size;
+        uint32_t entries;
+        if (!get_varint(buf, len, &at, &key) || key != 0x0a ||
+            !get_varint(buf, len, &at, &size) || size > len - at)
+            return -EPROTO;
+        const uint8_t *p = buf + at;
+        at += (size_t)size;
+        rc = count_field(p, (size_t)size, 15, &entries);
+        if (rc == 0 && entries > RAFT_APPEND_ENTRIES_MAX)
+            rc = -EPROTO;
+        Arbor__Raft__Message *pb =
+            rc == 0 ? arbor__raft__message__unpack(&pb_allocator, (size_t)size, p) : NULL;
+        if (rc == 0 && pb == NULL)
+            rc = -EPROTO;
+        if (rc == 0)
+            rc = msg_check(pb);
         struct raft_entry *ents = NULL;
-        struct raft_msg m;
-        if (pb->n_entries > 0) {
+        if (rc == 0 && pb->n_entries > 0) {
             ents = raft_malloc(sizeof(*ents) * pb->n_entries);
-            if (ents == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
+            rc = ents == NULL ? -ENOMEM : 0;
         }
-        from_pb(pb, &m, ents);
-        cb(pb->group, &m, ctx);
+        if (rc == 0) {
+            struct raft_msg m;
+            from_pb(pb, &m, ents);
+            cb(pb->group, &m, ctx);
+        }
         raft_free(ents);
+        if (pb != NULL)
+            arbor__raft__message__free_unpacked(pb, &pb_allocator);
     }
-    arbor__raft__batch__free_unpacked(b, &pb_allocator);
     return rc;
 }

@@ -259,6 +259,8 @@ static void heard_leader(struct raft_node *n, raft_id from)
 {
     if (n->role != RAFT_FOLLOWER || n->leader != from)
         raft__become_follower(n, n->term, from);
+    if (n->recv.is_active && n->recv.from != from)
+        n->recv.is_active = false; /* another leader: its snapshot is abandoned */
     n->election_elapsed = 0;
     n->leader_heard_tick = n->ticks;
     n->has_heard_leader = true;
@@ -299,11 +301,11 @@ int raft_step(struct raft_node *n, const struct raft_msg *m)
             raft__on_heartbeat(n, m);
         } else if (m->type == RAFT_MSG_SNAPSHOT) {
             raft__on_snapshot(n, m);
-        } else if (!n->has_chunk && !n->is_chunk_out) {
-            /* while a snapshot is being stored the log stands still */
+        } else if (!raft__is_receiving(n)) {
+            /* while a snapshot is being received or stored the log stands still */
             if (!raft__append_is_valid(n, m))
                 return -RAFT_ECORRUPT;
-            raft__on_append(n, m);
+            return raft__on_append(n, m);
         }
         return 0;
     case RAFT_MSG_APPEND_RESP:
@@ -319,7 +321,8 @@ int raft_step(struct raft_node *n, const struct raft_msg *m)
             raft__on_snapshot_response(n, m);
         return 0;
     case RAFT_MSG_TIMEOUT_NOW:
-        if (n->role == RAFT_FOLLOWER && n->leader == m->from && raft__is_promotable(n))
+        if (n->role == RAFT_FOLLOWER && n->leader == m->from && raft__is_promotable(n) &&
+            !raft__is_receiving(n))
             raft__start_campaign(n, false, true);
         return 0;
     }
@@ -379,15 +382,18 @@ void raft_tick(struct raft_node *n, uint64_t wall_ns)
         tick_leader(n);
         return;
     }
+    if (n->recv.is_active && !n->has_chunk && !n->is_chunk_out &&
+        ++n->recv.idle_ticks >= 2 * n->opt.election_ticks)
+        n->recv.is_active = false; /* the leader stopped sending it: appends again */
     n->election_elapsed++;
     if (n->election_elapsed >= n->election_timeout && raft__is_promotable(n) &&
-        !n->has_chunk && !n->is_chunk_out)
+        !raft__is_receiving(n))
         raft__start_campaign(n, true, false);
 }
 
 void raft_campaign(struct raft_node *n)
 {
-    if (n->role != RAFT_LEADER && raft__is_promotable(n))
+    if (n->role != RAFT_LEADER && raft__is_promotable(n) && !raft__is_receiving(n))
         raft__start_campaign(n, false, true);
 }
 
@@ -667,7 +673,8 @@ static void order_early(struct raft_node *n)
     uint32_t early = 0;
 
     n->early_count = 0;
-    if (n->role != RAFT_LEADER)
+    /* a new term or vote must be on disk before any message that claims it */
+    if (n->role != RAFT_LEADER || n->is_vote_dirty)
         return;
     for (uint32_t i = 0; i < n->msg_count; i++) {
         if (!is_early(&n->msgs[i]))
@@ -682,7 +689,12 @@ static void order_early(struct raft_node *n)
 /* A finished chunk the log overtook meanwhile is dropped, not installed. */
 static void drop_overtaken_chunk(struct raft_node *n)
 {
-    if (!n->has_chunk || !n->chunk.is_done || n->chunk.index > n->log.commit)
+    raft_term t;
+
+    if (!n->has_chunk || !n->chunk.is_done)
+        return;
+    bool is_held = raft__log_term(&n->log, n->chunk.index, &t) && t == n->chunk.term;
+    if (n->chunk.index > n->log.commit && !is_held)
         return;
     raft_free(n->chunk_buf);
     n->chunk_buf = NULL;
@@ -739,6 +751,7 @@ bool raft_ready(struct raft_node *n, struct raft_ready *rd)
     n->want_count = n->want_cap = 0;
     rd->has_role_change = n->is_role_dirty;
     n->is_hs_dirty = false;
+    n->is_vote_dirty = false;
     n->is_role_dirty = false;
     n->is_ready_out = true;
     n->readies++;

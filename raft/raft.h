@@ -145,8 +145,9 @@ struct raft_snapshot_want {
 
 /* A snapshot chunk received (follower): store it durably at offset of a
  * staging area for (index, term); on is_done, install the whole snapshot
- * atomically (stage, fsync, swap) before raft_advance(), or call
- * raft_snapshot_fail(). */
+ * atomically (stage, fsync, swap) and replace the stored log with it
+ * (raft_seglog_snapshot() with is_reset) before raft_advance(), or call
+ * raft_snapshot_fail(). A ready with a chunk carries no entries to apply. */
 struct raft_snapshot_chunk {
     raft_index index;
     raft_term term;

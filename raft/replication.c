@@ -242,6 +242,13 @@ static int append_new(struct raft_node *n, const struct raft_msg *m)
             raft_free(copy.data);
             return -ENOMEM;
         }
+        /* times increase along the log: a peer that says otherwise is broken */
+        if (raft__log_last(&n->log) > 0 && e->hlc_ns <= raft__log_last_hlc(&n->log)) {
+            raft_free(copy.data);
+            if (e->type == RAFT_ENTRY_CONFIG)
+                raft__config_truncate(n, e->index);
+            return -RAFT_ECORRUPT;
+        }
         rc = raft__log_append(&n->log, &copy);
         if (rc != 0) {
             raft__config_truncate(n, e->index);
@@ -276,28 +283,29 @@ bool raft__append_is_valid(const struct raft_node *n, const struct raft_msg *m)
     return true;
 }
 
-void raft__on_append(struct raft_node *n, const struct raft_msg *m)
+int raft__on_append(struct raft_node *n, const struct raft_msg *m)
 {
     raft_term t;
 
     if (m->index < n->log.commit) {
         /* everything up to our commit matches the leader's log */
         reply_append(n, m, n->log.commit, false, 0, 0);
-        return;
+        return 0;
     }
     if (!raft__log_term(&n->log, m->index, &t) || t != m->log_term) {
         raft_index hint_index;
         raft_term hint_term;
         reject_hint(n, m, &hint_index, &hint_term);
         reply_append(n, m, m->index, true, hint_index, hint_term);
-        return;
+        return 0;
     }
     int rc = append_new(n, m);
     if (rc != 0)
-        return; /* nothing acknowledged; the leader sends again */
+        return rc == -RAFT_ECORRUPT ? rc : 0; /* nothing acknowledged; sent again */
     raft_index last_new = m->index + m->entry_count;
     raft__set_commit(n, m->commit < last_new ? m->commit : last_new);
     reply_append(n, m, last_new, false, 0, 0);
+    return 0;
 }
 
 void raft__on_heartbeat(struct raft_node *n, const struct raft_msg *m)
@@ -466,9 +474,19 @@ static void reply_snapshot(struct raft_node *n, raft_id to, uint64_t offset, boo
 void raft__on_snapshot(struct raft_node *n, const struct raft_msg *m)
 {
     struct raft__snap_recv *rv = &n->recv;
+    raft_term t;
 
     if (m->index <= n->log.commit) {
         reply_snapshot(n, m->from, 0, true, false, n->log.commit); /* nothing to learn */
+        return;
+    }
+    if (raft__log_term(&n->log, m->index, &t) && t == m->log_term) {
+        /* the log already holds the snapshot's last entry, and so (log
+         * matching) all before it: keep the log, whose later entries this
+         * node may have acknowledged, and learn that it is committed */
+        raft__set_commit(n, m->index);
+        rv->is_active = false;
+        reply_snapshot(n, m->from, 0, true, false, m->index);
         return;
     }
     if (m->chunk_size > RAFT_CHUNK_BYTES_MAX || (m->chunk_size > 0 && m->chunk == NULL) ||
@@ -476,6 +494,8 @@ void raft__on_snapshot(struct raft_node *n, const struct raft_msg *m)
         return;
     if (n->has_chunk || n->is_chunk_out)
         return; /* one chunk at a time: the leader sends this one again */
+    if (rv->is_active && rv->index == m->index)
+        rv->idle_ticks = 0;
     if (m->offset == 0)
         *rv = (struct raft__snap_recv){.index = m->index, .term = m->log_term,
                                        .hlc_ns = m->hlc_ns, .config = m->config,
@@ -499,6 +519,7 @@ void raft__on_snapshot(struct raft_node *n, const struct raft_msg *m)
     n->has_chunk = true;
     n->is_chunk_failed = false;
     rv->received += m->chunk_size;
+    rv->idle_ticks = 0;
     n->election_elapsed = 0;
 }
 

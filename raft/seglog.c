@@ -5,6 +5,10 @@
  * Files in the log's directory:
  *   snapshot                      where the log starts: the snapshot's index,
  *                                 term, time and members (replaced atomically)
+ *   vote                          the term and vote (replaced atomically when
+ *                                 they change): the log's own hard state
+ *                                 records can go with a truncation, and a
+ *                                 vote, once synced, must never be forgotten
  *   <first>.open                  the segment being appended to
  *   <first>-<last>-<hlc>.seg      sealed segments: their index range and the
  *                                 time of their last entry, so retention needs
@@ -42,6 +46,7 @@
 
 #define SEG_MAGIC        "ARBRSEG1"
 #define SNAP_MAGIC       "ARBRSNP1"
+#define VOTE_MAGIC       "ARBRVOT1"
 #define REC_HEADER_BYTES 12u
 #define REC_ENTRY_FIXED  32u
 enum { REC_SEGMENT = 1, REC_ENTRY = 2, REC_HARD_STATE = 3 };
@@ -65,10 +70,14 @@ struct raft_seglog {
     uint64_t *offsets;        /* offsets[i]: record of entry first + i in it */
     uint32_t offset_cap;
     struct raft_hard_state hs;
+    raft_term vote_term;      /* what the vote file holds */
+    raft_id vote_id;
+    bool is_vote_dirty;       /* hs's term or vote differ from it: write at sync */
     raft_index snap_index;
     raft_term snap_term;
     uint64_t snap_hlc_ns;
     struct raft_config snap_config;
+    bool is_snap_reset;       /* the snapshot replaced the log: older segments are void */
     bool is_dir_dirty;        /* a name changed: fsync the directory at sync */
     bool is_failed;
     uint8_t *buf;             /* records waiting for write() */
@@ -416,6 +425,9 @@ static void seg_scan(struct seg_read *r)
 
 /* ---- recovery -------------------------------------------------------------------------------- */
 
+static int read_vote_file(struct raft_seglog *l, char *errmsg);
+static int write_vote_file(struct raft_seglog *l, char *errmsg);
+
 static int read_snapshot_file(struct raft_seglog *l, char *errmsg)
 {
     uint8_t *p = NULL;
@@ -427,17 +439,20 @@ static int read_snapshot_file(struct raft_seglog *l, char *errmsg)
     if (rc != 0)
         return fail(errmsg, rc, "log %s: cannot read snapshot: %s", l->dir, strerror(-rc));
     /* magic, index, term, hlc, config length, config, crc */
-    uint32_t clen = size >= 36 ? get_u32(p + 32) : 0;
-    if (size < 40 || memcmp(p, SNAP_MAGIC, 8) != 0 || clen > RAFT_CONFIG_BYTES_MAX ||
-        size != 36 + (uint64_t)clen + 4 ||
-        get_u32(p + 36 + clen) != crc32c(0, p, 36 + (size_t)clen) ||
-        raft_config_decode(p + 36, clen, &l->snap_config) != 0) {
+    /* magic, index, term, hlc, u32 flags (1: a reset), u32 config bytes,
+     * the config, u32 CRC32C of all before */
+    uint32_t clen = size >= 40 ? get_u32(p + 36) : 0;
+    if (size < 44 || memcmp(p, SNAP_MAGIC, 8) != 0 || clen > RAFT_CONFIG_BYTES_MAX ||
+        size != 40 + (uint64_t)clen + 4 || (get_u32(p + 32) & ~1u) != 0 ||
+        get_u32(p + 40 + clen) != crc32c(0, p, 40 + (size_t)clen) ||
+        raft_config_decode(p + 40, clen, &l->snap_config) != 0) {
         raft_free(p);
         return fail(errmsg, -RAFT_ECORRUPT, "log %s: the snapshot file is damaged", l->dir);
     }
     l->snap_index = get_u64(p + 8);
     l->snap_term = get_u64(p + 16);
     l->snap_hlc_ns = get_u64(p + 24);
+    l->is_snap_reset = (get_u32(p + 32) & 1u) != 0;
     raft_free(p);
     return 0;
 }
@@ -473,6 +488,12 @@ static int list_segments(struct raft_seglog *l, char *errmsg)
         }
         l->segs[j] = v;
     }
+    return 0;
+}
+
+/* One open segment at most, the newest; no gaps between segments. */
+static int check_segments(struct raft_seglog *l, char *errmsg)
+{
     for (uint32_t i = 0; i < l->seg_count; i++) {
         if (l->segs[i].is_open && i + 1 != l->seg_count)
             return fail(errmsg, -RAFT_ECORRUPT, "log %s: an open segment is not the newest",
@@ -598,12 +619,39 @@ static int index_open_segment(struct raft_seglog *l, char *errmsg)
     return rc == 0 ? 0 : fail(errmsg, rc, "out of memory");
 }
 
+/* A received snapshot replaced the log, and a crash may have come before
+ * every older segment was gone: remove the ones that start at or below it. */
+static int finish_reset(struct raft_seglog *l, char *errmsg)
+{
+    uint32_t kept = 0;
+
+    for (uint32_t i = 0; i < l->seg_count; i++) {
+        char name[96];
+        if (l->segs[i].first > l->snap_index) {
+            l->segs[kept++] = l->segs[i];
+            continue;
+        }
+        seg_name(&l->segs[i], name, sizeof(name));
+        if (unlinkat(l->dir_fd, name, 0) != 0)
+            return fail(errmsg, -errno, "log %s: cannot remove %s", l->dir, name);
+        l->is_dir_dirty = true;
+    }
+    l->seg_count = kept;
+    return 0;
+}
+
 static int recover(struct raft_seglog *l, struct raft_boot *boot, char *errmsg)
 {
     int rc = read_snapshot_file(l, errmsg);
 
     if (rc == 0)
+        rc = read_vote_file(l, errmsg);
+    if (rc == 0)
         rc = list_segments(l, errmsg);
+    if (rc == 0 && l->is_snap_reset)
+        rc = finish_reset(l, errmsg);
+    if (rc == 0)
+        rc = check_segments(l, errmsg);
     for (uint32_t i = 0; rc == 0 && i < l->seg_count; i++) {
         /* a sealed segment wholly inside the snapshot is only kept for restores */
         if (!l->segs[i].is_open && l->segs[i].last <= l->snap_index)
@@ -628,6 +676,12 @@ static int recover(struct raft_seglog *l, struct raft_boot *boot, char *errmsg)
     }
     if (rc != 0)
         return rc;
+    /* the term and vote: the vote file's unless the log has a newer term (a
+     * vote file is written at the sync after the log's record) */
+    if (l->vote_term > l->hs.term || (l->vote_term == l->hs.term && l->vote_id != 0)) {
+        l->hs.term = l->vote_term;
+        l->hs.vote = l->vote_id;
+    }
     *boot = (struct raft_boot){.hard_state = l->hs, .snapshot_index = l->snap_index,
                                .snapshot_term = l->snap_term, .snapshot_hlc_ns = l->snap_hlc_ns,
                                .config = l->snap_config, .entry_count = l->boot_count,
@@ -809,6 +863,7 @@ int raft_seglog_append(struct raft_seglog *l, const struct raft_ready *rd, char 
     }
     if (rc == 0 && rd->has_hard_state) {
         l->hs = rd->hard_state;
+        l->is_vote_dirty |= l->hs.term != l->vote_term || l->hs.vote != l->vote_id;
         rc = buf_hard_state(l);
         if (rc != 0)
             fail(errmsg, rc, "out of memory");
@@ -830,6 +885,8 @@ int raft_seglog_sync(struct raft_seglog *l, char *errmsg)
         l->is_failed = true; /* never retried: the page cache may have dropped the data */
         rc = fail(errmsg, -EIO, "log %s: fdatasync failed: %s", l->dir, strerror(errno));
     }
+    if (rc == 0 && l->is_vote_dirty)
+        rc = write_vote_file(l, errmsg);
     if (rc == 0 && l->is_dir_dirty) {
         if (fsync(l->dir_fd) != 0) {
             l->is_failed = true;
@@ -841,29 +898,75 @@ int raft_seglog_sync(struct raft_seglog *l, char *errmsg)
     return rc;
 }
 
-/* Replace the snapshot file: temp, fdatasync, rename, directory fsync. */
+/* Replace the small file `name` with buf: temp, fdatasync, rename,
+ * directory fsync. */
+static int replace_file(struct raft_seglog *l, const char *name, const uint8_t *buf,
+                        size_t size, char *errmsg)
+{
+    char tmp[64];
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+    int fd = openat(l->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool is_ok = fd >= 0 && write(fd, buf, size) == (ssize_t)size && fdatasync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (!is_ok || renameat(l->dir_fd, tmp, l->dir_fd, name) != 0 || fsync(l->dir_fd) != 0) {
+        l->is_failed = true;
+        return fail(errmsg, -EIO, "log %s: cannot write %s: %s", l->dir, name, strerror(errno));
+    }
+    return 0;
+}
+
 static int write_snapshot_file(struct raft_seglog *l, char *errmsg)
 {
-    uint8_t buf[40 + RAFT_CONFIG_BYTES_MAX];
-    uint32_t clen = raft_config_encode(&l->snap_config, buf + 36);
+    uint8_t buf[44 + RAFT_CONFIG_BYTES_MAX];
+    uint32_t clen = raft_config_encode(&l->snap_config, buf + 40);
 
     memcpy(buf, SNAP_MAGIC, 8);
     put_u64(buf + 8, l->snap_index);
     put_u64(buf + 16, l->snap_term);
     put_u64(buf + 24, l->snap_hlc_ns);
-    put_u32(buf + 32, clen);
-    put_u32(buf + 36 + clen, crc32c(0, buf, 36 + (size_t)clen));
-    int fd = openat(l->dir_fd, "snapshot.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    size_t size = 40 + (size_t)clen;
-    bool is_ok = fd >= 0 && write(fd, buf, size) == (ssize_t)size && fdatasync(fd) == 0;
-    if (fd >= 0)
-        close(fd);
-    if (!is_ok || renameat(l->dir_fd, "snapshot.tmp", l->dir_fd, "snapshot") != 0 ||
-        fsync(l->dir_fd) != 0) {
-        l->is_failed = true;
-        return fail(errmsg, -EIO, "log %s: cannot write the snapshot file: %s", l->dir,
-                    strerror(errno));
+    put_u32(buf + 32, l->is_snap_reset ? 1u : 0u);
+    put_u32(buf + 36, clen);
+    put_u32(buf + 40 + clen, crc32c(0, buf, 40 + (size_t)clen));
+    return replace_file(l, "snapshot", buf, 44 + (size_t)clen, errmsg);
+}
+
+/* magic, u64 term, u64 vote, u32 CRC32C of the 24 bytes before */
+static int write_vote_file(struct raft_seglog *l, char *errmsg)
+{
+    uint8_t buf[28];
+
+    memcpy(buf, VOTE_MAGIC, 8);
+    put_u64(buf + 8, l->hs.term);
+    put_u64(buf + 16, l->hs.vote);
+    put_u32(buf + 24, crc32c(0, buf, 24));
+    int rc = replace_file(l, "vote", buf, sizeof(buf), errmsg);
+    if (rc == 0) {
+        l->vote_term = l->hs.term;
+        l->vote_id = l->hs.vote;
+        l->is_vote_dirty = false;
     }
+    return rc;
+}
+
+static int read_vote_file(struct raft_seglog *l, char *errmsg)
+{
+    uint8_t *p = NULL;
+    uint64_t size = 0;
+    int rc = read_file(l->dir_fd, "vote", &p, &size);
+
+    if (rc == -ENOENT)
+        return 0;
+    if (rc != 0)
+        return fail(errmsg, rc, "log %s: cannot read vote: %s", l->dir, strerror(-rc));
+    if (size != 28 || memcmp(p, VOTE_MAGIC, 8) != 0 || get_u32(p + 24) != crc32c(0, p, 24)) {
+        raft_free(p);
+        return fail(errmsg, -RAFT_ECORRUPT, "log %s: the vote file is damaged", l->dir);
+    }
+    l->vote_term = get_u64(p + 8);
+    l->vote_id = get_u64(p + 16);
+    raft_free(p);
     return 0;
 }
 
@@ -899,12 +1002,21 @@ int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term
     if (!is_reset && index > open_seg(l)->last)
         return fail(errmsg, -EINVAL, "log %s: snapshot at %" PRIu64 " is past the log", l->dir,
                     index);
-    if (is_reset) {
+    l->snap_index = index;
+    l->snap_term = term;
+    l->snap_hlc_ns = hlc_ns;
+    l->snap_config = *c;
+    l->is_snap_reset = is_reset;
+    /* the snapshot file first: a crash before the old segments go leaves
+     * them behind a snapshot that supersedes them, never a log without one */
+    int rc = write_snapshot_file(l, errmsg);
+    if (rc == 0 && is_reset) {
         /* an installed snapshot replaces the whole log */
         while (l->seg_count > 0) {
             char name[96];
             seg_name(&l->segs[l->seg_count - 1], name, sizeof(name));
-            unlinkat(l->dir_fd, name, 0);
+            if (unlinkat(l->dir_fd, name, 0) != 0 && errno != ENOENT)
+                return fail(errmsg, -errno, "log %s: cannot remove %s", l->dir, name);
             l->seg_count--;
         }
         if (l->fd >= 0)
@@ -912,13 +1024,6 @@ int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term
         l->fd = -1;
         l->buf_used = 0;
         l->is_dir_dirty = true;
-    }
-    l->snap_index = index;
-    l->snap_term = term;
-    l->snap_hlc_ns = hlc_ns;
-    l->snap_config = *c;
-    int rc = write_snapshot_file(l, errmsg);
-    if (rc == 0 && is_reset) {
         rc = seg_create(l, index + 1, errmsg);
         if (rc == 0)
             rc = raft_seglog_sync(l, errmsg);

@@ -64,6 +64,7 @@ struct raft_transport {
     struct peer *peers[RAFT_PEERS_MAX];
     uint32_t peer_count;
     struct conn *conns;
+    uint32_t conn_count;
     uint32_t open_handles;      /* closes to wait for after stop */
     bool is_stopping;
     uint64_t rng;
@@ -253,6 +254,7 @@ static void conn_close(struct conn *c)
     if (c->is_closing)
         return;
     c->is_closing = true;
+    t->conn_count--;
     for (struct conn **pp = &t->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
@@ -331,12 +333,35 @@ static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->used -= at;
 }
 
+static void refused_closed(uv_handle_t *h)
+{
+    struct raft_transport *t = h->data;
+
+    raft_free(h);
+    RAFT_ASSERT(t->open_handles > 0);
+    t->open_handles--;
+    maybe_free(t);
+}
+
 static void accepted(uv_stream_t *server, int status)
 {
     struct raft_transport *t = server->data;
 
     if (status < 0 || t->is_stopping)
         return;
+    if (t->conn_count >= RAFT_CONNS_MAX) {
+        /* refuse: accept and close at once, so the backlog drains */
+        uv_tcp_t *x = raft_malloc(sizeof(*x));
+        if (x == NULL)
+            return;
+        uv_tcp_init(t->loop, x);
+        x->data = t;
+        t->open_handles++;
+        uv_accept(server, (uv_stream_t *)x);
+        uv_close((uv_handle_t *)x, refused_closed);
+        event(t, 0, -EMFILE, "too many incoming connections: one refused");
+        return;
+    }
     struct conn *c = raft__calloc(1, sizeof(*c));
     if (c == NULL)
         return;
@@ -346,6 +371,7 @@ static void accepted(uv_stream_t *server, int status)
     t->open_handles++;
     c->next = t->conns;
     t->conns = c;
+    t->conn_count++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) != 0)
         conn_close(c);

@@ -24,9 +24,11 @@ int raft__wire_append(struct raft__frame *f, uint64_t group, const struct raft_m
 void raft__wire_seal(struct raft__frame *f);
 
 /* Each message of a frame's Batch (buf without its length), checked
- * against raft/limits.h; borrowed for the call. The whole frame is checked
- * before any message is handed over. -EPROTO for bytes no peer should
- * send, -EMSGSIZE, -ENOMEM. */
+ * against raft/limits.h and handed over one at a time, borrowed for the
+ * call. Element counts are bounded before anything is unpacked. A bad
+ * message stops the frame: -EPROTO for bytes no peer should send (the
+ * messages before it were handed over; each stands alone), -EMSGSIZE,
+ * -ENOMEM. */
 typedef void (*raft__wire_msg_cb)(uint64_t group, const struct raft_msg *m, void *ctx);
 int raft__wire_decode(const uint8_t *buf, size_t len, raft__wire_msg_cb cb, void *ctx);
 

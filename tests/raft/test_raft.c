@@ -428,6 +428,106 @@ static void test_append_rules_of_figure_2(void **state)
     raft_node_free(n);
 }
 
+/* A snapshot whose last entry the follower's log already holds is not
+ * installed: the follower may have acknowledged entries after it, which a
+ * leader counted toward a commit (an install would drop them). */
+static void test_snapshot_not_installed_over_a_log_that_holds_it(void **state)
+{
+    struct raft_node *n = bare_node(2);
+    struct raft_entry e[4];
+
+    (void)state;
+    for (uint32_t i = 0; i < 4; i++) {
+        e[i] = (struct raft_entry){.term = 5, .index = 3 + i, .hlc_ns = 100 + i,
+                                   .type = RAFT_ENTRY_NORMAL};
+    }
+    struct raft_msg a = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 5, .index = 2,
+                         .log_term = 2, .commit = 2, .entry_count = 4, .entries = e};
+    assert_int_equal(raft_step(n, &a), 0);
+    assert_int_equal(answer(n, RAFT_MSG_APPEND_RESP).index, 6); /* acknowledged 3..6 */
+    struct raft_msg c = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2, .term = 5, .index = 5,
+                         .log_term = 5, .is_done = true,
+                         .config = {.voter_count = 3, .voters = {1, 2, 3}}};
+    assert_int_equal(raft_step(n, &c), 0);
+    struct raft_msg r = answer(n, RAFT_MSG_SNAPSHOT_RESP);
+    assert_true(r.is_done);
+    assert_int_equal(raft_last_index(n), 6); /* kept */
+    assert_int_equal(raft_commit_index(n), 5);
+    raft__check_invariants(n);
+    raft_node_free(n);
+}
+
+/* While a snapshot is being received the log takes no appends (an install
+ * would drop what they added), and a stale or damaged append with time
+ * going back is refused, never asserted on. */
+static void test_receiving_a_snapshot_holds_the_log_still(void **state)
+{
+    struct raft_node *n = bare_node(2);
+    struct raft_ready rd;
+    uint8_t bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+    (void)state;
+    struct raft_msg c = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2, .term = 5, .index = 40,
+                         .log_term = 5, .hlc_ns = 900, .chunk = bytes, .chunk_size = 8,
+                         .config = {.voter_count = 3, .voters = {1, 2, 3}}};
+    assert_int_equal(raft_step(n, &c), 0);
+    assert_true(raft_ready(n, &rd));
+    assert_true(rd.has_chunk);
+    assert_int_equal(rd.chunk.size, 8);
+    raft_advance(n, &rd);
+    assert_int_equal(answer(n, RAFT_MSG_SNAPSHOT_RESP).offset, 8);
+    struct raft_entry e = {.term = 5, .index = 3, .hlc_ns = 100, .type = RAFT_ENTRY_NORMAL};
+    struct raft_msg a = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 5, .index = 2,
+                         .log_term = 2, .entry_count = 1, .entries = &e};
+    assert_int_equal(raft_step(n, &a), 0);
+    assert_int_equal(raft_last_index(n), 2); /* not taken */
+    /* the last chunk: installed at advance */
+    c.offset = 8;
+    c.is_done = true;
+    assert_int_equal(raft_step(n, &c), 0);
+    assert_true(raft_ready(n, &rd));
+    assert_true(rd.has_chunk && rd.chunk.is_done);
+    assert_int_equal(rd.chunk.hlc_ns, 900);
+    raft_advance(n, &rd);
+    assert_int_equal(raft_last_index(n), 40);
+    assert_int_equal(raft_commit_index(n), 40);
+    assert_true(answer(n, RAFT_MSG_SNAPSHOT_RESP).is_done);
+    /* an entry whose time is not after the snapshot's: refused */
+    e = (struct raft_entry){.term = 5, .index = 41, .hlc_ns = 900, .type = RAFT_ENTRY_NORMAL};
+    a = (struct raft_msg){.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .term = 5, .index = 40,
+                          .log_term = 5, .entry_count = 1, .entries = &e};
+    assert_int_equal(raft_step(n, &a), -RAFT_ECORRUPT);
+    assert_int_equal(raft_last_index(n), 40);
+    raft__check_invariants(n);
+    raft_node_free(n);
+}
+
+/* A single voter elects itself inside one call: the ready that persists
+ * its new term must not let any message out early (a learner would hold an
+ * entry of a term the leader may not remember after a crash). */
+static void test_no_early_messages_before_a_new_term_is_durable(void **state)
+{
+    struct raft_options o;
+    struct raft_node *n = NULL;
+    struct raft_ready rd;
+    struct raft_boot b = {.hard_state = {.term = 5},
+                          .config = {.voter_count = 1, .voters = {1}, .learner_count = 1,
+                                     .learners = {2}}};
+
+    (void)state;
+    raft_options_init(&o, 1);
+    assert_int_equal(raft_node_new(&o, &b, &n), 0);
+    raft_campaign(n);
+    assert_int_equal(raft_role(n), RAFT_LEADER);
+    assert_true(raft_ready(n, &rd));
+    assert_true(rd.has_hard_state);
+    assert_int_equal(rd.hard_state.term, 6);
+    assert_true(rd.msg_count > 0);      /* the append to the learner ... */
+    assert_int_equal(rd.early_count, 0); /* ... waits for the term on disk */
+    raft_advance(n, &rd);
+    raft_node_free(n);
+}
+
 /* A follower learns a commit index only as far as the append proved its
  * log matches the leader's: entries past it may be a deposed leader's. */
 static void test_follower_commit_stops_where_the_append_ends(void **state)
@@ -649,6 +749,9 @@ int main(void)
         cmocka_unit_test(test_follower_commit_stops_where_the_append_ends),
         cmocka_unit_test(test_vote_rules_of_figure_2),
         cmocka_unit_test(test_append_rules_of_figure_2),
+        cmocka_unit_test(test_snapshot_not_installed_over_a_log_that_holds_it),
+        cmocka_unit_test(test_receiving_a_snapshot_holds_the_log_still),
+        cmocka_unit_test(test_no_early_messages_before_a_new_term_is_durable),
         cmocka_unit_test(test_lagging_follower_gets_a_snapshot_in_chunks),
         cmocka_unit_test(test_config_change_one_at_a_time_with_a_learner),
         cmocka_unit_test(test_leader_transfer_hands_over_and_refuses_writes_meanwhile),

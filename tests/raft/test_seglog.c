@@ -359,6 +359,69 @@ static void test_seglog_foreign_files_and_gaps(void **state)
     assert_non_null(strstr(errmsg, "missing"));
 }
 
+/* A truncation can remove the records that held the newest hard state;
+ * the vote, once synced, lives on in the vote file. Here the replacement
+ * records never reach the disk (the open segment is emptied, as a power cut
+ * before the next sync would leave it). */
+static void test_seglog_truncation_never_forgets_a_synced_vote(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    f->opt.segment_bytes = 1 << 20;
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 5, 1, 0); /* term 1, vote 1, in the open segment */
+    struct raft_entry *e = make_entries(1, 2, 2);
+    struct raft_ready rd = {.entry_count = 2, .entries = e};
+    assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* replaces 1..: no sync */
+    free_entries(e, 2);
+    raft_seglog_close(l);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(truncate(path, 0), 0);
+    l = reopen(f, NULL, &b);
+    assert_int_equal(b.hard_state.term, 1);
+    assert_int_equal(b.hard_state.vote, 1);
+    raft_seglog_close(l);
+}
+
+/* A received snapshot replaces the log: a crash after its file was
+ * written but before the old segments went leaves them behind; recovery
+ * finishes the job, and the vote survives. */
+static void test_seglog_interrupted_reset_is_finished_on_open(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    struct raft_config c = {.voter_count = 3, .voters = {1, 2, 3}};
+    char path[600];
+    char saved[700];
+    char cmd[1500];
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 60, 1, 10);
+    find_file(f->log, ".seg", path, sizeof(path));
+    snprintf(saved, sizeof(saved), "%s/kept.bak", f->dir);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", path, saved);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(raft_seglog_snapshot(l, 500, 3, 900000, &c, true, 0, NULL), 0);
+    raft_seglog_close(l);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", saved, path); /* as if never removed */
+    assert_int_equal(system(cmd), 0);
+    l = reopen(f, NULL, &b);
+    assert_int_equal(b.snapshot_index, 500);
+    assert_int_equal(b.entry_count, 0);
+    assert_int_equal(b.hard_state.term, 1);
+    assert_int_equal(count_files(f->log, ".seg"), 0); /* the old one is gone again */
+    append(l, 501, 503, 3, 500);
+    l = reopen(f, l, &b);
+    assert_int_equal(b.entry_count, 3);
+    assert_int_equal(b.hard_state.term, 3);
+    raft_seglog_close(l);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -369,6 +432,8 @@ int main(void)
         T(test_seglog_damaged_middle_is_refused_with_its_place),
         T(test_seglog_snapshot_retention_and_reset),
         T(test_seglog_foreign_files_and_gaps),
+        T(test_seglog_truncation_never_forgets_a_synced_vote),
+        T(test_seglog_interrupted_reset_is_finished_on_open),
     };
 #undef T
     return cmocka_run_group_tests_name("test_seglog", tests, NULL, NULL);

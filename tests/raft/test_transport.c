@@ -316,6 +316,50 @@ static void test_wire_decode_survives_mutated_frames(void **state)
     raft_free(f.buf);
 }
 
+static void never_called(uint64_t group, const struct raft_msg *m, void *ctx)
+{
+    (void)group;
+    (void)m;
+    (void)ctx;
+    fail_msg("a message of a frame past a count bound was handed over");
+}
+
+/* Counts are bounded before anything is unpacked: a frame of empty
+ * messages, or a message of empty entries, is refused at its size (2 bytes
+ * each), not after a hundred times that in allocations. */
+static void test_wire_counts_are_bounded_before_unpacking(void **state)
+{
+    size_t n = RAFT_FRAME_MSGS_MAX + 1;
+    uint8_t *frame = malloc(2 * n + 16);
+
+    (void)state;
+    assert_non_null(frame);
+    for (size_t i = 0; i < n; i++) {
+        frame[2 * i] = 0x0a; /* Message, 0 bytes */
+        frame[2 * i + 1] = 0;
+    }
+    assert_int_equal(raft__wire_decode(frame, 2 * n, never_called, NULL), -EPROTO);
+    /* one Message holding RAFT_APPEND_ENTRIES_MAX + 1 empty entries (field 15) */
+    size_t e = RAFT_APPEND_ENTRIES_MAX + 1;
+    size_t body = 2 * e;
+    uint8_t *msg = malloc(body + 16);
+    assert_non_null(msg);
+    size_t at = 0;
+    msg[at++] = 0x0a;
+    for (uint64_t v = body; ; v >>= 7) { /* varint length */
+        msg[at++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80)
+            break;
+    }
+    for (size_t i = 0; i < e; i++) {
+        msg[at++] = 0x7a; /* field 15, length-delimited */
+        msg[at++] = 0;
+    }
+    assert_int_equal(raft__wire_decode(msg, at, never_called, NULL), -EPROTO);
+    free(msg);
+    free(frame);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_transport_unknown_message_type_is_malformed),
         cmocka_unit_test(test_transport_oversize_frame_closes_its_connection),
         cmocka_unit_test(test_wire_decode_survives_mutated_frames),
+        cmocka_unit_test(test_wire_counts_are_bounded_before_unpacking),
     };
     return cmocka_run_group_tests_name("test_transport", tests, NULL, NULL);
 }
