@@ -298,6 +298,71 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
  * (an xattr value too long). */
 int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out);
 
+/* ---- the client protocol (rpc_wire.c, meta/rpc.proto) --------------------------
+ * Frames of [u32 little-endian length][Request or Response] on a TCP
+ * connection; many requests in flight, matched by id. Decoding checks every
+ * field (the command as meta_cmd_decode() does, the reply against
+ * meta/limits.h) and copies it out. */
+#define META_FRAME_BYTES_MAX (META_MSG_BYTES_MAX + (1u << 20)) /* a command and its envelope */
+
+enum meta_req_kind {
+    META_REQ_COMMAND = 1, /* a query or a mutation of a shard */
+    META_REQ_SESSION_OPEN,
+    META_REQ_HEARTBEAT,   /* keeps a session alive */
+};
+enum meta_read_mode {
+    META_READ_LINEARIZABLE = 0, /* ReadIndex at the leader */
+    META_READ_LEASE,            /* the leader's lease, else ReadIndex */
+    META_READ_FOLLOWER,         /* any replica at most stale_ms behind */
+};
+
+struct meta_request {
+    uint64_t id;
+    uint32_t shard;
+    uint64_t epoch;
+    enum meta_req_kind kind;
+    enum meta_read_mode read_mode;
+    uint32_t stale_ms;
+    uint64_t session;
+    uint32_t data_cap;
+};
+
+/* Encode a request (cmd for META_REQ_COMMAND, else NULL) into buf[0..cap)
+ * as a whole frame. Returns -EMSGSIZE, -EINVAL, -ENAMETOOLONG, -E2BIG. */
+int meta_request_encode(const struct meta_request *req, const struct meta_cmd *cmd, uint8_t *buf,
+                        size_t cap, size_t *len);
+/* Decode a request's message (a frame without its length); the command
+ * goes into *cmd (a kind without one leaves it zeroed). -EPROTO for bytes
+ * that are not a request, -EINVAL for a field out of range. */
+int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req,
+                        struct meta_cmd_buf *cmd);
+
+struct meta_response {
+    uint64_t id;
+    int32_t rc;
+    uint64_t leader;
+    char leader_addr[64];
+    uint64_t epoch;
+    uint64_t session;
+    struct meta_reply reply; /* entries, data and slices point into a meta_response_buf */
+};
+
+/* A decoded response with room for everything a reply may hold (the
+ * sizes are META_READDIR_MAX and META_XATTR_BYTES_MAX of meta/limits.h). */
+struct meta_response_buf {
+    struct meta_response r;
+    struct meta_dirent entries[1024];
+    struct meta_slice slices[META_READ_SLICES_MAX];
+    uint8_t data[256u << 10];
+};
+
+/* Encode the response to op as a whole frame; only the fields op fills
+ * travel. -EMSGSIZE when buf is too small. */
+int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint8_t *buf,
+                         size_t cap, size_t *len);
+int meta_response_decode(const uint8_t *buf, size_t len, struct meta_response_buf *out);
+
+
 /* ---- the checkpoint in LMDB ---------------------------------------------------
  *
  * A shard's applied state is written behind into an LMDB environment, with the

@@ -1,0 +1,331 @@
+/* meta/rpc_wire.c - the client protocol's requests and responses to and
+ * from their protobuf form (meta/rpc.proto). Like cmd_wire.c, the only
+ * other file that sees generated types: decoding checks every field while
+ * copying it into arbor's structs, and frees the message before returning.
+ * A response carries only what its command's reply fills.
+ * Thread: any; no state. */
+#include <stdio.h>
+#include <string.h>
+
+#include "limits.h"
+#include "meta.h"
+#include "rpc.pb-c.h"
+
+_Static_assert(sizeof(((struct meta_response_buf *)0)->entries) ==
+                   META_READDIR_MAX * sizeof(struct meta_dirent),
+               "a response holds a full readdir page");
+_Static_assert(sizeof(((struct meta_response_buf *)0)->data) == META_XATTR_BYTES_MAX,
+               "a response holds every xattr name of an inode");
+
+static void *pb_alloc(void *data, size_t size)
+{
+    (void)data;
+    return ar_malloc(size);
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    ar_free(p);
+}
+
+static ProtobufCAllocator rpc_allocator = {.alloc = pb_alloc, .free = pb_free};
+
+/* [u32 length] then the message, or -EMSGSIZE. */
+static int frame(size_t need, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (need > META_FRAME_BYTES_MAX || need + 4 > cap)
+        return -EMSGSIZE;
+    uint32_t n = (uint32_t)need;
+    memcpy(buf, &n, 4);
+    *len = need + 4;
+    return 0;
+}
+
+int meta_request_encode(const struct meta_request *req, const struct meta_cmd *cmd, uint8_t *buf,
+                        size_t cap, size_t *len)
+{
+    Arbor__Meta__Request pb = ARBOR__META__REQUEST__INIT;
+    size_t cmd_len = 0;
+
+    AR_ASSERT(req != NULL && buf != NULL && len != NULL);
+    if ((req->kind == META_REQ_COMMAND) != (cmd != NULL) || cap < 4)
+        return -EINVAL;
+    if (cmd != NULL) {
+        /* the command first, at the end of buf; then the envelope before it */
+        int rc = meta_cmd_encode(cmd, buf + 4, cap - 4, &cmd_len);
+        if (rc != 0)
+            return rc;
+    }
+    uint8_t *cmd_bytes = NULL;
+    if (cmd_len > 0) {
+        cmd_bytes = ar_malloc(cmd_len);
+        if (cmd_bytes == NULL)
+            return -ENOMEM;
+        memcpy(cmd_bytes, buf + 4, cmd_len);
+    }
+    pb.id = req->id;
+    pb.shard = req->shard;
+    pb.epoch = req->epoch;
+    pb.kind = (uint32_t)req->kind;
+    pb.command = (ProtobufCBinaryData){.len = cmd_len, .data = cmd_bytes};
+    pb.read_mode = (uint32_t)req->read_mode;
+    pb.stale_ms = req->stale_ms;
+    pb.session = req->session;
+    pb.data_cap = req->data_cap;
+    size_t need = arbor__meta__request__get_packed_size(&pb);
+    int rc = frame(need, buf, cap, len);
+    if (rc == 0)
+        arbor__meta__request__pack(&pb, buf + 4);
+    ar_free(cmd_bytes);
+    return rc;
+}
+
+int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req,
+                        struct meta_cmd_buf *cmd)
+{
+    AR_ASSERT(req != NULL && cmd != NULL);
+    if (len > META_FRAME_BYTES_MAX)
+        return -EMSGSIZE;
+    Arbor__Meta__Request *pb = arbor__meta__request__unpack(&rpc_allocator, len, buf);
+    if (pb == NULL)
+        return -EPROTO;
+    int rc = 0;
+    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_HEARTBEAT ||
+        pb->read_mode > META_READ_FOLLOWER || pb->data_cap > META_XATTR_BYTES_MAX)
+        rc = -EINVAL;
+    memset(&cmd->cmd, 0, sizeof(cmd->cmd));
+    if (rc == 0 && pb->kind == META_REQ_COMMAND)
+        rc = meta_cmd_decode(pb->command.data, pb->command.len, cmd);
+    else if (rc == 0 && pb->command.len > 0)
+        rc = -EINVAL;
+    if (rc == 0)
+        *req = (struct meta_request){.id = pb->id, .shard = pb->shard, .epoch = pb->epoch,
+                                     .kind = (enum meta_req_kind)pb->kind,
+                                     .read_mode = (enum meta_read_mode)pb->read_mode,
+                                     .stale_ms = pb->stale_ms, .session = pb->session,
+                                     .data_cap = pb->data_cap};
+    arbor__meta__request__free_unpacked(pb, &rpc_allocator);
+    return rc;
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+/* What op's reply fills besides the attributes. */
+enum fill { FILL_ATTR = 1, FILL_ENTRIES = 2, FILL_DATA = 4, FILL_TARGET = 8, FILL_PIECES = 16,
+            FILL_STATFS = 32 };
+
+static unsigned fills(enum meta_op op)
+{
+    switch (op) {
+    case META_OP_READDIR:
+        return FILL_ENTRIES;
+    case META_OP_READLINK:
+        return FILL_TARGET;
+    case META_OP_GETXATTR:
+    case META_OP_LISTXATTR:
+        return FILL_DATA;
+    case META_OP_READ_MAP:
+        return FILL_ATTR | FILL_PIECES;
+    case META_OP_STATFS:
+        return FILL_STATFS;
+    case META_OP_LOOKUP:
+    case META_OP_GETATTR:
+    case META_OP_SETATTR:
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+    case META_OP_LINK:
+    case META_OP_WRITE:
+    case META_OP_FALLOCATE:
+        return FILL_ATTR;
+    case META_OP_ACCESS:
+    case META_OP_UNLINK:
+    case META_OP_RMDIR:
+    case META_OP_RENAME:
+    case META_OP_SETXATTR:
+    case META_OP_REMOVEXATTR:
+    case META_OP_OPEN:
+    case META_OP_RELEASE:
+    case META_OP_SESSION_CLOSE:
+        return 0;
+    }
+    return 0; /* an op from the wire was checked before; nothing to add */
+}
+
+struct resp_parts {
+    Arbor__Meta__Attr attr;
+    Arbor__Meta__Dirent *dirents;
+    Arbor__Meta__Dirent **dirent_ptrs;
+    Arbor__Meta__Piece *pieces;
+    Arbor__Meta__Piece **piece_ptrs;
+};
+
+static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Meta__Response *pb,
+                      struct resp_parts *p)
+{
+    const struct meta_reply *r = &resp->reply;
+
+    if (what & FILL_ATTR) {
+        p->attr = (Arbor__Meta__Attr)ARBOR__META__ATTR__INIT;
+        p->attr.ino = r->attr.ino;
+        p->attr.mode = r->attr.mode;
+        p->attr.nlink = r->attr.nlink;
+        p->attr.uid = r->attr.uid;
+        p->attr.gid = r->attr.gid;
+        p->attr.rdev = r->attr.rdev;
+        p->attr.size = r->attr.size;
+        p->attr.atime_ns = r->attr.atime_ns;
+        p->attr.mtime_ns = r->attr.mtime_ns;
+        p->attr.ctime_ns = r->attr.ctime_ns;
+        pb->attr = &p->attr;
+    }
+    if ((what & FILL_ENTRIES) && r->entry_count > 0) {
+        p->dirents = ar_malloc(sizeof(*p->dirents) * r->entry_count);
+        p->dirent_ptrs = ar_malloc(sizeof(*p->dirent_ptrs) * r->entry_count);
+        if (p->dirents == NULL || p->dirent_ptrs == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < r->entry_count; i++) {
+            const struct meta_dirent *d = &r->entries[i];
+            p->dirents[i] = (Arbor__Meta__Dirent)ARBOR__META__DIRENT__INIT;
+            p->dirents[i].ino = d->ino;
+            p->dirents[i].cookie = d->cookie;
+            p->dirents[i].type = d->type;
+            p->dirents[i].name = (ProtobufCBinaryData){.len = d->name_len,
+                                                       .data = (uint8_t *)(uintptr_t)d->name};
+            p->dirent_ptrs[i] = &p->dirents[i];
+        }
+        pb->n_entries = r->entry_count;
+        pb->entries = p->dirent_ptrs;
+    }
+    pb->is_end = r->is_end;
+    if (what & FILL_TARGET)
+        pb->data = (ProtobufCBinaryData){.len = strnlen(r->target, sizeof(r->target)),
+                                         .data = (uint8_t *)(uintptr_t)r->target};
+    if (what & FILL_DATA) {
+        uint32_t n = r->data_len < r->data_cap ? r->data_len : r->data_cap;
+        pb->data = (ProtobufCBinaryData){.len = r->data != NULL ? n : 0, .data = r->data};
+        pb->data_len = r->data_len;
+    }
+    if ((what & FILL_PIECES) && r->slice_count > 0) {
+        p->pieces = ar_malloc(sizeof(*p->pieces) * r->slice_count);
+        p->piece_ptrs = ar_malloc(sizeof(*p->piece_ptrs) * r->slice_count);
+        if (p->pieces == NULL || p->piece_ptrs == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < r->slice_count; i++) {
+            const struct meta_slice *s = &r->slices[i];
+            p->pieces[i] = (Arbor__Meta__Piece)ARBOR__META__PIECE__INIT;
+            p->pieces[i].id = s->id;
+            p->pieces[i].size = s->size;
+            p->pieces[i].off = s->off;
+            p->pieces[i].len = s->len;
+            p->pieces[i].pos = s->pos;
+            p->piece_ptrs[i] = &p->pieces[i];
+        }
+        pb->n_pieces = r->slice_count;
+        pb->pieces = p->piece_ptrs;
+        pb->chunk_offset = r->chunk_offset;
+    }
+    if (what & FILL_STATFS) {
+        pb->files = r->files;
+        pb->bytes = r->bytes;
+    }
+    return 0;
+}
+
+int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint8_t *buf,
+                         size_t cap, size_t *len)
+{
+    Arbor__Meta__Response pb = ARBOR__META__RESPONSE__INIT;
+    struct resp_parts parts = {.dirents = NULL};
+
+    AR_ASSERT(resp != NULL && buf != NULL && len != NULL);
+    pb.id = resp->id;
+    pb.rc = resp->rc;
+    pb.leader = resp->leader;
+    pb.leader_addr = (char *)(uintptr_t)resp->leader_addr;
+    pb.epoch = resp->epoch;
+    pb.session = resp->session;
+    int rc = resp->rc == 0 ? parts_fill(resp, fills(op), &pb, &parts) : 0;
+    if (rc == 0) {
+        size_t need = arbor__meta__response__get_packed_size(&pb);
+        rc = frame(need, buf, cap, len);
+        if (rc == 0)
+            arbor__meta__response__pack(&pb, buf + 4);
+    }
+    ar_free(parts.dirents);
+    ar_free(parts.dirent_ptrs);
+    ar_free(parts.pieces);
+    ar_free(parts.piece_ptrs);
+    return rc;
+}
+
+static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_buf *out)
+{
+    struct meta_response *r = &out->r;
+    struct meta_reply *rp = &r->reply;
+
+    if (pb->n_entries > META_READDIR_MAX || pb->n_pieces > META_READ_SLICES_MAX ||
+        pb->data.len > sizeof(out->data) || strlen(pb->leader_addr) >= sizeof(r->leader_addr))
+        return -EPROTO;
+    memset(r, 0, sizeof(*r));
+    r->id = pb->id;
+    r->rc = pb->rc;
+    r->leader = pb->leader;
+    memcpy(r->leader_addr, pb->leader_addr, strlen(pb->leader_addr) + 1);
+    r->epoch = pb->epoch;
+    r->session = pb->session;
+    if (pb->attr != NULL)
+        rp->attr = (struct meta_attr){.ino = pb->attr->ino, .mode = pb->attr->mode,
+                                      .nlink = pb->attr->nlink, .uid = pb->attr->uid,
+                                      .gid = pb->attr->gid, .rdev = pb->attr->rdev,
+                                      .size = pb->attr->size, .atime_ns = pb->attr->atime_ns,
+                                      .mtime_ns = pb->attr->mtime_ns,
+                                      .ctime_ns = pb->attr->ctime_ns};
+    rp->entries = out->entries;
+    for (size_t i = 0; i < pb->n_entries; i++) {
+        const Arbor__Meta__Dirent *d = pb->entries[i];
+        if (d->name.len == 0 || d->name.len > META_NAME_BYTES_MAX)
+            return -EPROTO;
+        out->entries[i] = (struct meta_dirent){.ino = d->ino, .cookie = d->cookie,
+                                               .type = d->type,
+                                               .name_len = (uint32_t)d->name.len};
+        memcpy(out->entries[i].name, d->name.data, d->name.len);
+        out->entries[i].name[d->name.len] = '\0';
+    }
+    rp->entry_count = (uint32_t)pb->n_entries;
+    rp->is_end = pb->is_end;
+    if (pb->data.len > 0)
+        memcpy(out->data, pb->data.data, pb->data.len);
+    rp->data = out->data;
+    rp->data_cap = (uint32_t)pb->data.len;
+    rp->data_len = pb->data_len > 0 ? pb->data_len : (uint32_t)pb->data.len;
+    size_t tlen = pb->data.len < sizeof(rp->target) ? pb->data.len : sizeof(rp->target) - 1;
+    memcpy(rp->target, out->data, tlen); /* readlink's target travels as data */
+    rp->target[tlen] = '\0';
+    rp->slices = out->slices;
+    for (size_t i = 0; i < pb->n_pieces; i++) {
+        const Arbor__Meta__Piece *p = pb->pieces[i];
+        out->slices[i] = (struct meta_slice){.id = p->id, .size = p->size, .off = p->off,
+                                             .len = p->len, .pos = p->pos};
+    }
+    rp->slice_count = (uint32_t)pb->n_pieces;
+    rp->slice_cap = META_READ_SLICES_MAX;
+    rp->chunk_offset = pb->chunk_offset;
+    rp->files = pb->files;
+    rp->bytes = pb->bytes;
+    return 0;
+}
+
+int meta_response_decode(const uint8_t *buf, size_t len, struct meta_response_buf *out)
+{
+    AR_ASSERT(out != NULL);
+    if (len > META_FRAME_BYTES_MAX)
+        return -EMSGSIZE;
+    Arbor__Meta__Response *pb = arbor__meta__response__unpack(&rpc_allocator, len, buf);
+    if (pb == NULL)
+        return -EPROTO;
+    int rc = copy_response(pb, out);
+    arbor__meta__response__free_unpacked(pb, &rpc_allocator);
+    return rc;
+}
