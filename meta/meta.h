@@ -270,6 +270,8 @@ struct meta_shard_stats {
     uint64_t inode_count;
     uint64_t entry_count;
     uint64_t memory_bytes;
+    uint64_t ino_high;    /* the largest inode number or link key used: a leader
+                           * gives new ones above it */
 };
 void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out);
 
@@ -421,5 +423,45 @@ int meta_checkpoint_export(struct meta_checkpoint *c, int fd, char *errmsg);
  * meta_checkpoint_export() wrote, reading fd to its end. The copy is loaded
  * and checked before it takes its final name; on error dir is left as it was. */
 int meta_checkpoint_import(const char *dir, int fd, char *errmsg);
+
+/* ---- the metadata server (server.c) ---------------------------------------------
+ * A replica of the cluster's shard groups, served over TCP: one libuv loop,
+ * one Raft transport, one tick for all its groups (today shard 1, "/").
+ * Clients speak the protocol above. See docs/architecture.md. */
+#define META_SERVER_NODES_MAX 7u
+
+struct meta_server_node {
+    uint64_t id;
+    char raft_addr[64];   /* host:port of the Raft transport */
+    char client_addr[64]; /* host:port clients connect to */
+};
+
+struct meta_server_config {
+    uint64_t id;                /* this replica */
+    char data_dir[512];
+    char volume[64];
+    int64_t created_ns;         /* the root's times: the same on every replica */
+    uint32_t node_count;
+    struct meta_server_node nodes[META_SERVER_NODES_MAX];
+};
+
+struct meta_server;
+struct uv_loop_s;
+
+/* Make data_dir a formatted replica of the cluster in cfg (its groups'
+ * logs with the members, and the cluster file last). -EEXIST if it is
+ * already formatted, -EINVAL, or the disk's error; errmsg says which. */
+int meta_server_format(const struct meta_server_config *cfg, char *errmsg);
+/* Read data_dir's cluster file into out. */
+int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char *errmsg);
+/* Load the groups (checkpoint, then log) and start serving on loop.
+ * Errors say what: port in use, a data directory that is not formatted or
+ * holds another cluster, a damaged log or checkpoint. */
+int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *cfg,
+                      struct meta_server **out, char *errmsg);
+/* Stop taking work and close every handle; run the loop until it returns
+ * (in-flight log writes finish), then meta_server_free(). */
+void meta_server_stop(struct meta_server *s);
+void meta_server_free(struct meta_server *s);
 
 #endif /* ARBOR_META_H */

@@ -456,6 +456,7 @@ void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out)
     *out = (struct meta_shard_stats){
         .inode_count = s->inode_count,
         .entry_count = s->entry_count,
+        .ino_high = s->ino_high,
         .memory_bytes = bytes,
     };
 }

@@ -611,6 +611,15 @@ int raft_snapshot_send(struct raft_node *n, raft_id peer, raft_index index, uint
     return rc;
 }
 
+void raft_snapshot_info(const struct raft_node *n, raft_index *index, raft_term *term,
+                        uint64_t *hlc_ns, struct raft_config *config)
+{
+    *index = n->snap_index;
+    *term = n->snap_term;
+    *hlc_ns = n->snap_hlc_ns;
+    *config = n->snap_config;
+}
+
 void raft_snapshot_fail(struct raft_node *n)
 {
     RAFT_ASSERT(n->is_chunk_out);

@@ -264,6 +264,12 @@ RAFT_API void raft_campaign(struct raft_node *n);
  * -EINVAL if index is not applied. */
 RAFT_API int raft_snapshot_taken(struct raft_node *n, raft_index index, uint32_t keep);
 
+/* The snapshot the node knows of: its index (0: none), the term and time
+ * of the entry there, and the members as of it; what the host stores with
+ * its log (raft_seglog_snapshot()). */
+RAFT_API void raft_snapshot_info(const struct raft_node *n, raft_index *index, raft_term *term,
+                                 uint64_t *hlc_ns, struct raft_config *config);
+
 /* A chunk of the snapshot at index for peer (answering a want); the node
  * copies it. Returns -EINVAL for a chunk nobody wants (e.g. stale), -ENOMEM. */
 RAFT_API int raft_snapshot_send(struct raft_node *n, raft_id peer, raft_index index,

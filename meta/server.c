@@ -1,0 +1,1048 @@
+/* meta/server.c - the metadata server: a replica of a shard group served
+ * over the network (design §2-§4; issue "metadata server").
+ *
+ * One process, one libuv loop: one Raft transport and one 10 ms tick for
+ * its groups, a client listener, and per group a raft node, its segment log,
+ * its shard state machine and LMDB checkpoint. Today it hosts shard 1, the
+ * shard that owns "/".
+ *
+ * A group's turn (after every poll): take the node's ready; send a leader's
+ * early messages; persist on the thread pool (append + one fdatasync); then
+ * send the rest, apply the committed entries to the shard, answer the
+ * clients whose proposals they were and the reads now applied, advance.
+ *
+ * Clients: frames of meta/rpc.proto. A mutation at the leader gets the
+ * leader's time and, if it makes an inode or link, a number above every
+ * one used (the leader takes numbers only once it has applied its whole log
+ * up to its own first entry); it is proposed and answered after commit and
+ * apply. A query is answered after a ReadIndex round (or within the lease)
+ * once applied that far; a follower read is answered from the local state.
+ * A replica that does not lead answers -AR_ENOTLEADER with the leader's
+ * client address.
+ *
+ * The shard is checkpointed behind: every CKPT_EVERY_MS its changes are
+ * collected on the loop and committed to LMDB on the thread pool; then the
+ * log is compacted to that index. A restart loads the checkpoint and
+ * replays the log after it.
+ * Thread: the loop's; the thread pool for the log and LMDB. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "limits.h"
+#include "meta.h"
+#include "raft.h"
+
+#define TICK_MS          10u
+#define CKPT_EVERY_MS    1000u
+#define LOG_KEEP         10000u   /* entries kept in memory below a checkpoint */
+#define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
+#define CONNS_MAX        1024u
+#define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
+#define SHARD_ROOT       1u       /* the only group today: shard 1 owns "/" */
+
+struct conn;
+
+/* A client waiting for a proposal to commit, or for a read index. */
+struct pending {
+    raft_index index;     /* proposals: the entry; reads: 0 until the index comes */
+    raft_term term;
+    uint64_t read_id;     /* reads: raft_read_index()'s id */
+    uint32_t conn_slot;
+    uint64_t conn_gen;
+    uint64_t req_id;
+    uint32_t data_cap;
+    enum meta_op op;
+    uint8_t *frame;       /* reads: the request, decoded again when served */
+    size_t frame_len;
+};
+
+struct group {
+    struct meta_server *srv;
+    uint32_t shard;
+    char dir[600];
+    struct raft_node *node;
+    struct raft_seglog *log;
+    struct meta_shard *state;
+    struct meta_checkpoint *ckpt;
+    uv_work_t persist;
+    struct raft_ready rd;
+    bool is_persisting;
+    int persist_rc;
+    char persist_err[RAFT_ERRMSG_MAX];
+    raft_index compact_to;       /* a checkpoint is durable here: compact the log */
+    raft_term compact_term;
+    uint64_t compact_hlc;
+    uv_work_t ckpt_work;
+    struct meta_ckpt_batch *ckpt_batch;
+    bool is_checkpointing;
+    int ckpt_rc;
+    char ckpt_err[AR_ERRMSG_MAX];
+    uint64_t last_ckpt_ms;
+    raft_term leader_term;       /* the term ready_from was set in */
+    raft_index ready_from;       /* a leader takes numbers once applied here */
+    uint64_t next_ino;
+    int64_t last_now_ns;
+    struct pending *pending;
+    uint32_t pending_count;
+    uint32_t pending_cap;
+    uint64_t next_read_id;
+};
+
+struct conn {
+    struct meta_server *srv;
+    uv_tcp_t tcp;
+    uint32_t slot;
+    uint64_t gen;
+    uint8_t *rx;
+    size_t used;
+    size_t cap;
+    bool is_closing;
+};
+
+struct meta_server {
+    uv_loop_t *loop;
+    struct meta_server_config cfg;
+    struct raft_transport *transport;
+    uv_tcp_t listener;
+    uv_timer_t tick;
+    uv_check_t check;
+    struct group group;
+    struct conn *conns[CONNS_MAX];
+    uint64_t conn_gen;
+    uint32_t open_handles;
+    int lock_fd;                  /* flock on DATA/lock: one server a data directory */
+    bool is_stopping;
+    uint8_t *tx;                  /* one response being encoded */
+    struct meta_cmd_buf *cmd;     /* scratch: a decoded command */
+    struct meta_reply reply;      /* scratch: what apply or read fills */
+    struct meta_dirent *entries;
+    struct meta_slice *slices;
+    uint8_t *data;
+};
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+}
+
+static int split_addr(const char *addr, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+
+    if (colon == NULL || (size_t)(colon - addr) >= cap)
+        return -EINVAL;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    unsigned long p = strtoul(colon + 1, NULL, 10);
+    if (p == 0 || p > 65535)
+        return -EINVAL;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* ---- answering clients ------------------------------------------------------------ */
+
+static struct conn *conn_at(struct meta_server *s, uint32_t slot, uint64_t gen)
+{
+    struct conn *c = slot < CONNS_MAX ? s->conns[slot] : NULL;
+
+    return c != NULL && c->gen == gen && !c->is_closing ? c : NULL;
+}
+
+static void write_done(uv_write_t *w, int status)
+{
+    (void)status; /* a failed write: the read side sees the connection go */
+    ar_free(w->data);
+    ar_free(w);
+}
+
+static void conn_send(struct conn *c, const uint8_t *frame, size_t len)
+{
+    uv_write_t *w = ar_malloc(sizeof(*w));
+    uint8_t *copy = ar_malloc(len);
+
+    if (w == NULL || copy == NULL) {
+        ar_free(w);
+        ar_free(copy);
+        return; /* the client times out and retries: retries apply once */
+    }
+    memcpy(copy, frame, len);
+    w->data = copy;
+    uv_buf_t buf = uv_buf_init((char *)copy, (unsigned)len);
+    if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, write_done) != 0) {
+        ar_free(copy);
+        ar_free(w);
+    }
+}
+
+static void respond(struct meta_server *s, struct conn *c, struct meta_response *resp,
+                    enum meta_op op)
+{
+    size_t len;
+
+    if (meta_response_encode(resp, op, s->tx, CONN_RX_MAX, &len) == 0)
+        conn_send(c, s->tx, len);
+}
+
+static void respond_rc(struct meta_server *s, struct conn *c, uint64_t id, int rc)
+{
+    struct meta_response resp = {.id = id, .rc = rc, .epoch = 1};
+
+    respond(s, c, &resp, META_OP_ACCESS);
+}
+
+/* A redirect to the leader, if known. */
+static void respond_not_leader(struct meta_server *s, struct conn *c, uint64_t id,
+                               struct group *g)
+{
+    struct meta_response resp = {.id = id, .rc = -AR_ENOTLEADER, .epoch = 1};
+    raft_id leader = raft_leader(g->node);
+
+    resp.leader = leader;
+    for (uint32_t i = 0; i < s->cfg.node_count; i++) {
+        if (s->cfg.nodes[i].id == leader)
+            snprintf(resp.leader_addr, sizeof(resp.leader_addr), "%s",
+                     s->cfg.nodes[i].client_addr);
+    }
+    respond(s, c, &resp, META_OP_ACCESS);
+}
+
+static void reply_reset(struct meta_server *s, uint32_t data_cap)
+{
+    memset(&s->reply, 0, sizeof(s->reply));
+    s->reply.entries = s->entries;
+    s->reply.slices = s->slices;
+    s->reply.slice_cap = META_READ_SLICES_MAX;
+    s->reply.data = s->data;
+    s->reply.data_cap = data_cap;
+}
+
+/* ---- pending requests ------------------------------------------------------------------ */
+
+static int pending_add(struct group *g, const struct pending *p)
+{
+    if (g->pending_count >= PENDING_MAX)
+        return -EAGAIN;
+    if (g->pending_count == g->pending_cap) {
+        uint32_t cap = g->pending_cap < 64 ? 64 : g->pending_cap * 2;
+        struct pending *v = ar_realloc(g->pending, sizeof(*v) * cap);
+        if (v == NULL)
+            return -ENOMEM;
+        g->pending = v;
+        g->pending_cap = cap;
+    }
+    g->pending[g->pending_count++] = *p;
+    return 0;
+}
+
+static void pending_drop(struct group *g, uint32_t i)
+{
+    ar_free(g->pending[i].frame);
+    g->pending[i] = g->pending[--g->pending_count];
+}
+
+/* Serve a read whose index is applied: decode it again and read the shard. */
+static void serve_read(struct group *g, const struct pending *p)
+{
+    struct meta_server *s = g->srv;
+    struct conn *c = conn_at(s, p->conn_slot, p->conn_gen);
+    struct meta_request req;
+
+    if (c == NULL || meta_request_decode(p->frame, p->frame_len, &req, s->cmd) != 0)
+        return;
+    reply_reset(s, req.data_cap);
+    struct meta_response resp = {.id = req.id, .epoch = 1};
+    resp.rc = meta_shard_read(g->state, &s->cmd->cmd, &s->reply);
+    resp.reply = s->reply;
+    respond(s, c, &resp, s->cmd->cmd.op);
+}
+
+/* After applies: answer the reads whose index is now applied. */
+static void serve_ready_reads(struct group *g)
+{
+    raft_index applied = raft_applied_index(g->node);
+
+    for (uint32_t i = 0; i < g->pending_count;) {
+        struct pending *p = &g->pending[i];
+        if (p->frame != NULL && p->index > 0 && p->index <= applied) {
+            serve_read(g, p);
+            pending_drop(g, i);
+            continue;
+        }
+        i++;
+    }
+}
+
+/* ---- applying -------------------------------------------------------------------------- */
+
+static void apply_entry(struct group *g, const struct raft_entry *e)
+{
+    struct meta_server *s = g->srv;
+
+    if (e->type != RAFT_ENTRY_NORMAL || e->size == 0)
+        return; /* a leader's own entry, or a config */
+    int rc = meta_cmd_decode(e->data, e->size, s->cmd);
+    reply_reset(s, 0);
+    if (rc == 0)
+        rc = meta_shard_apply(g->state, &s->cmd->cmd, &s->reply);
+    else
+        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": an entry that does not decode (%d)",
+               g->shard, e->index, rc);
+    if (rc == -ENOMEM) {
+        /* a fact about this replica, not the state: it cannot go on */
+        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": out of memory applying: exiting",
+               g->shard, e->index);
+        exit(1);
+    }
+    for (uint32_t i = 0; i < g->pending_count; i++) {
+        struct pending *p = &g->pending[i];
+        if (p->frame != NULL || p->index != e->index)
+            continue;
+        struct conn *c = conn_at(s, p->conn_slot, p->conn_gen);
+        if (c != NULL) {
+            struct meta_response resp = {.id = p->req_id, .epoch = 1,
+                                         .rc = p->term == e->term ? rc : -AR_ENOTLEADER};
+            resp.reply = s->reply;
+            respond(s, c, &resp, p->op);
+        }
+        pending_drop(g, i);
+        break;
+    }
+}
+
+/* ---- the group's turn -------------------------------------------------------------------- */
+
+static void group_turn(struct group *g);
+
+static void persist_work(uv_work_t *w)
+{
+    struct group *g = w->data;
+
+    g->persist_rc = 0;
+    if (g->compact_to > 0) {
+        struct raft_config c;
+        raft_index index;
+        raft_term term;
+        uint64_t hlc;
+        raft_snapshot_info(g->node, &index, &term, &hlc, &c);
+        g->persist_rc = raft_seglog_snapshot(g->log, g->compact_to, g->compact_term,
+                                             g->compact_hlc, &c, false, wall_ns(), g->persist_err);
+        g->compact_to = 0;
+    }
+    if (g->persist_rc == 0)
+        g->persist_rc = raft_seglog_append(g->log, &g->rd, g->persist_err);
+    if (g->persist_rc == 0)
+        g->persist_rc = raft_seglog_sync(g->log, g->persist_err);
+}
+
+static void persist_after(uv_work_t *w, int status)
+{
+    struct group *g = w->data;
+    struct meta_server *s = g->srv;
+
+    if (status != 0 || g->persist_rc != 0) {
+        /* a failed fsync is never retried (style §3): stop this replica */
+        ar_log(AR_LOG_ERROR, "shard %u: %s: exiting", g->shard, g->persist_err);
+        exit(1);
+    }
+    for (uint32_t i = g->rd.early_count; i < g->rd.msg_count; i++) {
+        raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+    }
+    raft_transport_flush(s->transport);
+    for (uint32_t i = 0; i < g->rd.committed_count; i++) {
+        apply_entry(g, &g->rd.committed[i]);
+    }
+    for (uint32_t i = 0; i < g->rd.read_count; i++) {
+        for (uint32_t k = 0; k < g->pending_count; k++) {
+            struct pending *p = &g->pending[k];
+            if (p->frame == NULL || p->read_id != g->rd.reads[i].id)
+                continue;
+            if (g->rd.reads[i].index == 0) {
+                struct conn *c = conn_at(s, p->conn_slot, p->conn_gen);
+                if (c != NULL)
+                    respond_not_leader(s, c, p->req_id, g);
+                pending_drop(g, k);
+            } else {
+                p->index = g->rd.reads[i].index;
+            }
+            break;
+        }
+    }
+    if (g->rd.has_role_change) {
+        static const char *const roles[] = {"?", "follower", "pre-candidate", "candidate",
+                                            "leader"};
+        ar_log(AR_LOG_INFO, "shard %u: node %" PRIu64 " is %s, term %" PRIu64 ", leader %" PRIu64,
+               g->shard, s->cfg.id, roles[raft_role(g->node)], raft_term_of(g->node),
+               raft_leader(g->node));
+    }
+    raft_advance(g->node, &g->rd);
+    g->is_persisting = false;
+    serve_ready_reads(g);
+    group_turn(g);
+}
+
+static void ckpt_work(uv_work_t *w)
+{
+    struct group *g = w->data;
+
+    g->ckpt_rc = meta_checkpoint_commit(g->ckpt, g->ckpt_batch, g->ckpt_err);
+}
+
+static void ckpt_after(uv_work_t *w, int status)
+{
+    struct group *g = w->data;
+    raft_index index = meta_checkpoint_applied_index(g->ckpt);
+    raft_term term = 0;
+
+    g->is_checkpointing = false;
+    meta_ckpt_batch_free(g->ckpt_batch);
+    g->ckpt_batch = NULL;
+    if (status != 0 || g->ckpt_rc != 0) {
+        ar_log(AR_LOG_ERROR, "shard %u: checkpoint: %s: exiting", g->shard, g->ckpt_err);
+        exit(1);
+    }
+    /* the log below the checkpoint may go (a tail stays in memory for
+     * followers); recovery then starts at the checkpoint */
+    if (raft_snapshot_taken(g->node, index, LOG_KEEP) == 0) {
+        struct raft_config c;
+        raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &c);
+        g->compact_term = term;
+    }
+}
+
+static void maybe_checkpoint(struct group *g)
+{
+    uint64_t now = mono_ms();
+
+    if (g->is_checkpointing || now - g->last_ckpt_ms < CKPT_EVERY_MS)
+        return;
+    g->last_ckpt_ms = now;
+    raft_index applied = raft_applied_index(g->node);
+    if (applied <= meta_checkpoint_applied_index(g->ckpt))
+        return;
+    if (meta_shard_collect(g->state, applied, &g->ckpt_batch) != 0)
+        return; /* out of memory: the changes stay recorded; next time */
+    g->is_checkpointing = true;
+    g->ckpt_work.data = g;
+    uv_queue_work(g->srv->loop, &g->ckpt_work, ckpt_work, ckpt_after);
+}
+
+static void group_turn(struct group *g)
+{
+    struct meta_server *s = g->srv;
+
+    maybe_checkpoint(g);
+    if (g->is_persisting || !raft_ready(g->node, &g->rd))
+        return;
+    g->is_persisting = true;
+    for (uint32_t i = 0; i < g->rd.early_count; i++) {
+        raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+    }
+    raft_transport_flush(s->transport);
+    g->persist.data = g;
+    uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static bool is_query(enum meta_op op)
+{
+    switch (op) {
+    case META_OP_LOOKUP:
+    case META_OP_GETATTR:
+    case META_OP_ACCESS:
+    case META_OP_READLINK:
+    case META_OP_READDIR:
+    case META_OP_GETXATTR:
+    case META_OP_LISTXATTR:
+    case META_OP_STATFS:
+    case META_OP_READ_MAP:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool takes_number(enum meta_op op)
+{
+    return op == META_OP_MKNOD || op == META_OP_MKDIR || op == META_OP_SYMLINK ||
+           op == META_OP_LINK;
+}
+
+/* The leader's time and numbers for a mutation, then propose it. */
+static int propose(struct group *g, struct conn *c, const struct meta_request *req,
+                   struct meta_cmd *cmd)
+{
+    struct meta_server *s = g->srv;
+    struct meta_shard_stats st;
+
+    /* numbers are known once the log up to the leader's own first entry is
+     * applied: the entries before it may have used some */
+    if (g->leader_term != raft_term_of(g->node)) {
+        g->leader_term = raft_term_of(g->node);
+        g->ready_from = raft_last_index(g->node);
+    }
+    if (raft_applied_index(g->node) < g->ready_from)
+        return -EAGAIN;
+    meta_shard_stats(g->state, &st);
+    if (g->next_ino <= st.ino_high)
+        g->next_ino = st.ino_high + 1;
+    int64_t now = (int64_t)wall_ns();
+    g->last_now_ns = now > g->last_now_ns ? now : g->last_now_ns + 1;
+    cmd->now_ns = g->last_now_ns;
+    if (takes_number(cmd->op))
+        cmd->new_ino = g->next_ino++;
+    size_t len;
+    uint8_t *data = raft_malloc(META_MSG_BYTES_MAX);
+    if (data == NULL)
+        return -ENOMEM;
+    int rc = meta_cmd_encode(cmd, data, META_MSG_BYTES_MAX, &len);
+    raft_index index = 0;
+    if (rc == 0)
+        rc = raft_propose(g->node, data, (uint32_t)len, &index);
+    if (rc != 0) {
+        raft_free(data);
+        return rc == -RAFT_ENOTLEADER ? -AR_ENOTLEADER : (rc == -RAFT_EBUSY ? -EAGAIN : rc);
+    }
+    struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
+                        .conn_gen = c->gen, .req_id = req->id, .op = cmd->op};
+    (void)s;
+    return pending_add(g, &p);
+}
+
+static int read_later(struct group *g, struct conn *c, const struct meta_request *req,
+                      const uint8_t *frame, size_t len)
+{
+    struct pending p = {.read_id = ++g->next_read_id, .conn_slot = c->slot, .conn_gen = c->gen,
+                        .req_id = req->id, .frame = ar_malloc(len), .frame_len = len};
+
+    if (p.frame == NULL)
+        return -ENOMEM;
+    memcpy(p.frame, frame, len);
+    int rc = raft_read_index(g->node, p.read_id, req->read_mode == META_READ_LEASE);
+    if (rc == 0)
+        rc = pending_add(g, &p);
+    if (rc != 0)
+        ar_free(p.frame);
+    if (rc == -RAFT_ENOTLEADER)
+        return -AR_ENOTLEADER;
+    return rc == -RAFT_EBUSY ? -EAGAIN : rc;
+}
+
+static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
+{
+    struct meta_server *s = c->srv;
+    struct group *g = &s->group;
+    struct meta_request req;
+    int rc = meta_request_decode(frame, len, &req, s->cmd);
+
+    if (rc != 0) {
+        respond_rc(s, c, 0, rc); /* id unknown: the client sees a failure */
+        return;
+    }
+    if (req.kind != META_REQ_COMMAND) {
+        respond_rc(s, c, req.id, -EOPNOTSUPP); /* TODO(#5): sessions */
+        return;
+    }
+    if (req.shard != g->shard) {
+        respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here */
+        return;
+    }
+    struct meta_cmd *cmd = &s->cmd->cmd;
+    bool is_leader = raft_role(g->node) == RAFT_LEADER;
+    if (is_query(cmd->op) && req.read_mode == META_READ_FOLLOWER) {
+        reply_reset(s, req.data_cap);
+        struct meta_response resp = {.id = req.id, .epoch = 1};
+        resp.rc = meta_shard_read(g->state, cmd, &s->reply);
+        resp.reply = s->reply;
+        respond(s, c, &resp, cmd->op);
+        return;
+    }
+    if (!is_leader) {
+        respond_not_leader(s, c, req.id, g);
+        return;
+    }
+    rc = is_query(cmd->op) ? read_later(g, c, &req, frame, len) : propose(g, c, &req, cmd);
+    if (rc == -AR_ENOTLEADER)
+        respond_not_leader(s, c, req.id, g);
+    else if (rc != 0)
+        respond_rc(s, c, req.id, rc);
+    group_turn(g);
+}
+
+/* ---- connections ------------------------------------------------------------------------------ */
+
+static void conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct meta_server *s = c->srv;
+
+    s->conns[c->slot] = NULL;
+    ar_free(c->rx);
+    ar_free(c);
+    s->open_handles--;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->is_closing)
+        return;
+    c->is_closing = true;
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    size_t want = c->used + 65536;
+
+    (void)suggested;
+    if (c->used >= 4) {
+        uint32_t n;
+        memcpy(&n, c->rx, 4);
+        if ((size_t)n + 4 > want && (size_t)n + 4 <= CONN_RX_MAX)
+            want = (size_t)n + 4;
+    }
+    if (want > c->cap) {
+        uint8_t *p = ar_realloc(c->rx, want);
+        if (p == NULL) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        c->rx = p;
+        c->cap = want;
+    }
+    *buf = uv_buf_init((char *)c->rx + c->used, (unsigned)(c->cap - c->used));
+}
+
+static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+    size_t at = 0;
+
+    (void)buf;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    c->used += (size_t)nread;
+    /* bounded: each turn takes one whole frame */
+    while (c->used - at >= 4 && !c->is_closing) {
+        uint32_t n;
+        memcpy(&n, c->rx + at, 4);
+        if (n > META_FRAME_BYTES_MAX) {
+            ar_log(AR_LOG_WARN, "a client frame of %u bytes: connection closed", n);
+            conn_close(c);
+            return;
+        }
+        if (c->used - at - 4 < n)
+            break;
+        handle_request(c, c->rx + at + 4, n);
+        at += 4 + (size_t)n;
+    }
+    memmove(c->rx, c->rx + at, c->used - at);
+    c->used -= at;
+}
+
+static void accepted(uv_stream_t *server, int status)
+{
+    struct meta_server *s = server->data;
+    uint32_t slot = 0;
+
+    if (status < 0 || s->is_stopping)
+        return;
+    while (slot < CONNS_MAX && s->conns[slot] != NULL) {
+        slot++;
+    }
+    struct conn *c = slot < CONNS_MAX ? ar_calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL) {
+        ar_log(AR_LOG_WARN, "too many client connections: one refused");
+        return; /* the backlog keeps it until a slot frees */
+    }
+    c->srv = s;
+    c->slot = slot;
+    c->gen = ++s->conn_gen;
+    s->conns[slot] = c;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    s->open_handles++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) != 0)
+        conn_close(c);
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
+
+static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
+{
+    struct meta_server *s = ctx;
+
+    if (group != s->group.shard)
+        return;
+    int rc = raft_step(s->group.node, m);
+    if (rc == -RAFT_ECORRUPT)
+        ar_log(AR_LOG_WARN, "shard %u: a malformed message from node %" PRIu64 " ignored",
+               s->group.shard, m->from);
+}
+
+static void on_event(void *ctx, raft_id peer, int status, const char *reason)
+{
+    static uint64_t last_ms;
+    uint64_t now = mono_ms();
+
+    (void)ctx;
+    if (now - last_ms < 5000)
+        return; /* rate-limited: a peer down says so every retry */
+    last_ms = now;
+    ar_log(AR_LOG_WARN, "raft transport: peer %" PRIu64 ": %s (%s)", peer, reason,
+           uv_strerror(status));
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct meta_server *s = t->data;
+
+    raft_tick(s->group.node, wall_ns());
+    group_turn(&s->group);
+}
+
+static void on_check(uv_check_t *h)
+{
+    struct meta_server *s = h->data;
+
+    group_turn(&s->group);
+}
+
+/* ---- start and stop ----------------------------------------------------------------------------- */
+
+static void group_close(struct group *g)
+{
+    for (uint32_t i = 0; i < g->pending_count; i++) {
+        ar_free(g->pending[i].frame);
+    }
+    ar_free(g->pending);
+    raft_node_free(g->node);
+    raft_seglog_close(g->log);
+    meta_checkpoint_close(g->ckpt);
+    meta_shard_free(g->state);
+}
+
+/* The shard from its checkpoint (or new), then the node from its log. */
+static int group_open(struct meta_server *s, struct group *g, char *errmsg)
+{
+    struct raft_seglog_options lo;
+    struct raft_options o;
+    struct raft_boot b;
+    char path[700];
+    uint64_t applied = 0;
+
+    g->srv = s;
+    g->shard = SHARD_ROOT;
+    snprintf(g->dir, sizeof(g->dir), "%s/shard-%u", s->cfg.data_dir, g->shard);
+    snprintf(path, sizeof(path), "%s/ckpt", g->dir);
+    int rc = meta_checkpoint_open(path, &g->ckpt, errmsg);
+    if (rc == 0 && meta_checkpoint_applied_index(g->ckpt) > 0) {
+        rc = meta_checkpoint_load(g->ckpt, &g->state, &applied, errmsg);
+    } else if (rc == 0) {
+        struct meta_shard_config sc = {.root_ino = 1, .root_mode = 0755,
+                                       .created_ns = s->cfg.created_ns};
+        rc = meta_shard_new(&sc, &g->state);
+    }
+    if (rc == 0)
+        rc = meta_shard_track(g->state);
+    if (rc != 0)
+        return rc;
+    snprintf(path, sizeof(path), "%s/log", g->dir);
+    raft_seglog_options_init(&lo);
+    rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
+    if (rc != 0)
+        return rc;
+    raft_index last = b.snapshot_index + b.entry_count;
+    if (b.config.voter_count == 0) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s holds no members: not formatted (arbor format)", path);
+        return -EINVAL;
+    }
+    if (applied < b.snapshot_index || applied > last) {
+        snprintf(errmsg, AR_ERRMSG_MAX,
+                 "shard %u: the checkpoint is at %" PRIu64 ", the log holds %" PRIu64 "..%" PRIu64,
+                 g->shard, applied, b.snapshot_index, last);
+        return -AR_ECORRUPT;
+    }
+    b.applied = applied;
+    raft_options_init(&o, s->cfg.id);
+    o.election_ticks = 20; /* 200 ms: a new leader well within 3 s of a crash */
+    o.heartbeat_ticks = 2;
+    o.seed = s->cfg.id ^ wall_ns();
+    rc = raft_node_new(&o, &b, &g->node);
+    if (rc != 0)
+        snprintf(errmsg, AR_ERRMSG_MAX, "shard %u: the stored log does not hold together",
+                 g->shard);
+    g->last_ckpt_ms = mono_ms();
+    return rc;
+}
+
+static const struct meta_server_node *self_node(const struct meta_server_config *c)
+{
+    for (uint32_t i = 0; i < c->node_count; i++) {
+        if (c->nodes[i].id == c->id)
+            return &c->nodes[i];
+    }
+    return NULL;
+}
+
+static int start_network(struct meta_server *s, char *errmsg)
+{
+    const struct meta_server_node *me = self_node(&s->cfg);
+    char host[64];
+    uint16_t port;
+    struct sockaddr_storage addr;
+
+    if (split_addr(me->raft_addr, host, sizeof(host), &port) != 0) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "bad raft address %s", me->raft_addr);
+        return -EINVAL;
+    }
+    struct raft_transport_options to = {.id = s->cfg.id, .host = host, .port = port,
+                                        .recv = on_recv, .event = on_event, .ctx = s};
+    int rc = raft_transport_start(s->loop, &to, &s->transport, errmsg);
+    for (uint32_t i = 0; rc == 0 && i < s->cfg.node_count; i++) {
+        const struct meta_server_node *n = &s->cfg.nodes[i];
+        if (n->id == s->cfg.id || split_addr(n->raft_addr, host, sizeof(host), &port) != 0)
+            continue;
+        rc = raft_transport_add_peer(s->transport, n->id, host, port);
+    }
+    if (rc != 0)
+        return rc;
+    if (split_addr(me->client_addr, host, sizeof(host), &port) != 0 ||
+        (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "bad client address %s", me->client_addr);
+        return -EINVAL;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    s->open_handles++;
+    rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 512, accepted);
+    if (rc != 0)
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot listen for clients on %s: %s", me->client_addr,
+                 uv_strerror(rc));
+    return rc;
+}
+
+int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *cfg,
+                      struct meta_server **out, char *errmsg)
+{
+    AR_ASSERT(loop != NULL && cfg != NULL && out != NULL && errmsg != NULL);
+    if (cfg->node_count == 0 || cfg->node_count > META_SERVER_NODES_MAX ||
+        self_node(cfg) == NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "node %" PRIu64 " is not in the cluster", cfg->id);
+        return -EINVAL;
+    }
+    struct meta_server *s = ar_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->tx = ar_malloc(CONN_RX_MAX);
+    s->cmd = ar_malloc(sizeof(*s->cmd));
+    s->entries = ar_malloc(sizeof(*s->entries) * META_READDIR_MAX);
+    s->slices = ar_malloc(sizeof(*s->slices) * META_READ_SLICES_MAX);
+    s->data = ar_malloc(META_XATTR_BYTES_MAX);
+    int rc = s->tx && s->cmd && s->entries && s->slices && s->data ? 0 : -ENOMEM;
+    char lock[600];
+    snprintf(lock, sizeof(lock), "%s/lock", cfg->data_dir);
+    s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (rc == 0 && (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s is in use by another arbor serve", cfg->data_dir);
+        rc = -EBUSY;
+    }
+    if (rc == 0)
+        rc = group_open(s, &s->group, errmsg);
+    if (rc == 0)
+        rc = start_network(s, errmsg);
+    if (rc != 0) {
+        meta_server_stop(s);
+        uv_run(loop, UV_RUN_DEFAULT); /* bounded: only closes are pending */
+        meta_server_free(s);
+        return rc;
+    }
+    uv_timer_init(loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    uv_check_init(loop, &s->check);
+    s->check.data = s;
+    uv_check_start(&s->check, on_check);
+    s->open_handles += 2;
+    *out = s;
+    ar_log(AR_LOG_INFO, "node %" PRIu64 " serving shard %u: clients on %s, raft on %s", cfg->id,
+           s->group.shard, self_node(cfg)->client_addr, self_node(cfg)->raft_addr);
+    return 0;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct meta_server *s = h->data;
+
+    s->open_handles--;
+}
+
+void meta_server_stop(struct meta_server *s)
+{
+    if (s == NULL || s->is_stopping)
+        return;
+    s->is_stopping = true;
+    if (s->open_handles >= 2 && uv_is_active((uv_handle_t *)&s->tick)) {
+        uv_close((uv_handle_t *)&s->tick, handle_closed);
+        uv_close((uv_handle_t *)&s->check, handle_closed);
+    }
+    if (s->listener.data == s && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, handle_closed);
+    for (uint32_t i = 0; i < CONNS_MAX; i++) {
+        if (s->conns[i] != NULL)
+            conn_close(s->conns[i]);
+    }
+    raft_transport_stop(s->transport);
+}
+
+void meta_server_free(struct meta_server *s)
+{
+    if (s == NULL)
+        return;
+    AR_ASSERT(!s->group.is_persisting && !s->group.is_checkpointing);
+    group_close(&s->group);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    ar_free(s->tx);
+    ar_free(s->cmd);
+    ar_free(s->entries);
+    ar_free(s->slices);
+    ar_free(s->data);
+    ar_free(s);
+}
+
+/* ---- the cluster file and formatting -------------------------------------------------------------- */
+
+int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char *errmsg)
+{
+    char path[600];
+    char line[256];
+
+    snprintf(path, sizeof(path), "%s/cluster", data_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s: %s (is it formatted? arbor format)", path,
+                 strerror(errno));
+        return -errno;
+    }
+    memset(out, 0, sizeof(*out));
+    int rc = 0;
+    bool has_magic = false;
+    /* bounded by the file's lines */
+    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+        struct meta_server_node n;
+        unsigned long long v;
+        if (strncmp(line, "arbor-cluster 1", 15) == 0) {
+            has_magic = true;
+        } else if (sscanf(line, "self %llu", &v) == 1) {
+            out->id = v;
+        } else if (sscanf(line, "created_ns %llu", &v) == 1) {
+            out->created_ns = (int64_t)v;
+        } else if (sscanf(line, "volume %63s", out->volume) == 1) {
+        } else if (sscanf(line, "node %llu %63s %63s", &v, n.raft_addr, n.client_addr) == 3) {
+            if (out->node_count == META_SERVER_NODES_MAX)
+                rc = -EINVAL;
+            n.id = v;
+            if (rc == 0)
+                out->nodes[out->node_count++] = n;
+        } else if (line[0] != '#' && line[0] != '\n') {
+            rc = -EINVAL;
+        }
+    }
+    fclose(f);
+    if (rc != 0 || !has_magic || out->id == 0 || out->node_count == 0) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s: not an arbor cluster file", path);
+        return -EINVAL;
+    }
+    snprintf(out->data_dir, sizeof(out->data_dir), "%s", data_dir);
+    return 0;
+}
+
+int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
+{
+    char path[700];
+    struct raft_seglog_options lo;
+    struct raft_seglog *log = NULL;
+    struct raft_boot b;
+    struct raft_config rc_cfg = {.voter_count = cfg->node_count};
+
+    if (cfg->node_count == 0 || cfg->node_count > RAFT_VOTERS_MAX || self_node(cfg) == NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "node %" PRIu64 " must be one of 1..%u members", cfg->id,
+                 RAFT_VOTERS_MAX);
+        return -EINVAL;
+    }
+    snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);
+    if (access(path, F_OK) == 0) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s is already formatted (%s)", cfg->data_dir, path);
+        return -EEXIST;
+    }
+    for (uint32_t i = 0; i < cfg->node_count; i++) {
+        rc_cfg.voters[i] = cfg->nodes[i].id;
+    }
+    if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", cfg->data_dir, strerror(errno));
+        return -errno;
+    }
+    snprintf(path, sizeof(path), "%s/shard-%u", cfg->data_dir, SHARD_ROOT);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/shard-%u/log", cfg->data_dir, SHARD_ROOT);
+    raft_seglog_options_init(&lo);
+    int rc = raft_seglog_open(path, &lo, &log, &b, errmsg);
+    if (rc == 0)
+        rc = raft_seglog_snapshot(log, 0, 0, 0, &rc_cfg, false, wall_ns(), errmsg);
+    raft_seglog_close(log);
+    if (rc != 0)
+        return rc;
+    /* the cluster file last, atomically: its presence means "formatted" */
+    char tmp[720];
+    snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot write %s: %s", tmp, strerror(errno));
+        return -errno;
+    }
+    fprintf(f, "arbor-cluster 1\nvolume %s\ncreated_ns %lld\nself %" PRIu64 "\n",
+            cfg->volume[0] ? cfg->volume : "arbor", (long long)cfg->created_ns, cfg->id);
+    for (uint32_t i = 0; i < cfg->node_count; i++) {
+        fprintf(f, "node %" PRIu64 " %s %s\n", cfg->nodes[i].id, cfg->nodes[i].raft_addr,
+                cfg->nodes[i].client_addr);
+    }
+    bool is_ok = fflush(f) == 0 && fdatasync(fileno(f)) == 0;
+    fclose(f);
+    if (!is_ok || rename(tmp, path) != 0) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot write %s: %s", path, strerror(errno));
+        return -EIO;
+    }
+    return 0;
+}
