@@ -313,8 +313,8 @@ enum meta_req_kind {
     META_REQ_HEARTBEAT,   /* keeps a session alive */
 };
 enum meta_read_mode {
-    META_READ_LINEARIZABLE = 0, /* ReadIndex at the leader */
-    META_READ_LEASE,            /* the leader's lease, else ReadIndex */
+    META_READ_LINEARIZABLE = 0, /* at the leader: within its lease, else a ReadIndex round */
+    META_READ_INDEX,            /* at the leader, always a ReadIndex round (no clock bound) */
     META_READ_FOLLOWER,         /* any replica at most stale_ms behind */
 };
 

@@ -354,16 +354,11 @@ static void persist_work(uv_work_t *w)
         g->persist_rc = raft_seglog_sync(g->log, g->persist_err);
 }
 
-static void persist_after(uv_work_t *w, int status)
+/* The ready is durable: send, apply, answer, advance. */
+static void finish_ready(struct group *g)
 {
-    struct group *g = w->data;
     struct meta_server *s = g->srv;
 
-    if (status != 0 || g->persist_rc != 0) {
-        /* a failed fsync is never retried (style §3): stop this replica */
-        ar_log(AR_LOG_ERROR, "shard %u: %s: exiting", g->shard, g->persist_err);
-        exit(1);
-    }
     for (uint32_t i = g->rd.early_count; i < g->rd.msg_count; i++) {
         raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
     }
@@ -397,6 +392,18 @@ static void persist_after(uv_work_t *w, int status)
     raft_advance(g->node, &g->rd);
     g->is_persisting = false;
     serve_ready_reads(g);
+}
+
+static void persist_after(uv_work_t *w, int status)
+{
+    struct group *g = w->data;
+
+    if (status != 0 || g->persist_rc != 0) {
+        /* a failed fsync is never retried (style §3): stop this replica */
+        ar_log(AR_LOG_ERROR, "shard %u: %s: exiting", g->shard, g->persist_err);
+        exit(1);
+    }
+    finish_ready(g);
     group_turn(g);
 }
 
@@ -451,15 +458,25 @@ static void group_turn(struct group *g)
     struct meta_server *s = g->srv;
 
     maybe_checkpoint(g);
-    if (g->is_persisting || !raft_ready(g->node, &g->rd))
-        return;
-    g->is_persisting = true;
-    for (uint32_t i = 0; i < g->rd.early_count; i++) {
-        raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+    /* bounded: a ready with nothing for the disk is finished here, and
+     * readies only come from work already done */
+    for (int k = 0; k < 64 && !g->is_persisting; k++) {
+        if (!raft_ready(g->node, &g->rd))
+            return;
+        g->is_persisting = true;
+        /* a leader's appends go out while its own disk writes */
+        for (uint32_t i = 0; i < g->rd.early_count; i++) {
+            raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+        }
+        raft_transport_flush(s->transport);
+        if (g->rd.has_hard_state || g->rd.entry_count > 0 || g->rd.has_chunk ||
+            g->compact_to > 0) {
+            g->persist.data = g;
+            uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
+            return;
+        }
+        finish_ready(g); /* nothing for the disk: no trip to the thread pool */
     }
-    raft_transport_flush(s->transport);
-    g->persist.data = g;
-    uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
 }
 
 /* ---- requests -------------------------------------------------------------------------------- */
@@ -538,7 +555,7 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     if (p.frame == NULL)
         return -ENOMEM;
     memcpy(p.frame, frame, len);
-    int rc = raft_read_index(g->node, p.read_id, req->read_mode == META_READ_LEASE);
+    int rc = raft_read_index(g->node, p.read_id, req->read_mode == META_READ_LINEARIZABLE);
     if (rc == 0)
         rc = pending_add(g, &p);
     if (rc != 0)

@@ -15,6 +15,7 @@ static const struct {
     {"objstore", bench_objstore, "PUT/GET throughput and latency of an object store"},
     {"fsm", bench_fsm, "the shard state machine in memory: applies/s and bytes per file"},
     {"raft", bench_raft, "Raft replicas as processes on 127.0.0.1: commits/s and latency"},
+    {"meta", bench_meta, "a 3-replica shard through the client protocol: ops/s, latency"},
 };
 
 static void bench_usage(FILE *to)

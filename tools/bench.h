@@ -6,5 +6,6 @@
 int bench_objstore(int argc, char **argv);
 int bench_fsm(int argc, char **argv);
 int bench_raft(int argc, char **argv);
+int bench_meta(int argc, char **argv);
 
 #endif /* ARBOR_TOOLS_BENCH_H */

@@ -308,7 +308,7 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);
     }
     assert_int_equal(lookup(f, dir, "frame_0123.jpg", META_READ_LINEARIZABLE), 0);
-    assert_int_equal(lookup(f, dir, "frame_9999.jpg", META_READ_LEASE), -ENOENT);
+    assert_int_equal(lookup(f, dir, "frame_9999.jpg", META_READ_INDEX), -ENOENT);
     struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .entry_cap = 1024};
     assert_int_equal(call(f, &rd, META_READ_LINEARIZABLE), 0);
     assert_int_equal(f->resp->r.reply.entry_count, 200);
