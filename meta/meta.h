@@ -305,12 +305,13 @@ int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out);
  * connection; many requests in flight, matched by id. Decoding checks every
  * field (the command as meta_cmd_decode() does, the reply against
  * meta/limits.h) and copies it out. */
-#define META_FRAME_BYTES_MAX (META_MSG_BYTES_MAX + (1u << 20)) /* a command and its envelope */
+#define META_FRAME_BYTES_MAX (5u << 20) /* a command (META_MSG_BYTES_MAX) and its envelope */
 
 enum meta_req_kind {
     META_REQ_COMMAND = 1, /* a query or a mutation of a shard */
     META_REQ_SESSION_OPEN,
     META_REQ_HEARTBEAT,   /* keeps a session alive */
+    META_REQ_STATUS,      /* the replica's view of its groups (any replica answers) */
 };
 enum meta_read_mode {
     META_READ_LINEARIZABLE = 0, /* at the leader: within its lease, else a ReadIndex round */
@@ -339,6 +340,25 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
 int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req,
                         struct meta_cmd_buf *cmd);
 
+#define META_STATUS_GROUPS_MAX 8u
+#define META_STATUS_PEERS_MAX  11u
+
+/* One group as a replica sees it (META_REQ_STATUS). */
+struct meta_group_status {
+    uint32_t shard;
+    uint32_t role;         /* enum raft_role */
+    uint64_t term;
+    uint64_t leader;
+    uint64_t commit;
+    uint64_t applied;
+    uint64_t last;
+    uint64_t checkpoint;
+    uint64_t files;
+    uint32_t peer_count;   /* at the leader */
+    uint64_t peer_ids[META_STATUS_PEERS_MAX];
+    uint64_t peer_match[META_STATUS_PEERS_MAX];
+};
+
 struct meta_response {
     uint64_t id;
     int32_t rc;
@@ -346,6 +366,9 @@ struct meta_response {
     char leader_addr[64];
     uint64_t epoch;
     uint64_t session;
+    uint64_t node;                 /* status */
+    uint32_t group_count;
+    struct meta_group_status groups[META_STATUS_GROUPS_MAX];
     struct meta_reply reply; /* entries, data and slices point into a meta_response_buf */
 };
 

@@ -14,6 +14,8 @@
 _Static_assert(sizeof(((struct meta_response_buf *)0)->entries) ==
                    META_READDIR_MAX * sizeof(struct meta_dirent),
                "a response holds a full readdir page");
+_Static_assert(META_FRAME_BYTES_MAX >= META_MSG_BYTES_MAX + (1u << 20),
+               "a frame holds the largest command with room for its envelope");
 _Static_assert(sizeof(((struct meta_response_buf *)0)->data) == META_XATTR_BYTES_MAX,
                "a response holds every xattr name of an inode");
 
@@ -91,7 +93,7 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
     if (pb == NULL)
         return -EPROTO;
     int rc = 0;
-    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_HEARTBEAT ||
+    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_STATUS ||
         pb->read_mode > META_READ_FOLLOWER || pb->data_cap > META_XATTR_BYTES_MAX)
         rc = -EINVAL;
     memset(&cmd->cmd, 0, sizeof(cmd->cmd));
@@ -246,6 +248,30 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.leader_addr = (char *)(uintptr_t)resp->leader_addr;
     pb.epoch = resp->epoch;
     pb.session = resp->session;
+    pb.node = resp->node;
+    Arbor__Meta__GroupStatus gs[META_STATUS_GROUPS_MAX];
+    Arbor__Meta__GroupStatus *gsp[META_STATUS_GROUPS_MAX];
+    AR_ASSERT(resp->group_count <= META_STATUS_GROUPS_MAX);
+    for (uint32_t i = 0; i < resp->group_count; i++) {
+        const struct meta_group_status *g = &resp->groups[i];
+        gs[i] = (Arbor__Meta__GroupStatus)ARBOR__META__GROUP_STATUS__INIT;
+        gs[i].shard = g->shard;
+        gs[i].role = g->role;
+        gs[i].term = g->term;
+        gs[i].leader = g->leader;
+        gs[i].commit = g->commit;
+        gs[i].applied = g->applied;
+        gs[i].last = g->last;
+        gs[i].checkpoint = g->checkpoint;
+        gs[i].files = g->files;
+        gs[i].n_peer_ids = g->peer_count;
+        gs[i].peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
+        gs[i].n_peer_match = g->peer_count;
+        gs[i].peer_match = (uint64_t *)(uintptr_t)g->peer_match;
+        gsp[i] = &gs[i];
+    }
+    pb.n_groups = resp->group_count;
+    pb.groups = gsp;
     int rc = resp->rc == 0 ? parts_fill(resp, fills(op), &pb, &parts) : 0;
     if (rc == 0) {
         size_t need = arbor__meta__response__get_packed_size(&pb);
@@ -266,8 +292,14 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     struct meta_reply *rp = &r->reply;
 
     if (pb->n_entries > META_READDIR_MAX || pb->n_pieces > META_READ_SLICES_MAX ||
-        pb->data.len > sizeof(out->data) || strlen(pb->leader_addr) >= sizeof(r->leader_addr))
+        pb->data.len > sizeof(out->data) || strlen(pb->leader_addr) >= sizeof(r->leader_addr) ||
+        pb->n_groups > META_STATUS_GROUPS_MAX)
         return -EPROTO;
+    for (size_t i = 0; i < pb->n_groups; i++) {
+        const Arbor__Meta__GroupStatus *g = pb->groups[i];
+        if (g->n_peer_ids > META_STATUS_PEERS_MAX || g->n_peer_ids != g->n_peer_match)
+            return -EPROTO;
+    }
     memset(r, 0, sizeof(*r));
     r->id = pb->id;
     r->rc = pb->rc;
@@ -275,6 +307,21 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     memcpy(r->leader_addr, pb->leader_addr, strlen(pb->leader_addr) + 1);
     r->epoch = pb->epoch;
     r->session = pb->session;
+    r->node = pb->node;
+    r->group_count = (uint32_t)pb->n_groups;
+    for (size_t i = 0; i < pb->n_groups; i++) {
+        const Arbor__Meta__GroupStatus *g = pb->groups[i];
+        struct meta_group_status *o = &r->groups[i];
+        *o = (struct meta_group_status){.shard = g->shard, .role = g->role, .term = g->term,
+                                        .leader = g->leader, .commit = g->commit,
+                                        .applied = g->applied, .last = g->last,
+                                        .checkpoint = g->checkpoint, .files = g->files,
+                                        .peer_count = (uint32_t)g->n_peer_ids};
+        for (size_t k = 0; k < g->n_peer_ids; k++) {
+            o->peer_ids[k] = g->peer_ids[k];
+            o->peer_match[k] = g->peer_match[k];
+        }
+    }
     if (pb->attr != NULL)
         rp->attr = (struct meta_attr){.ino = pb->attr->ino, .mode = pb->attr->mode,
                                       .nlink = pb->attr->nlink, .uid = pb->attr->uid,

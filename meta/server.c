@@ -572,6 +572,43 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     return rc == -RAFT_EBUSY ? -EAGAIN : rc;
 }
 
+/* What this replica knows of its groups: any replica answers. */
+static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
+{
+    struct meta_response *resp = ar_calloc(1, sizeof(*resp));
+    struct group *g = &s->group;
+    struct meta_shard_stats st;
+    const struct raft_config *cfg = raft_config_of(g->node);
+
+    if (resp == NULL)
+        return;
+    meta_shard_stats(g->state, &st);
+    resp->id = id;
+    resp->epoch = 1;
+    resp->node = s->cfg.id;
+    resp->group_count = 1;
+    struct meta_group_status *gs = &resp->groups[0];
+    *gs = (struct meta_group_status){.shard = g->shard, .role = raft_role(g->node),
+                                     .term = raft_term_of(g->node),
+                                     .leader = raft_leader(g->node),
+                                     .commit = raft_commit_index(g->node),
+                                     .applied = raft_applied_index(g->node),
+                                     .last = raft_last_index(g->node),
+                                     .checkpoint = meta_checkpoint_applied_index(g->ckpt),
+                                     .files = st.inode_count};
+    uint32_t members = cfg->voter_count + cfg->learner_count;
+    for (uint32_t i = 0; i < members && gs->peer_count < META_STATUS_PEERS_MAX; i++) {
+        raft_id peer = i < cfg->voter_count ? cfg->voters[i] : cfg->learners[i - cfg->voter_count];
+        raft_index match;
+        if (raft_peer_match(g->node, peer, &match)) {
+            gs->peer_ids[gs->peer_count] = peer;
+            gs->peer_match[gs->peer_count++] = match;
+        }
+    }
+    respond(s, c, resp, META_OP_ACCESS);
+    ar_free(resp);
+}
+
 static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 {
     struct meta_server *s = c->srv;
@@ -581,6 +618,10 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 
     if (rc != 0) {
         respond_rc(s, c, 0, rc); /* id unknown: the client sees a failure */
+        return;
+    }
+    if (req.kind == META_REQ_STATUS) {
+        respond_status(s, c, req.id);
         return;
     }
     if (req.kind != META_REQ_COMMAND) {

@@ -879,6 +879,19 @@ raft_index raft_applied_index(const struct raft_node *n)
     return n->log.applied;
 }
 
+bool raft_peer_match(const struct raft_node *n, raft_id peer, raft_index *match)
+{
+    if (n->role != RAFT_LEADER)
+        return false;
+    for (uint32_t i = 0; i < n->peer_count; i++) {
+        if (n->peers[i].id == peer) {
+            *match = n->peers[i].match;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- invariants ------------------------------------------------------------------------------- */
 
 void raft__check_invariants(const struct raft_node *n)

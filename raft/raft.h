@@ -294,6 +294,10 @@ RAFT_API raft_index raft_last_index(const struct raft_node *n);
 RAFT_API raft_index raft_applied_index(const struct raft_node *n);
 RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
 
+/* At the leader: the index peer's log is known to match up to; false
+ * elsewhere, or for a peer that is not a member. */
+RAFT_API bool raft_peer_match(const struct raft_node *n, raft_id peer, raft_index *match);
+
 /* The config as entry bytes: at most RAFT_CONFIG_BYTES_MAX. */
 #define RAFT_CONFIG_BYTES_MAX (8u + 8u * RAFT_MEMBERS_MAX)
 RAFT_API uint32_t raft_config_encode(const struct raft_config *c, uint8_t *buf);

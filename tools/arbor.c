@@ -18,6 +18,7 @@ struct command {
 static const struct command commands[] = {
     {"format", cmd_format, "make a data directory a replica of a new cluster"},
     {"serve", cmd_serve, "run the metadata server of a replica"},
+    {"status", cmd_status, "what each replica of a cluster sees: roles, terms, indexes, lag"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };
 

@@ -10,6 +10,7 @@
 int cmd_bench(int argc, char **argv);
 int cmd_format(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);

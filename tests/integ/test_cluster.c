@@ -314,6 +314,22 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
     assert_int_equal(f->resp->r.reply.entry_count, 200);
     assert_true(f->resp->r.reply.is_end);
     assert_string_equal(f->resp->r.reply.entries[0].name, "frame_0000.jpg");
+    /* every replica answers a status request: one leader, the same term */
+    uint64_t leaders = 0;
+    for (int i = 0; i < NODES; i++) {
+        assert_true(client_connect(f, i));
+        struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+        assert_true(exchange(f, &st, NULL));
+        assert_int_equal(f->resp->r.node, i + 1);
+        assert_int_equal(f->resp->r.group_count, 1);
+        assert_int_equal(f->resp->r.groups[0].shard, 1);
+        leaders += f->resp->r.groups[0].role == 4; /* RAFT_LEADER */
+        assert_true(f->resp->r.groups[0].files >= 202);
+    }
+    assert_int_equal(leaders, 1);
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "'%s' status '%s/node1' > /dev/null", f->arbor, f->dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
@@ -338,6 +354,9 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
     double took = now_ms() - t0;
     print_message("a new leader served %.0f ms after kill -9 of the old one\n", took);
     assert_true(took < 3000); /* the bound */
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "'%s' status '%s/node1' > /dev/null", f->arbor, f->dir);
+    assert_int_not_equal(system(cmd), 0); /* one replica is down, and status says so */
     for (int i = 1; i < 50; i++) {
         snprintf(name, sizeof(name), "after_%03d", i);
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);

@@ -1,0 +1,202 @@
+/* tools/status.c - `arbor status`: ask every replica of a cluster what it
+ * sees (any replica answers a status request, leader or not) and print one
+ * line a replica and group: role, term, leader, commit and applied indexes,
+ * lag behind the leader's commit, log and checkpoint marks, files; and what
+ * the leader knows of each follower. Unreachable replicas say so. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "meta.h"
+
+#define STATUS_TIMEOUT_MS 2000
+
+static bool read_full(int fd, uint8_t *p, size_t len)
+{
+    size_t done = 0;
+
+    /* bounded by len and the timeout of each wait */
+    while (done < len) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, STATUS_TIMEOUT_MS) <= 0)
+            return false;
+        ssize_t n = read(fd, p + done, len - done);
+        if (n <= 0)
+            return false;
+        done += (size_t)n;
+    }
+    return true;
+}
+
+/* Ask the replica at addr ("host:port"); fills out. */
+static int ask(const char *addr, struct meta_response_buf *out, char *why, size_t why_cap)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    uint8_t buf[256];
+    size_t len;
+
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
+        snprintf(why, why_cap, "not host:port");
+        return -EINVAL;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) {
+        snprintf(why, why_cap, "cannot resolve %s", host);
+        return -EINVAL;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    int rc = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : -errno;
+    freeaddrinfo(ai);
+    if (rc != 0) {
+        snprintf(why, why_cap, "unreachable: %s", strerror(-rc));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
+    uint32_t n = 0;
+    rc = meta_request_encode(&req, NULL, buf, sizeof(buf), &len);
+    if (rc == 0 && write(fd, buf, len) != (ssize_t)len)
+        rc = -EIO;
+    uint8_t *rx = NULL;
+    if (rc == 0 && (!read_full(fd, (uint8_t *)&n, 4) || n > META_FRAME_BYTES_MAX))
+        rc = -ETIMEDOUT;
+    if (rc == 0 && ((rx = malloc(n > 0 ? n : 1)) == NULL || !read_full(fd, rx, n)))
+        rc = -ETIMEDOUT;
+    if (rc == 0)
+        rc = meta_response_decode(rx, n, out);
+    if (rc == 0)
+        rc = out->r.rc;
+    free(rx);
+    close(fd);
+    if (rc != 0)
+        snprintf(why, why_cap, "no answer: %s", ar_strerror(rc));
+    return rc;
+}
+
+static const char *role_name(uint32_t role)
+{
+    static const char *const names[] = {"?", "follower", "pre-candidate", "candidate", "leader"};
+
+    return role < 5 ? names[role] : "?";
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: arbor status DATA_DIR\n"
+                "       arbor status --meta HOST:PORT[,HOST:PORT...]\n\n"
+                "Ask each replica of the cluster (the members in DATA_DIR's cluster file, or\n"
+                "the client addresses given) what it sees, and print a line a replica:\n"
+                "role, term, leader, commit and applied indexes, lag behind the highest\n"
+                "commit, the log's last index, the checkpoint's index and the files; then\n"
+                "the leader's view of each follower (the index its log matches to).\n"
+                "Exits 1 if a replica does not answer.\n");
+}
+
+int cmd_status(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"meta", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char addrs[META_SERVER_NODES_MAX][64];
+    uint64_t ids[META_SERVER_NODES_MAX] = {0};
+    uint32_t count = 0;
+    const char *meta = NULL;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            meta = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (meta != NULL && optind == argc) {
+        const char *p = meta;
+        /* bounded: each turn takes one address */
+        while (*p != '\0' && count < META_SERVER_NODES_MAX) {
+            size_t n = strcspn(p, ",");
+            snprintf(addrs[count++], sizeof(addrs[0]), "%.*s", (int)n, p);
+            p += n + (p[n] == ',');
+        }
+    } else if (meta == NULL && optind + 1 == argc) {
+        struct meta_server_config cfg;
+        char errmsg[AR_ERRMSG_MAX] = "";
+        if (meta_cluster_load(argv[optind], &cfg, errmsg) != 0) {
+            fprintf(stderr, "arbor status: %s\n", errmsg);
+            return 1;
+        }
+        for (uint32_t i = 0; i < cfg.node_count; i++) {
+            snprintf(addrs[count], sizeof(addrs[0]), "%s", cfg.nodes[i].client_addr);
+            ids[count++] = cfg.nodes[i].id;
+        }
+    } else {
+        usage(stderr);
+        return 2;
+    }
+    struct meta_response_buf *answers = calloc(count, sizeof(*answers));
+    bool is_up[META_SERVER_NODES_MAX] = {false};
+    char why[META_SERVER_NODES_MAX][96];
+    uint64_t top_commit = 0;
+    if (answers == NULL)
+        return 1;
+    bool is_any_down = false;
+    for (uint32_t i = 0; i < count; i++) {
+        is_up[i] = ask(addrs[i], &answers[i], why[i], sizeof(why[i])) == 0;
+        for (uint32_t g = 0; is_up[i] && g < answers[i].r.group_count; g++) {
+            if (answers[i].r.groups[g].commit > top_commit)
+                top_commit = answers[i].r.groups[g].commit;
+        }
+    }
+    printf("%-4s %-21s %-5s %-13s %6s %6s %10s %10s %8s %10s %10s %10s\n", "node", "address",
+           "shard", "role", "term", "leader", "commit", "applied", "lag", "last", "checkpoint",
+           "files");
+    for (uint32_t i = 0; i < count; i++) {
+        if (!is_up[i]) {
+            printf("%-4" PRIu64 " %-21s %s\n", ids[i], addrs[i], why[i]);
+            is_any_down = true;
+            continue;
+        }
+        const struct meta_response *r = &answers[i].r;
+        for (uint32_t g = 0; g < r->group_count; g++) {
+            const struct meta_group_status *s = &r->groups[g];
+            printf("%-4" PRIu64 " %-21s %-5u %-13s %6" PRIu64 " %6" PRIu64 " %10" PRIu64
+                   " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n",
+                   r->node, addrs[i], s->shard, role_name(s->role), s->term, s->leader,
+                   s->commit, s->applied, top_commit - s->applied, s->last, s->checkpoint,
+                   s->files);
+            for (uint32_t p = 0; p < s->peer_count; p++) {
+                printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64
+                       " behind)\n",
+                       s->peer_ids[p], s->peer_match[p],
+                       s->last > s->peer_match[p] ? s->last - s->peer_match[p] : 0);
+            }
+        }
+    }
+    free(answers);
+    return is_any_down ? 1 : 0;
+}
