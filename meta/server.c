@@ -96,6 +96,7 @@ struct group {
     uint32_t pending_count;
     uint32_t pending_cap;
     uint64_t next_read_id;
+    uint64_t last_want_warn_ms;
 };
 
 struct conn {
@@ -294,6 +295,25 @@ static void serve_ready_reads(struct group *g)
     }
 }
 
+/* Leadership is gone: the proposals may never commit here. Their clients
+ * retry at the new leader (a command with a client id applies once). */
+static void fail_proposals(struct group *g)
+{
+    struct meta_server *s = g->srv;
+
+    for (uint32_t i = 0; i < g->pending_count;) {
+        struct pending *p = &g->pending[i];
+        if (p->frame != NULL) {
+            i++;
+            continue;
+        }
+        struct conn *c = conn_at(s, p->conn_slot, p->conn_gen);
+        if (c != NULL)
+            respond_not_leader(s, c, p->req_id, g);
+        pending_drop(g, i);
+    }
+}
+
 /* ---- applying -------------------------------------------------------------------------- */
 
 static void apply_entry(struct group *g, const struct raft_entry *e)
@@ -384,6 +404,18 @@ static void finish_ready(struct group *g)
             break;
         }
     }
+    for (uint32_t i = 0; i < g->rd.want_count; i++) {
+        /* TODO(#5): stream the LMDB checkpoint in chunks (raft_snapshot_send) */
+        uint64_t now = mono_ms();
+        if (now - g->last_want_warn_ms > 10000) {
+            g->last_want_warn_ms = now;
+            ar_log(AR_LOG_WARN, "shard %u: node %" PRIu64 " is behind the log kept in memory "
+                   "and needs a snapshot, which this version cannot send yet",
+                   g->shard, g->rd.wants[i].peer);
+        }
+    }
+    if (g->rd.has_role_change && raft_role(g->node) != RAFT_LEADER)
+        fail_proposals(g);
     if (g->rd.has_role_change) {
         static const char *const roles[] = {"?", "follower", "pre-candidate", "candidate",
                                             "leader"};
