@@ -464,6 +464,8 @@ struct meta_server_config {
     char data_dir[512];
     char volume[64];
     int64_t created_ns;         /* the root's times: the same on every replica */
+    uint32_t log_keep;          /* entries kept in memory below a checkpoint for lagging
+                                 * followers; further behind, they get a snapshot */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
 };

@@ -42,7 +42,9 @@
 
 #define TICK_MS          10u
 #define CKPT_EVERY_MS    1000u
-#define LOG_KEEP         10000u   /* entries kept in memory below a checkpoint */
+#define LOG_KEEP_DEFAULT 10000u   /* entries kept in memory below a checkpoint */
+#define CHUNK_BYTES      (1u << 20) /* a snapshot chunk */
+#define WANT_QUIET_MS    3000u    /* a transfer is active this long after a want */
 #define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
 #define CONNS_MAX        1024u
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
@@ -96,7 +98,20 @@ struct group {
     uint32_t pending_count;
     uint32_t pending_cap;
     uint64_t next_read_id;
-    uint64_t last_want_warn_ms;
+    /* snapshots out (leader): an export of the checkpoint, served in chunks */
+    bool is_exporting;
+    uv_work_t export_work;
+    int export_rc;
+    raft_index export_index;
+    char export_err[AR_ERRMSG_MAX];
+    int out_fd;                  /* -1: none */
+    raft_index out_index;
+    uint64_t out_size;
+    uint64_t last_want_ms;
+    /* snapshots in (follower) */
+    int in_fd;
+    struct meta_shard *in_state; /* loaded from a finished snapshot, not yet swapped in */
+    bool is_in_failed;
 };
 
 struct conn {
@@ -355,6 +370,168 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
 
 static void group_turn(struct group *g);
 
+/* ---- snapshots in (follower): store chunks, load, swap -------------------------------- */
+
+static void snap_path(const struct group *g, const char *what, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", g->dir, what);
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[800];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        ar_log(AR_LOG_WARN, "could not remove %s", path);
+}
+
+/* Thread pool: write a received chunk; on the last, load the snapshot (the
+ * state is checked whole) and reset the log to it. A failure is reported to
+ * the leader, which starts over. */
+static void chunk_store(struct group *g, const struct raft_snapshot_chunk *c)
+{
+    char dir[700];
+    char path[760];
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    snap_path(g, "snap-in", dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (c->offset == 0) {
+        if (g->in_fd >= 0)
+            close(g->in_fd);
+        rm_rf(dir);
+        mkdir(dir, 0755);
+        g->in_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    }
+    bool is_ok = g->in_fd >= 0 &&
+                 pwrite(g->in_fd, c->data, c->size, (off_t)c->offset) == (ssize_t)c->size;
+    if (is_ok && c->is_done) {
+        struct meta_checkpoint *ck = NULL;
+        uint64_t applied = 0;
+        is_ok = fdatasync(g->in_fd) == 0;
+        close(g->in_fd);
+        g->in_fd = -1;
+        is_ok = is_ok && meta_checkpoint_open(dir, &ck, errmsg) == 0 &&
+                meta_checkpoint_load(ck, &g->in_state, &applied, errmsg) == 0 &&
+                applied == c->index;
+        meta_checkpoint_close(ck);
+        is_ok = is_ok && raft_seglog_snapshot(g->log, c->index, c->term, c->hlc_ns, &c->config,
+                                              true, wall_ns(), errmsg) == 0;
+        if (!is_ok)
+            ar_log(AR_LOG_ERROR, "shard %u: the snapshot at %" PRIu64 " cannot be installed: %s",
+                   g->shard, c->index, errmsg[0] ? errmsg : "a write failed");
+    }
+    if (!is_ok) {
+        meta_shard_free(g->in_state);
+        g->in_state = NULL;
+        g->is_in_failed = true;
+    }
+}
+
+/* Loop: the snapshot is stored and loaded; put its checkpoint in place of
+ * the old one and its state in place of the shard. */
+static int snapshot_swap(struct group *g)
+{
+    char ckpt[700];
+    char old[700];
+    char in[700];
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    snap_path(g, "ckpt", ckpt, sizeof(ckpt));
+    snap_path(g, "ckpt.old", old, sizeof(old));
+    snap_path(g, "snap-in", in, sizeof(in));
+    meta_checkpoint_close(g->ckpt);
+    g->ckpt = NULL;
+    rm_rf(old);
+    if (rename(ckpt, old) != 0 || rename(in, ckpt) != 0 ||
+        meta_checkpoint_open(ckpt, &g->ckpt, errmsg) != 0) {
+        ar_log(AR_LOG_ERROR, "shard %u: cannot put the snapshot in place: %s: exiting",
+               g->shard, errmsg[0] ? errmsg : strerror(errno));
+        exit(1); /* the log was reset to it: starting again loads what is there */
+    }
+    rm_rf(old);
+    meta_shard_free(g->state);
+    g->state = g->in_state;
+    g->in_state = NULL;
+    return meta_shard_track(g->state);
+}
+
+/* ---- snapshots out (leader): export the checkpoint, serve chunks -------------------------- */
+
+static void export_work(uv_work_t *w)
+{
+    struct group *g = w->data;
+    char dir[700];
+    char tmp[700];
+    char path[760];
+    struct meta_checkpoint *ck = NULL;
+
+    snap_path(g, "snap-out.tmp", tmp, sizeof(tmp));
+    snap_path(g, "snap-out", dir, sizeof(dir));
+    rm_rf(tmp);
+    mkdir(tmp, 0755);
+    snprintf(path, sizeof(path), "%s/data.mdb", tmp);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    g->export_rc = fd >= 0 ? meta_checkpoint_export(g->ckpt, fd, g->export_err) : -errno;
+    if (fd >= 0)
+        close(fd);
+    /* the copy's own applied index is the snapshot's index */
+    if (g->export_rc == 0)
+        g->export_rc = meta_checkpoint_open(tmp, &ck, g->export_err);
+    if (g->export_rc == 0)
+        g->export_index = meta_checkpoint_applied_index(ck);
+    meta_checkpoint_close(ck);
+    if (g->export_rc == 0) {
+        rm_rf(dir);
+        if (rename(tmp, dir) != 0)
+            g->export_rc = -errno;
+    }
+}
+
+static void export_after(uv_work_t *w, int status)
+{
+    struct group *g = w->data;
+    char path[760];
+    struct stat st;
+
+    g->is_exporting = false;
+    if (status != 0 || g->export_rc != 0) {
+        ar_log(AR_LOG_WARN, "shard %u: cannot export a snapshot: %s", g->shard, g->export_err);
+        return;
+    }
+    if (g->out_fd >= 0)
+        close(g->out_fd);
+    snap_path(g, "snap-out/data.mdb", path, sizeof(path));
+    g->out_fd = open(path, O_RDONLY | O_CLOEXEC);
+    g->out_index = g->export_index;
+    g->out_size = g->out_fd >= 0 && fstat(g->out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    /* the node sends the snapshot it knows of: make it this one */
+    raft_snapshot_taken(g->node, g->out_index, g->srv->cfg.log_keep);
+    ar_log(AR_LOG_INFO, "shard %u: a snapshot at %" PRIu64 " (%" PRIu64 " bytes) for followers",
+           g->shard, g->out_index, g->out_size);
+}
+
+static void answer_want(struct group *g, const struct raft_snapshot_want *w)
+{
+    static uint8_t chunk[CHUNK_BYTES];
+
+    g->last_want_ms = mono_ms();
+    if (g->out_fd >= 0 && w->index == g->out_index && w->offset <= g->out_size) {
+        uint64_t left = g->out_size - w->offset;
+        uint32_t n = left < CHUNK_BYTES ? (uint32_t)left : CHUNK_BYTES;
+        if (pread(g->out_fd, chunk, n, (off_t)w->offset) == (ssize_t)n)
+            raft_snapshot_send(g->node, w->peer, w->index, w->offset, chunk, n,
+                               w->offset + n == g->out_size);
+        return;
+    }
+    if (g->is_exporting)
+        return; /* the follower asks again once it is ready */
+    g->is_exporting = true;
+    g->export_work.data = g;
+    uv_queue_work(g->srv->loop, &g->export_work, export_work, export_after);
+}
+
 static void persist_work(uv_work_t *w)
 {
     struct group *g = w->data;
@@ -374,6 +551,8 @@ static void persist_work(uv_work_t *w)
         g->persist_rc = raft_seglog_append(g->log, &g->rd, g->persist_err);
     if (g->persist_rc == 0)
         g->persist_rc = raft_seglog_sync(g->log, g->persist_err);
+    if (g->persist_rc == 0 && g->rd.has_chunk)
+        chunk_store(g, &g->rd.chunk);
 }
 
 /* The ready is durable: send, apply, answer, advance. */
@@ -404,15 +583,20 @@ static void finish_ready(struct group *g)
             break;
         }
     }
-    for (uint32_t i = 0; i < g->rd.want_count; i++) {
-        /* TODO(#5): stream the LMDB checkpoint in chunks (raft_snapshot_send) */
-        uint64_t now = mono_ms();
-        if (now - g->last_want_warn_ms > 10000) {
-            g->last_want_warn_ms = now;
-            ar_log(AR_LOG_WARN, "shard %u: node %" PRIu64 " is behind the log kept in memory "
-                   "and needs a snapshot, which this version cannot send yet",
-                   g->shard, g->rd.wants[i].peer);
+    struct raft_snapshot_want wants[8];
+    uint32_t want_count = g->rd.want_count < 8 ? g->rd.want_count : 8;
+    if (want_count > 0) /* no wants: the array is NULL */
+        memcpy(wants, g->rd.wants, sizeof(*wants) * want_count);
+    if (g->rd.has_chunk && (g->is_in_failed || g->rd.chunk.is_done)) {
+        if (g->is_in_failed) {
+            raft_snapshot_fail(g->node);
+        } else {
+            if (snapshot_swap(g) != 0)
+                exit(1);
+            ar_log(AR_LOG_INFO, "shard %u: installed a snapshot at %" PRIu64, g->shard,
+                   g->rd.chunk.index);
         }
+        g->is_in_failed = false;
     }
     if (g->rd.has_role_change && raft_role(g->node) != RAFT_LEADER)
         fail_proposals(g);
@@ -425,6 +609,10 @@ static void finish_ready(struct group *g)
     }
     raft_advance(g->node, &g->rd);
     g->is_persisting = false;
+    /* chunks are sent after the advance: raft_snapshot_send() queues them */
+    for (uint32_t i = 0; i < want_count; i++) {
+        answer_want(g, &wants[i]);
+    }
     serve_ready_reads(g);
 }
 
@@ -462,19 +650,26 @@ static void ckpt_after(uv_work_t *w, int status)
         exit(1);
     }
     /* the log below the checkpoint may go (a tail stays in memory for
-     * followers); recovery then starts at the checkpoint */
-    if (raft_snapshot_taken(g->node, index, LOG_KEEP) == 0) {
+     * followers); recovery then starts at the checkpoint. Not while a
+     * follower takes a snapshot: a new one would start its transfer over. */
+    if (mono_ms() - g->last_want_ms < WANT_QUIET_MS) {
+        group_turn(g);
+        return;
+    }
+    if (raft_snapshot_taken(g->node, index, g->srv->cfg.log_keep) == 0) {
         struct raft_config c;
         raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &c);
         g->compact_term = term;
     }
+    group_turn(g); /* a snapshot install may have waited for this */
 }
 
 static void maybe_checkpoint(struct group *g)
 {
     uint64_t now = mono_ms();
 
-    if (g->is_checkpointing || now - g->last_ckpt_ms < CKPT_EVERY_MS)
+    if (g->is_checkpointing || raft_is_receiving_snapshot(g->node) ||
+        now - g->last_ckpt_ms < CKPT_EVERY_MS)
         return;
     g->last_ckpt_ms = now;
     raft_index applied = raft_applied_index(g->node);
@@ -495,6 +690,8 @@ static void group_turn(struct group *g)
     /* bounded: a ready with nothing for the disk is finished here, and
      * readies only come from work already done */
     for (int k = 0; k < 64 && !g->is_persisting; k++) {
+        if (g->is_checkpointing && raft_is_receiving_snapshot(g->node))
+            return; /* the checkpoint in flight finishes first (ckpt_after turns again) */
         if (!raft_ready(g->node, &g->rd))
             return;
         g->is_persisting = true;
@@ -834,6 +1031,11 @@ static void on_check(uv_check_t *h)
 
 static void group_close(struct group *g)
 {
+    if (g->out_fd >= 0)
+        close(g->out_fd);
+    if (g->in_fd >= 0)
+        close(g->in_fd);
+    meta_shard_free(g->in_state);
     for (uint32_t i = 0; i < g->pending_count; i++) {
         ar_free(g->pending[i].frame);
     }
@@ -855,6 +1057,8 @@ static int group_open(struct meta_server *s, struct group *g, char *errmsg)
 
     g->srv = s;
     g->shard = SHARD_ROOT;
+    g->out_fd = -1;
+    g->in_fd = -1;
     snprintf(g->dir, sizeof(g->dir), "%s/shard-%u", s->cfg.data_dir, g->shard);
     snprintf(path, sizeof(path), "%s/ckpt", g->dir);
     int rc = meta_checkpoint_open(path, &g->ckpt, errmsg);
@@ -961,6 +1165,8 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
         return -ENOMEM;
     s->loop = loop;
     s->cfg = *cfg;
+    if (s->cfg.log_keep == 0)
+        s->cfg.log_keep = LOG_KEEP_DEFAULT;
     s->tx = ar_malloc(CONN_RX_MAX);
     s->cmd = ar_malloc(sizeof(*s->cmd));
     s->entries = ar_malloc(sizeof(*s->entries) * META_READDIR_MAX);
@@ -1026,7 +1232,8 @@ void meta_server_free(struct meta_server *s)
 {
     if (s == NULL)
         return;
-    AR_ASSERT(!s->group.is_persisting && !s->group.is_checkpointing);
+    AR_ASSERT(!s->group.is_persisting && !s->group.is_checkpointing &&
+              !s->group.is_exporting);
     group_close(&s->group);
     if (s->lock_fd >= 0)
         close(s->lock_fd);

@@ -620,6 +620,11 @@ void raft_snapshot_info(const struct raft_node *n, raft_index *index, raft_term 
     *config = n->snap_config;
 }
 
+bool raft_is_receiving_snapshot(const struct raft_node *n)
+{
+    return raft__is_receiving(n);
+}
+
 void raft_snapshot_fail(struct raft_node *n)
 {
     RAFT_ASSERT(n->is_chunk_out);

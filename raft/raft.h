@@ -276,6 +276,10 @@ RAFT_API int raft_snapshot_send(struct raft_node *n, raft_id peer, raft_index in
                                 uint64_t offset, const uint8_t *data, uint32_t size,
                                 bool is_done);
 
+/* A snapshot is being received or stored: the host should not change its
+ * state machine's checkpoint meanwhile. */
+RAFT_API bool raft_is_receiving_snapshot(const struct raft_node *n);
+
 /* The received snapshot of the current ready could not be stored or
  * installed: the leader is told and will start over. Call before advance. */
 RAFT_API void raft_snapshot_fail(struct raft_node *n);

@@ -108,6 +108,12 @@ static void on_signal(uv_signal_t *h, int sig)
 
 int cmd_serve(int argc, char **argv)
 {
+    static const struct option longopts[] = {
+        {"log-keep", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t log_keep = 10000;
     struct meta_server_config cfg;
     struct meta_server *s = NULL;
     char errmsg[AR_ERRMSG_MAX] = "";
@@ -115,20 +121,37 @@ int cmd_serve(int argc, char **argv)
     uv_signal_t term;
     uv_signal_t intr;
 
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: arbor serve DATA_DIR\n\n"
-               "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
-               "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n");
-        return 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            if (!cmd_parse_size(optarg, &log_keep) || log_keep > (1u << 30)) {
+                fprintf(stderr, "arbor serve: --log-keep wants a count of entries\n");
+                return 2;
+            }
+            break;
+        case 'h':
+            printf("usage: arbor serve DATA_DIR [--log-keep N]\n\n"
+                   "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
+                   "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
+                   "--log-keep: entries kept in memory below the latest checkpoint for\n"
+                   "followers that lag (default 10000); further behind, a follower gets a\n"
+                   "snapshot of the checkpoint instead.\n");
+            return 0;
+        default:
+            return 2;
+        }
     }
-    if (argc != 2) {
+    if (optind + 1 != argc) {
         fprintf(stderr, "arbor serve: wants DATA_DIR (try --help)\n");
         return 2;
     }
-    if (meta_cluster_load(argv[1], &cfg, errmsg) != 0 || uv_loop_init(&loop) != 0) {
+    if (meta_cluster_load(argv[optind], &cfg, errmsg) != 0 || uv_loop_init(&loop) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         return 1;
     }
+    cfg.log_keep = (uint32_t)log_keep;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

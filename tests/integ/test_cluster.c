@@ -40,6 +40,7 @@ struct fixture {
     uint16_t raft_port[NODES];
     uint16_t client_port[NODES];
     pid_t pid[NODES];
+    const char *log_keep;    /* arbor serve --log-keep, NULL: its default */
     int fd;                  /* the client's connection */
     int connected_to;        /* its node index, -1 if none */
     uint64_t next_id;
@@ -81,7 +82,10 @@ static void node_start(struct fixture *f, int i)
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 2);
         dup2(fd, 1);
-        execl(f->arbor, "arbor", "serve", data, (char *)NULL);
+        if (f->log_keep != NULL)
+            execl(f->arbor, "arbor", "serve", data, "--log-keep", f->log_keep, (char *)NULL);
+        else
+            execl(f->arbor, "arbor", "serve", data, (char *)NULL);
         _exit(127);
     }
     f->pid[i] = pid;
@@ -96,13 +100,14 @@ static void node_kill(struct fixture *f, int i, int sig)
     f->pid[i] = 0;
 }
 
-static int setup(void **state)
+static int setup_with(void **state, const char *log_keep)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     char nodes[600] = "";
     char cmd[2000];
 
     assert_non_null(f);
+    f->log_keep = log_keep;
     harness_tmpdir(f->dir);
     snprintf(f->arbor, sizeof(f->arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
     for (int i = 0; i < NODES; i++) {
@@ -126,6 +131,18 @@ static int setup(void **state)
     assert_non_null(f->resp);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, NULL);
+}
+
+/* Servers that keep only 50 entries below a checkpoint in memory: a
+ * follower a little behind needs a snapshot. */
+static int setup_small_log(void **state)
+{
+    return setup_with(state, "50");
 }
 
 static int teardown(void **state)
@@ -385,6 +402,85 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
     assert_true(is_caught_up);
 }
 
+/* A follower down while the log moves far past what the leader keeps in
+ * memory comes back and catches up by a snapshot of the checkpoint. */
+static void test_cluster_follower_catches_up_by_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    char name[32];
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "s", .name_len = 1,
+                          .mode = 0755};
+
+    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
+    uint64_t dir = f->resp->r.reply.attr.ino;
+    int leader = leader_index(f);
+    int down = (leader + 1) % NODES;
+    node_kill(f, down, SIGKILL);
+    for (int i = 0; i < 400; i++) {
+        snprintf(name, sizeof(name), "s_%03d", i);
+        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
+    }
+    /* wait (bounded) until the leader's checkpoint holds all that: the log
+     * kept in memory then starts past what the follower has */
+    uint64_t commit = 0;
+    uint64_t checkpoint = 0;
+    for (int tries = 0; tries < 500 && (commit == 0 || checkpoint < commit); tries++) {
+        if (client_connect(f, leader)) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            if (exchange(f, &st, NULL)) {
+                if (commit == 0)
+                    commit = f->resp->r.groups[0].commit;
+                checkpoint = f->resp->r.groups[0].checkpoint;
+            }
+        }
+        client_close(f);
+        if (checkpoint < commit || commit == 0)
+            usleep(20000);
+    }
+    assert_true(checkpoint >= commit);
+    for (int i = 400; i < 420; i++) {
+        snprintf(name, sizeof(name), "s_%03d", i);
+        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
+    }
+    node_start(f, down);
+    client_close(f);
+    bool is_caught_up = false;
+    for (int tries = 0; tries < 500 && !is_caught_up; tries++) {
+        if (client_connect(f, down)) {
+            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+                                       .kind = META_REQ_COMMAND,
+                                       .read_mode = META_READ_FOLLOWER};
+            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "s_419",
+                                  .name_len = 5};
+            is_caught_up = exchange(f, &req, &lk) && f->resp->r.rc == 0;
+        }
+        client_close(f);
+        if (!is_caught_up)
+            usleep(20000);
+    }
+    assert_true(is_caught_up);
+    char log[400];
+    snprintf(log, sizeof(log), "%s/node%d.log", f->dir, down + 1);
+    assert_true(harness_count_lines(log, "installed a snapshot") > 0);
+    /* and it goes on by the log: a new file reaches it too */
+    assert_int_equal(mknod_at(f, dir, "after", NULL), 0);
+    bool is_there = false;
+    for (int tries = 0; tries < 200 && !is_there; tries++) {
+        if (client_connect(f, down)) {
+            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+                                       .kind = META_REQ_COMMAND,
+                                       .read_mode = META_READ_FOLLOWER};
+            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "after",
+                                  .name_len = 5};
+            is_there = exchange(f, &req, &lk) && f->resp->r.rc == 0;
+        }
+        client_close(f);
+        if (!is_there)
+            usleep(20000);
+    }
+    assert_true(is_there);
+}
+
 static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **state)
 {
     struct fixture *f = *state;
@@ -450,6 +546,8 @@ int main(void)
         T(test_cluster_creates_lookups_and_readdir),
         T(test_cluster_leader_crash_loses_nothing_acknowledged),
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
+        cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
+                                        setup_small_log, teardown),
     };
 #undef T
     return cmocka_run_group_tests_name("test_cluster", tests, NULL, NULL);
