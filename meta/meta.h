@@ -312,6 +312,17 @@ enum meta_req_kind {
     META_REQ_SESSION_OPEN,
     META_REQ_HEARTBEAT,   /* keeps a session alive */
     META_REQ_STATUS,      /* the replica's view of its groups (any replica answers) */
+    META_REQ_ADMIN,       /* a change of members or leader (at the leader) */
+};
+/* What an admin request asks of the group; target names the node. Members
+ * change one at a time: a new node joins as a learner (it catches up but
+ * does not vote), then is promoted. Answered once the change is proposed;
+ * status shows when it took effect. */
+enum meta_admin_op {
+    META_ADMIN_TRANSFER = 1, /* hand leadership to target */
+    META_ADMIN_ADD_LEARNER,
+    META_ADMIN_PROMOTE,
+    META_ADMIN_REMOVE,
 };
 enum meta_read_mode {
     META_READ_LINEARIZABLE = 0, /* at the leader: within its lease, else a ReadIndex round */
@@ -328,6 +339,8 @@ struct meta_request {
     uint32_t stale_ms;
     uint64_t session;
     uint32_t data_cap;
+    enum meta_admin_op admin;
+    uint64_t target;
 };
 
 /* Encode a request (cmd for META_REQ_COMMAND, else NULL) into buf[0..cap)
@@ -357,6 +370,10 @@ struct meta_group_status {
     uint32_t peer_count;   /* at the leader */
     uint64_t peer_ids[META_STATUS_PEERS_MAX];
     uint64_t peer_match[META_STATUS_PEERS_MAX];
+    uint32_t voter_count;
+    uint32_t learner_count;
+    uint64_t voters[META_STATUS_PEERS_MAX];
+    uint64_t learners[META_STATUS_PEERS_MAX];
 };
 
 struct meta_response {
@@ -468,6 +485,9 @@ struct meta_server_config {
                                  * followers; further behind, they get a snapshot */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
+    uint32_t voter_count;       /* format: the first members (0: every node); the others
+                                 * join later (arbor member add) */
+    uint64_t voters[META_SERVER_NODES_MAX];
 };
 
 struct meta_server;

@@ -75,6 +75,8 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
     pb.stale_ms = req->stale_ms;
     pb.session = req->session;
     pb.data_cap = req->data_cap;
+    pb.admin = (uint32_t)req->admin;
+    pb.target = req->target;
     size_t need = arbor__meta__request__get_packed_size(&pb);
     int rc = frame(need, buf, cap, len);
     if (rc == 0)
@@ -93,7 +95,9 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
     if (pb == NULL)
         return -EPROTO;
     int rc = 0;
-    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_STATUS ||
+    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_ADMIN ||
+        (pb->kind == META_REQ_ADMIN &&
+         (pb->admin < META_ADMIN_TRANSFER || pb->admin > META_ADMIN_REMOVE || pb->target == 0)) ||
         pb->read_mode > META_READ_FOLLOWER || pb->data_cap > META_XATTR_BYTES_MAX)
         rc = -EINVAL;
     memset(&cmd->cmd, 0, sizeof(cmd->cmd));
@@ -106,7 +110,9 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                                      .kind = (enum meta_req_kind)pb->kind,
                                      .read_mode = (enum meta_read_mode)pb->read_mode,
                                      .stale_ms = pb->stale_ms, .session = pb->session,
-                                     .data_cap = pb->data_cap};
+                                     .data_cap = pb->data_cap,
+                                     .admin = (enum meta_admin_op)pb->admin,
+                                     .target = pb->target};
     arbor__meta__request__free_unpacked(pb, &rpc_allocator);
     return rc;
 }
@@ -268,6 +274,10 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
         gs[i].peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
         gs[i].n_peer_match = g->peer_count;
         gs[i].peer_match = (uint64_t *)(uintptr_t)g->peer_match;
+        gs[i].n_voters = g->voter_count;
+        gs[i].voters = (uint64_t *)(uintptr_t)g->voters;
+        gs[i].n_learners = g->learner_count;
+        gs[i].learners = (uint64_t *)(uintptr_t)g->learners;
         gsp[i] = &gs[i];
     }
     pb.n_groups = resp->group_count;
@@ -297,7 +307,8 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
         return -EPROTO;
     for (size_t i = 0; i < pb->n_groups; i++) {
         const Arbor__Meta__GroupStatus *g = pb->groups[i];
-        if (g->n_peer_ids > META_STATUS_PEERS_MAX || g->n_peer_ids != g->n_peer_match)
+        if (g->n_peer_ids > META_STATUS_PEERS_MAX || g->n_peer_ids != g->n_peer_match ||
+            g->n_voters > META_STATUS_PEERS_MAX || g->n_learners > META_STATUS_PEERS_MAX)
             return -EPROTO;
     }
     memset(r, 0, sizeof(*r));
@@ -320,6 +331,14 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
         for (size_t k = 0; k < g->n_peer_ids; k++) {
             o->peer_ids[k] = g->peer_ids[k];
             o->peer_match[k] = g->peer_match[k];
+        }
+        o->voter_count = (uint32_t)g->n_voters;
+        for (size_t k = 0; k < g->n_voters; k++) {
+            o->voters[k] = g->voters[k];
+        }
+        o->learner_count = (uint32_t)g->n_learners;
+        for (size_t k = 0; k < g->n_learners; k++) {
+            o->learners[k] = g->learners[k];
         }
     }
     if (pb->attr != NULL)

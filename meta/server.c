@@ -801,6 +801,71 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     return rc == -RAFT_EBUSY ? -EAGAIN : rc;
 }
 
+static bool is_known_node(const struct meta_server *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->cfg.node_count; i++) {
+        if (s->cfg.nodes[i].id == id)
+            return true;
+    }
+    return false;
+}
+
+/* A change of members (one at a time) or of leader, at the leader. The new
+ * node must be in the cluster file (its address is known): a shard map that
+ * replicates addresses comes later. */
+static int admin(struct meta_server *s, struct group *g, const struct meta_request *req)
+{
+    struct raft_config c = *raft_config_of(g->node);
+    raft_index index;
+    int rc;
+
+    if (req->admin == META_ADMIN_TRANSFER) {
+        rc = raft_transfer_leader(g->node, req->target);
+    } else {
+        if (req->admin == META_ADMIN_ADD_LEARNER) {
+            if (!is_known_node(s, req->target) || raft_config_has(&c, req->target) ||
+                c.learner_count == RAFT_LEARNERS_MAX)
+                return -EINVAL;
+            c.learners[c.learner_count++] = req->target;
+        } else if (req->admin == META_ADMIN_PROMOTE) {
+            bool is_learner = false;
+            for (uint32_t i = 0; i < c.learner_count; i++) {
+                if (c.learners[i] == req->target) {
+                    c.learners[i] = c.learners[--c.learner_count];
+                    is_learner = true;
+                    break;
+                }
+            }
+            if (!is_learner || c.voter_count == RAFT_VOTERS_MAX)
+                return -EINVAL;
+            c.voters[c.voter_count++] = req->target;
+        } else {
+            bool is_member = false;
+            for (uint32_t i = 0; i < c.voter_count && !is_member; i++) {
+                if (c.voters[i] == req->target) {
+                    c.voters[i] = c.voters[--c.voter_count];
+                    is_member = true;
+                }
+            }
+            for (uint32_t i = 0; i < c.learner_count && !is_member; i++) {
+                if (c.learners[i] == req->target) {
+                    c.learners[i] = c.learners[--c.learner_count];
+                    is_member = true;
+                }
+            }
+            if (!is_member || c.voter_count == 0)
+                return -EINVAL;
+        }
+        rc = raft_change_config(g->node, &c, &index);
+    }
+    if (rc == 0)
+        ar_log(AR_LOG_INFO, "shard %u: admin %d for node %" PRIu64 " under way", g->shard,
+               req->admin, req->target);
+    if (rc == -RAFT_ENOTLEADER)
+        return -AR_ENOTLEADER;
+    return rc == -RAFT_EBUSY ? -EAGAIN : rc;
+}
+
 /* What this replica knows of its groups: any replica answers. */
 static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
 {
@@ -825,6 +890,11 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
                                      .last = raft_last_index(g->node),
                                      .checkpoint = meta_checkpoint_applied_index(g->ckpt),
                                      .files = st.inode_count};
+    gs->voter_count = cfg->voter_count;
+    memcpy(gs->voters, cfg->voters, sizeof(uint64_t) * cfg->voter_count);
+    gs->learner_count = cfg->learner_count;
+    if (cfg->learner_count > 0)
+        memcpy(gs->learners, cfg->learners, sizeof(uint64_t) * cfg->learner_count);
     uint32_t members = cfg->voter_count + cfg->learner_count;
     for (uint32_t i = 0; i < members && gs->peer_count < META_STATUS_PEERS_MAX; i++) {
         raft_id peer = i < cfg->voter_count ? cfg->voters[i] : cfg->learners[i - cfg->voter_count];
@@ -851,6 +921,19 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     }
     if (req.kind == META_REQ_STATUS) {
         respond_status(s, c, req.id);
+        return;
+    }
+    if (req.kind == META_REQ_ADMIN) {
+        if (raft_role(g->node) != RAFT_LEADER) {
+            respond_not_leader(s, c, req.id, g);
+            return;
+        }
+        rc = admin(s, g, &req);
+        if (rc == -AR_ENOTLEADER)
+            respond_not_leader(s, c, req.id, g);
+        else
+            respond_rc(s, c, req.id, rc);
+        group_turn(g);
         return;
     }
     if (req.kind != META_REQ_COMMAND) {
@@ -1292,6 +1375,15 @@ int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char
     return 0;
 }
 
+static bool is_known_node_cfg(const struct meta_server_config *cfg, uint64_t id)
+{
+    for (uint32_t i = 0; i < cfg->node_count; i++) {
+        if (cfg->nodes[i].id == id)
+            return true;
+    }
+    return false;
+}
+
 int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
 {
     char path[700];
@@ -1312,6 +1404,17 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     }
     for (uint32_t i = 0; i < cfg->node_count; i++) {
         rc_cfg.voters[i] = cfg->nodes[i].id;
+    }
+    if (cfg->voter_count > 0) {
+        rc_cfg.voter_count = cfg->voter_count;
+        for (uint32_t i = 0; i < cfg->voter_count; i++) {
+            if (!is_known_node_cfg(cfg, cfg->voters[i])) {
+                snprintf(errmsg, AR_ERRMSG_MAX, "voter %" PRIu64 " is not among the nodes",
+                         cfg->voters[i]);
+                return -EINVAL;
+            }
+            rc_cfg.voters[i] = cfg->voters[i];
+        }
     }
     if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST) {
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", cfg->data_dir, strerror(errno));

@@ -19,6 +19,8 @@ static const struct command commands[] = {
     {"format", cmd_format, "make a data directory a replica of a new cluster"},
     {"serve", cmd_serve, "run the metadata server of a replica"},
     {"status", cmd_status, "what each replica of a cluster sees: roles, terms, indexes, lag"},
+    {"member", cmd_member, "add, promote or remove a replica, one at a time"},
+    {"leader", cmd_leader, "hand the leadership to another replica"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };
 

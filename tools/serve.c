@@ -48,6 +48,7 @@ int cmd_format(int argc, char **argv)
         {"id", required_argument, NULL, 'i'},
         {"nodes", required_argument, NULL, 'n'},
         {"volume", required_argument, NULL, 'v'},
+        {"voters", required_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -68,13 +69,28 @@ int cmd_format(int argc, char **argv)
         case 'v':
             snprintf(cfg.volume, sizeof(cfg.volume), "%s", optarg);
             break;
+        case 'V': {
+            char *p = optarg;
+            /* bounded by the list's length */
+            while (*p != '\0' && cfg.voter_count < META_SERVER_NODES_MAX) {
+                cfg.voters[cfg.voter_count++] = strtoull(p, &p, 10);
+                if (*p == ',')
+                    p++;
+                else if (*p != '\0')
+                    break;
+            }
+            break;
+        }
         case 'h':
-            printf("usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--volume NAME]\n\n"
+            printf("usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--voters ID,...]\n"
+                   "                    [--volume NAME]\n\n"
                    "Make DATA_DIR a replica of a new cluster: ID=RAFT/CLIENT names each\n"
                    "member by its id, the host:port its replicas talk Raft on and the\n"
                    "host:port clients use, e.g.\n"
                    "  --nodes 1=127.0.0.1:7001/127.0.0.1:7101,2=127.0.0.1:7002/127.0.0.1:7102\n"
-                   "Format every replica with the same --nodes; then run arbor serve DATA_DIR.\n");
+                   "Format every replica with the same --nodes; then run arbor serve DATA_DIR.\n"
+                   "--voters: the first members (default: all); the other nodes start empty\n"
+                   "and join with arbor member add, then arbor member promote.\n");
             return 0;
         default:
             return 2;

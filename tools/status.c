@@ -39,8 +39,8 @@ static bool read_full(int fd, uint8_t *p, size_t len)
     return true;
 }
 
-/* Ask the replica at addr ("host:port"); fills out. */
-static int ask(const char *addr, struct meta_response_buf *out, char *why, size_t why_cap)
+int cmd_ask(const char *addr, const struct meta_request *req, struct meta_response_buf *out,
+            char *why, size_t why_cap)
 {
     char host[64];
     const char *colon = strrchr(addr, ':');
@@ -68,9 +68,8 @@ static int ask(const char *addr, struct meta_response_buf *out, char *why, size_
             close(fd);
         return rc;
     }
-    struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
     uint32_t n = 0;
-    rc = meta_request_encode(&req, NULL, buf, sizeof(buf), &len);
+    rc = meta_request_encode(req, NULL, buf, sizeof(buf), &len);
     if (rc == 0 && write(fd, buf, len) != (ssize_t)len)
         rc = -EIO;
     uint8_t *rx = NULL;
@@ -166,7 +165,8 @@ int cmd_status(int argc, char **argv)
         return 1;
     bool is_any_down = false;
     for (uint32_t i = 0; i < count; i++) {
-        is_up[i] = ask(addrs[i], &answers[i], why[i], sizeof(why[i])) == 0;
+        struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
+        is_up[i] = cmd_ask(addrs[i], &req, &answers[i], why[i], sizeof(why[i])) == 0;
         for (uint32_t g = 0; is_up[i] && g < answers[i].r.group_count; g++) {
             if (answers[i].r.groups[g].commit > top_commit)
                 top_commit = answers[i].r.groups[g].commit;
@@ -189,6 +189,16 @@ int cmd_status(int argc, char **argv)
                    r->node, addrs[i], s->shard, role_name(s->role), s->term, s->leader,
                    s->commit, s->applied, top_commit - s->applied, s->last, s->checkpoint,
                    s->files);
+            printf("       members: voters");
+            for (uint32_t k = 0; k < s->voter_count; k++) {
+                printf(" %" PRIu64, s->voters[k]);
+            }
+            if (s->learner_count > 0)
+                printf(", learners");
+            for (uint32_t k = 0; k < s->learner_count; k++) {
+                printf(" %" PRIu64, s->learners[k]);
+            }
+            printf("\n");
             for (uint32_t p = 0; p < s->peer_count; p++) {
                 printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64
                        " behind)\n",

@@ -31,15 +31,16 @@
 #include "limits.h"
 #include "meta.h"
 
-#define NODES       3
+#define NODES_MAX   4
 #define CALL_BUDGET_MS 10000
 
 struct fixture {
     char dir[256];
     char arbor[512];
-    uint16_t raft_port[NODES];
-    uint16_t client_port[NODES];
-    pid_t pid[NODES];
+    uint16_t raft_port[NODES_MAX];
+    uint16_t client_port[NODES_MAX];
+    pid_t pid[NODES_MAX];
+    int nodes;               /* processes in this test */
     const char *log_keep;    /* arbor serve --log-keep, NULL: its default */
     int fd;                  /* the client's connection */
     int connected_to;        /* its node index, -1 if none */
@@ -100,7 +101,7 @@ static void node_kill(struct fixture *f, int i, int sig)
     f->pid[i] = 0;
 }
 
-static int setup_with(void **state, const char *log_keep)
+static int setup_with(void **state, const char *log_keep, int count, const char *voters)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     char nodes[600] = "";
@@ -108,18 +109,20 @@ static int setup_with(void **state, const char *log_keep)
 
     assert_non_null(f);
     f->log_keep = log_keep;
+    f->nodes = count;
     harness_tmpdir(f->dir);
     snprintf(f->arbor, sizeof(f->arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < f->nodes; i++) {
         f->raft_port[i] = free_port();
         f->client_port[i] = free_port();
         snprintf(nodes + strlen(nodes), sizeof(nodes) - strlen(nodes),
                  "%s%d=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1, f->raft_port[i],
                  f->client_port[i]);
     }
-    for (int i = 0; i < NODES; i++) {
-        snprintf(cmd, sizeof(cmd), "'%s' format '%s/node%d' --id %d --nodes %s > /dev/null",
-                 f->arbor, f->dir, i + 1, i + 1, nodes);
+    for (int i = 0; i < f->nodes; i++) {
+        snprintf(cmd, sizeof(cmd),
+                 "'%s' format '%s/node%d' --id %d --nodes %s --voters %s > /dev/null", f->arbor,
+                 f->dir, i + 1, i + 1, nodes, voters);
         assert_int_equal(system(cmd), 0);
         node_start(f, i);
     }
@@ -135,14 +138,20 @@ static int setup_with(void **state, const char *log_keep)
 
 static int setup(void **state)
 {
-    return setup_with(state, NULL);
+    return setup_with(state, NULL, 3, "1,2,3");
 }
 
 /* Servers that keep only 50 entries below a checkpoint in memory: a
  * follower a little behind needs a snapshot. */
 static int setup_small_log(void **state)
 {
-    return setup_with(state, "50");
+    return setup_with(state, "50", 3, "1,2,3");
+}
+
+/* Four processes; node 4 starts empty, outside the group. */
+static int setup_spare(void **state)
+{
+    return setup_with(state, "50", 4, "1,2,3");
 }
 
 static int teardown(void **state)
@@ -151,11 +160,11 @@ static int teardown(void **state)
 
     if (f->fd >= 0)
         close(f->fd);
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < f->nodes; i++) {
         node_kill(f, i, SIGTERM);
     }
     /* the servers' own logs: no sanitizer report, no assertion */
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < f->nodes; i++) {
         char log[400];
         snprintf(log, sizeof(log), "%s/node%d.log", f->dir, i + 1);
         if (harness_count_lines(log, "Sanitizer") + harness_count_lines(log, "runtime error") +
@@ -244,7 +253,7 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
     /* bounded by the budget */
     while (now_ms() < end) {
         if (f->fd < 0 && !client_connect(f, next)) {
-            next = (next + 1) % NODES;
+            next = (next + 1) % f->nodes;
             usleep(20000);
             continue;
         }
@@ -253,7 +262,7 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
                                    .data_cap = 4096};
         if (!exchange(f, &req, cmd)) {
             client_close(f);
-            next = (next + 1) % NODES;
+            next = (next + 1) % f->nodes;
             continue;
         }
         int rc = f->resp->r.rc;
@@ -262,8 +271,8 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
             const char *colon = strrchr(f->resp->r.leader_addr, ':');
             if (colon != NULL)
                 port = atoi(colon + 1);
-            next = (next + 1) % NODES;
-            for (int i = 0; i < NODES; i++) {
+            next = (next + 1) % f->nodes;
+            for (int i = 0; i < f->nodes; i++) {
                 if (f->client_port[i] == port)
                     next = i;
             }
@@ -333,7 +342,7 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
     assert_string_equal(f->resp->r.reply.entries[0].name, "frame_0000.jpg");
     /* every replica answers a status request: one leader, the same term */
     uint64_t leaders = 0;
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < f->nodes; i++) {
         assert_true(client_connect(f, i));
         struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
         assert_true(exchange(f, &st, NULL));
@@ -414,7 +423,7 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
     assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
     uint64_t dir = f->resp->r.reply.attr.ino;
     int leader = leader_index(f);
-    int down = (leader + 1) % NODES;
+    int down = (leader + 1) % f->nodes;
     node_kill(f, down, SIGKILL);
     for (int i = 0; i < 400; i++) {
         snprintf(name, sizeof(name), "s_%03d", i);
@@ -479,6 +488,97 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
             usleep(20000);
     }
     assert_true(is_there);
+}
+
+/* Poll node i's status until pred holds; bounded. */
+static bool status_until(struct fixture *f, int i, bool (*pred)(const struct meta_response *r))
+{
+    for (int tries = 0; tries < 500; tries++) {
+        bool is_ok = false;
+        if (client_connect(f, i)) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            is_ok = exchange(f, &st, NULL) && pred(&f->resp->r);
+        }
+        client_close(f);
+        if (is_ok)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+static bool four_voters(const struct meta_response *r)
+{
+    return r->groups[0].voter_count == 4;
+}
+
+static bool node4_leads(const struct meta_response *r)
+{
+    return r->groups[0].leader == 4;
+}
+
+/* A fourth replica from empty: added as a learner it catches up by a
+ * snapshot, is promoted, takes over the leadership and serves. */
+static void test_cluster_fourth_replica_joins_and_serves(void **state)
+{
+    struct fixture *f = *state;
+    char name[32];
+    char cmd[1000];
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "j", .name_len = 1,
+                          .mode = 0755};
+
+    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
+    uint64_t dir = f->resp->r.reply.attr.ino;
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "j_%03d", i);
+        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
+    }
+    int leader = leader_index(f);
+    client_close(f);
+    /* the leader's checkpoint holds it all, so the kept log starts past 1 */
+    uint64_t commit = 0;
+    uint64_t checkpoint = 0;
+    for (int tries = 0; tries < 500 && (commit == 0 || checkpoint < commit); tries++) {
+        if (client_connect(f, leader)) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            if (exchange(f, &st, NULL)) {
+                commit = commit == 0 ? f->resp->r.groups[0].commit : commit;
+                checkpoint = f->resp->r.groups[0].checkpoint;
+            }
+        }
+        client_close(f);
+        if (checkpoint < commit || commit == 0)
+            usleep(20000);
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' member add '%s/node1' 4 > /dev/null", f->arbor, f->dir);
+    assert_int_equal(system(cmd), 0);
+    bool is_there = false;
+    for (int tries = 0; tries < 500 && !is_there; tries++) {
+        if (client_connect(f, 3)) {
+            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+                                       .kind = META_REQ_COMMAND,
+                                       .read_mode = META_READ_FOLLOWER};
+            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "j_199",
+                                  .name_len = 5};
+            is_there = exchange(f, &req, &lk) && f->resp->r.rc == 0;
+        }
+        client_close(f);
+        if (!is_there)
+            usleep(20000);
+    }
+    assert_true(is_there);
+    char log[400];
+    snprintf(log, sizeof(log), "%s/node4.log", f->dir);
+    assert_true(harness_count_lines(log, "installed a snapshot") > 0);
+    snprintf(cmd, sizeof(cmd), "'%s' member promote '%s/node1' 4 > /dev/null", f->arbor, f->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_true(status_until(f, 3, four_voters));
+    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' 4 > /dev/null", f->arbor,
+             f->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_true(status_until(f, 3, node4_leads));
+    assert_int_equal(mknod_at(f, dir, "j_new", NULL), 0);
+    assert_int_equal(f->connected_to, 3); /* answered by the new leader */
 }
 
 static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **state)
@@ -548,6 +648,8 @@ int main(void)
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
+                                        setup_spare, teardown),
     };
 #undef T
     return cmocka_run_group_tests_name("test_cluster", tests, NULL, NULL);
