@@ -82,6 +82,7 @@ struct group {
     raft_index compact_to;       /* a checkpoint is durable here: compact the log */
     raft_term compact_term;
     uint64_t compact_hlc;
+    struct raft_config compact_config;
     uv_work_t ckpt_work;
     struct meta_ckpt_batch *ckpt_batch;
     bool is_checkpointing;
@@ -498,6 +499,7 @@ static void export_after(uv_work_t *w, int status)
     g->is_exporting = false;
     if (status != 0 || g->export_rc != 0) {
         ar_log(AR_LOG_WARN, "shard %u: cannot export a snapshot: %s", g->shard, g->export_err);
+        group_turn(g); /* a snapshot install may have waited for this */
         return;
     }
     if (g->out_fd >= 0)
@@ -510,6 +512,7 @@ static void export_after(uv_work_t *w, int status)
     raft_snapshot_taken(g->node, g->out_index, g->srv->cfg.log_keep);
     ar_log(AR_LOG_INFO, "shard %u: a snapshot at %" PRIu64 " (%" PRIu64 " bytes) for followers",
            g->shard, g->out_index, g->out_size);
+    group_turn(g);
 }
 
 static void answer_want(struct group *g, const struct raft_snapshot_want *w)
@@ -538,13 +541,9 @@ static void persist_work(uv_work_t *w)
 
     g->persist_rc = 0;
     if (g->compact_to > 0) {
-        struct raft_config c;
-        raft_index index;
-        raft_term term;
-        uint64_t hlc;
-        raft_snapshot_info(g->node, &index, &term, &hlc, &c);
         g->persist_rc = raft_seglog_snapshot(g->log, g->compact_to, g->compact_term,
-                                             g->compact_hlc, &c, false, wall_ns(), g->persist_err);
+                                             g->compact_hlc, &g->compact_config, false,
+                                             wall_ns(), g->persist_err);
         g->compact_to = 0;
     }
     if (g->persist_rc == 0)
@@ -657,8 +656,8 @@ static void ckpt_after(uv_work_t *w, int status)
         return;
     }
     if (raft_snapshot_taken(g->node, index, g->srv->cfg.log_keep) == 0) {
-        struct raft_config c;
-        raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &c);
+        /* taken here, on the loop: the node is not for the thread pool */
+        raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &g->compact_config);
         g->compact_term = term;
     }
     group_turn(g); /* a snapshot install may have waited for this */
@@ -690,8 +689,8 @@ static void group_turn(struct group *g)
     /* bounded: a ready with nothing for the disk is finished here, and
      * readies only come from work already done */
     for (int k = 0; k < 64 && !g->is_persisting; k++) {
-        if (g->is_checkpointing && raft_is_receiving_snapshot(g->node))
-            return; /* the checkpoint in flight finishes first (ckpt_after turns again) */
+        if ((g->is_checkpointing || g->is_exporting) && raft_is_receiving_snapshot(g->node))
+            return; /* work on the checkpoint finishes first (its after-callback turns again) */
         if (!raft_ready(g->node, &g->rd))
             return;
         g->is_persisting = true;
