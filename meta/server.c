@@ -140,6 +140,7 @@ struct meta_server {
     int lock_fd;                  /* flock on DATA/lock: one server a data directory */
     bool is_stopping;
     uint8_t *tx;                  /* one response being encoded */
+    uint8_t *enc;                 /* one command being encoded for the log */
     struct meta_cmd_buf *cmd;     /* scratch: a decoded command */
     struct meta_reply reply;      /* scratch: what apply or read fills */
     struct meta_dirent *entries;
@@ -747,6 +748,8 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
     struct meta_server *s = g->srv;
     struct meta_shard_stats st;
 
+    if (g->pending_count >= PENDING_MAX)
+        return -EAGAIN; /* before proposing: an entry must not go unanswered */
     /* numbers are known once the log up to the leader's own first entry is
      * applied: the entries before it may have used some */
     if (g->leader_term != raft_term_of(g->node)) {
@@ -764,21 +767,22 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
     if (takes_number(cmd->op))
         cmd->new_ino = g->next_ino++;
     size_t len;
-    uint8_t *data = raft_malloc(META_MSG_BYTES_MAX);
+    int rc = meta_cmd_encode(cmd, s->enc, META_MSG_BYTES_MAX, &len);
+    if (rc != 0)
+        return rc;
+    uint8_t *data = raft_malloc(len); /* the entry's own bytes, owned by the node on success */
     if (data == NULL)
         return -ENOMEM;
-    int rc = meta_cmd_encode(cmd, data, META_MSG_BYTES_MAX, &len);
+    memcpy(data, s->enc, len);
     raft_index index = 0;
-    if (rc == 0)
-        rc = raft_propose(g->node, data, (uint32_t)len, &index);
+    rc = raft_propose(g->node, data, (uint32_t)len, &index);
     if (rc != 0) {
         raft_free(data);
         return rc == -RAFT_ENOTLEADER ? -AR_ENOTLEADER : (rc == -RAFT_EBUSY ? -EAGAIN : rc);
     }
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
                         .conn_gen = c->gen, .req_id = req->id, .op = cmd->op};
-    (void)s;
-    return pending_add(g, &p);
+    return pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
 }
 
 static int read_later(struct group *g, struct conn *c, const struct meta_request *req,
@@ -1250,11 +1254,12 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
     if (s->cfg.log_keep == 0)
         s->cfg.log_keep = LOG_KEEP_DEFAULT;
     s->tx = ar_malloc(CONN_RX_MAX);
+    s->enc = ar_malloc(META_MSG_BYTES_MAX);
     s->cmd = ar_malloc(sizeof(*s->cmd));
     s->entries = ar_malloc(sizeof(*s->entries) * META_READDIR_MAX);
     s->slices = ar_malloc(sizeof(*s->slices) * META_READ_SLICES_MAX);
     s->data = ar_malloc(META_XATTR_BYTES_MAX);
-    int rc = s->tx && s->cmd && s->entries && s->slices && s->data ? 0 : -ENOMEM;
+    int rc = s->tx && s->enc && s->cmd && s->entries && s->slices && s->data ? 0 : -ENOMEM;
     char lock[600];
     snprintf(lock, sizeof(lock), "%s/lock", cfg->data_dir);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -1320,6 +1325,7 @@ void meta_server_free(struct meta_server *s)
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     ar_free(s->tx);
+    ar_free(s->enc);
     ar_free(s->cmd);
     ar_free(s->entries);
     ar_free(s->slices);
