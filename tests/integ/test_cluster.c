@@ -211,6 +211,17 @@ static bool client_connect(struct fixture *f, int i)
     return true;
 }
 
+/* Connect to node i, waiting (bounded) while it starts up. */
+static bool connect_wait(struct fixture *f, int i)
+{
+    for (int tries = 0; tries < 250; tries++) {
+        if (client_connect(f, i))
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
 static bool read_full(int fd, uint8_t *p, size_t len, int timeout_ms)
 {
     size_t done = 0;
@@ -343,7 +354,7 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
     /* every replica answers a status request: one leader, the same term */
     uint64_t leaders = 0;
     for (int i = 0; i < f->nodes; i++) {
-        assert_true(client_connect(f, i));
+        assert_true(connect_wait(f, i));
         struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
         assert_true(exchange(f, &st, NULL));
         assert_int_equal(f->resp->r.node, i + 1);
@@ -597,7 +608,7 @@ static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **stat
     struct meta_request req = {.id = 1, .shard = 1, .kind = META_REQ_COMMAND};
     assert_int_equal(meta_request_encode(&req, &mk, f->buf, META_FRAME_BYTES_MAX, &len),
                      -ENAMETOOLONG); /* our encoder refuses it too: send raw bytes instead */
-    assert_true(client_connect(f, 0));
+    assert_true(connect_wait(f, 0));
     /* Request{kind 1, shard 1, command: Command{op 6 (mknod), ino 1, name: 300 x}} */
     uint8_t frame[400];
     size_t at = 4;
