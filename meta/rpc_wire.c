@@ -296,6 +296,33 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     return rc;
 }
 
+/* Status groups, checked by the caller against the bounds. */
+static void copy_groups(const Arbor__Meta__Response *pb, struct meta_response *r)
+{
+    r->group_count = (uint32_t)pb->n_groups;
+    for (size_t i = 0; i < pb->n_groups; i++) {
+        const Arbor__Meta__GroupStatus *g = pb->groups[i];
+        struct meta_group_status *o = &r->groups[i];
+        *o = (struct meta_group_status){.shard = g->shard, .role = g->role, .term = g->term,
+                                        .leader = g->leader, .commit = g->commit,
+                                        .applied = g->applied, .last = g->last,
+                                        .checkpoint = g->checkpoint, .files = g->files,
+                                        .peer_count = (uint32_t)g->n_peer_ids,
+                                        .voter_count = (uint32_t)g->n_voters,
+                                        .learner_count = (uint32_t)g->n_learners};
+        for (size_t k = 0; k < g->n_peer_ids; k++) {
+            o->peer_ids[k] = g->peer_ids[k];
+            o->peer_match[k] = g->peer_match[k];
+        }
+        for (size_t k = 0; k < g->n_voters; k++) {
+            o->voters[k] = g->voters[k];
+        }
+        for (size_t k = 0; k < g->n_learners; k++) {
+            o->learners[k] = g->learners[k];
+        }
+    }
+}
+
 static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_buf *out)
 {
     struct meta_response *r = &out->r;
@@ -319,28 +346,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     r->epoch = pb->epoch;
     r->session = pb->session;
     r->node = pb->node;
-    r->group_count = (uint32_t)pb->n_groups;
-    for (size_t i = 0; i < pb->n_groups; i++) {
-        const Arbor__Meta__GroupStatus *g = pb->groups[i];
-        struct meta_group_status *o = &r->groups[i];
-        *o = (struct meta_group_status){.shard = g->shard, .role = g->role, .term = g->term,
-                                        .leader = g->leader, .commit = g->commit,
-                                        .applied = g->applied, .last = g->last,
-                                        .checkpoint = g->checkpoint, .files = g->files,
-                                        .peer_count = (uint32_t)g->n_peer_ids};
-        for (size_t k = 0; k < g->n_peer_ids; k++) {
-            o->peer_ids[k] = g->peer_ids[k];
-            o->peer_match[k] = g->peer_match[k];
-        }
-        o->voter_count = (uint32_t)g->n_voters;
-        for (size_t k = 0; k < g->n_voters; k++) {
-            o->voters[k] = g->voters[k];
-        }
-        o->learner_count = (uint32_t)g->n_learners;
-        for (size_t k = 0; k < g->n_learners; k++) {
-            o->learners[k] = g->learners[k];
-        }
-    }
+    copy_groups(pb, r);
     if (pb->attr != NULL)
         rp->attr = (struct meta_attr){.ino = pb->attr->ino, .mode = pb->attr->mode,
                                       .nlink = pb->attr->nlink, .uid = pb->attr->uid,

@@ -413,7 +413,15 @@ static void usage(FILE *to)
                 "leader). Replicas share this machine's cores and disk.\n");
 }
 
-int bench_raft(int argc, char **argv)
+struct raft_bench_opts {
+    uint32_t replicas; /* 0: 3, then 1 */
+    double seconds;
+    const char *dir;
+    const char *ports;
+};
+
+/* The options into o (and a replica's own into r); 0, or the exit status. */
+static int parse_opts(int argc, char **argv, struct raft_bench_opts *o, struct replica *r)
 {
     static const struct option longopts[] = {
         {"replicas", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
@@ -422,15 +430,9 @@ int bench_raft(int argc, char **argv)
         {"ports", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    static struct replica r;
-    uint32_t replicas = 0;
-    double seconds = 3;
     uint64_t v;
-    const char *dir = NULL;
-    const char *ports = NULL;
     int c;
 
-    r.size = 128;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -439,11 +441,11 @@ int bench_raft(int argc, char **argv)
                 fprintf(stderr, "arbor bench raft: --replicas wants 1..%u\n", RAFT_VOTERS_MAX);
                 return 2;
             }
-            replicas = (uint32_t)v;
+            o->replicas = (uint32_t)v;
             break;
         case 's':
-            seconds = strtod(optarg, NULL);
-            if (seconds <= 0 || seconds > 20) {
+            o->seconds = strtod(optarg, NULL);
+            if (o->seconds <= 0 || o->seconds > 20) {
                 fprintf(stderr, "arbor bench raft: --seconds wants (0, 20]\n");
                 return 2;
             }
@@ -453,28 +455,44 @@ int bench_raft(int argc, char **argv)
                 fprintf(stderr, "arbor bench raft: --size wants 1..1M\n");
                 return 2;
             }
-            r.size = (uint32_t)v;
+            r->size = (uint32_t)v;
             break;
         case 'd':
-            dir = optarg;
+            o->dir = optarg;
             break;
         case 'r':
-            r.id = strtoull(optarg, NULL, 10);
+            r->id = strtoull(optarg, NULL, 10);
             break;
         case 'o':
-            r.count = (uint32_t)strtoul(optarg, NULL, 10);
+            r->count = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'p':
-            ports = optarg;
+            o->ports = optarg;
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            return -1;
         default:
             usage(stderr);
             return 2;
         }
     }
+    return 0;
+}
+
+int bench_raft(int argc, char **argv)
+{
+    static struct replica r;
+    struct raft_bench_opts o = {.seconds = 3};
+
+    r.size = 128;
+    int prc = parse_opts(argc, argv, &o, &r);
+    if (prc != 0)
+        return prc < 0 ? 0 : prc;
+    uint32_t replicas = o.replicas;
+    double seconds = o.seconds;
+    const char *dir = o.dir;
+    const char *ports = o.ports;
     if (r.id != 0) {
         /* a replica started by the parent */
         char *p = (char *)ports;

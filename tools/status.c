@@ -95,6 +95,49 @@ static const char *role_name(uint32_t role)
     return role < 5 ? names[role] : "?";
 }
 
+/* A line a replica and group, then its members and the leader's view. */
+static void print_group(const struct meta_response *r, const char *addr,
+                        const struct meta_group_status *s, uint64_t top_commit)
+{
+    printf("%-4" PRIu64 " %-21s %-5u %-13s %6" PRIu64 " %6" PRIu64 " %10" PRIu64 " %10" PRIu64
+           " %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n",
+           r->node, addr, s->shard, role_name(s->role), s->term, s->leader, s->commit,
+           s->applied, top_commit - s->applied, s->last, s->checkpoint, s->files);
+    printf("       members: voters");
+    for (uint32_t k = 0; k < s->voter_count; k++) {
+        printf(" %" PRIu64, s->voters[k]);
+    }
+    if (s->learner_count > 0)
+        printf(", learners");
+    for (uint32_t k = 0; k < s->learner_count; k++) {
+        printf(" %" PRIu64, s->learners[k]);
+    }
+    printf("\n");
+    for (uint32_t p = 0; p < s->peer_count; p++) {
+        printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64 " behind)\n",
+               s->peer_ids[p], s->peer_match[p],
+               s->last > s->peer_match[p] ? s->last - s->peer_match[p] : 0);
+    }
+}
+
+static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
+                        const struct meta_response_buf *answers, const bool *is_up,
+                        char why[][96], uint64_t top_commit)
+{
+    printf("%-4s %-21s %-5s %-13s %6s %6s %10s %10s %8s %10s %10s %10s\n", "node", "address",
+           "shard", "role", "term", "leader", "commit", "applied", "lag", "last", "checkpoint",
+           "files");
+    for (uint32_t i = 0; i < count; i++) {
+        if (!is_up[i]) {
+            printf("%-4" PRIu64 " %-21s %s\n", ids[i], addrs[i], why[i]);
+            continue;
+        }
+        for (uint32_t g = 0; g < answers[i].r.group_count; g++) {
+            print_group(&answers[i].r, addrs[i], &answers[i].r.groups[g], top_commit);
+        }
+    }
+}
+
 static void usage(FILE *to)
 {
     fprintf(to, "usage: arbor status DATA_DIR\n"
@@ -167,46 +210,13 @@ int cmd_status(int argc, char **argv)
     for (uint32_t i = 0; i < count; i++) {
         struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
         is_up[i] = cmd_ask(addrs[i], &req, &answers[i], why[i], sizeof(why[i])) == 0;
+        is_any_down |= !is_up[i];
         for (uint32_t g = 0; is_up[i] && g < answers[i].r.group_count; g++) {
             if (answers[i].r.groups[g].commit > top_commit)
                 top_commit = answers[i].r.groups[g].commit;
         }
     }
-    printf("%-4s %-21s %-5s %-13s %6s %6s %10s %10s %8s %10s %10s %10s\n", "node", "address",
-           "shard", "role", "term", "leader", "commit", "applied", "lag", "last", "checkpoint",
-           "files");
-    for (uint32_t i = 0; i < count; i++) {
-        if (!is_up[i]) {
-            printf("%-4" PRIu64 " %-21s %s\n", ids[i], addrs[i], why[i]);
-            is_any_down = true;
-            continue;
-        }
-        const struct meta_response *r = &answers[i].r;
-        for (uint32_t g = 0; g < r->group_count; g++) {
-            const struct meta_group_status *s = &r->groups[g];
-            printf("%-4" PRIu64 " %-21s %-5u %-13s %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-                   " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n",
-                   r->node, addrs[i], s->shard, role_name(s->role), s->term, s->leader,
-                   s->commit, s->applied, top_commit - s->applied, s->last, s->checkpoint,
-                   s->files);
-            printf("       members: voters");
-            for (uint32_t k = 0; k < s->voter_count; k++) {
-                printf(" %" PRIu64, s->voters[k]);
-            }
-            if (s->learner_count > 0)
-                printf(", learners");
-            for (uint32_t k = 0; k < s->learner_count; k++) {
-                printf(" %" PRIu64, s->learners[k]);
-            }
-            printf("\n");
-            for (uint32_t p = 0; p < s->peer_count; p++) {
-                printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64
-                       " behind)\n",
-                       s->peer_ids[p], s->peer_match[p],
-                       s->last > s->peer_match[p] ? s->last - s->peer_match[p] : 0);
-            }
-        }
-    }
+    print_table(count, addrs, ids, answers, is_up, why, top_commit);
     free(answers);
     return is_any_down ? 1 : 0;
 }
