@@ -274,6 +274,9 @@ struct meta_shard_stats {
                            * gives new ones above it */
 };
 void meta_shard_stats(const struct meta_shard *s, struct meta_shard_stats *out);
+/* The sessions that hold an inode open, ascending, at most cap of them;
+ * returns how many were written. A new leader learns them here. */
+uint32_t meta_shard_sessions(const struct meta_shard *s, uint64_t *out, uint32_t cap);
 
 /* ---- commands on the wire ------------------------------------------------------
  * A command travels as a protobuf message (meta/meta.proto). Decoding checks
@@ -483,6 +486,7 @@ struct meta_server_config {
     int64_t created_ns;         /* the root's times: the same on every replica */
     uint32_t log_keep;          /* entries kept in memory below a checkpoint for lagging
                                  * followers; further behind, they get a snapshot */
+    uint32_t session_timeout_ms; /* a session silent this long is closed (0: 30 s) */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
     uint32_t voter_count;       /* format: the first members (0: every node); the others

@@ -45,6 +45,9 @@
 #define LOG_KEEP_DEFAULT 10000u   /* entries kept in memory below a checkpoint */
 #define CHUNK_BYTES      (1u << 20) /* a snapshot chunk */
 #define WANT_QUIET_MS    3000u    /* a transfer is active this long after a want */
+#define SESSIONS_MAX     65536u   /* live sessions a leader tracks */
+#define CLOSED_KEPT      4096u    /* closed sessions remembered, to answer -ESTALE */
+#define SESSION_TIMEOUT_DEFAULT_MS 30000u
 #define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
 #define CONNS_MAX        1024u
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
@@ -109,6 +112,15 @@ struct group {
     raft_index out_index;
     uint64_t out_size;
     uint64_t last_want_ms;
+    /* sessions (leader): when each was last heard from; closed ones, to refuse */
+    uint64_t *session_ids;
+    uint64_t *session_seen_ms;
+    uint32_t session_count;
+    uint64_t closed[CLOSED_KEPT];
+    uint32_t closed_next;
+    raft_term session_term;      /* the term the table was built in */
+    uint32_t session_counter;
+    uint64_t last_expiry_ms;
     /* snapshots in (follower) */
     int in_fd;
     struct meta_shard *in_state; /* loaded from a finished snapshot, not yet swapped in */
@@ -742,14 +754,13 @@ static bool takes_number(enum meta_op op)
 }
 
 /* The leader's time and numbers for a mutation, then propose it. */
-static int propose(struct group *g, struct conn *c, const struct meta_request *req,
-                   struct meta_cmd *cmd)
+/* The leader's time and numbers for cmd, then propose it; *index is its
+ * entry. Returns -EAGAIN while the leader cannot give numbers yet. */
+static int propose_cmd(struct group *g, struct meta_cmd *cmd, raft_index *index)
 {
     struct meta_server *s = g->srv;
     struct meta_shard_stats st;
 
-    if (g->pending_count >= PENDING_MAX)
-        return -EAGAIN; /* before proposing: an entry must not go unanswered */
     /* numbers are known once the log up to the leader's own first entry is
      * applied: the entries before it may have used some */
     if (g->leader_term != raft_term_of(g->node)) {
@@ -774,12 +785,24 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
     if (data == NULL)
         return -ENOMEM;
     memcpy(data, s->enc, len);
-    raft_index index = 0;
-    rc = raft_propose(g->node, data, (uint32_t)len, &index);
+    rc = raft_propose(g->node, data, (uint32_t)len, index);
     if (rc != 0) {
         raft_free(data);
         return rc == -RAFT_ENOTLEADER ? -AR_ENOTLEADER : (rc == -RAFT_EBUSY ? -EAGAIN : rc);
     }
+    return 0;
+}
+
+static int propose(struct group *g, struct conn *c, const struct meta_request *req,
+                   struct meta_cmd *cmd)
+{
+    raft_index index = 0;
+
+    if (g->pending_count >= PENDING_MAX)
+        return -EAGAIN; /* before proposing: an entry must not go unanswered */
+    int rc = propose_cmd(g, cmd, &index);
+    if (rc != 0)
+        return rc;
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
                         .conn_gen = c->gen, .req_id = req->id, .op = cmd->op};
     return pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
@@ -802,6 +825,107 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     if (rc == -RAFT_ENOTLEADER)
         return -AR_ENOTLEADER;
     return rc == -RAFT_EBUSY ? -EAGAIN : rc;
+}
+
+/* ---- sessions (leader) ------------------------------------------------------------------
+ * A mount opens a session and keeps it alive with heartbeats; a session
+ * silent for the timeout is ended by a SESSION_CLOSE command, which releases
+ * what it held (unlinked-but-open files go). The table lives at the leader;
+ * a new leader learns the sessions that hold something from the state and
+ * gives each a full timeout. A closed session's requests get -ESTALE. */
+
+static int32_t session_find(const struct group *g, uint64_t id)
+{
+    for (uint32_t i = 0; i < g->session_count; i++) {
+        if (g->session_ids[i] == id)
+            return (int32_t)i;
+    }
+    return -1;
+}
+
+static bool session_is_closed(const struct group *g, uint64_t id)
+{
+    for (uint32_t i = 0; i < CLOSED_KEPT; i++) {
+        if (g->closed[i] == id)
+            return true;
+    }
+    return false;
+}
+
+static int session_add(struct group *g, uint64_t id)
+{
+    if (g->session_count == SESSIONS_MAX)
+        return -EMFILE;
+    g->session_ids[g->session_count] = id;
+    g->session_seen_ms[g->session_count++] = mono_ms();
+    return 0;
+}
+
+/* At the leader: the table of this term, built from the state when new. */
+static void session_sync(struct group *g)
+{
+    if (raft_role(g->node) != RAFT_LEADER) {
+        g->session_count = 0;
+        g->session_term = 0;
+        return;
+    }
+    if (g->session_term == raft_term_of(g->node))
+        return;
+    g->session_term = raft_term_of(g->node);
+    g->session_counter = 0;
+    g->session_count = meta_shard_sessions(g->state, g->session_ids, SESSIONS_MAX);
+    for (uint32_t i = 0; i < g->session_count; i++) {
+        g->session_seen_ms[i] = mono_ms(); /* a full timeout to check in again */
+    }
+}
+
+/* A request of session id: it is alive. -ESTALE if it was closed. */
+static int session_touch(struct group *g, uint64_t id)
+{
+    session_sync(g);
+    if (session_is_closed(g, id))
+        return -ESTALE;
+    int32_t i = session_find(g, id);
+    if (i < 0)
+        return session_add(g, id); /* one a previous leader opened */
+    g->session_seen_ms[i] = mono_ms();
+    return 0;
+}
+
+static int session_open(struct group *g, uint64_t *id)
+{
+    session_sync(g);
+    /* unique across leaders: each leader has a term of its own */
+    *id = raft_term_of(g->node) << 32 | ++g->session_counter;
+    return session_add(g, *id);
+}
+
+/* Close the sessions silent past the timeout (leader, from the tick). */
+static void session_expire(struct group *g)
+{
+    uint64_t now = mono_ms();
+
+    session_sync(g);
+    if (g->session_count == 0 || now - g->last_expiry_ms < 100)
+        return;
+    g->last_expiry_ms = now;
+    for (uint32_t i = 0; i < g->session_count;) {
+        if (now - g->session_seen_ms[i] < g->srv->cfg.session_timeout_ms) {
+            i++;
+            continue;
+        }
+        struct meta_cmd close = {.op = META_OP_SESSION_CLOSE, .session = g->session_ids[i]};
+        raft_index index;
+        if (propose_cmd(g, &close, &index) != 0) {
+            i++; /* not now (a new leader's numbers): the next tick tries again */
+            continue;
+        }
+        ar_log(AR_LOG_INFO, "shard %u: session %" PRIx64 " silent for %u ms: closed", g->shard,
+               g->session_ids[i], g->srv->cfg.session_timeout_ms);
+        g->closed[g->closed_next++ % CLOSED_KEPT] = g->session_ids[i];
+        g->session_ids[i] = g->session_ids[--g->session_count];
+        g->session_seen_ms[i] = g->session_seen_ms[g->session_count];
+    }
 }
 
 static bool is_known_node(const struct meta_server *s, uint64_t id)
@@ -939,8 +1063,17 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         group_turn(g);
         return;
     }
-    if (req.kind != META_REQ_COMMAND) {
-        respond_rc(s, c, req.id, -EOPNOTSUPP); /* TODO(#5): sessions */
+    if (req.kind == META_REQ_SESSION_OPEN || req.kind == META_REQ_HEARTBEAT) {
+        if (raft_role(g->node) != RAFT_LEADER) {
+            respond_not_leader(s, c, req.id, g);
+            return;
+        }
+        struct meta_response resp = {.id = req.id, .epoch = 1};
+        if (req.kind == META_REQ_SESSION_OPEN)
+            resp.rc = session_open(g, &resp.session);
+        else
+            resp.rc = session_touch(g, req.session);
+        respond(s, c, &resp, META_OP_ACCESS);
         return;
     }
     if (req.shard != g->shard) {
@@ -959,6 +1092,10 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     }
     if (!is_leader) {
         respond_not_leader(s, c, req.id, g);
+        return;
+    }
+    if (cmd->session != 0 && (rc = session_touch(g, cmd->session)) != 0) {
+        respond_rc(s, c, req.id, rc); /* a closed session: its holds are gone */
         return;
     }
     rc = is_query(cmd->op) ? read_later(g, c, &req, frame, len) : propose(g, c, &req, cmd);
@@ -1103,6 +1240,7 @@ static void on_tick(uv_timer_t *t)
     struct meta_server *s = t->data;
 
     raft_tick(s->group.node, wall_ns());
+    session_expire(&s->group);
     group_turn(&s->group);
 }
 
@@ -1126,6 +1264,8 @@ static void group_close(struct group *g)
         ar_free(g->pending[i].frame);
     }
     ar_free(g->pending);
+    ar_free(g->session_ids);
+    ar_free(g->session_seen_ms);
     raft_node_free(g->node);
     raft_seglog_close(g->log);
     meta_checkpoint_close(g->ckpt);
@@ -1253,13 +1393,20 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
     s->cfg = *cfg;
     if (s->cfg.log_keep == 0)
         s->cfg.log_keep = LOG_KEEP_DEFAULT;
+    if (s->cfg.session_timeout_ms == 0)
+        s->cfg.session_timeout_ms = SESSION_TIMEOUT_DEFAULT_MS;
     s->tx = ar_malloc(CONN_RX_MAX);
     s->enc = ar_malloc(META_MSG_BYTES_MAX);
+    s->group.session_ids = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
+    s->group.session_seen_ms = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
     s->cmd = ar_malloc(sizeof(*s->cmd));
     s->entries = ar_malloc(sizeof(*s->entries) * META_READDIR_MAX);
     s->slices = ar_malloc(sizeof(*s->slices) * META_READ_SLICES_MAX);
     s->data = ar_malloc(META_XATTR_BYTES_MAX);
-    int rc = s->tx && s->enc && s->cmd && s->entries && s->slices && s->data ? 0 : -ENOMEM;
+    int rc = s->tx && s->enc && s->cmd && s->entries && s->slices && s->data &&
+                     s->group.session_ids && s->group.session_seen_ms
+                 ? 0
+                 : -ENOMEM;
     char lock[600];
     snprintf(lock, sizeof(lock), "%s/lock", cfg->data_dir);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -43,6 +43,18 @@ static uint32_t hold_pos(const struct meta_shard *s, uint64_t session, uint64_t 
     return lo;
 }
 
+uint32_t meta_shard_sessions(const struct meta_shard *s, uint64_t *out, uint32_t cap)
+{
+    uint32_t count = 0;
+
+    AR_ASSERT(s != NULL && (cap == 0 || out != NULL));
+    for (uint32_t i = 0; i < s->hold_count && count < cap; i++) {
+        if (i == 0 || s->holds[i].session != s->holds[i - 1].session)
+            out[count++] = s->holds[i].session;
+    }
+    return count;
+}
+
 bool meta__is_held(const struct meta_shard *s, uint32_t node)
 {
     uint64_t n;

@@ -126,10 +126,12 @@ int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"log-keep", required_argument, NULL, 'k'},
+        {"session-timeout-ms", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint64_t log_keep = 10000;
+    uint64_t session_ms = 30000;
     struct meta_server_config cfg;
     struct meta_server *s = NULL;
     char errmsg[AR_ERRMSG_MAX] = "";
@@ -147,13 +149,22 @@ int cmd_serve(int argc, char **argv)
                 return 2;
             }
             break;
+        case 't':
+            if (!cmd_parse_size(optarg, &session_ms) || session_ms < 100 ||
+                session_ms > 3600000) {
+                fprintf(stderr, "arbor serve: --session-timeout-ms wants 100..3600000\n");
+                return 2;
+            }
+            break;
         case 'h':
-            printf("usage: arbor serve DATA_DIR [--log-keep N]\n\n"
+            printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n\n"
                    "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
                    "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
                    "--log-keep: entries kept in memory below the latest checkpoint for\n"
                    "followers that lag (default 10000); further behind, a follower gets a\n"
-                   "snapshot of the checkpoint instead.\n");
+                   "snapshot of the checkpoint instead.\n"
+                   "--session-timeout-ms: a client session silent this long is closed and\n"
+                   "what it held open is released (default 30000).\n");
             return 0;
         default:
             return 2;
@@ -168,6 +179,7 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     cfg.log_keep = (uint32_t)log_keep;
+    cfg.session_timeout_ms = (uint32_t)session_ms;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

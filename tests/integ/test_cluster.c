@@ -84,9 +84,11 @@ static void node_start(struct fixture *f, int i)
         dup2(fd, 2);
         dup2(fd, 1);
         if (f->log_keep != NULL)
-            execl(f->arbor, "arbor", "serve", data, "--log-keep", f->log_keep, (char *)NULL);
+            execl(f->arbor, "arbor", "serve", data, "--log-keep", f->log_keep,
+                  "--session-timeout-ms", "1000", (char *)NULL);
         else
-            execl(f->arbor, "arbor", "serve", data, (char *)NULL);
+            execl(f->arbor, "arbor", "serve", data, "--session-timeout-ms", "1000",
+                  (char *)NULL);
         _exit(127);
     }
     f->pid[i] = pid;
@@ -594,6 +596,73 @@ static void test_cluster_fourth_replica_joins_and_serves(void **state)
     assert_int_equal(f->connected_to, 3); /* answered by the new leader */
 }
 
+/* Send a request of kind (no command) to the leader; returns its rc. */
+static int call_kind(struct fixture *f, enum meta_req_kind kind, uint64_t session)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        int i = f->connected_to >= 0 ? f->connected_to : 0;
+        if (f->fd < 0 && !connect_wait(f, i))
+            return -ECONNREFUSED;
+        struct meta_request req = {.id = ++f->next_id, .kind = kind, .session = session};
+        if (!exchange(f, &req, NULL)) {
+            client_close(f);
+            continue;
+        }
+        if (f->resp->r.rc != -AR_ENOTLEADER)
+            return f->resp->r.rc;
+        int port = atoi(strrchr(f->resp->r.leader_addr, ':') ? strrchr(f->resp->r.leader_addr,
+                                                                         ':') + 1 : "0");
+        client_close(f);
+        for (int k = 0; k < f->nodes; k++) {
+            if (f->client_port[k] == port)
+                f->connected_to = k;
+        }
+        usleep(20000);
+    }
+    return -ETIMEDOUT;
+}
+
+/* A session that stops its heartbeats is closed: the unlinked file it held
+ * open goes, and its later requests get -ESTALE. A live one keeps its file. */
+static void test_cluster_silent_session_is_closed_and_releases(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t ino_dead;
+    uint64_t ino_live;
+
+    assert_int_equal(call_kind(f, META_REQ_SESSION_OPEN, 0), 0);
+    uint64_t dead = f->resp->r.session;
+    assert_int_equal(call_kind(f, META_REQ_SESSION_OPEN, 0), 0);
+    uint64_t live = f->resp->r.session;
+    assert_true(dead != 0 && live != 0 && dead != live);
+    assert_int_equal(mknod_at(f, 1, "held_dead", &ino_dead), 0);
+    assert_int_equal(mknod_at(f, 1, "held_live", &ino_live), 0);
+    struct meta_cmd op = {.op = META_OP_OPEN, .ino = ino_dead, .session = dead};
+    assert_int_equal(call(f, &op, META_READ_LINEARIZABLE), 0);
+    op = (struct meta_cmd){.op = META_OP_OPEN, .ino = ino_live, .session = live};
+    assert_int_equal(call(f, &op, META_READ_LINEARIZABLE), 0);
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = 1, .name = "held_dead", .name_len = 9};
+    assert_int_equal(call(f, &un, META_READ_LINEARIZABLE), 0);
+    un = (struct meta_cmd){.op = META_OP_UNLINK, .ino = 1, .name = "held_live", .name_len = 9};
+    assert_int_equal(call(f, &un, META_READ_LINEARIZABLE), 0);
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = ino_dead};
+    assert_int_equal(call(f, &ga, META_READ_LINEARIZABLE), 0); /* unlinked, still open */
+    /* only the live session beats; bounded polling until the dead one's file goes */
+    int rc = 0;
+    for (int tries = 0; tries < 300 && rc == 0; tries++) {
+        assert_int_equal(call_kind(f, META_REQ_HEARTBEAT, live), 0);
+        rc = call(f, &ga, META_READ_LINEARIZABLE);
+        if (rc == 0)
+            usleep(20000);
+    }
+    assert_int_equal(rc, -ENOENT);
+    assert_int_equal(call_kind(f, META_REQ_HEARTBEAT, dead), -ESTALE);
+    op = (struct meta_cmd){.op = META_OP_RELEASE, .ino = ino_dead, .session = dead};
+    assert_int_equal(call(f, &op, META_READ_LINEARIZABLE), -ESTALE);
+    ga.ino = ino_live;
+    assert_int_equal(call(f, &ga, META_READ_LINEARIZABLE), 0); /* the live one's stays */
+}
+
 static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **state)
 {
     struct fixture *f = *state;
@@ -659,6 +728,7 @@ int main(void)
         T(test_cluster_creates_lookups_and_readdir),
         T(test_cluster_leader_crash_loses_nothing_acknowledged),
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
+        T(test_cluster_silent_session_is_closed_and_releases),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
