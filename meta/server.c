@@ -1035,6 +1035,18 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
     ar_free(resp);
 }
 
+/* A follower read within stale_ms (0: any): this replica heard from the
+ * leader that recently and has applied all it was told is committed. */
+static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
+{
+    uint64_t ticks = raft_ticks_since_leader(g->node);
+
+    if (stale_ms == 0)
+        return true;
+    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms &&
+           raft_applied_index(g->node) >= raft_commit_index(g->node);
+}
+
 static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 {
     struct meta_server *s = c->srv;
@@ -1082,7 +1094,8 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     }
     struct meta_cmd *cmd = &s->cmd->cmd;
     bool is_leader = raft_role(g->node) == RAFT_LEADER;
-    if (is_query(cmd->op) && req.read_mode == META_READ_FOLLOWER) {
+    if (is_query(cmd->op) && req.read_mode == META_READ_FOLLOWER &&
+        is_fresh_enough(g, req.stale_ms)) {
         reply_reset(s, req.data_cap);
         struct meta_response resp = {.id = req.id, .epoch = 1};
         resp.rc = meta_shard_read(g->state, cmd, &s->reply);

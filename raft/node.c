@@ -884,6 +884,15 @@ raft_index raft_applied_index(const struct raft_node *n)
     return n->log.applied;
 }
 
+uint64_t raft_ticks_since_leader(const struct raft_node *n)
+{
+    if (n->role == RAFT_LEADER)
+        return 0;
+    if (!n->has_heard_leader || n->leader == 0)
+        return UINT64_MAX;
+    return n->ticks - n->leader_heard_tick;
+}
+
 bool raft_peer_match(const struct raft_node *n, raft_id peer, raft_index *match)
 {
     if (n->role != RAFT_LEADER)

@@ -298,6 +298,11 @@ RAFT_API raft_index raft_last_index(const struct raft_node *n);
 RAFT_API raft_index raft_applied_index(const struct raft_node *n);
 RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
 
+/* Ticks since this node last heard from a leader of its term (0 at the
+ * leader itself; UINT64_MAX if never): a follower's reads are at most this
+ * stale once it has applied its commit index. */
+RAFT_API uint64_t raft_ticks_since_leader(const struct raft_node *n);
+
 /* At the leader: the index peer's log is known to match up to; false
  * elsewhere, or for a peer that is not a member. */
 RAFT_API bool raft_peer_match(const struct raft_node *n, raft_id peer, raft_index *match);

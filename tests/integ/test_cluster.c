@@ -483,6 +483,16 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
             usleep(20000);
     }
     assert_true(is_caught_up);
+    /* a follower read with a staleness bound: answered here while the
+     * leader's heartbeats come */
+    assert_true(connect_wait(f, down));
+    struct meta_request fresh = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+                                 .kind = META_REQ_COMMAND, .read_mode = META_READ_FOLLOWER,
+                                 .stale_ms = 1000};
+    struct meta_cmd gr = {.op = META_OP_GETATTR, .ino = 1};
+    assert_true(exchange(f, &fresh, &gr));
+    assert_int_equal(f->resp->r.rc, 0);
+    client_close(f);
     char log[400];
     snprintf(log, sizeof(log), "%s/node%d.log", f->dir, down + 1);
     assert_true(harness_count_lines(log, "installed a snapshot") > 0);
