@@ -497,25 +497,23 @@ static int run_clients(struct bench *b, uint32_t count, uint16_t port, uint32_t 
     return 0;
 }
 
-int bench_meta(int argc, char **argv)
+/* --seconds into b; 0, or the exit status (-1: --help). */
+static int meta_opts(int argc, char **argv, struct bench *b)
 {
     static const struct option longopts[] = {
         {"seconds", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    static struct bench b;
-    static const uint32_t counts[] = {1, 16, 64};
-    pid_t pids[NODES] = {0};
     int c;
 
-    b.seconds = 3;
+    b->seconds = 3;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
-            b.seconds = strtod(optarg, NULL);
-            if (b.seconds <= 0 || b.seconds > 60) {
+            b->seconds = strtod(optarg, NULL);
+            if (b->seconds <= 0 || b->seconds > 60) {
                 fprintf(stderr, "arbor bench meta: --seconds wants (0, 60]\n");
                 return 2;
             }
@@ -527,11 +525,23 @@ int bench_meta(int argc, char **argv)
                    "the client protocol with 1, 16 and 64 clients, one request each in flight,\n"
                    "S seconds a phase (default 3): create, getattr, lookup, readdir (1,000\n"
                    "entries), rename, unlink. Prints ops/s and p50/p99 latency.\n");
-            return 0;
+            return -1;
         default:
             return 2;
         }
     }
+    return 0;
+}
+
+int bench_meta(int argc, char **argv)
+{
+    static struct bench b;
+    static const uint32_t counts[] = {1, 16, 64};
+    pid_t pids[NODES] = {0};
+
+    int orc = meta_opts(argc, argv, &b);
+    if (orc != 0)
+        return orc < 0 ? 0 : orc;
     char dir[512];
     const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/var/tmp";
     snprintf(dir, sizeof(dir), "%s/arbor-bench-meta.XXXXXX", tmp);

@@ -122,7 +122,8 @@ static void on_signal(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)h, NULL);
 }
 
-int cmd_serve(int argc, char **argv)
+/* The options of arbor serve into cfg; 0, or the exit status (-1: --help). */
+static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
 {
     static const struct option longopts[] = {
         {"log-keep", required_argument, NULL, 'k'},
@@ -132,14 +133,8 @@ int cmd_serve(int argc, char **argv)
     };
     uint64_t log_keep = 10000;
     uint64_t session_ms = 30000;
-    struct meta_server_config cfg;
-    struct meta_server *s = NULL;
-    char errmsg[AR_ERRMSG_MAX] = "";
-    uv_loop_t loop;
-    uv_signal_t term;
-    uv_signal_t intr;
-
     int c;
+
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -165,11 +160,29 @@ int cmd_serve(int argc, char **argv)
                    "snapshot of the checkpoint instead.\n"
                    "--session-timeout-ms: a client session silent this long is closed and\n"
                    "what it held open is released (default 30000).\n");
-            return 0;
+            return -1;
         default:
             return 2;
         }
     }
+    cfg->log_keep = (uint32_t)log_keep;
+    cfg->session_timeout_ms = (uint32_t)session_ms;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct meta_server_config opts = {.id = 0};
+    struct meta_server_config cfg;
+    struct meta_server *s = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    uv_loop_t loop;
+    uv_signal_t term;
+    uv_signal_t intr;
+
+    int orc = serve_opts(argc, argv, &opts);
+    if (orc != 0)
+        return orc < 0 ? 0 : orc;
     if (optind + 1 != argc) {
         fprintf(stderr, "arbor serve: wants DATA_DIR (try --help)\n");
         return 2;
@@ -178,8 +191,8 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         return 1;
     }
-    cfg.log_keep = (uint32_t)log_keep;
-    cfg.session_timeout_ms = (uint32_t)session_ms;
+    cfg.log_keep = opts.log_keep;
+    cfg.session_timeout_ms = opts.session_timeout_ms;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);
