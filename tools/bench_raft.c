@@ -61,6 +61,8 @@ struct replica {
     uv_work_t work;
     struct raft_ready rd;
     bool is_persisting;
+    raft_term synced_term;    /* the term and vote the log holds */
+    raft_id synced_vote;
     int persist_rc;
     char errmsg[RAFT_ERRMSG_MAX];
     double started;
@@ -180,6 +182,7 @@ static void load_applied(struct replica *r, const struct raft_entry *e, double n
 /* ---- the host loop ---------------------------------------------------------------------------- */
 
 static void host_turn(struct replica *r);
+static void persist_after(uv_work_t *w, int status);
 
 static void persist_work(uv_work_t *w)
 {
@@ -190,13 +193,11 @@ static void persist_work(uv_work_t *w)
         r->persist_rc = raft_seglog_sync(r->log, r->errmsg);
 }
 
-static void persist_after(uv_work_t *w, int status)
+/* The ready is durable: send, apply, advance. */
+static void finish_ready(struct replica *r)
 {
-    struct replica *r = w->data;
     double now = now_s();
 
-    if (status != 0 || r->persist_rc != 0)
-        fatal(r, r->errmsg);
     for (uint32_t i = r->rd.early_count; i < r->rd.msg_count; i++) {
         raft_transport_send(r->t, 0, &r->rd.msgs[i]);
     }
@@ -213,22 +214,43 @@ static void persist_after(uv_work_t *w, int status)
         raft_snapshot_taken(r->node, applied, 1000);
         r->last_snapshot = applied;
     }
+}
+
+static void persist_after(uv_work_t *w, int status)
+{
+    struct replica *r = w->data;
+
+    if (status != 0 || r->persist_rc != 0)
+        fatal(r, r->errmsg);
+    finish_ready(r);
     host_turn(r);
 }
 
 static void host_turn(struct replica *r)
 {
     load_top_up(r);
-    if (r->is_persisting || !raft_ready(r->node, &r->rd))
-        return;
-    r->is_persisting = true;
-    /* a leader's appends go out while its own disk writes */
-    for (uint32_t i = 0; i < r->rd.early_count; i++) {
-        raft_transport_send(r->t, 0, &r->rd.msgs[i]);
+    /* bounded: a ready with nothing for the disk is finished here */
+    for (int k = 0; k < 64 && !r->is_persisting; k++) {
+        if (!raft_ready(r->node, &r->rd))
+            return;
+        r->is_persisting = true;
+        /* a leader's appends go out while its own disk writes */
+        for (uint32_t i = 0; i < r->rd.early_count; i++) {
+            raft_transport_send(r->t, 0, &r->rd.msgs[i]);
+        }
+        raft_transport_flush(r->t);
+        /* a new commit index alone may be stored late (raft.h) */
+        bool is_vote_new = r->rd.has_hard_state && (r->rd.hard_state.term != r->synced_term ||
+                                                    r->rd.hard_state.vote != r->synced_vote);
+        if (is_vote_new || r->rd.entry_count > 0) {
+            r->synced_term = r->rd.hard_state.term;
+            r->synced_vote = r->rd.hard_state.vote;
+            r->work.data = r;
+            uv_queue_work(&r->loop, &r->work, persist_work, persist_after);
+            return;
+        }
+        finish_ready(r);
     }
-    raft_transport_flush(r->t);
-    r->work.data = r;
-    uv_queue_work(&r->loop, &r->work, persist_work, persist_after);
 }
 
 static void on_check(uv_check_t *h)
