@@ -93,8 +93,6 @@ struct group {
     char ckpt_err[AR_ERRMSG_MAX];
     uint64_t last_ckpt_ms;
     raft_term leader_term;       /* the term ready_from was set in */
-    raft_term synced_term;       /* the term and vote the log holds */
-    raft_id synced_vote;
     raft_index ready_from;       /* a leader takes numbers once applied here */
     uint64_t next_ino;
     int64_t last_now_ns;
@@ -712,13 +710,8 @@ static void group_turn(struct group *g)
             raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
         }
         raft_transport_flush(s->transport);
-        /* a commit index alone may be stored lazily (raft.h): only a new
-         * term or vote, entries, a chunk or a compaction need the disk */
-        bool is_vote_new = g->rd.has_hard_state && (g->rd.hard_state.term != g->synced_term ||
-                                                    g->rd.hard_state.vote != g->synced_vote);
-        if (is_vote_new || g->rd.entry_count > 0 || g->rd.has_chunk || g->compact_to > 0) {
-            g->synced_term = g->rd.hard_state.term;
-            g->synced_vote = g->rd.hard_state.vote;
+        /* a ready that only moves the commit index needs no disk (raft.h) */
+        if (g->rd.must_sync || g->compact_to > 0) {
             g->persist.data = g;
             uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
             return;

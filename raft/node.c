@@ -746,6 +746,7 @@ bool raft_ready(struct raft_node *n, struct raft_ready *rd)
             rd->committed_count = (uint32_t)(apply_to - n->log.applied);
     }
     rd->has_hard_state = n->is_hs_dirty;
+    rd->must_sync = rd->entry_count > 0 || rd->has_chunk || n->is_vote_dirty;
     rd->hard_state = (struct raft_hard_state){.term = n->term, .vote = n->vote,
                                               .commit = n->log.commit};
     order_early(n);

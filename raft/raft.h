@@ -162,6 +162,9 @@ struct raft_snapshot_chunk {
 struct raft_ready {
     bool has_hard_state;
     struct raft_hard_state hard_state;
+    bool must_sync;                /* entries, a chunk, or a new term or vote to store:
+                                    * false when only the commit index moved, which may
+                                    * be stored late (the ready needs no fdatasync) */
     uint32_t entry_count;          /* to persist: drop stored entries >= entries[0].index */
     struct raft_entry *entries;
     bool has_chunk;

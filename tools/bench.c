@@ -1,7 +1,11 @@
 /* tools/bench.c - `arbor bench WHAT`: programs that print figures. Targets are
  * printed beside the figures, never asserted (style §9). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "cmd.h"
@@ -44,4 +48,21 @@ int cmd_bench(int argc, char **argv)
     fprintf(stderr, "arbor bench: unknown benchmark '%s'\n\n", argv[1]);
     bench_usage(stderr);
     return 2;
+}
+
+uint16_t cmd_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
 }

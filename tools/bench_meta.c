@@ -323,31 +323,14 @@ static int setup_call(struct bench *b, struct client *c, const struct meta_cmd *
 
 /* ---- the cluster ------------------------------------------------------------------------------ */
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static int start_cluster(const char *dir, uint16_t *client_ports, pid_t *pids)
 {
     char nodes[600] = "";
     char cmd[1600];
 
     for (uint32_t i = 0; i < NODES; i++) {
-        client_ports[i] = free_port();
-        uint16_t raft = free_port();
+        client_ports[i] = cmd_free_port();
+        uint16_t raft = cmd_free_port();
         if (client_ports[i] == 0 || raft == 0)
             return -1;
         snprintf(nodes + strlen(nodes), sizeof(nodes) - strlen(nodes),

@@ -61,8 +61,6 @@ struct replica {
     uv_work_t work;
     struct raft_ready rd;
     bool is_persisting;
-    raft_term synced_term;    /* the term and vote the log holds */
-    raft_id synced_vote;
     int persist_rc;
     char errmsg[RAFT_ERRMSG_MAX];
     double started;
@@ -239,12 +237,8 @@ static void host_turn(struct replica *r)
             raft_transport_send(r->t, 0, &r->rd.msgs[i]);
         }
         raft_transport_flush(r->t);
-        /* a new commit index alone may be stored late (raft.h) */
-        bool is_vote_new = r->rd.has_hard_state && (r->rd.hard_state.term != r->synced_term ||
-                                                    r->rd.hard_state.vote != r->synced_vote);
-        if (is_vote_new || r->rd.entry_count > 0) {
-            r->synced_term = r->rd.hard_state.term;
-            r->synced_vote = r->rd.hard_state.vote;
+        /* a ready that only moves the commit index needs no disk (raft.h) */
+        if (r->rd.must_sync) {
             r->work.data = r;
             uv_queue_work(&r->loop, &r->work, persist_work, persist_after);
             return;
@@ -336,23 +330,6 @@ static int replica_main(struct replica *r, const char *dir)
 
 /* ---- the parent -------------------------------------------------------------------------------- */
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 /* Run one cluster of count replicas under dir; prints replica 1's figures. */
 static int run_cluster(uint32_t count, const char *dir, double seconds, uint32_t size)
 {
@@ -364,7 +341,7 @@ static int run_cluster(uint32_t count, const char *dir, double seconds, uint32_t
     int out[2];
 
     for (uint32_t i = 0; i < count; i++) {
-        uint16_t p = free_port();
+        uint16_t p = cmd_free_port();
         if (p == 0)
             return 1;
         snprintf(ports + strlen(ports), sizeof(ports) - strlen(ports), "%s%u", i ? "," : "", p);

@@ -24,6 +24,10 @@ int cmd_ask(const char *addr, const struct meta_request *req, struct meta_respon
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);
 
+/* A TCP port on 127.0.0.1 free a moment ago (0 if none): for the benchmarks,
+ * which start servers of their own. */
+uint16_t cmd_free_port(void);
+
 /* Seconds on the monotonic clock. */
 double cmd_now(void);
 

@@ -329,6 +329,51 @@ static int leader_index(struct fixture *f)
     return f->connected_to; /* a linearizable read is answered only by the leader */
 }
 
+/* Poll node i with follower reads until name in dir is there; bounded. */
+static bool follower_sees(struct fixture *f, int i, uint64_t dir, const char *name)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        bool is_there = false;
+        if (client_connect(f, i)) {
+            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+                                       .kind = META_REQ_COMMAND,
+                                       .read_mode = META_READ_FOLLOWER};
+            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = name,
+                                  .name_len = (uint32_t)strlen(name)};
+            is_there = exchange(f, &req, &lk) && f->resp->r.rc == 0;
+        }
+        client_close(f);
+        if (is_there)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+/* Poll the leader at node i until its checkpoint holds all it had
+ * committed when first asked: the log kept in memory then starts past
+ * that. Bounded. */
+static bool checkpoint_catches_up(struct fixture *f, int i)
+{
+    uint64_t commit = 0;
+
+    for (int tries = 0; tries < 500; tries++) {
+        uint64_t checkpoint = 0;
+        if (client_connect(f, i)) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            if (exchange(f, &st, NULL)) {
+                commit = commit == 0 ? f->resp->r.groups[0].commit : commit;
+                checkpoint = f->resp->r.groups[0].checkpoint;
+            }
+        }
+        client_close(f);
+        if (commit > 0 && checkpoint >= commit)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 static void test_cluster_creates_lookups_and_readdir(void **state)
@@ -409,21 +454,7 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
     /* the old leader comes back and catches up by the log */
     node_start(f, old);
     client_close(f);
-    bool is_caught_up = false;
-    for (int tries = 0; tries < 300 && !is_caught_up; tries++) {
-        if (client_connect(f, old)) {
-            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
-                                       .kind = META_REQ_COMMAND,
-                                       .read_mode = META_READ_FOLLOWER};
-            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "after_049",
-                                  .name_len = 9};
-            is_caught_up = exchange(f, &req, &lk) && f->resp->r.rc == 0;
-        }
-        client_close(f);
-        if (!is_caught_up)
-            usleep(20000);
-    }
-    assert_true(is_caught_up);
+    assert_true(follower_sees(f, old, dir, "after_049"));
 }
 
 /* A follower down while the log moves far past what the leader keeps in
@@ -446,43 +477,14 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
     }
     /* wait (bounded) until the leader's checkpoint holds all that: the log
      * kept in memory then starts past what the follower has */
-    uint64_t commit = 0;
-    uint64_t checkpoint = 0;
-    for (int tries = 0; tries < 500 && (commit == 0 || checkpoint < commit); tries++) {
-        if (client_connect(f, leader)) {
-            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
-            if (exchange(f, &st, NULL)) {
-                if (commit == 0)
-                    commit = f->resp->r.groups[0].commit;
-                checkpoint = f->resp->r.groups[0].checkpoint;
-            }
-        }
-        client_close(f);
-        if (checkpoint < commit || commit == 0)
-            usleep(20000);
-    }
-    assert_true(checkpoint >= commit);
+    assert_true(checkpoint_catches_up(f, leader));
     for (int i = 400; i < 420; i++) {
         snprintf(name, sizeof(name), "s_%03d", i);
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);
     }
     node_start(f, down);
     client_close(f);
-    bool is_caught_up = false;
-    for (int tries = 0; tries < 500 && !is_caught_up; tries++) {
-        if (client_connect(f, down)) {
-            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
-                                       .kind = META_REQ_COMMAND,
-                                       .read_mode = META_READ_FOLLOWER};
-            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "s_419",
-                                  .name_len = 5};
-            is_caught_up = exchange(f, &req, &lk) && f->resp->r.rc == 0;
-        }
-        client_close(f);
-        if (!is_caught_up)
-            usleep(20000);
-    }
-    assert_true(is_caught_up);
+    assert_true(follower_sees(f, down, dir, "s_419"));
     /* a follower read with a staleness bound: answered here while the
      * leader's heartbeats come */
     assert_true(connect_wait(f, down));
@@ -498,21 +500,7 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
     assert_true(harness_count_lines(log, "installed a snapshot") > 0);
     /* and it goes on by the log: a new file reaches it too */
     assert_int_equal(mknod_at(f, dir, "after", NULL), 0);
-    bool is_there = false;
-    for (int tries = 0; tries < 200 && !is_there; tries++) {
-        if (client_connect(f, down)) {
-            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
-                                       .kind = META_REQ_COMMAND,
-                                       .read_mode = META_READ_FOLLOWER};
-            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "after",
-                                  .name_len = 5};
-            is_there = exchange(f, &req, &lk) && f->resp->r.rc == 0;
-        }
-        client_close(f);
-        if (!is_there)
-            usleep(20000);
-    }
-    assert_true(is_there);
+    assert_true(follower_sees(f, down, dir, "after"));
 }
 
 /* Poll node i's status until pred holds; bounded. */
@@ -561,37 +549,10 @@ static void test_cluster_fourth_replica_joins_and_serves(void **state)
     int leader = leader_index(f);
     client_close(f);
     /* the leader's checkpoint holds it all, so the kept log starts past 1 */
-    uint64_t commit = 0;
-    uint64_t checkpoint = 0;
-    for (int tries = 0; tries < 500 && (commit == 0 || checkpoint < commit); tries++) {
-        if (client_connect(f, leader)) {
-            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
-            if (exchange(f, &st, NULL)) {
-                commit = commit == 0 ? f->resp->r.groups[0].commit : commit;
-                checkpoint = f->resp->r.groups[0].checkpoint;
-            }
-        }
-        client_close(f);
-        if (checkpoint < commit || commit == 0)
-            usleep(20000);
-    }
+    assert_true(checkpoint_catches_up(f, leader));
     snprintf(cmd, sizeof(cmd), "'%s' member add '%s/node1' 4 > /dev/null", f->arbor, f->dir);
     assert_int_equal(system(cmd), 0);
-    bool is_there = false;
-    for (int tries = 0; tries < 500 && !is_there; tries++) {
-        if (client_connect(f, 3)) {
-            struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
-                                       .kind = META_REQ_COMMAND,
-                                       .read_mode = META_READ_FOLLOWER};
-            struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = dir, .name = "j_199",
-                                  .name_len = 5};
-            is_there = exchange(f, &req, &lk) && f->resp->r.rc == 0;
-        }
-        client_close(f);
-        if (!is_there)
-            usleep(20000);
-    }
-    assert_true(is_there);
+    assert_true(follower_sees(f, 3, dir, "j_199"));
     char log[400];
     snprintf(log, sizeof(log), "%s/node4.log", f->dir);
     assert_true(harness_count_lines(log, "installed a snapshot") > 0);

@@ -317,6 +317,10 @@ static void test_commit_ignores_a_majority_of_an_old_term_entry(void **state)
         assert_int_equal(raft_step(n, &a), 0);
     }
     assert_int_equal(raft_commit_index(n), 3); /* and index 2 with it */
+    assert_true(raft_ready(n, &rd));
+    assert_true(rd.has_hard_state);
+    assert_false(rd.must_sync); /* only the commit index moved: it may be stored late */
+    raft_advance(n, &rd);
     raft__check_invariants(n);
     raft_node_free(n);
 }
@@ -384,6 +388,7 @@ static void test_vote_rules_of_figure_2(void **state)
     assert_true(rd.has_hard_state);
     assert_int_equal(rd.hard_state.vote, 1);
     assert_int_equal(rd.hard_state.term, 6);
+    assert_true(rd.must_sync); /* a vote must be on disk before its answer */
     assert_int_equal(rd.early_count, 0); /* a follower sends nothing before persisting */
     raft_advance(n, &rd);
     /* another candidate in the same term: refused; the same one again: granted */
