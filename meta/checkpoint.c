@@ -4,13 +4,15 @@
  *
  *   db       key                          value
  *   -------  ---------------------------  -------------------------------------------
- *   meta     "format"                     "arbor-meta-2"
+ *   meta     "format"                     "arbor-meta-3"
  *            "root"                       root inode number, u64
  *            "ino_high"                   the largest inode number used, u64 (shard.h)
  *            "applied_index"              the log index the records reflect, u64
  *            "clients"                    the retry table (retry.c), see collect_clients()
  *            "holds"                      open holds (session.c): u32 count, then
  *                                         (u64 session, u64 ino, u32 count) each, u64 sum
+ *            "info"                       the shard's identity, slice_next and (shard 0)
+ *                                         the shard map (map.c), then u64 sum
  *   inodes   inode number, u64 big-endian  inode record (below)
  *   entries  parent ino (u64 BE) + name    entry key u64, target ino u64, checksum u64
  *
@@ -44,13 +46,13 @@
 
 #include "shard.h"
 
-#define CKPT_FORMAT        "arbor-meta-2"
+#define CKPT_FORMAT        "arbor-meta-3"
 #define CKPT_MAP_BYTES     (256ull << 30) /* address space only; the file grows as needed */
 #define CKPT_INODE_FIXED   72u
 #define CKPT_SUM_SEED      0x636b7074ull   /* "ckpt" */
 #define CKPT_IMPORT_CHUNK  (1u << 20)
 
-enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_CLIENTS, OP_PUT_HOLDS };
+enum { OP_PUT_INODE = 1, OP_DEL_INODE, OP_PUT_ENTRY, OP_DEL_ENTRY, OP_PUT_META };
 
 #define CKPT_HOLD_BYTES (8u + 8u + 4u)
 
@@ -397,7 +399,7 @@ static int collect_clients(const struct meta_shard *s, struct meta_ckpt_batch *b
     }
     uint64_t sum = record_sum("clients", 7, buf, bytes - 8);
     memcpy(p, &sum, 8);
-    rc = batch_add(b, OP_PUT_CLIENTS, "clients", 7, buf, (uint32_t)bytes);
+    rc = batch_add(b, OP_PUT_META, "clients", 7, buf, (uint32_t)bytes);
     ar_free(buf);
     return rc;
 }
@@ -419,9 +421,20 @@ static int collect_holds(const struct meta_shard *s, struct meta_ckpt_batch *b)
     }
     uint64_t sum = record_sum("holds", 5, buf, bytes - 8);
     memcpy(buf + bytes - 8, &sum, 8);
-    rc = batch_add(b, OP_PUT_HOLDS, "holds", 5, buf, (uint32_t)bytes);
+    rc = batch_add(b, OP_PUT_META, "holds", 5, buf, (uint32_t)bytes);
     ar_free(buf);
     return rc;
+}
+
+static int collect_info(const struct meta_shard *s, struct meta_ckpt_batch *b)
+{
+    uint8_t buf[META_MAP_BYTES_ENC_MAX + 128];
+    size_t len = 0;
+
+    AR_ASSERT(meta__info_encode(s, buf, sizeof(buf) - 8, &len) == 0);
+    uint64_t sum = record_sum("info", 4, buf, len);
+    memcpy(buf + len, &sum, 8);
+    return batch_add(b, OP_PUT_META, "info", 4, buf, (uint32_t)len + 8);
 }
 
 int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out)
@@ -440,6 +453,8 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
         rc = collect_clients(s, b);
     if (rc == 0 && (s->is_all_dirty || s->is_holds_dirty))
         rc = collect_holds(s, b);
+    if (rc == 0 && (s->is_all_dirty || s->is_info_dirty))
+        rc = collect_info(s, b);
     if (rc != 0) {
         meta_ckpt_batch_free(b);
         return rc; /* the changes stay recorded */
@@ -447,6 +462,7 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
     s->is_all_dirty = false;
     s->is_clients_dirty = false;
     s->is_holds_dirty = false;
+    s->is_info_dirty = false;
     s->dirty_ino_count = 0;
     s->dirty_name_bytes = 0;
     rc = meta__dirty_reserve(s);
@@ -609,10 +625,9 @@ static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta
         MDB_val k = {.mv_size = key_len, .mv_data = (void *)(uintptr_t)(p + 3)};
         MDB_val v = {.mv_size = val_len, .mv_data = (void *)(uintptr_t)(p + 7 + key_len)};
         MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes
-                      : p[0] == OP_PUT_CLIENTS || p[0] == OP_PUT_HOLDS ? c->meta
-                                                                       : c->entries;
-        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_CLIENTS ||
-            p[0] == OP_PUT_HOLDS) {
+                      : p[0] == OP_PUT_META                      ? c->meta
+                                                                 : c->entries;
+        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_META) {
             rc = mdb_put(txn, dbi, &k, &v, 0);
         } else {
             rc = mdb_del(txn, dbi, &k, NULL);
@@ -1021,6 +1036,23 @@ static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *
     return p == end ? 0 : fail(errmsg, -AR_ECORRUPT, "retry table: trailing bytes");
 }
 
+static int load_info(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
+{
+    MDB_val k = {.mv_size = 4, .mv_data = "info"};
+    MDB_val v;
+    uint64_t sum;
+
+    if (mdb_get(txn, meta, &k, &v) != 0 || v.mv_size < 8)
+        return fail(errmsg, -AR_ECORRUPT, "the shard's info record is missing");
+    memcpy(&sum, (const uint8_t *)v.mv_data + v.mv_size - 8, 8);
+    if (sum != record_sum("info", 4, v.mv_data, v.mv_size - 8))
+        return fail(errmsg, -AR_ECORRUPT, "info record: checksum mismatch");
+    int rc = meta__info_decode(s, v.mv_data, v.mv_size - 8);
+    if (rc == -AR_ECORRUPT)
+        return fail(errmsg, rc, "info record: not a shard identity and map");
+    return rc != 0 ? fail(errmsg, rc, "out of memory for the shard map") : 0;
+}
+
 /* Open holds; then every orphan (an inode with no links) must be held. */
 static int load_holds(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
 {
@@ -1251,6 +1283,8 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         rc = load_clients(s, txn, c->meta, errmsg);
     if (rc == 0)
         rc = load_holds(s, txn, c->meta, errmsg);
+    if (rc == 0)
+        rc = load_info(s, txn, c->meta, errmsg);
     if (rc == 0) {
         MDB_val k = {.mv_size = 8, .mv_data = "ino_high"};
         MDB_val v;

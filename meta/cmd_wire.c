@@ -80,6 +80,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     pb.seq = cmd->seq;
     pb.ack_below = cmd->ack_below;
     pb.session = cmd->session;
+    pb.epoch = cmd->epoch;
     pb.offset = cmd->offset;
     pb.length = cmd->length;
     slice.id = cmd->slice.id;
@@ -163,6 +164,7 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     cmd->seq = pb->seq;
     cmd->ack_below = pb->ack_below;
     cmd->session = pb->session;
+    cmd->epoch = pb->epoch;
     cmd->offset = pb->offset;
     cmd->length = pb->length;
     if (pb->slice != NULL) {

@@ -135,8 +135,11 @@ enum meta_op {
     META_OP_WRITE,    /* ino, offset, slice: the slice's bytes now show at offset -> attr */
     META_OP_FALLOCATE,/* ino, flags (FALLOC_FL_*), offset, length -> attr */
     META_OP_READ_MAP, /* ino, offset: the chunk holding offset, resolved -> attr, slices */
+    META_OP_ALLOC_SLICES, /* length: how many slice ids -> attr.ino the first, attr.size count */
+    META_OP_MAP_SET,  /* the map shard: cookie = the version replaced, value = the new map */
+    META_OP_MAP_GET,  /* the map shard: -> data = the encoded map (data_cap 0: its size) */
 };
-#define META_OP_LAST META_OP_READ_MAP /* the highest op */
+#define META_OP_LAST META_OP_MAP_GET /* the highest op */
 
 /* ---- file data ------------------------------------------------------------------
  * A file is cut into chunks of META_CHUNK_BYTES. A write puts a slice (an
@@ -198,6 +201,10 @@ struct meta_cmd {
     uint64_t client_id;
     uint64_t seq;         /* this command's number, > 0 */
     uint64_t ack_below;   /* every seq below this was answered to the client */
+    /* The shard epoch the command was accepted under; apply refuses another
+     * with -AR_ESTALEEPOCH. 0: not checked (local tools; the server always
+     * sets it). */
+    uint64_t epoch;
     uint64_t offset;      /* write, fallocate, read_map: a byte of the file */
     uint64_t length;      /* fallocate */
     struct meta_slice slice; /* write: id, size, off, len (pos comes from offset) */
@@ -230,7 +237,67 @@ struct meta_reply {
     uint64_t chunk_offset;          /* the chunk's first byte in the file */
 };
 
+/* ---- the shard map (map.c) --------------------------------------------------------
+ * Shard 0 holds the map: the volume, the members, and per shard its epoch,
+ * the root of its subtree and the ranges of numbers leased to it. Every shard
+ * also holds its own entry (its identity): its replicas check a request's
+ * epoch against it and give inode numbers and slice ids only from its
+ * ranges, so numbers stay unique across shards. A map changes whole:
+ * META_OP_MAP_SET carries the next map and the version it replaces. */
+#define META_MAP_SHARD       0u          /* the group that holds the map */
+#define META_ROOT_SHARD      1u          /* the shard that owns "/" from format on */
+#define META_MAP_SHARDS_MAX  64u
+#define META_MAP_MEMBERS_MAX 7u
+#define META_MAP_BYTES_ENC_MAX 8192u     /* an encoded map fits this */
+#define META_ID_LEASE        (1ull << 40) /* numbers in a shard's first lease */
+#define META_SLICES_ALLOC_MAX 65536u     /* slice ids one ALLOC_SLICES takes */
+
+struct meta_shard_info {
+    uint32_t id;
+    uint64_t epoch;               /* > 0; grows when the subtree or ranges change */
+    uint64_t root_ino;            /* the subtree's root; 0 for the map shard */
+    uint64_t ino_lo, ino_hi;      /* inode numbers and entry keys leased: [lo, hi) */
+    uint64_t slice_lo, slice_hi;  /* slice ids leased: [lo, hi) */
+};
+
+struct meta_map_member {
+    uint64_t id;
+    char raft_addr[64];
+    char client_addr[64];
+};
+
+struct meta_map {
+    uint64_t version;             /* 0: not yet seeded; each MAP_SET adds one */
+    char volume[64];
+    char store_url[256];          /* where blocks go: file://DIR or s3://... */
+    uint32_t block_bytes;         /* <= META_BLOCK_BYTES */
+    uint32_t window_s;            /* the recovery window */
+    uint64_t ino_next;            /* numbers from here up are leased to no shard */
+    uint64_t slice_next;
+    uint32_t member_count;
+    struct meta_map_member members[META_MAP_MEMBERS_MAX];
+    uint32_t shard_count;
+    struct meta_shard_info shards[META_MAP_SHARDS_MAX]; /* ascending id */
+};
+
+/* A shard's identity when the cluster is formatted: shard 0 (the map) and
+ * shard 1 ("/", the first lease of inode numbers and slice ids). */
+void meta_shard_info_first(uint32_t shard, struct meta_shard_info *out);
+/* The first map: these members and volume, shards 0 and 1 as above. */
+void meta_map_seed(struct meta_map *m);
+/* Encode m; -EMSGSIZE if cap is too small, -EINVAL if m fails the checks. */
+int meta_map_encode(const struct meta_map *m, uint8_t *buf, size_t cap, size_t *len);
+/* Decode and check: counts and strings in bounds, ids unique, ranges below
+ * the next free numbers and disjoint. -EPROTO or -EINVAL. */
+int meta_map_decode(const uint8_t *buf, size_t len, struct meta_map *out);
+/* The shard's identity and (shard 0) its map. */
+const struct meta_shard_info *meta_shard_self(const struct meta_shard *s);
+const struct meta_map *meta_shard_map(const struct meta_shard *s);
+/* The next slice id ALLOC_SLICES would give. */
+uint64_t meta_shard_slice_next(const struct meta_shard *s);
+
 struct meta_shard_config {
+    struct meta_shard_info self; /* id 0 and epoch 0: shard 1's first identity */
     uint64_t root_ino;       /* the directory this shard owns; 1 for "/" */
     int64_t created_ns;      /* the root's times */
     uint32_t root_mode;      /* permission bits of the root, e.g. 0755 */

@@ -241,6 +241,10 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
         return 0;
     case META_OP_READ_MAP:
         return meta__data_read(s, cmd, r);
+    case META_OP_MAP_GET:
+        return meta__map_read(s, r);
+    case META_OP_ALLOC_SLICES:
+    case META_OP_MAP_SET:
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
     case META_OP_SETATTR:
@@ -385,8 +389,8 @@ static int create_plan(const struct meta_shard *s, const struct meta_cmd *cmd,
         return -ENAMETOOLONG;
     if (p->type == S_IFDIR && meta__node_nlink(meta__node_at(s, p->dir)) >= META_NLINK_MAX)
         return -EMLINK;
-    if (cmd->new_ino <= s->ino_high)
-        return -EINVAL; /* numbers only grow (see ino_high): a reused one is a bad command */
+    if (cmd->new_ino <= s->ino_high || cmd->new_ino >= s->self.ino_hi)
+        return -EINVAL; /* numbers only grow (see ino_high), inside the shard's lease */
     /* inode_init_owner(): a setgid directory gives its group, and its setgid
      * bit to subdirectories; a file keeps S_ISGID only if its creator could */
     const struct meta__attr_class *da = meta__attr_of(s, meta__node_at(s, p->dir)->attr);
@@ -542,8 +546,8 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
         return -EPERM;
     if (meta__node_nlink(meta__node_at(s, inode)) >= META_NLINK_MAX)
         return -EMLINK;
-    if (cmd->new_ino <= s->ino_high)
-        return -EINVAL; /* numbers only grow (see ino_high): a reused one is a bad command */
+    if (cmd->new_ino <= s->ino_high || cmd->new_ino >= s->self.ino_hi)
+        return -EINVAL; /* numbers only grow (see ino_high), inside the shard's lease */
 
     rc = meta__reserve_indexes(s, 1, 1);
     if (rc == 0)
@@ -915,6 +919,10 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
         return meta__data_apply(s, cmd, r);
+    case META_OP_ALLOC_SLICES:
+    case META_OP_MAP_SET:
+        return meta__map_apply(s, cmd, r);
+    case META_OP_MAP_GET:
     case META_OP_READ_MAP:
     case META_OP_LOOKUP:
     case META_OP_GETATTR:
@@ -934,6 +942,9 @@ int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     AR_ASSERT(s != NULL && cmd != NULL && r != NULL);
     if (cmd->cred.group_count > META_GROUPS_MAX)
         return -EINVAL;
+    /* before the retry table: a retry under the new epoch gets its first answer */
+    if (cmd->epoch != 0 && cmd->epoch != s->self.epoch)
+        return -AR_ESTALEEPOCH;
     int rc;
     if (meta__retry_check(s, cmd, r, &rc))
         return rc; /* applied before: its first answer */

@@ -132,6 +132,7 @@ static unsigned fills(enum meta_op op)
         return FILL_TARGET;
     case META_OP_GETXATTR:
     case META_OP_LISTXATTR:
+    case META_OP_MAP_GET:
         return FILL_DATA;
     case META_OP_READ_MAP:
         return FILL_ATTR | FILL_PIECES;
@@ -146,6 +147,8 @@ static unsigned fills(enum meta_op op)
     case META_OP_LINK:
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
+    case META_OP_ALLOC_SLICES:
+    case META_OP_MAP_SET:
         return FILL_ATTR;
     case META_OP_ACCESS:
     case META_OP_UNLINK:

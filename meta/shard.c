@@ -317,7 +317,9 @@ int meta_shard_new(const struct meta_shard_config *cfg, struct meta_shard **out)
     meta__map_init(&s->ctimes);
     meta__map_init(&s->exts);
     meta__map_init(&s->held);
-    rc = meta__node_alloc(s, &root);
+    rc = meta__info_init(s, &cfg->self);
+    if (rc == 0)
+        rc = meta__node_alloc(s, &root);
     if (rc == 0)
         rc = meta__dir_alloc(s, &dslot);
     if (rc == 0)
@@ -369,6 +371,7 @@ void meta_shard_free(struct meta_shard *s)
         ar_free(s->pages[p]);
     }
     ar_free(s->pages);
+    ar_free(s->map);
     ar_free(s->names);
     ar_free(s->attrs);
     ar_free(s->dirs);
@@ -422,6 +425,7 @@ uint64_t meta_shard_hash(const struct meta_shard *s)
         sum += h;
     }
     sum += meta__hash_u64(s->seed ^ 0x68696768ull, s->ino_high); /* decides future commands */
+    sum += meta__info_hash(s);
     /* open holds are state too */
     for (uint32_t i = 0; i < s->hold_count; i++) {
         const uint64_t f[] = {s->holds[i].session, s->holds[i].ino, s->holds[i].count};

@@ -218,6 +218,10 @@ struct meta__ext {
 
 struct meta_shard {
     uint64_t seed;              /* hash seed, part of the state */
+    struct meta_shard_info self; /* which shard this is, its epoch and leases (map.c) */
+    uint64_t slice_next;        /* the next slice id to give, in self's slice lease */
+    struct meta_map *map;       /* shard 0 only: the shard map */
+    bool is_info_dirty;         /* self, slice_next or map changed since the last collect */
     /* The largest inode number (or entry key) the shard has used. Numbers
      * come from ranges the shard map leases in increasing order, so a new
      * one must be larger: an O(1) check where an index probe would miss
@@ -368,6 +372,19 @@ int meta__xattr_set(struct meta_shard *s, const struct meta_cmd *cmd, struct met
 
 /* ---- data.c ------------------------------------------------------------------------ */
 int meta__data_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+
+/* ---- map.c: the shard's identity, slice ids, the shard map ---------------------------- */
+/* ALLOC_SLICES and MAP_SET. */
+int meta__map_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
+/* MAP_GET: the encoded map into r->data. */
+int meta__map_read(const struct meta_shard *s, struct meta_reply *r);
+/* Set the identity (self.epoch 0: shard 1's first); shard 0 gets an empty map. -ENOMEM. */
+int meta__info_init(struct meta_shard *s, const struct meta_shard_info *self);
+/* The identity, slice_next and map as one checkpoint record (format in map.c). */
+int meta__info_encode(const struct meta_shard *s, uint8_t *buf, size_t cap, size_t *len);
+/* Set them from a record; -AR_ECORRUPT or -ENOMEM leave the shard as it was. */
+int meta__info_decode(struct meta_shard *s, const uint8_t *buf, size_t len);
+uint64_t meta__info_hash(const struct meta_shard *s);
 int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
 struct meta__fmap *meta__fmap_of(const struct meta_shard *s, uint32_t inode);
 void meta__data_free(struct meta_shard *s, uint32_t inode);
