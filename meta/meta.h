@@ -251,6 +251,7 @@ struct meta_reply {
 #define META_MAP_BYTES_ENC_MAX 8192u     /* an encoded map fits this */
 #define META_ID_LEASE        (1ull << 40) /* numbers in a shard's first lease */
 #define META_SLICES_ALLOC_MAX 65536u     /* slice ids one ALLOC_SLICES takes */
+#define META_WINDOW_S_DEFAULT (7u * 86400u) /* the recovery window: 7 days */
 
 struct meta_shard_info {
     uint32_t id;
@@ -536,7 +537,8 @@ int meta_checkpoint_import(const char *dir, int fd, char *errmsg);
 
 /* ---- the metadata server (server.c) ---------------------------------------------
  * A replica of the cluster's shard groups, served over TCP: one libuv loop,
- * one Raft transport, one tick for all its groups (today shard 1, "/").
+ * one Raft transport, one tick for all its groups (shard 0, the map, and
+ * shard 1, "/").
  * Clients speak the protocol above. See docs/architecture.md. */
 #define META_SERVER_NODES_MAX 7u
 
@@ -550,7 +552,10 @@ struct meta_server_config {
     uint64_t id;                /* this replica */
     char data_dir[512];
     char volume[64];
-    int64_t created_ns;         /* the root's times: the same on every replica */
+    char store_url[256];        /* where the volume's blocks go (file://DIR, s3://...) */
+    uint32_t block_bytes;       /* 0: META_BLOCK_BYTES */
+    uint32_t window_s;          /* the recovery window; 0: META_WINDOW_S_DEFAULT */
+    int64_t created_ns;         /* when this replica was formatted (the cluster file says) */
     uint32_t log_keep;          /* entries kept in memory below a checkpoint for lagging
                                  * followers; further behind, they get a snapshot */
     uint32_t session_timeout_ms; /* a session silent this long is closed (0: 30 s) */

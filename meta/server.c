@@ -3,8 +3,8 @@
  *
  * One process, one libuv loop: one Raft transport and one 10 ms tick for
  * its groups, a client listener, and per group a raft node, its segment log,
- * its shard state machine and LMDB checkpoint. Today it hosts shard 1, the
- * shard that owns "/".
+ * its shard state machine and LMDB checkpoint. It hosts shard 0, the shard
+ * map (members, epochs, leases), and shard 1, the shard that owns "/".
  *
  * A group's turn (after every poll): take the node's ready; send a leader's
  * early messages; persist on the thread pool (append + one fdatasync); then
@@ -51,7 +51,7 @@
 #define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
 #define CONNS_MAX        1024u
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
-#define SHARD_ROOT       1u       /* the only group today: shard 1 owns "/" */
+#define GROUP_COUNT      2u       /* shard 0 (the map) and shard 1 ("/") */
 
 struct conn;
 
@@ -110,6 +110,7 @@ struct group {
     raft_index out_index;
     uint64_t out_size;
     uint64_t last_want_ms;
+    raft_index chore_index;      /* a leader's own command in flight (map_sync, root_stamp) */
     /* sessions (leader): when each was last heard from; closed ones, to refuse */
     uint64_t *session_ids;
     uint64_t *session_seen_ms;
@@ -143,7 +144,7 @@ struct meta_server {
     uv_tcp_t listener;
     uv_timer_t tick;
     uv_check_t check;
-    struct group group;
+    struct group groups[GROUP_COUNT]; /* by shard id */
     struct conn *conns[CONNS_MAX];
     uint64_t conn_gen;
     uint32_t open_handles;
@@ -233,9 +234,20 @@ static void respond(struct meta_server *s, struct conn *c, struct meta_response 
         conn_send(c, s->tx, len);
 }
 
+static uint64_t epoch_of(const struct group *g)
+{
+    return meta_shard_self(g->state)->epoch;
+}
+
+static struct group *group_of(struct meta_server *s, uint64_t shard)
+{
+    return shard < GROUP_COUNT ? &s->groups[shard] : NULL;
+}
+
+/* An error; epoch 0: the reply speaks for no shard. */
 static void respond_rc(struct meta_server *s, struct conn *c, uint64_t id, int rc)
 {
-    struct meta_response resp = {.id = id, .rc = rc, .epoch = 1};
+    struct meta_response resp = {.id = id, .rc = rc};
 
     respond(s, c, &resp, META_OP_ACCESS);
 }
@@ -244,7 +256,7 @@ static void respond_rc(struct meta_server *s, struct conn *c, uint64_t id, int r
 static void respond_not_leader(struct meta_server *s, struct conn *c, uint64_t id,
                                struct group *g)
 {
-    struct meta_response resp = {.id = id, .rc = -AR_ENOTLEADER, .epoch = 1};
+    struct meta_response resp = {.id = id, .rc = -AR_ENOTLEADER, .epoch = epoch_of(g)};
     raft_id leader = raft_leader(g->node);
 
     resp.leader = leader;
@@ -300,7 +312,7 @@ static void serve_read(struct group *g, const struct pending *p)
     if (c == NULL || meta_request_decode(p->frame, p->frame_len, &req, s->cmd) != 0)
         return;
     reply_reset(s, req.data_cap);
-    struct meta_response resp = {.id = req.id, .epoch = 1};
+    struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
     resp.rc = meta_shard_read(g->state, &s->cmd->cmd, &s->reply);
     resp.reply = s->reply;
     respond(s, c, &resp, s->cmd->cmd.op);
@@ -368,7 +380,7 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
             continue;
         struct conn *c = conn_at(s, p->conn_slot, p->conn_gen);
         if (c != NULL) {
-            struct meta_response resp = {.id = p->req_id, .epoch = 1,
+            struct meta_response resp = {.id = p->req_id, .epoch = epoch_of(g),
                                          .rc = p->term == e->term ? rc : -AR_ENOTLEADER};
             resp.reply = s->reply;
             respond(s, c, &resp, p->op);
@@ -734,6 +746,7 @@ static bool is_query(enum meta_op op)
     case META_OP_LISTXATTR:
     case META_OP_STATFS:
     case META_OP_READ_MAP:
+    case META_OP_MAP_GET:
         return true;
     default:
         return false;
@@ -768,6 +781,9 @@ static int propose_cmd(struct group *g, struct meta_cmd *cmd, raft_index *index)
     int64_t now = (int64_t)wall_ns();
     g->last_now_ns = now > g->last_now_ns ? now : g->last_now_ns + 1;
     cmd->now_ns = g->last_now_ns;
+    cmd->epoch = epoch_of(g);
+    if (takes_number(cmd->op) && g->next_ino >= meta_shard_self(g->state)->ino_hi)
+        return -ENOSPC; /* the shard's lease of numbers is spent */
     if (takes_number(cmd->op))
         cmd->new_ino = g->next_ino++;
     size_t len;
@@ -921,18 +937,120 @@ static void session_expire(struct group *g)
     }
 }
 
-static bool is_known_node(const struct meta_server *s, uint64_t id)
+static const struct meta_server_node *node_of(const struct meta_server *s, uint64_t id)
 {
     for (uint32_t i = 0; i < s->cfg.node_count; i++) {
         if (s->cfg.nodes[i].id == id)
-            return true;
+            return &s->cfg.nodes[i];
     }
-    return false;
+    return NULL;
 }
 
-/* A change of members (one at a time) or of leader, at the leader. The new
- * node must be in the cluster file (its address is known): a shard map that
- * replicates addresses comes later. */
+/* ---- the shard map (leader of shard 0) ---------------------------------------------------
+ * The map leader seeds the map on its first turn in a new cluster (the
+ * volume from its cluster file, the first leases), and then keeps the map's
+ * members equal to the map group's members, with their addresses from the
+ * cluster file. One MAP_SET of its own in flight at a time. */
+
+static bool members_equal(const struct meta_map *a, const struct meta_map *b)
+{
+    if (a->member_count != b->member_count)
+        return false;
+    for (uint32_t i = 0; i < a->member_count; i++) {
+        if (a->members[i].id != b->members[i].id ||
+            strcmp(a->members[i].raft_addr, b->members[i].raft_addr) != 0 ||
+            strcmp(a->members[i].client_addr, b->members[i].client_addr) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void map_members_from(const struct meta_server *s, const struct raft_config *c,
+                             struct meta_map *m)
+{
+    m->member_count = 0;
+    for (uint32_t i = 0; i < c->voter_count + c->learner_count; i++) {
+        raft_id id = i < c->voter_count ? c->voters[i] : c->learners[i - c->voter_count];
+        const struct meta_server_node *n = node_of(s, id);
+        if (n == NULL || m->member_count == META_MAP_MEMBERS_MAX)
+            continue; /* admin() takes only nodes of the cluster file */
+        struct meta_map_member *mm = &m->members[m->member_count++];
+        *mm = (struct meta_map_member){.id = id};
+        snprintf(mm->raft_addr, sizeof(mm->raft_addr), "%s", n->raft_addr);
+        snprintf(mm->client_addr, sizeof(mm->client_addr), "%s", n->client_addr);
+        /* ascending id, so equal member sets compare equal */
+        for (uint32_t k = m->member_count - 1; k > 0 && m->members[k - 1].id > id; k--) {
+            struct meta_map_member t = m->members[k];
+            m->members[k] = m->members[k - 1];
+            m->members[k - 1] = t;
+        }
+    }
+}
+
+static void map_sync(struct group *g)
+{
+    struct meta_server *s = g->srv;
+    const struct meta_map *cur = meta_shard_map(g->state);
+    static struct meta_map next;
+    static uint8_t buf[META_MAP_BYTES_ENC_MAX];
+    size_t len;
+    raft_index index;
+
+    next = *cur;
+    next.version = cur->version + 1;
+    if (cur->version == 0) {
+        snprintf(next.volume, sizeof(next.volume), "%s", s->cfg.volume);
+        snprintf(next.store_url, sizeof(next.store_url), "%s", s->cfg.store_url);
+        next.block_bytes = s->cfg.block_bytes;
+        next.window_s = s->cfg.window_s;
+        meta_map_seed(&next);
+    }
+    map_members_from(s, raft_config_of(g->node), &next);
+    if (cur->version != 0 && members_equal(cur, &next))
+        return;
+    int rc = meta_map_encode(&next, buf, sizeof(buf), &len);
+    if (rc != 0) {
+        ar_log(AR_LOG_ERROR, "shard map: the next map does not encode (%d)", rc);
+        return;
+    }
+    struct meta_cmd cmd = {.op = META_OP_MAP_SET, .cookie = cur->version, .value = buf,
+                           .value_len = (uint32_t)len};
+    if (propose_cmd(g, &cmd, &index) == 0)
+        g->chore_index = index;
+}
+
+/* A new shard's root has no times (replicas are formatted at different
+ * moments): its first leader gives them, through the log, so that every
+ * replica holds the same. */
+static void root_stamp(struct group *g)
+{
+    struct meta_server *s = g->srv;
+    struct meta_cmd cmd = {.op = META_OP_GETATTR, .ino = meta_shard_self(g->state)->root_ino};
+    raft_index index;
+
+    reply_reset(s, 0);
+    if (meta_shard_read(g->state, &cmd, &s->reply) != 0 || s->reply.attr.mtime_ns != 0)
+        return;
+    cmd.op = META_OP_SETATTR;
+    cmd.set_mask = META_SET_ATIME_NOW | META_SET_MTIME_NOW;
+    if (propose_cmd(g, &cmd, &index) == 0)
+        g->chore_index = index;
+}
+
+/* What a leader does of its own accord, one command at a time. */
+static void leader_chores(struct group *g)
+{
+    if (raft_role(g->node) != RAFT_LEADER || g->chore_index > raft_applied_index(g->node))
+        return;
+    if (g->shard == META_MAP_SHARD)
+        map_sync(g);
+    else
+        root_stamp(g);
+}
+
+/* A change of members (one at a time) or of leader, at the group's leader.
+ * The new node must be in the cluster file (its address is known); the map
+ * leader then puts its addresses into the map (map_sync). */
 static int admin(struct meta_server *s, struct group *g, const struct meta_request *req)
 {
     struct raft_config c = *raft_config_of(g->node);
@@ -943,7 +1061,7 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
         rc = raft_transfer_leader(g->node, req->target);
     } else {
         if (req->admin == META_ADMIN_ADD_LEARNER) {
-            if (!is_known_node(s, req->target) || raft_config_has(&c, req->target) ||
+            if (node_of(s, req->target) == NULL || raft_config_has(&c, req->target) ||
                 c.learner_count == RAFT_LEARNERS_MAX)
                 return -EINVAL;
             c.learners[c.learner_count++] = req->target;
@@ -986,22 +1104,31 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
     return rc == -RAFT_EBUSY ? -EAGAIN : rc;
 }
 
+static void group_status(const struct group *g, struct meta_group_status *gs);
+
 /* What this replica knows of its groups: any replica answers. */
 static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
 {
     struct meta_response *resp = ar_calloc(1, sizeof(*resp));
-    struct group *g = &s->group;
-    struct meta_shard_stats st;
-    const struct raft_config *cfg = raft_config_of(g->node);
 
     if (resp == NULL)
         return;
-    meta_shard_stats(g->state, &st);
     resp->id = id;
-    resp->epoch = 1;
     resp->node = s->cfg.id;
-    resp->group_count = 1;
-    struct meta_group_status *gs = &resp->groups[0];
+    resp->group_count = GROUP_COUNT;
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        group_status(&s->groups[i], &resp->groups[i]);
+    }
+    respond(s, c, resp, META_OP_ACCESS);
+    ar_free(resp);
+}
+
+static void group_status(const struct group *g, struct meta_group_status *gs)
+{
+    struct meta_shard_stats st;
+    const struct raft_config *cfg = raft_config_of(g->node);
+
+    meta_shard_stats(g->state, &st);
     *gs = (struct meta_group_status){.shard = g->shard, .role = raft_role(g->node),
                                      .term = raft_term_of(g->node),
                                      .leader = raft_leader(g->node),
@@ -1024,8 +1151,6 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
             gs->peer_match[gs->peer_count++] = match;
         }
     }
-    respond(s, c, resp, META_OP_ACCESS);
-    ar_free(resp);
 }
 
 /* A follower read within stale_ms (0: any): this replica heard from the
@@ -1043,7 +1168,6 @@ static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
 static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 {
     struct meta_server *s = c->srv;
-    struct group *g = &s->group;
     struct meta_request req;
     int rc = meta_request_decode(frame, len, &req, s->cmd);
 
@@ -1053,6 +1177,11 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     }
     if (req.kind == META_REQ_STATUS) {
         respond_status(s, c, req.id);
+        return;
+    }
+    struct group *g = group_of(s, req.shard);
+    if (g == NULL) {
+        respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here: read the map */
         return;
     }
     if (req.kind == META_REQ_ADMIN) {
@@ -1073,7 +1202,7 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
             respond_not_leader(s, c, req.id, g);
             return;
         }
-        struct meta_response resp = {.id = req.id, .epoch = 1};
+        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
         if (req.kind == META_REQ_SESSION_OPEN)
             resp.rc = session_open(g, &resp.session);
         else
@@ -1081,16 +1210,23 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond(s, c, &resp, META_OP_ACCESS);
         return;
     }
-    if (req.shard != g->shard) {
-        respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here */
+    struct meta_cmd *cmd = &s->cmd->cmd;
+    if (req.epoch != epoch_of(g)) {
+        struct meta_response resp = {.id = req.id, .rc = -AR_ESTALEEPOCH, .epoch = epoch_of(g)};
+        respond(s, c, &resp, META_OP_ACCESS);
         return;
     }
-    struct meta_cmd *cmd = &s->cmd->cmd;
+    /* the map changes only by the map leader's own proposals; namespace
+     * ops belong to the other shards */
+    if (cmd->op == META_OP_MAP_SET || (cmd->op == META_OP_MAP_GET) != (g->shard == META_MAP_SHARD)) {
+        respond_rc(s, c, req.id, cmd->op == META_OP_MAP_SET ? -EPERM : -AR_EREDIRECT);
+        return;
+    }
     bool is_leader = raft_role(g->node) == RAFT_LEADER;
     if (is_query(cmd->op) && req.read_mode == META_READ_FOLLOWER &&
         is_fresh_enough(g, req.stale_ms)) {
         reply_reset(s, req.data_cap);
-        struct meta_response resp = {.id = req.id, .epoch = 1};
+        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
         resp.rc = meta_shard_read(g->state, cmd, &s->reply);
         resp.reply = s->reply;
         respond(s, c, &resp, cmd->op);
@@ -1218,14 +1354,14 @@ static void accepted(uv_stream_t *server, int status)
 
 static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
 {
-    struct meta_server *s = ctx;
+    struct group *g = group_of(ctx, group);
 
-    if (group != s->group.shard)
-        return;
-    int rc = raft_step(s->group.node, m);
+    if (g == NULL)
+        return; /* a group this replica does not host */
+    int rc = raft_step(g->node, m);
     if (rc == -RAFT_ECORRUPT)
         ar_log(AR_LOG_WARN, "shard %u: a malformed message from node %" PRIu64 " ignored",
-               s->group.shard, m->from);
+               g->shard, m->from);
 }
 
 static void on_event(void *ctx, raft_id peer, int status, const char *reason)
@@ -1245,16 +1381,23 @@ static void on_tick(uv_timer_t *t)
 {
     struct meta_server *s = t->data;
 
-    raft_tick(s->group.node, wall_ns());
-    session_expire(&s->group);
-    group_turn(&s->group);
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        raft_tick(s->groups[i].node, wall_ns());
+        session_expire(&s->groups[i]);
+    }
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        leader_chores(&s->groups[i]);
+        group_turn(&s->groups[i]);
+    }
 }
 
 static void on_check(uv_check_t *h)
 {
     struct meta_server *s = h->data;
 
-    group_turn(&s->group);
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        group_turn(&s->groups[i]);
+    }
 }
 
 /* ---- start and stop ----------------------------------------------------------------------------- */
@@ -1279,7 +1422,7 @@ static void group_close(struct group *g)
 }
 
 /* The shard from its checkpoint (or new), then the node from its log. */
-static int group_open(struct meta_server *s, struct group *g, char *errmsg)
+static int group_open(struct meta_server *s, struct group *g, uint32_t shard, char *errmsg)
 {
     struct raft_seglog_options lo;
     struct raft_options o;
@@ -1288,23 +1431,27 @@ static int group_open(struct meta_server *s, struct group *g, char *errmsg)
     uint64_t applied = 0;
 
     g->srv = s;
-    g->shard = SHARD_ROOT;
-    g->out_fd = -1;
-    g->in_fd = -1;
+    g->shard = shard;
     snprintf(g->dir, sizeof(g->dir), "%s/shard-%u", s->cfg.data_dir, g->shard);
     snprintf(path, sizeof(path), "%s/ckpt", g->dir);
     int rc = meta_checkpoint_open(path, &g->ckpt, errmsg);
     if (rc == 0 && meta_checkpoint_applied_index(g->ckpt) > 0) {
         rc = meta_checkpoint_load(g->ckpt, &g->state, &applied, errmsg);
     } else if (rc == 0) {
-        struct meta_shard_config sc = {.root_ino = 1, .root_mode = 0755,
-                                       .created_ns = s->cfg.created_ns};
+        /* the root's times come from the first leader (root_stamp) */
+        struct meta_shard_config sc = {.root_ino = 1, .root_mode = 0755};
+        meta_shard_info_first(shard, &sc.self);
         rc = meta_shard_new(&sc, &g->state);
     }
     if (rc == 0)
         rc = meta_shard_track(g->state);
     if (rc != 0)
         return rc;
+    if (meta_shard_self(g->state)->id != shard) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s/ckpt holds shard %u, not %u", g->dir,
+                 meta_shard_self(g->state)->id, shard);
+        return -AR_ECORRUPT;
+    }
     snprintf(path, sizeof(path), "%s/log", g->dir);
     raft_seglog_options_init(&lo);
     rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
@@ -1403,14 +1550,20 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
         s->cfg.session_timeout_ms = SESSION_TIMEOUT_DEFAULT_MS;
     s->tx = ar_malloc(CONN_RX_MAX);
     s->enc = ar_malloc(META_MSG_BYTES_MAX);
-    s->group.session_ids = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
-    s->group.session_seen_ms = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
+    bool has_sessions = true;
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        s->groups[i].session_ids = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
+        s->groups[i].session_seen_ms = ar_malloc(sizeof(uint64_t) * SESSIONS_MAX);
+        has_sessions = has_sessions && s->groups[i].session_ids && s->groups[i].session_seen_ms;
+        s->groups[i].out_fd = -1;
+        s->groups[i].in_fd = -1;
+    }
     s->cmd = ar_malloc(sizeof(*s->cmd));
     s->entries = ar_malloc(sizeof(*s->entries) * META_READDIR_MAX);
     s->slices = ar_malloc(sizeof(*s->slices) * META_READ_SLICES_MAX);
     s->data = ar_malloc(META_XATTR_BYTES_MAX);
     int rc = s->tx && s->enc && s->cmd && s->entries && s->slices && s->data &&
-                     s->group.session_ids && s->group.session_seen_ms
+                     has_sessions
                  ? 0
                  : -ENOMEM;
     char lock[600];
@@ -1420,8 +1573,9 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
         snprintf(errmsg, AR_ERRMSG_MAX, "%s is in use by another arbor serve", cfg->data_dir);
         rc = -EBUSY;
     }
-    if (rc == 0)
-        rc = group_open(s, &s->group, errmsg);
+    for (uint32_t i = 0; rc == 0 && i < GROUP_COUNT; i++) {
+        rc = group_open(s, &s->groups[i], i, errmsg);
+    }
     if (rc == 0)
         rc = start_network(s, errmsg);
     if (rc != 0) {
@@ -1438,8 +1592,8 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
     uv_check_start(&s->check, on_check);
     s->open_handles += 2;
     *out = s;
-    ar_log(AR_LOG_INFO, "node %" PRIu64 " serving shard %u: clients on %s, raft on %s", cfg->id,
-           s->group.shard, self_node(cfg)->client_addr, self_node(cfg)->raft_addr);
+    ar_log(AR_LOG_INFO, "node %" PRIu64 " serving shards 0..%u: clients on %s, raft on %s",
+           cfg->id, GROUP_COUNT - 1, self_node(cfg)->client_addr, self_node(cfg)->raft_addr);
     return 0;
 }
 
@@ -1472,9 +1626,11 @@ void meta_server_free(struct meta_server *s)
 {
     if (s == NULL)
         return;
-    AR_ASSERT(!s->group.is_persisting && !s->group.is_checkpointing &&
-              !s->group.is_exporting);
-    group_close(&s->group);
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        struct group *g = &s->groups[i];
+        AR_ASSERT(!g->is_persisting && !g->is_checkpointing && !g->is_exporting);
+        group_close(g);
+    }
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     ar_free(s->tx);
@@ -1514,6 +1670,11 @@ int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char
         } else if (sscanf(line, "created_ns %llu", &v) == 1) {
             out->created_ns = (int64_t)v;
         } else if (sscanf(line, "volume %63s", out->volume) == 1) {
+        } else if (sscanf(line, "store %255s", out->store_url) == 1) {
+        } else if (sscanf(line, "block_bytes %llu", &v) == 1 && v <= META_BLOCK_BYTES) {
+            out->block_bytes = (uint32_t)v;
+        } else if (sscanf(line, "window_s %llu", &v) == 1 && v <= UINT32_MAX) {
+            out->window_s = (uint32_t)v;
         } else if (sscanf(line, "node %llu %63s %63s", &v, n.raft_addr, n.client_addr) == 3) {
             if (out->node_count == META_SERVER_NODES_MAX)
                 rc = -EINVAL;
@@ -1530,6 +1691,10 @@ int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char
         return -EINVAL;
     }
     snprintf(out->data_dir, sizeof(out->data_dir), "%s", data_dir);
+    if (out->block_bytes == 0)
+        out->block_bytes = META_BLOCK_BYTES;
+    if (out->window_s == 0)
+        out->window_s = META_WINDOW_S_DEFAULT;
     return 0;
 }
 
@@ -1578,14 +1743,29 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", cfg->data_dir, strerror(errno));
         return -errno;
     }
-    snprintf(path, sizeof(path), "%s/shard-%u", cfg->data_dir, SHARD_ROOT);
-    mkdir(path, 0755);
-    snprintf(path, sizeof(path), "%s/shard-%u/log", cfg->data_dir, SHARD_ROOT);
+    char store[256];
+    char *abs = realpath(cfg->data_dir, NULL);
+    if (cfg->store_url[0] != '\0')
+        snprintf(store, sizeof(store), "%s", cfg->store_url);
+    else
+        snprintf(store, sizeof(store), "file://%s/blocks", abs != NULL ? abs : cfg->data_dir);
+    free(abs);
+    if (strchr(store, ' ') != NULL || strchr(store, '\n') != NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "the store URL %s holds a blank", store);
+        return -EINVAL;
+    }
     raft_seglog_options_init(&lo);
-    int rc = raft_seglog_open(path, &lo, &log, &b, errmsg);
-    if (rc == 0)
-        rc = raft_seglog_snapshot(log, 0, 0, 0, &rc_cfg, false, wall_ns(), errmsg);
-    raft_seglog_close(log);
+    int rc = 0;
+    for (uint32_t shard = 0; rc == 0 && shard < GROUP_COUNT; shard++) {
+        snprintf(path, sizeof(path), "%s/shard-%u", cfg->data_dir, shard);
+        mkdir(path, 0755);
+        snprintf(path, sizeof(path), "%s/shard-%u/log", cfg->data_dir, shard);
+        rc = raft_seglog_open(path, &lo, &log, &b, errmsg);
+        if (rc == 0)
+            rc = raft_seglog_snapshot(log, 0, 0, 0, &rc_cfg, false, wall_ns(), errmsg);
+        raft_seglog_close(log);
+        log = NULL;
+    }
     if (rc != 0)
         return rc;
     /* the cluster file last, atomically: its presence means "formatted" */
@@ -1599,6 +1779,9 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     }
     fprintf(f, "arbor-cluster 1\nvolume %s\ncreated_ns %lld\nself %" PRIu64 "\n",
             cfg->volume[0] ? cfg->volume : "arbor", (long long)cfg->created_ns, cfg->id);
+    fprintf(f, "store %s\nblock_bytes %u\nwindow_s %u\n", store,
+            cfg->block_bytes ? cfg->block_bytes : META_BLOCK_BYTES,
+            cfg->window_s ? cfg->window_s : META_WINDOW_S_DEFAULT);
     for (uint32_t i = 0; i < cfg->node_count; i++) {
         fprintf(f, "node %" PRIu64 " %s %s\n", cfg->nodes[i].id, cfg->nodes[i].raft_addr,
                 cfg->nodes[i].client_addr);

@@ -16,10 +16,11 @@ int cmd_leader(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;
-/* One request (without a command) to the replica at addr ("host:port"),
+struct meta_cmd;
+/* One request (with cmd, or NULL) to the replica at addr ("host:port"),
  * waiting for its response; 0 or the response's rc, else a reason in why. */
-int cmd_ask(const char *addr, const struct meta_request *req, struct meta_response_buf *out,
-            char *why, size_t why_cap);
+int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_cmd *cmd,
+            struct meta_response_buf *out, char *why, size_t why_cap);
 
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);

@@ -49,6 +49,9 @@ int cmd_format(int argc, char **argv)
         {"nodes", required_argument, NULL, 'n'},
         {"volume", required_argument, NULL, 'v'},
         {"voters", required_argument, NULL, 'V'},
+        {"store", required_argument, NULL, 's'},
+        {"block-size", required_argument, NULL, 'b'},
+        {"window", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -69,6 +72,37 @@ int cmd_format(int argc, char **argv)
         case 'v':
             snprintf(cfg.volume, sizeof(cfg.volume), "%s", optarg);
             break;
+        case 's':
+            snprintf(cfg.store_url, sizeof(cfg.store_url), "%s", optarg);
+            break;
+        case 'b': {
+            char *end;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end == 'K' || *end == 'k')
+                v <<= 10, end++;
+            else if (*end == 'M' || *end == 'm')
+                v <<= 20, end++;
+            if (*end != '\0' || v < 4096 || v > META_BLOCK_BYTES || (v & (v - 1)) != 0) {
+                fprintf(stderr, "arbor format: --block-size wants a power of two from 4K to 4M\n");
+                return 2;
+            }
+            cfg.block_bytes = (uint32_t)v;
+            break;
+        }
+        case 'w': {
+            char *end;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            unsigned long long unit = *end == 'd' ? 86400 : *end == 'h' ? 3600 : *end == 'm' ? 60 : 1;
+            if (*end != '\0' && end[1] != '\0')
+                unit = 0;
+            if ((*end != '\0' && strchr("dhms", *end) == NULL) || unit == 0 || v == 0 ||
+                v * unit > UINT32_MAX) {
+                fprintf(stderr, "arbor format: --window wants a duration like 7d, 36h, 90m\n");
+                return 2;
+            }
+            cfg.window_s = (uint32_t)(v * unit);
+            break;
+        }
         case 'V': {
             char *p = optarg;
             /* bounded by the list's length */
@@ -83,14 +117,19 @@ int cmd_format(int argc, char **argv)
         }
         case 'h':
             printf("usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--voters ID,...]\n"
-                   "                    [--volume NAME]\n\n"
+                   "                    [--volume NAME] [--store URL] [--block-size BYTES] [--window D]\n\n"
                    "Make DATA_DIR a replica of a new cluster: ID=RAFT/CLIENT names each\n"
                    "member by its id, the host:port its replicas talk Raft on and the\n"
                    "host:port clients use, e.g.\n"
                    "  --nodes 1=127.0.0.1:7001/127.0.0.1:7101,2=127.0.0.1:7002/127.0.0.1:7102\n"
                    "Format every replica with the same --nodes; then run arbor serve DATA_DIR.\n"
                    "--voters: the first members (default: all); the other nodes start empty\n"
-                   "and join with arbor member add, then arbor member promote.\n");
+                   "and join with arbor member add, then arbor member promote.\n"
+                   "--store: where file blocks go, file://DIR or s3://BUCKET/PREFIX?endpoint=URL\n"
+                   "(default file://DATA_DIR/blocks); --block-size: the largest block, a power\n"
+                   "of two from 4K to 4M (default 4M); --window: how far back arbor restore\n"
+                   "reaches, e.g. 7d, 36h (default 7d). The first leader writes these into the\n"
+                   "shard map (arbor status shows it).\n");
             return 0;
         default:
             return 2;

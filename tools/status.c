@@ -39,8 +39,8 @@ static bool read_full(int fd, uint8_t *p, size_t len)
     return true;
 }
 
-int cmd_ask(const char *addr, const struct meta_request *req, struct meta_response_buf *out,
-            char *why, size_t why_cap)
+int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_cmd *cmd,
+            struct meta_response_buf *out, char *why, size_t why_cap)
 {
     char host[64];
     const char *colon = strrchr(addr, ':');
@@ -69,7 +69,7 @@ int cmd_ask(const char *addr, const struct meta_request *req, struct meta_respon
         return rc;
     }
     uint32_t n = 0;
-    rc = meta_request_encode(req, NULL, buf, sizeof(buf), &len);
+    rc = meta_request_encode(req, cmd, buf, sizeof(buf), &len);
     if (rc == 0 && write(fd, buf, len) != (ssize_t)len)
         rc = -EIO;
     uint8_t *rx = NULL;
@@ -97,8 +97,10 @@ static const char *role_name(uint32_t role)
 
 /* A line a replica and group, then its members and the leader's view. */
 static void print_group(const struct meta_response *r, const char *addr,
-                        const struct meta_group_status *s, uint64_t top_commit)
+                        const struct meta_group_status *s, const uint64_t *top_commits)
 {
+    uint64_t top_commit = s->shard < META_STATUS_GROUPS_MAX ? top_commits[s->shard] : s->commit;
+
     printf("%-4" PRIu64 " %-21s %-5u %-13s %6" PRIu64 " %6" PRIu64 " %10" PRIu64 " %10" PRIu64
            " %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n",
            r->node, addr, s->shard, role_name(s->role), s->term, s->leader, s->commit,
@@ -122,7 +124,7 @@ static void print_group(const struct meta_response *r, const char *addr,
 
 static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
                         const struct meta_response_buf *answers, const bool *is_up,
-                        char why[][96], uint64_t top_commit)
+                        char why[][96], const uint64_t *top_commits)
 {
     printf("%-4s %-21s %-5s %-13s %6s %6s %10s %10s %8s %10s %10s %10s\n", "node", "address",
            "shard", "role", "term", "leader", "commit", "applied", "lag", "last", "checkpoint",
@@ -133,9 +135,46 @@ static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
             continue;
         }
         for (uint32_t g = 0; g < answers[i].r.group_count; g++) {
-            print_group(&answers[i].r, addrs[i], &answers[i].r.groups[g], top_commit);
+            print_group(&answers[i].r, addrs[i], &answers[i].r.groups[g], top_commits);
         }
     }
+}
+
+/* The shard map as the replica at addr holds it (a follower read). */
+static int print_map(const char *addr, struct meta_response_buf *out)
+{
+    struct meta_request req = {.id = 2, .kind = META_REQ_COMMAND, .shard = META_MAP_SHARD,
+                               .epoch = 1, .read_mode = META_READ_FOLLOWER,
+                               .data_cap = META_MAP_BYTES_ENC_MAX};
+    struct meta_cmd cmd = {.op = META_OP_MAP_GET};
+    struct meta_map *m = malloc(sizeof(*m));
+    char why[96];
+
+    int rc = m == NULL ? -ENOMEM : cmd_ask(addr, &req, &cmd, out, why, sizeof(why));
+    if (rc == 0)
+        rc = meta_map_decode(out->r.reply.data, out->r.reply.data_len, m);
+    if (rc == 0 && m->version == 0) {
+        printf("\nshard map: not written yet (the map group has not elected a leader)\n");
+    } else if (rc == 0) {
+        printf("\nshard map, version %" PRIu64 ": volume %s, blocks of %u KiB in %s, "
+               "recovery window %u s\n",
+               m->version, m->volume, m->block_bytes >> 10, m->store_url, m->window_s);
+        for (uint32_t i = 0; i < m->member_count; i++) {
+            printf("  member %" PRIu64 ": raft %s, clients %s\n", m->members[i].id,
+                   m->members[i].raft_addr, m->members[i].client_addr);
+        }
+        for (uint32_t i = 0; i < m->shard_count; i++) {
+            const struct meta_shard_info *sh = &m->shards[i];
+            printf("  shard %u: epoch %" PRIu64, sh->id, sh->epoch);
+            if (sh->id != META_MAP_SHARD)
+                printf(", root inode %" PRIu64 ", inodes [%" PRIu64 ", %" PRIu64
+                       "), slices [%" PRIu64 ", %" PRIu64 ")",
+                       sh->root_ino, sh->ino_lo, sh->ino_hi, sh->slice_lo, sh->slice_hi);
+            printf("%s\n", sh->id == META_MAP_SHARD ? " (the map)" : "");
+        }
+    }
+    free(m);
+    return rc;
 }
 
 static void usage(FILE *to)
@@ -146,7 +185,8 @@ static void usage(FILE *to)
                 "the client addresses given) what it sees, and print a line a replica:\n"
                 "role, term, leader, commit and applied indexes, lag behind the highest\n"
                 "commit, the log's last index, the checkpoint's index and the files; then\n"
-                "the leader's view of each follower (the index its log matches to).\n"
+                "the leader's view of each follower (the index its log matches to); then\n"
+                "the shard map: volume, members, and each shard's epoch and leases.\n"
                 "Exits 1 if a replica does not answer.\n");
 }
 
@@ -203,20 +243,25 @@ int cmd_status(int argc, char **argv)
     struct meta_response_buf *answers = calloc(count, sizeof(*answers));
     bool is_up[META_SERVER_NODES_MAX] = {false};
     char why[META_SERVER_NODES_MAX][96];
-    uint64_t top_commit = 0;
+    uint64_t top_commits[META_STATUS_GROUPS_MAX] = {0}; /* by shard */
     if (answers == NULL)
         return 1;
     bool is_any_down = false;
     for (uint32_t i = 0; i < count; i++) {
         struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
-        is_up[i] = cmd_ask(addrs[i], &req, &answers[i], why[i], sizeof(why[i])) == 0;
+        is_up[i] = cmd_ask(addrs[i], &req, NULL, &answers[i], why[i], sizeof(why[i])) == 0;
         is_any_down |= !is_up[i];
         for (uint32_t g = 0; is_up[i] && g < answers[i].r.group_count; g++) {
-            if (answers[i].r.groups[g].commit > top_commit)
-                top_commit = answers[i].r.groups[g].commit;
+            const struct meta_group_status *gs = &answers[i].r.groups[g];
+            if (gs->shard < META_STATUS_GROUPS_MAX && gs->commit > top_commits[gs->shard])
+                top_commits[gs->shard] = gs->commit;
         }
     }
-    print_table(count, addrs, ids, answers, is_up, why, top_commit);
+    print_table(count, addrs, ids, answers, is_up, why, top_commits);
+    for (uint32_t i = 0; i < count; i++) {
+        if (is_up[i] && print_map(addrs[i], &answers[i]) == 0)
+            break;
+    }
     free(answers);
     return is_any_down ? 1 : 0;
 }

@@ -255,10 +255,11 @@ static bool exchange(struct fixture *f, const struct meta_request *req, const st
     return meta_response_decode(f->buf, n, f->resp) == 0 && f->resp->r.id == req->id;
 }
 
-/* Run cmd at the cluster: follow redirects, retry on a lost connection or
- * a leader not ready, within CALL_BUDGET_MS. Returns the reply's rc;
+/* Run cmd at shard's leader: follow redirects, retry on a lost connection
+ * or a leader not ready, within CALL_BUDGET_MS. Returns the reply's rc;
  * -ETIMEDOUT if the budget ran out. */
-static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mode mode)
+static int call_shard(struct fixture *f, uint32_t shard, const struct meta_cmd *cmd,
+                      enum meta_read_mode mode)
 {
     double end = now_ms() + CALL_BUDGET_MS;
     int next = f->connected_to >= 0 ? f->connected_to : 0;
@@ -270,9 +271,9 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
             usleep(20000);
             continue;
         }
-        struct meta_request req = {.id = ++f->next_id, .shard = 1, .epoch = 1,
+        struct meta_request req = {.id = ++f->next_id, .shard = shard, .epoch = 1,
                                    .kind = META_REQ_COMMAND, .read_mode = mode,
-                                   .data_cap = 4096};
+                                   .data_cap = META_MAP_BYTES_ENC_MAX};
         if (!exchange(f, &req, cmd)) {
             client_close(f);
             next = (next + 1) % f->nodes;
@@ -300,6 +301,20 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
         return rc;
     }
     return -ETIMEDOUT;
+}
+
+static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mode mode)
+{
+    return call_shard(f, META_ROOT_SHARD, cmd, mode);
+}
+
+/* The shard map, read at its leader, into *m. */
+static void map_read(struct fixture *f, struct meta_map *m)
+{
+    struct meta_cmd get = {.op = META_OP_MAP_GET};
+
+    assert_int_equal(call_shard(f, META_MAP_SHARD, &get, META_READ_LINEARIZABLE), 0);
+    assert_int_equal(meta_map_decode(f->resp->r.reply.data, f->resp->r.reply.data_len, m), 0);
 }
 
 static int mknod_at(struct fixture *f, uint64_t dir, const char *name, uint64_t *ino)
@@ -362,8 +377,8 @@ static bool checkpoint_catches_up(struct fixture *f, int i)
         if (client_connect(f, i)) {
             struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
             if (exchange(f, &st, NULL)) {
-                commit = commit == 0 ? f->resp->r.groups[0].commit : commit;
-                checkpoint = f->resp->r.groups[0].checkpoint;
+                commit = commit == 0 ? f->resp->r.groups[1].commit : commit;
+                checkpoint = f->resp->r.groups[1].checkpoint;
             }
         }
         client_close(f);
@@ -405,12 +420,13 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
         struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
         assert_true(exchange(f, &st, NULL));
         assert_int_equal(f->resp->r.node, i + 1);
-        assert_int_equal(f->resp->r.group_count, 1);
-        assert_int_equal(f->resp->r.groups[0].shard, 1);
-        bool is_leader = f->resp->r.groups[0].role == 4; /* RAFT_LEADER */
+        assert_int_equal(f->resp->r.group_count, 2); /* the map and "/" */
+        assert_int_equal(f->resp->r.groups[0].shard, META_MAP_SHARD);
+        assert_int_equal(f->resp->r.groups[1].shard, META_ROOT_SHARD);
+        bool is_leader = f->resp->r.groups[1].role == 4; /* RAFT_LEADER */
         leaders += is_leader;
         if (is_leader) /* followers may apply a moment later */
-            assert_true(f->resp->r.groups[0].files >= 202);
+            assert_true(f->resp->r.groups[1].files >= 202);
     }
     assert_int_equal(leaders, 1);
     char cmd[800];
@@ -522,12 +538,12 @@ static bool status_until(struct fixture *f, int i, bool (*pred)(const struct met
 
 static bool four_voters(const struct meta_response *r)
 {
-    return r->groups[0].voter_count == 4;
+    return r->groups[0].voter_count == 4 && r->groups[1].voter_count == 4;
 }
 
 static bool node4_leads(const struct meta_response *r)
 {
-    return r->groups[0].leader == 4;
+    return r->groups[0].leader == 4 && r->groups[1].leader == 4;
 }
 
 /* A fourth replica from empty: added as a learner it catches up by a
@@ -565,6 +581,14 @@ static void test_cluster_fourth_replica_joins_and_serves(void **state)
     assert_true(status_until(f, 3, node4_leads));
     assert_int_equal(mknod_at(f, dir, "j_new", NULL), 0);
     assert_int_equal(f->connected_to, 3); /* answered by the new leader */
+    /* the map leader put node 4's addresses into the map */
+    struct meta_map m;
+    map_read(f, &m);
+    assert_int_equal(m.member_count, 4);
+    assert_int_equal(m.members[3].id, 4);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", f->client_port[3]);
+    assert_string_equal(m.members[3].client_addr, addr);
 }
 
 /* Send a request of kind (no command) to the leader; returns its rc. */
@@ -574,7 +598,8 @@ static int call_kind(struct fixture *f, enum meta_req_kind kind, uint64_t sessio
         int i = f->connected_to >= 0 ? f->connected_to : 0;
         if (f->fd < 0 && !connect_wait(f, i))
             return -ECONNREFUSED;
-        struct meta_request req = {.id = ++f->next_id, .kind = kind, .session = session};
+        struct meta_request req = {.id = ++f->next_id, .kind = kind, .session = session,
+                                   .shard = META_ROOT_SHARD};
         if (!exchange(f, &req, NULL)) {
             client_close(f);
             continue;
@@ -691,6 +716,83 @@ static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **stat
     assert_int_equal(f->resp->r.reply.attr.ino, 1);
 }
 
+/* The map: written by the first leader from the cluster file; read by
+ * anyone, changed by no client. Requests name a shard and its epoch. */
+static void test_cluster_shard_map_and_epochs(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_map m;
+
+    map_read(f, &m);
+    assert_int_equal(m.version, 1);
+    assert_string_equal(m.volume, "arbor");
+    assert_int_equal(m.block_bytes, META_BLOCK_BYTES);
+    assert_int_equal(m.window_s, META_WINDOW_S_DEFAULT);
+    assert_true(strncmp(m.store_url, "file://", 7) == 0);
+    assert_int_equal(m.member_count, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        char addr[64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%u", f->client_port[i]);
+        assert_int_equal(m.members[i].id, i + 1);
+        assert_string_equal(m.members[i].client_addr, addr);
+    }
+    assert_int_equal(m.shard_count, 2);
+    assert_int_equal(m.shards[1].id, META_ROOT_SHARD);
+    assert_int_equal(m.shards[1].root_ino, 1);
+    assert_int_equal(m.shards[1].epoch, 1);
+    /* inode numbers come from shard 1's lease */
+    uint64_t ino;
+    assert_int_equal(mknod_at(f, 1, "leased", &ino), 0);
+    assert_true(ino >= m.shards[1].ino_lo && ino < m.shards[1].ino_hi);
+    /* slice ids too, each range once */
+    struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = 100};
+    assert_int_equal(call(f, &al, META_READ_LINEARIZABLE), 0);
+    uint64_t first = f->resp->r.reply.attr.ino;
+    assert_int_equal(f->resp->r.reply.attr.size, 100);
+    assert_int_equal(call(f, &al, META_READ_LINEARIZABLE), 0);
+    assert_true(f->resp->r.reply.attr.ino >= first + 100);
+    assert_true(first >= m.shards[1].slice_lo && first < m.shards[1].slice_hi);
+    /* a stale epoch is refused with the current one, and nothing happens */
+    assert_true(connect_wait(f, 0));
+    struct meta_request old = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 7,
+                               .kind = META_REQ_COMMAND};
+    struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "never", .name_len = 5,
+                          .mode = S_IFREG | 0644};
+    assert_true(exchange(f, &old, &mk));
+    assert_int_equal(f->resp->r.rc, -AR_ESTALEEPOCH);
+    assert_int_equal(f->resp->r.epoch, 1);
+    assert_int_equal(lookup(f, 1, "never", META_READ_LINEARIZABLE), -ENOENT);
+    /* no client writes the map; the map shard holds no files */
+    static uint8_t bytes[META_MAP_BYTES_ENC_MAX];
+    size_t len;
+    m.version++;
+    assert_int_equal(meta_map_encode(&m, bytes, sizeof(bytes), &len), 0);
+    struct meta_cmd set = {.op = META_OP_MAP_SET, .cookie = m.version - 1, .value = bytes,
+                           .value_len = (uint32_t)len};
+    assert_int_equal(call_shard(f, META_MAP_SHARD, &set, META_READ_LINEARIZABLE), -EPERM);
+    assert_int_equal(call_shard(f, META_MAP_SHARD, &mk, META_READ_LINEARIZABLE), -AR_EREDIRECT);
+    /* the root got its times from the first leader, the same on every replica */
+    int64_t mtime = 0;
+    for (int i = 0; i < f->nodes; i++) {
+        struct meta_request rd = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
+                                  .kind = META_REQ_COMMAND, .read_mode = META_READ_FOLLOWER};
+        struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = 1};
+        int64_t seen = 0;
+        for (int tries = 0; tries < 200 && seen == 0; tries++) {
+            assert_true(connect_wait(f, i));
+            assert_true(exchange(f, &rd, &ga));
+            seen = f->resp->r.rc == 0 ? f->resp->r.reply.attr.mtime_ns : 0;
+            rd.id = ++f->next_id;
+            if (seen == 0)
+                usleep(20000);
+        }
+        assert_true(seen > 0);
+        mtime = mtime == 0 ? seen : mtime;
+        assert_true(seen == mtime);
+    }
+    client_close(f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -700,6 +802,7 @@ int main(void)
         T(test_cluster_leader_crash_loses_nothing_acknowledged),
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
         T(test_cluster_silent_session_is_closed_and_releases),
+        T(test_cluster_shard_map_and_epochs),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
