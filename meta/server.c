@@ -50,6 +50,7 @@
 #define SESSION_TIMEOUT_DEFAULT_MS 30000u
 #define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
 #define CONNS_MAX        1024u
+#define CONN_OUT_MAX     (64u << 20) /* responses a client has not read: past it, close */
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
 #define GROUP_COUNT      2u       /* shard 0 (the map) and shard 1 ("/") */
 
@@ -134,6 +135,10 @@ struct conn {
     uint8_t *rx;
     size_t used;
     size_t cap;
+    uint8_t *out;         /* responses of this loop turn, written at its end */
+    size_t out_len;
+    size_t out_cap;
+    bool is_dirty;        /* in the server's dirty list */
     bool is_closing;
 };
 
@@ -144,6 +149,9 @@ struct meta_server {
     uv_tcp_t listener;
     uv_timer_t tick;
     uv_check_t check;
+    uv_prepare_t prepare;
+    uint32_t dirty[CONNS_MAX];    /* connections with responses to write */
+    uint32_t dirty_count;
     struct group groups[GROUP_COUNT]; /* by shard id */
     struct conn *conns[CONNS_MAX];
     uint64_t conn_gen;
@@ -206,22 +214,77 @@ static void write_done(uv_write_t *w, int status)
     ar_free(w);
 }
 
+static void conn_close(struct conn *c);
+
+/* Write what the loop turn queued for c: at once if the socket takes it
+ * (the common case), the rest through libuv's queue, which keeps order. */
+static void conn_flush(struct conn *c)
+{
+    c->is_dirty = false;
+    if (c->is_closing || c->out_len == 0)
+        return;
+    uv_buf_t buf = uv_buf_init((char *)c->out, (unsigned)c->out_len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (n < 0 && n != UV_EAGAIN) {
+        c->out_len = 0;
+        return; /* a broken connection: the read side sees it go */
+    }
+    if (done < c->out_len) {
+        uv_write_t *w = ar_malloc(sizeof(*w));
+        uint8_t *rest = ar_malloc(c->out_len - done);
+        if (w == NULL || rest == NULL) {
+            ar_free(w);
+            ar_free(rest);
+            conn_close(c); /* a response cut in the middle: the client must start over */
+            return;
+        }
+        memcpy(rest, c->out + done, c->out_len - done);
+        w->data = rest;
+        buf = uv_buf_init((char *)rest, (unsigned)(c->out_len - done));
+        if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, write_done) != 0) {
+            ar_free(rest);
+            ar_free(w);
+        }
+    }
+    c->out_len = 0;
+}
+
+static void flush_all(struct meta_server *s)
+{
+    for (uint32_t i = 0; i < s->dirty_count; i++) {
+        struct conn *c = s->conns[s->dirty[i]];
+        if (c != NULL)
+            conn_flush(c);
+    }
+    s->dirty_count = 0;
+}
+
+/* Queue a frame for c; written once the loop turn is done (flush_all), so
+ * that the responses of a turn to one connection take one system call. */
 static void conn_send(struct conn *c, const uint8_t *frame, size_t len)
 {
-    uv_write_t *w = ar_malloc(sizeof(*w));
-    uint8_t *copy = ar_malloc(len);
+    struct meta_server *s = c->srv;
 
-    if (w == NULL || copy == NULL) {
-        ar_free(w);
-        ar_free(copy);
-        return; /* the client times out and retries: retries apply once */
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap < 65536 ? 65536 : c->out_cap;
+        while (cap < c->out_len + len) {
+            cap *= 2;
+        }
+        uint8_t *p = cap <= CONN_OUT_MAX ? ar_realloc(c->out, cap) : NULL;
+        if (p == NULL) {
+            ar_log(AR_LOG_WARN, "a client does not read its responses: connection closed");
+            conn_close(c);
+            return;
+        }
+        c->out = p;
+        c->out_cap = cap;
     }
-    memcpy(copy, frame, len);
-    w->data = copy;
-    uv_buf_t buf = uv_buf_init((char *)copy, (unsigned)len);
-    if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, write_done) != 0) {
-        ar_free(copy);
-        ar_free(w);
+    memcpy(c->out + c->out_len, frame, len);
+    c->out_len += len;
+    if (!c->is_dirty) {
+        c->is_dirty = true;
+        s->dirty[s->dirty_count++] = c->slot; /* a slot is dirty at most once */
     }
 }
 
@@ -230,7 +293,7 @@ static void respond(struct meta_server *s, struct conn *c, struct meta_response 
 {
     size_t len;
 
-    if (meta_response_encode(resp, op, s->tx, CONN_RX_MAX, &len) == 0)
+    if (!c->is_closing && meta_response_encode(resp, op, s->tx, CONN_RX_MAX, &len) == 0)
         conn_send(c, s->tx, len);
 }
 
@@ -586,9 +649,6 @@ static void finish_ready(struct group *g)
         raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
     }
     raft_transport_flush(s->transport);
-    for (uint32_t i = 0; i < g->rd.committed_count; i++) {
-        apply_entry(g, &g->rd.committed[i]);
-    }
     for (uint32_t i = 0; i < g->rd.read_count; i++) {
         for (uint32_t k = 0; k < g->pending_count; k++) {
             struct pending *p = &g->pending[k];
@@ -709,6 +769,19 @@ static void group_turn(struct group *g)
     struct meta_server *s = g->srv;
 
     maybe_checkpoint(g);
+    if (g->is_persisting) {
+        /* what committed meanwhile (a follower's ack) is answered now, not
+         * after this disk write and the next */
+        struct raft_entry *e;
+        uint32_t n = raft_committed_take(g->node, &e);
+        for (uint32_t i = 0; i < n; i++) {
+            apply_entry(g, &e[i]);
+        }
+        raft_free(e);
+        if (n > 0)
+            serve_ready_reads(g);
+        return;
+    }
     /* bounded: a ready with nothing for the disk is finished here, and
      * readies only come from work already done */
     for (int k = 0; k < 64 && !g->is_persisting; k++) {
@@ -722,6 +795,13 @@ static void group_turn(struct group *g)
             raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
         }
         raft_transport_flush(s->transport);
+        /* the committed entries are stable already: apply and answer them
+         * now, not after this ready's own disk write */
+        for (uint32_t i = 0; i < g->rd.committed_count; i++) {
+            apply_entry(g, &g->rd.committed[i]);
+        }
+        raft_applied_early(g->node, &g->rd);
+        serve_ready_reads(g);
         /* a ready that only moves the commit index needs no disk (raft.h) */
         if (g->rd.must_sync || g->compact_to > 0) {
             g->persist.data = g;
@@ -1223,8 +1303,12 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         return;
     }
     bool is_leader = raft_role(g->node) == RAFT_LEADER;
-    if (is_query(cmd->op) && req.read_mode == META_READ_FOLLOWER &&
-        is_fresh_enough(g, req.stale_ms)) {
+    /* answered now: a follower read fresh enough, or a read at the leader
+     * inside its lease with the state applied to the lease's read point */
+    raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
+    if (is_query(cmd->op) &&
+        ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
+         (at != 0 && raft_applied_index(g->node) >= at))) {
         reply_reset(s, req.data_cap);
         struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
         resp.rc = meta_shard_read(g->state, cmd, &s->reply);
@@ -1245,7 +1329,8 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_not_leader(s, c, req.id, g);
     else if (rc != 0)
         respond_rc(s, c, req.id, rc);
-    group_turn(g);
+    /* the group turns after the poll (on_check): one ready for all the
+     * requests this poll brought */
 }
 
 /* ---- connections ------------------------------------------------------------------------------ */
@@ -1257,6 +1342,7 @@ static void conn_closed(uv_handle_t *h)
 
     s->conns[c->slot] = NULL;
     ar_free(c->rx);
+    ar_free(c->out);
     ar_free(c);
     s->open_handles--;
 }
@@ -1398,6 +1484,13 @@ static void on_check(uv_check_t *h)
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         group_turn(&s->groups[i]);
     }
+    flush_all(s);
+}
+
+/* Before the loop waits: write what timers and callbacks answered. */
+static void on_prepare(uv_prepare_t *h)
+{
+    flush_all(h->data);
 }
 
 /* ---- start and stop ----------------------------------------------------------------------------- */
@@ -1590,7 +1683,10 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
     uv_check_init(loop, &s->check);
     s->check.data = s;
     uv_check_start(&s->check, on_check);
-    s->open_handles += 2;
+    uv_prepare_init(loop, &s->prepare);
+    s->prepare.data = s;
+    uv_prepare_start(&s->prepare, on_prepare);
+    s->open_handles += 3;
     *out = s;
     ar_log(AR_LOG_INFO, "node %" PRIu64 " serving shards 0..%u: clients on %s, raft on %s",
            cfg->id, GROUP_COUNT - 1, self_node(cfg)->client_addr, self_node(cfg)->raft_addr);
@@ -1609,9 +1705,10 @@ void meta_server_stop(struct meta_server *s)
     if (s == NULL || s->is_stopping)
         return;
     s->is_stopping = true;
-    if (s->open_handles >= 2 && uv_is_active((uv_handle_t *)&s->tick)) {
+    if (s->open_handles >= 3 && uv_is_active((uv_handle_t *)&s->tick)) {
         uv_close((uv_handle_t *)&s->tick, handle_closed);
         uv_close((uv_handle_t *)&s->check, handle_closed);
+        uv_close((uv_handle_t *)&s->prepare, handle_closed);
     }
     if (s->listener.data == s && !uv_is_closing((uv_handle_t *)&s->listener))
         uv_close((uv_handle_t *)&s->listener, handle_closed);

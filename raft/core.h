@@ -214,6 +214,7 @@ struct raft_node {
     uint32_t ready_msg_count;          /* freeing the node frees them too */
     struct raft_entry *ready_entries;
     struct raft_entry *ready_committed;
+    raft_index ready_committed_last; /* the last entry the ready out hands to apply, 0 none */
     struct raft_read *ready_reads;
     struct raft_snapshot_want *ready_wants;
     bool is_chunk_out;          /* the outstanding ready carries a chunk */

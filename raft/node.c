@@ -511,6 +511,14 @@ int raft_read_index(struct raft_node *n, uint64_t id, bool is_lease)
     return 0;
 }
 
+raft_index raft_lease_read(const struct raft_node *n)
+{
+    RAFT_ASSERT(n != NULL);
+    if (n->role != RAFT_LEADER || !has_committed_own_term(n) || !lease_valid(n))
+        return 0;
+    return n->log.commit;
+}
+
 int raft_transfer_leader(struct raft_node *n, raft_id to)
 {
     RAFT_ASSERT(n != NULL);
@@ -774,6 +782,8 @@ bool raft_ready(struct raft_node *n, struct raft_ready *rd)
     n->ready_msg_count = rd->msg_count;
     n->ready_entries = rd->entries;
     n->ready_committed = rd->committed;
+    n->ready_committed_last = rd->committed_count > 0 ? rd->committed[rd->committed_count - 1].index
+                                                      : 0;
     n->ready_reads = rd->reads;
     n->ready_wants = rd->wants;
     if (rd->entry_count > 0) {
@@ -821,7 +831,8 @@ void raft_advance(struct raft_node *n, struct raft_ready *rd)
     if (rd->entry_count > 0 && raft__log_term(&n->log, n->ready_last, &t) &&
         t == n->ready_last_term && n->ready_last > n->log.stable)
         n->log.stable = n->ready_last;
-    if (rd->committed_count > 0)
+    /* raft_committed_take() may have applied past the ready's entries */
+    if (rd->committed_count > 0 && rd->committed[rd->committed_count - 1].index > n->log.applied)
         n->log.applied = rd->committed[rd->committed_count - 1].index;
     if (rd->has_chunk) {
         advance_chunk(n, rd);
@@ -837,6 +848,7 @@ void raft_advance(struct raft_node *n, struct raft_ready *rd)
     n->ready_msgs = NULL;
     n->ready_msg_count = 0;
     n->ready_entries = n->ready_committed = NULL;
+    n->ready_committed_last = 0;
     n->ready_reads = NULL;
     n->ready_wants = NULL;
     uint32_t kept = 0;
@@ -851,6 +863,38 @@ void raft_advance(struct raft_node *n, struct raft_ready *rd)
     n->is_ready_out = false;
     if (n->role == RAFT_LEADER)
         raft__maybe_commit(n); /* its own disk caught up */
+}
+
+void raft_applied_early(struct raft_node *n, const struct raft_ready *rd)
+{
+    RAFT_ASSERT(n != NULL && rd != NULL && n->is_ready_out);
+    if (rd->committed_count == 0)
+        return;
+    raft_index last = rd->committed[rd->committed_count - 1].index;
+    RAFT_ASSERT(last <= n->log.stable);
+    n->log.applied = last;
+}
+
+uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out)
+{
+    RAFT_ASSERT(n != NULL && out != NULL);
+    *out = NULL;
+    /* in order: the ready's own entries first; nothing beside a snapshot */
+    if (n->ready_committed_last > n->log.applied || n->has_chunk || n->is_chunk_out)
+        return 0;
+    if (n->role == RAFT_LEADER)
+        raft__maybe_commit(n);
+    raft_index apply_to = n->log.commit < n->log.stable ? n->log.commit : n->log.stable;
+    if (apply_to - n->log.applied > RAFT_APPLY_BATCH_MAX)
+        apply_to = n->log.applied + RAFT_APPLY_BATCH_MAX;
+    if (apply_to <= n->log.applied)
+        return 0;
+    *out = copy_entries(&n->log, n->log.applied + 1, apply_to);
+    if (*out == NULL)
+        return 0; /* out of memory: the next ready hands them out */
+    uint32_t count = (uint32_t)(apply_to - n->log.applied);
+    n->log.applied = apply_to;
+    return count;
 }
 
 /* ---- queries -------------------------------------------------------------------------------- */

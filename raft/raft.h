@@ -253,6 +253,11 @@ RAFT_API int raft_change_config(struct raft_node *n, const struct raft_config *n
  * Returns -RAFT_ENOTLEADER, -RAFT_EBUSY (no entry of this term committed
  * yet: try again shortly), -ENOBUFS (too many reads pending). */
 RAFT_API int raft_read_index(struct raft_node *n, uint64_t id, bool is_lease);
+/* The same read point a valid lease gives, at once and without a ready:
+ * the commit index, or 0 when the read must go through raft_read_index()
+ * (not the leader, no entry of its term committed yet, or no valid lease).
+ * The read is linearizable once the host has applied that far. */
+RAFT_API raft_index raft_lease_read(const struct raft_node *n);
 
 /* Hand leadership to a voter that is (or soon will be) up to date. Returns
  * -RAFT_ENOTLEADER, -RAFT_EBUSY, -EINVAL (not a voter, or self). */
@@ -291,6 +296,19 @@ RAFT_API void raft_snapshot_fail(struct raft_node *n);
  * keeps every pointer in it alive) until raft_advance(n, rd). */
 RAFT_API bool raft_ready(struct raft_node *n, struct raft_ready *rd);
 RAFT_API void raft_advance(struct raft_node *n, struct raft_ready *rd);
+/* The host applied rd's committed entries before persisting rd (they are
+ * stable already: a ready commits only what earlier readies persisted), so
+ * their clients need not wait for this ready's disk write: count them
+ * applied now. raft_advance() then does the rest. */
+RAFT_API void raft_applied_early(struct raft_node *n, const struct raft_ready *rd);
+/* Entries committed (and stable here) that no ready handed out, for a host
+ * that applies between readies — while a ready persists, say — so that
+ * clients need not wait for that disk write. Returns how many are in *out
+ * (free it with raft_free(); the entries' data stays valid until the next
+ * raft_ready()), now counted applied; the host applies them in order.
+ * 0 while the ready out still has committed entries to apply, or a
+ * snapshot is on its way. */
+RAFT_API uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out);
 
 /* Queries. */
 RAFT_API enum raft_role raft_role(const struct raft_node *n);

@@ -1,9 +1,11 @@
 /* tools/bench_meta.c - `arbor bench meta`: a 3-replica shard on 127.0.0.1
  * (three `arbor serve` processes this command formats and starts), driven
  * through the client protocol directly (no FUSE) by 1, 16 and 64 clients.
- * Each client is a connection with one request at a time; each phase runs
- * for a few seconds and prints ops/s and p50/p99 latency. Servers and
- * clients share the machine's cores.
+ * Each client has one request at a time in flight; clients share --conns
+ * connections (a mount's threads share its connection), whose requests of a
+ * loop turn go out in one write. Each phase runs for a few seconds and
+ * prints ops/s and p50/p99 latency. Servers and clients share the
+ * machine's cores.
  * Phases: create (each client in its own directory), getattr and lookup
  * (random files made by create, linearizable), readdir (directories of
  * 1,000 entries, a page of 1,000), rename (within a client's directory),
@@ -40,16 +42,23 @@ static const char *const phase_names[] = {"create", "getattr", "lookup", "readdi
 
 struct bench;
 
-struct client {
+/* A connection that clients share. */
+struct bconn {
     struct bench *b;
-    uint32_t index;
     uv_tcp_t tcp;
     uv_connect_t connect_req;
-    uv_write_t write_req;
-    uint8_t tx[4096];
+    uint8_t *tx;              /* requests of this loop turn */
+    size_t tx_len;
+    size_t tx_cap;
     uint8_t *rx;
     size_t used;
     size_t cap;
+};
+
+struct client {
+    struct bench *b;
+    uint32_t index;
+    struct bconn *conn;
     uint64_t dir;             /* its directory */
     uint64_t inos[FILES_MAX]; /* the files it made */
     uint32_t made;            /* files made in it */
@@ -65,6 +74,10 @@ struct bench {
     uint32_t leader;          /* index of the node that leads */
     struct client clients[CLIENTS_MAX];
     uint32_t client_count;
+    struct bconn conns[CLIENTS_MAX];
+    uint32_t conn_count;
+    uint32_t conns_wanted;    /* --conns; 0: one a client */
+    uv_prepare_t flusher;
     enum phase phase;
     double phase_end;
     double phase_start;
@@ -76,6 +89,9 @@ struct bench {
     uint64_t readdir_dir;     /* a directory of READDIR_SIZE files */
     struct meta_response_buf *resp;
     double seconds;
+    uint32_t counts[8];       /* --clients */
+    uint32_t count_count;
+    unsigned ops;             /* --ops: a bit per phase run */
 };
 
 static uint64_t next_rand(struct bench *b)
@@ -97,25 +113,64 @@ static void client_next(struct client *c);
 
 static void written(uv_write_t *w, int status)
 {
-    (void)w;
     (void)status;
+    free(w->data);
+    free(w);
 }
 
+/* Before the loop waits: each connection's requests in one write; what the
+ * socket does not take goes through libuv's queue. */
+static void flush_conns(uv_prepare_t *h)
+{
+    struct bench *b = h->data;
+
+    for (uint32_t i = 0; i < b->conn_count; i++) {
+        struct bconn *k = &b->conns[i];
+        if (k->tx_len == 0)
+            continue;
+        uv_buf_t buf = uv_buf_init((char *)k->tx, (unsigned)k->tx_len);
+        int n = uv_try_write((uv_stream_t *)&k->tcp, &buf, 1);
+        size_t done = n > 0 ? (size_t)n : 0;
+        if (done < k->tx_len) {
+            uv_write_t *w = malloc(sizeof(*w));
+            uint8_t *rest = malloc(k->tx_len - done);
+            if (w == NULL || rest == NULL) {
+                fprintf(stderr, "arbor bench meta: out of memory\n");
+                exit(1);
+            }
+            memcpy(rest, k->tx + done, k->tx_len - done);
+            w->data = rest;
+            buf = uv_buf_init((char *)rest, (unsigned)(k->tx_len - done));
+            uv_write(w, (uv_stream_t *)&k->tcp, &buf, 1, written);
+        }
+        k->tx_len = 0;
+    }
+}
+
+/* Queue cmd on c's connection; the request id names the client. */
 static void send_cmd(struct client *c, const struct meta_cmd *cmd)
 {
-    static uint64_t next_id;
-    struct meta_request req = {.id = ++next_id, .shard = 1, .epoch = 1,
-                               .kind = META_REQ_COMMAND};
+    static uint64_t next_seq;
+    struct bconn *k = c->conn;
+    struct meta_request req = {.id = ++next_seq * CLIENTS_MAX + c->index, .shard = 1,
+                               .epoch = 1, .kind = META_REQ_COMMAND};
     size_t len;
 
-    if (meta_request_encode(&req, cmd, c->tx, sizeof(c->tx), &len) != 0) {
+    if (k->tx_cap - k->tx_len < 4096) {
+        k->tx_cap = k->tx_cap == 0 ? 65536 : k->tx_cap * 2;
+        k->tx = realloc(k->tx, k->tx_cap);
+        if (k->tx == NULL) {
+            fprintf(stderr, "arbor bench meta: out of memory\n");
+            exit(1);
+        }
+    }
+    if (meta_request_encode(&req, cmd, k->tx + k->tx_len, 4096, &len) != 0) {
         fprintf(stderr, "arbor bench meta: cannot encode a request\n");
         exit(1);
     }
+    k->tx_len += len;
     c->sent_at = cmd_now();
     c->is_busy = true;
-    uv_buf_t buf = uv_buf_init((char *)c->tx, (unsigned)len);
-    uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &buf, 1, written);
 }
 
 /* The command of the current phase for client c, or false when it has none left. */
@@ -181,15 +236,15 @@ static void client_next(struct client *c)
     send_cmd(c, &cmd);
 }
 
-static void on_response(struct client *c, const uint8_t *frame, size_t len)
+static void on_response(struct bench *b, const uint8_t *frame, size_t len)
 {
-    struct bench *b = c->b;
     double now = cmd_now();
 
     if (meta_response_decode(frame, len, b->resp) != 0) {
         fprintf(stderr, "arbor bench meta: a response that does not decode\n");
         exit(1);
     }
+    struct client *c = &b->clients[b->resp->r.id % CLIENTS_MAX];
     int rc = b->resp->r.rc;
     if (rc == 0) {
         b->done++;
@@ -212,7 +267,7 @@ static void on_response(struct client *c, const uint8_t *frame, size_t len)
 
 static void rx_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct client *c = h->data;
+    struct bconn *c = h->data;
 
     (void)suggested;
     if (c->cap - c->used < 65536) {
@@ -230,7 +285,7 @@ static void rx_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    struct client *c = s->data;
+    struct bconn *c = s->data;
     size_t at = 0;
 
     (void)buf;
@@ -240,13 +295,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         exit(1);
     }
     c->used += (size_t)nread;
-    /* bounded: a client has one request in flight */
+    /* bounded: each client of the connection has one request in flight */
     while (c->used - at >= 4) {
         uint32_t n;
         memcpy(&n, c->rx + at, 4);
         if (c->used - at - 4 < n)
             break;
-        on_response(c, c->rx + at + 4, n);
+        on_response(c->b, c->rx + at + 4, n);
         at += 4 + (size_t)n;
     }
     memmove(c->rx, c->rx + at, c->used - at);
@@ -255,7 +310,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    struct client *c = req->data;
+    struct bconn *c = req->data;
 
     if (status < 0) {
         fprintf(stderr, "arbor bench meta: cannot connect: %s\n", uv_strerror(status));
@@ -300,7 +355,7 @@ static void run_phase(struct bench *b, enum phase p)
     qsort(b->lat, b->lat_count, sizeof(double), cmp_double);
     double p50 = b->lat_count ? b->lat[b->lat_count / 2] * 1e3 : 0;
     double p99 = b->lat_count ? b->lat[(uint64_t)b->lat_count * 99 / 100] * 1e3 : 0;
-    printf("%7u  %-8s %12.0f %9.3f %9.3f%s\n", b->client_count, phase_names[p],
+    printf("%7u %5u  %-8s %12.0f %9.3f %9.3f%s\n", b->client_count, b->conn_count, phase_names[p],
            (double)b->done / took, p50, p99, b->errors ? "  (errors)" : "");
     fflush(stdout);
 }
@@ -360,21 +415,29 @@ static int start_cluster(const char *dir, uint16_t *client_ports, pid_t *pids)
     return 0;
 }
 
-static int connect_all(struct bench *b, uint32_t count, uint16_t port)
+/* count clients over conns connections (0: one each), dealt round-robin. */
+static int connect_all(struct bench *b, uint32_t count, uint32_t conns, uint16_t port)
 {
     struct sockaddr_in sa;
 
     uv_ip4_addr("127.0.0.1", port, &sa);
+    b->conn_count = conns == 0 || conns > count ? count : conns;
+    for (uint32_t i = 0; i < b->conn_count; i++) {
+        struct bconn *k = &b->conns[i];
+        memset(k, 0, sizeof(*k));
+        k->b = b;
+        uv_tcp_init(&b->loop, &k->tcp);
+        k->tcp.data = k;
+        k->connect_req.data = k;
+        uv_tcp_nodelay(&k->tcp, 1);
+        uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&sa, on_connect);
+    }
     for (uint32_t i = 0; i < count; i++) {
         struct client *c = &b->clients[i];
         memset(c, 0, sizeof(*c));
         c->b = b;
         c->index = i;
-        uv_tcp_init(&b->loop, &c->tcp);
-        c->tcp.data = c;
-        c->connect_req.data = c;
-        uv_tcp_nodelay(&c->tcp, 1);
-        uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&sa, on_connect);
+        c->conn = &b->conns[i % b->conn_count];
     }
     b->client_count = count;
     for (int i = 0; i < 100; i++) {
@@ -385,14 +448,18 @@ static int connect_all(struct bench *b, uint32_t count, uint16_t port)
 
 static void close_all(struct bench *b)
 {
-    for (uint32_t i = 0; i < b->client_count; i++) {
-        uv_close((uv_handle_t *)&b->clients[i].tcp, NULL);
+    for (uint32_t i = 0; i < b->conn_count; i++) {
+        uv_close((uv_handle_t *)&b->conns[i].tcp, NULL);
     }
+    uv_prepare_stop(&b->flusher);
     uv_run(&b->loop, UV_RUN_DEFAULT);
-    for (uint32_t i = 0; i < b->client_count; i++) {
-        free(b->clients[i].rx);
+    uv_prepare_start(&b->flusher, flush_conns);
+    for (uint32_t i = 0; i < b->conn_count; i++) {
+        free(b->conns[i].rx);
+        free(b->conns[i].tx);
     }
     b->client_count = 0;
+    b->conn_count = 0;
 }
 
 /* Wait (bounded) until every server accepts connections. */
@@ -425,7 +492,7 @@ static int find_leader(struct bench *b, const uint16_t *ports)
         return -1;
     for (int round = 0; round < 200; round++) {
         for (uint32_t i = 0; i < NODES; i++) {
-            connect_all(b, 1, ports[i]);
+            connect_all(b, 1, 1, ports[i]);
             int rc = setup_call(b, &b->clients[0], &sf);
             close_all(b);
             if (rc == 0)
@@ -440,7 +507,7 @@ static int run_clients(struct bench *b, uint32_t count, uint16_t port, uint32_t 
 {
     char name[32];
 
-    connect_all(b, count, port);
+    connect_all(b, count, b->conns_wanted, port);
     /* each client its own directory; one directory of READDIR_SIZE files */
     for (uint32_t i = 0; i < count; i++) {
         snprintf(name, sizeof(name), "c%u_%u", round, i);
@@ -471,6 +538,9 @@ static int run_clients(struct bench *b, uint32_t count, uint16_t port, uint32_t 
         }
     }
     for (enum phase p = PH_CREATE; p < PH_COUNT; p++) {
+        /* create always runs: the other phases use its files */
+        if (p != PH_CREATE && !(b->ops & (1u << p)))
+            continue;
         run_phase(b, p);
         for (uint32_t i = 0; p == PH_RENAME && i < count; i++) {
             b->clients[i].renamed = b->clients[i].cursor;
@@ -480,20 +550,81 @@ static int run_clients(struct bench *b, uint32_t count, uint16_t port, uint32_t 
     return 0;
 }
 
-/* --seconds into b; 0, or the exit status (-1: --help). */
+/* "create,getattr" into a bit per phase; 0 if a name is unknown. */
+static unsigned parse_ops(const char *list)
+{
+    unsigned ops = 0;
+
+    /* bounded by the list's length */
+    while (*list != '\0') {
+        size_t n = strcspn(list, ",");
+        unsigned bit = 0;
+        for (unsigned p = 0; p < PH_COUNT; p++) {
+            if (strlen(phase_names[p]) == n && strncmp(list, phase_names[p], n) == 0)
+                bit = 1u << p;
+        }
+        if (bit == 0)
+            return 0;
+        ops |= bit;
+        list += n + (list[n] == ',');
+    }
+    return ops;
+}
+
+/* The options into b; 0, or the exit status (-1: --help). */
 static int meta_opts(int argc, char **argv, struct bench *b)
 {
     static const struct option longopts[] = {
         {"seconds", required_argument, NULL, 's'},
+        {"clients", required_argument, NULL, 'c'},
+        {"ops", required_argument, NULL, 'o'},
+        {"conns", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
 
     b->seconds = 3;
+    b->ops = (1u << PH_COUNT) - 1;
+    b->count_count = 3;
+    b->counts[0] = 1;
+    b->counts[1] = 16;
+    b->counts[2] = 64;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
+        case 'c': {
+            const char *p = optarg;
+            b->count_count = 0;
+            /* bounded by the list's length and the array */
+            while (*p != '\0' && b->count_count < AR_ARRAY_LEN(b->counts)) {
+                char *end;
+                unsigned long n = strtoul(p, &end, 10);
+                if (n == 0 || n > CLIENTS_MAX || (*end != ',' && *end != '\0')) {
+                    fprintf(stderr, "arbor bench meta: --clients wants counts 1..%u, "
+                                    "comma-separated\n", CLIENTS_MAX);
+                    return 2;
+                }
+                b->counts[b->count_count++] = (uint32_t)n;
+                p = end + (*end == ',');
+            }
+            break;
+        }
+        case 'n':
+            b->conns_wanted = (uint32_t)strtoul(optarg, NULL, 10);
+            if (b->conns_wanted == 0 || b->conns_wanted > CLIENTS_MAX) {
+                fprintf(stderr, "arbor bench meta: --conns wants 1..%u\n", CLIENTS_MAX);
+                return 2;
+            }
+            break;
+        case 'o':
+            b->ops = parse_ops(optarg);
+            if (b->ops == 0) {
+                fprintf(stderr, "arbor bench meta: --ops wants names of create, getattr, "
+                                "lookup, readdir, rename, unlink\n");
+                return 2;
+            }
+            break;
         case 's':
             b->seconds = strtod(optarg, NULL);
             if (b->seconds <= 0 || b->seconds > 60) {
@@ -502,12 +633,19 @@ static int meta_opts(int argc, char **argv, struct bench *b)
             }
             break;
         case 'h':
-            printf("usage: arbor bench meta [--seconds S]\n\n"
+            printf("usage: arbor bench meta [--seconds S] [--clients N,...] [--conns C]\n"
+                   "                        [--ops OP,...]\n\n"
                    "Format and start a 3-replica shard (arbor serve x3) on 127.0.0.1 in a new\n"
                    "directory under $TMPDIR or /var/tmp (removed after), then drive it through\n"
                    "the client protocol with 1, 16 and 64 clients, one request each in flight,\n"
                    "S seconds a phase (default 3): create, getattr, lookup, readdir (1,000\n"
-                   "entries), rename, unlink. Prints ops/s and p50/p99 latency.\n");
+                   "entries), rename, unlink. Prints ops/s and p50/p99 latency.\n"
+                   "--clients: the client counts to run (default 1,16,64, at most %u);\n"
+                   "--conns: connections the clients share, round-robin (default: one a\n"
+                   "client; a mount's threads share one, so 64 clients over 4 connections\n"
+                   "is four busy mounts);\n"
+                   "--ops: the phases to run (create always runs: the others use its files).\n",
+                   CLIENTS_MAX);
             return -1;
         default:
             return 2;
@@ -519,7 +657,6 @@ static int meta_opts(int argc, char **argv, struct bench *b)
 int bench_meta(int argc, char **argv)
 {
     static struct bench b;
-    static const uint32_t counts[] = {1, 16, 64};
     pid_t pids[NODES] = {0};
 
     int orc = meta_opts(argc, argv, &b);
@@ -536,6 +673,11 @@ int bench_meta(int argc, char **argv)
     b.resp = malloc(sizeof(*b.resp));
     b.rng = 0x9e3779b97f4a7c15ull;
     int rc = b.lat && b.resp && uv_loop_init(&b.loop) == 0 ? 0 : 1;
+    if (rc == 0) {
+        uv_prepare_init(&b.loop, &b.flusher);
+        b.flusher.data = &b;
+        uv_prepare_start(&b.flusher, flush_conns);
+    }
     if (rc == 0)
         rc = start_cluster(dir, b.ports, pids) == 0 ? 0 : 1;
     int leader = rc == 0 ? find_leader(&b, b.ports) : -1;
@@ -545,9 +687,10 @@ int bench_meta(int argc, char **argv)
     } else {
         printf("arbor bench meta: 3 replicas, leader node %d, %g s a phase, data in %s\n",
                leader + 1, b.seconds, dir);
-        printf("%7s  %-8s %12s %9s %9s\n", "clients", "op", "ops/s", "p50 ms", "p99 ms");
-        for (size_t i = 0; rc == 0 && i < AR_ARRAY_LEN(counts); i++) {
-            rc = run_clients(&b, counts[i], b.ports[leader], (uint32_t)i);
+        printf("%7s %5s  %-8s %12s %9s %9s\n", "clients", "conns", "op", "ops/s", "p50 ms",
+               "p99 ms");
+        for (uint32_t i = 0; rc == 0 && i < b.count_count; i++) {
+            rc = run_clients(&b, b.counts[i], b.ports[leader], i);
         }
     }
     for (uint32_t i = 0; i < NODES; i++) {
@@ -555,6 +698,10 @@ int bench_meta(int argc, char **argv)
             kill(pids[i], SIGTERM);
             waitpid(pids[i], NULL, 0);
         }
+    }
+    if (b.flusher.data == &b) {
+        uv_close((uv_handle_t *)&b.flusher, NULL);
+        uv_run(&b.loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&b.loop);
     char cmd[600];

@@ -308,13 +308,20 @@ static int call(struct fixture *f, const struct meta_cmd *cmd, enum meta_read_mo
     return call_shard(f, META_ROOT_SHARD, cmd, mode);
 }
 
-/* The shard map, read at its leader, into *m. */
+/* The shard map, read at its leader, into *m; waits (bounded) while the
+ * first leader has not seeded it yet (version 0). */
 static void map_read(struct fixture *f, struct meta_map *m)
 {
     struct meta_cmd get = {.op = META_OP_MAP_GET};
 
-    assert_int_equal(call_shard(f, META_MAP_SHARD, &get, META_READ_LINEARIZABLE), 0);
-    assert_int_equal(meta_map_decode(f->resp->r.reply.data, f->resp->r.reply.data_len, m), 0);
+    for (int tries = 0; tries < 250; tries++) {
+        assert_int_equal(call_shard(f, META_MAP_SHARD, &get, META_READ_LINEARIZABLE), 0);
+        assert_int_equal(meta_map_decode(f->resp->r.reply.data, f->resp->r.reply.data_len, m),
+                         0);
+        if (m->version > 0)
+            return;
+        usleep(20000);
+    }
 }
 
 static int mknod_at(struct fixture *f, uint64_t dir, const char *name, uint64_t *ino)
@@ -584,6 +591,10 @@ static void test_cluster_fourth_replica_joins_and_serves(void **state)
     /* the map leader put node 4's addresses into the map */
     struct meta_map m;
     map_read(f, &m);
+    for (int tries = 0; tries < 250 && m.member_count != 4; tries++) {
+        usleep(20000);
+        map_read(f, &m);
+    }
     assert_int_equal(m.member_count, 4);
     assert_int_equal(m.members[3].id, 4);
     char addr[64];

@@ -143,6 +143,7 @@ static void node_boot(struct sim *s, struct sim_node *n)
     n->is_up = true;
     n->is_paused = false;
     n->has_ready = false;
+    n->is_applied_early = false;
 }
 
 void sim_init(struct sim *s, uint64_t seed, uint32_t node_count, uint32_t voters)
@@ -381,9 +382,10 @@ static void host_finish(struct sim *s, struct sim_node *n)
     for (uint32_t i = rd->early_count; i < rd->msg_count; i++) {
         net_send(s, &rd->msgs[i]);
     }
-    for (uint32_t i = 0; i < rd->committed_count; i++) {
+    for (uint32_t i = 0; !n->is_applied_early && i < rd->committed_count; i++) {
         apply_entry(s, n, &rd->committed[i]);
     }
+    n->is_applied_early = false;
     for (uint32_t i = 0; i < rd->read_count; i++) {
         struct sim_op *op = &s->ops[rd->reads[i].id];
         if (rd->reads[i].index == 0)
@@ -400,7 +402,20 @@ static void host_finish(struct sim *s, struct sim_node *n)
 /* One turn of node n's host: take a ready, or finish the one taken. */
 static void host_turn(struct sim *s, struct sim_node *n)
 {
-    if (n->has_ready) {
+    uint32_t taken = 0;
+    if (n->has_ready && n->is_applied_early && sim_rand(s, 2) == 0) {
+        /* while the ready persists, apply what commits meanwhile */
+        struct raft_entry *e;
+        taken = raft_committed_take(n->raft, &e);
+        for (uint32_t i = 0; i < taken; i++) {
+            apply_entry(s, n, &e[i]);
+        }
+        raft_free(e);
+        serve_reads(s, n);
+    }
+    if (taken > 0) {
+        /* the disk write goes on: finished on a later turn */
+    } else if (n->has_ready) {
         host_finish(s, n);
     } else if (raft_ready(n->raft, &n->ready)) {
         n->has_ready = true;
@@ -410,6 +425,16 @@ static void host_turn(struct sim *s, struct sim_node *n)
         }
         if (n->ready.has_role_change && n->ready.role == RAFT_LEADER)
             s->elections++;
+        /* half the time the host applies the committed entries before it
+         * persists the ready (they are stable already), as meta/server.c does */
+        if (sim_rand(s, 2) == 0) {
+            for (uint32_t i = 0; i < n->ready.committed_count; i++) {
+                apply_entry(s, n, &n->ready.committed[i]);
+            }
+            raft_applied_early(n->raft, &n->ready);
+            n->is_applied_early = true;
+            serve_reads(s, n);
+        }
     }
     sim_check(s, n->id);
 }
@@ -467,6 +492,7 @@ void sim_crash(struct sim *s, raft_id id)
     n->raft = NULL;
     n->is_up = false;
     n->has_ready = false;
+    n->is_applied_early = false;
     for (uint32_t i = 0; i < s->op_count; i++) {
         if (s->ops[i].node == id && s->ops[i].state == 0 && s->ops[i].kind == SIM_READ)
             s->ops[i].state = 2;
@@ -575,7 +601,10 @@ bool sim_read(struct sim *s, raft_id id, bool is_lease)
         return false;
     struct sim_op op = {.kind = SIM_READ, .node = id, .invoked_at = s->now,
                         .is_lease = is_lease, .ack_floor = s->acked_write_max};
-    if (raft_read_index(n->raft, s->op_count, is_lease) != 0)
+    /* half the lease reads take the read point at once (raft_lease_read),
+     * the rest through a ready, as a host may do either */
+    op.index = is_lease && s->op_count % 2 == 0 ? raft_lease_read(n->raft) : 0;
+    if (op.index == 0 && raft_read_index(n->raft, s->op_count, is_lease) != 0)
         return false;
     s->ops[s->op_count++] = op;
     sim_check(s, id);

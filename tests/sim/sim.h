@@ -55,6 +55,7 @@ struct sim_node {
     bool is_paused;
     uint32_t missed_ticks;      /* ticks while paused, replayed at resume */
     bool has_ready;
+    bool is_applied_early;  /* the taken ready's committed entries are applied */
     struct raft_ready ready;    /* taken, not yet persisted */
     struct sim_disk disk;
     struct sim_sm sm;
