@@ -186,6 +186,12 @@ void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
     p[8] = (uint8_t)len;
     memcpy(p + 9, name, len);
     s->dirty_name_bytes += 9 + len;
+    s->dirty_name_count++;
+}
+
+uint64_t meta_shard_dirty_count(const struct meta_shard *s)
+{
+    return s->is_all_dirty ? UINT64_MAX : (uint64_t)s->dirty_ino_count + s->dirty_name_count;
 }
 
 /* ---- batches ------------------------------------------------------------------------ */
@@ -465,6 +471,7 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
     s->is_info_dirty = false;
     s->dirty_ino_count = 0;
     s->dirty_name_bytes = 0;
+    s->dirty_name_count = 0;
     rc = meta__dirty_reserve(s);
     if (rc != 0) {
         /* without room to record, the next collect must take everything */

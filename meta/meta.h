@@ -511,6 +511,9 @@ int meta_shard_track(struct meta_shard *s);
  * recorded, for the next try. */
 int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta_ckpt_batch **out);
 void meta_ckpt_batch_free(struct meta_ckpt_batch *b);
+/* Changes recorded since the last collect (inodes and entries; a collect
+ * costs about this many records), UINT64_MAX when it must take everything. */
+uint64_t meta_shard_dirty_count(const struct meta_shard *s);
 uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b);
 
 /* Write a batch in one transaction, durably. Batches must be committed in

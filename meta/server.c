@@ -42,6 +42,9 @@
 
 #define TICK_MS          10u
 #define CKPT_EVERY_MS    1000u
+#define CKPT_DIRTY_MAX   4096u    /* or sooner, at this many changes: a collect blocks
+                                   * the loop ~1 us a change, so keep each one short */
+#define COMPACT_EVERY_MS 1000u    /* log compaction (a snapshot file and its syncs) */
 #define LOG_KEEP_DEFAULT 10000u   /* entries kept in memory below a checkpoint */
 #define CHUNK_BYTES      (1u << 20) /* a snapshot chunk */
 #define WANT_QUIET_MS    3000u    /* a transfer is active this long after a want */
@@ -93,6 +96,7 @@ struct group {
     int ckpt_rc;
     char ckpt_err[AR_ERRMSG_MAX];
     uint64_t last_ckpt_ms;
+    uint64_t last_compact_ms;
     raft_term leader_term;       /* the term ready_from was set in */
     raft_index ready_from;       /* a leader takes numbers once applied here */
     uint64_t next_ino;
@@ -734,10 +738,12 @@ static void ckpt_after(uv_work_t *w, int status)
     /* the log below the checkpoint may go (a tail stays in memory for
      * followers); recovery then starts at the checkpoint. Not while a
      * follower takes a snapshot: a new one would start its transfer over. */
-    if (mono_ms() - g->last_want_ms < WANT_QUIET_MS) {
+    uint64_t now = mono_ms();
+    if (now - g->last_want_ms < WANT_QUIET_MS || now - g->last_compact_ms < COMPACT_EVERY_MS) {
         group_turn(g);
         return;
     }
+    g->last_compact_ms = now;
     if (raft_snapshot_taken(g->node, index, g->srv->cfg.log_keep) == 0) {
         /* taken here, on the loop: the node is not for the thread pool */
         raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &g->compact_config);
@@ -751,7 +757,8 @@ static void maybe_checkpoint(struct group *g)
     uint64_t now = mono_ms();
 
     if (g->is_checkpointing || raft_is_receiving_snapshot(g->node) ||
-        now - g->last_ckpt_ms < CKPT_EVERY_MS)
+        (now - g->last_ckpt_ms < CKPT_EVERY_MS &&
+         meta_shard_dirty_count(g->state) < CKPT_DIRTY_MAX))
         return;
     g->last_ckpt_ms = now;
     raft_index applied = raft_applied_index(g->node);

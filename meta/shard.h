@@ -278,6 +278,7 @@ struct meta_shard {
     uint32_t dirty_ino_cap;
     uint8_t *dirty_names;        /* entries added or removed: parent ino (8), len (1), name */
     uint64_t dirty_name_bytes;
+    uint32_t dirty_name_count;
     uint64_t dirty_name_cap;
 };
 
