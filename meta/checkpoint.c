@@ -202,7 +202,7 @@ static int batch_add(struct meta_ckpt_batch *b, uint8_t op, const void *key, uin
     uint64_t need = 1 + 2 + key_len + 4 + val_len;
 
     if (b->used + need > b->cap) {
-        uint64_t cap = b->cap < (1u << 20) ? (1u << 20) : b->cap;
+        uint64_t cap = b->cap < (64u << 10) ? (64u << 10) : b->cap;
         while (cap < b->used + need) {
             cap += cap / 2;
         }
@@ -494,6 +494,11 @@ uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b)
     return b->records;
 }
 
+uint64_t meta_ckpt_batch_index(const struct meta_ckpt_batch *b)
+{
+    return b->applied_index;
+}
+
 /* ---- the environment ------------------------------------------------------------------ */
 
 static int ckpt_read_meta(struct meta_checkpoint *c, MDB_txn *txn, uint64_t *root, char *errmsg)
@@ -648,22 +653,34 @@ static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta
 int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_batch *b,
                            char *errmsg)
 {
+    return meta_checkpoint_commit_all(c, &b, 1, errmsg);
+}
+
+int meta_checkpoint_commit_all(struct meta_checkpoint *c, const struct meta_ckpt_batch *const *bs,
+                               uint32_t count, char *errmsg)
+{
     MDB_txn *txn = NULL;
     int rc;
 
+    AR_ASSERT(count > 0);
     if (c->is_failed)
         return fail(errmsg, -EIO, "checkpoint %s refuses writes after a failed commit", c->dir);
-    if (b->applied_index < c->applied_index)
-        return fail(errmsg, -EINVAL, "batch at index %llu is older than the checkpoint's %llu",
-                    (unsigned long long)b->applied_index,
-                    (unsigned long long)c->applied_index);
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t before = i == 0 ? c->applied_index : bs[i - 1]->applied_index;
+        if (bs[i]->applied_index < before)
+            return fail(errmsg, -EINVAL, "batch at index %llu is older than %llu",
+                        (unsigned long long)bs[i]->applied_index, (unsigned long long)before);
+    }
+    const struct meta_ckpt_batch *b = bs[count - 1]; /* its marks are the result's */
     rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-    if (rc == 0 && b->is_full)
-        rc = mdb_drop(txn, c->inodes, 0);
-    if (rc == 0 && b->is_full)
-        rc = mdb_drop(txn, c->entries, 0);
-    if (rc == 0)
-        rc = commit_ops(c, txn, b);
+    for (uint32_t i = 0; rc == 0 && i < count; i++) {
+        if (bs[i]->is_full)
+            rc = mdb_drop(txn, c->inodes, 0);
+        if (rc == 0 && bs[i]->is_full)
+            rc = mdb_drop(txn, c->entries, 0);
+        if (rc == 0)
+            rc = commit_ops(c, txn, bs[i]);
+    }
     if (rc == 0) {
         MDB_val k = {.mv_size = 13, .mv_data = "applied_index"};
         MDB_val v = {.mv_size = 8, .mv_data = (void *)(uintptr_t)&b->applied_index};

@@ -515,12 +515,18 @@ void meta_ckpt_batch_free(struct meta_ckpt_batch *b);
  * costs about this many records), UINT64_MAX when it must take everything. */
 uint64_t meta_shard_dirty_count(const struct meta_shard *s);
 uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b);
+uint64_t meta_ckpt_batch_index(const struct meta_ckpt_batch *b); /* the applied index it carries */
 
 /* Write a batch in one transaction, durably. Batches must be committed in
  * the order they were collected. A failed commit is sticky (style §3): the
  * checkpoint refuses later commits with -EIO. The batch stays the caller's. */
 int meta_checkpoint_commit(struct meta_checkpoint *c, const struct meta_ckpt_batch *b,
                            char *errmsg);
+/* The same for count batches, in the order collected, in one transaction:
+ * collect often (each collect holds the apply thread briefly), commit
+ * seldom (each commit syncs the disk). */
+int meta_checkpoint_commit_all(struct meta_checkpoint *c, const struct meta_ckpt_batch *const *bs,
+                               uint32_t count, char *errmsg);
 
 /* Build a shard from the checkpoint. On 0, *out is a new shard that tracks
  * changes (its first collect is incremental) and *applied_index the index it

@@ -41,9 +41,10 @@
 #include "raft.h"
 
 #define TICK_MS          10u
-#define CKPT_EVERY_MS    1000u
-#define CKPT_DIRTY_MAX   4096u    /* or sooner, at this many changes: a collect blocks
-                                   * the loop ~1 us a change, so keep each one short */
+#define CKPT_EVERY_MS    1000u    /* an LMDB commit (its disk syncs slow the log's) */
+#define CKPT_DIRTY_MAX   1024u    /* collect at this many changes: a collect blocks the
+                                   * loop ~1 us a change, so keep each one short */
+#define CKPT_BATCHES_MAX 256u     /* collected batches waiting for the next commit */
 #define COMPACT_EVERY_MS 1000u    /* log compaction (a snapshot file and its syncs) */
 #define LOG_KEEP_DEFAULT 10000u   /* entries kept in memory below a checkpoint */
 #define CHUNK_BYTES      (1u << 20) /* a snapshot chunk */
@@ -91,7 +92,10 @@ struct group {
     uint64_t compact_hlc;
     struct raft_config compact_config;
     uv_work_t ckpt_work;
-    struct meta_ckpt_batch *ckpt_batch;
+    struct meta_ckpt_batch *ckpt_waiting[CKPT_BATCHES_MAX]; /* collected, in order */
+    uint32_t ckpt_waiting_count;
+    struct meta_ckpt_batch *ckpt_batches[CKPT_BATCHES_MAX]; /* being committed */
+    uint32_t ckpt_batch_count;
     bool is_checkpointing;
     int ckpt_rc;
     char ckpt_err[AR_ERRMSG_MAX];
@@ -461,6 +465,14 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
 
 static void group_turn(struct group *g);
 
+static void free_batches(struct meta_ckpt_batch **v, uint32_t *count)
+{
+    for (uint32_t i = 0; i < *count; i++) {
+        meta_ckpt_batch_free(v[i]);
+    }
+    *count = 0;
+}
+
 /* ---- snapshots in (follower): store chunks, load, swap -------------------------------- */
 
 static void snap_path(const struct group *g, const char *what, char *out, size_t cap)
@@ -542,6 +554,7 @@ static int snapshot_swap(struct group *g)
         exit(1); /* the log was reset to it: starting again loads what is there */
     }
     rm_rf(old);
+    free_batches(g->ckpt_waiting, &g->ckpt_waiting_count); /* changes of the state replaced */
     meta_shard_free(g->state);
     g->state = g->in_state;
     g->in_state = NULL;
@@ -719,7 +732,9 @@ static void ckpt_work(uv_work_t *w)
 {
     struct group *g = w->data;
 
-    g->ckpt_rc = meta_checkpoint_commit(g->ckpt, g->ckpt_batch, g->ckpt_err);
+    g->ckpt_rc = meta_checkpoint_commit_all(g->ckpt,
+                                            (const struct meta_ckpt_batch *const *)g->ckpt_batches,
+                                            g->ckpt_batch_count, g->ckpt_err);
 }
 
 static void ckpt_after(uv_work_t *w, int status)
@@ -729,8 +744,7 @@ static void ckpt_after(uv_work_t *w, int status)
     raft_term term = 0;
 
     g->is_checkpointing = false;
-    meta_ckpt_batch_free(g->ckpt_batch);
-    g->ckpt_batch = NULL;
+    free_batches(g->ckpt_batches, &g->ckpt_batch_count);
     if (status != 0 || g->ckpt_rc != 0) {
         ar_log(AR_LOG_ERROR, "shard %u: checkpoint: %s: exiting", g->shard, g->ckpt_err);
         exit(1);
@@ -752,20 +766,39 @@ static void ckpt_after(uv_work_t *w, int status)
     group_turn(g); /* a snapshot install may have waited for this */
 }
 
+/* Collect the shard's changes into a batch that waits for the commit. */
+static void collect(struct group *g)
+{
+    raft_index applied = raft_applied_index(g->node);
+    raft_index last = g->ckpt_waiting_count > 0
+                          ? meta_ckpt_batch_index(g->ckpt_waiting[g->ckpt_waiting_count - 1])
+                          : meta_checkpoint_applied_index(g->ckpt);
+
+    if (g->ckpt_waiting_count == CKPT_BATCHES_MAX || applied <= last)
+        return;
+    if (meta_shard_collect(g->state, applied, &g->ckpt_waiting[g->ckpt_waiting_count]) == 0)
+        g->ckpt_waiting_count++; /* else out of memory: the changes stay recorded */
+}
+
+/* Collect in short steps whenever changes pile up; commit to LMDB once
+ * every CKPT_EVERY_MS, all waiting batches in one transaction. */
 static void maybe_checkpoint(struct group *g)
 {
     uint64_t now = mono_ms();
 
-    if (g->is_checkpointing || raft_is_receiving_snapshot(g->node) ||
-        (now - g->last_ckpt_ms < CKPT_EVERY_MS &&
-         meta_shard_dirty_count(g->state) < CKPT_DIRTY_MAX))
+    if (raft_is_receiving_snapshot(g->node))
+        return;
+    if (meta_shard_dirty_count(g->state) >= CKPT_DIRTY_MAX)
+        collect(g);
+    if (g->is_checkpointing || now - g->last_ckpt_ms < CKPT_EVERY_MS)
         return;
     g->last_ckpt_ms = now;
-    raft_index applied = raft_applied_index(g->node);
-    if (applied <= meta_checkpoint_applied_index(g->ckpt))
+    collect(g);
+    if (g->ckpt_waiting_count == 0)
         return;
-    if (meta_shard_collect(g->state, applied, &g->ckpt_batch) != 0)
-        return; /* out of memory: the changes stay recorded; next time */
+    memcpy(g->ckpt_batches, g->ckpt_waiting, sizeof(g->ckpt_waiting[0]) * g->ckpt_waiting_count);
+    g->ckpt_batch_count = g->ckpt_waiting_count;
+    g->ckpt_waiting_count = 0;
     g->is_checkpointing = true;
     g->ckpt_work.data = g;
     uv_queue_work(g->srv->loop, &g->ckpt_work, ckpt_work, ckpt_after);
@@ -1509,6 +1542,7 @@ static void group_close(struct group *g)
     if (g->in_fd >= 0)
         close(g->in_fd);
     meta_shard_free(g->in_state);
+    free_batches(g->ckpt_waiting, &g->ckpt_waiting_count);
     for (uint32_t i = 0; i < g->pending_count; i++) {
         ar_free(g->pending[i].frame);
     }

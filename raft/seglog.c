@@ -49,6 +49,7 @@
 #define VOTE_MAGIC       "ARBRVOT1"
 #define REC_HEADER_BYTES 12u
 #define REC_ENTRY_FIXED  32u
+#define PREFILL_BYTES    (1u << 20) /* zeros written ahead of the open segment's records */
 enum { REC_SEGMENT = 1, REC_ENTRY = 2, REC_HARD_STATE = 3 };
 
 struct segment {
@@ -67,6 +68,7 @@ struct raft_seglog {
     uint32_t seg_cap;
     int fd;                   /* the open segment */
     uint64_t size;            /* its bytes */
+    uint64_t zeroed_to;       /* the file holds zeros from size up to here (prefill) */
     uint64_t *offsets;        /* offsets[i]: record of entry first + i in it */
     uint32_t offset_cap;
     struct raft_hard_state hs;
@@ -265,10 +267,40 @@ static int buf_hard_state(struct raft_seglog *l)
 }
 
 /* Write the buffer at the end of the open segment. */
+/* Write zeros ahead of the records: an fdatasync that only overwrites
+ * blocks the file already has commits no metadata, and takes about half
+ * the time of one that grows the file. Recovery reads zeros as "nothing
+ * written here"; sealing cuts them off. */
+static int prefill(struct raft_seglog *l, uint64_t need, char *errmsg)
+{
+    static const uint8_t zeros[64u << 10];
+    uint64_t to = need + PREFILL_BYTES;
+
+    /* bounded: each turn writes up to 64 KiB */
+    while (l->zeroed_to < to) {
+        size_t n = to - l->zeroed_to < sizeof(zeros) ? (size_t)(to - l->zeroed_to) : sizeof(zeros);
+        ssize_t w = pwrite(l->fd, zeros, n, (off_t)l->zeroed_to);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            l->is_failed = true;
+            return fail(errmsg, w < 0 ? -errno : -EIO, "log %s: write failed: %s", l->dir,
+                        w < 0 ? strerror(errno) : "no progress");
+        }
+        l->zeroed_to += (uint64_t)w;
+    }
+    return 0;
+}
+
 static int buf_flush(struct raft_seglog *l, char *errmsg)
 {
     uint64_t done = 0;
 
+    if (l->size + l->buf_used > l->zeroed_to) {
+        int rc = prefill(l, l->size + l->buf_used, errmsg);
+        if (rc != 0)
+            return rc;
+    }
     while (done < l->buf_used) {
         ssize_t n = pwrite(l->fd, l->buf + done, l->buf_used - done, (off_t)(l->size + done));
         if (n < 0 && errno == EINTR)
@@ -308,6 +340,7 @@ static int seg_create(struct raft_seglog *l, raft_index first, char *errmsg)
     l->segs[l->seg_count++] = s;
     l->fd = fd;
     l->size = 0;
+    l->zeroed_to = 0;
     l->is_dir_dirty = true;
     memcpy(head, SEG_MAGIC, 8);
     put_u64(head + 8, first);
@@ -327,9 +360,10 @@ static int seg_seal(struct raft_seglog *l, char *errmsg)
 
     if (rc != 0)
         return rc;
-    if (fdatasync(l->fd) != 0) {
+    /* a sealed segment ends with its last record: the prefill goes */
+    if (ftruncate(l->fd, (off_t)l->size) != 0 || fdatasync(l->fd) != 0) {
         l->is_failed = true;
-        return fail(errmsg, -EIO, "log %s: fdatasync failed: %s", l->dir, strerror(errno));
+        return fail(errmsg, -EIO, "log %s: cannot seal: %s", l->dir, strerror(errno));
     }
     seg_name(s, from, sizeof(from));
     s->is_open = false;
@@ -588,8 +622,10 @@ static int seg_load(struct raft_seglog *l, uint32_t i, char *errmsg)
         if (fd >= 0)
             close(fd);
     }
-    if (rc == 0 && s->is_open)
+    if (rc == 0 && s->is_open) {
         l->size = r.end;
+        l->zeroed_to = r.end; /* the cut took the zeros too */
+    }
 out_free:
     raft_free(r.data);
     return rc;
@@ -712,6 +748,10 @@ void raft_seglog_close(struct raft_seglog *l)
 {
     if (l == NULL)
         return;
+    /* a clean close leaves no prefill; if the cut fails, nothing is lost:
+     * the zeros read as nothing written, and the next open cuts them */
+    if (l->fd >= 0 && !l->is_failed && l->zeroed_to > l->size)
+        l->is_failed = ftruncate(l->fd, (off_t)l->size) != 0;
     if (l->fd >= 0)
         close(l->fd);
     if (l->dir_fd >= 0)
@@ -771,6 +811,7 @@ static int seg_unseal(struct raft_seglog *l, char *errmsg)
     if (l->fd < 0 || fstat(l->fd, &st) != 0)
         return fail(errmsg, -errno, "log %s: cannot open %s: %s", l->dir, to, strerror(errno));
     l->size = (uint64_t)st.st_size;
+    l->zeroed_to = l->size;
     return index_open_segment(l, errmsg);
 }
 
@@ -811,6 +852,7 @@ static int truncate_from(struct raft_seglog *l, raft_index from, char *errmsg)
         return fail(errmsg, -errno, "log %s: truncate failed: %s", l->dir, strerror(errno));
     }
     l->size = at;
+    l->zeroed_to = at;
     s->last = from - 1;
     /* a hard state written after from went with it: write it again */
     rc = buf_hard_state(l);

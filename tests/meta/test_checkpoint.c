@@ -255,6 +255,52 @@ static void test_committed_state_loads_back_the_same(void **state)
     }
 }
 
+/* Batches collected often and committed together, as the server does:
+ * the same state as the live shard, at the last batch's index; batches out
+ * of order are refused and change nothing. */
+static void test_batches_committed_together_load_back_the_same(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_ckpt_batch *bs[40];
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    for (uint64_t seed = 5; seed <= 7; seed++) {
+        struct meta_shard *live = shard_with_dirs();
+        struct meta_checkpoint *c = NULL;
+        char dir[400];
+        uint64_t index = 0;
+        uint32_t count = 0;
+        snprintf(dir, sizeof(dir), "%s-many-%llu", f->ckpt, (unsigned long long)seed);
+        assert_int_equal(meta_checkpoint_open(dir, &c, NULL), 0);
+        assert_int_equal(meta_shard_track(live), 0);
+        for (unsigned i = 0; i < SCRIPT_STEPS; i++) {
+            script_step(live, seed, i);
+            if (i % 97 == 96 && count < AR_ARRAY_LEN(bs)) /* the first holds everything */
+                assert_int_equal(meta_shard_collect(live, i + 1, &bs[count++]), 0);
+            if (count == 12 || (i + 1 == SCRIPT_STEPS && count > 0)) {
+                if (count >= 2) { /* out of order: refused, nothing written */
+                    const struct meta_ckpt_batch *swapped[2] = {bs[1], bs[0]};
+                    uint64_t before = meta_checkpoint_applied_index(c);
+                    assert_int_equal(meta_checkpoint_commit_all(c, swapped, 2, errmsg), -EINVAL);
+                    assert_int_equal(meta_checkpoint_applied_index(c), before);
+                }
+                if (meta_checkpoint_commit_all(c, (const struct meta_ckpt_batch *const *)bs, count,
+                                               errmsg) != 0)
+                    fail_msg("commit: %s", errmsg);
+                for (uint32_t k = 0; k < count; k++) {
+                    meta_ckpt_batch_free(bs[k]);
+                }
+                count = 0;
+            }
+        }
+        commit(c, live, SCRIPT_STEPS + 1);
+        meta_checkpoint_close(c);
+        assert_int_equal(loaded_hash(dir, &index), meta_shard_hash(live));
+        assert_int_equal(index, SCRIPT_STEPS + 1);
+        meta_shard_free(live);
+    }
+}
+
 static void test_restart_from_old_checkpoint_plus_replay_reaches_live_state(void **state)
 {
     struct fixture *f = *state;
@@ -901,6 +947,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_committed_state_loads_back_the_same),
+        T(test_batches_committed_together_load_back_the_same),
         T(test_restart_from_old_checkpoint_plus_replay_reaches_live_state),
         T(test_replicas_write_identical_records),
         T(test_damaged_record_is_ecorrupt_and_names_it),

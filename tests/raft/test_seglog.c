@@ -265,6 +265,42 @@ static void test_seglog_torn_tail_is_cut_and_the_rest_kept(void **state)
     raft_seglog_close(l);
 }
 
+/* The open segment is written ahead with zeros (its syncs then change no
+ * metadata); a crash leaves them: they read as nothing written, and go. */
+static void test_seglog_prefill_left_by_a_crash_reads_as_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char copy[700];
+    char cmd[1500];
+    struct stat st;
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 30, 1, 5);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size >= 1 << 20); /* zeros ahead of the records */
+    /* a crash: the files as they are, without a close */
+    snprintf(copy, sizeof(copy), "%s/crashed", f->dir);
+    snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s'", f->log, copy);
+    assert_int_equal(system(cmd), 0);
+    raft_seglog_close(l);
+    struct stat closed;
+    assert_int_equal(stat(path, &closed), 0);
+    assert_true(closed.st_size < st.st_size); /* a clean close trims them */
+    l = NULL;
+    assert_int_equal(raft_seglog_open(copy, &f->opt, &l, &b, NULL), 0);
+    expect_entries(&b, 1, 30, term_one);
+    append(l, 31, 35, 1, 5);
+    raft_seglog_close(l);
+    l = NULL;
+    assert_int_equal(raft_seglog_open(copy, &f->opt, &l, &b, NULL), 0);
+    expect_entries(&b, 1, 35, term_one);
+    raft_seglog_close(l);
+}
+
 static void test_seglog_damaged_middle_is_refused_with_its_place(void **state)
 {
     struct fixture *f = *state;
@@ -429,6 +465,7 @@ int main(void)
         T(test_seglog_round_trip_across_many_segments),
         T(test_seglog_conflict_truncates_even_a_sealed_segment),
         T(test_seglog_torn_tail_is_cut_and_the_rest_kept),
+        T(test_seglog_prefill_left_by_a_crash_reads_as_nothing),
         T(test_seglog_damaged_middle_is_refused_with_its_place),
         T(test_seglog_snapshot_retention_and_reset),
         T(test_seglog_foreign_files_and_gaps),
