@@ -820,6 +820,15 @@ static void group_turn(struct group *g)
         raft_free(e);
         if (n > 0)
             serve_ready_reads(g);
+        /* and what was proposed meanwhile goes to the followers now */
+        struct raft_msg *msgs;
+        uint32_t count = raft_early_take(g->node, &msgs);
+        for (uint32_t i = 0; i < count; i++) {
+            raft_transport_send(s->transport, g->shard, &msgs[i]);
+        }
+        if (count > 0)
+            raft_transport_flush(s->transport);
+        raft_msgs_free(msgs, count);
         return;
     }
     /* bounded: a ready with nothing for the disk is finished here, and

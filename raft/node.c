@@ -875,6 +875,41 @@ void raft_applied_early(struct raft_node *n, const struct raft_ready *rd)
     n->log.applied = last;
 }
 
+uint32_t raft_early_take(struct raft_node *n, struct raft_msg **out)
+{
+    RAFT_ASSERT(n != NULL && out != NULL);
+    *out = NULL;
+    /* a new term or vote must be on disk before any message that claims it */
+    if (n->role != RAFT_LEADER || n->is_vote_dirty)
+        return 0;
+    flush_leader(n);
+    uint32_t early = 0;
+    for (uint32_t i = 0; i < n->msg_count; i++) {
+        early += is_early(&n->msgs[i]);
+    }
+    if (early == 0)
+        return 0;
+    struct raft_msg *v = raft__calloc(early, sizeof(*v));
+    if (v == NULL)
+        return 0; /* they go with the next ready */
+    uint32_t kept = 0;
+    uint32_t taken = 0;
+    for (uint32_t i = 0; i < n->msg_count; i++) {
+        if (is_early(&n->msgs[i]))
+            v[taken++] = n->msgs[i];
+        else
+            n->msgs[kept++] = n->msgs[i];
+    }
+    n->msg_count = kept;
+    *out = v;
+    return taken;
+}
+
+void raft_msgs_free(struct raft_msg *msgs, uint32_t count)
+{
+    free_msgs(msgs, count);
+}
+
 uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out)
 {
     RAFT_ASSERT(n != NULL && out != NULL);

@@ -309,6 +309,14 @@ RAFT_API void raft_applied_early(struct raft_node *n, const struct raft_ready *r
  * 0 while the ready out still has committed entries to apply, or a
  * snapshot is on its way. */
 RAFT_API uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out);
+/* A leader's appends and heartbeats for what was proposed since the last
+ * ready, taken while that ready persists, so that followers start on new
+ * entries at once (the leader's own disk write may lag, thesis §10.2.1).
+ * Returns how many messages are in *out; send them, then free them with
+ * raft_msgs_free() before the next call into the node. 0 when not a leader
+ * or its term or vote is not on disk yet. */
+RAFT_API uint32_t raft_early_take(struct raft_node *n, struct raft_msg **out);
+RAFT_API void raft_msgs_free(struct raft_msg *msgs, uint32_t count);
 
 /* Queries. */
 RAFT_API enum raft_role raft_role(const struct raft_node *n);

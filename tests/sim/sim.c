@@ -413,6 +413,16 @@ static void host_turn(struct sim *s, struct sim_node *n)
         raft_free(e);
         serve_reads(s, n);
     }
+    if (n->has_ready && sim_rand(s, 3) == 0) {
+        /* a leader sends what was proposed meanwhile while its disk writes */
+        struct raft_msg *msgs;
+        uint32_t count = raft_early_take(n->raft, &msgs);
+        for (uint32_t i = 0; i < count; i++) {
+            net_send(s, &msgs[i]);
+        }
+        raft_msgs_free(msgs, count);
+        taken += count;
+    }
     if (taken > 0) {
         /* the disk write goes on: finished on a later turn */
     } else if (n->has_ready) {
