@@ -794,11 +794,20 @@ static void maybe_checkpoint(struct group *g)
         return;
     g->last_ckpt_ms = now;
     collect(g);
-    if (g->ckpt_waiting_count == 0)
+    /* only state this replica's own log holds: a restart replays the log
+     * after the checkpoint (the node applies what a quorum holds, which may
+     * be ahead of this disk for a moment) */
+    uint32_t n = 0;
+    while (n < g->ckpt_waiting_count &&
+           meta_ckpt_batch_index(g->ckpt_waiting[n]) <= raft_stable_index(g->node)) {
+        n++;
+    }
+    if (n == 0)
         return;
-    memcpy(g->ckpt_batches, g->ckpt_waiting, sizeof(g->ckpt_waiting[0]) * g->ckpt_waiting_count);
-    g->ckpt_batch_count = g->ckpt_waiting_count;
-    g->ckpt_waiting_count = 0;
+    memcpy(g->ckpt_batches, g->ckpt_waiting, sizeof(g->ckpt_waiting[0]) * n);
+    g->ckpt_batch_count = n;
+    g->ckpt_waiting_count -= n;
+    memmove(g->ckpt_waiting, g->ckpt_waiting + n, sizeof(g->ckpt_waiting[0]) * g->ckpt_waiting_count);
     g->is_checkpointing = true;
     g->ckpt_work.data = g;
     uv_queue_work(g->srv->loop, &g->ckpt_work, ckpt_work, ckpt_after);
@@ -1616,6 +1625,7 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     o.election_ticks = 20; /* 200 ms: a new leader well within 3 s of a crash */
     o.heartbeat_ticks = 2;
     o.seed = s->cfg.id ^ wall_ns();
+    o.is_apply_unstable = true; /* answer once a quorum holds an entry (see maybe_checkpoint) */
     rc = raft_node_new(&o, &b, &g->node);
     if (rc != 0)
         snprintf(errmsg, AR_ERRMSG_MAX, "shard %u: the stored log does not hold together",

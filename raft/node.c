@@ -572,7 +572,8 @@ int raft_snapshot_taken(struct raft_node *n, raft_index index, uint32_t keep)
     raft_term t;
 
     RAFT_ASSERT(n != NULL);
-    if (index > n->log.applied || !raft__log_term(&n->log, index, &t))
+    /* a snapshot covers only what this node's own disk holds too */
+    if (index > n->log.applied || index > n->log.stable || !raft__log_term(&n->log, index, &t))
         return -EINVAL;
     if (index <= n->snap_index)
         return 0;
@@ -690,6 +691,15 @@ static bool is_early(const struct raft_msg *m)
            m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_TIMEOUT_NOW;
 }
 
+/* What may be applied: what is committed and (unless the host takes
+ * unstable entries) on this node's disk. */
+static raft_index apply_limit(const struct raft_node *n)
+{
+    if (n->opt.is_apply_unstable)
+        return n->log.commit;
+    return n->log.commit < n->log.stable ? n->log.commit : n->log.stable;
+}
+
 static void order_early(struct raft_node *n)
 {
     uint32_t early = 0;
@@ -738,7 +748,7 @@ bool raft_ready(struct raft_node *n, struct raft_ready *rd)
             return false; /* asked again next turn */
         rd->entry_count = (uint32_t)(last - n->log.stable);
     }
-    raft_index apply_to = n->log.commit < n->log.stable ? n->log.commit : n->log.stable;
+    raft_index apply_to = apply_limit(n);
     if (apply_to - n->log.applied > RAFT_APPLY_BATCH_MAX)
         apply_to = n->log.applied + RAFT_APPLY_BATCH_MAX;
     if (n->has_chunk) {
@@ -871,7 +881,7 @@ void raft_applied_early(struct raft_node *n, const struct raft_ready *rd)
     if (rd->committed_count == 0)
         return;
     raft_index last = rd->committed[rd->committed_count - 1].index;
-    RAFT_ASSERT(last <= n->log.stable);
+    RAFT_ASSERT(last <= apply_limit(n));
     n->log.applied = last;
 }
 
@@ -919,7 +929,7 @@ uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out)
         return 0;
     if (n->role == RAFT_LEADER)
         raft__maybe_commit(n);
-    raft_index apply_to = n->log.commit < n->log.stable ? n->log.commit : n->log.stable;
+    raft_index apply_to = apply_limit(n);
     if (apply_to - n->log.applied > RAFT_APPLY_BATCH_MAX)
         apply_to = n->log.applied + RAFT_APPLY_BATCH_MAX;
     if (apply_to <= n->log.applied)
@@ -937,6 +947,11 @@ uint32_t raft_committed_take(struct raft_node *n, struct raft_entry **out)
 enum raft_role raft_role(const struct raft_node *n)
 {
     return n->role;
+}
+
+raft_index raft_stable_index(const struct raft_node *n)
+{
+    return n->log.stable;
 }
 
 raft_id raft_leader(const struct raft_node *n)
@@ -999,7 +1014,7 @@ void raft__check_invariants(const struct raft_node *n)
     RAFT_ASSERT(l->offset <= l->stable && l->stable <= last);
     RAFT_ASSERT(l->offset <= l->applied || l->applied == l->offset);
     RAFT_ASSERT(l->applied <= l->commit && l->commit <= last);
-    RAFT_ASSERT(l->applied <= l->stable);
+    RAFT_ASSERT(l->applied <= l->stable || n->opt.is_apply_unstable);
     for (raft_index i = l->offset + 1; i <= last; i++) {
         const struct raft_entry *e = raft__log_at(l, i);
         RAFT_ASSERT(e->index == i);

@@ -197,6 +197,9 @@ struct raft_options {
     uint32_t append_bytes_max;  /* entry bytes in one append message (at least one entry) */
     uint32_t chunk_bytes_max;   /* bytes of one snapshot chunk */
     uint64_t seed;              /* randomness for election timeouts */
+    bool is_apply_unstable;     /* hand out committed entries this node's disk may not
+                                 * hold yet (a quorum's does): the host must not make
+                                 * state beyond raft_stable_index() durable */
 };
 
 /* What a restarting node had stored; all borrowed for the call (copied). */
@@ -269,7 +272,7 @@ RAFT_API void raft_campaign(struct raft_node *n);
 /* The host has a snapshot of its state machine at index (applied; the
  * host stores the entry's term and hlc_ns with it). The log drops entries
  * up to index - keep; followers further behind get the snapshot. Returns
- * -EINVAL if index is not applied. */
+ * -EINVAL if index is not applied, or not yet on this node's disk. */
 RAFT_API int raft_snapshot_taken(struct raft_node *n, raft_index index, uint32_t keep);
 
 /* The snapshot the node knows of: its index (0: none), the term and time
@@ -325,6 +328,8 @@ RAFT_API raft_term raft_term_of(const struct raft_node *n);
 RAFT_API raft_index raft_commit_index(const struct raft_node *n);
 RAFT_API raft_index raft_last_index(const struct raft_node *n);
 RAFT_API raft_index raft_applied_index(const struct raft_node *n);
+/* The last entry this node's own disk holds (as far as readies advanced). */
+RAFT_API raft_index raft_stable_index(const struct raft_node *n);
 RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
 
 /* Ticks since this node last heard from a leader of its term (0 at the

@@ -119,6 +119,7 @@ static struct raft_options node_options(const struct sim *s, raft_id id)
     o.append_bytes_max = 8 * (1 + (uint32_t)(s->seed / 7 % 6));
     o.chunk_bytes_max = 16;
     o.seed = s->seed * 1000003u + id;
+    o.is_apply_unstable = (s->seed + id) % 2 == 0; /* half the nodes, as meta/server.c */
     return o;
 }
 
@@ -626,7 +627,10 @@ void sim_snapshot(struct sim *s, raft_id id, uint32_t keep)
     struct sim_node *n = sim_node(s, id);
     raft_term term;
 
-    if (!n->is_up || n->sm.applied <= n->disk.snap_index)
+    /* the state may be ahead of this node's disk (is_apply_unstable): a
+     * snapshot then waits, as the server's checkpoint does */
+    if (!n->is_up || n->sm.applied <= n->disk.snap_index ||
+        n->sm.applied > raft_stable_index(n->raft))
         return;
     raft_index index = n->sm.applied;
     bool is_held = raft__log_term(&n->raft->log, index, &term);
