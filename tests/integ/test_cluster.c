@@ -98,6 +98,7 @@ static void node_kill(struct fixture *f, int i, int sig)
 {
     if (f->pid[i] <= 0)
         return;
+    kill(f->pid[i], SIGCONT); /* a stopped process would never take sig */
     kill(f->pid[i], sig);
     waitpid(f->pid[i], NULL, 0);
     f->pid[i] = 0;
@@ -727,6 +728,40 @@ static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **stat
     assert_int_equal(f->resp->r.reply.attr.ino, 1);
 }
 
+/* A follower cut off from every other replica (they are stopped) refuses
+ * a read bounded by staleness once the bound has passed, and still answers
+ * an unbounded one; the cluster serves again when they resume. */
+static void test_cluster_stale_follower_refuses_bounded_reads(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(mknod_at(f, 1, "seen", NULL), 0);
+    int leader = leader_index(f);
+    int alone = (leader + 1) % f->nodes;
+    int other = (leader + 2) % f->nodes;
+    client_close(f);
+    assert_true(follower_sees(f, alone, 1, "seen"));
+    kill(f->pid[leader], SIGSTOP);
+    kill(f->pid[other], SIGSTOP);
+    usleep(400000); /* well past the 100 ms bound below */
+    assert_true(connect_wait(f, alone));
+    struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = 1, .name = "seen", .name_len = 4};
+    struct meta_request bounded = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
+                                   .kind = META_REQ_COMMAND, .read_mode = META_READ_FOLLOWER,
+                                   .stale_ms = 100};
+    assert_true(exchange(f, &bounded, &lk));
+    assert_int_equal(f->resp->r.rc, -AR_ENOTLEADER); /* not served: sent to a leader */
+    struct meta_request any = bounded;
+    any.id = ++f->next_id;
+    any.stale_ms = 0;
+    assert_true(exchange(f, &any, &lk));
+    assert_int_equal(f->resp->r.rc, 0);
+    client_close(f);
+    kill(f->pid[leader], SIGCONT);
+    kill(f->pid[other], SIGCONT);
+    assert_int_equal(mknod_at(f, 1, "after", NULL), 0);
+}
+
 /* The map: written by the first leader from the cluster file; read by
  * anyone, changed by no client. Requests name a shard and its epoch. */
 static void test_cluster_shard_map_and_epochs(void **state)
@@ -814,6 +849,7 @@ int main(void)
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
         T(test_cluster_silent_session_is_closed_and_releases),
         T(test_cluster_shard_map_and_epochs),
+        T(test_cluster_stale_follower_refuses_bounded_reads),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
