@@ -474,6 +474,9 @@ struct meta_response_buf {
 int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint8_t *buf,
                          size_t cap, size_t *len);
 int meta_response_decode(const uint8_t *buf, size_t len, struct meta_response_buf *out);
+/* A response's id without decoding the rest (to pick the buffer to decode
+ * it into). -EPROTO for bytes that are not protobuf fields. */
+int meta_response_id(const uint8_t *buf, size_t len, uint64_t *id);
 
 
 /* ---- the checkpoint in LMDB ---------------------------------------------------

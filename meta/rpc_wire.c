@@ -392,6 +392,55 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     return 0;
 }
 
+static bool get_varint(const uint8_t *buf, size_t len, size_t *at, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64 && *at < len; shift += 7) {
+        uint8_t b = buf[(*at)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0)
+            return true;
+    }
+    return false;
+}
+
+int meta_response_id(const uint8_t *buf, size_t len, uint64_t *id)
+{
+    size_t at = 0;
+
+    *id = 0; /* proto3 leaves a zero id out */
+    /* bounded: each turn moves past one field */
+    while (at < len) {
+        uint64_t key;
+        uint64_t v;
+        if (!get_varint(buf, len, &at, &key))
+            return -EPROTO;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (!get_varint(buf, len, &at, &v))
+                return -EPROTO;
+            if (key >> 3 == 1)
+                *id = v; /* the last one counts, as in a full decode */
+            break;
+        case 1: /* 64-bit */
+        case 5: /* 32-bit */
+            v = (key & 7) == 1 ? 8 : 4;
+            if (len - at < v)
+                return -EPROTO;
+            at += v;
+            break;
+        case 2: /* length-delimited */
+            if (!get_varint(buf, len, &at, &v) || len - at < v)
+                return -EPROTO;
+            at += v;
+            break;
+        default:
+            return -EPROTO;
+        }
+    }
+    return 0;
+}
+
 int meta_response_decode(const uint8_t *buf, size_t len, struct meta_response_buf *out)
 {
     AR_ASSERT(out != NULL);

@@ -28,232 +28,26 @@
 #include <unistd.h>
 
 #include "../objstore/harness.h"
+#include "cluster.h"
 #include "limits.h"
 #include "meta.h"
 
-#define NODES_MAX   4
-#define CALL_BUDGET_MS 10000
-
-struct fixture {
-    char dir[256];
-    char arbor[512];
-    uint16_t raft_port[NODES_MAX];
-    uint16_t client_port[NODES_MAX];
-    pid_t pid[NODES_MAX];
-    int nodes;               /* processes in this test */
-    const char *log_keep;    /* arbor serve --log-keep, NULL: its default */
-    int fd;                  /* the client's connection */
-    int connected_to;        /* its node index, -1 if none */
-    uint64_t next_id;
-    uint8_t *buf;
-    struct meta_response_buf *resp;
-};
-
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void node_start(struct fixture *f, int i)
-{
-    char data[400];
-    char log[400];
-
-    snprintf(data, sizeof(data), "%s/node%d", f->dir, i + 1);
-    snprintf(log, sizeof(log), "%s/node%d.log", f->dir, i + 1);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        if (f->log_keep != NULL)
-            execl(f->arbor, "arbor", "serve", data, "--log-keep", f->log_keep,
-                  "--session-timeout-ms", "1000", (char *)NULL);
-        else
-            execl(f->arbor, "arbor", "serve", data, "--session-timeout-ms", "1000",
-                  (char *)NULL);
-        _exit(127);
-    }
-    f->pid[i] = pid;
-}
-
-static void node_kill(struct fixture *f, int i, int sig)
-{
-    if (f->pid[i] <= 0)
-        return;
-    kill(f->pid[i], SIGCONT); /* a stopped process would never take sig */
-    kill(f->pid[i], sig);
-    waitpid(f->pid[i], NULL, 0);
-    f->pid[i] = 0;
-}
-
-static int setup_with(void **state, const char *log_keep, int count, const char *voters)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    char nodes[600] = "";
-    char cmd[2000];
-
-    assert_non_null(f);
-    f->log_keep = log_keep;
-    f->nodes = count;
-    harness_tmpdir(f->dir);
-    snprintf(f->arbor, sizeof(f->arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
-    for (int i = 0; i < f->nodes; i++) {
-        f->raft_port[i] = free_port();
-        f->client_port[i] = free_port();
-        snprintf(nodes + strlen(nodes), sizeof(nodes) - strlen(nodes),
-                 "%s%d=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1, f->raft_port[i],
-                 f->client_port[i]);
-    }
-    for (int i = 0; i < f->nodes; i++) {
-        snprintf(cmd, sizeof(cmd),
-                 "'%s' format '%s/node%d' --id %d --nodes %s --voters %s > /dev/null", f->arbor,
-                 f->dir, i + 1, i + 1, nodes, voters);
-        assert_int_equal(system(cmd), 0);
-        node_start(f, i);
-    }
-    f->fd = -1;
-    f->connected_to = -1;
-    f->buf = malloc(META_FRAME_BYTES_MAX + 8);
-    f->resp = malloc(sizeof(*f->resp));
-    assert_non_null(f->buf);
-    assert_non_null(f->resp);
-    *state = f;
-    return 0;
-}
-
 static int setup(void **state)
 {
-    return setup_with(state, NULL, 3, "1,2,3");
+    return cluster_setup(state, NULL, 3, "1,2,3");
 }
 
 /* Servers that keep only 50 entries below a checkpoint in memory: a
  * follower a little behind needs a snapshot. */
 static int setup_small_log(void **state)
 {
-    return setup_with(state, "50", 3, "1,2,3");
+    return cluster_setup(state, "50", 3, "1,2,3");
 }
 
 /* Four processes; node 4 starts empty, outside the group. */
 static int setup_spare(void **state)
 {
-    return setup_with(state, "50", 4, "1,2,3");
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    if (f->fd >= 0)
-        close(f->fd);
-    for (int i = 0; i < f->nodes; i++) {
-        node_kill(f, i, SIGTERM);
-    }
-    /* the servers' own logs: no sanitizer report, no assertion */
-    for (int i = 0; i < f->nodes; i++) {
-        char log[400];
-        snprintf(log, sizeof(log), "%s/node%d.log", f->dir, i + 1);
-        if (harness_count_lines(log, "Sanitizer") + harness_count_lines(log, "runtime error") +
-                harness_count_lines(log, "assertion") > 0) {
-            char cmd[500];
-            snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
-            if (system(cmd) != 0)
-                break;
-            fail_msg("node %d logged a sanitizer report or an assertion", i + 1);
-        }
-    }
-    harness_rm_rf(f->dir);
-    free(f->buf);
-    free(f->resp);
-    free(f);
-    return 0;
-}
-
-/* ---- a blocking client ------------------------------------------------------------- */
-
-static void client_close(struct fixture *f)
-{
-    if (f->fd >= 0)
-        close(f->fd);
-    f->fd = -1;
-    f->connected_to = -1;
-}
-
-static bool client_connect(struct fixture *f, int i)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(f->client_port[i])};
-
-    client_close(f);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return false;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    f->fd = fd;
-    f->connected_to = i;
-    return true;
-}
-
-/* Connect to node i, waiting (bounded) while it starts up. */
-static bool connect_wait(struct fixture *f, int i)
-{
-    for (int tries = 0; tries < 250; tries++) {
-        if (client_connect(f, i))
-            return true;
-        usleep(20000);
-    }
-    return false;
-}
-
-static bool read_full(int fd, uint8_t *p, size_t len, int timeout_ms)
-{
-    size_t done = 0;
-
-    while (done < len) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, timeout_ms) <= 0)
-            return false;
-        ssize_t n = read(fd, p + done, len - done);
-        if (n <= 0)
-            return false;
-        done += (size_t)n;
-    }
-    return true;
-}
-
-/* Send a request on the current connection and wait for its response. */
-static bool exchange(struct fixture *f, const struct meta_request *req, const struct meta_cmd *cmd)
-{
-    size_t len;
-
-    assert_int_equal(meta_request_encode(req, cmd, f->buf, META_FRAME_BYTES_MAX, &len), 0);
-    if (write(f->fd, f->buf, len) != (ssize_t)len)
-        return false;
-    uint32_t n;
-    if (!read_full(f->fd, (uint8_t *)&n, 4, 2000) || n > META_FRAME_BYTES_MAX ||
-        !read_full(f->fd, f->buf, n, 2000))
-        return false;
-    return meta_response_decode(f->buf, n, f->resp) == 0 && f->resp->r.id == req->id;
+    return cluster_setup(state, "50", 4, "1,2,3");
 }
 
 /* Run cmd at shard's leader: follow redirects, retry on a lost connection
@@ -842,7 +636,7 @@ static void test_cluster_shard_map_and_epochs(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, cluster_teardown)
     const struct CMUnitTest tests[] = {
         T(test_cluster_creates_lookups_and_readdir),
         T(test_cluster_leader_crash_loses_nothing_acknowledged),
@@ -851,9 +645,9 @@ int main(void)
         T(test_cluster_shard_map_and_epochs),
         T(test_cluster_stale_follower_refuses_bounded_reads),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
-                                        setup_small_log, teardown),
+                                        setup_small_log, cluster_teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
-                                        setup_spare, teardown),
+                                        setup_spare, cluster_teardown),
     };
 #undef T
     return cmocka_run_group_tests_name("test_cluster", tests, NULL, NULL);

@@ -1,0 +1,70 @@
+/* client/client.h - arbor's client module, public header.
+ *
+ * The metadata client: what a mount (and every tool that changes a volume)
+ * uses to run commands on the cluster. It finds each shard's leader and
+ * follows redirects, leader changes and new shard epochs; it resends a
+ * command whose answer was lost (a timeout, a closed connection, a leader
+ * that went away) with the same client id and sequence number, so the
+ * shard applies it once; it keeps a session alive with heartbeats.
+ *
+ * Threads: the client runs its own libuv loop on a thread of its own. Any
+ * number of threads may call ar_client_call() at once; each waits for its
+ * own answer, and the requests of all of them share one connection per
+ * server (pipelined, matched by request id).
+ */
+#ifndef ARBOR_CLIENT_H
+#define ARBOR_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "meta.h"
+
+#define AR_CLIENT_ADDRS_MAX META_SERVER_NODES_MAX
+
+struct ar_client_options {
+    uint32_t addr_count;                     /* replicas to start from (any of them) */
+    char addrs[AR_CLIENT_ADDRS_MAX][64];     /* their client addresses, host:port */
+    uint32_t attempt_ms;   /* wait this long for an answer before asking elsewhere (2000) */
+    uint32_t budget_ms;    /* a call fails with -ETIMEDOUT after this long (30000) */
+    uint32_t heartbeat_ms; /* the session's heartbeats (3000; 0 in options: default) */
+    bool has_no_session;   /* tools that open nothing need no session */
+};
+
+struct ar_client;
+
+/* Connect, read the shard map and open a session. errmsg says why not
+ * (no replica reachable within budget_ms, a map that does not decode). */
+int ar_client_open(const struct ar_client_options *o, struct ar_client **out, char *errmsg);
+/* Stop the loop and free everything; no call may be running. */
+void ar_client_close(struct ar_client *c);
+
+/* Run cmd on shard and wait for its answer, decoded into *out. A query is
+ * read in mode (META_READ_FOLLOWER with stale_ms from the options of the
+ * call: here 0, any replica); data_cap bounds the data a reply may carry.
+ * Mutations get the client's id and the next sequence number; a call sent
+ * again after a lost answer keeps them. Returns the reply's rc (0 or a
+ * negative errno), or -ETIMEDOUT after the budget. cmd and its buffers are
+ * borrowed until the call returns. */
+int ar_client_call(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
+                   enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out);
+
+/* The shard whose lease holds inode number ino (META_ROOT_SHARD if none). */
+uint32_t ar_client_shard_of(struct ar_client *c, uint64_t ino);
+/* The map as last read. */
+void ar_client_map(struct ar_client *c, struct meta_map *out);
+/* The session of shard's leader this client holds (0: none). A session
+ * that expired (the client was cut off longer than the servers wait) is
+ * replaced by a new one; what the old one held is gone. */
+uint64_t ar_client_session(struct ar_client *c, uint32_t shard);
+
+/* Counters, for tests and `arbor status`. */
+struct ar_client_stats {
+    uint64_t calls;
+    uint64_t resends;       /* attempts after the first: redirects, timeouts, lost connections */
+    uint64_t map_reads;
+    uint64_t sessions_lost;
+};
+void ar_client_stats(struct ar_client *c, struct ar_client_stats *out);
+
+#endif /* ARBOR_CLIENT_H */

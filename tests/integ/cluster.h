@@ -1,0 +1,48 @@
+/* tests/integ/cluster.h - a cluster of `arbor serve` processes on
+ * 127.0.0.1 for the integration tests: each test formats its own in a
+ * scratch directory, starts the processes, and ends them by PID; the
+ * servers' logs are checked for sanitizer reports at teardown. */
+#ifndef ARBOR_TESTS_INTEG_CLUSTER_H
+#define ARBOR_TESTS_INTEG_CLUSTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "meta.h"
+
+#define NODES_MAX      4
+#define CALL_BUDGET_MS 10000
+
+struct fixture {
+    char dir[256];
+    char arbor[512];
+    uint16_t raft_port[NODES_MAX];
+    uint16_t client_port[NODES_MAX];
+    pid_t pid[NODES_MAX];
+    int nodes;               /* processes in this test */
+    const char *log_keep;    /* arbor serve --log-keep, NULL: its default */
+    int fd;                  /* the client's connection */
+    int connected_to;        /* its node index, -1 if none */
+    uint64_t next_id;
+    uint8_t *buf;
+    struct meta_response_buf *resp;
+};
+
+double now_ms(void);
+/* Format count nodes (voters: "1,2,3") and start them; *state is the fixture. */
+int cluster_setup(void **state, const char *log_keep, int count, const char *voters);
+/* Stop every node still running (SIGTERM), check their logs, clean up. */
+int cluster_teardown(void **state);
+void node_start(struct fixture *f, int i);
+/* Send sig (after SIGCONT) to node i and reap it. */
+void node_kill(struct fixture *f, int i, int sig);
+/* The fixture's own blocking connection, to one node at a time. */
+void client_close(struct fixture *f);
+bool client_connect(struct fixture *f, int i);
+bool connect_wait(struct fixture *f, int i); /* waits (bounded) while node i starts */
+bool read_full(int fd, uint8_t *p, size_t len, int timeout_ms);
+/* Send a request on the connection and wait for its response into f->resp. */
+bool exchange(struct fixture *f, const struct meta_request *req, const struct meta_cmd *cmd);
+
+#endif /* ARBOR_TESTS_INTEG_CLUSTER_H */

@@ -1,0 +1,237 @@
+/* tests/integ/test_client.c - the metadata client against three real
+ * `arbor serve` processes on 127.0.0.1.
+ * Goal: many threads share the client and get their own answers; a leader
+ * killed in the middle of a stream of creates loses none and applies none
+ * twice (every create answers 0, never EEXIST from its own retry); the
+ * client finds every server from one address; a session is kept alive by
+ * heartbeats and replaced when the servers closed it; no reachable server
+ * is a clear error within the budget.
+ * Method: threads over one client; the leader found by a status request
+ * and killed with SIGKILL; every process started here and ended by PID. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "cluster.h"
+
+#define THREADS       8
+#define FILES_EACH    150
+
+static int setup(void **state)
+{
+    return cluster_setup(state, NULL, 3, "1,2,3");
+}
+
+/* A client that knows only node 1's address. */
+static struct ar_client *open_client(struct fixture *f, uint32_t heartbeat_ms)
+{
+    struct ar_client_options o = {.addr_count = 1, .heartbeat_ms = heartbeat_ms};
+    struct ar_client *c = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", f->client_port[0]);
+    if (ar_client_open(&o, &c, errmsg) != 0)
+        fail_msg("ar_client_open: %s", errmsg);
+    return c;
+}
+
+static int leader_node(struct fixture *f)
+{
+    for (int tries = 0; tries < 250; tries++) {
+        for (int i = 0; i < f->nodes; i++) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            if (f->pid[i] > 0 && client_connect(f, i) && exchange(f, &st, NULL) &&
+                f->resp->r.groups[1].leader != 0) {
+                client_close(f);
+                return (int)f->resp->r.groups[1].leader - 1;
+            }
+            client_close(f);
+        }
+        usleep(20000);
+    }
+    return -1;
+}
+
+struct worker {
+    struct ar_client *c;
+    uint64_t dir;
+    int index;
+    int bad_rc;     /* the first rc that was not 0, or 0 */
+    int done;
+};
+
+static void *create_files(void *arg)
+{
+    struct worker *w = arg;
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    char name[32];
+
+    assert_non_null(out);
+    for (int i = 0; i < FILES_EACH; i++) {
+        snprintf(name, sizeof(name), "w%d_%04d", w->index, i);
+        struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = w->dir, .name = name,
+                              .name_len = (uint32_t)strlen(name), .mode = S_IFREG | 0644};
+        int rc = ar_client_call(w->c, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out);
+        if (rc != 0 && w->bad_rc == 0)
+            w->bad_rc = rc;
+        __atomic_add_fetch(&w->done, 1, __ATOMIC_RELEASE);
+    }
+    free(out);
+    return NULL;
+}
+
+/* THREADS workers, each in a directory of its own; kill_leader kills the
+ * shard's leader once the workers are under way. */
+static void run_workers(struct fixture *f, struct ar_client *c, const char *tag, bool kill_leader)
+{
+    struct worker w[THREADS];
+    pthread_t t[THREADS];
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    char name[32];
+
+    assert_non_null(out);
+    for (int i = 0; i < THREADS; i++) {
+        snprintf(name, sizeof(name), "%s%d", tag, i);
+        struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = name,
+                              .name_len = (uint32_t)strlen(name), .mode = 0755};
+        assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out),
+                         0);
+        w[i] = (struct worker){.c = c, .dir = out->r.reply.attr.ino, .index = i};
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, create_files, &w[i]), 0);
+    }
+    if (kill_leader) {
+        /* bounded: the workers finish within their budget */
+        while (__atomic_load_n(&w[0].done, __ATOMIC_ACQUIRE) < FILES_EACH / 4) {
+            usleep(2000);
+        }
+        int leader = leader_node(f);
+        assert_true(leader >= 0);
+        node_kill(f, leader, SIGKILL);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(w[i].bad_rc, 0); /* never EEXIST: a retry got its first answer */
+        struct meta_cmd rd = {.op = META_OP_READDIR, .ino = w[i].dir, .entry_cap = 1024};
+        assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &rd, META_READ_LINEARIZABLE, 0, out),
+                         0);
+        assert_int_equal(out->r.reply.entry_count, FILES_EACH);
+    }
+    free(out);
+}
+
+static void test_client_threads_share_it(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client *c = open_client(f, 0);
+    struct ar_client_stats st;
+
+    run_workers(f, c, "d", false);
+    ar_client_stats(c, &st);
+    assert_true(st.calls >= THREADS * (FILES_EACH + 2));
+    struct meta_map m;
+    ar_client_map(c, &m);
+    assert_int_equal(m.member_count, 3); /* every server, from one address */
+    assert_int_equal(ar_client_shard_of(c, 5), META_ROOT_SHARD);
+    assert_true(ar_client_session(c, META_ROOT_SHARD) != 0);
+    ar_client_close(c);
+}
+
+static void test_client_leader_crash_loses_and_repeats_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client *c = open_client(f, 0);
+    struct ar_client_stats st;
+
+    run_workers(f, c, "k", true);
+    ar_client_stats(c, &st);
+    print_message("%" PRIu64 " calls, %" PRIu64 " sent again\n", st.calls, st.resends);
+    assert_true(st.resends > 0); /* the crash was felt */
+    ar_client_close(c);
+}
+
+/* Heartbeats keep a session past the servers' timeout (1 s in the
+ * fixture); a client whose heartbeats come too seldom loses it and opens a
+ * new one. */
+static void test_client_session_kept_and_replaced(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client *kept = open_client(f, 300);
+    struct ar_client *late = open_client(f, 2500);
+    struct ar_client_stats st;
+    uint64_t first = ar_client_session(kept, META_ROOT_SHARD);
+    uint64_t old = ar_client_session(late, META_ROOT_SHARD);
+
+    assert_true(first != 0 && old != 0);
+    /* bounded: the late client's next heartbeat finds its session closed */
+    for (int tries = 0; tries < 400; tries++) {
+        ar_client_stats(late, &st);
+        if (st.sessions_lost > 0 && ar_client_session(late, META_ROOT_SHARD) != 0)
+            break;
+        usleep(20000);
+    }
+    assert_true(st.sessions_lost > 0);
+    assert_true(ar_client_session(late, META_ROOT_SHARD) != old);
+    assert_int_equal(ar_client_session(kept, META_ROOT_SHARD), first);
+    ar_client_stats(kept, &st);
+    assert_int_equal(st.sessions_lost, 0);
+    /* and the kept session still holds things open */
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    assert_non_null(out);
+    struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "held", .name_len = 4,
+                          .mode = S_IFREG | 0644};
+    assert_int_equal(ar_client_call(kept, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out), 0);
+    struct meta_cmd op = {.op = META_OP_OPEN, .ino = out->r.reply.attr.ino, .session = first};
+    assert_int_equal(ar_client_call(kept, META_ROOT_SHARD, &op, META_READ_LINEARIZABLE, 0, out), 0);
+    free(out);
+    ar_client_close(late);
+    ar_client_close(kept);
+}
+
+static void test_client_without_servers_is_a_clear_error(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client_options o = {.addr_count = 1, .budget_ms = 800, .attempt_ms = 200};
+    struct ar_client *c = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    for (int i = 0; i < f->nodes; i++) {
+        node_kill(f, i, SIGTERM);
+    }
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", f->client_port[0]);
+    double t0 = now_ms();
+    assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
+    assert_null(c);
+    assert_non_null(strstr(errmsg, "shard map"));
+    assert_true(now_ms() - t0 < 5000); /* the budget, not forever */
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "no-port-here");
+    assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, cluster_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_client_threads_share_it),
+        T(test_client_leader_crash_loses_and_repeats_nothing),
+        T(test_client_session_kept_and_replaced),
+        T(test_client_without_servers_is_a_clear_error),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);
+}
