@@ -25,6 +25,7 @@
  * log is compacted to that index. A restart loads the checkpoint and
  * replays the log after it.
  * Thread: the loop's; the thread pool for the log and LMDB. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -1261,8 +1262,27 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
     ar_free(resp);
 }
 
+/* Bytes of the files in dir (not below it). */
+static uint64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    uint64_t sum = 0;
+
+    /* bounded by the directory's entries */
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_blocks * 512u; /* what the disk holds: prefill counts */
+    }
+    if (d != NULL)
+        closedir(d);
+    return sum;
+}
+
 static void group_status(const struct group *g, struct meta_group_status *gs)
 {
+    char path[700];
     struct meta_shard_stats st;
     const struct raft_config *cfg = raft_config_of(g->node);
 
@@ -1274,7 +1294,12 @@ static void group_status(const struct group *g, struct meta_group_status *gs)
                                      .applied = raft_applied_index(g->node),
                                      .last = raft_last_index(g->node),
                                      .checkpoint = meta_checkpoint_applied_index(g->ckpt),
-                                     .files = st.inode_count};
+                                     .files = st.inode_count,
+                                     .memory_bytes = st.memory_bytes};
+    snprintf(path, sizeof(path), "%s/log", g->dir);
+    gs->log_bytes = dir_bytes(path);
+    snprintf(path, sizeof(path), "%s/ckpt", g->dir);
+    gs->checkpoint_bytes = dir_bytes(path);
     gs->voter_count = cfg->voter_count;
     memcpy(gs->voters, cfg->voters, sizeof(uint64_t) * cfg->voter_count);
     gs->learner_count = cfg->learner_count;

@@ -95,6 +95,21 @@ static const char *role_name(uint32_t role)
     return role < 5 ? names[role] : "?";
 }
 
+/* bytes as "12.3 MiB" */
+static const char *human(uint64_t bytes, char out[32])
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    unsigned u = 0;
+
+    while (v >= 1024 && u + 1 < AR_ARRAY_LEN(units)) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, 32, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+    return out;
+}
+
 /* A line a replica and group, then its members and the leader's view. */
 static void print_group(const struct meta_response *r, const char *addr,
                         const struct meta_group_status *s, const uint64_t *top_commits)
@@ -115,6 +130,11 @@ static void print_group(const struct meta_response *r, const char *addr,
         printf(" %" PRIu64, s->learners[k]);
     }
     printf("\n");
+    char a[32];
+    char b[32];
+    char c[32];
+    printf("       sizes: state in memory %s, log on disk %s, checkpoint on disk %s\n",
+           human(s->memory_bytes, a), human(s->log_bytes, b), human(s->checkpoint_bytes, c));
     for (uint32_t p = 0; p < s->peer_count; p++) {
         printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64 " behind)\n",
                s->peer_ids[p], s->peer_match[p],
@@ -184,7 +204,8 @@ static void usage(FILE *to)
                 "Ask each replica of the cluster (the members in DATA_DIR's cluster file, or\n"
                 "the client addresses given) what it sees, and print a line a replica:\n"
                 "role, term, leader, commit and applied indexes, lag behind the highest\n"
-                "commit, the log's last index, the checkpoint's index and the files; then\n"
+                "commit, the log's last index, the checkpoint's index and the files; the\n"
+                "sizes of the state in memory, the log and the checkpoint on disk; then\n"
                 "the leader's view of each follower (the index its log matches to); then\n"
                 "the shard map: volume, members, and each shard's epoch and leases.\n"
                 "Exits 1 if a replica does not answer.\n");

@@ -225,6 +225,8 @@ static void test_cluster_creates_lookups_and_readdir(void **state)
         assert_int_equal(f->resp->r.group_count, 2); /* the map and "/" */
         assert_int_equal(f->resp->r.groups[0].shard, META_MAP_SHARD);
         assert_int_equal(f->resp->r.groups[1].shard, META_ROOT_SHARD);
+        assert_true(f->resp->r.groups[1].memory_bytes > 0);
+        assert_true(f->resp->r.groups[1].log_bytes > 0); /* the segment holds entries */
         bool is_leader = f->resp->r.groups[1].role == 4; /* RAFT_LEADER */
         leaders += is_leader;
         if (is_leader) /* followers may apply a moment later */
