@@ -7,6 +7,8 @@
  * that went away) with the same client id and sequence number, so the
  * shard applies it once; it keeps a session alive with heartbeats.
  *
+ * And the FUSE mount, which serves a volume through them (ar_mount_run()).
+ *
  * Threads: the client runs its own libuv loop on a thread of its own. Any
  * number of threads may call ar_client_call() at once; each waits for its
  * own answer, and the requests of all of them share one connection per
@@ -66,5 +68,26 @@ struct ar_client_stats {
     uint64_t sessions_lost;
 };
 void ar_client_stats(struct ar_client *c, struct ar_client_stats *out);
+
+/* ---- the FUSE mount (mount.c) -------------------------------------------------------------- */
+
+struct ar_mount_options {
+    const char *mountpoint;
+    struct ar_client_options meta;  /* where the metadata servers are */
+    const char *store_url;          /* NULL: the one the shard map names */
+    double entry_timeout_s;         /* the kernel caches names this long (0: not at all) */
+    double attr_timeout_s;          /* and attributes */
+    bool is_foreground;             /* else fuse_daemonize() detaches */
+    bool is_single_threaded;        /* one FUSE thread instead of a pool */
+    uint32_t threads;               /* the pool's most threads (0: 16) */
+    uint32_t write_buffer_mb;       /* written bytes all open files may hold (0: 256) */
+    const char *fuse_opts;          /* -o options for the kernel, e.g. "allow_other"; NULL none */
+};
+
+/* Mount the volume on o->mountpoint and serve it until it is unmounted
+ * (fusermount3 -u) or a SIGINT, SIGTERM or SIGHUP arrives. 0 after a clean
+ * unmount; else errmsg says why (no metadata server, the store, the
+ * mount point). */
+int ar_mount_run(const struct ar_mount_options *o, char *errmsg);
 
 #endif /* ARBOR_CLIENT_H */

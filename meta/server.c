@@ -1932,6 +1932,10 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     else
         snprintf(store, sizeof(store), "file://%s/blocks", abs != NULL ? abs : cfg->data_dir);
     free(abs);
+    if (cfg->store_url[0] == '\0' && mkdir(store + 7, 0755) != 0 && errno != EEXIST) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", store + 7, strerror(errno));
+        return -errno;
+    }
     if (strchr(store, ' ') != NULL || strchr(store, '\n') != NULL) {
         snprintf(errmsg, AR_ERRMSG_MAX, "the store URL %s holds a blank", store);
         return -EINVAL;

@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"status", cmd_status, "what each replica of a cluster sees: roles, terms, indexes, lag"},
     {"member", cmd_member, "add, promote or remove a replica, one at a time"},
     {"leader", cmd_leader, "hand the leadership to another replica"},
+    {"mount", cmd_mount, "serve a volume on a mount point through FUSE"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };
 

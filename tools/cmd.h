@@ -13,6 +13,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_member(int argc, char **argv);
 int cmd_leader(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;

@@ -1,0 +1,929 @@
+/* client/mount.c - the FUSE mount (libfuse3's low-level API; design §6).
+ *
+ * FUSE inode numbers are arbor's (the root is 1 on both sides), so the
+ * mount keeps no inode table: every operation is one or a few metadata
+ * calls (client.h) with the caller's credentials, and the server checks
+ * permissions as Linux would.
+ *
+ * Write path: each open file buffers contiguous writes (at most two blocks,
+ * never across a chunk); on flush, fsync, release, a write elsewhere, or a
+ * full buffer, the bytes go to the store as a new slice (its blocks put in
+ * parallel) and only then is the slice committed to the shard (WRITE).
+ * Data is in the store before any metadata names it. The bytes all files
+ * hold are bounded: past the budget a write commits at once.
+ *
+ * Read path: the chunk's resolved slices (READ_MAP), then the blocks, from
+ * a small in-memory cache or the store (whose CRC32Cs are checked on every
+ * read: a bad block is EIO, never wrong bytes). Holes read as zeros.
+ *
+ * Threads: libfuse's (one or many); the metadata client's loop; the
+ * store's workers for uploads. An open file's buffer is under its mutex. */
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "limits.h"
+#include "objstore.h"
+
+#define CACHE_BLOCKS    32u         /* blocks kept in memory for reads */
+#define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
+#define READDIR_ENTRIES 512u
+
+struct open_file {
+    uint64_t ino;
+    pthread_mutex_t mu;
+    uint8_t *buf;                   /* contiguous bytes not yet in a slice */
+    uint64_t buf_off;               /* the file offset of buf[0] */
+    uint32_t buf_len;
+};
+
+struct cached_block {
+    uint64_t slice;
+    uint32_t index;
+    uint32_t len;
+    uint64_t used;                  /* LRU tick; 0: empty */
+    uint8_t *data;
+};
+
+struct mnt {
+    struct ar_client *mc;
+    struct obj_store *store;
+    uint32_t block_bytes;
+    uint32_t buf_cap;               /* an open file's buffer: two blocks */
+    double entry_timeout;
+    double attr_timeout;
+    uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
+    uint64_t buffered;              /* atomic */
+    pthread_mutex_t ids_mu;
+    uint64_t id_next;               /* slice ids taken from the shard, not used yet */
+    uint64_t id_end;
+    pthread_mutex_t cache_mu;
+    struct cached_block cache[CACHE_BLOCKS];
+    uint64_t tick;
+    pthread_key_t out_key;          /* a response buffer per FUSE thread */
+};
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static int err_of(int rc)
+{
+    if (rc == -ETIMEDOUT || rc < -4095)
+        return EIO; /* arbor's own codes and a cluster out of reach */
+    return rc < 0 ? -rc : rc;
+}
+
+static struct meta_response_buf *out_of(struct mnt *m)
+{
+    struct meta_response_buf *out = pthread_getspecific(m->out_key);
+
+    if (out == NULL) {
+        out = ar_malloc(sizeof(*out));
+        if (out != NULL)
+            pthread_setspecific(m->out_key, out);
+    }
+    return out;
+}
+
+static void cred_of(fuse_req_t req, struct meta_cred *cred)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    gid_t groups[META_GROUPS_MAX];
+
+    *cred = (struct meta_cred){.uid = ctx->uid, .gid = ctx->gid};
+    int n = fuse_req_getgroups(req, META_GROUPS_MAX, groups);
+    if (n > (int)META_GROUPS_MAX)
+        n = META_GROUPS_MAX; /* the first ones: more than the protocol carries */
+    for (int i = 0; i < n; i++) {
+        cred->groups[cred->group_count++] = groups[i];
+    }
+}
+
+/* Run cmd with req's credentials; *out holds the answer on 0. */
+static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t data_cap,
+               struct meta_response_buf **out)
+{
+    *out = out_of(m);
+    if (*out == NULL)
+        return -ENOMEM;
+    if (req != NULL)
+        cred_of(req, &cmd->cred);
+    uint32_t shard = ar_client_shard_of(m->mc, cmd->ino);
+    return ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+}
+
+static void stat_of(const struct mnt *m, const struct meta_attr *a, struct stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = a->ino;
+    st->st_mode = a->mode;
+    st->st_nlink = a->nlink;
+    st->st_uid = a->uid;
+    st->st_gid = a->gid;
+    st->st_rdev = a->rdev;
+    st->st_size = (off_t)a->size;
+    st->st_blksize = m->block_bytes;
+    st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+    st->st_atim = (struct timespec){.tv_sec = a->atime_ns / 1000000000,
+                                    .tv_nsec = a->atime_ns % 1000000000};
+    st->st_mtim = (struct timespec){.tv_sec = a->mtime_ns / 1000000000,
+                                    .tv_nsec = a->mtime_ns % 1000000000};
+    st->st_ctim = (struct timespec){.tv_sec = a->ctime_ns / 1000000000,
+                                    .tv_nsec = a->ctime_ns % 1000000000};
+}
+
+static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a)
+{
+    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = m->attr_timeout,
+                                 .entry_timeout = m->entry_timeout};
+
+    stat_of(m, a, &e.attr);
+    fuse_reply_entry(req, &e);
+}
+
+/* ---- the store side: slices and blocks --------------------------------------------------------- */
+
+static void block_key(uint64_t slice, uint32_t index, char out[64])
+{
+    snprintf(out, 64, "s/%016" PRIx64 "/%u", slice, index);
+}
+
+static int slice_id(struct mnt *m, uint64_t *id)
+{
+    pthread_mutex_lock(&m->ids_mu);
+    if (m->id_next == m->id_end) {
+        struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = SLICE_IDS_TAKEN};
+        struct meta_response_buf *out;
+        int rc = run(m, NULL, &al, 0, &out);
+        if (rc != 0) {
+            pthread_mutex_unlock(&m->ids_mu);
+            return rc;
+        }
+        m->id_next = out->r.reply.attr.ino;
+        m->id_end = m->id_next + out->r.reply.attr.size;
+    }
+    *id = m->id_next++;
+    pthread_mutex_unlock(&m->ids_mu);
+    return 0;
+}
+
+struct upload {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    uint32_t left;
+    int rc;
+    char keys[2][64];
+    struct obj_req reqs[2];
+};
+
+static void uploaded(struct obj_req *r)
+{
+    struct upload *u = r->data;
+
+    pthread_mutex_lock(&u->mu);
+    if (r->rc != 0 && u->rc == 0) {
+        u->rc = r->rc;
+        ar_log(AR_LOG_ERROR, "cannot store block %s: %s", r->key, r->errmsg);
+    }
+    u->left--;
+    pthread_cond_signal(&u->cond);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* Put the buffer's bytes into the store as a new slice, then name it in
+ * the file (WRITE). Holds f->mu. */
+static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
+{
+    if (f->buf_len == 0)
+        return 0;
+    uint64_t id;
+    int rc = slice_id(m, &id);
+    if (rc != 0)
+        return rc;
+    struct upload u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    uint32_t blocks = (f->buf_len + m->block_bytes - 1) / m->block_bytes;
+    AR_ASSERT(blocks <= 2);
+    u.left = blocks;
+    for (uint32_t i = 0; i < blocks; i++) {
+        uint32_t off = i * m->block_bytes;
+        uint32_t len = f->buf_len - off < m->block_bytes ? f->buf_len - off : m->block_bytes;
+        block_key(id, i, u.keys[i]);
+        u.reqs[i] = (struct obj_req){.op = OBJ_OP_PUT, .key = u.keys[i], .buf = f->buf + off,
+                                     .size = len, .data = &u};
+        if (obj_submit(m->store, &u.reqs[i], uploaded) != 0) {
+            pthread_mutex_lock(&u.mu);
+            u.left--;
+            u.rc = -EAGAIN;
+            pthread_mutex_unlock(&u.mu);
+        }
+    }
+    pthread_mutex_lock(&u.mu);
+    /* bounded: each upload ends (the store retries within its own limits) */
+    while (u.left > 0) {
+        pthread_cond_wait(&u.cond, &u.mu);
+    }
+    pthread_mutex_unlock(&u.mu);
+    if (u.rc != 0)
+        return -EIO;
+    struct meta_cmd w = {.op = META_OP_WRITE, .ino = f->ino, .offset = f->buf_off,
+                         .slice = {.id = id, .size = f->buf_len, .off = 0, .len = f->buf_len}};
+    struct meta_response_buf *out;
+    rc = run(m, req, &w, 0, &out);
+    if (rc == 0) {
+        __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
+        f->buf_len = 0;
+    }
+    return rc;
+}
+
+/* Copy len bytes at offset off of slice (size bytes in all) into dst. */
+static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off, uint32_t len,
+                      uint8_t *dst)
+{
+    /* bounded: each turn copies from one block */
+    while (len > 0) {
+        uint32_t index = off / m->block_bytes;
+        uint32_t in = off % m->block_bytes;
+        uint32_t block_len = size - index * m->block_bytes < m->block_bytes
+                                 ? size - index * m->block_bytes
+                                 : m->block_bytes;
+        uint32_t n = block_len - in < len ? block_len - in : len;
+        bool is_hit = false;
+        pthread_mutex_lock(&m->cache_mu);
+        for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+            struct cached_block *b = &m->cache[i];
+            if (b->used != 0 && b->slice == slice && b->index == index && b->len == block_len) {
+                memcpy(dst, b->data + in, n);
+                b->used = ++m->tick;
+                is_hit = true;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&m->cache_mu);
+        if (!is_hit) {
+            char key[64];
+            char errmsg[OBJ_ERRMSG_MAX];
+            size_t got = 0;
+            uint8_t *data = ar_malloc(block_len > 0 ? block_len : 1);
+            if (data == NULL)
+                return -ENOMEM;
+            block_key(slice, index, key);
+            int rc = obj_get(m->store, key, data, block_len, &got, errmsg);
+            if (rc != 0 || got != block_len) {
+                ar_log(AR_LOG_ERROR, "cannot read block %s: %s", key,
+                       rc != 0 ? errmsg : "short");
+                ar_free(data);
+                return -EIO;
+            }
+            memcpy(dst, data + in, n);
+            pthread_mutex_lock(&m->cache_mu);
+            struct cached_block *victim = &m->cache[0];
+            for (uint32_t i = 1; i < CACHE_BLOCKS; i++) {
+                if (m->cache[i].used < victim->used)
+                    victim = &m->cache[i];
+            }
+            ar_free(victim->data);
+            *victim = (struct cached_block){.slice = slice, .index = index, .len = block_len,
+                                            .used = ++m->tick, .data = data};
+            pthread_mutex_unlock(&m->cache_mu);
+        }
+        dst += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* ---- the operations ----------------------------------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC arrives as a setattr */
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    reply_entry(m, req, &out->r.reply.attr);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_GETATTR, .ino = ino};
+    struct meta_response_buf *out;
+    struct stat st;
+
+    (void)fi;
+    int rc = run(m, req, &c, 0, &out);
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    stat_of(m, &out->r.reply.attr, &st);
+    fuse_reply_attr(req, &st, m->attr_timeout);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_SETATTR, .ino = ino};
+    struct meta_response_buf *out;
+    struct stat st;
+
+    if (fi != NULL && (to_set & FUSE_SET_ATTR_SIZE)) {
+        /* buffered bytes land first, so the truncation cuts them too */
+        struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+        pthread_mutex_lock(&f->mu);
+        int rc = commit(m, req, f);
+        pthread_mutex_unlock(&f->mu);
+        if (rc != 0) {
+            fuse_reply_err(req, err_of(rc));
+            return;
+        }
+    }
+    if (to_set & FUSE_SET_ATTR_MODE)
+        c.set_mask |= META_SET_MODE, c.set.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID)
+        c.set_mask |= META_SET_UID, c.set.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID)
+        c.set_mask |= META_SET_GID, c.set.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE)
+        c.set_mask |= META_SET_SIZE, c.set.size = (uint64_t)attr->st_size;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        c.set_mask |= META_SET_ATIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+        c.set_mask |= META_SET_ATIME,
+            c.set.atime_ns = attr->st_atim.tv_sec * 1000000000ll + attr->st_atim.tv_nsec;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        c.set_mask |= META_SET_MTIME_NOW;
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+        c.set_mask |= META_SET_MTIME,
+            c.set.mtime_ns = attr->st_mtim.tv_sec * 1000000000ll + attr->st_mtim.tv_nsec;
+    int rc = run(m, req, &c, 0, &out);
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    stat_of(m, &out->r.reply.attr, &st);
+    fuse_reply_attr(req, &st, m->attr_timeout);
+}
+
+static void make(fuse_req_t req, struct meta_cmd *c)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_response_buf *out;
+    int rc = run(m, req, c, 0, &out);
+
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    reply_entry(m, req, &out->r.reply.attr);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    struct meta_cmd c = {.op = META_OP_MKNOD, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name), .mode = mode,
+                         .rdev = (uint32_t)rdev};
+    make(req, &c);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct meta_cmd c = {.op = META_OP_MKDIR, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name), .mode = mode};
+    make(req, &c);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct meta_cmd c = {.op = META_OP_SYMLINK, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name), .target = link,
+                         .target_len = (uint32_t)strlen(link)};
+    make(req, &c);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    struct meta_cmd c = {.op = META_OP_LINK, .ino = ino, .new_dir = newparent,
+                         .new_name = newname, .new_name_len = (uint32_t)strlen(newname)};
+    make(req, &c);
+}
+
+static void reply_rc(fuse_req_t req, struct meta_cmd *c)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_response_buf *out;
+
+    fuse_reply_err(req, err_of(run(m, req, c, 0, &out)));
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct meta_cmd c = {.op = META_OP_UNLINK, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    reply_rc(req, &c);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct meta_cmd c = {.op = META_OP_RMDIR, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    reply_rc(req, &c);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct meta_cmd c = {.op = META_OP_RENAME, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name), .new_dir = newparent,
+                         .new_name = newname, .new_name_len = (uint32_t)strlen(newname),
+                         .flags = flags};
+    reply_rc(req, &c);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_READLINK, .ino = ino};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0)
+        fuse_reply_err(req, err_of(rc));
+    else
+        fuse_reply_readlink(req, out->r.reply.target);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    struct meta_cmd c = {.op = META_OP_ACCESS, .ino = ino, .flags = (uint32_t)mask};
+    reply_rc(req, &c);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_STATFS, .ino = ino};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    /* the store has no fixed size: report 1 PiB, less what files hold */
+    const uint64_t blocks = (1ull << 50) / 4096;
+    const uint64_t files = 1ull << 40;
+    uint64_t used = (out->r.reply.bytes + 4095) / 4096;
+    struct statvfs sv = {.f_bsize = 4096, .f_frsize = 4096, .f_blocks = blocks,
+                         .f_bfree = used < blocks ? blocks - used : 0,
+                         .f_files = files, .f_namemax = META_NAME_BYTES_MAX};
+    sv.f_bavail = sv.f_bfree;
+    sv.f_ffree = out->r.reply.files < files ? files - out->r.reply.files : 0;
+    sv.f_favail = sv.f_ffree;
+    fuse_reply_statfs(req, &sv);
+}
+
+/* ---- open files ------------------------------------------------------------------------------ */
+
+static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, enum meta_op op)
+{
+    struct meta_cmd c = {.op = op, .ino = ino,
+                         .session = ar_client_session(m->mc, ar_client_shard_of(m->mc, ino))};
+    struct meta_response_buf *out;
+
+    return c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
+}
+
+static struct open_file *file_new(uint64_t ino)
+{
+    struct open_file *f = ar_calloc(1, sizeof(*f));
+
+    if (f != NULL) {
+        f->ino = ino;
+        pthread_mutex_init(&f->mu, NULL);
+    }
+    return f;
+}
+
+static void file_free(struct open_file *f)
+{
+    pthread_mutex_destroy(&f->mu);
+    ar_free(f->buf);
+    ar_free(f);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = file_new(ino);
+    int rc = f != NULL ? hold(m, req, ino, META_OP_OPEN) : -ENOMEM;
+
+    if (rc != 0) {
+        if (f != NULL)
+            file_free(f);
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fuse_reply_open(req, fi);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_MKNOD, .ino = parent, .name = name,
+                         .name_len = (uint32_t)strlen(name), .mode = S_IFREG | (mode & 07777)};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
+                                 .entry_timeout = m->entry_timeout};
+    stat_of(m, &out->r.reply.attr, &e.attr);
+    struct open_file *f = file_new(e.ino);
+    rc = f != NULL ? hold(m, req, e.ino, META_OP_OPEN) : -ENOMEM;
+    if (rc != 0) {
+        if (f != NULL)
+            file_free(f);
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fuse_reply_create(req, &e, fi);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+    uint64_t at = (uint64_t)off;
+    size_t done = 0;
+    int rc = 0;
+
+    (void)ino;
+    if (at + size > META_FILE_BYTES_MAX) {
+        fuse_reply_err(req, EFBIG);
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    if (f->buf == NULL && (f->buf = ar_malloc(m->buf_cap)) == NULL)
+        rc = -ENOMEM;
+    /* bounded: each turn takes what fits in the buffer and the chunk */
+    while (rc == 0 && done < size) {
+        if (f->buf_len > 0 && f->buf_off + f->buf_len != at)
+            rc = commit(m, req, f); /* not contiguous: the buffered bytes go first */
+        if (rc != 0)
+            break;
+        if (f->buf_len == 0)
+            f->buf_off = at;
+        uint64_t chunk_end = (at / META_CHUNK_BYTES + 1) * META_CHUNK_BYTES;
+        size_t n = size - done;
+        if (n > chunk_end - at)
+            n = (size_t)(chunk_end - at);
+        if (n > m->buf_cap - f->buf_len)
+            n = m->buf_cap - f->buf_len;
+        memcpy(f->buf + f->buf_len, buf + done, n);
+        f->buf_len += (uint32_t)n;
+        __atomic_add_fetch(&m->buffered, n, __ATOMIC_RELAXED);
+        done += n;
+        at += n;
+        if (f->buf_len == m->buf_cap || at == chunk_end ||
+            __atomic_load_n(&m->buffered, __ATOMIC_RELAXED) > m->budget)
+            rc = commit(m, req, f);
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (rc != 0)
+        fuse_reply_err(req, err_of(rc));
+    else
+        fuse_reply_write(req, size);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+    uint8_t *dst = ar_malloc(size > 0 ? size : 1);
+    uint64_t pos = (uint64_t)off;
+    uint64_t end = pos + size;
+    int rc = dst != NULL ? 0 : -ENOMEM;
+
+    pthread_mutex_lock(&f->mu);
+    if (rc == 0)
+        rc = commit(m, req, f); /* reads see this file's own writes */
+    pthread_mutex_unlock(&f->mu);
+    /* bounded: each turn resolves one chunk */
+    while (rc == 0 && pos < end) {
+        struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
+        struct meta_response_buf *out;
+        rc = run(m, req, &c, 0, &out);
+        if (rc != 0)
+            break;
+        const struct meta_reply *r = &out->r.reply;
+        if (end > r->attr.size)
+            end = r->attr.size;
+        if (pos >= end)
+            break;
+        uint64_t chunk_end = r->chunk_offset + META_CHUNK_BYTES;
+        for (uint32_t i = 0; rc == 0 && i < r->slice_count; i++) {
+            const struct meta_slice *p = &r->slices[i];
+            uint64_t from = r->chunk_offset + p->pos;
+            uint64_t to = from + p->len;
+            uint64_t lo = pos > from ? pos : from;
+            uint64_t hi = end < to ? end : to;
+            if (lo >= hi)
+                continue;
+            uint8_t *d = dst + (lo - (uint64_t)off);
+            if (p->id == 0)
+                memset(d, 0, hi - lo);
+            else
+                rc = slice_read(m, p->id, p->size, p->off + (uint32_t)(lo - from),
+                                (uint32_t)(hi - lo), d);
+        }
+        pos = chunk_end < end ? chunk_end : end;
+    }
+    if (rc != 0)
+        fuse_reply_err(req, err_of(rc));
+    else
+        fuse_reply_buf(req, (const char *)dst, end > (uint64_t)off ? end - (uint64_t)off : 0);
+    ar_free(dst);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+
+    (void)ino;
+    pthread_mutex_lock(&f->mu);
+    int rc = commit(m, req, f);
+    pthread_mutex_unlock(&f->mu);
+    fuse_reply_err(req, err_of(rc));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)datasync;
+    op_flush(req, ino, fi); /* a commit is durable: the shard answers after its quorum syncs */
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+
+    pthread_mutex_lock(&f->mu);
+    int rc = commit(m, req, f);
+    pthread_mutex_unlock(&f->mu);
+    if (rc != 0)
+        ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": written bytes lost at close: %s",
+               (uint64_t)ino, ar_strerror(rc));
+    if (f->buf_len > 0)
+        __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
+    hold(m, req, ino, META_OP_RELEASE);
+    file_free(f);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- directories ------------------------------------------------------------------------------ */
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    char *buf = ar_malloc(size);
+    size_t used = 0;
+    struct stat st = {.st_ino = ino, .st_mode = S_IFDIR};
+
+    (void)fi;
+    if (buf == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    /* offsets: 1 after ".", 2 after "..", then 2 + the server's cookies */
+    if (off == 0)
+        used += fuse_add_direntry(req, buf + used, size - used, ".", &st, 1);
+    if (off <= 1 && used <= size)
+        used += fuse_add_direntry(req, buf + used, size - used, "..", &st, 2);
+    if (used > size) {
+        fuse_reply_buf(req, buf, 0);
+        ar_free(buf);
+        return;
+    }
+    struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino,
+                         .cookie = off > 2 ? (uint64_t)off - 2 : 0,
+                         .entry_cap = READDIR_ENTRIES};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+    if (rc != 0) {
+        ar_free(buf);
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    for (uint32_t i = 0; i < out->r.reply.entry_count; i++) {
+        const struct meta_dirent *e = &out->r.reply.entries[i];
+        struct stat es = {.st_ino = e->ino, .st_mode = e->type};
+        size_t need = fuse_add_direntry(req, buf + used, size - used, e->name, &es,
+                                        (off_t)(e->cookie + 2));
+        if (need > size - used)
+            break; /* full: the kernel asks again from the last offset */
+        used += need;
+    }
+    fuse_reply_buf(req, buf, used);
+    ar_free(buf);
+}
+
+/* ---- extended attributes ------------------------------------------------------------------ */
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    struct meta_cmd c = {.op = META_OP_SETXATTR, .ino = ino, .name = name,
+                         .name_len = (uint32_t)strlen(name), .value = value,
+                         .value_len = (uint32_t)size, .flags = (uint32_t)flags};
+    if (size > META_XATTR_VALUE_MAX) {
+        fuse_reply_err(req, E2BIG);
+        return;
+    }
+    reply_rc(req, &c);
+}
+
+static void reply_data(fuse_req_t req, int rc, const struct meta_response_buf *out, size_t size)
+{
+    if (rc != 0)
+        fuse_reply_err(req, err_of(rc));
+    else if (size == 0)
+        fuse_reply_xattr(req, out->r.reply.data_len);
+    else if (out->r.reply.data_len > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, out->r.reply.data, out->r.reply.data_len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_GETXATTR, .ino = ino, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    struct meta_response_buf *out;
+    uint32_t cap = size > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)size;
+
+    int rc = run(m, req, &c, cap, &out);
+    reply_data(req, rc, out, size);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_LISTXATTR, .ino = ino};
+    struct meta_response_buf *out;
+    uint32_t cap = size > META_XATTR_BYTES_MAX ? META_XATTR_BYTES_MAX : (uint32_t)size;
+
+    int rc = run(m, req, &c, cap, &out);
+    reply_data(req, rc, out, size);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    struct meta_cmd c = {.op = META_OP_REMOVEXATTR, .ino = ino, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    reply_rc(req, &c);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .readdir = op_readdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .access = op_access,
+    .create = op_create,
+};
+
+/* ---- mounting ------------------------------------------------------------------------------- */
+
+static void out_free(void *p)
+{
+    ar_free(p);
+}
+
+int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
+{
+    AR_ASSERT(o != NULL && o->mountpoint != NULL && errmsg != NULL);
+    struct mnt *m = ar_calloc(1, sizeof(*m));
+    struct meta_map *map = ar_malloc(sizeof(*map));
+    int rc = m != NULL && map != NULL ? 0 : -ENOMEM;
+
+    if (rc == 0)
+        rc = ar_client_open(&o->meta, &m->mc, errmsg);
+    if (rc == 0) {
+        ar_client_map(m->mc, map);
+        const char *url = o->store_url != NULL ? o->store_url : map->store_url;
+        m->block_bytes = map->block_bytes > 0 ? map->block_bytes : META_BLOCK_BYTES;
+        rc = obj_store_open(url, NULL, &m->store, errmsg);
+    }
+    struct fuse_session *se = NULL;
+    if (rc == 0) {
+        m->buf_cap = 2 * m->block_bytes;
+        m->entry_timeout = o->entry_timeout_s;
+        m->attr_timeout = o->attr_timeout_s;
+        m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
+        pthread_mutex_init(&m->ids_mu, NULL);
+        pthread_mutex_init(&m->cache_mu, NULL);
+        pthread_key_create(&m->out_key, out_free);
+        char *argv[] = {"arbor", "-o", (char *)(o->fuse_opts ? o->fuse_opts : "default_permissions"),
+                        NULL};
+        struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+        /* the server checks permissions itself; the kernel's check is
+         * only added when asked for (-o default_permissions) */
+        if (o->fuse_opts == NULL)
+            args.argc = 1;
+        se = fuse_session_new(&args, &ops, sizeof(ops), m);
+        if (se == NULL || fuse_set_signal_handlers(se) != 0 ||
+            fuse_session_mount(se, o->mountpoint) != 0) {
+            snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (is it an empty directory, "
+                                            "and /dev/fuse usable?)", o->mountpoint);
+            rc = -EIO;
+        }
+    }
+    if (rc == 0) {
+        ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, o->mountpoint);
+        fuse_daemonize(o->is_foreground);
+        if (o->is_single_threaded) {
+            rc = fuse_session_loop(se);
+        } else {
+            struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+            fuse_loop_cfg_set_max_threads(cfg, o->threads ? o->threads : 16);
+            rc = fuse_session_loop_mt(se, cfg);
+            fuse_loop_cfg_destroy(cfg);
+        }
+        fuse_session_unmount(se);
+        ar_log(AR_LOG_INFO, "unmounted %s", o->mountpoint);
+        rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
+    }
+    if (se != NULL) {
+        fuse_remove_signal_handlers(se);
+        fuse_session_destroy(se);
+    }
+    if (m != NULL) {
+        for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+            ar_free(m->cache[i].data);
+        }
+        obj_store_close(m->store);
+        ar_client_close(m->mc);
+        if (se != NULL || rc == 0)
+            pthread_key_delete(m->out_key);
+        ar_free(m);
+    }
+    ar_free(map);
+    return rc;
+}

@@ -1,0 +1,387 @@
+/* tests/integ/test_mount.c - a real FUSE mount of a 3-replica cluster.
+ * Goal: what POSIX programs do works on the mount as on a local file
+ * system: files of every size boundary read back equal, overwrites at
+ * random offsets match a local copy, names, links, symlinks, xattrs,
+ * truncation, an unlinked file still open, permissions for a non-root
+ * user; what was written survives a remount; a second mount sees a file
+ * once the first closed it.
+ * Method: `arbor mount --foreground` started here and stopped by
+ * fusermount3 -u and its PID; system calls on the mount compared with the
+ * same calls on a local directory or a local copy. Needs root and
+ * /dev/fuse (CI has both). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "../objstore/harness.h"
+#include "cluster.h"
+
+struct mount_proc {
+    pid_t pid;
+    char dir[400];
+};
+
+/* The running test's mounts, here (not on its stack) so that its teardown
+ * finds them after a failed assertion left the test. */
+static struct mount_proc mounts[4];
+
+static int setup(void **state)
+{
+    return cluster_setup(state, NULL, 3, "1,2,3");
+}
+
+/* A failed test leaves its mounts: unmount them (lazily) and end their
+ * processes, then the cluster's. */
+static int teardown(void **state)
+{
+    for (size_t i = 0; i < AR_ARRAY_LEN(mounts); i++) {
+        struct mount_proc *mp = &mounts[i];
+        if (mp->pid <= 0)
+            continue;
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "fusermount3 -u -z '%s' 2>/dev/null", mp->dir);
+        if (system(cmd) != 0)
+            print_message("could not unmount %s\n", mp->dir);
+        kill(mp->pid, SIGKILL);
+        waitpid(mp->pid, NULL, 0);
+        mp->pid = 0;
+    }
+    return cluster_teardown(state);
+}
+
+static bool is_mounted(const char *dir)
+{
+    struct stat a;
+    struct stat b;
+    char parent[500];
+
+    snprintf(parent, sizeof(parent), "%s/..", dir);
+    return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+/* Mount the fixture's cluster on f->dir/name; waits (bounded) for it. */
+static struct mount_proc *mount_start(struct fixture *f, const char *name,
+                                      const char *attr_timeout)
+{
+    char addr[64];
+    char log[500];
+    struct mount_proc *mp = NULL;
+
+    for (size_t i = 0; i < AR_ARRAY_LEN(mounts) && mp == NULL; i++) {
+        if (mounts[i].pid <= 0)
+            mp = &mounts[i];
+    }
+    assert_non_null(mp);
+
+    snprintf(mp->dir, sizeof(mp->dir), "%s/%s", f->dir, name);
+    mkdir(mp->dir, 0755);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", f->client_port[0]);
+    snprintf(log, sizeof(log), "%s/%s.log", f->dir, name);
+    mp->pid = fork();
+    assert_true(mp->pid >= 0);
+    if (mp->pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(f->arbor, "arbor", "mount", addr, mp->dir, "--foreground", "--attr-timeout",
+              attr_timeout, "--entry-timeout", attr_timeout, (char *)NULL);
+        _exit(127);
+    }
+    for (int tries = 0; tries < 500 && !is_mounted(mp->dir); tries++) {
+        usleep(20000);
+    }
+    if (!is_mounted(mp->dir)) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
+        if (system(cmd) != 0)
+            print_message("(no log)\n");
+        fail_msg("%s did not mount", mp->dir);
+    }
+    return mp;
+}
+
+static void mount_stop(struct mount_proc *mp)
+{
+    char cmd[600];
+
+    if (mp->pid <= 0)
+        return;
+    snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s' 2>/dev/null", mp->dir);
+    if (system(cmd) != 0)
+        kill(mp->pid, SIGTERM);
+    int status = 0;
+    waitpid(mp->pid, &status, 0);
+    mp->pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* a clean unmount */
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)(rng_next(&seed) >> 24);
+    }
+}
+
+/* Write data to path in pieces of 128 KiB (as cp does). */
+static void write_file(const char *path, const uint8_t *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    for (size_t at = 0; at < n;) {
+        size_t k = n - at < (128u << 10) ? n - at : (128u << 10);
+        assert_int_equal(write(fd, data + at, k), (ssize_t)k);
+        at += k;
+    }
+    assert_int_equal(close(fd), 0);
+}
+
+static void expect_file(const char *path, const uint8_t *data, size_t n)
+{
+    uint8_t *got = malloc(n + 1);
+    int fd = open(path, O_RDONLY);
+    size_t at = 0;
+    ssize_t r;
+
+    assert_non_null(got);
+    assert_true(fd >= 0);
+    /* bounded by the file's size */
+    while ((r = read(fd, got + at, n + 1 - at)) > 0) {
+        at += (size_t)r;
+    }
+    assert_int_equal(r, 0);
+    close(fd);
+    assert_int_equal(at, n);
+    assert_memory_equal(got, data, n);
+    free(got);
+}
+
+static void test_mount_files_of_every_size_read_back_equal(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp;
+    static const size_t sizes[] = {0, 1, 4096, (4u << 20) - 1, 4u << 20, (4u << 20) + 1,
+                                   (9u << 20) + 7};
+    uint8_t *data = malloc((9u << 20) + 7);
+    char path[600];
+
+    assert_non_null(data);
+    mp = mount_start(f, "m", "1");
+    for (size_t i = 0; i < AR_ARRAY_LEN(sizes); i++) {
+        fill(data, sizes[i], i + 1);
+        snprintf(path, sizeof(path), "%s/file_%zu", mp->dir, sizes[i]);
+        write_file(path, data, sizes[i]);
+        expect_file(path, data, sizes[i]);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_size, (off_t)sizes[i]);
+    }
+    /* random overwrites at random offsets, against a local copy */
+    size_t n = (9u << 20) + 7;
+    fill(data, n, 7);
+    snprintf(path, sizeof(path), "%s/rewritten", mp->dir);
+    write_file(path, data, n);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint64_t seed = 99;
+    for (int k = 0; k < 60; k++) {
+        size_t len = 1 + rng_next(&seed) % (300u << 10);
+        size_t off = rng_next(&seed) % (n + (1u << 20)); /* past the end too: holes */
+        uint8_t *piece = malloc(len);
+        assert_non_null(piece);
+        fill(piece, len, seed);
+        assert_int_equal(pwrite(fd, piece, len, (off_t)off), (ssize_t)len);
+        if (off + len > n) {
+            data = realloc(data, off + len);
+            assert_non_null(data);
+            if (off > n)
+                memset(data + n, 0, off - n);
+            n = off + len;
+        }
+        memcpy(data + off, piece, len);
+        free(piece);
+        if (k % 20 == 19)
+            assert_int_equal(fsync(fd), 0);
+    }
+    assert_int_equal(close(fd), 0);
+    expect_file(path, data, n);
+    /* truncation, down and up: the cut bytes read as zeros */
+    assert_int_equal(truncate(path, 1000), 0);
+    assert_int_equal(truncate(path, 5000), 0);
+    memset(data + 1000, 0, 4000);
+    expect_file(path, data, 5000);
+    mount_stop(mp);
+    /* all of it is still there after a remount */
+    mp = mount_start(f, "m", "1");
+    expect_file(path, data, 5000);
+    fill(data, (4u << 20) + 1, 6);
+    snprintf(path, sizeof(path), "%s/file_%zu", mp->dir, (size_t)(4u << 20) + 1);
+    expect_file(path, data, (4u << 20) + 1);
+    mount_stop(mp);
+    free(data);
+}
+
+static void test_mount_names_links_xattrs_and_permissions(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp;
+    char a[600];
+    char b[600];
+    char buf[64];
+
+    mp = mount_start(f, "m", "1");
+    snprintf(a, sizeof(a), "%s/d", mp->dir);
+    assert_int_equal(mkdir(a, 0755), 0);
+    assert_int_equal(mkdir(a, 0755), -1);
+    assert_int_equal(errno, EEXIST);
+    for (int i = 0; i < 300; i++) {
+        snprintf(a, sizeof(a), "%s/d/f%03d", mp->dir, i);
+        write_file(a, (const uint8_t *)"x", 1);
+    }
+    snprintf(a, sizeof(a), "%s/d", mp->dir);
+    DIR *d = opendir(a);
+    assert_non_null(d);
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        count += e->d_name[0] != '.';
+    }
+    closedir(d);
+    assert_int_equal(count, 300);
+    /* rename over a name, hard links, symlinks */
+    snprintf(a, sizeof(a), "%s/d/f000", mp->dir);
+    snprintf(b, sizeof(b), "%s/d/f001", mp->dir);
+    assert_int_equal(rename(a, b), 0);
+    assert_int_equal(access(a, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+    snprintf(a, sizeof(a), "%s/d/hard", mp->dir);
+    assert_int_equal(link(b, a), 0);
+    struct stat st;
+    assert_int_equal(stat(b, &st), 0);
+    assert_int_equal(st.st_nlink, 2);
+    snprintf(a, sizeof(a), "%s/d/sym", mp->dir);
+    assert_int_equal(symlink("f001", a), 0);
+    assert_int_equal(readlink(a, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "f001", 4);
+    assert_int_equal(stat(a, &st), 0); /* followed */
+    assert_true(S_ISREG(st.st_mode));
+    /* xattrs */
+    assert_int_equal(setxattr(b, "user.label", "cat", 3, 0), 0);
+    assert_int_equal(getxattr(b, "user.label", buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "cat", 3);
+    assert_int_equal(getxattr(b, "user.label", buf, 1), -1);
+    assert_int_equal(errno, ERANGE);
+    assert_int_equal(listxattr(b, buf, sizeof(buf)), 11);
+    assert_int_equal(setxattr(b, "user.label", "dog", 3, XATTR_CREATE), -1);
+    assert_int_equal(errno, EEXIST);
+    assert_int_equal(removexattr(b, "user.label"), 0);
+    assert_int_equal(getxattr(b, "user.label", buf, sizeof(buf)), -1);
+    assert_int_equal(errno, ENODATA);
+    /* an unlinked file stays readable while open */
+    snprintf(a, sizeof(a), "%s/d/open", mp->dir);
+    write_file(a, (const uint8_t *)"still here", 10);
+    int fd = open(a, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(unlink(a), 0);
+    assert_int_equal(access(a, F_OK), -1);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 10);
+    assert_memory_equal(buf, "still here", 10);
+    close(fd);
+    /* permissions as a non-root user: the server checks them */
+    snprintf(a, sizeof(a), "%s/d/private", mp->dir);
+    write_file(a, (const uint8_t *)"secret", 6);
+    assert_int_equal(chmod(a, 0600), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c[600];
+        snprintf(c, sizeof(c), "%s/d/mine", mp->dir);
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(10);
+        if (open(a, O_RDONLY) >= 0 || errno != EACCES)
+            _exit(11);
+        if (open(c, O_WRONLY | O_CREAT, 0644) >= 0 || errno != EACCES)
+            _exit(12); /* d is root's, 0755 */
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(chown(a, 65534, 65534), 0);
+    assert_int_equal(stat(a, &st), 0);
+    assert_int_equal(st.st_uid, 65534);
+    /* a directory with entries is not removed; an empty one is */
+    snprintf(a, sizeof(a), "%s/d", mp->dir);
+    assert_int_equal(rmdir(a), -1);
+    assert_int_equal(errno, ENOTEMPTY);
+    snprintf(a, sizeof(a), "%s/empty", mp->dir);
+    assert_int_equal(mkdir(a, 0700), 0);
+    assert_int_equal(rmdir(a), 0);
+    struct statvfs sv;
+    assert_int_equal(statvfs(mp->dir, &sv), 0);
+    assert_true(sv.f_files - sv.f_ffree >= 300);
+    mount_stop(mp);
+}
+
+/* A second mount sees a file the first wrote, once it was closed. */
+static void test_mount_close_to_open_across_mounts(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *one;
+    struct mount_proc *two;
+    uint8_t data[70000];
+    char a[600];
+    char b[600];
+
+    one = mount_start(f, "one", "0");
+    two = mount_start(f, "two", "0");
+    fill(data, sizeof(data), 3);
+    snprintf(a, sizeof(a), "%s/shared", one->dir);
+    snprintf(b, sizeof(b), "%s/shared", two->dir);
+    write_file(a, data, sizeof(data));
+    expect_file(b, data, sizeof(data));
+    fill(data, sizeof(data), 4);
+    write_file(b, data, sizeof(data));
+    expect_file(a, data, sizeof(data));
+    mount_stop(two);
+    mount_stop(one);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+        fprintf(stderr, "test_mount needs root and /dev/fuse\n");
+        return 1; /* not skipped: CI has both, and the mount must be tested */
+    }
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_mount_files_of_every_size_read_back_equal),
+        T(test_mount_names_links_xattrs_and_permissions),
+        T(test_mount_close_to_open_across_mounts),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_mount", tests, NULL, NULL);
+}

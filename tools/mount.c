@@ -1,0 +1,99 @@
+/* tools/mount.c - `arbor mount`: serve a volume through FUSE (client.h). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "cmd.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: arbor mount HOST:PORT[,HOST:PORT...] MOUNTPOINT [options]\n\n"
+            "Mount the volume whose metadata servers listen at the client addresses\n"
+            "given (one is enough: the others come from the shard map) on MOUNTPOINT,\n"
+            "an empty directory. Runs until unmounted (fusermount3 -u MOUNTPOINT) or\n"
+            "stopped (Ctrl-C, SIGTERM).\n\n"
+            "  --foreground         stay in the foreground (default: detach)\n"
+            "  --single-threaded    serve FUSE requests on one thread\n"
+            "  --threads N          at most N FUSE threads (default 16)\n"
+            "  --entry-timeout S    the kernel caches names S seconds (default 1)\n"
+            "  --attr-timeout S     and attributes (default 1)\n"
+            "  --store URL          the object store (default: the one the volume names)\n"
+            "  --write-buffer MB    written bytes all open files hold before writes\n"
+            "                       commit at once (default 256)\n"
+            "  -o OPTS              options for the kernel, e.g. allow_other\n"
+            "                       or default_permissions\n");
+}
+
+int cmd_mount(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"foreground", no_argument, NULL, 'f'},
+        {"single-threaded", no_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"entry-timeout", required_argument, NULL, 'e'},
+        {"attr-timeout", required_argument, NULL, 'a'},
+        {"store", required_argument, NULL, 'S'},
+        {"write-buffer", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct ar_mount_options o = {.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
+    char errmsg[AR_ERRMSG_MAX] = "";
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o.is_foreground = true;
+            break;
+        case 's':
+            o.is_single_threaded = true;
+            break;
+        case 't':
+            o.threads = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'e':
+            o.entry_timeout_s = strtod(optarg, NULL);
+            break;
+        case 'a':
+            o.attr_timeout_s = strtod(optarg, NULL);
+            break;
+        case 'S':
+            o.store_url = optarg;
+            break;
+        case 'w':
+            o.write_buffer_mb = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'o':
+            o.fuse_opts = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind + 2 != argc || o.entry_timeout_s < 0 || o.attr_timeout_s < 0) {
+        usage(stderr);
+        return 2;
+    }
+    const char *p = argv[optind];
+    /* bounded: each turn takes one address */
+    while (*p != '\0' && o.meta.addr_count < AR_CLIENT_ADDRS_MAX) {
+        size_t n = strcspn(p, ",");
+        snprintf(o.meta.addrs[o.meta.addr_count++], sizeof(o.meta.addrs[0]), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    o.mountpoint = argv[optind + 1];
+    if (ar_mount_run(&o, errmsg) != 0) {
+        fprintf(stderr, "arbor mount: %s\n", errmsg[0] ? errmsg : "the mount failed");
+        return 1;
+    }
+    return 0;
+}
