@@ -872,6 +872,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         rc = obj_store_open(url, NULL, &m->store, errmsg);
     }
     struct fuse_session *se = NULL;
+    char *mountpoint = NULL;
     if (rc == 0) {
         m->buf_cap = 2 * m->block_bytes;
         m->entry_timeout = o->entry_timeout_s;
@@ -888,15 +889,17 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         if (o->fuse_opts == NULL)
             args.argc = 1;
         se = fuse_session_new(&args, &ops, sizeof(ops), m);
-        if (se == NULL || fuse_set_signal_handlers(se) != 0 ||
-            fuse_session_mount(se, o->mountpoint) != 0) {
+        /* absolute: fuse_daemonize() changes to "/", and the unmount needs the path */
+        mountpoint = realpath(o->mountpoint, NULL);
+        if (se == NULL || mountpoint == NULL || fuse_set_signal_handlers(se) != 0 ||
+            fuse_session_mount(se, mountpoint) != 0) {
             snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (is it an empty directory, "
                                             "and /dev/fuse usable?)", o->mountpoint);
             rc = -EIO;
         }
     }
     if (rc == 0) {
-        ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, o->mountpoint);
+        ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
         fuse_daemonize(o->is_foreground);
         if (o->is_single_threaded) {
             rc = fuse_session_loop(se);
@@ -907,7 +910,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             fuse_loop_cfg_destroy(cfg);
         }
         fuse_session_unmount(se);
-        ar_log(AR_LOG_INFO, "unmounted %s", o->mountpoint);
+        ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
     }
     if (se != NULL) {
@@ -925,5 +928,6 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         ar_free(m);
     }
     ar_free(map);
+    free(mountpoint);
     return rc;
 }

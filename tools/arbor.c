@@ -22,6 +22,8 @@ static const struct command commands[] = {
     {"member", cmd_member, "add, promote or remove a replica, one at a time"},
     {"leader", cmd_leader, "hand the leadership to another replica"},
     {"mount", cmd_mount, "serve a volume on a mount point through FUSE"},
+    {"up", cmd_up, "run a local cluster, a file:// store and the mount, in one command"},
+    {"down", cmd_down, "stop what arbor up runs"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };
 

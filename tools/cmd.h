@@ -14,6 +14,8 @@ int cmd_status(int argc, char **argv);
 int cmd_member(int argc, char **argv);
 int cmd_leader(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_up(int argc, char **argv);
+int cmd_down(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;
@@ -29,6 +31,11 @@ bool cmd_parse_size(const char *s, uint64_t *out);
 /* A TCP port on 127.0.0.1 free a moment ago (0 if none): for the benchmarks,
  * which start servers of their own. */
 uint16_t cmd_free_port(void);
+
+/* The client addresses of the local cluster `arbor up` runs, comma-separated,
+ * and its pid (may be NULL); -ENOENT if none is up. */
+#include <sys/types.h>
+int cmd_local_meta(char *addrs, size_t cap, pid_t *pid);
 
 /* Seconds on the monotonic clock. */
 double cmd_now(void);

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "cmd.h"
 #include "meta.h"
 
@@ -199,8 +200,9 @@ static int print_map(const char *addr, struct meta_response_buf *out)
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: arbor status DATA_DIR\n"
+    fprintf(to, "usage: arbor status [DATA_DIR]\n"
                 "       arbor status --meta HOST:PORT[,HOST:PORT...]\n\n"
+                "Without arguments: the local cluster `arbor up` runs.\n"
                 "Ask each replica of the cluster (the members in DATA_DIR's cluster file, or\n"
                 "the client addresses given) what it sees, and print a line a replica:\n"
                 "role, term, leader, commit and applied indexes, lag behind the highest\n"
@@ -256,6 +258,20 @@ int cmd_status(int argc, char **argv)
         for (uint32_t i = 0; i < cfg.node_count; i++) {
             snprintf(addrs[count], sizeof(addrs[0]), "%s", cfg.nodes[i].client_addr);
             ids[count++] = cfg.nodes[i].id;
+        }
+    } else if (meta == NULL && optind == argc) {
+        char local[AR_CLIENT_ADDRS_MAX * 64];
+        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
+            fprintf(stderr, "arbor status: no local arbor is up (arbor up); name a data "
+                            "directory or --meta ADDR,...\n");
+            return 2;
+        }
+        const char *p = local;
+        /* bounded: each turn takes one address */
+        while (*p != '\0' && count < META_SERVER_NODES_MAX) {
+            size_t n = strcspn(p, ",");
+            snprintf(addrs[count++], sizeof(addrs[0]), "%.*s", (int)n, p);
+            p += n + (p[n] == ',');
         }
     } else {
         usage(stderr);

@@ -369,6 +369,83 @@ static void test_mount_close_to_open_across_mounts(void **state)
     mount_stop(one);
 }
 
+/* The embedded default: `arbor up` formats and runs a local cluster and
+ * mounts it; `arbor status` finds it without arguments; `arbor down` stops
+ * all of it; a second `arbor up` finds the data there. */
+static int run_arbor(const char *arbor, const char *args)
+{
+    char cmd[1200];
+
+    snprintf(cmd, sizeof(cmd), "'%s' %s > /dev/null 2>&1", arbor, args);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_up_status_down(void **state)
+{
+    (void)state;
+    char dir[256];
+    char arbor[512];
+    char data[400];
+    char mnt[400];
+    char args[1000];
+    char file[500];
+
+    harness_tmpdir(dir);
+    snprintf(arbor, sizeof(arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
+    snprintf(data, sizeof(data), "%s/data", dir);
+    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+    mkdir(mnt, 0755);
+    setenv("XDG_RUNTIME_DIR", dir, 1); /* the well-known place, this test's own */
+    for (int round = 0; round < 2; round++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            int fd = open("/dev/null", O_WRONLY);
+            dup2(fd, 1);
+            execl(arbor, "arbor", "up", data, mnt, "--replicas", "1", (char *)NULL);
+            _exit(127);
+        }
+        mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
+        snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", mnt);
+        for (int tries = 0; tries < 500 && !is_mounted(mnt); tries++) {
+            usleep(20000);
+        }
+        assert_true(is_mounted(mnt));
+        snprintf(file, sizeof(file), "%s/kept", mnt);
+        if (round == 0)
+            write_file(file, (const uint8_t *)"from round 0", 12);
+        expect_file(file, (const uint8_t *)"from round 0", 12);
+        assert_int_equal(run_arbor(arbor, "status"), 0);
+        assert_int_equal(run_arbor(arbor, "down"), 0);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        mounts[0].pid = 0;
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_false(is_mounted(mnt));
+    }
+    assert_int_equal(run_arbor(arbor, "down"), 1); /* nothing is up */
+    snprintf(args, sizeof(args), "status");
+    assert_int_equal(run_arbor(arbor, args), 2);
+    unsetenv("XDG_RUNTIME_DIR");
+    harness_rm_rf(dir);
+}
+
+static int teardown_up(void **state)
+{
+    (void)state;
+    if (mounts[0].pid > 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "fusermount3 -u -z '%s' 2>/dev/null", mounts[0].dir);
+        if (system(cmd) != 0)
+            print_message("could not unmount %s\n", mounts[0].dir);
+        kill(mounts[0].pid, SIGTERM); /* its replicas follow it (PR_SET_PDEATHSIG) */
+        waitpid(mounts[0].pid, NULL, 0);
+        mounts[0].pid = 0;
+    }
+    return 0;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -381,6 +458,7 @@ int main(void)
         T(test_mount_files_of_every_size_read_back_equal),
         T(test_mount_names_links_xattrs_and_permissions),
         T(test_mount_close_to_open_across_mounts),
+        cmocka_unit_test_teardown(test_up_status_down, teardown_up),
     };
 #undef T
     return cmocka_run_group_tests_name("test_mount", tests, NULL, NULL);

@@ -1,0 +1,283 @@
+/* tools/up.c - `arbor up` and `arbor down`: the embedded default, a local
+ * cluster (3 replicas, or 1), a file:// store and the mount in one command.
+ *
+ * DATA_DIR holds node1..nodeN (formatted on the first run, with free ports
+ * on 127.0.0.1, then reused), their logs, and blocks/ (the store). While up,
+ * the file local_path() says where the cluster listens (meta ADDR,...), the
+ * data directory, the mount point and this process's pid: `arbor status`
+ * and the other admin commands find the local cluster there, and
+ * `arbor down` stops it. The servers die with this process
+ * (PR_SET_PDEATHSIG), so nothing outlives it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "cmd.h"
+
+#define UP_NODES_MAX 3u
+#define UP_PATH_MAX  1024 /* a data directory fits a cluster file's 512 bytes */
+#define DOWN_WAIT_MS 30000
+
+/* Where the running local cluster is recorded: $XDG_RUNTIME_DIR/arbor/local,
+ * else ~/.arbor/local. */
+static int local_path(char *out, size_t cap, bool is_make_dir)
+{
+    const char *run = getenv("XDG_RUNTIME_DIR");
+    const char *home = getenv("HOME");
+    char dir[UP_PATH_MAX];
+
+    if (run != NULL && run[0] != '\0')
+        snprintf(dir, sizeof(dir), "%s/arbor", run);
+    else if (home != NULL && home[0] != '\0')
+        snprintf(dir, sizeof(dir), "%s/.arbor", home);
+    else
+        return -ENOENT;
+    if (is_make_dir && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    snprintf(out, cap, "%s/local", dir);
+    return 0;
+}
+
+int cmd_local_meta(char *addrs, size_t cap, pid_t *pid)
+{
+    char path[UP_PATH_MAX];
+    char line[1024];
+    FILE *f = local_path(path, sizeof(path), false) == 0 ? fopen(path, "r") : NULL;
+    bool has_meta = false;
+
+    if (f == NULL)
+        return -ENOENT;
+    /* bounded by the file's lines */
+    while (fgets(line, sizeof(line), f) != NULL) {
+        long long v;
+        if (strncmp(line, "meta ", 5) == 0) {
+            snprintf(addrs, cap, "%s", line + 5);
+            addrs[strcspn(addrs, "\n")] = '\0';
+            has_meta = true;
+        } else if (pid != NULL && sscanf(line, "pid %lld", &v) == 1) {
+            *pid = (pid_t)v;
+        }
+    }
+    fclose(f);
+    return has_meta ? 0 : -EINVAL;
+}
+
+static int format_nodes(const char *data, uint32_t count, char *errmsg)
+{
+    char nodes[600] = "";
+    char store[UP_PATH_MAX + 16];
+    char cmd[UP_PATH_MAX * 2 + 800];
+
+    for (uint32_t i = 0; i < count; i++) {
+        uint16_t raft = cmd_free_port();
+        uint16_t client = cmd_free_port();
+        if (raft == 0 || client == 0 || raft == client) {
+            snprintf(errmsg, AR_ERRMSG_MAX, "no free ports on 127.0.0.1");
+            return -EADDRINUSE;
+        }
+        snprintf(nodes + strlen(nodes), sizeof(nodes) - strlen(nodes),
+                 "%s%u=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1, raft, client);
+    }
+    snprintf(store, sizeof(store), "%s/blocks", data);
+    if (mkdir(store, 0755) != 0 && errno != EEXIST) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", store, strerror(errno));
+        return -errno;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        snprintf(cmd, sizeof(cmd),
+                 "/proc/%d/exe format '%s/node%u' --id %u --nodes %s --store 'file://%s' "
+                 "> /dev/null",
+                 getpid(), data, i + 1, i + 1, nodes, store);
+        if (system(cmd) != 0) {
+            snprintf(errmsg, AR_ERRMSG_MAX, "cannot format %s/node%u", data, i + 1);
+            return -EIO;
+        }
+    }
+    return 0;
+}
+
+static pid_t serve(const char *data, uint32_t i)
+{
+    char dir[UP_PATH_MAX + 16];
+    char log[UP_PATH_MAX + 16];
+    pid_t parent = getpid();
+
+    snprintf(dir, sizeof(dir), "%s/node%u", data, i + 1);
+    snprintf(log, sizeof(log), "%s/node%u.log", data, i + 1);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* the server goes when `arbor up` goes, however it ends */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(1);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+    execl("/proc/self/exe", "arbor", "serve", dir, (char *)NULL);
+    _exit(127);
+}
+
+static void up_usage(FILE *to)
+{
+    fprintf(to,
+            "usage: arbor up DATA_DIR MOUNTPOINT [--replicas 1|3] [mount options]\n\n"
+            "Run a whole local arbor in the foreground: a cluster of 3 metadata\n"
+            "replicas (or 1) on 127.0.0.1 with their data in DATA_DIR, blocks in\n"
+            "DATA_DIR/blocks (a file:// store), and the volume mounted on MOUNTPOINT.\n"
+            "The first run formats DATA_DIR; later runs start what is there. Ctrl-C,\n"
+            "SIGTERM or `arbor down` unmounts and stops everything. While up, `arbor\n"
+            "status` (no arguments) shows the local cluster. Mount options as for\n"
+            "`arbor mount` (--single-threaded, --attr-timeout S, ...).\n");
+}
+
+int cmd_up(int argc, char **argv)
+{
+    uint32_t count = 3;
+    char data[UP_PATH_MAX];
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        up_usage(stdout);
+        return 0;
+    }
+    if (argc < 3 || argv[1][0] == '-' || argv[2][0] == '-') {
+        up_usage(stderr);
+        return 2;
+    }
+    /* --replicas is ours; the other options go to the mount */
+    char *mount_argv[64] = {"mount", "ADDRS", argv[2], "--foreground"};
+    int mount_argc = 4;
+    for (int i = 3; i < argc && mount_argc < 62; i++) {
+        if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc) {
+            count = (uint32_t)strtoul(argv[++i], NULL, 10);
+            continue;
+        }
+        mount_argv[mount_argc++] = argv[i];
+    }
+    if (count != 1 && count != UP_NODES_MAX) {
+        fprintf(stderr, "arbor up: --replicas wants 1 or 3\n");
+        return 2;
+    }
+    if (mkdir(argv[1], 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    char *abs = realpath(argv[1], NULL);
+    if (abs == NULL || strlen(abs) >= 400) {
+        fprintf(stderr, "arbor up: %s: %s\n", argv[1],
+                abs == NULL ? strerror(errno) : "a path too long for a data directory");
+        free(abs);
+        return 1;
+    }
+    snprintf(data, sizeof(data), "%s", abs);
+    free(abs);
+    char path[UP_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/node1/cluster", data);
+    struct meta_server_config cfg;
+    if (access(path, F_OK) != 0) {
+        if (format_nodes(data, count, errmsg) != 0) {
+            fprintf(stderr, "arbor up: %s\n", errmsg);
+            return 1;
+        }
+        printf("arbor up: formatted %u replica%s in %s\n", count, count > 1 ? "s" : "", data);
+    }
+    snprintf(path, sizeof(path), "%s/node1", data);
+    if (meta_cluster_load(path, &cfg, errmsg) != 0) {
+        fprintf(stderr, "arbor up: %s\n", errmsg);
+        return 1;
+    }
+    char addrs[AR_CLIENT_ADDRS_MAX * 64] = "";
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
+                 cfg.nodes[i].client_addr);
+    }
+    pid_t pids[META_SERVER_NODES_MAX] = {0};
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        pids[i] = serve(data, i);
+    }
+    char local[UP_PATH_MAX];
+    FILE *f = local_path(local, sizeof(local), true) == 0 ? fopen(local, "w") : NULL;
+    if (f != NULL) {
+        fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, data, argv[2], (int)getpid());
+        fclose(f);
+    }
+    printf("arbor up: %u replica%s (logs in %s/node*.log), mounting on %s; Ctrl-C stops\n",
+           cfg.node_count, cfg.node_count > 1 ? "s" : "", data, argv[2]);
+    fflush(stdout);
+    mount_argv[1] = addrs;
+    int rc = cmd_mount(mount_argc, mount_argv);
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        if (pids[i] > 0)
+            kill(pids[i], SIGTERM);
+    }
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        if (pids[i] > 0)
+            waitpid(pids[i], NULL, 0);
+    }
+    if (f != NULL)
+        unlink(local);
+    printf("arbor up: stopped\n");
+    return rc;
+}
+
+/* Running: alive and not a zombie (one its parent has not reaped yet). */
+static bool is_running(pid_t pid)
+{
+    char path[64];
+    char stat[256] = "";
+
+    if (kill(pid, 0) != 0)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    bool is_read = fgets(stat, sizeof(stat), f) != NULL;
+    fclose(f);
+    const char *state = is_read ? strrchr(stat, ')') : NULL;
+    return state == NULL || state[1] == '\0' || state[2] != 'Z';
+}
+
+int cmd_down(int argc, char **argv)
+{
+    char addrs[AR_CLIENT_ADDRS_MAX * 64];
+    pid_t pid = 0;
+
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: arbor down\n\nStop the local arbor that `arbor up` runs: unmount, stop its "
+               "replicas.\n");
+        return 0;
+    }
+    if (cmd_local_meta(addrs, sizeof(addrs), &pid) != 0 || pid <= 0) {
+        fprintf(stderr, "arbor down: no local arbor is up\n");
+        return 1;
+    }
+    if (kill(pid, SIGTERM) != 0) {
+        fprintf(stderr, "arbor down: process %d: %s\n", (int)pid, strerror(errno));
+        return 1;
+    }
+    /* bounded: the mount and the replicas stop within their own waits */
+    for (int waited = 0; waited < DOWN_WAIT_MS && is_running(pid); waited += 50) {
+        usleep(50000);
+    }
+    if (is_running(pid)) {
+        fprintf(stderr, "arbor down: process %d still runs\n", (int)pid);
+        return 1;
+    }
+    printf("arbor down: stopped\n");
+    return 0;
+}
