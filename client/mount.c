@@ -889,6 +889,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         if (o->fuse_opts == NULL)
             args.argc = 1;
         se = fuse_session_new(&args, &ops, sizeof(ops), m);
+        fuse_opt_free_args(&args); /* the session copied what it needs */
         /* absolute: fuse_daemonize() changes to "/", and the unmount needs the path */
         mountpoint = realpath(o->mountpoint, NULL);
         if (se == NULL || mountpoint == NULL || fuse_set_signal_handlers(se) != 0 ||
