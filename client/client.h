@@ -29,7 +29,8 @@ struct ar_client_options {
     char addrs[AR_CLIENT_ADDRS_MAX][64];     /* their client addresses, host:port */
     uint32_t attempt_ms;   /* wait this long for an answer before asking elsewhere (2000) */
     uint32_t budget_ms;    /* a call fails with -ETIMEDOUT after this long (30000) */
-    uint32_t heartbeat_ms; /* the session's heartbeats (3000; 0 in options: default) */
+    uint32_t heartbeat_ms; /* the session's heartbeats (3000; 0: default), never more
+                            * than a third of the servers' session timeout */
     bool has_no_session;   /* tools that open nothing need no session */
 };
 
@@ -81,7 +82,8 @@ struct ar_mount_options {
     bool is_single_threaded;        /* one FUSE thread instead of a pool */
     uint32_t threads;               /* the pool's most threads (0: 16) */
     uint32_t write_buffer_mb;       /* written bytes all open files may hold (0: 256) */
-    const char *fuse_opts;          /* -o options for the kernel, e.g. "allow_other"; NULL none */
+    const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
+                                     * (default_permissions is always on); NULL none */
 };
 
 /* Mount the volume on o->mountpoint and serve it until it is unmounted

@@ -558,6 +558,12 @@ static void call_start(struct ar_client *c, struct call *k)
 static void hb_done(struct ar_client *c, struct call *k)
 {
     c->is_hb_busy = false;
+    /* beat at least three times within the servers' timeout */
+    uint32_t timeout = k->rc == 0 ? k->out->r.session_timeout_ms : 0;
+    if (timeout > 0 && c->opt.heartbeat_ms > timeout / 3) {
+        c->opt.heartbeat_ms = timeout / 3 > 0 ? timeout / 3 : 1;
+        c->next_hb_ms = now_ms() + c->opt.heartbeat_ms;
+    }
     if (k->kind == META_REQ_SESSION_OPEN && k->rc == 0) {
         __atomic_store_n(&c->sessions[k->shard], k->out->r.session, __ATOMIC_RELEASE);
         return;

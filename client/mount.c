@@ -40,6 +40,8 @@
 #define READDIR_ENTRIES 512u
 
 struct open_file {
+    struct open_file *next;         /* the mount's open files, under files_mu */
+    struct open_file *prev;
     uint64_t ino;
     pthread_mutex_t mu;
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
@@ -71,6 +73,8 @@ struct mnt {
     struct cached_block cache[CACHE_BLOCKS];
     uint64_t tick;
     pthread_key_t out_key;          /* a response buffer per FUSE thread */
+    pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
+    struct open_file *files;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -303,6 +307,25 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
     return 0;
 }
 
+/* Commit what this mount's open files of ino hold, so that a stat, a
+ * truncation or a read through any descriptor sees every write that
+ * returned (as on a local file system). */
+static int commit_ino(struct mnt *m, fuse_req_t req, uint64_t ino)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&m->files_mu);
+    for (struct open_file *f = m->files; f != NULL && rc == 0; f = f->next) {
+        if (f->ino != ino)
+            continue;
+        pthread_mutex_lock(&f->mu);
+        rc = commit(m, req, f);
+        pthread_mutex_unlock(&f->mu);
+    }
+    pthread_mutex_unlock(&m->files_mu);
+    return rc;
+}
+
 /* ---- the operations ----------------------------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -334,7 +357,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct stat st;
 
     (void)fi;
-    int rc = run(m, req, &c, 0, &out);
+    int rc = commit_ino(m, req, ino);
+    if (rc == 0)
+        rc = run(m, req, &c, 0, &out);
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
         return;
@@ -351,12 +376,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     struct meta_response_buf *out;
     struct stat st;
 
-    if (fi != NULL && (to_set & FUSE_SET_ATTR_SIZE)) {
+    (void)fi;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
         /* buffered bytes land first, so the truncation cuts them too */
-        struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
-        pthread_mutex_lock(&f->mu);
-        int rc = commit(m, req, f);
-        pthread_mutex_unlock(&f->mu);
+        int rc = commit_ino(m, req, ino);
         if (rc != 0) {
             fuse_reply_err(req, err_of(rc));
             return;
@@ -510,28 +533,52 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- open files ------------------------------------------------------------------------------ */
 
+/* OPEN or RELEASE of ino by the mount's session. A session the servers
+ * closed (the mount was cut off past their timeout) is replaced by the
+ * metadata client: an open waits for the new one (bounded) and goes on. */
 static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, enum meta_op op)
 {
-    struct meta_cmd c = {.op = op, .ino = ino,
-                         .session = ar_client_session(m->mc, ar_client_shard_of(m->mc, ino))};
+    uint32_t shard = ar_client_shard_of(m->mc, ino);
     struct meta_response_buf *out;
+    int rc = -ENOTCONN;
 
-    return c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
+    for (int tries = 0; tries < 200; tries++) {
+        struct meta_cmd c = {.op = op, .ino = ino, .session = ar_client_session(m->mc, shard)};
+        rc = c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
+        if ((rc != -ENOTCONN && rc != -ESTALE) || op == META_OP_RELEASE)
+            break; /* a release of a closed session: its holds are gone already */
+        usleep(10000);
+    }
+    return rc == -ESTALE && op == META_OP_RELEASE ? 0 : rc;
 }
 
-static struct open_file *file_new(uint64_t ino)
+static struct open_file *file_new(struct mnt *m, uint64_t ino)
 {
     struct open_file *f = ar_calloc(1, sizeof(*f));
 
-    if (f != NULL) {
-        f->ino = ino;
-        pthread_mutex_init(&f->mu, NULL);
-    }
+    if (f == NULL)
+        return NULL;
+    f->ino = ino;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_lock(&m->files_mu);
+    f->next = m->files;
+    if (m->files != NULL)
+        m->files->prev = f;
+    m->files = f;
+    pthread_mutex_unlock(&m->files_mu);
     return f;
 }
 
-static void file_free(struct open_file *f)
+static void file_free(struct mnt *m, struct open_file *f)
 {
+    pthread_mutex_lock(&m->files_mu);
+    if (f->prev != NULL)
+        f->prev->next = f->next;
+    else
+        m->files = f->next;
+    if (f->next != NULL)
+        f->next->prev = f->prev;
+    pthread_mutex_unlock(&m->files_mu);
     pthread_mutex_destroy(&f->mu);
     ar_free(f->buf);
     ar_free(f);
@@ -540,12 +587,12 @@ static void file_free(struct open_file *f)
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct open_file *f = file_new(ino);
+    struct open_file *f = file_new(m, ino);
     int rc = f != NULL ? hold(m, req, ino, META_OP_OPEN) : -ENOMEM;
 
     if (rc != 0) {
         if (f != NULL)
-            file_free(f);
+            file_free(m, f);
         fuse_reply_err(req, err_of(rc));
         return;
     }
@@ -569,11 +616,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
                                  .entry_timeout = m->entry_timeout};
     stat_of(m, &out->r.reply.attr, &e.attr);
-    struct open_file *f = file_new(e.ino);
+    struct open_file *f = file_new(m, e.ino);
     rc = f != NULL ? hold(m, req, e.ino, META_OP_OPEN) : -ENOMEM;
     if (rc != 0) {
         if (f != NULL)
-            file_free(f);
+            file_free(m, f);
         fuse_reply_err(req, err_of(rc));
         return;
     }
@@ -632,16 +679,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
     uint8_t *dst = ar_malloc(size > 0 ? size : 1);
     uint64_t pos = (uint64_t)off;
     uint64_t end = pos + size;
     int rc = dst != NULL ? 0 : -ENOMEM;
 
-    pthread_mutex_lock(&f->mu);
+    (void)fi;
     if (rc == 0)
-        rc = commit(m, req, f); /* reads see this file's own writes */
-    pthread_mutex_unlock(&f->mu);
+        rc = commit_ino(m, req, ino); /* reads see every write that returned */
     /* bounded: each turn resolves one chunk */
     while (rc == 0 && pos < end) {
         struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
@@ -711,7 +756,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (f->buf_len > 0)
         __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
     hold(m, req, ino, META_OP_RELEASE);
-    file_free(f);
+    file_free(m, f);
     fuse_reply_err(req, 0);
 }
 
@@ -880,14 +925,14 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
         pthread_mutex_init(&m->ids_mu, NULL);
         pthread_mutex_init(&m->cache_mu, NULL);
+        pthread_mutex_init(&m->files_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
-        char *argv[] = {"arbor", "-o", (char *)(o->fuse_opts ? o->fuse_opts : "default_permissions"),
-                        NULL};
-        struct fuse_args args = FUSE_ARGS_INIT(3, argv);
-        /* the server checks permissions itself; the kernel's check is
-         * only added when asked for (-o default_permissions) */
-        if (o->fuse_opts == NULL)
-            args.argc = 1;
+        /* default_permissions: the kernel checks permissions as it does for
+         * a local file system, in the same order (a path's search rights
+         * before its names); the server checks them again, with the same
+         * credentials, for what reaches it */
+        char *argv[] = {"arbor", "-o", "default_permissions", "-o", (char *)o->fuse_opts, NULL};
+        struct fuse_args args = FUSE_ARGS_INIT(o->fuse_opts != NULL ? 5 : 3, argv);
         se = fuse_session_new(&args, &ops, sizeof(ops), m);
         fuse_opt_free_args(&args); /* the session copied what it needs */
         /* absolute: fuse_daemonize() changes to "/", and the unmount needs the path */

@@ -457,6 +457,7 @@ struct meta_response {
     char leader_addr[64];
     uint64_t epoch;
     uint64_t session;
+    uint32_t session_timeout_ms;   /* session open, heartbeat: heartbeats must come sooner */
     uint64_t node;                 /* status */
     uint32_t group_count;
     struct meta_group_status groups[META_STATUS_GROUPS_MAX];

@@ -257,6 +257,7 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.leader_addr = (char *)(uintptr_t)resp->leader_addr;
     pb.epoch = resp->epoch;
     pb.session = resp->session;
+    pb.session_timeout_ms = resp->session_timeout_ms;
     pb.node = resp->node;
     Arbor__Meta__GroupStatus gs[META_STATUS_GROUPS_MAX];
     Arbor__Meta__GroupStatus *gsp[META_STATUS_GROUPS_MAX];
@@ -354,6 +355,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     memcpy(r->leader_addr, pb->leader_addr, strlen(pb->leader_addr) + 1);
     r->epoch = pb->epoch;
     r->session = pb->session;
+    r->session_timeout_ms = pb->session_timeout_ms;
     r->node = pb->node;
     copy_groups(pb, r);
     if (pb->attr != NULL)

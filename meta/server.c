@@ -1365,7 +1365,8 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
             respond_not_leader(s, c, req.id, g);
             return;
         }
-        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
+        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g),
+                                     .session_timeout_ms = s->cfg.session_timeout_ms};
         if (req.kind == META_REQ_SESSION_OPEN)
             resp.rc = session_open(g, &resp.session);
         else

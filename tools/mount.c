@@ -23,8 +23,8 @@ static void usage(FILE *to)
             "  --store URL          the object store (default: the one the volume names)\n"
             "  --write-buffer MB    written bytes all open files hold before writes\n"
             "                       commit at once (default 256)\n"
-            "  -o OPTS              options for the kernel, e.g. allow_other\n"
-            "                       or default_permissions\n");
+            "  -o OPTS              more options for the kernel, e.g. allow_other (for\n"
+            "                       other users; permissions are always checked)\n");
 }
 
 int cmd_mount(int argc, char **argv)

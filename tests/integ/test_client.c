@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -169,32 +170,67 @@ static void test_client_leader_crash_loses_and_repeats_nothing(void **state)
     ar_client_close(c);
 }
 
-/* Heartbeats keep a session past the servers' timeout (1 s in the
- * fixture); a client whose heartbeats come too seldom loses it and opens a
- * new one. */
-static void test_client_session_kept_and_replaced(void **state)
+/* A client process stopped (SIGSTOP) past the servers' session timeout:
+ * once resumed, its heartbeat finds the session closed and it opens a new
+ * one. Runs in a child, which reports by its exit status (no assertions
+ * there): 0 replaced, 1 not replaced, 2 could not start. */
+static int stopped_client(struct fixture *f, int ready_fd)
 {
-    struct fixture *f = *state;
-    struct ar_client *kept = open_client(f, 300);
-    struct ar_client *late = open_client(f, 2500);
-    struct ar_client_stats st;
-    uint64_t first = ar_client_session(kept, META_ROOT_SHARD);
-    uint64_t old = ar_client_session(late, META_ROOT_SHARD);
+    struct ar_client_options o = {.addr_count = 1};
+    struct ar_client *c = NULL;
+    struct ar_client_stats st = {0};
+    char errmsg[AR_ERRMSG_MAX];
 
-    assert_true(first != 0 && old != 0);
-    /* bounded: the late client's next heartbeat finds its session closed */
-    for (int tries = 0; tries < 400; tries++) {
-        ar_client_stats(late, &st);
-        if (st.sessions_lost > 0 && ar_client_session(late, META_ROOT_SHARD) != 0)
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", f->client_port[0]);
+    if (ar_client_open(&o, &c, errmsg) != 0)
+        return 2;
+    uint64_t old = ar_client_session(c, META_ROOT_SHARD);
+    if (write(ready_fd, "r", 1) != 1)
+        return 2;
+    /* the parent stops this process here for longer than the timeout */
+    for (int tries = 0; tries < 500; tries++) {
+        ar_client_stats(c, &st);
+        if (st.sessions_lost > 0 && ar_client_session(c, META_ROOT_SHARD) != 0)
             break;
         usleep(20000);
     }
-    assert_true(st.sessions_lost > 0);
-    assert_true(ar_client_session(late, META_ROOT_SHARD) != old);
+    int rc = st.sessions_lost > 0 && ar_client_session(c, META_ROOT_SHARD) != old ? 0 : 1;
+    ar_client_close(c);
+    return rc;
+}
+
+/* Heartbeats keep a session past the servers' timeout (1 s in the fixture;
+ * the client beats at a third of what the servers say); a client cut off
+ * longer loses its session and opens a new one. */
+static void test_client_session_kept_and_replaced(void **state)
+{
+    struct fixture *f = *state;
+    int ready[2];
+
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(stopped_client(f, ready[1]));
+    struct ar_client *kept = open_client(f, 0); /* the default 3 s: clamped to 333 ms */
+    uint64_t first = ar_client_session(kept, META_ROOT_SHARD);
+    char b;
+    assert_int_equal(read(ready[0], &b, 1), 1);
+    kill(pid, SIGSTOP);
+    usleep(2500000);
+    kill(pid, SIGCONT);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(ready[0]);
+    close(ready[1]);
+    /* the kept session lived through all that, and still holds files open */
+    struct ar_client_stats st;
+    assert_true(first != 0);
     assert_int_equal(ar_client_session(kept, META_ROOT_SHARD), first);
     ar_client_stats(kept, &st);
     assert_int_equal(st.sessions_lost, 0);
-    /* and the kept session still holds things open */
     struct meta_response_buf *out = malloc(sizeof(*out));
     assert_non_null(out);
     struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "held", .name_len = 4,
@@ -203,7 +239,6 @@ static void test_client_session_kept_and_replaced(void **state)
     struct meta_cmd op = {.op = META_OP_OPEN, .ino = out->r.reply.attr.ino, .session = first};
     assert_int_equal(ar_client_call(kept, META_ROOT_SHARD, &op, META_READ_LINEARIZABLE, 0, out), 0);
     free(out);
-    ar_client_close(late);
     ar_client_close(kept);
 }
 

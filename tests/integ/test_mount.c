@@ -30,10 +30,12 @@
 
 #include "../objstore/harness.h"
 #include "cluster.h"
+#include "posix_ops.h"
 
 struct mount_proc {
     pid_t pid;
     char dir[400];
+    char log[500];
 };
 
 /* The running test's mounts, here (not on its stack) so that its teardown
@@ -53,8 +55,9 @@ static int teardown(void **state)
         struct mount_proc *mp = &mounts[i];
         if (mp->pid <= 0)
             continue;
-        char cmd[600];
-        snprintf(cmd, sizeof(cmd), "fusermount3 -u -z '%s' 2>/dev/null", mp->dir);
+        char cmd[1200];
+        snprintf(cmd, sizeof(cmd), "fusermount3 -u -z '%s' 2>/dev/null; echo '-- %s:' >&2; "
+                                   "tail -30 '%s' >&2", mp->dir, mp->log, mp->log);
         if (system(cmd) != 0)
             print_message("could not unmount %s\n", mp->dir);
         kill(mp->pid, SIGKILL);
@@ -92,14 +95,17 @@ static struct mount_proc *mount_start(struct fixture *f, const char *name,
     mkdir(mp->dir, 0755);
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", f->client_port[0]);
     snprintf(log, sizeof(log), "%s/%s.log", f->dir, name);
+    snprintf(mp->log, sizeof(mp->log), "%s", log);
     mp->pid = fork();
     assert_true(mp->pid >= 0);
     if (mp->pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        /* allow_other: other users reach the mount, and the server's
+         * permission checks (not FUSE's owner-only rule) decide */
         execl(f->arbor, "arbor", "mount", addr, mp->dir, "--foreground", "--attr-timeout",
-              attr_timeout, "--entry-timeout", attr_timeout, (char *)NULL);
+              attr_timeout, "--entry-timeout", attr_timeout, "-o", "allow_other", (char *)NULL);
         _exit(127);
     }
     for (int tries = 0; tries < 500 && !is_mounted(mp->dir); tries++) {
@@ -592,6 +598,79 @@ static void test_mount_copy_survives_a_leader_crash(void **state)
     mount_stop(mp);
 }
 
+/* Run seeds [first, last) on both trees and compare call by call; 0, or 1
+ * after printing the first difference. No assertions: a forked child
+ * (another uid) runs it too. */
+static int compare_seeds(const char *mounted, const char *local, uint64_t first, uint64_t last,
+                         unsigned steps)
+{
+    static struct posix_result a[POSIX_STEPS_MAX];
+    static struct posix_result b[POSIX_STEPS_MAX];
+    char ra[600];
+    char rb[600];
+
+    for (uint64_t seed = first; seed < last; seed++) {
+        snprintf(ra, sizeof(ra), "%s/s%llu", mounted, (unsigned long long)seed);
+        snprintf(rb, sizeof(rb), "%s/s%llu", local, (unsigned long long)seed);
+        /* made here, or beforehand by root for another user */
+        if ((mkdir(ra, 0777) != 0 && errno != EEXIST) || (mkdir(rb, 0777) != 0 && errno != EEXIST) ||
+            chmod(ra, 0777) != 0 || chmod(rb, 0777) != 0) {
+            fprintf(stderr, "cannot make %s or %s: %s\n", ra, rb, strerror(errno));
+            return 1;
+        }
+        posix_run(ra, seed, steps, a);
+        posix_run(rb, seed, steps, b);
+        for (unsigned i = 0; i < steps; i++) {
+            if (a[i].ret == b[i].ret && a[i].err == b[i].err && a[i].value == b[i].value)
+                continue;
+            char what[200];
+            posix_describe(seed, i, what, sizeof(what));
+            fprintf(stderr, "seed %llu, %s (uid %d):\n  mount: ret %ld errno %d (%s) value %llx\n"
+                            "  local: ret %ld errno %d (%s) value %llx\n",
+                    (unsigned long long)seed, what, (int)geteuid(), a[i].ret, a[i].err,
+                    strerror(a[i].err), (unsigned long long)a[i].value, b[i].ret, b[i].err,
+                    strerror(b[i].err), (unsigned long long)b[i].value);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The same random POSIX calls on the mount and on a local directory give
+ * the same results and errno, as root and as an unprivileged user. */
+static void test_mount_posix_calls_match_a_local_directory(void **state)
+{
+    struct fixture *f = *state;
+    char local[400];
+
+    assert_int_equal(chmod(f->dir, 0755), 0); /* the other user reaches both trees */
+    struct mount_proc *mp = mount_start(f, "m", "0");
+    snprintf(local, sizeof(local), "%s/local", f->dir);
+    assert_int_equal(mkdir(local, 0755), 0);
+    assert_int_equal(compare_seeds(mp->dir, local, 1, 21, 300), 0);
+    for (unsigned seed = 21; seed < 31; seed++) {
+        char d[600];
+        snprintf(d, sizeof(d), "%s/s%u", mp->dir, seed);
+        assert_int_equal(mkdir(d, 0777), 0);
+        assert_int_equal(chown(d, 65534, 65534), 0);
+        snprintf(d, sizeof(d), "%s/s%u", local, seed);
+        assert_int_equal(mkdir(d, 0777), 0);
+        assert_int_equal(chown(d, 65534, 65534), 0);
+    }
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(2);
+        _exit(compare_seeds(mp->dir, local, 21, 31, 300));
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    mount_stop(mp);
+}
+
 /* The embedded default: `arbor up` formats and runs a local cluster and
  * mounts it; `arbor status` finds it without arguments; `arbor down` stops
  * all of it; a second `arbor up` finds the data there. */
@@ -681,6 +760,7 @@ int main(void)
         T(test_mount_files_of_every_size_read_back_equal),
         T(test_mount_names_links_xattrs_and_permissions),
         T(test_mount_close_to_open_across_mounts),
+        T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
