@@ -82,6 +82,9 @@ struct ar_mount_options {
     bool is_single_threaded;        /* one FUSE thread instead of a pool */
     uint32_t threads;               /* the pool's most threads (0: 16) */
     uint32_t write_buffer_mb;       /* written bytes all open files may hold (0: 256) */
+    const char *cache_dir;          /* a disk cache of blocks (a directory in it a store);
+                                     * NULL or "": none */
+    uint32_t cache_mb;              /* its bound (0: 1024) */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
 };

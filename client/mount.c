@@ -32,10 +32,12 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "internal.h"
 #include "limits.h"
 #include "objstore.h"
 
 #define CACHE_BLOCKS    32u         /* blocks kept in memory for reads */
+#define AHEAD_MAX       8u          /* blocks being read ahead at once */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define READDIR_ENTRIES 512u
 
@@ -47,6 +49,7 @@ struct open_file {
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
     uint32_t buf_len;
+    uint64_t read_end;              /* where the last read ended: the next one there is sequential */
 };
 
 struct cached_block {
@@ -72,6 +75,8 @@ struct mnt {
     pthread_mutex_t cache_mu;
     struct cached_block cache[CACHE_BLOCKS];
     uint64_t tick;
+    struct { uint64_t slice; uint32_t index; } ahead[AHEAD_MAX]; /* under cache_mu; slice 0: free */
+    struct block_cache *disk;       /* NULL: no disk cache */
     pthread_key_t out_key;          /* a response buffer per FUSE thread */
     pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
     struct open_file *files;
@@ -161,6 +166,148 @@ static void block_key(uint64_t slice, uint32_t index, char out[64])
     snprintf(out, 64, "s/%016" PRIx64 "/%u", slice, index);
 }
 
+/* The disk cache's name of a block (no '/'). */
+static void cache_name(uint64_t slice, uint32_t index, char out[48])
+{
+    snprintf(out, 48, "%016" PRIx64 "_%u", slice, index);
+}
+
+static uint32_t block_len_of(const struct mnt *m, uint32_t size, uint32_t index)
+{
+    uint32_t from = index * m->block_bytes;
+
+    return size - from < m->block_bytes ? size - from : m->block_bytes;
+}
+
+/* Keep a block in memory (data is handed over), the least recently used out. */
+static void mem_insert(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *data, uint32_t len)
+{
+    pthread_mutex_lock(&m->cache_mu);
+    struct cached_block *victim = &m->cache[0];
+    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+        struct cached_block *b = &m->cache[i];
+        if (b->used != 0 && b->slice == slice && b->index == index) {
+            victim = NULL; /* there already (read ahead meanwhile) */
+            break;
+        }
+        if (b->used < victim->used)
+            victim = b;
+    }
+    if (victim != NULL) {
+        ar_free(victim->data);
+        *victim = (struct cached_block){.slice = slice, .index = index, .len = len,
+                                        .used = ++m->tick, .data = data};
+        data = NULL;
+    }
+    pthread_mutex_unlock(&m->cache_mu);
+    ar_free(data);
+}
+
+/* Fetch a block into data (len bytes): the disk cache, else the store
+ * (whose checksums are checked), which the disk cache then keeps. */
+static int block_fetch(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *data, uint32_t len)
+{
+    char key[64];
+    char name[48];
+    char errmsg[OBJ_ERRMSG_MAX];
+    size_t got = 0;
+
+    cache_name(slice, index, name);
+    if (m->disk != NULL && block_cache_read(m->disk, name, 0, len, data) == 0)
+        return 0;
+    block_key(slice, index, key);
+    int rc = obj_get(m->store, key, data, len, &got, errmsg);
+    if (rc != 0 || got != len) {
+        ar_log(AR_LOG_ERROR, "cannot read block %s: %s", key, rc != 0 ? errmsg : "short");
+        return -EIO;
+    }
+    if (m->disk != NULL)
+        block_cache_put(m->disk, name, data, len);
+    return 0;
+}
+
+struct ahead_req {
+    struct obj_req req;
+    struct mnt *m;
+    uint64_t slice;
+    uint32_t index;
+    uint32_t len;
+    char key[64];
+};
+
+static void ahead_done(struct obj_req *r)
+{
+    struct ahead_req *a = r->data;
+    struct mnt *m = a->m;
+
+    if (r->rc == 0 && r->result == a->len) {
+        char name[48];
+        cache_name(a->slice, a->index, name);
+        if (m->disk != NULL)
+            block_cache_put(m->disk, name, r->buf, a->len);
+        mem_insert(m, a->slice, a->index, r->buf, a->len);
+    } else {
+        ar_free(r->buf); /* a read that needs it fetches it again, and reports */
+    }
+    pthread_mutex_lock(&m->cache_mu);
+    for (uint32_t i = 0; i < AHEAD_MAX; i++) {
+        if (m->ahead[i].slice == a->slice && m->ahead[i].index == a->index)
+            m->ahead[i].slice = 0;
+    }
+    pthread_mutex_unlock(&m->cache_mu);
+    ar_free(a);
+}
+
+/* A sequential reader will want block index of slice next: fetch it now,
+ * from the disk cache or (in the background) the store. */
+static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t index)
+{
+    if ((uint64_t)index * m->block_bytes >= size)
+        return;
+    uint32_t len = block_len_of(m, size, index);
+    uint32_t slot = AHEAD_MAX;
+    pthread_mutex_lock(&m->cache_mu);
+    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+        if (m->cache[i].used != 0 && m->cache[i].slice == slice && m->cache[i].index == index)
+            slot = AHEAD_MAX + 1; /* in memory already */
+    }
+    for (uint32_t i = 0; i < AHEAD_MAX && slot == AHEAD_MAX; i++) {
+        if (m->ahead[i].slice == slice && m->ahead[i].index == index)
+            slot = AHEAD_MAX + 1; /* on its way */
+    }
+    for (uint32_t i = 0; i < AHEAD_MAX && slot == AHEAD_MAX; i++) {
+        if (m->ahead[i].slice == 0) {
+            slot = i;
+            m->ahead[i].slice = slice;
+            m->ahead[i].index = index;
+        }
+    }
+    pthread_mutex_unlock(&m->cache_mu);
+    if (slot >= AHEAD_MAX)
+        return;
+    struct ahead_req *a = ar_calloc(1, sizeof(*a));
+    uint8_t *data = ar_malloc(len > 0 ? len : 1);
+    char name[48];
+    cache_name(slice, index, name);
+    if (a != NULL && data != NULL && m->disk != NULL &&
+        block_cache_read(m->disk, name, 0, len, data) == 0) {
+        mem_insert(m, slice, index, data, len); /* a local disk read: no need to wait */
+        data = NULL;
+    } else if (a != NULL && data != NULL) {
+        *a = (struct ahead_req){.m = m, .slice = slice, .index = index, .len = len};
+        block_key(slice, index, a->key);
+        a->req = (struct obj_req){.op = OBJ_OP_GET, .key = a->key, .buf = data, .size = len,
+                                  .data = a};
+        if (obj_submit(m->store, &a->req, ahead_done) == 0)
+            return; /* ahead_done owns them now */
+    }
+    ar_free(a);
+    ar_free(data);
+    pthread_mutex_lock(&m->cache_mu);
+    m->ahead[slot].slice = 0;
+    pthread_mutex_unlock(&m->cache_mu);
+}
+
 static int slice_id(struct mnt *m, uint64_t *id)
 {
     pthread_mutex_lock(&m->ids_mu);
@@ -238,6 +385,11 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     pthread_mutex_unlock(&u.mu);
     if (u.rc != 0)
         return -EIO;
+    for (uint32_t i = 0; m->disk != NULL && i < blocks; i++) {
+        char name[48];
+        cache_name(id, i, name); /* a read after the write finds it here */
+        block_cache_put(m->disk, name, u.reqs[i].buf, (uint32_t)u.reqs[i].size);
+    }
     struct meta_cmd w = {.op = META_OP_WRITE, .ino = f->ino, .offset = f->buf_off,
                          .slice = {.id = id, .size = f->buf_len, .off = 0, .len = f->buf_len}};
     struct meta_response_buf *out;
@@ -257,9 +409,7 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
     while (len > 0) {
         uint32_t index = off / m->block_bytes;
         uint32_t in = off % m->block_bytes;
-        uint32_t block_len = size - index * m->block_bytes < m->block_bytes
-                                 ? size - index * m->block_bytes
-                                 : m->block_bytes;
+        uint32_t block_len = block_len_of(m, size, index);
         uint32_t n = block_len - in < len ? block_len - in : len;
         bool is_hit = false;
         pthread_mutex_lock(&m->cache_mu);
@@ -274,31 +424,16 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
         }
         pthread_mutex_unlock(&m->cache_mu);
         if (!is_hit) {
-            char key[64];
-            char errmsg[OBJ_ERRMSG_MAX];
-            size_t got = 0;
             uint8_t *data = ar_malloc(block_len > 0 ? block_len : 1);
             if (data == NULL)
                 return -ENOMEM;
-            block_key(slice, index, key);
-            int rc = obj_get(m->store, key, data, block_len, &got, errmsg);
-            if (rc != 0 || got != block_len) {
-                ar_log(AR_LOG_ERROR, "cannot read block %s: %s", key,
-                       rc != 0 ? errmsg : "short");
+            int rc = block_fetch(m, slice, index, data, block_len);
+            if (rc != 0) {
                 ar_free(data);
-                return -EIO;
+                return rc;
             }
             memcpy(dst, data + in, n);
-            pthread_mutex_lock(&m->cache_mu);
-            struct cached_block *victim = &m->cache[0];
-            for (uint32_t i = 1; i < CACHE_BLOCKS; i++) {
-                if (m->cache[i].used < victim->used)
-                    victim = &m->cache[i];
-            }
-            ar_free(victim->data);
-            *victim = (struct cached_block){.slice = slice, .index = index, .len = block_len,
-                                            .used = ++m->tick, .data = data};
-            pthread_mutex_unlock(&m->cache_mu);
+            mem_insert(m, slice, index, data, block_len);
         }
         dst += n;
         off += n;
@@ -679,12 +814,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
     uint8_t *dst = ar_malloc(size > 0 ? size : 1);
     uint64_t pos = (uint64_t)off;
     uint64_t end = pos + size;
     int rc = dst != NULL ? 0 : -ENOMEM;
+    /* where the last read ended: a reader going on from there reads ahead */
+    bool is_sequential = __atomic_load_n(&f->read_end, __ATOMIC_RELAXED) == (uint64_t)off;
 
-    (void)fi;
     if (rc == 0)
         rc = commit_ino(m, req, ino); /* reads see every write that returned */
     /* bounded: each turn resolves one chunk */
@@ -714,9 +851,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             else
                 rc = slice_read(m, p->id, p->size, p->off + (uint32_t)(lo - from),
                                 (uint32_t)(hi - lo), d);
+            if (rc == 0 && p->id != 0 && is_sequential) {
+                uint32_t last = (p->off + (uint32_t)(hi - from) - 1) / m->block_bytes;
+                read_ahead(m, p->id, p->size, last + 1);
+                read_ahead(m, p->id, p->size, last + 2);
+            }
         }
         pos = chunk_end < end ? chunk_end : end;
     }
+    if (rc == 0)
+        __atomic_store_n(&f->read_end, end > (uint64_t)off ? end : (uint64_t)off,
+                         __ATOMIC_RELAXED);
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
     else
@@ -916,6 +1061,33 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         m->block_bytes = map->block_bytes > 0 ? map->block_bytes : META_BLOCK_BYTES;
         rc = obj_store_open(url, NULL, &m->store, errmsg);
     }
+    if (rc == 0 && o->cache_dir != NULL && o->cache_dir[0] != '\0') {
+        /* a directory a store: two volumes' slice ids may meet */
+        char dir[700];
+        const char *url = obj_store_url(m->store);
+        uint64_t h = 1469598103934665603ull;
+        for (const char *p = url; *p != '\0'; p++) {
+            h = (h ^ (uint8_t)*p) * 1099511628211ull;
+        }
+        /* mkdir -p: ~/.cache may not exist yet */
+        snprintf(dir, sizeof(dir), "%s", o->cache_dir);
+        for (char *p = dir + 1; rc == 0 && *p != '\0'; p++) {
+            if (*p != '/')
+                continue;
+            *p = '\0';
+            if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+                rc = -errno;
+            *p = '/';
+        }
+        if (rc == 0 && mkdir(dir, 0700) != 0 && errno != EEXIST)
+            rc = -errno;
+        if (rc != 0)
+            snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", o->cache_dir, strerror(-rc));
+        snprintf(dir, sizeof(dir), "%s/%016" PRIx64, o->cache_dir, h);
+        if (rc == 0)
+            rc = block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 1024) << 20,
+                                  &m->disk, errmsg);
+    }
     struct fuse_session *se = NULL;
     char *mountpoint = NULL;
     if (rc == 0) {
@@ -967,7 +1139,9 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
             ar_free(m->cache[i].data);
         }
+        /* read-ahead still on its way finishes before the store closes */
         obj_store_close(m->store);
+        block_cache_close(m->disk);
         ar_client_close(m->mc);
         if (se != NULL || rc == 0)
             pthread_key_delete(m->out_key);

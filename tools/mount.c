@@ -23,6 +23,11 @@ static void usage(FILE *to)
             "  --store URL          the object store (default: the one the volume names)\n"
             "  --write-buffer MB    written bytes all open files hold before writes\n"
             "                       commit at once (default 256)\n"
+            "  --cache-dir DIR      keep blocks read or written on local disk there\n"
+            "                       (default $XDG_CACHE_HOME/arbor or ~/.cache/arbor)\n"
+            "  --cache-size SIZE    at most this much, least recently used out\n"
+            "                       (default 1G)\n"
+            "  --no-cache           no disk cache\n"
             "  -o OPTS              more options for the kernel, e.g. allow_other (for\n"
             "                       other users; permissions are always checked)\n");
 }
@@ -37,12 +42,27 @@ int cmd_mount(int argc, char **argv)
         {"attr-timeout", required_argument, NULL, 'a'},
         {"store", required_argument, NULL, 'S'},
         {"write-buffer", required_argument, NULL, 'w'},
+        {"cache-dir", required_argument, NULL, 'c'},
+        {"cache-size", required_argument, NULL, 'C'},
+        {"no-cache", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct ar_mount_options o = {.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
     char errmsg[AR_ERRMSG_MAX] = "";
+    char cache[600];
+    uint64_t cache_bytes = 1ull << 30;
     int c;
+
+    /* the disk cache by default: $XDG_CACHE_HOME/arbor, else ~/.cache/arbor */
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (xdg != NULL && xdg[0] != '\0')
+        snprintf(cache, sizeof(cache), "%s/arbor", xdg);
+    else if (home != NULL && home[0] != '\0')
+        snprintf(cache, sizeof(cache), "%s/.cache/arbor", home);
+    else
+        cache[0] = '\0';
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
@@ -71,6 +91,18 @@ int cmd_mount(int argc, char **argv)
         case 'o':
             o.fuse_opts = optarg;
             break;
+        case 'c':
+            snprintf(cache, sizeof(cache), "%s", optarg);
+            break;
+        case 'C':
+            if (!cmd_parse_size(optarg, &cache_bytes) || cache_bytes < (8u << 20)) {
+                fprintf(stderr, "arbor mount: --cache-size wants a size of 8M or more\n");
+                return 2;
+            }
+            break;
+        case 'n':
+            cache[0] = '\0';
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -91,6 +123,8 @@ int cmd_mount(int argc, char **argv)
         p += n + (p[n] == ',');
     }
     o.mountpoint = argv[optind + 1];
+    o.cache_dir = cache;
+    o.cache_mb = (uint32_t)(cache_bytes >> 20);
     if (ar_mount_run(&o, errmsg) != 0) {
         fprintf(stderr, "arbor mount: %s\n", errmsg[0] ? errmsg : "the mount failed");
         return 1;

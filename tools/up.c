@@ -159,8 +159,9 @@ int cmd_up(int argc, char **argv)
         return 2;
     }
     /* --replicas is ours; the other options go to the mount */
-    char *mount_argv[64] = {"mount", "ADDRS", argv[2], "--foreground"};
-    int mount_argc = 4;
+    char cache_dir[UP_PATH_MAX + 16];
+    char *mount_argv[64] = {"mount", "ADDRS", argv[2], "--foreground", "--cache-dir", cache_dir};
+    int mount_argc = 6;
     for (int i = 3; i < argc && mount_argc < 62; i++) {
         if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc) {
             count = (uint32_t)strtoul(argv[++i], NULL, 10);
@@ -185,6 +186,7 @@ int cmd_up(int argc, char **argv)
     }
     snprintf(data, sizeof(data), "%s", abs);
     free(abs);
+    snprintf(cache_dir, sizeof(cache_dir), "%s/cache", data); /* unless the options say */
     char path[UP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/node1/cluster", data);
     struct meta_server_config cfg;

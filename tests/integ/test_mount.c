@@ -104,8 +104,11 @@ static struct mount_proc *mount_start(struct fixture *f, const char *name,
         dup2(fd, 2);
         /* allow_other: other users reach the mount, and the server's
          * permission checks (not FUSE's owner-only rule) decide */
+        char cache[500];
+        snprintf(cache, sizeof(cache), "%s/cache", f->dir);
         execl(f->arbor, "arbor", "mount", addr, mp->dir, "--foreground", "--attr-timeout",
-              attr_timeout, "--entry-timeout", attr_timeout, "-o", "allow_other", (char *)NULL);
+              attr_timeout, "--entry-timeout", attr_timeout, "-o", "allow_other", "--cache-dir",
+              cache, "--cache-size", "8M", (char *)NULL);
         _exit(127);
     }
     for (int tries = 0; tries < 500 && !is_mounted(mp->dir); tries++) {
@@ -598,6 +601,78 @@ static void test_mount_copy_survives_a_leader_crash(void **state)
     mount_stop(mp);
 }
 
+/* Bytes of the regular files under dir (du -sb). */
+static uint64_t tree_bytes(const char *dir)
+{
+    char cmd[600];
+    unsigned long long n = 0;
+
+    snprintf(cmd, sizeof(cmd), "du -sb '%s' 2>/dev/null | cut -f1", dir);
+    FILE *p = popen(cmd, "r");
+    if (p != NULL) {
+        if (fscanf(p, "%llu", &n) != 1)
+            n = 0;
+        pclose(p);
+    }
+    return n;
+}
+
+/* Run "cd DIR && SCRIPT" with sh. */
+static void shell_in(const char *dir, const char *script)
+{
+    char cmd[1500];
+
+    snprintf(cmd, sizeof(cmd), "cd '%s' && %s", dir, script);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The disk cache: a block once read or written is read from local disk
+ * (the store may even lose it); a damaged copy is never believed; the
+ * cache stays within its bound. */
+static void test_mount_disk_cache(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char path[600];
+    char dir[600];
+
+    snprintf(path, sizeof(path), "%s/cached", mp->dir);
+    pattern_write(path, 3u << 20, 900, true);
+    mount_stop(mp);
+    /* the store loses every block (kept aside) */
+    snprintf(dir, sizeof(dir), "%s", f->dir);
+    shell_in(dir, "for b in node*/blocks; do mv \"$b\" \"$b.aside\" && mkdir \"$b\"; done");
+    mp = mount_start(f, "m", "1");
+    pattern_expect(path, 3u << 20, 900); /* from the disk cache alone */
+    mount_stop(mp);
+    /* a damaged cached copy: refused, and with the store empty that is EIO */
+    shell_in(dir, "for c in cache/*/*_0; do printf X | dd of=\"$c\" bs=1 seek=100 "
+                  "conv=notrunc 2>/dev/null; done");
+    mp = mount_start(f, "m", "1");
+    uint8_t buf[4096];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
+    /* the store has its blocks again: read from there, and cached anew */
+    /* (into the directories the running mount's store has open) */
+    shell_in(dir, "for b in node*/blocks; do cp -a \"$b.aside/.\" \"$b/\" && "
+                  "rm -rf \"$b.aside\"; done");
+    pattern_expect(path, 3u << 20, 900);
+    /* 5 files of 3 MiB through an 8 MiB cache: the oldest go */
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof(path), "%s/many_%d", mp->dir, i);
+        pattern_write(path, 3u << 20, 1000 + (uint64_t)i, false);
+    }
+    snprintf(dir, sizeof(dir), "%s/cache", f->dir);
+    uint64_t held = tree_bytes(dir);
+    print_message("the cache holds %llu bytes\n", (unsigned long long)held);
+    assert_true(held <= (8u << 20) + (64u << 10));
+    assert_true(held >= (3u << 20)); /* and it does keep blocks */
+    mount_stop(mp);
+}
+
 /* Run seeds [first, last) on both trees and compare call by call; 0, or 1
  * after printing the first difference. No assertions: a forked child
  * (another uid) runs it too. */
@@ -762,6 +837,7 @@ int main(void)
         T(test_mount_close_to_open_across_mounts),
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
+        T(test_mount_disk_cache),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_copy_survives_a_leader_crash),

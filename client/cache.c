@@ -1,0 +1,332 @@
+/* client/cache.c - the disk block cache (internal.h).
+ *
+ * One file a block, named by the block; its bytes then a CRC32C of them
+ * (little-endian). In memory: an entry a file, in a hash by name and a
+ * list by last use (head: the most recent). Files are written to a
+ * temporary name and renamed, so a crash leaves whole copies or none.
+ * Thread: any; the mutex guards the index, never a file operation. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "meta.h"
+#include "objstore.h"
+
+#define BUCKETS   65536u
+#define NAME_MAX_ 48u
+
+struct entry {
+    char name[NAME_MAX_];
+    uint64_t bytes;            /* the file's, checksum included */
+    struct entry *newer;       /* toward the head */
+    struct entry *older;
+    struct entry *chain;       /* the hash bucket */
+};
+
+struct block_cache {
+    char dir[512];
+    uint64_t max_bytes;
+    pthread_mutex_t mu;
+    struct entry *buckets[BUCKETS];
+    struct entry *head;        /* the most recently used */
+    struct entry *tail;
+    struct block_cache_stats stats;
+    uint64_t tmp_counter;
+};
+
+static uint32_t bucket_of(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (const char *p = name; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    }
+    return h % BUCKETS;
+}
+
+static struct entry *find(struct block_cache *c, const char *name)
+{
+    for (struct entry *e = c->buckets[bucket_of(name)]; e != NULL; e = e->chain) {
+        if (strcmp(e->name, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void unlink_lru(struct block_cache *c, struct entry *e)
+{
+    if (e->newer != NULL)
+        e->newer->older = e->older;
+    else
+        c->head = e->older;
+    if (e->older != NULL)
+        e->older->newer = e->newer;
+    else
+        c->tail = e->newer;
+    e->newer = e->older = NULL;
+}
+
+static void push_head(struct block_cache *c, struct entry *e)
+{
+    e->older = c->head;
+    e->newer = NULL;
+    if (c->head != NULL)
+        c->head->newer = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+static void remove_entry(struct block_cache *c, struct entry *e)
+{
+    struct entry **p = &c->buckets[bucket_of(e->name)];
+
+    while (*p != e) {
+        p = &(*p)->chain;
+    }
+    *p = e->chain;
+    unlink_lru(c, e);
+    c->stats.bytes -= e->bytes;
+}
+
+/* Under the mutex: take the oldest entries off until the bound holds;
+ * their names go to victims (the caller unlinks the files, unlocked). */
+static uint32_t shrink(struct block_cache *c, char (*victims)[NAME_MAX_], uint32_t cap)
+{
+    uint32_t n = 0;
+
+    while (c->stats.bytes > c->max_bytes && c->tail != NULL && n < cap) {
+        struct entry *e = c->tail;
+        snprintf(victims[n++], NAME_MAX_, "%s", e->name);
+        remove_entry(c, e);
+        ar_free(e);
+        c->stats.evicted++;
+    }
+    return n;
+}
+
+static void unlink_all(struct block_cache *c, char (*victims)[NAME_MAX_], uint32_t n)
+{
+    char path[600];
+
+    for (uint32_t i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/%s", c->dir, victims[i]);
+        unlink(path);
+    }
+}
+
+/* Add name (bytes on disk) as the most recent; the caller holds the mutex. */
+static void add(struct block_cache *c, const char *name, uint64_t bytes)
+{
+    struct entry *e = find(c, name);
+
+    if (e != NULL) {
+        unlink_lru(c, e);
+        push_head(c, e);
+        return;
+    }
+    e = ar_calloc(1, sizeof(*e));
+    if (e == NULL)
+        return; /* the file stays unindexed: it is found again at the next open */
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->bytes = bytes;
+    uint32_t b = bucket_of(name);
+    e->chain = c->buckets[b];
+    c->buckets[b] = e;
+    push_head(c, e);
+    c->stats.bytes += bytes;
+}
+
+struct found {
+    char name[NAME_MAX_];
+    uint64_t bytes;
+    int64_t mtime_ns;
+};
+
+static int by_mtime(const void *a, const void *b)
+{
+    const struct found *x = a;
+    const struct found *y = b;
+
+    return (x->mtime_ns > y->mtime_ns) - (x->mtime_ns < y->mtime_ns);
+}
+
+int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **out, char *errmsg)
+{
+    struct block_cache *c = ar_calloc(1, sizeof(*c));
+    struct found *found = NULL;
+    size_t count = 0;
+    size_t cap = 0;
+
+    if (c == NULL)
+        return -ENOMEM;
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    c->max_bytes = max_bytes;
+    pthread_mutex_init(&c->mu, NULL);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        int rc = -errno;
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make the cache directory %s: %s", dir,
+                 strerror(errno));
+        block_cache_close(c);
+        return rc;
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        int rc = -errno;
+        snprintf(errmsg, AR_ERRMSG_MAX, "cannot read the cache directory %s: %s", dir,
+                 strerror(errno));
+        block_cache_close(c);
+        return rc;
+    }
+    struct dirent *de;
+    /* bounded by the directory's entries */
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (strncmp(de->d_name, ".tmp.", 5) == 0)
+            unlinkat(dirfd(d), de->d_name, 0); /* a copy a crash cut short */
+        if (de->d_name[0] == '.' || strlen(de->d_name) >= NAME_MAX_)
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (count == cap) {
+            cap = cap ? cap * 2 : 256;
+            struct found *v = ar_realloc(found, cap * sizeof(*v));
+            if (v == NULL)
+                break;
+            found = v;
+        }
+        found[count] = (struct found){.bytes = (uint64_t)st.st_size,
+                                      .mtime_ns = st.st_mtim.tv_sec * 1000000000ll +
+                                                  st.st_mtim.tv_nsec};
+        snprintf(found[count].name, NAME_MAX_, "%s", de->d_name);
+        count++;
+    }
+    closedir(d);
+    if (count > 0)
+        qsort(found, count, sizeof(*found), by_mtime);
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < count; i++) {
+        add(c, found[i].name, found[i].bytes); /* oldest first: the newest ends at the head */
+    }
+    pthread_mutex_unlock(&c->mu);
+    ar_free(found);
+    /* over the bound (it was lowered): drop the oldest */
+    char victims[64][NAME_MAX_];
+    uint32_t n;
+    do {
+        pthread_mutex_lock(&c->mu);
+        n = shrink(c, victims, 64);
+        pthread_mutex_unlock(&c->mu);
+        unlink_all(c, victims, n);
+    } while (n == 64);
+    *out = c;
+    return 0;
+}
+
+void block_cache_close(struct block_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (uint32_t b = 0; b < BUCKETS; b++) {
+        struct entry *e = c->buckets[b];
+        while (e != NULL) {
+            struct entry *next = e->chain;
+            ar_free(e);
+            e = next;
+        }
+    }
+    pthread_mutex_destroy(&c->mu);
+    ar_free(c);
+}
+
+int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
+                     void *dst)
+{
+    char path[600];
+
+    pthread_mutex_lock(&c->mu);
+    struct entry *e = find(c, name);
+    uint64_t bytes = e != NULL ? e->bytes : 0;
+    if (e != NULL) {
+        unlink_lru(c, e);
+        push_head(c, e);
+    } else {
+        c->stats.misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (e == NULL || bytes < 4 || (uint64_t)off + len > bytes - 4)
+        return -ENOENT;
+    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
+    uint8_t *all = ar_malloc(bytes);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool is_ok = all != NULL && fd >= 0 && pread(fd, all, bytes, 0) == (ssize_t)bytes;
+    if (fd >= 0)
+        close(fd);
+    uint32_t want = 0;
+    if (is_ok) {
+        memcpy(&want, all + bytes - 4, 4);
+        is_ok = obj_crc32c(0, all, bytes - 4) == want;
+    }
+    if (is_ok)
+        memcpy(dst, all + off, len);
+    ar_free(all);
+    pthread_mutex_lock(&c->mu);
+    if (is_ok) {
+        c->stats.hits++;
+    } else if ((e = find(c, name)) != NULL) {
+        remove_entry(c, e); /* damaged or gone: read from the store again */
+        ar_free(e);
+        c->stats.damaged++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!is_ok)
+        unlink(path);
+    return is_ok ? 0 : -ENOENT;
+}
+
+void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)
+{
+    char tmp[600];
+    char path[600];
+    uint32_t crc = obj_crc32c(0, data, len);
+
+    if ((uint64_t)len + 4 > c->max_bytes)
+        return;
+    pthread_mutex_lock(&c->mu);
+    bool is_there = find(c, name) != NULL;
+    uint64_t n = ++c->tmp_counter;
+    pthread_mutex_unlock(&c->mu);
+    if (is_there)
+        return;
+    snprintf(tmp, sizeof(tmp), "%s/.tmp.%llu.%d", c->dir, (unsigned long long)n, (int)getpid());
+    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool is_ok = fd >= 0 && write(fd, data, len) == (ssize_t)len &&
+                 write(fd, &crc, 4) == 4;
+    if (fd >= 0)
+        close(fd);
+    if (!is_ok || rename(tmp, path) != 0) {
+        unlink(tmp); /* a full disk: the block is simply not cached */
+        return;
+    }
+    char victims[64][NAME_MAX_];
+    pthread_mutex_lock(&c->mu);
+    add(c, name, (uint64_t)len + 4);
+    uint32_t k = shrink(c, victims, 64);
+    pthread_mutex_unlock(&c->mu);
+    unlink_all(c, victims, k);
+}
+
+void block_cache_stats(struct block_cache *c, struct block_cache_stats *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->mu);
+}
