@@ -466,6 +466,20 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
 
 static void group_turn(struct group *g);
 
+/* Raft messages out; none once stopping (a disk write that finishes then
+ * still advances its ready, but the transport is gone). */
+static void send_msg(struct meta_server *s, uint32_t shard, const struct raft_msg *m)
+{
+    if (s->transport != NULL)
+        raft_transport_send(s->transport, shard, m);
+}
+
+static void flush_msgs(struct meta_server *s)
+{
+    if (s->transport != NULL)
+        raft_transport_flush(s->transport);
+}
+
 static void free_batches(struct meta_ckpt_batch **v, uint32_t *count)
 {
     for (uint32_t i = 0; i < *count; i++) {
@@ -664,9 +678,9 @@ static void finish_ready(struct group *g)
     struct meta_server *s = g->srv;
 
     for (uint32_t i = g->rd.early_count; i < g->rd.msg_count; i++) {
-        raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+        send_msg(s, g->shard, &g->rd.msgs[i]);
     }
-    raft_transport_flush(s->transport);
+    flush_msgs(s);
     for (uint32_t i = 0; i < g->rd.read_count; i++) {
         for (uint32_t k = 0; k < g->pending_count; k++) {
             struct pending *p = &g->pending[k];
@@ -834,10 +848,10 @@ static void group_turn(struct group *g)
         struct raft_msg *msgs;
         uint32_t count = raft_early_take(g->node, &msgs);
         for (uint32_t i = 0; i < count; i++) {
-            raft_transport_send(s->transport, g->shard, &msgs[i]);
+            send_msg(s, g->shard, &msgs[i]);
         }
         if (count > 0)
-            raft_transport_flush(s->transport);
+            flush_msgs(s);
         raft_msgs_free(msgs, count);
         return;
     }
@@ -851,9 +865,9 @@ static void group_turn(struct group *g)
         g->is_persisting = true;
         /* a leader's appends go out while its own disk writes */
         for (uint32_t i = 0; i < g->rd.early_count; i++) {
-            raft_transport_send(s->transport, g->shard, &g->rd.msgs[i]);
+            send_msg(s, g->shard, &g->rd.msgs[i]);
         }
-        raft_transport_flush(s->transport);
+        flush_msgs(s);
         /* the committed entries are stable already: apply and answer them
          * now, not after this ready's own disk write */
         for (uint32_t i = 0; i < g->rd.committed_count; i++) {
@@ -1803,6 +1817,7 @@ void meta_server_stop(struct meta_server *s)
             conn_close(s->conns[i]);
     }
     raft_transport_stop(s->transport);
+    s->transport = NULL; /* it frees itself as its handles close: send nothing more */
 }
 
 void meta_server_free(struct meta_server *s)
