@@ -20,6 +20,7 @@ static const struct {
     {"fsm", bench_fsm, "the shard state machine in memory: applies/s and bytes per file"},
     {"raft", bench_raft, "Raft replicas as processes on 127.0.0.1: commits/s and latency"},
     {"meta", bench_meta, "a 3-replica shard through the client protocol: ops/s, latency"},
+    {"fs", bench_fs, "a mount against a local directory and in-memory FUSE: ops/s, MiB/s"},
 };
 
 static void bench_usage(FILE *to)
