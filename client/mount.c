@@ -2,8 +2,8 @@
  *
  * FUSE inode numbers are arbor's (the root is 1 on both sides), so the
  * mount keeps no inode table: every operation is one or a few metadata
- * calls (client.h) with the caller's credentials, and the server checks
- * permissions as Linux would.
+ * calls (client.h) with the caller's credentials. The kernel checks
+ * permissions (default_permissions, Linux's order), and the server again.
  *
  * Write path: each open file buffers contiguous writes (at most two blocks,
  * never across a chunk); on flush, fsync, release, a write elsewhere, or a
@@ -13,11 +13,15 @@
  * hold are bounded: past the budget a write commits at once.
  *
  * Read path: the chunk's resolved slices (READ_MAP), then the blocks, from
- * a small in-memory cache or the store (whose CRC32Cs are checked on every
- * read: a bad block is EIO, never wrong bytes). Holes read as zeros.
+ * a small in-memory cache, the disk cache (cache.c) or the store (whose
+ * CRC32Cs are checked on every read: a bad block is EIO, never wrong
+ * bytes). Holes read as zeros. A sequential reader has the next blocks
+ * fetched ahead. A stat, truncation or read of an inode first commits
+ * what this mount's open files of it hold.
  *
  * Threads: libfuse's (one or many); the metadata client's loop; the
- * store's workers for uploads. An open file's buffer is under its mutex. */
+ * store's workers for uploads and read-ahead. Locks: files_mu before an
+ * open file's mu; cache_mu and ids_mu alone. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
