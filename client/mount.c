@@ -20,8 +20,8 @@
  * what this mount's open files of it hold.
  *
  * Threads: libfuse's (one or many); the metadata client's loop; the
- * store's workers for uploads and read-ahead. Locks: files_mu before an
- * open file's mu; cache_mu and ids_mu alone. */
+ * store's workers for uploads and read-ahead. Locks, in this order:
+ * files_mu, an open file's mu, ids_mu; cache_mu is taken alone. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
