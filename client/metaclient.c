@@ -17,8 +17,10 @@
  * past the lowest one unanswered (the shard keeps that many answers per
  * client); ack_below tells the shard which answers it may forget.
  * Thread: the loop's, except the marked entry points. */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +54,7 @@ struct call {
     uint64_t session;            /* HEARTBEAT */
     struct meta_response_buf *out;
     call_done_fn done;           /* NULL: a thread waits on cond */
-    pthread_cond_t cond;
-    bool is_done;                /* under the client's mutex */
+    sem_t finished;              /* posted once the call is finished */
     int rc;
     struct call *next;           /* the submit queue */
     /* the loop's */
@@ -90,7 +91,7 @@ struct ar_client {
     uv_timer_t timer;
     uv_prepare_t flusher;
     pthread_t thread;
-    pthread_mutex_t mu;          /* guards queue, is_stopping, is_done of calls, map, stats */
+    pthread_mutex_t mu;          /* guards queue, is_stopping, map, stats */
     struct call *queue_head;
     struct call *queue_tail;
     bool is_stopping;
@@ -167,10 +168,8 @@ static void finish(struct ar_client *c, struct call *k, int rc)
         k->done(c, k);
         return;
     }
-    pthread_mutex_lock(&c->mu);
-    k->is_done = true;
-    pthread_cond_signal(&k->cond);
-    pthread_mutex_unlock(&c->mu);
+    /* a semaphore a call: waking its caller takes no lock all callers share */
+    sem_post(&k->finished);
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -693,7 +692,7 @@ static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
     struct call k = {.shard = shard, .kind = kind, .cmd = cmd, .mode = mode,
                      .data_cap = data_cap, .out = out};
 
-    pthread_cond_init(&k.cond, NULL);
+    sem_init(&k.finished, 0, 0);
     pthread_mutex_lock(&c->mu);
     bool is_stopping = c->is_stopping;
     if (!is_stopping) {
@@ -706,17 +705,14 @@ static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
     }
     pthread_mutex_unlock(&c->mu);
     if (is_stopping) {
-        pthread_cond_destroy(&k.cond);
+        sem_destroy(&k.finished);
         return -ECANCELED;
     }
     uv_async_send(&c->wake);
-    pthread_mutex_lock(&c->mu);
     /* bounded: the loop finishes every call by its deadline */
-    while (!k.is_done) {
-        pthread_cond_wait(&k.cond, &c->mu);
+    while (sem_wait(&k.finished) != 0 && errno == EINTR) {
     }
-    pthread_mutex_unlock(&c->mu);
-    pthread_cond_destroy(&k.cond);
+    sem_destroy(&k.finished);
     return k.rc;
 }
 

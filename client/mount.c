@@ -107,12 +107,16 @@ static struct meta_response_buf *out_of(struct mnt *m)
     return out;
 }
 
-static void cred_of(fuse_req_t req, struct meta_cred *cred)
+/* The caller's uid and gid; its supplementary groups too if is_full
+ * (libfuse reads them from /proc: tens of microseconds a call). */
+static void cred_of(fuse_req_t req, struct meta_cred *cred, bool is_full)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     gid_t groups[META_GROUPS_MAX];
 
     *cred = (struct meta_cred){.uid = ctx->uid, .gid = ctx->gid};
+    if (!is_full || ctx->uid == 0)
+        return; /* root passes every check: its groups change nothing */
     int n = fuse_req_getgroups(req, META_GROUPS_MAX, groups);
     if (n > (int)META_GROUPS_MAX)
         n = META_GROUPS_MAX; /* the first ones: more than the protocol carries */
@@ -128,10 +132,23 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     *out = out_of(m);
     if (*out == NULL)
         return -ENOMEM;
+    /* Commands whose result depends on the groups (set-group-ID kept or
+     * dropped) carry them always; the others only when a first try was
+     * refused for want of permission (nothing changed then). */
+    bool is_group_sensitive = cmd->op == META_OP_SETATTR || cmd->op == META_OP_MKNOD ||
+                              cmd->op == META_OP_MKDIR || cmd->op == META_OP_SYMLINK ||
+                              cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE;
     if (req != NULL)
-        cred_of(req, &cmd->cred);
+        cred_of(req, &cmd->cred, is_group_sensitive);
     uint32_t shard = ar_client_shard_of(m->mc, cmd->ino);
-    return ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+    int rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+    if (req != NULL && (rc == -EACCES || rc == -EPERM) && !is_group_sensitive &&
+        cmd->cred.uid != 0) {
+        cred_of(req, &cmd->cred, true);
+        if (cmd->cred.group_count > 0)
+            rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+    }
+    return rc;
 }
 
 static void stat_of(const struct mnt *m, const struct meta_attr *a, struct stat *st)
