@@ -921,9 +921,12 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                (uint64_t)ino, ar_strerror(rc));
     if (f->buf_len > 0)
         __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
-    hold(m, req, ino, META_OP_RELEASE);
-    file_free(m, f);
+    /* close() returns now; the session lets go of the inode after (the
+     * reply ends req: the release goes without the caller's credentials,
+     * which it does not need) */
     fuse_reply_err(req, 0);
+    hold(m, NULL, ino, META_OP_RELEASE);
+    file_free(m, f);
 }
 
 /* ---- directories ------------------------------------------------------------------------------ */
