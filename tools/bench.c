@@ -53,17 +53,25 @@ int cmd_bench(int argc, char **argv)
 
 uint16_t cmd_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
+    /* below the ephemeral range (32768 up), from which other processes'
+     * outgoing connections take their local ports meanwhile */
+    static uint64_t rng;
 
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+    if (rng == 0)
+        rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(cmd_now() * 1e9) ^ 0x9e3779b97f4a7c15ull;
+    for (int tries = 0; tries < 1000; tries++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)(10000u + rng % 22000u))};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int rc = fd >= 0 ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) : -1;
         if (fd >= 0)
             close(fd);
-        return 0;
+        if (rc == 0)
+            return ntohs(sa.sin_port);
     }
-    close(fd);
-    return ntohs(sa.sin_port);
+    return 0;
 }

@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,17 +34,29 @@ double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* A port free now, below the kernel's ephemeral range (32768 up): a port
+ * the kernel hands out (bind to 0) may meanwhile become the local end of
+ * some other process's outgoing connection, and the server then cannot
+ * listen on it. Each test process walks its own stretch of the range. */
 static uint16_t free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sa);
+    static unsigned next;
 
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
+    if (next == 0)
+        next = 10000u + ((unsigned)getpid() * 37u) % 20000u;
+    for (int tries = 0; tries < 1000; tries++) {
+        uint16_t port = (uint16_t)(10000u + (next++ - 10000u) % 22000u);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        bool is_free = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (is_free)
+            return port;
+    }
+    fail_msg("no free port on 127.0.0.1 below 32000");
+    return 0;
 }
 
 void node_start(struct fixture *f, int i)
