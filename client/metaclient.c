@@ -106,6 +106,7 @@ struct ar_client {
     uint64_t epoch[SHARDS_KNOWN];
     struct meta_map map;         /* under mu */
     bool has_new_map;            /* under mu: the loop has not taken it yet */
+    struct meta_map loop_map;    /* the loop's copy of it (take_map) */
     uint64_t sessions[SHARDS_KNOWN];
     uint8_t *enc;                /* one request being encoded */
     /* the heartbeat, the loop's own call */
@@ -126,23 +127,7 @@ static uint64_t now_ms(void)
 
 static bool is_mutation(const struct call *k)
 {
-    if (k->kind != META_REQ_COMMAND)
-        return false;
-    switch (k->cmd->op) {
-    case META_OP_LOOKUP:
-    case META_OP_GETATTR:
-    case META_OP_ACCESS:
-    case META_OP_READLINK:
-    case META_OP_READDIR:
-    case META_OP_GETXATTR:
-    case META_OP_LISTXATTR:
-    case META_OP_STATFS:
-    case META_OP_READ_MAP:
-    case META_OP_MAP_GET:
-        return false;
-    default:
-        return true;
-    }
+    return k->kind == META_REQ_COMMAND && !meta_op_is_query(k->cmd->op);
 }
 
 static void stat_add(struct ar_client *c, uint64_t *counter)
@@ -632,22 +617,22 @@ static void close_all(struct ar_client *c)
  * is reachable whichever ones the options named. */
 static void take_map(struct ar_client *c)
 {
-    static struct meta_map m;
+    struct meta_map *m = &c->loop_map;
 
     pthread_mutex_lock(&c->mu);
     bool is_new = c->has_new_map;
     if (is_new)
-        m = c->map;
+        *m = c->map;
     c->has_new_map = false;
     pthread_mutex_unlock(&c->mu);
     if (!is_new)
         return;
-    for (uint32_t i = 0; i < m.shard_count; i++) {
-        if (m.shards[i].id < SHARDS_KNOWN)
-            c->epoch[m.shards[i].id] = m.shards[i].epoch;
+    for (uint32_t i = 0; i < m->shard_count; i++) {
+        if (m->shards[i].id < SHARDS_KNOWN)
+            c->epoch[m->shards[i].id] = m->shards[i].epoch;
     }
-    for (uint32_t i = 0; i < m.member_count; i++) {
-        conn_for(c, m.members[i].client_addr);
+    for (uint32_t i = 0; i < m->member_count; i++) {
+        conn_for(c, m->members[i].client_addr);
     }
 }
 

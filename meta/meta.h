@@ -318,6 +318,11 @@ void meta_shard_free(struct meta_shard *s);
  * client's ack_below is -ESTALE (it was answered; no client retries it). */
 int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *reply);
 
+/* Whether op only reads (meta_shard_read()) rather than changes
+ * (meta_shard_apply()): a server reads it without a log entry, a client
+ * needs no sequence number for it. */
+bool meta_op_is_query(enum meta_op op);
+
 /* Answer a query (lookup, getattr, access, readlink, readdir). -EINVAL for a
  * mutating op. */
 int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd,

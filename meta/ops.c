@@ -937,6 +937,25 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     return -EINVAL; /* an op number from outside the enum */
 }
 
+bool meta_op_is_query(enum meta_op op)
+{
+    switch (op) {
+    case META_OP_LOOKUP:
+    case META_OP_GETATTR:
+    case META_OP_ACCESS:
+    case META_OP_READLINK:
+    case META_OP_READDIR:
+    case META_OP_GETXATTR:
+    case META_OP_LISTXATTR:
+    case META_OP_STATFS:
+    case META_OP_READ_MAP:
+    case META_OP_MAP_GET:
+        return true;
+    default:
+        return false;
+    }
+}
+
 int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
     AR_ASSERT(s != NULL && cmd != NULL && r != NULL);

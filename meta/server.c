@@ -169,6 +169,8 @@ struct meta_server {
     bool is_stopping;
     uint8_t *tx;                  /* one response being encoded */
     uint8_t *enc;                 /* one command being encoded for the log */
+    struct meta_map map_next;     /* map_sync(): the map it proposes */
+    uint8_t map_bytes[META_MAP_BYTES_ENC_MAX]; /* and its bytes */
     struct meta_cmd_buf *cmd;     /* scratch: a decoded command */
     struct meta_reply reply;      /* scratch: what apply or read fills */
     struct meta_dirent *entries;
@@ -887,25 +889,6 @@ static void group_turn(struct group *g)
 
 /* ---- requests -------------------------------------------------------------------------------- */
 
-static bool is_query(enum meta_op op)
-{
-    switch (op) {
-    case META_OP_LOOKUP:
-    case META_OP_GETATTR:
-    case META_OP_ACCESS:
-    case META_OP_READLINK:
-    case META_OP_READDIR:
-    case META_OP_GETXATTR:
-    case META_OP_LISTXATTR:
-    case META_OP_STATFS:
-    case META_OP_READ_MAP:
-    case META_OP_MAP_GET:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static bool takes_number(enum meta_op op)
 {
     return op == META_OP_MKNOD || op == META_OP_MKDIR || op == META_OP_SYMLINK ||
@@ -1144,29 +1127,28 @@ static void map_sync(struct group *g)
 {
     struct meta_server *s = g->srv;
     const struct meta_map *cur = meta_shard_map(g->state);
-    static struct meta_map next;
-    static uint8_t buf[META_MAP_BYTES_ENC_MAX];
+    struct meta_map *next = &s->map_next;
     size_t len;
     raft_index index;
 
-    next = *cur;
-    next.version = cur->version + 1;
+    *next = *cur;
+    next->version = cur->version + 1;
     if (cur->version == 0) {
-        snprintf(next.volume, sizeof(next.volume), "%s", s->cfg.volume);
-        snprintf(next.store_url, sizeof(next.store_url), "%s", s->cfg.store_url);
-        next.block_bytes = s->cfg.block_bytes;
-        next.window_s = s->cfg.window_s;
-        meta_map_seed(&next);
+        snprintf(next->volume, sizeof(next->volume), "%s", s->cfg.volume);
+        snprintf(next->store_url, sizeof(next->store_url), "%s", s->cfg.store_url);
+        next->block_bytes = s->cfg.block_bytes;
+        next->window_s = s->cfg.window_s;
+        meta_map_seed(next);
     }
-    map_members_from(s, raft_config_of(g->node), &next);
-    if (cur->version != 0 && members_equal(cur, &next))
+    map_members_from(s, raft_config_of(g->node), next);
+    if (cur->version != 0 && members_equal(cur, next))
         return;
-    int rc = meta_map_encode(&next, buf, sizeof(buf), &len);
+    int rc = meta_map_encode(next, s->map_bytes, sizeof(s->map_bytes), &len);
     if (rc != 0) {
         ar_log(AR_LOG_ERROR, "shard map: the next map does not encode (%d)", rc);
         return;
     }
-    struct meta_cmd cmd = {.op = META_OP_MAP_SET, .cookie = cur->version, .value = buf,
+    struct meta_cmd cmd = {.op = META_OP_MAP_SET, .cookie = cur->version, .value = s->map_bytes,
                            .value_len = (uint32_t)len};
     if (propose_cmd(g, &cmd, &index) == 0)
         g->chore_index = index;
@@ -1404,7 +1386,7 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     /* answered now: a follower read fresh enough, or a read at the leader
      * inside its lease with the state applied to the lease's read point */
     raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
-    if (is_query(cmd->op) &&
+    if (meta_op_is_query(cmd->op) &&
         ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
          (at != 0 && raft_applied_index(g->node) >= at))) {
         reply_reset(s, req.data_cap);
@@ -1422,7 +1404,7 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_rc(s, c, req.id, rc); /* a closed session: its holds are gone */
         return;
     }
-    rc = is_query(cmd->op) ? read_later(g, c, &req, frame, len) : propose(g, c, &req, cmd);
+    rc = meta_op_is_query(cmd->op) ? read_later(g, c, &req, frame, len) : propose(g, c, &req, cmd);
     if (rc == -AR_ENOTLEADER)
         respond_not_leader(s, c, req.id, g);
     else if (rc != 0)
