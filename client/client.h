@@ -95,4 +95,45 @@ struct ar_mount_options {
  * mount point). */
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg);
 
+/* ---- point-in-time restore (restore.c) ------------------------------------------------------
+ * Put a subtree back as it was at a moment: rebuild the shard's state then
+ * from the store's archive, and write the subtree at path into the live
+ * volume as new inodes whose slices name the same (immutable) blocks. The
+ * tree is built under a hidden name beside the destination and renamed
+ * into place at the end, so the final name never holds half of it. */
+struct ar_restore_options {
+    struct ar_client_options meta;
+    const char *store_url;     /* NULL: the one the shard map names */
+    const char *path;          /* what to restore: an absolute path in the volume */
+    uint64_t at_ns;            /* the moment (ns since the epoch) */
+    const char *into;          /* where (absolute); NULL: path.restored-<moment> */
+    bool is_replace;           /* into path itself; the live tree goes to
+                                * path.replaced-<moment> */
+    uint32_t threads;          /* files restored at once (0: 8) */
+    uint32_t wait_s;           /* wait this long for the archive to reach the moment */
+    const char *scratch_dir;   /* for a checkpoint's copy (NULL: $TMPDIR or /tmp) */
+    void (*progress)(void *ctx, const char *line); /* NULL: quiet */
+    void *ctx;
+};
+
+struct ar_restore_report {
+    struct meta_restore_point point; /* the state rebuilt */
+    uint64_t dirs, files, symlinks, links, others; /* made (links: extra names) */
+    uint64_t bytes;            /* of the regular files */
+    uint64_t xattrs;
+    uint64_t mismatches;       /* files whose size came out different (0, or an error) */
+    double rebuild_s, write_s;
+    char final_path[1300];     /* where the restored tree is */
+    char aside_name[300];      /* --replace: the live tree's new name, beside it */
+};
+
+/* Restore; on 0 *rep says what was done. errmsg says what went wrong:
+ * the moment outside the window or not yet archived, path absent at the
+ * moment, the destination taken, an interruption (and where the partial
+ * tree is: the same call removes it and starts over). */
+int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report *rep,
+                   char *errmsg);
+/* The moment as a name: 20261130T104213Z (UTC). */
+void ar_restore_stamp(uint64_t at_ns, char *out, size_t cap);
+
 #endif /* ARBOR_CLIENT_H */

@@ -556,6 +556,54 @@ int meta_checkpoint_export(struct meta_checkpoint *c, int fd, char *errmsg);
  * and checked before it takes its final name; on error dir is left as it was. */
 int meta_checkpoint_import(const char *dir, int fd, char *errmsg);
 
+/* ---- point-in-time rebuild (archive.c) ---------------------------------------------
+ * Each shard's leader archives its committed log and, now and then, its
+ * checkpoint in the volume's object store (keys under pitr/; formats in
+ * docs/wire-protocol.md). From those, a shard is rebuilt as it was at any
+ * moment of the recovery window: the newest archived checkpoint at or
+ * before the moment, then the entries after it up to the last one whose
+ * time is not past the moment. */
+struct obj_store;
+
+/* The shard as `arbor format` leaves it (its root only): the state before
+ * the log's first entry. -ENOMEM. */
+int meta_shard_new_first(uint32_t shard, struct meta_shard **out);
+
+/* Called for each command replayed, before (is_before) and after it applies
+ * (after only if it applied): --list uses it to see what changed a path. */
+typedef void (*meta_replay_fn)(void *ctx, const struct meta_shard *s, const struct meta_cmd *cmd,
+                               uint64_t hlc_ns, bool is_before);
+
+struct meta_rebuild_options {
+    uint32_t shard;
+    uint64_t at_ns;            /* the moment, in the entries' time (ns since the epoch);
+                                * UINT64_MAX: all that is archived */
+    bool is_from_oldest;       /* start from the oldest state archived, not the newest
+                                * before at_ns (to watch every change of the window) */
+    const char *scratch_dir;   /* an existing directory for the checkpoint's copy */
+    void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
+    meta_replay_fn watch;      /* NULL: none */
+    void *ctx;                 /* for progress and watch */
+};
+
+struct meta_restore_point {
+    uint64_t base_index;       /* the checkpoint started from (0: the empty shard) */
+    uint64_t index;            /* the last entry applied */
+    uint64_t hlc_ns;           /* its time */
+    uint64_t entries;          /* commands replayed */
+    uint64_t oldest_ns;        /* the earliest moment the archive can rebuild */
+    uint64_t newest_ns;        /* the archive holds all that was committed by here */
+};
+
+/* Rebuild the shard at o->at_ns from the archive in st. On 0, *out is the
+ * shard (the caller frees it) and *pt says which state it is. Errors, with
+ * errmsg: -ENOENT (no archive of the shard), -ERANGE (the moment is before
+ * the window, or falls where entries are missing), -EAGAIN (the moment is
+ * later than the archive reaches yet), -AR_ECORRUPT (an archived object is
+ * damaged), the store's errors, -ENOMEM. */
+int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options *o,
+                         struct meta_shard **out, struct meta_restore_point *pt, char *errmsg);
+
 /* ---- the metadata server (server.c) ---------------------------------------------
  * A replica of the cluster's shard groups, served over TCP: one libuv loop,
  * one Raft transport, one tick for all its groups (shard 0, the map, and
@@ -580,6 +628,8 @@ struct meta_server_config {
     uint32_t log_keep;          /* entries kept in memory below a checkpoint for lagging
                                  * followers; further behind, they get a snapshot */
     uint32_t session_timeout_ms; /* a session silent this long is closed (0: 30 s) */
+    uint32_t archive_ms;        /* a leader archives its new entries this often (0: 2000) */
+    uint32_t archive_ckpt_s;    /* and its checkpoint (0: 3600) */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
     uint32_t voter_count;       /* format: the first members (0: every node); the others

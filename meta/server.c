@@ -37,8 +37,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "archive.h"
 #include "limits.h"
 #include "meta.h"
+#include "objstore.h"
 #include "raft.h"
 
 #define TICK_MS          10u
@@ -83,6 +85,7 @@ struct group {
     struct raft_seglog *log;
     struct meta_shard *state;
     struct meta_checkpoint *ckpt;
+    struct archiver *arch;       /* the point-in-time archive's tail and jobs */
     uv_work_t persist;
     struct raft_ready rd;
     bool is_persisting;
@@ -162,6 +165,8 @@ struct meta_server {
     uint32_t dirty[CONNS_MAX];    /* connections with responses to write */
     uint32_t dirty_count;
     struct group groups[GROUP_COUNT]; /* by shard id */
+    struct obj_store *store;      /* the volume's store, once the map names it (archives) */
+    uint64_t store_retry_ms;
     struct conn *conns[CONNS_MAX];
     uint64_t conn_gen;
     uint32_t open_handles;
@@ -433,6 +438,9 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
 {
     struct meta_server *s = g->srv;
 
+    archiver_applied(g->arch, &(struct archive_entry){.index = e->index, .term = e->term,
+                                                      .hlc_ns = e->hlc_ns, .type = e->type,
+                                                      .size = e->size, .data = e->data});
     if (e->type != RAFT_ENTRY_NORMAL || e->size == 0)
         return; /* a leader's own entry, or a config */
     int rc = meta_cmd_decode(e->data, e->size, s->cmd);
@@ -704,7 +712,8 @@ static void finish_ready(struct group *g)
     if (want_count > 0) /* no wants: the array is NULL */
         memcpy(wants, g->rd.wants, sizeof(*wants) * want_count);
     if (g->rd.has_chunk && (g->is_in_failed || g->rd.chunk.is_done)) {
-        if (g->is_in_failed) {
+        /* an archive job may be exporting the checkpoint a swap would close */
+        if (g->is_in_failed || archiver_is_busy(g->arch)) {
             raft_snapshot_fail(g->node);
         } else {
             if (snapshot_swap(g) != 0)
@@ -1543,6 +1552,40 @@ static void on_event(void *ctx, raft_id peer, int status, const char *reason)
            uv_strerror(status));
 }
 
+/* The archive: the store opens once the map names it; each group's
+ * archiver runs its jobs while this replica leads the group. */
+static void archive_turn(struct meta_server *s)
+{
+    const struct meta_map *m = meta_shard_map(s->groups[META_MAP_SHARD].state);
+    char errmsg[OBJ_ERRMSG_MAX];
+
+    if (s->is_stopping)
+        return;
+    if (s->store == NULL && m != NULL && m->version > 0 && m->store_url[0] != '\0' &&
+        mono_ms() >= s->store_retry_ms) {
+        int rc = obj_store_open(m->store_url, &(struct obj_options){.workers = 2}, &s->store,
+                                errmsg);
+        if (rc != 0) {
+            ar_log(AR_LOG_WARN, "the archive cannot open the store: %s (again in 10 s)", errmsg);
+            s->store = NULL;
+            s->store_retry_ms = mono_ms() + 10000u;
+        }
+        for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+            archiver_set_store(s->groups[i].arch, s->store);
+        }
+    }
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        struct group *g = &s->groups[i];
+        raft_index lease = raft_lease_read(g->node);
+        struct archiver_view v = {.is_leader = raft_role(g->node) == RAFT_LEADER,
+                                  .has_lease = lease != 0,
+                                  .commit = lease != 0 ? lease : raft_commit_index(g->node),
+                                  .window_s = m != NULL ? m->window_s : 0,
+                                  .ckpt = g->ckpt, .node = g->node};
+        archiver_turn(g->arch, &v);
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct meta_server *s = t->data;
@@ -1555,6 +1598,7 @@ static void on_tick(uv_timer_t *t)
         leader_chores(&s->groups[i]);
         group_turn(&s->groups[i]);
     }
+    archive_turn(s);
 }
 
 static void on_check(uv_check_t *h)
@@ -1589,6 +1633,7 @@ static void group_close(struct group *g)
     ar_free(g->pending);
     ar_free(g->session_ids);
     ar_free(g->session_seen_ms);
+    archiver_free(g->arch);
     raft_node_free(g->node);
     raft_seglog_close(g->log);
     meta_checkpoint_close(g->ckpt);
@@ -1612,11 +1657,12 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     if (rc == 0 && meta_checkpoint_applied_index(g->ckpt) > 0) {
         rc = meta_checkpoint_load(g->ckpt, &g->state, &applied, errmsg);
     } else if (rc == 0) {
-        /* the root's times come from the first leader (root_stamp) */
-        struct meta_shard_config sc = {.root_ino = 1, .root_mode = 0755};
-        meta_shard_info_first(shard, &sc.self);
-        rc = meta_shard_new(&sc, &g->state);
+        rc = meta_shard_new_first(shard, &g->state);
     }
+    struct archiver_options ao = {.shard = shard, .work_dir = g->dir,
+                                  .batch_ms = s->cfg.archive_ms, .ckpt_s = s->cfg.archive_ckpt_s};
+    if (rc == 0)
+        rc = archiver_new(s->loop, &ao, &g->arch);
     if (rc == 0)
         rc = meta_shard_track(g->state);
     if (rc != 0)
@@ -1811,6 +1857,7 @@ void meta_server_free(struct meta_server *s)
         AR_ASSERT(!g->is_persisting && !g->is_checkpointing && !g->is_exporting);
         group_close(g);
     }
+    obj_store_close(s->store);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     ar_free(s->tx);

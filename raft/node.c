@@ -954,6 +954,18 @@ raft_index raft_stable_index(const struct raft_node *n)
     return n->log.stable;
 }
 
+bool raft_entry_time(const struct raft_node *n, raft_index index, uint64_t *hlc_ns)
+{
+    if (index == n->log.offset && index > 0) {
+        *hlc_ns = n->log.offset_hlc_ns;
+        return true;
+    }
+    if (index <= n->log.offset || index > raft__log_last(&n->log))
+        return false;
+    *hlc_ns = raft__log_at(&n->log, index)->hlc_ns;
+    return true;
+}
+
 raft_id raft_leader(const struct raft_node *n)
 {
     return n->leader;

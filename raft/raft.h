@@ -330,6 +330,9 @@ RAFT_API raft_index raft_last_index(const struct raft_node *n);
 RAFT_API raft_index raft_applied_index(const struct raft_node *n);
 /* The last entry this node's own disk holds (as far as readies advanced). */
 RAFT_API raft_index raft_stable_index(const struct raft_node *n);
+/* The time of the entry at index, if the node still holds it (or its
+ * snapshot is there): the point-in-time archive names checkpoints by it. */
+RAFT_API bool raft_entry_time(const struct raft_node *n, raft_index index, uint64_t *hlc_ns);
 RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
 
 /* Ticks since this node last heard from a leader of its term (0 at the

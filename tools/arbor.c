@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"mount", cmd_mount, "serve a volume on a mount point through FUSE"},
     {"up", cmd_up, "run a local cluster, a file:// store and the mount, in one command"},
     {"down", cmd_down, "stop what arbor up runs"},
+    {"restore", cmd_restore, "put a path back as it was at an earlier moment"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };
 

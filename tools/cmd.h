@@ -16,6 +16,7 @@ int cmd_leader(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;

@@ -167,11 +167,15 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     static const struct option longopts[] = {
         {"log-keep", required_argument, NULL, 'k'},
         {"session-timeout-ms", required_argument, NULL, 't'},
+        {"archive-ms", required_argument, NULL, 'a'},
+        {"archive-checkpoint-s", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint64_t log_keep = 10000;
     uint64_t session_ms = 30000;
+    uint64_t archive_ms = 2000;
+    uint64_t archive_ckpt_s = 3600;
     int c;
 
     optind = 1;
@@ -190,15 +194,34 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                 return 2;
             }
             break;
+        case 'a':
+            if (!cmd_parse_size(optarg, &archive_ms) || archive_ms < 10 || archive_ms > 600000) {
+                fprintf(stderr, "arbor serve: --archive-ms wants 10..600000\n");
+                return 2;
+            }
+            break;
+        case 'c':
+            if (!cmd_parse_size(optarg, &archive_ckpt_s) || archive_ckpt_s < 1 ||
+                archive_ckpt_s > 7 * 86400) {
+                fprintf(stderr, "arbor serve: --archive-checkpoint-s wants 1..604800\n");
+                return 2;
+            }
+            break;
         case 'h':
-            printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n\n"
+            printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
+                   "                   [--archive-ms MS] [--archive-checkpoint-s S]\n\n"
                    "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
                    "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
                    "--log-keep: entries kept in memory below the latest checkpoint for\n"
                    "followers that lag (default 10000); further behind, a follower gets a\n"
                    "snapshot of the checkpoint instead.\n"
                    "--session-timeout-ms: a client session silent this long is closed and\n"
-                   "what it held open is released (default 30000).\n");
+                   "what it held open is released (default 30000).\n"
+                   "--archive-ms: a leader puts its newly committed entries in the store's\n"
+                   "point-in-time archive this often (default 2000): a restore reaches\n"
+                   "moments up to about this long ago.\n"
+                   "--archive-checkpoint-s: and its checkpoint this often (default 3600):\n"
+                   "a restore replays at most this much log.\n");
             return -1;
         default:
             return 2;
@@ -206,6 +229,8 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     }
     cfg->log_keep = (uint32_t)log_keep;
     cfg->session_timeout_ms = (uint32_t)session_ms;
+    cfg->archive_ms = (uint32_t)archive_ms;
+    cfg->archive_ckpt_s = (uint32_t)archive_ckpt_s;
     return 0;
 }
 
@@ -232,6 +257,8 @@ int cmd_serve(int argc, char **argv)
     }
     cfg.log_keep = opts.log_keep;
     cfg.session_timeout_ms = opts.session_timeout_ms;
+    cfg.archive_ms = opts.archive_ms;
+    cfg.archive_ckpt_s = opts.archive_ckpt_s;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

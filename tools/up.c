@@ -177,6 +177,10 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[1], strerror(errno));
         return 1;
     }
+    if (mkdir(argv[2], 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
+        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[2], strerror(errno));
+        return 1;
+    }
     char *abs = realpath(argv[1], NULL);
     if (abs == NULL || strlen(abs) >= 400) {
         fprintf(stderr, "arbor up: %s: %s\n", argv[1],

@@ -72,12 +72,16 @@ void node_start(struct fixture *f, int i)
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 2);
         dup2(fd, 1);
-        if (f->log_keep != NULL)
-            execl(f->arbor, "arbor", "serve", data, "--log-keep", f->log_keep,
-                  "--session-timeout-ms", "1000", (char *)NULL);
-        else
-            execl(f->arbor, "arbor", "serve", data, "--session-timeout-ms", "1000",
-                  (char *)NULL);
+        const char *argv[16] = {"arbor", "serve", data, "--session-timeout-ms", "1000"};
+        int argc = 5;
+        if (f->log_keep != NULL) {
+            argv[argc++] = "--log-keep";
+            argv[argc++] = f->log_keep;
+        }
+        for (int k = 0; k < 8 && f->serve_args[k] != NULL; k++) {
+            argv[argc++] = f->serve_args[k];
+        }
+        execv(f->arbor, (char *const *)argv);
         _exit(127);
     }
     f->pid[i] = pid;
@@ -95,6 +99,12 @@ void node_kill(struct fixture *f, int i, int sig)
 
 int cluster_setup(void **state, const char *log_keep, int count, const char *voters)
 {
+    return cluster_setup_with(state, log_keep, count, voters, NULL, NULL);
+}
+
+int cluster_setup_with(void **state, const char *log_keep, int count, const char *voters,
+                       const char *format_args, const char *const *serve_args)
+{
     struct fixture *f = calloc(1, sizeof(*f));
     char nodes[600] = "";
     char cmd[2000];
@@ -102,6 +112,9 @@ int cluster_setup(void **state, const char *log_keep, int count, const char *vot
     assert_non_null(f);
     f->log_keep = log_keep;
     f->nodes = count;
+    for (int k = 0; k < 8 && serve_args != NULL && serve_args[k] != NULL; k++) {
+        f->serve_args[k] = serve_args[k];
+    }
     harness_tmpdir(f->dir);
     snprintf(f->arbor, sizeof(f->arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
     for (int i = 0; i < f->nodes; i++) {
@@ -113,8 +126,9 @@ int cluster_setup(void **state, const char *log_keep, int count, const char *vot
     }
     for (int i = 0; i < f->nodes; i++) {
         snprintf(cmd, sizeof(cmd),
-                 "'%s' format '%s/node%d' --id %d --nodes %s --voters %s > /dev/null", f->arbor,
-                 f->dir, i + 1, i + 1, nodes, voters);
+                 "'%s' format '%s/node%d' --id %d --nodes %s --voters %s %s > /dev/null",
+                 f->arbor, f->dir, i + 1, i + 1, nodes, voters,
+                 format_args != NULL ? format_args : "");
         assert_int_equal(system(cmd), 0);
         node_start(f, i);
     }

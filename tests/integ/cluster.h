@@ -22,6 +22,7 @@ struct fixture {
     pid_t pid[NODES_MAX];
     int nodes;               /* processes in this test */
     const char *log_keep;    /* arbor serve --log-keep, NULL: its default */
+    const char *serve_args[9]; /* more arguments of arbor serve, NULL after the last */
     int fd;                  /* the client's connection */
     int connected_to;        /* its node index, -1 if none */
     uint64_t next_id;
@@ -32,6 +33,10 @@ struct fixture {
 double now_ms(void);
 /* Format count nodes (voters: "1,2,3") and start them; *state is the fixture. */
 int cluster_setup(void **state, const char *log_keep, int count, const char *voters);
+/* The same, with more arguments for arbor format (one string, "" or NULL
+ * for none) and arbor serve (NULL-terminated, at most 8; NULL for none). */
+int cluster_setup_with(void **state, const char *log_keep, int count, const char *voters,
+                       const char *format_args, const char *const *serve_args);
 /* Stop every node still running (SIGTERM), check their logs, clean up. */
 int cluster_teardown(void **state);
 void node_start(struct fixture *f, int i);

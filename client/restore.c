@@ -1,0 +1,896 @@
+/* client/restore.c - point-in-time restore (design §7; arbor restore).
+ *
+ * 1. Rebuild the shard as it was at the moment from the store's archive
+ *    (meta_archive_rebuild()): a scratch state in this process.
+ * 2. Find PATH in it, and write that subtree into the live volume under a
+ *    hidden staging name beside the destination: directories first (one
+ *    thread, in breadth-first order), then files, symlinks and special
+ *    files on a pool of threads, then hard links, then the directories'
+ *    owners, modes and times deepest first (so adding children does not
+ *    change them again). A file is a new inode whose slices name the old
+ *    blocks: blocks never change, so nothing is copied, and a block stays
+ *    in the store while any live inode names it.
+ * 3. Rename the staging tree to its final name in one command (with
+ *    --replace: exchange it with PATH, and move the old tree aside).
+ * The final name never holds half a tree. An interrupted restore leaves
+ * only the staging name, which is derived from PATH and the moment: the
+ * same command run again removes it and starts over.
+ * Threads: the caller's, the pool's, and the metadata client's own. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "meta.h"
+#include "objstore.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1u << 0)
+#define RENAME_EXCHANGE  (1u << 1)
+#endif
+
+#define THREADS_DEFAULT 8u
+#define XATTR_LIST_MAX  (64u << 10)
+
+/* A non-directory to make: the scratch inode, the live parent, its name. */
+struct job {
+    uint64_t src;
+    uint64_t dst_parent;
+    uint32_t name_off;   /* in the name arena */
+    uint32_t name_len;
+    uint32_t mode;
+};
+
+/* A directory made: its scratch and live inodes. */
+struct dir_pair {
+    uint64_t src;
+    uint64_t dst;
+};
+
+/* An open-addressed map of scratch inode -> live inode, for hard links. */
+struct ino_map {
+    uint64_t *keys;      /* 0: empty */
+    uint64_t *vals;
+    size_t cap;          /* a power of two */
+    size_t count;
+};
+
+struct restore {
+    const struct ar_restore_options *o;
+    struct ar_restore_report *rep;
+    struct ar_client *client;
+    struct meta_shard *scratch;
+    /* the plan */
+    struct job *jobs;
+    size_t job_count;
+    size_t job_cap;
+    struct job *links;   /* later names of an inode with several */
+    size_t link_count;
+    size_t link_cap;
+    char *names;
+    size_t names_len;
+    size_t names_cap;
+    struct dir_pair *dirs;
+    size_t dir_count;
+    size_t dir_cap;
+    struct ino_map firsts; /* inodes with nlink > 1 made so far */
+    /* the pool */
+    pthread_mutex_t mu;
+    atomic_size_t next_job;
+    atomic_uint_fast64_t done_files;
+    atomic_uint_fast64_t bytes;
+    atomic_uint_fast64_t xattrs;
+    atomic_uint_fast64_t mismatches;
+    atomic_int rc;
+    char errmsg[AR_ERRMSG_MAX];
+};
+
+static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *errmsg, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static void say(const struct restore *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const struct restore *r, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+
+    if (r->o->progress == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    r->o->progress(r->o->ctx, line);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Record the first error of any thread; later ones are dropped. */
+static int set_error(struct restore *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int set_error(struct restore *r, int rc, const char *fmt, ...)
+{
+    int zero = 0;
+
+    pthread_mutex_lock(&r->mu);
+    if (atomic_compare_exchange_strong(&r->rc, &zero, rc)) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static bool grow(void **v, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return true;
+    size_t cap2 = *cap == 0 ? 1024 : *cap * 2;
+    while (cap2 < need) {
+        cap2 *= 2;
+    }
+    void *p = ar_realloc(*v, cap2 * size);
+    if (p == NULL)
+        return false;
+    *v = p;
+    *cap = cap2;
+    return true;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+static int map_put(struct ino_map *m, uint64_t key, uint64_t val)
+{
+    if ((m->count + 1) * 2 > m->cap) {
+        struct ino_map n = {.cap = m->cap == 0 ? 1024 : m->cap * 2};
+        n.keys = ar_calloc(n.cap, sizeof(*n.keys));
+        n.vals = ar_calloc(n.cap, sizeof(*n.vals));
+        if (n.keys == NULL || n.vals == NULL) {
+            ar_free(n.keys);
+            ar_free(n.vals);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->keys[i] != 0)
+                map_put(&n, m->keys[i], m->vals[i]);
+        }
+        ar_free(m->keys);
+        ar_free(m->vals);
+        *m = n;
+    }
+    size_t i = mix(key) & (m->cap - 1);
+    while (m->keys[i] != 0 && m->keys[i] != key) {
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->count += m->keys[i] == 0;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    return 0;
+}
+
+static uint64_t map_get(const struct ino_map *m, uint64_t key)
+{
+    if (m->cap == 0)
+        return 0;
+    size_t i = mix(key) & (m->cap - 1);
+    while (m->keys[i] != 0) {
+        if (m->keys[i] == key)
+            return m->vals[i];
+        i = (i + 1) & (m->cap - 1);
+    }
+    return 0;
+}
+
+/* ---- the live volume ------------------------------------------------------------------- */
+
+static int live(struct restore *r, struct meta_cmd *cmd, uint32_t data_cap,
+                struct meta_response_buf *out)
+{
+    uint32_t shard = ar_client_shard_of(r->client, cmd->ino);
+
+    return ar_client_call(r->client, shard, cmd, META_READ_LINEARIZABLE, data_cap, out);
+}
+
+static int live_lookup(struct restore *r, uint64_t dir, const char *name, uint64_t *ino,
+                       uint32_t *mode, struct meta_response_buf *out)
+{
+    struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = dir, .name = name,
+                           .name_len = (uint32_t)strlen(name)};
+    int rc = live(r, &cmd, 0, out);
+
+    if (rc == 0) {
+        *ino = out->r.reply.attr.ino;
+        *mode = out->r.reply.attr.mode;
+    }
+    return rc;
+}
+
+/* Remove dir/name and all below it (an interrupted restore's staging tree). */
+static int live_remove(struct restore *r, uint64_t dir, const char *name,
+                       struct meta_response_buf *out)
+{
+    uint64_t ino;
+    uint32_t mode;
+    int rc = live_lookup(r, dir, name, &ino, &mode, out);
+
+    if (rc != 0)
+        return rc == -ENOENT ? 0 : rc;
+    if (S_ISDIR(mode)) {
+        for (;;) { /* each pass removes what one page lists, until the directory is empty */
+            struct meta_cmd rd = {.op = META_OP_READDIR, .ino = ino, .entry_cap = 256};
+            rc = live(r, &rd, 0, out);
+            if (rc != 0 || out->r.reply.entry_count == 0)
+                break;
+            uint32_t n = out->r.reply.entry_count;
+            struct meta_dirent *ents = ar_malloc(sizeof(*ents) * n);
+            if (ents == NULL)
+                return -ENOMEM;
+            memcpy(ents, out->r.reply.entries, sizeof(*ents) * n);
+            for (uint32_t i = 0; rc == 0 && i < n; i++) {
+                rc = live_remove(r, ino, ents[i].name, out);
+            }
+            ar_free(ents);
+            if (rc != 0)
+                return rc;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    struct meta_cmd rm = {.op = S_ISDIR(mode) ? META_OP_RMDIR : META_OP_UNLINK, .ino = dir,
+                          .name = name, .name_len = (uint32_t)strlen(name)};
+    return live(r, &rm, 0, out);
+}
+
+/* ---- the scratch state ------------------------------------------------------------------ */
+
+static int scratch_read(const struct restore *r, struct meta_cmd *cmd, struct meta_reply *rep)
+{
+    memset(&cmd->cred, 0, sizeof(cmd->cred)); /* root: reads everything */
+    return meta_shard_read(r->scratch, cmd, rep);
+}
+
+static int scratch_attr(const struct restore *r, uint64_t ino, struct meta_attr *out)
+{
+    struct meta_cmd cmd = {.op = META_OP_GETATTR, .ino = ino};
+    struct meta_reply rep = {0};
+    int rc = scratch_read(r, &cmd, &rep);
+
+    *out = rep.attr;
+    return rc;
+}
+
+/* Walk path (absolute, in the volume) in the scratch state. */
+static int scratch_resolve(const struct restore *r, const char *path, uint64_t *ino)
+{
+    char part[256];
+    uint64_t at = 1;
+    const char *p = path;
+
+    while (*p != '\0') {
+        while (*p == '/') {
+            p++;
+        }
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            break;
+        if (n > 255)
+            return -ENAMETOOLONG;
+        memcpy(part, p, n);
+        part[n] = '\0';
+        struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = at, .name = part,
+                               .name_len = (uint32_t)n};
+        struct meta_reply rep = {0};
+        int rc = scratch_read(r, &cmd, &rep);
+        if (rc != 0)
+            return rc;
+        at = rep.attr.ino;
+        p += n;
+    }
+    *ino = at;
+    return 0;
+}
+
+/* Copy the extended attributes of src (scratch) to dst (live). */
+static int copy_xattrs(struct restore *r, uint64_t src, uint64_t dst, uint8_t *names,
+                       uint8_t *value, struct meta_response_buf *out)
+{
+    struct meta_cmd cmd = {.op = META_OP_LISTXATTR, .ino = src};
+    struct meta_reply rep = {.data = names, .data_cap = XATTR_LIST_MAX};
+    int rc = scratch_read(r, &cmd, &rep);
+
+    for (uint32_t at = 0; rc == 0 && at < rep.data_len;) {
+        const char *name = (const char *)names + at;
+        uint32_t n = (uint32_t)strnlen(name, rep.data_len - at);
+        struct meta_cmd get = {.op = META_OP_GETXATTR, .ino = src, .name = name, .name_len = n};
+        struct meta_reply val = {.data = value, .data_cap = 65536};
+        rc = scratch_read(r, &get, &val);
+        struct meta_cmd set = {.op = META_OP_SETXATTR, .ino = dst, .name = name, .name_len = n,
+                               .value = value, .value_len = val.data_len};
+        if (rc == 0)
+            rc = live(r, &set, 0, out);
+        if (rc == 0)
+            atomic_fetch_add(&r->xattrs, 1);
+        at += n + 1;
+    }
+    return rc;
+}
+
+/* Owner, then mode and times (a chown may clear set-id bits), as at the moment. */
+static int copy_attrs(struct restore *r, uint64_t dst, const struct meta_attr *a, bool is_link,
+                      struct meta_response_buf *out)
+{
+    struct meta_cmd own = {.op = META_OP_SETATTR, .ino = dst,
+                           .set_mask = META_SET_UID | META_SET_GID, .set = *a};
+    int rc = live(r, &own, 0, out);
+    struct meta_cmd rest = {.op = META_OP_SETATTR, .ino = dst,
+                            .set_mask = META_SET_ATIME | META_SET_MTIME |
+                                        (is_link ? 0u : META_SET_MODE),
+                            .set = *a};
+    if (rc == 0)
+        rc = live(r, &rest, 0, out);
+    return rc;
+}
+
+/* ---- planning (one thread): directories made, the rest listed --------------------------- */
+
+static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *cap,
+                    const struct job *j, const char *name)
+{
+    if (!grow((void **)v, cap, *count + 1, sizeof(**v)) ||
+        !grow((void **)&r->names, &r->names_cap, r->names_len + j->name_len + 1, 1))
+        return -ENOMEM;
+    struct job *slot = &(*v)[(*count)++];
+    *slot = *j;
+    slot->name_off = (uint32_t)r->names_len;
+    memcpy(r->names + r->names_len, name, j->name_len + 1);
+    r->names_len += j->name_len + 1;
+    return 0;
+}
+
+static int make_dir(struct restore *r, uint64_t src, uint64_t dst_parent, const char *name,
+                    uint32_t name_len, struct meta_response_buf *out, uint8_t *names,
+                    uint8_t *value)
+{
+    struct meta_attr a;
+    int rc = scratch_attr(r, src, &a);
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = dst_parent, .name = name,
+                          .name_len = name_len, .mode = S_IFDIR | 0700};
+    if (rc == 0)
+        rc = live(r, &mk, 0, out);
+    if (rc != 0)
+        return set_error(r, rc, "making directory %s: %s", name, ar_strerror(rc));
+    uint64_t dst = out->r.reply.attr.ino;
+    if (!grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs)))
+        return -ENOMEM;
+    r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .dst = dst};
+    rc = copy_xattrs(r, src, dst, names, value, out);
+    if (rc != 0)
+        return set_error(r, rc, "extended attributes of directory %s: %s", name,
+                         ar_strerror(rc));
+    r->rep->dirs++;
+    return 0;
+}
+
+/* Make every directory below the already made r->dirs[0] and list the rest. */
+static int plan(struct restore *r, struct meta_response_buf *out)
+{
+    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * 1024);
+    uint8_t *names = ar_malloc(XATTR_LIST_MAX);
+    uint8_t *value = ar_malloc(65536);
+    int rc = ents != NULL && names != NULL && value != NULL ? 0 : -ENOMEM;
+
+    for (size_t d = 0; rc == 0 && d < r->dir_count; d++) {
+        uint64_t cookie = 0;
+        bool is_end = false;
+        while (rc == 0 && !is_end) {
+            struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = r->dirs[d].src, .cookie = cookie,
+                                   .entry_cap = 1024};
+            struct meta_reply rep = {.entries = ents};
+            rc = scratch_read(r, &cmd, &rep);
+            is_end = rep.is_end || rep.entry_count == 0;
+            for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
+                const struct meta_dirent *e = &ents[i];
+                cookie = e->cookie;
+                if (S_ISDIR(e->type)) {
+                    rc = make_dir(r, e->ino, r->dirs[d].dst, e->name, e->name_len, out, names,
+                                  value);
+                    continue;
+                }
+                struct meta_attr a;
+                rc = scratch_attr(r, e->ino, &a);
+                struct job j = {.src = e->ino, .dst_parent = r->dirs[d].dst,
+                                .name_len = e->name_len, .mode = a.mode};
+                bool is_later = false;
+                if (rc == 0 && a.nlink > 1 && !S_ISDIR(a.mode)) {
+                    is_later = map_get(&r->firsts, e->ino) != 0;
+                    rc = is_later ? 0 : map_put(&r->firsts, e->ino, UINT64_MAX);
+                }
+                if (rc == 0 && is_later)
+                    rc = plan_add(r, &r->links, &r->link_count, &r->link_cap, &j, e->name);
+                else if (rc == 0)
+                    rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, e->name);
+            }
+        }
+        if (d % 256 == 0)
+            say(r, "directories: %zu made, %zu files listed", r->dir_count, r->job_count);
+    }
+    ar_free(ents);
+    ar_free(names);
+    ar_free(value);
+    if (rc != 0 && atomic_load(&r->rc) == 0)
+        set_error(r, rc, "listing the tree at the moment: %s", ar_strerror(rc));
+    return atomic_load(&r->rc);
+}
+
+/* ---- files (the pool) --------------------------------------------------------------------- */
+
+/* The file's data: every piece of every chunk named again, by its slice. */
+static int copy_data(struct restore *r, uint64_t src, uint64_t dst, uint64_t size,
+                     struct meta_slice *pieces, struct meta_response_buf *out)
+{
+    uint64_t end = 0;
+    int rc = 0;
+
+    for (uint64_t off = 0; rc == 0 && off < size; off += META_CHUNK_BYTES) {
+        struct meta_cmd map = {.op = META_OP_READ_MAP, .ino = src, .offset = off};
+        struct meta_reply rep = {.slices = pieces, .slice_cap = META_READ_SLICES_MAX};
+        rc = scratch_read(r, &map, &rep);
+        for (uint32_t i = 0; rc == 0 && i < rep.slice_count; i++) {
+            const struct meta_slice *p = &pieces[i];
+            if (p->id == 0 || p->len == 0)
+                continue; /* a hole reads as zeros without a slice */
+            struct meta_cmd w = {.op = META_OP_WRITE, .ino = dst,
+                                 .offset = rep.chunk_offset + p->pos, .slice = *p};
+            rc = live(r, &w, 0, out);
+            if (rc == -EAGAIN)
+                rc = -EFBIG; /* more slices than a chunk holds: cannot happen from a valid state */
+            end = w.offset + p->len;
+        }
+    }
+    if (rc == 0 && end < size) { /* a hole at the end */
+        struct meta_cmd t = {.op = META_OP_SETATTR, .ino = dst, .set_mask = META_SET_SIZE,
+                             .set = {.size = size}};
+        rc = live(r, &t, 0, out);
+    }
+    return rc;
+}
+
+static int restore_one(struct restore *r, const struct job *j, struct meta_slice *pieces,
+                       uint8_t *names, uint8_t *value, struct meta_response_buf *out)
+{
+    const char *name = r->names + j->name_off;
+    struct meta_attr a;
+    struct meta_cmd mk = {.ino = j->dst_parent, .name = name, .name_len = j->name_len};
+    struct meta_reply rep = {0};
+    int rc = scratch_attr(r, j->src, &a);
+
+    if (rc == 0 && S_ISLNK(a.mode)) {
+        struct meta_cmd rl = {.op = META_OP_READLINK, .ino = j->src};
+        rc = scratch_read(r, &rl, &rep);
+        mk.op = META_OP_SYMLINK;
+        mk.target = rep.target;
+        mk.target_len = (uint32_t)strlen(rep.target);
+    } else {
+        mk.op = META_OP_MKNOD;
+        mk.mode = a.mode & (S_IFMT | 0777); /* set-id bits come with the last setattr */
+        mk.rdev = a.rdev;
+    }
+    if (rc == 0)
+        rc = live(r, &mk, 0, out);
+    uint64_t dst = rc == 0 ? out->r.reply.attr.ino : 0;
+    if (rc == 0 && S_ISREG(a.mode))
+        rc = copy_data(r, j->src, dst, a.size, pieces, out);
+    if (rc == 0)
+        rc = copy_xattrs(r, j->src, dst, names, value, out);
+    if (rc == 0)
+        rc = copy_attrs(r, dst, &a, S_ISLNK(a.mode), out);
+    if (rc != 0)
+        return set_error(r, rc, "restoring %s: %s", name, ar_strerror(rc));
+    if (out->r.reply.attr.size != a.size)
+        atomic_fetch_add(&r->mismatches, 1);
+    if (a.nlink > 1) {
+        pthread_mutex_lock(&r->mu);
+        rc = map_put(&r->firsts, j->src, dst);
+        pthread_mutex_unlock(&r->mu);
+    }
+    atomic_fetch_add(&r->bytes, S_ISREG(a.mode) ? a.size : 0);
+    return rc;
+}
+
+static void *worker(void *arg)
+{
+    struct restore *r = arg;
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    struct meta_slice *pieces = ar_malloc(sizeof(*pieces) * META_READ_SLICES_MAX);
+    uint8_t *names = ar_malloc(XATTR_LIST_MAX);
+    uint8_t *value = ar_malloc(65536);
+
+    if (out == NULL || pieces == NULL || names == NULL || value == NULL)
+        set_error(r, -ENOMEM, "out of memory");
+    while (atomic_load(&r->rc) == 0) {
+        size_t i = atomic_fetch_add(&r->next_job, 1);
+        if (i >= r->job_count)
+            break;
+        if (restore_one(r, &r->jobs[i], pieces, names, value, out) == 0)
+            atomic_fetch_add(&r->done_files, 1);
+    }
+    ar_free(out);
+    ar_free(pieces);
+    ar_free(names);
+    ar_free(value);
+    return NULL;
+}
+
+static int run_pool(struct restore *r)
+{
+    uint32_t n = r->o->threads != 0 ? r->o->threads : THREADS_DEFAULT;
+    pthread_t *t = ar_calloc(n, sizeof(*t));
+    uint32_t started = 0;
+
+    if (t == NULL)
+        return set_error(r, -ENOMEM, "out of memory");
+    for (; started < n; started++) {
+        if (pthread_create(&t[started], NULL, worker, r) != 0)
+            break;
+    }
+    if (started == 0)
+        set_error(r, -EAGAIN, "cannot start a thread");
+    double last = now_s();
+    while (started > 0 && atomic_load(&r->next_job) < r->job_count && atomic_load(&r->rc) == 0) {
+        usleep(50000);
+        if (now_s() - last >= 1.0) {
+            last = now_s();
+            say(r, "files: %" PRIuFAST64 " of %zu", atomic_load(&r->done_files), r->job_count);
+        }
+    }
+    for (uint32_t i = 0; i < started; i++) {
+        pthread_join(t[i], NULL);
+    }
+    ar_free(t);
+    for (size_t i = 0; atomic_load(&r->rc) == 0 && i < r->job_count; i++) {
+        r->rep->files += S_ISREG(r->jobs[i].mode);
+        r->rep->symlinks += S_ISLNK(r->jobs[i].mode);
+        r->rep->others += !S_ISREG(r->jobs[i].mode) && !S_ISLNK(r->jobs[i].mode);
+    }
+    return atomic_load(&r->rc);
+}
+
+static int make_links(struct restore *r, struct meta_response_buf *out)
+{
+    for (size_t i = 0; i < r->link_count; i++) {
+        const struct job *j = &r->links[i];
+        const char *name = r->names + j->name_off;
+        struct meta_cmd ln = {.op = META_OP_LINK, .ino = map_get(&r->firsts, j->src),
+                              .new_dir = j->dst_parent, .new_name = name,
+                              .new_name_len = j->name_len};
+        int rc = ln.ino != 0 && ln.ino != UINT64_MAX ? live(r, &ln, 0, out) : -ENOENT;
+        if (rc != 0)
+            return set_error(r, rc, "linking %s: %s", name, ar_strerror(rc));
+        r->rep->links++;
+    }
+    return 0;
+}
+
+/* Directories' owners, modes and times, deepest first. */
+static int finish_dirs(struct restore *r, struct meta_response_buf *out)
+{
+    for (size_t i = r->dir_count; i-- > 0;) {
+        struct meta_attr a;
+        int rc = scratch_attr(r, r->dirs[i].src, &a);
+        if (rc == 0)
+            rc = copy_attrs(r, r->dirs[i].dst, &a, false, out);
+        if (rc != 0)
+            return set_error(r, rc, "directory attributes: %s", ar_strerror(rc));
+    }
+    return 0;
+}
+
+/* ---- the whole ------------------------------------------------------------------------------ */
+
+/* Split an absolute volume path into its parent's path and last name. */
+static int split_path(const char *path, char *parent, size_t cap, char *name)
+{
+    size_t n = strlen(path);
+
+    while (n > 1 && path[n - 1] == '/') {
+        n--;
+    }
+    if (path[0] != '/' || n <= 1)
+        return -EINVAL;
+    size_t cut = n;
+    while (cut > 0 && path[cut - 1] != '/') {
+        cut--;
+    }
+    if (n - cut > 255)
+        return -ENAMETOOLONG;
+    if (cut >= cap)
+        return -ENAMETOOLONG;
+    memcpy(name, path + cut, n - cut);
+    name[n - cut] = '\0';
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return -EINVAL;
+    memcpy(parent, path, cut);
+    parent[cut > 1 ? cut - 1 : 1] = '\0';
+    return 0;
+}
+
+static int live_resolve(struct restore *r, const char *path, uint64_t *ino,
+                        struct meta_response_buf *out)
+{
+    char part[256];
+    uint64_t at = 1;
+    const char *p = path;
+
+    while (*p != '\0') {
+        while (*p == '/') {
+            p++;
+        }
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            break;
+        if (n > 255)
+            return -ENAMETOOLONG;
+        memcpy(part, p, n);
+        part[n] = '\0';
+        uint32_t mode;
+        int rc = live_lookup(r, at, part, &at, &mode, out);
+        if (rc != 0)
+            return rc;
+        p += n;
+    }
+    *ino = at;
+    return 0;
+}
+
+void ar_restore_stamp(uint64_t at_ns, char *out, size_t cap)
+{
+    time_t t = (time_t)(at_ns / 1000000000ull);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+static void rebuild_progress(void *ctx, const char *stage, uint64_t done, uint64_t total)
+{
+    const struct restore *r = ctx;
+
+    if (strcmp(stage, "log") != 0 || done % 64 == 0 || done == total)
+        say(r, "rebuilding: %s %" PRIu64 " of %" PRIu64, stage, done, total);
+}
+
+static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
+{
+    struct meta_map map;
+    struct obj_store *st = NULL;
+    char dir[512];
+    const char *tmp = getenv("TMPDIR");
+
+    ar_client_map(r->client, &map);
+    const char *url = r->o->store_url != NULL ? r->o->store_url : map.store_url;
+    int rc = obj_store_open(url, NULL, &st, errmsg);
+    if (rc != 0)
+        return rc;
+    snprintf(dir, sizeof(dir), "%s/arbor-restore-XXXXXX",
+             r->o->scratch_dir != NULL ? r->o->scratch_dir : tmp != NULL ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        obj_store_close(st);
+        return fail(errmsg, -errno, "cannot make a scratch directory %s: %s", dir,
+                    strerror(errno));
+    }
+    struct meta_rebuild_options ro = {.shard = shard, .at_ns = r->o->at_ns, .scratch_dir = dir,
+                                      .progress = rebuild_progress, .ctx = r};
+    double t0 = now_s();
+    for (uint32_t tries = 0;; tries++) {
+        rc = meta_archive_rebuild(st, &ro, &r->scratch, &r->rep->point, errmsg);
+        /* the moment may be newer than the archive by a batch: wait for the next */
+        if (rc != -EAGAIN || tries >= r->o->wait_s)
+            break;
+        if (tries == 0)
+            say(r, "the archive does not reach the moment yet; waiting (at most %u s)",
+                r->o->wait_s);
+        sleep(1);
+    }
+    r->rep->rebuild_s = now_s() - t0;
+    char path[600];
+    for (int i = 0; i < 2; i++) { /* the checkpoint's copy, if one was fetched */
+        snprintf(path, sizeof(path), "%s/ckpt/%s", dir, i == 0 ? "data.mdb" : "lock.mdb");
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/ckpt", dir);
+    rmdir(path);
+    rmdir(dir);
+    obj_store_close(st);
+    return rc;
+}
+
+static void restore_free(struct restore *r)
+{
+    if (r->scratch != NULL)
+        meta_shard_free(r->scratch);
+    ar_free(r->jobs);
+    ar_free(r->links);
+    ar_free(r->names);
+    ar_free(r->dirs);
+    ar_free(r->firsts.keys);
+    ar_free(r->firsts.vals);
+    if (r->client != NULL)
+        ar_client_close(r->client);
+    pthread_mutex_destroy(&r->mu);
+}
+
+/* The final steps: the tree into its place (and, replacing, the old one aside). */
+static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
+                        const char *final, bool is_replace, struct meta_response_buf *out,
+                        char *errmsg)
+{
+    uint64_t ino;
+    uint32_t mode;
+    int rc = live_lookup(r, parent, final, &ino, &mode, out);
+    bool is_there = rc == 0;
+
+    if (rc != 0 && rc != -ENOENT)
+        return fail(errmsg, rc, "looking up %s: %s", final, ar_strerror(rc));
+    if (is_there && !is_replace)
+        return fail(errmsg, -EEXIST, "%s exists now: the restored tree stays at %s", final,
+                    staging);
+    struct meta_cmd mv = {.op = META_OP_RENAME, .ino = parent, .name = staging,
+                          .name_len = (uint32_t)strlen(staging), .new_dir = parent,
+                          .new_name = final, .new_name_len = (uint32_t)strlen(final),
+                          .flags = is_there ? RENAME_EXCHANGE : RENAME_NOREPLACE};
+    rc = live(r, &mv, 0, out);
+    if (rc != 0)
+        return fail(errmsg, rc, "renaming %s to %s: %s", staging, final, ar_strerror(rc));
+    if (!is_there)
+        return 0;
+    /* the old tree is under the staging name now: give it its own */
+    char stamp[32];
+    char aside[300];
+    ar_restore_stamp(r->o->at_ns, stamp, sizeof(stamp));
+    snprintf(aside, sizeof(aside), "%.200s.replaced-%s", final, stamp);
+    struct meta_cmd keep = {.op = META_OP_RENAME, .ino = parent, .name = staging,
+                            .name_len = (uint32_t)strlen(staging), .new_dir = parent,
+                            .new_name = aside, .new_name_len = (uint32_t)strlen(aside),
+                            .flags = RENAME_NOREPLACE};
+    rc = live(r, &keep, 0, out);
+    if (rc != 0)
+        return fail(errmsg, rc, "the restored tree is in place; the old one is at %s, not %s: %s",
+                    staging, aside, ar_strerror(rc));
+    snprintf(r->rep->aside_name, sizeof(r->rep->aside_name), "%s", aside);
+    return 0;
+}
+
+int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report *rep,
+                   char *errmsg)
+{
+    struct restore r = {.o = o, .rep = rep};
+    struct meta_response_buf *out = NULL;
+    char parent[1024];
+    char final[256];
+    char staging[64];
+    char stamp[32];
+    uint64_t dst_parent = 0;
+    uint64_t src = 0;
+
+    memset(rep, 0, sizeof(*rep));
+    pthread_mutex_init(&r.mu, NULL);
+    ar_restore_stamp(o->at_ns, stamp, sizeof(stamp));
+    const char *into = o->is_replace || o->into == NULL ? o->path : o->into;
+    int rc = split_path(into, parent, sizeof(parent), final);
+    if (rc == 0 && o->into == NULL && !o->is_replace) {
+        if (strlen(final) + strlen(".restored-") + strlen(stamp) > 255)
+            rc = -ENAMETOOLONG;
+        strcat(final, ".restored-");
+        strcat(final, stamp);
+    }
+    if (rc != 0) {
+        restore_free(&r);
+        return fail(errmsg, rc, "%s: not a path in the volume (absolute, not /): %s", into,
+                    ar_strerror(rc));
+    }
+    snprintf(rep->final_path, sizeof(rep->final_path), "%s%s%s", parent,
+             strcmp(parent, "/") == 0 ? "" : "/", final);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = o->path; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    }
+    snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64, mix(h ^ o->at_ns));
+
+    out = ar_malloc(sizeof(*out));
+    rc = out != NULL ? ar_client_open(&o->meta, &r.client, errmsg) : -ENOMEM;
+    if (rc == 0)
+        rc = live_resolve(&r, parent, &dst_parent, out);
+    if (rc != 0 && errmsg[0] == '\0')
+        fail(errmsg, rc, "the destination's directory %s: %s", parent, ar_strerror(rc));
+    if (rc == 0) {
+        say(&r, "rebuilding the volume's state at %s", stamp);
+        errmsg[0] = '\0';
+        rc = rebuild(&r, ar_client_shard_of(r.client, 1), errmsg);
+    }
+    if (rc == 0) {
+        say(&r, "rebuilt from checkpoint %" PRIu64 " and %" PRIu64 " commands, to entry %" PRIu64
+                " (%.1f s)", rep->point.base_index, rep->point.entries, rep->point.index,
+            rep->rebuild_s);
+        rc = scratch_resolve(&r, o->path, &src);
+        if (rc != 0)
+            fail(errmsg, rc, "%s did not exist at %s (%s)", o->path, stamp, ar_strerror(rc));
+    }
+    if (rc == 0) { /* an interrupted run's staging tree goes first */
+        rc = live_remove(&r, dst_parent, staging, out);
+        if (rc != 0)
+            fail(errmsg, rc, "removing an earlier run's %s: %s", staging, ar_strerror(rc));
+    }
+    double t0 = now_s();
+    struct meta_attr top;
+    if (rc == 0)
+        rc = scratch_attr(&r, src, &top);
+    if (rc == 0 && S_ISDIR(top.mode)) {
+        uint8_t *names = ar_malloc(XATTR_LIST_MAX);
+        uint8_t *value = ar_malloc(65536);
+        rc = names != NULL && value != NULL
+                 ? make_dir(&r, src, dst_parent, staging, (uint32_t)strlen(staging), out, names,
+                            value)
+                 : -ENOMEM;
+        ar_free(names);
+        ar_free(value);
+        if (rc == 0)
+            rc = plan(&r, out);
+    } else if (rc == 0) {
+        struct job j = {.src = src, .dst_parent = dst_parent, .name_len = (uint32_t)strlen(staging),
+                        .mode = top.mode};
+        rc = plan_add(&r, &r.jobs, &r.job_count, &r.job_cap, &j, staging);
+    }
+    if (rc == 0) {
+        say(&r, "%zu directories made; restoring %zu files, then %zu more links", r.dir_count,
+            r.job_count, r.link_count);
+        rc = run_pool(&r);
+    }
+    if (rc == 0)
+        rc = make_links(&r, out);
+    if (rc == 0)
+        rc = finish_dirs(&r, out);
+    if (rc != 0 && errmsg[0] == '\0')
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command "
+                 "again removes it and starts over)", r.errmsg, parent,
+                 strcmp(parent, "/") == 0 ? "" : "/", staging);
+    if (rc == 0)
+        rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
+    rep->write_s = now_s() - t0;
+    rep->bytes = atomic_load(&r.bytes);
+    rep->xattrs = atomic_load(&r.xattrs);
+    rep->mismatches = atomic_load(&r.mismatches);
+    if (rc == 0 && rep->mismatches > 0)
+        rc = fail(errmsg, -EIO, "%" PRIu64 " restored files do not have their size at the moment",
+                  rep->mismatches);
+    ar_free(out);
+    restore_free(&r);
+    return rc;
+}

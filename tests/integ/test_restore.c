@@ -1,0 +1,558 @@
+/* tests/integ/test_restore.c - point-in-time restore on a real cluster and
+ * mount (design §7).
+ * Goal: `arbor restore PATH --at T` gives back the tree as it was at T:
+ * every file's bytes, mode, owner, times, symlinks, hard links and xattrs;
+ * the live tree is not touched (or, with --replace, is set aside whole);
+ * a restore works from an archived checkpoint after the live log was
+ * compacted; what the recovery window no longer needs leaves the store,
+ * and a moment before the window is refused with a clear error.
+ * Method: a tree written through the mount, described (lstat, readlink,
+ * xattrs, a hash of the bytes) at T1 and T2 and after more changes; each
+ * restored tree described the same way and compared as text. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "mount_proc.h"
+
+#define DESC_MAX (1u << 20)
+
+static int setup_fast(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "200", NULL};
+    return cluster_setup_with(state, NULL, 3, "1,2,3", NULL, args);
+}
+
+/* Checkpoints archived every second, the live log compacted hard. */
+static int setup_checkpoints(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1", NULL};
+    return cluster_setup_with(state, "50", 3, "1,2,3", NULL, args);
+}
+
+/* A recovery window of 4 s. */
+static int setup_short_window(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1", NULL};
+    return cluster_setup_with(state, "50", 3, "1,2,3", "--window 4s", args);
+}
+
+static int teardown(void **state)
+{
+    mounts_end();
+    return cluster_teardown(state);
+}
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void rfc3339(uint64_t ns, char *out, size_t cap)
+{
+    time_t t = (time_t)(ns / 1000000000ull);
+    struct tm tm;
+    char base[32];
+
+    gmtime_r(&t, &tm);
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%09uZ", base, (unsigned)(ns % 1000000000ull));
+}
+
+/* A moment between what came before and what follows. */
+static uint64_t moment(void)
+{
+    usleep(20000);
+    uint64_t t = wall_ns();
+    usleep(20000);
+    return t;
+}
+
+/* ---- writing a tree ----------------------------------------------------------------------- */
+
+static void put(const char *path, const void *data, size_t n, off_t at)
+{
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, data, n, at), (ssize_t)n);
+    assert_int_equal(fsync(fd), 0);
+    assert_int_equal(close(fd), 0);
+}
+
+static void put_random(const char *path, size_t n, uint64_t seed, off_t at)
+{
+    uint8_t *p = malloc(n + 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = (uint8_t)(seed >> 56);
+    }
+    put(path, p, n, at);
+    free(p);
+}
+
+static void set_times(const char *path, time_t atime, time_t mtime)
+{
+    struct timespec ts[2] = {{.tv_sec = atime, .tv_nsec = 123456789},
+                             {.tv_sec = mtime, .tv_nsec = 987654321}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+/* The first tree: every kind of thing a restore must bring back. */
+static void write_tree(const char *ds)
+{
+    char p[600];
+    char q[600];
+
+    assert_int_equal(mkdir(ds, 0755), 0);
+    snprintf(p, sizeof(p), "%s/labels", ds);
+    assert_int_equal(mkdir(p, 0750), 0);
+    snprintf(p, sizeof(p), "%s/labels/deep", ds);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/empty", ds);
+    put(p, "", 0, 0);
+    snprintf(p, sizeof(p), "%s/one", ds);
+    put(p, "x", 1, 0);
+    snprintf(p, sizeof(p), "%s/labels/frame.json", ds);
+    put_random(p, 5000, 1, 0);
+    snprintf(p, sizeof(p), "%s/labels/deep/big.bin", ds);
+    put_random(p, (5u << 20) + 3, 2, 0); /* two blocks */
+    snprintf(p, sizeof(p), "%s/stacked", ds);
+    put_random(p, 200000, 3, 0);
+    put_random(p, 1000, 4, 5000);  /* slices stacked over the first */
+    put_random(p, 3000, 5, 150000);
+    snprintf(p, sizeof(p), "%s/sparse", ds);
+    put_random(p, 100, 6, 10 << 20); /* a hole before */
+    assert_int_equal(truncate(p, (12 << 20) + 7), 0); /* and after */
+    snprintf(p, sizeof(p), "%s/one", ds);
+    snprintf(q, sizeof(q), "%s/labels/one-again", ds);
+    assert_int_equal(link(p, q), 0); /* a hard link inside the tree */
+    snprintf(p, sizeof(p), "%s/to-frame", ds);
+    assert_int_equal(symlink("labels/frame.json", p), 0);
+    snprintf(p, sizeof(p), "%s/fifo", ds);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/labels/frame.json", ds);
+    assert_int_equal(setxattr(p, "user.camera", "front-left", 10, 0), 0);
+    assert_int_equal(setxattr(p, "user.empty", "", 0, 0), 0);
+    snprintf(p, sizeof(p), "%s/labels", ds);
+    assert_int_equal(setxattr(p, "user.owner", "team-a", 6, 0), 0);
+    snprintf(p, sizeof(p), "%s/labels/deep/big.bin", ds);
+    assert_int_equal(chown(p, 1234, 5678), 0);
+    assert_int_equal(chmod(p, 04750), 0);
+    snprintf(p, sizeof(p), "%s/one", ds);
+    assert_int_equal(chmod(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/to-frame", ds);
+    assert_int_equal(lchown(p, 42, 43), 0);
+    snprintf(p, sizeof(p), "%s/labels/frame.json", ds);
+    set_times(p, 1600000000, 1500000000);
+    snprintf(p, sizeof(p), "%s/labels/deep", ds);
+    set_times(p, 1600000001, 1500000001);
+    snprintf(p, sizeof(p), "%s/labels", ds);
+    set_times(p, 1600000002, 1500000002);
+}
+
+/* ---- describing a tree ------------------------------------------------------------------- */
+
+struct desc {
+    char *text;
+    size_t len;
+    ino_t inos[256];     /* for hard links: the first path of each inode */
+    char first[256][300];
+    int ino_count;
+};
+
+static void emit(struct desc *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct desc *d, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(d->text + d->len, DESC_MAX - d->len, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0 && d->len + (size_t)n < DESC_MAX);
+    d->len += (size_t)n;
+}
+
+static uint64_t hash_file(const char *path)
+{
+    static uint8_t buf[1 << 16];
+    uint64_t h = 0xcbf29ce484222325ull;
+    int fd = open(path, O_RDONLY);
+    ssize_t n;
+
+    assert_true(fd >= 0);
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            h = (h ^ buf[i]) * 0x100000001b3ull;
+        }
+    }
+    assert_true(n == 0);
+    close(fd);
+    return h;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One line per entry below root (rel is the path below it), sorted. Reads
+ * change no attribute the description holds (atime is read before). */
+static void describe_at(struct desc *d, const char *root, const char *rel, bool is_top)
+{
+    char path[900];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s%s", root, rel);
+    assert_int_equal(lstat(path, &st), 0);
+    const char *name = is_top ? "." : rel;
+    emit(d, "%s %o %u:%u n%lu s%lld a%lld.%09ld m%lld.%09ld", name, st.st_mode, st.st_uid,
+         st.st_gid, (unsigned long)st.st_nlink, (long long)st.st_size, (long long)st.st_atim.tv_sec,
+         st.st_atim.tv_nsec, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+        int k = 0;
+        while (k < d->ino_count && d->inos[k] != st.st_ino) {
+            k++;
+        }
+        if (k == d->ino_count) {
+            assert_true(k < 256);
+            d->inos[k] = st.st_ino;
+            snprintf(d->first[k], sizeof(d->first[k]), "%s", name);
+            d->ino_count++;
+        }
+        emit(d, " same-as:%s", d->first[k]);
+    }
+    if (S_ISLNK(st.st_mode)) {
+        char target[600];
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        assert_true(n >= 0);
+        target[n] = '\0';
+        emit(d, " -> %s", target);
+    } else {
+        char names[2048];
+        ssize_t n = llistxattr(path, names, sizeof(names));
+        assert_true(n >= 0);
+        char *v[64];
+        int count = 0;
+        for (ssize_t at = 0; at < n && count < 64; at += (ssize_t)strlen(names + at) + 1) {
+            v[count++] = names + at;
+        }
+        qsort(v, (size_t)count, sizeof(*v), cmp_str);
+        for (int i = 0; i < count; i++) {
+            char value[512];
+            ssize_t len = lgetxattr(path, v[i], value, sizeof(value) - 1);
+            assert_true(len >= 0);
+            value[len] = '\0';
+            emit(d, " x:%s=%s", v[i], value);
+        }
+    }
+    if (S_ISREG(st.st_mode))
+        emit(d, " h%016llx", (unsigned long long)hash_file(path));
+    emit(d, "\n");
+    if (!S_ISDIR(st.st_mode))
+        return;
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    char *names[256];
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            assert_true(count < 256);
+            names[count++] = strdup(e->d_name);
+        }
+    }
+    closedir(dir);
+    qsort(names, (size_t)count, sizeof(*names), cmp_str);
+    for (int i = 0; i < count; i++) {
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%s/%s", rel, names[i]);
+        describe_at(d, root, sub, false);
+        free(names[i]);
+    }
+}
+
+static char *describe(const char *root)
+{
+    struct desc *d = calloc(1, sizeof(*d));
+    assert_non_null(d);
+    d->text = malloc(DESC_MAX);
+    assert_non_null(d->text);
+    describe_at(d, root, "", true);
+    char *text = d->text;
+    free(d);
+    return text;
+}
+
+static void expect_same(const char *what, const char *want, const char *got)
+{
+    if (strcmp(want, got) != 0) {
+        print_message("%s differs.\n--- wanted:\n%s--- got:\n%s", what, want, got);
+        fail_msg("%s is not the tree it should be", what);
+    }
+}
+
+/* Run arbor restore with args against the fixture's cluster; its output
+ * goes to f->dir/restore.log. Returns its exit status. */
+static int restore(struct fixture *f, const char *args)
+{
+    char cmd[2000];
+
+    snprintf(cmd, sizeof(cmd), "'%s' restore --meta 127.0.0.1:%u,127.0.0.1:%u %s > '%s/restore.log' 2>&1",
+             f->arbor, f->client_port[0], f->client_port[1], args, f->dir);
+    int st = system(cmd);
+    snprintf(cmd, sizeof(cmd), "cat '%s/restore.log' >&2", f->dir);
+    if (system(cmd) != 0)
+        print_message("(no restore log)\n");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool log_has(struct fixture *f, const char *text)
+{
+    char path[400];
+    static char buf[65536];
+
+    snprintf(path, sizeof(path), "%s/restore.log", f->dir);
+    FILE *fp = fopen(path, "r");
+    size_t n = fp != NULL ? fread(buf, 1, sizeof(buf) - 1, fp) : 0;
+    if (fp != NULL)
+        fclose(fp);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* ---- the tests ---------------------------------------------------------------------------- */
+
+static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+    char q[600];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    write_tree(ds);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+
+    /* changes: bytes, a delete, a rename, a mode, an xattr, a link, a new file */
+    snprintf(p, sizeof(p), "%s/labels/frame.json", ds);
+    put_random(p, 7000, 11, 0);
+    assert_int_equal(removexattr(p, "user.camera"), 0);
+    snprintf(p, sizeof(p), "%s/stacked", ds);
+    assert_int_equal(unlink(p), 0);
+    snprintf(p, sizeof(p), "%s/labels/deep", ds);
+    snprintf(q, sizeof(q), "%s/deep-moved", ds);
+    assert_int_equal(rename(p, q), 0);
+    snprintf(p, sizeof(p), "%s/labels/one-again", ds);
+    assert_int_equal(unlink(p), 0);
+    snprintf(p, sizeof(p), "%s/one", ds);
+    assert_int_equal(chmod(p, 0666), 0);
+    snprintf(p, sizeof(p), "%s/new", ds);
+    put_random(p, 3333, 12, 0);
+    char *s2 = describe(ds);
+    uint64_t t2 = moment();
+
+    /* and more: most of the tree gone */
+    snprintf(p, sizeof(p), "rm -rf '%s/labels' '%s/deep-moved' '%s/sparse'", ds, ds, ds);
+    assert_int_equal(system(p), 0);
+    snprintf(p, sizeof(p), "%s/later", ds);
+    put_random(p, 10, 13, 0);
+    char *live = describe(ds);
+
+    rfc3339(t1, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
+    assert_int_equal(restore(f, args), 0);
+    rfc3339(t2, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t2", at);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
+    char *r1 = describe(p);
+    snprintf(p, sizeof(p), "%s/at-t2", m->dir);
+    char *r2 = describe(p);
+    char *live_after = describe(ds);
+    expect_same("the tree restored at T1", s1, r1);
+    expect_same("the tree restored at T2", s2, r2);
+    expect_same("the live tree", live, live_after);
+
+    /* a file alone, to its default name */
+    snprintf(args, sizeof(args), "/ds/sparse --at %s", at);
+    assert_int_equal(restore(f, args), 0);
+    assert_true(log_has(f, "into /ds/sparse.restored-"));
+    free(live);
+    live = describe(ds); /* it holds the restored file now */
+
+    /* the destination taken: refused, nothing changed */
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "exists"));
+    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
+    char *r1_again = describe(p);
+    expect_same("a restore refused", s1, r1_again);
+
+    /* a path that did not exist then */
+    rfc3339(t1, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds/new --at %s --into /nothing", at);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "did not exist"));
+
+    /* --replace: T1's tree in place, the live one beside it */
+    snprintf(args, sizeof(args), "/ds --at %s --replace", at);
+    assert_int_equal(restore(f, args), 0);
+    char *replaced = describe(ds);
+    expect_same("the tree put back in place", s1, replaced);
+    DIR *dir = opendir(m->dir);
+    assert_non_null(dir);
+    struct dirent *e;
+    char aside[300] = "";
+    while ((e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, "ds.replaced-", 12) == 0)
+            snprintf(aside, sizeof(aside), "%s", e->d_name);
+    }
+    closedir(dir);
+    assert_true(aside[0] != '\0');
+    snprintf(p, sizeof(p), "%s/%s", m->dir, aside);
+    char *set_aside = describe(p);
+    expect_same("the live tree set aside", live, set_aside);
+
+    free(s1);
+    free(s2);
+    free(live);
+    free(r1);
+    free(r2);
+    free(live_after);
+    free(r1_again);
+    free(replaced);
+    free(set_aside);
+    mount_stop(m);
+}
+
+/* How many objects the store holds under prefix (a file:// store: files). */
+static int count_objects(struct fixture *f, const char *prefix)
+{
+    char cmd[800];
+
+    snprintf(cmd, sizeof(cmd), "find '%s'/node*/blocks/%s -type f 2>/dev/null | wc -l", f->dir,
+             prefix);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return n;
+}
+
+static void test_restore_from_a_checkpoint_after_compaction(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    write_tree(ds);
+    char *s1 = describe(ds);
+    /* a checkpoint of this state in the store before T1 (bounded wait) */
+    for (int i = 0; i < 100 && count_objects(f, "pitr/s1/ckpt/*/manifest") < 2; i++) {
+        usleep(100000);
+    }
+    assert_true(count_objects(f, "pitr/s1/ckpt") >= 2);
+    uint64_t t1 = moment();
+    /* enough commands that the live log (50 kept) moves far past T1 */
+    for (int i = 0; i < 300; i++) {
+        snprintf(p, sizeof(p), "%s/f%03d", ds, i);
+        put(p, "y", 1, 0);
+    }
+    snprintf(p, sizeof(p), "rm -rf '%s/labels'", ds);
+    assert_int_equal(system(p), 0);
+
+    rfc3339(t1, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /back", at);
+    assert_int_equal(restore(f, args), 0);
+    assert_false(log_has(f, "(checkpoint 0 +")); /* started from an archived checkpoint */
+    snprintf(p, sizeof(p), "%s/back", m->dir);
+    char *r1 = describe(p);
+    expect_same("the tree restored from a checkpoint", s1, r1);
+    free(s1);
+    free(r1);
+    mount_stop(m);
+}
+
+static void test_restore_window_expires_and_refuses_older_moments(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    write_tree(ds);
+    uint64_t t0 = moment();
+    /* keep changing for twice the window: checkpoints come, old ones go */
+    uint64_t end = wall_ns() + 9000000000ull;
+    for (int i = 0; wall_ns() < end && i < 100000; i++) {
+        snprintf(p, sizeof(p), "%s/t%d", ds, i % 50);
+        put(p, "z", 1, 0);
+        usleep(20000);
+    }
+    /* the first batches and checkpoints left the store */
+    char first_log[600];
+    snprintf(first_log, sizeof(first_log), "pitr/s1/log/0000000000000001-*");
+    for (int i = 0; i < 100 && count_objects(f, first_log) > 0; i++) {
+        usleep(100000);
+    }
+    assert_int_equal(count_objects(f, first_log), 0);
+    rfc3339(t0, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /too-old", at);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "before the recovery window"));
+    /* a moment inside the window still restores */
+    snprintf(args, sizeof(args), "/ds --at -1s --into /recent");
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/recent/labels/frame.json", m->dir);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 5000);
+    mount_stop(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_restore_at_two_moments_leaves_the_live_tree,
+                                        setup_fast, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
+                                        setup_checkpoints, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,
+                                        setup_short_window, teardown),
+    };
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+        fprintf(stderr, "test_restore needs root and /dev/fuse\n");
+        return 1; /* not skipped: CI has both */
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

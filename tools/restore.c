@@ -1,0 +1,415 @@
+/* tools/restore.c - arbor restore: put a path of the volume back as it was
+ * at a moment (client/restore.c), or list the moments it changed. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "meta.h"
+#include "objstore.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: arbor restore PATH --at TIME [--into NEWPATH | --replace] [options]\n"
+            "       arbor restore --list PATH [options]\n\n"
+            "Put PATH (a path in the volume, such as /datasets/cams) back as it was at\n"
+            "TIME, from the point-in-time archive the metadata leaders keep in the\n"
+            "volume's store. The restored tree is new files that share the old blocks\n"
+            "(nothing is copied); it is built under a hidden name and appears whole.\n\n"
+            "  --at TIME        RFC 3339 (2026-11-30T10:42:13Z, 2026-11-30T11:42:13+01:00)\n"
+            "                   or relative to now: -15m, -90s, -2h, -1d\n"
+            "  --into NEWPATH   where to put it (default PATH.restored-<TIME as UTC>);\n"
+            "                   the live PATH is not touched\n"
+            "  --replace        put it at PATH itself, in one atomic exchange; the live\n"
+            "                   tree stays beside it as PATH.replaced-<TIME>\n"
+            "  --list           print the moments of the recovery window at which PATH\n"
+            "                   or anything under it changed, to help pick TIME\n"
+            "  --threads N      files restored at once (default 8)\n"
+            "  --wait S         wait this long for the archive to reach TIME (default 15)\n"
+            "  --meta ADDR,...  the cluster (default: the local one arbor up runs)\n"
+            "  --store URL      read the archive from this store (default: the volume's)\n\n"
+            "The recovery window is set by arbor format --window (default 7 days). An\n"
+            "interrupted restore leaves only its hidden tree; the same command again\n"
+            "removes it and starts over.\n");
+}
+
+/* TIME into ns since the epoch; false if malformed. */
+static bool parse_time(const char *s, uint64_t *out)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+
+    if (s[0] == '-') {
+        char *end;
+        double v = strtod(s + 1, &end);
+        double unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
+                      : *end == 'd' ? 86400 : 0;
+        if (end == s + 1 || unit == 0 || end[1] != '\0' || v < 0 || v * unit > 400.0 * 86400)
+            return false;
+        *out = now_ns - (uint64_t)(v * unit * 1e9);
+        return true;
+    }
+    struct tm tm = {0};
+    int n = 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &n) != 6 && 
+        sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &n) != 6)
+        return false;
+    const char *p = s + n;
+    uint64_t frac = 0;
+    if (*p == '.') {
+        uint64_t scale = 100000000;
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            frac += (uint64_t)(*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    long offset_s = 0;
+    if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh = 0;
+        int mm = 0;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+            return false;
+        offset_s = (p[0] == '+' ? 1 : -1) * (hh * 3600L + mm * 60L);
+    } else if (!((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0')) {
+        return false; /* RFC 3339 always says its offset */
+    }
+    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+        tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_year < 1970)
+        return false;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm) - offset_s;
+    if (t < 0)
+        return false;
+    *out = (uint64_t)t * 1000000000ull + frac;
+    return true;
+}
+
+static void format_time(uint64_t ns, char *out, size_t cap)
+{
+    time_t t = (time_t)(ns / 1000000000ull);
+    struct tm tm;
+    char base[32];
+
+    gmtime_r(&t, &tm);
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ns % 1000000000ull / 1000000u));
+}
+
+static void print_progress(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "arbor restore: %s\n", line);
+}
+
+/* ---- --list ---------------------------------------------------------------------------- */
+
+struct watch {
+    const char *path;
+    uint64_t root;        /* PATH's inode now (0: absent) */
+    uint64_t *set;        /* inodes under it (sorted) */
+    size_t set_count;
+    size_t set_cap;
+    uint64_t second;      /* the second of the changes being counted */
+    uint64_t changes;
+    uint64_t total;
+    uint64_t moments;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t resolve(const struct meta_shard *s, const char *path)
+{
+    uint64_t at = 1;
+
+    for (const char *p = path; *p != '\0';) {
+        while (*p == '/') {
+            p++;
+        }
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            break;
+        struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = at, .name = p, .name_len = (uint32_t)n};
+        struct meta_reply rep = {0};
+        if (n > 255 || meta_shard_read(s, &cmd, &rep) != 0)
+            return 0;
+        at = rep.attr.ino;
+        p += n;
+    }
+    return at;
+}
+
+/* Every inode under root, into w->set (depth-first, bounded by the state). */
+static void collect(struct watch *w, const struct meta_shard *s, uint64_t dir)
+{
+    static struct meta_dirent ents[256];
+    uint64_t cookie = 0;
+    bool is_end = false;
+
+    while (!is_end) {
+        struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
+                               .entry_cap = 256};
+        struct meta_reply rep = {.entries = ents};
+        if (meta_shard_read(s, &cmd, &rep) != 0)
+            return;
+        is_end = rep.is_end || rep.entry_count == 0;
+        uint64_t subdirs[256];
+        uint32_t subdir_count = 0;
+        for (uint32_t i = 0; i < rep.entry_count; i++) {
+            cookie = ents[i].cookie;
+            if (w->set_count == w->set_cap) {
+                size_t cap = w->set_cap == 0 ? 1024 : w->set_cap * 2;
+                uint64_t *v = realloc(w->set, cap * sizeof(*v));
+                if (v == NULL)
+                    return;
+                w->set = v;
+                w->set_cap = cap;
+            }
+            w->set[w->set_count++] = ents[i].ino;
+            if (S_ISDIR(ents[i].type))
+                subdirs[subdir_count++] = ents[i].ino;
+        }
+        for (uint32_t i = 0; i < subdir_count; i++) { /* ents is reused below */
+            collect(w, s, subdirs[i]);
+        }
+    }
+}
+
+static void rescan(struct watch *w, const struct meta_shard *s)
+{
+    w->set_count = 0;
+    w->root = resolve(s, w->path);
+    if (w->root != 0) {
+        w->set_count = 0;
+        collect(w, s, w->root);
+        if (w->set_count < w->set_cap || w->set_cap == 0) {
+            uint64_t *v = realloc(w->set, (w->set_count + 1) * sizeof(*v));
+            if (v != NULL) {
+                w->set = v;
+                w->set_cap = w->set_count + 1;
+            }
+        }
+        w->set[w->set_count++] = w->root;
+        qsort(w->set, w->set_count, sizeof(*w->set), cmp_u64);
+    }
+}
+
+static bool in_set(const struct watch *w, uint64_t ino)
+{
+    return ino != 0 && bsearch(&ino, w->set, w->set_count, sizeof(ino), cmp_u64) != NULL;
+}
+
+static void flush_second(struct watch *w)
+{
+    char when[48];
+
+    if (w->changes == 0)
+        return;
+    format_time(w->second * 1000000000ull, when, sizeof(when));
+    when[19] = 'Z';
+    when[20] = '\0';
+    printf("%s  %" PRIu64 " change%s\n", when, w->changes, w->changes == 1 ? "" : "s");
+    w->moments++;
+    w->changes = 0;
+}
+
+static void on_replay(void *ctx, const struct meta_shard *s, const struct meta_cmd *cmd,
+                      uint64_t hlc_ns, bool is_before)
+{
+    struct watch *w = ctx;
+
+    if (w->set == NULL && w->root == 0 && is_before)
+        rescan(w, s); /* the first command: the state before it */
+    if (is_before)
+        return;
+    bool is_touch = in_set(w, cmd->ino) || in_set(w, cmd->new_dir);
+    uint64_t root = resolve(s, w->path);
+    if (root != w->root) {
+        is_touch = true; /* PATH itself made, removed or replaced */
+        rescan(w, s);
+    } else if (is_touch && (cmd->op == META_OP_RENAME || cmd->op == META_OP_MKDIR ||
+                            cmd->op == META_OP_MKNOD || cmd->op == META_OP_SYMLINK ||
+                            cmd->op == META_OP_LINK)) {
+        rescan(w, s);
+    } else if (cmd->op == META_OP_RENAME) {
+        rescan(w, s); /* something may have moved in */
+        is_touch = is_touch || in_set(w, cmd->new_dir);
+    }
+    if (!is_touch || meta_op_is_query(cmd->op))
+        return;
+    uint64_t second = hlc_ns / 1000000000ull;
+    if (second != w->second)
+        flush_second(w);
+    w->second = second;
+    w->changes++;
+    w->total++;
+}
+
+static int list_changes(const struct ar_client_options *mo, const char *store_url,
+                        const char *path)
+{
+    struct ar_client *c = NULL;
+    struct obj_store *st = NULL;
+    struct meta_map map;
+    struct meta_shard *shard = NULL;
+    struct meta_restore_point pt;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    char dir[512];
+    struct watch w = {.path = path};
+
+    int rc = ar_client_open(mo, &c, errmsg);
+    if (rc == 0) {
+        ar_client_map(c, &map);
+        rc = obj_store_open(store_url != NULL ? store_url : map.store_url, NULL, &st, errmsg);
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/arbor-list-XXXXXX", tmp != NULL ? tmp : "/tmp");
+    if (rc == 0 && mkdtemp(dir) == NULL)
+        rc = -errno;
+    if (rc == 0) {
+        struct meta_rebuild_options ro = {.shard = ar_client_shard_of(c, 1), .at_ns = UINT64_MAX,
+                                          .is_from_oldest = true, .scratch_dir = dir,
+                                          .watch = on_replay, .ctx = &w};
+        rc = meta_archive_rebuild(st, &ro, &shard, &pt, errmsg);
+        char cmdline[600];
+        snprintf(cmdline, sizeof(cmdline), "rm -rf '%s'", dir);
+        if (system(cmdline) != 0)
+            fprintf(stderr, "arbor restore: could not remove %s\n", dir);
+    }
+    if (rc == 0) {
+        flush_second(&w);
+        char from[48];
+        char to[48];
+        format_time(pt.oldest_ns, from, sizeof(from));
+        format_time(pt.hlc_ns, to, sizeof(to));
+        printf("%" PRIu64 " changes of %s at %" PRIu64 " moments; the archive covers %s to %s\n",
+               w.total, path, w.moments, pt.oldest_ns == 0 ? "the volume's start" : from, to);
+        printf("(restore --at a moment just before a change to undo it)\n");
+    } else {
+        fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : ar_strerror(rc));
+    }
+    if (shard != NULL)
+        meta_shard_free(shard);
+    free(w.set);
+    obj_store_close(st);
+    if (c != NULL)
+        ar_client_close(c);
+    return rc == 0 ? 0 : 1;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"at", required_argument, NULL, 'a'},
+        {"into", required_argument, NULL, 'i'},
+        {"replace", no_argument, NULL, 'r'},
+        {"list", no_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 't'},
+        {"wait", required_argument, NULL, 'w'},
+        {"meta", required_argument, NULL, 'm'},
+        {"store", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct ar_restore_options o = {.wait_s = 15, .progress = print_progress,
+                                   .meta = {.has_no_session = true}};
+    const char *meta = NULL;
+    bool is_list = false;
+    bool has_at = false;
+    uint64_t v;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'a':
+            if (!parse_time(optarg, &o.at_ns)) {
+                fprintf(stderr, "arbor restore: --at wants RFC 3339 (2026-11-30T10:42:13Z) or "
+                                "-15m, -90s, -2h, -1d; not %s\n", optarg);
+                return 2;
+            }
+            has_at = true;
+            break;
+        case 'i': o.into = optarg; break;
+        case 'r': o.is_replace = true; break;
+        case 'l': is_list = true; break;
+        case 't':
+            if (!cmd_parse_size(optarg, &v) || v < 1 || v > 256) {
+                fprintf(stderr, "arbor restore: --threads wants 1..256\n");
+                return 2;
+            }
+            o.threads = (uint32_t)v;
+            break;
+        case 'w':
+            if (!cmd_parse_size(optarg, &v) || v > 3600) {
+                fprintf(stderr, "arbor restore: --wait wants 0..3600 seconds\n");
+                return 2;
+            }
+            o.wait_s = (uint32_t)v;
+            break;
+        case 'm': meta = optarg; break;
+        case 's': o.store_url = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind + 1 != argc || (!is_list && !has_at) || (o.into != NULL && o.is_replace) ||
+        (is_list && (has_at || o.into != NULL || o.is_replace))) {
+        usage(stderr);
+        return 2;
+    }
+    o.path = argv[optind];
+    if (o.path[0] != '/' || (o.into != NULL && o.into[0] != '/')) {
+        fprintf(stderr, "arbor restore: paths are absolute paths in the volume (/datasets/cams)\n");
+        return 2;
+    }
+    char local[512];
+    if (meta == NULL) {
+        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
+            fprintf(stderr, "arbor restore: no local cluster is up; give --meta ADDR,...\n");
+            return 1;
+        }
+        meta = local;
+    }
+    for (const char *p = meta; *p != '\0' && o.meta.addr_count < AR_CLIENT_ADDRS_MAX;) {
+        size_t n = strcspn(p, ",");
+        snprintf(o.meta.addrs[o.meta.addr_count++], sizeof(o.meta.addrs[0]), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    if (is_list)
+        return list_changes(&o.meta, o.store_url, o.path);
+    struct ar_restore_report rep;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    char when[48];
+    format_time(o.at_ns, when, sizeof(when));
+    if (ar_restore_run(&o, &rep, errmsg) != 0) {
+        fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : "the restore failed");
+        return 1;
+    }
+    printf("restored %s as of %s into %s\n", o.path, when, rep.final_path);
+    printf("  %" PRIu64 " directories, %" PRIu64 " files (%" PRIu64 " bytes), %" PRIu64
+           " symlinks, %" PRIu64 " more hard links, %" PRIu64 " other files, %" PRIu64
+           " extended attributes\n",
+           rep.dirs, rep.files, rep.bytes, rep.symlinks, rep.links, rep.others, rep.xattrs);
+    printf("  state: entry %" PRIu64 " (checkpoint %" PRIu64 " + %" PRIu64
+           " commands), rebuilt in %.1f s, written in %.1f s\n",
+           rep.point.index, rep.point.base_index, rep.point.entries, rep.rebuild_s, rep.write_s);
+    if (rep.aside_name[0] != '\0')
+        printf("  the tree that was live is now %s, beside it\n", rep.aside_name);
+    return 0;
+}
