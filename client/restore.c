@@ -720,14 +720,7 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
         sleep(1);
     }
     r->rep->rebuild_s = now_s() - t0;
-    char path[600];
-    for (int i = 0; i < 2; i++) { /* the checkpoint's copy, if one was fetched */
-        snprintf(path, sizeof(path), "%s/ckpt/%s", dir, i == 0 ? "data.mdb" : "lock.mdb");
-        unlink(path);
-    }
-    snprintf(path, sizeof(path), "%s/ckpt", dir);
-    rmdir(path);
-    rmdir(dir);
+    rmdir(dir); /* the rebuild removed what it put there */
     obj_store_close(st);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive.h"
@@ -376,6 +377,19 @@ static int manifest_read(struct obj_store *st, uint32_t shard, uint64_t index,
 
 /* ---- rebuild ----------------------------------------------------------------------------- */
 
+/* ns since the epoch as RFC 3339 UTC with milliseconds, for messages. */
+static const char *when(uint64_t ns, char *out, size_t cap)
+{
+    time_t t = (time_t)(ns / 1000000000ull);
+    struct tm tm;
+    char base[32];
+
+    gmtime_r(&t, &tm);
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ns % 1000000000ull / 1000000u));
+    return out;
+}
+
 int meta_shard_new_first(uint32_t shard, struct meta_shard **out)
 {
     /* the root's times come from the first leader's log entry (root_stamp) */
@@ -385,20 +399,36 @@ int meta_shard_new_first(uint32_t shard, struct meta_shard **out)
     return meta_shard_new(&sc, out);
 }
 
-/* Fetch the checkpoint into dir/ckpt and load it. */
-static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, const char *dir,
+static void ckpt_dir_remove(const char *dir)
+{
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Fetch the checkpoint into scratch/ckpt (an LMDB environment), load it
+ * (which checks every record) and remove the copy. */
+static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, const char *scratch,
                       uint8_t *buf, struct meta_shard **out, char *errmsg)
 {
+    char dir[540];
     char path[600];
     char key[ARCHIVE_KEY_MAX];
     uint32_t crc = 0;
     int rc = 0;
 
-    snprintf(path, sizeof(path), "%s/ckpt.stream", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    snprintf(dir, sizeof(dir), "%s/ckpt", scratch);
+    ckpt_dir_remove(dir); /* a copy an earlier run left */
+    if (mkdir(dir, 0700) != 0)
+        return fail(errmsg, -errno, "%s: %s", dir, strerror(errno));
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-        return fail(errmsg, -errno, "%s: %s", path, strerror(errno));
-    unlink(path); /* the stream goes with the descriptor */
+        rc = fail(errmsg, -errno, "%s: %s", path, strerror(errno));
     uint64_t left = m->bytes;
     for (uint32_t part = 0; rc == 0 && part < m->part_count; part++) {
         size_t want = left < ARCHIVE_PART_BYTES ? (size_t)left : ARCHIVE_PART_BYTES;
@@ -413,22 +443,19 @@ static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, co
         crc = obj_crc32c(crc, buf, got);
         left -= got;
     }
+    if (fd >= 0)
+        close(fd);
     if (rc == 0 && crc != m->crc)
         rc = fail(errmsg, -AR_ECORRUPT, "checkpoint %" PRIu64 ": its parts fail the manifest's CRC",
                   m->index);
-    snprintf(path, sizeof(path), "%s/ckpt", dir);
-    if (rc == 0 && lseek(fd, 0, SEEK_SET) != 0)
-        rc = -errno;
-    if (rc == 0)
-        rc = meta_checkpoint_import(path, fd, errmsg);
-    close(fd);
     struct meta_checkpoint *ck = NULL;
     uint64_t applied = 0;
     if (rc == 0)
-        rc = meta_checkpoint_open(path, &ck, errmsg);
+        rc = meta_checkpoint_open(dir, &ck, errmsg);
     if (rc == 0)
         rc = meta_checkpoint_load(ck, out, &applied, errmsg);
     meta_checkpoint_close(ck);
+    ckpt_dir_remove(dir);
     if (rc == 0 && applied != m->index) {
         meta_shard_free(*out);
         *out = NULL;
@@ -528,9 +555,10 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
         if (base.index != 0 && is_from_start && !o->is_from_oldest)
             break;
     }
+    char t[40];
     if (rc == 0 && base.index == 0 && !is_from_start)
         rc = fail(errmsg, -ERANGE, "the moment is before the recovery window: the oldest state "
-                  "the archive holds is at %" PRIu64 " ns", pt->oldest_ns);
+                  "the archive holds is at %s", when(pt->oldest_ns, t, sizeof(t)));
     if (rc == 0 && base.index > 0) {
         report(o, "checkpoint", 0, base.bytes);
         rc = ckpt_fetch(st, &base, o->scratch_dir, buf, &r.shard, errmsg);
@@ -574,8 +602,9 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
                   "..%" PRIu64 " are missing (a leader lost its archive tail)", r.next,
                   hole - 1);
     if (rc == 0 && !r.is_past && pt->newest_ns < o->at_ns && o->at_ns != UINT64_MAX)
-        rc = fail(errmsg, -EAGAIN, "the archive reaches only to %" PRIu64 " ns (entry %" PRIu64
-                  "); the leader archives every few seconds", pt->newest_ns, pt->index);
+        rc = fail(errmsg, -EAGAIN, "the archive reaches only to %s (entry %" PRIu64 "); the "
+                  "leader archives every few seconds", when(pt->newest_ns, t, sizeof(t)),
+                  pt->index);
     if (rc == 0) {
         *out = r.shard;
         r.shard = NULL;

@@ -580,7 +580,8 @@ struct meta_rebuild_options {
                                 * UINT64_MAX: all that is archived */
     bool is_from_oldest;       /* start from the oldest state archived, not the newest
                                 * before at_ns (to watch every change of the window) */
-    const char *scratch_dir;   /* an existing directory for the checkpoint's copy */
+    const char *scratch_dir;   /* an existing directory for the checkpoint's copy (the
+                                * rebuild removes it again) */
     void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
     meta_replay_fn watch;      /* NULL: none */
     void *ctx;                 /* for progress and watch */

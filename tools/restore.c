@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "cmd.h"
@@ -286,10 +287,7 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
                                           .is_from_oldest = true, .scratch_dir = dir,
                                           .watch = on_replay, .ctx = &w};
         rc = meta_archive_rebuild(st, &ro, &shard, &pt, errmsg);
-        char cmdline[600];
-        snprintf(cmdline, sizeof(cmdline), "rm -rf '%s'", dir);
-        if (system(cmdline) != 0)
-            fprintf(stderr, "arbor restore: could not remove %s\n", dir);
+        rmdir(dir); /* the rebuild removed what it put there */
     }
     if (rc == 0) {
         flush_second(&w);

@@ -1,0 +1,405 @@
+/* tests/meta/test_archive.c - the point-in-time archive's formats and the
+ * rebuild (meta/archive.c).
+ * Goal: a log batch, manifest and head read back as written; bytes that
+ * do not hold together (any truncation, random damage) are refused, never
+ * read past; keys parse only when well formed. A shard rebuilt at a moment
+ * from a file:// store is the shard that applied the same commands up to
+ * that moment (equal state hashes), from the empty shard or from an
+ * archived checkpoint; a moment before the oldest state, in a hole of the
+ * archive or past its end is refused with the error that says so.
+ * Method: commands made here (mkdir with leader times), applied to a
+ * reference shard and archived by hand through archive.h. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../objstore/harness.h"
+#include "archive.h"
+#include "meta.h"
+#include "objstore.h"
+
+#define N_CMDS 400u
+#define T0 1700000000000000000ull /* the first entry's time */
+
+struct world {
+    char dir[256];
+    struct obj_store *st;
+    uint8_t *cmd_bytes[N_CMDS + 1];  /* entry i's command (index 1..N) */
+    size_t cmd_len[N_CMDS + 1];
+    uint64_t hash_after[N_CMDS + 1]; /* the reference state after entry i */
+};
+
+static uint64_t time_of(uint64_t index)
+{
+    return T0 + index * 1000000ull; /* 1 ms apart */
+}
+
+/* Entry i: mkdir "d<i>" in the root, or in d<i/2> (a tree). */
+static void make_cmd(uint64_t i, struct meta_cmd *cmd, char *name)
+{
+    snprintf(name, 32, "d%llu", (unsigned long long)i);
+    *cmd = (struct meta_cmd){.op = META_OP_MKDIR, .now_ns = (int64_t)time_of(i),
+                             .new_ino = 1000 + i, .ino = i < 4 ? 1 : 1000 + i / 2, .name = name,
+                             .name_len = (uint32_t)strlen(name), .mode = S_IFDIR | 0755};
+}
+
+static int setup(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct meta_shard *ref = NULL;
+    char url[300];
+
+    assert_non_null(w);
+    harness_tmpdir(w->dir);
+    snprintf(url, sizeof(url), "file://%s", w->dir);
+    assert_int_equal(obj_store_open(url, NULL, &w->st, NULL), 0);
+    assert_int_equal(meta_shard_new_first(META_ROOT_SHARD, &ref), 0);
+    w->hash_after[0] = meta_shard_hash(ref);
+    for (uint64_t i = 1; i <= N_CMDS; i++) {
+        struct meta_cmd cmd;
+        struct meta_reply rep = {0};
+        char name[32];
+        make_cmd(i, &cmd, name);
+        w->cmd_bytes[i] = malloc(1024);
+        assert_int_equal(meta_cmd_encode(&cmd, w->cmd_bytes[i], 1024, &w->cmd_len[i]), 0);
+        assert_int_equal(meta_shard_apply(ref, &cmd, &rep), 0);
+        w->hash_after[i] = meta_shard_hash(ref);
+    }
+    meta_shard_free(ref);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *w = *state;
+
+    obj_store_close(w->st);
+    for (uint64_t i = 1; i <= N_CMDS; i++) {
+        free(w->cmd_bytes[i]);
+    }
+    harness_rm_rf(w->dir);
+    free(w);
+    return 0;
+}
+
+/* Entries first..last as one batch object's bytes; *len its size. */
+static uint8_t *batch_bytes(struct world *w, uint64_t first, uint64_t last, size_t *len)
+{
+    size_t cap = ARCHIVE_HDR_BYTES;
+    for (uint64_t i = first; i <= last; i++) {
+        cap += ARCHIVE_REC_BYTES + w->cmd_len[i];
+    }
+    uint8_t *buf = malloc(cap);
+    size_t at = ARCHIVE_HDR_BYTES;
+    assert_non_null(buf);
+    for (uint64_t i = first; i <= last; i++) {
+        struct archive_entry e = {.index = i, .term = 1, .hlc_ns = time_of(i), .type = 1,
+                                  .size = (uint32_t)w->cmd_len[i], .data = w->cmd_bytes[i]};
+        archive_entry_put(buf + at, &e);
+        at += ARCHIVE_REC_BYTES + e.size;
+    }
+    struct archive_header h = {.shard = META_ROOT_SHARD, .count = (uint32_t)(last - first + 1),
+                               .first = first, .last = last, .first_hlc = time_of(first),
+                               .last_hlc = time_of(last)};
+    archive_header_put(buf, &h);
+    *len = at;
+    return buf;
+}
+
+static void put_batch(struct world *w, uint64_t first, uint64_t last)
+{
+    char key[ARCHIVE_KEY_MAX];
+    size_t len;
+    uint8_t *buf = batch_bytes(w, first, last, &len);
+
+    archive_key_log(key, META_ROOT_SHARD, first, last);
+    assert_int_equal(obj_put(w->st, key, buf, len, NULL), 0);
+    free(buf);
+}
+
+struct seen {
+    uint64_t count;
+    uint64_t next;
+};
+
+static int count_entry(void *ctx, const struct archive_entry *e)
+{
+    struct seen *s = ctx;
+
+    assert_int_equal(e->index, s->next);
+    s->next++;
+    s->count++;
+    return 0;
+}
+
+static void test_archive_batch_round_trip_and_damage(void **state)
+{
+    struct world *w = *state;
+    struct archive_header h;
+    size_t len;
+    uint8_t *buf = batch_bytes(w, 5, 60, &len);
+    char err[AR_ERRMSG_MAX];
+    struct seen s = {.next = 5};
+
+    assert_int_equal(archive_decode(buf, len, META_ROOT_SHARD, &h, count_entry, &s, err), 0);
+    assert_int_equal(s.count, 56);
+    assert_int_equal(h.first, 5);
+    assert_int_equal(h.last, 60);
+    assert_int_equal(h.last_hlc, time_of(60));
+    /* another shard's batch */
+    assert_int_equal(archive_decode(buf, len, 7, &h, NULL, NULL, err), -AR_ECORRUPT);
+    /* every truncation */
+    for (size_t cut = 0; cut < len; cut++) {
+        assert_int_equal(archive_decode(buf, cut, META_ROOT_SHARD, &h, NULL, NULL, err),
+                         -AR_ECORRUPT);
+    }
+    /* random damage: refused or read whole, never past the end (ASan watches) */
+    uint64_t seed = 42;
+    uint8_t *copy = malloc(len);
+    for (int round = 0; round < 20000; round++) {
+        memcpy(copy, buf, len);
+        int flips = 1 + round % 4;
+        for (int k = 0; k < flips; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            copy[(seed >> 20) % len] ^= (uint8_t)(1u << ((seed >> 8) % 8));
+        }
+        size_t n = round % 3 == 0 ? len - (seed >> 40) % 64 : len;
+        int rc = archive_decode(copy, n, META_ROOT_SHARD, &h, NULL, NULL, err);
+        assert_true(rc == 0 || rc == -AR_ECORRUPT);
+    }
+    free(copy);
+    free(buf);
+}
+
+static void test_archive_small_objects_and_keys(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    char key[ARCHIVE_KEY_MAX];
+    uint64_t a;
+    uint64_t b;
+
+    struct archive_manifest m = {.shard = 1, .part_count = 2, .index = 77, .hlc_ns = 5,
+                                 .bytes = ARCHIVE_PART_BYTES + 1, .crc = 0xdeadbeef};
+    struct archive_manifest m2;
+    archive_manifest_put(buf, &m);
+    assert_int_equal(archive_manifest_get(buf, ARCHIVE_MANIFEST_BYTES, &m2), 0);
+    assert_int_equal(m2.shard, 1);
+    assert_int_equal(m2.part_count, 2);
+    assert_int_equal(m2.index, 77);
+    assert_int_equal(m2.hlc_ns, 5);
+    assert_int_equal(m2.bytes, ARCHIVE_PART_BYTES + 1);
+    assert_int_equal(m2.crc, 0xdeadbeef);
+    assert_int_equal(archive_manifest_get(buf, ARCHIVE_MANIFEST_BYTES - 1, &m2), -AR_ECORRUPT);
+    m.part_count = 3; /* not what the bytes need */
+    archive_manifest_put(buf, &m);
+    assert_int_equal(archive_manifest_get(buf, ARCHIVE_MANIFEST_BYTES, &m2), -AR_ECORRUPT);
+
+    struct archive_head h = {.shard = 1, .last = 9, .last_hlc = 10, .as_of_ns = 11};
+    struct archive_head h2;
+    archive_head_put(buf, &h);
+    assert_int_equal(archive_head_get(buf, ARCHIVE_HEAD_BYTES, &h2), 0);
+    assert_int_equal(h2.last, 9);
+    assert_int_equal(h2.as_of_ns, 11);
+    buf[0] ^= 1;
+    assert_int_equal(archive_head_get(buf, ARCHIVE_HEAD_BYTES, &h2), -AR_ECORRUPT);
+
+    archive_key_log(key, 1, 0x10, 0xff);
+    assert_string_equal(key, "pitr/s1/log/0000000000000010-00000000000000ff");
+    assert_true(archive_parse_log(key, &a, &b));
+    assert_int_equal(a, 0x10);
+    assert_int_equal(b, 0xff);
+    archive_key_manifest(key, 12, 0xabc);
+    assert_true(archive_parse_manifest(key, &a));
+    assert_int_equal(a, 0xabc);
+    archive_key_part(key, 12, 0xabc, 3);
+    assert_false(archive_parse_manifest(key, &a));
+    static const char *const bad[] = {
+        "pitr/s1/log/0000000000000010-00000000000000f",   /* short */
+        "pitr/s1/log/0000000000000010-00000000000000fff", /* long */
+        "pitr/s1/log/0000000000000010_00000000000000ff",  /* separator */
+        "pitr/s1/log/00000000000000ff-0000000000000010",  /* last before first */
+        "pitr/s1/log/0000000000000000-0000000000000010",  /* index 0 */
+        "pitr/s1/log/000000000000001G-0000000000000010",  /* not hex */
+        "pitr/sx/log/0000000000000001-0000000000000010",  /* shard */
+        "pitr/s1/ckpt/0000000000000001-0000000000000010",
+        "other/s1/log/0000000000000001-0000000000000010",
+    };
+    for (size_t i = 0; i < AR_ARRAY_LEN(bad); i++) {
+        assert_false(archive_parse_log(bad[i], &a, &b));
+    }
+}
+
+static uint64_t rebuild_hash(struct world *w, uint64_t at_ns, int *rc_out,
+                             struct meta_restore_point *pt)
+{
+    struct meta_rebuild_options o = {.shard = META_ROOT_SHARD, .at_ns = at_ns,
+                                     .scratch_dir = w->dir};
+    struct meta_shard *s = NULL;
+    char err[AR_ERRMSG_MAX] = "";
+
+    *rc_out = meta_archive_rebuild(w->st, &o, &s, pt, err);
+    if (*rc_out != 0) {
+        print_message("rebuild at %llu: %s\n", (unsigned long long)at_ns, err);
+        assert_null(s);
+        assert_true(err[0] != '\0');
+        return 0;
+    }
+    uint64_t h = meta_shard_hash(s);
+    meta_shard_free(s);
+    return h;
+}
+
+static void test_archive_rebuild_from_the_log(void **state)
+{
+    struct world *w = *state;
+    struct meta_restore_point pt;
+    int rc;
+
+    rebuild_hash(w, time_of(10), &rc, &pt);
+    assert_int_equal(rc, -ENOENT); /* nothing archived */
+    put_batch(w, 1, 100);
+    put_batch(w, 90, 150); /* an overlap, as two leaders may leave */
+    put_batch(w, 151, 200);
+    /* every moment: exactly the entries at or before it */
+    static const uint64_t idx[] = {1, 2, 50, 99, 100, 101, 149, 150, 151, 199};
+    for (size_t i = 0; i < AR_ARRAY_LEN(idx); i++) {
+        assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
+        assert_int_equal(rc, 0);
+        assert_int_equal(pt.index, idx[i]);
+        assert_int_equal(pt.base_index, 0);
+        /* between two entries: the earlier */
+        assert_int_equal(rebuild_hash(w, time_of(idx[i]) + 500000, &rc, &pt),
+                         w->hash_after[idx[i]]);
+    }
+    /* before the first entry: the empty shard (the archive starts at 1) */
+    assert_int_equal(rebuild_hash(w, T0, &rc, &pt), w->hash_after[0]);
+    /* past the end, with no head saying more: not yet archived */
+    rebuild_hash(w, time_of(200) + 1, &rc, &pt);
+    assert_int_equal(rc, -EAGAIN);
+    /* a head: nothing committed after 200 until a later time */
+    uint8_t hb[ARCHIVE_HEAD_BYTES];
+    char key[ARCHIVE_KEY_MAX];
+    struct archive_head head = {.shard = META_ROOT_SHARD, .last = 200, .last_hlc = time_of(200),
+                                .as_of_ns = time_of(300)};
+    archive_head_put(hb, &head);
+    archive_key_head(key, META_ROOT_SHARD);
+    assert_int_equal(obj_put(w->st, key, hb, sizeof(hb), NULL), 0);
+    assert_int_equal(rebuild_hash(w, time_of(250), &rc, &pt), w->hash_after[200]);
+    rebuild_hash(w, time_of(301), &rc, &pt);
+    assert_int_equal(rc, -EAGAIN);
+    /* a hole: 201..209 missing */
+    put_batch(w, 210, 260);
+    rebuild_hash(w, time_of(220), &rc, &pt);
+    assert_int_equal(rc, -ERANGE);
+    /* a damaged batch is an error, not a shorter state */
+    archive_key_log(key, META_ROOT_SHARD, 151, 200);
+    assert_int_equal(obj_put(w->st, key, "junk", 4, NULL), 0);
+    rebuild_hash(w, time_of(180), &rc, &pt);
+    assert_int_equal(rc, -AR_ECORRUPT);
+}
+
+/* Archive the reference state after entry index as a checkpoint object. */
+static void put_checkpoint(struct world *w, uint64_t index)
+{
+    struct meta_shard *s = NULL;
+    struct meta_checkpoint *ck = NULL;
+    struct meta_ckpt_batch *b = NULL;
+    char dir[400];
+    char path[450];
+    char key[ARCHIVE_KEY_MAX];
+    char err[AR_ERRMSG_MAX];
+
+    assert_int_equal(meta_shard_new_first(META_ROOT_SHARD, &s), 0);
+    assert_int_equal(meta_shard_track(s), 0);
+    for (uint64_t i = 1; i <= index; i++) {
+        struct meta_cmd_buf *cb = malloc(sizeof(*cb));
+        struct meta_reply rep = {0};
+        assert_int_equal(meta_cmd_decode(w->cmd_bytes[i], w->cmd_len[i], cb), 0);
+        assert_int_equal(meta_shard_apply(s, &cb->cmd, &rep), 0);
+        free(cb);
+    }
+    snprintf(dir, sizeof(dir), "%s/ck-%llu", w->dir, (unsigned long long)index);
+    assert_int_equal(meta_checkpoint_open(dir, &ck, err), 0);
+    assert_int_equal(meta_shard_collect(s, index, &b), 0);
+    assert_int_equal(meta_checkpoint_commit(ck, b, err), 0);
+    snprintf(path, sizeof(path), "%s/stream", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(meta_checkpoint_export(ck, fd, err), 0);
+    off_t size = lseek(fd, 0, SEEK_END);
+    uint8_t *bytes = malloc((size_t)size);
+    assert_int_equal(pread(fd, bytes, (size_t)size, 0), size);
+    close(fd);
+    struct archive_manifest m = {.shard = META_ROOT_SHARD, .part_count = 1, .index = index,
+                                 .hlc_ns = time_of(index), .bytes = (uint64_t)size,
+                                 .crc = obj_crc32c(0, bytes, (size_t)size)};
+    archive_key_part(key, META_ROOT_SHARD, index, 0);
+    assert_int_equal(obj_put(w->st, key, bytes, (size_t)size, NULL), 0);
+    uint8_t mb[ARCHIVE_MANIFEST_BYTES];
+    archive_manifest_put(mb, &m);
+    archive_key_manifest(key, META_ROOT_SHARD, index);
+    assert_int_equal(obj_put(w->st, key, mb, sizeof(mb), NULL), 0);
+    free(bytes);
+    meta_ckpt_batch_free(b);
+    meta_checkpoint_close(ck);
+    meta_shard_free(s);
+}
+
+static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
+{
+    struct world *w = *state;
+    struct meta_restore_point pt;
+    uint32_t removed = 0;
+    char err[AR_ERRMSG_MAX];
+    int rc;
+
+    put_batch(w, 1, 100);
+    put_batch(w, 101, 200);
+    put_batch(w, 201, 300);
+    put_checkpoint(w, 150);
+    put_checkpoint(w, 250);
+    assert_int_equal(rebuild_hash(w, time_of(170), &rc, &pt), w->hash_after[170]);
+    assert_int_equal(pt.base_index, 150);
+    assert_int_equal(pt.entries, 20);
+    assert_int_equal(rebuild_hash(w, time_of(299), &rc, &pt), w->hash_after[299]);
+    assert_int_equal(pt.base_index, 250);
+    assert_int_equal(rebuild_hash(w, time_of(120), &rc, &pt), w->hash_after[120]);
+    assert_int_equal(pt.base_index, 0); /* before both: from the start */
+
+    /* the window starts at 260: checkpoint 250 is its base; 150 and the
+     * batches at or below 250 go, what a moment after 250 needs stays */
+    assert_int_equal(archive_expire(w->st, META_ROOT_SHARD, time_of(260), &removed, err), 0);
+    assert_int_equal(removed, 2 + 2); /* checkpoint 150's part and manifest, two batches */
+    assert_int_equal(rebuild_hash(w, time_of(270), &rc, &pt), w->hash_after[270]);
+    assert_int_equal(rebuild_hash(w, time_of(251), &rc, &pt), w->hash_after[251]);
+    rebuild_hash(w, time_of(200), &rc, &pt);
+    assert_int_equal(rc, -ERANGE); /* before the window */
+    /* a damaged checkpoint part is an error */
+    char key[ARCHIVE_KEY_MAX];
+    archive_key_part(key, META_ROOT_SHARD, 250, 0);
+    assert_int_equal(obj_put(w->st, key, "x", 1, NULL), 0);
+    rebuild_hash(w, time_of(270), &rc, &pt);
+    assert_int_equal(rc, -AR_ECORRUPT);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_archive_batch_round_trip_and_damage, setup, teardown),
+        cmocka_unit_test(test_archive_small_objects_and_keys),
+        cmocka_unit_test_setup_teardown(test_archive_rebuild_from_the_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
