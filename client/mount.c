@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -76,6 +77,9 @@ struct mnt {
     pthread_mutex_t ids_mu;
     uint64_t id_next;               /* slice ids taken from the shard, not used yet */
     uint64_t id_end;
+    uint64_t ids_taken_ms;          /* when they were taken */
+    uint64_t ids_max_age_ms;        /* unused ones are dropped past this age: block GC
+                                     * keeps only ids taken inside the recovery window */
     pthread_mutex_t cache_mu;
     struct cached_block cache[CACHE_BLOCKS];
     uint64_t tick;
@@ -331,8 +335,11 @@ static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t in
 
 static int slice_id(struct mnt *m, uint64_t *id)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     pthread_mutex_lock(&m->ids_mu);
-    if (m->id_next == m->id_end) {
+    if (m->id_next == m->id_end || now_ms - m->ids_taken_ms > m->ids_max_age_ms) {
         struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = SLICE_IDS_TAKEN};
         struct meta_response_buf *out;
         int rc = run(m, NULL, &al, 0, &out);
@@ -342,6 +349,7 @@ static int slice_id(struct mnt *m, uint64_t *id)
         }
         m->id_next = out->r.reply.attr.ino;
         m->id_end = m->id_next + out->r.reply.attr.size;
+        m->ids_taken_ms = now_ms;
     }
     *id = m->id_next++;
     pthread_mutex_unlock(&m->ids_mu);
@@ -1087,6 +1095,9 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         ar_client_map(m->mc, map);
         const char *url = o->store_url != NULL ? o->store_url : map->store_url;
         m->block_bytes = map->block_bytes > 0 ? map->block_bytes : META_BLOCK_BYTES;
+        uint64_t window_ms = (uint64_t)(map->window_s > 0 ? map->window_s : META_WINDOW_S_DEFAULT)
+                             * 1000u;
+        m->ids_max_age_ms = window_ms / 4 < 600000u ? window_ms / 4 : 600000u;
         rc = obj_store_open(url, NULL, &m->store, errmsg);
     }
     if (rc == 0 && o->cache_dir != NULL && o->cache_dir[0] != '\0') {

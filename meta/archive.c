@@ -518,8 +518,11 @@ static void report(const struct meta_rebuild_options *o, const char *stage, uint
         o->progress(o->ctx, stage, done, total);
 }
 
-int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options *o,
-                         struct meta_shard **out, struct meta_restore_point *pt, char *errmsg)
+/* One try; *is_raced when an object the listing named was gone when read
+ * (the leader's expiry removed it meanwhile): a new listing will not name it. */
+static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options *o,
+                        struct meta_shard **out, struct meta_restore_point *pt, bool *is_raced,
+                        char *errmsg)
 {
     struct catalog c;
     struct replay r = {.at_ns = o->at_ns, .errmsg = errmsg, .watch = o->watch, .ctx = o->ctx};
@@ -566,6 +569,8 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
     } else if (rc == 0) {
         rc = meta_shard_new_first(o->shard, &r.shard);
     }
+    if (rc == 0 && o->on_base != NULL)
+        o->on_base(o->ctx, r.shard);
     r.next = base.index + 1;
     r.last_hlc = base.hlc_ns;
     pt->base_index = base.index;
@@ -609,11 +614,25 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
         *out = r.shard;
         r.shard = NULL;
     }
+    *is_raced = rc == -ENOENT; /* the listing named it (an empty archive returned above) */
     if (r.shard != NULL)
         meta_shard_free(r.shard);
     ar_free(r.cmd);
     ar_free(buf);
     catalog_free(&c);
+    return rc;
+}
+
+int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options *o,
+                         struct meta_shard **out, struct meta_restore_point *pt, char *errmsg)
+{
+    int rc = -ENOENT;
+    bool is_raced = true;
+
+    for (int tries = 0; tries < 3 && rc != 0 && is_raced; tries++) {
+        is_raced = false;
+        rc = rebuild_once(st, o, out, pt, &is_raced, errmsg);
+    }
     return rc;
 }
 

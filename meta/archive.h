@@ -109,6 +109,7 @@ struct archiver_options {
     const char *work_dir;       /* where a checkpoint is exported before upload */
     uint32_t batch_ms;          /* a batch goes out at this age (2000) */
     uint32_t ckpt_s;            /* a checkpoint goes out this often (3600) */
+    uint32_t gc_every_s;        /* a block gc pass this often (0: never; not for the map) */
 };
 
 int archiver_new(struct uv_loop_s *loop, const struct archiver_options *o, struct archiver **out);

@@ -13,7 +13,8 @@
  *           end (a new leader that restarted: the checkpoint bridges it);
  *   head    all that was committed is archived, as of now (only while the
  *           leader holds its lease, so no other leader commits meanwhile);
- *   expire  what the recovery window no longer needs.
+ *   expire  what the recovery window no longer needs;
+ *   gc      now and then, a block garbage collection pass (meta/gc.c).
  * Invariant: archived_next is the first index the store may lack; every
  * entry below it is in a log object or at or below a finished checkpoint.
  * Thread: the loop's, but for the job bodies, which touch only the job's
@@ -51,7 +52,7 @@ struct batch {
     bool is_closed;              /* no more records: a job may read it */
 };
 
-enum job { JOB_NONE, JOB_PROBE, JOB_LOG, JOB_EXPORT, JOB_CKPT, JOB_HEAD, JOB_EXPIRE };
+enum job { JOB_NONE, JOB_PROBE, JOB_LOG, JOB_EXPORT, JOB_CKPT, JOB_HEAD, JOB_EXPIRE, JOB_GC };
 
 struct archiver {
     uv_loop_t *loop;
@@ -68,6 +69,7 @@ struct archiver {
     uint64_t last_gap_ms;
     uint64_t last_expire_ms;
     uint64_t last_head_ms;
+    uint64_t last_gc_ms;
     uint64_t head_last;          /* the last index a head was written for */
     uint64_t pause_until_ms;
     /* the job */
@@ -82,6 +84,7 @@ struct archiver {
     struct archive_head job_head;
     uint64_t job_cutoff_ns;
     uint32_t job_removed;
+    struct meta_gc_report job_gc;
 };
 
 static uint64_t mono_ms(void)
@@ -116,6 +119,7 @@ int archiver_new(uv_loop_t *loop, const struct archiver_options *o, struct archi
         a->o.ckpt_s = 3600;
     a->last_ckpt_ms = mono_ms();
     a->last_expire_ms = mono_ms();
+    a->last_gc_ms = mono_ms();
     *out = a;
     return 0;
 }
@@ -380,6 +384,18 @@ static int put_head(struct archiver *a)
     return obj_put(a->store, key, buf, sizeof(buf), a->err);
 }
 
+static int gc(struct archiver *a)
+{
+    char dir[700];
+
+    snprintf(dir, sizeof(dir), "%s/gc-scratch", a->work_dir);
+    mkdir(dir, 0700);
+    struct meta_gc_options o = {.shard = a->o.shard, .now_ns = wall_ns(), .scratch_dir = dir};
+    int rc = meta_gc_run(a->store, &o, &a->job_gc, a->err);
+    rmdir(dir);
+    return rc;
+}
+
 static void job_work(uv_work_t *w)
 {
     struct archiver *a = w->data;
@@ -394,16 +410,15 @@ static void job_work(uv_work_t *w)
     case JOB_EXPIRE:
         a->rc = archive_expire(a->store, a->o.shard, a->job_cutoff_ns, &a->job_removed, a->err);
         break;
+    case JOB_GC: a->rc = gc(a); break;
     case JOB_NONE: AR_UNREACHABLE();
     }
 }
 
-static void job_start(struct archiver *a, enum job job);
-
 static void job_after(uv_work_t *w, int status)
 {
     static const char *const names[] = {"", "probe", "log", "export", "checkpoint", "head",
-                                        "expire"};
+                                        "expire", "gc"};
     struct archiver *a = w->data;
     enum job job = a->job;
 
@@ -442,6 +457,12 @@ static void job_after(uv_work_t *w, int status)
         if (a->job_removed > 0)
             ar_log(AR_LOG_INFO, "shard %u: removed %u archive objects past the recovery window",
                    a->o.shard, a->job_removed);
+        break;
+    case JOB_GC:
+        ar_log(AR_LOG_INFO, "shard %u: gc: %" PRIu64 " blocks, %" PRIu64 " slices named in the "
+               "window; deleted %" PRIu64 " blocks (%" PRIu64 " bytes)", a->o.shard,
+               a->job_gc.blocks, a->job_gc.named, a->job_gc.deleted_blocks,
+               a->job_gc.deleted_bytes);
         break;
     case JOB_NONE: AR_UNREACHABLE();
     }
@@ -539,6 +560,12 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
         a->last_expire_ms = now;
         a->job_cutoff_ns = wall_ns() - (uint64_t)v->window_s * 1000000000ull;
         job_start(a, JOB_EXPIRE);
+        return;
+    }
+    if (a->o.gc_every_s > 0 && a->o.shard != META_MAP_SHARD &&
+        now - a->last_gc_ms >= (uint64_t)a->o.gc_every_s * 1000u) {
+        a->last_gc_ms = now;
+        job_start(a, JOB_GC);
         return;
     }
     uint64_t last = a->archived_next - 1;

@@ -647,6 +647,27 @@ uint64_t meta__data_hash(const struct meta_shard *s, uint32_t inode, uint64_t h)
     return h;
 }
 
+void meta_shard_each_slice(const struct meta_shard *s, void (*fn)(void *ctx, uint64_t id),
+                           void *ctx)
+{
+    for (uint32_t i = 0; i < s->node_count; i++) {
+        const struct meta__node *n = meta__node_at(s, i);
+        if (!meta__node_has(n, NODE_LIVE) || meta__node_has(n, NODE_ALIAS))
+            continue;
+        if (meta__node_has(n, NODE_DATA_INLINE)) {
+            fn(ctx, n->aux);
+            continue;
+        }
+        const struct meta__fmap *f = meta__node_has(n, NODE_DATA_MAP) ? meta__fmap_of(s, i) : NULL;
+        for (uint32_t c = 0; f != NULL && c < f->count; c++) {
+            for (uint32_t k = 0; k < f->chunks[c].count; k++) {
+                if (f->chunks[c].slices[k].id != 0)
+                    fn(ctx, f->chunks[c].slices[k].id);
+            }
+        }
+    }
+}
+
 /* The map record: per chunk [u32 index][u32 count], then per slice
  * [u64 id][u32 size][u32 off][u32 len][u32 pos], little-endian. */
 #define MAP_CHUNK_BYTES 8u

@@ -334,6 +334,11 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd,
  * Changes nothing and checks nothing; any command may be passed. */
 void meta_shard_prefetch(const struct meta_shard *s, const struct meta_cmd *cmd);
 
+/* Every slice id the shard's files name (a slice may come more than once;
+ * holes are not slices): block garbage collection keeps their blocks. */
+void meta_shard_each_slice(const struct meta_shard *s, void (*fn)(void *ctx, uint64_t id),
+                           void *ctx);
+
 /* A hash of the whole state, for comparing replicas; equal states give equal
  * hashes whatever the order of their internal tables. */
 uint64_t meta_shard_hash(const struct meta_shard *s);
@@ -584,7 +589,9 @@ struct meta_rebuild_options {
                                 * rebuild removes it again) */
     void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
     meta_replay_fn watch;      /* NULL: none */
-    void *ctx;                 /* for progress and watch */
+    void (*on_base)(void *ctx, const struct meta_shard *s); /* the state replay starts
+                                * from, once loaded (NULL: none) */
+    void *ctx;                 /* for progress, watch and on_base */
 };
 
 struct meta_restore_point {
@@ -601,9 +608,45 @@ struct meta_restore_point {
  * errmsg: -ENOENT (no archive of the shard), -ERANGE (the moment is before
  * the window, or falls where entries are missing), -EAGAIN (the moment is
  * later than the archive reaches yet), -AR_ECORRUPT (an archived object is
- * damaged), the store's errors, -ENOMEM. */
+ * damaged), the store's errors, -ENOMEM. An object removed by the window's
+ * expiry while it was read makes it start over (at most three times): the
+ * callbacks may then see the same commands again. */
 int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options *o,
                          struct meta_shard **out, struct meta_restore_point *pt, char *errmsg);
+
+/* ---- block garbage collection (gc.c) -------------------------------------------------
+ * A block is deleted only when no live file names its slice and no state
+ * inside the recovery window did (design §7), so any restore inside the
+ * window finds its blocks. From the archive: the oldest state it holds (at
+ * or before the window's start) and every command since name the slices to
+ * keep; slice ids taken since that state are kept too (a client may have
+ * written blocks it has not named yet). Anything it depends on failing (a
+ * listing, a fetch, an archive that lags) stops it before it deletes. */
+struct meta_gc_report {
+    uint64_t named;            /* distinct slices named in the window */
+    uint64_t keep_from;        /* slice ids from here up are kept (taken in the window) */
+    uint64_t blocks;           /* blocks in the store */
+    uint64_t bytes;
+    uint64_t garbage_blocks;   /* blocks of slices nothing in the window names */
+    uint64_t garbage_bytes;
+    uint64_t deleted_blocks;   /* (0 with is_dry_run) */
+    uint64_t deleted_bytes;
+    struct meta_restore_point point; /* the archive's end the pass saw */
+};
+
+struct meta_gc_options {
+    uint32_t shard;
+    uint64_t now_ns;           /* the archive must reach close to this */
+    bool is_dry_run;           /* report, delete nothing */
+    const char *scratch_dir;
+    void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
+    void *ctx;
+};
+
+/* One pass over the store st. On error (with errmsg) nothing more is
+ * deleted; *rep says what was done up to there. */
+int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct meta_gc_report *rep,
+                char *errmsg);
 
 /* ---- the metadata server (server.c) ---------------------------------------------
  * A replica of the cluster's shard groups, served over TCP: one libuv loop,
@@ -631,6 +674,7 @@ struct meta_server_config {
     uint32_t session_timeout_ms; /* a session silent this long is closed (0: 30 s) */
     uint32_t archive_ms;        /* a leader archives its new entries this often (0: 2000) */
     uint32_t archive_ckpt_s;    /* and its checkpoint (0: 3600) */
+    uint32_t gc_every_s;        /* the leader's block gc pass (0: never) */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
     uint32_t voter_count;       /* format: the first members (0: every node); the others

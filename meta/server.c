@@ -1660,7 +1660,8 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
         rc = meta_shard_new_first(shard, &g->state);
     }
     struct archiver_options ao = {.shard = shard, .work_dir = g->dir,
-                                  .batch_ms = s->cfg.archive_ms, .ckpt_s = s->cfg.archive_ckpt_s};
+                                  .batch_ms = s->cfg.archive_ms, .ckpt_s = s->cfg.archive_ckpt_s,
+                                  .gc_every_s = s->cfg.gc_every_s};
     if (rc == 0)
         rc = archiver_new(s->loop, &ao, &g->arch);
     if (rc == 0)

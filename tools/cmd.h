@@ -17,6 +17,7 @@ int cmd_mount(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;

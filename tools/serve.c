@@ -169,6 +169,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
         {"session-timeout-ms", required_argument, NULL, 't'},
         {"archive-ms", required_argument, NULL, 'a'},
         {"archive-checkpoint-s", required_argument, NULL, 'c'},
+        {"gc-every-s", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -176,6 +177,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     uint64_t session_ms = 30000;
     uint64_t archive_ms = 2000;
     uint64_t archive_ckpt_s = 3600;
+    uint64_t gc_every_s = 3600;
     int c;
 
     optind = 1;
@@ -207,9 +209,16 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                 return 2;
             }
             break;
+        case 'g':
+            if (!cmd_parse_size(optarg, &gc_every_s) || gc_every_s > 30 * 86400) {
+                fprintf(stderr, "arbor serve: --gc-every-s wants 0..2592000\n");
+                return 2;
+            }
+            break;
         case 'h':
             printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
-                   "                   [--archive-ms MS] [--archive-checkpoint-s S]\n\n"
+                   "                   [--archive-ms MS] [--archive-checkpoint-s S]\n"
+                   "                   [--gc-every-s S]\n\n"
                    "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
                    "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
                    "--log-keep: entries kept in memory below the latest checkpoint for\n"
@@ -221,7 +230,9 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                    "point-in-time archive this often (default 2000): a restore reaches\n"
                    "moments up to about this long ago.\n"
                    "--archive-checkpoint-s: and its checkpoint this often (default 3600):\n"
-                   "a restore replays at most this much log.\n");
+                   "a restore replays at most this much log.\n"
+                   "--gc-every-s: the leader of a shard deletes blocks nothing inside the\n"
+                   "recovery window names this often (default 3600; 0: never; see arbor gc).\n");
             return -1;
         default:
             return 2;
@@ -231,6 +242,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     cfg->session_timeout_ms = (uint32_t)session_ms;
     cfg->archive_ms = (uint32_t)archive_ms;
     cfg->archive_ckpt_s = (uint32_t)archive_ckpt_s;
+    cfg->gc_every_s = (uint32_t)gc_every_s;
     return 0;
 }
 
@@ -259,6 +271,7 @@ int cmd_serve(int argc, char **argv)
     cfg.session_timeout_ms = opts.session_timeout_ms;
     cfg.archive_ms = opts.archive_ms;
     cfg.archive_ckpt_s = opts.archive_ckpt_s;
+    cfg.gc_every_s = opts.gc_every_s;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

@@ -44,10 +44,19 @@ static int setup_checkpoints(void **state)
     return cluster_setup_with(state, "50", 3, "1,2,3", NULL, args);
 }
 
-/* A recovery window of 4 s. */
+/* A recovery window of 4 s (block gc only when a test runs it). */
 static int setup_short_window(void **state)
 {
-    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1", NULL};
+    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1",
+                                       "--gc-every-s", "0", NULL};
+    return cluster_setup_with(state, "50", 3, "1,2,3", "--window 4s", args);
+}
+
+/* A recovery window of 4 s and the leader's gc pass every second. */
+static int setup_background_gc(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1",
+                                       "--gc-every-s", "1", NULL};
     return cluster_setup_with(state, "50", 3, "1,2,3", "--window 4s", args);
 }
 
@@ -309,19 +318,25 @@ static void expect_same(const char *what, const char *want, const char *got)
     }
 }
 
-/* Run arbor restore with args against the fixture's cluster; its output
- * goes to f->dir/restore.log. Returns its exit status. */
-static int restore(struct fixture *f, const char *args)
+/* Run arbor restore (or gc) with args against the fixture's cluster; its
+ * output goes to f->dir/restore.log and the test's log. Returns its exit
+ * status. */
+static int run(struct fixture *f, const char *what, const char *args)
 {
     char cmd[2000];
 
-    snprintf(cmd, sizeof(cmd), "'%s' restore --meta 127.0.0.1:%u,127.0.0.1:%u %s > '%s/restore.log' 2>&1",
-             f->arbor, f->client_port[0], f->client_port[1], args, f->dir);
+    snprintf(cmd, sizeof(cmd), "'%s' %s --meta 127.0.0.1:%u,127.0.0.1:%u %s > '%s/restore.log' 2>&1",
+             f->arbor, what, f->client_port[0], f->client_port[1], args, f->dir);
     int st = system(cmd);
     snprintf(cmd, sizeof(cmd), "cat '%s/restore.log' >&2", f->dir);
     if (system(cmd) != 0)
         print_message("(no restore log)\n");
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int restore(struct fixture *f, const char *args)
+{
+    return run(f, "restore", args);
 }
 
 static bool log_has(struct fixture *f, const char *text)
@@ -540,6 +555,127 @@ static void test_restore_window_expires_and_refuses_older_moments(void **state)
     mount_stop(m);
 }
 
+/* Change names (no data) every 20 ms for ms: the archive gets checkpoints
+ * and the window moves on, and no block is made or freed. */
+static void keep_busy(const char *dir, uint64_t ms)
+{
+    char p[600];
+    uint64_t end = wall_ns() + ms * 1000000ull;
+
+    snprintf(p, sizeof(p), "%s/busy", dir);
+    for (int i = 0; wall_ns() < end && i < 100000; i++) {
+        assert_int_equal(i % 2 == 0 ? mkdir(p, 0755) : rmdir(p), 0);
+        usleep(20000);
+    }
+}
+
+static void expect_pattern(const char *path, size_t n, uint64_t seed)
+{
+    uint8_t *want = malloc(n);
+    uint8_t *got = malloc(n + 1);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        want[i] = (uint8_t)(seed >> 56);
+    }
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, got, n + 1), (ssize_t)n);
+    close(fd);
+    assert_memory_equal(want, got, n);
+    free(want);
+    free(got);
+}
+
+static void test_gc_keeps_the_window_and_then_deletes(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char a[600];
+    char c[600];
+    char keep[600];
+    char p[700];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    snprintf(a, sizeof(a), "%s/a", ds);
+    snprintf(c, sizeof(c), "%s/c", ds);
+    snprintf(keep, sizeof(keep), "%s/keep", ds);
+    put_random(a, (4u << 20) + 10, 21, 0); /* two blocks each */
+    put_random(c, (4u << 20) + 20, 22, 0);
+    put_random(keep, 3000, 23, 0);
+    int all = count_objects(f, "s");
+    assert_true(all >= 5);
+    uint64_t before = moment();
+    assert_int_equal(unlink(a), 0);
+    assert_int_equal(unlink(c), 0);
+
+    /* inside the window: nothing is garbage, and a restore finds its blocks */
+    assert_int_equal(run(f, "gc", ""), 0);
+    assert_true(log_has(f, "garbage: 0 blocks"));
+    assert_int_equal(count_objects(f, "s"), all);
+    rfc3339(before, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds/a --at %s --into /a-back", at);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/a-back", m->dir);
+    expect_pattern(p, (4u << 20) + 10, 21);
+
+    /* the window passes: c's blocks are garbage; a's are named by a-back */
+    keep_busy(ds, 7000);
+    assert_int_equal(run(f, "gc", "--dry-run"), 0);
+    assert_true(log_has(f, "garbage: 2 blocks"));
+    assert_true(log_has(f, "deleted: 0 blocks"));
+    int busy = count_objects(f, "s");
+    assert_int_equal(run(f, "gc", ""), 0);
+    assert_true(log_has(f, "deleted: 2 blocks"));
+    assert_int_equal(count_objects(f, "s"), busy - 2);
+    /* what lives reads back whole, from the store (a fresh mount, no cache) */
+    mount_stop(m);
+    snprintf(p, sizeof(p), "rm -rf '%s/cache'", f->dir);
+    assert_int_equal(system(p), 0);
+    m = mount_start(f, "m", "0");
+    snprintf(p, sizeof(p), "%s/a-back", m->dir);
+    expect_pattern(p, (4u << 20) + 10, 21);
+    snprintf(p, sizeof(p), "%s/ds/keep", m->dir);
+    expect_pattern(p, 3000, 23);
+    mount_stop(m);
+}
+
+static void test_gc_runs_in_the_background(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    snprintf(p, sizeof(p), "%s/gone", ds);
+    put_random(p, (4u << 20) + 30, 31, 0);
+    snprintf(p, sizeof(p), "%s/stays", ds);
+    put_random(p, 5000, 32, 0);
+    int all = count_objects(f, "s");
+    snprintf(p, sizeof(p), "%s/gone", ds);
+    assert_int_equal(unlink(p), 0);
+    keep_busy(ds, 6000);
+    /* the leader's pass deletes the two blocks once the window passed */
+    for (int i = 0; i < 100 && count_objects(f, "s") > all - 2; i++) {
+        usleep(100000);
+    }
+    assert_int_equal(count_objects(f, "s"), all - 2);
+    mount_stop(m);
+    snprintf(p, sizeof(p), "rm -rf '%s/cache'", f->dir);
+    assert_int_equal(system(p), 0);
+    m = mount_start(f, "m", "0");
+    snprintf(p, sizeof(p), "%s/ds/stays", m->dir);
+    expect_pattern(p, 5000, 32);
+    mount_stop(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +685,10 @@ int main(void)
                                         setup_checkpoints, teardown),
         cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,
                                         setup_short_window, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_keeps_the_window_and_then_deletes,
+                                        setup_short_window, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_runs_in_the_background, setup_background_gc,
+                                        teardown),
     };
     if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
         fprintf(stderr, "test_restore needs root and /dev/fuse\n");
