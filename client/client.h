@@ -109,7 +109,8 @@ struct ar_restore_options {
     const char *into;          /* where (absolute); NULL: path.restored-<moment> */
     bool is_replace;           /* into path itself; the live tree goes to
                                 * path.replaced-<moment> */
-    uint32_t threads;          /* files restored at once (0: 8) */
+    uint32_t threads;          /* commands in flight (0: 8) */
+    uint32_t batch_files;      /* small files a command makes (0: META_RESTORE_FILES_MAX) */
     uint32_t wait_s;           /* wait this long for the archive to reach the moment */
     const char *scratch_dir;   /* for a checkpoint's copy (NULL: $TMPDIR or /tmp) */
     void (*progress)(void *ctx, const char *line); /* NULL: quiet */
@@ -122,7 +123,9 @@ struct ar_restore_report {
     uint64_t bytes;            /* of the regular files */
     uint64_t xattrs;
     uint64_t mismatches;       /* files whose size came out different (0, or an error) */
-    double rebuild_s, write_s;
+    double rebuild_s;          /* the state at the moment, from the archive */
+    double plan_s;             /* the subtree walked, its directories made */
+    double write_s;            /* all written (plan_s included) */
     char final_path[1300];     /* where the restored tree is */
     char aside_name[300];      /* --replace: the live tree's new name, beside it */
 };

@@ -84,6 +84,7 @@ struct restore {
     /* the pool */
     pthread_mutex_t mu;
     atomic_size_t next_job;
+    atomic_uint workers_done;
     atomic_uint_fast64_t done_files;
     atomic_uint_fast64_t bytes;
     atomic_uint_fast64_t xattrs;
@@ -525,6 +526,108 @@ static int restore_one(struct restore *r, const struct job *j, struct meta_slice
     return rc;
 }
 
+/* A worker's RESTORE_FILES command being filled: files of one directory
+ * that need nothing but their attributes and at most PIECES_PER_FILE
+ * pieces of one chunk (the small files of a training set). */
+#define BATCH_RUN       META_RESTORE_FILES_MAX /* jobs a worker takes at once */
+#define PIECES_PER_FILE 16u
+
+struct batch {
+    uint64_t parent;
+    uint32_t count;
+    uint32_t piece_count;
+    size_t used;                 /* of bytes */
+    uint64_t bytes_total;        /* of the regular files */
+    struct meta_file_item items[META_RESTORE_FILES_MAX];
+    struct meta_file_piece pieces[META_RESTORE_PIECES_MAX];
+    char bytes[META_RESTORE_BYTES_MAX]; /* symlink targets */
+};
+
+static int batch_flush(struct restore *r, struct batch *b, struct meta_response_buf *out)
+{
+    if (b->count == 0)
+        return 0;
+    struct meta_cmd cmd = {.op = META_OP_RESTORE_FILES, .ino = b->parent, .items = b->items,
+                           .item_count = b->count, .pieces = b->pieces,
+                           .piece_count = b->piece_count};
+    int rc = live(r, &cmd, 0, out);
+    if (rc != 0)
+        return set_error(r, rc, "restoring %u files (%s, ...): %s", b->count, b->items[0].name,
+                         ar_strerror(rc));
+    atomic_fetch_add(&r->done_files, b->count);
+    atomic_fetch_add(&r->bytes, b->bytes_total);
+    b->count = 0;
+    b->piece_count = 0;
+    b->used = 0;
+    b->bytes_total = 0;
+    return 0;
+}
+
+/* Put job j in the batch if it is a plain small file; false if it needs
+ * the one-by-one path (xattrs, several links, many pieces, big). */
+static bool batch_take(struct restore *r, struct batch *b, const struct job *j,
+                       struct meta_slice *pieces, uint8_t *names, struct meta_response_buf *out)
+{
+    struct meta_attr a;
+    if (scratch_attr(r, j->src, &a) != 0 || a.nlink != 1 || S_ISDIR(a.mode) ||
+        (S_ISREG(a.mode) && a.size > META_CHUNK_BYTES))
+        return false;
+    struct meta_cmd lx = {.op = META_OP_LISTXATTR, .ino = j->src};
+    struct meta_reply xr = {.data = names, .data_cap = XATTR_LIST_MAX};
+    if (scratch_read(r, &lx, &xr) != 0 || xr.data_len != 0)
+        return false;
+    struct meta_reply map = {.slices = pieces, .slice_cap = META_READ_SLICES_MAX};
+    if (S_ISREG(a.mode) && a.size > 0) {
+        struct meta_cmd rm = {.op = META_OP_READ_MAP, .ino = j->src};
+        if (scratch_read(r, &rm, &map) != 0)
+            return false;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < map.slice_count; i++) {
+        n += pieces[i].id != 0 && pieces[i].len > 0;
+    }
+    char target[4096] = "";
+    if (S_ISLNK(a.mode)) {
+        struct meta_cmd rl = {.op = META_OP_READLINK, .ino = j->src};
+        struct meta_reply tr = {0};
+        if (scratch_read(r, &rl, &tr) != 0)
+            return false;
+        snprintf(target, sizeof(target), "%s", tr.target);
+    }
+    size_t tlen = strlen(target);
+    if (n > PIECES_PER_FILE)
+        return false;
+    uint32_t cap = r->o->batch_files != 0 && r->o->batch_files < META_RESTORE_FILES_MAX
+                       ? r->o->batch_files
+                       : META_RESTORE_FILES_MAX;
+    if (b->count > 0 && (b->parent != j->dst_parent || b->count >= cap ||
+                         b->piece_count + n > META_RESTORE_PIECES_MAX ||
+                         b->used + tlen + 1 > META_RESTORE_BYTES_MAX)) {
+        if (batch_flush(r, b, out) != 0)
+            return true; /* the error is recorded; the worker stops */
+    }
+    b->parent = j->dst_parent;
+    struct meta_file_item *it = &b->items[b->count++];
+    *it = (struct meta_file_item){.name = r->names + j->name_off, .name_len = j->name_len,
+                                  .mode = a.mode, .uid = a.uid, .gid = a.gid, .rdev = a.rdev,
+                                  .atime_ns = a.atime_ns, .mtime_ns = a.mtime_ns,
+                                  .size = S_ISREG(a.mode) ? a.size : 0,
+                                  .piece_first = b->piece_count, .piece_count = n};
+    if (S_ISLNK(a.mode)) {
+        memcpy(b->bytes + b->used, target, tlen + 1);
+        it->target = b->bytes + b->used;
+        it->target_len = (uint32_t)tlen;
+        b->used += tlen + 1;
+    }
+    for (uint32_t i = 0; i < map.slice_count; i++) {
+        if (pieces[i].id != 0 && pieces[i].len > 0)
+            b->pieces[b->piece_count++] = (struct meta_file_piece){
+                .offset = map.chunk_offset + pieces[i].pos, .slice = pieces[i]};
+    }
+    b->bytes_total += it->size;
+    return true;
+}
+
 static void *worker(void *arg)
 {
     struct restore *r = arg;
@@ -532,20 +635,29 @@ static void *worker(void *arg)
     struct meta_slice *pieces = ar_malloc(sizeof(*pieces) * META_READ_SLICES_MAX);
     uint8_t *names = ar_malloc(XATTR_LIST_MAX);
     uint8_t *value = ar_malloc(65536);
+    struct batch *b = ar_calloc(1, sizeof(*b));
 
-    if (out == NULL || pieces == NULL || names == NULL || value == NULL)
+    if (out == NULL || pieces == NULL || names == NULL || value == NULL || b == NULL)
         set_error(r, -ENOMEM, "out of memory");
     while (atomic_load(&r->rc) == 0) {
-        size_t i = atomic_fetch_add(&r->next_job, 1);
-        if (i >= r->job_count)
+        size_t first = atomic_fetch_add(&r->next_job, BATCH_RUN);
+        if (first >= r->job_count)
             break;
-        if (restore_one(r, &r->jobs[i], pieces, names, value, out) == 0)
-            atomic_fetch_add(&r->done_files, 1);
+        size_t end = first + BATCH_RUN < r->job_count ? first + BATCH_RUN : r->job_count;
+        for (size_t i = first; i < end && atomic_load(&r->rc) == 0; i++) {
+            if (!batch_take(r, b, &r->jobs[i], pieces, names, out) &&
+                restore_one(r, &r->jobs[i], pieces, names, value, out) == 0)
+                atomic_fetch_add(&r->done_files, 1);
+        }
+        if (atomic_load(&r->rc) == 0)
+            batch_flush(r, b, out);
     }
+    ar_free(b);
     ar_free(out);
     ar_free(pieces);
     ar_free(names);
     ar_free(value);
+    atomic_fetch_add(&r->workers_done, 1);
     return NULL;
 }
 
@@ -564,7 +676,7 @@ static int run_pool(struct restore *r)
     if (started == 0)
         set_error(r, -EAGAIN, "cannot start a thread");
     double last = now_s();
-    while (started > 0 && atomic_load(&r->next_job) < r->job_count && atomic_load(&r->rc) == 0) {
+    while (atomic_load(&r->workers_done) < started && atomic_load(&r->rc) == 0) {
         usleep(50000);
         if (now_s() - last >= 1.0) {
             last = now_s();
@@ -856,6 +968,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         ar_free(value);
         if (rc == 0)
             rc = plan(&r, out);
+        rep->plan_s = now_s() - t0;
     } else if (rc == 0) {
         struct job j = {.src = src, .dst_parent = dst_parent, .name_len = (uint32_t)strlen(staging),
                         .mode = top.mode};

@@ -28,6 +28,74 @@ static bool op_is_known(uint32_t op)
     return op <= META_OP_LAST;
 }
 
+/* The items of a RESTORE_FILES command as protobuf, in one allocation
+ * (freed by the caller): the arrays of pointers, then the messages. */
+static int items_encode(const struct meta_cmd *cmd, Arbor__Meta__Command *pb, void **mem)
+{
+    uint32_t n = cmd->item_count;
+    uint32_t np = cmd->piece_count;
+    size_t bytes = 0;
+
+    if (n > META_RESTORE_FILES_MAX || np > META_RESTORE_PIECES_MAX)
+        return -E2BIG;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct meta_file_item *it = &cmd->items[i];
+        if (it->name_len > META_NAME_BYTES_MAX || it->target_len > META_SYMLINK_BYTES_MAX)
+            return -ENAMETOOLONG;
+        if (it->piece_first > np || it->piece_count > np - it->piece_first)
+            return -EINVAL;
+        bytes += it->name_len + 1u + it->target_len + 1u;
+    }
+    if (bytes > META_RESTORE_BYTES_MAX)
+        return -E2BIG;
+    size_t size = n * (sizeof(Arbor__Meta__FileItem *) + sizeof(Arbor__Meta__FileItem)) +
+                  np * (sizeof(Arbor__Meta__FilePiece *) + sizeof(Arbor__Meta__FilePiece) +
+                        sizeof(Arbor__Meta__Slice));
+    uint8_t *m = ar_malloc(size > 0 ? size : 1);
+    if (m == NULL)
+        return -ENOMEM;
+    Arbor__Meta__FileItem **items = (Arbor__Meta__FileItem **)(void *)m;
+    Arbor__Meta__FilePiece **pieces = (Arbor__Meta__FilePiece **)(void *)(items + n);
+    Arbor__Meta__FileItem *item_v = (Arbor__Meta__FileItem *)(void *)(pieces + np);
+    Arbor__Meta__FilePiece *piece_v = (Arbor__Meta__FilePiece *)(void *)(item_v + n);
+    Arbor__Meta__Slice *slice_v = (Arbor__Meta__Slice *)(void *)(piece_v + np);
+    for (uint32_t k = 0; k < np; k++) {
+        const struct meta_file_piece *fp = &cmd->pieces[k];
+        arbor__meta__slice__init(&slice_v[k]);
+        slice_v[k].id = fp->slice.id;
+        slice_v[k].size = fp->slice.size;
+        slice_v[k].off = fp->slice.off;
+        slice_v[k].len = fp->slice.len;
+        arbor__meta__file_piece__init(&piece_v[k]);
+        piece_v[k].offset = fp->offset;
+        piece_v[k].slice = &slice_v[k];
+        pieces[k] = &piece_v[k];
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const struct meta_file_item *it = &cmd->items[i];
+        Arbor__Meta__FileItem *f = &item_v[i];
+        arbor__meta__file_item__init(f);
+        f->name = (ProtobufCBinaryData){.len = it->name_len,
+                                        .data = (uint8_t *)(uintptr_t)it->name};
+        f->mode = it->mode;
+        f->uid = it->uid;
+        f->gid = it->gid;
+        f->rdev = it->rdev;
+        f->atime_ns = it->atime_ns;
+        f->mtime_ns = it->mtime_ns;
+        f->size = it->size;
+        f->target = (ProtobufCBinaryData){.len = it->target_len,
+                                          .data = (uint8_t *)(uintptr_t)it->target};
+        f->n_pieces = it->piece_count;
+        f->pieces = it->piece_count > 0 ? &pieces[it->piece_first] : NULL;
+        items[i] = f;
+    }
+    pb->n_items = n;
+    pb->items = n > 0 ? items : NULL;
+    *mem = m;
+    return 0;
+}
+
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)
 {
     Arbor__Meta__Command pb = ARBOR__META__COMMAND__INIT;
@@ -88,10 +156,17 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     slice.off = cmd->slice.off;
     slice.len = cmd->slice.len;
     pb.slice = &slice;
+    void *mem = NULL;
+    int rc = cmd->item_count > 0 ? items_encode(cmd, &pb, &mem) : 0;
+    if (rc != 0)
+        return rc;
     size_t need = arbor__meta__command__get_packed_size(&pb);
-    if (need > cap || need > META_MSG_BYTES_MAX)
+    if (need > cap || need > META_MSG_BYTES_MAX) {
+        ar_free(mem);
         return -EMSGSIZE;
+    }
     *len = arbor__meta__command__pack(&pb, buf);
+    ar_free(mem);
     AR_ASSERT(*len == need);
     return 0;
 }
@@ -106,6 +181,52 @@ static int copy_bytes(const ProtobufCBinaryData *b, char *dst, size_t limit, con
     dst[b->len] = '\0';
     *out = b->len > 0 ? dst : NULL;
     *out_len = (uint32_t)b->len;
+    return 0;
+}
+
+/* The items into out's arrays; the names and targets into its arena. */
+static int items_decode(const Arbor__Meta__Command *pb, struct meta_cmd_buf *out)
+{
+    struct meta_cmd *cmd = &out->cmd;
+    size_t used = 0;
+    uint32_t np = 0;
+
+    if (pb->n_items > META_RESTORE_FILES_MAX)
+        return -E2BIG;
+    for (size_t i = 0; i < pb->n_items; i++) {
+        const Arbor__Meta__FileItem *f = pb->items[i];
+        struct meta_file_item *it = &out->items[i];
+        if (f->name.len > META_NAME_BYTES_MAX || f->target.len > META_SYMLINK_BYTES_MAX)
+            return -ENAMETOOLONG;
+        if (used + f->name.len + 1 + f->target.len + 1 > META_RESTORE_BYTES_MAX ||
+            f->n_pieces > META_RESTORE_PIECES_MAX - np)
+            return -E2BIG;
+        *it = (struct meta_file_item){.mode = f->mode, .uid = f->uid, .gid = f->gid,
+                                      .rdev = f->rdev, .atime_ns = f->atime_ns,
+                                      .mtime_ns = f->mtime_ns, .size = f->size,
+                                      .piece_first = np, .piece_count = (uint32_t)f->n_pieces};
+        int rc = copy_bytes(&f->name, out->item_bytes + used, META_NAME_BYTES_MAX, &it->name,
+                            &it->name_len);
+        used += f->name.len + 1;
+        if (rc == 0)
+            rc = copy_bytes(&f->target, out->item_bytes + used, META_SYMLINK_BYTES_MAX,
+                            &it->target, &it->target_len);
+        used += f->target.len + 1;
+        if (rc != 0)
+            return rc;
+        for (size_t k = 0; k < f->n_pieces; k++) {
+            const Arbor__Meta__FilePiece *p = f->pieces[k];
+            struct meta_file_piece *fp = &out->pieces[np++];
+            *fp = (struct meta_file_piece){.offset = p->offset};
+            if (p->slice != NULL)
+                fp->slice = (struct meta_slice){.id = p->slice->id, .size = p->slice->size,
+                                                .off = p->slice->off, .len = p->slice->len};
+        }
+    }
+    cmd->items = pb->n_items > 0 ? out->items : NULL;
+    cmd->item_count = (uint32_t)pb->n_items;
+    cmd->pieces = np > 0 ? out->pieces : NULL;
+    cmd->piece_count = np;
     return 0;
 }
 
@@ -173,7 +294,7 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
         cmd->slice.off = pb->slice->off;
         cmd->slice.len = pb->slice->len;
     }
-    return 0;
+    return items_decode(pb, out);
 }
 
 int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out)

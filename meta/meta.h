@@ -138,8 +138,10 @@ enum meta_op {
     META_OP_ALLOC_SLICES, /* length: how many slice ids -> attr.ino the first, attr.size count */
     META_OP_MAP_SET,  /* the map shard: cookie = the version replaced, value = the new map */
     META_OP_MAP_GET,  /* the map shard: -> data = the encoded map (data_cap 0: its size) */
+    META_OP_RESTORE_FILES, /* ino = dir, items, new_ino = the first item's number: files made
+                            * whole (attributes, times, slices) -> attr of the last; root only */
 };
-#define META_OP_LAST META_OP_MAP_GET /* the highest op */
+#define META_OP_LAST META_OP_RESTORE_FILES /* the highest op */
 
 /* ---- file data ------------------------------------------------------------------
  * A file is cut into chunks of META_CHUNK_BYTES. A write puts a slice (an
@@ -151,6 +153,11 @@ enum meta_op {
 /* Slices stacked in one chunk: a write past it is -EAGAIN until the client
  * compacts the chunk (rewrites it as one slice, which covers the rest). */
 #define META_CHUNK_SLICES_MAX 1024u
+/* One RESTORE_FILES command: files, pieces of them all, bytes of their
+ * names and targets (each NUL-terminated). */
+#define META_RESTORE_FILES_MAX  256u
+#define META_RESTORE_PIECES_MAX 1024u
+#define META_RESTORE_BYTES_MAX  (64u << 10)
 #define META_READ_SLICES_MAX  (2u * META_CHUNK_SLICES_MAX + 1u) /* pieces of a resolved chunk */
 
 struct meta_slice {
@@ -171,6 +178,31 @@ enum {
     META_SET_MTIME = 1u << 5,
     META_SET_ATIME_NOW = 1u << 6, /* to the command's time (UTIME_NOW) */
     META_SET_MTIME_NOW = 1u << 7,
+};
+
+/* A piece of a restored file's data: a slice shown at offset of the file
+ * (within one chunk), as a WRITE would put it. */
+struct meta_file_piece {
+    uint64_t offset;
+    struct meta_slice slice; /* id, size, off, len */
+};
+
+/* One file of META_OP_RESTORE_FILES: made as MKNOD or SYMLINK would, then
+ * its pieces written, then its size, owner, mode and times set. */
+struct meta_file_item {
+    const char *name;       /* borrowed for the call */
+    uint32_t name_len;
+    uint32_t mode;          /* type and all permission bits (set-id too) */
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t rdev;
+    int64_t atime_ns;
+    int64_t mtime_ns;
+    uint64_t size;          /* regular files */
+    const char *target;     /* symlinks */
+    uint32_t target_len;
+    uint32_t piece_first;   /* its pieces: cmd->pieces[piece_first .. + piece_count) */
+    uint32_t piece_count;
 };
 
 struct meta_cmd {
@@ -208,6 +240,10 @@ struct meta_cmd {
     uint64_t offset;      /* write, fallocate, read_map: a byte of the file */
     uint64_t length;      /* fallocate */
     struct meta_slice slice; /* write: id, size, off, len (pos comes from offset) */
+    const struct meta_file_item *items; /* restore_files: borrowed for the call */
+    uint32_t item_count;
+    const struct meta_file_piece *pieces;
+    uint32_t piece_count;
 };
 
 struct meta_dirent {
@@ -363,11 +399,14 @@ uint32_t meta_shard_sessions(const struct meta_shard *s, uint64_t *out, uint32_t
 
 /* A decoded command with room for the bytes it points to. */
 struct meta_cmd_buf {
-    struct meta_cmd cmd; /* name, new_name, target point into the arrays below */
+    struct meta_cmd cmd; /* name, new_name, target, items point into the arrays below */
     char name[256];
     char new_name[256];
     char target[4096];
     uint8_t value[65536];
+    struct meta_file_item items[META_RESTORE_FILES_MAX];
+    struct meta_file_piece pieces[META_RESTORE_PIECES_MAX];
+    char item_bytes[META_RESTORE_BYTES_MAX]; /* the items' names and targets */
 };
 
 /* Encode cmd into buf[0..cap). On 0, *len is the bytes written. -EMSGSIZE if

@@ -247,6 +247,7 @@ int meta_shard_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
     case META_OP_MAP_SET:
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
+    case META_OP_RESTORE_FILES:
     case META_OP_SETATTR:
     case META_OP_MKNOD:
     case META_OP_MKDIR:
@@ -892,6 +893,162 @@ static int op_setattr(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     return 0;
 }
 
+/* ---- restore_files ------------------------------------------------------------------
+ * Files made whole in one command (arbor restore): each item as MKNOD or
+ * SYMLINK would make it, its pieces as WRITEs, then its size and owner,
+ * then its mode and times. Everything an item could fail on is checked
+ * first, so a command applies whole or not at all. */
+
+/* The sub-command that makes item i. */
+static struct meta_cmd item_create(const struct meta_cmd *cmd, uint32_t i)
+{
+    const struct meta_file_item *it = &cmd->items[i];
+    bool is_link = (it->mode & S_IFMT) == S_IFLNK;
+
+    return (struct meta_cmd){.op = is_link ? META_OP_SYMLINK : META_OP_MKNOD,
+                             .cred = cmd->cred, .now_ns = cmd->now_ns,
+                             .new_ino = cmd->new_ino + i, .ino = cmd->ino, .name = it->name,
+                             .name_len = it->name_len, .mode = it->mode, .rdev = it->rdev,
+                             .target = it->target, .target_len = it->target_len};
+}
+
+struct name_key {
+    uint64_t hash;
+    uint32_t item;
+};
+
+static int cmp_name_key(const void *a, const void *b)
+{
+    const struct name_key *x = a;
+    const struct name_key *y = b;
+
+    return x->hash < y->hash ? -1 : x->hash > y->hash ? 1 : (x->item > y->item) - (x->item < y->item);
+}
+
+/* -EEXIST if two items share a name: hashes sorted, equal neighbours compared. */
+static int restore_names_distinct(const struct meta_cmd *cmd)
+{
+    struct name_key keys[META_RESTORE_FILES_MAX];
+
+    for (uint32_t i = 0; i < cmd->item_count; i++) {
+        keys[i] = (struct name_key){
+            .hash = meta__hash_bytes(0, cmd->items[i].name, cmd->items[i].name_len), .item = i};
+    }
+    qsort(keys, cmd->item_count, sizeof(keys[0]), cmp_name_key);
+    for (uint32_t i = 1; i < cmd->item_count; i++) {
+        for (uint32_t j = i; j-- > 0 && keys[j].hash == keys[i].hash;) {
+            const struct meta_file_item *a = &cmd->items[keys[i].item];
+            const struct meta_file_item *b = &cmd->items[keys[j].item];
+            if (a->name_len == b->name_len && memcmp(a->name, b->name, a->name_len) == 0)
+                return -EEXIST;
+        }
+    }
+    return 0;
+}
+
+static int restore_check(const struct meta_shard *s, const struct meta_cmd *cmd)
+{
+    if (cmd->cred.uid != 0)
+        return -EPERM; /* it sets owners and set-id bits */
+    if (cmd->item_count == 0 || cmd->item_count > META_RESTORE_FILES_MAX ||
+        cmd->new_ino > UINT64_MAX - cmd->item_count ||
+        cmd->new_ino + cmd->item_count > s->self.ino_hi)
+        return -EINVAL;
+    int rc = restore_names_distinct(cmd);
+    for (uint32_t i = 0; rc == 0 && i < cmd->item_count; i++) {
+        const struct meta_file_item *it = &cmd->items[i];
+        uint32_t type = it->mode & S_IFMT;
+        if (type != S_IFREG && type != S_IFLNK && type != S_IFIFO && type != S_IFSOCK &&
+            type != S_IFCHR && type != S_IFBLK)
+            return -EINVAL;
+        if ((type != S_IFLNK && it->target_len != 0) ||
+            (type != S_IFREG && (it->piece_count > 0 || it->size > 0)) ||
+            it->piece_first > cmd->piece_count ||
+            it->piece_count > cmd->piece_count - it->piece_first)
+            return -EINVAL;
+        if (it->size > META_FILE_BYTES_MAX)
+            return -EFBIG;
+        for (uint32_t k = 0; k < it->piece_count; k++) {
+            const struct meta_file_piece *p = &cmd->pieces[it->piece_first + k];
+            const struct meta_slice *sl = &p->slice;
+            if (sl->id == 0 || sl->len == 0 || sl->size > META_CHUNK_BYTES ||
+                (uint64_t)sl->off + sl->len > sl->size || p->offset > it->size ||
+                sl->len > it->size - p->offset ||
+                p->offset % META_CHUNK_BYTES + sl->len > META_CHUNK_BYTES)
+                return -EINVAL;
+        }
+        if (it->piece_count > META_CHUNK_SLICES_MAX)
+            return -EINVAL;
+        struct meta_cmd sub = item_create(cmd, i);
+        struct create_plan p;
+        rc = create_plan(s, &sub, &p); /* the name, the directory, the number */
+    }
+    return rc;
+}
+
+static int restore_item(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t i,
+                        struct meta_reply *r)
+{
+    const struct meta_file_item *it = &cmd->items[i];
+    struct meta_cmd sub = item_create(cmd, i);
+    int rc = meta__dirty_reserve(s);
+
+    if (rc == 0)
+        rc = op_create(s, &sub, r);
+    uint64_t ino = cmd->new_ino + i;
+    for (uint32_t k = 0; rc == 0 && k < it->piece_count; k++) {
+        const struct meta_file_piece *p = &cmd->pieces[it->piece_first + k];
+        struct meta_cmd w = {.op = META_OP_WRITE, .cred = cmd->cred, .now_ns = cmd->now_ns,
+                             .ino = ino, .offset = p->offset, .slice = p->slice};
+        rc = meta__dirty_reserve(s);
+        if (rc == 0)
+            rc = meta__data_apply(s, &w, r);
+    }
+    bool is_link = (it->mode & S_IFMT) == S_IFLNK;
+    struct meta_cmd own = {.op = META_OP_SETATTR, .cred = cmd->cred, .now_ns = cmd->now_ns,
+                           .ino = ino, .set_mask = META_SET_UID | META_SET_GID,
+                           .set = {.uid = it->uid, .gid = it->gid, .size = it->size}};
+    if ((it->mode & S_IFMT) == S_IFREG)
+        own.set_mask |= META_SET_SIZE;
+    struct meta_cmd rest = {.op = META_OP_SETATTR, .cred = cmd->cred, .now_ns = cmd->now_ns,
+                            .ino = ino, .set_mask = META_SET_ATIME | META_SET_MTIME,
+                            .set = {.mode = it->mode & 07777, .atime_ns = it->atime_ns,
+                                    .mtime_ns = it->mtime_ns}};
+    if (!is_link)
+        rest.set_mask |= META_SET_MODE;
+    if (rc == 0)
+        rc = meta__dirty_reserve(s);
+    if (rc == 0)
+        rc = op_setattr(s, &own, r);
+    if (rc == 0)
+        rc = meta__dirty_reserve(s);
+    if (rc == 0)
+        rc = op_setattr(s, &rest, r);
+    return rc;
+}
+
+static int op_restore_files(struct meta_shard *s, const struct meta_cmd *cmd,
+                            struct meta_reply *r)
+{
+    int rc = restore_check(s, cmd);
+
+    for (uint32_t i = 0; rc == 0 && i < cmd->item_count; i++) {
+        rc = restore_item(s, cmd, i, r);
+        if (rc == 0 || rc == -ENOMEM)
+            continue; /* -ENOMEM stops the replica (the server's rule) */
+        /* a case the checks missed: take back this command's files, so that
+         * no name of it stays (the directory's times moved) */
+        for (uint32_t j = 0; j <= i; j++) {
+            struct meta_cmd un = {.op = META_OP_UNLINK, .cred = cmd->cred, .now_ns = cmd->now_ns,
+                                  .ino = cmd->ino, .name = cmd->items[j].name,
+                                  .name_len = cmd->items[j].name_len};
+            if (meta__dirty_reserve(s) == 0)
+                (void)op_remove(s, &un, false);
+        }
+    }
+    return rc;
+}
+
 static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
     switch (cmd->op) {
@@ -919,6 +1076,8 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
         return meta__data_apply(s, cmd, r);
+    case META_OP_RESTORE_FILES:
+        return op_restore_files(s, cmd, r);
     case META_OP_ALLOC_SLICES:
     case META_OP_MAP_SET:
         return meta__map_apply(s, cmd, r);

@@ -149,6 +149,7 @@ static unsigned fills(enum meta_op op)
     case META_OP_FALLOCATE:
     case META_OP_ALLOC_SLICES:
     case META_OP_MAP_SET:
+    case META_OP_RESTORE_FILES:
         return FILL_ATTR;
     case META_OP_ACCESS:
     case META_OP_UNLINK:

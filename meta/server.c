@@ -927,10 +927,16 @@ static int propose_cmd(struct group *g, struct meta_cmd *cmd, raft_index *index)
     g->last_now_ns = now > g->last_now_ns ? now : g->last_now_ns + 1;
     cmd->now_ns = g->last_now_ns;
     cmd->epoch = epoch_of(g);
-    if (takes_number(cmd->op) && g->next_ino >= meta_shard_self(g->state)->ino_hi)
+    /* restore_files takes a number for each of its files */
+    uint64_t numbers = cmd->op == META_OP_RESTORE_FILES ? cmd->item_count
+                       : takes_number(cmd->op)          ? 1u
+                                                        : 0u;
+    if (numbers > 0 && meta_shard_self(g->state)->ino_hi - g->next_ino < numbers)
         return -ENOSPC; /* the shard's lease of numbers is spent */
-    if (takes_number(cmd->op))
-        cmd->new_ino = g->next_ino++;
+    if (numbers > 0) {
+        cmd->new_ino = g->next_ino;
+        g->next_ino += numbers;
+    }
     size_t len;
     int rc = meta_cmd_encode(cmd, s->enc, META_MSG_BYTES_MAX, &len);
     if (rc != 0)

@@ -8,6 +8,7 @@ int bench_fsm(int argc, char **argv);
 int bench_raft(int argc, char **argv);
 int bench_meta(int argc, char **argv);
 int bench_fs(int argc, char **argv);
+int bench_restore(int argc, char **argv);
 
 /* memfs.c: a trivial in-memory FUSE file system, the ceiling bench fs
  * measures against; served by its own threads until unmounted. */

@@ -378,43 +378,6 @@ static int setup_call(struct bench *b, struct client *c, const struct meta_cmd *
 
 /* ---- the cluster ------------------------------------------------------------------------------ */
 
-static int start_cluster(const char *dir, uint16_t *client_ports, pid_t *pids)
-{
-    char nodes[600] = "";
-    char cmd[1600];
-
-    for (uint32_t i = 0; i < NODES; i++) {
-        client_ports[i] = cmd_free_port();
-        uint16_t raft = cmd_free_port();
-        if (client_ports[i] == 0 || raft == 0)
-            return -1;
-        snprintf(nodes + strlen(nodes), sizeof(nodes) - strlen(nodes),
-                 "%s%u=127.0.0.1:%u/127.0.0.1:%u", i ? "," : "", i + 1, raft, client_ports[i]);
-    }
-    for (uint32_t i = 0; i < NODES; i++) {
-        snprintf(cmd, sizeof(cmd),
-                 "/proc/%d/exe format '%s/node%u' --id %u --nodes %s > /dev/null", getpid(),
-                 dir, i + 1, i + 1, nodes);
-        if (system(cmd) != 0)
-            return -1;
-    }
-    for (uint32_t i = 0; i < NODES; i++) {
-        char data[600];
-        char log[600];
-        snprintf(data, sizeof(data), "%s/node%u", dir, i + 1);
-        snprintf(log, sizeof(log), "%s/node%u.log", dir, i + 1);
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-            dup2(fd, 1);
-            dup2(fd, 2);
-            execl("/proc/self/exe", "arbor", "serve", data, (char *)NULL);
-            _exit(127);
-        }
-    }
-    return 0;
-}
-
 /* count clients over conns connections (0: one each), dealt round-robin. */
 static int connect_all(struct bench *b, uint32_t count, uint32_t conns, uint16_t port)
 {
@@ -463,32 +426,12 @@ static void close_all(struct bench *b)
 }
 
 /* Wait (bounded) until every server accepts connections. */
-static bool wait_listening(const uint16_t *ports)
-{
-    for (uint32_t i = 0; i < NODES; i++) {
-        bool is_up = false;
-        for (int tries = 0; tries < 200 && !is_up; tries++) {
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(ports[i])};
-            sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            is_up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-            if (fd >= 0)
-                close(fd);
-            if (!is_up)
-                usleep(50000);
-        }
-        if (!is_up)
-            return false;
-    }
-    return true;
-}
-
 /* Find the leader: a linearizable statfs answers only there. */
 static int find_leader(struct bench *b, const uint16_t *ports)
 {
     struct meta_cmd sf = {.op = META_OP_STATFS};
 
-    if (!wait_listening(ports))
+    if (!cmd_cluster_listening(ports, NODES))
         return -1;
     for (int round = 0; round < 200; round++) {
         for (uint32_t i = 0; i < NODES; i++) {
@@ -679,7 +622,7 @@ int bench_meta(int argc, char **argv)
         uv_prepare_start(&b.flusher, flush_conns);
     }
     if (rc == 0)
-        rc = start_cluster(dir, b.ports, pids) == 0 ? 0 : 1;
+        rc = cmd_cluster_start(dir, NODES, NULL, b.ports, pids) == 0 ? 0 : 1;
     int leader = rc == 0 ? find_leader(&b, b.ports) : -1;
     if (leader < 0) {
         fprintf(stderr, "arbor bench meta: no leader came up (logs in %s)\n", dir);
@@ -693,12 +636,7 @@ int bench_meta(int argc, char **argv)
             rc = run_clients(&b, b.counts[i], b.ports[leader], i);
         }
     }
-    for (uint32_t i = 0; i < NODES; i++) {
-        if (pids[i] > 0) {
-            kill(pids[i], SIGTERM);
-            waitpid(pids[i], NULL, 0);
-        }
-    }
+    cmd_cluster_stop(pids, NODES);
     if (b.flusher.data == &b) {
         uv_close((uv_handle_t *)&b.flusher, NULL);
         uv_run(&b.loop, UV_RUN_DEFAULT);

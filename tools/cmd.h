@@ -39,6 +39,17 @@ uint16_t cmd_free_port(void);
 #include <sys/types.h>
 int cmd_local_meta(char *addrs, size_t cap, pid_t *pid);
 
+/* A cluster of count replicas (at most 7) for a benchmark: formatted in
+ * dir/node<i> and started as `arbor serve` processes (with serve_args,
+ * NULL-terminated, or NULL), logs in dir/node<i>.log; their client ports
+ * and pids out. -1 if a port or a format fails. */
+int cmd_cluster_start(const char *dir, uint32_t count, const char *const *serve_args,
+                      uint16_t *client_ports, pid_t *pids);
+/* Wait (at most 10 s) until every port takes connections. */
+bool cmd_cluster_listening(const uint16_t *client_ports, uint32_t count);
+/* SIGTERM each pid > 0 and reap it. */
+void cmd_cluster_stop(const pid_t *pids, uint32_t count);
+
 /* Seconds on the monotonic clock. */
 double cmd_now(void);
 
