@@ -2,9 +2,9 @@
  * (design §7; meta.h "block garbage collection").
  *
  * 1. Replay the whole archived window from its oldest state: the slices
- *    that state's files name, and every slice a WRITE named since, are
- *    the ones a restore inside the window (or the live volume, which is
- *    the window's last state) may need. The oldest state's next slice id
+ *    that state's files name, and every slice a WRITE or RESTORE_FILES
+ *    named since, are the ones a restore inside the window (or the live
+ *    volume, which is the window's last state) may need. The oldest state's next slice id
  *    is the keep bound: ids from it up were taken inside the window.
  * 2. The archive must reach within ARCHIVE_LAG_MAX_NS of now, so the live
  *    state is in it too (but for entries too new to matter: their slices
@@ -73,8 +73,13 @@ static void on_command(void *ctx, const struct meta_shard *s, const struct meta_
 {
     (void)s;
     (void)hlc_ns;
-    if (!is_before && cmd->op == META_OP_WRITE && cmd->slice.id != 0)
+    if (is_before)
+        return;
+    if (cmd->op == META_OP_WRITE && cmd->slice.id != 0)
         add(ctx, cmd->slice.id);
+    for (uint32_t i = 0; cmd->op == META_OP_RESTORE_FILES && i < cmd->piece_count; i++) {
+        add(ctx, cmd->pieces[i].slice.id);
+    }
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -123,8 +128,10 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
     if (rc == 0 && rep->point.newest_ns + ARCHIVE_LAG_MAX_NS < o->now_ns)
         rc = fail(errmsg, -EAGAIN, "the archive lags %" PRIu64 " s behind now (is a leader "
                   "archiving?): gc stops", (uint64_t)((o->now_ns - rep->point.newest_ns) / 1000000000u));
-    if (end != NULL)
+    if (end != NULL) { /* named already by the commands; and a check of them */
+        meta_shard_each_slice(end, add, &n);
         meta_shard_free(end);
+    }
     qsort(n.ids, n.count, sizeof(*n.ids), cmp_u64);
     size_t distinct = 0;
     for (size_t i = 0; i < n.count; i++) {

@@ -6,7 +6,8 @@
  * from a file:// store is the shard that applied the same commands up to
  * that moment (equal state hashes), from the empty shard or from an
  * archived checkpoint; a moment before the oldest state, in a hole of the
- * archive or past its end is refused with the error that says so.
+ * archive or past its end is refused with the error that says so. Block
+ * gc deletes exactly the blocks no state of the window names.
  * Method: commands made here (mkdir with leader times), applied to a
  * reference shard and archived by hand through archive.h. */
 #include <stdarg.h>
@@ -49,6 +50,14 @@ static void make_cmd(uint64_t i, struct meta_cmd *cmd, char *name)
     *cmd = (struct meta_cmd){.op = META_OP_MKDIR, .now_ns = (int64_t)time_of(i),
                              .new_ino = 1000 + i, .ino = i < 4 ? 1 : 1000 + i / 2, .name = name,
                              .name_len = (uint32_t)strlen(name), .mode = S_IFDIR | 0755};
+}
+
+static struct meta_shard *new_first(void)
+{
+    struct meta_shard *s = NULL;
+
+    assert_int_equal(meta_shard_new_first(META_ROOT_SHARD, &s), 0);
+    return s;
 }
 
 static int setup(void **state)
@@ -392,6 +401,102 @@ static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
     assert_int_equal(rc, -AR_ECORRUPT);
 }
 
+/* Replace entry i's command with cmd (applied to s too, for its reply). */
+static void set_entry(struct world *w, struct meta_shard *s, uint64_t i, struct meta_cmd *cmd,
+                      struct meta_reply *rep)
+{
+    cmd->now_ns = (int64_t)time_of(i);
+    assert_int_equal(meta_cmd_encode(cmd, w->cmd_bytes[i], 1024, &w->cmd_len[i]), 0);
+    memset(rep, 0, sizeof(*rep));
+    assert_int_equal(meta_shard_apply(s, cmd, rep), 0);
+}
+
+static void put_block(struct world *w, uint64_t id)
+{
+    char key[64];
+
+    snprintf(key, sizeof(key), "s/%016llx/0", (unsigned long long)id);
+    assert_int_equal(obj_put(w->st, key, "data", 4, NULL), 0);
+}
+
+static bool has_block(struct world *w, uint64_t id)
+{
+    char key[64];
+    size_t size;
+
+    snprintf(key, sizeof(key), "s/%016llx/0", (unsigned long long)id);
+    return obj_head(w->st, key, &size, NULL) == 0;
+}
+
+static void test_gc_keeps_what_the_window_names(void **state)
+{
+    struct world *w = *state;
+    struct meta_shard *s = new_first();
+    struct meta_reply rep;
+    struct meta_gc_report gr;
+    char err[AR_ERRMSG_MAX] = "";
+    uint64_t i = 1;
+
+    struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = 100};
+    set_entry(w, s, i++, &al, &rep);
+    uint64_t f = rep.attr.ino; /* the first id taken */
+    static const char *const names[] = {"a", "b", "c"};
+    for (uint64_t k = 0; k < 3; k++) {
+        struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = names[k], .name_len = 1,
+                              .mode = S_IFREG | 0644, .new_ino = 1000 + k};
+        set_entry(w, s, i++, &mk, &rep);
+        struct meta_cmd wr = {.op = META_OP_WRITE, .ino = 1000 + k,
+                              .slice = {.id = f + k, .size = 4, .len = 4}};
+        set_entry(w, s, i++, &wr, &rep);
+    }
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = 1, .name = "c", .name_len = 1};
+    set_entry(w, s, i++, &un, &rep);
+    uint64_t base = i - 1; /* the window's oldest state: c is gone, f+2 unnamed */
+    struct meta_cmd over = {.op = META_OP_WRITE, .ino = 1000,
+                            .slice = {.id = f + 3, .size = 4, .len = 4}};
+    set_entry(w, s, i++, &over, &rep); /* f+0 no longer live, but the base names it */
+    struct meta_cmd unb = {.op = META_OP_UNLINK, .ino = 1, .name = "b", .name_len = 1};
+    set_entry(w, s, i++, &unb, &rep); /* f+1: likewise */
+    struct meta_file_piece piece = {.slice = {.id = f + 2, .size = 4, .len = 4}};
+    struct meta_file_item item = {.name = "c-back", .name_len = 6, .mode = S_IFREG | 0644,
+                                  .size = 4, .piece_count = 1};
+    struct meta_cmd rf = {.op = META_OP_RESTORE_FILES, .ino = 1, .new_ino = 2000, .items = &item,
+                          .item_count = 1, .pieces = &piece, .piece_count = 1};
+    set_entry(w, s, i++, &rf, &rep); /* f+2 named again */
+    uint64_t last = i - 1;
+    meta_shard_free(s);
+    put_checkpoint(w, base);
+    put_batch(w, base + 1, last);
+    for (uint64_t k = 0; k < 6; k++) {
+        put_block(w, f + k);
+    }
+    put_block(w, f + 50);  /* taken before the window, never named */
+    put_block(w, f + 100); /* taken inside the window (the base's next id) */
+
+    struct meta_gc_options o = {.shard = META_ROOT_SHARD, .now_ns = time_of(last),
+                                .is_dry_run = true, .scratch_dir = w->dir};
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), 0);
+    assert_int_equal(gr.blocks, 8);
+    assert_int_equal(gr.keep_from, f + 100);
+    assert_int_equal(gr.garbage_blocks, 3); /* f+4, f+5, f+50 */
+    assert_int_equal(gr.deleted_blocks, 0);
+    assert_true(has_block(w, f + 4));
+    o.is_dry_run = false;
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), 0);
+    assert_int_equal(gr.deleted_blocks, 3);
+    static const uint64_t kept[] = {0, 1, 2, 3, 100};
+    for (size_t k = 0; k < AR_ARRAY_LEN(kept); k++) {
+        assert_true(has_block(w, f + kept[k]));
+    }
+    assert_false(has_block(w, f + 4));
+    assert_false(has_block(w, f + 50));
+    /* an archive that lags: nothing is deleted */
+    put_block(w, f + 5);
+    o.now_ns = time_of(last) + 61000000000ull;
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), -EAGAIN);
+    assert_true(has_block(w, f + 5));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +505,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_gc_keeps_what_the_window_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
