@@ -93,17 +93,6 @@ struct restore {
     char errmsg[AR_ERRMSG_MAX];
 };
 
-static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *errmsg, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 static void say(const struct restore *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(const struct restore *r, const char *fmt, ...)
 {
@@ -286,37 +275,6 @@ static int scratch_attr(const struct restore *r, uint64_t ino, struct meta_attr 
 
     *out = rep.attr;
     return rc;
-}
-
-/* Walk path (absolute, in the volume) in the scratch state. */
-static int scratch_resolve(const struct restore *r, const char *path, uint64_t *ino)
-{
-    char part[256];
-    uint64_t at = 1;
-    const char *p = path;
-
-    while (*p != '\0') {
-        while (*p == '/') {
-            p++;
-        }
-        size_t n = strcspn(p, "/");
-        if (n == 0)
-            break;
-        if (n > 255)
-            return -ENAMETOOLONG;
-        memcpy(part, p, n);
-        part[n] = '\0';
-        struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = at, .name = part,
-                               .name_len = (uint32_t)n};
-        struct meta_reply rep = {0};
-        int rc = scratch_read(r, &cmd, &rep);
-        if (rc != 0)
-            return rc;
-        at = rep.attr.ino;
-        p += n;
-    }
-    *ino = at;
-    return 0;
 }
 
 /* Copy the extended attributes of src (scratch) to dst (live). */
@@ -754,8 +712,10 @@ static int split_path(const char *path, char *parent, size_t cap, char *name)
     return 0;
 }
 
-static int live_resolve(struct restore *r, const char *path, uint64_t *ino,
-                        struct meta_response_buf *out)
+/* Walk path (absolute, in the volume) to *ino: in the live volume (out
+ * given) or in the scratch state (out NULL). */
+static int resolve(struct restore *r, const char *path, uint64_t *ino,
+                   struct meta_response_buf *out)
 {
     char part[256];
     uint64_t at = 1;
@@ -773,7 +733,16 @@ static int live_resolve(struct restore *r, const char *path, uint64_t *ino,
         memcpy(part, p, n);
         part[n] = '\0';
         uint32_t mode;
-        int rc = live_lookup(r, at, part, &at, &mode, out);
+        int rc;
+        if (out != NULL) {
+            rc = live_lookup(r, at, part, &at, &mode, out);
+        } else {
+            struct meta_cmd cmd = {.op = META_OP_LOOKUP, .ino = at, .name = part,
+                                   .name_len = (uint32_t)n};
+            struct meta_reply rep = {0};
+            rc = scratch_read(r, &cmd, &rep);
+            at = rep.attr.ino;
+        }
         if (rc != 0)
             return rc;
         p += n;
@@ -815,7 +784,7 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
              r->o->scratch_dir != NULL ? r->o->scratch_dir : tmp != NULL ? tmp : "/tmp");
     if (mkdtemp(dir) == NULL) {
         obj_store_close(st);
-        return fail(errmsg, -errno, "cannot make a scratch directory %s: %s", dir,
+        return ar_errorf(errmsg, -errno, "cannot make a scratch directory %s: %s", dir,
                     strerror(errno));
     }
     struct meta_rebuild_options ro = {.shard = shard, .at_ns = r->o->at_ns, .scratch_dir = dir,
@@ -863,9 +832,9 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
     bool is_there = rc == 0;
 
     if (rc != 0 && rc != -ENOENT)
-        return fail(errmsg, rc, "looking up %s: %s", final, ar_strerror(rc));
+        return ar_errorf(errmsg, rc, "looking up %s: %s", final, ar_strerror(rc));
     if (is_there && !is_replace)
-        return fail(errmsg, -EEXIST, "%s exists now: the restored tree stays at %s", final,
+        return ar_errorf(errmsg, -EEXIST, "%s exists now: the restored tree stays at %s", final,
                     staging);
     struct meta_cmd mv = {.op = META_OP_RENAME, .ino = parent, .name = staging,
                           .name_len = (uint32_t)strlen(staging), .new_dir = parent,
@@ -873,7 +842,7 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
                           .flags = is_there ? RENAME_EXCHANGE : RENAME_NOREPLACE};
     rc = live(r, &mv, 0, out);
     if (rc != 0)
-        return fail(errmsg, rc, "renaming %s to %s: %s", staging, final, ar_strerror(rc));
+        return ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, final, ar_strerror(rc));
     if (!is_there)
         return 0;
     /* the old tree is under the staging name now: give it its own */
@@ -887,7 +856,7 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
                             .flags = RENAME_NOREPLACE};
     rc = live(r, &keep, 0, out);
     if (rc != 0)
-        return fail(errmsg, rc, "the restored tree is in place; the old one is at %s, not %s: %s",
+        return ar_errorf(errmsg, rc, "the restored tree is in place; the old one is at %s, not %s: %s",
                     staging, aside, ar_strerror(rc));
     snprintf(r->rep->aside_name, sizeof(r->rep->aside_name), "%s", aside);
     return 0;
@@ -918,7 +887,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     }
     if (rc != 0) {
         restore_free(&r);
-        return fail(errmsg, rc, "%s: not a path in the volume (absolute, not /): %s", into,
+        return ar_errorf(errmsg, rc, "%s: not a path in the volume (absolute, not /): %s", into,
                     ar_strerror(rc));
     }
     snprintf(rep->final_path, sizeof(rep->final_path), "%s%s%s", parent,
@@ -932,9 +901,9 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     out = ar_malloc(sizeof(*out));
     rc = out != NULL ? ar_client_open(&o->meta, &r.client, errmsg) : -ENOMEM;
     if (rc == 0)
-        rc = live_resolve(&r, parent, &dst_parent, out);
+        rc = resolve(&r, parent, &dst_parent, out);
     if (rc != 0 && errmsg[0] == '\0')
-        fail(errmsg, rc, "the destination's directory %s: %s", parent, ar_strerror(rc));
+        ar_errorf(errmsg, rc, "the destination's directory %s: %s", parent, ar_strerror(rc));
     if (rc == 0) {
         say(&r, "rebuilding the volume's state at %s", stamp);
         errmsg[0] = '\0';
@@ -944,14 +913,14 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         say(&r, "rebuilt from checkpoint %" PRIu64 " and %" PRIu64 " commands, to entry %" PRIu64
                 " (%.1f s)", rep->point.base_index, rep->point.entries, rep->point.index,
             rep->rebuild_s);
-        rc = scratch_resolve(&r, o->path, &src);
+        rc = resolve(&r, o->path, &src, NULL);
         if (rc != 0)
-            fail(errmsg, rc, "%s did not exist at %s (%s)", o->path, stamp, ar_strerror(rc));
+            ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", o->path, stamp, ar_strerror(rc));
     }
     if (rc == 0) { /* an interrupted run's staging tree goes first */
         rc = live_remove(&r, dst_parent, staging, out);
         if (rc != 0)
-            fail(errmsg, rc, "removing an earlier run's %s: %s", staging, ar_strerror(rc));
+            ar_errorf(errmsg, rc, "removing an earlier run's %s: %s", staging, ar_strerror(rc));
     }
     double t0 = now_s();
     struct meta_attr top;
@@ -994,7 +963,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     rep->xattrs = atomic_load(&r.xattrs);
     rep->mismatches = atomic_load(&r.mismatches);
     if (rc == 0 && rep->mismatches > 0)
-        rc = fail(errmsg, -EIO, "%" PRIu64 " restored files do not have their size at the moment",
+        rc = ar_errorf(errmsg, -EIO, "%" PRIu64 " restored files do not have their size at the moment",
                   rep->mismatches);
     ar_free(out);
     restore_free(&r);

@@ -24,18 +24,6 @@ static const uint8_t LOG_MAGIC[8] = {'a', 'r', 'b', 'o', 'r', 'L', 'G', '1'};
 static const uint8_t CKPT_MAGIC[8] = {'a', 'r', 'b', 'o', 'r', 'C', 'K', '1'};
 static const uint8_t HEAD_MAGIC[8] = {'a', 'r', 'b', 'o', 'r', 'H', 'D', '1'};
 
-static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *errmsg, int rc, const char *fmt, ...)
-{
-    if (errmsg != NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++) {
@@ -99,7 +87,7 @@ int archive_decode(const uint8_t *buf, size_t len, uint32_t shard, struct archiv
                    char *errmsg)
 {
     if (len < ARCHIVE_HDR_BYTES || memcmp(buf, LOG_MAGIC, 8) != 0)
-        return fail(errmsg, -AR_ECORRUPT, "not an archived log batch");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "not an archived log batch");
     h->shard = get32(buf + 8);
     h->count = get32(buf + 12);
     h->first = get64(buf + 16);
@@ -107,16 +95,16 @@ int archive_decode(const uint8_t *buf, size_t len, uint32_t shard, struct archiv
     h->first_hlc = get64(buf + 32);
     h->last_hlc = get64(buf + 40);
     if (h->shard != shard)
-        return fail(errmsg, -AR_ECORRUPT, "a log batch of shard %u, not %u", h->shard, shard);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "a log batch of shard %u, not %u", h->shard, shard);
     if (h->count == 0 || h->first == 0 || h->last < h->first ||
         h->last - h->first != h->count - 1u || h->last_hlc < h->first_hlc)
-        return fail(errmsg, -AR_ECORRUPT, "a log batch whose header does not hold together");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "a log batch whose header does not hold together");
     size_t at = ARCHIVE_HDR_BYTES;
     uint64_t hlc = h->first_hlc;
     for (uint32_t i = 0; i < h->count; i++) {
         struct archive_entry e;
         if (len - at < ARCHIVE_REC_BYTES)
-            return fail(errmsg, -AR_ECORRUPT, "a log batch cut short at entry %u", i);
+            return ar_errorf(errmsg, -AR_ECORRUPT, "a log batch cut short at entry %u", i);
         e.index = get64(buf + at);
         e.term = get64(buf + at + 8);
         e.hlc_ns = get64(buf + at + 16);
@@ -127,7 +115,7 @@ int archive_decode(const uint8_t *buf, size_t len, uint32_t shard, struct archiv
             (i == 0 && e.hlc_ns != h->first_hlc) ||
             (i + 1 == h->count && e.hlc_ns != h->last_hlc) || e.type < 1 || e.type > 2 ||
             e.size > META_MSG_BYTES_MAX || len - at < e.size)
-            return fail(errmsg, -AR_ECORRUPT, "entry %" PRIu64 " of a log batch is damaged",
+            return ar_errorf(errmsg, -AR_ECORRUPT, "entry %" PRIu64 " of a log batch is damaged",
                         h->first + i);
         e.data = e.size > 0 ? buf + at : NULL;
         at += e.size;
@@ -137,7 +125,7 @@ int archive_decode(const uint8_t *buf, size_t len, uint32_t shard, struct archiv
             return rc;
     }
     if (at != len)
-        return fail(errmsg, -AR_ECORRUPT, "%zu bytes after the last entry of a log batch",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "%zu bytes after the last entry of a log batch",
                     len - at);
     return 0;
 }
@@ -371,24 +359,11 @@ static int manifest_read(struct obj_store *st, uint32_t shard, uint64_t index,
     int rc = obj_get(st, key, buf, sizeof(buf), &got, errmsg);
     if (rc == 0 && (archive_manifest_get(buf, got, m) != 0 || m->shard != shard ||
                     m->index != index))
-        rc = fail(errmsg, -AR_ECORRUPT, "%s: not a checkpoint manifest of shard %u", key, shard);
+        rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s: not a checkpoint manifest of shard %u", key, shard);
     return rc;
 }
 
 /* ---- rebuild ----------------------------------------------------------------------------- */
-
-/* ns since the epoch as RFC 3339 UTC with milliseconds, for messages. */
-static const char *when(uint64_t ns, char *out, size_t cap)
-{
-    time_t t = (time_t)(ns / 1000000000ull);
-    struct tm tm;
-    char base[32];
-
-    gmtime_r(&t, &tm);
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ns % 1000000000ull / 1000000u));
-    return out;
-}
 
 int meta_shard_new_first(uint32_t shard, struct meta_shard **out)
 {
@@ -424,11 +399,11 @@ static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, co
     snprintf(dir, sizeof(dir), "%s/ckpt", scratch);
     ckpt_dir_remove(dir); /* a copy an earlier run left */
     if (mkdir(dir, 0700) != 0)
-        return fail(errmsg, -errno, "%s: %s", dir, strerror(errno));
+        return ar_errorf(errmsg, -errno, "%s: %s", dir, strerror(errno));
     snprintf(path, sizeof(path), "%s/data.mdb", dir);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-        rc = fail(errmsg, -errno, "%s: %s", path, strerror(errno));
+        rc = ar_errorf(errmsg, -errno, "%s: %s", path, strerror(errno));
     uint64_t left = m->bytes;
     for (uint32_t part = 0; rc == 0 && part < m->part_count; part++) {
         size_t want = left < ARCHIVE_PART_BYTES ? (size_t)left : ARCHIVE_PART_BYTES;
@@ -436,17 +411,17 @@ static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, co
         archive_key_part(key, m->shard, m->index, part);
         rc = obj_get(st, key, buf, ARCHIVE_PART_BYTES, &got, errmsg);
         if (rc == 0 && got != want)
-            rc = fail(errmsg, -AR_ECORRUPT, "%s: %zu bytes, the manifest says %zu", key, got,
+            rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s: %zu bytes, the manifest says %zu", key, got,
                       want);
         if (rc == 0 && write(fd, buf, got) != (ssize_t)got)
-            rc = fail(errmsg, -EIO, "%s: %s", path, strerror(errno));
+            rc = ar_errorf(errmsg, -EIO, "%s: %s", path, strerror(errno));
         crc = obj_crc32c(crc, buf, got);
         left -= got;
     }
     if (fd >= 0)
         close(fd);
     if (rc == 0 && crc != m->crc)
-        rc = fail(errmsg, -AR_ECORRUPT, "checkpoint %" PRIu64 ": its parts fail the manifest's CRC",
+        rc = ar_errorf(errmsg, -AR_ECORRUPT, "checkpoint %" PRIu64 ": its parts fail the manifest's CRC",
                   m->index);
     struct meta_checkpoint *ck = NULL;
     uint64_t applied = 0;
@@ -459,7 +434,7 @@ static int ckpt_fetch(struct obj_store *st, const struct archive_manifest *m, co
     if (rc == 0 && applied != m->index) {
         meta_shard_free(*out);
         *out = NULL;
-        rc = fail(errmsg, -AR_ECORRUPT, "checkpoint %" PRIu64 " holds index %" PRIu64, m->index,
+        rc = ar_errorf(errmsg, -AR_ECORRUPT, "checkpoint %" PRIu64 " holds index %" PRIu64, m->index,
                   applied);
     }
     return rc;
@@ -486,7 +461,7 @@ static int replay_one(void *ctx, const struct archive_entry *e)
     if (e->index < r->next)
         return 0; /* an overlap of two batches (or the base checkpoint holds it) */
     if (e->index > r->next)
-        return fail(r->errmsg, -AR_ECORRUPT, "the archive skips from entry %" PRIu64 " to %" PRIu64,
+        return ar_errorf(r->errmsg, -AR_ECORRUPT, "the archive skips from entry %" PRIu64 " to %" PRIu64,
                     r->next - 1, e->index);
     if (e->hlc_ns > r->at_ns) {
         r->is_past = true;
@@ -498,13 +473,13 @@ static int replay_one(void *ctx, const struct archive_entry *e)
         return 0; /* a config, or a leader's empty entry */
     int rc = meta_cmd_decode(e->data, e->size, r->cmd);
     if (rc != 0)
-        return fail(r->errmsg, -AR_ECORRUPT, "entry %" PRIu64 " does not decode", e->index);
+        return ar_errorf(r->errmsg, -AR_ECORRUPT, "entry %" PRIu64 " does not decode", e->index);
     if (r->watch != NULL)
         r->watch(r->ctx, r->shard, &r->cmd->cmd, e->hlc_ns, true);
     memset(&r->reply, 0, sizeof(r->reply));
     rc = meta_shard_apply(r->shard, &r->cmd->cmd, &r->reply);
     if (rc == -ENOMEM)
-        return fail(r->errmsg, -ENOMEM, "out of memory at entry %" PRIu64, e->index);
+        return ar_errorf(r->errmsg, -ENOMEM, "out of memory at entry %" PRIu64, e->index);
     if (r->watch != NULL && rc == 0)
         r->watch(r->ctx, r->shard, &r->cmd->cmd, e->hlc_ns, false);
     r->applied++;
@@ -537,7 +512,7 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
         return rc;
     if (c.log_count == 0 && c.ckpt_count == 0) {
         catalog_free(&c);
-        return fail(errmsg, -ENOENT, "the store holds no archive of shard %u", o->shard);
+        return ar_errorf(errmsg, -ENOENT, "the store holds no archive of shard %u", o->shard);
     }
     bool is_from_start = c.log_count > 0 && c.logs[0].first == 1;
     buf = ar_malloc(ARCHIVE_PART_BYTES);
@@ -560,8 +535,8 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
     }
     char t[40];
     if (rc == 0 && base.index == 0 && !is_from_start)
-        rc = fail(errmsg, -ERANGE, "the moment is before the recovery window: the oldest state "
-                  "the archive holds is at %s", when(pt->oldest_ns, t, sizeof(t)));
+        rc = ar_errorf(errmsg, -ERANGE, "the moment is before the recovery window: the oldest state "
+                  "the archive holds is at %s", ar_format_time(pt->oldest_ns, t, sizeof(t)));
     if (rc == 0 && base.index > 0) {
         report(o, "checkpoint", 0, base.bytes);
         rc = ckpt_fetch(st, &base, o->scratch_dir, buf, &r.shard, errmsg);
@@ -590,7 +565,7 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
         if (rc == 0)
             rc = archive_decode(buf, got, o->shard, &h, replay_one, &r, errmsg);
         if (rc == 0 && (h.first != s->first || h.last != s->last))
-            rc = fail(errmsg, -AR_ECORRUPT, "%s holds entries %" PRIu64 "..%" PRIu64, key,
+            rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s holds entries %" PRIu64 "..%" PRIu64, key,
                       h.first, h.last);
         if (rc == 1)
             rc = 0;
@@ -603,12 +578,12 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
      * nothing after the last archived entry was committed by the moment */
     pt->newest_ns = c.has_head && c.head.last <= pt->index ? c.head.as_of_ns : r.last_hlc;
     if (rc == 0 && hole != 0)
-        rc = fail(errmsg, -ERANGE, "no archived state covers the moment: entries %" PRIu64
+        rc = ar_errorf(errmsg, -ERANGE, "no archived state covers the moment: entries %" PRIu64
                   "..%" PRIu64 " are missing (a leader lost its archive tail)", r.next,
                   hole - 1);
     if (rc == 0 && !r.is_past && pt->newest_ns < o->at_ns && o->at_ns != UINT64_MAX)
-        rc = fail(errmsg, -EAGAIN, "the archive reaches only to %s (entry %" PRIu64 "); the "
-                  "leader archives every few seconds", when(pt->newest_ns, t, sizeof(t)),
+        rc = ar_errorf(errmsg, -EAGAIN, "the archive reaches only to %s (entry %" PRIu64 "); the "
+                  "leader archives every few seconds", ar_format_time(pt->newest_ns, t, sizeof(t)),
                   pt->index);
     if (rc == 0) {
         *out = r.shard;

@@ -15,6 +15,29 @@
 #define AR_LOG_LINE_BYTES 1024u
 #define AR_BACKTRACE_MAX  32
 
+int ar_errorf(char *errmsg, int rc, const char *fmt, ...)
+{
+    if (errmsg != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+const char *ar_format_time(uint64_t ns, char *out, size_t cap)
+{
+    time_t t = (time_t)(ns / 1000000000ull);
+    struct tm tm;
+    char base[32];
+
+    gmtime_r(&t, &tm);
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ns % 1000000000ull / 1000000u));
+    return out;
+}
+
 const char *ar_strerror(int rc)
 {
     switch (-rc) {

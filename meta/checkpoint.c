@@ -95,18 +95,6 @@ static int ar_err_from_mdb(int rc)
     return rc > 0 ? -rc : -EIO;
 }
 
-static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *errmsg, int rc, const char *fmt, ...)
-{
-    if (errmsg != NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static void put_u64_be(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) {
@@ -510,19 +498,19 @@ static int ckpt_read_meta(struct meta_checkpoint *c, MDB_txn *txn, uint64_t *roo
     if (rc == MDB_NOTFOUND)
         return 1; /* a new, empty checkpoint */
     if (rc != 0)
-        return fail(errmsg, ar_err_from_mdb(rc), "%s: reading its format: %s", c->dir,
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "%s: reading its format: %s", c->dir,
                     mdb_strerror(rc));
     if (v.mv_size != strlen(CKPT_FORMAT) || memcmp(v.mv_data, CKPT_FORMAT, v.mv_size) != 0)
-        return fail(errmsg, -AR_ECORRUPT, "%s is not an arbor shard checkpoint", c->dir);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "%s is not an arbor shard checkpoint", c->dir);
     k = (MDB_val){.mv_size = 13, .mv_data = "applied_index"};
     rc = mdb_get(txn, c->meta, &k, &v);
     if (rc != 0 || v.mv_size != 8)
-        return fail(errmsg, -AR_ECORRUPT, "%s: applied index missing", c->dir);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "%s: applied index missing", c->dir);
     memcpy(&c->applied_index, v.mv_data, 8);
     k = (MDB_val){.mv_size = 4, .mv_data = "root"};
     rc = mdb_get(txn, c->meta, &k, &v);
     if (rc != 0 || v.mv_size != 8)
-        return fail(errmsg, -AR_ECORRUPT, "%s: root inode missing", c->dir);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "%s: root inode missing", c->dir);
     if (root != NULL)
         memcpy(root, v.mv_data, 8);
     return 0;
@@ -541,12 +529,12 @@ static int ckpt_check_length(struct meta_checkpoint *c, char *errmsg)
     if (rc == 0)
         rc = mdb_env_stat(c->env, &st);
     if (rc != 0)
-        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
     snprintf(path, sizeof(path), "%s/data.mdb", c->dir);
     if (stat(path, &fst) != 0)
-        return fail(errmsg, -errno, "checkpoint %s: %s", path, strerror(errno));
+        return ar_errorf(errmsg, -errno, "checkpoint %s: %s", path, strerror(errno));
     if ((uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
-        return fail(errmsg, -AR_ECORRUPT, "checkpoint %s is truncated: %lld bytes, needs %llu",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "checkpoint %s is truncated: %lld bytes, needs %llu",
                     path, (long long)fst.st_size,
                     (unsigned long long)(((uint64_t)info.me_last_pgno + 1) * st.ms_psize));
     return 0;
@@ -559,10 +547,10 @@ int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *er
     int rc;
 
     if (c == NULL)
-        return fail(errmsg, -ENOMEM, "out of memory");
+        return ar_errorf(errmsg, -ENOMEM, "out of memory");
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        rc = fail(errmsg, -errno, "checkpoint directory %s: %s", dir, strerror(errno));
+        rc = ar_errorf(errmsg, -errno, "checkpoint directory %s: %s", dir, strerror(errno));
         goto out_free;
     }
     rc = mdb_env_create(&c->env);
@@ -573,7 +561,7 @@ int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *er
     if (rc == 0)
         rc = mdb_env_open(c->env, dir, MDB_NOTLS, 0644);
     if (rc != 0) {
-        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        rc = ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
         goto out_close_env;
     }
     rc = ckpt_check_length(c, errmsg);
@@ -588,7 +576,7 @@ int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *er
         rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        rc = ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
         goto out_close_env;
     }
     rc = ckpt_read_meta(c, txn, NULL, errmsg);
@@ -598,7 +586,7 @@ int meta_checkpoint_open(const char *dir, struct meta_checkpoint **out, char *er
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
-        rc = fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
+        rc = ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", dir, mdb_strerror(rc));
         goto out_close_env;
     }
     *out = c;
@@ -664,11 +652,11 @@ int meta_checkpoint_commit_all(struct meta_checkpoint *c, const struct meta_ckpt
 
     AR_ASSERT(count > 0);
     if (c->is_failed)
-        return fail(errmsg, -EIO, "checkpoint %s refuses writes after a failed commit", c->dir);
+        return ar_errorf(errmsg, -EIO, "checkpoint %s refuses writes after a failed commit", c->dir);
     for (uint32_t i = 0; i < count; i++) {
         uint64_t before = i == 0 ? c->applied_index : bs[i - 1]->applied_index;
         if (bs[i]->applied_index < before)
-            return fail(errmsg, -EINVAL, "batch at index %llu is older than %llu",
+            return ar_errorf(errmsg, -EINVAL, "batch at index %llu is older than %llu",
                         (unsigned long long)bs[i]->applied_index, (unsigned long long)before);
     }
     const struct meta_ckpt_batch *b = bs[count - 1]; /* its marks are the result's */
@@ -703,12 +691,12 @@ int meta_checkpoint_commit_all(struct meta_checkpoint *c, const struct meta_ckpt
     }
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
     }
     rc = mdb_txn_commit(txn); /* durable: LMDB syncs on commit */
     if (rc != 0) {
         c->is_failed = true;
-        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s commit: %s", c->dir,
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s commit: %s", c->dir,
                     mdb_strerror(rc));
     }
     c->applied_index = b->applied_index;
@@ -741,7 +729,7 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     uint64_t sum;
 
     if (k->mv_size != 8 || v->mv_size < CKPT_INODE_FIXED + 8)
-        return fail(errmsg, -AR_ECORRUPT, "inode record of %zu bytes", v->mv_size);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode record of %zu bytes", v->mv_size);
     out->ino = get_u64_be(k->mv_data);
     out->flags = p[1];
     memcpy(&out->tlen, p + 2, 2);
@@ -751,11 +739,11 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     if (p[0] != 1 || (p[1] & ~3u) != 0 || out->tlen > META_SYMLINK_BYTES_MAX ||
         out->xlen > META_XATTR_BYTES_MAX || out->dlen > META_MAP_BYTES_MAX ||
         v->mv_size != body + 8u)
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu: malformed record",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: malformed record",
                     (unsigned long long)out->ino);
     memcpy(&sum, p + body, 8);
     if (sum != record_sum(k->mv_data, 8, p, body))
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: checksum mismatch",
                     (unsigned long long)out->ino);
     out->target = p + CKPT_INODE_FIXED;
     out->xattrs = p + CKPT_INODE_FIXED + out->tlen;
@@ -764,12 +752,12 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
     for (uint32_t off = 0, count = 0; off < out->xlen; count++) {
         uint32_t vlen;
         if (out->xlen - off < 5 || count >= out->xlen)
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
+            return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
                         (unsigned long long)out->ino);
         memcpy(&vlen, out->xattrs + off + 1, 4);
         uint32_t nlen = out->xattrs[off];
         if (nlen == 0 || vlen > META_XATTR_VALUE_MAX || out->xlen - off - 5 < nlen + vlen)
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
+            return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: bad xattr list",
                         (unsigned long long)out->ino);
         off += 5 + nlen + vlen;
     }
@@ -791,7 +779,7 @@ static int inode_parse(const MDB_val *k, const MDB_val *v, struct inode_rec *out
         ((is_inline || out->dlen > 0) && !S_ISREG(out->mode)) ||
         (is_inline && (out->size == 0 || out->size > META_CHUNK_BYTES)) ||
         (S_ISREG(out->mode) && out->size > META_FILE_BYTES_MAX))
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu: impossible fields",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: impossible fields",
                     (unsigned long long)out->ino);
     return 0;
 }
@@ -827,7 +815,7 @@ static int load_ext(struct meta_shard *s, uint32_t n, const struct inode_rec *re
             ar_free(x->xattrs);
         }
         ar_free(x);
-        return fail(errmsg, -ENOMEM, "out of memory loading inode %llu",
+        return ar_errorf(errmsg, -ENOMEM, "out of memory loading inode %llu",
                     (unsigned long long)rec->ino);
     }
     x->rdev = rec->rdev;
@@ -884,9 +872,9 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     if (rc == 0)
         rc = meta__reserve_side(s, 1);
     if (rc == -AR_ECORRUPT)
-        return fail(errmsg, rc, "root inode %llu is not a directory", (unsigned long long)rec.ino);
+        return ar_errorf(errmsg, rc, "root inode %llu is not a directory", (unsigned long long)rec.ino);
     if (rc != 0)
-        return fail(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)rec.ino);
+        return ar_errorf(errmsg, rc, "out of memory loading inode %llu", (unsigned long long)rec.ino);
     node->size = rec.size;
     if (S_ISREG(rec.mode))
         s->file_bytes += rec.size;
@@ -900,7 +888,7 @@ static int load_inode(struct meta_shard *s, const MDB_val *k, const MDB_val *v, 
     }
     rc = meta__data_decode(s, n, rec.data, rec.dlen);
     if (rc != 0)
-        return fail(errmsg, rc, "inode %llu: %s", (unsigned long long)rec.ino,
+        return ar_errorf(errmsg, rc, "inode %llu: %s", (unsigned long long)rec.ino,
                     rc == -ENOMEM ? "out of memory loading its data map" : "bad data map");
     return load_ext(s, n, &rec, errmsg);
 }
@@ -925,11 +913,11 @@ static int entry_stage(struct meta_shard *s, struct entry_batch *b, const MDB_va
     uint64_t *val = b->vals[b->count];
 
     if (k->mv_size <= 8 || k->mv_size > 8 + META_NAME_BYTES_MAX || v->mv_size != 24)
-        return fail(errmsg, -AR_ECORRUPT, "entry record of %zu+%zu bytes", k->mv_size,
+        return ar_errorf(errmsg, -AR_ECORRUPT, "entry record of %zu+%zu bytes", k->mv_size,
                     v->mv_size);
     memcpy(val, v->mv_data, 24);
     if (val[2] != record_sum(k->mv_data, k->mv_size, val, 16))
-        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch",
                     (int)(k->mv_size - 8), (const char *)k->mv_data + 8,
                     (unsigned long long)get_u64_be(k->mv_data));
     meta__index_prefetch(&s->by_ino, meta__hash_u64(s->seed, val[1]));
@@ -955,18 +943,18 @@ static int entry_load(struct meta_shard *s, struct entry_batch *b, uint32_t i, c
     uint32_t target = meta__find_ino(s, val[1]);
     if (d == META_NIL || !S_ISDIR(meta__mode(s, d)) || target == META_NIL ||
         memchr(key + 8, '/', len) != NULL || memchr(key + 8, 0, len) != NULL)
-        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu names what is not there",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu names what is not there",
                     (int)len, key + 8, (unsigned long long)parent_ino);
     bool is_first = val[0] == val[1];
     uint32_t e = target;
     int rc = 0;
     if (is_first && (meta__node_at(s, target)->name != META_NIL || target == s->root))
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu named twice", (unsigned long long)val[1]);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu named twice", (unsigned long long)val[1]);
     if (!is_first && (S_ISDIR(meta__mode(s, target)) || val[0] == 0))
-        return fail(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: a second name of a directory "
+        return ar_errorf(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: a second name of a directory "
                     "or a link key of 0", (int)len, key + 8, (unsigned long long)parent_ino);
     if (is_first && meta__node_has(meta__node_at(s, target), NODE_NAMELESS))
-        return fail(errmsg, -AR_ECORRUPT, "inode %llu is named but marked nameless",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu is named but marked nameless",
                     (unsigned long long)val[1]);
     if (!is_first)
         rc = meta__node_alloc(s, &e);
@@ -978,7 +966,7 @@ static int entry_load(struct meta_shard *s, struct entry_batch *b, uint32_t i, c
     if (rc == 0)
         rc = meta__name_store(s, (const char *)key + 8, len, &name_off);
     if (rc != 0)
-        return fail(errmsg, rc, "out of memory loading entries");
+        return ar_errorf(errmsg, rc, "out of memory loading entries");
     struct meta__node *n = meta__node_at(s, e);
     if (!is_first) {
         *n = (struct meta__node){.ino = val[0], .aux = target};
@@ -1016,24 +1004,24 @@ static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0 || v.mv_size < 12)
-        return fail(errmsg, -AR_ECORRUPT, "retry table unreadable");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "retry table unreadable");
     const uint8_t *p = v.mv_data;
     const uint8_t *end = p + v.mv_size - 8;
     memcpy(&sum, end, 8);
     if (sum != record_sum("clients", 7, p, v.mv_size - 8))
-        return fail(errmsg, -AR_ECORRUPT, "retry table: checksum mismatch");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "retry table: checksum mismatch");
     memcpy(&count, p, 4);
     p += 4;
     if (count > META_CLIENTS_MAX)
-        return fail(errmsg, -AR_ECORRUPT, "retry table: %u clients", count);
+        return ar_errorf(errmsg, -AR_ECORRUPT, "retry table: %u clients", count);
     s->clients = ar_calloc(count > 0 ? count : 1, sizeof(*s->clients));
     if (s->clients == NULL)
-        return fail(errmsg, -ENOMEM, "out of memory for the retry table");
+        return ar_errorf(errmsg, -ENOMEM, "out of memory for the retry table");
     s->client_cap = count > 0 ? count : 1;
     for (uint32_t i = 0; i < count; i++) {
         struct meta__client *c = &s->clients[i];
         if (end - p < (ptrdiff_t)CKPT_CLIENT_BYTES)
-            return fail(errmsg, -AR_ECORRUPT, "retry table: short");
+            return ar_errorf(errmsg, -AR_ECORRUPT, "retry table: short");
         memcpy(&c->id, p, 8);
         memcpy(&c->ack_below, p + 8, 8);
         memcpy(&c->last_ns, p + 16, 8);
@@ -1041,7 +1029,7 @@ static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *
         p += CKPT_CLIENT_BYTES;
         if (c->reply_count > META_CLIENT_REPLIES_MAX || (i > 0 && c->id <= c[-1].id) ||
             c->id == 0 || end - p < (ptrdiff_t)(c->reply_count * CKPT_REPLY_BYTES))
-            return fail(errmsg, -AR_ECORRUPT, "retry table: bad client %u", i);
+            return ar_errorf(errmsg, -AR_ECORRUPT, "retry table: bad client %u", i);
         for (uint32_t r = 0; r < c->reply_count; r++) {
             struct meta__reply *x = &c->replies[r];
             uint64_t f[10];
@@ -1057,7 +1045,7 @@ static int load_clients(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *
         }
         s->client_count++;
     }
-    return p == end ? 0 : fail(errmsg, -AR_ECORRUPT, "retry table: trailing bytes");
+    return p == end ? 0 : ar_errorf(errmsg, -AR_ECORRUPT, "retry table: trailing bytes");
 }
 
 static int load_info(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *errmsg)
@@ -1067,14 +1055,14 @@ static int load_info(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *err
     uint64_t sum;
 
     if (mdb_get(txn, meta, &k, &v) != 0 || v.mv_size < 8)
-        return fail(errmsg, -AR_ECORRUPT, "the shard's info record is missing");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "the shard's info record is missing");
     memcpy(&sum, (const uint8_t *)v.mv_data + v.mv_size - 8, 8);
     if (sum != record_sum("info", 4, v.mv_data, v.mv_size - 8))
-        return fail(errmsg, -AR_ECORRUPT, "info record: checksum mismatch");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "info record: checksum mismatch");
     int rc = meta__info_decode(s, v.mv_data, v.mv_size - 8);
     if (rc == -AR_ECORRUPT)
-        return fail(errmsg, rc, "info record: not a shard identity and map");
-    return rc != 0 ? fail(errmsg, rc, "out of memory for the shard map") : 0;
+        return ar_errorf(errmsg, rc, "info record: not a shard identity and map");
+    return rc != 0 ? ar_errorf(errmsg, rc, "out of memory for the shard map") : 0;
 }
 
 /* Open holds; then every orphan (an inode with no links) must be held. */
@@ -1086,20 +1074,20 @@ static int load_holds(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *er
     int rc = mdb_get(txn, meta, &k, &v);
 
     if (rc != 0 && rc != MDB_NOTFOUND)
-        return fail(errmsg, -AR_ECORRUPT, "holds unreadable");
+        return ar_errorf(errmsg, -AR_ECORRUPT, "holds unreadable");
     if (rc == 0) {
         const uint8_t *p = v.mv_data;
         uint64_t sum;
         if (v.mv_size < 12)
-            return fail(errmsg, -AR_ECORRUPT, "holds: short");
+            return ar_errorf(errmsg, -AR_ECORRUPT, "holds: short");
         memcpy(&count, p, 4);
         memcpy(&sum, p + v.mv_size - 8, 8);
         if (count > META_HOLDS_MAX || v.mv_size != 4 + (size_t)count * CKPT_HOLD_BYTES + 8 ||
             sum != record_sum("holds", 5, p, v.mv_size - 8))
-            return fail(errmsg, -AR_ECORRUPT, "holds: malformed or checksum mismatch");
+            return ar_errorf(errmsg, -AR_ECORRUPT, "holds: malformed or checksum mismatch");
         s->holds = ar_malloc((count > 0 ? count : 1) * sizeof(*s->holds));
         if (s->holds == NULL || meta__map_reserve(&s->held, count > 0 ? count : 1) != 0)
-            return fail(errmsg, -ENOMEM, "out of memory for %u holds", count);
+            return ar_errorf(errmsg, -ENOMEM, "out of memory for %u holds", count);
         s->hold_cap = count > 0 ? count : 1;
         for (uint32_t i = 0; i < count; i++) {
             struct meta__hold *h = &s->holds[i];
@@ -1111,11 +1099,11 @@ static int load_holds(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *er
             if (node == META_NIL || h->count == 0 || h->session == 0 ||
                 (i > 0 && (h[-1].session > h->session ||
                            (h[-1].session == h->session && h[-1].ino >= h->ino))))
-                return fail(errmsg, -AR_ECORRUPT, "hold %u names no inode or is out of order", i);
+                return ar_errorf(errmsg, -AR_ECORRUPT, "hold %u names no inode or is out of order", i);
             uint64_t n = 0;
             meta__map_get(&s->held, node, &n);
             if (meta__map_put(&s->held, node, n + h->count) != 0)
-                return fail(errmsg, -ENOMEM, "out of memory for holds");
+                return ar_errorf(errmsg, -ENOMEM, "out of memory for holds");
             s->hold_count++;
         }
     }
@@ -1123,7 +1111,7 @@ static int load_holds(struct meta_shard *s, MDB_txn *txn, MDB_dbi meta, char *er
         const struct meta__node *n = meta__node_at(s, i);
         if (meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS) && i != s->root &&
             meta__node_nlink(n) == 0 && !meta__is_held(s, i))
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu has no links and no holder",
+            return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu has no links and no holder",
                         (unsigned long long)n->ino);
     }
     return 0;
@@ -1147,7 +1135,7 @@ static int load_check_links(struct meta_shard *s, char *errmsg)
     int rc = 0;
 
     if (links == NULL)
-        return fail(errmsg, -ENOMEM, "out of memory checking link counts");
+        return ar_errorf(errmsg, -ENOMEM, "out of memory checking link counts");
     for (uint32_t i = 0; i < s->node_count; i++) {
         const struct meta__node *n = meta__node_at(s, i);
         if (!meta__node_has(n, NODE_LIVE) || i == s->root)
@@ -1170,7 +1158,7 @@ static int load_check_links(struct meta_shard *s, char *errmsg)
         if (is_dir && is_orphan && (links[i] != 0 || s->dirs[n->aux].count != 0))
             want = UINT32_MAX;
         if (meta__node_nlink(n) != want)
-            rc = fail(errmsg, -AR_ECORRUPT, "inode %llu: nlink %u, but %u links found",
+            rc = ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu: nlink %u, but %u links found",
                       (unsigned long long)n->ino, meta__node_nlink(n), want);
     }
     ar_free(links);
@@ -1191,7 +1179,7 @@ static int load_check_tree(struct meta_shard *s, char *errmsg)
     }
     uint32_t *queue = ar_malloc(sizeof(uint32_t) * named_dirs);
     if (queue == NULL)
-        return fail(errmsg, -ENOMEM, "out of memory checking the tree");
+        return ar_errorf(errmsg, -ENOMEM, "out of memory checking the tree");
     queue[reached++] = s->root;
     /* bounded: each directory is queued once, by its one name */
     for (uint32_t head = 0; head < reached; head++) {
@@ -1202,14 +1190,14 @@ static int load_check_tree(struct meta_shard *s, char *errmsg)
                 continue;
             if (reached == named_dirs) {
                 ar_free(queue);
-                return fail(errmsg, -AR_ECORRUPT, "a directory is named twice");
+                return ar_errorf(errmsg, -AR_ECORRUPT, "a directory is named twice");
             }
             queue[reached++] = c;
         }
     }
     ar_free(queue);
     if (reached != named_dirs)
-        return fail(errmsg, -AR_ECORRUPT, "%u directories cannot be reached from the root",
+        return ar_errorf(errmsg, -AR_ECORRUPT, "%u directories cannot be reached from the root",
                     named_dirs - reached);
     return 0;
 }
@@ -1227,7 +1215,7 @@ static int load_finish(struct meta_shard *s, char *errmsg)
         for (uint32_t k = 1; k < dir->count; k++) {
             uint64_t key = meta__node_at(s, dir->children[k])->ino;
             if (meta__node_at(s, dir->children[k - 1])->ino == key)
-                return fail(errmsg, -AR_ECORRUPT, "two entries of one directory have key %llu",
+                return ar_errorf(errmsg, -AR_ECORRUPT, "two entries of one directory have key %llu",
                             (unsigned long long)key);
         }
     }
@@ -1236,7 +1224,7 @@ static int load_finish(struct meta_shard *s, char *errmsg)
         if (!meta__node_has(n, NODE_LIVE) || meta__node_has(n, NODE_ALIAS) || i == s->root)
             continue;
         if ((n->name == META_NIL) != meta__node_has(n, NODE_NAMELESS))
-            return fail(errmsg, -AR_ECORRUPT, "inode %llu has no name and no mark",
+            return ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu has no name and no mark",
                         (unsigned long long)n->ino);
     }
     int rc = load_check_tree(s, errmsg);
@@ -1255,7 +1243,7 @@ static int load_db(struct meta_shard *s, MDB_txn *txn, MDB_dbi dbi, bool is_inod
     int rc = mdb_cursor_open(txn, dbi, &cur);
 
     if (rc != 0)
-        return fail(errmsg, ar_err_from_mdb(rc), "%s", mdb_strerror(rc));
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "%s", mdb_strerror(rc));
     /* Bounded by the records in the database: each turn moves the cursor on. */
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -1269,13 +1257,13 @@ static int load_db(struct meta_shard *s, MDB_txn *txn, MDB_dbi dbi, bool is_inod
     }
     mdb_cursor_close(cur);
     if (err == 0 && rc != MDB_NOTFOUND)
-        err = fail(errmsg, ar_err_from_mdb(rc), "reading the checkpoint: %s", mdb_strerror(rc));
+        err = ar_errorf(errmsg, ar_err_from_mdb(rc), "reading the checkpoint: %s", mdb_strerror(rc));
     if (err == 0)
         err = entry_flush(s, &b, errmsg);
     if (err == 0)
         err = is_inodes ? meta__reindex_inos(s) : meta__reindex_names(s);
     if (err == -ENOMEM)
-        fail(errmsg, err, "out of memory indexing the checkpoint");
+        ar_errorf(errmsg, err, "out of memory indexing the checkpoint");
     return err;
 }
 
@@ -1289,10 +1277,10 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
     int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
 
     if (rc != 0)
-        return fail(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "checkpoint %s: %s", c->dir, mdb_strerror(rc));
     rc = ckpt_read_meta(c, txn, &root, errmsg);
     if (rc == 1)
-        rc = fail(errmsg, -ENOENT, "checkpoint %s is empty", c->dir);
+        rc = ar_errorf(errmsg, -ENOENT, "checkpoint %s is empty", c->dir);
     if (rc == 0) {
         cfg.root_ino = root;
         rc = meta_shard_new(&cfg, &s);
@@ -1314,14 +1302,14 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         MDB_val v;
         int got = mdb_get(txn, c->meta, &k, &v);
         if (got != 0 || v.mv_size != 8)
-            rc = fail(errmsg, -AR_ECORRUPT, "checkpoint %s: ino_high missing", c->dir);
+            rc = ar_errorf(errmsg, -AR_ECORRUPT, "checkpoint %s: ino_high missing", c->dir);
         else
             memcpy(&s->ino_high, v.mv_data, 8);
         /* never below a number the records use */
         for (uint32_t i = 0; rc == 0 && i < s->node_count; i++) {
             const struct meta__node *n = meta__node_at(s, i);
             if (meta__node_has(n, NODE_LIVE) && n->ino > s->ino_high)
-                rc = fail(errmsg, -AR_ECORRUPT, "inode %llu above ino_high",
+                rc = ar_errorf(errmsg, -AR_ECORRUPT, "inode %llu above ino_high",
                           (unsigned long long)n->ino);
         }
     }
@@ -1345,7 +1333,7 @@ int meta_checkpoint_export(struct meta_checkpoint *c, int fd, char *errmsg)
     int rc = mdb_env_copyfd2(c->env, fd, MDB_CP_COMPACT);
 
     if (rc != 0)
-        return fail(errmsg, ar_err_from_mdb(rc), "export of %s: %s", c->dir, mdb_strerror(rc));
+        return ar_errorf(errmsg, ar_err_from_mdb(rc), "export of %s: %s", c->dir, mdb_strerror(rc));
     return 0;
 }
 
@@ -1355,7 +1343,7 @@ static int copy_stream(int from, int to, char *errmsg)
     int rc = 0;
 
     if (buf == NULL)
-        return fail(errmsg, -ENOMEM, "out of memory");
+        return ar_errorf(errmsg, -ENOMEM, "out of memory");
     /* Until the end of the stream; each turn reads at least one byte. */
     for (;;) {
         ssize_t n = read(from, buf, CKPT_IMPORT_CHUNK);
@@ -1363,13 +1351,13 @@ static int copy_stream(int from, int to, char *errmsg)
             continue;
         if (n <= 0) {
             if (n < 0)
-                rc = fail(errmsg, -errno, "reading the snapshot: %s", strerror(errno));
+                rc = ar_errorf(errmsg, -errno, "reading the snapshot: %s", strerror(errno));
             break;
         }
         for (ssize_t done = 0; done < n && rc == 0;) {
             ssize_t w = write(to, buf + done, (size_t)(n - done));
             if (w < 0 && errno != EINTR)
-                rc = fail(errmsg, -errno, "writing the snapshot: %s", strerror(errno));
+                rc = ar_errorf(errmsg, -errno, "writing the snapshot: %s", strerror(errno));
             done += w > 0 ? w : 0;
         }
         if (rc != 0)
@@ -1391,16 +1379,16 @@ int meta_checkpoint_import(const char *dir, int fd, char *errmsg)
 
     snprintf(tmp, sizeof(tmp), "%s.import-%ld", dir, (long)getpid());
     if (mkdir(tmp, 0755) != 0)
-        return fail(errmsg, -errno, "making %s: %s", tmp, strerror(errno));
+        return ar_errorf(errmsg, -errno, "making %s: %s", tmp, strerror(errno));
     snprintf(path, sizeof(path), "%s/data.mdb", tmp);
     out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) {
-        rc = fail(errmsg, -errno, "creating %s: %s", path, strerror(errno));
+        rc = ar_errorf(errmsg, -errno, "creating %s: %s", path, strerror(errno));
         goto out_remove;
     }
     rc = copy_stream(fd, out, errmsg);
     if (rc == 0 && fsync(out) != 0)
-        rc = fail(errmsg, -EIO, "fsync of %s: %s", path, strerror(errno));
+        rc = ar_errorf(errmsg, -EIO, "fsync of %s: %s", path, strerror(errno));
     close(out);
     /* check it whole before it takes the final name */
     if (rc == 0)
@@ -1412,7 +1400,7 @@ int meta_checkpoint_import(const char *dir, int fd, char *errmsg)
     if (rc == 0) {
         rmdir(dir); /* an empty one may stand there; a full one makes rename fail */
         if (rename(tmp, dir) != 0)
-            rc = fail(errmsg, -errno, "renaming the snapshot to %s: %s", dir, strerror(errno));
+            rc = ar_errorf(errmsg, -errno, "renaming the snapshot to %s: %s", dir, strerror(errno));
     }
     if (rc == 0)
         return 0;

@@ -32,17 +32,6 @@ struct named {
     uint64_t keep_from;
 };
 
-static int fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *errmsg, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(errmsg, AR_ERRMSG_MAX, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 static void add(void *ctx, uint64_t id)
 {
     struct named *n = ctx;
@@ -124,9 +113,9 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
     memset(rep, 0, sizeof(*rep));
     int rc = meta_archive_rebuild(st, &ro, &end, &rep->point, errmsg);
     if (rc == 0 && n.is_oom)
-        rc = fail(errmsg, -ENOMEM, "out of memory listing the named slices");
+        rc = ar_errorf(errmsg, -ENOMEM, "out of memory listing the named slices");
     if (rc == 0 && rep->point.newest_ns + ARCHIVE_LAG_MAX_NS < o->now_ns)
-        rc = fail(errmsg, -EAGAIN, "the archive lags %" PRIu64 " s behind now (is a leader "
+        rc = ar_errorf(errmsg, -EAGAIN, "the archive lags %" PRIu64 " s behind now (is a leader "
                   "archiving?): gc stops", (uint64_t)((o->now_ns - rep->point.newest_ns) / 1000000000u));
     if (end != NULL) { /* named already by the commands; and a check of them */
         meta_shard_each_slice(end, add, &n);

@@ -33,6 +33,12 @@ _Static_assert(AR_EBASE > 4095, "arbor codes sit above every errno");
 
 /* A static description of rc (negative errno or -AR_E*). Never NULL. */
 const char *ar_strerror(int rc);
+/* Write a reason into errmsg (AR_ERRMSG_MAX bytes; NULL: none) and return
+ * rc, for the one-line `return ar_errorf(errmsg, -EIO, "...", ...)`. */
+int ar_errorf(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* ns since the epoch as RFC 3339 in UTC with milliseconds
+ * (2026-11-30T10:42:13.125Z); returns out. */
+const char *ar_format_time(uint64_t ns, char *out, size_t cap);
 
 /* ---- assertions ----------------------------------------------------------------
  * AR_ASSERT is always on, whatever NDEBUG says (style §5): it logs file:line,

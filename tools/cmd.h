@@ -50,6 +50,12 @@ bool cmd_cluster_listening(const uint16_t *client_ports, uint32_t count);
 /* SIGTERM each pid > 0 and reap it. */
 void cmd_cluster_stop(const pid_t *pids, uint32_t count);
 
+/* The metadata servers' client addresses into o: from meta ("host:port,..."),
+ * or with meta NULL the local cluster arbor up runs; false (said on stderr
+ * as `arbor <who>: ...`) if there is none. */
+struct ar_client_options;
+bool cmd_meta_options(const char *who, const char *meta, struct ar_client_options *o);
+
 /* Seconds on the monotonic clock. */
 double cmd_now(void);
 

@@ -48,7 +48,6 @@ int cmd_gc(int argc, char **argv)
     struct meta_gc_options go = {.progress = print_progress};
     const char *meta = NULL;
     const char *store_url = NULL;
-    char local[512];
     char errmsg[AR_ERRMSG_MAX] = "";
     int c;
 
@@ -66,18 +65,8 @@ int cmd_gc(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (meta == NULL) {
-        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
-            fprintf(stderr, "arbor gc: no local cluster is up; give --meta ADDR,...\n");
-            return 1;
-        }
-        meta = local;
-    }
-    for (const char *p = meta; *p != '\0' && mo.addr_count < AR_CLIENT_ADDRS_MAX;) {
-        size_t n = strcspn(p, ",");
-        snprintf(mo.addrs[mo.addr_count++], sizeof(mo.addrs[0]), "%.*s", (int)n, p);
-        p += n + (p[n] == ',');
-    }
+    if (!cmd_meta_options("gc", meta, &mo))
+        return 1;
     struct ar_client *cl = NULL;
     struct obj_store *st = NULL;
     struct meta_map map;

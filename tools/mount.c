@@ -115,13 +115,8 @@ int cmd_mount(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *p = argv[optind];
-    /* bounded: each turn takes one address */
-    while (*p != '\0' && o.meta.addr_count < AR_CLIENT_ADDRS_MAX) {
-        size_t n = strcspn(p, ",");
-        snprintf(o.meta.addrs[o.meta.addr_count++], sizeof(o.meta.addrs[0]), "%.*s", (int)n, p);
-        p += n + (p[n] == ',');
-    }
+    if (!cmd_meta_options("mount", argv[optind], &o.meta))
+        return 2;
     o.mountpoint = argv[optind + 1];
     o.cache_dir = cache;
     o.cache_mb = (uint32_t)(cache_bytes >> 20);

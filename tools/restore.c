@@ -95,17 +95,6 @@ static bool parse_time(const char *s, uint64_t *out)
     return true;
 }
 
-static void format_time(uint64_t ns, char *out, size_t cap)
-{
-    time_t t = (time_t)(ns / 1000000000ull);
-    struct tm tm;
-    char base[32];
-
-    gmtime_r(&t, &tm);
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ns % 1000000000ull / 1000000u));
-}
-
 static void print_progress(void *ctx, const char *line)
 {
     (void)ctx;
@@ -221,7 +210,7 @@ static void flush_second(struct watch *w)
 
     if (w->changes == 0)
         return;
-    format_time(w->second * 1000000000ull, when, sizeof(when));
+    ar_format_time(w->second * 1000000000ull, when, sizeof(when));
     when[19] = 'Z';
     when[20] = '\0';
     printf("%s  %" PRIu64 " change%s\n", when, w->changes, w->changes == 1 ? "" : "s");
@@ -293,8 +282,8 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         flush_second(&w);
         char from[48];
         char to[48];
-        format_time(pt.oldest_ns, from, sizeof(from));
-        format_time(pt.hlc_ns, to, sizeof(to));
+        ar_format_time(pt.oldest_ns, from, sizeof(from));
+        ar_format_time(pt.hlc_ns, to, sizeof(to));
         printf("%" PRIu64 " changes of %s at %" PRIu64 " moments; the archive covers %s to %s\n",
                w.total, path, w.moments, pt.oldest_ns == 0 ? "the volume's start" : from, to);
         printf("(restore --at a moment just before a change to undo it)\n");
@@ -376,25 +365,14 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "arbor restore: paths are absolute paths in the volume (/datasets/cams)\n");
         return 2;
     }
-    char local[512];
-    if (meta == NULL) {
-        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
-            fprintf(stderr, "arbor restore: no local cluster is up; give --meta ADDR,...\n");
-            return 1;
-        }
-        meta = local;
-    }
-    for (const char *p = meta; *p != '\0' && o.meta.addr_count < AR_CLIENT_ADDRS_MAX;) {
-        size_t n = strcspn(p, ",");
-        snprintf(o.meta.addrs[o.meta.addr_count++], sizeof(o.meta.addrs[0]), "%.*s", (int)n, p);
-        p += n + (p[n] == ',');
-    }
+    if (!cmd_meta_options("restore", meta, &o.meta))
+        return 1;
     if (is_list)
         return list_changes(&o.meta, o.store_url, o.path);
     struct ar_restore_report rep;
     char errmsg[AR_ERRMSG_MAX] = "";
     char when[48];
-    format_time(o.at_ns, when, sizeof(when));
+    ar_format_time(o.at_ns, when, sizeof(when));
     if (ar_restore_run(&o, &rep, errmsg) != 0) {
         fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : "the restore failed");
         return 1;

@@ -287,3 +287,23 @@ int cmd_down(int argc, char **argv)
     printf("arbor down: stopped\n");
     return 0;
 }
+
+bool cmd_meta_options(const char *who, const char *meta, struct ar_client_options *o)
+{
+    char local[512];
+
+    if (meta == NULL) {
+        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
+            fprintf(stderr, "arbor %s: no local cluster is up; give --meta ADDR,...\n", who);
+            return false;
+        }
+        meta = local;
+    }
+    o->addr_count = 0;
+    for (const char *p = meta; *p != '\0' && o->addr_count < AR_CLIENT_ADDRS_MAX;) {
+        size_t n = strcspn(p, ",");
+        snprintf(o->addrs[o->addr_count++], sizeof(o->addrs[0]), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    return o->addr_count > 0;
+}
