@@ -123,6 +123,8 @@ struct ar_restore_report {
     uint64_t bytes;            /* of the regular files */
     uint64_t xattrs;
     uint64_t mismatches;       /* files whose size came out different (0, or an error) */
+    uint64_t names_counted;    /* read back from the restored tree before it took its name */
+    uint64_t sizes_checked;    /* files whose size and mode were read back */
     double rebuild_s;          /* the state at the moment, from the archive */
     double plan_s;             /* the subtree walked, its directories made */
     double write_s;            /* all written (plan_s included) */

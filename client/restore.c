@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "limits.h"
 #include "meta.h"
 #include "objstore.h"
 
@@ -683,6 +684,89 @@ static int finish_dirs(struct restore *r, struct meta_response_buf *out)
     return 0;
 }
 
+/* ---- verification ------------------------------------------------------------------------ */
+
+#define VERIFY_SIZES 1000u /* files whose size is read back, spread over the tree */
+
+/* Count every name under dir in the live volume (a directory's own name
+ * not included): the counts must be what was planned. */
+static int count_live(struct restore *r, uint64_t dir, uint64_t *dirs, uint64_t *others,
+                      struct meta_response_buf *out)
+{
+    uint64_t cookie = 0;
+    bool is_end = false;
+    int rc = 0;
+
+    while (rc == 0 && !is_end) {
+        struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
+                              .entry_cap = META_READDIR_MAX};
+        rc = live(r, &rd, 0, out);
+        if (rc != 0)
+            break;
+        uint32_t n = out->r.reply.entry_count;
+        is_end = out->r.reply.is_end || n == 0;
+        uint64_t *subdirs = ar_malloc(sizeof(*subdirs) * (n + 1));
+        uint32_t sub_count = 0;
+        if (subdirs == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+            const struct meta_dirent *e = &out->r.reply.entries[i];
+            cookie = e->cookie;
+            if (S_ISDIR(e->type))
+                subdirs[sub_count++] = e->ino;
+            else
+                (*others)++;
+        }
+        *dirs += sub_count;
+        for (uint32_t i = 0; rc == 0 && i < sub_count; i++) { /* out is reused below */
+            rc = count_live(r, subdirs[i], dirs, others, out);
+        }
+        ar_free(subdirs);
+    }
+    return rc;
+}
+
+/* The staging tree holds what was planned: every name, and the sizes of
+ * up to VERIFY_SIZES files spread over it. */
+static int verify(struct restore *r, uint64_t staging, bool is_dir,
+                  struct meta_response_buf *out, char *errmsg)
+{
+    uint64_t dirs = 0;
+    uint64_t others = 0;
+    int rc = is_dir ? count_live(r, staging, &dirs, &others, out) : 0;
+
+    if (rc != 0)
+        return ar_errorf(errmsg, rc, "reading the restored tree back: %s", ar_strerror(rc));
+    uint64_t want_others = is_dir ? r->job_count + r->link_count : 0;
+    if (is_dir && (dirs + 1 != r->dir_count || others != want_others))
+        return ar_errorf(errmsg, -EIO, "the restored tree holds %" PRIu64 " directories and %"
+                         PRIu64 " other names; %zu and %" PRIu64 " were restored", dirs + 1,
+                         others, r->dir_count, want_others);
+    size_t step = r->job_count / VERIFY_SIZES + 1;
+    for (size_t i = 0; rc == 0 && i < r->job_count; i += step) {
+        const struct job *j = &r->jobs[i];
+        struct meta_attr a;
+        uint64_t ino;
+        uint32_t mode;
+        rc = scratch_attr(r, j->src, &a);
+        if (rc == 0 && is_dir)
+            rc = live_lookup(r, j->dst_parent, r->names + j->name_off, &ino, &mode, out);
+        else if (rc == 0)
+            rc = live(r, &(struct meta_cmd){.op = META_OP_LOOKUP, .ino = j->dst_parent,
+                                            .name = r->names + j->name_off,
+                                            .name_len = j->name_len}, 0, out);
+        if (rc == 0 && (out->r.reply.attr.size != a.size || out->r.reply.attr.mode != a.mode))
+            rc = ar_errorf(errmsg, -EIO, "%s came back with size %" PRIu64 " and mode %o, not %"
+                           PRIu64 " and %o", r->names + j->name_off, out->r.reply.attr.size,
+                           out->r.reply.attr.mode, a.size, a.mode);
+        else if (rc != 0)
+            ar_errorf(errmsg, rc, "reading %s back: %s", r->names + j->name_off, ar_strerror(rc));
+        r->rep->sizes_checked += rc == 0;
+    }
+    r->rep->names_counted = dirs + others;
+    return rc;
+}
+
 /* ---- the whole ------------------------------------------------------------------------------ */
 
 /* Split an absolute volume path into its parent's path and last name. */
@@ -882,8 +966,8 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     if (rc == 0 && o->into == NULL && !o->is_replace) {
         if (strlen(final) + strlen(".restored-") + strlen(stamp) > 255)
             rc = -ENAMETOOLONG;
-        strcat(final, ".restored-");
-        strcat(final, stamp);
+        else
+            snprintf(final + strlen(final), sizeof(final) - strlen(final), ".restored-%s", stamp);
     }
     if (rc != 0) {
         restore_free(&r);
@@ -924,6 +1008,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     }
     double t0 = now_s();
     struct meta_attr top;
+    bool is_staged = rc == 0; /* from here on a staging tree may stand */
     if (rc == 0)
         rc = scratch_attr(&r, src, &top);
     if (rc == 0 && S_ISDIR(top.mode)) {
@@ -952,19 +1037,23 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         rc = make_links(&r, out);
     if (rc == 0)
         rc = finish_dirs(&r, out);
-    if (rc != 0 && errmsg[0] == '\0')
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command "
-                 "again removes it and starts over)", r.errmsg, parent,
-                 strcmp(parent, "/") == 0 ? "" : "/", staging);
+    rep->mismatches = atomic_load(&r.mismatches);
+    if (rc == 0 && rep->mismatches > 0)
+        rc = set_error(&r, -EIO, "%" PRIu64 " restored files do not have their size at the "
+                       "moment", rep->mismatches);
+    if (rc == 0) {
+        say(&r, "verifying");
+        rc = verify(&r, r.dir_count > 0 ? r.dirs[0].dst : 0, S_ISDIR(top.mode), out, r.errmsg);
+    }
+    if (rc != 0 && is_staged)
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command again "
+                 "removes it and starts over)", r.errmsg[0] != '\0' ? r.errmsg : ar_strerror(rc),
+                 parent, strcmp(parent, "/") == 0 ? "" : "/", staging);
     if (rc == 0)
         rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
     rep->write_s = now_s() - t0;
     rep->bytes = atomic_load(&r.bytes);
     rep->xattrs = atomic_load(&r.xattrs);
-    rep->mismatches = atomic_load(&r.mismatches);
-    if (rc == 0 && rep->mismatches > 0)
-        rc = ar_errorf(errmsg, -EIO, "%" PRIu64 " restored files do not have their size at the moment",
-                  rep->mismatches);
     ar_free(out);
     restore_free(&r);
     return rc;

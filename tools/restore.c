@@ -385,6 +385,8 @@ int cmd_restore(int argc, char **argv)
     printf("  state: entry %" PRIu64 " (checkpoint %" PRIu64 " + %" PRIu64
            " commands), rebuilt in %.1f s, written in %.1f s\n",
            rep.point.index, rep.point.base_index, rep.point.entries, rep.rebuild_s, rep.write_s);
+    printf("  verified: %" PRIu64 " names read back, sizes and modes of %" PRIu64 " files\n",
+           rep.names_counted, rep.sizes_checked);
     if (rep.aside_name[0] != '\0')
         printf("  the tree that was live is now %s, beside it\n", rep.aside_name);
     return 0;

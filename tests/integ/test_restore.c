@@ -401,6 +401,7 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     rfc3339(t2, at, sizeof(at));
     snprintf(args, sizeof(args), "/ds --at %s --into /at-t2", at);
     assert_int_equal(restore(f, args), 0);
+    assert_true(log_has(f, "verified: 10 names read back")); /* T2: 2 dirs, 8 others */
     snprintf(p, sizeof(p), "%s/at-t1", m->dir);
     char *r1 = describe(p);
     snprintf(p, sizeof(p), "%s/at-t2", m->dir);
@@ -409,6 +410,11 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     expect_same("the tree restored at T1", s1, r1);
     expect_same("the tree restored at T2", s2, r2);
     expect_same("the live tree", live, live_after);
+
+    /* the moments /ds changed: at least the three rounds above */
+    assert_int_equal(restore(f, "--list /ds"), 0);
+    assert_true(log_has(f, " changes of /ds at "));
+    assert_false(log_has(f, "0 changes of /ds"));
 
     /* a file alone, to its default name */
     snprintf(args, sizeof(args), "/ds/sparse --at %s", at);
