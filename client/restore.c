@@ -82,8 +82,13 @@ struct restore {
     size_t dir_count;
     size_t dir_cap;
     struct ino_map firsts; /* inodes with nlink > 1 made so far */
-    /* the pool */
+    size_t *level_ends;  /* dirs come level by level: dirs [level_ends[k-1], level_ends[k]) */
+    size_t level_count;
+    size_t level_cap;
+    /* the pool; mu guards the plan's arrays while its threads add to them */
     pthread_mutex_t mu;
+    atomic_size_t next_dir;  /* planning and finishing: the next of dirs [.., dir_end) */
+    size_t dir_end;
     atomic_size_t next_job;
     atomic_uint workers_done;
     atomic_uint_fast64_t done_files;
@@ -348,66 +353,156 @@ static int make_dir(struct restore *r, uint64_t src, uint64_t dst_parent, const 
     if (rc != 0)
         return set_error(r, rc, "making directory %s: %s", name, ar_strerror(rc));
     uint64_t dst = out->r.reply.attr.ino;
-    if (!grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs)))
-        return -ENOMEM;
-    r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .dst = dst};
+    pthread_mutex_lock(&r->mu);
+    bool is_room = grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs));
+    if (is_room) {
+        r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .dst = dst};
+        r->rep->dirs++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!is_room)
+        return set_error(r, -ENOMEM, "out of memory");
     rc = copy_xattrs(r, src, dst, names, value, out);
     if (rc != 0)
         return set_error(r, rc, "extended attributes of directory %s: %s", name,
                          ar_strerror(rc));
-    r->rep->dirs++;
     return 0;
 }
 
-/* Make every directory below the already made r->dirs[0] and list the rest. */
-static int plan(struct restore *r, struct meta_response_buf *out)
+/* Run n copies of fn (the restore's thread count) until each returns;
+ * say how far files got each second while they run. */
+static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
 {
-    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * 1024);
+    uint32_t n = r->o->threads != 0 ? r->o->threads : THREADS_DEFAULT;
+    pthread_t *t = ar_calloc(n, sizeof(*t));
+    uint32_t started = 0;
+
+    if (t == NULL)
+        return set_error(r, -ENOMEM, "out of memory");
+    atomic_store(&r->workers_done, 0);
+    for (; started < n; started++) {
+        if (pthread_create(&t[started], NULL, fn, r) != 0)
+            break;
+    }
+    if (started == 0)
+        set_error(r, -EAGAIN, "cannot start a thread");
+    double last = now_s();
+    while (atomic_load(&r->workers_done) < started) {
+        usleep(20000);
+        if (is_files && now_s() - last >= 1.0) {
+            last = now_s();
+            say(r, "files: %" PRIuFAST64 " of %zu", atomic_load(&r->done_files), r->job_count);
+        }
+    }
+    for (uint32_t i = 0; i < started; i++) {
+        pthread_join(t[i], NULL);
+    }
+    ar_free(t);
+    return atomic_load(&r->rc);
+}
+
+/* One directory of the tree: its subdirectories made (they join the next
+ * level), its other names listed as jobs, a page at a time in one block
+ * (a batch of the pool takes names of one directory). */
+static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *ents, uint8_t *names,
+                    uint8_t *value, struct meta_response_buf *out)
+{
+    uint64_t cookie = 0;
+    bool is_end = false;
+    int rc = 0;
+
+    while (rc == 0 && !is_end && atomic_load(&r->rc) == 0) {
+        struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = d.src, .cookie = cookie,
+                               .entry_cap = META_READDIR_MAX};
+        struct meta_reply rep = {.entries = ents};
+        rc = scratch_read(r, &cmd, &rep);
+        is_end = rep.is_end || rep.entry_count == 0;
+        uint32_t nlinks[META_READDIR_MAX];
+        uint32_t modes[META_READDIR_MAX];
+        for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
+            const struct meta_dirent *e = &ents[i];
+            cookie = e->cookie;
+            nlinks[i] = 0;
+            if (S_ISDIR(e->type)) {
+                rc = make_dir(r, e->ino, d.dst, e->name, e->name_len, out, names, value);
+                continue;
+            }
+            struct meta_attr a;
+            rc = scratch_attr(r, e->ino, &a);
+            nlinks[i] = a.nlink;
+            modes[i] = a.mode;
+        }
+        pthread_mutex_lock(&r->mu);
+        for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
+            const struct meta_dirent *e = &ents[i];
+            if (S_ISDIR(e->type))
+                continue;
+            struct job j = {.src = e->ino, .dst_parent = d.dst, .name_len = e->name_len,
+                            .mode = modes[i]};
+            bool is_later = false;
+            if (nlinks[i] > 1) { /* the first name makes the inode, later ones link to it */
+                is_later = map_get(&r->firsts, e->ino) != 0;
+                rc = is_later ? 0 : map_put(&r->firsts, e->ino, UINT64_MAX);
+            }
+            if (rc == 0 && is_later)
+                rc = plan_add(r, &r->links, &r->link_count, &r->link_cap, &j, e->name);
+            else if (rc == 0)
+                rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, e->name);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (rc != 0)
+        set_error(r, rc, "listing the tree at the moment: %s", ar_strerror(rc));
+    return rc;
+}
+
+static void *plan_worker(void *arg)
+{
+    struct restore *r = arg;
+    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * META_READDIR_MAX);
     uint8_t *names = ar_malloc(XATTR_LIST_MAX);
     uint8_t *value = ar_malloc(65536);
-    int rc = ents != NULL && names != NULL && value != NULL ? 0 : -ENOMEM;
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
 
-    for (size_t d = 0; rc == 0 && d < r->dir_count; d++) {
-        uint64_t cookie = 0;
-        bool is_end = false;
-        while (rc == 0 && !is_end) {
-            struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = r->dirs[d].src, .cookie = cookie,
-                                   .entry_cap = 1024};
-            struct meta_reply rep = {.entries = ents};
-            rc = scratch_read(r, &cmd, &rep);
-            is_end = rep.is_end || rep.entry_count == 0;
-            for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
-                const struct meta_dirent *e = &ents[i];
-                cookie = e->cookie;
-                if (S_ISDIR(e->type)) {
-                    rc = make_dir(r, e->ino, r->dirs[d].dst, e->name, e->name_len, out, names,
-                                  value);
-                    continue;
-                }
-                struct meta_attr a;
-                rc = scratch_attr(r, e->ino, &a);
-                struct job j = {.src = e->ino, .dst_parent = r->dirs[d].dst,
-                                .name_len = e->name_len, .mode = a.mode};
-                bool is_later = false;
-                if (rc == 0 && a.nlink > 1 && !S_ISDIR(a.mode)) {
-                    is_later = map_get(&r->firsts, e->ino) != 0;
-                    rc = is_later ? 0 : map_put(&r->firsts, e->ino, UINT64_MAX);
-                }
-                if (rc == 0 && is_later)
-                    rc = plan_add(r, &r->links, &r->link_count, &r->link_cap, &j, e->name);
-                else if (rc == 0)
-                    rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, e->name);
-            }
-        }
-        if (d % 256 == 0)
-            say(r, "directories: %zu made, %zu files listed", r->dir_count, r->job_count);
+    if (ents == NULL || names == NULL || value == NULL || out == NULL)
+        set_error(r, -ENOMEM, "out of memory");
+    while (atomic_load(&r->rc) == 0) {
+        size_t i = atomic_fetch_add(&r->next_dir, 1);
+        if (i >= r->dir_end)
+            break;
+        pthread_mutex_lock(&r->mu); /* dirs grows meanwhile */
+        struct dir_pair d = r->dirs[i];
+        pthread_mutex_unlock(&r->mu);
+        plan_dir(r, d, ents, names, value, out);
     }
     ar_free(ents);
     ar_free(names);
     ar_free(value);
-    if (rc != 0 && atomic_load(&r->rc) == 0)
-        set_error(r, rc, "listing the tree at the moment: %s", ar_strerror(rc));
-    return atomic_load(&r->rc);
+    ar_free(out);
+    atomic_fetch_add(&r->workers_done, 1);
+    return NULL;
+}
+
+/* Make every directory below the already made r->dirs[0] and list the
+ * rest: level by level, the directories of a level on the pool. */
+static int plan(struct restore *r)
+{
+    size_t first = 0;
+    int rc = 0;
+
+    while (rc == 0 && first < r->dir_count) {
+        size_t end = r->dir_count;
+        if (!grow((void **)&r->level_ends, &r->level_cap, r->level_count + 1,
+                  sizeof(*r->level_ends)))
+            return set_error(r, -ENOMEM, "out of memory");
+        r->level_ends[r->level_count++] = end;
+        atomic_store(&r->next_dir, first);
+        r->dir_end = end;
+        rc = run_threads(r, plan_worker, false);
+        say(r, "directories: %zu made, %zu files listed", r->dir_count, r->job_count);
+        first = end;
+    }
+    return rc;
 }
 
 /* ---- files (the pool) --------------------------------------------------------------------- */
@@ -622,36 +717,14 @@ static void *worker(void *arg)
 
 static int run_pool(struct restore *r)
 {
-    uint32_t n = r->o->threads != 0 ? r->o->threads : THREADS_DEFAULT;
-    pthread_t *t = ar_calloc(n, sizeof(*t));
-    uint32_t started = 0;
+    int rc = run_threads(r, worker, true);
 
-    if (t == NULL)
-        return set_error(r, -ENOMEM, "out of memory");
-    for (; started < n; started++) {
-        if (pthread_create(&t[started], NULL, worker, r) != 0)
-            break;
-    }
-    if (started == 0)
-        set_error(r, -EAGAIN, "cannot start a thread");
-    double last = now_s();
-    while (atomic_load(&r->workers_done) < started && atomic_load(&r->rc) == 0) {
-        usleep(50000);
-        if (now_s() - last >= 1.0) {
-            last = now_s();
-            say(r, "files: %" PRIuFAST64 " of %zu", atomic_load(&r->done_files), r->job_count);
-        }
-    }
-    for (uint32_t i = 0; i < started; i++) {
-        pthread_join(t[i], NULL);
-    }
-    ar_free(t);
-    for (size_t i = 0; atomic_load(&r->rc) == 0 && i < r->job_count; i++) {
+    for (size_t i = 0; rc == 0 && i < r->job_count; i++) {
         r->rep->files += S_ISREG(r->jobs[i].mode);
         r->rep->symlinks += S_ISLNK(r->jobs[i].mode);
         r->rep->others += !S_ISREG(r->jobs[i].mode) && !S_ISLNK(r->jobs[i].mode);
     }
-    return atomic_load(&r->rc);
+    return rc;
 }
 
 static int make_links(struct restore *r, struct meta_response_buf *out)
@@ -670,18 +743,41 @@ static int make_links(struct restore *r, struct meta_response_buf *out)
     return 0;
 }
 
-/* Directories' owners, modes and times, deepest first. */
-static int finish_dirs(struct restore *r, struct meta_response_buf *out)
+static void *finish_worker(void *arg)
 {
-    for (size_t i = r->dir_count; i-- > 0;) {
+    struct restore *r = arg;
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+
+    if (out == NULL)
+        set_error(r, -ENOMEM, "out of memory");
+    while (atomic_load(&r->rc) == 0) {
+        size_t i = atomic_fetch_add(&r->next_dir, 1);
+        if (i >= r->dir_end)
+            break;
         struct meta_attr a;
         int rc = scratch_attr(r, r->dirs[i].src, &a);
         if (rc == 0)
             rc = copy_attrs(r, r->dirs[i].dst, &a, false, out);
         if (rc != 0)
-            return set_error(r, rc, "directory attributes: %s", ar_strerror(rc));
+            set_error(r, rc, "directory attributes: %s", ar_strerror(rc));
     }
-    return 0;
+    ar_free(out);
+    atomic_fetch_add(&r->workers_done, 1);
+    return NULL;
+}
+
+/* Directories' owners, modes and times, the deepest level first (its
+ * children are all made), a level's directories on the pool. */
+static int finish_dirs(struct restore *r)
+{
+    int rc = 0;
+
+    for (size_t k = r->level_count; rc == 0 && k-- > 0;) {
+        atomic_store(&r->next_dir, k > 0 ? r->level_ends[k - 1] : 0);
+        r->dir_end = r->level_ends[k];
+        rc = run_threads(r, finish_worker, false);
+    }
+    return rc;
 }
 
 /* ---- verification ------------------------------------------------------------------------ */
@@ -898,6 +994,7 @@ static void restore_free(struct restore *r)
     ar_free(r->links);
     ar_free(r->names);
     ar_free(r->dirs);
+    ar_free(r->level_ends);
     ar_free(r->firsts.keys);
     ar_free(r->firsts.vals);
     if (r->client != NULL)
@@ -1021,7 +1118,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         ar_free(names);
         ar_free(value);
         if (rc == 0)
-            rc = plan(&r, out);
+            rc = plan(&r);
         rep->plan_s = now_s() - t0;
     } else if (rc == 0) {
         struct job j = {.src = src, .dst_parent = dst_parent, .name_len = (uint32_t)strlen(staging),
@@ -1036,7 +1133,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     if (rc == 0)
         rc = make_links(&r, out);
     if (rc == 0)
-        rc = finish_dirs(&r, out);
+        rc = finish_dirs(&r);
     rep->mismatches = atomic_load(&r.mismatches);
     if (rc == 0 && rep->mismatches > 0)
         rc = set_error(&r, -EIO, "%" PRIu64 " restored files do not have their size at the "

@@ -134,8 +134,9 @@ static void *live(void *arg)
 
 static void progress(void *ctx, const char *line)
 {
-    (void)ctx;
-    fprintf(stderr, "  restore: %s\n", line);
+    const double *t0 = ctx;
+
+    fprintf(stderr, "  restore %6.2f s: %s\n", cmd_now() - *t0, line);
 }
 
 static int run(struct rbench *b, const uint16_t *ports)
@@ -210,6 +211,7 @@ static int run(struct rbench *b, const uint16_t *ports)
     struct ar_restore_report rep;
     ops0 = atomic_load(&b->live_ops);
     t0 = cmd_now();
+    ro.ctx = &t0;
     if (rc == 0)
         rc = ar_restore_run(&ro, &rep, errmsg);
     double restore_s = cmd_now() - t0;
