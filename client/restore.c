@@ -49,10 +49,14 @@ struct job {
     uint32_t mode;
 };
 
-/* A directory made: its scratch and live inodes. */
+/* A directory of the tree: its scratch inode; its live one once made (0
+ * before), under its live parent with its name (in the name arena). */
 struct dir_pair {
     uint64_t src;
     uint64_t dst;
+    uint64_t parent;
+    uint32_t name_off;
+    uint32_t name_len;
 };
 
 /* An open-addressed map of scratch inode -> live inode, for hard links. */
@@ -340,29 +344,35 @@ static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *ca
     return 0;
 }
 
-static int make_dir(struct restore *r, uint64_t src, uint64_t dst_parent, const char *name,
-                    uint32_t name_len, struct meta_response_buf *out, uint8_t *names,
-                    uint8_t *value)
+/* List directory src (made by the next level) under live parent. Under mu. */
+static int dir_add(struct restore *r, uint64_t src, uint64_t parent, const char *name,
+                   uint32_t name_len)
 {
-    struct meta_attr a;
-    int rc = scratch_attr(r, src, &a);
-    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = dst_parent, .name = name,
-                          .name_len = name_len, .mode = S_IFDIR | 0700};
-    if (rc == 0)
-        rc = live(r, &mk, 0, out);
+    if (!grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs)) ||
+        !grow((void **)&r->names, &r->names_cap, r->names_len + name_len + 1, 1))
+        return -ENOMEM;
+    r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .parent = parent,
+                                                .name_off = (uint32_t)r->names_len,
+                                                .name_len = name_len};
+    memcpy(r->names + r->names_len, name, name_len);
+    r->names[r->names_len + name_len] = '\0';
+    r->names_len += name_len + 1;
+    return 0;
+}
+
+/* Make directory d in the live volume (mode 0700 until finish_dirs), with
+ * its xattrs; d->dst is its inode. */
+static int make_dir(struct restore *r, struct dir_pair *d, const char *name,
+                    struct meta_response_buf *out, uint8_t *names, uint8_t *value)
+{
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = d->parent, .name = name,
+                          .name_len = d->name_len, .mode = S_IFDIR | 0700};
+    int rc = live(r, &mk, 0, out);
+
     if (rc != 0)
         return set_error(r, rc, "making directory %s: %s", name, ar_strerror(rc));
-    uint64_t dst = out->r.reply.attr.ino;
-    pthread_mutex_lock(&r->mu);
-    bool is_room = grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs));
-    if (is_room) {
-        r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .dst = dst};
-        r->rep->dirs++;
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (!is_room)
-        return set_error(r, -ENOMEM, "out of memory");
-    rc = copy_xattrs(r, src, dst, names, value, out);
+    d->dst = out->r.reply.attr.ino;
+    rc = copy_xattrs(r, d->src, d->dst, names, value, out);
     if (rc != 0)
         return set_error(r, rc, "extended attributes of directory %s: %s", name,
                          ar_strerror(rc));
@@ -401,11 +411,10 @@ static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
     return atomic_load(&r->rc);
 }
 
-/* One directory of the tree: its subdirectories made (they join the next
- * level), its other names listed as jobs, a page at a time in one block
- * (a batch of the pool takes names of one directory). */
-static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *ents, uint8_t *names,
-                    uint8_t *value, struct meta_response_buf *out)
+/* One directory of the tree, made: its subdirectories listed for the next
+ * level, its other names as jobs, a page at a time in one block (a batch
+ * of the pool takes names of one directory). */
+static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *ents)
 {
     uint64_t cookie = 0;
     bool is_end = false;
@@ -423,10 +432,8 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
             const struct meta_dirent *e = &ents[i];
             cookie = e->cookie;
             nlinks[i] = 0;
-            if (S_ISDIR(e->type)) {
-                rc = make_dir(r, e->ino, d.dst, e->name, e->name_len, out, names, value);
-                continue;
-            }
+            if (S_ISDIR(e->type))
+                continue; /* the next level makes it */
             struct meta_attr a;
             rc = scratch_attr(r, e->ino, &a);
             nlinks[i] = a.nlink;
@@ -435,8 +442,10 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
         pthread_mutex_lock(&r->mu);
         for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
             const struct meta_dirent *e = &ents[i];
-            if (S_ISDIR(e->type))
+            if (S_ISDIR(e->type)) {
+                rc = dir_add(r, e->ino, d.dst, e->name, e->name_len);
                 continue;
+            }
             struct job j = {.src = e->ino, .dst_parent = d.dst, .name_len = e->name_len,
                             .mode = modes[i]};
             bool is_later = false;
@@ -470,10 +479,18 @@ static void *plan_worker(void *arg)
         size_t i = atomic_fetch_add(&r->next_dir, 1);
         if (i >= r->dir_end)
             break;
-        pthread_mutex_lock(&r->mu); /* dirs grows meanwhile */
+        char name[256];
+        pthread_mutex_lock(&r->mu); /* dirs and names grow meanwhile */
         struct dir_pair d = r->dirs[i];
+        memcpy(name, r->names + d.name_off, d.name_len + 1);
         pthread_mutex_unlock(&r->mu);
-        plan_dir(r, d, ents, names, value, out);
+        if (make_dir(r, &d, name, out, names, value) != 0)
+            break;
+        pthread_mutex_lock(&r->mu);
+        r->dirs[i].dst = d.dst;
+        r->rep->dirs++;
+        pthread_mutex_unlock(&r->mu);
+        plan_dir(r, d, ents);
     }
     ar_free(ents);
     ar_free(names);
@@ -483,8 +500,9 @@ static void *plan_worker(void *arg)
     return NULL;
 }
 
-/* Make every directory below the already made r->dirs[0] and list the
- * rest: level by level, the directories of a level on the pool. */
+/* Make the directories of the tree from r->dirs[0] (its root) down and
+ * list the rest: level by level, a level's directories on the pool, each
+ * made and then listed (its subdirectories are the next level). */
 static int plan(struct restore *r)
 {
     size_t first = 0;
@@ -1109,14 +1127,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     if (rc == 0)
         rc = scratch_attr(&r, src, &top);
     if (rc == 0 && S_ISDIR(top.mode)) {
-        uint8_t *names = ar_malloc(XATTR_LIST_MAX);
-        uint8_t *value = ar_malloc(65536);
-        rc = names != NULL && value != NULL
-                 ? make_dir(&r, src, dst_parent, staging, (uint32_t)strlen(staging), out, names,
-                            value)
-                 : -ENOMEM;
-        ar_free(names);
-        ar_free(value);
+        rc = dir_add(&r, src, dst_parent, staging, (uint32_t)strlen(staging));
         if (rc == 0)
             rc = plan(&r);
         rep->plan_s = now_s() - t0;

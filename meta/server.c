@@ -1681,6 +1681,8 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     }
     snprintf(path, sizeof(path), "%s/log", g->dir);
     raft_seglog_options_init(&lo);
+    if (s->cfg.window_s > 0) /* sealed segments stay for the recovery window */
+        lo.retain_ns = (uint64_t)s->cfg.window_s * 1000000000ull;
     rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
     if (rc != 0)
         return rc;
