@@ -449,6 +449,7 @@ enum meta_admin_op {
     META_ADMIN_ADD_LEARNER,
     META_ADMIN_PROMOTE,
     META_ADMIN_REMOVE,
+    META_ADMIN_SET_WINDOW,   /* the map shard: the recovery window becomes target seconds */
 };
 enum meta_read_mode {
     META_READ_LINEARIZABLE = 0, /* at the leader: within its lease, else a ReadIndex round */

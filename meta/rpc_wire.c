@@ -97,7 +97,8 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
     int rc = 0;
     if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_ADMIN ||
         (pb->kind == META_REQ_ADMIN &&
-         (pb->admin < META_ADMIN_TRANSFER || pb->admin > META_ADMIN_REMOVE || pb->target == 0)) ||
+         (pb->admin < META_ADMIN_TRANSFER || pb->admin > META_ADMIN_SET_WINDOW ||
+          pb->target == 0)) ||
         pb->read_mode > META_READ_FOLLOWER || pb->data_cap > META_XATTR_BYTES_MAX)
         rc = -EINVAL;
     memset(&cmd->cmd, 0, sizeof(cmd->cmd));

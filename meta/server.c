@@ -1201,13 +1201,36 @@ static void leader_chores(struct group *g)
 /* A change of members (one at a time) or of leader, at the group's leader.
  * The new node must be in the cluster file (its address is known); the map
  * leader then puts its addresses into the map (map_sync). */
+/* A new recovery window in the map (the map leader proposes it, as a
+ * compare-and-set on the map's version like every map change). */
+static int set_window(struct group *g, uint64_t seconds)
+{
+    struct meta_server *s = g->srv;
+    const struct meta_map *cur = meta_shard_map(g->state);
+    size_t len;
+    raft_index index;
+
+    if (g->shard != META_MAP_SHARD || cur->version == 0 || seconds == 0 ||
+        seconds > UINT32_MAX)
+        return -EINVAL;
+    s->map_next = *cur;
+    s->map_next.version = cur->version + 1;
+    s->map_next.window_s = (uint32_t)seconds;
+    int rc = meta_map_encode(&s->map_next, s->map_bytes, sizeof(s->map_bytes), &len);
+    struct meta_cmd cmd = {.op = META_OP_MAP_SET, .cookie = cur->version, .value = s->map_bytes,
+                           .value_len = (uint32_t)len};
+    return rc == 0 ? propose_cmd(g, &cmd, &index) : rc;
+}
+
 static int admin(struct meta_server *s, struct group *g, const struct meta_request *req)
 {
     struct raft_config c = *raft_config_of(g->node);
     raft_index index;
     int rc;
 
-    if (req->admin == META_ADMIN_TRANSFER) {
+    if (req->admin == META_ADMIN_SET_WINDOW) {
+        rc = set_window(g, req->target);
+    } else if (req->admin == META_ADMIN_TRANSFER) {
         rc = raft_transfer_leader(g->node, req->target);
     } else {
         if (req->admin == META_ADMIN_ADD_LEARNER) {

@@ -11,22 +11,26 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "cmd.h"
 #include "meta.h"
 
 #define ADMIN_TRIES 50 /* bounded: an election may be under way */
 
-/* The change for one group, at its leader. */
-static int send_admin_to(const struct meta_server_config *cfg, uint32_t shard,
-                         enum meta_admin_op op, uint64_t target)
+/* The change for one group, at its leader: the replicas at addrs are asked
+ * in turn, and redirects followed. */
+static int send_admin_to(char addrs[][64], uint32_t count, uint32_t shard, enum meta_admin_op op,
+                         uint64_t target)
 {
     char why[128] = "";
     char addr[64];
 
     struct meta_response_buf *out = malloc(sizeof(*out));
-    if (out == NULL)
+    if (out == NULL || count == 0) {
+        free(out);
         return 1;
-    snprintf(addr, sizeof(addr), "%s", cfg->nodes[0].client_addr);
+    }
+    snprintf(addr, sizeof(addr), "%s", addrs[0]);
     int rc = -ETIMEDOUT;
     for (int i = 0; i < ADMIN_TRIES; i++) {
         struct meta_request req = {.id = (uint64_t)i + 1, .kind = META_REQ_ADMIN, .admin = op,
@@ -38,8 +42,7 @@ static int send_admin_to(const struct meta_server_config *cfg, uint32_t shard,
         }
         if (rc == 0 || rc == -EINVAL)
             break; /* done, or refused for good; anything else: another replica, later */
-        snprintf(addr, sizeof(addr), "%s",
-                 cfg->nodes[(uint32_t)(i + 1) % cfg->node_count].client_addr);
+        snprintf(addr, sizeof(addr), "%s", addrs[(uint32_t)(i + 1) % count]);
         usleep(100000);
     }
     free(out);
@@ -61,9 +64,75 @@ static int send_admin(const char *data_dir, enum meta_admin_op op, uint64_t targ
         fprintf(stderr, "arbor: %s\n", errmsg);
         return 1;
     }
+    char addrs[META_SERVER_NODES_MAX][64];
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "%s", cfg.nodes[i].client_addr);
+    }
     for (size_t i = 0; i < AR_ARRAY_LEN(shards); i++) {
-        if (send_admin_to(&cfg, shards[i], op, target) != 0)
+        if (send_admin_to(addrs, cfg.node_count, shards[i], op, target) != 0)
             return 1;
+    }
+    return 0;
+}
+
+int cmd_window(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"meta", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct ar_client_options o = {.has_no_session = true};
+    const char *meta = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': meta = optarg; break;
+        case 'h':
+            printf("usage: arbor window [set DURATION] [--meta ADDR,...]\n\n"
+                   "Print the volume's recovery window (how far back arbor restore reaches,\n"
+                   "and how long deleted data stays in the store), or set it: 14d, 36h, 90m.\n"
+                   "A new window of an hour or more; shorter ones only at arbor format (a\n"
+                   "mount keeps unused slice ids up to 10 minutes, which must stay well\n"
+                   "inside the window). A longer window keeps what is still in the\n"
+                   "archive; what expired before it is gone. Without --meta, the local\n"
+                   "cluster arbor up runs.\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    uint64_t seconds = 0;
+    bool is_set = optind + 2 == argc && strcmp(argv[optind], "set") == 0;
+    if ((!is_set && optind != argc) || (is_set && !cmd_parse_duration(argv[optind + 1], &seconds))) {
+        fprintf(stderr, "arbor window: wants no argument, or set DURATION (14d, 36h, 90m)\n");
+        return 2;
+    }
+    if (is_set && seconds < 3600) {
+        fprintf(stderr, "arbor window: a new window must be an hour or more\n");
+        return 2;
+    }
+    if (!cmd_meta_options("window", meta, &o))
+        return 1;
+    if (is_set) {
+        if (send_admin_to(o.addrs, o.addr_count, META_MAP_SHARD, META_ADMIN_SET_WINDOW, seconds))
+            return 1;
+        usleep(200000); /* answered once proposed: read it back once applied */
+    }
+    struct ar_client *cl = NULL;
+    if (ar_client_open(&o, &cl, errmsg) != 0) {
+        fprintf(stderr, "arbor window: %s\n", errmsg);
+        return 1;
+    }
+    struct meta_map map;
+    ar_client_map(cl, &map);
+    ar_client_close(cl);
+    printf("recovery window: %u s (%.1f days)\n", map.window_s, map.window_s / 86400.0);
+    if (is_set && map.window_s != seconds) {
+        fprintf(stderr, "arbor window: the map still says %u s; run it again\n", map.window_s);
+        return 1;
     }
     return 0;
 }

@@ -25,6 +25,7 @@ static const struct command commands[] = {
     {"up", cmd_up, "run a local cluster, a file:// store and the mount, in one command"},
     {"down", cmd_down, "stop what arbor up runs"},
     {"restore", cmd_restore, "put a path back as it was at an earlier moment"},
+    {"window", cmd_window, "print or change the recovery window"},
     {"gc", cmd_gc, "delete blocks nothing inside the recovery window names"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
 };

@@ -56,6 +56,19 @@ int cmd_bench(int argc, char **argv)
     return 2;
 }
 
+bool cmd_parse_duration(const char *s, uint64_t *seconds)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long unit = *end == 'd' ? 86400 : *end == 'h' ? 3600 : *end == 'm' ? 60 : 1;
+
+    if (end == s || (*end != '\0' && (strchr("dhms", *end) == NULL || end[1] != '\0')) ||
+        v == 0 || v > UINT32_MAX / unit)
+        return false;
+    *seconds = v * unit;
+    return true;
+}
+
 uint16_t cmd_free_port(void)
 {
     /* below the ephemeral range (32768 up), from which other processes'

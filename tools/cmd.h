@@ -18,6 +18,7 @@ int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_window(int argc, char **argv);
 
 struct meta_request;
 struct meta_response_buf;
@@ -29,6 +30,9 @@ int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_
 
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);
+/* Parse a duration such as 90, 90s, 15m, 36h or 7d into seconds (1 and up,
+ * at most 2^32 - 1); false if malformed. */
+bool cmd_parse_duration(const char *s, uint64_t *seconds);
 
 /* A TCP port on 127.0.0.1 free a moment ago (0 if none): for the benchmarks,
  * which start servers of their own. */

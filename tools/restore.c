@@ -113,6 +113,8 @@ struct watch {
     uint64_t changes;
     uint64_t total;
     uint64_t moments;
+    bool is_started;
+    bool is_oom;
 };
 
 static int cmp_u64(const void *a, const void *b)
@@ -144,64 +146,62 @@ static uint64_t resolve(const struct meta_shard *s, const char *path)
     return at;
 }
 
-/* Every inode under root, into w->set (depth-first, bounded by the state). */
+static void set_push(struct watch *w, uint64_t ino)
+{
+    if (w->set_count == w->set_cap) {
+        size_t cap = w->set_cap == 0 ? 1024 : w->set_cap * 2;
+        uint64_t *v = realloc(w->set, cap * sizeof(*v));
+        if (v == NULL) {
+            w->is_oom = true;
+            return;
+        }
+        w->set = v;
+        w->set_cap = cap;
+    }
+    w->set[w->set_count++] = ino;
+}
+
+/* Every inode under dir, into w->set (depth-first, bounded by the state). */
 static void collect(struct watch *w, const struct meta_shard *s, uint64_t dir)
 {
-    static struct meta_dirent ents[256];
+    struct meta_dirent *ents = malloc(sizeof(*ents) * 256);
     uint64_t cookie = 0;
-    bool is_end = false;
+    bool is_end = ents == NULL;
 
+    w->is_oom = w->is_oom || ents == NULL;
     while (!is_end) {
         struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
                                .entry_cap = 256};
         struct meta_reply rep = {.entries = ents};
         if (meta_shard_read(s, &cmd, &rep) != 0)
-            return;
+            break;
         is_end = rep.is_end || rep.entry_count == 0;
-        uint64_t subdirs[256];
-        uint32_t subdir_count = 0;
         for (uint32_t i = 0; i < rep.entry_count; i++) {
             cookie = ents[i].cookie;
-            if (w->set_count == w->set_cap) {
-                size_t cap = w->set_cap == 0 ? 1024 : w->set_cap * 2;
-                uint64_t *v = realloc(w->set, cap * sizeof(*v));
-                if (v == NULL)
-                    return;
-                w->set = v;
-                w->set_cap = cap;
-            }
-            w->set[w->set_count++] = ents[i].ino;
+            set_push(w, ents[i].ino);
             if (S_ISDIR(ents[i].type))
-                subdirs[subdir_count++] = ents[i].ino;
-        }
-        for (uint32_t i = 0; i < subdir_count; i++) { /* ents is reused below */
-            collect(w, s, subdirs[i]);
+                collect(w, s, ents[i].ino);
         }
     }
+    free(ents);
 }
 
+/* PATH's inode and every inode under it, now. */
 static void rescan(struct watch *w, const struct meta_shard *s)
 {
     w->set_count = 0;
     w->root = resolve(s, w->path);
-    if (w->root != 0) {
-        w->set_count = 0;
-        collect(w, s, w->root);
-        if (w->set_count < w->set_cap || w->set_cap == 0) {
-            uint64_t *v = realloc(w->set, (w->set_count + 1) * sizeof(*v));
-            if (v != NULL) {
-                w->set = v;
-                w->set_cap = w->set_count + 1;
-            }
-        }
-        w->set[w->set_count++] = w->root;
-        qsort(w->set, w->set_count, sizeof(*w->set), cmp_u64);
-    }
+    if (w->root == 0)
+        return;
+    collect(w, s, w->root);
+    set_push(w, w->root);
+    qsort(w->set, w->set_count, sizeof(*w->set), cmp_u64);
 }
 
 static bool in_set(const struct watch *w, uint64_t ino)
 {
-    return ino != 0 && bsearch(&ino, w->set, w->set_count, sizeof(ino), cmp_u64) != NULL;
+    return ino != 0 && w->set_count > 0 &&
+           bsearch(&ino, w->set, w->set_count, sizeof(ino), cmp_u64) != NULL;
 }
 
 static void flush_second(struct watch *w)
@@ -223,8 +223,10 @@ static void on_replay(void *ctx, const struct meta_shard *s, const struct meta_c
 {
     struct watch *w = ctx;
 
-    if (w->set == NULL && w->root == 0 && is_before)
-        rescan(w, s); /* the first command: the state before it */
+    if (!w->is_started) { /* the first command: the state before it */
+        w->is_started = true;
+        rescan(w, s);
+    }
     if (is_before)
         return;
     bool is_touch = in_set(w, cmd->ino) || in_set(w, cmd->new_dir);
@@ -277,6 +279,10 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
                                           .watch = on_replay, .ctx = &w};
         rc = meta_archive_rebuild(st, &ro, &shard, &pt, errmsg);
         rmdir(dir); /* the rebuild removed what it put there */
+    }
+    if (rc == 0 && w.is_oom) {
+        rc = -ENOMEM;
+        snprintf(errmsg, sizeof(errmsg), "out of memory following %s", path);
     }
     if (rc == 0) {
         flush_second(&w);

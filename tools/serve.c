@@ -90,17 +90,12 @@ int cmd_format(int argc, char **argv)
             break;
         }
         case 'w': {
-            char *end;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            unsigned long long unit = *end == 'd' ? 86400 : *end == 'h' ? 3600 : *end == 'm' ? 60 : 1;
-            if (*end != '\0' && end[1] != '\0')
-                unit = 0;
-            if ((*end != '\0' && strchr("dhms", *end) == NULL) || unit == 0 || v == 0 ||
-                v * unit > UINT32_MAX) {
+            uint64_t v;
+            if (!cmd_parse_duration(optarg, &v)) {
                 fprintf(stderr, "arbor format: --window wants a duration like 7d, 36h, 90m\n");
                 return 2;
             }
-            cfg.window_s = (uint32_t)(v * unit);
+            cfg.window_s = (uint32_t)v;
             break;
         }
         case 'V': {

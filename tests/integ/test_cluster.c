@@ -555,7 +555,11 @@ static void test_cluster_stale_follower_refuses_bounded_reads(void **state)
     client_close(f);
     kill(f->pid[leader], SIGCONT);
     kill(f->pid[other], SIGCONT);
-    assert_int_equal(mknod_at(f, 1, "after", NULL), 0);
+    /* the cluster serves again; a resend after a slow first answer (this
+     * harness resends without a client id) finds its own file */
+    int rc = mknod_at(f, 1, "after", NULL);
+    assert_true(rc == 0 || rc == -EEXIST);
+    assert_int_equal(lookup(f, 1, "after", META_READ_LINEARIZABLE), 0);
 }
 
 /* The map: written by the first leader from the cluster file; read by

@@ -551,6 +551,12 @@ static void test_restore_window_expires_and_refuses_older_moments(void **state)
     snprintf(args, sizeof(args), "/ds --at %s --into /too-old", at);
     assert_int_equal(restore(f, args), 1);
     assert_true(log_has(f, "before the recovery window"));
+    /* the window as the map holds it, and changed */
+    assert_int_equal(run(f, "window", ""), 0);
+    assert_true(log_has(f, "recovery window: 4 s"));
+    assert_int_equal(run(f, "window", "set 30m"), 2); /* under an hour: only at format */
+    assert_int_equal(run(f, "window", "set 2h"), 0);
+    assert_true(log_has(f, "recovery window: 7200 s"));
     /* a moment inside the window still restores */
     snprintf(args, sizeof(args), "/ds --at -1s --into /recent");
     assert_int_equal(restore(f, args), 0);
