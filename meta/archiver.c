@@ -142,11 +142,21 @@ static void drop_first(struct archiver *a)
     batch_free(b);
 }
 
+/* Drop the tail, but for a batch a job is reading (it goes after the job). */
 static void drop_all(struct archiver *a)
 {
+    struct batch *keep = a->job == JOB_LOG ? a->job_batch : NULL;
+
     while (a->first != NULL) {
+        if (a->first == keep) {
+            a->first = keep->next;
+            keep->next = NULL;
+            continue;
+        }
         drop_first(a);
     }
+    a->first = keep;
+    a->last = keep;
 }
 
 void archiver_free(struct archiver *a)
@@ -438,6 +448,7 @@ static void job_after(uv_work_t *w, int status)
     case JOB_LOG:
         if (a->job_batch->h.last + 1 > a->archived_next)
             a->archived_next = a->job_batch->h.last + 1;
+        a->job_batch = NULL;
         break;
     case JOB_EXPORT:
         /* its time comes from the Raft log, on the next turn */
@@ -529,8 +540,10 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
     while (b != NULL && b->h.last < a->archived_next) {
         b = b->next;
     }
-    uint64_t tail_first = a->first != NULL ? a->first->h.first : a->next;
-    bool is_gap = a->next > a->archived_next && tail_first > a->archived_next;
+    /* the entries from archived_next on must be in the tail, else a
+     * checkpoint has to cover them */
+    uint64_t tail_first = b != NULL ? b->h.first : a->next;
+    bool is_gap = tail_first > a->archived_next && a->next > a->archived_next;
     if (is_gap) {
         if (now - a->last_gap_ms >= GAP_RETRY_MS) {
             ar_log(AR_LOG_INFO, "shard %u: the archive ends before %" PRIu64 ", the tail starts at "
@@ -547,7 +560,6 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
         job_start(a, JOB_LOG);
         return;
     }
-    a->job_batch = NULL;
     if (now - a->last_ckpt_ms >= (uint64_t)a->o.ckpt_s * 1000u) {
         a->job_ckpt = v->ckpt;
         job_start(a, JOB_EXPORT);

@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/xattr.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -354,6 +356,82 @@ static bool log_has(struct fixture *f, const char *text)
 }
 
 /* ---- the tests ---------------------------------------------------------------------------- */
+
+/* The node that leads shard 1 now (a linearizable statfs is answered only
+ * there); -1 if none within a few seconds. */
+static int leader_of_root(struct fixture *f)
+{
+    struct meta_cmd sf = {.op = META_OP_STATFS};
+
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < f->nodes; i++) {
+            struct meta_request req = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
+                                       .kind = META_REQ_COMMAND};
+            bool is_ok = f->pid[i] > 0 && client_connect(f, i) && exchange(f, &req, &sf) &&
+                         f->resp->r.rc == 0;
+            client_close(f);
+            if (is_ok)
+                return i;
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+static void write_files(const char *dir, const char *prefix, int count, uint64_t seed)
+{
+    char p[600];
+
+    for (int i = 0; i < count; i++) {
+        snprintf(p, sizeof(p), "%s/%s%02d", dir, prefix, i);
+        put_random(p, 1000 + (size_t)i * 100, seed + (uint64_t)i, 0);
+    }
+}
+
+/* The leader that archives dies; the next one goes on where it stopped. */
+static void test_restore_across_a_leader_crash(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    write_files(ds, "a", 20, 100);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    int leader = leader_of_root(f);
+    assert_true(leader >= 0);
+    node_kill(f, leader, SIGKILL);
+    write_files(ds, "b", 20, 200); /* through the new leader */
+    snprintf(p, sizeof(p), "%s/a05", ds);
+    assert_int_equal(unlink(p), 0);
+    char *s2 = describe(ds);
+    uint64_t t2 = moment();
+    node_start(f, leader);
+    write_files(ds, "c", 5, 300);
+
+    rfc3339(t1, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
+    assert_int_equal(restore(f, args), 0);
+    rfc3339(t2, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t2", at);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
+    char *r1 = describe(p);
+    snprintf(p, sizeof(p), "%s/at-t2", m->dir);
+    char *r2 = describe(p);
+    expect_same("the tree restored from before the crash", s1, r1);
+    expect_same("the tree restored from after the crash", s2, r2);
+    free(s1);
+    free(s2);
+    free(r1);
+    free(r2);
+    mount_stop(m);
+}
 
 static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
 {
@@ -697,6 +775,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_restore_at_two_moments_leaves_the_live_tree,
                                         setup_fast, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_across_a_leader_crash, setup_fast,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
         cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,
