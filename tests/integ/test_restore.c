@@ -770,12 +770,90 @@ static void test_gc_runs_in_the_background(void **state)
     mount_stop(m);
 }
 
+/* The hidden staging name of a restore, if one stands in dir ("" if none). */
+static void staging_in(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    out[0] = '\0';
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".arbor-restore-", 15) == 0)
+            snprintf(out, cap, "%s", e->d_name);
+    }
+    closedir(d);
+}
+
+/* A restore killed half way leaves only its hidden tree; the same command
+ * again removes it and finishes. */
+static void test_restore_killed_half_way_starts_over(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[700];
+    char at[64];
+    char cmd[2000];
+    char hidden[300];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    for (int d = 0; d < 150; d++) { /* directories: made one round trip each */
+        snprintf(p, sizeof(p), "%s/d%03d", ds, d);
+        assert_int_equal(mkdir(p, 0755), 0);
+        snprintf(p, sizeof(p), "%s/d%03d/f", ds, d);
+        put_random(p, 100, (uint64_t)d, 0);
+    }
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    rfc3339(t1, at, sizeof(at));
+    snprintf(cmd, sizeof(cmd), "/ds --at %s --into /back --threads 1", at);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char meta[64];
+        snprintf(meta, sizeof(meta), "127.0.0.1:%u", f->client_port[0]);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(f->arbor, "arbor", "restore", "/ds", "--at", at, "--into", "/back", "--threads",
+              "1", "--meta", meta, (char *)NULL);
+        _exit(127);
+    }
+    /* kill it once its hidden tree stands (bounded) */
+    hidden[0] = '\0';
+    for (int i = 0; i < 2000 && hidden[0] == '\0'; i++) {
+        staging_in(m->dir, hidden, sizeof(hidden));
+        if (hidden[0] == '\0')
+            usleep(5000);
+    }
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(hidden[0] != '\0');
+    assert_true(WIFSIGNALED(status)); /* it was still at work */
+    snprintf(p, sizeof(p), "%s/back", m->dir);
+    struct stat st;
+    assert_int_equal(lstat(p, &st), -1); /* the final name holds nothing */
+    assert_int_equal(restore(f, cmd), 0);
+    staging_in(m->dir, hidden, sizeof(hidden));
+    assert_string_equal(hidden, "");
+    char *r1 = describe(p);
+    expect_same("the tree restored after an interrupted restore", s1, r1);
+    free(s1);
+    free(r1);
+    mount_stop(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_restore_at_two_moments_leaves_the_live_tree,
                                         setup_fast, teardown),
         cmocka_unit_test_setup_teardown(test_restore_across_a_leader_crash, setup_fast,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_killed_half_way_starts_over, setup_fast,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
