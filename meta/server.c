@@ -1198,9 +1198,6 @@ static void leader_chores(struct group *g)
         root_stamp(g);
 }
 
-/* A change of members (one at a time) or of leader, at the group's leader.
- * The new node must be in the cluster file (its address is known); the map
- * leader then puts its addresses into the map (map_sync). */
 /* A new recovery window in the map (the map leader proposes it, as a
  * compare-and-set on the map's version like every map change). */
 static int set_window(struct group *g, uint64_t seconds)
@@ -1222,6 +1219,10 @@ static int set_window(struct group *g, uint64_t seconds)
     return rc == 0 ? propose_cmd(g, &cmd, &index) : rc;
 }
 
+/* A change of members (one at a time) or of leader, at the group's leader.
+ * The new node must be in the cluster file (its address is known); the map
+ * leader then puts its addresses into the map (map_sync). Or, at the
+ * map leader, a new recovery window. */
 static int admin(struct meta_server *s, struct group *g, const struct meta_request *req)
 {
     struct raft_config c = *raft_config_of(g->node);
