@@ -497,6 +497,8 @@ struct meta_group_status {
     uint64_t memory_bytes;     /* the shard state in memory */
     uint64_t log_bytes;        /* the segment log on disk */
     uint64_t checkpoint_bytes; /* the LMDB checkpoint on disk */
+    uint64_t archived;         /* at the leader: entries below it are archived (0: unknown) */
+    uint64_t archive_tail_bytes; /* applied entries held for the archive */
     uint32_t peer_count;   /* at the leader */
     uint64_t peer_ids[META_STATUS_PEERS_MAX];
     uint64_t peer_match[META_STATUS_PEERS_MAX];

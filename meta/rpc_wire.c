@@ -279,6 +279,8 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
         gs[i].memory_bytes = g->memory_bytes;
         gs[i].log_bytes = g->log_bytes;
         gs[i].checkpoint_bytes = g->checkpoint_bytes;
+        gs[i].archived = g->archived;
+        gs[i].archive_tail_bytes = g->archive_tail_bytes;
         gs[i].n_peer_ids = g->peer_count;
         gs[i].peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
         gs[i].n_peer_match = g->peer_count;
@@ -319,6 +321,8 @@ static void copy_groups(const Arbor__Meta__Response *pb, struct meta_response *r
                                         .memory_bytes = g->memory_bytes,
                                         .log_bytes = g->log_bytes,
                                         .checkpoint_bytes = g->checkpoint_bytes,
+                                        .archived = g->archived,
+                                        .archive_tail_bytes = g->archive_tail_bytes,
                                         .peer_count = (uint32_t)g->n_peer_ids,
                                         .voter_count = (uint32_t)g->n_voters,
                                         .learner_count = (uint32_t)g->n_learners};

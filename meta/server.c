@@ -1335,6 +1335,7 @@ static void group_status(const struct group *g, struct meta_group_status *gs)
     gs->log_bytes = dir_bytes(path);
     snprintf(path, sizeof(path), "%s/ckpt", g->dir);
     gs->checkpoint_bytes = dir_bytes(path);
+    archiver_progress(g->arch, &gs->archived, &gs->archive_tail_bytes);
     gs->voter_count = cfg->voter_count;
     memcpy(gs->voters, cfg->voters, sizeof(uint64_t) * cfg->voter_count);
     gs->learner_count = cfg->learner_count;

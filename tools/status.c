@@ -134,8 +134,14 @@ static void print_group(const struct meta_response *r, const char *addr,
     char a[32];
     char b[32];
     char c[32];
-    printf("       sizes: state in memory %s, log on disk %s, checkpoint on disk %s\n",
-           human(s->memory_bytes, a), human(s->log_bytes, b), human(s->checkpoint_bytes, c));
+    char d[32];
+    printf("       sizes: state in memory %s, log on disk %s, checkpoint on disk %s, archive "
+           "tail %s\n", human(s->memory_bytes, a), human(s->log_bytes, b),
+           human(s->checkpoint_bytes, c), human(s->archive_tail_bytes, d));
+    if (s->archived > 0)
+        printf("       archive: entries below %" PRIu64 " are in the store (%" PRIu64
+               " committed after)\n", s->archived,
+               s->commit >= s->archived ? s->commit - s->archived + 1 : 0);
     for (uint32_t p = 0; p < s->peer_count; p++) {
         printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64 " behind)\n",
                s->peer_ids[p], s->peer_match[p],
