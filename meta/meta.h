@@ -723,6 +723,10 @@ struct meta_server_config {
     uint32_t archive_ms;        /* a leader archives its new entries this often (0: 2000) */
     uint32_t archive_ckpt_s;    /* and its checkpoint (0: 3600) */
     uint32_t gc_every_s;        /* the leader's block gc pass (0: never) */
+    uint64_t log_segment_bytes; /* seal a log segment past this (0: the log's default) */
+    bool has_log_retain;        /* else sealed segments below the checkpoint stay for the
+                                 * recovery window ... */
+    uint32_t log_retain_s;      /* ... not this long */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
     uint32_t voter_count;       /* format: the first members (0: every node); the others

@@ -1706,8 +1706,12 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     }
     snprintf(path, sizeof(path), "%s/log", g->dir);
     raft_seglog_options_init(&lo);
-    if (s->cfg.window_s > 0) /* sealed segments stay for the recovery window */
+    if (s->cfg.has_log_retain)
+        lo.retain_ns = (uint64_t)s->cfg.log_retain_s * 1000000000ull;
+    else if (s->cfg.window_s > 0)
         lo.retain_ns = (uint64_t)s->cfg.window_s * 1000000000ull;
+    if (s->cfg.log_segment_bytes > 0)
+        lo.segment_bytes = s->cfg.log_segment_bytes;
     rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
     if (rc != 0)
         return rc;

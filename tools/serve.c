@@ -165,6 +165,8 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
         {"archive-ms", required_argument, NULL, 'a'},
         {"archive-checkpoint-s", required_argument, NULL, 'c'},
         {"gc-every-s", required_argument, NULL, 'g'},
+        {"segment-bytes", required_argument, NULL, 'S'},
+        {"log-retain-s", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -173,6 +175,10 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     uint64_t archive_ms = 2000;
     uint64_t archive_ckpt_s = 3600;
     uint64_t gc_every_s = 3600;
+    uint64_t segment_bytes = 0;
+    bool has_log_retain = false;
+    uint64_t log_retain_s = 0;
+    uint64_t v;
     int c;
 
     optind = 1;
@@ -210,10 +216,26 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                 return 2;
             }
             break;
+        case 'S':
+            if (!cmd_parse_size(optarg, &segment_bytes) || segment_bytes < 4096 ||
+                segment_bytes > (1ull << 30)) {
+                fprintf(stderr, "arbor serve: --segment-bytes wants 4K..1G\n");
+                return 2;
+            }
+            break;
+        case 'R':
+            if (!cmd_parse_size(optarg, &v) || v > 400ull * 86400) {
+                fprintf(stderr, "arbor serve: --log-retain-s wants 0..34560000\n");
+                return 2;
+            }
+            log_retain_s = v;
+            has_log_retain = true;
+            break;
         case 'h':
             printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
                    "                   [--archive-ms MS] [--archive-checkpoint-s S]\n"
-                   "                   [--gc-every-s S]\n\n"
+                   "                   [--gc-every-s S] [--segment-bytes SIZE]\n"
+                   "                   [--log-retain-s S]\n\n"
                    "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
                    "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
                    "--log-keep: entries kept in memory below the latest checkpoint for\n"
@@ -227,7 +249,11 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                    "--archive-checkpoint-s: and its checkpoint this often (default 3600):\n"
                    "a restore replays at most this much log.\n"
                    "--gc-every-s: the leader of a shard deletes blocks nothing inside the\n"
-                   "recovery window names this often (default 3600; 0: never; see arbor gc).\n");
+                   "recovery window names this often (default 3600; 0: never; see arbor gc).\n"
+                   "--segment-bytes: seal a log segment at this size (default 64M).\n"
+                   "--log-retain-s: keep sealed segments below the checkpoint this long\n"
+                   "(default: the recovery window; a restore reads the store's archive, not\n"
+                   "these).\n");
             return -1;
         default:
             return 2;
@@ -238,6 +264,9 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     cfg->archive_ms = (uint32_t)archive_ms;
     cfg->archive_ckpt_s = (uint32_t)archive_ckpt_s;
     cfg->gc_every_s = (uint32_t)gc_every_s;
+    cfg->log_segment_bytes = segment_bytes;
+    cfg->has_log_retain = has_log_retain;
+    cfg->log_retain_s = (uint32_t)log_retain_s;
     return 0;
 }
 
@@ -267,6 +296,9 @@ int cmd_serve(int argc, char **argv)
     cfg.archive_ms = opts.archive_ms;
     cfg.archive_ckpt_s = opts.archive_ckpt_s;
     cfg.gc_every_s = opts.gc_every_s;
+    cfg.log_segment_bytes = opts.log_segment_bytes;
+    cfg.has_log_retain = opts.has_log_retain;
+    cfg.log_retain_s = opts.log_retain_s;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

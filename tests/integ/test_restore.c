@@ -39,10 +39,12 @@ static int setup_fast(void **state)
     return cluster_setup_with(state, NULL, 3, "1,2,3", NULL, args);
 }
 
-/* Checkpoints archived every second, the live log compacted hard. */
+/* Checkpoints archived every second, the live log compacted hard, and
+ * sealed log segments small and kept on no server's disk. */
 static int setup_checkpoints(void **state)
 {
-    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1", NULL};
+    static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1",
+                                       "--segment-bytes", "16K", "--log-retain-s", "0", NULL};
     return cluster_setup_with(state, "50", 3, "1,2,3", NULL, args);
 }
 
@@ -546,19 +548,27 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     mount_stop(m);
 }
 
-/* How many objects the store holds under prefix (a file:// store: files). */
-static int count_objects(struct fixture *f, const char *prefix)
+/* How many files match rel (a shell pattern under the test's directory). */
+static int count_paths(struct fixture *f, const char *rel)
 {
     char cmd[800];
 
-    snprintf(cmd, sizeof(cmd), "find '%s'/node*/blocks/%s -type f 2>/dev/null | wc -l", f->dir,
-             prefix);
+    snprintf(cmd, sizeof(cmd), "cd '%s' && find %s -type f 2>/dev/null | wc -l", f->dir, rel);
     FILE *p = popen(cmd, "r");
     int n = -1;
     assert_non_null(p);
     assert_int_equal(fscanf(p, "%d", &n), 1);
     pclose(p);
     return n;
+}
+
+/* How many objects the store holds under prefix (a file:// store: files). */
+static int count_objects(struct fixture *f, const char *prefix)
+{
+    char rel[600];
+
+    snprintf(rel, sizeof(rel), "node*/blocks/%s", prefix);
+    return count_paths(f, rel);
 }
 
 static void test_restore_from_a_checkpoint_after_compaction(void **state)
@@ -587,6 +597,13 @@ static void test_restore_from_a_checkpoint_after_compaction(void **state)
     snprintf(p, sizeof(p), "rm -rf '%s/labels'", ds);
     assert_int_equal(system(p), 0);
 
+    /* no server keeps the log's first segment (nor the live log's start) */
+    const char *first = "node*/shard-1/log/00000000000000000001-*";
+    for (int i = 0; i < 100 && count_paths(f, first) > 0; i++) {
+        usleep(100000);
+    }
+    assert_int_equal(count_paths(f, first), 0);
+    assert_true(count_paths(f, "node*/shard-1/log/*.seg") > 0); /* sealing happened */
     rfc3339(t1, at, sizeof(at));
     snprintf(args, sizeof(args), "/ds --at %s --into /back", at);
     assert_int_equal(restore(f, args), 0);
