@@ -1,0 +1,229 @@
+/* tests/jepsen/test_checker.c - the linearizability checker (jepsen/checker.c).
+ * Goal: it accepts every history a real atomic register can produce and
+ * finds planted anomalies: a stale read, a value never written, a lost
+ * write, a cas that succeeded twice from one value, a read that goes back
+ * in time; indeterminate operations may take effect late or never; keys
+ * are checked apart; the history parser refuses malformed lines.
+ * Method: crafted histories, and random histories from a simulated atomic
+ * register (each op takes effect at a random instant inside its interval),
+ * then one result of them corrupted. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checker.h"
+
+#define W(p, k, v, a, b) {.process = p, .fn = JK_WRITE, .key = k, .value = v, .kind = JK_OK, \
+                          .invoke = a, .complete = b}
+#define R(p, k, v, a, b) {.process = p, .fn = JK_READ, .key = k, .value = v, .kind = JK_OK, \
+                          .invoke = a, .complete = b}
+
+static bool linearizable(const struct jk_op *ops, size_t n, struct jk_result *r)
+{
+    assert_int_equal(jk_check(ops, n, r), 0);
+    return r->is_linearizable;
+}
+
+static void test_checker_crafted_histories(void **state)
+{
+    (void)state;
+    struct jk_result r;
+
+    /* sequential: write 1, read 1 */
+    const struct jk_op seq[] = {W(1, 1, 1, 0, 1), R(2, 1, 1, 2, 3)};
+    assert_true(linearizable(seq, 2, &r));
+    /* a stale read: 1 then 2 written, then 1 read */
+    const struct jk_op stale[] = {W(1, 1, 1, 0, 1), W(1, 1, 2, 2, 3), R(2, 1, 1, 4, 5)};
+    assert_false(linearizable(stale, 3, &r));
+    assert_int_equal(r.op, 2);
+    /* a read concurrent with a write may see either */
+    const struct jk_op conc_old[] = {W(1, 1, 1, 0, 1), W(1, 1, 2, 2, 6), R(2, 1, 1, 3, 5)};
+    const struct jk_op conc_new[] = {W(1, 1, 1, 0, 1), W(1, 1, 2, 2, 6), R(2, 1, 2, 3, 5)};
+    assert_true(linearizable(conc_old, 3, &r));
+    assert_true(linearizable(conc_new, 3, &r));
+    /* ... but two reads cannot see new then old */
+    const struct jk_op back[] = {W(1, 1, 1, 0, 1), W(1, 1, 2, 2, 9), R(2, 1, 2, 3, 4),
+                                 R(3, 1, 1, 5, 6)};
+    assert_false(linearizable(back, 4, &r));
+    /* a value never written */
+    const struct jk_op ghost[] = {W(1, 1, 1, 0, 1), R(2, 1, 7, 2, 3)};
+    assert_false(linearizable(ghost, 2, &r));
+    /* the initial value is 0 */
+    const struct jk_op init[] = {R(2, 1, 0, 0, 1), W(1, 1, 5, 2, 3)};
+    assert_true(linearizable(init, 2, &r));
+    /* a lost acknowledged write: read after it sees the old value */
+    const struct jk_op lost[] = {W(1, 1, 1, 0, 1), W(2, 1, 2, 2, 3), R(3, 1, 1, 10, 11)};
+    assert_false(linearizable(lost, 3, &r));
+    /* an indeterminate write may apply late ... */
+    struct jk_op late[] = {W(1, 1, 1, 0, 1), W(2, 1, 2, 2, 0), R(3, 1, 1, 10, 11),
+                           R(3, 1, 2, 12, 13)};
+    late[1].kind = JK_INFO;
+    assert_true(linearizable(late, 4, &r));
+    /* ... or never */
+    struct jk_op never[] = {W(1, 1, 1, 0, 1), W(2, 1, 2, 2, 0), R(3, 1, 1, 10, 11)};
+    never[1].kind = JK_INFO;
+    assert_true(linearizable(never, 3, &r));
+    /* but not before it was invoked */
+    struct jk_op early[] = {W(1, 1, 1, 0, 1), R(3, 1, 2, 2, 3), W(2, 1, 2, 5, 0)};
+    early[2].kind = JK_INFO;
+    assert_false(linearizable(early, 3, &r));
+    /* a failed write never applied */
+    struct jk_op failed[] = {W(1, 1, 1, 0, 1), W(2, 1, 2, 2, 3), R(3, 1, 2, 4, 5)};
+    failed[1].kind = JK_FAIL;
+    assert_false(linearizable(failed, 3, &r));
+    /* keys apart: each fine alone is fine together; one bad key is found */
+    const struct jk_op keys[] = {W(1, 1, 1, 0, 1), W(1, 2, 5, 0, 1), R(2, 2, 5, 2, 3),
+                                 R(2, 1, 1, 2, 3), R(3, 3, 9, 4, 5)};
+    assert_false(linearizable(keys, 5, &r));
+    assert_int_equal(r.key, 3);
+    assert_true(linearizable(keys, 4, &r));
+}
+
+static void test_checker_cas_counter(void **state)
+{
+    (void)state;
+    struct jk_result r;
+    struct jk_op ops[] = {
+        {.process = 1, .fn = JK_CAS, .key = 1, .value = 0, .value2 = 1, .kind = JK_OK,
+         .invoke = 0, .complete = 5},
+        {.process = 2, .fn = JK_CAS, .key = 1, .value = 0, .value2 = 1, .kind = JK_OK,
+         .is_cas_failed = true, .invoke = 1, .complete = 6},
+        {.process = 3, .fn = JK_CAS, .key = 1, .value = 1, .value2 = 2, .kind = JK_OK,
+         .invoke = 7, .complete = 8},
+        R(4, 1, 2, 9, 10),
+    };
+    /* two increments from 0, one lost the race: fine */
+    assert_true(linearizable(ops, 4, &r));
+    /* both succeeded from 0: the counter was incremented twice from one value */
+    ops[1].is_cas_failed = false;
+    assert_false(linearizable(ops, 4, &r));
+    /* a failed cas that must have seen 0 (nothing else was ever there) */
+    ops[1].is_cas_failed = true;
+    ops[0].kind = JK_FAIL;
+    ops[2].kind = JK_FAIL;
+    ops[3].value = 0;
+    assert_false(linearizable(ops, 4, &r));
+}
+
+/* A simulated atomic register: each op takes effect at a random instant in
+ * its interval; results are what the register held then. */
+static size_t random_history(struct jk_op *ops, size_t n, uint64_t seed, uint32_t procs)
+{
+    struct {
+        uint64_t at;
+        size_t op;
+    } *fx = calloc(n, sizeof(*fx));
+    uint64_t t = 0;
+
+    assert_non_null(fx);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t r = (uint32_t)(seed >> 33);
+        ops[i] = (struct jk_op){.process = r % procs, .key = 1 + (r >> 8) % 3,
+                                .fn = (r >> 12) % 3 == 0 ? JK_WRITE
+                                      : (r >> 12) % 3 == 1 ? JK_READ : JK_CAS,
+                                .kind = JK_OK, .invoke = t, .value = (r >> 16) % 4,
+                                .value2 = (r >> 20) % 4};
+        t += 1 + (r >> 24) % 3;
+        ops[i].complete = ops[i].invoke + 1 + (r >> 26) % (procs * 4);
+        fx[i].at = ops[i].invoke + (r % (ops[i].complete - ops[i].invoke + 1));
+        fx[i].op = i;
+    }
+    /* apply in effect order (stable by index for equal instants) */
+    for (size_t i = 1; i < n; i++) {
+        for (size_t k = i; k > 0 && (fx[k - 1].at > fx[k].at ||
+                                     (fx[k - 1].at == fx[k].at && fx[k - 1].op > fx[k].op));
+             k--) {
+            __typeof__(fx[0]) tmp = fx[k];
+            fx[k] = fx[k - 1];
+            fx[k - 1] = tmp;
+        }
+    }
+    int64_t reg[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        struct jk_op *o = &ops[fx[i].op];
+        int64_t *v = &reg[o->key];
+        if (o->fn == JK_WRITE) {
+            *v = o->value;
+        } else if (o->fn == JK_READ) {
+            o->value = *v;
+        } else if (*v == o->value) {
+            *v = o->value2;
+        } else {
+            o->is_cas_failed = true;
+        }
+    }
+    free(fx);
+    return n;
+}
+
+static void test_checker_random_atomic_histories(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    struct jk_op *ops = calloc(N, sizeof(*ops));
+    struct jk_result r;
+    uint32_t caught = 0;
+    uint32_t planted = 0;
+
+    assert_non_null(ops);
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        random_history(ops, N, seed, 3 + (uint32_t)(seed % 4));
+        assert_true(linearizable(ops, N, &r));
+        /* plant: a read reports a value nobody wrote */
+        for (size_t i = 0; i < N; i++) {
+            if (ops[i].fn == JK_READ) {
+                ops[i].value = 99;
+                planted++;
+                caught += !linearizable(ops, N, &r);
+                break;
+            }
+        }
+    }
+    assert_int_equal(caught, planted);
+    free(ops);
+}
+
+static void test_checker_parses_lines(void **state)
+{
+    (void)state;
+    struct jk_op op;
+
+    assert_int_equal(jk_parse_line("17 21 3 ok cas 7 1 2", &op), 0);
+    assert_int_equal(op.fn, JK_CAS);
+    assert_int_equal(op.value2, 2);
+    assert_int_equal(op.complete, 21);
+    assert_int_equal(jk_parse_line("5 9 1 ok cas! 7 1 2", &op), 0);
+    assert_true(op.is_cas_failed);
+    assert_int_equal(jk_parse_line("5 - 1 info write 7 4", &op), 0);
+    assert_int_equal(op.kind, JK_INFO);
+    assert_int_equal(jk_parse_line("5 9 1 fail read 7 0", &op), 0);
+    static const char *const bad[] = {
+        "", "5", "5 9 1 ok", "5 9 1 ok read", "5 9 1 ok read 7", "5 9 1 maybe read 7 0",
+        "5 9 1 ok frob 7 0", "5 - 1 ok read 7 0", "9 5 1 ok read 7 0", "5 9 1 ok cas 7 1",
+        "5 9x 1 ok read 7 0", "5 9 1 info read 7 0",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(jk_parse_line(bad[i], &op), -EINVAL);
+    }
+    /* bad ops are refused whole */
+    struct jk_op backwards = R(1, 1, 0, 5, 2);
+    struct jk_result r;
+    assert_int_equal(jk_check(&backwards, 1, &r), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checker_crafted_histories),
+        cmocka_unit_test(test_checker_cas_counter),
+        cmocka_unit_test(test_checker_random_atomic_histories),
+        cmocka_unit_test(test_checker_parses_lines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
