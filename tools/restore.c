@@ -31,13 +31,14 @@ static void usage(FILE *f)
             "                   tree stays beside it as PATH.replaced-<TIME>\n"
             "  --list           print the moments of the recovery window at which PATH\n"
             "                   or anything under it changed, to help pick TIME\n"
-            "  --threads N      files restored at once (default 8)\n"
+            "  --threads N      commands in flight (default 8)\n"
             "  --wait S         wait this long for the archive to reach TIME (default 15)\n"
             "  --meta ADDR,...  the cluster (default: the local one arbor up runs)\n"
             "  --store URL      read the archive from this store (default: the volume's)\n\n"
-            "The recovery window is set by arbor format --window (default 7 days). An\n"
-            "interrupted restore leaves only its hidden tree; the same command again\n"
-            "removes it and starts over.\n");
+            "The recovery window (arbor window; 7 days unless arbor format --window\n"
+            "said otherwise) bounds how far back TIME may go. An interrupted restore\n"
+            "leaves only its hidden tree; the same command again removes it and\n"
+            "starts over.\n");
 }
 
 /* TIME into ns since the epoch; false if malformed. */
