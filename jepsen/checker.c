@@ -130,12 +130,23 @@ static bool step(const struct jk_op *op, int64_t state, int64_t *next)
     case JK_READ:
         return op->kind == JK_INFO || state == op->value;
     case JK_CAS:
-        if (op->kind == JK_OK && op->is_cas_failed)
+        if (op->kind == JK_OK && op->is_refused)
             return state != op->value;
         if (state != op->value)
             return false;
         *next = op->value2;
         return true;
+    case JK_ADD:
+    case JK_REMOVE: {
+        uint64_t bit = 1ull << (op->value & 63);
+        bool is_there = ((uint64_t)state & bit) != 0;
+        if (op->kind == JK_OK && op->is_refused)
+            return is_there == (op->fn == JK_ADD); /* EEXIST, or ENOENT */
+        if (is_there == (op->fn == JK_ADD))
+            return false;
+        *next = (int64_t)((uint64_t)state ^ bit);
+        return true;
+    }
     }
     return false;
 }
@@ -262,8 +273,9 @@ int jk_check(const struct jk_op *ops, size_t count, struct jk_result *out)
     out->is_linearizable = true;
     for (size_t i = 0; i < count; i++) {
         const struct jk_op *o = &ops[i];
-        if (o->fn < JK_READ || o->fn > JK_CAS || o->kind < JK_OK || o->kind > JK_INFO ||
-            (o->kind != JK_INFO && o->complete < o->invoke))
+        if (o->fn < JK_READ || o->fn > JK_REMOVE || o->kind < JK_OK || o->kind > JK_INFO ||
+            (o->kind != JK_INFO && o->complete < o->invoke) ||
+            ((o->fn == JK_ADD || o->fn == JK_REMOVE) && (o->value < 0 || o->value > 63)))
             return -EINVAL;
     }
     /* what took no effect or says nothing goes: failed ops, unknown reads */
@@ -320,14 +332,20 @@ int jk_parse_line(const char *line, struct jk_op *op)
                          .invoke = invoke};
     op->kind = strcmp(kind, "ok") == 0 ? JK_OK : strcmp(kind, "fail") == 0 ? JK_FAIL
                : strcmp(kind, "info") == 0 ? JK_INFO : 0;
-    if (strcmp(fn, "read") == 0) {
-        op->fn = JK_READ;
-    } else if (strcmp(fn, "write") == 0) {
-        op->fn = JK_WRITE;
-    } else if (strcmp(fn, "cas") == 0 || strcmp(fn, "cas!") == 0) {
-        op->fn = JK_CAS;
-        op->is_cas_failed = fn[3] == '!';
+    static const struct {
+        const char *name;
+        enum jk_fn fn;
+    } fns[] = {{"read", JK_READ}, {"write", JK_WRITE}, {"cas", JK_CAS}, {"add", JK_ADD},
+               {"remove", JK_REMOVE}};
+    size_t len = strlen(fn);
+    bool is_refused = len > 0 && fn[len - 1] == '!';
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        if (strlen(fns[i].name) == len - is_refused && strncmp(fn, fns[i].name, len - is_refused) == 0)
+            op->fn = fns[i].fn;
     }
+    op->is_refused = is_refused;
+    if (is_refused && (op->fn == JK_READ || op->fn == JK_WRITE))
+        op->fn = 0;
     char *end = NULL;
     if (op->kind != JK_INFO)
         op->complete = strtoull(complete, &end, 10);

@@ -11,9 +11,13 @@
  *
  * The model is a register per key holding a 64-bit value (0: never
  * written): write v; read -> v; cas(from, to) -> ok if the value was from
- * (the rename-over pattern a training job's checkpoints use). A failed
- * cas completes as ok with is_cas_failed set; a failed operation of the
- * "fail" kind never took effect and is dropped.
+ * (the rename-over pattern a training job's checkpoints use). The same
+ * register holds a set of up to 64 names (a directory's, bit i for name
+ * i): add i (create), remove i (unlink), and read -> the whole set. An
+ * operation that completed but was refused by the state (a cas that found
+ * another value, a create that found the name, an unlink that did not)
+ * has is_refused set; a failed operation of the "fail" kind never took
+ * effect and is dropped.
  */
 #ifndef ARBOR_JEPSEN_CHECKER_H
 #define ARBOR_JEPSEN_CHECKER_H
@@ -23,15 +27,16 @@
 #include <stdint.h>
 
 enum jk_kind { JK_OK = 1, JK_FAIL, JK_INFO };
-enum jk_fn { JK_READ = 1, JK_WRITE, JK_CAS };
+enum jk_fn { JK_READ = 1, JK_WRITE, JK_CAS, JK_ADD, JK_REMOVE };
 
 struct jk_op {
     uint32_t process;
     enum jk_fn fn;
     uint64_t key;
-    int64_t value;          /* write: the value; read: the value seen; cas: from */
+    int64_t value;          /* write: the value; read: the value seen; cas: from;
+                             * add, remove: the name's number, 0..63 */
     int64_t value2;         /* cas: to */
-    bool is_cas_failed;     /* cas completed: the value was not `from` */
+    bool is_refused;        /* completed, but the state said no (see above) */
     enum jk_kind kind;      /* how it completed */
     uint64_t invoke;        /* when invoked and completed, on one clock (any unit) */
     uint64_t complete;      /* ignored for JK_INFO */
@@ -50,8 +55,9 @@ int jk_check(const struct jk_op *ops, size_t count, struct jk_result *out);
 
 /* Parse one history line into op:
  *   INVOKE COMPLETE PROCESS KIND FN KEY VALUE [VALUE2]
- * with kind ok|fail|info (COMPLETE "-" for info), fn read|write|cas|cas!
- * (cas! a cas that found another value), e.g. "17 21 3 ok cas 7 1 2".
+ * with kind ok|fail|info (COMPLETE "-" for info), fn read|write|cas|add|remove,
+ * a ! after it for a refused one (cas!, add!, remove!), e.g.
+ * "17 21 3 ok cas 7 1 2".
  * 0, or -EINVAL for a line that is not one (nothing past its end is read). */
 int jk_parse_line(const char *line, struct jk_op *op);
 

@@ -2,8 +2,10 @@
  * Goal: it accepts every history a real atomic register can produce and
  * finds planted anomalies: a stale read, a value never written, a lost
  * write, a cas that succeeded twice from one value, a read that goes back
- * in time; indeterminate operations may take effect late or never; keys
- * are checked apart; the history parser refuses malformed lines.
+ * in time, a directory listing that lost a name or shows an unlinked one,
+ * a name created twice; indeterminate operations may take effect late or
+ * never; keys are checked apart; the history parser refuses malformed
+ * lines.
  * Method: crafted histories, and random histories from a simulated atomic
  * register (each op takes effect at a random instant inside its interval),
  * then one result of them corrupted. */
@@ -92,7 +94,7 @@ static void test_checker_cas_counter(void **state)
         {.process = 1, .fn = JK_CAS, .key = 1, .value = 0, .value2 = 1, .kind = JK_OK,
          .invoke = 0, .complete = 5},
         {.process = 2, .fn = JK_CAS, .key = 1, .value = 0, .value2 = 1, .kind = JK_OK,
-         .is_cas_failed = true, .invoke = 1, .complete = 6},
+         .is_refused = true, .invoke = 1, .complete = 6},
         {.process = 3, .fn = JK_CAS, .key = 1, .value = 1, .value2 = 2, .kind = JK_OK,
          .invoke = 7, .complete = 8},
         R(4, 1, 2, 9, 10),
@@ -100,10 +102,10 @@ static void test_checker_cas_counter(void **state)
     /* two increments from 0, one lost the race: fine */
     assert_true(linearizable(ops, 4, &r));
     /* both succeeded from 0: the counter was incremented twice from one value */
-    ops[1].is_cas_failed = false;
+    ops[1].is_refused = false;
     assert_false(linearizable(ops, 4, &r));
     /* a failed cas that must have seen 0 (nothing else was ever there) */
-    ops[1].is_cas_failed = true;
+    ops[1].is_refused = true;
     ops[0].kind = JK_FAIL;
     ops[2].kind = JK_FAIL;
     ops[3].value = 0;
@@ -129,6 +131,8 @@ static size_t random_history(struct jk_op *ops, size_t n, uint64_t seed, uint32_
                                       : (r >> 12) % 3 == 1 ? JK_READ : JK_CAS,
                                 .kind = JK_OK, .invoke = t, .value = (r >> 16) % 4,
                                 .value2 = (r >> 20) % 4};
+        if (ops[i].key == 3) /* a directory: names 0..5 made, removed, listed */
+            ops[i].fn = (r >> 12) % 3 == 0 ? JK_ADD : (r >> 12) % 3 == 1 ? JK_READ : JK_REMOVE;
         t += 1 + (r >> 24) % 3;
         ops[i].complete = ops[i].invoke + 1 + (r >> 26) % (procs * 4);
         fx[i].at = ops[i].invoke + (r % (ops[i].complete - ops[i].invoke + 1));
@@ -148,14 +152,19 @@ static size_t random_history(struct jk_op *ops, size_t n, uint64_t seed, uint32_
     for (size_t i = 0; i < n; i++) {
         struct jk_op *o = &ops[fx[i].op];
         int64_t *v = &reg[o->key];
-        if (o->fn == JK_WRITE) {
+        if (o->fn == JK_ADD || o->fn == JK_REMOVE) {
+            int64_t bit = (int64_t)1 << o->value;
+            o->is_refused = ((*v & bit) != 0) == (o->fn == JK_ADD);
+            if (!o->is_refused)
+                *v ^= bit;
+        } else if (o->fn == JK_WRITE) {
             *v = o->value;
         } else if (o->fn == JK_READ) {
             o->value = *v;
         } else if (*v == o->value) {
             *v = o->value2;
         } else {
-            o->is_cas_failed = true;
+            o->is_refused = true;
         }
     }
     free(fx);
@@ -189,6 +198,38 @@ static void test_checker_random_atomic_histories(void **state)
     free(ops);
 }
 
+#define OP(p, f, k, v, a, b) {.process = p, .fn = f, .key = k, .value = v, .kind = JK_OK, \
+                              .invoke = a, .complete = b}
+
+static void test_checker_directory_as_a_set(void **state)
+{
+    (void)state;
+    struct jk_result r;
+    /* create a, create a again (EEXIST), list {a}, unlink a, unlink again (ENOENT), list {} */
+    struct jk_op seq[] = {OP(1, JK_ADD, 9, 0, 0, 1), OP(2, JK_ADD, 9, 0, 2, 3),
+                          OP(1, JK_READ, 9, 1, 4, 5), OP(1, JK_REMOVE, 9, 0, 6, 7),
+                          OP(2, JK_REMOVE, 9, 0, 8, 9), OP(3, JK_READ, 9, 0, 10, 11)};
+    seq[1].is_refused = true;
+    seq[4].is_refused = true;
+    assert_true(linearizable(seq, 6, &r));
+    /* two creates of one name both succeed */
+    struct jk_op twice[] = {OP(1, JK_ADD, 9, 2, 0, 5), OP(2, JK_ADD, 9, 2, 1, 6)};
+    assert_false(linearizable(twice, 2, &r));
+    twice[1].is_refused = true; /* one of them found it: fine */
+    assert_true(linearizable(twice, 2, &r));
+    /* a listing that lost a name created before it */
+    const struct jk_op lost[] = {OP(1, JK_ADD, 9, 0, 0, 1), OP(2, JK_ADD, 9, 1, 2, 3),
+                                 OP(3, JK_READ, 9, 2, 4, 5)};
+    assert_false(linearizable(lost, 3, &r));
+    /* a name back after its unlink completed */
+    const struct jk_op back[] = {OP(1, JK_ADD, 9, 0, 0, 1), OP(1, JK_REMOVE, 9, 0, 2, 3),
+                                 OP(3, JK_READ, 9, 1, 4, 5)};
+    assert_false(linearizable(back, 3, &r));
+    /* a name out of the model's 64 is refused whole */
+    const struct jk_op wide[] = {OP(1, JK_ADD, 9, 64, 0, 1)};
+    assert_int_equal(jk_check(wide, 1, &r), -EINVAL);
+}
+
 static void test_checker_parses_lines(void **state)
 {
     (void)state;
@@ -199,14 +240,17 @@ static void test_checker_parses_lines(void **state)
     assert_int_equal(op.value2, 2);
     assert_int_equal(op.complete, 21);
     assert_int_equal(jk_parse_line("5 9 1 ok cas! 7 1 2", &op), 0);
-    assert_true(op.is_cas_failed);
+    assert_true(op.is_refused);
     assert_int_equal(jk_parse_line("5 - 1 info write 7 4", &op), 0);
     assert_int_equal(op.kind, JK_INFO);
     assert_int_equal(jk_parse_line("5 9 1 fail read 7 0", &op), 0);
+    assert_int_equal(jk_parse_line("5 9 1 ok remove! 7 3", &op), 0);
+    assert_int_equal(op.fn, JK_REMOVE);
+    assert_true(op.is_refused);
     static const char *const bad[] = {
         "", "5", "5 9 1 ok", "5 9 1 ok read", "5 9 1 ok read 7", "5 9 1 maybe read 7 0",
         "5 9 1 ok frob 7 0", "5 - 1 ok read 7 0", "9 5 1 ok read 7 0", "5 9 1 ok cas 7 1",
-        "5 9x 1 ok read 7 0", "5 9 1 info read 7 0",
+        "5 9x 1 ok read 7 0", "5 9 1 info read 7 0", "5 9 1 ok read! 7 0", "5 9 1 ok add!! 7 0",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(jk_parse_line(bad[i], &op), -EINVAL);
@@ -223,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_checker_crafted_histories),
         cmocka_unit_test(test_checker_cas_counter),
         cmocka_unit_test(test_checker_random_atomic_histories),
+        cmocka_unit_test(test_checker_directory_as_a_set),
         cmocka_unit_test(test_checker_parses_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
