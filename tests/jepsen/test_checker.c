@@ -15,8 +15,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "checker.h"
 
@@ -261,6 +264,48 @@ static void test_checker_parses_lines(void **state)
     assert_int_equal(jk_check(&backwards, 1, &r), -EINVAL);
 }
 
+/* Run jepsen/check on text; its exit status, its output in out. */
+static int run_check(const char *text, char *out, size_t cap)
+{
+    char dir[] = "/tmp/arbor-check.XXXXXX";
+    char path[64];
+    char cmd[512];
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/history", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "'%s/jepsen/check' '%s' 2>&1", getenv("ARBOR_BUILD_ROOT"), path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    unlink(path);
+    rmdir(dir);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_checker_command(void **state)
+{
+    (void)state;
+    char out[4096];
+
+    assert_int_equal(run_check("# a register\n0 1 1 ok write 1 5\n\n2 3 2 ok read 1 5\n", out,
+                               sizeof(out)), 0);
+    assert_non_null(strstr(out, "linearizable: 2 operations"));
+    assert_int_equal(run_check("0 1 1 ok write 1 5\n2 9 1 ok write 1 6\n3 4 2 ok read 1 6\n"
+                               "5 6 3 ok read 1 5\n7 8 9 ok write 2 1\n", out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "NOT linearizable: key 1"));
+    assert_non_null(strstr(out, "  5 6 3 ok read 1 5\n")); /* the read that went back */
+    assert_non_null(strstr(out, "  2 9 1 ok write 1 6\n")); /* what overlaps it */
+    assert_null(strstr(out, "7 8 9")); /* another key's */
+    assert_int_equal(run_check("0 1 1 ok frob 1 5\n", out, sizeof(out)), 2);
+    assert_non_null(strstr(out, ":1: not an operation"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_checker_cas_counter),
         cmocka_unit_test(test_checker_random_atomic_histories),
         cmocka_unit_test(test_checker_directory_as_a_set),
+        cmocka_unit_test(test_checker_command),
         cmocka_unit_test(test_checker_parses_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
