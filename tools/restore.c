@@ -107,9 +107,10 @@ static void print_progress(void *ctx, const char *line)
 struct watch {
     const char *path;
     uint64_t root;        /* PATH's inode now (0: absent) */
-    uint64_t *set;        /* inodes under it (sorted) */
+    uint64_t *set;        /* inodes under it: open addressing, 0 empty (inode
+                           * numbers are never reused, so removed ones may stay) */
     size_t set_count;
-    size_t set_cap;
+    size_t set_cap;       /* a power of two */
     uint64_t second;      /* the second of the changes being counted */
     uint64_t changes;
     uint64_t total;
@@ -117,14 +118,6 @@ struct watch {
     bool is_started;
     bool is_oom;
 };
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a;
-    uint64_t y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
 
 static uint64_t resolve(const struct meta_shard *s, const char *path)
 {
@@ -147,19 +140,52 @@ static uint64_t resolve(const struct meta_shard *s, const char *path)
     return at;
 }
 
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    return x ^ (x >> 33);
+}
+
 static void set_push(struct watch *w, uint64_t ino)
 {
-    if (w->set_count == w->set_cap) {
+    if ((w->set_count + 1) * 2 > w->set_cap) {
         size_t cap = w->set_cap == 0 ? 1024 : w->set_cap * 2;
-        uint64_t *v = realloc(w->set, cap * sizeof(*v));
+        uint64_t *v = calloc(cap, sizeof(*v));
         if (v == NULL) {
             w->is_oom = true;
             return;
         }
+        uint64_t *old = w->set;
+        size_t old_cap = w->set_cap;
         w->set = v;
         w->set_cap = cap;
+        w->set_count = 0;
+        for (size_t i = 0; i < old_cap; i++) {
+            if (old[i] != 0)
+                set_push(w, old[i]);
+        }
+        free(old);
     }
-    w->set[w->set_count++] = ino;
+    size_t i = mix(ino) & (w->set_cap - 1);
+    while (w->set[i] != 0 && w->set[i] != ino) {
+        i = (i + 1) & (w->set_cap - 1);
+    }
+    w->set_count += w->set[i] == 0;
+    w->set[i] = ino;
+}
+
+static bool in_set(const struct watch *w, uint64_t ino)
+{
+    if (ino == 0 || w->set_cap == 0)
+        return false;
+    size_t i = mix(ino) & (w->set_cap - 1);
+    while (w->set[i] != 0) {
+        if (w->set[i] == ino)
+            return true;
+        i = (i + 1) & (w->set_cap - 1);
+    }
+    return false;
 }
 
 /* Every inode under dir, into w->set (depth-first, bounded by the state). */
@@ -187,22 +213,17 @@ static void collect(struct watch *w, const struct meta_shard *s, uint64_t dir)
     free(ents);
 }
 
-/* PATH's inode and every inode under it, now. */
+/* PATH's inode and every inode under it, now (after a move in or out). */
 static void rescan(struct watch *w, const struct meta_shard *s)
 {
+    if (w->set_cap > 0)
+        memset(w->set, 0, w->set_cap * sizeof(*w->set));
     w->set_count = 0;
     w->root = resolve(s, w->path);
     if (w->root == 0)
         return;
     collect(w, s, w->root);
     set_push(w, w->root);
-    qsort(w->set, w->set_count, sizeof(*w->set), cmp_u64);
-}
-
-static bool in_set(const struct watch *w, uint64_t ino)
-{
-    return ino != 0 && w->set_count > 0 &&
-           bsearch(&ino, w->set, w->set_count, sizeof(ino), cmp_u64) != NULL;
 }
 
 static void flush_second(struct watch *w)
@@ -230,18 +251,26 @@ static void on_replay(void *ctx, const struct meta_shard *s, const struct meta_c
     }
     if (is_before)
         return;
+    /* a command in a directory (or on an inode) under PATH touches it;
+     * new inodes there join the set, a move in or out rescans it, and a
+     * rename that touches neither side cannot change what is under PATH,
+     * unless it moved PATH itself, which its lookup shows */
     bool is_touch = in_set(w, cmd->ino) || in_set(w, cmd->new_dir);
     uint64_t root = resolve(s, w->path);
     if (root != w->root) {
-        is_touch = true; /* PATH itself made, removed or replaced */
+        is_touch = true; /* PATH itself made, removed, moved or replaced */
         rescan(w, s);
-    } else if (is_touch && (cmd->op == META_OP_RENAME || cmd->op == META_OP_MKDIR ||
-                            cmd->op == META_OP_MKNOD || cmd->op == META_OP_SYMLINK ||
-                            cmd->op == META_OP_LINK)) {
+    } else if (is_touch && cmd->op == META_OP_RENAME) {
         rescan(w, s);
-    } else if (cmd->op == META_OP_RENAME) {
-        rescan(w, s); /* something may have moved in */
-        is_touch = is_touch || in_set(w, cmd->new_dir);
+    } else if (is_touch && (cmd->op == META_OP_MKDIR || cmd->op == META_OP_MKNOD ||
+                            cmd->op == META_OP_SYMLINK)) {
+        set_push(w, cmd->new_ino);
+    } else if (is_touch && cmd->op == META_OP_LINK) {
+        set_push(w, cmd->ino);
+    } else if (is_touch && cmd->op == META_OP_RESTORE_FILES) {
+        for (uint32_t i = 0; i < cmd->item_count; i++) {
+            set_push(w, cmd->new_ino + i);
+        }
     }
     if (!is_touch || meta_op_is_query(cmd->op))
         return;
