@@ -147,6 +147,16 @@ static bool step(const struct jk_op *op, int64_t state, int64_t *next)
         *next = (int64_t)((uint64_t)state ^ bit);
         return true;
     }
+    case JK_MOVE: {
+        uint64_t from = 1ull << (op->value & 63);
+        bool is_there = ((uint64_t)state & from) != 0;
+        if (op->kind == JK_OK && op->is_refused)
+            return !is_there; /* ENOENT */
+        if (!is_there)
+            return false;
+        *next = (int64_t)(((uint64_t)state & ~from) | (1ull << (op->value2 & 63)));
+        return true;
+    }
     }
     return false;
 }
@@ -273,9 +283,11 @@ int jk_check(const struct jk_op *ops, size_t count, struct jk_result *out)
     out->is_linearizable = true;
     for (size_t i = 0; i < count; i++) {
         const struct jk_op *o = &ops[i];
-        if (o->fn < JK_READ || o->fn > JK_REMOVE || o->kind < JK_OK || o->kind > JK_INFO ||
+        bool is_name = o->fn == JK_ADD || o->fn == JK_REMOVE || o->fn == JK_MOVE;
+        if (o->fn < JK_READ || o->fn > JK_MOVE || o->kind < JK_OK || o->kind > JK_INFO ||
             (o->kind != JK_INFO && o->complete < o->invoke) ||
-            ((o->fn == JK_ADD || o->fn == JK_REMOVE) && (o->value < 0 || o->value > 63)))
+            (is_name && (o->value < 0 || o->value > 63)) ||
+            (o->fn == JK_MOVE && (o->value2 < 0 || o->value2 > 63)))
             return -EINVAL;
     }
     /* what took no effect or says nothing goes: failed ops, unknown reads */
@@ -336,7 +348,7 @@ int jk_parse_line(const char *line, struct jk_op *op)
         const char *name;
         enum jk_fn fn;
     } fns[] = {{"read", JK_READ}, {"write", JK_WRITE}, {"cas", JK_CAS}, {"add", JK_ADD},
-               {"remove", JK_REMOVE}};
+               {"remove", JK_REMOVE}, {"move", JK_MOVE}};
     size_t len = strlen(fn);
     bool is_refused = len > 0 && fn[len - 1] == '!';
     for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
@@ -351,7 +363,7 @@ int jk_parse_line(const char *line, struct jk_op *op)
         op->complete = strtoull(complete, &end, 10);
     bool is_complete_ok = op->kind == JK_INFO ? strcmp(complete, "-") == 0
                                               : end != complete && *end == '\0';
-    if (op->kind == 0 || op->fn == 0 || !is_complete_ok || (op->fn == JK_CAS) != (n == 8) ||
+    if (op->kind == 0 || op->fn == 0 || !is_complete_ok || (op->fn == JK_CAS || op->fn == JK_MOVE) != (n == 8) ||
         (op->kind != JK_INFO && op->complete < op->invoke))
         return -EINVAL;
     return 0;

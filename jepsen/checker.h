@@ -13,9 +13,11 @@
  * written): write v; read -> v; cas(from, to) -> ok if the value was from
  * (the rename-over pattern a training job's checkpoints use). The same
  * register holds a set of up to 64 names (a directory's, bit i for name
- * i): add i (create), remove i (unlink), and read -> the whole set. An
- * operation that completed but was refused by the state (a cas that found
- * another value, a create that found the name, an unlink that did not)
+ * i): add i (create), remove i (unlink), move(i, j) (rename i over j:
+ * i goes, j is there after, whether or not it was before), and read -> the
+ * whole set. An operation that completed but was refused by the state (a
+ * cas that found another value, a create that found the name, an unlink
+ * or rename that did not)
  * has is_refused set; a failed operation of the "fail" kind never took
  * effect and is dropped.
  */
@@ -27,15 +29,15 @@
 #include <stdint.h>
 
 enum jk_kind { JK_OK = 1, JK_FAIL, JK_INFO };
-enum jk_fn { JK_READ = 1, JK_WRITE, JK_CAS, JK_ADD, JK_REMOVE };
+enum jk_fn { JK_READ = 1, JK_WRITE, JK_CAS, JK_ADD, JK_REMOVE, JK_MOVE };
 
 struct jk_op {
     uint32_t process;
     enum jk_fn fn;
     uint64_t key;
     int64_t value;          /* write: the value; read: the value seen; cas: from;
-                             * add, remove: the name's number, 0..63 */
-    int64_t value2;         /* cas: to */
+                             * add, remove, move: the name's number, 0..63 */
+    int64_t value2;         /* cas: to; move: the new name's number */
     bool is_refused;        /* completed, but the state said no (see above) */
     enum jk_kind kind;      /* how it completed */
     uint64_t invoke;        /* when invoked and completed, on one clock (any unit) */
@@ -55,8 +57,9 @@ int jk_check(const struct jk_op *ops, size_t count, struct jk_result *out);
 
 /* Parse one history line into op:
  *   INVOKE COMPLETE PROCESS KIND FN KEY VALUE [VALUE2]
- * with kind ok|fail|info (COMPLETE "-" for info), fn read|write|cas|add|remove,
- * a ! after it for a refused one (cas!, add!, remove!), e.g.
+ * with kind ok|fail|info (COMPLETE "-" for info), fn read|write|cas|add|remove|move
+ * (VALUE2 for cas and move only), a ! after it for a refused one (cas!, add!,
+ * remove!, move!), e.g.
  * "17 21 3 ok cas 7 1 2".
  * 0, or -EINVAL for a line that is not one (nothing past its end is read). */
 int jk_parse_line(const char *line, struct jk_op *op);

@@ -134,8 +134,9 @@ static size_t random_history(struct jk_op *ops, size_t n, uint64_t seed, uint32_
                                       : (r >> 12) % 3 == 1 ? JK_READ : JK_CAS,
                                 .kind = JK_OK, .invoke = t, .value = (r >> 16) % 4,
                                 .value2 = (r >> 20) % 4};
-        if (ops[i].key == 3) /* a directory: names 0..5 made, removed, listed */
-            ops[i].fn = (r >> 12) % 3 == 0 ? JK_ADD : (r >> 12) % 3 == 1 ? JK_READ : JK_REMOVE;
+        if (ops[i].key == 3) /* a directory: names 0..3 made, removed, renamed, listed */
+            ops[i].fn = (r >> 12) % 4 == 0 ? JK_ADD : (r >> 12) % 4 == 1 ? JK_READ
+                        : (r >> 12) % 4 == 2 ? JK_REMOVE : JK_MOVE;
         t += 1 + (r >> 24) % 3;
         ops[i].complete = ops[i].invoke + 1 + (r >> 26) % (procs * 4);
         fx[i].at = ops[i].invoke + (r % (ops[i].complete - ops[i].invoke + 1));
@@ -160,6 +161,10 @@ static size_t random_history(struct jk_op *ops, size_t n, uint64_t seed, uint32_
             o->is_refused = ((*v & bit) != 0) == (o->fn == JK_ADD);
             if (!o->is_refused)
                 *v ^= bit;
+        } else if (o->fn == JK_MOVE) {
+            o->is_refused = (*v & ((int64_t)1 << o->value)) == 0;
+            if (!o->is_refused)
+                *v = (*v & ~((int64_t)1 << o->value)) | ((int64_t)1 << o->value2);
         } else if (o->fn == JK_WRITE) {
             *v = o->value;
         } else if (o->fn == JK_READ) {
@@ -228,6 +233,19 @@ static void test_checker_directory_as_a_set(void **state)
     const struct jk_op back[] = {OP(1, JK_ADD, 9, 0, 0, 1), OP(1, JK_REMOVE, 9, 0, 2, 3),
                                  OP(3, JK_READ, 9, 1, 4, 5)};
     assert_false(linearizable(back, 3, &r));
+    /* rename a over b: a gone, b there (it was already); rename of a gone name refused */
+    struct jk_op mv[] = {OP(1, JK_ADD, 9, 0, 0, 1), OP(1, JK_ADD, 9, 1, 2, 3),
+                         OP(2, JK_MOVE, 9, 0, 4, 5), OP(3, JK_READ, 9, 2, 6, 7),
+                         OP(2, JK_MOVE, 9, 0, 8, 9)};
+    mv[2].value2 = 1;
+    mv[4].value2 = 3;
+    mv[4].is_refused = true;
+    assert_true(linearizable(mv, 5, &r));
+    mv[3].value = 3; /* a listing that still shows the old name beside the new */
+    assert_false(linearizable(mv, 5, &r));
+    mv[3].value = 2;
+    mv[4].is_refused = false; /* a rename of a name no longer there succeeds */
+    assert_false(linearizable(mv, 5, &r));
     /* a name out of the model's 64 is refused whole */
     const struct jk_op wide[] = {OP(1, JK_ADD, 9, 64, 0, 1)};
     assert_int_equal(jk_check(wide, 1, &r), -EINVAL);
@@ -250,10 +268,14 @@ static void test_checker_parses_lines(void **state)
     assert_int_equal(jk_parse_line("5 9 1 ok remove! 7 3", &op), 0);
     assert_int_equal(op.fn, JK_REMOVE);
     assert_true(op.is_refused);
+    assert_int_equal(jk_parse_line("5 9 1 ok move 7 3 4", &op), 0);
+    assert_int_equal(op.fn, JK_MOVE);
+    assert_int_equal(op.value2, 4);
     static const char *const bad[] = {
         "", "5", "5 9 1 ok", "5 9 1 ok read", "5 9 1 ok read 7", "5 9 1 maybe read 7 0",
         "5 9 1 ok frob 7 0", "5 - 1 ok read 7 0", "9 5 1 ok read 7 0", "5 9 1 ok cas 7 1",
         "5 9x 1 ok read 7 0", "5 9 1 info read 7 0", "5 9 1 ok read! 7 0", "5 9 1 ok add!! 7 0",
+        "5 9 1 ok move 7 3",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(jk_parse_line(bad[i], &op), -EINVAL);
