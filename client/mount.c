@@ -99,6 +99,15 @@ static int err_of(int rc)
     return rc < 0 ? -rc : rc;
 }
 
+/* The error for an operation on an inode the kernel named: an inode gone
+ * since the kernel looked its name up (a rename over it, an unlink on
+ * another mount) is ESTALE, on which the kernel walks the path again and
+ * finds what the name holds now, as a local file system would have. */
+static int err_of_ino(int rc)
+{
+    return rc == -ENOENT ? ESTALE : err_of(rc);
+}
+
 static struct meta_response_buf *out_of(struct mnt *m)
 {
     struct meta_response_buf *out = pthread_getspecific(m->out_key);
@@ -529,7 +538,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (rc == 0)
         rc = run(m, req, &c, 0, &out);
     if (rc != 0) {
-        fuse_reply_err(req, err_of(rc));
+        fuse_reply_err(req, err_of_ino(rc));
         return;
     }
     stat_of(m, &out->r.reply.attr, &st);
@@ -761,7 +770,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (rc != 0) {
         if (f != NULL)
             file_free(m, f);
-        fuse_reply_err(req, err_of(rc));
+        fuse_reply_err(req, err_of_ino(rc));
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;

@@ -15,6 +15,7 @@ packages=(
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler
   liblmdb-dev lmdb-utils libfuse3-dev fuse3
   libcurl4-openssl-dev libexpat1-dev libcmocka-dev
+  iproute2 util-linux
   nodejs npm
 )
 
