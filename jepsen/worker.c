@@ -49,6 +49,8 @@ enum outcome { OUT_OK, OUT_REFUSED, OUT_FAIL, OUT_INFO };
 struct worker {
     enum workload workload;
     bool is_proto;
+    enum meta_read_mode read_mode; /* linearizable; follower reads only to show the checker
+                                    * catches what they allow */
     const char *dir;             /* fs: the mount's directory for this worker's keys */
     struct ar_client *client;    /* proto */
     uint64_t root_ino;           /* proto: the directory of this worker's keys */
@@ -111,8 +113,7 @@ static void write_line(struct worker *w, const struct jk_op *op)
 
 static int call(struct worker *w, const struct meta_cmd *cmd, struct meta_response_buf *out)
 {
-    return ar_client_call(w->client, META_ROOT_SHARD, cmd, META_READ_LINEARIZABLE,
-                          sizeof(out->data), out);
+    return ar_client_call(w->client, META_ROOT_SHARD, cmd, w->read_mode, sizeof(out->data), out);
 }
 
 static int proto_lookup_or_make(struct worker *w, uint64_t dir, const char *name, bool is_dir,
@@ -492,7 +493,8 @@ static int usage(int rc)
     fprintf(rc == 0 ? stdout : stderr,
             "usage: worker (--meta HOST:PORT[,...] | --dir DIR) --workload register|set|counter\n"
             "              --key-base K [--keys N] [--threads T] [--process-base P] [--time S]\n"
-            "              [--seed N] [--out FILE] [--timeout-ms MS] [--setup | --final]\n\n"
+            "              [--seed N] [--out FILE] [--timeout-ms MS] [--setup | --final]\n"
+            "              [--follower-reads]\n\n"
             "One client of a fault-injection run (jepsen/run starts them): runs the\n"
             "workload on keys K..K+N-1 through the metadata protocol (--meta) or a\n"
             "mounted volume (--dir, where this worker's keys live) from T threads for S\n"
@@ -500,7 +502,8 @@ static int usage(int rc)
             "line for jepsen/check. --setup makes the keys' files and directories and\n"
             "exits; --final reads every key once (retrying for up to S seconds).\n"
             "--timeout-ms: a protocol call with no answer this long is indeterminate\n"
-            "(default 10000).\n");
+            "(default 10000). --follower-reads: queries go to any replica, however far\n"
+            "behind (not linearizable: to see that a run catches it).\n");
     return rc;
 }
 
@@ -514,6 +517,7 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, 's'},     {"out", required_argument, NULL, 'o'},
         {"timeout-ms", required_argument, NULL, 'x'}, {"setup", no_argument, NULL, 'S'},
         {"final", no_argument, NULL, 'F'},          {"help", no_argument, NULL, 'h'},
+        {"follower-reads", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0}};
     static struct worker w = {.keys = 4, .threads = 4, .seed = 1, .lock = PTHREAD_MUTEX_INITIALIZER};
     struct ar_client_options co = {.budget_ms = 10000, .attempt_ms = 1000};
@@ -541,6 +545,7 @@ int main(int argc, char **argv)
         case 'x': co.budget_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'S': is_setup = true; break;
         case 'F': is_final = true; break;
+        case 'R': w.read_mode = META_READ_FOLLOWER; break;
         case 'h': return usage(0);
         default: return usage(2);
         }

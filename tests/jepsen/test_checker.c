@@ -324,6 +324,19 @@ static void test_checker_command(void **state)
     assert_non_null(strstr(out, "  5 6 3 ok read 1 5\n")); /* the read that went back */
     assert_non_null(strstr(out, "  2 9 1 ok write 1 6\n")); /* what overlaps it */
     assert_null(strstr(out, "7 8 9")); /* another key's */
+    /* said in words: a value nobody wrote, a name nobody made, a write the last read lost */
+    assert_int_equal(run_check("0 1 1 ok write 1 5\n2 3 2 ok read 1 7\n", out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "a value never written:\n  2 3 2 ok read 1 7\n"));
+    assert_int_equal(run_check("0 1 1 ok add 4 2\n2 3 2 ok read 4 12\n", out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "a name never made: n3 in\n"));
+    assert_int_equal(run_check("0 1 1 ok write 1 5\n2 3 1 ok write 1 6\n4 5 2 ok read 1 6\n"
+                               "6 7 2 ok read 1 5\n", out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "an acknowledged write lost: the key's last read\n"
+                                "  6 7 2 ok read 1 5\nshows an older value than\n"
+                                "  2 3 1 ok write 1 6\n"));
+    /* a write still open (info) may land late: not lost, and its value is no invention */
+    assert_int_equal(run_check("0 1 1 ok write 1 5\n2 - 1 info write 1 6\n4 5 2 ok read 1 6\n"
+                               "6 7 2 ok read 1 6\n", out, sizeof(out)), 0);
     assert_int_equal(run_check("0 1 1 ok frob 1 5\n", out, sizeof(out)), 2);
     assert_non_null(strstr(out, ":1: not an operation"));
 }
