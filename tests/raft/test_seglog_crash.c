@@ -8,7 +8,7 @@
  * nothing after it is anything but a whole, correct entry.
  *
  * kill -9 keeps the page cache, so a second test runs the writer under
- * powerloss.so and, after the kill, puts back only what was synced (what a
+ * jepsen/faults.c (preloaded) and, after the kill, puts back only what was synced (what a
  * power cut leaves); the same checks must hold.
  * ARBOR_CRASH_ROUNDS sets the rounds of each test (default 12).
  */
