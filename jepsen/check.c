@@ -1,8 +1,9 @@
 /* jepsen/check.c - `check HISTORY`: read a history (one operation a line,
  * jk_parse_line()'s format; blank lines and # comments skipped) and say
  * whether it is linearizable; if not, print the operation no order could
- * place and the operations of its key that overlap it: the part of the
- * history to read. Exit 0 linearizable, 1 not, 2 a malformed history. */
+ * place amid the operations of its key just before and overlapping it:
+ * the part of the history to read. Exit 0 linearizable, 1 not, 2 a
+ * malformed history. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include "checker.h"
 
 #define LINE_MAX_BYTES 512u
+#define BEFORE_SHOWN 6u /* operations shown before the one no order places */
 
 /* A value some operation may have put in a key: a write's, a cas's new one. */
 struct put {
@@ -203,15 +205,39 @@ int main(int argc, char **argv)
                r.states);
     } else if (status != 2) {
         const struct jk_op *bad = &ops[r.op];
+        /* the window to read: the key's last operations completed before
+         * the stuck one began (they made the state it found) and those
+         * overlapping it, in the order they were invoked */
+        uint64_t before[BEFORE_SHOWN] = {0};
+        size_t found = 0;
+        for (size_t i = 0; i < count; i++) {
+            const struct jk_op *o = &ops[i];
+            if (o->key != bad->key || o->kind == JK_INFO || o->complete >= bad->invoke)
+                continue;
+            /* keep the BEFORE_SHOWN latest completions; since = the oldest kept */
+            found++;
+            size_t k = 0;
+            while (k < BEFORE_SHOWN && k < found - 1 && before[k] >= o->complete)
+                k++;
+            if (k < BEFORE_SHOWN) {
+                memmove(&before[k + 1], &before[k], (BEFORE_SHOWN - 1 - k) * sizeof(before[0]));
+                before[k] = o->complete;
+            }
+        }
+        uint64_t since = found == 0 ? UINT64_MAX
+                                    : before[(found < BEFORE_SHOWN ? found : BEFORE_SHOWN) - 1];
         printf("NOT linearizable: key %" PRIu64 ": no order places\n  %s\n"
-               "operations of the key that overlap it:\n", r.key, lines[r.op]);
+               "the key's operations around it (the last %u completed before it, those "
+               "overlapping it):\n", r.key, lines[r.op], BEFORE_SHOWN);
         for (size_t i = 0; i < count; i++) {
             const struct jk_op *o = &ops[i];
             bool is_over = o->kind == JK_INFO ? o->invoke <= bad->complete
                                               : o->invoke <= bad->complete &&
                                                     o->complete >= bad->invoke;
-            if (o->key == bad->key && i != r.op && is_over)
-                printf("  %s\n", lines[i]);
+            bool is_before = o->kind != JK_INFO && o->complete < bad->invoke &&
+                             o->complete >= since;
+            if (o->key == bad->key && (is_over || is_before || i == r.op))
+                printf("%s %s\n", i == r.op ? ">" : " ", lines[i]);
         }
         status = 1;
     }

@@ -322,7 +322,9 @@ static void test_checker_command(void **state)
                                "5 6 3 ok read 1 5\n7 8 9 ok write 2 1\n", out, sizeof(out)), 1);
     assert_non_null(strstr(out, "NOT linearizable: key 1"));
     assert_non_null(strstr(out, "  5 6 3 ok read 1 5\n")); /* the read that went back */
+    assert_non_null(strstr(out, "> 5 6 3 ok read 1 5\n"));  /* ... marked in its window */
     assert_non_null(strstr(out, "  2 9 1 ok write 1 6\n")); /* what overlaps it */
+    assert_non_null(strstr(out, "  0 1 1 ok write 1 5\n")); /* what came before it */
     assert_null(strstr(out, "7 8 9")); /* another key's */
     /* said in words: a value nobody wrote, a name nobody made, a write the last read lost */
     assert_int_equal(run_check("0 1 1 ok write 1 5\n2 3 2 ok read 1 7\n", out, sizeof(out)), 1);
