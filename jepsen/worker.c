@@ -449,7 +449,7 @@ static void *run_thread(void *arg)
             fprintf(stderr, "worker: %s of key %" PRIu64 ": %s (%s)\n", fn_name(op.fn), op.key,
                     strerror(-rc), how == OUT_INFO ? "indeterminate" : "failed");
         if (how == OUT_INFO)
-            process += 1000; /* the open operation may land later: go on as another */
+            process += 100000; /* the open operation may land later: go on as another */
         if (op.fn == JK_CAS && how != OUT_OK)
             last_read[op.key - w->key_base] = -1;
         usleep((useconds_t)(1000 + next_rand(&seed) % 9000)); /* 1-10 ms between operations */
