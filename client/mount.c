@@ -783,9 +783,19 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     struct mnt *m = fuse_req_userdata(req);
     struct meta_cmd c = {.op = META_OP_MKNOD, .ino = parent, .name = name,
                          .name_len = (uint32_t)strlen(name), .mode = S_IFREG | (mode & 07777)};
+    uint32_t shard = ar_client_shard_of(m->mc, parent);
     struct meta_response_buf *out;
-    int rc = run(m, req, &c, 0, &out);
+    int rc = -ENOTCONN;
 
+    /* made and held open by the session in one command; like hold(), wait
+     * (bounded) for a session when the servers closed ours */
+    for (int tries = 0; tries < 200; tries++) {
+        c.session = ar_client_session(m->mc, shard);
+        rc = c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
+        if (rc != -ENOTCONN && rc != -ESTALE)
+            break;
+        usleep(10000);
+    }
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
         return;
@@ -794,11 +804,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
                                  .entry_timeout = m->entry_timeout};
     stat_of(m, &out->r.reply.attr, &e.attr);
     struct open_file *f = file_new(m, e.ino);
-    rc = f != NULL ? hold(m, req, e.ino, META_OP_OPEN) : -ENOMEM;
-    if (rc != 0) {
-        if (f != NULL)
-            file_free(m, f);
-        fuse_reply_err(req, err_of(rc));
+    if (f == NULL) {
+        hold(m, NULL, e.ino, META_OP_RELEASE);
+        fuse_reply_err(req, ENOMEM);
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;

@@ -123,7 +123,8 @@ enum meta_op {
     META_OP_READLINK, /* ino                          -> target */
     META_OP_READDIR,  /* ino, cookie, entry_cap       -> entries after cookie */
     META_OP_SETATTR,  /* ino, set_mask, set           -> attr */
-    META_OP_MKNOD,    /* ino = dir, name, mode, rdev, new_ino -> attr (regular files too) */
+    META_OP_MKNOD,    /* ino = dir, name, mode, rdev, new_ino -> attr (regular files too;
+                       * with a session, the file is also open for it) */
     META_OP_MKDIR,    /* ino = dir, name, mode, new_ino       -> attr */
     META_OP_SYMLINK,  /* ino = dir, name, target, new_ino     -> attr */
     META_OP_LINK,     /* ino = file, new_dir, new_name        -> attr */
@@ -235,7 +236,8 @@ struct meta_cmd {
     uint32_t entry_cap;   /* readdir: room in the reply */
     /* Retries apply once (mutations): a client numbers its commands and says
      * which it has seen answered. client_id 0: not tracked. */
-    uint64_t session;     /* open, release, session_close: the mount's session, > 0 */
+    uint64_t session;     /* open, release, session_close: the mount's session, > 0;
+                           * mknod of a regular file: also open it for this one */
     uint64_t client_id;
     uint64_t seq;         /* this command's number, > 0 */
     uint64_t ack_below;   /* every seq below this was answered to the client */

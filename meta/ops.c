@@ -473,6 +473,11 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     struct create_plan p;
     int rc = create_plan(s, cmd, &p);
 
+    /* a MKNOD with a session also opens the new file for it (a FUSE create:
+     * one command instead of MKNOD then OPEN) */
+    if (rc == 0 && cmd->session != 0)
+        rc = cmd->op == META_OP_MKNOD && p.type == S_IFREG
+                 ? meta__hold_reserve(s, cmd->session, cmd->new_ino) : -EINVAL;
     if (rc == 0)
         rc = create_alloc(s, cmd, &p);
     if (rc != 0)
@@ -505,6 +510,8 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
         meta__node_set_nlink(dn, meta__node_nlink(dn) + 1);
     }
     dir_touch(s, p.dir, cmd->now_ns);
+    if (cmd->session != 0)
+        meta__hold_take(s, cmd->session, cmd->new_ino, p.node);
     meta__attr_fill(s, p.node, &r->attr);
     return 0;
 }

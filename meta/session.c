@@ -84,15 +84,11 @@ static void held_drop(struct meta_shard *s, uint32_t node, uint32_t count)
         orphan_free(s, node);
 }
 
-static int op_open(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t node,
-                   struct meta_reply *r)
+int meta__hold_reserve(struct meta_shard *s, uint64_t session, uint64_t ino)
 {
     bool found;
-    uint32_t at = hold_pos(s, cmd->session, cmd->ino, &found);
-    uint64_t n = 0;
+    uint32_t at = hold_pos(s, session, ino, &found);
 
-    if (meta__node_nlink(meta__node_at(s, node)) == 0)
-        return -ENOENT; /* an orphan cannot be opened again */
     if (found && s->holds[at].count == META_HOLD_COUNT_MAX)
         return -EMFILE;
     if (!found && s->hold_count == META_HOLDS_MAX)
@@ -105,17 +101,37 @@ static int op_open(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t no
         s->holds = bigger;
         s->hold_cap = cap;
     }
+    return meta__map_reserve(&s->held, 1);
+}
+
+void meta__hold_take(struct meta_shard *s, uint64_t session, uint64_t ino, uint32_t node)
+{
+    bool found;
+    uint32_t at = hold_pos(s, session, ino, &found);
+    uint64_t n = 0;
+
     meta__map_get(&s->held, node, &n);
-    if (meta__map_put(&s->held, node, n + 1) != 0)
-        return -ENOMEM;
+    int rc = meta__map_put(&s->held, node, n + 1);
+    AR_ASSERT(rc == 0); /* reserved */
     if (found) {
         s->holds[at].count++;
     } else {
         memmove(&s->holds[at + 1], &s->holds[at], (s->hold_count - at) * sizeof(*s->holds));
-        s->holds[at] = (struct meta__hold){.session = cmd->session, .ino = cmd->ino, .count = 1};
+        s->holds[at] = (struct meta__hold){.session = session, .ino = ino, .count = 1};
         s->hold_count++;
     }
     s->is_holds_dirty = true;
+}
+
+static int op_open(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t node,
+                   struct meta_reply *r)
+{
+    if (meta__node_nlink(meta__node_at(s, node)) == 0)
+        return -ENOENT; /* an orphan cannot be opened again */
+    int rc = meta__hold_reserve(s, cmd->session, cmd->ino);
+    if (rc != 0)
+        return rc;
+    meta__hold_take(s, cmd->session, cmd->ino, node);
     meta__attr_fill(s, node, &r->attr);
     return 0;
 }
@@ -168,9 +184,5 @@ int meta__session_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct
     uint32_t node = meta__find_ino(s, cmd->ino);
     if (node == META_NIL)
         return -ENOENT;
-    /* a held map entry may need room: make it now, so the rest cannot fail */
-    int rc = meta__map_reserve(&s->held, 1);
-    if (rc != 0)
-        return rc;
     return cmd->op == META_OP_OPEN ? op_open(s, cmd, node, r) : op_release(s, cmd, node);
 }

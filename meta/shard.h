@@ -353,6 +353,11 @@ int meta__may(const struct meta_shard *s, uint32_t inode, const struct meta_cred
 int meta__session_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r);
 /* Does any session hold this node open? */
 bool meta__is_held(const struct meta_shard *s, uint32_t node);
+/* A hold of ino (at node) by session, in two steps so that a command that
+ * also makes the inode fails before it changes anything: reserve checks the
+ * limits and makes room (EMFILE, ENFILE, ENOMEM), take cannot fail after. */
+int meta__hold_reserve(struct meta_shard *s, uint64_t session, uint64_t ino);
+void meta__hold_take(struct meta_shard *s, uint64_t session, uint64_t ino, uint32_t node);
 
 /* ---- retry.c ---------------------------------------------------------------------- */
 /* 1 with *rc and the reply filled if cmd was applied before (or is stale);

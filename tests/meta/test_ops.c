@@ -771,6 +771,59 @@ static void test_removed_open_directory_takes_no_names(void **state)
     assert_int_equal(meta_shard_read(f->shard, &ga, &r), -ENOENT);
 }
 
+/* A FUSE create: MKNOD with a session makes the file and opens it for the
+ * session in one command, as MKNOD then OPEN would. */
+static void test_create_with_session_holds_the_file(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_reply r;
+    struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = "c", .name_len = 1,
+                          .mode = S_IFREG | 0644, .session = 21, .new_ino = f->next_ino++,
+                          .now_ns = ++f->now};
+
+    check_atomic(f, &mk); /* out of memory at any point: nothing made, nothing held */
+    uint64_t ino = mk.new_ino;
+    assert_int_equal(look(f, 1, "c", NULL), 0);
+    assert_int_equal(simple(f, META_OP_UNLINK, 1, "c"), 0);
+    assert_int_equal(getattr(f, ino).nlink, 0); /* held: an orphan, still there */
+    assert_int_equal(hold(f, META_OP_RELEASE, 21, ino), 0);
+    struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = ino};
+    assert_int_equal(meta_shard_read(f->shard, &ga, &r), -ENOENT); /* its last hold went */
+    assert_int_equal(hold(f, META_OP_RELEASE, 21, ino), -ENOENT);
+
+    /* only a regular file is made open; anything else is refused whole */
+    uint64_t before = meta_shard_hash(f->shard);
+    struct meta_cmd fifo = mk;
+    fifo.mode = S_IFIFO | 0644;
+    fifo.new_ino = f->next_ino++;
+    assert_int_equal(meta_shard_apply(f->shard, &fifo, &r), -EINVAL);
+    struct meta_cmd dir = mk;
+    dir.op = META_OP_MKDIR;
+    dir.mode = 0755;
+    dir.new_ino = f->next_ino++;
+    assert_int_equal(meta_shard_apply(f->shard, &dir, &r), -EINVAL);
+    assert_int_equal(meta_shard_hash(f->shard), before);
+    assert_int_equal(look(f, 1, "c", NULL), -ENOENT);
+
+    /* the same state as MKNOD then OPEN */
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755, .created_ns = 1};
+    struct meta_shard *one = NULL;
+    struct meta_shard *two = NULL;
+    assert_int_equal(meta_shard_new(&cfg, &one), 0);
+    assert_int_equal(meta_shard_new(&cfg, &two), 0);
+    mk.new_ino = 500;
+    assert_int_equal(meta_shard_apply(one, &mk, &r), 0);
+    struct meta_cmd plain = mk;
+    plain.session = 0;
+    assert_int_equal(meta_shard_apply(two, &plain, &r), 0);
+    assert_true(meta_shard_hash(one) != meta_shard_hash(two)); /* the hold is state */
+    struct meta_cmd open = {.op = META_OP_OPEN, .ino = 500, .session = 21, .now_ns = mk.now_ns};
+    assert_int_equal(meta_shard_apply(two, &open, &r), 0);
+    assert_true(meta_shard_hash(one) == meta_shard_hash(two));
+    meta_shard_free(one);
+    meta_shard_free(two);
+}
+
 static void test_holds_out_of_memory_change_nothing(void **state)
 {
     struct fixture *f = *state;
@@ -808,6 +861,7 @@ int main(void)
         T(test_xattr_limits_and_flags),
         T(test_xattr_out_of_memory_changes_nothing),
         T(test_retry_applies_once_and_returns_first_answer),
+        T(test_create_with_session_holds_the_file),
         T(test_retry_table_is_bounded),
         T(test_retry_never_remembers_out_of_memory),
         T(test_statfs_counts_files_and_bytes),
