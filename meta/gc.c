@@ -121,7 +121,8 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
         meta_shard_each_slice(end, add, &n);
         meta_shard_free(end);
     }
-    qsort(n.ids, n.count, sizeof(*n.ids), cmp_u64);
+    if (n.count > 0) /* none named yet (an archive that ends before any write): ids is NULL */
+        qsort(n.ids, n.count, sizeof(*n.ids), cmp_u64);
     size_t distinct = 0;
     for (size_t i = 0; i < n.count; i++) {
         if (distinct == 0 || n.ids[distinct - 1] != n.ids[i])
@@ -147,7 +148,7 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
             rep->blocks++;
             rep->bytes += e->size;
             if (id >= n.keep_from ||
-                bsearch(&id, n.ids, distinct, sizeof(id), cmp_u64) != NULL)
+                (distinct > 0 && bsearch(&id, n.ids, distinct, sizeof(id), cmp_u64) != NULL))
                 continue;
             rep->garbage_blocks++;
             rep->garbage_bytes += e->size;
