@@ -227,8 +227,9 @@ int main(int argc, char **argv)
         uint64_t since = found == 0 ? UINT64_MAX
                                     : before[(found < BEFORE_SHOWN ? found : BEFORE_SHOWN) - 1];
         printf("NOT linearizable: key %" PRIu64 ": no order places\n  %s\n"
+               "(the longest order found leaves the key at %" PRId64 " before it)\n"
                "the key's operations around it (the last %u completed before it, those "
-               "overlapping it):\n", r.key, lines[r.op], BEFORE_SHOWN);
+               "overlapping it):\n", r.key, lines[r.op], r.state, BEFORE_SHOWN);
         for (size_t i = 0; i < count; i++) {
             const struct jk_op *o = &ops[i];
             bool is_over = o->kind == JK_INFO ? o->invoke <= bad->complete

@@ -175,8 +175,10 @@ static int cmp_event(const void *a, const void *b)
 }
 
 /* One key's operations: 1 linearizable, 0 not (*bad: the op that could not
- * be placed), or -ENOMEM. */
-static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad, uint64_t *states)
+ * be placed, *bad_state: the value in the longest order found then), or
+ * -ENOMEM. */
+static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
+                     int64_t *bad_state, uint64_t *states)
 {
     uint32_t count = 0;
     struct event *ev = calloc((size_t)n * 2 + 2, sizeof(*ev)); /* [0] head, [last] tail */
@@ -204,6 +206,7 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad, 
     int64_t state = 0;
     uint32_t depth = 0;
     uint32_t stuck = 0;        /* the op whose completion stopped the deepest search */
+    int64_t stuck_state = 0;   /* ... and the value then */
     int64_t stuck_depth = -1;
     uint32_t e = rc == 1 ? ev[0].next : tail;
     while (rc == 1 && e != tail) {
@@ -239,9 +242,11 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad, 
         if ((int64_t)depth > stuck_depth) {
             stuck_depth = depth;
             stuck = x->op;
+            stuck_state = state;
         }
         if (depth == 0) {
             *bad = stuck;
+            *bad_state = stuck_state;
             rc = 0;
             break;
         }
@@ -312,12 +317,14 @@ int jk_check(const struct jk_op *ops, size_t count, struct jk_result *out)
             end++;
         }
         uint32_t bad = 0;
-        int r = check_key(group, (uint32_t)(end - first), &bad, &out->states);
+        int64_t bad_state = 0;
+        int r = check_key(group, (uint32_t)(end - first), &bad, &bad_state, &out->states);
         if (r < 0)
             rc = r;
         else if (r == 0)
             *out = (struct jk_result){.is_linearizable = false, .key = ops[idx[first]].key,
-                                      .op = idx[first + bad], .states = out->states};
+                                      .op = idx[first + bad], .state = bad_state,
+                                      .states = out->states};
         first = end;
     }
     free(idx);

@@ -48,6 +48,8 @@ struct jk_result {
     bool is_linearizable;
     uint64_t key;           /* not linearizable: the first key that is not */
     size_t op;              /* ... and the operation (index into ops) no order could place */
+    int64_t state;          /* ... the key's value (a set's names) in the longest order of
+                             * its operations found before that one could not be placed */
     uint64_t states;        /* configurations searched, all keys */
 };
 

@@ -323,6 +323,7 @@ static void test_checker_command(void **state)
     assert_non_null(strstr(out, "NOT linearizable: key 1"));
     assert_non_null(strstr(out, "  5 6 3 ok read 1 5\n")); /* the read that went back */
     assert_non_null(strstr(out, "> 5 6 3 ok read 1 5\n"));  /* ... marked in its window */
+    assert_non_null(strstr(out, "leaves the key at 6 before it")); /* why it cannot be placed */
     assert_non_null(strstr(out, "  2 9 1 ok write 1 6\n")); /* what overlaps it */
     assert_non_null(strstr(out, "  0 1 1 ok write 1 5\n")); /* what came before it */
     assert_null(strstr(out, "7 8 9")); /* another key's */
