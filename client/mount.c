@@ -960,24 +960,43 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- directories ------------------------------------------------------------------------------ */
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                       struct fuse_file_info *fi)
+/* Is ino open on this mount with bytes the server has not seen? Its
+ * attributes from a listing would show the size before them. */
+static bool has_buffered(struct mnt *m, uint64_t ino)
+{
+    bool found = false;
+
+    if (__atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0)
+        return false;
+    pthread_mutex_lock(&m->files_mu);
+    for (struct open_file *f = m->files; f != NULL && !found; f = f->next) {
+        found = f->ino == ino;
+    }
+    pthread_mutex_unlock(&m->files_mu);
+    return found;
+}
+
+/* readdir, and readdirplus (is_plus): each entry with what a lookup would
+ * answer, which the kernel caches as that lookup (no FORGET bookkeeping:
+ * the mount keeps no per-inode state). */
+static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool is_plus)
 {
     struct mnt *m = fuse_req_userdata(req);
     char *buf = ar_malloc(size);
     size_t used = 0;
-    struct stat st = {.st_ino = ino, .st_mode = S_IFDIR};
+    struct fuse_entry_param dot = {.attr = {.st_ino = ino, .st_mode = S_IFDIR}};
 
-    (void)fi;
     if (buf == NULL) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    /* offsets: 1 after ".", 2 after "..", then 2 + the server's cookies */
-    if (off == 0)
-        used += fuse_add_direntry(req, buf + used, size - used, ".", &st, 1);
-    if (off <= 1 && used <= size)
-        used += fuse_add_direntry(req, buf + used, size - used, "..", &st, 2);
+    /* offsets: 1 after ".", 2 after "..", then 2 + the server's cookies;
+     * "." and ".." go without an inode number, which the kernel skips */
+    for (off_t at = off; at < 2 && used <= size; at++) {
+        const char *name = at == 0 ? "." : "..";
+        used += is_plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &dot, at + 1)
+                        : fuse_add_direntry(req, buf + used, size - used, name, &dot.attr, at + 1);
+    }
     if (used > size) {
         fuse_reply_buf(req, buf, 0);
         ar_free(buf);
@@ -985,7 +1004,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino,
                          .cookie = off > 2 ? (uint64_t)off - 2 : 0,
-                         .entry_cap = READDIR_ENTRIES};
+                         .entry_cap = READDIR_ENTRIES,
+                         .flags = is_plus ? META_READDIR_ATTRS : 0};
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
     if (rc != 0) {
@@ -994,16 +1014,42 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     for (uint32_t i = 0; i < out->r.reply.entry_count; i++) {
-        const struct meta_dirent *e = &out->r.reply.entries[i];
-        struct stat es = {.st_ino = e->ino, .st_mode = e->type};
-        size_t need = fuse_add_direntry(req, buf + used, size - used, e->name, &es,
-                                        (off_t)(e->cookie + 2));
+        const struct meta_dirent *d = &out->r.reply.entries[i];
+        off_t next = (off_t)(d->cookie + 2);
+        size_t need;
+        if (is_plus) {
+            struct fuse_entry_param e = {.attr = {.st_ino = d->ino, .st_mode = d->type}};
+            if (d->attr.ino == d->ino && !has_buffered(m, d->ino)) {
+                e.ino = d->ino;
+                e.attr_timeout = m->attr_timeout;
+                e.entry_timeout = m->entry_timeout;
+                stat_of(m, &d->attr, &e.attr);
+            }
+            need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, next);
+        } else {
+            struct stat es = {.st_ino = d->ino, .st_mode = d->type};
+            need = fuse_add_direntry(req, buf + used, size - used, d->name, &es, next);
+        }
         if (need > size - used)
             break; /* full: the kernel asks again from the last offset */
         used += need;
     }
     fuse_reply_buf(req, buf, used);
     ar_free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    list_dir(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)fi;
+    list_dir(req, ino, size, off, true);
 }
 
 /* ---- extended attributes ------------------------------------------------------------------ */
@@ -1083,6 +1129,7 @@ static const struct fuse_lowlevel_ops ops = {
     .release = op_release,
     .fsync = op_fsync,
     .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
     .statfs = op_statfs,
     .setxattr = op_setxattr,
     .getxattr = op_getxattr,

@@ -121,7 +121,7 @@ enum meta_op {
     META_OP_GETATTR,  /* ino                          -> attr */
     META_OP_ACCESS,   /* ino, mask (R_OK|W_OK|X_OK)   -> 0 or -EACCES */
     META_OP_READLINK, /* ino                          -> target */
-    META_OP_READDIR,  /* ino, cookie, entry_cap       -> entries after cookie */
+    META_OP_READDIR,  /* ino, cookie, entry_cap, flags -> entries after cookie */
     META_OP_SETATTR,  /* ino, set_mask, set           -> attr */
     META_OP_MKNOD,    /* ino = dir, name, mode, rdev, new_ino -> attr (regular files too;
                        * with a session, the file is also open for it) */
@@ -225,7 +225,8 @@ struct meta_cmd {
     uint32_t new_name_len;
     uint32_t mode;        /* mknod, mkdir: type and permissions, umask applied */
     uint32_t rdev;
-    uint32_t flags;       /* rename: RENAME_NOREPLACE, RENAME_EXCHANGE; access: mask */
+    uint32_t flags;       /* rename: RENAME_NOREPLACE, RENAME_EXCHANGE; access: mask;
+                           * readdir: META_READDIR_ATTRS */
     uint32_t set_mask;    /* setattr: META_SET_* */
     struct meta_attr set; /* setattr: the new values */
     const char *target;   /* symlink */
@@ -254,12 +255,18 @@ struct meta_cmd {
     uint32_t piece_count;
 };
 
+/* readdir's flags: each entry also carries its inode's attributes (what a
+ * lookup would answer), so listing a directory and stating its names is one
+ * round trip a page (FUSE's readdirplus) */
+#define META_READDIR_ATTRS 1u
+
 struct meta_dirent {
     uint64_t ino;
     uint64_t cookie; /* pass it back to continue after this entry */
     uint32_t type;   /* S_IFMT bits */
     uint32_t name_len;
     char name[256];  /* NUL-terminated */
+    struct meta_attr attr; /* with META_READDIR_ATTRS; else zero */
 };
 
 struct meta_reply {

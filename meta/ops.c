@@ -169,7 +169,7 @@ static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, st
         return -ENOTDIR;
     if (meta__may(s, d, &cmd->cred, MAY_R) != 0)
         return -EACCES;
-    if (cap == 0 || r->entries == NULL)
+    if (cap == 0 || r->entries == NULL || (cmd->flags & ~META_READDIR_ATTRS) != 0)
         return -EINVAL;
     const struct meta__dir *dir = &s->dirs[meta__node_at(s, d)->aux];
     uint32_t at = meta__dir_seek(s, dir, cmd->cookie);
@@ -189,6 +189,10 @@ static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, st
         out->name_len = len;
         memcpy(out->name, name, len);
         out->name[len] = '\0';
+        if (cmd->flags & META_READDIR_ATTRS)
+            meta__attr_fill(s, inode, &out->attr);
+        else
+            out->attr = (struct meta_attr){0};
     }
     while (at < dir->count && dir->children[at] == META_NIL) {
         at++;

@@ -170,9 +170,33 @@ struct resp_parts {
     Arbor__Meta__Attr attr;
     Arbor__Meta__Dirent *dirents;
     Arbor__Meta__Dirent **dirent_ptrs;
+    Arbor__Meta__Attr *dirent_attrs;
     Arbor__Meta__Piece *pieces;
     Arbor__Meta__Piece **piece_ptrs;
 };
+
+static void attr_to_pb(const struct meta_attr *a, Arbor__Meta__Attr *pb)
+{
+    *pb = (Arbor__Meta__Attr)ARBOR__META__ATTR__INIT;
+    pb->ino = a->ino;
+    pb->mode = a->mode;
+    pb->nlink = a->nlink;
+    pb->uid = a->uid;
+    pb->gid = a->gid;
+    pb->rdev = a->rdev;
+    pb->size = a->size;
+    pb->atime_ns = a->atime_ns;
+    pb->mtime_ns = a->mtime_ns;
+    pb->ctime_ns = a->ctime_ns;
+}
+
+static struct meta_attr attr_of_pb(const Arbor__Meta__Attr *pb)
+{
+    return (struct meta_attr){.ino = pb->ino, .mode = pb->mode, .nlink = pb->nlink,
+                              .uid = pb->uid, .gid = pb->gid, .rdev = pb->rdev,
+                              .size = pb->size, .atime_ns = pb->atime_ns,
+                              .mtime_ns = pb->mtime_ns, .ctime_ns = pb->ctime_ns};
+}
 
 static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Meta__Response *pb,
                       struct resp_parts *p)
@@ -180,23 +204,14 @@ static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Me
     const struct meta_reply *r = &resp->reply;
 
     if (what & FILL_ATTR) {
-        p->attr = (Arbor__Meta__Attr)ARBOR__META__ATTR__INIT;
-        p->attr.ino = r->attr.ino;
-        p->attr.mode = r->attr.mode;
-        p->attr.nlink = r->attr.nlink;
-        p->attr.uid = r->attr.uid;
-        p->attr.gid = r->attr.gid;
-        p->attr.rdev = r->attr.rdev;
-        p->attr.size = r->attr.size;
-        p->attr.atime_ns = r->attr.atime_ns;
-        p->attr.mtime_ns = r->attr.mtime_ns;
-        p->attr.ctime_ns = r->attr.ctime_ns;
+        attr_to_pb(&r->attr, &p->attr);
         pb->attr = &p->attr;
     }
     if ((what & FILL_ENTRIES) && r->entry_count > 0) {
         p->dirents = ar_malloc(sizeof(*p->dirents) * r->entry_count);
         p->dirent_ptrs = ar_malloc(sizeof(*p->dirent_ptrs) * r->entry_count);
-        if (p->dirents == NULL || p->dirent_ptrs == NULL)
+        p->dirent_attrs = ar_malloc(sizeof(*p->dirent_attrs) * r->entry_count);
+        if (p->dirents == NULL || p->dirent_ptrs == NULL || p->dirent_attrs == NULL)
             return -ENOMEM;
         for (uint32_t i = 0; i < r->entry_count; i++) {
             const struct meta_dirent *d = &r->entries[i];
@@ -206,6 +221,10 @@ static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Me
             p->dirents[i].type = d->type;
             p->dirents[i].name = (ProtobufCBinaryData){.len = d->name_len,
                                                        .data = (uint8_t *)(uintptr_t)d->name};
+            if (d->attr.ino != 0) { /* asked for (META_READDIR_ATTRS) */
+                attr_to_pb(&d->attr, &p->dirent_attrs[i]);
+                p->dirents[i].attr = &p->dirent_attrs[i];
+            }
             p->dirent_ptrs[i] = &p->dirents[i];
         }
         pb->n_entries = r->entry_count;
@@ -302,6 +321,7 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     }
     ar_free(parts.dirents);
     ar_free(parts.dirent_ptrs);
+    ar_free(parts.dirent_attrs);
     ar_free(parts.pieces);
     ar_free(parts.piece_ptrs);
     return rc;
@@ -365,12 +385,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     r->node = pb->node;
     copy_groups(pb, r);
     if (pb->attr != NULL)
-        rp->attr = (struct meta_attr){.ino = pb->attr->ino, .mode = pb->attr->mode,
-                                      .nlink = pb->attr->nlink, .uid = pb->attr->uid,
-                                      .gid = pb->attr->gid, .rdev = pb->attr->rdev,
-                                      .size = pb->attr->size, .atime_ns = pb->attr->atime_ns,
-                                      .mtime_ns = pb->attr->mtime_ns,
-                                      .ctime_ns = pb->attr->ctime_ns};
+        rp->attr = attr_of_pb(pb->attr);
     rp->entries = out->entries;
     for (size_t i = 0; i < pb->n_entries; i++) {
         const Arbor__Meta__Dirent *d = pb->entries[i];
@@ -381,6 +396,8 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
                                                .name_len = (uint32_t)d->name.len};
         memcpy(out->entries[i].name, d->name.data, d->name.len);
         out->entries[i].name[d->name.len] = '\0';
+        if (d->attr != NULL)
+            out->entries[i].attr = attr_of_pb(d->attr);
     }
     rp->entry_count = (uint32_t)pb->n_entries;
     rp->is_end = pb->is_end;

@@ -284,6 +284,60 @@ static void test_mount_close_to_open_across_mounts(void **state)
     mount_stop(one);
 }
 
+/* A listing brings each name's attributes (readdirplus): on a mount that
+ * caches them 60 s, a stat after the listing asks the servers nothing, so
+ * it still shows a mode another mount changed since; sizes come right; and
+ * a file this mount holds unsent bytes of is listed without attributes, so
+ * its size is not set back to the server's. */
+static void test_mount_listing_brings_attributes(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *caching = mount_start(f, "caching", "60");
+    struct mount_proc *plain = mount_start(f, "plain", "0");
+    uint8_t data[4000];
+    char a[600];
+    char b[600];
+    struct stat st;
+
+    fill(data, sizeof(data), 5);
+    snprintf(b, sizeof(b), "%s/listed", plain->dir);
+    assert_int_equal(mkdir(b, 0755), 0);
+    for (unsigned i = 0; i < 40; i++) {
+        snprintf(b, sizeof(b), "%s/listed/f%02u", plain->dir, i);
+        write_file(b, data, 100 * i);
+    }
+    /* a file of 0 bytes on the server, 100 in this mount's buffer */
+    snprintf(a, sizeof(a), "%s/listed/open", caching->dir);
+    int fd = open(a, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, 100), 100);
+    snprintf(a, sizeof(a), "%s/listed", caching->dir);
+    DIR *d = opendir(a);
+    assert_non_null(d);
+    unsigned count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        count += e->d_name[0] != '.';
+    }
+    closedir(d);
+    assert_int_equal(count, 41);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 100);
+    assert_int_equal(close(fd), 0);
+    snprintf(b, sizeof(b), "%s/listed/f05", plain->dir);
+    assert_int_equal(chmod(b, 0600), 0);
+    for (unsigned i = 0; i < 40; i++) {
+        snprintf(a, sizeof(a), "%s/listed/f%02u", caching->dir, i);
+        assert_int_equal(stat(a, &st), 0);
+        assert_int_equal(st.st_size, 100 * i);
+        assert_int_equal(st.st_mode, S_IFREG | 0644); /* f05 too: from the listing */
+    }
+    assert_int_equal(stat(b, &st), 0);
+    assert_int_equal(st.st_mode, S_IFREG | 0600);
+    mount_stop(plain);
+    mount_stop(caching);
+}
+
 /* The bytes of a pattern file: piece i of 1 MiB comes from seed + i. */
 #define PIECE (1u << 20)
 
@@ -740,6 +794,7 @@ int main(void)
         T(test_mount_files_of_every_size_read_back_equal),
         T(test_mount_names_links_xattrs_and_permissions),
         T(test_mount_close_to_open_across_mounts),
+        T(test_mount_listing_brings_attributes),
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_disk_cache),

@@ -437,6 +437,41 @@ static void test_readdir_needs_read_permission_and_a_dir(void **state)
     assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -ENOENT);
 }
 
+/* With META_READDIR_ATTRS each entry carries what a lookup of its name
+ * answers: a file, a directory, a symlink, a second name of a file. */
+static void test_readdir_attrs_are_what_lookup_answers(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+    struct meta_attr a;
+    struct meta_attr want;
+    const char *names[] = {"file", "sub", "sym", "second"};
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "listed", 0755, &d), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, d.ino, "file", S_IFREG | 0640, &a), 0);
+    assert_int_equal(make(f, META_OP_MKDIR, d.ino, "sub", 0700, NULL), 0);
+    assert_int_equal(make(f, META_OP_SYMLINK, d.ino, "sym", 0777, NULL), 0);
+    assert_int_equal(lnk(f, a.ino, d.ino, "second"), 0);
+    struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = d.ino, .entry_cap = 16,
+                           .flags = META_READDIR_ATTRS};
+    struct meta_reply r = {.entries = f->entries};
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.entry_count, 4);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_string_equal(r.entries[i].name, names[i]);
+        assert_int_equal(look(f, d.ino, names[i], &want), 0);
+        assert_memory_equal(&r.entries[i].attr, &want, sizeof(want));
+    }
+    assert_int_equal(r.entries[0].attr.nlink, 2);
+    assert_int_equal(r.entries[3].attr.ino, a.ino);
+    /* without the flag, no attributes; an unknown flag is refused */
+    cmd.flags = 0;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.entries[0].attr.ino, 0);
+    cmd.flags = 2;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EINVAL);
+}
+
 /* ---- links, times -------------------------------------------------------------------------- */
 
 static void test_hard_links_outlive_their_first_name(void **state)
@@ -855,6 +890,7 @@ int main(void)
         T(test_hash_ignores_how_the_state_was_reached),
         T(test_readdir_cookies_survive_changes_between_pages),
         T(test_readdir_needs_read_permission_and_a_dir),
+        T(test_readdir_attrs_are_what_lookup_answers),
         T(test_hard_links_outlive_their_first_name),
         T(test_times_follow_linux),
         T(test_rename_directory_moves_parent_links),

@@ -146,6 +146,17 @@ static void test_responses_carry_what_each_reply_fills(void **state)
     assert_true(f->out->r.reply.is_end);
     assert_string_equal(f->out->r.reply.entries[0].name, "frame_00000.jpg");
     assert_int_equal(f->out->r.reply.entries[0].ino, 100);
+    assert_int_equal(f->out->r.reply.entries[0].attr.ino, 0); /* not asked for */
+    rd.flags = META_READDIR_ATTRS;
+    round_trip(f, &rd, 0);
+    assert_int_equal(f->out->r.reply.entry_count, 301);
+    for (uint32_t i = 0; i < f->out->r.reply.entry_count; i++) {
+        /* what the shard answered, field for field */
+        const struct meta_dirent *d = &f->out->r.reply.entries[i];
+        assert_int_equal(d->attr.ino, d->ino);
+        assert_memory_equal(&d->attr, &f->entries[i].attr, sizeof(d->attr));
+    }
+    assert_int_equal(f->out->r.reply.entries[1].attr.size, 110); /* frame 1: written to 10+100 */
     struct meta_cmd rl = {.op = META_OP_READLINK, .ino = 1000};
     round_trip(f, &rl, 0);
     assert_string_equal(f->out->r.reply.target, "frame_00001.jpg");
@@ -241,7 +252,8 @@ static void test_response_id_is_read_alone(void **state)
 static void test_mutated_frames_never_crash_the_decoders(void **state)
 {
     struct fixture *f = *state;
-    struct meta_cmd rd = {.op = META_OP_READDIR, .ino = 1, .entry_cap = 40};
+    struct meta_cmd rd = {.op = META_OP_READDIR, .ino = 1, .entry_cap = 40,
+                          .flags = META_READDIR_ATTRS};
     struct meta_response resp = {.id = 1};
     struct meta_request req = {.id = 2, .kind = META_REQ_COMMAND};
     static uint8_t work[1 << 16];
