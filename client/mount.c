@@ -55,6 +55,14 @@ struct open_file {
     uint64_t buf_off;               /* the file offset of buf[0] */
     uint32_t buf_len;
     uint64_t read_end;              /* where the last read ended: the next one there is sequential */
+    bool is_read_only;              /* opened O_RDONLY */
+    bool is_held;                   /* the session holds ino for it (under mu) */
+    /* A reader's chunk 0 as its open resolved it (immutable after; NULL:
+     * none), good while the mount commits no data (map_gen = data_gen). */
+    struct meta_slice *map;
+    uint32_t map_count;
+    uint64_t map_size;              /* the file's size then */
+    uint64_t map_gen;
 };
 
 struct cached_block {
@@ -88,6 +96,13 @@ struct mnt {
     pthread_key_t out_key;          /* a response buffer per FUSE thread */
     pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
     struct open_file *files;
+    /* Read-only opens take no hold (no commit): a removal on this mount
+     * holds their inode first. Both counters atomic; an open counts itself
+     * then looks at removals, a removal the other way round, so at least
+     * one of the two sees the other. */
+    uint64_t read_only_open;        /* open files opened O_RDONLY */
+    uint64_t removals;              /* unlinks and renames in flight */
+    uint64_t data_gen;              /* atomic: data commits of this mount (write, truncate) */
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -161,6 +176,11 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
         if (cmd->cred.group_count > 0)
             rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
     }
+    /* readers' maps from their opens are stale now (a failure may have
+     * applied too: counted as well) */
+    if (cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE ||
+        (cmd->op == META_OP_SETATTR && (cmd->set_mask & META_SET_SIZE)))
+        __atomic_add_fetch(&m->data_gen, 1, __ATOMIC_RELEASE);
     return rc;
 }
 
@@ -633,6 +653,39 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     make(req, &c);
 }
 
+/* OPEN or RELEASE of ino by the mount's session. A session the servers
+ * closed (the mount was cut off past their timeout) is replaced by the
+ * metadata client: an open waits for the new one (bounded) and goes on. */
+static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, enum meta_op op)
+{
+    uint32_t shard = ar_client_shard_of(m->mc, ino);
+    struct meta_response_buf *out;
+    int rc = -ENOTCONN;
+
+    for (int tries = 0; tries < 200; tries++) {
+        struct meta_cmd c = {.op = op, .ino = ino, .session = ar_client_session(m->mc, shard)};
+        rc = c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
+        if ((rc != -ENOTCONN && rc != -ESTALE) || op == META_OP_RELEASE)
+            break; /* a release of a closed session: its holds are gone already */
+        usleep(10000);
+    }
+    return rc == -ESTALE && op == META_OP_RELEASE ? 0 : rc;
+}
+
+/* The session holds f's inode from now until f's release (once). */
+static int file_hold(struct mnt *m, fuse_req_t req, struct open_file *f)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&f->mu);
+    if (!f->is_held) {
+        rc = hold(m, req, f->ino, META_OP_OPEN);
+        f->is_held = rc == 0;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
 static void reply_rc(fuse_req_t req, struct meta_cmd *c)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -641,11 +694,42 @@ static void reply_rc(fuse_req_t req, struct meta_cmd *c)
     fuse_reply_err(req, err_of(run(m, req, c, 0, &out)));
 }
 
+/* dir/name is about to lose its inode (unlink, rename over it): this
+ * mount's readers of that inode that hold nothing take their hold now, so
+ * it outlives the name until their close, as on a local file system. */
+static void removal_begin(struct mnt *m, uint64_t dir, const char *name)
+{
+    __atomic_add_fetch(&m->removals, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&m->read_only_open, __ATOMIC_SEQ_CST) == 0)
+        return;
+    struct meta_cmd c = {.op = META_OP_LOOKUP, .ino = dir, .name = name,
+                         .name_len = (uint32_t)strlen(name)};
+    struct meta_response_buf *out;
+    if (run(m, NULL, &c, 0, &out) != 0)
+        return; /* the removal will say why */
+    uint64_t ino = out->r.reply.attr.ino;
+    pthread_mutex_lock(&m->files_mu);
+    for (struct open_file *f = m->files; f != NULL; f = f->next) {
+        if (f->ino == ino && f->is_read_only)
+            file_hold(m, NULL, f); /* failed: the inode is gone already */
+    }
+    pthread_mutex_unlock(&m->files_mu);
+}
+
+static void removal_end(struct mnt *m)
+{
+    __atomic_sub_fetch(&m->removals, 1, __ATOMIC_SEQ_CST);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    struct mnt *m = fuse_req_userdata(req);
     struct meta_cmd c = {.op = META_OP_UNLINK, .ino = parent, .name = name,
                          .name_len = (uint32_t)strlen(name)};
+
+    removal_begin(m, parent, name);
     reply_rc(req, &c);
+    removal_end(m);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -662,7 +746,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
                          .name_len = (uint32_t)strlen(name), .new_dir = newparent,
                          .new_name = newname, .new_name_len = (uint32_t)strlen(newname),
                          .flags = flags};
+    struct mnt *m = fuse_req_userdata(req);
+
+    removal_begin(m, newparent, newname);
     reply_rc(req, &c);
+    removal_end(m);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -710,43 +798,30 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- open files ------------------------------------------------------------------------------ */
 
-/* OPEN or RELEASE of ino by the mount's session. A session the servers
- * closed (the mount was cut off past their timeout) is replaced by the
- * metadata client: an open waits for the new one (bounded) and goes on. */
-static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, enum meta_op op)
-{
-    uint32_t shard = ar_client_shard_of(m->mc, ino);
-    struct meta_response_buf *out;
-    int rc = -ENOTCONN;
-
-    for (int tries = 0; tries < 200; tries++) {
-        struct meta_cmd c = {.op = op, .ino = ino, .session = ar_client_session(m->mc, shard)};
-        rc = c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
-        if ((rc != -ENOTCONN && rc != -ESTALE) || op == META_OP_RELEASE)
-            break; /* a release of a closed session: its holds are gone already */
-        usleep(10000);
-    }
-    return rc == -ESTALE && op == META_OP_RELEASE ? 0 : rc;
-}
-
-static struct open_file *file_new(struct mnt *m, uint64_t ino)
+static struct open_file *file_new(struct mnt *m, uint64_t ino, bool is_read_only)
 {
     struct open_file *f = ar_calloc(1, sizeof(*f));
 
     if (f == NULL)
         return NULL;
     f->ino = ino;
+    f->is_read_only = is_read_only;
+    f->is_held = !is_read_only; /* a writer's hold comes with its open */
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_lock(&m->files_mu);
     f->next = m->files;
     if (m->files != NULL)
         m->files->prev = f;
     m->files = f;
+    if (is_read_only)
+        __atomic_add_fetch(&m->read_only_open, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&m->files_mu);
     return f;
 }
 
-static void file_free(struct mnt *m, struct open_file *f)
+/* Whether the session held f's inode for it. Out of the list, f can no
+ * longer gain a hold (removal_begin takes them under files_mu). */
+static bool file_free(struct mnt *m, struct open_file *f)
 {
     pthread_mutex_lock(&m->files_mu);
     if (f->prev != NULL)
@@ -755,17 +830,59 @@ static void file_free(struct mnt *m, struct open_file *f)
         m->files = f->next;
     if (f->next != NULL)
         f->next->prev = f->prev;
+    if (f->is_read_only)
+        __atomic_sub_fetch(&m->read_only_open, 1, __ATOMIC_SEQ_CST);
+    bool was_held = f->is_held;
     pthread_mutex_unlock(&m->files_mu);
     pthread_mutex_destroy(&f->mu);
+    ar_free(f->map);
     ar_free(f->buf);
     ar_free(f);
+    return was_held;
 }
 
+/* Resolve chunk 0 of a reader's file into f->map: the open finds out the
+ * inode is gone (ESTALE, on which the kernel walks the path again), and
+ * the first reads need no round trip. */
+static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
+{
+    uint64_t gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
+    struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = f->ino, .offset = 0};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0)
+        return rc;
+    const struct meta_reply *r = &out->r.reply;
+    f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
+    if (f->map == NULL)
+        return 0; /* its reads resolve the chunk themselves */
+    if (r->slice_count > 0)
+        memcpy(f->map, r->slices, sizeof(*f->map) * r->slice_count);
+    f->map_count = r->slice_count;
+    f->map_size = r->attr.size;
+    f->map_gen = gen;
+    return 0;
+}
+
+/* A reader's open commits nothing: the session's hold only matters once
+ * the file loses its last name, and a removal on this mount takes it for
+ * the readers first (removal_begin). A removal on another mount does not:
+ * this mount's readers then fail with ESTALE, as NFS clients do. A writer
+ * holds from its open, since its bytes commit to the inode later. */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct open_file *f = file_new(m, ino);
-    int rc = f != NULL ? hold(m, req, ino, META_OP_OPEN) : -ENOMEM;
+    bool is_read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
+    struct open_file *f = file_new(m, ino, is_read_only);
+    int rc = f == NULL ? -ENOMEM : 0;
+
+    if (rc == 0 && !is_read_only)
+        rc = hold(m, req, ino, META_OP_OPEN);
+    if (rc == 0 && is_read_only)
+        rc = map_load(m, req, f);
+    if (rc == 0 && is_read_only && __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0)
+        rc = file_hold(m, req, f); /* a removal may have missed this file */
 
     if (rc != 0) {
         if (f != NULL)
@@ -803,7 +920,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
                                  .entry_timeout = m->entry_timeout};
     stat_of(m, &out->r.reply.attr, &e.attr);
-    struct open_file *f = file_new(m, e.ino);
+    struct open_file *f = file_new(m, e.ino, false);
     if (f == NULL) {
         hold(m, NULL, e.ino, META_OP_RELEASE);
         fuse_reply_err(req, ENOMEM);
@@ -876,20 +993,32 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         rc = commit_ino(m, req, ino); /* reads see every write that returned */
     /* bounded: each turn resolves one chunk */
     while (rc == 0 && pos < end) {
-        struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
-        struct meta_response_buf *out;
-        rc = run(m, req, &c, 0, &out);
-        if (rc != 0)
-            break;
-        const struct meta_reply *r = &out->r.reply;
-        if (end > r->attr.size)
-            end = r->attr.size;
+        const struct meta_slice *slices = f->map;
+        uint32_t count = f->map_count;
+        uint64_t file_size = f->map_size;
+        uint64_t chunk_offset = 0;
+        if (f->map == NULL || pos >= META_CHUNK_BYTES ||
+            f->map_gen != __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE)) {
+            struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
+            struct meta_response_buf *out;
+            rc = run(m, req, &c, 0, &out);
+            if (rc == -ENOENT)
+                rc = -ESTALE; /* removed on another mount while this one read it */
+            if (rc != 0)
+                break;
+            slices = out->r.reply.slices;
+            count = out->r.reply.slice_count;
+            file_size = out->r.reply.attr.size;
+            chunk_offset = out->r.reply.chunk_offset;
+        }
+        if (end > file_size)
+            end = file_size;
         if (pos >= end)
             break;
-        uint64_t chunk_end = r->chunk_offset + META_CHUNK_BYTES;
-        for (uint32_t i = 0; rc == 0 && i < r->slice_count; i++) {
-            const struct meta_slice *p = &r->slices[i];
-            uint64_t from = r->chunk_offset + p->pos;
+        uint64_t chunk_end = chunk_offset + META_CHUNK_BYTES;
+        for (uint32_t i = 0; rc == 0 && i < count; i++) {
+            const struct meta_slice *p = &slices[i];
+            uint64_t from = chunk_offset + p->pos;
             uint64_t to = from + p->len;
             uint64_t lo = pos > from ? pos : from;
             uint64_t hi = end < to ? end : to;
@@ -954,8 +1083,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
      * reply ends req: the release goes without the caller's credentials,
      * which it does not need) */
     fuse_reply_err(req, 0);
-    hold(m, NULL, ino, META_OP_RELEASE);
-    file_free(m, f);
+    if (file_free(m, f))
+        hold(m, NULL, ino, META_OP_RELEASE);
 }
 
 /* ---- directories ------------------------------------------------------------------------------ */
@@ -976,22 +1105,128 @@ static bool has_buffered(struct mnt *m, uint64_t ino)
     return found;
 }
 
+/* An open directory: the server's last page of it. The kernel asks for a
+ * few KiB of entries at a time (a 4 KiB buffer holds ~25 with attributes),
+ * the server answers up to READDIR_ENTRIES: one round trip serves many
+ * kernel requests. The page starts after offset `from`; a listing that
+ * goes on from one of its entries is served from it, another offset (a
+ * seekdir, a rewinddir: 0) asks the server again. */
+struct dir_handle {
+    pthread_mutex_t mu;
+    struct meta_dirent *entries;    /* NULL: none yet */
+    uint32_t count;
+    uint64_t from;                  /* the offset before the first entry */
+    bool is_end;                    /* no entries follow the page */
+    bool has_attrs;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir_handle *h = ar_calloc(1, sizeof(*h));
+
+    (void)ino;
+    if (h == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_init(&h->mu, NULL);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fuse_reply_open(req, fi);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
+
+    (void)ino;
+    pthread_mutex_destroy(&h->mu);
+    ar_free(h->entries);
+    ar_free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* The page of ino's entries after offset `from` (>= 2) into h. */
+static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_handle *h,
+                      uint64_t from, bool is_plus)
+{
+    struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino, .cookie = from - 2,
+                         .entry_cap = READDIR_ENTRIES,
+                         .flags = is_plus ? META_READDIR_ATTRS : 0};
+    struct meta_response_buf *out;
+    int rc = run(m, req, &c, 0, &out);
+
+    if (rc != 0)
+        return rc;
+    uint32_t n = out->r.reply.entry_count;
+    struct meta_dirent *e = ar_malloc(sizeof(*e) * (n > 0 ? n : 1));
+    if (e == NULL)
+        return -ENOMEM;
+    if (n > 0)
+        memcpy(e, out->r.reply.entries, sizeof(*e) * n);
+    ar_free(h->entries);
+    h->entries = e;
+    h->count = n;
+    h->from = from;
+    h->is_end = out->r.reply.is_end;
+    h->has_attrs = is_plus;
+    return 0;
+}
+
+/* Where offset off continues in h's page: the index of the next entry, or
+ * UINT32_MAX if the page does not hold that place. */
+static uint32_t page_at(const struct dir_handle *h, uint64_t off, bool is_plus)
+{
+    if (h->entries == NULL || (is_plus && !h->has_attrs))
+        return UINT32_MAX;
+    if (off == h->from)
+        return 0;
+    for (uint32_t i = 0; i < h->count; i++) {
+        if (h->entries[i].cookie + 2 == off)
+            return i + 1;
+    }
+    return UINT32_MAX;
+}
+
+/* Add entry d at buf (room bytes); its size, more than room if it did not fit. */
+static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
+                        const struct meta_dirent *d, bool is_plus)
+{
+    off_t next = (off_t)(d->cookie + 2);
+
+    if (!is_plus) {
+        struct stat st = {.st_ino = d->ino, .st_mode = d->type};
+        return fuse_add_direntry(req, buf, room, d->name, &st, next);
+    }
+    /* handed to the kernel as a lookup; without an inode number, only a name */
+    struct fuse_entry_param e = {.attr = {.st_ino = d->ino, .st_mode = d->type}};
+    if (d->attr.ino == d->ino && !has_buffered(m, d->ino)) {
+        e.ino = d->ino;
+        e.attr_timeout = m->attr_timeout;
+        e.entry_timeout = m->entry_timeout;
+        stat_of(m, &d->attr, &e.attr);
+    }
+    return fuse_add_direntry_plus(req, buf, room, d->name, &e, next);
+}
+
 /* readdir, and readdirplus (is_plus): each entry with what a lookup would
  * answer, which the kernel caches as that lookup (no FORGET bookkeeping:
- * the mount keeps no per-inode state). */
-static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool is_plus)
+ * the mount keeps no per-inode state). Offsets: 1 after ".", 2 after "..",
+ * then 2 + the server's cookies. */
+static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                     struct fuse_file_info *fi, bool is_plus)
 {
     struct mnt *m = fuse_req_userdata(req);
+    struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
     char *buf = ar_malloc(size);
     size_t used = 0;
     struct fuse_entry_param dot = {.attr = {.st_ino = ino, .st_mode = S_IFDIR}};
+    int rc = 0;
 
     if (buf == NULL) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    /* offsets: 1 after ".", 2 after "..", then 2 + the server's cookies;
-     * "." and ".." go without an inode number, which the kernel skips */
+    /* "." and ".." go without an inode number, which the kernel skips */
     for (off_t at = off; at < 2 && used <= size; at++) {
         const char *name = at == 0 ? "." : "..";
         used += is_plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &dot, at + 1)
@@ -1002,54 +1237,46 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, boo
         ar_free(buf);
         return;
     }
-    struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino,
-                         .cookie = off > 2 ? (uint64_t)off - 2 : 0,
-                         .entry_cap = READDIR_ENTRIES,
-                         .flags = is_plus ? META_READDIR_ATTRS : 0};
-    struct meta_response_buf *out;
-    int rc = run(m, req, &c, 0, &out);
-    if (rc != 0) {
-        ar_free(buf);
-        fuse_reply_err(req, err_of(rc));
-        return;
-    }
-    for (uint32_t i = 0; i < out->r.reply.entry_count; i++) {
-        const struct meta_dirent *d = &out->r.reply.entries[i];
-        off_t next = (off_t)(d->cookie + 2);
-        size_t need;
-        if (is_plus) {
-            struct fuse_entry_param e = {.attr = {.st_ino = d->ino, .st_mode = d->type}};
-            if (d->attr.ino == d->ino && !has_buffered(m, d->ino)) {
-                e.ino = d->ino;
-                e.attr_timeout = m->attr_timeout;
-                e.entry_timeout = m->entry_timeout;
-                stat_of(m, &d->attr, &e.attr);
-            }
-            need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, next);
-        } else {
-            struct stat es = {.st_ino = d->ino, .st_mode = d->type};
-            need = fuse_add_direntry(req, buf + used, size - used, d->name, &es, next);
+    uint64_t from = off > 2 ? (uint64_t)off : 2;
+    pthread_mutex_lock(&h->mu);
+    uint32_t i = off == 0 ? UINT32_MAX : page_at(h, from, is_plus); /* 0: a fresh listing */
+    /* bounded: each turn adds entries or ends (a full buffer, the end, an error) */
+    for (;;) {
+        if (i == UINT32_MAX) {
+            rc = page_fetch(m, req, ino, h, from, is_plus);
+            if (rc != 0)
+                break;
+            i = 0;
         }
-        if (need > size - used)
-            break; /* full: the kernel asks again from the last offset */
-        used += need;
+        for (; i < h->count; i++) {
+            size_t need = add_entry(m, req, buf + used, size - used, &h->entries[i], is_plus);
+            if (need > size - used)
+                break; /* full: the kernel asks again from the last offset */
+            used += need;
+            from = h->entries[i].cookie + 2;
+        }
+        if (i < h->count || h->is_end || h->count == 0)
+            break;
+        i = UINT32_MAX; /* the page is spent and more follow */
     }
-    fuse_reply_buf(req, buf, used);
+    pthread_mutex_unlock(&h->mu);
+    if (rc != 0 && used == 0)
+        fuse_reply_err(req, err_of(rc));
+    else
+        fuse_reply_buf(req, buf, used); /* what fit before an error: the next call reports it */
     ar_free(buf);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    (void)fi;
-    list_dir(req, ino, size, off, false);
+    list_dir(req, ino, size, off, fi, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi)
 {
-    (void)fi;
-    list_dir(req, ino, size, off, true);
+    list_dir(req, ino, size, off, fi, true);
 }
 
 /* ---- extended attributes ------------------------------------------------------------------ */
@@ -1128,8 +1355,10 @@ static const struct fuse_lowlevel_ops ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .opendir = op_opendir,
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
     .statfs = op_statfs,
     .setxattr = op_setxattr,
     .getxattr = op_getxattr,

@@ -334,8 +334,95 @@ static void test_mount_listing_brings_attributes(void **state)
     }
     assert_int_equal(stat(b, &st), 0);
     assert_int_equal(st.st_mode, S_IFREG | 0600);
+    /* a directory of more entries than the server's page: every name
+     * once, and seekdir back to a place goes on from there */
+    snprintf(b, sizeof(b), "%s/many", plain->dir);
+    assert_int_equal(mkdir(b, 0755), 0);
+    for (unsigned i = 0; i < 700; i++) {
+        snprintf(b, sizeof(b), "%s/many/n%03u", plain->dir, i);
+        assert_int_equal(mknod(b, S_IFREG | 0644, 0), 0);
+    }
+    static bool seen[700];
+    char after_mark[300] = "";
+    long mark = -1;
+    snprintf(a, sizeof(a), "%s/many", caching->dir);
+    d = opendir(a);
+    assert_non_null(d);
+    count = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        unsigned k = (unsigned)strtoul(e->d_name + 1, NULL, 10);
+        assert_true(k < 700);
+        assert_false(seen[k]);
+        seen[k] = true;
+        if (mark >= 0 && after_mark[0] == '\0')
+            snprintf(after_mark, sizeof(after_mark), "%s", e->d_name);
+        if (++count == 600)
+            mark = telldir(d);
+    }
+    assert_int_equal(count, 700);
+    seekdir(d, mark);
+    e = readdir(d);
+    assert_non_null(e);
+    assert_string_equal(e->d_name, after_mark);
+    closedir(d);
     mount_stop(plain);
     mount_stop(caching);
+}
+
+/* The commit index of shard 1, the largest any replica reports. */
+static uint64_t root_shard_commit(struct fixture *f)
+{
+    uint64_t commit = 0;
+
+    for (int i = 0; i < f->nodes; i++) {
+        struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+        if (f->pid[i] > 0 && client_connect(f, i) && exchange(f, &st, NULL) &&
+            f->resp->r.groups[1].commit > commit)
+            commit = f->resp->r.groups[1].commit;
+        client_close(f);
+    }
+    assert_true(commit > 0);
+    return commit;
+}
+
+/* Opening, reading and closing files commits nothing (two commits a file
+ * before: a hold at open, its release at close); a reader still sees what
+ * this mount wrote through another descriptor after its open. */
+static void test_mount_readers_commit_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    uint8_t data[3000];
+    char path[600];
+    char buf[16];
+
+    for (unsigned i = 0; i < 50; i++) {
+        snprintf(path, sizeof(path), "%s/r%02u", mp->dir, i);
+        fill(data, sizeof(data), 100 + i);
+        write_file(path, data, sizeof(data));
+    }
+    usleep(300000); /* the releases after the writers' closes */
+    uint64_t before = root_shard_commit(f);
+    for (unsigned i = 0; i < 50; i++) {
+        snprintf(path, sizeof(path), "%s/r%02u", mp->dir, i);
+        fill(data, sizeof(data), 100 + i);
+        expect_file(path, data, sizeof(data));
+    }
+    usleep(300000);
+    uint64_t after = root_shard_commit(f);
+    assert_true(after - before < 10); /* 100 with a hold per open */
+    snprintf(path, sizeof(path), "%s/r00", mp->dir);
+    int reader = open(path, O_RDONLY);
+    int writer = open(path, O_WRONLY);
+    assert_true(reader >= 0 && writer >= 0);
+    assert_int_equal(pwrite(writer, "fresh", 5, 10), 5); /* buffered, not committed */
+    assert_int_equal(pread(reader, buf, 5, 10), 5);
+    assert_memory_equal(buf, "fresh", 5);
+    assert_int_equal(close(writer), 0);
+    assert_int_equal(close(reader), 0);
+    mount_stop(mp);
 }
 
 /* The bytes of a pattern file: piece i of 1 MiB comes from seed + i. */
@@ -795,6 +882,7 @@ int main(void)
         T(test_mount_names_links_xattrs_and_permissions),
         T(test_mount_close_to_open_across_mounts),
         T(test_mount_listing_brings_attributes),
+        T(test_mount_readers_commit_nothing),
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_disk_cache),
