@@ -45,6 +45,7 @@
 #define AHEAD_MAX       8u          /* blocks being read ahead at once */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define READDIR_ENTRIES 512u
+#define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 
 struct open_file {
     struct open_file *next;         /* the mount's open files, under files_mu */
@@ -103,6 +104,12 @@ struct mnt {
     uint64_t read_only_open;        /* open files opened O_RDONLY */
     uint64_t removals;              /* unlinks and renames in flight */
     uint64_t data_gen;              /* atomic: data commits of this mount (write, truncate) */
+    /* Re-listing a directory with attributes makes the kernel update every
+     * entry it already holds (twice the cost of a plain listing): within
+     * half the entry timeout of sending them, a listing sends names only.
+     * A hint: a slot another directory took only costs a fuller listing. */
+    pthread_mutex_t listed_mu;
+    struct { uint64_t dir; uint64_t until_ms; } listed[LISTED_SLOTS];
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -362,11 +369,16 @@ static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t in
     pthread_mutex_unlock(&m->cache_mu);
 }
 
-static int slice_id(struct mnt *m, uint64_t *id)
+static uint64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int slice_id(struct mnt *m, uint64_t *id)
+{
+    uint64_t now_ms = mono_ms();
     pthread_mutex_lock(&m->ids_mu);
     if (m->id_next == m->id_end || now_ms - m->ids_taken_ms > m->ids_max_age_ms) {
         struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = SLICE_IDS_TAKEN};
@@ -527,8 +539,11 @@ static int commit_ino(struct mnt *m, fuse_req_t req, uint64_t ino)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    struct mnt *m = userdata;
+
     conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC; /* O_TRUNC arrives as a setattr */
+    if (m->entry_timeout == 0)
+        conn->want &= ~FUSE_CAP_READDIRPLUS; /* the kernel would keep none of it */
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1118,7 +1133,26 @@ struct dir_handle {
     uint64_t from;                  /* the offset before the first entry */
     bool is_end;                    /* no entries follow the page */
     bool has_attrs;
+    bool skips_attrs;               /* this listing sends names only (mnt.listed) */
 };
+
+static bool attrs_were_sent(struct mnt *m, uint64_t dir)
+{
+    uint32_t slot = (uint32_t)(dir * 0x9e3779b97f4a7c15ull >> 56) % LISTED_SLOTS;
+    pthread_mutex_lock(&m->listed_mu);
+    bool was = m->listed[slot].dir == dir && mono_ms() < m->listed[slot].until_ms;
+    pthread_mutex_unlock(&m->listed_mu);
+    return was;
+}
+
+static void attrs_sent(struct mnt *m, uint64_t dir)
+{
+    uint32_t slot = (uint32_t)(dir * 0x9e3779b97f4a7c15ull >> 56) % LISTED_SLOTS;
+    pthread_mutex_lock(&m->listed_mu);
+    m->listed[slot].dir = dir;
+    m->listed[slot].until_ms = mono_ms() + (uint64_t)(m->entry_timeout * 500.0);
+    pthread_mutex_unlock(&m->listed_mu);
+}
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1149,9 +1183,10 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_handle *h,
                       uint64_t from, bool is_plus)
 {
+    bool has_attrs = is_plus && !h->skips_attrs;
     struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino, .cookie = from - 2,
                          .entry_cap = READDIR_ENTRIES,
-                         .flags = is_plus ? META_READDIR_ATTRS : 0};
+                         .flags = has_attrs ? META_READDIR_ATTRS : 0};
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
 
@@ -1168,7 +1203,9 @@ static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_
     h->count = n;
     h->from = from;
     h->is_end = out->r.reply.is_end;
-    h->has_attrs = is_plus;
+    h->has_attrs = has_attrs;
+    if (has_attrs && from == 2)
+        attrs_sent(m, ino);
     return 0;
 }
 
@@ -1176,7 +1213,7 @@ static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_
  * UINT32_MAX if the page does not hold that place. */
 static uint32_t page_at(const struct dir_handle *h, uint64_t off, bool is_plus)
 {
-    if (h->entries == NULL || (is_plus && !h->has_attrs))
+    if (h->entries == NULL || (is_plus && !h->has_attrs && !h->skips_attrs))
         return UINT32_MAX;
     if (off == h->from)
         return 0;
@@ -1239,6 +1276,8 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     uint64_t from = off > 2 ? (uint64_t)off : 2;
     pthread_mutex_lock(&h->mu);
+    if (off == 0 && is_plus)
+        h->skips_attrs = attrs_were_sent(m, ino);
     uint32_t i = off == 0 ? UINT32_MAX : page_at(h, from, is_plus); /* 0: a fresh listing */
     /* bounded: each turn adds entries or ends (a full buffer, the end, an error) */
     for (;;) {
@@ -1430,6 +1469,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         pthread_mutex_init(&m->ids_mu, NULL);
         pthread_mutex_init(&m->cache_mu, NULL);
         pthread_mutex_init(&m->files_mu, NULL);
+        pthread_mutex_init(&m->listed_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
         /* default_permissions: the kernel checks permissions as it does for
          * a local file system, in the same order (a path's search rights
