@@ -1104,8 +1104,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- directories ------------------------------------------------------------------------------ */
 
-/* Is ino open on this mount with bytes the server has not seen? Its
- * attributes from a listing would show the size before them. */
+/* Could the server's size of ino be behind this mount's? (ino is open
+ * here while some file holds unsent bytes.) A listing's attributes would
+ * then set the kernel's size back. */
 static bool has_buffered(struct mnt *m, uint64_t ino)
 {
     bool found = false;
