@@ -493,7 +493,14 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
             }
         }
         pthread_mutex_unlock(&m->cache_mu);
-        if (!is_hit) {
+        if (!is_hit && n == block_len) {
+            /* the whole block: straight into dst, kept only by the kernel's
+             * page cache (a small file's one read); the memory cache is for
+             * blocks read in pieces */
+            int rc = block_fetch(m, slice, index, dst, block_len);
+            if (rc != 0)
+                return rc;
+        } else if (!is_hit) {
             uint8_t *data = ar_malloc(block_len > 0 ? block_len : 1);
             if (data == NULL)
                 return -ENOMEM;
@@ -1496,7 +1503,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             rc = fuse_session_loop(se);
         } else {
             struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-            fuse_loop_cfg_set_max_threads(cfg, o->threads ? o->threads : 16);
+            unsigned threads = o->threads ? o->threads : 16;
+            fuse_loop_cfg_set_max_threads(cfg, threads);
+            /* idle threads stay: libfuse's default (10) ends and starts
+             * threads all the time under a burst of readers */
+            fuse_loop_cfg_set_idle_threads(cfg, threads);
             rc = fuse_session_loop_mt(se, cfg);
             fuse_loop_cfg_destroy(cfg);
         }

@@ -682,6 +682,9 @@ static void test_mount_disk_cache(void **state)
     char path[600];
     char dir[600];
 
+    char small[600];
+    snprintf(small, sizeof(small), "%s/small", mp->dir);
+    pattern_write(small, 3000, 901, true); /* read whole: straight to the reader */
     snprintf(path, sizeof(path), "%s/cached", mp->dir);
     pattern_write(path, 3u << 20, 900, true);
     mount_stop(mp);
@@ -690,6 +693,7 @@ static void test_mount_disk_cache(void **state)
     shell_in(dir, "for b in node*/blocks; do mv \"$b\" \"$b.aside\" && mkdir \"$b\"; done");
     mp = mount_start(f, "m", "1");
     pattern_expect(path, 3u << 20, 900); /* from the disk cache alone */
+    pattern_expect(small, 3000, 901);
     mount_stop(mp);
     /* a damaged cached copy: refused, and with the store empty that is EIO */
     shell_in(dir, "for c in cache/*/*_0; do printf X | dd of=\"$c\" bs=1 seek=100 "
@@ -701,11 +705,17 @@ static void test_mount_disk_cache(void **state)
     assert_int_equal(pread(fd, buf, sizeof(buf), 0), -1);
     assert_int_equal(errno, EIO);
     close(fd);
+    fd = open(small, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
     /* the store has its blocks again: read from there, and cached anew */
     /* (into the directories the running mount's store has open) */
     shell_in(dir, "for b in node*/blocks; do cp -a \"$b.aside/.\" \"$b/\" && "
                   "rm -rf \"$b.aside\"; done");
     pattern_expect(path, 3u << 20, 900);
+    pattern_expect(small, 3000, 901);
     /* 5 files of 3 MiB through an 8 MiB cache: the oldest go */
     for (int i = 0; i < 5; i++) {
         snprintf(path, sizeof(path), "%s/many_%d", mp->dir, i);
