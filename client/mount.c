@@ -12,7 +12,9 @@
  * Data is in the store before any metadata names it. The bytes all files
  * hold are bounded: past the budget a write commits at once.
  *
- * Read path: the chunk's resolved slices (READ_MAP), then the blocks, from
+ * Read path: the chunk's resolved slices (READ_MAP; a reader's open
+ * resolves chunk 0 and its reads use that for up to the attribute timeout,
+ * while this mount changes nothing), then the blocks, from
  * a small in-memory cache, the disk cache (cache.c) or the store (whose
  * CRC32Cs are checked on every read: a bad block is EIO, never wrong
  * bytes). Holes read as zeros. A sequential reader has the next blocks
@@ -20,8 +22,9 @@
  * what this mount's open files of it hold.
  *
  * Threads: libfuse's (one or many); the metadata client's loop; the
- * store's workers for uploads and read-ahead. Locks, in this order:
- * files_mu, an open file's mu, ids_mu; cache_mu is taken alone. */
+ * store's workers for uploads and read-ahead. Locks, in this order: an
+ * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu and
+ * listed_mu are taken alone. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
@@ -64,6 +67,8 @@ struct open_file {
     uint32_t map_count;
     uint64_t map_size;              /* the file's size then */
     uint64_t map_gen;
+    uint64_t map_until_ms;          /* used until then (the attribute timeout): a
+                                     * reader open for long sees other mounts' writes */
 };
 
 struct cached_block {
@@ -104,6 +109,7 @@ struct mnt {
     uint64_t read_only_open;        /* open files opened O_RDONLY */
     uint64_t removals;              /* unlinks and renames in flight */
     uint64_t data_gen;              /* atomic: data commits of this mount (write, truncate) */
+    uint64_t change_gen;            /* atomic: mutations of this mount (any) */
     /* Re-listing a directory with attributes makes the kernel update every
      * entry it already holds (twice the cost of a plain listing): within
      * half the entry timeout of sending them, a listing sends names only.
@@ -188,6 +194,9 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     if (cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE ||
         (cmd->op == META_OP_SETATTR && (cmd->set_mask & META_SET_SIZE)))
         __atomic_add_fetch(&m->data_gen, 1, __ATOMIC_RELEASE);
+    /* and directory pages' attributes (a name gone, a size changed) */
+    if (!meta_op_is_query(cmd->op))
+        __atomic_add_fetch(&m->change_gen, 1, __ATOMIC_RELEASE);
     return rc;
 }
 
@@ -494,9 +503,9 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
         }
         pthread_mutex_unlock(&m->cache_mu);
         if (!is_hit && n == block_len) {
-            /* the whole block: straight into dst, kept only by the kernel's
-             * page cache (a small file's one read); the memory cache is for
-             * blocks read in pieces */
+            /* the whole block (a small file's one read): straight into dst,
+             * not into the memory cache, which is for blocks read in pieces
+             * (the disk cache keeps it) */
             int rc = block_fetch(m, slice, index, dst, block_len);
             if (rc != 0)
                 return rc;
@@ -828,7 +837,6 @@ static struct open_file *file_new(struct mnt *m, uint64_t ino, bool is_read_only
         return NULL;
     f->ino = ino;
     f->is_read_only = is_read_only;
-    f->is_held = !is_read_only; /* a writer's hold comes with its open */
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_lock(&m->files_mu);
     f->next = m->files;
@@ -884,6 +892,7 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     f->map_count = r->slice_count;
     f->map_size = r->attr.size;
     f->map_gen = gen;
+    f->map_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
     return 0;
 }
 
@@ -899,16 +908,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct open_file *f = file_new(m, ino, is_read_only);
     int rc = f == NULL ? -ENOMEM : 0;
 
-    if (rc == 0 && !is_read_only)
-        rc = hold(m, req, ino, META_OP_OPEN);
+    /* a reader counted itself (file_new) before it looks at removals: a
+     * removal in flight may have missed it */
+    if (rc == 0 && (!is_read_only || __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0))
+        rc = file_hold(m, req, f);
     if (rc == 0 && is_read_only)
         rc = map_load(m, req, f);
-    if (rc == 0 && is_read_only && __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0)
-        rc = file_hold(m, req, f); /* a removal may have missed this file */
-
     if (rc != 0) {
-        if (f != NULL)
-            file_free(m, f);
+        if (f != NULL && file_free(m, f))
+            hold(m, NULL, ino, META_OP_RELEASE);
         fuse_reply_err(req, err_of_ino(rc));
         return;
     }
@@ -943,6 +951,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
                                  .entry_timeout = m->entry_timeout};
     stat_of(m, &out->r.reply.attr, &e.attr);
     struct open_file *f = file_new(m, e.ino, false);
+    if (f != NULL)
+        f->is_held = true; /* the MKNOD took it; no other thread knows f yet */
     if (f == NULL) {
         hold(m, NULL, e.ino, META_OP_RELEASE);
         fuse_reply_err(req, ENOMEM);
@@ -1020,7 +1030,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         uint64_t file_size = f->map_size;
         uint64_t chunk_offset = 0;
         if (f->map == NULL || pos >= META_CHUNK_BYTES ||
-            f->map_gen != __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE)) {
+            f->map_gen != __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE) ||
+            mono_ms() >= f->map_until_ms) {
             struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
             struct meta_response_buf *out;
             rc = run(m, req, &c, 0, &out);
@@ -1111,23 +1122,6 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- directories ------------------------------------------------------------------------------ */
 
-/* Could the server's size of ino be behind this mount's? (ino is open
- * here while some file holds unsent bytes.) A listing's attributes would
- * then set the kernel's size back. */
-static bool has_buffered(struct mnt *m, uint64_t ino)
-{
-    bool found = false;
-
-    if (__atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0)
-        return false;
-    pthread_mutex_lock(&m->files_mu);
-    for (struct open_file *f = m->files; f != NULL && !found; f = f->next) {
-        found = f->ino == ino;
-    }
-    pthread_mutex_unlock(&m->files_mu);
-    return found;
-}
-
 /* An open directory: the server's last page of it. The kernel asks for a
  * few KiB of entries at a time (a 4 KiB buffer holds ~25 with attributes),
  * the server answers up to READDIR_ENTRIES: one round trip serves many
@@ -1142,6 +1136,8 @@ struct dir_handle {
     bool is_end;                    /* no entries follow the page */
     bool has_attrs;
     bool skips_attrs;               /* this listing sends names only (mnt.listed) */
+    uint64_t change_gen;            /* the mount's mutations when it was fetched */
+    uint64_t attrs_until_ms;        /* its attributes are handed out until then */
 };
 
 static bool attrs_were_sent(struct mnt *m, uint64_t dir)
@@ -1192,6 +1188,7 @@ static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_
                       uint64_t from, bool is_plus)
 {
     bool has_attrs = is_plus && !h->skips_attrs;
+    uint64_t gen = __atomic_load_n(&m->change_gen, __ATOMIC_ACQUIRE);
     struct meta_cmd c = {.op = META_OP_READDIR, .ino = ino, .cookie = from - 2,
                          .entry_cap = READDIR_ENTRIES,
                          .flags = has_attrs ? META_READDIR_ATTRS : 0};
@@ -1212,6 +1209,8 @@ static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_
     h->from = from;
     h->is_end = out->r.reply.is_end;
     h->has_attrs = has_attrs;
+    h->change_gen = gen;
+    h->attrs_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
     if (has_attrs && from == 2)
         attrs_sent(m, ino);
     return 0;
@@ -1234,7 +1233,7 @@ static uint32_t page_at(const struct dir_handle *h, uint64_t off, bool is_plus)
 
 /* Add entry d at buf (room bytes); its size, more than room if it did not fit. */
 static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
-                        const struct meta_dirent *d, bool is_plus)
+                        const struct meta_dirent *d, bool is_plus, bool with_attrs)
 {
     off_t next = (off_t)(d->cookie + 2);
 
@@ -1244,7 +1243,7 @@ static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
     }
     /* handed to the kernel as a lookup; without an inode number, only a name */
     struct fuse_entry_param e = {.attr = {.st_ino = d->ino, .st_mode = d->type}};
-    if (d->attr.ino == d->ino && !has_buffered(m, d->ino)) {
+    if (with_attrs && d->attr.ino == d->ino) {
         e.ino = d->ino;
         e.attr_timeout = m->attr_timeout;
         e.entry_timeout = m->entry_timeout;
@@ -1295,8 +1294,15 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 break;
             i = 0;
         }
+        /* attributes only as fresh as the kernel's own would be, and none
+         * once this mount changed anything since the page came (a size
+         * the kernel knows newer, a name gone) or holds unsent bytes */
+        bool with_attrs = h->has_attrs && mono_ms() < h->attrs_until_ms &&
+                          h->change_gen == __atomic_load_n(&m->change_gen, __ATOMIC_ACQUIRE) &&
+                          __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0;
         for (; i < h->count; i++) {
-            size_t need = add_entry(m, req, buf + used, size - used, &h->entries[i], is_plus);
+            size_t need = add_entry(m, req, buf + used, size - used, &h->entries[i], is_plus,
+                                    with_attrs);
             if (need > size - used)
                 break; /* full: the kernel asks again from the last offset */
             used += need;
@@ -1503,11 +1509,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             rc = fuse_session_loop(se);
         } else {
             struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-            unsigned threads = o->threads ? o->threads : 16;
-            fuse_loop_cfg_set_max_threads(cfg, threads);
-            /* idle threads stay: libfuse's default (10) ends and starts
-             * threads all the time under a burst of readers */
-            fuse_loop_cfg_set_idle_threads(cfg, threads);
+            fuse_loop_cfg_set_max_threads(cfg, o->threads ? o->threads : 16);
             rc = fuse_session_loop_mt(se, cfg);
             fuse_loop_cfg_destroy(cfg);
         }

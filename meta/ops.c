@@ -171,6 +171,8 @@ static int op_readdir(const struct meta_shard *s, const struct meta_cmd *cmd, st
         return -EACCES;
     if (cap == 0 || r->entries == NULL || (cmd->flags & ~META_READDIR_ATTRS) != 0)
         return -EINVAL;
+    if ((cmd->flags & META_READDIR_ATTRS) && meta__may(s, d, &cmd->cred, MAY_X) != 0)
+        return -EACCES; /* attributes are what a lookup answers, which needs search */
     const struct meta__dir *dir = &s->dirs[meta__node_at(s, d)->aux];
     uint32_t at = meta__dir_seek(s, dir, cmd->cookie);
     r->entry_count = 0;

@@ -470,6 +470,14 @@ static void test_readdir_attrs_are_what_lookup_answers(void **state)
     assert_int_equal(r.entries[0].attr.ino, 0);
     cmd.flags = 2;
     assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EINVAL);
+    /* a directory one may read but not search: names, not attributes */
+    struct meta_attr closed;
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "readable", 0744, &closed), 0);
+    struct meta_cmd other = {.op = META_OP_READDIR, .ino = closed.ino, .entry_cap = 4,
+                             .cred = {.uid = 1000, .gid = 1000}};
+    assert_int_equal(meta_shard_read(f->shard, &other, &r), 0);
+    other.flags = META_READDIR_ATTRS;
+    assert_int_equal(meta_shard_read(f->shard, &other, &r), -EACCES);
 }
 
 /* ---- links, times -------------------------------------------------------------------------- */
