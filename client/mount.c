@@ -194,8 +194,10 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     if (cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE ||
         (cmd->op == META_OP_SETATTR && (cmd->set_mask & META_SET_SIZE)))
         __atomic_add_fetch(&m->data_gen, 1, __ATOMIC_RELEASE);
-    /* and directory pages' attributes (a name gone, a size changed) */
-    if (!meta_op_is_query(cmd->op))
+    /* and directory pages' attributes (a name gone, a size changed); holds
+     * and slice ids change neither */
+    if (!meta_op_is_query(cmd->op) && cmd->op != META_OP_OPEN && cmd->op != META_OP_RELEASE &&
+        cmd->op != META_OP_SESSION_CLOSE && cmd->op != META_OP_ALLOC_SLICES)
         __atomic_add_fetch(&m->change_gen, 1, __ATOMIC_RELEASE);
     return rc;
 }
