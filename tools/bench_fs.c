@@ -4,8 +4,10 @@
  * so arbor's figures print beside what the disk and what FUSE itself allow.
  *
  * Metadata phases with 1, 4 and 16 threads, each thread in a directory of
- * its own: mkdir, create (with 4 KiB written), stat, readdir, open+read
- * 4 KiB, rename, unlink. Then MiB/s: a 1 GiB file written and read in
+ * its own: mkdir, create (with 4 KiB written), stat, list+stat (a
+ * listing then a stat of every name, the kernel's dentries dropped first:
+ * a loader's first pass over a directory), readdir, open+read 4 KiB,
+ * rename, unlink. Then MiB/s: a 1 GiB file written and read in
  * 1 MiB pieces, and small files (100 KiB) read by 16 threads twice: the
  * first pass right after writing them, the second from whatever the file
  * system keeps (arbor: its block caches). The kernel's page cache is
@@ -29,8 +31,9 @@
 #define THREADS_MAX 16
 #define TARGETS     3   /* arbor, local, memfs */
 
-enum phase { P_MKDIR, P_CREATE, P_STAT, P_READDIR, P_READ4K, P_RENAME, P_UNLINK, P_COUNT };
-static const char *const phase_names[P_COUNT] = {"mkdir", "create", "stat", "readdir",
+enum phase { P_MKDIR, P_CREATE, P_STAT, P_LISTSTAT, P_READDIR, P_READ4K, P_RENAME, P_UNLINK,
+             P_COUNT };
+static const char *const phase_names[P_COUNT] = {"mkdir", "create", "stat", "list+stat", "readdir",
                                                  "open+read 4K", "rename", "unlink"};
 
 struct job {
@@ -42,12 +45,13 @@ struct job {
     int err;
 };
 
-static void drop_page_cache(void)
+/* what: "3" the page cache, dentries and inodes; "2" dentries and inodes */
+static void drop_caches(const char *what)
 {
     sync();
     FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
     if (f != NULL) {
-        fputs("3\n", f);
+        fputs(what, f);
         fclose(f);
     }
 }
@@ -62,10 +66,12 @@ static void *run_job(void *arg)
     char buf[4096];
 
     snprintf(dir, sizeof(dir), "%s/t%d", j->root, j->index);
-    /* a listing reads the whole directory: one for every 100 files */
-    unsigned count = j->phase == P_READDIR ? j->files / 100 : j->files;
+    /* a listing reads the whole directory: one for every 100 files; a
+     * listing with its stats once (each stat an op) */
+    unsigned count = j->phase == P_READDIR ? j->files / 100 : j->phase == P_LISTSTAT ? 1 : j->files;
     for (unsigned i = 0; i < count && j->err == 0; i++) {
         int rc = 0;
+        unsigned ops = 1;
         switch (j->phase) {
         case P_MKDIR:
             snprintf(path, sizeof(path), "%s/d%u", dir, i);
@@ -95,6 +101,25 @@ static void *run_job(void *arg)
                 closedir(d);
             break;
         }
+        case P_LISTSTAT: {
+            /* one listing; every name it shows stated (a count of stats) */
+            DIR *d = opendir(dir);
+            struct dirent *e;
+            rc = d != NULL ? 0 : -1;
+            ops = 0;
+            /* bounded by the directory's entries */
+            while (d != NULL && rc == 0 && (e = readdir(d)) != NULL) {
+                struct stat st;
+                if (e->d_name[0] == '.')
+                    continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                rc = stat(path, &st);
+                ops++;
+            }
+            if (d != NULL)
+                closedir(d);
+            break;
+        }
         case P_READ4K: {
             snprintf(path, sizeof(path), "%s/f%u", dir, i);
             int fd = open(path, O_RDONLY);
@@ -115,7 +140,7 @@ static void *run_job(void *arg)
         }
         if (rc != 0)
             j->err = errno;
-        j->done++;
+        j->done += ops;
     }
     return NULL;
 }
@@ -126,6 +151,8 @@ static double run_phase(const char *root, enum phase p, int n, unsigned files)
     struct job jobs[THREADS_MAX];
     pthread_t t[THREADS_MAX];
 
+    if (p == P_LISTSTAT)
+        drop_caches("2\n"); /* names and inodes the kernel knew: a first pass */
     double t0 = cmd_now();
     for (int i = 0; i < n; i++) {
         jobs[i] = (struct job){.root = root, .index = i, .phase = p, .files = files};
@@ -190,7 +217,7 @@ static double run_streams(const char *root, int n, unsigned files, size_t bytes,
     pthread_t t[THREADS_MAX];
 
     if (!is_write)
-        drop_page_cache();
+        drop_caches("3\n");
     double t0 = cmd_now();
     for (int i = 0; i < n; i++) {
         s[i] = (struct stream){.root = root, .index = i, .files = files, .bytes = bytes,
