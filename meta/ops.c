@@ -354,6 +354,7 @@ static void dir_touch(struct meta_shard *s, uint32_t d, int64_t now)
 struct create_plan {
     uint32_t type;     /* S_IFMT */
     uint32_t perm;     /* permission bits after inode_init_owner() */
+    uint32_t uid;
     uint32_t gid;
     uint32_t dir;      /* the parent's node */
     uint64_t hash;     /* of the name in dir */
@@ -401,6 +402,7 @@ static int create_plan(const struct meta_shard *s, const struct meta_cmd *cmd,
     /* inode_init_owner(): a setgid directory gives its group, and its setgid
      * bit to subdirectories; a file keeps S_ISGID only if its creator could */
     const struct meta__attr_class *da = meta__attr_of(s, meta__node_at(s, p->dir)->attr);
+    p->uid = cmd->cred.uid;
     p->gid = cmd->cred.gid;
     if (da->mode & S_ISGID) {
         p->gid = da->gid;
@@ -457,7 +459,7 @@ static int create_alloc(struct meta_shard *s, const struct meta_cmd *cmd, struct
         return rc;
     p->dslot = META_NIL;
     p->ext = NULL;
-    rc = meta__attr_get(s, p->type | p->perm, cmd->cred.uid, p->gid, &p->attr);
+    rc = meta__attr_get(s, p->type | p->perm, p->uid, p->gid, &p->attr);
     bool has_attr = rc == 0;
     if (rc == 0 && p->type == S_IFDIR)
         rc = meta__dir_alloc(s, &p->dslot);
@@ -472,6 +474,39 @@ static int create_alloc(struct meta_shard *s, const struct meta_cmd *cmd, struct
         meta__node_release(s, p->node);
     }
     return rc;
+}
+
+/* Make the node create_alloc() holds: its inode, its name in the
+ * directory, times now. Cannot fail. */
+static void create_commit(struct meta_shard *s, const struct meta_cmd *cmd,
+                          const struct create_plan *p)
+{
+    struct meta__node *n = meta__node_at(s, p->node);
+    *n = (struct meta__node){
+        .ino = cmd->new_ino,
+        .size = cmd->op == META_OP_SYMLINK ? cmd->target_len : 0,
+        .mtime_ns = cmd->now_ns,
+        .atime_ns = cmd->now_ns,
+        .aux = p->type == S_IFDIR ? p->dslot : 0,
+        .name = p->name_off,
+        .attr = p->attr,
+    };
+    meta__node_flag(n, NODE_LIVE, true);
+    meta__node_set_nlink(n, p->type == S_IFDIR ? 2 : 1);
+    s->ino_high = cmd->new_ino;
+    if (p->ext != NULL) {
+        int rc = meta__map_put(&s->exts, p->node, (uint64_t)(uintptr_t)p->ext);
+        AR_ASSERT(rc == 0); /* reserved */
+        meta__node_flag(n, NODE_HAS_EXT, true);
+    }
+    meta__index_ino(s, p->node, true);
+    meta__dirty_inode(s, n->ino);
+    entry_link_hashed(s, p->dir, p->node, p->hash);
+    s->inode_count++;
+    if (p->type == S_IFDIR) {
+        struct meta__node *dn = meta__node_at(s, p->dir);
+        meta__node_set_nlink(dn, meta__node_nlink(dn) + 1);
+    }
 }
 
 static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
@@ -489,32 +524,7 @@ static int op_create(struct meta_shard *s, const struct meta_cmd *cmd, struct me
     if (rc != 0)
         return rc;
     /* change: nothing below can fail */
-    struct meta__node *n = meta__node_at(s, p.node);
-    *n = (struct meta__node){
-        .ino = cmd->new_ino,
-        .size = cmd->op == META_OP_SYMLINK ? cmd->target_len : 0,
-        .mtime_ns = cmd->now_ns,
-        .atime_ns = cmd->now_ns,
-        .aux = p.type == S_IFDIR ? p.dslot : 0,
-        .name = p.name_off,
-        .attr = p.attr,
-    };
-    meta__node_flag(n, NODE_LIVE, true);
-    meta__node_set_nlink(n, p.type == S_IFDIR ? 2 : 1);
-    s->ino_high = cmd->new_ino;
-    if (p.ext != NULL) {
-        rc = meta__map_put(&s->exts, p.node, (uint64_t)(uintptr_t)p.ext);
-        AR_ASSERT(rc == 0); /* reserved */
-        meta__node_flag(n, NODE_HAS_EXT, true);
-    }
-    meta__index_ino(s, p.node, true);
-    meta__dirty_inode(s, n->ino);
-    entry_link_hashed(s, p.dir, p.node, p.hash);
-    s->inode_count++;
-    if (p.type == S_IFDIR) {
-        struct meta__node *dn = meta__node_at(s, p.dir);
-        meta__node_set_nlink(dn, meta__node_nlink(dn) + 1);
-    }
+    create_commit(s, cmd, &p);
     dir_touch(s, p.dir, cmd->now_ns);
     if (cmd->session != 0)
         meta__hold_take(s, cmd->session, cmd->new_ino, p.node);
@@ -959,7 +969,9 @@ static int restore_names_distinct(const struct meta_cmd *cmd)
     return 0;
 }
 
-static int restore_check(const struct meta_shard *s, const struct meta_cmd *cmd)
+/* Every check of the command; plans[i]: what item i's create needs. */
+static int restore_check(const struct meta_shard *s, const struct meta_cmd *cmd,
+                         struct create_plan *plans)
 {
     if (cmd->cred.uid != 0)
         return -EPERM; /* it sets owners and set-id bits */
@@ -993,71 +1005,85 @@ static int restore_check(const struct meta_shard *s, const struct meta_cmd *cmd)
         if (it->piece_count > META_CHUNK_SLICES_MAX)
             return -EINVAL;
         struct meta_cmd sub = item_create(cmd, i);
-        struct create_plan p;
-        rc = create_plan(s, &sub, &p); /* the name, the directory, the number */
+        rc = create_plan(s, &sub, &plans[i]); /* the name, the directory, the number */
     }
     return rc;
 }
 
+/* Item i whole: its node made with the owner, mode and times that MKNOD
+ * or SYMLINK, then chown, chmod and utimens by root would leave, its
+ * pieces written, its size set. The directory's times are the caller's. */
 static int restore_item(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t i,
-                        struct meta_reply *r)
+                        struct create_plan *p, struct meta_reply *r)
 {
     const struct meta_file_item *it = &cmd->items[i];
     struct meta_cmd sub = item_create(cmd, i);
-    int rc = meta__dirty_reserve(s);
 
+    if (p->type != S_IFLNK)
+        p->perm = it->mode & 07777;
+    p->uid = it->uid;
+    p->gid = it->gid;
+    int rc = meta__dirty_reserve(s);
     if (rc == 0)
-        rc = op_create(s, &sub, r);
-    uint64_t ino = cmd->new_ino + i;
+        rc = create_alloc(s, &sub, p);
+    if (rc != 0)
+        return rc;
+    create_commit(s, &sub, p);
     for (uint32_t k = 0; rc == 0 && k < it->piece_count; k++) {
-        const struct meta_file_piece *p = &cmd->pieces[it->piece_first + k];
+        const struct meta_file_piece *piece = &cmd->pieces[it->piece_first + k];
         struct meta_cmd w = {.op = META_OP_WRITE, .cred = cmd->cred, .now_ns = cmd->now_ns,
-                             .ino = ino, .offset = p->offset, .slice = p->slice};
+                             .ino = sub.new_ino, .offset = piece->offset, .slice = piece->slice};
         rc = meta__dirty_reserve(s);
         if (rc == 0)
             rc = meta__data_apply(s, &w, r);
     }
-    bool is_link = (it->mode & S_IFMT) == S_IFLNK;
-    struct meta_cmd own = {.op = META_OP_SETATTR, .cred = cmd->cred, .now_ns = cmd->now_ns,
-                           .ino = ino, .set_mask = META_SET_UID | META_SET_GID,
-                           .set = {.uid = it->uid, .gid = it->gid, .size = it->size}};
-    if ((it->mode & S_IFMT) == S_IFREG)
-        own.set_mask |= META_SET_SIZE;
-    struct meta_cmd rest = {.op = META_OP_SETATTR, .cred = cmd->cred, .now_ns = cmd->now_ns,
-                            .ino = ino, .set_mask = META_SET_ATIME | META_SET_MTIME,
-                            .set = {.mode = it->mode & 07777, .atime_ns = it->atime_ns,
-                                    .mtime_ns = it->mtime_ns}};
-    if (!is_link)
-        rest.set_mask |= META_SET_MODE;
+    struct meta__node *n = meta__node_at(s, p->node);
     if (rc == 0)
         rc = meta__dirty_reserve(s);
     if (rc == 0)
-        rc = op_setattr(s, &own, r);
-    if (rc == 0)
-        rc = meta__dirty_reserve(s);
-    if (rc == 0)
-        rc = op_setattr(s, &rest, r);
-    return rc;
+        rc = meta__reserve_side(s, 1);
+    if (rc == 0 && p->type == S_IFREG && n->size != it->size) {
+        /* a hole at the end: the pieces stop short of the size */
+        rc = meta__data_truncate_reserve(s, p->node, it->size);
+        if (rc == 0) {
+            s->file_bytes = s->file_bytes - n->size + it->size;
+            meta__data_truncate(s, p->node, it->size);
+        }
+    }
+    if (rc != 0)
+        return rc;
+    n->atime_ns = it->atime_ns;
+    meta__set_times(s, p->node, &it->mtime_ns, cmd->now_ns);
+    return 0;
 }
 
 static int op_restore_files(struct meta_shard *s, const struct meta_cmd *cmd,
                             struct meta_reply *r)
 {
-    int rc = restore_check(s, cmd);
+    struct create_plan plans[META_RESTORE_FILES_MAX];
+    int rc = restore_check(s, cmd, plans);
+    uint32_t made = 0;
 
-    for (uint32_t i = 0; rc == 0 && i < cmd->item_count; i++) {
-        rc = restore_item(s, cmd, i, r);
-        if (rc == 0 || rc == -ENOMEM)
-            continue; /* -ENOMEM stops the replica (the server's rule) */
-        /* a case the checks missed: take back this command's files, so that
-         * no name of it stays (the directory's times moved) */
-        for (uint32_t j = 0; j <= i; j++) {
-            struct meta_cmd un = {.op = META_OP_UNLINK, .cred = cmd->cred, .now_ns = cmd->now_ns,
-                                  .ino = cmd->ino, .name = cmd->items[j].name,
-                                  .name_len = cmd->items[j].name_len};
-            if (meta__dirty_reserve(s) == 0)
-                (void)op_remove(s, &un, false);
-        }
+    for (; rc == 0 && made < cmd->item_count; made++) {
+        rc = restore_item(s, cmd, made, &plans[made], r);
+    }
+    if (rc == 0)
+        rc = meta__dirty_reserve(s);
+    if (rc == 0) {
+        dir_touch(s, plans[0].dir, cmd->now_ns);
+        meta__attr_fill(s, plans[cmd->item_count - 1].node, &r->attr); /* the last file's */
+        return 0;
+    }
+    if (rc == -ENOMEM || made == 0)
+        return rc; /* -ENOMEM stops the replica (the server's rule) */
+    /* a case the checks missed: take back this command's files, so that no
+     * name of it stays */
+    for (uint32_t j = 0; j < made; j++) {
+        struct meta_cmd un = {.op = META_OP_UNLINK, .cred = cmd->cred, .now_ns = cmd->now_ns,
+                              .ino = cmd->ino, .name = cmd->items[j].name,
+                              .name_len = cmd->items[j].name_len};
+        if (meta__dirty_reserve(s) == 0)
+            (void)op_remove(s, &un, false);
     }
     return rc;
 }
