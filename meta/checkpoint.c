@@ -156,7 +156,9 @@ void meta__dirty_inode(struct meta_shard *s, uint64_t ino)
     if (!s->is_tracking || s->is_all_dirty)
         return;
     AR_ASSERT(s->dirty_ino_count < s->dirty_ino_cap); /* meta__dirty_reserve() */
-    s->dirty_inos[s->dirty_ino_count++] = ino;
+    /* a command touches its inode several times in a row: once is enough */
+    if (s->dirty_ino_count == 0 || s->dirty_inos[s->dirty_ino_count - 1] != ino)
+        s->dirty_inos[s->dirty_ino_count++] = ino;
 }
 
 void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
@@ -330,14 +332,20 @@ static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
         }
     }
     /* Entries: a name touched twice is looked at twice; the second look
-     * sees the same current state, so the records agree. */
+     * sees the same current state, so the records agree. Names come in
+     * runs of one directory, which is looked up once a run. */
+    uint64_t last_parent = 0;
+    uint32_t d = META_NIL;
     for (uint64_t off = 0; off < s->dirty_name_bytes && rc == 0;) {
         const uint8_t *p = s->dirty_names + off;
         uint64_t parent_ino;
         uint32_t len = p[8];
         memcpy(&parent_ino, p, 8);
         off += 9 + len;
-        uint32_t d = meta__find_ino(s, parent_ino);
+        if (parent_ino != last_parent || last_parent == 0) {
+            d = meta__find_ino(s, parent_ino);
+            last_parent = parent_ino;
+        }
         uint32_t e = d != META_NIL && S_ISDIR(meta__mode(s, d))
                          ? meta__find_name(s, d, (const char *)p + 9, len)
                          : META_NIL;
