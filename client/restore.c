@@ -800,12 +800,24 @@ static int finish_dirs(struct restore *r)
 
 /* ---- verification ------------------------------------------------------------------------ */
 
-#define VERIFY_SIZES 1000u /* files whose size is read back, spread over the tree */
+/* What one name of the restored tree must be, folded into a sum over
+ * the tree: the directory it is in, the name, its mode and size. A sum,
+ * so that the order names are listed in does not matter. */
+static uint64_t name_digest(uint64_t dir, const char *name, uint32_t len, uint32_t mode,
+                            uint64_t size)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
 
-/* Count every name under dir in the live volume (a directory's own name
- * not included): the counts must be what was planned. */
+    for (uint32_t i = 0; i < len; i++) {
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
+    }
+    return mix(mix(h ^ dir) ^ mix(((uint64_t)mode << 40) ^ size ^ 0x9e3779b97f4a7c15ull));
+}
+
+/* Count the names below dir, and add up name_digest() of every name that
+ * is not a directory, from listings with attributes. */
 static int count_live(struct restore *r, uint64_t dir, uint64_t *dirs, uint64_t *others,
-                      struct meta_response_buf *out)
+                      uint64_t *digest, struct meta_response_buf *out)
 {
     uint64_t cookie = 0;
     bool is_end = false;
@@ -813,7 +825,7 @@ static int count_live(struct restore *r, uint64_t dir, uint64_t *dirs, uint64_t 
 
     while (rc == 0 && !is_end) {
         struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
-                              .entry_cap = META_READDIR_MAX};
+                              .entry_cap = META_READDIR_MAX, .flags = META_READDIR_ATTRS};
         rc = live(r, &rd, 0, out);
         if (rc != 0)
             break;
@@ -826,59 +838,100 @@ static int count_live(struct restore *r, uint64_t dir, uint64_t *dirs, uint64_t 
         for (uint32_t i = 0; i < n; i++) {
             const struct meta_dirent *e = &out->r.reply.entries[i];
             cookie = e->cookie;
-            if (S_ISDIR(e->type))
+            if (S_ISDIR(e->type)) {
                 subdirs[sub_count++] = e->ino;
-            else
+            } else {
                 (*others)++;
+                *digest += name_digest(dir, e->name, e->name_len, e->attr.mode, e->attr.size);
+            }
         }
         *dirs += sub_count;
         for (uint32_t i = 0; rc == 0 && i < sub_count; i++) { /* out is reused below */
-            rc = count_live(r, subdirs[i], dirs, others, out);
+            rc = count_live(r, subdirs[i], dirs, others, digest, out);
         }
         ar_free(subdirs);
     }
     return rc;
 }
 
-/* The staging tree holds what was planned: every name, and the sizes of
- * up to VERIFY_SIZES files spread over it. */
+/* The name of job j as it must be: its mode and size at the moment. */
+static int job_digest(struct restore *r, const struct job *j, uint64_t *digest)
+{
+    struct meta_attr a;
+    int rc = scratch_attr(r, j->src, &a);
+
+    if (rc == 0)
+        *digest += name_digest(j->dst_parent, r->names + j->name_off, j->name_len, a.mode, a.size);
+    return rc;
+}
+
+/* The first job whose name in the staging tree has not its mode and size
+ * at the moment, named in errmsg; the tree's sums differed. */
+static int find_mismatch(struct restore *r, const struct job *jobs, size_t count,
+                         struct meta_response_buf *out, char *errmsg)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct job *j = &jobs[i];
+        const char *name = r->names + j->name_off;
+        struct meta_attr a;
+        uint64_t ino;
+        uint32_t mode;
+        int rc = scratch_attr(r, j->src, &a);
+        if (rc == 0)
+            rc = live_lookup(r, j->dst_parent, name, &ino, &mode, out);
+        if (rc != 0)
+            return ar_errorf(errmsg, rc, "reading %s back: %s", name, ar_strerror(rc));
+        if (out->r.reply.attr.size != a.size || out->r.reply.attr.mode != a.mode)
+            return ar_errorf(errmsg, -EIO, "%s came back with size %" PRIu64 " and mode %o, not %"
+                             PRIu64 " and %o", name, out->r.reply.attr.size,
+                             out->r.reply.attr.mode, a.size, a.mode);
+    }
+    return 0;
+}
+
+/* The staging tree holds what was planned: every name, and every file's
+ * mode and size, read back in listings with attributes. */
 static int verify(struct restore *r, uint64_t staging, bool is_dir,
                   struct meta_response_buf *out, char *errmsg)
 {
     uint64_t dirs = 0;
     uint64_t others = 0;
-    int rc = is_dir ? count_live(r, staging, &dirs, &others, out) : 0;
+    uint64_t got = 0;
+    uint64_t want = 0;
+    int rc = is_dir ? count_live(r, staging, &dirs, &others, &got, out) : 0;
 
     if (rc != 0)
         return ar_errorf(errmsg, rc, "reading the restored tree back: %s", ar_strerror(rc));
-    uint64_t want_others = is_dir ? r->job_count + r->link_count : 0;
-    if (is_dir && (dirs + 1 != r->dir_count || others != want_others))
+    if (!is_dir) {
+        /* one file: its own lookup */
+        rc = r->job_count == 1 ? find_mismatch(r, r->jobs, 1, out, errmsg) : 0;
+        r->rep->sizes_checked = rc == 0 ? r->job_count : 0;
+        return rc;
+    }
+    uint64_t want_others = r->job_count + r->link_count;
+    if (dirs + 1 != r->dir_count || others != want_others)
         return ar_errorf(errmsg, -EIO, "the restored tree holds %" PRIu64 " directories and %"
                          PRIu64 " other names; %zu and %" PRIu64 " were restored", dirs + 1,
                          others, r->dir_count, want_others);
-    size_t step = r->job_count / VERIFY_SIZES + 1;
-    for (size_t i = 0; rc == 0 && i < r->job_count; i += step) {
-        const struct job *j = &r->jobs[i];
-        struct meta_attr a;
-        uint64_t ino;
-        uint32_t mode;
-        rc = scratch_attr(r, j->src, &a);
-        if (rc == 0 && is_dir)
-            rc = live_lookup(r, j->dst_parent, r->names + j->name_off, &ino, &mode, out);
-        else if (rc == 0)
-            rc = live(r, &(struct meta_cmd){.op = META_OP_LOOKUP, .ino = j->dst_parent,
-                                            .name = r->names + j->name_off,
-                                            .name_len = j->name_len}, 0, out);
-        if (rc == 0 && (out->r.reply.attr.size != a.size || out->r.reply.attr.mode != a.mode))
-            rc = ar_errorf(errmsg, -EIO, "%s came back with size %" PRIu64 " and mode %o, not %"
-                           PRIu64 " and %o", r->names + j->name_off, out->r.reply.attr.size,
-                           out->r.reply.attr.mode, a.size, a.mode);
-        else if (rc != 0)
-            ar_errorf(errmsg, rc, "reading %s back: %s", r->names + j->name_off, ar_strerror(rc));
-        r->rep->sizes_checked += rc == 0;
+    for (size_t i = 0; rc == 0 && i < r->job_count; i++) {
+        rc = job_digest(r, &r->jobs[i], &want);
     }
+    for (size_t i = 0; rc == 0 && i < r->link_count; i++) {
+        rc = job_digest(r, &r->links[i], &want);
+    }
+    if (rc != 0)
+        return ar_errorf(errmsg, rc, "reading the moment's attributes: %s", ar_strerror(rc));
+    if (got != want) {
+        rc = find_mismatch(r, r->jobs, r->job_count, out, errmsg);
+        if (rc == 0)
+            rc = find_mismatch(r, r->links, r->link_count, out, errmsg);
+        if (rc == 0)
+            rc = ar_errorf(errmsg, -EIO, "the restored tree's names differ from the moment's");
+        return rc;
+    }
+    r->rep->sizes_checked = want_others;
     r->rep->names_counted = dirs + others;
-    return rc;
+    return 0;
 }
 
 /* ---- the whole ------------------------------------------------------------------------------ */
