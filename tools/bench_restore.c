@@ -132,11 +132,24 @@ static void *live(void *arg)
     return NULL;
 }
 
+/* A restore's progress line, with the live ops/s since the last one. */
+struct progress_ctx {
+    struct rbench *b;
+    double t0;
+    double last_t;
+    uint64_t last_ops;
+};
+
 static void progress(void *ctx, const char *line)
 {
-    const double *t0 = ctx;
+    struct progress_ctx *p = ctx;
+    double now = cmd_now();
+    uint64_t ops = atomic_load(&p->b->live_ops);
 
-    fprintf(stderr, "  restore %6.2f s: %s\n", cmd_now() - *t0, line);
+    fprintf(stderr, "  restore %6.2f s: %s (live ops/s since the last line: %.0f)\n", now - p->t0, line,
+            now > p->last_t ? (double)(ops - p->last_ops) / (now - p->last_t) : 0.0);
+    p->last_t = now;
+    p->last_ops = ops;
 }
 
 static int run(struct rbench *b, const uint16_t *ports)
@@ -211,7 +224,8 @@ static int run(struct rbench *b, const uint16_t *ports)
     struct ar_restore_report rep;
     ops0 = atomic_load(&b->live_ops);
     t0 = cmd_now();
-    ro.ctx = &t0;
+    struct progress_ctx pc = {.b = b, .t0 = t0, .last_t = t0, .last_ops = ops0};
+    ro.ctx = &pc;
     if (rc == 0)
         rc = ar_restore_run(&ro, &rep, errmsg);
     double restore_s = cmd_now() - t0;
