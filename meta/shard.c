@@ -229,7 +229,10 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
     if (mtime_ns != NULL)
         n->mtime_ns = *mtime_ns;
     if (ctime_ns == n->mtime_ns) {
-        meta__map_del(&s->ctimes, inode);
+        /* the flag says whether the side table holds one: a lookup of a
+         * big table is a cache miss, spared for the common case */
+        if (meta__node_has(n, NODE_HAS_CTIME))
+            meta__map_del(&s->ctimes, inode);
         meta__node_flag(n, NODE_HAS_CTIME, false);
         return;
     }
