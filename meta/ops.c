@@ -935,36 +935,24 @@ static struct meta_cmd item_create(const struct meta_cmd *cmd, uint32_t i)
                              .target = it->target, .target_len = it->target_len};
 }
 
-struct name_key {
-    uint64_t hash;
-    uint32_t item;
-};
-
-static int cmp_name_key(const void *a, const void *b)
-{
-    const struct name_key *x = a;
-    const struct name_key *y = b;
-
-    return x->hash < y->hash ? -1 : x->hash > y->hash ? 1 : (x->item > y->item) - (x->item < y->item);
-}
-
-/* -EEXIST if two items share a name: hashes sorted, equal neighbours compared. */
+/* -EEXIST if two items share a name: each goes into an open-addressing
+ * set of twice as many slots (item + 1; 0 is empty), probed linearly. */
 static int restore_names_distinct(const struct meta_cmd *cmd)
 {
-    struct name_key keys[META_RESTORE_FILES_MAX];
+    _Static_assert((META_RESTORE_FILES_MAX & (META_RESTORE_FILES_MAX - 1)) == 0,
+                   "the set's size is a power of two");
+    uint16_t slots[2 * META_RESTORE_FILES_MAX] = {0};
+    const uint32_t mask = 2 * META_RESTORE_FILES_MAX - 1;
 
     for (uint32_t i = 0; i < cmd->item_count; i++) {
-        keys[i] = (struct name_key){
-            .hash = meta__hash_bytes(0, cmd->items[i].name, cmd->items[i].name_len), .item = i};
-    }
-    qsort(keys, cmd->item_count, sizeof(keys[0]), cmp_name_key);
-    for (uint32_t i = 1; i < cmd->item_count; i++) {
-        for (uint32_t j = i; j-- > 0 && keys[j].hash == keys[i].hash;) {
-            const struct meta_file_item *a = &cmd->items[keys[i].item];
-            const struct meta_file_item *b = &cmd->items[keys[j].item];
+        const struct meta_file_item *a = &cmd->items[i];
+        uint32_t k = (uint32_t)meta__hash_bytes(0, a->name, a->name_len) & mask;
+        for (; slots[k] != 0; k = (k + 1) & mask) { /* bounded: a slot is free */
+            const struct meta_file_item *b = &cmd->items[slots[k] - 1];
             if (a->name_len == b->name_len && memcmp(a->name, b->name, a->name_len) == 0)
                 return -EEXIST;
         }
+        slots[k] = (uint16_t)(i + 1);
     }
     return 0;
 }
