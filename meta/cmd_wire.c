@@ -9,19 +9,37 @@
 #include "meta.h"
 #include "meta.pb-c.h"
 
-static void *pb_alloc(void *data, size_t size)
+/* Decoding allocates from the command buffer's arena by bumping an
+ * offset, then from the heap once the arena is full; what the arena gave
+ * is never freed piece by piece (the next decode starts it over). */
+struct arena {
+    uint8_t *base;
+    size_t cap;
+    size_t used;
+};
+
+static void *arena_alloc(void *data, size_t size)
 {
-    (void)data;
+    struct arena *a = data;
+    size_t need = (size + 15u) & ~(size_t)15u;
+
+    if (need >= size && need <= a->cap - a->used) {
+        void *p = a->base + a->used;
+        a->used += need;
+        return p;
+    }
     return ar_malloc(size);
 }
 
-static void pb_free(void *data, void *p)
+static void arena_free(void *data, void *p)
 {
-    (void)data;
+    const struct arena *a = data;
+    uintptr_t at = (uintptr_t)p;
+
+    if (at >= (uintptr_t)a->base && at < (uintptr_t)a->base + a->cap)
+        return;
     ar_free(p);
 }
-
-static ProtobufCAllocator ar_pb_allocator = {.alloc = pb_alloc, .free = pb_free};
 
 static bool op_is_known(uint32_t op)
 {
@@ -305,10 +323,12 @@ int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out)
     AR_ASSERT(out != NULL);
     if (len > META_MSG_BYTES_MAX)
         return -EMSGSIZE;
-    pb = arbor__meta__command__unpack(&ar_pb_allocator, len, buf);
+    struct arena a = {.base = out->unpack_arena, .cap = sizeof(out->unpack_arena)};
+    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = &a};
+    pb = arbor__meta__command__unpack(&alloc, len, buf);
     if (pb == NULL)
         return -EPROTO;
     rc = decode_checked(pb, out);
-    arbor__meta__command__free_unpacked(pb, &ar_pb_allocator);
+    arbor__meta__command__free_unpacked(pb, &alloc);
     return rc;
 }

@@ -413,6 +413,8 @@ uint32_t meta_shard_sessions(const struct meta_shard *s, uint64_t *out, uint32_t
  * owns its bytes and the message is freed before the call returns. */
 
 /* A decoded command with room for the bytes it points to. */
+#define META_UNPACK_ARENA_BYTES (128u << 10) /* a full RESTORE_FILES batch fits */
+
 struct meta_cmd_buf {
     struct meta_cmd cmd; /* name, new_name, target, items point into the arrays below */
     char name[256];
@@ -422,6 +424,9 @@ struct meta_cmd_buf {
     struct meta_file_item items[META_RESTORE_FILES_MAX];
     struct meta_file_piece pieces[META_RESTORE_PIECES_MAX];
     char item_bytes[META_RESTORE_BYTES_MAX]; /* the items' names and targets */
+    /* scratch for decoding: the protobuf message's pieces are carved from
+     * it (a restore batch's hundreds of them are otherwise a malloc each) */
+    _Alignas(16) uint8_t unpack_arena[META_UNPACK_ARENA_BYTES];
 };
 
 /* Encode cmd into buf[0..cap). On 0, *len is the bytes written. -EMSGSIZE if
@@ -508,6 +513,11 @@ struct meta_group_status {
     uint64_t checkpoint_bytes; /* the LMDB checkpoint on disk */
     uint64_t archived;         /* at the leader: entries below it are archived (0: unknown) */
     uint64_t archive_tail_bytes; /* applied entries held for the archive */
+    /* at the leader, background commands (RESTORE_FILES), see rpc.proto */
+    uint32_t background_waiting;
+    uint64_t background_done;
+    uint64_t background_yielded;
+    uint32_t background_busy_peak;
     uint32_t peer_count;   /* at the leader */
     uint64_t peer_ids[META_STATUS_PEERS_MAX];
     uint64_t peer_match[META_STATUS_PEERS_MAX];
