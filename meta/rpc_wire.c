@@ -300,6 +300,10 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
         gs[i].checkpoint_bytes = g->checkpoint_bytes;
         gs[i].archived = g->archived;
         gs[i].archive_tail_bytes = g->archive_tail_bytes;
+        gs[i].background_waiting = g->background_waiting;
+        gs[i].background_done = g->background_done;
+        gs[i].background_yielded = g->background_yielded;
+        gs[i].background_busy_peak = g->background_busy_peak;
         gs[i].n_peer_ids = g->peer_count;
         gs[i].peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
         gs[i].n_peer_match = g->peer_count;
@@ -343,6 +347,10 @@ static void copy_groups(const Arbor__Meta__Response *pb, struct meta_response *r
                                         .checkpoint_bytes = g->checkpoint_bytes,
                                         .archived = g->archived,
                                         .archive_tail_bytes = g->archive_tail_bytes,
+                                        .background_waiting = g->background_waiting,
+                                        .background_done = g->background_done,
+                                        .background_yielded = g->background_yielded,
+                                        .background_busy_peak = g->background_busy_peak,
                                         .peer_count = (uint32_t)g->n_peer_ids,
                                         .voter_count = (uint32_t)g->n_voters,
                                         .learner_count = (uint32_t)g->n_learners};

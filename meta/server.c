@@ -60,6 +60,11 @@
 #define CONN_OUT_MAX     (64u << 20) /* responses a client has not read: past it, close */
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
 #define GROUP_COUNT      2u       /* shard 0 (the map) and shard 1 ("/") */
+/* background commands (a restore's RESTORE_FILES), see bg_admit() */
+#define BG_WAIT_MAX      256u     /* waiting at a leader; past it, -EAGAIN */
+#define BG_FLIGHT_MAX    8u       /* in the log at once when nothing else runs */
+#define FG_RECENT_MS     100u     /* other requests this recent: the server is busy */
+#define BG_WAIT_LIMIT_MS 1000u    /* a background command waits no longer than this */
 
 struct conn;
 
@@ -75,6 +80,17 @@ struct pending {
     enum meta_op op;
     uint8_t *frame;       /* reads: the request, decoded again when served */
     size_t frame_len;
+    uint64_t proposed_ms; /* background proposals: when they went into the log */
+};
+
+/* A background command waiting to be proposed, as it came. */
+struct bg_wait {
+    uint32_t conn_slot;
+    uint64_t conn_gen;
+    uint64_t req_id;
+    uint8_t *frame;
+    size_t frame_len;
+    uint64_t since_ms;
 };
 
 struct group {
@@ -113,6 +129,15 @@ struct group {
     uint32_t pending_count;
     uint32_t pending_cap;
     uint64_t next_read_id;
+    /* background commands (leader): a FIFO ring waiting, and those in the log */
+    struct bg_wait bg_wait[BG_WAIT_MAX];
+    uint32_t bg_head;
+    uint32_t bg_count;
+    uint32_t bg_flight;
+    uint64_t bg_next_ms;         /* while busy: no background proposal before this */
+    uint64_t bg_done;            /* proposed; and of them, those that waited for */
+    uint64_t bg_yielded;         /* live traffic */
+    uint32_t bg_busy_peak;       /* most in the log at once while busy */
     /* snapshots out (leader): an export of the checkpoint, served in chunks */
     bool is_exporting;
     uv_work_t export_work;
@@ -181,6 +206,7 @@ struct meta_server {
     struct meta_dirent *entries;
     struct meta_slice *slices;
     uint8_t *data;
+    uint64_t fg_last_ms;          /* when a request other than background work came */
 };
 
 static uint64_t wall_ns(void)
@@ -413,6 +439,9 @@ static void serve_ready_reads(struct group *g)
     }
 }
 
+static void bg_fail(struct group *g);
+static void bg_admit(struct group *g);
+
 /* Leadership is gone: the proposals may never commit here. Their clients
  * retry at the new leader (a command with a client id applies once). */
 static void fail_proposals(struct group *g)
@@ -429,6 +458,55 @@ static void fail_proposals(struct group *g)
         if (c != NULL)
             respond_not_leader(s, c, p->req_id, g);
         pending_drop(g, i);
+    }
+    g->bg_flight = 0;
+    bg_fail(g);
+}
+
+/* ---- background commands (leader) ------------------------------------------------------
+ * A restore writes its files with RESTORE_FILES commands of up to 256
+ * files, each costing every replica far more than a live request. Queued
+ * in the log behind each other they would stall the live workload (a
+ * command waits for everything before it to apply). So they are
+ * background work: while other requests reach this server (within
+ * FG_RECENT_MS), a group's leader lets one into the log at a time and,
+ * once it has applied, waits as long as it took before the next; the
+ * live workload keeps at least half of the time. With nothing else
+ * running they go in as they come, up to BG_FLIGHT_MAX at once. None
+ * waits longer than BG_WAIT_LIMIT_MS (a client's attempt lasts 2 s). */
+
+static bool bg_is_busy(const struct group *g, uint64_t now)
+{
+    return now - g->srv->fg_last_ms < FG_RECENT_MS;
+}
+
+static bool bg_may_start(const struct group *g, uint64_t now)
+{
+    bool is_busy = bg_is_busy(g, now);
+
+    return g->bg_flight < (is_busy ? 1u : BG_FLIGHT_MAX) && (!is_busy || now >= g->bg_next_ms);
+}
+
+/* A background entry proposed at proposed_ms has applied here. */
+static void bg_applied(struct group *g, uint64_t proposed_ms)
+{
+    uint64_t now = mono_ms();
+
+    if (g->bg_flight > 0)
+        g->bg_flight--;
+    g->bg_next_ms = bg_is_busy(g, now) ? now + (now - proposed_ms) : now;
+}
+
+/* Not the leader any more: the waiting commands go to the new one. */
+static void bg_fail(struct group *g)
+{
+    for (; g->bg_count > 0; g->bg_count--) {
+        struct bg_wait *w = &g->bg_wait[g->bg_head];
+        struct conn *c = conn_at(g->srv, w->conn_slot, w->conn_gen);
+        if (c != NULL)
+            respond_not_leader(g->srv, c, w->req_id, g);
+        ar_free(w->frame);
+        g->bg_head = (g->bg_head + 1) % BG_WAIT_MAX;
     }
 }
 
@@ -467,6 +545,8 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
             resp.reply = s->reply;
             respond(s, c, &resp, p->op);
         }
+        if (p->op == META_OP_RESTORE_FILES)
+            bg_applied(g, p->proposed_ms);
         pending_drop(g, i);
         break;
     }
@@ -843,6 +923,7 @@ static void group_turn(struct group *g)
 {
     struct meta_server *s = g->srv;
 
+    bg_admit(g);
     maybe_checkpoint(g);
     if (g->is_persisting) {
         /* what committed meanwhile (a follower's ack) is answered now, not
@@ -965,7 +1046,83 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
         return rc;
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
                         .conn_gen = c->gen, .req_id = req->id, .op = cmd->op};
+    if (cmd->op == META_OP_RESTORE_FILES) {
+        p.proposed_ms = mono_ms();
+        g->bg_flight++;
+        g->bg_done++;
+    }
     return pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
+}
+
+/* A background command went into the log by the rule (not for waiting
+ * too long): the peak the status reports. */
+static void bg_note_peak(struct group *g, uint64_t now)
+{
+    if (bg_is_busy(g, now) && g->bg_flight > g->bg_busy_peak)
+        g->bg_busy_peak = g->bg_flight;
+}
+
+/* A background command: proposed now if it may start, else it waits. */
+static int bg_submit(struct group *g, struct conn *c, const struct meta_request *req,
+                     struct meta_cmd *cmd, const uint8_t *frame, size_t len)
+{
+    uint64_t now = mono_ms();
+
+    if (g->bg_count == 0 && bg_may_start(g, now)) {
+        int rc = propose(g, c, req, cmd);
+        if (rc == 0)
+            bg_note_peak(g, now);
+        return rc;
+    }
+    if (g->bg_count == BG_WAIT_MAX)
+        return -EAGAIN;
+    struct bg_wait *w = &g->bg_wait[(g->bg_head + g->bg_count) % BG_WAIT_MAX];
+    *w = (struct bg_wait){.conn_slot = c->slot, .conn_gen = c->gen, .req_id = req->id,
+                          .frame = ar_malloc(len), .frame_len = len, .since_ms = now};
+    if (w->frame == NULL)
+        return -ENOMEM;
+    memcpy(w->frame, frame, len);
+    g->bg_count++;
+    g->bg_yielded += bg_is_busy(g, now);
+    return 0;
+}
+
+/* Propose the waiting background commands that may start now. */
+static void bg_admit(struct group *g)
+{
+    struct meta_server *s = g->srv;
+    uint64_t now = g->bg_count > 0 ? mono_ms() : 0;
+
+    if (g->bg_count > 0 && raft_role(g->node) != RAFT_LEADER) {
+        bg_fail(g);
+        return;
+    }
+    while (g->bg_count > 0) {
+        struct bg_wait *w = &g->bg_wait[g->bg_head];
+        bool is_by_rule = bg_may_start(g, now);
+        if (!is_by_rule && now - w->since_ms < BG_WAIT_LIMIT_MS)
+            return;
+        struct conn *c = conn_at(s, w->conn_slot, w->conn_gen);
+        struct meta_request req;
+        int rc = c != NULL ? meta_request_decode(w->frame, w->frame_len, &req, s->cmd) : 0;
+        if (c != NULL && rc == 0 && req.epoch != epoch_of(g))
+            rc = -AR_ESTALEEPOCH;
+        if (c != NULL && rc == 0)
+            rc = propose(g, c, &req, &s->cmd->cmd);
+        if (c != NULL && rc == 0 && is_by_rule)
+            bg_note_peak(g, now);
+        if (c != NULL && rc == -AR_ESTALEEPOCH) {
+            struct meta_response resp = {.id = req.id, .rc = rc, .epoch = epoch_of(g)};
+            respond(s, c, &resp, META_OP_ACCESS);
+        } else if (c != NULL && rc == -AR_ENOTLEADER) {
+            respond_not_leader(s, c, req.id, g);
+        } else if (c != NULL && rc != 0) {
+            respond_rc(s, c, req.id, rc);
+        }
+        ar_free(w->frame);
+        g->bg_head = (g->bg_head + 1) % BG_WAIT_MAX;
+        g->bg_count--;
+    }
 }
 
 static int read_later(struct group *g, struct conn *c, const struct meta_request *req,
@@ -1336,6 +1493,10 @@ static void group_status(const struct group *g, struct meta_group_status *gs)
     snprintf(path, sizeof(path), "%s/ckpt", g->dir);
     gs->checkpoint_bytes = dir_bytes(path);
     archiver_progress(g->arch, &gs->archived, &gs->archive_tail_bytes);
+    gs->background_waiting = g->bg_count;
+    gs->background_done = g->bg_done;
+    gs->background_yielded = g->bg_yielded;
+    gs->background_busy_peak = g->bg_busy_peak;
     gs->voter_count = cfg->voter_count;
     memcpy(gs->voters, cfg->voters, sizeof(uint64_t) * cfg->voter_count);
     gs->learner_count = cfg->learner_count;
@@ -1383,6 +1544,9 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here: read the map */
         return;
     }
+    bool is_background = req.kind == META_REQ_COMMAND && s->cmd->cmd.op == META_OP_RESTORE_FILES;
+    if (!is_background && req.kind != META_REQ_HEARTBEAT)
+        s->fg_last_ms = mono_ms();
     if (req.kind == META_REQ_ADMIN) {
         if (raft_role(g->node) != RAFT_LEADER) {
             respond_not_leader(s, c, req.id, g);
@@ -1444,7 +1608,9 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_rc(s, c, req.id, rc); /* a closed session: its holds are gone */
         return;
     }
-    rc = meta_op_is_query(cmd->op) ? read_later(g, c, &req, frame, len) : propose(g, c, &req, cmd);
+    rc = meta_op_is_query(cmd->op) ? read_later(g, c, &req, frame, len)
+         : is_background           ? bg_submit(g, c, &req, cmd, frame, len)
+                                   : propose(g, c, &req, cmd);
     if (rc == -AR_ENOTLEADER)
         respond_not_leader(s, c, req.id, g);
     else if (rc != 0)
@@ -1658,6 +1824,9 @@ static void group_close(struct group *g)
         close(g->in_fd);
     meta_shard_free(g->in_state);
     free_batches(g->ckpt_waiting, &g->ckpt_waiting_count);
+    for (uint32_t i = 0; i < g->bg_count; i++) {
+        ar_free(g->bg_wait[(g->bg_head + i) % BG_WAIT_MAX].frame);
+    }
     for (uint32_t i = 0; i < g->pending_count; i++) {
         ar_free(g->pending[i].frame);
     }

@@ -142,6 +142,10 @@ static void print_group(const struct meta_response *r, const char *addr,
         printf("       archive: entries below %" PRIu64 " are in the store (%" PRIu64
                " committed after)\n", s->archived,
                s->commit >= s->archived ? s->commit - s->archived + 1 : 0);
+    if (s->background_done > 0 || s->background_waiting > 0)
+        printf("       background (restore) commands: %u waiting, %" PRIu64 " proposed, %"
+               PRIu64 " of them after waiting for live traffic\n", s->background_waiting,
+               s->background_done, s->background_yielded);
     for (uint32_t p = 0; p < s->peer_count; p++) {
         printf("       follower %" PRIu64 ": log matches to %" PRIu64 " (%" PRIu64 " behind)\n",
                s->peer_ids[p], s->peer_match[p],

@@ -5,7 +5,8 @@
  * twice (every create answers 0, never EEXIST from its own retry); the
  * client finds every server from one address; a session is kept alive by
  * heartbeats and replaced when the servers closed it; no reachable server
- * is a clear error within the budget.
+ * is a clear error within the budget; a restore's commands wait for live
+ * traffic, one in the log at a time, and land whole.
  * Method: threads over one client; the leader found by a status request
  * and killed with SIGKILL; every process started here and ended by PID. */
 #include <stdarg.h>
@@ -26,6 +27,7 @@
 
 #include "client.h"
 #include "cluster.h"
+#include "raft.h"
 
 #define THREADS       8
 #define FILES_EACH    150
@@ -262,6 +264,153 @@ static void test_client_without_servers_is_a_clear_error(void **state)
     assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
 }
 
+/* ---- background commands -------------------------------------------------------------- */
+
+#define BG_BATCHES 10   /* RESTORE_FILES commands a thread sends */
+#define BG_FILES   64   /* files each */
+
+struct bg_worker {
+    struct ar_client *c;
+    uint64_t dir;
+    int index;
+    int bad_rc;
+};
+
+/* A thread sending restore batches, as arbor restore's pool does. */
+static void *restore_batches(void *arg)
+{
+    struct bg_worker *w = arg;
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    static struct meta_file_item items[THREADS][BG_FILES];
+    static char names[THREADS][BG_FILES][32];
+
+    for (int b = 0; out != NULL && b < BG_BATCHES && w->bad_rc == 0; b++) {
+        for (int i = 0; i < BG_FILES; i++) {
+            snprintf(names[w->index][i], 32, "t%d_b%02d_f%02d", w->index, b, i);
+            items[w->index][i] = (struct meta_file_item){
+                .name = names[w->index][i], .name_len = (uint32_t)strlen(names[w->index][i]),
+                .mode = S_IFREG | 0644, .mtime_ns = 1, .atime_ns = 1};
+        }
+        struct meta_cmd rf = {.op = META_OP_RESTORE_FILES, .ino = w->dir,
+                              .items = items[w->index], .item_count = BG_FILES};
+        w->bad_rc = ar_client_call(w->c, META_ROOT_SHARD, &rf, META_READ_LINEARIZABLE, 0, out);
+    }
+    if (out == NULL)
+        w->bad_rc = -ENOMEM;
+    free(out);
+    return NULL;
+}
+
+struct live_load {
+    struct ar_client *c;
+    int is_stop;
+    int bad_rc;
+    uint64_t ops;
+};
+
+/* A live client: getattr of the root until told to stop (bounded). */
+static void *live_getattrs(void *arg)
+{
+    struct live_load *l = arg;
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    double end = now_ms() + 60000;
+
+    while (out != NULL && !__atomic_load_n(&l->is_stop, __ATOMIC_ACQUIRE) && now_ms() < end) {
+        struct meta_cmd st = {.op = META_OP_GETATTR, .ino = 1};
+        int rc = ar_client_call(l->c, META_ROOT_SHARD, &st, META_READ_LINEARIZABLE, 0, out);
+        if (rc != 0 && l->bad_rc == 0)
+            l->bad_rc = rc;
+        l->ops++;
+    }
+    free(out);
+    return NULL;
+}
+
+/* THREADS restore threads into a new directory `name`; every file lands once. */
+static void restore_into(struct ar_client *c, const char *name, struct meta_response_buf *out)
+{
+    struct bg_worker w[THREADS];
+    pthread_t t[THREADS];
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = name,
+                          .name_len = (uint32_t)strlen(name), .mode = 0755};
+
+    assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out), 0);
+    uint64_t dir = out->r.reply.attr.ino;
+    usleep(300000); /* the mkdir is live traffic: let it age out */
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct bg_worker){.c = c, .dir = dir, .index = i};
+        assert_int_equal(pthread_create(&t[i], NULL, restore_batches, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(w[i].bad_rc, 0);
+    }
+    uint64_t count = 0;
+    uint64_t cookie = 0;
+    bool is_end = false;
+    while (!is_end) { /* bounded: the directory holds THREADS * BG_BATCHES * BG_FILES */
+        struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
+                              .entry_cap = 1024};
+        assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &rd, META_READ_LINEARIZABLE, 0, out),
+                         0);
+        uint32_t n = out->r.reply.entry_count;
+        count += n;
+        is_end = out->r.reply.is_end || n == 0;
+        cookie = n > 0 ? out->r.reply.entries[n - 1].cookie : cookie;
+    }
+    assert_int_equal(count, THREADS * BG_BATCHES * BG_FILES);
+}
+
+/* Shard 1's group status at its leader. */
+static struct meta_group_status leader_status(struct fixture *f)
+{
+    int leader = leader_node(f);
+    struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+
+    assert_true(leader >= 0);
+    assert_true(client_connect(f, leader) && exchange(f, &st, NULL));
+    client_close(f);
+    assert_int_equal(f->resp->r.groups[1].role, RAFT_LEADER);
+    return f->resp->r.groups[1];
+}
+
+/* A restore's commands are background work: beside live traffic the
+ * leader lets one into the log at a time, and without it as many as come;
+ * either way every file lands once. */
+static void test_client_restore_commands_yield_to_live_traffic(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client *c = open_client(f, 0);
+    struct ar_client *lc = open_client(f, 0);
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct live_load live = {.c = lc};
+    pthread_t lt;
+
+    assert_non_null(out);
+    /* beside a live client */
+    assert_int_equal(pthread_create(&lt, NULL, live_getattrs, &live), 0);
+    restore_into(c, "beside", out);
+    __atomic_store_n(&live.is_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(lt, NULL);
+    assert_int_equal(live.bad_rc, 0);
+    struct meta_group_status g = leader_status(f);
+    assert_true(g.background_done >= THREADS * BG_BATCHES);
+    assert_true(g.background_yielded > 0);        /* some waited for the live client */
+    assert_int_equal(g.background_busy_peak, 1);  /* and never two in the log at once */
+    assert_int_equal(g.background_waiting, 0);
+    /* alone: none waits for live traffic */
+    uint64_t yielded = g.background_yielded;
+    restore_into(c, "alone", out);
+    g = leader_status(f);
+    assert_true(g.background_done >= 2 * THREADS * BG_BATCHES);
+    assert_int_equal(g.background_yielded, yielded);
+    free(out);
+    ar_client_close(lc);
+    ar_client_close(c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -271,6 +420,7 @@ int main(void)
         T(test_client_leader_crash_loses_and_repeats_nothing),
         T(test_client_session_kept_and_replaced),
         T(test_client_without_servers_is_a_clear_error),
+        T(test_client_restore_commands_yield_to_live_traffic),
     };
 #undef T
     return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);
