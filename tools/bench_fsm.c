@@ -4,9 +4,11 @@
  * It creates --files files (20-byte names, --per-dir to a directory) through
  * meta_shard_apply() and writes each one slice (a 100 KiB frame), then looks
  * each up, stats each, resolves each one's data map, lists every directory,
- * and unlinks them all, printing applies per second for each phase and the
- * resident memory the files cost (RSS after writing minus RSS before,
- * divided by the files), beside the shard's own count of its bytes.
+ * and unlinks them all, then makes them again as a restore does
+ * (RESTORE_FILES batches, decoded and applied), printing applies per
+ * second for each phase and the resident memory the files cost (RSS after
+ * writing minus RSS before, divided by the files), beside the shard's own
+ * count of its bytes.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -138,6 +140,70 @@ static int fsm_phase(struct fsm_bench *b, enum fsm_phase p)
     }
     report(fsm_labels[p], b->files, cmd_now() - t0);
     return 0;
+}
+
+/* The files again after the unlink phase, as a restore writes them: one
+ * RESTORE_FILES command for up to META_RESTORE_FILES_MAX files of a
+ * directory, each with its one slice. Each command is encoded (the
+ * leader's work, not timed), then decoded and applied as every replica
+ * does; the two are timed apart. */
+static int phase_restore(struct fsm_bench *b)
+{
+    struct meta_file_item *items = ar_calloc(META_RESTORE_FILES_MAX, sizeof(*items));
+    struct meta_file_piece *pieces = ar_calloc(META_RESTORE_FILES_MAX, sizeof(*pieces));
+    char(*names)[21] = ar_calloc(META_RESTORE_FILES_MAX, sizeof(*names));
+    struct meta_cmd_buf *decoded = ar_malloc(sizeof(*decoded));
+    uint8_t *enc = ar_malloc(META_FRAME_BYTES_MAX);
+    struct meta_reply r;
+    double decode_s = 0;
+    double apply_s = 0;
+    int rc = items != NULL && pieces != NULL && names != NULL && decoded != NULL && enc != NULL
+                 ? 0
+                 : -ENOMEM;
+
+    for (uint64_t i = 0; rc == 0 && i < b->files;) {
+        uint64_t dir = i / b->per_dir;
+        uint32_t n = 0;
+        for (; n < META_RESTORE_FILES_MAX && i + n < b->files && (i + n) / b->per_dir == dir;
+             n++) {
+            file_name(i + n, names[n]);
+            items[n] = (struct meta_file_item){
+                .name = names[n], .name_len = 20, .mode = S_IFREG | 0644, .uid = 1000,
+                .gid = 1000, .atime_ns = b->now, .mtime_ns = b->now, .size = FSM_FILE_BYTES,
+                .piece_first = n, .piece_count = 1};
+            pieces[n] = (struct meta_file_piece){
+                .slice = {.id = 1 + i + n, .size = FSM_FILE_BYTES, .len = FSM_FILE_BYTES}};
+        }
+        struct meta_cmd cmd = {.op = META_OP_RESTORE_FILES, .ino = FSM_DIR_INO_BASE + dir,
+                               .now_ns = ++b->now, .new_ino = FSM_FILE_INO_BASE + b->files + i,
+                               .items = items, .item_count = n, .pieces = pieces,
+                               .piece_count = n};
+        size_t len = 0;
+        rc = meta_cmd_encode(&cmd, enc, META_FRAME_BYTES_MAX, &len);
+        double t0 = cmd_now();
+        if (rc == 0)
+            rc = meta_cmd_decode(enc, len, decoded);
+        double t1 = cmd_now();
+        if (rc == 0)
+            rc = meta_shard_apply(b->shard, &decoded->cmd, &r);
+        decode_s += t1 - t0;
+        apply_s += cmd_now() - t1;
+        i += n;
+    }
+    if (rc == 0) {
+        report("restore", b->files, decode_s + apply_s);
+        printf("           %.2f us a file decoding, %.2f us applying (%u files a command)\n",
+               decode_s * 1e6 / (double)b->files, apply_s * 1e6 / (double)b->files,
+               META_RESTORE_FILES_MAX);
+    } else {
+        fprintf(stderr, "arbor bench fsm: restore: %s\n", ar_strerror(rc));
+    }
+    ar_free(items);
+    ar_free(pieces);
+    ar_free(names);
+    ar_free(decoded);
+    ar_free(enc);
+    return rc;
 }
 
 static int make_dirs(struct fsm_bench *b)
@@ -312,7 +378,8 @@ int bench_fsm(int argc, char **argv)
                    "Create N files (default 10M; sizes such as 1M work) with 20-byte names,\n"
                    "--per-dir to a directory (default 1000), in one shard state machine, and\n"
                    "write each one slice; then look up, stat, read the data map of, list\n"
-                   "and unlink them. Prints ops/s per phase and\n"
+                   "and unlink them, and make them again as a restore does (batches of\n"
+                   "256 files, decoded and applied). Prints ops/s per phase and\n"
                    "the memory each file costs. With --checkpoint, also write the whole state\n"
                    "to an LMDB checkpoint in DIR (new or empty) and load it back cold.\n"
                    "With --load, only load the checkpoint in DIR cold and print the time.\n");
@@ -366,6 +433,8 @@ int bench_fsm(int argc, char **argv)
         rc = phase_readdir(&b);
     if (rc == 0)
         rc = fsm_phase(&b, FSM_UNLINK);
+    if (rc == 0)
+        rc = phase_restore(&b);
     meta_shard_free(b.shard);
     return rc == 0 ? 0 : 1;
 }
