@@ -135,8 +135,8 @@ struct group {
     uint32_t bg_count;
     uint32_t bg_flight;
     uint64_t bg_next_ms;         /* while busy: no background proposal before this */
-    uint64_t bg_done;            /* proposed; and of them, those that waited for */
-    uint64_t bg_yielded;         /* live traffic */
+    uint64_t bg_done;            /* proposed since start */
+    uint64_t bg_yielded;         /* of them, those that waited for live traffic */
     uint32_t bg_busy_peak;       /* most in the log at once while busy */
     /* snapshots out (leader): an export of the checkpoint, served in chunks */
     bool is_exporting;
@@ -470,10 +470,12 @@ static void fail_proposals(struct group *g)
  * command waits for everything before it to apply). So they are
  * background work: while other requests reach this server (within
  * FG_RECENT_MS), a group's leader lets one into the log at a time and,
- * once it has applied, waits as long as it took before the next; the
- * live workload keeps at least half of the time. With nothing else
- * running they go in as they come, up to BG_FLIGHT_MAX at once. None
- * waits longer than BG_WAIT_LIMIT_MS (a client's attempt lasts 2 s). */
+ * once it has applied, waits as long as it took before the next, so that
+ * at least half of the time no background entry is ahead of a live one.
+ * With nothing else running they go in as they come, up to BG_FLIGHT_MAX
+ * at once. None waits longer than BG_WAIT_LIMIT_MS (a client's attempt
+ * lasts 2 s). A restore's other commands (files with xattrs, links)
+ * count as live traffic. */
 
 static bool bg_is_busy(const struct group *g, uint64_t now)
 {
