@@ -120,6 +120,11 @@ static uint64_t record_sum(const void *key, size_t key_len, const void *val, siz
 
 /* ---- change tracking ---------------------------------------------------------- */
 
+/* A changed name in dirty_names: u64 its directory's inode number, u32 the
+ * entry's node then (a hint, like struct meta__dirty_ino's), u8 the name's
+ * length, the name. */
+#define DIRTY_NAME_HEAD 13u
+
 int meta_shard_track(struct meta_shard *s)
 {
     s->is_tracking = true;
@@ -133,7 +138,7 @@ int meta__dirty_reserve(struct meta_shard *s)
         return 0;
     if (s->dirty_ino_count + META_DIRTY_INODES_MAX > s->dirty_ino_cap) {
         uint32_t cap = s->dirty_ino_cap < 1024 ? 1024 : s->dirty_ino_cap * 2;
-        uint64_t *bigger = ar_realloc(s->dirty_inos, cap * sizeof(*bigger));
+        struct meta__dirty_ino *bigger = ar_realloc(s->dirty_inos, cap * sizeof(*bigger));
         if (bigger == NULL)
             return -ENOMEM;
         s->dirty_inos = bigger;
@@ -151,14 +156,16 @@ int meta__dirty_reserve(struct meta_shard *s)
     return 0;
 }
 
-void meta__dirty_inode(struct meta_shard *s, uint64_t ino)
+void meta__dirty_inode(struct meta_shard *s, uint32_t inode)
 {
+    uint64_t ino = meta__node_at(s, inode)->ino;
+
     if (!s->is_tracking || s->is_all_dirty)
         return;
     AR_ASSERT(s->dirty_ino_count < s->dirty_ino_cap); /* meta__dirty_reserve() */
     /* a command touches its inode several times in a row: once is enough */
-    if (s->dirty_ino_count == 0 || s->dirty_inos[s->dirty_ino_count - 1] != ino)
-        s->dirty_inos[s->dirty_ino_count++] = ino;
+    if (s->dirty_ino_count == 0 || s->dirty_inos[s->dirty_ino_count - 1].ino != ino)
+        s->dirty_inos[s->dirty_ino_count++] = (struct meta__dirty_ino){.ino = ino, .node = inode};
 }
 
 void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
@@ -170,12 +177,13 @@ void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
     if (!s->is_tracking || s->is_all_dirty)
         return;
     name = meta__name_bytes(s, n->name, &len);
-    AR_ASSERT(s->dirty_name_bytes + 9 + len <= s->dirty_name_cap);
+    AR_ASSERT(s->dirty_name_bytes + DIRTY_NAME_HEAD + len <= s->dirty_name_cap);
     uint8_t *p = s->dirty_names + s->dirty_name_bytes;
     memcpy(p, &meta__node_at(s, n->parent)->ino, 8);
-    p[8] = (uint8_t)len;
-    memcpy(p + 9, name, len);
-    s->dirty_name_bytes += 9 + len;
+    memcpy(p + 8, &entry, 4);
+    p[12] = (uint8_t)len;
+    memcpy(p + DIRTY_NAME_HEAD, name, len);
+    s->dirty_name_bytes += DIRTY_NAME_HEAD + len;
     s->dirty_name_count++;
 }
 
@@ -305,24 +313,58 @@ static int collect_all(struct meta_shard *s, struct meta_ckpt_batch *b)
     return rc;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_dirty_ino(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a;
-    uint64_t y = *(const uint64_t *)b;
+    uint64_t x = ((const struct meta__dirty_ino *)a)->ino;
+    uint64_t y = ((const struct meta__dirty_ino *)b)->ino;
 
     return (x > y) - (x < y);
+}
+
+/* The node holding inode ino now, or META_NIL: the hint if it still does.
+ * Inode numbers are never reused and a freed node is zeroed, so a live
+ * node that is not an alias and holds ino is the one the index names. */
+static uint32_t dirty_inode_node(const struct meta_shard *s, const struct meta__dirty_ino *d)
+{
+    if (d->node < s->node_count) {
+        const struct meta__node *n = meta__node_at(s, d->node);
+        if (n->ino == d->ino && meta__node_has(n, NODE_LIVE) && !meta__node_has(n, NODE_ALIAS))
+            return d->node;
+    }
+    return meta__find_ino(s, d->ino);
+}
+
+/* The entry named p's name in directory d now, or META_NIL: the hinted
+ * node if it still is that name there. */
+static uint32_t dirty_entry_node(const struct meta_shard *s, uint32_t d, const uint8_t *p)
+{
+    uint32_t e;
+    uint32_t len = p[12];
+    const char *name = (const char *)p + DIRTY_NAME_HEAD;
+
+    memcpy(&e, p + 8, 4);
+    if (e < s->node_count) {
+        const struct meta__node *n = meta__node_at(s, e);
+        uint32_t have_len = 0;
+        const uint8_t *have = meta__node_has(n, NODE_LIVE) && n->parent == d && n->name != META_NIL
+                                  ? meta__name_bytes(s, n->name, &have_len)
+                                  : NULL;
+        if (have != NULL && have_len == len && memcmp(have, name, len) == 0)
+            return e;
+    }
+    return meta__find_name(s, d, name, len);
 }
 
 static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
 {
     int rc = 0;
 
-    qsort(s->dirty_inos, s->dirty_ino_count, sizeof(uint64_t), cmp_u64);
+    qsort(s->dirty_inos, s->dirty_ino_count, sizeof(s->dirty_inos[0]), cmp_dirty_ino);
     for (uint32_t i = 0; i < s->dirty_ino_count && rc == 0; i++) {
-        uint64_t ino = s->dirty_inos[i];
-        if (i > 0 && ino == s->dirty_inos[i - 1])
+        uint64_t ino = s->dirty_inos[i].ino;
+        if (i > 0 && ino == s->dirty_inos[i - 1].ino)
             continue;
-        uint32_t n = meta__find_ino(s, ino);
+        uint32_t n = dirty_inode_node(s, &s->dirty_inos[i]);
         if (n != META_NIL) {
             rc = batch_inode(b, s, n);
         } else {
@@ -339,22 +381,21 @@ static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
     for (uint64_t off = 0; off < s->dirty_name_bytes && rc == 0;) {
         const uint8_t *p = s->dirty_names + off;
         uint64_t parent_ino;
-        uint32_t len = p[8];
+        uint32_t len = p[12];
         memcpy(&parent_ino, p, 8);
-        off += 9 + len;
+        off += DIRTY_NAME_HEAD + len;
         if (parent_ino != last_parent || last_parent == 0) {
             d = meta__find_ino(s, parent_ino);
             last_parent = parent_ino;
         }
-        uint32_t e = d != META_NIL && S_ISDIR(meta__mode(s, d))
-                         ? meta__find_name(s, d, (const char *)p + 9, len)
-                         : META_NIL;
+        uint32_t e = d != META_NIL && S_ISDIR(meta__mode(s, d)) ? dirty_entry_node(s, d, p)
+                                                                 : META_NIL;
         if (e != META_NIL) {
             rc = batch_entry(b, s, e);
         } else {
             uint8_t key[8 + META_NAME_BYTES_MAX];
             put_u64_be(key, parent_ino);
-            memcpy(key + 8, p + 9, len);
+            memcpy(key + 8, p + DIRTY_NAME_HEAD, len);
             rc = batch_add(b, OP_DEL_ENTRY, key, (uint16_t)(8 + len), NULL, 0);
         }
     }

@@ -500,7 +500,7 @@ static void create_commit(struct meta_shard *s, const struct meta_cmd *cmd,
         meta__node_flag(n, NODE_HAS_EXT, true);
     }
     meta__index_ino(s, p->node, true);
-    meta__dirty_inode(s, n->ino);
+    meta__dirty_inode(s, p->node);
     entry_link_hashed(s, p->dir, p->node, p->hash);
     s->inode_count++;
     if (p->type == S_IFDIR) {

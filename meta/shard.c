@@ -225,7 +225,7 @@ void meta__set_times(struct meta_shard *s, uint32_t inode, const int64_t *mtime_
 {
     struct meta__node *n = meta__node_at(s, inode);
 
-    meta__dirty_inode(s, n->ino); /* every inode change sets a time */
+    meta__dirty_inode(s, inode); /* every inode change sets a time */
     if (mtime_ns != NULL)
         n->mtime_ns = *mtime_ns;
     if (ctime_ns == n->mtime_ns) {
@@ -278,7 +278,7 @@ void meta__inode_free(struct meta_shard *s, uint32_t inode)
     struct meta__node *n = meta__node_at(s, inode);
     struct meta__ext *x = meta__ext_of(s, inode);
 
-    meta__dirty_inode(s, n->ino);
+    meta__dirty_inode(s, inode);
     if (x != NULL) {
         ar_free(x->target);
         ar_free(x->xattrs);

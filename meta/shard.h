@@ -216,6 +216,13 @@ struct meta__ext {
     uint32_t xattr_bytes;
 };
 
+/* A changed inode: its number, and the node that held it then (a hint:
+ * the node may be freed or reused by collect time; see collect_changes). */
+struct meta__dirty_ino {
+    uint64_t ino;
+    uint32_t node;
+};
+
 struct meta_shard {
     uint64_t seed;              /* hash seed, part of the state */
     struct meta_shard_info self; /* which shard this is, its epoch and leases (map.c) */
@@ -273,7 +280,7 @@ struct meta_shard {
     /* changes since the last checkpoint collect (checkpoint.c) */
     bool is_tracking;
     bool is_all_dirty;           /* the next collect takes the whole state */
-    uint64_t *dirty_inos;        /* inode numbers changed, created or freed */
+    struct meta__dirty_ino *dirty_inos; /* inodes changed, created or freed */
     uint32_t dirty_ino_count;
     uint32_t dirty_ino_cap;
     uint8_t *dirty_names;        /* entries added or removed: parent ino (8), len (1), name */
@@ -285,7 +292,7 @@ struct meta_shard {
 /* What one command may change at most, reserved before it starts. */
 #define META_DIRTY_INODES_MAX  8u
 #define META_DIRTY_ENTRIES_MAX 4u
-#define META_DIRTY_ENTRY_BYTES (8u + 1u + META_NAME_BYTES_MAX)
+#define META_DIRTY_ENTRY_BYTES (8u + 4u + 1u + META_NAME_BYTES_MAX)
 
 /* ---- node.c: storage ----------------------------------------------------------
  * Every allocating call returns 0, -ENOMEM or -ENOSPC and changes nothing on
@@ -408,7 +415,7 @@ int meta__data_decode(struct meta_shard *s, uint32_t inode, const uint8_t *p, ui
 
 /* ---- checkpoint.c: change tracking -------------------------------------------- */
 int meta__dirty_reserve(struct meta_shard *s);
-void meta__dirty_inode(struct meta_shard *s, uint64_t ino);
+void meta__dirty_inode(struct meta_shard *s, uint32_t inode);
 void meta__dirty_entry(struct meta_shard *s, uint32_t entry);
 
 #endif /* ARBOR_META_SHARD_H */
