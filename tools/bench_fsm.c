@@ -5,7 +5,8 @@
  * meta_shard_apply() and writes each one slice (a 100 KiB frame), then looks
  * each up, stats each, resolves each one's data map, lists every directory,
  * and unlinks them all, then makes them again as a restore does
- * (RESTORE_FILES batches, decoded and applied), printing applies per
+ * (RESTORE_FILES batches, decoded, applied and collected for a
+ * checkpoint), printing applies per
  * second for each phase and the resident memory the files cost (RSS after
  * writing minus RSS before, divided by the files), beside the shard's own
  * count of its bytes.
@@ -146,7 +147,10 @@ static int fsm_phase(struct fsm_bench *b, enum fsm_phase p)
  * RESTORE_FILES command for up to META_RESTORE_FILES_MAX files of a
  * directory, each with its one slice. Each command is encoded (the
  * leader's work, not timed), then decoded and applied as every replica
- * does; the two are timed apart. */
+ * does, with the shard tracking its changes and collecting them for the
+ * checkpoint every CKPT_DIRTY changes as a server does; the three are
+ * timed apart. */
+#define CKPT_DIRTY 1024u
 static int phase_restore(struct fsm_bench *b)
 {
     struct meta_file_item *items = ar_calloc(META_RESTORE_FILES_MAX, sizeof(*items));
@@ -157,9 +161,17 @@ static int phase_restore(struct fsm_bench *b)
     struct meta_reply r;
     double decode_s = 0;
     double apply_s = 0;
+    double collect_s = 0;
+    struct meta_ckpt_batch *batch = NULL;
     int rc = items != NULL && pieces != NULL && names != NULL && decoded != NULL && enc != NULL
                  ? 0
                  : -ENOMEM;
+    /* tracking starts with everything dirty: that first collect is not timed */
+    if (rc == 0)
+        rc = meta_shard_track(b->shard);
+    if (rc == 0)
+        rc = meta_shard_collect(b->shard, 1, &batch);
+    meta_ckpt_batch_free(batch);
 
     for (uint64_t i = 0; rc == 0 && i < b->files;) {
         uint64_t dir = i / b->per_dir;
@@ -186,14 +198,22 @@ static int phase_restore(struct fsm_bench *b)
         double t1 = cmd_now();
         if (rc == 0)
             rc = meta_shard_apply(b->shard, &decoded->cmd, &r);
+        double t2 = cmd_now();
+        if (rc == 0 && meta_shard_dirty_count(b->shard) >= CKPT_DIRTY) {
+            batch = NULL;
+            rc = meta_shard_collect(b->shard, 2 + i, &batch);
+            meta_ckpt_batch_free(batch);
+        }
         decode_s += t1 - t0;
-        apply_s += cmd_now() - t1;
+        apply_s += t2 - t1;
+        collect_s += cmd_now() - t2;
         i += n;
     }
     if (rc == 0) {
-        report("restore", b->files, decode_s + apply_s);
-        printf("           %.2f us a file decoding, %.2f us applying (%u files a command)\n",
-               decode_s * 1e6 / (double)b->files, apply_s * 1e6 / (double)b->files,
+        report("restore", b->files, decode_s + apply_s + collect_s);
+        printf("           %.2f us a file decoding, %.2f us applying, %.2f us collecting "
+               "(%u files a command)\n", decode_s * 1e6 / (double)b->files,
+               apply_s * 1e6 / (double)b->files, collect_s * 1e6 / (double)b->files,
                META_RESTORE_FILES_MAX);
     } else {
         fprintf(stderr, "arbor bench fsm: restore: %s\n", ar_strerror(rc));
