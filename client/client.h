@@ -32,6 +32,8 @@ struct ar_client_options {
     uint32_t heartbeat_ms; /* the session's heartbeats (3000; 0: default), never more
                             * than a third of the servers' session timeout */
     bool has_no_session;   /* tools that open nothing need no session */
+    bool is_background;    /* every request is background work (arbor restore):
+                            * leaders pace it beside live traffic */
 };
 
 struct ar_client;

@@ -446,7 +446,7 @@ static int encode(struct ar_client *c, struct call *k, struct conn *n)
 {
     struct meta_request req = {.id = ++c->next_req_id, .shard = k->shard, .kind = k->kind,
                                .read_mode = k->mode, .data_cap = k->data_cap,
-                               .session = k->session};
+                               .session = k->session, .is_background = c->opt.is_background};
     struct meta_cmd cmd;
     size_t len;
 

@@ -1150,8 +1150,11 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     }
     snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64, mix(h ^ o->at_ns));
 
+    /* all of a restore is background work: leaders pace it beside live traffic */
+    struct ar_client_options mo = o->meta;
+    mo.is_background = true;
     out = ar_malloc(sizeof(*out));
-    rc = out != NULL ? ar_client_open(&o->meta, &r.client, errmsg) : -ENOMEM;
+    rc = out != NULL ? ar_client_open(&mo, &r.client, errmsg) : -ENOMEM;
     if (rc == 0)
         rc = resolve(&r, parent, &dst_parent, out);
     if (rc != 0 && errmsg[0] == '\0')

@@ -482,6 +482,7 @@ struct meta_request {
     uint32_t data_cap;
     enum meta_admin_op admin;
     uint64_t target;
+    bool is_background; /* background work (arbor restore): a leader paces it */
 };
 
 /* Encode a request (cmd for META_REQ_COMMAND, else NULL) into buf[0..cap)

@@ -75,6 +75,7 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
     pb.stale_ms = req->stale_ms;
     pb.session = req->session;
     pb.data_cap = req->data_cap;
+    pb.background = req->is_background;
     pb.admin = (uint32_t)req->admin;
     pb.target = req->target;
     size_t need = arbor__meta__request__get_packed_size(&pb);
@@ -113,7 +114,8 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                                      .stale_ms = pb->stale_ms, .session = pb->session,
                                      .data_cap = pb->data_cap,
                                      .admin = (enum meta_admin_op)pb->admin,
-                                     .target = pb->target};
+                                     .target = pb->target,
+                                     .is_background = pb->background};
     arbor__meta__request__free_unpacked(pb, &rpc_allocator);
     return rc;
 }

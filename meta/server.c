@@ -474,8 +474,8 @@ static void fail_proposals(struct group *g)
  * at least half of the time no background entry is ahead of a live one.
  * With nothing else running they go in as they come, up to BG_FLIGHT_MAX
  * at once. None waits longer than BG_WAIT_LIMIT_MS (a client's attempt
- * lasts 2 s). A restore's other commands (files with xattrs, links)
- * count as live traffic. */
+ * lasts 2 s). A restore's other requests (files with xattrs, links, its
+ * reads) come marked background and do not count as live traffic. */
 
 static bool bg_is_busy(const struct group *g, uint64_t now)
 {
@@ -1546,8 +1546,10 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here: read the map */
         return;
     }
+    /* RESTORE_FILES waits its turn; a background client's other requests
+     * go as they come but do not count as live traffic */
     bool is_background = req.kind == META_REQ_COMMAND && s->cmd->cmd.op == META_OP_RESTORE_FILES;
-    if (!is_background && req.kind != META_REQ_HEARTBEAT)
+    if (!is_background && !req.is_background && req.kind != META_REQ_HEARTBEAT)
         s->fg_last_ms = mono_ms();
     if (req.kind == META_REQ_ADMIN) {
         if (raft_role(g->node) != RAFT_LEADER) {

@@ -37,10 +37,13 @@ static int setup(void **state)
     return cluster_setup(state, NULL, 3, "1,2,3");
 }
 
-/* A client that knows only node 1's address. */
-static struct ar_client *open_client(struct fixture *f, uint32_t heartbeat_ms)
+/* A client that knows only node 1's address; is_background marks all it
+ * sends as background work. */
+static struct ar_client *open_client_as(struct fixture *f, uint32_t heartbeat_ms,
+                                        bool is_background)
 {
-    struct ar_client_options o = {.addr_count = 1, .heartbeat_ms = heartbeat_ms};
+    struct ar_client_options o = {.addr_count = 1, .heartbeat_ms = heartbeat_ms,
+                                  .is_background = is_background};
     struct ar_client *c = NULL;
     char errmsg[AR_ERRMSG_MAX] = "";
 
@@ -48,6 +51,11 @@ static struct ar_client *open_client(struct fixture *f, uint32_t heartbeat_ms)
     if (ar_client_open(&o, &c, errmsg) != 0)
         fail_msg("ar_client_open: %s", errmsg);
     return c;
+}
+
+static struct ar_client *open_client(struct fixture *f, uint32_t heartbeat_ms)
+{
+    return open_client_as(f, heartbeat_ms, false);
 }
 
 static int leader_node(struct fixture *f)
@@ -377,7 +385,8 @@ static struct meta_group_status leader_status(struct fixture *f)
 }
 
 /* A restore's commands are background work: beside live traffic the
- * leader lets one into the log at a time, and without it as many as come;
+ * leader lets one into the log at a time, and without it (a client whose
+ * requests are marked background is not live traffic) as many as come;
  * either way every file lands once. */
 static void test_client_restore_commands_yield_to_live_traffic(void **state)
 {
@@ -400,9 +409,17 @@ static void test_client_restore_commands_yield_to_live_traffic(void **state)
     assert_true(g.background_yielded > 0);        /* some waited for the live client */
     assert_int_equal(g.background_busy_peak, 1);  /* and never two in the log at once */
     assert_int_equal(g.background_waiting, 0);
-    /* alone: none waits for live traffic */
+    /* beside background requests only: none waits */
     uint64_t yielded = g.background_yielded;
+    struct ar_client *bc = open_client_as(f, 0, true);
+    struct live_load quiet = {.c = bc};
+    assert_int_equal(pthread_create(&lt, NULL, live_getattrs, &quiet), 0);
     restore_into(c, "alone", out);
+    __atomic_store_n(&quiet.is_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(lt, NULL);
+    assert_int_equal(quiet.bad_rc, 0);
+    assert_true(quiet.ops > 0);
+    ar_client_close(bc);
     g = leader_status(f);
     assert_true(g.background_done >= 2 * THREADS * BG_BATCHES);
     assert_int_equal(g.background_yielded, yielded);

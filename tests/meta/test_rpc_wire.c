@@ -106,7 +106,7 @@ static void test_request_round_trip(void **state)
     struct fixture *f = *state;
     struct meta_request req = {.id = 9, .shard = 1, .epoch = 4, .kind = META_REQ_COMMAND,
                                .read_mode = META_READ_FOLLOWER, .stale_ms = 250,
-                               .data_cap = 100};
+                               .data_cap = 100, .is_background = true};
     struct meta_cmd cmd = {.op = META_OP_RENAME, .ino = 1, .name = "a", .name_len = 1,
                            .new_dir = 2, .new_name = "bb", .new_name_len = 2, .flags = 1,
                            .client_id = 5, .seq = 6, .ack_below = 4,
@@ -122,6 +122,7 @@ static void test_request_round_trip(void **state)
     assert_int_equal(got.read_mode, META_READ_FOLLOWER);
     assert_int_equal(got.stale_ms, 250);
     assert_int_equal(got.data_cap, 100);
+    assert_true(got.is_background);
     assert_int_equal(f->cmd->cmd.op, META_OP_RENAME);
     assert_int_equal(f->cmd->cmd.new_name_len, 2);
     assert_memory_equal(f->cmd->cmd.new_name, "bb", 2);
@@ -132,6 +133,7 @@ static void test_request_round_trip(void **state)
     assert_int_equal(meta_request_encode(&hb, NULL, f->buf, BUF_BYTES, &len), 0);
     assert_int_equal(meta_request_decode(f->buf + 4, len - 4, &got, f->cmd), 0);
     assert_int_equal(got.session, 77);
+    assert_false(got.is_background);
     assert_int_equal(meta_request_encode(&hb, &cmd, f->buf, BUF_BYTES, &len), -EINVAL);
     assert_int_equal(meta_request_encode(&req, &cmd, f->buf, 8, &len), -EMSGSIZE);
 }
