@@ -167,6 +167,17 @@ static uint64_t mix(uint64_t x)
     return x;
 }
 
+/* FNV-1a of bytes: a name's hash for digests and the staging name. */
+static uint64_t fnv1a(const char *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (uint8_t)p[i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
 static int map_put(struct ino_map *m, uint64_t key, uint64_t val)
 {
     if ((m->count + 1) * 2 > m->cap) {
@@ -806,12 +817,8 @@ static int finish_dirs(struct restore *r)
 static uint64_t name_digest(uint64_t dir, const char *name, uint32_t len, uint32_t mode,
                             uint64_t size)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    for (uint32_t i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
-    }
-    return mix(mix(h ^ dir) ^ mix(((uint64_t)mode << 40) ^ size ^ 0x9e3779b97f4a7c15ull));
+    return mix(mix(fnv1a(name, len) ^ dir) ^ mix(((uint64_t)mode << 40) ^ size ^
+                                                  0x9e3779b97f4a7c15ull));
 }
 
 /* Count the names below dir, and add up name_digest() of every name that
@@ -1144,11 +1151,8 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     }
     snprintf(rep->final_path, sizeof(rep->final_path), "%s%s%s", parent,
              strcmp(parent, "/") == 0 ? "" : "/", final);
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const char *p = o->path; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-    }
-    snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64, mix(h ^ o->at_ns));
+    snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64,
+             mix(fnv1a(o->path, strlen(o->path)) ^ o->at_ns));
 
     /* all of a restore is background work: leaders pace it beside live traffic */
     struct ar_client_options mo = o->meta;
