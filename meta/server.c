@@ -473,8 +473,8 @@ static void fail_proposals(struct group *g)
  * once it has applied, waits as long as it took before the next, so that
  * at least half of the time no background entry is ahead of a live one.
  * With nothing else running they go in as they come, up to BG_FLIGHT_MAX
- * at once. None waits longer than BG_WAIT_LIMIT_MS (a client's attempt
- * lasts 2 s). A restore's other requests (files with xattrs, links, its
+ * at once. One that waited BG_WAIT_LIMIT_MS goes in without the pause
+ * once none is in the log (a client's attempt lasts 2 s). A restore's other requests (files with xattrs, links, its
  * reads) come marked background and do not count as live traffic. */
 
 static bool bg_is_busy(const struct group *g, uint64_t now)
@@ -1047,13 +1047,15 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
     if (rc != 0)
         return rc;
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
-                        .conn_gen = c->gen, .req_id = req->id, .op = cmd->op};
-    if (cmd->op == META_OP_RESTORE_FILES) {
-        p.proposed_ms = mono_ms();
+                        .conn_gen = c->gen, .req_id = req->id, .op = cmd->op,
+                        .proposed_ms = cmd->op == META_OP_RESTORE_FILES ? mono_ms() : 0};
+    rc = pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
+    if (rc == 0 && cmd->op == META_OP_RESTORE_FILES) {
+        /* counted only with its pending record: bg_applied() undoes it */
         g->bg_flight++;
         g->bg_done++;
     }
-    return pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
+    return rc;
 }
 
 /* A background command went into the log by the rule (not for waiting
@@ -1102,7 +1104,9 @@ static void bg_admit(struct group *g)
     while (g->bg_count > 0) {
         struct bg_wait *w = &g->bg_wait[g->bg_head];
         bool is_by_rule = bg_may_start(g, now);
-        if (!is_by_rule && now - w->since_ms < BG_WAIT_LIMIT_MS)
+        /* one that waited too long skips the pause, not the one-at-a-time */
+        bool is_overdue = now - w->since_ms >= BG_WAIT_LIMIT_MS && g->bg_flight == 0;
+        if (!is_by_rule && !is_overdue)
             return;
         struct conn *c = conn_at(s, w->conn_slot, w->conn_gen);
         struct meta_request req;
@@ -1113,13 +1117,14 @@ static void bg_admit(struct group *g)
             rc = propose(g, c, &req, &s->cmd->cmd);
         if (c != NULL && rc == 0 && is_by_rule)
             bg_note_peak(g, now);
+        /* answers by the id kept at submit: req is not filled if the decode failed */
         if (c != NULL && rc == -AR_ESTALEEPOCH) {
-            struct meta_response resp = {.id = req.id, .rc = rc, .epoch = epoch_of(g)};
+            struct meta_response resp = {.id = w->req_id, .rc = rc, .epoch = epoch_of(g)};
             respond(s, c, &resp, META_OP_ACCESS);
         } else if (c != NULL && rc == -AR_ENOTLEADER) {
-            respond_not_leader(s, c, req.id, g);
+            respond_not_leader(s, c, w->req_id, g);
         } else if (c != NULL && rc != 0) {
-            respond_rc(s, c, req.id, rc);
+            respond_rc(s, c, w->req_id, rc);
         }
         ar_free(w->frame);
         g->bg_head = (g->bg_head + 1) % BG_WAIT_MAX;
