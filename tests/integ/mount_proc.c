@@ -88,7 +88,13 @@ void mount_stop(struct mount_proc *mp)
     int status = 0;
     waitpid(mp->pid, &status, 0);
     mp->pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* a clean unmount */
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        /* why: the mount's log (a sanitizer's report goes there too) */
+        snprintf(cmd, sizeof(cmd), "tail -n 60 '%s' >&2", mp->log);
+        if (system(cmd) != 0)
+            print_message("(no log)\n");
+        fail_msg("the mount of %s ended with status %#x, not a clean exit", mp->dir, status);
+    }
 }
 
 /* A failed test leaves its mounts: unmount them (lazily), end their processes. */
