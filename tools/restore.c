@@ -38,7 +38,11 @@ static void usage(FILE *f)
             "The recovery window (arbor window; 7 days unless arbor format --window\n"
             "said otherwise) bounds how far back TIME may go. An interrupted restore\n"
             "leaves only its hidden tree; the same command again removes it and\n"
-            "starts over.\n");
+            "starts over. Every restored file's size and mode is read back before\n"
+            "the tree takes its name. A restore is background work: while other\n"
+            "clients use the cluster, its leader takes one batch at a time and\n"
+            "pauses between them, so it runs slower beside a busy workload and at\n"
+            "full speed on a quiet cluster.\n");
 }
 
 /* TIME into ns since the epoch; false if malformed. */
