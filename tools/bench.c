@@ -72,8 +72,12 @@ bool cmd_parse_duration(const char *s, uint64_t *seconds)
 uint16_t cmd_free_port(void)
 {
     /* below the ephemeral range (32768 up), from which other processes'
-     * outgoing connections take their local ports meanwhile */
+     * outgoing connections take their local ports meanwhile; never one this
+     * process handed out before (a cluster's ports are all free until its
+     * servers start, so a draw could repeat) */
     static uint64_t rng;
+    static uint16_t given[256];
+    static uint32_t given_count;
 
     if (rng == 0)
         rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(cmd_now() * 1e9) ^ 0x9e3779b97f4a7c15ull;
@@ -81,15 +85,23 @@ uint16_t cmd_free_port(void)
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons((uint16_t)(10000u + rng % 22000u))};
+        uint16_t port = (uint16_t)(10000u + rng % 22000u);
+        bool is_given = false;
+        for (uint32_t i = 0; i < given_count && !is_given; i++) {
+            is_given = given[i] == port;
+        }
+        if (is_given)
+            continue;
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         int rc = fd >= 0 ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) : -1;
         if (fd >= 0)
             close(fd);
-        if (rc == 0)
-            return ntohs(sa.sin_port);
+        if (rc == 0) {
+            given[given_count++ % AR_ARRAY_LEN(given)] = port;
+            return port;
+        }
     }
     return 0;
 }
