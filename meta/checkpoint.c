@@ -661,10 +661,65 @@ uint64_t meta_checkpoint_applied_index(const struct meta_checkpoint *c)
     return c->applied_index;
 }
 
+/* A table's puts past its last key go in with MDB_APPEND: no search, and
+ * a full page splits at its end (new inodes, a new directory's names,
+ * arrive in key order). last is >= the table's real last key: a delete may
+ * lower the real one, never raise it. */
+struct table_tail {
+    MDB_cursor *cur;
+    uint16_t last_len; /* 0: the table is empty */
+    uint8_t last[8 + META_NAME_BYTES_MAX];
+};
+
+static int tail_open(MDB_txn *txn, MDB_dbi dbi, struct table_tail *t)
+{
+    MDB_val k;
+    MDB_val v;
+    int rc = mdb_cursor_open(txn, dbi, &t->cur);
+
+    t->last_len = 0;
+    if (rc == 0)
+        rc = mdb_cursor_get(t->cur, &k, &v, MDB_LAST);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && (k.mv_size == 0 || k.mv_size > sizeof(t->last)))
+        return MDB_CORRUPTED; /* no key of ours is empty or longer */
+    if (rc == 0) {
+        memcpy(t->last, k.mv_data, k.mv_size);
+        t->last_len = (uint16_t)k.mv_size;
+    }
+    return rc;
+}
+
+/* LMDB's default order: bytes, then the shorter first */
+static bool key_is_after(const struct table_tail *t, const MDB_val *k)
+{
+    size_t n = k->mv_size < t->last_len ? k->mv_size : t->last_len;
+    int c = memcmp(k->mv_data, t->last, n);
+
+    return t->last_len == 0 || c > 0 || (c == 0 && k->mv_size > t->last_len);
+}
+
+static int tail_put(struct table_tail *t, MDB_val *k, MDB_val *v)
+{
+    bool is_after = key_is_after(t, k);
+    int rc = mdb_cursor_put(t->cur, k, v, is_after ? MDB_APPEND : 0);
+
+    if (rc == 0 && is_after) {
+        memcpy(t->last, k->mv_data, k->mv_size);
+        t->last_len = (uint16_t)k->mv_size;
+    }
+    return rc;
+}
+
 static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta_ckpt_batch *b)
 {
-    int rc = 0;
+    struct table_tail inodes = {0};
+    struct table_tail entries = {0};
+    int rc = tail_open(txn, c->inodes, &inodes);
 
+    if (rc == 0)
+        rc = tail_open(txn, c->entries, &entries);
     for (uint64_t off = 0; off < b->used && rc == 0;) {
         const uint8_t *p = b->buf + off;
         uint16_t key_len;
@@ -673,17 +728,27 @@ static int commit_ops(struct meta_checkpoint *c, MDB_txn *txn, const struct meta
         memcpy(&val_len, p + 3 + key_len, 4);
         MDB_val k = {.mv_size = key_len, .mv_data = (void *)(uintptr_t)(p + 3)};
         MDB_val v = {.mv_size = val_len, .mv_data = (void *)(uintptr_t)(p + 7 + key_len)};
-        MDB_dbi dbi = p[0] == OP_PUT_INODE || p[0] == OP_DEL_INODE ? c->inodes
-                      : p[0] == OP_PUT_META                      ? c->meta
-                                                                 : c->entries;
-        if (p[0] == OP_PUT_INODE || p[0] == OP_PUT_ENTRY || p[0] == OP_PUT_META) {
-            rc = mdb_put(txn, dbi, &k, &v, 0);
-        } else {
-            rc = mdb_del(txn, dbi, &k, NULL);
+        switch (p[0]) {
+        case OP_PUT_INODE:
+            rc = tail_put(&inodes, &k, &v);
+            break;
+        case OP_PUT_ENTRY:
+            rc = tail_put(&entries, &k, &v);
+            break;
+        case OP_PUT_META:
+            rc = mdb_put(txn, c->meta, &k, &v, 0);
+            break;
+        default:
+            rc = mdb_del(txn, p[0] == OP_DEL_INODE ? c->inodes : c->entries, &k, NULL);
             rc = rc == MDB_NOTFOUND ? 0 : rc;
+            break;
         }
         off += 7 + key_len + val_len;
     }
+    if (inodes.cur != NULL)
+        mdb_cursor_close(inodes.cur);
+    if (entries.cur != NULL)
+        mdb_cursor_close(entries.cur);
     return rc;
 }
 
