@@ -97,6 +97,13 @@ struct ar_mount_options {
  * mount point). */
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg);
 
+/* After fuse_session_mount(), before the session's loop: have the kernel
+ * send lookups and listings of one directory in parallel, as libfuse 3.14
+ * means to and does not (fusedev.c). se's handlers must be safe for that.
+ * 0, or what fuse_session_custom_io() returned. */
+struct fuse_session;
+int ar_fuse_parallel_dirops(struct fuse_session *se);
+
 /* ---- point-in-time restore (restore.c) ------------------------------------------------------
  * Put a subtree back as it was at a moment: rebuild the shard's state then
  * from the store's archive, and write the subtree at path into the live

@@ -33,4 +33,9 @@ struct block_cache_stats {
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);
 
+/* ---- the FUSE device (fusedev.c) -------------------------------------------------------------
+ * The read and writev that ar_fuse_parallel_dirops() gives a session. */
+struct fuse_custom_io;
+const struct fuse_custom_io *fusedev_io(void);
+
 #endif

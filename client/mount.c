@@ -1497,8 +1497,12 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         fuse_opt_free_args(&args); /* the session copied what it needs */
         /* absolute: fuse_daemonize() changes to "/", and the unmount needs the path */
         mountpoint = realpath(o->mountpoint, NULL);
-        if (se == NULL || mountpoint == NULL || fuse_set_signal_handlers(se) != 0 ||
-            fuse_session_mount(se, mountpoint) != 0) {
+        bool is_mounted = se != NULL && mountpoint != NULL &&
+                          fuse_set_signal_handlers(se) == 0 &&
+                          fuse_session_mount(se, mountpoint) == 0;
+        if (!is_mounted || ar_fuse_parallel_dirops(se) != 0) {
+            if (is_mounted)
+                fuse_session_unmount(se);
             snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (is it an empty directory, "
                                             "and /dev/fuse usable?)", o->mountpoint);
             rc = -EIO;

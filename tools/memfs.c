@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "client.h"
 #include "meta.h"
 
 #define MEMFS_INODES_MAX (1u << 22)
@@ -400,8 +401,12 @@ struct memfs *memfs_mount(const char *mountpoint, double timeout)
     fs->se = fs->inodes != NULL ? fuse_session_new(&args, &memfs_ops, sizeof(memfs_ops), fs)
                                 : NULL;
     fuse_opt_free_args(&args);
-    if (fs->se == NULL || fuse_session_mount(fs->se, mountpoint) != 0 ||
+    /* parallel lookups, as arbor's mount has them: the ceiling is FUSE's */
+    bool is_mounted = fs->se != NULL && fuse_session_mount(fs->se, mountpoint) == 0;
+    if (!is_mounted || ar_fuse_parallel_dirops(fs->se) != 0 ||
         pthread_create(&fs->thread, NULL, memfs_loop, fs) != 0) {
+        if (is_mounted)
+            fuse_session_unmount(fs->se);
         if (fs->se != NULL)
             fuse_session_destroy(fs->se);
         ar_free(fs->inodes);
