@@ -16,6 +16,7 @@ struct arena {
     uint8_t *base;
     size_t cap;
     size_t used;
+    uint32_t heap_count; /* pieces the heap gave: then the message is freed */
 };
 
 static void *arena_alloc(void *data, size_t size)
@@ -28,6 +29,7 @@ static void *arena_alloc(void *data, size_t size)
         a->used += need;
         return p;
     }
+    a->heap_count++;
     return ar_malloc(size);
 }
 
@@ -329,6 +331,7 @@ int meta_cmd_decode(const uint8_t *buf, size_t len, struct meta_cmd_buf *out)
     if (pb == NULL)
         return -EPROTO;
     rc = decode_checked(pb, out);
-    arbor__meta__command__free_unpacked(pb, &alloc);
+    if (a.heap_count > 0) /* else the arena held it all: nothing to walk */
+        arbor__meta__command__free_unpacked(pb, &alloc);
     return rc;
 }
