@@ -923,6 +923,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
+    /* a reader's close has nothing to commit: no FLUSH round trip for it */
+    fi->noflush = is_read_only;
     fuse_reply_open(req, fi);
 }
 
