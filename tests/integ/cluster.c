@@ -26,6 +26,18 @@
 
 #include "../objstore/harness.h"
 #include "cluster.h"
+bool file_has(const char *path, const char *part)
+{
+    static char text[1 << 20];
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+    if (f != NULL)
+        fclose(f);
+    text[n] = '\0';
+    return strstr(text, part) != NULL;
+}
+
 double now_ms(void)
 {
     struct timespec ts;

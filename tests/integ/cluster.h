@@ -31,6 +31,8 @@ struct fixture {
 };
 
 double now_ms(void);
+/* Whether the text file at path holds part (in its first 1 MiB). */
+bool file_has(const char *path, const char *part);
 /* Format count nodes (voters: "1,2,3") and start them; *state is the fixture. */
 int cluster_setup(void **state, const char *log_keep, int count, const char *voters);
 /* The same, with more arguments for arbor format (one string, "" or NULL

@@ -64,19 +64,6 @@ static void drop_names(void)
     assert_int_equal(fclose(f), 0);
 }
 
-/* Whether the text file at path holds part (its first 1 MiB). */
-static bool file_has(const char *path, const char *part)
-{
-    static char text[1 << 20];
-    FILE *f = fopen(path, "r");
-    size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
-
-    if (f != NULL)
-        fclose(f);
-    text[n] = '\0';
-    return strstr(text, part) != NULL;
-}
-
 static void fill(uint8_t *p, size_t n, uint64_t seed)
 {
     for (size_t i = 0; i < n; i++) {

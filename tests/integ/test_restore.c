@@ -346,15 +346,9 @@ static int restore(struct fixture *f, const char *args)
 static bool log_has(struct fixture *f, const char *text)
 {
     char path[400];
-    static char buf[65536];
 
     snprintf(path, sizeof(path), "%s/restore.log", f->dir);
-    FILE *fp = fopen(path, "r");
-    size_t n = fp != NULL ? fread(buf, 1, sizeof(buf) - 1, fp) : 0;
-    if (fp != NULL)
-        fclose(fp);
-    buf[n] = '\0';
-    return strstr(buf, text) != NULL;
+    return file_has(path, text);
 }
 
 /* ---- the tests ---------------------------------------------------------------------------- */
