@@ -87,7 +87,7 @@ uint16_t cmd_free_port(void)
         rng ^= rng << 17;
         uint16_t port = (uint16_t)(10000u + rng % 22000u);
         bool is_given = false;
-        for (uint32_t i = 0; i < given_count && !is_given; i++) {
+        for (uint32_t i = 0; i < given_count && i < AR_ARRAY_LEN(given) && !is_given; i++) {
             is_given = given[i] == port;
         }
         if (is_given)
