@@ -4,6 +4,8 @@
  * (little-endian). In memory: an entry a file, in a hash by name and a
  * list by last use (head: the most recent). Files are written to a
  * temporary name and renamed, so a crash leaves whole copies or none.
+ * The cache holds at most its bound, and never makes its file system less
+ * than a tenth free: past that, a new block takes the place of older ones.
  * Thread: any; the mutex guards the index, never a file operation. */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -22,6 +25,7 @@
 
 #define BUCKETS   65536u
 #define NAME_MAX_ 48u
+#define CACHE_FREE_MIN_PCT 10u /* of its file system: below, the cache stops growing */
 
 struct entry {
     char name[NAME_MAX_];
@@ -97,13 +101,15 @@ static void remove_entry(struct block_cache *c, struct entry *e)
     c->stats.bytes -= e->bytes;
 }
 
-/* Under the mutex: take the oldest entries off until the bound holds;
- * their names go to victims (the caller unlinks the files, unlocked). */
-static uint32_t shrink(struct block_cache *c, char (*victims)[NAME_MAX_], uint32_t cap)
+/* Under the mutex: take the oldest entries off until at most limit bytes
+ * are held; their names go to victims (the caller unlinks the files,
+ * unlocked). */
+static uint32_t shrink(struct block_cache *c, uint64_t limit, char (*victims)[NAME_MAX_],
+                       uint32_t cap)
 {
     uint32_t n = 0;
 
-    while (c->stats.bytes > c->max_bytes && c->tail != NULL && n < cap) {
+    while (c->stats.bytes > limit && c->tail != NULL && n < cap) {
         struct entry *e = c->tail;
         snprintf(victims[n++], NAME_MAX_, "%s", e->name);
         remove_entry(c, e);
@@ -223,7 +229,7 @@ int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **o
     uint32_t n;
     do {
         pthread_mutex_lock(&c->mu);
-        n = shrink(c, victims, 64);
+        n = shrink(c, c->max_bytes, victims, 64);
         pthread_mutex_unlock(&c->mu);
         unlink_all(c, victims, n);
     } while (n == 64);
@@ -299,19 +305,40 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
     return is_ok ? 0 : -ENOENT;
 }
 
+/* Whether the cache's file system has less than CACHE_FREE_MIN_PCT of its
+ * space free: the cache then grows no further, whatever its bound. */
+static bool disk_is_low(const struct block_cache *c)
+{
+    struct statvfs st;
+
+    return statvfs(c->dir, &st) == 0 && st.f_blocks > 0 &&
+           st.f_bavail < st.f_blocks / 100 * CACHE_FREE_MIN_PCT;
+}
+
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)
 {
     char tmp[600];
     char path[600];
+    char victims[64][NAME_MAX_];
     uint32_t crc = obj_crc32c(0, data, len);
+    uint64_t bytes = (uint64_t)len + 4;
+    bool is_low = disk_is_low(c);
+    uint32_t k = 0;
 
-    if ((uint64_t)len + 4 > c->max_bytes)
+    if (bytes > c->max_bytes)
         return;
     pthread_mutex_lock(&c->mu);
     bool is_there = find(c, name) != NULL;
+    /* on a disk short of space a block only takes the place of older ones */
+    bool has_room = !is_low || c->stats.bytes >= bytes;
+    if (!is_there && is_low && has_room) {
+        k = shrink(c, c->stats.bytes - bytes, victims, AR_ARRAY_LEN(victims));
+        c->stats.crowded++;
+    }
     uint64_t n = ++c->tmp_counter;
     pthread_mutex_unlock(&c->mu);
-    if (is_there)
+    unlink_all(c, victims, k);
+    if (is_there || !has_room)
         return;
     snprintf(tmp, sizeof(tmp), "%s/.tmp.%llu.%d", c->dir, (unsigned long long)n, (int)getpid());
     snprintf(path, sizeof(path), "%s/%s", c->dir, name);
@@ -324,10 +351,9 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
         unlink(tmp); /* a full disk: the block is simply not cached */
         return;
     }
-    char victims[64][NAME_MAX_];
     pthread_mutex_lock(&c->mu);
-    add(c, name, (uint64_t)len + 4);
-    uint32_t k = shrink(c, victims, 64);
+    add(c, name, bytes);
+    k = shrink(c, c->max_bytes, victims, AR_ARRAY_LEN(victims));
     pthread_mutex_unlock(&c->mu);
     unlink_all(c, victims, k);
 }

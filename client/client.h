@@ -86,7 +86,7 @@ struct ar_mount_options {
     uint32_t write_buffer_mb;       /* written bytes all open files may hold (0: 256) */
     const char *cache_dir;          /* a disk cache of blocks (a directory in it a store);
                                      * NULL or "": none */
-    uint32_t cache_mb;              /* its bound (0: 1024) */
+    uint32_t cache_mb;              /* its bound (0: 10240) */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
 };

@@ -9,8 +9,10 @@
  * Blocks are immutable, so a cached copy is never stale: one file a block
  * in a directory, named by the block's key, with a CRC32C after the bytes
  * (a damaged copy is dropped, and the block read from the store again).
- * The bytes held are bounded; the least recently used go first. All
- * functions are thread-safe. */
+ * The bytes held are bounded; the least recently used go first. Nor does
+ * the cache fill its file system: with less than a tenth of it free, a
+ * new block only takes the place of older ones. All functions are
+ * thread-safe. */
 struct block_cache;
 
 /* Open (creating) dir with a bound of max_bytes; the blocks already there
@@ -30,6 +32,7 @@ struct block_cache_stats {
     uint64_t bytes;      /* held now */
     uint64_t evicted;    /* blocks dropped to stay in bounds */
     uint64_t damaged;    /* copies that failed their check */
+    uint64_t crowded;    /* blocks that replaced older ones because the disk was short of space */
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);
 

@@ -25,8 +25,8 @@ static void usage(FILE *to)
             "                       commit at once (default 256)\n"
             "  --cache-dir DIR      keep blocks read or written on local disk there\n"
             "                       (default $XDG_CACHE_HOME/arbor or ~/.cache/arbor)\n"
-            "  --cache-size SIZE    at most this much, least recently used out\n"
-            "                       (default 1G)\n"
+            "  --cache-size SIZE    at most this much, least recently used out, and never\n"
+            "                       past nine tenths of its disk (default 10G)\n"
             "  --no-cache           no disk cache\n"
             "  -o OPTS              more options for the kernel, e.g. allow_other (for\n"
             "                       other users; permissions are always checked)\n");

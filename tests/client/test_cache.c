@@ -1,0 +1,104 @@
+/* tests/client/test_cache.c - the disk block cache (client/cache.c) on a
+ * small tmpfs of its own (as root; skipped otherwise): it never fills its
+ * file system, whatever its bound, and the newest blocks stay readable. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+#define FS_BYTES    (8u << 20)
+#define BLOCK_BYTES (256u << 10)
+
+static char mnt[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(mnt, sizeof(mnt), "/tmp/arbor-test-cache.XXXXXX");
+    if (mkdtemp(mnt) == NULL)
+        return -1;
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=8m") != 0) {
+        rmdir(mnt);
+        mnt[0] = '\0'; /* not root: the test skips */
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (mnt[0] != '\0') {
+        umount2(mnt, MNT_DETACH);
+        rmdir(mnt);
+    }
+    return 0;
+}
+
+static uint64_t free_bytes(const char *dir)
+{
+    struct statvfs st;
+
+    assert_int_equal(statvfs(dir, &st), 0);
+    return (uint64_t)st.f_bavail * st.f_frsize;
+}
+
+/* A bound of 1 GiB on an 8 MiB file system: the cache stops growing once
+ * less than a tenth is free, and from then on each block takes the place
+ * of older ones. Sixty puts of 256 KiB would need 15 MiB. */
+static void test_cache_never_fills_its_disk(void **state)
+{
+    struct block_cache *c = NULL;
+    struct block_cache_stats st;
+    char errmsg[256] = "";
+    char dir[128];
+    char name[32];
+    uint8_t *block = malloc(BLOCK_BYTES);
+    uint8_t *back = malloc(BLOCK_BYTES);
+    uint64_t least_free = FS_BYTES;
+
+    (void)state;
+    if (mnt[0] == '\0')
+        skip();
+    assert_non_null(block);
+    assert_non_null(back);
+    snprintf(dir, sizeof(dir), "%s/cache", mnt);
+    assert_int_equal(block_cache_open(dir, 1ull << 30, &c, errmsg), 0);
+    for (unsigned i = 0; i < 60; i++) {
+        memset(block, (int)i, BLOCK_BYTES);
+        snprintf(name, sizeof(name), "%016x_0", i);
+        block_cache_put(c, name, block, BLOCK_BYTES);
+        uint64_t f = free_bytes(mnt);
+        least_free = f < least_free ? f : least_free;
+        /* the newest block is always there, whole */
+        assert_int_equal(block_cache_read(c, name, 0, BLOCK_BYTES, back), 0);
+        assert_memory_equal(back, block, BLOCK_BYTES);
+    }
+    block_cache_stats(c, &st);
+    assert_true(least_free >= FS_BYTES / 20); /* never full: a tenth, less one block */
+    assert_true(st.crowded >= 20);            /* every put past the first ~28 */
+    assert_true(st.bytes <= FS_BYTES);
+    snprintf(name, sizeof(name), "%016x_0", 0u);
+    assert_int_equal(block_cache_read(c, name, 0, BLOCK_BYTES, back), -ENOENT); /* oldest out */
+    block_cache_close(c);
+    free(block);
+    free(back);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cache_never_fills_its_disk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
