@@ -51,7 +51,7 @@ int cmd_mount(int argc, char **argv)
     struct ar_mount_options o = {.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
     char errmsg[AR_ERRMSG_MAX] = "";
     char cache[600];
-    uint64_t cache_bytes = 1ull << 30;
+    uint64_t cache_bytes = 10ull << 30;
     int c;
 
     /* the disk cache by default: $XDG_CACHE_HOME/arbor, else ~/.cache/arbor */
