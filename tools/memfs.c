@@ -38,6 +38,9 @@ struct mem_inode {
     struct mem_dirent *entries;
     uint32_t entry_count;
     uint32_t entry_cap;
+    uint32_t *slots;        /* a directory's names hashed: entry index + 1, or SLOT_GONE */
+    uint32_t slot_cap;      /* a power of two, over twice the entries and the gone */
+    uint32_t slots_gone;
 };
 
 struct memfs {
@@ -65,15 +68,93 @@ static void stat_of(fuse_ino_t ino, const struct mem_inode *n, struct stat *st)
     st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
 }
 
+/* ---- a directory's names: an array, and an open-addressing index of it
+ * (a ceiling must not scan a directory of 20,000 names for each lookup) */
+#define SLOT_EMPTY 0u
+#define SLOT_GONE  UINT32_MAX
+
+static uint32_t name_hash(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (const char *p = name; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    }
+    return h;
+}
+
+/* The slot holding name, or NULL. Bounded: a table is never over half full. */
+static uint32_t *slot_of(const struct mem_inode *dir, const char *name)
+{
+    uint32_t mask = dir->slot_cap - 1;
+
+    for (uint32_t i = dir->slot_cap ? name_hash(name) & mask : 0; dir->slot_cap > 0;
+         i = (i + 1) & mask) {
+        uint32_t v = dir->slots[i];
+        if (v == SLOT_EMPTY)
+            return NULL;
+        if (v != SLOT_GONE && strcmp(dir->entries[v - 1].name, name) == 0)
+            return &dir->slots[i];
+    }
+    return NULL;
+}
+
 static int find(const struct mem_inode *dir, const char *name, uint32_t *at)
 {
-    for (uint32_t i = 0; i < dir->entry_count; i++) {
-        if (strcmp(dir->entries[i].name, name) == 0) {
-            *at = i;
-            return 0;
-        }
+    const uint32_t *slot = slot_of(dir, name);
+
+    if (slot == NULL)
+        return -ENOENT;
+    *at = *slot - 1;
+    return 0;
+}
+
+/* Put entry at in the index; there is room (index_reserve). */
+static void index_put(struct mem_inode *dir, uint32_t at)
+{
+    uint32_t mask = dir->slot_cap - 1;
+    uint32_t i = name_hash(dir->entries[at].name) & mask;
+
+    while (dir->slots[i] != SLOT_EMPTY && dir->slots[i] != SLOT_GONE) {
+        i = (i + 1) & mask;
     }
-    return -ENOENT;
+    dir->slots_gone -= dir->slots[i] == SLOT_GONE;
+    dir->slots[i] = at + 1;
+}
+
+/* Room in the index for one more name: rebuilt, larger, past half full. */
+static int index_reserve(struct mem_inode *dir)
+{
+    if ((dir->entry_count + 1 + dir->slots_gone) * 2 < dir->slot_cap)
+        return 0;
+    uint32_t cap = 16;
+    while (cap < (dir->entry_count + 1) * 4) {
+        cap *= 2;
+    }
+    uint32_t *slots = ar_calloc(cap, sizeof(*slots));
+    if (slots == NULL)
+        return -ENOMEM;
+    ar_free(dir->slots);
+    dir->slots = slots;
+    dir->slot_cap = cap;
+    dir->slots_gone = 0;
+    for (uint32_t k = 0; k < dir->entry_count; k++) {
+        index_put(dir, k);
+    }
+    return 0;
+}
+
+/* Take entry at out of the directory: the last entry moves into its place. */
+static void entry_remove(struct mem_inode *dir, uint32_t at)
+{
+    uint32_t last = dir->entry_count - 1;
+
+    *slot_of(dir, dir->entries[at].name) = SLOT_GONE;
+    dir->slots_gone++;
+    if (at != last)
+        *slot_of(dir, dir->entries[last].name) = at + 1;
+    dir->entries[at] = dir->entries[last];
+    dir->entry_count--;
 }
 
 static void reply_entry(fuse_req_t req, struct memfs *fs, fuse_ino_t ino)
@@ -140,6 +221,8 @@ static int make(struct memfs *fs, fuse_ino_t parent, const char *name, mode_t mo
         return -EEXIST;
     if (fs->next == MEMFS_INODES_MAX)
         return -ENOSPC;
+    if (index_reserve(dir) != 0)
+        return -ENOMEM;
     if (dir->entry_count == dir->entry_cap) {
         uint32_t cap = dir->entry_cap ? dir->entry_cap * 2 : 16;
         struct mem_dirent *v = ar_realloc(dir->entries, cap * sizeof(*v));
@@ -156,6 +239,7 @@ static int make(struct memfs *fs, fuse_ino_t parent, const char *name, mode_t mo
     fuse_ino_t ino = fs->next++;
     fs->inodes[ino] = (struct mem_inode){.mode = mode, .nlink = S_ISDIR(mode) ? 2 : 1};
     dir->entries[dir->entry_count++] = (struct mem_dirent){.name = copy, .ino = ino};
+    index_put(dir, dir->entry_count - 1);
     *out = ino;
     return 0;
 }
@@ -286,10 +370,12 @@ static void drop(struct memfs *fs, fuse_ino_t parent, const char *name, bool is_
         *err = is_dir ? (S_ISDIR(n->mode) ? ENOTEMPTY : ENOTDIR) : EISDIR;
         return;
     }
-    ar_free(dir->entries[at].name);
-    dir->entries[at] = dir->entries[--dir->entry_count];
+    char *gone = dir->entries[at].name;
+    entry_remove(dir, at);
+    ar_free(gone);
     ar_free(n->data);
     ar_free(n->entries);
+    ar_free(n->slots);
     *n = (struct mem_inode){.mode = 0}; /* numbers are not reused: the kernel may hold them */
     *err = 0;
 }
@@ -331,6 +417,8 @@ static void m_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
         err = flags != 0 ? EINVAL : ENOENT;
     } else if (find(dest, newname, &to) == 0) {
         err = EEXIST; /* the benchmark renames to new names only */
+    } else if (index_reserve(dest) != 0) {
+        err = ENOMEM;
     } else if (dest->entry_count == dest->entry_cap) {
         err = EMLINK;
         uint32_t cap = dest->entry_cap ? dest->entry_cap * 2 : 16;
@@ -346,10 +434,11 @@ static void m_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
         memcpy(copy, newname, strlen(newname) + 1);
     if (err == 0 && copy != NULL) {
         struct mem_dirent moved = from->entries[at];
-        from->entries[at] = from->entries[--from->entry_count];
+        entry_remove(from, at);
         ar_free(moved.name);
         moved.name = copy;
         dest->entries[dest->entry_count++] = moved;
+        index_put(dest, dest->entry_count - 1);
     } else if (err == 0) {
         err = ENOMEM;
     }
@@ -430,6 +519,7 @@ void memfs_unmount(struct memfs *fs)
             ar_free(fs->inodes[i].entries[k].name);
         }
         ar_free(fs->inodes[i].entries);
+        ar_free(fs->inodes[i].slots);
     }
     ar_free(fs->inodes);
     pthread_mutex_destroy(&fs->mu);
