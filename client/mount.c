@@ -1535,6 +1535,15 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         }
         /* read-ahead still on its way finishes before the store closes */
         obj_store_close(m->store);
+        if (m->disk != NULL) {
+            struct block_cache_stats st;
+            block_cache_stats(m->disk, &st);
+            ar_log(AR_LOG_INFO,
+                   "disk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " MiB held, "
+                   "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
+                   "full), %" PRIu64 " damaged",
+                   st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged);
+        }
         block_cache_close(m->disk);
         ar_client_close(m->mc);
         if (se != NULL || rc == 0)
