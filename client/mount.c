@@ -413,14 +413,21 @@ struct upload {
     pthread_cond_t cond;
     uint32_t left;
     int rc;
+    struct block_cache *disk;  /* where a stored block is kept too (NULL: none) */
     char keys[2][64];
+    char cache_names[2][48];
     struct obj_req reqs[2];
 };
 
+/* On a store worker, as each block is stored: it goes to the disk cache
+ * there, beside the other block's upload, not after both (a read after the
+ * write finds it). */
 static void uploaded(struct obj_req *r)
 {
     struct upload *u = r->data;
 
+    if (r->rc == 0 && u->disk != NULL)
+        block_cache_put(u->disk, u->cache_names[r - u->reqs], r->buf, (uint32_t)r->size);
     pthread_mutex_lock(&u->mu);
     if (r->rc != 0 && u->rc == 0) {
         u->rc = r->rc;
@@ -441,7 +448,8 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     int rc = slice_id(m, &id);
     if (rc != 0)
         return rc;
-    struct upload u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct upload u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+                       .disk = m->disk};
     uint32_t blocks = (f->buf_len + m->block_bytes - 1) / m->block_bytes;
     AR_ASSERT(blocks <= 2);
     u.left = blocks;
@@ -449,6 +457,7 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
         uint32_t off = i * m->block_bytes;
         uint32_t len = f->buf_len - off < m->block_bytes ? f->buf_len - off : m->block_bytes;
         block_key(id, i, u.keys[i]);
+        cache_name(id, i, u.cache_names[i]);
         u.reqs[i] = (struct obj_req){.op = OBJ_OP_PUT, .key = u.keys[i], .buf = f->buf + off,
                                      .size = len, .data = &u};
         if (obj_submit(m->store, &u.reqs[i], uploaded) != 0) {
@@ -466,11 +475,6 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     pthread_mutex_unlock(&u.mu);
     if (u.rc != 0)
         return -EIO;
-    for (uint32_t i = 0; m->disk != NULL && i < blocks; i++) {
-        char name[48];
-        cache_name(id, i, name); /* a read after the write finds it here */
-        block_cache_put(m->disk, name, u.reqs[i].buf, (uint32_t)u.reqs[i].size);
-    }
     struct meta_cmd w = {.op = META_OP_WRITE, .ino = f->ino, .offset = f->buf_off,
                          .slice = {.id = id, .size = f->buf_len, .off = 0, .len = f->buf_len}};
     struct meta_response_buf *out;
