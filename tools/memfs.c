@@ -88,15 +88,15 @@ static uint32_t *slot_of(const struct mem_inode *dir, const char *name)
 {
     uint32_t mask = dir->slot_cap - 1;
 
-    for (uint32_t i = dir->slot_cap ? name_hash(name) & mask : 0; dir->slot_cap > 0;
-         i = (i + 1) & mask) {
+    if (dir->slot_cap == 0)
+        return NULL; /* no name added yet */
+    for (uint32_t i = name_hash(name) & mask;; i = (i + 1) & mask) {
         uint32_t v = dir->slots[i];
         if (v == SLOT_EMPTY)
             return NULL;
         if (v != SLOT_GONE && strcmp(dir->entries[v - 1].name, name) == 0)
             return &dir->slots[i];
     }
-    return NULL;
 }
 
 static int find(const struct mem_inode *dir, const char *name, uint32_t *at)
