@@ -7,8 +7,8 @@
  * map (members, epochs, leases), and shard 1, the shard that owns "/".
  *
  * A group's turn (after every poll): take the node's ready; send a leader's
- * early messages; persist on the thread pool (append + one fdatasync); then
- * send the rest, apply the committed entries to the shard, answer the
+ * early messages; persist (append + one fdatasync) on the thread pool, or on
+ * the loop in a process that leads no group; then send the rest, apply the committed entries to the shard, answer the
  * clients whose proposals they were and the reads now applied, advance.
  *
  * Clients: frames of meta/rpc.proto. A mutation at the leader gets the
@@ -823,17 +823,31 @@ static void finish_ready(struct group *g)
     serve_ready_reads(g);
 }
 
-static void persist_after(uv_work_t *w, int status)
+static void persist_done(struct group *g, int status)
 {
-    struct group *g = w->data;
-
     if (status != 0 || g->persist_rc != 0) {
         /* a failed fsync is never retried (style §3): stop this replica */
         ar_log(AR_LOG_ERROR, "shard %u: %s: exiting", g->shard, g->persist_err);
         exit(1);
     }
     finish_ready(g);
+}
+
+static void persist_after(uv_work_t *w, int status)
+{
+    struct group *g = w->data;
+
+    persist_done(g, status);
     group_turn(g);
+}
+
+static bool leads_a_group(const struct meta_server *s)
+{
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        if (raft_role(s->groups[i].node) == RAFT_LEADER)
+            return true;
+    }
+    return false;
 }
 
 static void ckpt_work(uv_work_t *w)
@@ -970,6 +984,15 @@ static void group_turn(struct group *g)
         raft_applied_early(g->node, &g->rd);
         serve_ready_reads(g);
         /* a ready that only moves the commit index needs no disk (raft.h) */
+        if (g->rd.must_sync && g->compact_to == 0 && !g->rd.has_chunk && !leads_a_group(s)) {
+            /* a replica that leads nothing only waits for its disk: what
+             * arrives meanwhile waits in the socket and joins the next
+             * write, and two thread switches a write are saved */
+            g->persist.data = g;
+            persist_work(&g->persist);
+            persist_done(g, 0);
+            continue;
+        }
         if (g->rd.must_sync || g->compact_to > 0) {
             g->persist.data = g;
             uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
