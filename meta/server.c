@@ -105,6 +105,7 @@ struct group {
     uv_work_t persist;
     struct raft_ready rd;
     bool is_persisting;
+    uint32_t msgs_sent;          /* of rd.msgs, those sent */
     int persist_rc;
     char persist_err[RAFT_ERRMSG_MAX];
     raft_index compact_to;       /* a checkpoint is durable here: compact the log */
@@ -764,15 +765,21 @@ static void persist_work(uv_work_t *w)
         chunk_store(g, &g->rd.chunk);
 }
 
+/* Send the ready's messages up to end (those before it not sent yet). */
+static void send_msgs(struct group *g, uint32_t end)
+{
+    for (; g->msgs_sent < end; g->msgs_sent++) {
+        send_msg(g->srv, g->shard, &g->rd.msgs[g->msgs_sent]);
+    }
+    flush_msgs(g->srv);
+}
+
 /* The ready is durable: send, apply, answer, advance. */
 static void finish_ready(struct group *g)
 {
     struct meta_server *s = g->srv;
 
-    for (uint32_t i = g->rd.early_count; i < g->rd.msg_count; i++) {
-        send_msg(s, g->shard, &g->rd.msgs[i]);
-    }
-    flush_msgs(s);
+    send_msgs(g, g->rd.msg_count);
     for (uint32_t i = 0; i < g->rd.read_count; i++) {
         for (uint32_t k = 0; k < g->pending_count; k++) {
             struct pending *p = &g->pending[k];
@@ -823,21 +830,21 @@ static void finish_ready(struct group *g)
     serve_ready_reads(g);
 }
 
-static void persist_done(struct group *g, int status)
+static void persist_check(struct group *g, int status)
 {
     if (status != 0 || g->persist_rc != 0) {
         /* a failed fsync is never retried (style §3): stop this replica */
         ar_log(AR_LOG_ERROR, "shard %u: %s: exiting", g->shard, g->persist_err);
         exit(1);
     }
-    finish_ready(g);
 }
 
 static void persist_after(uv_work_t *w, int status)
 {
     struct group *g = w->data;
 
-    persist_done(g, status);
+    persist_check(g, status);
+    finish_ready(g);
     group_turn(g);
 }
 
@@ -970,12 +977,22 @@ static void group_turn(struct group *g)
             return; /* work on the checkpoint finishes first (its after-callback turns again) */
         if (!raft_ready(g->node, &g->rd))
             return;
+        g->msgs_sent = 0;
         g->is_persisting = true;
         /* a leader's appends go out while its own disk writes */
-        for (uint32_t i = 0; i < g->rd.early_count; i++) {
-            send_msg(s, g->shard, &g->rd.msgs[i]);
+        send_msgs(g, g->rd.early_count);
+        /* a replica that leads nothing only waits for its disk: it writes on
+         * the loop (what arrives meanwhile waits in the socket and joins the
+         * next write; two thread switches a write saved) and acknowledges
+         * before it applies */
+        bool is_on_loop = g->rd.must_sync && g->compact_to == 0 && !g->rd.has_chunk &&
+                          !leads_a_group(s);
+        if (is_on_loop) {
+            g->persist.data = g;
+            persist_work(&g->persist);
+            persist_check(g, 0);
+            send_msgs(g, g->rd.msg_count);
         }
-        flush_msgs(s);
         /* the committed entries are stable already: apply and answer them
          * now, not after this ready's own disk write */
         for (uint32_t i = 0; i < g->rd.committed_count; i++) {
@@ -983,16 +1000,11 @@ static void group_turn(struct group *g)
         }
         raft_applied_early(g->node, &g->rd);
         serve_ready_reads(g);
-        /* a ready that only moves the commit index needs no disk (raft.h) */
-        if (g->rd.must_sync && g->compact_to == 0 && !g->rd.has_chunk && !leads_a_group(s)) {
-            /* a replica that leads nothing only waits for its disk: what
-             * arrives meanwhile waits in the socket and joins the next
-             * write, and two thread switches a write are saved */
-            g->persist.data = g;
-            persist_work(&g->persist);
-            persist_done(g, 0);
+        if (is_on_loop) {
+            finish_ready(g);
             continue;
         }
+        /* a ready that only moves the commit index needs no disk (raft.h) */
         if (g->rd.must_sync || g->compact_to > 0) {
             g->persist.data = g;
             uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
