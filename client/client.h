@@ -34,6 +34,8 @@ struct ar_client_options {
     bool has_no_session;   /* tools that open nothing need no session */
     bool is_background;    /* every request is background work (arbor restore):
                             * leaders pace it beside live traffic */
+    bool is_low_priority;  /* the client's I/O thread yields the CPU to every
+                            * other thread of the machine (nice 19) */
 };
 
 struct ar_client;
@@ -121,6 +123,8 @@ struct ar_restore_options {
     uint32_t threads;          /* commands in flight (0: 8) */
     uint32_t batch_files;      /* small files a command makes (0: META_RESTORE_FILES_MAX) */
     uint32_t wait_s;           /* wait this long for the archive to reach the moment */
+    bool is_normal_priority;   /* write back at the caller's CPU priority; by default the
+                                * threads that write into the volume run at nice 19 */
     const char *scratch_dir;   /* for a checkpoint's copy (NULL: $TMPDIR or /tmp) */
     void (*progress)(void *ctx, const char *line); /* NULL: quiet */
     void *ctx;

@@ -36,6 +36,11 @@ struct block_cache_stats {
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);
 
+/* Lower the calling thread's CPU priority to the least (nice 19): work
+ * that must not delay a server or a client sharing the machine. Best
+ * effort: lowering needs no privilege. */
+void ar_thread_lower_priority(void);
+
 /* ---- the FUSE device (fusedev.c) -------------------------------------------------------------
  * The read and writev that ar_fuse_parallel_dirops() gives a session. */
 struct fuse_custom_io;

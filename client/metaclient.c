@@ -25,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "client.h"
+#include "internal.h"
 #include "limits.h"
 
 #define CALLS_MAX        4096u  /* calls the loop holds at once */
@@ -660,10 +662,19 @@ static void on_wake(uv_async_t *a)
     }
 }
 
+void ar_thread_lower_priority(void)
+{
+    /* under Linux the nice value is each thread's own, and PRIO_PROCESS
+     * with who 0 names the calling thread (setpriority(2)) */
+    (void)setpriority(PRIO_PROCESS, 0, 19);
+}
+
 static void *loop_main(void *arg)
 {
     struct ar_client *c = arg;
 
+    if (c->opt.is_low_priority)
+        ar_thread_lower_priority();
     uv_run(&c->loop, UV_RUN_DEFAULT);
     return NULL;
 }

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "internal.h"
 #include "limits.h"
 #include "meta.h"
 #include "objstore.h"
@@ -95,6 +96,7 @@ struct restore {
     size_t dir_end;
     atomic_size_t next_job;
     atomic_uint workers_done;
+    void *(*thread_fn)(void *); /* what the pool's threads run */
     atomic_uint_fast64_t done_files;
     atomic_uint_fast64_t bytes;
     atomic_uint_fast64_t xattrs;
@@ -390,6 +392,15 @@ static int make_dir(struct restore *r, struct dir_pair *d, const char *name,
     return 0;
 }
 
+static void *pool_thread(void *arg)
+{
+    struct restore *r = arg;
+
+    if (!r->o->is_normal_priority)
+        ar_thread_lower_priority();
+    return r->thread_fn(r);
+}
+
 /* Run n copies of fn (the restore's thread count) until each returns;
  * say how far files got each second while they run. */
 static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
@@ -401,8 +412,9 @@ static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
     if (t == NULL)
         return set_error(r, -ENOMEM, "out of memory");
     atomic_store(&r->workers_done, 0);
+    r->thread_fn = fn;
     for (; started < n; started++) {
-        if (pthread_create(&t[started], NULL, fn, r) != 0)
+        if (pthread_create(&t[started], NULL, pool_thread, r) != 0)
             break;
     }
     if (started == 0)
@@ -1154,9 +1166,12 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64,
              mix(fnv1a(o->path, strlen(o->path)) ^ o->at_ns));
 
-    /* all of a restore is background work: leaders pace it beside live traffic */
+    /* all of a restore is background work: leaders pace it beside live
+     * traffic, and what sends it yields the CPU to a server or a live
+     * client on this machine (the rebuild before it only reads) */
     struct ar_client_options mo = o->meta;
     mo.is_background = true;
+    mo.is_low_priority = !o->is_normal_priority;
     out = ar_malloc(sizeof(*out));
     rc = out != NULL ? ar_client_open(&mo, &r.client, errmsg) : -ENOMEM;
     if (rc == 0)

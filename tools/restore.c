@@ -32,6 +32,9 @@ static void usage(FILE *f)
             "  --list           print the moments of the recovery window at which PATH\n"
             "                   or anything under it changed, to help pick TIME\n"
             "  --threads N      commands in flight (default 8)\n"
+            "  --priority P     low (default): the threads that write into the volume\n"
+            "                   run at nice 19, so that a server or a training job on\n"
+            "                   this machine comes first; normal: at this command's own\n"
             "  --wait S         wait this long for the archive to reach TIME (default 15)\n"
             "  --meta ADDR,...  the cluster (default: the local one arbor up runs)\n"
             "  --store URL      read the archive from this store (default: the volume's)\n\n"
@@ -347,6 +350,7 @@ int cmd_restore(int argc, char **argv)
         {"replace", no_argument, NULL, 'r'},
         {"list", no_argument, NULL, 'l'},
         {"threads", required_argument, NULL, 't'},
+        {"priority", required_argument, NULL, 'p'},
         {"wait", required_argument, NULL, 'w'},
         {"meta", required_argument, NULL, 'm'},
         {"store", required_argument, NULL, 's'},
@@ -381,6 +385,13 @@ int cmd_restore(int argc, char **argv)
                 return 2;
             }
             o.threads = (uint32_t)v;
+            break;
+        case 'p':
+            if (strcmp(optarg, "low") != 0 && strcmp(optarg, "normal") != 0) {
+                fprintf(stderr, "arbor restore: --priority wants low or normal, not %s\n", optarg);
+                return 2;
+            }
+            o.is_normal_priority = strcmp(optarg, "normal") == 0;
             break;
         case 'w':
             if (!cmd_parse_size(optarg, &v) || v > 3600) {

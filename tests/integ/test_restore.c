@@ -799,6 +799,51 @@ static void staging_in(const char *dir, char *out, size_t cap)
 
 /* A restore killed half way leaves only its hidden tree; the same command
  * again removes it and finishes. */
+/* The nice value of process pid's thread tid (proc(5): field 19), or 99. */
+static int thread_nice(pid_t pid, const char *tid)
+{
+    char path[128];
+    char line[1024];
+    int nice = 99;
+
+    snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, tid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return nice;
+    if (fgets(line, sizeof(line), fp) != NULL) {
+        /* after the name in parentheses, field 3 on; nice is the 17th */
+        char *p = strrchr(line, ')');
+        for (int field = 2; p != NULL && field < 19; field++) {
+            p = strchr(p + 1, ' ');
+        }
+        if (p != NULL)
+            nice = atoi(p + 1);
+    }
+    fclose(fp);
+    return nice;
+}
+
+/* How many of pid's threads run at nice 19; *main_nice: its first thread's. */
+static int threads_at_nice_19(pid_t pid, int *main_nice)
+{
+    char path[64];
+    char tid[32];
+    int count = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    snprintf(tid, sizeof(tid), "%d", (int)pid);
+    *main_nice = thread_nice(pid, tid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) { /* bounded by its threads */
+        if (e->d_name[0] != '.' && thread_nice(pid, e->d_name) == 19)
+            count++;
+    }
+    if (d != NULL)
+        closedir(d);
+    return count;
+}
+
 static void test_restore_killed_half_way_starts_over(void **state)
 {
     struct fixture *f = *state;
@@ -840,10 +885,15 @@ static void test_restore_killed_half_way_starts_over(void **state)
         if (hidden[0] == '\0')
             usleep(5000);
     }
+    /* what writes into the volume yields the CPU; the command itself does not */
+    int main_nice = 0;
+    int low_threads = threads_at_nice_19(pid, &main_nice);
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
     assert_true(hidden[0] != '\0');
+    assert_int_equal(main_nice, 0);
+    assert_true(low_threads >= 1); /* the connection's I/O thread at least */
     assert_true(WIFSIGNALED(status)); /* it was still at work */
     snprintf(p, sizeof(p), "%s/back", m->dir);
     struct stat st;
