@@ -356,8 +356,9 @@ void meta_shard_free(struct meta_shard *s)
     if (s == NULL)
         return;
     for (uint64_t i = 0; i < s->exts.cap; i++) {
-        if (s->exts.keys[i] != META_NIL && s->exts.keys[i] != META_MAP_GONE) {
-            struct meta__ext *x = (struct meta__ext *)(uintptr_t)s->exts.vals[i];
+        uint32_t key = s->exts.slots[i].key;
+        if (key != META_NIL && key != META_MAP_GONE) {
+            struct meta__ext *x = (struct meta__ext *)(uintptr_t)meta__map_slot_val(&s->exts.slots[i]);
             ar_free(x->target);
             ar_free(x->xattrs);
             ar_free(x);

@@ -282,9 +282,13 @@ void meta__map_init(struct meta__map *m)
 
 void meta__map_fini(struct meta__map *m)
 {
-    ar_free(m->keys);
-    ar_free(m->vals);
+    ar_free(m->slots);
     memset(m, 0, sizeof(*m));
+}
+
+static void slot_set_val(struct meta__map_slot *slot, uint64_t v)
+{
+    memcpy(slot->val, &v, sizeof(v));
 }
 
 static uint64_t map_find(const struct meta__map *m, uint32_t key)
@@ -292,7 +296,7 @@ static uint64_t map_find(const struct meta__map *m, uint32_t key)
     uint64_t i = slot_of(meta__hash_u64(0, key), m->cap);
 
     for (uint64_t probes = 0; probes < m->cap; probes++) {
-        if (m->keys[i] == META_NIL || m->keys[i] == key)
+        if (m->slots[i].key == META_NIL || m->slots[i].key == key)
             return i;
         i = i + 1 == m->cap ? 0 : i + 1;
     }
@@ -304,9 +308,9 @@ bool meta__map_get(const struct meta__map *m, uint32_t key, uint64_t *val)
     if (m->cap == 0)
         return false;
     uint64_t i = map_find(m, key);
-    if (i == m->cap || m->keys[i] != key)
+    if (i == m->cap || m->slots[i].key != key)
         return false;
-    *val = m->vals[i];
+    *val = meta__map_slot_val(&m->slots[i]);
     return true;
 }
 
@@ -314,19 +318,16 @@ static int map_resize(struct meta__map *m, uint64_t cap)
 {
     struct meta__map bigger = {.cap = cap};
 
-    bigger.keys = ar_malloc(cap * sizeof(uint32_t));
-    bigger.vals = ar_malloc(cap * sizeof(uint64_t));
-    if (bigger.keys == NULL || bigger.vals == NULL) {
-        ar_free(bigger.keys);
-        ar_free(bigger.vals);
+    bigger.slots = ar_malloc(cap * sizeof(*bigger.slots));
+    if (bigger.slots == NULL)
         return -ENOMEM;
+    for (uint64_t i = 0; i < cap; i++) {
+        bigger.slots[i].key = META_NIL;
     }
-    memset(bigger.keys, 0xff, cap * sizeof(uint32_t));
     for (uint64_t i = 0; i < m->cap; i++) {
-        if (m->keys[i] != META_NIL && m->keys[i] != META_MAP_GONE) {
-            uint64_t j = map_find(&bigger, m->keys[i]);
-            bigger.keys[j] = m->keys[i];
-            bigger.vals[j] = m->vals[i];
+        if (m->slots[i].key != META_NIL && m->slots[i].key != META_MAP_GONE) {
+            uint64_t j = map_find(&bigger, m->slots[i].key);
+            bigger.slots[j] = m->slots[i];
             bigger.count++;
         }
     }
@@ -350,11 +351,11 @@ int meta__map_put(struct meta__map *m, uint32_t key, uint64_t val)
         return rc;
     uint64_t i = map_find(m, key);
     AR_ASSERT(i < m->cap);
-    if (m->keys[i] != key) {
-        m->keys[i] = key;
+    if (m->slots[i].key != key) {
+        m->slots[i].key = key;
         m->count++;
     }
-    m->vals[i] = val;
+    slot_set_val(&m->slots[i], val);
     return 0;
 }
 
@@ -362,8 +363,8 @@ void meta__map_replace(struct meta__map *m, uint32_t key, uint64_t val)
 {
     AR_ASSERT(m->cap > 0);
     uint64_t i = map_find(m, key);
-    AR_ASSERT(i < m->cap && m->keys[i] == key);
-    m->vals[i] = val;
+    AR_ASSERT(i < m->cap && m->slots[i].key == key);
+    slot_set_val(&m->slots[i], val);
 }
 
 void meta__map_del(struct meta__map *m, uint32_t key)
@@ -371,14 +372,14 @@ void meta__map_del(struct meta__map *m, uint32_t key)
     if (m->cap == 0)
         return;
     uint64_t i = map_find(m, key);
-    if (i == m->cap || m->keys[i] != key)
+    if (i == m->cap || m->slots[i].key != key)
         return;
-    m->keys[i] = META_MAP_GONE;
+    m->slots[i].key = META_MAP_GONE;
     m->count--;
     m->gone++;
 }
 
 uint64_t meta__map_bytes(const struct meta__map *m)
 {
-    return m->cap * (sizeof(uint32_t) + sizeof(uint64_t));
+    return m->cap * sizeof(*m->slots);
 }
