@@ -8,8 +8,9 @@
  *
  * A group's turn (after every poll): take the node's ready; send a leader's
  * early messages; persist (append + one fdatasync) on the thread pool, or on
- * the loop in a process that leads no group; then send the rest, apply the committed entries to the shard, answer the
- * clients whose proposals they were and the reads now applied, advance.
+ * the loop in a process that leads no group; then send the rest, apply the
+ * committed entries to the shard, answer the clients whose proposals they
+ * were and the reads now applied, advance.
  *
  * Clients: frames of meta/rpc.proto. A mutation at the leader gets the
  * leader's time and, if it makes an inode or link, a number above every

@@ -358,7 +358,8 @@ void meta_shard_free(struct meta_shard *s)
     for (uint64_t i = 0; i < s->exts.cap; i++) {
         uint32_t key = s->exts.slots[i].key;
         if (key != META_NIL && key != META_MAP_GONE) {
-            struct meta__ext *x = (struct meta__ext *)(uintptr_t)meta__map_slot_val(&s->exts.slots[i]);
+            uint64_t v = meta__map_slot_val(&s->exts.slots[i]);
+            struct meta__ext *x = (struct meta__ext *)(uintptr_t)v;
             ar_free(x->target);
             ar_free(x->xattrs);
             ar_free(x);
