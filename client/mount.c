@@ -21,10 +21,19 @@
  * fetched ahead. A stat, truncation or read of an inode first commits
  * what this mount's open files of it hold.
  *
+ * Kept pages: the kernel drops a file's cached pages at every open unless
+ * the open says FOPEN_KEEP_CACHE. A reader's open says it when its
+ * READ_MAP finds the same size, mtime and ctime (the leader's clock; any
+ * data change moves ctime) that this mount recorded at the last open, and
+ * nothing since may have put other bytes in those pages: a write or a
+ * writer's open here, or a read that used another version (checked after
+ * its reply is in the pages, so a read racing an open is seen by one of
+ * the two). A training job's next epoch then reads the kernel's pages.
+ *
  * Threads: libfuse's (one or many); the metadata client's loop; the
  * store's workers for uploads and read-ahead. Locks, in this order: an
- * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu and
- * listed_mu are taken alone. */
+ * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
+ * listed_mu and kept_mu are taken alone. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
@@ -49,6 +58,15 @@
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define READDIR_ENTRIES 512u
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
+#define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
+
+/* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
+ * and the leader moves ctime (strictly increasing) at every change. */
+struct data_version {
+    uint64_t size;
+    int64_t mtime_ns;
+    int64_t ctime_ns;
+};
 
 struct open_file {
     struct open_file *next;         /* the mount's open files, under files_mu */
@@ -69,6 +87,7 @@ struct open_file {
     uint64_t map_gen;
     uint64_t map_until_ms;          /* used until then (the attribute timeout): a
                                      * reader open for long sees other mounts' writes */
+    struct data_version version;    /* a reader's file as its open found it */
 };
 
 struct cached_block {
@@ -116,6 +135,14 @@ struct mnt {
      * A hint: a slot another directory took only costs a fuller listing. */
     pthread_mutex_t listed_mu;
     struct { uint64_t dir; uint64_t until_ms; } listed[LISTED_SLOTS];
+    /* The version of the bytes the kernel may hold in a file's pages, by a
+     * hash of its inode (a slot another file took costs one re-read). */
+    pthread_mutex_t kept_mu;
+    struct {
+        uint64_t ino;               /* 0: empty */
+        struct data_version version;
+        bool is_mixed;              /* other bytes may have reached the pages since */
+    } kept[KEPT_SLOTS];
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -877,6 +904,53 @@ static bool file_free(struct mnt *m, struct open_file *f)
     return was_held;
 }
 
+static bool version_equal(const struct data_version *a, const struct data_version *b)
+{
+    return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+static struct data_version version_of(const struct meta_attr *a)
+{
+    return (struct data_version){.size = a->size, .mtime_ns = a->mtime_ns,
+                                 .ctime_ns = a->ctime_ns};
+}
+
+static uint32_t kept_slot(uint64_t ino)
+{
+    return (uint32_t)(ino * 0x9e3779b97f4a7c15ull >> 32) % KEPT_SLOTS;
+}
+
+/* A reader opens ino at version v: whether the kernel may keep the pages
+ * it holds (they hold v's bytes and no others). Records v either way. */
+static bool kept_open(struct mnt *m, uint64_t ino, const struct data_version *v)
+{
+    uint32_t slot = kept_slot(ino);
+
+    pthread_mutex_lock(&m->kept_mu);
+    bool is_kept = m->kept[slot].ino == ino && !m->kept[slot].is_mixed &&
+                   version_equal(&m->kept[slot].version, v);
+    if (!is_kept) {
+        m->kept[slot].ino = ino;
+        m->kept[slot].version = *v;
+        m->kept[slot].is_mixed = false;
+    }
+    pthread_mutex_unlock(&m->kept_mu);
+    return is_kept;
+}
+
+/* Bytes of version v (NULL: written here, of no version yet) may be in
+ * ino's pages now: if they are not the recorded version's, the next open
+ * drops the pages. */
+static void kept_filled(struct mnt *m, uint64_t ino, const struct data_version *v)
+{
+    uint32_t slot = kept_slot(ino);
+
+    pthread_mutex_lock(&m->kept_mu);
+    if (m->kept[slot].ino == ino && (v == NULL || !version_equal(&m->kept[slot].version, v)))
+        m->kept[slot].is_mixed = true;
+    pthread_mutex_unlock(&m->kept_mu);
+}
+
 /* Resolve chunk 0 of a reader's file into f->map: the open finds out the
  * inode is gone (ESTALE, on which the kernel walks the path again), and
  * the first reads need no round trip. */
@@ -890,6 +964,7 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     if (rc != 0)
         return rc;
     const struct meta_reply *r = &out->r.reply;
+    f->version = version_of(&r->attr);
     f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
     if (f->map == NULL)
         return 0; /* its reads resolve the chunk themselves */
@@ -929,6 +1004,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)f;
     /* a reader's close has nothing to commit: no FLUSH round trip for it */
     fi->noflush = is_read_only;
+    if (is_read_only)
+        fi->keep_cache = kept_open(m, ino, &f->version);
+    else
+        kept_filled(m, ino, NULL); /* its writes go through the pages */
     fuse_reply_open(req, fi);
 }
 
@@ -979,7 +1058,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     size_t done = 0;
     int rc = 0;
 
-    (void)ino;
     if (at + size > META_FILE_BYTES_MAX) {
         fuse_reply_err(req, EFBIG);
         return;
@@ -1011,6 +1089,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
             rc = commit(m, req, f);
     }
     pthread_mutex_unlock(&f->mu);
+    kept_filled(m, ino, NULL); /* the kernel put these bytes in the pages */
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
     else
@@ -1028,6 +1107,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     int rc = dst != NULL ? 0 : -ENOMEM;
     /* where the last read ended: a reader going on from there reads ahead */
     bool is_sequential = __atomic_load_n(&f->read_end, __ATOMIC_RELAXED) == (uint64_t)off;
+    struct data_version used = f->version; /* of the bytes read: a reader's from its open */
+    bool has_used = f->is_read_only;
+    bool is_one_version = true;
 
     if (rc == 0)
         rc = commit_ino(m, req, ino); /* reads see every write that returned */
@@ -1051,6 +1133,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             count = out->r.reply.slice_count;
             file_size = out->r.reply.attr.size;
             chunk_offset = out->r.reply.chunk_offset;
+            struct data_version v = version_of(&out->r.reply.attr);
+            is_one_version = is_one_version && (!has_used || version_equal(&v, &used));
+            used = v;
+            has_used = true;
         }
         if (end > file_size)
             end = file_size;
@@ -1082,10 +1168,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (rc == 0)
         __atomic_store_n(&f->read_end, end > (uint64_t)off ? end : (uint64_t)off,
                          __ATOMIC_RELAXED);
-    if (rc != 0)
+    if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
-    else
+    } else {
         fuse_reply_buf(req, (const char *)dst, end > (uint64_t)off ? end - (uint64_t)off : 0);
+        /* after the reply: the bytes are in the pages now (kept pages) */
+        if (has_used)
+            kept_filled(m, ino, is_one_version ? &used : NULL);
+    }
     ar_free(dst);
 }
 
@@ -1492,6 +1582,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         pthread_mutex_init(&m->cache_mu, NULL);
         pthread_mutex_init(&m->files_mu, NULL);
         pthread_mutex_init(&m->listed_mu, NULL);
+        pthread_mutex_init(&m->kept_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
         /* default_permissions: the kernel checks permissions as it does for
          * a local file system, in the same order (a path's search rights

@@ -292,6 +292,11 @@ static void test_mount_close_to_open_across_mounts(void **state)
     fill(data, sizeof(data), 4);
     write_file(b, data, sizeof(data));
     expect_file(a, data, sizeof(data));
+    /* the first mount has read the file (its pages hold it); the second
+     * changes it, same size: the next open drops those pages */
+    fill(data, sizeof(data), 5);
+    write_file(b, data, sizeof(data));
+    expect_file(a, data, sizeof(data));
     mount_stop(two);
     mount_stop(one);
 }
@@ -739,6 +744,61 @@ static void shell_in(const char *dir, const char *script)
     assert_int_equal(system(cmd), 0);
 }
 
+/* An open that finds a file as this mount last opened it keeps the
+ * kernel's pages: read again with the store and the disk cache emptied, it
+ * still reads back, with no block fetched. A write here, or on another
+ * mount, drops them. The mount caches attributes for 60 s, so the kernel
+ * does not notice a change itself: only the mount's open can tell. */
+static void test_mount_keeps_pages_of_unchanged_files(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "60");
+    struct mount_proc *writer = mount_start(f, "w", "0");
+    char kept[600];
+    char other[600];
+
+    snprintf(kept, sizeof(kept), "%s/kept", mp->dir);
+    pattern_write(kept, 70000, 910, true);
+    pattern_expect(kept, 70000, 910); /* its pages now hold it */
+    /* other blocks through the mount's memory cache, so that it holds
+     * none of this file's */
+    for (int i = 0; i < 40; i++) {
+        snprintf(other, sizeof(other), "%s/other_%d", mp->dir, i);
+        pattern_write(other, 5000, 920 + (uint64_t)i, false);
+        pattern_expect(other, 5000, 920 + (uint64_t)i);
+    }
+    /* the blocks' directory goes (the running store holds its parent open) */
+    shell_in(f->dir, "for b in node*/blocks; do if [ -d \"$b/s\" ]; then mv \"$b/s\" \"$b.s\"; fi; "
+                     "done; find cache -type f -delete");
+    pattern_expect(kept, 70000, 910);
+    /* those bytes came from the kernel's pages: without them, the read
+     * reaches the mount, and the mount has no block to give */
+    shell_in(f->dir, "sync && echo 1 > /proc/sys/vm/drop_caches");
+    uint8_t buf[4096];
+    int fd = open(kept, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
+    /* rewritten here, same size: read back as written, not as kept */
+    pattern_write(kept, 70000, 911, true);
+    pattern_expect(kept, 70000, 911);
+    shell_in(f->dir, "for b in node*/blocks; do if [ -d \"$b.s\" ]; then mkdir -p \"$b/s\" && "
+                     "cp -a \"$b.s/.\" \"$b/s/\" && rm -rf \"$b.s\"; fi; done");
+    /* a file another mount wrote, read here twice (its pages kept), then
+     * rewritten there, same size: the next open here drops the pages (the
+     * kernel's attributes are under 60 s old and say nothing) */
+    snprintf(other, sizeof(other), "%s/shared", writer->dir);
+    snprintf(kept, sizeof(kept), "%s/shared", mp->dir);
+    pattern_write(other, 70000, 930, true);
+    pattern_expect(kept, 70000, 930);
+    pattern_expect(kept, 70000, 930);
+    pattern_write(other, 70000, 931, true);
+    pattern_expect(kept, 70000, 931);
+    mount_stop(writer);
+    mount_stop(mp);
+}
+
 /* The disk cache: a block once read or written is read from local disk
  * (the store may even lose it); a damaged copy is never believed; the
  * cache stays within its bound. */
@@ -963,6 +1023,7 @@ int main(void)
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_disk_cache),
+        T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_copy_survives_a_leader_crash),
