@@ -23,8 +23,8 @@
  *
  * Kept pages: the kernel drops a file's cached pages at every open unless
  * the open says FOPEN_KEEP_CACHE. A reader's open says it when its
- * READ_MAP finds the same size, mtime and ctime (the leader's clock; any
- * data change moves ctime) that this mount recorded at the last open, and
+ * READ_MAP finds the same size, mtime and ctime (the leader's clock; every
+ * data change sets ctime) that this mount recorded at the last open, and
  * nothing since may have put other bytes in those pages: a write or a
  * writer's open here, or a read that used another version (checked after
  * its reply is in the pages, so a read racing an open is seen by one of
@@ -61,7 +61,7 @@
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
- * and the leader moves ctime (strictly increasing) at every change. */
+ * and every change sets ctime from the leader's clock, in ns. */
 struct data_version {
     uint64_t size;
     int64_t mtime_ns;
