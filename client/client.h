@@ -12,7 +12,8 @@
  * Threads: the client runs its own libuv loop on a thread of its own. Any
  * number of threads may call ar_client_call() at once; each waits for its
  * own answer, and the requests of all of them share one connection per
- * server (pipelined, matched by request id).
+ * server (pipelined, matched by request id). ar_client_start() hands a
+ * call over without waiting; its answer reaches a callback.
  */
 #ifndef ARBOR_CLIENT_H
 #define ARBOR_CLIENT_H
@@ -55,6 +56,16 @@ void ar_client_close(struct ar_client *c);
  * borrowed until the call returns. */
 int ar_client_call(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
                    enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out);
+
+/* The same call without waiting: done(arg, rc) runs on the client's thread
+ * when it ends, rc and *out as ar_client_call would have given them. done
+ * must not block (it may start another call this way, not wait for one).
+ * cmd, its buffers and out are borrowed until then. 0, or -ECANCELED (the
+ * client is stopping) or -ENOMEM, and then done never runs. */
+typedef void (*ar_client_done_fn)(void *arg, int rc);
+int ar_client_start(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
+                    enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out,
+                    ar_client_done_fn done, void *arg);
 
 /* The shard whose lease holds inode number ino (META_ROOT_SHARD if none). */
 uint32_t ar_client_shard_of(struct ar_client *c, uint64_t ino);

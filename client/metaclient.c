@@ -2,8 +2,9 @@
  *
  * One libuv loop on a thread of its own holds a connection per known server
  * and every call in flight. Callers hand a call over through a mutex-guarded
- * queue and uv_async_send(), then wait on the call's condition variable;
- * the loop finishes the call and signals it.
+ * queue and uv_async_send(), then wait on the call's semaphore, which the
+ * loop posts when it finishes the call; or (ar_client_start) go on at once,
+ * and the loop runs their callback instead.
  *
  * A call's life: sent to the shard's leader as last learned (or the next
  * server in turn); an answer -AR_ENOTLEADER moves it to the leader named in
@@ -55,8 +56,10 @@ struct call {
     uint32_t data_cap;
     uint64_t session;            /* HEARTBEAT */
     struct meta_response_buf *out;
-    call_done_fn done;           /* NULL: a thread waits on cond */
+    call_done_fn done;           /* NULL: a thread waits on finished */
     sem_t finished;              /* posted once the call is finished */
+    ar_client_done_fn user_done; /* ar_client_start's */
+    void *user_arg;
     int rc;
     struct call *next;           /* the submit queue */
     /* the loop's */
@@ -681,6 +684,26 @@ static void *loop_main(void *arg)
 
 /* ---- the entry points (any thread) ---------------------------------------------------------- */
 
+/* Queue k for the loop; -ECANCELED if the client is stopping. */
+static int submit(struct ar_client *c, struct call *k)
+{
+    pthread_mutex_lock(&c->mu);
+    bool is_stopping = c->is_stopping;
+    if (!is_stopping) {
+        if (c->queue_tail != NULL)
+            c->queue_tail->next = k;
+        else
+            c->queue_head = k;
+        c->queue_tail = k;
+        c->stats.calls++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (is_stopping)
+        return -ECANCELED;
+    uv_async_send(&c->wake);
+    return 0;
+}
+
 static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
                    const struct meta_cmd *cmd, enum meta_read_mode mode, uint32_t data_cap,
                    struct meta_response_buf *out)
@@ -689,27 +712,38 @@ static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
                      .data_cap = data_cap, .out = out};
 
     sem_init(&k.finished, 0, 0);
-    pthread_mutex_lock(&c->mu);
-    bool is_stopping = c->is_stopping;
-    if (!is_stopping) {
-        if (c->queue_tail != NULL)
-            c->queue_tail->next = &k;
-        else
-            c->queue_head = &k;
-        c->queue_tail = &k;
-        c->stats.calls++;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (is_stopping) {
-        sem_destroy(&k.finished);
-        return -ECANCELED;
-    }
-    uv_async_send(&c->wake);
+    int rc = submit(c, &k);
     /* bounded: the loop finishes every call by its deadline */
-    while (sem_wait(&k.finished) != 0 && errno == EINTR) {
+    while (rc == 0 && sem_wait(&k.finished) != 0 && errno == EINTR) {
     }
     sem_destroy(&k.finished);
-    return k.rc;
+    return rc != 0 ? rc : k.rc;
+}
+
+/* An ar_client_start call ended: its callback, then it is freed. */
+static void started_done(struct ar_client *c, struct call *k)
+{
+    (void)c;
+    k->user_done(k->user_arg, k->rc);
+    ar_free(k);
+}
+
+int ar_client_start(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
+                    enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out,
+                    ar_client_done_fn done, void *arg)
+{
+    AR_ASSERT(c != NULL && cmd != NULL && out != NULL && done != NULL);
+    struct call *k = ar_malloc(sizeof(*k));
+
+    if (k == NULL)
+        return -ENOMEM;
+    *k = (struct call){.shard = shard, .kind = META_REQ_COMMAND, .cmd = cmd, .mode = mode,
+                       .data_cap = data_cap, .out = out, .done = started_done,
+                       .user_done = done, .user_arg = arg};
+    int rc = submit(c, k);
+    if (rc != 0)
+        ar_free(k);
+    return rc;
 }
 
 int ar_client_call(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,

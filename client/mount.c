@@ -30,10 +30,13 @@
  * its reply is in the pages, so a read racing an open is seen by one of
  * the two). A training job's next epoch then reads the kernel's pages.
  *
- * Threads: libfuse's (one or many); the metadata client's loop; the
+ * Threads: libfuse's (one or many); the metadata client's loop, which
+ * answers lookups, getattrs and readers' opens itself (struct query); the
  * store's workers for uploads and read-ahead. Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
- * listed_mu and kept_mu are taken alone. */
+ * listed_mu, kept_mu, queries_mu and dead_mu are taken alone. The client's
+ * loop takes only the last three: the others are held across calls that
+ * wait for that loop. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
@@ -59,6 +62,7 @@
 #define READDIR_ENTRIES 512u
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
+#define QUERIES_SPARE   64u         /* finished queries kept for reuse */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */
@@ -71,6 +75,7 @@ struct data_version {
 struct open_file {
     struct open_file *next;         /* the mount's open files, under files_mu */
     struct open_file *prev;
+    struct open_file *dead_next;    /* an open that failed on the client's thread (dead_mu) */
     uint64_t ino;
     pthread_mutex_t mu;
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
@@ -98,6 +103,25 @@ struct cached_block {
     uint8_t *data;
 };
 
+struct mnt;
+
+/* A lookup, a getattr or a reader's open that the metadata client's thread
+ * answers (query_send): the FUSE thread that took it goes back to the
+ * kernel at once instead of sleeping through the round trip, and no thread
+ * is woken to reply. */
+struct query {
+    struct query *next;             /* the spares */
+    struct mnt *m;
+    fuse_req_t req;
+    struct meta_cmd cmd;
+    bool has_groups;                /* sent with the caller's supplementary groups */
+    char name[META_NAME_BYTES_MAX];
+    struct open_file *f;            /* READ_MAP: the reader's open file */
+    struct fuse_file_info fi;       /* and the kernel's open, copied */
+    uint64_t gen;                   /* and data_gen when it was sent */
+    struct meta_response_buf *out;
+};
+
 struct mnt {
     struct ar_client *mc;
     struct obj_store *store;
@@ -119,6 +143,12 @@ struct mnt {
     struct { uint64_t slice; uint32_t index; } ahead[AHEAD_MAX]; /* under cache_mu; slice 0: free */
     struct block_cache *disk;       /* NULL: no disk cache */
     pthread_key_t out_key;          /* a response buffer per FUSE thread */
+    pthread_mutex_t queries_mu;
+    struct query *query_spares;     /* under queries_mu */
+    uint32_t query_spare_count;
+    uint64_t queries_running;       /* atomic: started, not answered */
+    pthread_mutex_t dead_mu;
+    struct open_file *dead_files;   /* under dead_mu: freed by a FUSE thread (files_reap) */
     pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
     struct open_file *files;
     /* Read-only opens take no hold (no commit): a removal on this mount
@@ -595,38 +625,143 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want &= ~FUSE_CAP_READDIRPLUS; /* the kernel would keep none of it */
 }
 
+/* ---- queries answered on the metadata client's thread ---- */
+
+static struct query *query_new(struct mnt *m, fuse_req_t req, enum meta_op op, uint64_t ino)
+{
+    pthread_mutex_lock(&m->queries_mu);
+    struct query *q = m->query_spares;
+    if (q != NULL) {
+        m->query_spares = q->next;
+        m->query_spare_count--;
+    }
+    pthread_mutex_unlock(&m->queries_mu);
+    if (q == NULL) {
+        q = ar_malloc(sizeof(*q));
+        /* the answer's room: only the pages a decode writes become memory */
+        struct meta_response_buf *out = q != NULL ? ar_malloc(sizeof(*out)) : NULL;
+        if (out == NULL) {
+            ar_free(q);
+            return NULL;
+        }
+        q->out = out;
+    }
+    q->m = m;
+    q->req = req;
+    q->cmd = (struct meta_cmd){.op = op, .ino = ino};
+    q->has_groups = false;
+    q->f = NULL;
+    return q;
+}
+
+static void query_free(struct query *q)
+{
+    struct mnt *m = q->m;
+
+    pthread_mutex_lock(&m->queries_mu);
+    bool is_kept = m->query_spare_count < QUERIES_SPARE;
+    if (is_kept) {
+        q->next = m->query_spares;
+        m->query_spares = q;
+        m->query_spare_count++;
+    }
+    pthread_mutex_unlock(&m->queries_mu);
+    if (!is_kept) {
+        ar_free(q->out);
+        ar_free(q);
+    }
+}
+
+static void query_done(void *arg, int rc);
+static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen);
+static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
+                              struct open_file *f);
+static void file_dead(struct mnt *m, struct open_file *f);
+
+/* Send q; its answer goes to the kernel from query_done. */
+static void query_send(struct query *q)
+{
+    struct mnt *m = q->m;
+    uint32_t shard = ar_client_shard_of(m->mc, q->cmd.ino);
+
+    __atomic_add_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
+    int rc = ar_client_start(m->mc, shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
+                             query_done, q);
+    if (rc != 0) {
+        __atomic_sub_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
+        fuse_reply_err(q->req, err_of(rc));
+        if (q->f != NULL)
+            file_dead(m, q->f);
+        query_free(q);
+    }
+}
+
+/* On the metadata client's thread: never blocks but for the rare groups. */
+static void query_done(void *arg, int rc)
+{
+    struct query *q = arg;
+    struct mnt *m = q->m;
+
+    __atomic_sub_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
+    /* refused for want of permission: once more with the caller's groups,
+     * as run() does */
+    if ((rc == -EACCES || rc == -EPERM) && !q->has_groups && q->cmd.cred.uid != 0) {
+        q->has_groups = true;
+        cred_of(q->req, &q->cmd.cred, true);
+        if (q->cmd.cred.group_count > 0) {
+            query_send(q);
+            return;
+        }
+    }
+    if (rc != 0) {
+        fuse_reply_err(q->req, q->cmd.op == META_OP_LOOKUP ? err_of(rc) : err_of_ino(rc));
+        if (q->f != NULL)
+            file_dead(m, q->f);
+    } else if (q->cmd.op == META_OP_READ_MAP) {
+        map_fill(m, q->f, &q->out->r.reply, q->gen);
+        reply_reader_open(m, q->req, &q->fi, q->f);
+    } else if (q->cmd.op == META_OP_LOOKUP) {
+        reply_entry(m, q->req, &q->out->r.reply.attr);
+    } else {
+        struct stat st;
+        stat_of(m, &q->out->r.reply.attr, &st);
+        fuse_reply_attr(q->req, &st, m->attr_timeout);
+    }
+    query_free(q);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
-                         .name_len = (uint32_t)strlen(name)};
-    struct meta_response_buf *out;
-    int rc = run(m, req, &c, 0, &out);
+    size_t len = strlen(name);
+    struct query *q = len <= META_NAME_BYTES_MAX ? query_new(m, req, META_OP_LOOKUP, parent) : NULL;
 
-    if (rc != 0) {
-        fuse_reply_err(req, err_of(rc));
+    if (q == NULL) {
+        fuse_reply_err(req, len <= META_NAME_BYTES_MAX ? ENOMEM : ENAMETOOLONG);
         return;
     }
-    reply_entry(m, req, &out->r.reply.attr);
+    memcpy(q->name, name, len); /* the kernel's request buffer is the thread's next one */
+    q->cmd.name = q->name;
+    q->cmd.name_len = (uint32_t)len;
+    cred_of(req, &q->cmd.cred, false);
+    query_send(q);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_GETATTR, .ino = ino};
-    struct meta_response_buf *out;
-    struct stat st;
+    struct query *q;
 
     (void)fi;
     int rc = commit_ino(m, req, ino);
-    if (rc == 0)
-        rc = run(m, req, &c, 0, &out);
+    if (rc == 0 && (q = query_new(m, req, META_OP_GETATTR, ino)) == NULL)
+        rc = -ENOMEM;
     if (rc != 0) {
         fuse_reply_err(req, err_of_ino(rc));
         return;
     }
-    stat_of(m, &out->r.reply.attr, &st);
-    fuse_reply_attr(req, &st, m->attr_timeout);
+    cred_of(req, &q->cmd.cred, false);
+    query_send(q);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -954,6 +1089,20 @@ static void kept_filled(struct mnt *m, uint64_t ino, const struct data_version *
 /* Resolve chunk 0 of a reader's file into f->map: the open finds out the
  * inode is gone (ESTALE, on which the kernel walks the path again), and
  * the first reads need no round trip. */
+static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen)
+{
+    f->version = version_of(&r->attr);
+    f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
+    if (f->map == NULL)
+        return; /* its reads resolve the chunk themselves */
+    if (r->slice_count > 0)
+        memcpy(f->map, r->slices, sizeof(*f->map) * r->slice_count);
+    f->map_count = r->slice_count;
+    f->map_size = r->attr.size;
+    f->map_gen = gen;
+    f->map_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
+}
+
 static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
 {
     uint64_t gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
@@ -961,20 +1110,49 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
 
-    if (rc != 0)
-        return rc;
-    const struct meta_reply *r = &out->r.reply;
-    f->version = version_of(&r->attr);
-    f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
-    if (f->map == NULL)
-        return 0; /* its reads resolve the chunk themselves */
-    if (r->slice_count > 0)
-        memcpy(f->map, r->slices, sizeof(*f->map) * r->slice_count);
-    f->map_count = r->slice_count;
-    f->map_size = r->attr.size;
-    f->map_gen = gen;
-    f->map_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
-    return 0;
+    if (rc == 0)
+        map_fill(m, f, &out->r.reply, gen);
+    return rc;
+}
+
+/* The reply to a reader's open: its close has nothing to commit (no FLUSH
+ * round trip), and the kernel keeps the file's pages if they still hold
+ * this version's bytes. */
+static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
+                              struct open_file *f)
+{
+    fi->fh = (uint64_t)(uintptr_t)f;
+    fi->noflush = 1;
+    fi->keep_cache = kept_open(m, f->ino, &f->version);
+    fuse_reply_open(req, fi);
+}
+
+/* An open that failed on the client's loop, which must not take files_mu:
+ * a FUSE thread frees it at its next open or release. */
+static void file_dead(struct mnt *m, struct open_file *f)
+{
+    pthread_mutex_lock(&m->dead_mu);
+    f->dead_next = m->dead_files;
+    m->dead_files = f;
+    pthread_mutex_unlock(&m->dead_mu);
+}
+
+static void files_reap(struct mnt *m)
+{
+    if (__atomic_load_n(&m->dead_files, __ATOMIC_ACQUIRE) == NULL)
+        return;
+    pthread_mutex_lock(&m->dead_mu);
+    struct open_file *f = m->dead_files;
+    m->dead_files = NULL;
+    pthread_mutex_unlock(&m->dead_mu);
+    /* bounded by the opens that failed */
+    while (f != NULL) {
+        struct open_file *next = f->dead_next;
+        uint64_t ino = f->ino;
+        if (file_free(m, f)) /* a removal here held it meanwhile */
+            hold(m, NULL, ino, META_OP_RELEASE);
+        f = next;
+    }
 }
 
 /* A reader's open commits nothing: the session's hold only matters once
@@ -986,12 +1164,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
     bool is_read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
+    files_reap(m);
     struct open_file *f = file_new(m, ino, is_read_only);
     int rc = f == NULL ? -ENOMEM : 0;
 
     /* a reader counted itself (file_new) before it looks at removals: a
      * removal in flight may have missed it */
-    if (rc == 0 && (!is_read_only || __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0))
+    bool is_removing = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0;
+    if (rc == 0 && is_read_only && !is_removing) {
+        struct query *q = query_new(m, req, META_OP_READ_MAP, ino);
+        if (q != NULL) {
+            q->f = f;
+            q->fi = *fi;
+            q->gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
+            cred_of(req, &q->cmd.cred, false);
+            query_send(q);
+            return;
+        }
+    }
+    if (rc == 0 && (!is_read_only || is_removing))
         rc = file_hold(m, req, f);
     if (rc == 0 && is_read_only)
         rc = map_load(m, req, f);
@@ -1001,13 +1192,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, err_of_ino(rc));
         return;
     }
+    if (is_read_only) {
+        reply_reader_open(m, req, fi, f);
+        return;
+    }
     fi->fh = (uint64_t)(uintptr_t)f;
-    /* a reader's close has nothing to commit: no FLUSH round trip for it */
-    fi->noflush = is_read_only;
-    if (is_read_only)
-        fi->keep_cache = kept_open(m, ino, &f->version);
-    else
-        kept_filled(m, ino, NULL); /* its writes go through the pages */
+    kept_filled(m, ino, NULL); /* its writes go through the pages */
     fuse_reply_open(req, fi);
 }
 
@@ -1202,6 +1392,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct mnt *m = fuse_req_userdata(req);
     struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
 
+    files_reap(m);
     pthread_mutex_lock(&f->mu);
     int rc = commit(m, req, f);
     pthread_mutex_unlock(&f->mu);
@@ -1583,6 +1774,8 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         pthread_mutex_init(&m->files_mu, NULL);
         pthread_mutex_init(&m->listed_mu, NULL);
         pthread_mutex_init(&m->kept_mu, NULL);
+        pthread_mutex_init(&m->queries_mu, NULL);
+        pthread_mutex_init(&m->dead_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
         /* default_permissions: the kernel checks permissions as it does for
          * a local file system, in the same order (a path's search rights
@@ -1616,6 +1809,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             rc = fuse_session_loop_mt(se, cfg);
             fuse_loop_cfg_destroy(cfg);
         }
+        /* queries still out reply through the session: let them (bounded by
+         * the client's budget, after which every call has ended) */
+        while (__atomic_load_n(&m->queries_running, __ATOMIC_ACQUIRE) > 0) {
+            usleep(1000);
+        }
         fuse_session_unmount(se);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
@@ -1625,6 +1823,13 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         fuse_session_destroy(se);
     }
     if (m != NULL) {
+        files_reap(m);
+        while (m->query_spares != NULL) {
+            struct query *q = m->query_spares;
+            m->query_spares = q->next;
+            ar_free(q->out);
+            ar_free(q);
+        }
         for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
             ar_free(m->cache[i].data);
         }

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -177,6 +178,7 @@ static void test_mount_names_links_xattrs_and_permissions(void **state)
     char b[600];
     char buf[64];
 
+    assert_int_equal(chmod(f->dir, 0755), 0); /* the other user reaches the mount */
     mp = mount_start(f, "m", "1");
     snprintf(a, sizeof(a), "%s/d", mp->dir);
     assert_int_equal(mkdir(a, 0755), 0);
@@ -239,17 +241,36 @@ static void test_mount_names_links_xattrs_and_permissions(void **state)
     snprintf(a, sizeof(a), "%s/d/private", mp->dir);
     write_file(a, (const uint8_t *)"secret", 6);
     assert_int_equal(chmod(a, 0600), 0);
+    /* a directory only a supplementary group may search: the server sees
+     * that group on the lookup's second try, as the kernel did at once */
+    char g[600];
+    snprintf(g, sizeof(g), "%s/grouped", mp->dir);
+    assert_int_equal(mkdir(g, 0710), 0);
+    assert_int_equal(chown(g, 0, 4242), 0);
+    snprintf(g, sizeof(g), "%s/grouped/f", mp->dir);
+    write_file(g, (const uint8_t *)"ours", 4);
+    assert_int_equal(chown(g, 0, 4242), 0);
+    assert_int_equal(chmod(g, 0640), 0);
+    sleep(2); /* past the attribute timeout: the lookup reaches the server */
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         char c[600];
+        gid_t extra = 4242;
         snprintf(c, sizeof(c), "%s/d/mine", mp->dir);
-        if (setgid(65534) != 0 || setuid(65534) != 0)
+        if (setgroups(1, &extra) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
             _exit(10);
         if (open(a, O_RDONLY) >= 0 || errno != EACCES)
             _exit(11);
         if (open(c, O_WRONLY | O_CREAT, 0644) >= 0 || errno != EACCES)
             _exit(12); /* d is root's, 0755 */
+        struct stat gst;
+        char got[8];
+        int gfd = open(g, O_RDONLY);
+        if (stat(g, &gst) != 0 || gfd < 0 || read(gfd, got, sizeof(got)) != 4 ||
+            memcmp(got, "ours", 4) != 0)
+            _exit(13);
+        close(gfd);
         _exit(0);
     }
     int status;
