@@ -146,7 +146,6 @@ struct mnt {
     pthread_mutex_t queries_mu;
     struct query *query_spares;     /* under queries_mu */
     uint32_t query_spare_count;
-    uint64_t queries_running;       /* atomic: started, not answered */
     pthread_mutex_t dead_mu;
     struct open_file *dead_files;   /* under dead_mu: freed by a FUSE thread (files_reap) */
     pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
@@ -179,8 +178,8 @@ struct mnt {
 
 static int err_of(int rc)
 {
-    if (rc == -ETIMEDOUT || rc < -4095)
-        return EIO; /* arbor's own codes and a cluster out of reach */
+    if (rc == -ETIMEDOUT || rc == -ECANCELED || rc < -4095)
+        return EIO; /* arbor's own codes, a cluster out of reach, an unmount */
     return rc < 0 ? -rc : rc;
 }
 
@@ -684,11 +683,9 @@ static void query_send(struct query *q)
     struct mnt *m = q->m;
     uint32_t shard = ar_client_shard_of(m->mc, q->cmd.ino);
 
-    __atomic_add_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
     int rc = ar_client_start(m->mc, shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
                              query_done, q);
     if (rc != 0) {
-        __atomic_sub_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
         fuse_reply_err(q->req, err_of(rc));
         if (q->f != NULL)
             file_dead(m, q->f);
@@ -702,7 +699,6 @@ static void query_done(void *arg, int rc)
     struct query *q = arg;
     struct mnt *m = q->m;
 
-    __atomic_sub_fetch(&m->queries_running, 1, __ATOMIC_ACQ_REL);
     /* refused for want of permission: once more with the caller's groups,
      * as run() does */
     if ((rc == -EACCES || rc == -EPERM) && !q->has_groups && q->cmd.cred.uid != 0) {
@@ -1809,11 +1805,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             rc = fuse_session_loop_mt(se, cfg);
             fuse_loop_cfg_destroy(cfg);
         }
-        /* queries still out reply through the session: let them (bounded by
-         * the client's budget, after which every call has ended) */
-        while (__atomic_load_n(&m->queries_running, __ATOMIC_ACQUIRE) > 0) {
-            usleep(1000);
-        }
+        /* no handler runs now; queries still out reply through the session,
+         * so the client ends them (-ECANCELED) before the session goes */
+        files_reap(m);
+        ar_client_close(m->mc);
+        m->mc = NULL;
         fuse_session_unmount(se);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
@@ -1823,7 +1819,6 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         fuse_session_destroy(se);
     }
     if (m != NULL) {
-        files_reap(m);
         while (m->query_spares != NULL) {
             struct query *q = m->query_spares;
             m->query_spares = q->next;
