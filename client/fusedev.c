@@ -17,11 +17,22 @@
  *
  * Threads: any. An INIT is rare (once a session), so the INITs waiting for
  * their reply sit in a small table under a mutex, with an atomic count that
- * every other reply reads alone. */
+ * every other reply reads alone.
+ *
+ * And the session's loop (fusedev_loop): libfuse's multi-threaded loop
+ * wakes a thread for every request, and a single thread waits out every
+ * blocking one. Here one thread reads them all and runs those that never
+ * block (the mount answers lookups, getattrs and readers' opens from its
+ * metadata client's thread), reading the next without sleeping while the
+ * kernel has more; a request that may block goes to a pool thread with
+ * the buffer it arrived in, and the reader takes a new one. */
 #define FUSE_USE_VERSION 312
 
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -34,6 +45,8 @@
 #define WIRE_OP_INIT          26u
 #define WIRE_PARALLEL_DIROPS  (1u << 18)
 #define INITS_MAX             8u
+#define POOL_MAX              64u
+#define SPARE_BUFS_MAX        64u
 
 static pthread_mutex_t inits_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -118,4 +131,132 @@ const struct fuse_custom_io *fusedev_io(void)
 int ar_fuse_parallel_dirops(struct fuse_session *se)
 {
     return fuse_session_custom_io(se, fusedev_io(), fuse_session_fd(se));
+}
+
+/* ---- the loop ---------------------------------------------------------------------------------- */
+
+struct job {
+    struct job *next;
+    struct fuse_buf buf;       /* its mem malloc()ed by libfuse, of the session's size */
+};
+
+struct pool {
+    struct fuse_session *se;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct job *head;          /* under mu */
+    struct job *tail;
+    bool is_done;              /* under mu: run what is queued, then stop */
+    void *spares[SPARE_BUFS_MAX]; /* under mu: buffers the jobs are done with */
+    uint32_t spare_count;
+};
+
+static void *pool_main(void *arg)
+{
+    struct pool *p = arg;
+
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        /* bounded: woken by each job and by the end */
+        while (p->head == NULL && !p->is_done) {
+            pthread_cond_wait(&p->cond, &p->mu);
+        }
+        struct job *j = p->head;
+        if (j != NULL) {
+            p->head = j->next;
+            if (p->head == NULL)
+                p->tail = NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (j == NULL)
+            return NULL;
+        fuse_session_process_buf(p->se, &j->buf);
+        pthread_mutex_lock(&p->mu);
+        bool is_kept = p->spare_count < SPARE_BUFS_MAX;
+        if (is_kept)
+            p->spares[p->spare_count++] = j->buf.mem;
+        pthread_mutex_unlock(&p->mu);
+        if (!is_kept)
+            free(j->buf.mem);
+        ar_free(j);
+    }
+}
+
+/* Whether a request (header and body as read) may run on the reading thread. */
+static bool runs_here(const struct fuse_buf *buf, fuse_quick_fn is_quick, void *arg)
+{
+    const uint8_t *p = buf->mem;
+    uint32_t opcode;
+
+    if (buf->size < WIRE_IN_HEADER)
+        return true; /* libfuse answers what it cannot parse */
+    memcpy(&opcode, p + 4, 4);
+    return is_quick(arg, opcode, p + WIRE_IN_HEADER, buf->size - WIRE_IN_HEADER);
+}
+
+int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_quick, void *arg)
+{
+    struct pool p = {.se = se};
+    pthread_t t[POOL_MAX];
+    uint32_t started = 0;
+    sigset_t all;
+    sigset_t mine;
+    int rc = 0;
+
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    /* the pool's threads inherit a mask that blocks every signal */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &mine);
+    for (uint32_t i = 0; i < threads && i < POOL_MAX; i++) {
+        if (pthread_create(&t[started], NULL, pool_main, &p) == 0)
+            started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &mine, NULL);
+    if (started == 0)
+        rc = -EAGAIN;
+    struct fuse_buf buf = {.mem = NULL};
+    /* bounded by the session: it ends on unmount, a signal or an error */
+    while (rc == 0 && !fuse_session_exited(se)) {
+        int got = fuse_session_receive_buf(se, &buf);
+        if (got == -EINTR)
+            continue;
+        if (got <= 0) {
+            rc = got == -ENODEV ? 0 : got; /* ENODEV: unmounted */
+            break;
+        }
+        struct job *j = runs_here(&buf, is_quick, arg) ? NULL : ar_malloc(sizeof(*j));
+        if (j == NULL) {
+            fuse_session_process_buf(se, &buf);
+            continue;
+        }
+        j->next = NULL;
+        j->buf = buf;
+        pthread_mutex_lock(&p.mu);
+        if (p.tail != NULL)
+            p.tail->next = j;
+        else
+            p.head = j;
+        p.tail = j;
+        pthread_cond_signal(&p.cond);
+        /* the job owns the buffer; the next read takes a spare (all are of
+         * the session's size, as libfuse allocated them) or a new one */
+        buf.mem = p.spare_count > 0 ? p.spares[--p.spare_count] : NULL;
+        pthread_mutex_unlock(&p.mu);
+    }
+    free(buf.mem);
+    pthread_mutex_lock(&p.mu);
+    p.is_done = true;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.mu);
+    for (uint32_t i = 0; i < started; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (uint32_t i = 0; i < p.spare_count; i++) {
+        free(p.spares[i]);
+    }
+    pthread_cond_destroy(&p.cond);
+    pthread_mutex_destroy(&p.mu);
+    fuse_session_reset(se);
+    return rc;
 }

@@ -2,6 +2,7 @@
 #ifndef ARBOR_CLIENT_INTERNAL_H
 #define ARBOR_CLIENT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,5 +46,33 @@ void ar_thread_lower_priority(void);
  * The read and writev that ar_fuse_parallel_dirops() gives a session. */
 struct fuse_custom_io;
 const struct fuse_custom_io *fusedev_io(void);
+
+/* What the loop asks of a request before it runs it (opcodes as the wire's). */
+enum fuse_wire_op {
+    FUSE_WIRE_LOOKUP = 1,
+    FUSE_WIRE_FORGET = 2,
+    FUSE_WIRE_GETATTR = 3,
+    FUSE_WIRE_OPEN = 14,
+    FUSE_WIRE_RELEASE = 18,
+    FUSE_WIRE_INIT = 26,
+    FUSE_WIRE_RELEASEDIR = 29,
+    FUSE_WIRE_INTERRUPT = 36,
+    FUSE_WIRE_DESTROY = 38,
+    FUSE_WIRE_BATCH_FORGET = 42,
+};
+
+/* body: the request after its header, len bytes (an OPEN's starts with
+ * its flags; a RELEASE's with the file handle, then the flags). Whether
+ * the request's handler returns without waiting for anything (it answers
+ * at once or from another thread). */
+typedef bool (*fuse_quick_fn)(void *arg, uint32_t opcode, const uint8_t *body, size_t len);
+
+/* Serve a session until it ends: the calling thread reads every request
+ * and runs the quick ones itself, without sleeping between them; the
+ * others go, with the buffer they arrived in, to `threads` threads that
+ * run them. Signals reach only the calling thread (the pool blocks them),
+ * so SIGTERM ends its read. 0 when the session ended, else -errno. */
+struct fuse_session;
+int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_quick, void *arg);
 
 #endif

@@ -42,6 +42,7 @@
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1708,6 +1709,45 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* ---- mounting ------------------------------------------------------------------------------- */
 
+/* Requests the FUSE loop's reader runs itself (fusedev_loop): those whose
+ * handlers hand their call to the metadata client and return. */
+static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len)
+{
+    struct mnt *m = arg;
+    bool is_calm = __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0 &&
+                   __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) == 0;
+    uint32_t flags = 0;
+
+    switch (opcode) {
+    case FUSE_WIRE_LOOKUP:
+    case FUSE_WIRE_FORGET:
+    case FUSE_WIRE_BATCH_FORGET:
+    case FUSE_WIRE_INIT:
+    case FUSE_WIRE_DESTROY:
+    case FUSE_WIRE_INTERRUPT:
+    case FUSE_WIRE_RELEASEDIR:
+        return true;
+    case FUSE_WIRE_GETATTR:
+        /* else it first commits what this mount's open files hold */
+        return __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0;
+    case FUSE_WIRE_OPEN:
+        /* A reader's open or release, unless a removal here makes it take
+         * (or a release let go of) a hold, or unsent bytes may keep
+         * files_mu held through a commit. A request that races past these
+         * checks only waits here, as it would have on a pool thread. */
+        if (len >= 4)
+            memcpy(&flags, body, 4);
+        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY;
+    case FUSE_WIRE_RELEASE:
+        /* (a reader a removal held lets go of its hold here: rare) */
+        if (len >= 12)
+            memcpy(&flags, body + 8, 4); /* after the 8-byte file handle */
+        return is_calm && len >= 12 && (flags & O_ACCMODE) == O_RDONLY;
+    default:
+        return false;
+    }
+}
+
 static void out_free(void *p)
 {
     ar_free(p);
@@ -1719,6 +1759,15 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     struct mnt *m = ar_calloc(1, sizeof(*m));
     struct meta_map *map = ar_malloc(sizeof(*map));
     int rc = m != NULL && map != NULL ? 0 : -ENOMEM;
+    /* the threads started before the FUSE loop (the metadata client's, the
+     * store's) take no stop signal: it must reach the loop's reader */
+    sigset_t stops;
+    sigset_t mask;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stops, &mask);
 
     if (rc == 0)
         rc = ar_client_open(&o->meta, &m->mc, errmsg);
@@ -1797,13 +1846,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     if (rc == 0) {
         ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
         fuse_daemonize(o->is_foreground);
+        pthread_sigmask(SIG_SETMASK, &mask, NULL);
         if (o->is_single_threaded) {
             rc = fuse_session_loop(se);
         } else {
-            struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-            fuse_loop_cfg_set_max_threads(cfg, o->threads ? o->threads : 16);
-            rc = fuse_session_loop_mt(se, cfg);
-            fuse_loop_cfg_destroy(cfg);
+            rc = fusedev_loop(se, o->threads ? o->threads : 16, is_quick, m);
         }
         /* no handler runs now; queries still out reply through the session,
          * so the client ends them (-ECANCELED) before the session goes */
@@ -1847,5 +1894,6 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     }
     ar_free(map);
     free(mountpoint);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
     return rc;
 }
