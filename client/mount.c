@@ -30,9 +30,11 @@
  * its reply is in the pages, so a read racing an open is seen by one of
  * the two). A training job's next epoch then reads the kernel's pages.
  *
- * Threads: libfuse's (one or many); the metadata client's loop, which
- * answers lookups, getattrs and readers' opens itself (struct query); the
- * store's workers for uploads and read-ahead. Locks, in this order: an
+ * Threads: the FUSE loop's reader, which runs the requests is_quick()
+ * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
+ * thread, --single-threaded); the metadata client's loop, which answers
+ * lookups, getattrs and readers' opens itself (struct query); the store's
+ * workers for uploads and read-ahead. Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
  * listed_mu, kept_mu, queries_mu and dead_mu are taken alone. The client's
  * loop takes only the last three: the others are held across calls that

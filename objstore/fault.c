@@ -8,10 +8,12 @@
  *   flip_reads=1     flip one bit in every 2nd byte range read: the CRCs must catch it
  *   torn_puts=1      a failing put leaves the first half of the object stored, as a
  *                    store without atomic puts would: readers must call it corrupt
+ *   get_delay_ms=N   every get waits N ms first: a slow store (at most 60000)
  *
  * Thread: any; the call counter is atomic. */
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -25,6 +27,7 @@ struct fault_backend {
     uint32_t ops_mask;
     uint32_t flip_reads;
     uint32_t torn_puts;
+    uint32_t get_delay_ms;
     atomic_uint calls;
     atomic_uint reads;
 };
@@ -78,6 +81,12 @@ static int fault_get(struct obj__backend *b, const char *key, uint64_t off, uint
 
     if (rc != 0)
         return rc;
+    if (fb->get_delay_ms > 0) {
+        struct timespec wait = {.tv_sec = fb->get_delay_ms / 1000,
+                                .tv_nsec = (long)(fb->get_delay_ms % 1000) * 1000000L};
+        /* bounded: a signal only ends the wait early */
+        nanosleep(&wait, NULL);
+    }
     rc = fb->inner->ops->get(fb->inner, key, off, len, iov, iovcnt, got, errmsg);
     if (rc == 0 && fb->flip_reads && *got > 0 && atomic_fetch_add(&fb->reads, 1) % 2 == 1) {
         /* flip a bit in the last byte read */
@@ -137,8 +146,8 @@ static const struct obj__backend_ops fault_ops = {
 
 int obj__fault_open(const struct obj__url *u, struct obj__backend **out, char *errmsg)
 {
-    static const char *const known[] = {"inner", "fail_every", "errno", "fail_ops", "flip_reads",
-                                        "torn_puts"};
+    static const char *const known[] = {"inner",      "fail_every", "errno",       "fail_ops",
+                                        "flip_reads", "torn_puts",  "get_delay_ms"};
     const char *inner = obj__url_param(u, "inner");
     struct fault_backend *fb;
     int rc = obj__url_check_params(u, known, sizeof(known) / sizeof(known[0]), errmsg);
@@ -161,6 +170,8 @@ int obj__fault_open(const struct obj__url *u, struct obj__backend **out, char *e
         rc = obj__url_param_u32(u, "flip_reads", 0, 1, &fb->flip_reads, errmsg);
     if (rc == 0)
         rc = obj__url_param_u32(u, "torn_puts", 0, 1, &fb->torn_puts, errmsg);
+    if (rc == 0)
+        rc = obj__url_param_u32(u, "get_delay_ms", 0, 60000, &fb->get_delay_ms, errmsg);
     if (rc == 0)
         rc = obj__backend_open(inner, &fb->inner, errmsg);
     if (rc != 0) {

@@ -29,9 +29,13 @@ bool is_mounted(const char *dir)
     return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-/* Mount the fixture's cluster on f->dir/name; waits (bounded) for it. */
-struct mount_proc *mount_start(struct fixture *f, const char *name,
-                                      const char *attr_timeout)
+struct mount_proc *mount_start(struct fixture *f, const char *name, const char *attr_timeout)
+{
+    return mount_start_with(f, name, attr_timeout, NULL);
+}
+
+struct mount_proc *mount_start_with(struct fixture *f, const char *name, const char *attr_timeout,
+                                    const char *const *extra)
 {
     char addr[64];
     char log[500];
@@ -58,9 +62,15 @@ struct mount_proc *mount_start(struct fixture *f, const char *name,
          * permission checks (not FUSE's owner-only rule) decide */
         char cache[500];
         snprintf(cache, sizeof(cache), "%s/cache", f->dir);
-        execl(f->arbor, "arbor", "mount", addr, mp->dir, "--foreground", "--attr-timeout",
-              attr_timeout, "--entry-timeout", attr_timeout, "-o", "allow_other", "--cache-dir",
-              cache, "--cache-size", "8M", (char *)NULL);
+        const char *argv[32] = {"arbor", "mount", addr, mp->dir, "--foreground",
+                                "--attr-timeout", attr_timeout, "--entry-timeout", attr_timeout,
+                                "-o", "allow_other", "--cache-dir", cache, "--cache-size", "8M"};
+        size_t n = 15;
+        for (size_t i = 0; extra != NULL && extra[i] != NULL && n + 1 < AR_ARRAY_LEN(argv); i++) {
+            argv[n++] = extra[i]; /* later options win */
+        }
+        argv[n] = NULL;
+        execv(f->arbor, (char *const *)argv);
         _exit(127);
     }
     for (int tries = 0; tries < 500 && !is_mounted(mp->dir); tries++) {

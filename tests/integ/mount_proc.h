@@ -24,6 +24,9 @@ extern struct mount_proc mounts[MOUNTS_MAX];
 bool is_mounted(const char *dir);
 /* Mount the fixture's cluster on f->dir/name; waits (bounded) for it. */
 struct mount_proc *mount_start(struct fixture *f, const char *name, const char *attr_timeout);
+/* The same with more `arbor mount` arguments (NULL-terminated; NULL for none). */
+struct mount_proc *mount_start_with(struct fixture *f, const char *name, const char *attr_timeout,
+                                    const char *const *extra);
 /* Unmount and reap; asserts a clean exit. */
 void mount_stop(struct mount_proc *mp);
 /* For teardowns: unmount (lazily) and end every mount still running. */

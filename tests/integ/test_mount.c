@@ -820,6 +820,72 @@ static void test_mount_keeps_pages_of_unchanged_files(void **state)
     mount_stop(mp);
 }
 
+struct slow_read {
+    const char *path;
+    uint64_t seed;
+    int rc;
+    bool is_done;               /* atomic */
+};
+
+static void *slow_read_main(void *arg)
+{
+    struct slow_read *r = arg;
+
+    r->rc = pattern_check_rc(r->path, 100000, r->seed);
+    __atomic_store_n(&r->is_done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Lookups and stats wait for no FUSE thread: with both of the mount's
+ * pool threads held by reads from a store that takes 4 s a block, a stat
+ * of another file is answered while those reads still wait. */
+static void test_mount_stats_beside_blocked_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char path[600];
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/f%d", mp->dir, i);
+        pattern_write(path, 100000, 1300 + (uint64_t)i, true);
+    }
+    /* the store the volume names: the node directory whose blocks/ got them */
+    char url[900] = "";
+    for (int n = 1; n <= f->nodes && url[0] == '\0'; n++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/node%d/blocks/s", f->dir, n);
+        if (stat(path, &st) == 0)
+            snprintf(url, sizeof(url), "fault://?inner=file://%s/node%d/blocks&get_delay_ms=4000",
+                     f->dir, n);
+    }
+    assert_true(url[0] != '\0');
+    char cache[600];
+    snprintf(cache, sizeof(cache), "%s/slow-cache", f->dir);
+    const char *extra[] = {"--store", url, "--cache-dir", cache, "--threads", "2", NULL};
+    struct mount_proc *slow = mount_start_with(f, "slow", "1", extra);
+    char paths[2][600];
+    struct slow_read reads[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(paths[i], sizeof(paths[i]), "%s/f%d", slow->dir, i);
+        reads[i] = (struct slow_read){.path = paths[i], .seed = 1300 + (uint64_t)i};
+        assert_int_equal(pthread_create(&t[i], NULL, slow_read_main, &reads[i]), 0);
+    }
+    usleep(500000); /* both reads now wait on the store, each on a pool thread */
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/f2", slow->dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 100000);
+    assert_false(__atomic_load_n(&reads[0].is_done, __ATOMIC_ACQUIRE));
+    assert_false(__atomic_load_n(&reads[1].is_done, __ATOMIC_ACQUIRE));
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(reads[i].rc, 0);
+    }
+    mount_stop(slow);
+    mount_stop(mp);
+}
+
 /* The disk cache: a block once read or written is read from local disk
  * (the store may even lose it); a damaged copy is never believed; the
  * cache stays within its bound. */
@@ -1044,6 +1110,7 @@ int main(void)
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_disk_cache),
+        T(test_mount_stats_beside_blocked_reads),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
