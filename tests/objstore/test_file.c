@@ -451,6 +451,32 @@ static void test_fault_flipped_read_bits_are_caught(void **state)
     obj_store_close(s);
 }
 
+static void test_fault_slow_gets_wait_and_bad_delays_are_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct obj_store *s = NULL;
+    char url[700];
+    char errmsg[OBJ_ERRMSG_MAX] = "";
+    size_t got = 0;
+    struct timespec t0;
+    struct timespec t1;
+
+    fault_url(f, url, sizeof(url), "get_delay_ms=60001");
+    assert_int_equal(obj_store_open(url, NULL, &s, errmsg), -EINVAL);
+    assert_non_null(strstr(errmsg, "get_delay_ms"));
+    fault_url(f, url, sizeof(url), "get_delay_ms=300");
+    assert_int_equal(obj_store_open(url, NULL, &s, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(obj_put(s, "slow", f->data, 1000, NULL), 0); /* puts do not wait */
+    assert_int_equal(obj_get(s, "slow", f->buf, OBJ_DATA_BYTES_MAX, &got, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(got, 1000);
+    assert_memory_equal(f->buf, f->data, 1000);
+    /* the get waited its delay (a lower bound: the injected wait, not a speed) */
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 300);
+    obj_store_close(s);
+}
+
 /* ---- allocation failure ------------------------------------------------------------ */
 
 static atomic_int alloc_countdown = -1; /* < 0: never fail */
@@ -529,6 +555,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fault_every_nth_call_fails_with_chosen_errno, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fault_flipped_read_bits_are_caught, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fault_slow_gets_wait_and_bad_delays_are_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_every_allocation_failure_is_enomem_and_leaks_nothing, setup, teardown),
     };
