@@ -42,6 +42,35 @@ static void usage(FILE *to)
                 "  arbor --version        prints the version\n");
 }
 
+bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long long n;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || n < min || n > max)
+        return false;
+    *out = (uint32_t)n;
+    return true;
+}
+
+bool cmd_parse_seconds(const char *s, double *out)
+{
+    char *end = NULL;
+
+    if (s == NULL || ((s[0] < '0' || s[0] > '9') && s[0] != '.'))
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !(v >= 0 && v <= 86400.0 * 365))
+        return false;
+    *out = v;
+    return true;
+}
+
 bool cmd_parse_size(const char *s, uint64_t *out)
 {
     char *end = NULL;

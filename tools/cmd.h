@@ -30,6 +30,10 @@ int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_
 
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);
+/* Parse a whole number in [min, max]; false if malformed or out of range. */
+bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
+/* Parse a number of seconds, 0 or more (fractions allowed); false if malformed. */
+bool cmd_parse_seconds(const char *s, double *out);
 /* Parse a duration such as 90, 90s, 15m, 36h or 7d into seconds (1 and up,
  * at most 2^32 - 1); false if malformed. */
 bool cmd_parse_duration(const char *s, uint64_t *seconds);

@@ -16,8 +16,10 @@ static void usage(FILE *to)
             "an empty directory. Runs until unmounted (fusermount3 -u MOUNTPOINT) or\n"
             "stopped (Ctrl-C, SIGTERM).\n\n"
             "  --foreground         stay in the foreground (default: detach)\n"
-            "  --single-threaded    serve FUSE requests on one thread\n"
-            "  --threads N          at most N FUSE threads (default 16)\n"
+            "  --threads N          threads for requests that may wait (reads, writes,\n"
+            "                       changes; default 16); one more reads every request\n"
+            "                       and answers lookups, stats and opens for reading\n"
+            "  --single-threaded    serve every FUSE request on one thread\n"
             "  --entry-timeout S    the kernel caches names S seconds (default 1)\n"
             "  --attr-timeout S     and attributes (default 1)\n"
             "  --store URL          the object store (default: the one the volume names)\n"
@@ -74,19 +76,27 @@ int cmd_mount(int argc, char **argv)
             o.is_single_threaded = true;
             break;
         case 't':
-            o.threads = (uint32_t)strtoul(optarg, NULL, 10);
+            if (!cmd_parse_u32(optarg, 1, 64, &o.threads)) {
+                fprintf(stderr, "arbor mount: --threads wants a number from 1 to 64\n");
+                return 2;
+            }
             break;
         case 'e':
-            o.entry_timeout_s = strtod(optarg, NULL);
-            break;
         case 'a':
-            o.attr_timeout_s = strtod(optarg, NULL);
+            if (!cmd_parse_seconds(optarg, c == 'e' ? &o.entry_timeout_s : &o.attr_timeout_s)) {
+                fprintf(stderr, "arbor mount: --%s-timeout wants seconds, 0 or more\n",
+                        c == 'e' ? "entry" : "attr");
+                return 2;
+            }
             break;
         case 'S':
             o.store_url = optarg;
             break;
         case 'w':
-            o.write_buffer_mb = (uint32_t)strtoul(optarg, NULL, 10);
+            if (!cmd_parse_u32(optarg, 1, 1u << 20, &o.write_buffer_mb)) {
+                fprintf(stderr, "arbor mount: --write-buffer wants megabytes, from 1 to 1048576\n");
+                return 2;
+            }
             break;
         case 'o':
             o.fuse_opts = optarg;
@@ -111,7 +121,7 @@ int cmd_mount(int argc, char **argv)
             return 2;
         }
     }
-    if (optind + 2 != argc || o.entry_timeout_s < 0 || o.attr_timeout_s < 0) {
+    if (optind + 2 != argc) {
         usage(stderr);
         return 2;
     }

@@ -1074,6 +1074,15 @@ static void test_up_status_down(void **state)
     assert_int_equal(run_arbor(arbor, "down"), 1); /* nothing is up */
     snprintf(args, sizeof(args), "status");
     assert_int_equal(run_arbor(arbor, args), 2);
+    /* malformed mount options are refused before anything starts */
+    static const char *const bad[] = {"--threads 0", "--threads 65", "--threads 4x",
+                                      "--attr-timeout -1", "--entry-timeout 1s",
+                                      "--write-buffer 0"};
+    for (size_t i = 0; i < AR_ARRAY_LEN(bad); i++) {
+        snprintf(args, sizeof(args), "mount 127.0.0.1:1 '%s' --foreground %s", mnt, bad[i]);
+        assert_int_equal(run_arbor(arbor, args), 2);
+        assert_false(is_mounted(mnt));
+    }
     unsetenv("XDG_RUNTIME_DIR");
     harness_rm_rf(dir);
 }
