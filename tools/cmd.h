@@ -14,6 +14,9 @@ int cmd_status(int argc, char **argv);
 int cmd_member(int argc, char **argv);
 int cmd_leader(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+/* cmd_mount's options read and checked, nothing started: 0, or 2 with the
+ * error said (the metadata addresses are not checked). */
+int cmd_mount_check(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_restore(int argc, char **argv);

@@ -34,7 +34,10 @@ static void usage(FILE *to)
             "                       other users; permissions are always checked)\n");
 }
 
-int cmd_mount(int argc, char **argv)
+/* Read the options into o (cache: its directory, cache_bytes its bound):
+ * -1 to go on, else the exit status (0 after --help, 2 with the error said). */
+static int mount_options(int argc, char **argv, struct ar_mount_options *o, char cache[600],
+                         uint64_t *cache_bytes)
 {
     static const struct option longopts[] = {
         {"foreground", no_argument, NULL, 'f'},
@@ -50,62 +53,61 @@ int cmd_mount(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct ar_mount_options o = {.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
-    char errmsg[AR_ERRMSG_MAX] = "";
-    char cache[600];
-    uint64_t cache_bytes = 10ull << 30;
     int c;
+
+    *o = (struct ar_mount_options){.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
+    *cache_bytes = 10ull << 30;
 
     /* the disk cache by default: $XDG_CACHE_HOME/arbor, else ~/.cache/arbor */
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
     if (xdg != NULL && xdg[0] != '\0')
-        snprintf(cache, sizeof(cache), "%s/arbor", xdg);
+        snprintf(cache, 600, "%s/arbor", xdg);
     else if (home != NULL && home[0] != '\0')
-        snprintf(cache, sizeof(cache), "%s/.cache/arbor", home);
+        snprintf(cache, 600, "%s/.cache/arbor", home);
     else
         cache[0] = '\0';
 
-    optind = 1;
+    optind = 0; /* glibc: start over (cmd_mount_check may have parsed these before) */
     while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
-            o.is_foreground = true;
+            o->is_foreground = true;
             break;
         case 's':
-            o.is_single_threaded = true;
+            o->is_single_threaded = true;
             break;
         case 't':
-            if (!cmd_parse_u32(optarg, 1, 64, &o.threads)) {
+            if (!cmd_parse_u32(optarg, 1, 64, &o->threads)) {
                 fprintf(stderr, "arbor mount: --threads wants a number from 1 to 64\n");
                 return 2;
             }
             break;
         case 'e':
         case 'a':
-            if (!cmd_parse_seconds(optarg, c == 'e' ? &o.entry_timeout_s : &o.attr_timeout_s)) {
+            if (!cmd_parse_seconds(optarg, c == 'e' ? &o->entry_timeout_s : &o->attr_timeout_s)) {
                 fprintf(stderr, "arbor mount: --%s-timeout wants seconds, 0 or more\n",
                         c == 'e' ? "entry" : "attr");
                 return 2;
             }
             break;
         case 'S':
-            o.store_url = optarg;
+            o->store_url = optarg;
             break;
         case 'w':
-            if (!cmd_parse_u32(optarg, 1, 1u << 20, &o.write_buffer_mb)) {
+            if (!cmd_parse_u32(optarg, 1, 1u << 20, &o->write_buffer_mb)) {
                 fprintf(stderr, "arbor mount: --write-buffer wants megabytes, from 1 to 1048576\n");
                 return 2;
             }
             break;
         case 'o':
-            o.fuse_opts = optarg;
+            o->fuse_opts = optarg;
             break;
         case 'c':
-            snprintf(cache, sizeof(cache), "%s", optarg);
+            snprintf(cache, 600, "%s", optarg);
             break;
         case 'C':
-            if (!cmd_parse_size(optarg, &cache_bytes) || cache_bytes < (8u << 20)) {
+            if (!cmd_parse_size(optarg, cache_bytes) || *cache_bytes < (8u << 20)) {
                 fprintf(stderr, "arbor mount: --cache-size wants a size of 8M or more\n");
                 return 2;
             }
@@ -125,11 +127,34 @@ int cmd_mount(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    o->mountpoint = argv[optind + 1];
+    o->cache_dir = cache;
+    o->cache_mb = (uint32_t)(*cache_bytes >> 20);
+    return -1;
+}
+
+int cmd_mount_check(int argc, char **argv)
+{
+    struct ar_mount_options o;
+    char cache[600];
+    uint64_t cache_bytes;
+    int rc = mount_options(argc, argv, &o, cache, &cache_bytes);
+
+    return rc < 0 ? 0 : rc;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+    struct ar_mount_options o;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    char cache[600];
+    uint64_t cache_bytes;
+    int rc = mount_options(argc, argv, &o, cache, &cache_bytes);
+
+    if (rc >= 0)
+        return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
-    o.mountpoint = argv[optind + 1];
-    o.cache_dir = cache;
-    o.cache_mb = (uint32_t)(cache_bytes >> 20);
     if (ar_mount_run(&o, errmsg) != 0) {
         fprintf(stderr, "arbor mount: %s\n", errmsg[0] ? errmsg : "the mount failed");
         return 1;

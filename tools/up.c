@@ -150,21 +150,24 @@ int cmd_up(int argc, char **argv)
     char data[UP_PATH_MAX];
     char errmsg[AR_ERRMSG_MAX] = "";
 
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        up_usage(stdout);
-        return 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            up_usage(stdout);
+            return 0;
+        }
     }
     if (argc < 3 || argv[1][0] == '-' || argv[2][0] == '-') {
         up_usage(stderr);
         return 2;
     }
     /* --replicas is ours; the other options go to the mount */
-    char cache_dir[UP_PATH_MAX + 16];
+    char cache_dir[UP_PATH_MAX + 16] = ""; /* filled in below, once data is known */
     char *mount_argv[64] = {"mount", "ADDRS", argv[2], "--foreground", "--cache-dir", cache_dir};
     int mount_argc = 6;
     for (int i = 3; i < argc && mount_argc < 62; i++) {
         if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc) {
-            count = (uint32_t)strtoul(argv[++i], NULL, 10);
+            if (!cmd_parse_u32(argv[++i], 1, UP_NODES_MAX, &count))
+                count = 0;
             continue;
         }
         mount_argv[mount_argc++] = argv[i];
@@ -173,6 +176,12 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "arbor up: --replicas wants 1 or 3\n");
         return 2;
     }
+    /* the mount's options are checked before anything is made or started
+     * (on a copy: getopt reorders what it parses) */
+    char *check_argv[64];
+    memcpy(check_argv, mount_argv, sizeof(check_argv));
+    if (cmd_mount_check(mount_argc, check_argv) != 0)
+        return 2;
     if (mkdir(argv[1], 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[1], strerror(errno));
         return 1;

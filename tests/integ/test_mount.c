@@ -1083,6 +1083,12 @@ static void test_up_status_down(void **state)
         assert_int_equal(run_arbor(arbor, args), 2);
         assert_false(is_mounted(mnt));
     }
+    /* and by arbor up before it makes or starts anything */
+    char fresh[450];
+    snprintf(fresh, sizeof(fresh), "%s/fresh", dir);
+    snprintf(args, sizeof(args), "up '%s' '%s' --threads 0", fresh, mnt);
+    assert_int_equal(run_arbor(arbor, args), 2);
+    assert_int_equal(access(fresh, F_OK), -1);
     unsetenv("XDG_RUNTIME_DIR");
     harness_rm_rf(dir);
 }
