@@ -1138,6 +1138,7 @@ static void file_dead(struct mnt *m, struct open_file *f)
 
 static void files_reap(struct mnt *m)
 {
+    /* a look without the lock: a file missed now goes at the next call */
     if (__atomic_load_n(&m->dead_files, __ATOMIC_ACQUIRE) == NULL)
         return;
     pthread_mutex_lock(&m->dead_mu);
