@@ -225,6 +225,16 @@ static void cred_of(fuse_req_t req, struct meta_cred *cred, bool is_full)
     }
 }
 
+/* Whether cmd, refused (rc) for want of permission, is worth asking again
+ * with the caller's supplementary groups, now read into cmd->cred. */
+static bool groups_may_help(fuse_req_t req, struct meta_cmd *cmd, int rc)
+{
+    if ((rc != -EACCES && rc != -EPERM) || cmd->cred.uid == 0)
+        return false;
+    cred_of(req, &cmd->cred, true);
+    return cmd->cred.group_count > 0;
+}
+
 /* Run cmd with req's credentials; *out holds the answer on 0. */
 static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t data_cap,
                struct meta_response_buf **out)
@@ -242,12 +252,8 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
         cred_of(req, &cmd->cred, is_group_sensitive);
     uint32_t shard = ar_client_shard_of(m->mc, cmd->ino);
     int rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
-    if (req != NULL && (rc == -EACCES || rc == -EPERM) && !is_group_sensitive &&
-        cmd->cred.uid != 0) {
-        cred_of(req, &cmd->cred, true);
-        if (cmd->cred.group_count > 0)
-            rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
-    }
+    if (req != NULL && !is_group_sensitive && groups_may_help(req, cmd, rc))
+        rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
     /* readers' maps from their opens are stale now (a failure may have
      * applied too: counted as well) */
     if (cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE ||
@@ -704,13 +710,10 @@ static void query_done(void *arg, int rc)
 
     /* refused for want of permission: once more with the caller's groups,
      * as run() does */
-    if ((rc == -EACCES || rc == -EPERM) && !q->has_groups && q->cmd.cred.uid != 0) {
+    if (!q->has_groups && groups_may_help(q->req, &q->cmd, rc)) {
         q->has_groups = true;
-        cred_of(q->req, &q->cmd.cred, true);
-        if (q->cmd.cred.group_count > 0) {
-            query_send(q);
-            return;
-        }
+        query_send(q);
+        return;
     }
     if (rc != 0) {
         fuse_reply_err(q->req, q->cmd.op == META_OP_LOOKUP ? err_of(rc) : err_of_ino(rc));
