@@ -1,7 +1,8 @@
 /* client/cache.c - the disk block cache (internal.h).
  *
- * One file a block, named by the block; its bytes then a CRC32C of them
- * (little-endian). In memory: an entry a file, in a hash by name and a
+ * One file a block, named by the block and the CRC32C of its bytes
+ * ("NAME.1a2b3c4d"), holding exactly those bytes: the kernel may read a
+ * copy as a file's whole contents (FUSE passthrough). In memory: an entry a file, in a hash by name and a
  * list by last use (head: the most recent). Files are written to a
  * temporary name and renamed, so a crash leaves whole copies or none.
  * The cache holds at most its bound, and never makes its file system less
@@ -16,7 +17,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -29,7 +29,9 @@
 
 struct entry {
     char name[NAME_MAX_];
-    uint64_t bytes;            /* the file's, checksum included */
+    uint64_t bytes;            /* the file's, the block's */
+    uint32_t crc;              /* CRC32C of the bytes, also in the file's name */
+    bool is_checked;           /* its file held them when this process wrote or read it */
     struct entry *newer;       /* toward the head */
     struct entry *older;
     struct entry *chain;       /* the hash bucket */
@@ -63,6 +65,12 @@ static struct entry *find(struct block_cache *c, const char *name)
             return e;
     }
     return NULL;
+}
+
+/* The file that holds a block: its name, a dot and its CRC in hex. */
+static void path_of(const struct block_cache *c, const char *name, uint32_t crc, char out[600])
+{
+    snprintf(out, 600, "%s/%s.%08x", c->dir, name, crc);
 }
 
 static void unlink_lru(struct block_cache *c, struct entry *e)
@@ -102,7 +110,7 @@ static void remove_entry(struct block_cache *c, struct entry *e)
 }
 
 /* Under the mutex: take the oldest entries off until at most limit bytes
- * are held; their names go to victims (the caller unlinks the files,
+ * are held; their files' names go to victims (the caller unlinks them,
  * unlocked). */
 static uint32_t shrink(struct block_cache *c, uint64_t limit, char (*victims)[NAME_MAX_],
                        uint32_t cap)
@@ -111,7 +119,7 @@ static uint32_t shrink(struct block_cache *c, uint64_t limit, char (*victims)[NA
 
     while (c->stats.bytes > limit && c->tail != NULL && n < cap) {
         struct entry *e = c->tail;
-        snprintf(victims[n++], NAME_MAX_, "%s", e->name);
+        snprintf(victims[n++], NAME_MAX_, "%s.%08x", e->name, e->crc);
         remove_entry(c, e);
         ar_free(e);
         c->stats.evicted++;
@@ -130,7 +138,7 @@ static void unlink_all(struct block_cache *c, char (*victims)[NAME_MAX_], uint32
 }
 
 /* Add name (bytes on disk) as the most recent; the caller holds the mutex. */
-static void add(struct block_cache *c, const char *name, uint64_t bytes)
+static void add(struct block_cache *c, const char *name, uint64_t bytes, uint32_t crc)
 {
     struct entry *e = find(c, name);
 
@@ -144,6 +152,7 @@ static void add(struct block_cache *c, const char *name, uint64_t bytes)
         return; /* the file stays unindexed: it is found again at the next open */
     snprintf(e->name, sizeof(e->name), "%s", name);
     e->bytes = bytes;
+    e->crc = crc;
     uint32_t b = bucket_of(name);
     e->chain = c->buckets[b];
     c->buckets[b] = e;
@@ -154,8 +163,27 @@ static void add(struct block_cache *c, const char *name, uint64_t bytes)
 struct found {
     char name[NAME_MAX_];
     uint64_t bytes;
+    uint32_t crc;
     int64_t mtime_ns;
 };
+
+/* Split a cache file's name into the block's name and its CRC: false for
+ * a file of another kind (or of the older layout, its CRC after its bytes). */
+static bool name_parse(const char *file, char name[NAME_MAX_], uint32_t *crc)
+{
+    const char *dot = strrchr(file, '.');
+    char *end;
+
+    if (dot == NULL || dot == file || strlen(dot + 1) != 8 || (size_t)(dot - file) >= NAME_MAX_)
+        return false;
+    unsigned long v = strtoul(dot + 1, &end, 16);
+    if (*end != '\0')
+        return false;
+    memcpy(name, file, (size_t)(dot - file));
+    name[dot - file] = '\0';
+    *crc = (uint32_t)v;
+    return true;
+}
 
 static int by_mtime(const void *a, const void *b)
 {
@@ -196,12 +224,15 @@ int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **o
     /* bounded by the directory's entries */
     while ((de = readdir(d)) != NULL) {
         struct stat st;
-        if (strncmp(de->d_name, ".tmp.", 5) == 0)
-            unlinkat(dirfd(d), de->d_name, 0); /* a copy a crash cut short */
-        if (de->d_name[0] == '.' || strlen(de->d_name) >= NAME_MAX_)
+        char name[NAME_MAX_];
+        uint32_t crc = 0;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
             continue;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+        if (de->d_name[0] == '.' || !name_parse(de->d_name, name, &crc)) {
+            /* a copy a crash cut short (".tmp."), or of the older layout */
+            unlinkat(dirfd(d), de->d_name, 0);
             continue;
+        }
         if (count == cap) {
             cap = cap ? cap * 2 : 256;
             struct found *v = ar_realloc(found, cap * sizeof(*v));
@@ -209,10 +240,10 @@ int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **o
                 break;
             found = v;
         }
-        found[count] = (struct found){.bytes = (uint64_t)st.st_size,
+        found[count] = (struct found){.bytes = (uint64_t)st.st_size, .crc = crc,
                                       .mtime_ns = st.st_mtim.tv_sec * 1000000000ll +
                                                   st.st_mtim.tv_nsec};
-        snprintf(found[count].name, NAME_MAX_, "%s", de->d_name);
+        snprintf(found[count].name, NAME_MAX_, "%s", name);
         count++;
     }
     closedir(d);
@@ -220,7 +251,7 @@ int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **o
         qsort(found, count, sizeof(*found), by_mtime);
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < count; i++) {
-        add(c, found[i].name, found[i].bytes); /* oldest first: the newest ends at the head */
+        add(c, found[i].name, found[i].bytes, found[i].crc); /* oldest first: newest at the head */
     }
     pthread_mutex_unlock(&c->mu);
     ar_free(found);
@@ -253,56 +284,132 @@ void block_cache_close(struct block_cache *c)
     ar_free(c);
 }
 
-int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
-                     void *dst)
+/* Under the mutex: the entry of name, made the most recent (a hit), or
+ * NULL (a miss). */
+static struct entry *touch(struct block_cache *c, const char *name)
 {
-    char path[600];
-
-    pthread_mutex_lock(&c->mu);
     struct entry *e = find(c, name);
-    uint64_t bytes = e != NULL ? e->bytes : 0;
+
     if (e != NULL) {
         unlink_lru(c, e);
         push_head(c, e);
     } else {
         c->stats.misses++;
     }
-    pthread_mutex_unlock(&c->mu);
-    if (e == NULL || bytes < 4 || (uint64_t)off + len > bytes - 4)
-        return -ENOENT;
-    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
-    /* a whole block (every caller's read) lands in dst at once; on a bad
-     * check dst holds garbage, which the caller then reads over */
-    bool is_whole = off == 0 && (uint64_t)len == bytes - 4;
-    uint8_t *all = is_whole ? dst : ar_malloc(bytes - 4);
-    uint8_t trailer[4];
-    struct iovec iov[2] = {{.iov_base = all, .iov_len = bytes - 4},
-                           {.iov_base = trailer, .iov_len = 4}};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    bool is_ok = all != NULL && fd >= 0 && preadv(fd, iov, 2, 0) == (ssize_t)bytes;
-    if (fd >= 0)
-        close(fd);
-    uint32_t want = 0;
-    if (is_ok) {
-        memcpy(&want, trailer, 4);
-        is_ok = obj_crc32c(0, all, bytes - 4) == want;
-    }
-    if (is_ok && !is_whole)
-        memcpy(dst, all + off, len);
-    if (!is_whole)
-        ar_free(all);
+    return e;
+}
+
+/* Forget a copy that failed its check or is gone, and remove its file. */
+static void drop_damaged(struct block_cache *c, const char *name, uint32_t crc)
+{
+    char path[600];
+
     pthread_mutex_lock(&c->mu);
-    if (is_ok) {
-        c->stats.hits++;
-    } else if ((e = find(c, name)) != NULL) {
-        remove_entry(c, e); /* damaged or gone: read from the store again */
+    struct entry *e = find(c, name);
+    if (e != NULL && e->crc == crc) {
+        remove_entry(c, e);
         ar_free(e);
         c->stats.damaged++;
     }
     pthread_mutex_unlock(&c->mu);
-    if (!is_ok)
-        unlink(path);
-    return is_ok ? 0 : -ENOENT;
+    path_of(c, name, crc, path);
+    unlink(path);
+}
+
+int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
+                     void *dst)
+{
+    char path[600];
+
+    pthread_mutex_lock(&c->mu);
+    struct entry *e = touch(c, name);
+    uint64_t bytes = e != NULL ? e->bytes : 0;
+    uint32_t crc = e != NULL ? e->crc : 0;
+    pthread_mutex_unlock(&c->mu);
+    if (e == NULL || (uint64_t)off + len > bytes)
+        return -ENOENT;
+    path_of(c, name, crc, path);
+    /* a whole block (every caller's read) lands in dst at once; on a bad
+     * check dst holds garbage, which the caller then reads over */
+    bool is_whole = off == 0 && (uint64_t)len == bytes;
+    uint8_t *all = is_whole ? dst : ar_malloc(bytes > 0 ? bytes : 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool is_ok = all != NULL && fd >= 0 && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
+                 obj_crc32c(0, all, bytes) == crc;
+    if (fd >= 0)
+        close(fd);
+    if (is_ok && !is_whole)
+        memcpy(dst, all + off, len);
+    if (!is_whole)
+        ar_free(all);
+    if (!is_ok) {
+        drop_damaged(c, name, crc); /* read from the store again */
+        return -ENOENT;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->stats.hits++;
+    if ((e = find(c, name)) != NULL && e->crc == crc)
+        e->is_checked = true;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
+{
+    char path[600];
+    struct stat st;
+
+    pthread_mutex_lock(&c->mu);
+    struct entry *e = touch(c, name);
+    uint64_t bytes = e != NULL ? e->bytes : 0;
+    uint32_t crc = e != NULL ? e->crc : 0;
+    bool is_checked = e != NULL && e->is_checked;
+    if (e != NULL && bytes == len)
+        c->stats.hits++;
+    pthread_mutex_unlock(&c->mu);
+    if (e == NULL || bytes != len)
+        return -ENOENT;
+    path_of(c, name, crc, path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    bool is_ok = fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == bytes;
+    if (is_ok && !is_checked) {
+        /* a copy this process did not write is checked once, as a read is */
+        uint8_t *all = ar_malloc(bytes > 0 ? bytes : 1);
+        is_ok = all != NULL && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
+                obj_crc32c(0, all, bytes) == crc;
+        ar_free(all);
+        pthread_mutex_lock(&c->mu);
+        if (is_ok && (e = find(c, name)) != NULL && e->crc == crc)
+            e->is_checked = true;
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (fd >= 0 && !is_ok) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        drop_damaged(c, name, crc);
+        return -ENOENT;
+    }
+    return fd;
+}
+
+void block_cache_drop(struct block_cache *c, const char *name)
+{
+    char path[600];
+
+    pthread_mutex_lock(&c->mu);
+    struct entry *e = find(c, name);
+    uint32_t crc = e != NULL ? e->crc : 0;
+    if (e != NULL) {
+        remove_entry(c, e);
+        ar_free(e);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (e == NULL)
+        return;
+    path_of(c, name, crc, path);
+    unlink(path);
 }
 
 /* Whether the cache's file system has less than CACHE_FREE_MIN_PCT of its
@@ -321,7 +428,7 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
     char path[600];
     char victims[64][NAME_MAX_];
     uint32_t crc = obj_crc32c(0, data, len);
-    uint64_t bytes = (uint64_t)len + 4;
+    uint64_t bytes = len;
     bool is_low = disk_is_low(c);
     uint32_t k = 0;
 
@@ -341,10 +448,9 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
     if (is_there || !has_room)
         return;
     snprintf(tmp, sizeof(tmp), "%s/.tmp.%llu.%d", c->dir, (unsigned long long)n, (int)getpid());
-    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
+    path_of(c, name, crc, path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool is_ok = fd >= 0 && write(fd, data, len) == (ssize_t)len &&
-                 write(fd, &crc, 4) == 4;
+    bool is_ok = fd >= 0 && write(fd, data, len) == (ssize_t)len;
     if (fd >= 0)
         close(fd);
     if (!is_ok || rename(tmp, path) != 0) {
@@ -352,7 +458,10 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
         return;
     }
     pthread_mutex_lock(&c->mu);
-    add(c, name, bytes);
+    add(c, name, bytes, crc);
+    struct entry *e = find(c, name);
+    if (e != NULL && e->crc == crc)
+        e->is_checked = true; /* its bytes are the ones just written */
     k = shrink(c, c->max_bytes, victims, AR_ARRAY_LEN(victims));
     pthread_mutex_unlock(&c->mu);
     unlink_all(c, victims, k);

@@ -100,6 +100,7 @@ struct ar_mount_options {
     const char *cache_dir;          /* a disk cache of blocks (a directory in it a store);
                                      * NULL or "": none */
     uint32_t cache_mb;              /* its bound (0: 10240) */
+    bool no_passthrough;            /* never let the kernel read cached copies itself */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
 };

@@ -15,6 +15,13 @@
  * has the error at 4 and unique at 8, and INIT's body (fuse_init_out) its
  * flags at 12.
  *
+ * It also offers the kernel FUSE passthrough (Linux 6.9 and later), which
+ * libfuse 3.14 does not know: an INIT reply then carries FUSE_PASSTHROUGH
+ * in flags2 (byte 32 of fuse_init_out, read when flags has FUSE_INIT_EXT)
+ * and a max_stack_depth of 1 (byte 36). An open answered in passthrough
+ * names a backing file registered on the device (ioctl), and the kernel
+ * reads that file itself: no READ reaches the mount.
+ *
  * Threads: any. An INIT is rare (once a session), so the INITs waiting for
  * their reply sit in a small table under a mutex, with an atomic count that
  * every other reply reads alone.
@@ -34,6 +41,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -44,16 +52,35 @@
 #define WIRE_OUT_HEADER       16u
 #define WIRE_OP_INIT          26u
 #define WIRE_PARALLEL_DIROPS  (1u << 18)
+#define WIRE_WRITEBACK_CACHE  (1u << 16)
+#define WIRE_INIT_EXT         (1u << 30)
+#define WIRE_PASSTHROUGH2     (1u << 5)  /* FUSE_PASSTHROUGH (1 << 37), in flags2 */
+#define WIRE_FOPEN_DIRECT_IO  (1u << 0)
+#define WIRE_FOPEN_NOFLUSH    (1u << 5)
+#define WIRE_FOPEN_PASSTHROUGH (1u << 7)
 #define INITS_MAX             8u
 #define POOL_MAX              64u
 #define SPARE_BUFS_MAX        64u
+
+/* linux/fuse.h's, for FUSE_DEV_IOC_BACKING_OPEN and _CLOSE */
+struct wire_backing_map {
+    int32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+#define WIRE_IOC_BACKING_OPEN  _IOW(229, 1, struct wire_backing_map)
+#define WIRE_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
 static pthread_mutex_t inits_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     int fd;
     uint64_t unique;
+    bool has_passthrough;      /* the kernel offered it, and it is wanted */
 } inits[INITS_MAX];
 static uint32_t init_count; /* atomic for readers; changed under inits_mu */
+static bool wants_passthrough; /* atomic: set before the session starts */
+static int passthrough_fd = -1; /* atomic: the device whose INIT took passthrough */
+static __thread uint64_t unique_now; /* of the request this thread runs (fusedev_loop) */
 
 static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -67,11 +94,17 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
         return n;
     memcpy(&op, p + 4, 4);
     memcpy(&flags, p + WIRE_IN_HEADER + 12, 4);
-    if (op != WIRE_OP_INIT || (flags & WIRE_PARALLEL_DIROPS) == 0)
+    uint32_t flags2 = 0;
+    if (n >= (ssize_t)(WIRE_IN_HEADER + 20) && (flags & WIRE_INIT_EXT) != 0)
+        memcpy(&flags2, p + WIRE_IN_HEADER + 16, 4);
+    bool has_passthrough = (flags2 & WIRE_PASSTHROUGH2) != 0 &&
+                           __atomic_load_n(&wants_passthrough, __ATOMIC_ACQUIRE);
+    if (op != WIRE_OP_INIT || ((flags & WIRE_PARALLEL_DIROPS) == 0 && !has_passthrough))
         return n;
     pthread_mutex_lock(&inits_mu);
     if (init_count < INITS_MAX) { /* else this session goes without */
         inits[init_count].fd = fd;
+        inits[init_count].has_passthrough = has_passthrough;
         memcpy(&inits[init_count].unique, p + 8, 8);
         __atomic_store_n(&init_count, init_count + 1, __ATOMIC_RELEASE);
     }
@@ -79,14 +112,16 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     return n;
 }
 
-/* Whether (fd, unique) is an INIT waiting for its reply; it no longer is. */
-static bool init_answered(int fd, uint64_t unique)
+/* Whether (fd, unique) is an INIT waiting for its reply (and whether it
+ * may take passthrough); it no longer is. */
+static bool init_answered(int fd, uint64_t unique, bool *has_passthrough)
 {
     bool is_init = false;
 
     pthread_mutex_lock(&inits_mu);
     for (uint32_t i = 0; i < init_count && !is_init; i++) {
         if (inits[i].fd == fd && inits[i].unique == unique) {
+            *has_passthrough = inits[i].has_passthrough;
             inits[i] = inits[init_count - 1];
             __atomic_store_n(&init_count, init_count - 1, __ATOMIC_RELEASE);
             is_init = true;
@@ -109,14 +144,27 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
         return writev(fd, iov, count);
     memcpy(&error, (const uint8_t *)iov[0].iov_base + 4, 4);
     memcpy(&unique, (const uint8_t *)iov[0].iov_base + 8, 8);
-    if (!init_answered(fd, unique) || error != 0)
+    bool has_passthrough = false;
+    if (!init_answered(fd, unique, &has_passthrough) || error != 0)
         return writev(fd, iov, count);
     uint32_t flags;
     memcpy(body, iov[1].iov_base, iov[1].iov_len);
     memcpy(&flags, body + 12, 4);
     flags |= WIRE_PARALLEL_DIROPS;
-    memcpy(body + 12, &flags, 4);
     ar_log(AR_LOG_INFO, "the kernel may send lookups of one directory in parallel");
+    /* the kernel refuses passthrough beside its writeback cache */
+    if (has_passthrough && iov[1].iov_len >= 40 && (flags & WIRE_WRITEBACK_CACHE) == 0) {
+        uint32_t flags2;
+        uint32_t depth = 1; /* the backing files' file system stacks on nothing */
+        flags |= WIRE_INIT_EXT;
+        memcpy(&flags2, body + 32, 4);
+        flags2 |= WIRE_PASSTHROUGH2;
+        memcpy(body + 32, &flags2, 4);
+        memcpy(body + 36, &depth, 4);
+        __atomic_store_n(&passthrough_fd, fd, __ATOMIC_RELEASE);
+        ar_log(AR_LOG_INFO, "the kernel reads cached whole-block files itself (passthrough)");
+    }
+    memcpy(body + 12, &flags, 4);
     struct iovec fixed[2] = {iov[0], {.iov_base = body, .iov_len = iov[1].iov_len}};
     return writev(fd, fixed, 2);
 }
@@ -131,6 +179,72 @@ const struct fuse_custom_io *fusedev_io(void)
 int ar_fuse_parallel_dirops(struct fuse_session *se)
 {
     return fuse_session_custom_io(se, fusedev_io(), fuse_session_fd(se));
+}
+
+/* ---- passthrough ------------------------------------------------------------------------------- */
+
+void fusedev_want_passthrough(bool is_wanted)
+{
+    __atomic_store_n(&wants_passthrough, is_wanted, __ATOMIC_RELEASE);
+}
+
+bool fusedev_passthrough(void)
+{
+    return __atomic_load_n(&passthrough_fd, __ATOMIC_ACQUIRE) >= 0;
+}
+
+uint64_t fusedev_unique(void)
+{
+    return unique_now;
+}
+
+int fusedev_backing_open(int fd)
+{
+    struct wire_backing_map map = {.fd = fd};
+    int dev = __atomic_load_n(&passthrough_fd, __ATOMIC_ACQUIRE);
+    int id = dev >= 0 ? ioctl(dev, WIRE_IOC_BACKING_OPEN, &map) : -1;
+
+    if (dev < 0)
+        return -EOPNOTSUPP;
+    return id > 0 ? id : -errno;
+}
+
+void fusedev_backing_close(int id)
+{
+    uint32_t wire_id = (uint32_t)id;
+    int dev = __atomic_load_n(&passthrough_fd, __ATOMIC_ACQUIRE);
+
+    if (dev >= 0 && ioctl(dev, WIRE_IOC_BACKING_CLOSE, &wire_id) != 0)
+        ar_log(AR_LOG_ERROR, "cannot let go of passthrough file %d: %s", id, strerror(errno));
+}
+
+int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool is_direct)
+{
+    uint8_t out[32] = {0};
+    uint32_t len = sizeof(out);
+    uint32_t open_flags = WIRE_FOPEN_PASSTHROUGH | (is_direct ? WIRE_FOPEN_DIRECT_IO
+                                                              : WIRE_FOPEN_NOFLUSH);
+    int dev = __atomic_load_n(&passthrough_fd, __ATOMIC_ACQUIRE);
+
+    /* fuse_out_header (len, error, unique), then fuse_open_out (fh,
+     * open_flags, backing_id) */
+    memcpy(out, &len, 4);
+    memcpy(out + 8, &unique, 8);
+    memcpy(out + 16, &fh, 8);
+    memcpy(out + 24, &open_flags, 4);
+    memcpy(out + 28, &backing_id, 4);
+    if (dev < 0)
+        return -EOPNOTSUPP;
+    return write(dev, out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : -errno;
+}
+
+static uint64_t unique_of(const struct fuse_buf *buf)
+{
+    uint64_t unique = 0;
+
+    if (buf->size >= WIRE_IN_HEADER)
+        memcpy(&unique, (const uint8_t *)buf->mem + 8, 8);
+    return unique;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------------- */
@@ -170,7 +284,9 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (j == NULL)
             return NULL;
+        unique_now = unique_of(&j->buf);
         fuse_session_process_buf(p->se, &j->buf);
+        unique_now = 0;
         pthread_mutex_lock(&p->mu);
         bool is_kept = p->spare_count < SPARE_BUFS_MAX;
         if (is_kept)
@@ -227,7 +343,9 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
         }
         struct job *j = runs_here(&buf, is_quick, arg) ? NULL : ar_malloc(sizeof(*j));
         if (j == NULL) {
+            unique_now = unique_of(&buf);
             fuse_session_process_buf(se, &buf);
+            unique_now = 0;
             continue;
         }
         j->next = NULL;
@@ -252,6 +370,7 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(t[i], NULL);
     }
+    __atomic_store_n(&passthrough_fd, -1, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < p.spare_count; i++) {
         free(p.spares[i]);
     }

@@ -8,8 +8,9 @@
 
 /* ---- the disk block cache (cache.c) ----------------------------------------------------------
  * Blocks are immutable, so a cached copy is never stale: one file a block
- * in a directory, named by the block's key, with a CRC32C after the bytes
- * (a damaged copy is dropped, and the block read from the store again).
+ * in a directory, holding its bytes, named by the block's key and the
+ * CRC32C of the bytes (a damaged copy is dropped, and the block read from
+ * the store again).
  * The bytes held are bounded; the least recently used go first. Nor does
  * the cache fill its file system: with less than a tenth of it free, a
  * new block only takes the place of older ones. All functions are
@@ -24,6 +25,14 @@ void block_cache_close(struct block_cache *c);
  * is not cached (or its copy failed its check; then it is dropped). */
 int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
                      void *dst);
+/* A descriptor (read-write) of block name's copy, if it holds exactly len
+ * bytes: the caller closes it. -ENOENT when there is none. A copy this
+ * process neither wrote nor read is checked first (once), since the
+ * caller's reader may read the file without the cache. */
+int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len);
+/* Forget block name's copy and remove its file: a descriptor open on it
+ * keeps its bytes, the caller's alone from then on. */
+void block_cache_drop(struct block_cache *c, const char *name);
 /* Keep a block's bytes (best effort: a full disk only skips it). */
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len);
 
@@ -46,6 +55,24 @@ void ar_thread_lower_priority(void);
  * The read and writev that ar_fuse_parallel_dirops() gives a session. */
 struct fuse_custom_io;
 const struct fuse_custom_io *fusedev_io(void);
+
+/* FUSE passthrough: asked for (before the session starts), then whether
+ * the kernel's INIT took it. */
+void fusedev_want_passthrough(bool is_wanted);
+bool fusedev_passthrough(void);
+/* The unique id of the request the calling thread runs in fusedev_loop()
+ * (0 on any other thread): what an answer in passthrough is sent with. */
+uint64_t fusedev_unique(void);
+/* Register fd (a local file the kernel may read for a FUSE file) on the
+ * device: its id (> 0), or -errno. Each id is closed once. */
+int fusedev_backing_open(int fd);
+void fusedev_backing_close(int id);
+/* Answer the OPEN `unique` in passthrough to backing_id, with file handle
+ * fh (in place of fuse_reply_open(); the caller then ends its request with
+ * fuse_reply_none()): 0, or -errno (-ENOENT: the open was interrupted).
+ * is_direct: reads and writes still come to the mount (only mmap uses the
+ * backing file), as an inode's every open must name its backing file. */
+int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool is_direct);
 
 /* What the loop asks of a request before it runs it (opcodes as the wire's). */
 enum fuse_wire_op {

@@ -30,15 +30,22 @@
  * its reply is in the pages, so a read racing an open is seen by one of
  * the two). A training job's next epoch then reads the kernel's pages.
  *
+ * Passthrough: a reader of a file that is one block cached on disk is
+ * answered so that the kernel reads the copy itself (io_open(); fusedev.c
+ * speaks the protocol). The kernel wants an inode's opens all in
+ * passthrough on one backing file or none, so each open inode counts its
+ * opens of each kind (struct io_inode), and a writer meeting readers in
+ * passthrough goes direct, its bytes landing in their (now private) copy.
+ *
  * Threads: the FUSE loop's reader, which runs the requests is_quick()
  * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
  * thread, --single-threaded); the metadata client's loop, which answers
  * lookups, getattrs and readers' opens itself (struct query); the store's
  * workers for uploads and read-ahead. Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
- * listed_mu, kept_mu, queries_mu and dead_mu are taken alone. The client's
- * loop takes only the last three: the others are held across calls that
- * wait for that loop. */
+ * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone.
+ * The client's loop takes only the last four: the others are held across
+ * calls that wait for that loop. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
@@ -66,6 +73,7 @@
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
 #define QUERIES_SPARE   64u         /* finished queries kept for reuse */
+#define PASSING_BUCKETS 1024u       /* the inodes open on this mount, by number */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */
@@ -73,6 +81,32 @@ struct data_version {
     uint64_t size;
     int64_t mtime_ns;
     int64_t ctime_ns;
+};
+
+/* How the kernel does an open file's I/O. The kernel refuses an inode's
+ * open in one of passthrough and its page cache while another holds it
+ * in the other, so each open inode counts its opens of both (io_open). */
+enum io_mode {
+    IO_NONE,                        /* not counted (an open that failed) */
+    IO_CACHED,                      /* through the kernel's pages and this mount */
+    IO_PASSING,                     /* the kernel reads a cached copy itself */
+    IO_DIRECT,                      /* every read and write to this mount, no pages:
+                                     * the inode has opens in passthrough, and the
+                                     * kernel wants this one on their backing file */
+};
+
+/* An inode open on this mount, under pass_mu. */
+struct io_inode {
+    struct io_inode *next;          /* in its bucket */
+    uint64_t ino;
+    uint32_t cached;                /* opens in IO_CACHED */
+    uint32_t passing;               /* opens in IO_PASSING or IO_DIRECT, all on one
+                                     * backing file (the kernel refuses others): */
+    int fd;                         /* the block's cached copy (-1: none) */
+    int backing_id;                 /* as the device knows fd */
+    char block[48];                 /* the copy's name in the disk cache */
+    struct data_version version;    /* the bytes it holds */
+    bool is_private;                /* out of the cache: this mount's writes land in it too */
 };
 
 struct open_file {
@@ -96,6 +130,7 @@ struct open_file {
     uint64_t map_until_ms;          /* used until then (the attribute timeout): a
                                      * reader open for long sees other mounts' writes */
     struct data_version version;    /* a reader's file as its open found it */
+    enum io_mode io;                /* set once, before the open's reply */
 };
 
 struct cached_block {
@@ -167,6 +202,10 @@ struct mnt {
      * A hint: a slot another directory took only costs a fuller listing. */
     pthread_mutex_t listed_mu;
     struct { uint64_t dir; uint64_t until_ms; } listed[LISTED_SLOTS];
+    pthread_mutex_t pass_mu;        /* a leaf lock */
+    struct io_inode *open_inodes[PASSING_BUCKETS];
+    uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
+    bool may_pass;                  /* passthrough asked for (the kernel may refuse) */
     /* The version of the bytes the kernel may hold in a file's pages, by a
      * hash of its inode (a slot another file took costs one re-read). */
     pthread_mutex_t kept_mu;
@@ -681,6 +720,7 @@ static void query_free(struct query *q)
 }
 
 static void query_done(void *arg, int rc);
+static void io_mirror(struct mnt *m, uint64_t ino, const void *data, size_t size, uint64_t off);
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen);
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
                               struct open_file *f);
@@ -806,6 +846,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         fuse_reply_err(req, err_of(rc));
         return;
     }
+    if (to_set & FUSE_SET_ATTR_SIZE)
+        io_mirror(m, ino, NULL, (uint64_t)attr->st_size, 0);
     stat_of(m, &out->r.reply.attr, &st);
     fuse_reply_attr(req, &st, m->attr_timeout);
 }
@@ -1088,6 +1130,172 @@ static void kept_filled(struct mnt *m, uint64_t ino, const struct data_version *
     pthread_mutex_unlock(&m->kept_mu);
 }
 
+/* ---- how the kernel does an open's I/O ---- */
+
+static struct io_inode **io_slot(struct mnt *m, uint64_t ino)
+{
+    struct io_inode **p = &m->open_inodes[(ino * 0x9e3779b97f4a7c15ull >> 40) % PASSING_BUCKETS];
+
+    /* bounded by the inodes open in one bucket */
+    while (*p != NULL && (*p)->ino != ino) {
+        p = &(*p)->next;
+    }
+    return p;
+}
+
+/* Whether a reader's file is one whole block (its one slice too): the disk
+ * cache then holds a copy of exactly the file's bytes, named name. */
+static bool is_one_block(const struct mnt *m, const struct open_file *f, char name[48])
+{
+    const struct meta_slice *p = f->map;
+
+    if (m->disk == NULL || p == NULL || f->map_count != 1 || f->map_size == 0 ||
+        f->map_size > m->block_bytes || p->id == 0 || p->pos != 0 || p->off != 0 ||
+        p->len != f->map_size || p->size != f->map_size)
+        return false;
+    cache_name(p->id, 0, name);
+    return true;
+}
+
+/* Under pass_mu: e's copy leaves the disk cache, so that this mount's
+ * writes to e may land in it too (its readers see them, as on a local
+ * file system). False if another inode passes through the same copy (a
+ * restored file shares its blocks): the writes then reach e's open
+ * readers only once they open again. */
+static bool io_make_private(struct mnt *m, struct io_inode *e)
+{
+    if (e->is_private)
+        return true;
+    /* rare (a writer meets readers in passthrough): bounded by the open inodes */
+    for (uint32_t b = 0; b < PASSING_BUCKETS; b++) {
+        for (struct io_inode *o = m->open_inodes[b]; o != NULL; o = o->next) {
+            if (o != e && o->passing > 0 && strcmp(o->block, e->block) == 0)
+                return false;
+        }
+    }
+    block_cache_drop(m->disk, e->block);
+    e->is_private = true;
+    return true;
+}
+
+/* Decide and count how the kernel does f's I/O (before the open's reply,
+ * which names *backing when it is not 0). A reader of a one-block file
+ * whose copy on disk passes its check goes in passthrough unless its inode
+ * is open through the kernel's pages; an open of an inode that has opens
+ * in passthrough goes direct on their backing file (a writer's bytes then
+ * also land in the copy those read). Everything else goes through the
+ * pages. may_pass: the caller can answer in passthrough. */
+static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, int *backing)
+{
+    char name[48] = "";
+    int fd = -1;
+    int id = 0;
+    enum io_mode io = IO_CACHED;
+
+    *backing = 0;
+    if (may_pass && m->may_pass && f->is_read_only && fusedev_passthrough() &&
+        is_one_block(m, f, name))
+        fd = block_cache_open_copy(m->disk, name, (uint32_t)f->map_size);
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode **slot = io_slot(m, f->ino);
+    struct io_inode *e = *slot;
+    if (e == NULL && (e = ar_calloc(1, sizeof(*e))) != NULL) {
+        e->ino = f->ino;
+        e->fd = -1;
+        *slot = e;
+    }
+    if (e == NULL) {
+        /* no memory to count it; no entry, so no passthrough on the inode,
+         * and a plain direct open conflicts with nothing */
+        io = IO_DIRECT;
+    } else if (e->passing > 0 && may_pass) {
+        io = fd >= 0 && !e->is_private && strcmp(e->block, name) == 0 &&
+                     version_equal(&e->version, &f->version)
+                 ? IO_PASSING
+                 : IO_DIRECT;
+        e->passing++;
+        *backing = e->backing_id;
+        if (!f->is_read_only && !io_make_private(m, e))
+            ar_log(AR_LOG_WARN, "inode %" PRIu64 ": readers open in passthrough will not "
+                   "see this mount's writes until they open again", f->ino);
+    } else if (e->passing > 0) {
+        io = IO_NONE; /* cannot be answered as the kernel requires */
+    } else if (e->cached == 0 && fd >= 0 && (id = fusedev_backing_open(fd)) > 0) {
+        io = IO_PASSING;
+        e->passing = 1;
+        e->fd = fd;
+        fd = -1;
+        e->backing_id = id;
+        snprintf(e->block, sizeof(e->block), "%s", name);
+        e->version = f->version;
+        e->is_private = false;
+        *backing = id;
+    } else {
+        e->cached++;
+    }
+    pthread_mutex_unlock(&m->pass_mu);
+    if (id < 0)
+        ar_log(AR_LOG_WARN, "passthrough refused for inode %" PRIu64 ": %s", f->ino,
+               ar_strerror(id));
+    if (fd >= 0)
+        close(fd);
+    if (io == IO_PASSING)
+        __atomic_add_fetch(&m->passthrough_opens, 1, __ATOMIC_RELAXED);
+    f->io = io;
+    return io;
+}
+
+/* f is closed (the kernel let go of its I/O mode before its RELEASE). */
+static void io_close(struct mnt *m, struct open_file *f)
+{
+    int fd = -1;
+    int id = 0;
+
+    if (f->io == IO_NONE)
+        return;
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode **slot = io_slot(m, f->ino);
+    struct io_inode *e = *slot;
+    if (e != NULL && f->io == IO_CACHED)
+        e->cached--;
+    if (e != NULL && (f->io == IO_PASSING || f->io == IO_DIRECT) && e->passing > 0 &&
+        --e->passing == 0) {
+        fd = e->fd;
+        id = e->backing_id;
+        e->fd = -1;
+        e->backing_id = 0;
+        e->block[0] = '\0';
+        e->is_private = false;
+    }
+    if (e != NULL && e->cached == 0 && e->passing == 0) {
+        *slot = e->next;
+        ar_free(e);
+    }
+    pthread_mutex_unlock(&m->pass_mu);
+    f->io = IO_NONE;
+    if (id > 0)
+        fusedev_backing_close(id);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* A write (data != NULL) or a truncation to size reached ino through an
+ * open in IO_DIRECT: readers in passthrough read the copy, so it changes
+ * as well. */
+static void io_mirror(struct mnt *m, uint64_t ino, const void *data, size_t size, uint64_t off)
+{
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode *e = *io_slot(m, ino);
+    if (e != NULL && e->passing > 0 && e->fd >= 0 && io_make_private(m, e)) {
+        bool is_ok = data != NULL ? pwrite(e->fd, data, size, (off_t)off) == (ssize_t)size
+                                  : ftruncate(e->fd, (off_t)size) == 0;
+        if (!is_ok)
+            ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": its readers in passthrough miss a change: "
+                   "%s", ino, strerror(errno));
+    }
+    pthread_mutex_unlock(&m->pass_mu);
+}
+
 /* Resolve chunk 0 of a reader's file into f->map: the open finds out the
  * inode is gone (ESTALE, on which the kernel walks the path again), and
  * the first reads need no round trip. */
@@ -1117,16 +1325,45 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
+/* Answer an open as io_open() decided for f (unique: the request's, for
+ * an answer that names a backing file). */
+static void reply_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
+                       struct open_file *f, uint64_t unique, int backing)
+{
+    if (f->io == IO_NONE) {
+        fuse_reply_err(req, EBUSY); /* only if a caller could not name the backing file */
+    } else if (backing > 0) {
+        int rc = fusedev_reply_passthrough(unique, fi->fh, backing, f->io == IO_DIRECT);
+        fuse_reply_none(req);
+        if (rc == 0)
+            return;
+    } else {
+        fi->direct_io = f->io == IO_DIRECT;
+        if (fuse_reply_open(req, fi) == 0)
+            return;
+    }
+    /* no RELEASE will come (refused, or interrupted) */
+    uint64_t ino = f->ino;
+    io_close(m, f);
+    if (file_free(m, f))
+        hold(m, NULL, ino, META_OP_RELEASE);
+}
+
 /* The reply to a reader's open: its close has nothing to commit (no FLUSH
  * round trip), and the kernel keeps the file's pages if they still hold
  * this version's bytes. */
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
                               struct open_file *f)
 {
+    uint64_t unique = fusedev_unique(); /* 0 on the client's thread: no passthrough */
+    int backing = 0;
+
     fi->fh = (uint64_t)(uintptr_t)f;
     fi->noflush = 1;
-    fi->keep_cache = kept_open(m, f->ino, &f->version);
-    fuse_reply_open(req, fi);
+    enum io_mode io = io_open(m, f, unique != 0, &backing);
+    if (io == IO_CACHED)
+        fi->keep_cache = kept_open(m, f->ino, &f->version);
+    reply_open(m, req, fi, f, unique, backing);
 }
 
 /* An open that failed on the client's loop, which must not take files_mu:
@@ -1174,7 +1411,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     /* a reader counted itself (file_new) before it looks at removals: a
      * removal in flight may have missed it */
     bool is_removing = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0;
-    if (rc == 0 && is_read_only && !is_removing) {
+    /* in passthrough the open reads the copy on disk: not on the client's loop */
+    if (rc == 0 && is_read_only && !is_removing && !fusedev_passthrough()) {
         struct query *q = query_new(m, req, META_OP_READ_MAP, ino);
         if (q != NULL) {
             q->f = f;
@@ -1200,8 +1438,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
+    uint64_t unique = fusedev_unique();
+    int backing = 0;
+    io_open(m, f, unique != 0, &backing);
     kept_filled(m, ino, NULL); /* its writes go through the pages */
-    fuse_reply_open(req, fi);
+    reply_open(m, req, fi, f, unique, backing);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1239,6 +1480,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
+    int backing = 0;
+    /* a new inode: no opens in passthrough yet */
+    fi->direct_io = io_open(m, f, false, &backing) == IO_DIRECT;
     fuse_reply_create(req, &e, fi);
 }
 
@@ -1282,6 +1526,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
             rc = commit(m, req, f);
     }
     pthread_mutex_unlock(&f->mu);
+    if (rc == 0 && f->io == IO_DIRECT)
+        io_mirror(m, ino, buf, size, (uint64_t)off);
     kept_filled(m, ino, NULL); /* the kernel put these bytes in the pages */
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
@@ -1408,6 +1654,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
      * reply ends req: the release goes without the caller's credentials,
      * which it does not need) */
     fuse_reply_err(req, 0);
+    io_close(m, f);
     if (file_free(m, f))
         hold(m, NULL, ino, META_OP_RELEASE);
 }
@@ -1743,7 +1990,7 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
          * checks only waits here, as it would have on a pool thread. */
         if (len >= 4)
             memcpy(&flags, body, 4);
-        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY;
+        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY && !fusedev_passthrough();
     case FUSE_WIRE_RELEASE:
         /* (a reader a removal held lets go of its hold here: rare) */
         if (len >= 12)
@@ -1827,7 +2074,10 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         pthread_mutex_init(&m->kept_mu, NULL);
         pthread_mutex_init(&m->queries_mu, NULL);
         pthread_mutex_init(&m->dead_mu, NULL);
+        pthread_mutex_init(&m->pass_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
+        m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
+        fusedev_want_passthrough(m->may_pass);
         /* default_permissions: the kernel checks permissions as it does for
          * a local file system, in the same order (a path's search rights
          * before its names); the server checks them again, with the same
@@ -1891,6 +2141,8 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
                    "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
                    "full), %" PRIu64 " damaged",
                    st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged);
+            ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
+                   __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
         }
         block_cache_close(m->disk);
         ar_client_close(m->mc);

@@ -30,6 +30,10 @@ static void usage(FILE *to)
             "  --cache-size SIZE    at most this much, least recently used out, and never\n"
             "                       past nine tenths of its disk (default 10G)\n"
             "  --no-cache           no disk cache\n"
+            "  --no-passthrough     read every cached block through this mount; by\n"
+            "                       default the kernel reads a file that is one cached\n"
+            "                       block from the cache itself (Linux 6.9 or later,\n"
+            "                       checked at each open)\n"
             "  -o OPTS              more options for the kernel, e.g. allow_other (for\n"
             "                       other users; permissions are always checked)\n");
 }
@@ -50,6 +54,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"cache-dir", required_argument, NULL, 'c'},
         {"cache-size", required_argument, NULL, 'C'},
         {"no-cache", no_argument, NULL, 'n'},
+        {"no-passthrough", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -114,6 +119,9 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
             break;
         case 'n':
             cache[0] = '\0';
+            break;
+        case 'P':
+            o->no_passthrough = true;
             break;
         case 'h':
             usage(stdout);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -472,12 +473,22 @@ static void test_mount_readers_commit_nothing(void **state)
     assert_int_equal(close(writer), 0);
     assert_int_equal(close(reader), 0);
     /* a reader open for long sees what another mount appended, once the
-     * attribute timeout (1 s here) passed: its map from the open expired */
+     * attribute timeout (1 s here) passed: its map from the open expired.
+     * So it does when its reads reach the mount; in passthrough the kernel
+     * reads the copy the open found, and the next open sees the append
+     * (close-to-open, as across NFS clients). */
+    const char *const extra[] = {"--no-passthrough", NULL};
+    struct mount_proc *plain = mount_start_with(f, "plain", "1", extra);
     struct mount_proc *other = mount_start(f, "other", "0");
-    snprintf(path, sizeof(path), "%s/r01", mp->dir);
+    char passing_path[600];
+    snprintf(path, sizeof(path), "%s/r01", plain->dir);
     reader = open(path, O_RDONLY);
     assert_true(reader >= 0);
     assert_int_equal(pread(reader, buf, 4, 0), 4);
+    snprintf(passing_path, sizeof(passing_path), "%s/r01", mp->dir);
+    int passing = open(passing_path, O_RDONLY);
+    assert_true(passing >= 0);
+    assert_int_equal(pread(passing, buf, 4, 0), 4);
     snprintf(path, sizeof(path), "%s/r01", other->dir);
     writer = open(path, O_WRONLY | O_APPEND);
     assert_true(writer >= 0);
@@ -487,7 +498,14 @@ static void test_mount_readers_commit_nothing(void **state)
     assert_int_equal(pread(reader, buf, 16, sizeof(data)), 4);
     assert_memory_equal(buf, "tail", 4);
     assert_int_equal(close(reader), 0);
+    assert_int_equal(close(passing), 0);
+    passing = open(passing_path, O_RDONLY);
+    assert_true(passing >= 0);
+    assert_int_equal(pread(passing, buf, 16, sizeof(data)), 4);
+    assert_memory_equal(buf, "tail", 4);
+    assert_int_equal(close(passing), 0);
     mount_stop(other);
+    mount_stop(plain);
     mount_stop(mp);
 }
 
@@ -773,7 +791,9 @@ static void shell_in(const char *dir, const char *script)
 static void test_mount_keeps_pages_of_unchanged_files(void **state)
 {
     struct fixture *f = *state;
-    struct mount_proc *mp = mount_start(f, "m", "60");
+    /* in passthrough the kernel keeps the cached copy's pages instead */
+    const char *const extra[] = {"--no-passthrough", NULL};
+    struct mount_proc *mp = mount_start_with(f, "m", "60", extra);
     struct mount_proc *writer = mount_start(f, "w", "0");
     char kept[600];
     char other[600];
@@ -818,6 +838,85 @@ static void test_mount_keeps_pages_of_unchanged_files(void **state)
     pattern_expect(kept, 70000, 931);
     mount_stop(writer);
     mount_stop(mp);
+}
+
+/* Whether file (a mount's log) holds text. */
+static bool log_has(const char *file, const char *text)
+{
+    char line[512];
+    bool has = false;
+    FILE *in = fopen(file, "r");
+
+    /* bounded by the log's lines */
+    while (in != NULL && !has && fgets(line, sizeof(line), in) != NULL) {
+        has = strstr(line, text) != NULL;
+    }
+    if (in != NULL)
+        fclose(in);
+    return has;
+}
+
+/* A file of one block whose copy is in the disk cache is read by the
+ * kernel from that copy (FUSE passthrough, where the kernel offers it):
+ * the bytes are the file's, through read and mmap alike; a write or a
+ * truncation on this mount reaches a reader already open, as on a local
+ * file system, and leaves the cache's copy of the old block unchanged. */
+static void test_mount_passthrough_reads_cached_copies(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char one[600];
+    char big[600];
+    char copy[600];
+    uint8_t buf[200];
+
+    snprintf(one, sizeof(one), "%s/one", mp->dir);
+    snprintf(big, sizeof(big), "%s/big", mp->dir);
+    snprintf(copy, sizeof(copy), "%s/copy", mp->dir);
+    pattern_write(one, 100000, 1400, true);
+    pattern_write(big, (5u << 20) + 7, 1401, true); /* two blocks: through the mount */
+    pattern_expect(one, 100000, 1400);
+    pattern_expect(big, (5u << 20) + 7, 1401);
+    /* mmap: the kernel maps the copy's pages */
+    int fd = open(one, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t *map = mmap(NULL, 100000, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    uint8_t *want = malloc(100000);
+    assert_non_null(want);
+    fill(want, 100000, 1400);
+    assert_memory_equal(map, want, 100000);
+    munmap(map, 100000);
+    /* a reader open in passthrough, then a writer here: the reader sees
+     * the write, and then the truncation */
+    int writer = open(one, O_WRONLY);
+    assert_true(writer >= 0);
+    assert_int_equal(pwrite(writer, "fresh", 5, 50), 5);
+    assert_int_equal(pread(fd, buf, 5, 50), 5);
+    assert_memory_equal(buf, "fresh", 5);
+    assert_int_equal(ftruncate(writer, 60), 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 60);
+    assert_int_equal(close(writer), 0);
+    assert_int_equal(close(fd), 0);
+    memcpy(want + 50, "fresh", 5);
+    fd = open(one, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 60);
+    assert_memory_equal(buf, want, 60);
+    close(fd);
+    /* the old block's copy stayed whole: a file written with the same
+     * bytes elsewhere reads back equal */
+    pattern_write(copy, 100000, 1400, true);
+    pattern_expect(copy, 100000, 1400);
+    free(want);
+    mount_stop(mp);
+    if (!log_has(mp->log, "(passthrough)")) {
+        print_message("this kernel offers no FUSE passthrough: every read went through the "
+                      "mount\n");
+        return;
+    }
+    assert_false(log_has(mp->log, "passthrough: 0 opens"));
+    assert_true(log_has(mp->log, "passthrough: "));
 }
 
 struct slow_read {
@@ -910,7 +1009,7 @@ static void test_mount_disk_cache(void **state)
     pattern_expect(small, 3000, 901);
     mount_stop(mp);
     /* a damaged cached copy: refused, and with the store empty that is EIO */
-    shell_in(dir, "for c in cache/*/*_0; do printf X | dd of=\"$c\" bs=1 seek=100 "
+    shell_in(dir, "for c in cache/*/*_0.*; do printf X | dd of=\"$c\" bs=1 seek=100 "
                   "conv=notrunc 2>/dev/null; done");
     mp = mount_start(f, "m", "1");
     uint8_t buf[4096];
@@ -1125,6 +1224,7 @@ int main(void)
         T(test_mount_posix_calls_match_a_local_directory),
         T(test_mount_large_files),
         T(test_mount_disk_cache),
+        T(test_mount_passthrough_reads_cached_copies),
         T(test_mount_stats_beside_blocked_reads),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
