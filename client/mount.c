@@ -205,7 +205,8 @@ struct mnt {
     pthread_mutex_t pass_mu;        /* a leaf lock */
     struct io_inode *open_inodes[PASSING_BUCKETS];
     uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
-    bool may_pass;                  /* passthrough asked for (the kernel may refuse) */
+    bool may_pass;                  /* atomic: passthrough asked for, and the device
+                                     * took the backing files it was given */
     /* The version of the bytes the kernel may hold in a file's pages, by a
      * hash of its inode (a slot another file took costs one re-read). */
     pthread_mutex_t kept_mu;
@@ -1193,8 +1194,8 @@ static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, i
     enum io_mode io = IO_CACHED;
 
     *backing = 0;
-    if (may_pass && m->may_pass && f->is_read_only && fusedev_passthrough() &&
-        is_one_block(m, f, name))
+    if (may_pass && __atomic_load_n(&m->may_pass, __ATOMIC_RELAXED) && f->is_read_only &&
+        fusedev_passthrough() && is_one_block(m, f, name))
         fd = block_cache_open_copy(m->disk, name, (uint32_t)f->map_size);
     pthread_mutex_lock(&m->pass_mu);
     struct io_inode **slot = io_slot(m, f->ino);
@@ -1234,9 +1235,11 @@ static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, i
         e->cached++;
     }
     pthread_mutex_unlock(&m->pass_mu);
-    if (id < 0)
-        ar_log(AR_LOG_WARN, "passthrough refused for inode %" PRIu64 ": %s", f->ino,
-               ar_strerror(id));
+    /* refused (no CAP_SYS_ADMIN, a cache on a stacked file system): it would
+     * be refused again, so the mount stops asking */
+    if (id < 0 && __atomic_exchange_n(&m->may_pass, false, __ATOMIC_RELAXED))
+        ar_log(AR_LOG_WARN, "reads stay in the mount: the kernel refused the disk cache's "
+               "files for passthrough: %s", ar_strerror(id));
     if (fd >= 0)
         close(fd);
     if (io == IO_PASSING)
