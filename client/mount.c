@@ -1239,7 +1239,9 @@ static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, i
      * be refused again, so the mount stops asking */
     if (id < 0 && __atomic_exchange_n(&m->may_pass, false, __ATOMIC_RELAXED))
         ar_log(AR_LOG_WARN, "reads stay in the mount: the kernel refused the disk cache's "
-               "files for passthrough: %s", ar_strerror(id));
+               "files for passthrough: %s", id == -ELOOP ? "the cache is on a stacked file "
+               "system (overlayfs?)" : id == -EPERM ? "the mount lacks CAP_SYS_ADMIN"
+                                                    : ar_strerror(id));
     if (fd >= 0)
         close(fd);
     if (io == IO_PASSING)
