@@ -172,16 +172,19 @@ struct found {
 static bool name_parse(const char *file, char name[NAME_MAX_], uint32_t *crc)
 {
     const char *dot = strrchr(file, '.');
-    char *end;
+    uint32_t v = 0;
 
     if (dot == NULL || dot == file || strlen(dot + 1) != 8 || (size_t)(dot - file) >= NAME_MAX_)
         return false;
-    unsigned long v = strtoul(dot + 1, &end, 16);
-    if (*end != '\0')
-        return false;
+    /* exactly as path_of() writes it: 8 lowercase hex digits */
+    for (const char *p = dot + 1; *p != '\0'; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+        v = v << 4 | (uint32_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+    }
     memcpy(name, file, (size_t)(dot - file));
     name[dot - file] = '\0';
-    *crc = (uint32_t)v;
+    *crc = v;
     return true;
 }
 
@@ -359,57 +362,46 @@ int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
     char path[600];
     struct stat st;
 
+    /* a miss is counted by the read that follows it */
     pthread_mutex_lock(&c->mu);
-    struct entry *e = touch(c, name);
+    struct entry *e = find(c, name);
     uint64_t bytes = e != NULL ? e->bytes : 0;
     uint32_t crc = e != NULL ? e->crc : 0;
     bool is_checked = e != NULL && e->is_checked;
-    if (e != NULL && bytes == len)
-        c->stats.hits++;
     pthread_mutex_unlock(&c->mu);
     if (e == NULL || bytes != len)
         return -ENOENT;
     path_of(c, name, crc, path);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    bool is_ok = fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == bytes;
-    if (is_ok && !is_checked) {
-        /* a copy this process did not write is checked once, as a read is */
-        uint8_t *all = ar_malloc(bytes > 0 ? bytes : 1);
-        is_ok = all != NULL && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
-                obj_crc32c(0, all, bytes) == crc;
-        ar_free(all);
-        pthread_mutex_lock(&c->mu);
-        if (is_ok && (e = find(c, name)) != NULL && e->crc == crc)
-            e->is_checked = true;
-        pthread_mutex_unlock(&c->mu);
-    }
-    if (fd >= 0 && !is_ok) {
-        close(fd);
-        fd = -1;
-    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+        int rc = -errno;
+        if (rc == -ENOENT)
+            drop_damaged(c, name, crc); /* gone from under the cache */
+        return rc;
+    }
+    bool is_ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == bytes;
+    uint8_t *all = is_ok && !is_checked ? ar_malloc(bytes > 0 ? bytes : 1) : NULL;
+    if (is_ok && !is_checked && all == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    if (all != NULL) {
+        /* a copy this process did not write is checked once, as a read is */
+        is_ok = pread(fd, all, bytes, 0) == (ssize_t)bytes && obj_crc32c(0, all, bytes) == crc;
+        ar_free(all);
+    }
+    if (!is_ok) {
+        close(fd);
         drop_damaged(c, name, crc);
         return -ENOENT;
     }
-    return fd;
-}
-
-void block_cache_drop(struct block_cache *c, const char *name)
-{
-    char path[600];
-
     pthread_mutex_lock(&c->mu);
-    struct entry *e = find(c, name);
-    uint32_t crc = e != NULL ? e->crc : 0;
-    if (e != NULL) {
-        remove_entry(c, e);
-        ar_free(e);
+    if ((e = touch(c, name)) != NULL && e->crc == crc) {
+        e->is_checked = true;
+        c->stats.hits++;
     }
     pthread_mutex_unlock(&c->mu);
-    if (e == NULL)
-        return;
-    path_of(c, name, crc, path);
-    unlink(path);
+    return fd;
 }
 
 /* Whether the cache's file system has less than CACHE_FREE_MIN_PCT of its

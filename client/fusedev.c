@@ -222,8 +222,8 @@ int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool
 {
     uint8_t out[32] = {0};
     uint32_t len = sizeof(out);
-    uint32_t open_flags = WIRE_FOPEN_PASSTHROUGH | (is_direct ? WIRE_FOPEN_DIRECT_IO
-                                                              : WIRE_FOPEN_NOFLUSH);
+    uint32_t open_flags = WIRE_FOPEN_PASSTHROUGH | WIRE_FOPEN_NOFLUSH |
+                          (is_direct ? WIRE_FOPEN_DIRECT_IO : 0);
     int dev = __atomic_load_n(&passthrough_fd, __ATOMIC_ACQUIRE);
 
     /* fuse_out_header (len, error, unique), then fuse_open_out (fh,

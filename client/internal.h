@@ -25,14 +25,12 @@ void block_cache_close(struct block_cache *c);
  * is not cached (or its copy failed its check; then it is dropped). */
 int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
                      void *dst);
-/* A descriptor (read-write) of block name's copy, if it holds exactly len
- * bytes: the caller closes it. -ENOENT when there is none. A copy this
- * process neither wrote nor read is checked first (once), since the
- * caller's reader may read the file without the cache. */
+/* A read-only descriptor of block name's copy, if it holds exactly len
+ * bytes: the caller closes it. -ENOENT when there is none (or it failed
+ * its check: then it is dropped). A copy this process neither wrote nor
+ * read is checked first (once), since the caller's reader may read the
+ * file without the cache. */
 int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len);
-/* Forget block name's copy and remove its file: a descriptor open on it
- * keeps its bytes, the caller's alone from then on. */
-void block_cache_drop(struct block_cache *c, const char *name);
 /* Keep a block's bytes (best effort: a full disk only skips it). */
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len);
 
@@ -67,11 +65,12 @@ uint64_t fusedev_unique(void);
  * device: its id (> 0), or -errno. Each id is closed once. */
 int fusedev_backing_open(int fd);
 void fusedev_backing_close(int id);
-/* Answer the OPEN `unique` in passthrough to backing_id, with file handle
- * fh (in place of fuse_reply_open(); the caller then ends its request with
- * fuse_reply_none()): 0, or -errno (-ENOENT: the open was interrupted).
- * is_direct: reads and writes still come to the mount (only mmap uses the
- * backing file), as an inode's every open must name its backing file. */
+/* Answer the reader's OPEN `unique` in passthrough to backing_id, with
+ * file handle fh and no FLUSH at close (in place of fuse_reply_open(); the
+ * caller then ends its request with fuse_reply_none()): 0, or -errno
+ * (-ENOENT: the open was interrupted). is_direct: its reads still come to
+ * the mount (only an mmap uses the backing file), since every open of an
+ * inode in passthrough must name its backing file. */
 int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool is_direct);
 
 /* What the loop asks of a request before it runs it (opcodes as the wire's). */

@@ -34,8 +34,10 @@
  * answered so that the kernel reads the copy itself (io_open(); fusedev.c
  * speaks the protocol). The kernel wants an inode's opens all in
  * passthrough on one backing file or none, so each open inode counts its
- * opens of each kind (struct io_inode), and a writer meeting readers in
- * passthrough goes direct, its bytes landing in their (now private) copy.
+ * opens of each kind (struct io_inode). While readers hold an inode in
+ * passthrough, this mount refuses to write or truncate it (ETXTBSY, as
+ * for a running program): a write could not reach their copy, and a
+ * writer's mmap would map that copy instead of the file.
  *
  * Threads: the FUSE loop's reader, which runs the requests is_quick()
  * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
@@ -90,9 +92,10 @@ enum io_mode {
     IO_NONE,                        /* not counted (an open that failed) */
     IO_CACHED,                      /* through the kernel's pages and this mount */
     IO_PASSING,                     /* the kernel reads a cached copy itself */
-    IO_DIRECT,                      /* every read and write to this mount, no pages:
-                                     * the inode has opens in passthrough, and the
-                                     * kernel wants this one on their backing file */
+    IO_DIRECT,                      /* a reader whose reads come to this mount, no
+                                     * pages: its inode has readers in passthrough of
+                                     * an older version, on whose copy the kernel wants
+                                     * it too (an mmap of it maps that copy) */
 };
 
 /* An inode open on this mount, under pass_mu. */
@@ -106,7 +109,6 @@ struct io_inode {
     int backing_id;                 /* as the device knows fd */
     char block[48];                 /* the copy's name in the disk cache */
     struct data_version version;    /* the bytes it holds */
-    bool is_private;                /* out of the cache: this mount's writes land in it too */
 };
 
 struct open_file {
@@ -721,7 +723,7 @@ static void query_free(struct query *q)
 }
 
 static void query_done(void *arg, int rc);
-static void io_mirror(struct mnt *m, uint64_t ino, const void *data, size_t size, uint64_t off);
+static bool io_is_passing(struct mnt *m, uint64_t ino);
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen);
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
                               struct open_file *f);
@@ -816,6 +818,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     struct stat st;
 
     (void)fi;
+    if ((to_set & FUSE_SET_ATTR_SIZE) && io_is_passing(m, ino)) {
+        fuse_reply_err(req, ETXTBSY); /* readers in passthrough would not see it */
+        return;
+    }
     if (to_set & FUSE_SET_ATTR_SIZE) {
         /* buffered bytes land first, so the truncation cuts them too */
         int rc = commit_ino(m, req, ino);
@@ -847,8 +853,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         fuse_reply_err(req, err_of(rc));
         return;
     }
-    if (to_set & FUSE_SET_ATTR_SIZE)
-        io_mirror(m, ino, NULL, (uint64_t)attr->st_size, 0);
     stat_of(m, &out->r.reply.attr, &st);
     fuse_reply_attr(req, &st, m->attr_timeout);
 }
@@ -1158,42 +1162,30 @@ static bool is_one_block(const struct mnt *m, const struct open_file *f, char na
     return true;
 }
 
-/* Under pass_mu: e's copy leaves the disk cache, so that this mount's
- * writes to e may land in it too (its readers see them, as on a local
- * file system). False if another inode passes through the same copy (a
- * restored file shares its blocks): the writes then reach e's open
- * readers only once they open again. */
-static bool io_make_private(struct mnt *m, struct io_inode *e)
+/* Whether the device's refusal of a backing file will be the same for
+ * every file (else only this open goes without passthrough). */
+static bool is_refused_for_good(int rc)
 {
-    if (e->is_private)
-        return true;
-    /* rare (a writer meets readers in passthrough): bounded by the open inodes */
-    for (uint32_t b = 0; b < PASSING_BUCKETS; b++) {
-        for (struct io_inode *o = m->open_inodes[b]; o != NULL; o = o->next) {
-            if (o != e && o->passing > 0 && strcmp(o->block, e->block) == 0)
-                return false;
-        }
-    }
-    block_cache_drop(m->disk, e->block);
-    e->is_private = true;
-    return true;
+    return rc == -EPERM || rc == -ELOOP || rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENOTTY;
 }
 
-/* Decide and count how the kernel does f's I/O (before the open's reply,
- * which names *backing when it is not 0). A reader of a one-block file
- * whose copy on disk passes its check goes in passthrough unless its inode
- * is open through the kernel's pages; an open of an inode that has opens
- * in passthrough goes direct on their backing file (a writer's bytes then
- * also land in the copy those read). Everything else goes through the
- * pages. may_pass: the caller can answer in passthrough. */
-static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, int *backing)
+/* Decide and count how the kernel does f's I/O (f->io), before the open's
+ * reply, which names *backing when it is not 0. A reader of a one-block
+ * file whose copy on disk passes its check goes in passthrough unless its
+ * inode is open through the kernel's pages; another reader of an inode
+ * that has readers in passthrough joins them (direct, if the file changed
+ * since). A writer of such an inode is refused: -ETXTBSY. may_pass: the
+ * caller can answer in passthrough (else -EBUSY where it must). 0, or
+ * -errno with f->io IO_NONE. */
+static int io_open(struct mnt *m, struct open_file *f, bool may_pass, int *backing)
 {
     char name[48] = "";
     int fd = -1;
     int id = 0;
-    enum io_mode io = IO_CACHED;
+    int rc = 0;
 
     *backing = 0;
+    f->io = IO_NONE;
     if (may_pass && __atomic_load_n(&m->may_pass, __ATOMIC_RELAXED) && f->is_read_only &&
         fusedev_passthrough() && is_one_block(m, f, name))
         fd = block_cache_open_copy(m->disk, name, (uint32_t)f->map_size);
@@ -1206,48 +1198,48 @@ static enum io_mode io_open(struct mnt *m, struct open_file *f, bool may_pass, i
         *slot = e;
     }
     if (e == NULL) {
-        /* no memory to count it; no entry, so no passthrough on the inode,
-         * and a plain direct open conflicts with nothing */
-        io = IO_DIRECT;
-    } else if (e->passing > 0 && may_pass) {
-        io = fd >= 0 && !e->is_private && strcmp(e->block, name) == 0 &&
-                     version_equal(&e->version, &f->version)
-                 ? IO_PASSING
-                 : IO_DIRECT;
+        rc = -ENOMEM;
+    } else if (e->passing > 0 && !f->is_read_only) {
+        rc = -ETXTBSY;
+    } else if (e->passing > 0 && !may_pass) {
+        rc = -EBUSY;
+    } else if (e->passing > 0) {
+        f->io = fd >= 0 && strcmp(e->block, name) == 0 && version_equal(&e->version, &f->version)
+                    ? IO_PASSING
+                    : IO_DIRECT;
         e->passing++;
         *backing = e->backing_id;
-        if (!f->is_read_only && !io_make_private(m, e))
-            ar_log(AR_LOG_WARN, "inode %" PRIu64 ": readers open in passthrough will not "
-                   "see this mount's writes until they open again", f->ino);
-    } else if (e->passing > 0) {
-        io = IO_NONE; /* cannot be answered as the kernel requires */
     } else if (e->cached == 0 && fd >= 0 && (id = fusedev_backing_open(fd)) > 0) {
-        io = IO_PASSING;
+        f->io = IO_PASSING;
         e->passing = 1;
         e->fd = fd;
         fd = -1;
         e->backing_id = id;
         snprintf(e->block, sizeof(e->block), "%s", name);
         e->version = f->version;
-        e->is_private = false;
         *backing = id;
     } else {
+        f->io = IO_CACHED;
         e->cached++;
     }
+    if (e != NULL && e->cached == 0 && e->passing == 0) {
+        *slot = e->next; /* refused: nothing counted */
+        ar_free(e);
+    }
     pthread_mutex_unlock(&m->pass_mu);
-    /* refused (no CAP_SYS_ADMIN, a cache on a stacked file system): it would
-     * be refused again, so the mount stops asking */
-    if (id < 0 && __atomic_exchange_n(&m->may_pass, false, __ATOMIC_RELAXED))
+    /* refused for a reason every file shares (no CAP_SYS_ADMIN, a cache on
+     * a stacked file system): the mount stops asking */
+    if (id < 0 && is_refused_for_good(id) &&
+        __atomic_exchange_n(&m->may_pass, false, __ATOMIC_RELAXED))
         ar_log(AR_LOG_WARN, "reads stay in the mount: the kernel refused the disk cache's "
                "files for passthrough: %s", id == -ELOOP ? "the cache is on a stacked file "
                "system (overlayfs?)" : id == -EPERM ? "the mount lacks CAP_SYS_ADMIN"
                                                     : ar_strerror(id));
     if (fd >= 0)
         close(fd);
-    if (io == IO_PASSING)
+    if (f->io == IO_PASSING)
         __atomic_add_fetch(&m->passthrough_opens, 1, __ATOMIC_RELAXED);
-    f->io = io;
-    return io;
+    return rc;
 }
 
 /* f is closed (the kernel let go of its I/O mode before its RELEASE). */
@@ -1270,7 +1262,6 @@ static void io_close(struct mnt *m, struct open_file *f)
         e->fd = -1;
         e->backing_id = 0;
         e->block[0] = '\0';
-        e->is_private = false;
     }
     if (e != NULL && e->cached == 0 && e->passing == 0) {
         *slot = e->next;
@@ -1284,21 +1275,20 @@ static void io_close(struct mnt *m, struct open_file *f)
         close(fd);
 }
 
-/* A write (data != NULL) or a truncation to size reached ino through an
- * open in IO_DIRECT: readers in passthrough read the copy, so it changes
- * as well. */
-static void io_mirror(struct mnt *m, uint64_t ino, const void *data, size_t size, uint64_t off)
+/* Whether a reader's open may be answered in passthrough now. */
+static bool may_pass_now(struct mnt *m)
+{
+    return fusedev_passthrough() && __atomic_load_n(&m->may_pass, __ATOMIC_RELAXED);
+}
+
+/* Whether readers hold ino in passthrough on this mount. */
+static bool io_is_passing(struct mnt *m, uint64_t ino)
 {
     pthread_mutex_lock(&m->pass_mu);
     struct io_inode *e = *io_slot(m, ino);
-    if (e != NULL && e->passing > 0 && e->fd >= 0 && io_make_private(m, e)) {
-        bool is_ok = data != NULL ? pwrite(e->fd, data, size, (off_t)off) == (ssize_t)size
-                                  : ftruncate(e->fd, (off_t)size) == 0;
-        if (!is_ok)
-            ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": its readers in passthrough miss a change: "
-                   "%s", ino, strerror(errno));
-    }
+    bool is_passing = e != NULL && e->passing > 0;
     pthread_mutex_unlock(&m->pass_mu);
+    return is_passing;
 }
 
 /* Resolve chunk 0 of a reader's file into f->map: the open finds out the
@@ -1330,26 +1320,31 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
-/* Answer an open as io_open() decided for f (unique: the request's, for
- * an answer that names a backing file). */
+/* Answer an open as io_open() decided for f (rc: what it returned;
+ * unique: the request's id, for an answer that names a backing file).
+ * unique 0 may mean the metadata client's thread, where f is left to a
+ * FUSE thread to free (file_dead) should no RELEASE ever come. */
 static void reply_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
-                       struct open_file *f, uint64_t unique, int backing)
+                       struct open_file *f, int rc, uint64_t unique, int backing)
 {
-    if (f->io == IO_NONE) {
-        fuse_reply_err(req, EBUSY); /* only if a caller could not name the backing file */
+    if (rc != 0) {
+        fuse_reply_err(req, -rc);
     } else if (backing > 0) {
-        int rc = fusedev_reply_passthrough(unique, fi->fh, backing, f->io == IO_DIRECT);
+        rc = fusedev_reply_passthrough(unique, fi->fh, backing, f->io == IO_DIRECT);
         fuse_reply_none(req);
-        if (rc == 0)
-            return;
     } else {
         fi->direct_io = f->io == IO_DIRECT;
-        if (fuse_reply_open(req, fi) == 0)
-            return;
+        rc = fuse_reply_open(req, fi);
     }
+    if (rc == 0)
+        return;
     /* no RELEASE will come (refused, or interrupted) */
-    uint64_t ino = f->ino;
     io_close(m, f);
+    if (unique == 0) {
+        file_dead(m, f);
+        return;
+    }
+    uint64_t ino = f->ino;
     if (file_free(m, f))
         hold(m, NULL, ino, META_OP_RELEASE);
 }
@@ -1365,10 +1360,10 @@ static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_in
 
     fi->fh = (uint64_t)(uintptr_t)f;
     fi->noflush = 1;
-    enum io_mode io = io_open(m, f, unique != 0, &backing);
-    if (io == IO_CACHED)
+    int rc = io_open(m, f, unique != 0, &backing);
+    if (rc == 0 && f->io == IO_CACHED)
         fi->keep_cache = kept_open(m, f->ino, &f->version);
-    reply_open(m, req, fi, f, unique, backing);
+    reply_open(m, req, fi, f, rc, unique, backing);
 }
 
 /* An open that failed on the client's loop, which must not take files_mu:
@@ -1417,7 +1412,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * removal in flight may have missed it */
     bool is_removing = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0;
     /* in passthrough the open reads the copy on disk: not on the client's loop */
-    if (rc == 0 && is_read_only && !is_removing && !fusedev_passthrough()) {
+    if (rc == 0 && is_read_only && !is_removing && !may_pass_now(m)) {
         struct query *q = query_new(m, req, META_OP_READ_MAP, ino);
         if (q != NULL) {
             q->f = f;
@@ -1443,11 +1438,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
-    uint64_t unique = fusedev_unique();
     int backing = 0;
-    io_open(m, f, unique != 0, &backing);
+    rc = io_open(m, f, false, &backing); /* a writer never passes through */
     kept_filled(m, ino, NULL); /* its writes go through the pages */
-    reply_open(m, req, fi, f, unique, backing);
+    reply_open(m, req, fi, f, rc, fusedev_unique(), backing);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1486,9 +1480,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     fi->fh = (uint64_t)(uintptr_t)f;
     int backing = 0;
-    /* a new inode: no opens in passthrough yet */
-    fi->direct_io = io_open(m, f, false, &backing) == IO_DIRECT;
-    fuse_reply_create(req, &e, fi);
+    rc = io_open(m, f, false, &backing); /* a writer: in the pages */
+    if (rc == 0 && fuse_reply_create(req, &e, fi) == 0)
+        return;
+    if (rc != 0)
+        fuse_reply_err(req, -rc);
+    io_close(m, f); /* refused, or interrupted: no RELEASE will come */
+    if (file_free(m, f))
+        hold(m, NULL, e.ino, META_OP_RELEASE);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -1531,8 +1530,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
             rc = commit(m, req, f);
     }
     pthread_mutex_unlock(&f->mu);
-    if (rc == 0 && f->io == IO_DIRECT)
-        io_mirror(m, ino, buf, size, (uint64_t)off);
     kept_filled(m, ino, NULL); /* the kernel put these bytes in the pages */
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
@@ -1995,7 +1992,7 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
          * checks only waits here, as it would have on a pool thread. */
         if (len >= 4)
             memcpy(&flags, body, 4);
-        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY && !fusedev_passthrough();
+        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY && !may_pass_now(m);
     case FUSE_WIRE_RELEASE:
         /* (a reader a removal held lets go of its hold here: rare) */
         if (len >= 12)
@@ -2133,11 +2130,12 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             ar_free(q->out);
             ar_free(q);
         }
+        /* read-ahead still on its way finishes before the store closes, and
+         * may put its block in memory: freed after */
+        obj_store_close(m->store);
         for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
             ar_free(m->cache[i].data);
         }
-        /* read-ahead still on its way finishes before the store closes */
-        obj_store_close(m->store);
         if (m->disk != NULL) {
             struct block_cache_stats st;
             block_cache_stats(m->disk, &st);
