@@ -336,8 +336,10 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
      * check dst holds garbage, which the caller then reads over */
     bool is_whole = off == 0 && (uint64_t)len == bytes;
     uint8_t *all = is_whole ? dst : ar_malloc(bytes > 0 ? bytes : 1);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    bool is_ok = all != NULL && fd >= 0 && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
+    int fd = all != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    /* out of memory or descriptors: a miss, the copy kept */
+    bool is_damaged = all != NULL && (fd >= 0 || errno == ENOENT);
+    bool is_ok = fd >= 0 && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
                  obj_crc32c(0, all, bytes) == crc;
     if (fd >= 0)
         close(fd);
@@ -346,7 +348,8 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
     if (!is_whole)
         ar_free(all);
     if (!is_ok) {
-        drop_damaged(c, name, crc); /* read from the store again */
+        if (is_damaged)
+            drop_damaged(c, name, crc); /* read from the store again */
         return -ENOENT;
     }
     pthread_mutex_lock(&c->mu);
