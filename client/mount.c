@@ -122,7 +122,9 @@ struct open_file {
     uint32_t buf_len;
     uint64_t read_end;              /* where the last read ended: the next one there is sequential */
     bool is_read_only;              /* opened O_RDONLY */
-    bool is_held;                   /* the session holds ino for it (under mu) */
+    bool is_held;                   /* the session holds ino for it (under mu; for an
+                                     * orphan, before its open's reply, the client's
+                                     * thread sets it alone: no removal can reach it) */
     /* A reader's chunk 0 as its open resolved it (immutable after; NULL:
      * none), good while the mount commits no data (map_gen = data_gen). */
     struct meta_slice *map;
@@ -132,6 +134,7 @@ struct open_file {
     uint64_t map_until_ms;          /* used until then (the attribute timeout): a
                                      * reader open for long sees other mounts' writes */
     struct data_version version;    /* a reader's file as its open found it */
+    bool is_orphan;                 /* and it had no name left (held by another open) */
     enum io_mode io;                /* set once, before the open's reply */
 };
 
@@ -764,6 +767,24 @@ static void query_done(void *arg, int rc)
             file_dead(m, q->f);
     } else if (q->cmd.op == META_OP_READ_MAP) {
         map_fill(m, q->f, &q->out->r.reply, q->gen);
+        if (q->f->is_orphan && !__atomic_load_n(&q->f->is_held, __ATOMIC_ACQUIRE)) {
+            /* an inode another open keeps after its last name went (a path
+             * walk that raced the removal, /proc/self/fd): this reader holds
+             * it too. Nothing else can hold f now: no removal can name it. */
+            uint32_t shard = ar_client_shard_of(m->mc, q->f->ino);
+            q->cmd = (struct meta_cmd){.op = META_OP_OPEN, .ino = q->f->ino,
+                                       .session = ar_client_session(m->mc, shard)};
+            if (q->cmd.session != 0) {
+                query_send(q);
+                return;
+            }
+            fuse_reply_err(q->req, ESTALE); /* the kernel walks the path again */
+            file_dead(m, q->f);
+        } else {
+            reply_reader_open(m, q->req, &q->fi, q->f);
+        }
+    } else if (q->cmd.op == META_OP_OPEN) {
+        __atomic_store_n(&q->f->is_held, true, __ATOMIC_RELEASE); /* an orphan, held */
         reply_reader_open(m, q->req, &q->fi, q->f);
     } else if (q->cmd.op == META_OP_LOOKUP) {
         reply_entry(m, q->req, &q->out->r.reply.attr);
@@ -1297,6 +1318,7 @@ static bool io_is_passing(struct mnt *m, uint64_t ino)
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen)
 {
     f->version = version_of(&r->attr);
+    f->is_orphan = r->attr.nlink == 0;
     f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
     if (f->map == NULL)
         return; /* its reads resolve the chunk themselves */
@@ -1427,6 +1449,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = file_hold(m, req, f);
     if (rc == 0 && is_read_only)
         rc = map_load(m, req, f);
+    if (rc == 0 && is_read_only && f->is_orphan)
+        rc = file_hold(m, req, f); /* as the async path does (query_done) */
     if (rc != 0) {
         if (f != NULL && file_free(m, f))
             hold(m, NULL, ino, META_OP_RELEASE);

@@ -126,8 +126,12 @@ void meta__hold_take(struct meta_shard *s, uint64_t session, uint64_t ino, uint3
 static int op_open(struct meta_shard *s, const struct meta_cmd *cmd, uint32_t node,
                    struct meta_reply *r)
 {
-    if (meta__node_nlink(meta__node_at(s, node)) == 0)
-        return -ENOENT; /* an orphan cannot be opened again */
+    bool is_holder;
+    hold_pos(s, cmd->session, cmd->ino, &is_holder);
+    /* an orphan is opened again only by a session that holds it (a
+     * descriptor it has: /proc/self/fd, a path walk that raced the removal) */
+    if (meta__node_nlink(meta__node_at(s, node)) == 0 && !is_holder)
+        return -ENOENT;
     int rc = meta__hold_reserve(s, cmd->session, cmd->ino);
     if (rc != 0)
         return rc;

@@ -437,6 +437,35 @@ static uint64_t root_shard_commit(struct fixture *f)
     return commit;
 }
 
+/* An unlinked file reopened through /proc/self/fd is held by the new
+ * descriptor too: once the first is closed, the second still reads, also
+ * after a write elsewhere on the mount made it resolve its file again. */
+static void reopened_orphan_reads(const char *dir)
+{
+    char path[600];
+    char other[600];
+    char proc[64];
+    uint8_t data[3000];
+    uint8_t got[3000];
+
+    snprintf(path, sizeof(path), "%s/orphan", dir);
+    snprintf(other, sizeof(other), "%s/elsewhere", dir);
+    fill(data, sizeof(data), 77);
+    write_file(path, data, sizeof(data));
+    int first = open(path, O_RDONLY);
+    assert_true(first >= 0);
+    assert_int_equal(unlink(path), 0);
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", first);
+    int second = open(proc, O_RDONLY);
+    assert_true(second >= 0);
+    assert_int_equal(close(first), 0);
+    usleep(300000); /* the first's release reaches the servers */
+    write_file(other, data, 100); /* a data commit here: readers resolve their files again */
+    assert_int_equal(pread(second, got, sizeof(got), 0), sizeof(got));
+    assert_memory_equal(got, data, sizeof(data));
+    assert_int_equal(close(second), 0);
+}
+
 /* Opening, reading and closing files commits nothing (two commits a file
  * before: a hold at open, its release at close); a reader still sees what
  * this mount wrote through another descriptor after its open. */
@@ -466,6 +495,7 @@ static void test_mount_readers_commit_nothing(void **state)
     /* (readers in passthrough refuse writers: test_mount_passthrough_...) */
     const char *const extra[] = {"--no-passthrough", NULL};
     struct mount_proc *plain = mount_start_with(f, "plain", "1", extra);
+    reopened_orphan_reads(plain->dir); /* its reads reach the mount */
     snprintf(path, sizeof(path), "%s/r00", plain->dir);
     int reader = open(path, O_RDONLY);
     int writer = open(path, O_WRONLY);
