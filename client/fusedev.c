@@ -75,7 +75,8 @@ static pthread_mutex_t inits_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     int fd;
     uint64_t unique;
-    bool has_passthrough;      /* the kernel offered it, and it is wanted */
+    bool has_parallel;         /* the kernel offered FUSE_PARALLEL_DIROPS */
+    bool has_passthrough;      /* and passthrough, which is wanted */
 } inits[INITS_MAX];
 static uint32_t init_count; /* atomic for readers; changed under inits_mu */
 static bool wants_passthrough; /* atomic: set before the session starts */
@@ -93,17 +94,21 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     if (n < (ssize_t)(WIRE_IN_HEADER + 16))
         return n;
     memcpy(&op, p + 4, 4);
+    if (op != WIRE_OP_INIT)
+        return n;
     memcpy(&flags, p + WIRE_IN_HEADER + 12, 4);
     uint32_t flags2 = 0;
     if (n >= (ssize_t)(WIRE_IN_HEADER + 20) && (flags & WIRE_INIT_EXT) != 0)
         memcpy(&flags2, p + WIRE_IN_HEADER + 16, 4);
+    bool has_parallel = (flags & WIRE_PARALLEL_DIROPS) != 0;
     bool has_passthrough = (flags2 & WIRE_PASSTHROUGH2) != 0 &&
                            __atomic_load_n(&wants_passthrough, __ATOMIC_ACQUIRE);
-    if (op != WIRE_OP_INIT || ((flags & WIRE_PARALLEL_DIROPS) == 0 && !has_passthrough))
+    if (!has_parallel && !has_passthrough)
         return n;
     pthread_mutex_lock(&inits_mu);
     if (init_count < INITS_MAX) { /* else this session goes without */
         inits[init_count].fd = fd;
+        inits[init_count].has_parallel = has_parallel;
         inits[init_count].has_passthrough = has_passthrough;
         memcpy(&inits[init_count].unique, p + 8, 8);
         __atomic_store_n(&init_count, init_count + 1, __ATOMIC_RELEASE);
@@ -112,15 +117,16 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     return n;
 }
 
-/* Whether (fd, unique) is an INIT waiting for its reply (and whether it
- * may take passthrough); it no longer is. */
-static bool init_answered(int fd, uint64_t unique, bool *has_passthrough)
+/* Whether (fd, unique) is an INIT waiting for its reply (and what the
+ * kernel offered that it may take); it no longer is. */
+static bool init_answered(int fd, uint64_t unique, bool *has_parallel, bool *has_passthrough)
 {
     bool is_init = false;
 
     pthread_mutex_lock(&inits_mu);
     for (uint32_t i = 0; i < init_count && !is_init; i++) {
         if (inits[i].fd == fd && inits[i].unique == unique) {
+            *has_parallel = inits[i].has_parallel;
             *has_passthrough = inits[i].has_passthrough;
             inits[i] = inits[init_count - 1];
             __atomic_store_n(&init_count, init_count - 1, __ATOMIC_RELEASE);
@@ -144,14 +150,17 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
         return writev(fd, iov, count);
     memcpy(&error, (const uint8_t *)iov[0].iov_base + 4, 4);
     memcpy(&unique, (const uint8_t *)iov[0].iov_base + 8, 8);
+    bool has_parallel = false;
     bool has_passthrough = false;
-    if (!init_answered(fd, unique, &has_passthrough) || error != 0)
+    if (!init_answered(fd, unique, &has_parallel, &has_passthrough) || error != 0)
         return writev(fd, iov, count);
     uint32_t flags;
     memcpy(body, iov[1].iov_base, iov[1].iov_len);
     memcpy(&flags, body + 12, 4);
-    flags |= WIRE_PARALLEL_DIROPS;
-    ar_log(AR_LOG_INFO, "the kernel may send lookups of one directory in parallel");
+    if (has_parallel) {
+        flags |= WIRE_PARALLEL_DIROPS;
+        ar_log(AR_LOG_INFO, "the kernel may send lookups of one directory in parallel");
+    }
     /* the kernel refuses passthrough beside its writeback cache */
     if (has_passthrough && iov[1].iov_len >= 40 && (flags & WIRE_WRITEBACK_CACHE) == 0) {
         uint32_t flags2;
@@ -238,13 +247,14 @@ int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool
     return write(dev, out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : -errno;
 }
 
-static uint64_t unique_of(const struct fuse_buf *buf)
+/* Run a request, its unique id known to fusedev_unique() meanwhile. */
+static void process(struct fuse_session *se, const struct fuse_buf *buf)
 {
-    uint64_t unique = 0;
-
+    unique_now = 0;
     if (buf->size >= WIRE_IN_HEADER)
-        memcpy(&unique, (const uint8_t *)buf->mem + 8, 8);
-    return unique;
+        memcpy(&unique_now, (const uint8_t *)buf->mem + 8, 8);
+    fuse_session_process_buf(se, buf);
+    unique_now = 0;
 }
 
 /* ---- the loop ---------------------------------------------------------------------------------- */
@@ -284,9 +294,7 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (j == NULL)
             return NULL;
-        unique_now = unique_of(&j->buf);
-        fuse_session_process_buf(p->se, &j->buf);
-        unique_now = 0;
+        process(p->se, &j->buf);
         pthread_mutex_lock(&p->mu);
         bool is_kept = p->spare_count < SPARE_BUFS_MAX;
         if (is_kept)
@@ -343,9 +351,7 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
         }
         struct job *j = runs_here(&buf, is_quick, arg) ? NULL : ar_malloc(sizeof(*j));
         if (j == NULL) {
-            unique_now = unique_of(&buf);
-            fuse_session_process_buf(se, &buf);
-            unique_now = 0;
+            process(se, &buf);
             continue;
         }
         j->next = NULL;

@@ -75,7 +75,7 @@
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
 #define QUERIES_SPARE   64u         /* finished queries kept for reuse */
-#define PASSING_BUCKETS 1024u       /* the inodes open on this mount, by number */
+#define OPEN_INODE_BUCKETS 1024u    /* the inodes open on this mount, by number */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */
@@ -208,7 +208,7 @@ struct mnt {
     pthread_mutex_t listed_mu;
     struct { uint64_t dir; uint64_t until_ms; } listed[LISTED_SLOTS];
     pthread_mutex_t pass_mu;        /* a leaf lock */
-    struct io_inode *open_inodes[PASSING_BUCKETS];
+    struct io_inode *open_inodes[OPEN_INODE_BUCKETS];
     uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
     bool may_pass;                  /* atomic: passthrough asked for, and the device
                                      * took the backing files it was given */
@@ -1160,7 +1160,7 @@ static void kept_filled(struct mnt *m, uint64_t ino, const struct data_version *
 
 static struct io_inode **io_slot(struct mnt *m, uint64_t ino)
 {
-    struct io_inode **p = &m->open_inodes[(ino * 0x9e3779b97f4a7c15ull >> 40) % PASSING_BUCKETS];
+    struct io_inode **p = &m->open_inodes[(ino * 0x9e3779b97f4a7c15ull >> 40) % OPEN_INODE_BUCKETS];
 
     /* bounded by the inodes open in one bucket */
     while (*p != NULL && (*p)->ino != ino) {
@@ -1342,6 +1342,21 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
+/* An open refused, or interrupted before its reply reached the kernel: no
+ * RELEASE will come for f. On the client's thread (which must not take
+ * files_mu nor wait for a release), a FUSE thread frees it later. */
+static void open_abandoned(struct mnt *m, struct open_file *f, bool is_client_thread)
+{
+    io_close(m, f);
+    if (is_client_thread) {
+        file_dead(m, f);
+        return;
+    }
+    uint64_t ino = f->ino;
+    if (file_free(m, f))
+        hold(m, NULL, ino, META_OP_RELEASE);
+}
+
 /* Answer an open as io_open() decided for f (rc: what it returned;
  * unique: the request's id, for an answer that names a backing file).
  * unique 0 may mean the metadata client's thread, where f is left to a
@@ -1358,17 +1373,8 @@ static void reply_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
         fi->direct_io = f->io == IO_DIRECT;
         rc = fuse_reply_open(req, fi);
     }
-    if (rc == 0)
-        return;
-    /* no RELEASE will come (refused, or interrupted) */
-    io_close(m, f);
-    if (unique == 0) {
-        file_dead(m, f);
-        return;
-    }
-    uint64_t ino = f->ino;
-    if (file_free(m, f))
-        hold(m, NULL, ino, META_OP_RELEASE);
+    if (rc != 0)
+        open_abandoned(m, f, unique == 0);
 }
 
 /* The reply to a reader's open: its close has nothing to commit (no FLUSH
@@ -1509,9 +1515,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         return;
     if (rc != 0)
         fuse_reply_err(req, -rc);
-    io_close(m, f); /* refused, or interrupted: no RELEASE will come */
-    if (file_free(m, f))
-        hold(m, NULL, e.ino, META_OP_RELEASE);
+    open_abandoned(m, f, false);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -2012,8 +2016,9 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
     case FUSE_WIRE_OPEN:
         /* A reader's open or release, unless a removal here makes it take
          * (or a release let go of) a hold, or unsent bytes may keep
-         * files_mu held through a commit. A request that races past these
-         * checks only waits here, as it would have on a pool thread. */
+         * files_mu held through a commit, or (an open) in passthrough it
+         * opens the copy on disk. A request that races past these checks
+         * only waits here, as it would have on a pool thread. */
         if (len >= 4)
             memcpy(&flags, body, 4);
         return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY && !may_pass_now(m);

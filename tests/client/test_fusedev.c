@@ -196,6 +196,11 @@ static void test_passthrough_offered_asked_for_and_answered(void **state)
     assert_int_equal(got[1], PASSTHROUGH2);
     assert_int_equal(got[2], 1);
     assert_true(fusedev_passthrough());
+    /* passthrough offered without parallel lookups: only what was offered */
+    kernel_sends_init(p, 15, INIT_EXT, PASSTHROUGH2);
+    fs_answers_init(p, 15, ASYNC_READ, got);
+    assert_int_equal(got[0], ASYNC_READ | INIT_EXT);
+    assert_int_equal(got[1], PASSTHROUGH2);
     /* an open in passthrough: fuse_out_header then fuse_open_out (fh,
      * open_flags: PASSTHROUGH | NOFLUSH [| DIRECT_IO], backing_id) */
     uint8_t out[64];
