@@ -37,6 +37,16 @@ struct ar_client_options {
                             * leaders pace it beside live traffic */
     bool is_low_priority;  /* the client's I/O thread yields the CPU to every
                             * other thread of the machine (nice 19) */
+    /* Attribute leases (meta/rpc.proto): when set, lookups, getattrs and the
+     * mutations that answer with attributes ask the leader to tell this
+     * client of the inode's next change, and on_notice runs on the client's
+     * thread for each change notice that arrives while the promises of its
+     * epoch still stand: inodes whose attributes changed, and those whose
+     * names may have changed too, with the stamp's seq the notice moved it
+     * to. It must not block. */
+    void (*on_notice)(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
+                      const uint64_t *renamed, uint32_t renamed_count);
+    void *notice_arg;
 };
 
 struct ar_client;
@@ -66,6 +76,30 @@ typedef void (*ar_client_done_fn)(void *arg, int rc);
 int ar_client_start(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
                     enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out,
                     ar_client_done_fn done, void *arg);
+
+/* ---- attribute leases ----
+ * An answer that carries a lease (out->r.lease != 0) may be kept and used
+ * in place of asking again while ar_client_lease_holds() says so: the
+ * client's promises have not been lost since the answer (a lost connection,
+ * a new leader or term: each moves the stamp's gen), no notice has named the
+ * inode since (the caller's on_notice drops what it names), and an answer
+ * from the shard's leader came for a request sent less than bound_ms ago
+ * (the leader had told every change before it). The caller keeps what it
+ * got only if the gen of the stamp taken with the answer is still current,
+ * and no notice since that stamp's seq named the inode. */
+struct ar_lease_stamp {
+    uint64_t gen;  /* moves when promises are lost */
+    uint64_t seq;  /* moves with every notice and every loss */
+};
+
+/* The current stamp (any thread; within a done callback, the answer's). */
+void ar_client_lease_stamp(struct ar_client *c, struct ar_lease_stamp *out);
+/* ar_client_call, and the stamp taken when its answer came. */
+int ar_client_call_stamped(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
+                           enum meta_read_mode mode, uint32_t data_cap,
+                           struct meta_response_buf *out, struct ar_lease_stamp *stamp);
+/* Whether what was kept under gen on shard may still be used. Any thread. */
+bool ar_client_lease_holds(struct ar_client *c, uint32_t shard, uint64_t gen, uint64_t bound_ms);
 
 /* The shard whose lease holds inode number ino (META_ROOT_SHARD if none). */
 uint32_t ar_client_shard_of(struct ar_client *c, uint64_t ino);
@@ -101,6 +135,7 @@ struct ar_mount_options {
                                      * NULL or "": none */
     uint32_t cache_mb;              /* its bound (0: 10240) */
     bool no_passthrough;            /* never let the kernel read cached copies itself */
+    bool no_leases;                 /* ask the servers for every lookup and getattr */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
 };

@@ -44,6 +44,38 @@ struct block_cache_stats {
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);
 
+/* ---- attributes kept under lease (leased.c) --------------------------------------------------
+ * The mount answers the kernel's lookups and getattrs from what leased
+ * answers gave it while the promises behind them stand (client.h). All
+ * functions are thread-safe; l may be NULL (nothing kept). */
+#define LEASED_NAME_BYTES 48u  /* longer names are not kept */
+
+struct leased;
+struct ar_client;
+struct ar_lease_stamp;
+struct meta_attr;
+
+/* slots: a power of two, the inodes (and names) kept at most. */
+struct leased *leased_new(uint32_t slots);
+void leased_free(struct leased *l);
+/* Keep a (answered on shard to a request asked at asked_ms (mono ms),
+ * with stamp taken when it came) and, with name, parent/name -> a->ino;
+ * nothing if promises were lost or a notice named the inode since. */
+void leased_keep(struct leased *l, struct ar_client *mc, uint32_t shard, const struct meta_attr *a,
+                 const struct ar_lease_stamp *stamp, uint64_t asked_ms, uint64_t parent,
+                 const char *name, size_t len);
+/* The metadata client's on_notice (arg: the struct leased). */
+void leased_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
+                   const uint64_t *renamed, uint32_t renamed_count);
+/* What a lookup of parent/name or a getattr of ino answers now, if kept and
+ * the promises stand with an answer from the leader within bound_ms. */
+bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
+                   size_t len, uint64_t bound_ms, struct meta_attr *out);
+bool leased_getattr(struct leased *l, struct ar_client *mc, uint64_t ino, uint64_t bound_ms,
+                    struct meta_attr *out);
+/* Lookups and getattrs answered from what was kept. */
+uint64_t leased_hits(const struct leased *l);
+
 /* Lower the calling thread's CPU priority to the least (nice 19): work
  * that must not delay a server or a client sharing the machine. Best
  * effort: lowering needs no privilege. */

@@ -70,6 +70,8 @@ struct call {
     uint64_t deadline_ms;
     uint64_t attempt_end_ms;
     uint64_t retry_at_ms;        /* req_id 0: send again from here on */
+    uint64_t sent_ms;            /* the attempt in flight: when it was sent */
+    struct ar_lease_stamp stamp; /* taken when it finished */
 };
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_OPEN, CONN_CLOSING };
@@ -114,6 +116,14 @@ struct ar_client {
     struct meta_map loop_map;    /* the loop's copy of it (take_map) */
     uint64_t sessions[SHARDS_KNOWN];
     uint8_t *enc;                /* one request being encoded */
+    /* attribute leases: per shard, the connection and epoch the promises
+     * this client holds came from, and when the latest answer under them was
+     * asked for (atomic: read by ar_client_lease_holds) */
+    int lease_conn[SHARDS_KNOWN];
+    uint64_t lease_epoch[SHARDS_KNOWN];
+    uint64_t lease_fresh_ms[SHARDS_KNOWN];
+    struct ar_lease_stamp lease;  /* atomic fields */
+    struct meta_response_buf *notice_out; /* a change notice, decoded */
     /* the heartbeat, the loop's own call */
     struct call hb;
     struct meta_response_buf *hb_out;
@@ -154,6 +164,7 @@ static void finish(struct ar_client *c, struct call *k, int rc)
     }
     k->req_id = 0;
     k->rc = rc;
+    ar_client_lease_stamp(c, &k->stamp);
     if (k->done != NULL) {
         k->done(c, k);
         return;
@@ -230,6 +241,69 @@ static void rotate(struct ar_client *c, struct call *k)
     k->conn = -1;
 }
 
+/* Every promise this client holds is void (lease.h): what was kept goes. */
+static void lease_lost(struct ar_client *c)
+{
+    __atomic_add_fetch(&c->lease.gen, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&c->lease.seq, 1, __ATOMIC_RELEASE);
+}
+
+/* An answer with a lease came on connection from for k. */
+static void lease_answer(struct ar_client *c, int from, const struct call *k, uint64_t lease)
+{
+    uint32_t s = k->shard;
+
+    if (s >= SHARDS_KNOWN)
+        return;
+    if (c->lease_conn[s] != from || c->lease_epoch[s] != lease) {
+        /* promises from another leader, or the same one after it lost its
+         * record: the old ones will not be kept */
+        lease_lost(c);
+        c->lease_conn[s] = from;
+        c->lease_epoch[s] = lease;
+        __atomic_store_n(&c->lease_fresh_ms[s], 0, __ATOMIC_RELEASE);
+    }
+    if (k->sent_ms > __atomic_load_n(&c->lease_fresh_ms[s], __ATOMIC_ACQUIRE))
+        __atomic_store_n(&c->lease_fresh_ms[s], k->sent_ms, __ATOMIC_RELEASE);
+}
+
+static void lease_notice(struct ar_client *c, int from, const struct meta_response *r)
+{
+    uint32_t s = r->shard;
+
+    if (s >= SHARDS_KNOWN || c->lease_conn[s] != from)
+        return; /* about promises this client no longer counts on */
+    if (c->lease_epoch[s] != r->lease) {
+        lease_lost(c); /* the leader lost its record of ours */
+        c->lease_conn[s] = -1;
+        return;
+    }
+    uint64_t seq = __atomic_add_fetch(&c->lease.seq, 1, __ATOMIC_RELEASE);
+    c->opt.on_notice(c->opt.notice_arg, seq, r->changed, r->changed_count, r->renamed,
+                     r->renamed_count);
+}
+
+/* The ops whose answers a caller may keep under a lease. */
+static bool may_lease(const struct call *k)
+{
+    if (k->kind != META_REQ_COMMAND || k->mode != META_READ_LINEARIZABLE)
+        return false;
+    switch (k->cmd->op) {
+    case META_OP_LOOKUP:
+    case META_OP_GETATTR:
+    case META_OP_SETATTR:
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+    case META_OP_LINK:
+    case META_OP_WRITE:
+    case META_OP_FALLOCATE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
 {
     const struct meta_response *r = &k->out->r;
@@ -261,6 +335,8 @@ static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
         k->retry_at_ms = now + BUSY_PAUSE_MS;
         return;
     }
+    if (r->rc == 0 && r->lease != 0)
+        lease_answer(c, (int)(n - c->conns), k, r->lease);
     finish(c, k, r->rc);
 }
 
@@ -289,6 +365,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             break;
         const uint8_t *frame = n->rx + at + 4;
         at += 4 + (size_t)len;
+        if (c->opt.on_notice != NULL && meta_response_id(frame, len, &id) == 0 && id == 0) {
+            /* a change notice (or a failure the server could not match) */
+            if (meta_response_decode(frame, len, c->notice_out) != 0) {
+                conn_fail(n);
+                return;
+            }
+            if (c->notice_out->r.lease != 0)
+                lease_notice(c, (int)(n - c->conns), &c->notice_out->r);
+            continue;
+        }
         struct call *k = meta_response_id(frame, len, &id) == 0 ? call_by_req(c, id) : NULL;
         if (k == NULL)
             continue; /* an answer to an attempt given up on */
@@ -325,6 +411,10 @@ static void conn_fail(struct conn *n)
     for (uint32_t i = 0; i < SHARDS_KNOWN; i++) {
         if (c->leader[i] == index)
             c->leader[i] = -1;
+        if (c->lease_conn[i] == index) {
+            lease_lost(c); /* its notices may be lost with it */
+            c->lease_conn[i] = -1;
+        }
     }
     for (uint32_t i = 0; i < c->active_count; i++) {
         struct call *k = c->active[i];
@@ -451,7 +541,8 @@ static int encode(struct ar_client *c, struct call *k, struct conn *n)
 {
     struct meta_request req = {.id = ++c->next_req_id, .shard = k->shard, .kind = k->kind,
                                .read_mode = k->mode, .data_cap = k->data_cap,
-                               .session = k->session, .is_background = c->opt.is_background};
+                               .session = k->session, .is_background = c->opt.is_background,
+                               .wants_lease = c->opt.on_notice != NULL && may_lease(k)};
     struct meta_cmd cmd;
     size_t len;
 
@@ -526,6 +617,7 @@ static void call_send(struct ar_client *c, struct call *k)
         finish(c, k, rc);
         return;
     }
+    k->sent_ms = now;
     k->attempt_end_ms = now + c->opt.attempt_ms;
 }
 
@@ -704,9 +796,10 @@ static int submit(struct ar_client *c, struct call *k)
     return 0;
 }
 
+/* A call, waited for; stamp (if not NULL) gets the lease stamp of its answer. */
 static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
                    const struct meta_cmd *cmd, enum meta_read_mode mode, uint32_t data_cap,
-                   struct meta_response_buf *out)
+                   struct meta_response_buf *out, struct ar_lease_stamp *stamp)
 {
     struct call k = {.shard = shard, .kind = kind, .cmd = cmd, .mode = mode,
                      .data_cap = data_cap, .out = out};
@@ -717,6 +810,8 @@ static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
     while (rc == 0 && sem_wait(&k.finished) != 0 && errno == EINTR) {
     }
     sem_destroy(&k.finished);
+    if (stamp != NULL)
+        *stamp = k.stamp;
     return rc != 0 ? rc : k.rc;
 }
 
@@ -750,7 +845,15 @@ int ar_client_call(struct ar_client *c, uint32_t shard, const struct meta_cmd *c
                    enum meta_read_mode mode, uint32_t data_cap, struct meta_response_buf *out)
 {
     AR_ASSERT(c != NULL && cmd != NULL && out != NULL);
-    return request(c, shard, META_REQ_COMMAND, cmd, mode, data_cap, out);
+    return request(c, shard, META_REQ_COMMAND, cmd, mode, data_cap, out, NULL);
+}
+
+int ar_client_call_stamped(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
+                           enum meta_read_mode mode, uint32_t data_cap,
+                           struct meta_response_buf *out, struct ar_lease_stamp *stamp)
+{
+    AR_ASSERT(c != NULL && cmd != NULL && out != NULL && stamp != NULL);
+    return request(c, shard, META_REQ_COMMAND, cmd, mode, data_cap, out, stamp);
 }
 
 /* Read the map (at its leader) and take the epochs and servers it names. */
@@ -765,7 +868,7 @@ static int read_map(struct ar_client *c, struct meta_response_buf *out, char *er
      * a moment after it is elected (version 0 until then) */
     while (rc == 0) {
         rc = request(c, META_MAP_SHARD, META_REQ_COMMAND, &get, META_READ_LINEARIZABLE,
-                     META_MAP_BYTES_ENC_MAX, out);
+                     META_MAP_BYTES_ENC_MAX, out, NULL);
         if (rc == 0)
             rc = meta_map_decode(out->r.reply.data, out->r.reply.data_len, m);
         if (rc != 0 || m->version > 0)
@@ -798,6 +901,7 @@ static void client_free(struct ar_client *c)
     }
     ar_free(c->enc);
     ar_free(c->hb_out);
+    ar_free(c->notice_out);
     pthread_mutex_destroy(&c->mu);
     ar_free(c);
 }
@@ -819,8 +923,10 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
     pthread_mutex_init(&c->mu, NULL);
     c->enc = ar_malloc(META_FRAME_BYTES_MAX);
     c->hb_out = ar_malloc(sizeof(*c->hb_out));
+    c->notice_out = o->on_notice != NULL ? ar_malloc(sizeof(*c->notice_out)) : NULL;
     struct meta_response_buf *resp = ar_malloc(sizeof(*resp));
     if (c->enc == NULL || c->hb_out == NULL || resp == NULL ||
+        (o->on_notice != NULL && c->notice_out == NULL) ||
         getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id)) {
         ar_free(resp);
         client_free(c);
@@ -831,6 +937,7 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
     for (uint32_t i = 0; i < SHARDS_KNOWN; i++) {
         c->leader[i] = -1;
         c->epoch[i] = 1;
+        c->lease_conn[i] = -1;
     }
     for (uint32_t i = 0; i < o->addr_count; i++) {
         conn_for(c, o->addrs[i]);
@@ -912,6 +1019,21 @@ uint64_t ar_client_session(struct ar_client *c, uint32_t shard)
 {
     /* written by the loop: a stale read is a session one heartbeat old */
     return shard < SHARDS_KNOWN ? __atomic_load_n(&c->sessions[shard], __ATOMIC_ACQUIRE) : 0;
+}
+
+void ar_client_lease_stamp(struct ar_client *c, struct ar_lease_stamp *out)
+{
+    /* seq moves with gen: a gen read before seq is never newer than it */
+    out->gen = __atomic_load_n(&c->lease.gen, __ATOMIC_ACQUIRE);
+    out->seq = __atomic_load_n(&c->lease.seq, __ATOMIC_ACQUIRE);
+}
+
+bool ar_client_lease_holds(struct ar_client *c, uint32_t shard, uint64_t gen, uint64_t bound_ms)
+{
+    if (shard >= SHARDS_KNOWN || gen != __atomic_load_n(&c->lease.gen, __ATOMIC_ACQUIRE))
+        return false;
+    uint64_t fresh = __atomic_load_n(&c->lease_fresh_ms[shard], __ATOMIC_ACQUIRE);
+    return fresh != 0 && now_ms() < fresh + bound_ms;
 }
 
 void ar_client_stats(struct ar_client *c, struct ar_client_stats *out)

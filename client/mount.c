@@ -76,6 +76,7 @@
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
 #define QUERIES_SPARE   64u         /* finished queries kept for reuse */
 #define OPEN_INODE_BUCKETS 1024u    /* the inodes open on this mount, by number */
+#define LEASED_SLOTS    (1u << 16)  /* inodes and names kept under lease (13 MiB) */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */
@@ -162,6 +163,7 @@ struct query {
     struct open_file *f;            /* READ_MAP: the reader's open file */
     struct fuse_file_info fi;       /* and the kernel's open, copied */
     uint64_t gen;                   /* and data_gen when it was sent */
+    uint64_t asked_ms;              /* when it was sent (a lease lasts from then) */
     struct meta_response_buf *out;
 };
 
@@ -172,6 +174,8 @@ struct mnt {
     uint32_t buf_cap;               /* an open file's buffer: two blocks */
     double entry_timeout;
     double attr_timeout;
+    struct leased *leased;          /* NULL: no leases */
+    uint64_t lease_bound_ms;        /* kept answers stale no longer than the kernel's own */
     uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
     uint64_t buffered;              /* atomic */
     pthread_mutex_t ids_mu;
@@ -280,6 +284,32 @@ static bool groups_may_help(fuse_req_t req, struct meta_cmd *cmd, int rc)
     return cmd->cred.group_count > 0;
 }
 
+static uint64_t mono_ms(void);
+
+/* Keep what a leased answer to cmd said of its inode (and of the name it
+ * made), to answer the kernel's next lookups and getattrs of them. */
+static void keep_answer(struct mnt *m, uint32_t shard, const struct meta_cmd *cmd,
+                        const struct meta_attr *a, const struct ar_lease_stamp *stamp,
+                        uint64_t asked_ms)
+{
+    switch (cmd->op) {
+    case META_OP_LOOKUP:
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+        leased_keep(m->leased, m->mc, shard, a, stamp, asked_ms, cmd->ino, cmd->name,
+                    cmd->name_len);
+        break;
+    case META_OP_LINK:
+        leased_keep(m->leased, m->mc, shard, a, stamp, asked_ms, cmd->new_dir, cmd->new_name,
+                    cmd->new_name_len);
+        break;
+    default:
+        leased_keep(m->leased, m->mc, shard, a, stamp, asked_ms, 0, NULL, 0);
+        break;
+    }
+}
+
 /* Run cmd with req's credentials; *out holds the answer on 0. */
 static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t data_cap,
                struct meta_response_buf **out)
@@ -296,9 +326,15 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     if (req != NULL)
         cred_of(req, &cmd->cred, is_group_sensitive);
     uint32_t shard = ar_client_shard_of(m->mc, cmd->ino);
-    int rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+    struct ar_lease_stamp stamp;
+    uint64_t asked_ms = mono_ms();
+    int rc = ar_client_call_stamped(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out,
+                                    &stamp);
     if (req != NULL && !is_group_sensitive && groups_may_help(req, cmd, rc))
-        rc = ar_client_call(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out);
+        rc = ar_client_call_stamped(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out,
+                                    &stamp);
+    if (rc == 0 && (*out)->r.lease != 0)
+        keep_answer(m, shard, cmd, &(*out)->r.reply.attr, &stamp, asked_ms);
     /* readers' maps from their opens are stale now (a failure may have
      * applied too: counted as well) */
     if (cmd->op == META_OP_WRITE || cmd->op == META_OP_FALLOCATE ||
@@ -738,6 +774,7 @@ static void query_send(struct query *q)
     struct mnt *m = q->m;
     uint32_t shard = ar_client_shard_of(m->mc, q->cmd.ino);
 
+    q->asked_ms = mono_ms();
     int rc = ar_client_start(m->mc, shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
                              query_done, q);
     if (rc != 0) {
@@ -786,12 +823,21 @@ static void query_done(void *arg, int rc)
     } else if (q->cmd.op == META_OP_OPEN) {
         __atomic_store_n(&q->f->is_held, true, __ATOMIC_RELEASE); /* an orphan, held */
         reply_reader_open(m, q->req, &q->fi, q->f);
-    } else if (q->cmd.op == META_OP_LOOKUP) {
-        reply_entry(m, q->req, &q->out->r.reply.attr);
     } else {
-        struct stat st;
-        stat_of(m, &q->out->r.reply.attr, &st);
-        fuse_reply_attr(q->req, &st, m->attr_timeout);
+        if (q->out->r.lease != 0) {
+            /* on the client's thread: the stamp is the answer's */
+            struct ar_lease_stamp stamp;
+            ar_client_lease_stamp(m->mc, &stamp);
+            keep_answer(m, ar_client_shard_of(m->mc, q->cmd.ino), &q->cmd,
+                        &q->out->r.reply.attr, &stamp, q->asked_ms);
+        }
+        if (q->cmd.op == META_OP_LOOKUP) {
+            reply_entry(m, q->req, &q->out->r.reply.attr);
+        } else {
+            struct stat st;
+            stat_of(m, &q->out->r.reply.attr, &st);
+            fuse_reply_attr(q->req, &st, m->attr_timeout);
+        }
     }
     query_free(q);
 }
@@ -800,6 +846,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct mnt *m = fuse_req_userdata(req);
     size_t len = strlen(name);
+    struct meta_attr a;
+
+    if (leased_lookup(m->leased, m->mc, parent, name, len, m->lease_bound_ms, &a)) {
+        reply_entry(m, req, &a);
+        return;
+    }
     struct query *q = len <= META_NAME_BYTES_MAX ? query_new(m, req, META_OP_LOOKUP, parent) : NULL;
 
     if (q == NULL) {
@@ -818,8 +870,16 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct mnt *m = fuse_req_userdata(req);
     struct query *q;
 
+    struct meta_attr a;
+
     (void)fi;
-    int rc = commit_ino(m, req, ino);
+    int rc = commit_ino(m, req, ino); /* first: a commit changes the attributes */
+    if (rc == 0 && leased_getattr(m->leased, m->mc, ino, m->lease_bound_ms, &a)) {
+        struct stat st;
+        stat_of(m, &a, &st);
+        fuse_reply_attr(req, &st, m->attr_timeout);
+        return;
+    }
     if (rc == 0 && (q = query_new(m, req, META_OP_GETATTR, ino)) == NULL)
         rc = -ENOMEM;
     if (rc != 0) {
@@ -2053,8 +2113,17 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     sigaddset(&stops, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stops, &mask);
 
+    struct ar_client_options meta = o->meta;
+    /* what is kept may be as stale as the kernel's caches may: never with 0 */
+    double bound = o->entry_timeout_s < o->attr_timeout_s ? o->entry_timeout_s : o->attr_timeout_s;
+    if (rc == 0 && !o->no_leases && bound > 0) {
+        m->lease_bound_ms = (uint64_t)(bound * 1000.0);
+        m->leased = leased_new(LEASED_SLOTS);
+        meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
+        meta.notice_arg = m->leased;
+    }
     if (rc == 0)
-        rc = ar_client_open(&o->meta, &m->mc, errmsg);
+        rc = ar_client_open(&meta, &m->mc, errmsg);
     if (rc == 0) {
         ar_client_map(m->mc, map);
         const char *url = o->store_url != NULL ? o->store_url : map->store_url;
@@ -2176,8 +2245,12 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
                    __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
         }
+        if (m->leased != NULL)
+            ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
+                   leased_hits(m->leased));
         block_cache_close(m->disk);
-        ar_client_close(m->mc);
+        ar_client_close(m->mc); /* its thread calls leased_notice until then */
+        leased_free(m->leased);
         if (se != NULL || rc == 0)
             pthread_key_delete(m->out_key);
         ar_free(m);

@@ -163,8 +163,9 @@ void meta__dirty_inode(struct meta_shard *s, uint32_t inode)
     if (!s->is_tracking || s->is_all_dirty)
         return;
     AR_ASSERT(s->dirty_ino_count < s->dirty_ino_cap); /* meta__dirty_reserve() */
-    /* a command touches its inode several times in a row: once is enough */
-    if (s->dirty_ino_count == 0 || s->dirty_inos[s->dirty_ino_count - 1].ino != ino)
+    /* a command touches its inode several times in a row: once is enough;
+     * each command lists its own (meta_shard_changes_since) */
+    if (s->dirty_ino_count == s->dirty_ino_from || s->dirty_inos[s->dirty_ino_count - 1].ino != ino)
         s->dirty_inos[s->dirty_ino_count++] = (struct meta__dirty_ino){.ino = ino, .node = inode};
 }
 
@@ -185,6 +186,23 @@ void meta__dirty_entry(struct meta_shard *s, uint32_t entry)
     memcpy(p + DIRTY_NAME_HEAD, name, len);
     s->dirty_name_bytes += DIRTY_NAME_HEAD + len;
     s->dirty_name_count++;
+}
+
+uint32_t meta_shard_change_mark(struct meta_shard *s)
+{
+    s->dirty_ino_from = s->dirty_ino_count;
+    return s->dirty_ino_count;
+}
+
+int meta_shard_changes_since(const struct meta_shard *s, uint32_t mark,
+                             void (*fn)(void *arg, uint64_t ino), void *arg)
+{
+    if (!s->is_tracking || s->is_all_dirty || mark > s->dirty_ino_count)
+        return -ENOENT;
+    for (uint32_t i = mark; i < s->dirty_ino_count; i++) {
+        fn(arg, s->dirty_inos[i].ino);
+    }
+    return (int)(s->dirty_ino_count - mark);
 }
 
 uint64_t meta_shard_dirty_count(const struct meta_shard *s)
@@ -507,6 +525,7 @@ int meta_shard_collect(struct meta_shard *s, uint64_t applied_index, struct meta
     s->is_holds_dirty = false;
     s->is_info_dirty = false;
     s->dirty_ino_count = 0;
+    s->dirty_ino_from = 0;
     s->dirty_name_bytes = 0;
     s->dirty_name_count = 0;
     rc = meta__dirty_reserve(s);

@@ -166,6 +166,8 @@ enum meta_op {
 #define META_RESTORE_PIECES_MAX 1024u
 #define META_RESTORE_BYTES_MAX  (64u << 10)
 #define META_READ_SLICES_MAX  (2u * META_CHUNK_SLICES_MAX + 1u) /* pieces of a resolved chunk */
+#define META_LEASE_MS         30000u  /* an attribute lease lasts at least this long */
+#define META_NOTICE_INOS_MAX  1024u   /* inodes of each kind in one change notice */
 
 struct meta_slice {
     uint64_t id;   /* the slice's object; 0 is a hole: zeros */
@@ -483,6 +485,7 @@ struct meta_request {
     enum meta_admin_op admin;
     uint64_t target;
     bool is_background; /* background work (arbor restore): a leader paces it */
+    bool wants_lease;   /* tell this connection when the reply's inode changes */
 };
 
 /* Encode a request (cmd for META_REQ_COMMAND, else NULL) into buf[0..cap)
@@ -540,6 +543,15 @@ struct meta_response {
     uint32_t group_count;
     struct meta_group_status groups[META_STATUS_GROUPS_MAX];
     struct meta_reply reply; /* entries, data and slices point into a meta_response_buf */
+    /* Attribute leases (rpc.proto): a reply's lease, or a change notice
+     * (id 0, lease set) naming changed inodes; the arrays point into a
+     * meta_response_buf, at most META_NOTICE_INOS_MAX each. */
+    uint64_t lease;
+    uint32_t shard;
+    uint32_t changed_count;
+    uint32_t renamed_count;
+    const uint64_t *changed;
+    const uint64_t *renamed;
 };
 
 /* A decoded response with room for everything a reply may hold (the
@@ -549,6 +561,8 @@ struct meta_response_buf {
     struct meta_dirent entries[1024];
     struct meta_slice slices[META_READ_SLICES_MAX];
     uint8_t data[256u << 10];
+    uint64_t changed[META_NOTICE_INOS_MAX];
+    uint64_t renamed[META_NOTICE_INOS_MAX];
 };
 
 /* Encode the response to op as a whole frame; only the fields op fills
@@ -599,6 +613,14 @@ void meta_ckpt_batch_free(struct meta_ckpt_batch *b);
 /* Changes recorded since the last collect (inodes and entries; a collect
  * costs about this many records), UINT64_MAX when it must take everything. */
 uint64_t meta_shard_dirty_count(const struct meta_shard *s);
+/* Attribute leases (meta/server.c): a mark taken just before an apply,
+ * then the inodes that apply changed, each given to fn, and how many;
+ * -ENOENT when the shard cannot tell (it tracks no changes, or its next
+ * collect takes the whole state). A command applied before (a retry) and
+ * answered from the retry table changes nothing. */
+uint32_t meta_shard_change_mark(struct meta_shard *s);
+int meta_shard_changes_since(const struct meta_shard *s, uint32_t mark,
+                             void (*fn)(void *arg, uint64_t ino), void *arg);
 uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b);
 uint64_t meta_ckpt_batch_index(const struct meta_ckpt_batch *b); /* the applied index it carries */
 

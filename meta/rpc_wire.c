@@ -76,6 +76,7 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
     pb.session = req->session;
     pb.data_cap = req->data_cap;
     pb.background = req->is_background;
+    pb.lease = req->wants_lease;
     pb.admin = (uint32_t)req->admin;
     pb.target = req->target;
     size_t need = arbor__meta__request__get_packed_size(&pb);
@@ -115,7 +116,8 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                                      .data_cap = pb->data_cap,
                                      .admin = (enum meta_admin_op)pb->admin,
                                      .target = pb->target,
-                                     .is_background = pb->background};
+                                     .is_background = pb->background,
+                                     .wants_lease = pb->lease};
     arbor__meta__request__free_unpacked(pb, &rpc_allocator);
     return rc;
 }
@@ -282,6 +284,14 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.session = resp->session;
     pb.session_timeout_ms = resp->session_timeout_ms;
     pb.node = resp->node;
+    pb.lease = resp->lease;
+    pb.shard = resp->shard;
+    AR_ASSERT(resp->changed_count <= META_NOTICE_INOS_MAX &&
+              resp->renamed_count <= META_NOTICE_INOS_MAX);
+    pb.n_changed = resp->changed_count;
+    pb.changed = (uint64_t *)(uintptr_t)resp->changed;
+    pb.n_renamed = resp->renamed_count;
+    pb.renamed = (uint64_t *)(uintptr_t)resp->renamed;
     Arbor__Meta__GroupStatus gs[META_STATUS_GROUPS_MAX];
     Arbor__Meta__GroupStatus *gsp[META_STATUS_GROUPS_MAX];
     AR_ASSERT(resp->group_count <= META_STATUS_GROUPS_MAX);
@@ -376,7 +386,8 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
 
     if (pb->n_entries > META_READDIR_MAX || pb->n_pieces > META_READ_SLICES_MAX ||
         pb->data.len > sizeof(out->data) || strlen(pb->leader_addr) >= sizeof(r->leader_addr) ||
-        pb->n_groups > META_STATUS_GROUPS_MAX)
+        pb->n_groups > META_STATUS_GROUPS_MAX || pb->n_changed > META_NOTICE_INOS_MAX ||
+        pb->n_renamed > META_NOTICE_INOS_MAX)
         return -EPROTO;
     for (size_t i = 0; i < pb->n_groups; i++) {
         const Arbor__Meta__GroupStatus *g = pb->groups[i];
@@ -393,6 +404,18 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     r->session = pb->session;
     r->session_timeout_ms = pb->session_timeout_ms;
     r->node = pb->node;
+    r->lease = pb->lease;
+    r->shard = pb->shard;
+    for (size_t i = 0; i < pb->n_changed; i++) {
+        out->changed[i] = pb->changed[i];
+    }
+    for (size_t i = 0; i < pb->n_renamed; i++) {
+        out->renamed[i] = pb->renamed[i];
+    }
+    r->changed_count = (uint32_t)pb->n_changed;
+    r->renamed_count = (uint32_t)pb->n_renamed;
+    r->changed = out->changed;
+    r->renamed = out->renamed;
     copy_groups(pb, r);
     if (pb->attr != NULL)
         rp->attr = attr_of_pb(pb->attr);

@@ -39,6 +39,7 @@
 #include <uv.h>
 
 #include "archive.h"
+#include "lease.h"
 #include "limits.h"
 #include "meta.h"
 #include "objstore.h"
@@ -66,6 +67,7 @@
 #define BG_FLIGHT_MAX    8u       /* in the log at once when nothing else runs */
 #define FG_RECENT_MS     100u     /* other requests this recent: the server is busy */
 #define BG_WAIT_LIMIT_MS 1000u    /* a background command waits no longer than this */
+#define LEASE_INOS_MAX   (1u << 20) /* inodes under lease in each generation, a group */
 
 struct conn;
 
@@ -82,6 +84,7 @@ struct pending {
     uint8_t *frame;       /* reads: the request, decoded again when served */
     size_t frame_len;
     uint64_t proposed_ms; /* background proposals: when they went into the log */
+    bool wants_lease;     /* proposals: the reply's inode under lease */
 };
 
 /* A background command waiting to be proposed, as it came. */
@@ -160,6 +163,11 @@ struct group {
     raft_term session_term;      /* the term the table was built in */
     uint32_t session_counter;
     uint64_t last_expiry_ms;
+    /* attribute leases (leader): promises to tell connections of changes */
+    struct lease_table *leases;
+    uint64_t lease_epoch;        /* names the table to clients; moves at every reset */
+    raft_term lease_term;        /* the term the table belongs to */
+    uint64_t lease_rotated_ms;
     /* snapshots in (follower) */
     int in_fd;
     struct meta_shard *in_state; /* loaded from a finished snapshot, not yet swapped in */
@@ -179,6 +187,14 @@ struct conn {
     size_t out_cap;
     bool is_dirty;        /* in the server's dirty list */
     bool is_closing;
+    int32_t holder;       /* its number in the lease tables, -1 none yet */
+    /* change notices not yet sent (written before any later response) */
+    uint32_t notice_shard;
+    uint64_t notice_lease;
+    uint32_t changed_count;
+    uint32_t renamed_count;
+    uint64_t changed[META_NOTICE_INOS_MAX];
+    uint64_t renamed[META_NOTICE_INOS_MAX];
 };
 
 struct meta_server {
@@ -209,6 +225,7 @@ struct meta_server {
     struct meta_slice *slices;
     uint8_t *data;
     uint64_t fg_last_ms;          /* when a request other than background work came */
+    struct { uint32_t slot; uint64_t gen; } holders[LEASE_HOLDERS_MAX]; /* gen 0: free */
 };
 
 static uint64_t wall_ns(void)
@@ -259,6 +276,7 @@ static void write_done(uv_write_t *w, int status)
 }
 
 static void conn_close(struct conn *c);
+static void notice_flush(struct conn *c);
 
 /* Write what the loop turn queued for c: at once if the socket takes it
  * (the common case), the rest through libuv's queue, which keeps order. */
@@ -298,18 +316,29 @@ static void flush_all(struct meta_server *s)
 {
     for (uint32_t i = 0; i < s->dirty_count; i++) {
         struct conn *c = s->conns[s->dirty[i]];
-        if (c != NULL)
+        if (c != NULL) {
+            notice_flush(c);
             conn_flush(c);
+        }
     }
     s->dirty_count = 0;
+}
+
+/* c has something to write at the end of the loop turn (flush_all). */
+static void conn_mark(struct conn *c)
+{
+    struct meta_server *s = c->srv;
+
+    if (!c->is_dirty) {
+        c->is_dirty = true;
+        s->dirty[s->dirty_count++] = c->slot; /* a slot is dirty at most once */
+    }
 }
 
 /* Queue a frame for c; written once the loop turn is done (flush_all), so
  * that the responses of a turn to one connection take one system call. */
 static void conn_send(struct conn *c, const uint8_t *frame, size_t len)
 {
-    struct meta_server *s = c->srv;
-
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap < 65536 ? 65536 : c->out_cap;
         while (cap < c->out_len + len) {
@@ -326,10 +355,7 @@ static void conn_send(struct conn *c, const uint8_t *frame, size_t len)
     }
     memcpy(c->out + c->out_len, frame, len);
     c->out_len += len;
-    if (!c->is_dirty) {
-        c->is_dirty = true;
-        s->dirty[s->dirty_count++] = c->slot; /* a slot is dirty at most once */
-    }
+    conn_mark(c);
 }
 
 static void respond(struct meta_server *s, struct conn *c, struct meta_response *resp,
@@ -337,6 +363,7 @@ static void respond(struct meta_server *s, struct conn *c, struct meta_response 
 {
     size_t len;
 
+    notice_flush(c); /* a change before this response is told before it */
     if (!c->is_closing && meta_response_encode(resp, op, s->tx, CONN_RX_MAX, &len) == 0)
         conn_send(c, s->tx, len);
 }
@@ -409,6 +436,8 @@ static void pending_drop(struct group *g, uint32_t i)
     g->pending[i] = g->pending[--g->pending_count];
 }
 
+static uint64_t lease_grant_reply(struct group *g, struct conn *c, const struct meta_reply *r);
+
 /* Serve a read whose index is applied: decode it again and read the shard. */
 static void serve_read(struct group *g, const struct pending *p)
 {
@@ -422,6 +451,8 @@ static void serve_read(struct group *g, const struct pending *p)
     struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
     resp.rc = meta_shard_read(g->state, &s->cmd->cmd, &s->reply);
     resp.reply = s->reply;
+    if (req.wants_lease && resp.rc == 0)
+        resp.lease = lease_grant_reply(g, c, &s->reply);
     respond(s, c, &resp, s->cmd->cmd.op);
 }
 
@@ -438,6 +469,164 @@ static void serve_ready_reads(struct group *g)
             continue;
         }
         i++;
+    }
+}
+
+/* ---- attribute leases (lease.h) -------------------------------------------------------------
+ * Promises live at the leader only, in memory, for the term they were made
+ * in; whatever loses them (a new term, a shard that cannot say what an
+ * apply changed) moves lease_epoch, which every promise and notice
+ * carries: a client holding promises of another epoch drops them. */
+
+/* c's queued change notices, as one frame. */
+static void notice_flush(struct conn *c)
+{
+    struct meta_server *s = c->srv;
+    size_t len;
+
+    if (c->changed_count == 0 && c->renamed_count == 0)
+        return;
+    struct meta_response resp = {.lease = c->notice_lease, .shard = c->notice_shard,
+                                 .changed = c->changed, .changed_count = c->changed_count,
+                                 .renamed = c->renamed, .renamed_count = c->renamed_count};
+    c->changed_count = 0;
+    c->renamed_count = 0;
+    if (!c->is_closing && meta_response_encode(&resp, META_OP_ACCESS, s->tx, CONN_RX_MAX, &len) == 0)
+        conn_send(c, s->tx, len);
+}
+
+static void notice_add(struct conn *c, const struct group *g, uint64_t ino, bool is_renamed)
+{
+    if (c->notice_shard != g->shard || c->notice_lease != g->lease_epoch) {
+        notice_flush(c);
+        c->notice_shard = g->shard;
+        c->notice_lease = g->lease_epoch;
+    }
+    if (is_renamed)
+        c->renamed[c->renamed_count++] = ino;
+    else
+        c->changed[c->changed_count++] = ino;
+    if (c->renamed_count == META_NOTICE_INOS_MAX || c->changed_count == META_NOTICE_INOS_MAX)
+        notice_flush(c);
+    conn_mark(c);
+}
+
+static void lease_reset(struct group *g)
+{
+    lease_clear(g->leases);
+    g->lease_epoch++;
+}
+
+/* Whether g may make promises and keep them now: it leads, in the term
+ * its table belongs to. */
+static bool lease_ready(struct group *g)
+{
+    raft_term term = raft_term_of(g->node);
+
+    if (g->leases == NULL)
+        return false;
+    if (raft_role(g->node) != RAFT_LEADER) {
+        if (!lease_is_empty(g->leases))
+            lease_reset(g);
+        return false;
+    }
+    if (g->lease_term != term) {
+        lease_reset(g);
+        g->lease_term = term;
+    }
+    return true;
+}
+
+/* A promise to c for the inode of a reply g's leader read or changed (never
+ * one answered from the retry table: older than what was told since): the
+ * lease epoch, or 0 when none could be made. */
+static uint64_t lease_grant_reply(struct group *g, struct conn *c, const struct meta_reply *r)
+{
+    struct meta_server *s = g->srv;
+
+    if (r->attr.ino == 0 || !lease_ready(g))
+        return 0;
+    for (uint32_t h = 0; c->holder < 0 && h < LEASE_HOLDERS_MAX; h++) {
+        /* a number whose connection is gone is free (its promises only
+         * bring the next holder a notice too many) */
+        if (conn_at(s, s->holders[h].slot, s->holders[h].gen) == NULL) {
+            s->holders[h].slot = c->slot;
+            s->holders[h].gen = c->gen;
+            c->holder = (int32_t)h;
+        }
+    }
+    if (c->holder < 0 || !lease_grant(g->leases, r->attr.ino, (uint32_t)c->holder))
+        return 0;
+    return g->lease_epoch;
+}
+
+/* Commands that cannot take a name away from an inode or give it to another:
+ * a notice of their changes leaves the client's cached names standing. */
+static bool keeps_names(enum meta_op op)
+{
+    switch (op) {
+    case META_OP_SETATTR:
+    case META_OP_WRITE:
+    case META_OP_FALLOCATE:
+    case META_OP_MKNOD:
+    case META_OP_MKDIR:
+    case META_OP_SYMLINK:
+    case META_OP_LINK:
+    case META_OP_SETXATTR:
+    case META_OP_REMOVEXATTR:
+    case META_OP_OPEN:
+    case META_OP_RELEASE:
+    case META_OP_ALLOC_SLICES:
+    case META_OP_RESTORE_FILES:
+        return true;
+    default:
+        return false;
+    }
+}
+
+struct lease_walk {
+    struct group *g;
+    bool is_telling;
+    bool is_renamed;
+};
+
+static void lease_tell(void *arg, uint64_t ino)
+{
+    struct lease_walk *w = arg;
+    struct meta_server *s = w->g->srv;
+
+    if (!w->is_telling)
+        return;
+    uint64_t mask = lease_take(w->g->leases, ino);
+    while (mask != 0) {
+        uint32_t h = (uint32_t)__builtin_ctzll(mask);
+        mask &= mask - 1;
+        struct conn *c = conn_at(s, s->holders[h].slot, s->holders[h].gen);
+        if (c != NULL)
+            notice_add(c, w->g, ino, w->is_renamed);
+    }
+}
+
+/* After an apply (mark taken before it): tell the holders of what it
+ * changed, before any response that follows. Whether it changed anything
+ * the shard could name. */
+static bool lease_changed(struct group *g, uint32_t mark, enum meta_op op)
+{
+    bool has_leases = g->leases != NULL && !lease_is_empty(g->leases);
+    struct lease_walk w = {.g = g, .is_telling = has_leases && lease_ready(g),
+                           .is_renamed = !keeps_names(op)};
+    int n = meta_shard_changes_since(g->state, mark, lease_tell, &w);
+
+    if (n < 0 && g->leases != NULL && !lease_is_empty(g->leases))
+        lease_reset(g); /* what changed is not known: every promise is void */
+    return n > 0;
+}
+
+static void lease_turn(struct group *g, uint64_t now)
+{
+    if (g->leases != NULL && now - g->lease_rotated_ms >= META_LEASE_MS) {
+        lease_rotate(g->leases);
+        g->lease_rotated_ms = now;
     }
 }
 
@@ -527,6 +716,7 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
         return; /* a leader's own entry, or a config */
     int rc = meta_cmd_decode(e->data, e->size, s->cmd);
     reply_reset(s, 0);
+    uint32_t mark = meta_shard_change_mark(g->state);
     if (rc == 0)
         rc = meta_shard_apply(g->state, &s->cmd->cmd, &s->reply);
     else
@@ -538,6 +728,7 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
                g->shard, e->index);
         exit(1);
     }
+    bool did_change = lease_changed(g, mark, s->cmd->cmd.op) && rc == 0;
     for (uint32_t i = 0; i < g->pending_count; i++) {
         struct pending *p = &g->pending[i];
         if (p->frame != NULL || p->index != e->index)
@@ -547,6 +738,8 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
             struct meta_response resp = {.id = p->req_id, .epoch = epoch_of(g),
                                          .rc = p->term == e->term ? rc : -AR_ENOTLEADER};
             resp.reply = s->reply;
+            if (p->wants_lease && resp.rc == 0 && did_change)
+                resp.lease = lease_grant_reply(g, c, &s->reply);
             respond(s, c, &resp, p->op);
         }
         if (p->op == META_OP_RESTORE_FILES)
@@ -1084,7 +1277,8 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
         return rc;
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
                         .conn_gen = c->gen, .req_id = req->id, .op = cmd->op,
-                        .proposed_ms = cmd->op == META_OP_RESTORE_FILES ? mono_ms() : 0};
+                        .proposed_ms = cmd->op == META_OP_RESTORE_FILES ? mono_ms() : 0,
+                        .wants_lease = req->wants_lease};
     rc = pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
     if (rc == 0 && cmd->op == META_OP_RESTORE_FILES) {
         /* counted only with its pending record: bg_applied() undoes it */
@@ -1635,13 +1829,16 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     /* answered now: a follower read fresh enough, or a read at the leader
      * inside its lease with the state applied to the lease's read point */
     raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
+    bool is_lease_read = at != 0 && raft_applied_index(g->node) >= at;
     if (meta_op_is_query(cmd->op) &&
         ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
-         (at != 0 && raft_applied_index(g->node) >= at))) {
+         is_lease_read)) {
         reply_reset(s, req.data_cap);
         struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
         resp.rc = meta_shard_read(g->state, cmd, &s->reply);
         resp.reply = s->reply;
+        if (req.wants_lease && resp.rc == 0 && is_lease_read)
+            resp.lease = lease_grant_reply(g, c, &s->reply);
         respond(s, c, &resp, cmd->op);
         return;
     }
@@ -1757,6 +1954,7 @@ static void accepted(uv_stream_t *server, int status)
     c->srv = s;
     c->slot = slot;
     c->gen = ++s->conn_gen;
+    c->holder = -1;
     s->conns[slot] = c;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
@@ -1835,6 +2033,7 @@ static void on_tick(uv_timer_t *t)
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         raft_tick(s->groups[i].node, wall_ns());
         session_expire(&s->groups[i]);
+        lease_turn(&s->groups[i], mono_ms());
     }
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         leader_chores(&s->groups[i]);
@@ -1879,6 +2078,7 @@ static void group_close(struct group *g)
     ar_free(g->session_ids);
     ar_free(g->session_seen_ms);
     archiver_free(g->arch);
+    lease_table_free(g->leases);
     raft_node_free(g->node);
     raft_seglog_close(g->log);
     meta_checkpoint_close(g->ckpt);
@@ -1896,6 +2096,9 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
 
     g->srv = s;
     g->shard = shard;
+    g->leases = lease_table_new(LEASE_INOS_MAX); /* without memory: no leases */
+    g->lease_epoch = 1;
+    g->lease_rotated_ms = mono_ms();
     snprintf(g->dir, sizeof(g->dir), "%s/shard-%u", s->cfg.data_dir, g->shard);
     snprintf(path, sizeof(path), "%s/ckpt", g->dir);
     int rc = meta_checkpoint_open(path, &g->ckpt, errmsg);

@@ -297,6 +297,7 @@ struct meta_shard {
     struct meta__dirty_ino *dirty_inos; /* inodes changed, created or freed */
     uint32_t dirty_ino_count;
     uint32_t dirty_ino_cap;
+    uint32_t dirty_ino_from;     /* the first of the command being applied */
     uint8_t *dirty_names;        /* entries added or removed: parent ino (8), len (1), name */
     uint64_t dirty_name_bytes;
     uint32_t dirty_name_count;

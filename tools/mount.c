@@ -21,7 +21,12 @@ static void usage(FILE *to)
             "                       and answers lookups, stats and opens for reading\n"
             "  --single-threaded    serve every FUSE request on one thread\n"
             "  --entry-timeout S    the kernel caches names S seconds (default 1)\n"
-            "  --attr-timeout S     and attributes (default 1)\n"
+            "  --attr-timeout S     and attributes (default 1); this mount answers the\n"
+            "                       kernel from what the servers promised to tell it of\n"
+            "                       (attribute leases) while it heard from them within\n"
+            "                       the shorter of the two\n"
+            "  --no-leases          ask the servers for every lookup and stat the kernel\n"
+            "                       sends\n"
             "  --store URL          the object store (default: the one the volume names)\n"
             "  --write-buffer MB    written bytes all open files hold before writes\n"
             "                       commit at once (default 256)\n"
@@ -55,6 +60,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"cache-size", required_argument, NULL, 'C'},
         {"no-cache", no_argument, NULL, 'n'},
         {"no-passthrough", no_argument, NULL, 'P'},
+        {"no-leases", no_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -122,6 +128,9 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
             break;
         case 'P':
             o->no_passthrough = true;
+            break;
+        case 'L':
+            o->no_leases = true;
             break;
         case 'h':
             usage(stdout);

@@ -6,7 +6,10 @@
  * client finds every server from one address; a session is kept alive by
  * heartbeats and replaced when the servers closed it; no reachable server
  * is a clear error within the budget; a restore's commands wait for live
- * traffic, one in the log at a time, and land whole.
+ * traffic, one in the log at a time, and land whole; a client that asks for
+ * attribute leases gets them on the leader's answers only, is told of each
+ * change of a leased inode (a rename as one that moves names), and counts
+ * on none once the leader is gone.
  * Method: threads over one client; the leader found by a status request
  * and killed with SIGKILL; every process started here and ended by PID. */
 #include <stdarg.h>
@@ -428,6 +431,151 @@ static void test_client_restore_commands_yield_to_live_traffic(void **state)
     ar_client_close(c);
 }
 
+/* ---- attribute leases ---- */
+
+struct notices {
+    pthread_mutex_t mu;
+    uint64_t changed[256];
+    uint32_t changed_count;
+    uint64_t renamed[256];
+    uint32_t renamed_count;
+    uint64_t last_seq;
+};
+
+static void take_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
+                        const uint64_t *renamed, uint32_t renamed_count)
+{
+    struct notices *n = arg;
+
+    pthread_mutex_lock(&n->mu);
+    for (uint32_t i = 0; i < changed_count && n->changed_count < 256; i++) {
+        n->changed[n->changed_count++] = changed[i];
+    }
+    for (uint32_t i = 0; i < renamed_count && n->renamed_count < 256; i++) {
+        n->renamed[n->renamed_count++] = renamed[i];
+    }
+    n->last_seq = seq;
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Whether ino was named (among renamed ones, or changed ones), waiting up to 5 s. */
+static bool was_told(struct notices *n, uint64_t ino, bool is_renamed)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        pthread_mutex_lock(&n->mu);
+        const uint64_t *v = is_renamed ? n->renamed : n->changed;
+        uint32_t count = is_renamed ? n->renamed_count : n->changed_count;
+        bool is_told = false;
+        for (uint32_t i = 0; i < count; i++) {
+            is_told = is_told || v[i] == ino;
+        }
+        pthread_mutex_unlock(&n->mu);
+        if (is_told)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static void notices_clear(struct notices *n)
+{
+    pthread_mutex_lock(&n->mu);
+    n->changed_count = 0;
+    n->renamed_count = 0;
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void test_client_leases_tell_changes(void **state)
+{
+    struct fixture *f = *state;
+    struct notices told = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct ar_client_options o = {.addr_count = 1, .on_notice = take_notice, .notice_arg = &told};
+    struct ar_client *a = NULL;
+    struct ar_client *b = open_client(f, 0);
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct ar_lease_stamp stamp;
+    char errmsg[AR_ERRMSG_MAX] = "";
+
+    assert_non_null(out);
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", f->client_port[0]);
+    if (ar_client_open(&o, &a, errmsg) != 0)
+        fail_msg("ar_client_open: %s", errmsg);
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "ld", .name_len = 2, .mode = 0755};
+    assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out), 0);
+    assert_int_equal(out->r.lease, 0); /* b asked for none */
+    uint64_t dir = out->r.reply.attr.ino;
+    struct meta_cmd mf = {.op = META_OP_MKNOD, .ino = dir, .name = "x", .name_len = 1,
+                          .mode = S_IFREG | 0644};
+    assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &mf, META_READ_LINEARIZABLE, 0, out), 0);
+    uint64_t x = out->r.reply.attr.ino;
+
+    /* a follower's read promises nothing; the leader's does */
+    struct meta_cmd get = {.op = META_OP_GETATTR, .ino = x};
+    assert_int_equal(ar_client_call(a, META_ROOT_SHARD, &get, META_READ_FOLLOWER, 0, out), 0);
+    assert_int_equal(out->r.lease, 0);
+    struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = dir, .name = "x", .name_len = 1};
+    assert_int_equal(ar_client_call_stamped(a, META_ROOT_SHARD, &look, META_READ_LINEARIZABLE, 0,
+                                            out, &stamp),
+                     0);
+    assert_int_equal(out->r.reply.attr.ino, x);
+    assert_true(out->r.lease != 0);
+    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 10000));
+
+    /* another client's chmod: told, as a change of attributes only */
+    struct meta_cmd chmod = {.op = META_OP_SETATTR, .ino = x, .set_mask = META_SET_MODE,
+                             .set = {.mode = 0600}};
+    assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &chmod, META_READ_LINEARIZABLE, 0, out), 0);
+    assert_true(was_told(&told, x, false));
+    pthread_mutex_lock(&told.mu);
+    assert_int_equal(told.renamed_count, 0); /* a chmod moves no name */
+    pthread_mutex_unlock(&told.mu);
+    /* told once: the promise went with the notice, until asked again */
+    notices_clear(&told);
+    struct meta_cmd chmod2 = chmod;
+    chmod2.set.mode = 0640;
+    assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &chmod2, META_READ_LINEARIZABLE, 0, out), 0);
+    assert_int_equal(ar_client_call(a, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0, out), 0);
+    assert_true(out->r.lease != 0);
+    assert_int_equal(out->r.reply.attr.mode & 07777, 0640);
+    pthread_mutex_lock(&told.mu);
+    assert_int_equal(told.changed_count + told.renamed_count, 0);
+    pthread_mutex_unlock(&told.mu);
+
+    /* a rename moves names: told as such */
+    struct meta_cmd mv = {.op = META_OP_RENAME, .ino = dir, .name = "x", .name_len = 1,
+                          .new_dir = dir, .new_name = "y", .new_name_len = 1};
+    assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &mv, META_READ_LINEARIZABLE, 0, out), 0);
+    assert_true(was_told(&told, x, true));
+
+    /* the leader gone, no promise stands */
+    assert_int_equal(ar_client_call_stamped(a, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0,
+                                            out, &stamp),
+                     0);
+    assert_true(out->r.lease != 0);
+    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 60000));
+    int leader = leader_node(f);
+    assert_true(leader >= 0);
+    node_kill(f, leader, SIGKILL);
+    bool holds = true;
+    for (int tries = 0; tries < 500 && holds; tries++) {
+        holds = ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 60000);
+        if (holds)
+            usleep(10000);
+    }
+    assert_false(holds);
+    /* and the new leader's answers promise again, under a new gen */
+    struct ar_lease_stamp again;
+    assert_int_equal(ar_client_call_stamped(a, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0,
+                                            out, &again),
+                     0);
+    assert_true(out->r.lease != 0);
+    assert_true(again.gen != stamp.gen);
+    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, again.gen, 60000));
+    free(out);
+    ar_client_close(a);
+    ar_client_close(b);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -438,6 +586,7 @@ int main(void)
         T(test_client_session_kept_and_replaced),
         T(test_client_without_servers_is_a_clear_error),
         T(test_client_restore_commands_yield_to_live_traffic),
+        T(test_client_leases_tell_changes),
     };
 #undef T
     return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);

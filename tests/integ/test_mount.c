@@ -973,6 +973,89 @@ static void test_mount_passthrough_reads_cached_copies(void **state)
     }
 }
 
+/* The mode of path after the kernel forgot its names (so the lookup
+ * reaches the mount), or -errno. */
+static int mode_fresh(const char *path)
+{
+    struct stat st;
+
+    drop_names();
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -errno;
+}
+
+/* Wait (up to 5 s, the other mount's notice on its way) until path's mode
+ * is want (a -errno for a name gone). */
+static bool mode_becomes(const char *path, int want)
+{
+    for (int tries = 0; tries < 250; tries++) {
+        if (mode_fresh(path) == want)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+/* Attribute leases: a mount whose kernel caches may be 30 s old answers
+ * lookups and stats itself from what the servers promised to tell it of,
+ * yet another mount's chmod, write, rename and unlink reach it at once
+ * (well within those 30 s), through the kernel's forgetting and the
+ * leader's notices. */
+static void test_mount_leases_follow_other_mounts(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const extra[] = {"--entry-timeout", "30", NULL};
+    struct mount_proc *mp = mount_start_with(f, "m", "30", extra);
+    struct mount_proc *w = mount_start(f, "w", "0");
+    char a[600];
+    char b[600];
+    char c[600];
+    char wa[600];
+    char wb[600];
+    char wc[600];
+    struct stat st;
+    uint8_t data[5000];
+
+    snprintf(a, sizeof(a), "%s/ld/a", mp->dir);
+    snprintf(b, sizeof(b), "%s/ld/b", mp->dir);
+    snprintf(c, sizeof(c), "%s/ld/c", mp->dir);
+    snprintf(wa, sizeof(wa), "%s/ld/a", w->dir);
+    snprintf(wb, sizeof(wb), "%s/ld/b", w->dir);
+    snprintf(wc, sizeof(wc), "%s/ld/c", w->dir);
+    snprintf((char *)data, sizeof(data), "%s/ld", mp->dir);
+    assert_int_equal(mkdir((char *)data, 0755), 0);
+    fill(data, sizeof(data), 9);
+    write_file(a, data, 100);
+    write_file(b, data, 200);
+    /* known to this mount, asked again: answered from what it keeps */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mode_fresh(a), 0644);
+        assert_int_equal(mode_fresh(b), 0644);
+    }
+    /* the other mount's changes */
+    assert_int_equal(chmod(wa, 0600), 0);
+    assert_true(mode_becomes(a, 0600));
+    write_file(wa, data, 4321);
+    bool is_resized = false;
+    for (int tries = 0; tries < 250 && !is_resized; tries++) {
+        drop_names();
+        is_resized = stat(a, &st) == 0 && st.st_size == 4321;
+        if (!is_resized)
+            usleep(20000);
+    }
+    assert_true(is_resized);
+    assert_int_equal(mode_fresh(b), 0644);
+    assert_int_equal(rename(wb, wc), 0);
+    assert_true(mode_becomes(b, -ENOENT));
+    assert_int_equal(mode_fresh(c), 0644);
+    assert_int_equal(unlink(wc), 0);
+    assert_true(mode_becomes(c, -ENOENT));
+    expect_file(a, data, 4321);
+    mount_stop(w);
+    mount_stop(mp);
+    assert_true(log_has(mp->log, "leases: "));
+    assert_false(log_has(mp->log, "leases: 0 lookups"));
+}
+
 struct slow_read {
     const char *path;
     uint64_t seed;
@@ -1280,6 +1363,7 @@ int main(void)
         T(test_mount_disk_cache),
         T(test_mount_passthrough_reads_cached_copies),
         T(test_mount_stats_beside_blocked_reads),
+        T(test_mount_leases_follow_other_mounts),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),

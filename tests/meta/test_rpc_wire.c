@@ -106,7 +106,7 @@ static void test_request_round_trip(void **state)
     struct fixture *f = *state;
     struct meta_request req = {.id = 9, .shard = 1, .epoch = 4, .kind = META_REQ_COMMAND,
                                .read_mode = META_READ_FOLLOWER, .stale_ms = 250,
-                               .data_cap = 100, .is_background = true};
+                               .data_cap = 100, .is_background = true, .wants_lease = true};
     struct meta_cmd cmd = {.op = META_OP_RENAME, .ino = 1, .name = "a", .name_len = 1,
                            .new_dir = 2, .new_name = "bb", .new_name_len = 2, .flags = 1,
                            .client_id = 5, .seq = 6, .ack_below = 4,
@@ -123,6 +123,7 @@ static void test_request_round_trip(void **state)
     assert_int_equal(got.stale_ms, 250);
     assert_int_equal(got.data_cap, 100);
     assert_true(got.is_background);
+    assert_true(got.wants_lease);
     assert_int_equal(f->cmd->cmd.op, META_OP_RENAME);
     assert_int_equal(f->cmd->cmd.new_name_len, 2);
     assert_memory_equal(f->cmd->cmd.new_name, "bb", 2);
@@ -134,6 +135,7 @@ static void test_request_round_trip(void **state)
     assert_int_equal(meta_request_decode(f->buf + 4, len - 4, &got, f->cmd), 0);
     assert_int_equal(got.session, 77);
     assert_false(got.is_background);
+    assert_false(got.wants_lease);
     assert_int_equal(meta_request_encode(&hb, &cmd, f->buf, BUF_BYTES, &len), -EINVAL);
     assert_int_equal(meta_request_encode(&req, &cmd, f->buf, 8, &len), -EMSGSIZE);
 }
@@ -195,6 +197,46 @@ static void test_redirect_carries_the_leader(void **state)
     assert_int_equal(f->out->r.rc, -AR_ENOTLEADER);
     assert_int_equal(f->out->r.leader, 3);
     assert_string_equal(f->out->r.leader_addr, "127.0.0.1:7003");
+}
+
+/* A change notice: id 0, its lease and shard, both lists whole; a list
+ * past META_NOTICE_INOS_MAX is refused. */
+static void test_change_notice_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    static const uint64_t changed[] = {3, 1u << 20, UINT64_MAX};
+    static const uint64_t renamed[] = {77, 5};
+    struct meta_response resp = {.lease = 9, .shard = 1, .changed = changed, .changed_count = 3,
+                                 .renamed = renamed, .renamed_count = 2};
+    size_t len;
+    uint64_t id = 1;
+
+    assert_int_equal(meta_response_encode(&resp, META_OP_ACCESS, f->buf, BUF_BYTES, &len), 0);
+    assert_int_equal(meta_response_id(f->buf + 4, len - 4, &id), 0);
+    assert_int_equal(id, 0);
+    assert_int_equal(meta_response_decode(f->buf + 4, len - 4, f->out), 0);
+    assert_int_equal(f->out->r.lease, 9);
+    assert_int_equal(f->out->r.shard, 1);
+    assert_int_equal(f->out->r.changed_count, 3);
+    assert_memory_equal(f->out->r.changed, changed, sizeof(changed));
+    assert_int_equal(f->out->r.renamed_count, 2);
+    assert_memory_equal(f->out->r.renamed, renamed, sizeof(renamed));
+    /* field 20, packed: one more inode than a notice may name */
+    uint8_t big[8 + META_NOTICE_INOS_MAX + 1];
+    size_t n = 0;
+    big[n++] = 0xA2; /* (20 << 3) | 2 as a varint: two bytes */
+    big[n++] = 0x01;
+    uint32_t count = META_NOTICE_INOS_MAX + 1;
+    big[n++] = (uint8_t)(0x80 | (count & 0x7F));
+    big[n++] = (uint8_t)(count >> 7);
+    memset(big + n, 1, count);
+    n += count;
+    assert_int_equal(meta_response_decode(big, n, f->out), -EPROTO);
+    count--;
+    big[2] = (uint8_t)(0x80 | (count & 0x7F));
+    big[3] = (uint8_t)(count >> 7);
+    assert_int_equal(meta_response_decode(big, n - 1, f->out), 0);
+    assert_int_equal(f->out->r.changed_count, META_NOTICE_INOS_MAX);
 }
 
 static void test_bytes_out_of_bounds_are_refused(void **state)
@@ -307,6 +349,7 @@ int main(void)
         T(test_response_id_is_read_alone),
         T(test_responses_carry_what_each_reply_fills),
         T(test_redirect_carries_the_leader),
+        T(test_change_notice_round_trip),
         T(test_bytes_out_of_bounds_are_refused),
         T(test_mutated_frames_never_crash_the_decoders),
     };
