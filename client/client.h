@@ -79,7 +79,7 @@ int ar_client_start(struct ar_client *c, uint32_t shard, const struct meta_cmd *
 
 /* ---- attribute leases ----
  * An answer that carries a lease (out->r.lease != 0) may be kept and used
- * in place of asking again while ar_client_lease_holds() says so: the
+ * in place of asking again while ar_client_lease_left() says so: the
  * client's promises have not been lost since the answer (a lost connection,
  * a new leader or term: each moves the stamp's gen), no notice has named the
  * inode since (the caller's on_notice drops what it names), and an answer
@@ -98,8 +98,10 @@ void ar_client_lease_stamp(struct ar_client *c, struct ar_lease_stamp *out);
 int ar_client_call_stamped(struct ar_client *c, uint32_t shard, const struct meta_cmd *cmd,
                            enum meta_read_mode mode, uint32_t data_cap,
                            struct meta_response_buf *out, struct ar_lease_stamp *stamp);
-/* Whether what was kept under gen on shard may still be used. Any thread. */
-bool ar_client_lease_holds(struct ar_client *c, uint32_t shard, uint64_t gen, uint64_t bound_ms);
+/* How long (ms) what was kept under gen on shard may still be used, 0 not
+ * at all: an answer used now is at most bound_ms less this old. Any thread. */
+uint64_t ar_client_lease_left(struct ar_client *c, uint32_t shard, uint64_t gen,
+                              uint64_t bound_ms);
 
 /* The shard whose lease holds inode number ino (META_ROOT_SHARD if none). */
 uint32_t ar_client_shard_of(struct ar_client *c, uint64_t ino);

@@ -68,11 +68,12 @@ void leased_keep(struct leased *l, struct ar_client *mc, uint32_t shard, const s
 void leased_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
                    const uint64_t *renamed, uint32_t renamed_count);
 /* What a lookup of parent/name or a getattr of ino answers now, if kept and
- * the promises stand with an answer from the leader within bound_ms. */
+ * the promises stand with an answer from the leader within bound_ms; and
+ * how long (ms) the answer may be kept further (ar_client_lease_left). */
 bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
-                   size_t len, uint64_t bound_ms, struct meta_attr *out);
+                   size_t len, uint64_t bound_ms, struct meta_attr *out, uint64_t *left_ms);
 bool leased_getattr(struct leased *l, struct ar_client *mc, uint64_t ino, uint64_t bound_ms,
-                    struct meta_attr *out);
+                    struct meta_attr *out, uint64_t *left_ms);
 /* Lookups and getattrs answered from what was kept. */
 uint64_t leased_hits(const struct leased *l);
 

@@ -118,7 +118,7 @@ struct ar_client {
     uint8_t *enc;                /* one request being encoded */
     /* attribute leases: per shard, the connection and epoch the promises
      * this client holds came from, and when the latest answer under them was
-     * asked for (atomic: read by ar_client_lease_holds) */
+     * asked for (atomic: read by ar_client_lease_left) */
     int lease_conn[SHARDS_KNOWN];
     uint64_t lease_epoch[SHARDS_KNOWN];
     uint64_t lease_fresh_ms[SHARDS_KNOWN];
@@ -1028,12 +1028,17 @@ void ar_client_lease_stamp(struct ar_client *c, struct ar_lease_stamp *out)
     out->seq = __atomic_load_n(&c->lease.seq, __ATOMIC_ACQUIRE);
 }
 
-bool ar_client_lease_holds(struct ar_client *c, uint32_t shard, uint64_t gen, uint64_t bound_ms)
+uint64_t ar_client_lease_left(struct ar_client *c, uint32_t shard, uint64_t gen, uint64_t bound_ms)
 {
     if (shard >= SHARDS_KNOWN || gen != __atomic_load_n(&c->lease.gen, __ATOMIC_ACQUIRE))
-        return false;
+        return 0;
     uint64_t fresh = __atomic_load_n(&c->lease_fresh_ms[shard], __ATOMIC_ACQUIRE);
-    return fresh != 0 && now_ms() < fresh + bound_ms;
+    uint64_t now = now_ms();
+    /* a loss moves gen before it resets fresh: read again, gen still stands */
+    if (fresh == 0 || now >= fresh + bound_ms ||
+        gen != __atomic_load_n(&c->lease.gen, __ATOMIC_ACQUIRE))
+        return 0;
+    return fresh + bound_ms - now;
 }
 
 void ar_client_stats(struct ar_client *c, struct ar_client_stats *out)

@@ -164,6 +164,7 @@ struct query {
     struct fuse_file_info fi;       /* and the kernel's open, copied */
     uint64_t gen;                   /* and data_gen when it was sent */
     uint64_t asked_ms;              /* when it was sent (a lease lasts from then) */
+    uint32_t shard;                 /* and where */
     struct meta_response_buf *out;
 };
 
@@ -368,13 +369,26 @@ static void stat_of(const struct mnt *m, const struct meta_attr *a, struct stat 
                                     .tv_nsec = a->ctime_ns % 1000000000};
 }
 
-static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a)
+/* The kernel keeps what it is told no longer than its timeouts, nor than
+ * cap_s (an answer from what the mount kept: what remains of its bound). */
+static double capped(double timeout_s, double cap_s)
 {
-    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = m->attr_timeout,
-                                 .entry_timeout = m->entry_timeout};
+    return cap_s < timeout_s ? cap_s : timeout_s;
+}
+
+static void reply_entry_capped(struct mnt *m, fuse_req_t req, const struct meta_attr *a,
+                               double cap_s)
+{
+    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = capped(m->attr_timeout, cap_s),
+                                 .entry_timeout = capped(m->entry_timeout, cap_s)};
 
     stat_of(m, a, &e.attr);
     fuse_reply_entry(req, &e);
+}
+
+static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a)
+{
+    reply_entry_capped(m, req, a, (double)UINT32_MAX);
 }
 
 /* ---- the store side: slices and blocks --------------------------------------------------------- */
@@ -772,10 +786,10 @@ static void file_dead(struct mnt *m, struct open_file *f);
 static void query_send(struct query *q)
 {
     struct mnt *m = q->m;
-    uint32_t shard = ar_client_shard_of(m->mc, q->cmd.ino);
 
+    q->shard = ar_client_shard_of(m->mc, q->cmd.ino);
     q->asked_ms = mono_ms();
-    int rc = ar_client_start(m->mc, shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
+    int rc = ar_client_start(m->mc, q->shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
                              query_done, q);
     if (rc != 0) {
         fuse_reply_err(q->req, err_of(rc));
@@ -828,8 +842,7 @@ static void query_done(void *arg, int rc)
             /* on the client's thread: the stamp is the answer's */
             struct ar_lease_stamp stamp;
             ar_client_lease_stamp(m->mc, &stamp);
-            keep_answer(m, ar_client_shard_of(m->mc, q->cmd.ino), &q->cmd,
-                        &q->out->r.reply.attr, &stamp, q->asked_ms);
+            keep_answer(m, q->shard, &q->cmd, &q->out->r.reply.attr, &stamp, q->asked_ms);
         }
         if (q->cmd.op == META_OP_LOOKUP) {
             reply_entry(m, q->req, &q->out->r.reply.attr);
@@ -847,9 +860,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct mnt *m = fuse_req_userdata(req);
     size_t len = strlen(name);
     struct meta_attr a;
+    uint64_t left_ms;
 
-    if (leased_lookup(m->leased, m->mc, parent, name, len, m->lease_bound_ms, &a)) {
-        reply_entry(m, req, &a);
+    if (leased_lookup(m->leased, m->mc, parent, name, len, m->lease_bound_ms, &a, &left_ms)) {
+        reply_entry_capped(m, req, &a, (double)left_ms / 1000.0);
         return;
     }
     struct query *q = len <= META_NAME_BYTES_MAX ? query_new(m, req, META_OP_LOOKUP, parent) : NULL;
@@ -871,13 +885,14 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct query *q;
 
     struct meta_attr a;
+    uint64_t left_ms;
 
     (void)fi;
     int rc = commit_ino(m, req, ino); /* first: a commit changes the attributes */
-    if (rc == 0 && leased_getattr(m->leased, m->mc, ino, m->lease_bound_ms, &a)) {
+    if (rc == 0 && leased_getattr(m->leased, m->mc, ino, m->lease_bound_ms, &a, &left_ms)) {
         struct stat st;
         stat_of(m, &a, &st);
-        fuse_reply_attr(req, &st, m->attr_timeout);
+        fuse_reply_attr(req, &st, capped(m->attr_timeout, (double)left_ms / 1000.0));
         return;
     }
     if (rc == 0 && (q = query_new(m, req, META_OP_GETATTR, ino)) == NULL)

@@ -194,6 +194,11 @@ uint32_t meta_shard_change_mark(struct meta_shard *s)
     return s->dirty_ino_count;
 }
 
+bool meta_shard_tells_changes(const struct meta_shard *s)
+{
+    return s->is_tracking && !s->is_all_dirty;
+}
+
 int meta_shard_changes_since(const struct meta_shard *s, uint32_t mark,
                              void (*fn)(void *arg, uint64_t ino), void *arg)
 {

@@ -23,7 +23,14 @@ struct lease_table {
 
 static uint32_t slot_of(const struct lease_gen *g, uint64_t ino)
 {
-    return (uint32_t)((ino * 0x9E3779B97F4A7C15ull) >> 32) & (g->cap - 1);
+    /* splitmix64's finalizer: inode numbers come in runs */
+    uint64_t h = ino;
+
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBull;
+    return (uint32_t)(h ^ (h >> 31)) & (g->cap - 1);
 }
 
 static void gen_free(struct lease_gen *g)

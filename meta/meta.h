@@ -619,6 +619,7 @@ uint64_t meta_shard_dirty_count(const struct meta_shard *s);
  * collect takes the whole state). A command applied before (a retry) and
  * answered from the retry table changes nothing. */
 uint32_t meta_shard_change_mark(struct meta_shard *s);
+bool meta_shard_tells_changes(const struct meta_shard *s);
 int meta_shard_changes_since(const struct meta_shard *s, uint32_t mark,
                              void (*fn)(void *arg, uint64_t ino), void *arg);
 uint64_t meta_ckpt_batch_records(const struct meta_ckpt_batch *b);

@@ -188,7 +188,9 @@ struct conn {
     bool is_dirty;        /* in the server's dirty list */
     bool is_closing;
     int32_t holder;       /* its number in the lease tables, -1 none yet */
-    /* change notices not yet sent (written before any later response) */
+    /* change notices not yet sent (written before any later response); one
+     * with empty lists tells of a new epoch: the promises of the old are void */
+    bool is_notice_due;
     uint32_t notice_shard;
     uint64_t notice_lease;
     uint32_t changed_count;
@@ -290,7 +292,8 @@ static void conn_flush(struct conn *c)
     size_t done = n > 0 ? (size_t)n : 0;
     if (n < 0 && n != UV_EAGAIN) {
         c->out_len = 0;
-        return; /* a broken connection: the read side sees it go */
+        conn_close(c); /* lost bytes (a change notice among them): the client starts over */
+        return;
     }
     if (done < c->out_len) {
         uv_write_t *w = ar_malloc(sizeof(*w));
@@ -307,6 +310,7 @@ static void conn_flush(struct conn *c)
         if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, write_done) != 0) {
             ar_free(rest);
             ar_free(w);
+            conn_close(c);
         }
     }
     c->out_len = 0;
@@ -484,13 +488,14 @@ static void notice_flush(struct conn *c)
     struct meta_server *s = c->srv;
     size_t len;
 
-    if (c->changed_count == 0 && c->renamed_count == 0)
+    if (!c->is_notice_due)
         return;
     struct meta_response resp = {.lease = c->notice_lease, .shard = c->notice_shard,
                                  .changed = c->changed, .changed_count = c->changed_count,
                                  .renamed = c->renamed, .renamed_count = c->renamed_count};
     c->changed_count = 0;
     c->renamed_count = 0;
+    c->is_notice_due = false;
     if (!c->is_closing && meta_response_encode(&resp, META_OP_ACCESS, s->tx, CONN_RX_MAX, &len) == 0)
         conn_send(c, s->tx, len);
 }
@@ -506,15 +511,30 @@ static void notice_add(struct conn *c, const struct group *g, uint64_t ino, bool
         c->renamed[c->renamed_count++] = ino;
     else
         c->changed[c->changed_count++] = ino;
+    c->is_notice_due = true;
     if (c->renamed_count == META_NOTICE_INOS_MAX || c->changed_count == META_NOTICE_INOS_MAX)
         notice_flush(c);
     conn_mark(c);
 }
 
+/* Every promise of g void: its holders are told at once (a notice of the
+ * new epoch), so that none waits out its bound. */
 static void lease_reset(struct group *g)
 {
+    struct meta_server *s = g->srv;
+
     lease_clear(g->leases);
     g->lease_epoch++;
+    for (uint32_t h = 0; h < LEASE_HOLDERS_MAX; h++) {
+        struct conn *c = conn_at(s, s->holders[h].slot, s->holders[h].gen);
+        if (c == NULL)
+            continue;
+        notice_flush(c);
+        c->notice_shard = g->shard;
+        c->notice_lease = g->lease_epoch;
+        c->is_notice_due = true;
+        conn_mark(c);
+    }
 }
 
 /* Whether g may make promises and keep them now: it leads, in the term
@@ -544,7 +564,8 @@ static uint64_t lease_grant_reply(struct group *g, struct conn *c, const struct 
 {
     struct meta_server *s = g->srv;
 
-    if (r->attr.ino == 0 || !lease_ready(g))
+    /* a shard that cannot say what its applies change could not keep it */
+    if (r->attr.ino == 0 || !lease_ready(g) || !meta_shard_tells_changes(g->state))
         return 0;
     for (uint32_t h = 0; c->holder < 0 && h < LEASE_HOLDERS_MAX; h++) {
         /* a number whose connection is gone is free (its promises only
@@ -622,8 +643,11 @@ static bool lease_changed(struct group *g, uint32_t mark, enum meta_op op)
     return n > 0;
 }
 
+/* Each tick: promises go when leadership does (not at the next apply). */
 static void lease_turn(struct group *g, uint64_t now)
 {
+    if (g->leases != NULL && !lease_is_empty(g->leases))
+        lease_ready(g);
     if (g->leases != NULL && now - g->lease_rotated_ms >= META_LEASE_MS) {
         lease_rotate(g->leases);
         g->lease_rotated_ms = now;
@@ -1626,7 +1650,8 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
     if (req->admin == META_ADMIN_SET_WINDOW) {
         rc = set_window(g, req->target);
     } else if (req->admin == META_ADMIN_TRANSFER) {
-        rc = raft_transfer_leader(g->node, req->target);
+        /* to the leader itself (a group the target leads already): done */
+        rc = req->target == raft_leader(g->node) ? 0 : raft_transfer_leader(g->node, req->target);
     } else {
         if (req->admin == META_ADMIN_ADD_LEARNER) {
             if (node_of(s, req->target) == NULL || raft_config_has(&c, req->target) ||

@@ -519,7 +519,7 @@ static void test_client_leases_tell_changes(void **state)
                      0);
     assert_int_equal(out->r.reply.attr.ino, x);
     assert_true(out->r.lease != 0);
-    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 10000));
+    assert_true(ar_client_lease_left(a, META_ROOT_SHARD, stamp.gen, 10000));
 
     /* another client's chmod: told, as a change of attributes only */
     struct meta_cmd chmod = {.op = META_OP_SETATTR, .ino = x, .set_mask = META_SET_MODE,
@@ -547,18 +547,43 @@ static void test_client_leases_tell_changes(void **state)
     assert_int_equal(ar_client_call(b, META_ROOT_SHARD, &mv, META_READ_LINEARIZABLE, 0, out), 0);
     assert_true(was_told(&told, x, true));
 
-    /* the leader gone, no promise stands */
+    /* leadership handed over: the old leader tells its holders their
+     * promises are void, though their connections to it stay open */
     assert_int_equal(ar_client_call_stamped(a, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0,
                                             out, &stamp),
                      0);
     assert_true(out->r.lease != 0);
-    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 60000));
+    assert_true(ar_client_lease_left(a, META_ROOT_SHARD, stamp.gen, 60000) > 0);
     int leader = leader_node(f);
     assert_true(leader >= 0);
-    node_kill(f, leader, SIGKILL);
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' %d > /dev/null", f->arbor, f->dir,
+             (leader + 1) % 3 + 1);
+    assert_int_equal(system(cmd), 0);
     bool holds = true;
     for (int tries = 0; tries < 500 && holds; tries++) {
-        holds = ar_client_lease_holds(a, META_ROOT_SHARD, stamp.gen, 60000);
+        holds = ar_client_lease_left(a, META_ROOT_SHARD, stamp.gen, 60000) > 0;
+        if (holds)
+            usleep(10000);
+    }
+    assert_false(holds);
+
+    /* the leader gone, no promise stands */
+    for (int tries = 0; tries < 500; tries++) {
+        if (ar_client_call_stamped(a, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0, out,
+                                   &stamp) == 0 &&
+            out->r.lease != 0)
+            break;
+        usleep(10000);
+    }
+    assert_true(out->r.lease != 0);
+    assert_true(ar_client_lease_left(a, META_ROOT_SHARD, stamp.gen, 60000) > 0);
+    leader = leader_node(f);
+    assert_true(leader >= 0);
+    node_kill(f, leader, SIGKILL);
+    holds = true;
+    for (int tries = 0; tries < 500 && holds; tries++) {
+        holds = ar_client_lease_left(a, META_ROOT_SHARD, stamp.gen, 60000) > 0;
         if (holds)
             usleep(10000);
     }
@@ -570,7 +595,7 @@ static void test_client_leases_tell_changes(void **state)
                      0);
     assert_true(out->r.lease != 0);
     assert_true(again.gen != stamp.gen);
-    assert_true(ar_client_lease_holds(a, META_ROOT_SHARD, again.gen, 60000));
+    assert_true(ar_client_lease_left(a, META_ROOT_SHARD, again.gen, 60000));
     free(out);
     ar_client_close(a);
     ar_client_close(b);

@@ -973,6 +973,24 @@ static void test_mount_passthrough_reads_cached_copies(void **state)
     }
 }
 
+/* The lookups and getattrs a mount's log says it answered from what it kept. */
+static long leased_answers(const char *log)
+{
+    char line[512];
+    long n = -1;
+    FILE *in = fopen(log, "r");
+
+    /* bounded by the log's lines */
+    while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+        const char *at = strstr(line, "leases: ");
+        if (at != NULL)
+            n = strtol(at + 8, NULL, 10);
+    }
+    if (in != NULL)
+        fclose(in);
+    return n;
+}
+
 /* The mode of path after the kernel forgot its names (so the lookup
  * reaches the mount), or -errno. */
 static int mode_fresh(const char *path)
@@ -1052,8 +1070,8 @@ static void test_mount_leases_follow_other_mounts(void **state)
     expect_file(a, data, 4321);
     mount_stop(w);
     mount_stop(mp);
-    assert_true(log_has(mp->log, "leases: "));
-    assert_false(log_has(mp->log, "leases: 0 lookups"));
+    /* the three rounds above asked for a and b again: six answers at least */
+    assert_true(leased_answers(mp->log) >= 6);
 }
 
 struct slow_read {
