@@ -258,8 +258,10 @@ static const struct leased_inode *usable(struct leased *l, uint64_t ino, uint64_
     return n != NULL && n->has_attr && n->gen == gen && now < n->until_ms ? n : NULL;
 }
 
-bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
-                   size_t len, uint64_t bound_ms, struct meta_attr *out, uint64_t *left_ms)
+/* What is kept of parent/name (name not NULL) or of ino, if it may be used now. */
+static bool answer(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
+                   size_t len, uint64_t ino, uint64_t bound_ms, struct meta_attr *out,
+                   uint64_t *left_ms)
 {
     struct ar_lease_stamp st;
     uint32_t shard = 0;
@@ -270,10 +272,10 @@ bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, cons
     ar_client_lease_stamp(mc, &st);
     uint64_t now = mono_ms();
     pthread_mutex_lock(&l->mu);
-    const struct leased_name *e = name_find(l, parent, name, len);
-    if (e != NULL && e->gen == st.gen) {
-        const struct leased_inode *n = usable(l, e->ino, st.gen, now);
-        if (n != NULL && n->names_seq == e->names_seq) {
+    const struct leased_name *e = name != NULL ? name_find(l, parent, name, len) : NULL;
+    if (name == NULL || (e != NULL && e->gen == st.gen)) {
+        const struct leased_inode *n = usable(l, name != NULL ? e->ino : ino, st.gen, now);
+        if (n != NULL && (name == NULL || n->names_seq == e->names_seq)) {
             *out = n->attr;
             shard = n->shard;
             is_kept = true;
@@ -288,31 +290,16 @@ bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, cons
     return true;
 }
 
+bool leased_lookup(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
+                   size_t len, uint64_t bound_ms, struct meta_attr *out, uint64_t *left_ms)
+{
+    return answer(l, mc, parent, name, len, 0, bound_ms, out, left_ms);
+}
+
 bool leased_getattr(struct leased *l, struct ar_client *mc, uint64_t ino, uint64_t bound_ms,
                     struct meta_attr *out, uint64_t *left_ms)
 {
-    struct ar_lease_stamp st;
-    uint32_t shard = 0;
-    bool is_kept = false;
-
-    if (l == NULL || bound_ms == 0)
-        return false;
-    ar_client_lease_stamp(mc, &st);
-    uint64_t now = mono_ms();
-    pthread_mutex_lock(&l->mu);
-    const struct leased_inode *n = usable(l, ino, st.gen, now);
-    if (n != NULL) {
-        *out = n->attr;
-        shard = n->shard;
-        is_kept = true;
-    }
-    pthread_mutex_unlock(&l->mu);
-    if (is_kept)
-        *left_ms = ar_client_lease_left(mc, shard, st.gen, bound_ms);
-    if (!is_kept || *left_ms == 0)
-        return false;
-    __atomic_add_fetch(&l->hits, 1, __ATOMIC_RELAXED);
-    return true;
+    return answer(l, mc, 0, NULL, 0, ino, bound_ms, out, left_ms);
 }
 
 uint64_t leased_hits(const struct leased *l)
