@@ -19,6 +19,7 @@ struct lease_gen {
 struct lease_table {
     struct lease_gen gens[2]; /* [0] the newer */
     uint32_t max_inos;
+    uint32_t first_cap;       /* the newer generation's first size: the older's */
 };
 
 static uint32_t slot_of(const struct lease_gen *g, uint64_t ino)
@@ -52,9 +53,11 @@ static uint32_t gen_find(const struct lease_gen *g, uint64_t ino)
     return i;
 }
 
-static bool gen_grow(struct lease_gen *g)
+/* first_cap: the size of a first table (a generation grows to about the
+ * size of the last: rehashing it a step at a time would hold the loop) */
+static bool gen_grow(struct lease_gen *g, uint32_t first_cap)
 {
-    uint32_t cap = g->cap == 0 ? GEN_CAP_MIN : g->cap * 2;
+    uint32_t cap = g->cap == 0 ? first_cap : g->cap * 2;
     struct lease_gen n = {.inos = ar_calloc(cap, sizeof(uint64_t)),
                           .masks = ar_calloc(cap, sizeof(uint64_t)), .cap = cap};
 
@@ -103,8 +106,10 @@ struct lease_table *lease_table_new(uint32_t max_inos)
 {
     struct lease_table *t = ar_calloc(1, sizeof(*t));
 
-    if (t != NULL)
+    if (t != NULL) {
         t->max_inos = max_inos;
+        t->first_cap = GEN_CAP_MIN;
+    }
     return t;
 }
 
@@ -128,7 +133,7 @@ bool lease_grant(struct lease_table *t, uint64_t ino, uint32_t holder)
         if (g->count >= t->max_inos)
             return false;
         if ((uint64_t)(g->count + 1) * 2 > g->cap) {
-            if (!gen_grow(g))
+            if (!gen_grow(g, t->first_cap))
                 return false;
             i = gen_find(g, ino);
         }
@@ -148,6 +153,7 @@ uint64_t lease_take(struct lease_table *t, uint64_t ino)
 
 void lease_rotate(struct lease_table *t)
 {
+    t->first_cap = t->gens[0].cap > GEN_CAP_MIN ? t->gens[0].cap : GEN_CAP_MIN;
     gen_free(&t->gens[1]);
     t->gens[1] = t->gens[0];
     t->gens[0] = (struct lease_gen){.cap = 0};
