@@ -365,7 +365,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             break;
         const uint8_t *frame = n->rx + at + 4;
         at += 4 + (size_t)len;
-        if (c->opt.on_notice != NULL && meta_response_id(frame, len, &id) == 0 && id == 0) {
+        if (meta_response_id(frame, len, &id) != 0)
+            id = UINT64_MAX; /* matches no call: skipped below */
+        if (c->opt.on_notice != NULL && id == 0) {
             /* a change notice (or a failure the server could not match) */
             if (meta_response_decode(frame, len, c->notice_out) != 0) {
                 conn_fail(n);
@@ -375,7 +377,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                 lease_notice(c, (int)(n - c->conns), &c->notice_out->r);
             continue;
         }
-        struct call *k = meta_response_id(frame, len, &id) == 0 ? call_by_req(c, id) : NULL;
+        struct call *k = call_by_req(c, id);
         if (k == NULL)
             continue; /* an answer to an attempt given up on */
         if (meta_response_decode(frame, len, k->out) != 0) {

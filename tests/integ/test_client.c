@@ -439,7 +439,6 @@ struct notices {
     uint32_t changed_count;
     uint64_t renamed[256];
     uint32_t renamed_count;
-    uint64_t last_seq;
 };
 
 static void take_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
@@ -447,6 +446,7 @@ static void take_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32
 {
     struct notices *n = arg;
 
+    (void)seq;
     pthread_mutex_lock(&n->mu);
     for (uint32_t i = 0; i < changed_count && n->changed_count < 256; i++) {
         n->changed[n->changed_count++] = changed[i];
@@ -454,7 +454,6 @@ static void take_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32
     for (uint32_t i = 0; i < renamed_count && n->renamed_count < 256; i++) {
         n->renamed[n->renamed_count++] = renamed[i];
     }
-    n->last_seq = seq;
     pthread_mutex_unlock(&n->mu);
 }
 
