@@ -256,9 +256,77 @@ static void test_bytes_out_of_bounds_are_refused(void **state)
     assert_int_equal(meta_request_decode(stray, sizeof(stray), &got, f->cmd), -EINVAL);
     assert_int_equal(meta_request_decode(junk, sizeof(junk), &got, f->cmd), -EPROTO);
     assert_int_equal(meta_response_decode(junk, sizeof(junk), f->out), -EPROTO);
-    /* a dirent with an empty name */
-    uint8_t empty_name[] = {0x3a, 2, 0x08, 1};
-    assert_int_equal(meta_response_decode(empty_name, sizeof(empty_name), f->out), -EPROTO);
+}
+
+/* Response{dirents: blob} into out; its length. */
+static size_t dirents_frame(const uint8_t *blob, size_t len, uint8_t *out)
+{
+    size_t n = 0;
+    out[n++] = 0xBA; /* (23 << 3) | 2 as a varint: two bytes */
+    out[n++] = 0x01;
+    for (size_t v = len; ; v >>= 7) {
+        out[n++] = (uint8_t)(v >= 0x80 ? (v & 0x7F) | 0x80 : v);
+        if (v < 0x80)
+            break;
+    }
+    memcpy(out + n, blob, len);
+    return n + len;
+}
+
+/* A packed readdir page: each malformed entry is refused, and the count
+ * is bounded at META_READDIR_MAX. */
+static void test_packed_dirents_are_checked(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        uint8_t bytes[12];
+        size_t len;
+        int rc;
+    } cases[] = {
+        {{0, 7, 9, 0x80, 1, 2, 'a', 'b'}, 8, 0},       /* ino 7, cookie 9, type 128, "ab" */
+        {{0, 7, 9, 0, 0}, 5, -EPROTO},                 /* an empty name */
+        {{0, 7, 9, 0, 3, 'a', '/', 'b'}, 8, -EPROTO},  /* a '/' */
+        {{0, 7, 9, 0, 3, 'a', 0, 'b'}, 8, -EPROTO},    /* a NUL */
+        {{2, 7, 9, 0, 1, 'a'}, 6, -EPROTO},            /* an unknown flag */
+        {{1, 7, 9, 0, 1, 'a', 7, 1}, 8, -EPROTO},      /* attributes cut short */
+        {{0, 7, 9, 0, 4, 'a', 'b'}, 7, -EPROTO},       /* a name cut short */
+        {{0, 7, 0xff}, 3, -EPROTO},                    /* a varint cut short */
+    };
+    uint8_t *frame = malloc(8 + META_READDIR_MAX * 8 + 8);
+    assert_non_null(frame);
+
+    for (size_t i = 0; i < AR_ARRAY_LEN(cases); i++) {
+        size_t n = dirents_frame(cases[i].bytes, cases[i].len, frame);
+        assert_int_equal(meta_response_decode(frame, n, f->out), cases[i].rc);
+    }
+    size_t n = dirents_frame(cases[0].bytes, cases[0].len, frame);
+    assert_int_equal(meta_response_decode(frame, n, f->out), 0);
+    assert_int_equal(f->out->r.reply.entries[0].type, 128);
+    assert_string_equal(f->out->r.reply.entries[0].name, "ab");
+    /* a name of 255 bytes is taken, one of 256 refused: flags, ino, cookie,
+     * type, then the length as a two-byte varint */
+    uint8_t *blob = calloc(1, (META_READDIR_MAX + 1) * 8);
+    assert_non_null(blob);
+    memcpy(blob, (uint8_t[]){0, 7, 9, 0, 0xFF, 0x01}, 6);
+    memset(blob + 6, 'x', 256);
+    assert_int_equal(meta_response_decode(frame, dirents_frame(blob, 6 + 255, frame), f->out), 0);
+    assert_int_equal(f->out->r.reply.entries[0].name_len, 255);
+    memcpy(blob + 4, (uint8_t[]){0x80, 0x02}, 2);
+    assert_int_equal(meta_response_decode(frame, dirents_frame(blob, 6 + 256, frame), f->out),
+                     -EPROTO);
+    /* 1,024 entries are taken, 1,025 refused */
+    for (uint32_t i = 0; i <= META_READDIR_MAX; i++)
+        memcpy(blob + i * 8, cases[0].bytes, 8);
+    assert_int_equal(meta_response_decode(frame, dirents_frame(blob, META_READDIR_MAX * 8, frame),
+                                          f->out),
+                     0);
+    assert_int_equal(f->out->r.reply.entry_count, META_READDIR_MAX);
+    assert_int_equal(
+        meta_response_decode(frame, dirents_frame(blob, (META_READDIR_MAX + 1) * 8, frame),
+                             f->out),
+        -EPROTO);
+    free(blob);
+    free(frame);
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -351,6 +419,7 @@ int main(void)
         T(test_redirect_carries_the_leader),
         T(test_change_notice_round_trip),
         T(test_bytes_out_of_bounds_are_refused),
+        T(test_packed_dirents_are_checked),
         T(test_mutated_frames_never_crash_the_decoders),
     };
 #undef T
