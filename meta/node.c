@@ -256,7 +256,7 @@ void meta__dir_release(struct meta_shard *s, uint32_t d)
  * caller). Holes keep no key, so search the live neighbours. */
 uint32_t meta__dir_seek(const struct meta_shard *s, const struct meta__dir *d, uint64_t key)
 {
-    uint32_t lo = 0;
+    uint32_t lo = d->start;
     uint32_t hi = d->count;
 
     while (lo < hi) {
@@ -286,6 +286,7 @@ static void dir_compact(struct meta__dir *d)
     }
     d->count = out;
     d->holes = 0;
+    d->start = 0;
 }
 
 /* Make room for `more` children now, so that adding them cannot fail later.
@@ -350,6 +351,16 @@ void meta__dir_remove(struct meta_shard *s, uint32_t dslot, uint32_t child)
             d->holes--;
         }
     }
+    /* nor leading ones to step over: a seek scans a run of holes, and
+     * removals in creation order (the oldest files first) make one long
+     * run at the front */
+    if (at == d->start) {
+        while (d->start < d->count && d->children[d->start] == META_NIL) {
+            d->start++;
+        }
+    }
+    if (d->start > d->count)
+        d->start = d->count;
     /* Seeks step over runs of holes, so keep them fewer than the children:
      * compacting in place costs O(count) once per count/2 removals. */
     if (d->holes > DIR_HOLES_MIN && d->holes > d->live)

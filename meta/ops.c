@@ -674,11 +674,23 @@ static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, bool is_d
  * beforehand in name_off); its old name slot is freed. Cannot fail. */
 static void entry_move(struct meta_shard *s, uint32_t e, uint32_t nd, uint32_t name_off)
 {
-    uint32_t old_name = meta__node_at(s, e)->name;
+    struct meta__node *n = meta__node_at(s, e);
+    uint32_t old_name = n->name;
 
-    entry_unlink(s, e);
-    meta__node_at(s, e)->name = name_off;
-    entry_link(s, nd, e);
+    if (n->parent != nd) {
+        entry_unlink(s, e);
+        n->name = name_off;
+        entry_link(s, nd, e);
+    } else {
+        /* a new name in the same directory: the entry keeps its key, so
+         * its place among the children (a removal and an insert there
+         * would cost a hole and a move of every later child) */
+        meta__dirty_entry(s, e);
+        meta__index_name(s, e, false);
+        n->name = name_off;
+        meta__dirty_entry(s, e);
+        meta__index_name(s, e, true);
+    }
     meta__name_release(s, old_name);
 }
 

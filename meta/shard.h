@@ -184,6 +184,7 @@ struct meta__dir {
     uint32_t cap;
     uint32_t holes;
     uint32_t live;      /* children */
+    uint32_t start;     /* every slot before it is a hole: seeks begin here */
 };
 
 /* A file's data map (data.c): chunks in ascending order, each a stack of

@@ -418,6 +418,72 @@ static void test_readdir_cookies_survive_changes_between_pages(void **state)
     }
 }
 
+/* The names of dir, listed in pages of 7, into names; their count. */
+static unsigned list_all(struct fixture *f, uint64_t dir, char names[][16], unsigned cap)
+{
+    struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = dir, .entry_cap = 7};
+    unsigned n = 0;
+
+    for (unsigned page = 0; page < 100; page++) {
+        struct meta_reply r = {.entries = f->entries};
+        assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+        for (unsigned i = 0; i < r.entry_count; i++) {
+            assert_true(n < cap);
+            snprintf(names[n++], 16, "%s", r.entries[i].name);
+            cmd.cookie = r.entries[i].cookie;
+        }
+        if (r.is_end)
+            return n;
+    }
+    fail_msg("the listing did not end");
+    return n;
+}
+
+/* Removals in creation order leave no run of holes for a listing to step
+ * through (the directory's start moves past them), and a rename inside
+ * the directory keeps the entry where it was. */
+static void test_removals_from_the_front_and_renames_keep_listings(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr d;
+    char name[32];
+    char names[300][16];
+
+    assert_int_equal(make(f, META_OP_MKDIR, 1, "front", 0755, &d), 0);
+    for (unsigned i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "f%u", i);
+        assert_int_equal(make(f, META_OP_MKNOD, d.ino, name, S_IFREG | 0644, NULL), 0);
+    }
+    for (unsigned i = 0; i < 150; i++) {
+        snprintf(name, sizeof(name), "f%u", i);
+        assert_int_equal(simple(f, META_OP_UNLINK, d.ino, name), 0);
+    }
+    assert_int_equal(ren(f, d.ino, "f150", d.ino, "g150", 0), 0);
+    assert_int_equal(ren(f, d.ino, "f151", d.ino, "f152", RENAME_EXCHANGE), 0);
+    for (unsigned i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "h%u", i);
+        assert_int_equal(make(f, META_OP_MKNOD, d.ino, name, S_IFREG | 0644, NULL), 0);
+    }
+    assert_int_equal(list_all(f, d.ino, names, 300), 60);
+    /* in creation order, the renamed ones where they were */
+    assert_string_equal(names[0], "g150");
+    assert_string_equal(names[1], "f152");
+    assert_string_equal(names[2], "f151");
+    assert_string_equal(names[3], "f153");
+    assert_string_equal(names[49], "f199");
+    assert_string_equal(names[59], "h9");
+    struct meta_attr a;
+    assert_int_equal(look(f, d.ino, "g150", &a), 0);
+    assert_int_equal(look(f, d.ino, "f150", &a), -ENOENT);
+    /* emptied from the front, then refilled */
+    for (unsigned i = 0; i < 60; i++)
+        assert_int_equal(simple(f, META_OP_UNLINK, d.ino, names[i]), 0);
+    assert_int_equal(list_all(f, d.ino, names, 300), 0);
+    assert_int_equal(make(f, META_OP_MKNOD, d.ino, "last", S_IFREG | 0644, NULL), 0);
+    assert_int_equal(list_all(f, d.ino, names, 300), 1);
+    assert_string_equal(names[0], "last");
+}
+
 static void test_readdir_needs_read_permission_and_a_dir(void **state)
 {
     struct fixture *f = *state;
@@ -900,6 +966,7 @@ int main(void)
         T(test_same_commands_give_same_state),
         T(test_hash_ignores_how_the_state_was_reached),
         T(test_readdir_cookies_survive_changes_between_pages),
+        T(test_removals_from_the_front_and_renames_keep_listings),
         T(test_readdir_needs_read_permission_and_a_dir),
         T(test_readdir_attrs_are_what_lookup_answers),
         T(test_hard_links_outlive_their_first_name),
