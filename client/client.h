@@ -138,6 +138,7 @@ struct ar_mount_options {
     uint32_t cache_mb;              /* its bound (0: 10240) */
     bool no_passthrough;            /* never let the kernel read cached copies itself */
     bool no_leases;                 /* ask the servers for every lookup and getattr */
+    bool no_kernel_grants;          /* the kernel keeps leased answers for the timeouts only */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
 };

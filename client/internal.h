@@ -77,6 +77,43 @@ bool leased_getattr(struct leased *l, struct ar_client *mc, uint64_t ino, uint64
 /* Lookups and getattrs answered from what was kept. */
 uint64_t leased_hits(const struct leased *l);
 
+/* Kernel grants (leased.c): how long (ms) the kernel may keep what was kept
+ * of parent/name -> ino (name not NULL) or of ino's attributes, marked as
+ * granted until the leader's promise ends; 0: no grant (keep to the bound).
+ * Taken back through leased_take_back() when a notice names the inode, and
+ * by leased_void(). */
+#define LEASED_GRANT_BOUND_MIN_MS 1000u /* a shorter bound leaves too little time to take back */
+#define LEASED_GRANT_SHARDS 64u
+uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
+                      size_t len, uint64_t ino, uint64_t bound_ms);
+/* A grant to take back: an inode's attributes (ino), or a name (parent). */
+struct leased_item {
+    uint64_t ino;
+    uint64_t parent;
+    uint8_t len;
+    char name[256];
+};
+/* Take back whatever the kernel holds of parent/name: a rename on this
+ * mount moves the kernel's entry, with what was granted to it, to a name
+ * the tables do not know it by. Made before the rename (NULL: no memory,
+ * and no rename), then queued (l may be NULL) or dropped. */
+struct moved_name;
+struct moved_name *leased_moved_new(uint64_t parent, const char *name, size_t len);
+void leased_moved_take_back(struct leased *l, struct moved_name *mv);
+void leased_moved_drop(struct moved_name *mv);
+/* Up to max grants to take back, waiting up to wait_ms for one. */
+uint32_t leased_take_back(struct leased *l, struct leased_item *out, uint32_t max,
+                          uint64_t wait_ms);
+/* Wake a leased_take_back() that waits. */
+void leased_wake(struct leased *l);
+/* Queue every grant made under another gen than gen, or on a shard in the
+ * mask shards, to be taken back; how many. */
+uint64_t leased_void(struct leased *l, uint64_t gen, uint64_t shards);
+/* The shards with grants the kernel may still hold (a mask), and for each
+ * an inode it granted. */
+uint64_t leased_granted_shards(struct leased *l, uint64_t ino_out[LEASED_GRANT_SHARDS]);
+void leased_grant_counts(const struct leased *l, uint64_t *grants, uint64_t *taken_back);
+
 /* Lower the calling thread's CPU priority to the least (nice 19): work
  * that must not delay a server or a client sharing the machine. Best
  * effort: lowering needs no privilege. */

@@ -177,6 +177,7 @@ struct mnt {
     double attr_timeout;
     struct leased *leased;          /* NULL: no leases */
     uint64_t lease_bound_ms;        /* kept answers stale no longer than the kernel's own */
+    struct grants *grants;          /* NULL: the kernel keeps answers for the bound only */
     uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
     uint64_t buffered;              /* atomic */
     pthread_mutex_t ids_mu;
@@ -389,6 +390,44 @@ static void reply_entry_capped(struct mnt *m, fuse_req_t req, const struct meta_
 static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a)
 {
     reply_entry_capped(m, req, a, (double)UINT32_MAX);
+}
+
+/* How long (ms) the kernel may keep parent/name -> ino (name not NULL) or
+ * ino's attributes, which the grants thread takes back when they change
+ * (leased_grant); 0: only for its timeouts. */
+static uint64_t granted_ms(struct mnt *m, uint64_t parent, const char *name, size_t len,
+                           uint64_t ino)
+{
+    if (m->grants == NULL)
+        return 0;
+    return leased_grant(m->leased, m->mc, parent, name, len, ino, m->lease_bound_ms);
+}
+
+/* The entry of parent/name (len bytes): granted, or for the timeouts
+ * capped at cap_s. */
+static void reply_name(struct mnt *m, fuse_req_t req, uint64_t parent, const char *name,
+                       size_t len, const struct meta_attr *a, double cap_s)
+{
+    uint64_t ms = granted_ms(m, parent, name, len, a->ino);
+
+    if (ms == 0) {
+        reply_entry_capped(m, req, a, cap_s);
+        return;
+    }
+    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = (double)ms / 1000.0,
+                                 .entry_timeout = (double)ms / 1000.0};
+    stat_of(m, a, &e.attr);
+    fuse_reply_entry(req, &e);
+}
+
+/* ino's attributes: granted, or for the attribute timeout capped at cap_s. */
+static void reply_attr_of(struct mnt *m, fuse_req_t req, const struct meta_attr *a, double cap_s)
+{
+    uint64_t ms = granted_ms(m, 0, NULL, 0, a->ino);
+    struct stat st;
+
+    stat_of(m, a, &st);
+    fuse_reply_attr(req, &st, ms > 0 ? (double)ms / 1000.0 : capped(m->attr_timeout, cap_s));
 }
 
 /* ---- the store side: slices and blocks --------------------------------------------------------- */
@@ -844,13 +883,11 @@ static void query_done(void *arg, int rc)
             ar_client_lease_stamp(m->mc, &stamp);
             keep_answer(m, q->shard, &q->cmd, &q->out->r.reply.attr, &stamp, q->asked_ms);
         }
-        if (q->cmd.op == META_OP_LOOKUP) {
-            reply_entry(m, q->req, &q->out->r.reply.attr);
-        } else {
-            struct stat st;
-            stat_of(m, &q->out->r.reply.attr, &st);
-            fuse_reply_attr(q->req, &st, m->attr_timeout);
-        }
+        if (q->cmd.op == META_OP_LOOKUP)
+            reply_name(m, q->req, q->cmd.ino, q->name, q->cmd.name_len, &q->out->r.reply.attr,
+                       (double)UINT32_MAX);
+        else
+            reply_attr_of(m, q->req, &q->out->r.reply.attr, (double)UINT32_MAX);
     }
     query_free(q);
 }
@@ -863,7 +900,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     uint64_t left_ms;
 
     if (leased_lookup(m->leased, m->mc, parent, name, len, m->lease_bound_ms, &a, &left_ms)) {
-        reply_entry_capped(m, req, &a, (double)left_ms / 1000.0);
+        reply_name(m, req, parent, name, len, &a, (double)left_ms / 1000.0);
         return;
     }
     struct query *q = len <= META_NAME_BYTES_MAX ? query_new(m, req, META_OP_LOOKUP, parent) : NULL;
@@ -890,9 +927,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     (void)fi;
     int rc = commit_ino(m, req, ino); /* first: a commit changes the attributes */
     if (rc == 0 && leased_getattr(m->leased, m->mc, ino, m->lease_bound_ms, &a, &left_ms)) {
-        struct stat st;
-        stat_of(m, &a, &st);
-        fuse_reply_attr(req, &st, capped(m->attr_timeout, (double)left_ms / 1000.0));
+        reply_attr_of(m, req, &a, (double)left_ms / 1000.0);
         return;
     }
     if (rc == 0 && (q = query_new(m, req, META_OP_GETATTR, ino)) == NULL)
@@ -963,7 +998,10 @@ static void make(fuse_req_t req, struct meta_cmd *c)
         fuse_reply_err(req, err_of(rc));
         return;
     }
-    reply_entry(m, req, &out->r.reply.attr);
+    if (c->op == META_OP_LINK) /* two names now: none is granted */
+        reply_entry(m, req, &out->r.reply.attr);
+    else
+        reply_name(m, req, c->ino, c->name, c->name_len, &out->r.reply.attr, (double)UINT32_MAX);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1091,10 +1129,29 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
                          .new_name = newname, .new_name_len = (uint32_t)strlen(newname),
                          .flags = flags};
     struct mnt *m = fuse_req_userdata(req);
+    struct meta_response_buf *out;
+    /* the kernel moves its entries, and what was granted with them, to
+     * names the tables do not know them by: taken back once it has */
+    struct moved_name *to = m->grants ? leased_moved_new(newparent, newname, c.new_name_len) : NULL;
+    struct moved_name *from = m->grants ? leased_moved_new(parent, name, c.name_len) : NULL;
 
+    if (m->grants != NULL && (to == NULL || from == NULL)) {
+        leased_moved_drop(to);
+        leased_moved_drop(from);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
     removal_begin(m, newparent, newname);
-    reply_rc(req, &c);
+    int rc = run(m, req, &c, 0, &out);
+    fuse_reply_err(req, err_of(rc));
     removal_end(m);
+    if (rc == 0 && m->grants != NULL) {
+        leased_moved_take_back(m->leased, to);
+        leased_moved_take_back(m->leased, from); /* an exchange moved this one too */
+    } else {
+        leased_moved_drop(to);
+        leased_moved_drop(from);
+    }
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -1574,6 +1631,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
                                  .entry_timeout = m->entry_timeout};
+    uint64_t ms = granted_ms(m, parent, name, c.name_len, e.ino);
+    if (ms > 0)
+        e.attr_timeout = e.entry_timeout = (double)ms / 1000.0;
     stat_of(m, &out->r.reply.attr, &e.attr);
     struct open_file *f = file_new(m, e.ino, false);
     if (f != NULL)
@@ -2065,6 +2125,178 @@ static const struct fuse_lowlevel_ops ops = {
     .create = op_create,
 };
 
+/* ---- kernel grants ----------------------------------------------------------------------------
+ * The grants thread takes back what the kernel was granted (leased.c):
+ * each change a notice names, each name a rename here moved, and all of a
+ * shard's when its promises are lost or its leader has not answered a
+ * request sent in the last quarter of the bound (GRANTS_VOID_LEFT): the
+ * invalidations, about 3 us each, then have three quarters of it to reach
+ * the kernel. While a shard has grants out, the thread asks its leader for
+ * something every eighth of the bound (GRANTS_ASK_LEFT), so that an idle
+ * mount stays fresh. It calls the FUSE invalidations, which
+ * wait for the kernel's locks on the directory, on its own: never a FUSE
+ * thread, which the kernel may be waiting for. Each invalidation (the
+ * first GRANTS_AGAIN_MAX of a burst) is sent again GRANTS_AGAIN_MS later:
+ * a lookup in flight when the first went may have put the old answer back. */
+#define GRANTS_VOID_LEFT(bound) ((bound) * 3 / 4) /* a void has the rest to invalidate */
+#define GRANTS_ASK_LEFT(bound)  ((bound) * 7 / 8)
+#define GRANTS_BATCH      64u
+#define GRANTS_TICK_MS    20u
+#define GRANTS_AGAIN_MS   100u
+#define GRANTS_AGAIN_MAX  4096u
+
+struct keepalive {
+    struct meta_cmd cmd;
+    struct meta_response_buf *out;
+    bool is_busy;                   /* atomic */
+};
+
+struct grants {
+    pthread_t thread;
+    struct fuse_session *se;
+    bool is_stopping;               /* atomic */
+    uint64_t last_gen;
+    struct keepalive ask[LEASED_GRANT_SHARDS];
+    struct leased_item again[GRANTS_AGAIN_MAX]; /* sent once, sent again at again_ms */
+    uint32_t again_count;
+    uint64_t again_ms;
+    uint64_t voids;                 /* times a shard's grants were all taken back */
+};
+
+static void keepalive_done(void *arg, int rc)
+{
+    struct keepalive *k = arg;
+
+    (void)rc; /* an answer with a lease refreshed the shard (ar_client_lease_left) */
+    __atomic_store_n(&k->is_busy, false, __ATOMIC_RELEASE);
+}
+
+static void invalidate(struct grants *g, const struct leased_item *it)
+{
+    if (it->ino != 0)
+        fuse_lowlevel_notify_inval_inode(g->se, it->ino, -1, 0); /* attributes only */
+    else
+        fuse_lowlevel_notify_inval_entry(g->se, it->parent, it->name, it->len);
+}
+
+/* Each granting shard: fresh enough, or asked, or all taken back. */
+static void grants_check(struct mnt *m, struct grants *g)
+{
+    uint64_t inos[LEASED_GRANT_SHARDS];
+    struct ar_lease_stamp st;
+
+    ar_client_lease_stamp(m->mc, &st);
+    if (st.gen != g->last_gen) {
+        leased_void(m->leased, st.gen, 0); /* promises were lost */
+        g->last_gen = st.gen;
+    }
+    uint64_t shards = leased_granted_shards(m->leased, inos);
+    for (uint32_t s = 0; shards != 0 && s < LEASED_GRANT_SHARDS; s++) {
+        if (((shards >> s) & 1) == 0)
+            continue;
+        uint64_t left = ar_client_lease_left(m->mc, s, st.gen, m->lease_bound_ms);
+        if (left <= GRANTS_VOID_LEFT(m->lease_bound_ms)) {
+            leased_void(m->leased, st.gen, 1ull << s);
+            g->voids++;
+        }
+        struct keepalive *k = &g->ask[s];
+        if (left < GRANTS_ASK_LEFT(m->lease_bound_ms) &&
+            !__atomic_load_n(&k->is_busy, __ATOMIC_ACQUIRE) &&
+            (k->out != NULL || (k->out = ar_malloc(sizeof(*k->out))) != NULL)) {
+            k->cmd = (struct meta_cmd){.op = META_OP_GETATTR, .ino = inos[s]};
+            __atomic_store_n(&k->is_busy, true, __ATOMIC_RELEASE);
+            if (ar_client_start(m->mc, s, &k->cmd, META_READ_LINEARIZABLE, 0, k->out,
+                                keepalive_done, k) != 0)
+                __atomic_store_n(&k->is_busy, false, __ATOMIC_RELEASE);
+        }
+    }
+}
+
+static void *grants_main(void *arg)
+{
+    struct mnt *m = arg;
+    struct grants *g = m->grants;
+    struct leased_item batch[GRANTS_BATCH];
+    uint64_t last_check = 0;
+
+    /* bounded: each turn waits at most a tick; stops when asked */
+    while (!__atomic_load_n(&g->is_stopping, __ATOMIC_ACQUIRE)) {
+        uint32_t n = leased_take_back(m->leased, batch, GRANTS_BATCH, GRANTS_TICK_MS);
+        uint64_t now = mono_ms();
+        if (g->again_count > 0 && now >= g->again_ms) {
+            for (uint32_t i = 0; i < g->again_count; i++) {
+                invalidate(g, &g->again[i]);
+            }
+            g->again_count = 0;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            invalidate(g, &batch[i]);
+            if (g->again_count == 0)
+                g->again_ms = now + GRANTS_AGAIN_MS;
+            if (g->again_count < GRANTS_AGAIN_MAX)
+                g->again[g->again_count++] = batch[i];
+        }
+        if (now - last_check >= GRANTS_TICK_MS) {
+            grants_check(m, g);
+            last_check = now;
+        }
+    }
+    return NULL;
+}
+
+static int grants_start(struct mnt *m, struct fuse_session *se)
+{
+    struct grants *g = ar_calloc(1, sizeof(*g));
+
+    if (g == NULL)
+        return -ENOMEM;
+    g->se = se;
+    struct ar_lease_stamp st;
+    ar_client_lease_stamp(m->mc, &st);
+    g->last_gen = st.gen;
+    m->grants = g;
+    int rc = pthread_create(&g->thread, NULL, grants_main, m);
+    if (rc != 0) {
+        m->grants = NULL;
+        ar_free(g);
+        return -rc;
+    }
+    return 0;
+}
+
+/* Before the metadata client closes (its keepalives end first). */
+static void grants_stop(struct mnt *m)
+{
+    struct grants *g = m->grants;
+
+    if (g == NULL)
+        return;
+    __atomic_store_n(&g->is_stopping, true, __ATOMIC_RELEASE);
+    leased_wake(m->leased);
+    pthread_join(g->thread, NULL);
+    uint64_t grants;
+    uint64_t taken_back;
+    leased_grant_counts(m->leased, &grants, &taken_back);
+    ar_log(AR_LOG_INFO,
+           "kernel grants: %" PRIu64 " made, %" PRIu64 " taken back, all of a shard's %" PRIu64
+           " times",
+           grants, taken_back, g->voids);
+}
+
+/* After the metadata client closed: keepalives still out ended with it. */
+static void grants_free(struct mnt *m)
+{
+    struct grants *g = m->grants;
+
+    if (g == NULL)
+        return;
+    for (uint32_t s = 0; s < LEASED_GRANT_SHARDS; s++) {
+        ar_free(g->ask[s].out);
+    }
+    ar_free(g);
+    m->grants = NULL;
+}
+
 /* ---- mounting ------------------------------------------------------------------------------- */
 
 /* Requests the FUSE loop's reader runs itself (fusedev_loop): those whose
@@ -2217,17 +2449,25 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     if (rc == 0) {
         ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
         fuse_daemonize(o->is_foreground);
+        /* after the fork, with the stop signals still blocked: they must
+         * reach the loop's reader */
+        if (m->leased != NULL && !o->no_kernel_grants &&
+            m->lease_bound_ms >= LEASED_GRANT_BOUND_MIN_MS && grants_start(m, se) != 0)
+            ar_log(AR_LOG_WARN, "no kernel grants (no thread): stats reach the mount past "
+                                "the timeouts");
         pthread_sigmask(SIG_SETMASK, &mask, NULL);
         if (o->is_single_threaded) {
             rc = fuse_session_loop(se);
         } else {
             rc = fusedev_loop(se, o->threads ? o->threads : 16, is_quick, m);
         }
+        grants_stop(m);
         /* no handler runs now; queries still out reply through the session,
          * so the client ends them (-ECANCELED) before the session goes */
         files_reap(m);
         ar_client_close(m->mc);
         m->mc = NULL;
+        grants_free(m);
         fuse_session_unmount(se);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */

@@ -27,6 +27,10 @@ static void usage(FILE *to)
             "                       the shorter of the two\n"
             "  --no-leases          ask the servers for every lookup and stat the kernel\n"
             "                       sends\n"
+            "  --no-kernel-grants   with leases, let the kernel keep answers for the\n"
+            "                       timeouts only; by default (timeouts of 1 s or more)\n"
+            "                       it keeps them as long as the servers promised, and\n"
+            "                       this mount takes them back when they change\n"
             "  --store URL          the object store (default: the one the volume names)\n"
             "  --write-buffer MB    written bytes all open files hold before writes\n"
             "                       commit at once (default 256)\n"
@@ -61,6 +65,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"no-cache", no_argument, NULL, 'n'},
         {"no-passthrough", no_argument, NULL, 'P'},
         {"no-leases", no_argument, NULL, 'L'},
+        {"no-kernel-grants", no_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -131,6 +136,9 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
             break;
         case 'L':
             o->no_leases = true;
+            break;
+        case 'G':
+            o->no_kernel_grants = true;
             break;
         case 'h':
             usage(stdout);

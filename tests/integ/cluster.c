@@ -253,3 +253,20 @@ bool exchange(struct fixture *f, const struct meta_request *req, const struct me
         return false;
     return meta_response_decode(f->buf, n, f->resp) == 0 && f->resp->r.id == req->id;
 }
+
+int leader_node(struct fixture *f)
+{
+    for (int tries = 0; tries < 250; tries++) {
+        for (int i = 0; i < f->nodes; i++) {
+            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
+            if (f->pid[i] > 0 && client_connect(f, i) && exchange(f, &st, NULL) &&
+                f->resp->r.groups[1].leader != 0) {
+                client_close(f);
+                return (int)f->resp->r.groups[1].leader - 1;
+            }
+            client_close(f);
+        }
+        usleep(20000);
+    }
+    return -1;
+}

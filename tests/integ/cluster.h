@@ -51,5 +51,7 @@ bool connect_wait(struct fixture *f, int i); /* waits (bounded) while node i sta
 bool read_full(int fd, uint8_t *p, size_t len, int timeout_ms);
 /* Send a request on the connection and wait for its response into f->resp. */
 bool exchange(struct fixture *f, const struct meta_request *req, const struct meta_cmd *cmd);
+/* The node index (0-based) leading shard 1, waiting (bounded) for one; -1 if none. */
+int leader_node(struct fixture *f);
 
 #endif /* ARBOR_TESTS_INTEG_CLUSTER_H */

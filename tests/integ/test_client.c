@@ -61,23 +61,6 @@ static struct ar_client *open_client(struct fixture *f, uint32_t heartbeat_ms)
     return open_client_as(f, heartbeat_ms, false);
 }
 
-static int leader_node(struct fixture *f)
-{
-    for (int tries = 0; tries < 250; tries++) {
-        for (int i = 0; i < f->nodes; i++) {
-            struct meta_request st = {.id = ++f->next_id, .kind = META_REQ_STATUS};
-            if (f->pid[i] > 0 && client_connect(f, i) && exchange(f, &st, NULL) &&
-                f->resp->r.groups[1].leader != 0) {
-                client_close(f);
-                return (int)f->resp->r.groups[1].leader - 1;
-            }
-            client_close(f);
-        }
-        usleep(20000);
-    }
-    return -1;
-}
-
 struct worker {
     struct ar_client *c;
     uint64_t dir;

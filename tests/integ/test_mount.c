@@ -1074,6 +1074,134 @@ static void test_mount_leases_follow_other_mounts(void **state)
     assert_true(leased_answers(mp->log) >= 6);
 }
 
+/* From the mount's log: the kernel grants it made and took back. */
+static bool grant_counts(const char *log, long *made, long *taken)
+{
+    char line[512];
+    bool found = false;
+    FILE *in = fopen(log, "r");
+
+    /* bounded by the log's lines */
+    while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+        const char *at = strstr(line, "kernel grants: ");
+        if (at != NULL)
+            found = sscanf(at, "kernel grants: %ld made, %ld taken back", made, taken) == 2;
+    }
+    if (in != NULL)
+        fclose(in);
+    return found;
+}
+
+/* Whether a plain stat of path (no cache dropped) shows mode want (or the
+ * -errno want) within ms; it was stated just before the change. */
+static bool mode_seen_within(const char *path, int want, double ms)
+{
+    double until = now_ms() + ms;
+    struct stat st;
+
+    /* bounded by the time */
+    do {
+        int got = stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -errno;
+        if (got == want)
+            return true;
+        usleep(1000);
+    } while (now_ms() < until);
+    return false;
+}
+
+static bool size_seen_within(const char *path, off_t want, double ms)
+{
+    double until = now_ms() + ms;
+    struct stat st;
+
+    /* bounded by the time */
+    do {
+        if (stat(path, &st) == 0 && st.st_size == want)
+            return true;
+        usleep(1000);
+    } while (now_ms() < until);
+    return false;
+}
+
+/* Kernel grants: a mount with 1 s timeouts lets the kernel keep what the
+ * leader promised to tell it of for as long as the promise lasts, and takes
+ * it back when it changes. Another mount's chmod, write, rename and unlink
+ * are seen here within half a second, with no cache dropped and a stat here
+ * just before each (without the taking back, for the promise's 27 s); so
+ * are an unlink there of a name this mount renamed (the kernel moved that
+ * entry with its grant) and a new file there under that name. After a leader change, whose promises are lost,
+ * what the kernel held is taken back as well: a chmod made at once on the
+ * new leader, which promised nothing, is seen as fast. */
+static void test_mount_grants_are_taken_back(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "g", "1");
+    struct mount_proc *w = mount_start(f, "gw", "0");
+    char here[4][600];
+    char there[4][600];
+    char moved[600];
+    char moved_there[600];
+    char cmd[1400];
+    struct stat st;
+    uint8_t data[5000];
+
+    fill(data, sizeof(data), 3);
+    snprintf(moved, sizeof(moved), "%s/gd", mp->dir);
+    assert_int_equal(mkdir(moved, 0755), 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(here[i], sizeof(here[i]), "%s/gd/%c", mp->dir, 'a' + i);
+        snprintf(there[i], sizeof(there[i]), "%s/gd/%c", w->dir, 'a' + i);
+        write_file(here[i], data, 100);
+    }
+    snprintf(moved, sizeof(moved), "%s/gd/a2", mp->dir);
+    snprintf(moved_there, sizeof(moved_there), "%s/gd/a2", w->dir);
+    usleep(1300000); /* past the bound: answers come from what the mount keeps */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(stat(here[i], &st), 0);
+    }
+    assert_int_equal(chmod(there[0], 0600), 0);
+    assert_true(mode_seen_within(here[0], 0600, 500));
+    assert_int_equal(stat(here[1], &st), 0);
+    write_file(there[1], data, 4321);
+    assert_true(size_seen_within(here[1], 4321, 500));
+    assert_int_equal(stat(here[2], &st), 0);
+    char renamed[600];
+    snprintf(renamed, sizeof(renamed), "%s2", there[2]);
+    assert_int_equal(rename(there[2], renamed), 0);
+    assert_true(mode_seen_within(here[2], -ENOENT, 500));
+    assert_int_equal(stat(here[3], &st), 0);
+    assert_int_equal(unlink(there[3]), 0);
+    assert_true(mode_seen_within(here[3], -ENOENT, 500));
+    /* renamed here, granted again, removed there */
+    assert_int_equal(rename(here[0], moved), 0);
+    usleep(1300000);
+    assert_int_equal(stat(moved, &st), 0);
+    assert_int_equal(stat(moved, &st), 0);
+    assert_int_equal(unlink(moved_there), 0);
+    assert_true(mode_seen_within(moved, -ENOENT, 500));
+    write_file(moved_there, data, 777); /* a new file under that name */
+    assert_true(size_seen_within(moved, 777, 500));
+    /* a leader change */
+    usleep(1300000);
+    assert_int_equal(stat(here[1], &st), 0);
+    assert_int_equal(stat(here[1], &st), 0);
+    int leader = leader_node(f);
+    assert_true(leader >= 0);
+    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' %d > /dev/null", f->arbor, f->dir,
+             (leader + 1) % 3 + 1);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(chmod(there[1], 0640), 0);
+    assert_true(mode_seen_within(here[1], 0640, 500));
+    mount_stop(w);
+    mount_stop(mp);
+    long made = 0;
+    long taken = 0;
+    assert_true(grant_counts(mp->log, &made, &taken));
+    assert_true(made >= 10);
+    assert_true(taken >= 6);
+}
+
 struct slow_read {
     const char *path;
     uint64_t seed;
@@ -1382,6 +1510,7 @@ int main(void)
         T(test_mount_passthrough_reads_cached_copies),
         T(test_mount_stats_beside_blocked_reads),
         T(test_mount_leases_follow_other_mounts),
+        T(test_mount_grants_are_taken_back),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
