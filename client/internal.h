@@ -78,14 +78,15 @@ bool leased_getattr(struct leased *l, struct ar_client *mc, uint64_t ino, uint64
 uint64_t leased_hits(const struct leased *l);
 
 /* Kernel grants (leased.c): how long (ms) the kernel may keep what was kept
- * of parent/name -> ino (name not NULL) or of ino's attributes, marked as
+ * of parent/name -> a->ino (name not NULL) or of its attributes, if they
+ * are a (what the kernel is told) and still stand, marked as
  * granted until the leader's promise ends; 0: no grant (keep to the bound).
  * Taken back through leased_take_back() when a notice names the inode, and
  * by leased_void(). */
 #define LEASED_GRANT_BOUND_MIN_MS 1000u /* a shorter bound leaves too little time to take back */
 #define LEASED_GRANT_SHARDS 64u
 uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
-                      size_t len, uint64_t ino, uint64_t bound_ms);
+                      size_t len, const struct meta_attr *a, uint64_t bound_ms);
 /* A grant to take back: an inode's attributes (ino), or a name (parent). */
 struct leased_item {
     uint64_t ino;
@@ -101,8 +102,11 @@ struct moved_name;
 struct moved_name *leased_moved_new(uint64_t parent, const char *name, size_t len);
 void leased_moved_take_back(struct leased *l, struct moved_name *mv);
 void leased_moved_drop(struct moved_name *mv);
-/* Up to max grants to take back, waiting up to wait_ms for one. */
-uint32_t leased_take_back(struct leased *l, struct leased_item *out, uint32_t max,
+/* Up to max grants of a kind to take back, waiting up to wait_ms for one:
+ * attributes (LEASED_ATTRS), or names (LEASED_NAMES; an invalidation of a
+ * name waits for the kernel's lock on its directory). */
+enum { LEASED_ATTRS, LEASED_NAMES };
+uint32_t leased_take_back(struct leased *l, int kind, struct leased_item *out, uint32_t max,
                           uint64_t wait_ms);
 /* Wake a leased_take_back() that waits. */
 void leased_wake(struct leased *l);

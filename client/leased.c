@@ -55,6 +55,7 @@ struct leased_inode {
     bool is_pending;     /* queued for invalidation */
     uint32_t name_ix;    /* its granted name's index + 1; 0: none */
     uint64_t grant_until_ms; /* the kernel may hold it until then */
+    uint64_t grant_gen;  /* the promises' gen when granted */
     struct meta_attr attr;
 };
 
@@ -65,6 +66,7 @@ struct leased_name {
     uint64_t names_seq;  /* its inode's, when kept */
     uint64_t kept;
     uint64_t grant_until_ms;
+    uint64_t grant_gen;
     bool is_pending;
     uint8_t len;
     char name[LEASED_NAME_BYTES];
@@ -87,18 +89,22 @@ struct leased {
     uint64_t names_seq;
     uint64_t kept;
     uint64_t hits;       /* atomic */
-    /* grants: a ring of entries to invalidate, an inode's index or slots
-     * plus a name's; each entry is in it at most once (is_pending), so it
-     * never overflows */
+    /* grants: entries to invalidate, in two rings (LEASED_ATTRS: inodes'
+     * indexes; LEASED_NAMES: slots plus names' indexes), each taken by a
+     * thread of its own; an entry is in one at most once (is_pending), so
+     * neither overflows */
     uint32_t slots;
-    uint32_t *pending;
-    uint32_t pending_head;
-    uint32_t pending_count;
+    struct {
+        uint32_t *refs;  /* slots of them */
+        uint32_t head;
+        uint32_t count;
+    } rings[2];
     pthread_cond_t pending_cond;
     uint64_t granted_shards;                 /* a bit per shard with grants */
     uint64_t shard_until_ms[GRANT_SHARDS];   /* its last grant's end */
     uint64_t shard_ino[GRANT_SHARDS];        /* an inode it granted last */
     struct moved_name *moved;                /* names to take back besides the ring */
+    uint64_t pushed;                         /* entries queued, ever (under mu) */
     uint64_t grants;                         /* atomic: grants made */
     uint64_t taken_back;                     /* atomic: invalidations queued */
 };
@@ -172,13 +178,15 @@ struct leased *leased_new(uint32_t slots)
     l->inodes = ar_calloc(slots, sizeof(*l->inodes));
     l->absent_notice_seq = ar_calloc(l->sets, sizeof(uint64_t));
     l->names = ar_calloc(slots, sizeof(*l->names));
-    l->pending = ar_calloc(2 * (size_t)slots, sizeof(*l->pending));
+    l->rings[LEASED_ATTRS].refs = ar_calloc(slots, sizeof(uint32_t));
+    l->rings[LEASED_NAMES].refs = ar_calloc(slots, sizeof(uint32_t));
     if (l->inodes == NULL || l->absent_notice_seq == NULL || l->names == NULL ||
-        l->pending == NULL) {
+        l->rings[LEASED_ATTRS].refs == NULL || l->rings[LEASED_NAMES].refs == NULL) {
         ar_free(l->inodes);
         ar_free(l->absent_notice_seq);
         ar_free(l->names);
-        ar_free(l->pending);
+        ar_free(l->rings[LEASED_ATTRS].refs);
+        ar_free(l->rings[LEASED_NAMES].refs);
         ar_free(l);
         return NULL;
     }
@@ -198,7 +206,8 @@ void leased_free(struct leased *l)
     }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->pending_cond);
-    ar_free(l->pending);
+    ar_free(l->rings[LEASED_ATTRS].refs);
+    ar_free(l->rings[LEASED_NAMES].refs);
     ar_free(l->inodes);
     ar_free(l->absent_notice_seq);
     ar_free(l->names);
@@ -305,9 +314,11 @@ static void take_back(struct leased *l, uint32_t ref, uint64_t now)
     if (*is_pending || *until <= now)
         return;
     *is_pending = true;
-    AR_ASSERT(l->pending_count < 2 * l->slots);
-    l->pending[(l->pending_head + l->pending_count) % (2 * l->slots)] = ref;
-    l->pending_count++;
+    int kind = is_inode ? LEASED_ATTRS : LEASED_NAMES;
+    AR_ASSERT(l->rings[kind].count < l->slots);
+    l->rings[kind].refs[(l->rings[kind].head + l->rings[kind].count) % l->slots] = ref;
+    l->rings[kind].count++;
+    l->pushed++;
     __atomic_add_fetch(&l->taken_back, 1, __ATOMIC_RELAXED);
 }
 
@@ -338,15 +349,15 @@ void leased_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t ch
     uint64_t now = mono_ms();
 
     pthread_mutex_lock(&l->mu);
-    uint32_t was_pending = l->pending_count;
+    uint64_t was_pushed = l->pushed;
     for (uint32_t i = 0; i < changed_count; i++) {
         inode_noticed(l, changed[i], seq, false, now);
     }
     for (uint32_t i = 0; i < renamed_count; i++) {
         inode_noticed(l, renamed[i], seq, true, now);
     }
-    if (l->pending_count > was_pending)
-        pthread_cond_signal(&l->pending_cond);
+    if (l->pushed > was_pushed)
+        pthread_cond_broadcast(&l->pending_cond);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -409,9 +420,17 @@ uint64_t leased_hits(const struct leased *l)
     return l != NULL ? __atomic_load_n(&l->hits, __ATOMIC_RELAXED) : 0;
 }
 
-uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
-                      size_t len, uint64_t ino, uint64_t bound_ms)
+static bool attr_equal(const struct meta_attr *x, const struct meta_attr *y)
 {
+    return x->ino == y->ino && x->mode == y->mode && x->nlink == y->nlink && x->uid == y->uid &&
+           x->gid == y->gid && x->rdev == y->rdev && x->size == y->size &&
+           x->atime_ns == y->atime_ns && x->mtime_ns == y->mtime_ns && x->ctime_ns == y->ctime_ns;
+}
+
+uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
+                      size_t len, const struct meta_attr *a, uint64_t bound_ms)
+{
+    uint64_t ino = a->ino;
     struct ar_lease_stamp st;
     uint64_t granted_ms = 0;
 
@@ -425,6 +444,9 @@ uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, c
     bool is_grantable =
         n != NULL && n->has_attr && n->gen == st.gen && n->shard < GRANT_SHARDS &&
         n->until_ms > now + bound_ms &&
+        /* what the kernel is about to be told is what stands now: a notice
+         * and a newer keep since may have come between */
+        attr_equal(&n->attr, a) &&
         (name == NULL ||
          (e != NULL && e->ino == ino && e->gen == st.gen && e->names_seq == n->names_seq &&
           (S_ISDIR(n->attr.mode) || n->attr.nlink == 1))) &&
@@ -433,9 +455,11 @@ uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, c
         uint64_t until = n->until_ms + GRANT_SLACK_MS;
         if (n->grant_until_ms < until)
             n->grant_until_ms = until;
+        n->grant_gen = st.gen;
         if (e != NULL) {
             if (e->grant_until_ms < until)
                 e->grant_until_ms = until;
+            e->grant_gen = st.gen;
             n->name_ix = (uint32_t)(e - l->names) + 1;
         }
         l->granted_shards |= 1ull << n->shard;
@@ -449,13 +473,14 @@ uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, c
     return granted_ms;
 }
 
-uint32_t leased_take_back(struct leased *l, struct leased_item *out, uint32_t max,
+uint32_t leased_take_back(struct leased *l, int kind, struct leased_item *out, uint32_t max,
                           uint64_t wait_ms)
 {
     uint32_t count = 0;
+    bool has_moved = kind == LEASED_NAMES;
 
     pthread_mutex_lock(&l->mu);
-    if (l->pending_count == 0 && l->moved == NULL && wait_ms > 0) {
+    if (l->rings[kind].count == 0 && (!has_moved || l->moved == NULL) && wait_ms > 0) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += (time_t)(wait_ms / 1000);
@@ -467,17 +492,17 @@ uint32_t leased_take_back(struct leased *l, struct leased_item *out, uint32_t ma
         pthread_cond_timedwait(&l->pending_cond, &l->mu, &until);
     }
     /* bounded by max */
-    while (count < max && l->moved != NULL) {
+    while (has_moved && count < max && l->moved != NULL) {
         struct moved_name *mv = l->moved;
         l->moved = mv->next;
         out[count] = (struct leased_item){.parent = mv->parent, .len = mv->len};
         memcpy(out[count++].name, mv->name, mv->len);
         ar_free(mv);
     }
-    while (count < max && l->pending_count > 0) {
-        uint32_t ref = l->pending[l->pending_head];
-        l->pending_head = (l->pending_head + 1) % (2 * l->slots);
-        l->pending_count--;
+    while (count < max && l->rings[kind].count > 0) {
+        uint32_t ref = l->rings[kind].refs[l->rings[kind].head];
+        l->rings[kind].head = (l->rings[kind].head + 1) % l->slots;
+        l->rings[kind].count--;
         struct leased_item *it = &out[count++];
         if (ref < l->slots) {
             struct leased_inode *n = &l->inodes[ref];
@@ -518,7 +543,7 @@ void leased_moved_take_back(struct leased *l, struct moved_name *mv)
     pthread_mutex_lock(&l->mu);
     mv->next = l->moved;
     l->moved = mv;
-    pthread_cond_signal(&l->pending_cond);
+    pthread_cond_broadcast(&l->pending_cond);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -540,21 +565,21 @@ uint64_t leased_void(struct leased *l, uint64_t gen, uint64_t shards)
     uint64_t voided = 0;
 
     pthread_mutex_lock(&l->mu);
-    uint32_t was_pending = l->pending_count;
+    uint64_t was_pushed = l->pushed;
     /* bounded: one pass over both tables */
     for (uint32_t i = 0; i < l->slots; i++) {
         const struct leased_inode *n = &l->inodes[i];
         if (n->grant_until_ms > now && !n->is_pending &&
-            (n->gen != gen || (n->shard < GRANT_SHARDS && (shards >> n->shard) & 1)))
+            (n->grant_gen != gen || (n->shard < GRANT_SHARDS && (shards >> n->shard) & 1)))
             take_back(l, i, now);
         const struct leased_name *e = &l->names[i];
-        if (e->grant_until_ms > now && !e->is_pending && (e->gen != gen || shards != 0))
+        if (e->grant_until_ms > now && !e->is_pending && (e->grant_gen != gen || shards != 0))
             take_back(l, l->slots + i, now);
     }
-    voided = l->pending_count - was_pending;
+    voided = l->pushed - was_pushed;
     l->granted_shards &= ~shards;
     if (voided > 0)
-        pthread_cond_signal(&l->pending_cond);
+        pthread_cond_broadcast(&l->pending_cond);
     pthread_mutex_unlock(&l->mu);
     return voided;
 }

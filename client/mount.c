@@ -396,11 +396,11 @@ static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a
  * ino's attributes, which the grants thread takes back when they change
  * (leased_grant); 0: only for its timeouts. */
 static uint64_t granted_ms(struct mnt *m, uint64_t parent, const char *name, size_t len,
-                           uint64_t ino)
+                           const struct meta_attr *a)
 {
     if (m->grants == NULL)
         return 0;
-    return leased_grant(m->leased, m->mc, parent, name, len, ino, m->lease_bound_ms);
+    return leased_grant(m->leased, m->mc, parent, name, len, a, m->lease_bound_ms);
 }
 
 /* The entry of parent/name (len bytes): granted, or for the timeouts
@@ -408,7 +408,7 @@ static uint64_t granted_ms(struct mnt *m, uint64_t parent, const char *name, siz
 static void reply_name(struct mnt *m, fuse_req_t req, uint64_t parent, const char *name,
                        size_t len, const struct meta_attr *a, double cap_s)
 {
-    uint64_t ms = granted_ms(m, parent, name, len, a->ino);
+    uint64_t ms = granted_ms(m, parent, name, len, a);
 
     if (ms == 0) {
         reply_entry_capped(m, req, a, cap_s);
@@ -423,7 +423,7 @@ static void reply_name(struct mnt *m, fuse_req_t req, uint64_t parent, const cha
 /* ino's attributes: granted, or for the attribute timeout capped at cap_s. */
 static void reply_attr_of(struct mnt *m, fuse_req_t req, const struct meta_attr *a, double cap_s)
 {
-    uint64_t ms = granted_ms(m, 0, NULL, 0, a->ino);
+    uint64_t ms = granted_ms(m, 0, NULL, 0, a);
     struct stat st;
 
     stat_of(m, a, &st);
@@ -1631,7 +1631,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
                                  .entry_timeout = m->entry_timeout};
-    uint64_t ms = granted_ms(m, parent, name, c.name_len, e.ino);
+    uint64_t ms = granted_ms(m, parent, name, c.name_len, &out->r.reply.attr);
     if (ms > 0)
         e.attr_timeout = e.entry_timeout = (double)ms / 1000.0;
     stat_of(m, &out->r.reply.attr, &e.attr);
@@ -2126,24 +2126,27 @@ static const struct fuse_lowlevel_ops ops = {
 };
 
 /* ---- kernel grants ----------------------------------------------------------------------------
- * The grants thread takes back what the kernel was granted (leased.c):
- * each change a notice names, each name a rename here moved, and all of a
+ * Two grants threads take back what the kernel was granted (leased.c): one
+ * attributes, one names, since a name's invalidation waits for the kernel's
+ * lock on its directory, which a lookup stuck behind a failed leader may
+ * hold for seconds, and attributes must not wait behind it. Neither is a
+ * FUSE thread, which the kernel may be waiting for. They take back each
+ * change a notice names, each name a rename here moved, and all of a
  * shard's when its promises are lost or its leader has not answered a
  * request sent in the last quarter of the bound (GRANTS_VOID_LEFT): the
  * invalidations, about 3 us each, then have three quarters of it to reach
- * the kernel. While a shard has grants out, the thread asks its leader for
- * something every eighth of the bound (GRANTS_ASK_LEFT), so that an idle
- * mount stays fresh. It calls the FUSE invalidations, which
- * wait for the kernel's locks on the directory, on its own: never a FUSE
- * thread, which the kernel may be waiting for. Each invalidation (the
- * first GRANTS_AGAIN_MAX of a burst) is sent again GRANTS_AGAIN_MS later:
- * a lookup in flight when the first went may have put the old answer back. */
+ * the kernel. While a shard has grants out, the attributes thread asks its
+ * leader for something every eighth of the bound (GRANTS_ASK_LEFT), so
+ * that an idle mount stays fresh. Each invalidation (the first
+ * GRANTS_AGAIN_MAX of a burst) is sent again GRANTS_AGAIN_MS later: a
+ * lookup in flight when the first went may have put the old answer back. */
 #define GRANTS_VOID_LEFT(bound) ((bound) * 3 / 4) /* a void has the rest to invalidate */
 #define GRANTS_ASK_LEFT(bound)  ((bound) * 7 / 8)
 #define GRANTS_BATCH      64u
 #define GRANTS_TICK_MS    20u
 #define GRANTS_AGAIN_MS   100u
 #define GRANTS_AGAIN_MAX  4096u
+#define GRANTS_JOIN_MS    2000u /* at unmount, a thread stuck in the kernel is left */
 
 struct keepalive {
     struct meta_cmd cmd;
@@ -2151,15 +2154,25 @@ struct keepalive {
     bool is_busy;                   /* atomic */
 };
 
-struct grants {
+struct taker {
+    struct mnt *m;
+    int kind;                       /* LEASED_ATTRS or LEASED_NAMES */
     pthread_t thread;
+    bool is_started;
+    bool is_done;                   /* atomic: the thread returned */
+    struct leased_item again[GRANTS_AGAIN_MAX]; /* sent once, sent again at again_ms */
+    uint64_t again_ms[GRANTS_AGAIN_MAX];
+    uint32_t again_count;
+};
+
+struct grants {
     struct fuse_session *se;
     bool is_stopping;               /* atomic */
+    pthread_mutex_t mc_mu;          /* held while the metadata client is used */
+    bool is_mc_gone;                /* under mc_mu */
     uint64_t last_gen;
     struct keepalive ask[LEASED_GRANT_SHARDS];
-    struct leased_item again[GRANTS_AGAIN_MAX]; /* sent once, sent again at again_ms */
-    uint32_t again_count;
-    uint64_t again_ms;
+    struct taker takers[2];
     uint64_t voids;                 /* times a shard's grants were all taken back */
 };
 
@@ -2173,6 +2186,8 @@ static void keepalive_done(void *arg, int rc)
 
 static void invalidate(struct grants *g, const struct leased_item *it)
 {
+    if (__atomic_load_n(&g->is_stopping, __ATOMIC_ACQUIRE))
+        return; /* the session's device may be closing */
     if (it->ino != 0)
         fuse_lowlevel_notify_inval_inode(g->se, it->ino, -1, 0); /* attributes only */
     else
@@ -2185,6 +2200,11 @@ static void grants_check(struct mnt *m, struct grants *g)
     uint64_t inos[LEASED_GRANT_SHARDS];
     struct ar_lease_stamp st;
 
+    pthread_mutex_lock(&g->mc_mu);
+    if (g->is_mc_gone) {
+        pthread_mutex_unlock(&g->mc_mu);
+        return;
+    }
     ar_client_lease_stamp(m->mc, &st);
     if (st.gen != g->last_gen) {
         leased_void(m->leased, st.gen, 0); /* promises were lost */
@@ -2203,44 +2223,53 @@ static void grants_check(struct mnt *m, struct grants *g)
         if (left < GRANTS_ASK_LEFT(m->lease_bound_ms) &&
             !__atomic_load_n(&k->is_busy, __ATOMIC_ACQUIRE) &&
             (k->out != NULL || (k->out = ar_malloc(sizeof(*k->out))) != NULL)) {
-            k->cmd = (struct meta_cmd){.op = META_OP_GETATTR, .ino = inos[s]};
+            /* the root lives as long as the volume; another shard's last
+             * granted inode may be gone (then the grants go, safely) */
+            uint64_t ino = s == META_ROOT_SHARD ? FUSE_ROOT_ID : inos[s];
+            k->cmd = (struct meta_cmd){.op = META_OP_GETATTR, .ino = ino};
             __atomic_store_n(&k->is_busy, true, __ATOMIC_RELEASE);
             if (ar_client_start(m->mc, s, &k->cmd, META_READ_LINEARIZABLE, 0, k->out,
                                 keepalive_done, k) != 0)
                 __atomic_store_n(&k->is_busy, false, __ATOMIC_RELEASE);
         }
     }
+    pthread_mutex_unlock(&g->mc_mu);
 }
 
-static void *grants_main(void *arg)
+static void *taker_main(void *arg)
 {
-    struct mnt *m = arg;
+    struct taker *t = arg;
+    struct mnt *m = t->m;
     struct grants *g = m->grants;
     struct leased_item batch[GRANTS_BATCH];
     uint64_t last_check = 0;
 
     /* bounded: each turn waits at most a tick; stops when asked */
     while (!__atomic_load_n(&g->is_stopping, __ATOMIC_ACQUIRE)) {
-        uint32_t n = leased_take_back(m->leased, batch, GRANTS_BATCH, GRANTS_TICK_MS);
+        uint32_t n = leased_take_back(m->leased, t->kind, batch, GRANTS_BATCH, GRANTS_TICK_MS);
         uint64_t now = mono_ms();
-        if (g->again_count > 0 && now >= g->again_ms) {
-            for (uint32_t i = 0; i < g->again_count; i++) {
-                invalidate(g, &g->again[i]);
-            }
-            g->again_count = 0;
+        uint32_t due = 0;
+        while (due < t->again_count && t->again_ms[due] <= now) {
+            invalidate(g, &t->again[due++]);
+        }
+        if (due > 0) {
+            t->again_count -= due;
+            memmove(t->again, t->again + due, t->again_count * sizeof(t->again[0]));
+            memmove(t->again_ms, t->again_ms + due, t->again_count * sizeof(t->again_ms[0]));
         }
         for (uint32_t i = 0; i < n; i++) {
             invalidate(g, &batch[i]);
-            if (g->again_count == 0)
-                g->again_ms = now + GRANTS_AGAIN_MS;
-            if (g->again_count < GRANTS_AGAIN_MAX)
-                g->again[g->again_count++] = batch[i];
+            if (t->again_count < GRANTS_AGAIN_MAX) {
+                t->again_ms[t->again_count] = now + GRANTS_AGAIN_MS;
+                t->again[t->again_count++] = batch[i];
+            }
         }
-        if (now - last_check >= GRANTS_TICK_MS) {
+        if (t->kind == LEASED_ATTRS && now - last_check >= GRANTS_TICK_MS) {
             grants_check(m, g);
             last_check = now;
         }
     }
+    __atomic_store_n(&t->is_done, true, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -2251,29 +2280,60 @@ static int grants_start(struct mnt *m, struct fuse_session *se)
     if (g == NULL)
         return -ENOMEM;
     g->se = se;
+    pthread_mutex_init(&g->mc_mu, NULL);
     struct ar_lease_stamp st;
     ar_client_lease_stamp(m->mc, &st);
     g->last_gen = st.gen;
     m->grants = g;
-    int rc = pthread_create(&g->thread, NULL, grants_main, m);
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        struct taker *t = &g->takers[k];
+        t->m = m;
+        t->kind = k == 0 ? LEASED_ATTRS : LEASED_NAMES;
+        rc = -pthread_create(&t->thread, NULL, taker_main, t);
+        t->is_started = rc == 0;
+    }
     if (rc != 0) {
+        __atomic_store_n(&g->is_stopping, true, __ATOMIC_RELEASE);
+        leased_wake(m->leased);
+        for (int k = 0; k < 2; k++) {
+            if (g->takers[k].is_started)
+                pthread_join(g->takers[k].thread, NULL);
+        }
+        pthread_mutex_destroy(&g->mc_mu);
         m->grants = NULL;
         ar_free(g);
-        return -rc;
     }
-    return 0;
+    return rc;
 }
 
-/* Before the metadata client closes (its keepalives end first). */
-static void grants_stop(struct mnt *m)
+/* Before the metadata client closes: the threads stop using it. False if
+ * one of them is still held in the kernel (an invalidation waiting for a
+ * directory that a request nobody will answer now holds): it is left. */
+static bool grants_stop(struct mnt *m)
 {
     struct grants *g = m->grants;
+    bool has_ended = true;
 
     if (g == NULL)
-        return;
+        return true;
     __atomic_store_n(&g->is_stopping, true, __ATOMIC_RELEASE);
     leased_wake(m->leased);
-    pthread_join(g->thread, NULL);
+    uint64_t until = mono_ms() + GRANTS_JOIN_MS;
+    for (int k = 0; k < 2; k++) {
+        struct taker *t = &g->takers[k];
+        /* bounded by GRANTS_JOIN_MS */
+        while (!__atomic_load_n(&t->is_done, __ATOMIC_ACQUIRE) && mono_ms() < until) {
+            usleep(2000);
+        }
+        if (__atomic_load_n(&t->is_done, __ATOMIC_ACQUIRE))
+            pthread_join(t->thread, NULL);
+        else
+            has_ended = false;
+    }
+    pthread_mutex_lock(&g->mc_mu);
+    g->is_mc_gone = true;
+    pthread_mutex_unlock(&g->mc_mu);
     uint64_t grants;
     uint64_t taken_back;
     leased_grant_counts(m->leased, &grants, &taken_back);
@@ -2281,6 +2341,10 @@ static void grants_stop(struct mnt *m)
            "kernel grants: %" PRIu64 " made, %" PRIu64 " taken back, all of a shard's %" PRIu64
            " times",
            grants, taken_back, g->voids);
+    if (!has_ended)
+        ar_log(AR_LOG_WARN, "kernel grants: an invalidation still waits in the kernel; its "
+                            "thread is left to end with the process");
+    return has_ended;
 }
 
 /* After the metadata client closed: keepalives still out ended with it. */
@@ -2293,6 +2357,7 @@ static void grants_free(struct mnt *m)
     for (uint32_t s = 0; s < LEASED_GRANT_SHARDS; s++) {
         ar_free(g->ask[s].out);
     }
+    pthread_mutex_destroy(&g->mc_mu);
     ar_free(g);
     m->grants = NULL;
 }
@@ -2409,6 +2474,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     }
     struct fuse_session *se = NULL;
     char *mountpoint = NULL;
+    bool is_grants_left = false; /* a grants thread still uses m and its tables */
     if (rc == 0) {
         m->buf_cap = 2 * m->block_bytes;
         m->entry_timeout = o->entry_timeout_s;
@@ -2461,20 +2527,22 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         } else {
             rc = fusedev_loop(se, o->threads ? o->threads : 16, is_quick, m);
         }
-        grants_stop(m);
+        is_grants_left = !grants_stop(m);
         /* no handler runs now; queries still out reply through the session,
          * so the client ends them (-ECANCELED) before the session goes */
         files_reap(m);
         ar_client_close(m->mc);
         m->mc = NULL;
-        grants_free(m);
+        if (!is_grants_left)
+            grants_free(m);
         fuse_session_unmount(se);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
     }
     if (se != NULL) {
         fuse_remove_signal_handlers(se);
-        fuse_session_destroy(se);
+        if (!is_grants_left)
+            fuse_session_destroy(se);
     }
     if (m != NULL) {
         while (m->query_spares != NULL) {
@@ -2505,10 +2573,12 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
                    leased_hits(m->leased));
         block_cache_close(m->disk);
         ar_client_close(m->mc); /* its thread calls leased_notice until then */
-        leased_free(m->leased);
         if (se != NULL || rc == 0)
             pthread_key_delete(m->out_key);
-        ar_free(m);
+        if (!is_grants_left) {
+            leased_free(m->leased);
+            ar_free(m);
+        }
     }
     ar_free(map);
     free(mountpoint);

@@ -144,6 +144,21 @@ bool lease_grant(struct lease_table *t, uint64_t ino, uint32_t holder)
     return true;
 }
 
+uint64_t lease_holders(const struct lease_table *t, uint64_t ino)
+{
+    uint64_t mask = 0;
+
+    for (int k = 0; k < 2 && ino != 0; k++) {
+        const struct lease_gen *g = &t->gens[k];
+        if (g->count == 0)
+            continue;
+        uint32_t i = gen_find(g, ino);
+        if (g->inos[i] == ino)
+            mask |= g->masks[i];
+    }
+    return mask;
+}
+
 uint64_t lease_take(struct lease_table *t, uint64_t ino)
 {
     if (ino == 0)

@@ -618,7 +618,10 @@ static void lease_tell(void *arg, uint64_t ino)
 
     if (!w->is_telling)
         return;
-    uint64_t mask = lease_take(w->g->leases, ino);
+    /* a promise stands through changes that keep names: the holder keeps
+     * the inode's names and must hear of the change that moves them */
+    uint64_t mask = w->is_renamed ? lease_take(w->g->leases, ino)
+                                  : lease_holders(w->g->leases, ino);
     while (mask != 0) {
         uint32_t h = (uint32_t)__builtin_ctzll(mask);
         mask &= mask - 1;

@@ -1128,8 +1128,9 @@ static bool size_seen_within(const char *path, off_t want, double ms)
  * it back when it changes. Another mount's chmod, write, rename and unlink
  * are seen here within half a second, with no cache dropped and a stat here
  * just before each (without the taking back, for the promise's 27 s); so
- * are an unlink there of a name this mount renamed (the kernel moved that
- * entry with its grant) and a new file there under that name. After a leader change, whose promises are lost,
+ * are a rename there of a name this mount renamed (the kernel moved that
+ * entry with its grant), a new file there under that name, and a chmod
+ * there followed at once by a rename. After a leader change, whose promises are lost,
  * what the kernel held is taken back as well: a chmod made at once on the
  * new leader, which promised nothing, is seen as fast. */
 static void test_mount_grants_are_taken_back(void **state)
@@ -1178,10 +1179,30 @@ static void test_mount_grants_are_taken_back(void **state)
     usleep(1300000);
     assert_int_equal(stat(moved, &st), 0);
     assert_int_equal(stat(moved, &st), 0);
-    assert_int_equal(unlink(moved_there), 0);
+    char away[600];
+    snprintf(away, sizeof(away), "%s/gd/away", w->dir);
+    assert_int_equal(rename(moved_there, away), 0);
     assert_true(mode_seen_within(moved, -ENOENT, 500));
     write_file(moved_there, data, 777); /* a new file under that name */
     assert_true(size_seen_within(moved, 777, 500));
+    /* a chmod there, then at once a rename there: both told (the promise
+     * outlives a change that keeps names), though nothing here asked
+     * between them */
+    char e_here[600];
+    char e_there[600];
+    char e_moved[600];
+    snprintf(e_here, sizeof(e_here), "%s/gd/e", mp->dir);
+    snprintf(e_there, sizeof(e_there), "%s/gd/e", w->dir);
+    snprintf(e_moved, sizeof(e_moved), "%s/gd/e2", mp->dir);
+    write_file(e_here, data, 10);
+    usleep(1300000);
+    assert_int_equal(stat(e_here, &st), 0);
+    assert_int_equal(stat(e_here, &st), 0);
+    assert_int_equal(chmod(e_there, 0604), 0);
+    snprintf(renamed, sizeof(renamed), "%s2", e_there);
+    assert_int_equal(rename(e_there, renamed), 0);
+    assert_true(mode_seen_within(e_here, -ENOENT, 500));
+    assert_true(mode_seen_within(e_moved, 0604, 500));
     /* a leader change */
     usleep(1300000);
     assert_int_equal(stat(here[1], &st), 0);

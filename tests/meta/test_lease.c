@@ -42,6 +42,9 @@ static void test_lease_matches_a_model(void **state)
             model[0][ino] |= 1ull << holder;
             break;
         case 5:
+            /* a look leaves the promises */
+            assert_int_equal(lease_holders(t, ino), model[0][ino] | model[1][ino]);
+            break;
         case 6:
         case 7:
         case 8:
