@@ -84,6 +84,10 @@ uint64_t leased_hits(const struct leased *l);
  * Taken back through leased_take_back() when a notice names the inode, and
  * by leased_void(). */
 #define LEASED_GRANT_BOUND_MIN_MS 1000u /* a shorter bound leaves too little time to take back */
+/* A shard whose freshness (ar_client_lease_left) is down to this has all its
+ * grants taken back (the rest of the bound is for the invalidations), and
+ * gets no new one. */
+#define LEASED_VOID_LEFT(bound_ms) ((bound_ms) * 3 / 4)
 #define LEASED_GRANT_SHARDS 64u
 uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, const char *name,
                       size_t len, const struct meta_attr *a, uint64_t bound_ms);

@@ -22,7 +22,7 @@
  * Kernel grants. What is kept may also be handed to the kernel to keep for
  * as long as the leader's promise lasts instead of the bound, so that stats
  * and path walks stop at the kernel (leased_grant). The mount's grants
- * thread takes a grant back with a FUSE invalidation when a notice names
+ * threads take a grant back with a FUSE invalidation when a notice names
  * the inode (its attributes; and its granted name when names may have
  * moved), and takes all of them back when the promises are lost or the
  * leader has not answered lately (leased_void; mount.c says when). A name is
@@ -450,7 +450,7 @@ uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, c
         (name == NULL ||
          (e != NULL && e->ino == ino && e->gen == st.gen && e->names_seq == n->names_seq &&
           (S_ISDIR(n->attr.mode) || n->attr.nlink == 1))) &&
-        ar_client_lease_left(mc, n->shard, st.gen, bound_ms) > bound_ms * 3 / 4;
+        ar_client_lease_left(mc, n->shard, st.gen, bound_ms) > LEASED_VOID_LEFT(bound_ms);
     if (is_grantable) {
         uint64_t until = n->until_ms + GRANT_SLACK_MS;
         if (n->grant_until_ms < until)

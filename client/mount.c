@@ -393,7 +393,7 @@ static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a
 }
 
 /* How long (ms) the kernel may keep parent/name -> ino (name not NULL) or
- * ino's attributes, which the grants thread takes back when they change
+ * ino's attributes, which the grants threads take back when they change
  * (leased_grant); 0: only for its timeouts. */
 static uint64_t granted_ms(struct mnt *m, uint64_t parent, const char *name, size_t len,
                            const struct meta_attr *a)
@@ -2133,14 +2133,13 @@ static const struct fuse_lowlevel_ops ops = {
  * FUSE thread, which the kernel may be waiting for. They take back each
  * change a notice names, each name a rename here moved, and all of a
  * shard's when its promises are lost or its leader has not answered a
- * request sent in the last quarter of the bound (GRANTS_VOID_LEFT): the
+ * request sent in the last quarter of the bound (LEASED_VOID_LEFT): the
  * invalidations, about 3 us each, then have three quarters of it to reach
  * the kernel. While a shard has grants out, the attributes thread asks its
  * leader for something every eighth of the bound (GRANTS_ASK_LEFT), so
  * that an idle mount stays fresh. Each invalidation (the first
  * GRANTS_AGAIN_MAX of a burst) is sent again GRANTS_AGAIN_MS later: a
  * lookup in flight when the first went may have put the old answer back. */
-#define GRANTS_VOID_LEFT(bound) ((bound) * 3 / 4) /* a void has the rest to invalidate */
 #define GRANTS_ASK_LEFT(bound)  ((bound) * 7 / 8)
 #define GRANTS_BATCH      64u
 #define GRANTS_TICK_MS    20u
@@ -2215,7 +2214,7 @@ static void grants_check(struct mnt *m, struct grants *g)
         if (((shards >> s) & 1) == 0)
             continue;
         uint64_t left = ar_client_lease_left(m->mc, s, st.gen, m->lease_bound_ms);
-        if (left <= GRANTS_VOID_LEFT(m->lease_bound_ms)) {
+        if (left <= LEASED_VOID_LEFT(m->lease_bound_ms)) {
             leased_void(m->leased, st.gen, 1ull << s);
             g->voids++;
         }
