@@ -1127,7 +1127,7 @@ static bool size_seen_within(const char *path, off_t want, double ms)
  * leader promised to tell it of for as long as the promise lasts, and takes
  * it back when it changes. Another mount's chmod, write, rename and unlink
  * are seen here within half a second, with no cache dropped and a stat here
- * just before each (without the taking back, for the promise's 27 s); so
+ * just before each (without the taking back, for the promise's 54 s); so
  * are a rename there of a name this mount renamed (the kernel moved that
  * entry with its grant), a new file there under that name, and a chmod
  * there followed at once by a rename. After a leader change, whose promises are lost,
