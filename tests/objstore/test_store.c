@@ -462,9 +462,9 @@ static void test_submit_runs_each_request_once(void **state)
 }
 
 /* Many puts at once into new directories under one parent, two blocks of a
- * slice racing to make theirs, as a mount's writers do (on file:// they
- * share the parent's fsyncs): every put succeeds and reads back whole, and a
- * listing finds each key once. */
+ * slice racing to make theirs, as a mount's writers do (on file:// each put
+ * makes its directory or finds it made, and syncs it): every put succeeds
+ * and reads back whole, and a listing finds each key once. */
 static void test_concurrent_puts_into_new_directories(void **state)
 {
     enum { SLICES = 96, BLOCKS = 2, SIZE = 3000 };
