@@ -76,8 +76,9 @@
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
 #define QUERIES_SPARE   64u         /* finished queries kept for reuse */
 #define OPEN_INODE_BUCKETS 1024u    /* the inodes open on this mount, by number */
-#define LEASED_SLOTS    (1u << 18)  /* inodes and names kept under lease (54 MiB; room
-                                     * beside what the kernel holds granted) */
+#define LEASED_SLOTS    (1u << 18)  /* inodes and names kept under lease (66.5 MiB,
+                                     * touched as used; room beside what the kernel
+                                     * holds granted) */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */

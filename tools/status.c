@@ -217,9 +217,11 @@ static void usage(FILE *to)
                 "the client addresses given) what it sees, and print a line a replica:\n"
                 "role, term, leader, commit and applied indexes, lag behind the highest\n"
                 "commit, the log's last index, the checkpoint's index and the files; the\n"
-                "sizes of the state in memory, the log and the checkpoint on disk; then\n"
-                "the leader's view of each follower (the index its log matches to); then\n"
-                "the shard map: volume, members, and each shard's epoch and leases.\n"
+                "sizes of the state in memory, the log and the checkpoint on disk; at the\n"
+                "leader, how far the log is archived in the store, the restore's background\n"
+                "commands (waiting, proposed) and how far each follower's log matches its\n"
+                "own; then the shard map: volume, members, and each shard's epoch and\n"
+                "leases.\n"
                 "Exits 1 if a replica does not answer.\n");
 }
 
