@@ -20,6 +20,17 @@
  * An operation refused by the state (EEXIST, ENOENT) is ok and refused;
  * one that certainly changed nothing (a read's error, a temporary file
  * that could not be written) is "fail".
+ *
+ * Leased mounts (--dir2, --stale-ms): odd threads work through a second
+ * mount of the same volume, and both mounts answer lookups and stats from
+ * attribute leases and kernel grants, which promise answers no staler than
+ * their timeouts. A read, or a refusal (it only observed the state), may
+ * then show the state of up to that long before it was invoked, so such an
+ * observation is written down as invoked that much earlier: the checker
+ * then allows exactly that staleness and no more. Mutations reach the
+ * leader by name and are written down as they happened, but for one the
+ * kernel answers itself: a rename between two names it takes for links of
+ * one file (docs/jepsen.md, "Left").
  */
 #include <dirent.h>
 #include <errno.h>
@@ -52,6 +63,8 @@ struct worker {
     enum meta_read_mode read_mode; /* linearizable; follower reads only to show the checker
                                     * catches what they allow */
     const char *dir;             /* fs: the mount's directory for this worker's keys */
+    const char *dir2;            /* fs: the same directory on a second mount, or NULL */
+    uint64_t stale_ns;           /* fs: how stale an observation may be (leased mounts) */
     struct ar_client *client;    /* proto */
     uint64_t root_ino;           /* proto: the directory of this worker's keys */
     uint64_t inos[KEYS_MAX];     /* proto: each key's file or directory */
@@ -286,8 +299,11 @@ static int fs_op(struct worker *w, struct jk_op *op, uint32_t thread, bool *is_b
     char path2[512];
     char text[32];
 
+    /* odd threads through the second mount, when there is one */
+    const char *dir = w->dir2 != NULL && thread % 2 == 1 ? w->dir2 : w->dir;
+
     *is_before = false;
-    snprintf(path, sizeof(path), "%s/k%" PRIu64, w->dir, op->key);
+    snprintf(path, sizeof(path), "%s/k%" PRIu64, dir, op->key);
     switch (op->fn) {
     case JK_READ: {
         if (w->workload != WL_REGISTER)
@@ -313,7 +329,7 @@ static int fs_op(struct worker *w, struct jk_op *op, uint32_t thread, bool *is_b
         return rc;
     }
     case JK_WRITE: {
-        snprintf(path2, sizeof(path2), "%s/k%" PRIu64 ".tmp%u", w->dir, op->key, thread);
+        snprintf(path2, sizeof(path2), "%s/k%" PRIu64 ".tmp%u", dir, op->key, thread);
         snprintf(text, sizeof(text), "%" PRId64 "\n", op->value);
         int rc = fs_write_file(path2, text);
         if (rc != 0) {
@@ -442,6 +458,8 @@ static void *run_thread(void *arg)
 
         pthread_mutex_lock(&w->lock);
         op.complete = now_ns();
+        if ((op.fn == JK_READ && how == OUT_OK) || how == OUT_REFUSED)
+            op.invoke -= w->stale_ns; /* an observation: see the top of this file */
         write_line(w, &op);
         w->open[ta->index].is_open = false;
         pthread_mutex_unlock(&w->lock);
@@ -478,6 +496,8 @@ static int final_reads(struct worker *w)
                 usleep(200000);
         } while (rc != 0 && now_ns() < w->deadline_ns);
         op.kind = rc == 0 ? JK_OK : JK_FAIL;
+        if (rc == 0)
+            op.invoke -= w->stale_ns;
         write_line(w, &op);
         if (rc != 0) {
             fprintf(stderr, "worker: final read of key %" PRIu64 ": %s\n", op.key, strerror(-rc));
@@ -494,7 +514,7 @@ static int usage(int rc)
             "usage: worker (--meta HOST:PORT[,...] | --dir DIR) --workload register|set|counter\n"
             "              --key-base K [--keys N] [--threads T] [--process-base P] [--time S]\n"
             "              [--seed N] [--out FILE] [--timeout-ms MS] [--setup | --final]\n"
-            "              [--follower-reads]\n\n"
+            "              [--follower-reads] [--dir2 DIR --stale-ms MS]\n\n"
             "One client of a fault-injection run (jepsen/run starts them): runs the\n"
             "workload on keys K..K+N-1 through the metadata protocol (--meta) or a\n"
             "mounted volume (--dir, where this worker's keys live) from T threads for S\n"
@@ -503,7 +523,10 @@ static int usage(int rc)
             "exits; --final reads every key once (retrying for up to S seconds).\n"
             "--timeout-ms: a protocol call with no answer this long is indeterminate\n"
             "(default 10000). --follower-reads: queries go to any replica, however far\n"
-            "behind (not linearizable: to see that a run catches it).\n");
+            "behind (not linearizable: to see that a run catches it). --dir2: odd\n"
+            "threads work through this directory, the same one on a second mount;\n"
+            "--stale-ms: reads and refusals through mounts whose answers may be this\n"
+            "stale are written down as invoked that much earlier.\n");
     return rc;
 }
 
@@ -517,7 +540,8 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, 's'},     {"out", required_argument, NULL, 'o'},
         {"timeout-ms", required_argument, NULL, 'x'}, {"setup", no_argument, NULL, 'S'},
         {"final", no_argument, NULL, 'F'},          {"help", no_argument, NULL, 'h'},
-        {"follower-reads", no_argument, NULL, 'R'},
+        {"follower-reads", no_argument, NULL, 'R'}, {"dir2", required_argument, NULL, 'D'},
+        {"stale-ms", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0}};
     static struct worker w = {.keys = 4, .threads = 4, .seed = 1, .lock = PTHREAD_MUTEX_INITIALIZER};
     struct ar_client_options co = {.budget_ms = 10000, .attempt_ms = 1000};
@@ -546,12 +570,15 @@ int main(int argc, char **argv)
         case 'S': is_setup = true; break;
         case 'F': is_final = true; break;
         case 'R': w.read_mode = META_READ_FOLLOWER; break;
+        case 'D': w.dir2 = optarg; break;
+        case 'M': w.stale_ns = strtoull(optarg, NULL, 10) * 1000000ull; break;
         case 'h': return usage(0);
         default: return usage(2);
         }
     }
     if (workload == NULL || (meta == NULL) == (w.dir == NULL) || !has_base || w.keys == 0 ||
-        w.keys > KEYS_MAX || w.threads == 0 || w.threads > THREADS_MAX || optind != argc)
+        w.keys > KEYS_MAX || w.threads == 0 || w.threads > THREADS_MAX || optind != argc ||
+        (w.dir2 != NULL && w.dir == NULL))
         return usage(2);
     w.workload = strcmp(workload, "register") == 0 ? WL_REGISTER
                  : strcmp(workload, "set") == 0    ? WL_SET
