@@ -571,14 +571,23 @@ int main(int argc, char **argv)
         case 'F': is_final = true; break;
         case 'R': w.read_mode = META_READ_FOLLOWER; break;
         case 'D': w.dir2 = optarg; break;
-        case 'M': w.stale_ns = strtoull(optarg, NULL, 10) * 1000000ull; break;
+        case 'M': {
+            char *end = NULL;
+            unsigned long long ms = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || ms > 60000) {
+                fprintf(stderr, "worker: --stale-ms wants milliseconds, 0 to 60000\n");
+                return 2;
+            }
+            w.stale_ns = ms * 1000000ull;
+            break;
+        }
         case 'h': return usage(0);
         default: return usage(2);
         }
     }
     if (workload == NULL || (meta == NULL) == (w.dir == NULL) || !has_base || w.keys == 0 ||
         w.keys > KEYS_MAX || w.threads == 0 || w.threads > THREADS_MAX || optind != argc ||
-        (w.dir2 != NULL && w.dir == NULL))
+        ((w.dir2 != NULL || w.stale_ns > 0) && w.dir == NULL))
         return usage(2);
     w.workload = strcmp(workload, "register") == 0 ? WL_REGISTER
                  : strcmp(workload, "set") == 0    ? WL_SET
