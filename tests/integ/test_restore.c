@@ -712,15 +712,16 @@ static void test_gc_keeps_the_window_and_then_deletes(void **state)
     put_random(keep, 3000, 23, 0);
     int all = count_objects(f, "s");
     assert_true(all >= 5);
+    /* the archive's first state must come before the moment restored below
+     * (and gc refuses to run before the archive exists): wait for it */
+    for (int i = 0; i < 100 && count_objects(f, "pitr/s1/log") == 0; i++) {
+        usleep(50000);
+    }
     uint64_t before = moment();
     assert_int_equal(unlink(a), 0);
     assert_int_equal(unlink(c), 0);
 
-    /* inside the window: nothing is garbage, and a restore finds its blocks
-     * (gc refuses to run before the archive exists: wait for it) */
-    for (int i = 0; i < 100 && count_objects(f, "pitr/s1/log") == 0; i++) {
-        usleep(50000);
-    }
+    /* inside the window: nothing is garbage, and a restore finds its blocks */
     assert_int_equal(run(f, "gc", ""), 0);
     assert_true(log_has(f, "garbage: 0 blocks"));
     assert_int_equal(count_objects(f, "s"), all);
