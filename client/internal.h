@@ -122,6 +122,43 @@ uint64_t leased_void(struct leased *l, uint64_t gen, uint64_t shards);
 uint64_t leased_granted_shards(struct leased *l, uint64_t ino_out[LEASED_GRANT_SHARDS]);
 void leased_grant_counts(const struct leased *l, uint64_t *grants, uint64_t *taken_back);
 
+/* ---- the kernel's node ids (nodes.c) -------------------------------------------------------
+ * Linux answers a rename between two names that lead to one kernel inode
+ * itself. So that two names it keeps from different moments never lead
+ * to one inode the servers did not give both (a name from before another
+ * mount renamed the file, and its new name), a file whose names may have
+ * changed since the kernel was given one is handed to it under an alias:
+ * a node id of its own (NODE_ALIAS_BIT set), standing for the inode until
+ * the kernel forgets it. Directories keep their inode numbers. All
+ * functions are thread-safe; n may be NULL (inode numbers only). */
+#define NODE_ALIAS_BIT (1ull << 63) /* never in an inode number */
+
+struct nodes;
+/* sets: a power of two; the table remembers sets * 4 inodes at most. */
+struct nodes *nodes_new(uint32_t sets);
+void nodes_free(struct nodes *n);
+/* The node id under which the kernel is given parent/name -> a's inode, an
+ * entry it may keep keep_ms: a->ino, or an alias, counted as one lookup of
+ * it (0: no memory for an alias). is_new: an inode made by this request,
+ * of which the kernel can keep no other name. */
+uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t len,
+                     const struct meta_attr *a, uint64_t keep_ms, bool is_new);
+/* A link made through node: the kernel's new name leads to it (counted);
+ * 0 without memory. */
+uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms);
+/* A rename on this mount moved a name of a's inode (a->ino 0: not known):
+ * whatever node the kernel keeps it under, its names are no longer the
+ * ones handed over. */
+void nodes_renamed(struct nodes *n, const struct meta_attr *a);
+/* The kernel let go of count lookups of node (FORGET), or an answer that
+ * counted one never reached it. */
+void nodes_forget(struct nodes *n, uint64_t node, uint64_t count);
+/* The inode node stands for: node itself unless an alias; 0 for an alias
+ * the kernel let go of. */
+uint64_t nodes_ino(struct nodes *n, uint64_t node);
+/* Aliases made, and aliases the kernel holds now. */
+void nodes_counts(struct nodes *n, uint64_t *made, uint64_t *live);
+
 /* Lower the calling thread's CPU priority to the least (nice 19): work
  * that must not delay a server or a client sharing the machine. Best
  * effort: lowering needs no privilege. */

@@ -79,6 +79,8 @@
 #define LEASED_SLOTS    (1u << 18)  /* inodes and names kept under lease (66.5 MiB,
                                      * touched as used; room beside what the kernel
                                      * holds granted) */
+#define NODES_SETS      (1u << 15)  /* recently changed files whose entries the kernel
+                                     * keeps: 131,072 remembered (6 MiB, nodes.c) */
 
 /* What a file's bytes were as a READ_MAP saw them: blocks are immutable,
  * and every change sets ctime from the leader's clock, in ns. */
@@ -119,6 +121,7 @@ struct open_file {
     struct open_file *prev;
     struct open_file *dead_next;    /* an open that failed on the client's thread (dead_mu) */
     uint64_t ino;
+    uint64_t node;                  /* the kernel's node it was opened through (its pages) */
     pthread_mutex_t mu;
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
@@ -162,6 +165,7 @@ struct query {
     struct meta_cmd cmd;
     bool has_groups;                /* sent with the caller's supplementary groups */
     char name[META_NAME_BYTES_MAX];
+    uint64_t node;                  /* GETATTR: the kernel's node asked of */
     struct open_file *f;            /* READ_MAP: the reader's open file */
     struct fuse_file_info fi;       /* and the kernel's open, copied */
     uint64_t gen;                   /* and data_gen when it was sent */
@@ -178,6 +182,7 @@ struct mnt {
     double entry_timeout;
     double attr_timeout;
     struct leased *leased;          /* NULL: no leases */
+    struct nodes *nodes;            /* NULL: the kernel keeps no names (timeouts 0) */
     uint64_t lease_bound_ms;        /* kept answers stale no longer than the kernel's own */
     struct grants *grants;          /* NULL: the kernel keeps answers for the bound only */
     uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
@@ -221,10 +226,10 @@ struct mnt {
     bool may_pass;                  /* atomic: passthrough asked for, and the device
                                      * took the backing files it was given */
     /* The version of the bytes the kernel may hold in a file's pages, by a
-     * hash of its inode (a slot another file took costs one re-read). */
+     * hash of its node (a slot another file took costs one re-read). */
     pthread_mutex_t kept_mu;
     struct {
-        uint64_t ino;               /* 0: empty */
+        uint64_t node;              /* 0: empty */
         struct data_version version;
         bool is_mixed;              /* other bytes may have reached the pages since */
     } kept[KEPT_SLOTS];
@@ -246,6 +251,13 @@ static int err_of(int rc)
 static int err_of_ino(int rc)
 {
     return rc == -ENOENT ? ESTALE : err_of(rc);
+}
+
+/* The inode behind the kernel's node (nodes.c); 0 for an alias it let go
+ * of, which it never names. */
+static uint64_t ino_of(struct mnt *m, fuse_ino_t node)
+{
+    return nodes_ino(m->nodes, node);
 }
 
 static struct meta_response_buf *out_of(struct mnt *m)
@@ -321,6 +333,8 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     *out = out_of(m);
     if (*out == NULL)
         return -ENOMEM;
+    if (cmd->ino == 0 && cmd->op != META_OP_ALLOC_SLICES)
+        return -ESTALE; /* an alias the kernel let go of (ino_of) */
     /* Commands whose result depends on the groups (set-group-ID kept or
      * dropped) carry them always; the others only when a first try was
      * refused for want of permission (nothing changed then). */
@@ -379,19 +393,26 @@ static double capped(double timeout_s, double cap_s)
     return cap_s < timeout_s ? cap_s : timeout_s;
 }
 
-static void reply_entry_capped(struct mnt *m, fuse_req_t req, const struct meta_attr *a,
-                               double cap_s)
+/* Hand the kernel parent/name -> a, to keep entry_s (attributes attr_s;
+ * an alias's for the attribute timeout capped at cap_s, since grants are
+ * taken back by inode number). is_new: a was made by this request. */
+static void reply_entry_as(struct mnt *m, fuse_req_t req, uint64_t parent, const char *name,
+                           size_t len, const struct meta_attr *a, double entry_s, double attr_s,
+                           double cap_s, bool is_new)
 {
-    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = capped(m->attr_timeout, cap_s),
-                                 .entry_timeout = capped(m->entry_timeout, cap_s)};
+    uint64_t node = nodes_entry(m->nodes, parent, name, len, a,
+                                (uint64_t)(entry_s * 1000.0) + 1, is_new);
 
+    if (node == 0) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    struct fuse_entry_param e = {.ino = node, .entry_timeout = entry_s,
+                                 .attr_timeout = node == a->ino ? attr_s
+                                                                : capped(m->attr_timeout, cap_s)};
     stat_of(m, a, &e.attr);
-    fuse_reply_entry(req, &e);
-}
-
-static void reply_entry(struct mnt *m, fuse_req_t req, const struct meta_attr *a)
-{
-    reply_entry_capped(m, req, a, (double)UINT32_MAX);
+    if (fuse_reply_entry(req, &e) != 0)
+        nodes_forget(m->nodes, node, 1); /* interrupted: the kernel never counted it */
 }
 
 /* How long (ms) the kernel may keep parent/name -> ino (name not NULL) or
@@ -406,26 +427,27 @@ static uint64_t granted_ms(struct mnt *m, uint64_t parent, const char *name, siz
 }
 
 /* The entry of parent/name (len bytes): granted, or for the timeouts
- * capped at cap_s. */
+ * capped at cap_s. is_new: the request made it. */
 static void reply_name(struct mnt *m, fuse_req_t req, uint64_t parent, const char *name,
-                       size_t len, const struct meta_attr *a, double cap_s)
+                       size_t len, const struct meta_attr *a, double cap_s, bool is_new)
 {
     uint64_t ms = granted_ms(m, parent, name, len, a);
 
-    if (ms == 0) {
-        reply_entry_capped(m, req, a, cap_s);
-        return;
-    }
-    struct fuse_entry_param e = {.ino = a->ino, .attr_timeout = (double)ms / 1000.0,
-                                 .entry_timeout = (double)ms / 1000.0};
-    stat_of(m, a, &e.attr);
-    fuse_reply_entry(req, &e);
+    if (ms == 0)
+        reply_entry_as(m, req, parent, name, len, a, capped(m->entry_timeout, cap_s),
+                       capped(m->attr_timeout, cap_s), cap_s, is_new);
+    else
+        reply_entry_as(m, req, parent, name, len, a, (double)ms / 1000.0, (double)ms / 1000.0,
+                       cap_s, is_new);
 }
 
-/* ino's attributes: granted, or for the attribute timeout capped at cap_s. */
-static void reply_attr_of(struct mnt *m, fuse_req_t req, const struct meta_attr *a, double cap_s)
+/* The attributes of the kernel's node (of a's inode): granted, or for the
+ * attribute timeout capped at cap_s. An alias's are not granted: a grant
+ * is taken back by inode number. */
+static void reply_attr_of(struct mnt *m, fuse_req_t req, uint64_t node, const struct meta_attr *a,
+                          double cap_s)
 {
-    uint64_t ms = granted_ms(m, 0, NULL, 0, a);
+    uint64_t ms = node == a->ino ? granted_ms(m, 0, NULL, 0, a) : 0;
     struct stat st;
 
     stat_of(m, a, &st);
@@ -830,8 +852,9 @@ static void query_send(struct query *q)
 
     q->shard = ar_client_shard_of(m->mc, q->cmd.ino);
     q->asked_ms = mono_ms();
-    int rc = ar_client_start(m->mc, q->shard, &q->cmd, META_READ_LINEARIZABLE, 0, q->out,
-                             query_done, q);
+    int rc = q->cmd.ino == 0 ? -ESTALE /* ino_of() */
+                             : ar_client_start(m->mc, q->shard, &q->cmd, META_READ_LINEARIZABLE,
+                                               0, q->out, query_done, q);
     if (rc != 0) {
         fuse_reply_err(q->req, err_of(rc));
         if (q->f != NULL)
@@ -887,9 +910,9 @@ static void query_done(void *arg, int rc)
         }
         if (q->cmd.op == META_OP_LOOKUP)
             reply_name(m, q->req, q->cmd.ino, q->name, q->cmd.name_len, &q->out->r.reply.attr,
-                       (double)UINT32_MAX);
+                       (double)UINT32_MAX, false);
         else
-            reply_attr_of(m, q->req, &q->out->r.reply.attr, (double)UINT32_MAX);
+            reply_attr_of(m, q->req, q->node, &q->out->r.reply.attr, (double)UINT32_MAX);
     }
     query_free(q);
 }
@@ -902,7 +925,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     uint64_t left_ms;
 
     if (leased_lookup(m->leased, m->mc, parent, name, len, m->lease_bound_ms, &a, &left_ms)) {
-        reply_name(m, req, parent, name, len, &a, (double)left_ms / 1000.0);
+        reply_name(m, req, parent, name, len, &a, (double)left_ms / 1000.0, false);
         return;
     }
     struct query *q = len <= META_NAME_BYTES_MAX ? query_new(m, req, META_OP_LOOKUP, parent) : NULL;
@@ -918,18 +941,20 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     query_send(q);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
+    uint64_t ino = ino_of(m, node);
     struct query *q;
 
     struct meta_attr a;
     uint64_t left_ms;
 
     (void)fi;
-    int rc = commit_ino(m, req, ino); /* first: a commit changes the attributes */
+    /* first: a commit changes the attributes */
+    int rc = ino != 0 ? commit_ino(m, req, ino) : -ESTALE;
     if (rc == 0 && leased_getattr(m->leased, m->mc, ino, m->lease_bound_ms, &a, &left_ms)) {
-        reply_attr_of(m, req, &a, (double)left_ms / 1000.0);
+        reply_attr_of(m, req, node, &a, (double)left_ms / 1000.0);
         return;
     }
     if (rc == 0 && (q = query_new(m, req, META_OP_GETATTR, ino)) == NULL)
@@ -938,19 +963,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, err_of_ino(rc));
         return;
     }
+    q->node = node;
     cred_of(req, &q->cmd.cred, false);
     query_send(q);
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
+    uint64_t ino = ino_of(m, node);
     struct meta_cmd c = {.op = META_OP_SETATTR, .ino = ino};
     struct meta_response_buf *out;
     struct stat st;
 
     (void)fi;
+    if (ino == 0) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
     if ((to_set & FUSE_SET_ATTR_SIZE) && io_is_passing(m, ino)) {
         fuse_reply_err(req, ETXTBSY); /* readers in passthrough would not see it */
         return;
@@ -1000,10 +1031,8 @@ static void make(fuse_req_t req, struct meta_cmd *c)
         fuse_reply_err(req, err_of(rc));
         return;
     }
-    if (c->op == META_OP_LINK) /* two names now: none is granted */
-        reply_entry(m, req, &out->r.reply.attr);
-    else
-        reply_name(m, req, c->ino, c->name, c->name_len, &out->r.reply.attr, (double)UINT32_MAX);
+    reply_name(m, req, c->ino, c->name, c->name_len, &out->r.reply.attr, (double)UINT32_MAX,
+               true);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1030,11 +1059,29 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     make(req, &c);
 }
 
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+/* The new name leads to the kernel's inode it was made through, as on a
+ * local file system (its link count is that inode's). */
+static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const char *newname)
 {
-    struct meta_cmd c = {.op = META_OP_LINK, .ino = ino, .new_dir = newparent,
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_LINK, .ino = ino_of(m, node), .new_dir = newparent,
                          .new_name = newname, .new_name_len = (uint32_t)strlen(newname)};
-    make(req, &c);
+    struct meta_response_buf *out;
+    int rc = c.ino != 0 ? run(m, req, &c, 0, &out) : -ESTALE;
+
+    if (rc == 0 && nodes_link(m->nodes, node, &out->r.reply.attr,
+                              (uint64_t)(m->entry_timeout * 1000.0) + 1) == 0)
+        rc = -ENOMEM;
+    if (rc != 0) {
+        fuse_reply_err(req, err_of(rc));
+        return;
+    }
+    /* two names now: none is granted */
+    struct fuse_entry_param e = {.ino = node, .attr_timeout = m->attr_timeout,
+                                 .entry_timeout = m->entry_timeout};
+    stat_of(m, &out->r.reply.attr, &e.attr);
+    if (fuse_reply_entry(req, &e) != 0)
+        nodes_forget(m->nodes, node, 1);
 }
 
 /* OPEN or RELEASE of ino by the mount's session. A session the servers
@@ -1145,6 +1192,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     }
     removal_begin(m, newparent, newname);
     int rc = run(m, req, &c, 0, &out);
+    /* before the reply: until the kernel moves its entries, no lookup can
+     * give the moved file's node another name */
+    if (rc == 0)
+        nodes_renamed(m->nodes, &out->r.reply.attr);
+    if (rc == 0 && (flags & RENAME_EXCHANGE) && m->nodes != NULL) {
+        /* the other file moved too: the name it holds now says which */
+        struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
+                                .name_len = c.name_len};
+        if (run(m, req, &look, 0, &out) == 0)
+            nodes_renamed(m->nodes, &out->r.reply.attr);
+    }
     fuse_reply_err(req, err_of(rc));
     removal_end(m);
     if (rc == 0 && m->grants != NULL) {
@@ -1156,10 +1214,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     }
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+static void op_readlink(fuse_req_t req, fuse_ino_t node)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_READLINK, .ino = ino};
+    struct meta_cmd c = {.op = META_OP_READLINK, .ino = ino_of(m, node)};
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
 
@@ -1169,16 +1227,17 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
         fuse_reply_readlink(req, out->r.reply.target);
 }
 
-static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+static void op_access(fuse_req_t req, fuse_ino_t node, int mask)
 {
-    struct meta_cmd c = {.op = META_OP_ACCESS, .ino = ino, .flags = (uint32_t)mask};
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_ACCESS, .ino = ino_of(m, node), .flags = (uint32_t)mask};
     reply_rc(req, &c);
 }
 
-static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+static void op_statfs(fuse_req_t req, fuse_ino_t node)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_STATFS, .ino = ino};
+    struct meta_cmd c = {.op = META_OP_STATFS, .ino = ino_of(m, node)};
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
 
@@ -1201,13 +1260,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- open files ------------------------------------------------------------------------------ */
 
-static struct open_file *file_new(struct mnt *m, uint64_t ino, bool is_read_only)
+static struct open_file *file_new(struct mnt *m, uint64_t ino, uint64_t node, bool is_read_only)
 {
     struct open_file *f = ar_calloc(1, sizeof(*f));
 
     if (f == NULL)
         return NULL;
     f->ino = ino;
+    f->node = node;
     f->is_read_only = is_read_only;
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_lock(&m->files_mu);
@@ -1254,22 +1314,23 @@ static struct data_version version_of(const struct meta_attr *a)
                                  .ctime_ns = a->ctime_ns};
 }
 
-static uint32_t kept_slot(uint64_t ino)
+static uint32_t kept_slot(uint64_t node)
 {
-    return (uint32_t)(ino * 0x9e3779b97f4a7c15ull >> 32) % KEPT_SLOTS;
+    return (uint32_t)(node * 0x9e3779b97f4a7c15ull >> 32) % KEPT_SLOTS;
 }
 
-/* A reader opens ino at version v: whether the kernel may keep the pages
- * it holds (they hold v's bytes and no others). Records v either way. */
-static bool kept_open(struct mnt *m, uint64_t ino, const struct data_version *v)
+/* A reader opens the kernel's node at version v: whether the kernel may
+ * keep the pages it holds (they hold v's bytes and no others). Records v
+ * either way. */
+static bool kept_open(struct mnt *m, uint64_t node, const struct data_version *v)
 {
-    uint32_t slot = kept_slot(ino);
+    uint32_t slot = kept_slot(node);
 
     pthread_mutex_lock(&m->kept_mu);
-    bool is_kept = m->kept[slot].ino == ino && !m->kept[slot].is_mixed &&
+    bool is_kept = m->kept[slot].node == node && !m->kept[slot].is_mixed &&
                    version_equal(&m->kept[slot].version, v);
     if (!is_kept) {
-        m->kept[slot].ino = ino;
+        m->kept[slot].node = node;
         m->kept[slot].version = *v;
         m->kept[slot].is_mixed = false;
     }
@@ -1278,14 +1339,14 @@ static bool kept_open(struct mnt *m, uint64_t ino, const struct data_version *v)
 }
 
 /* Bytes of version v (NULL: written here, of no version yet) may be in
- * ino's pages now: if they are not the recorded version's, the next open
- * drops the pages. */
-static void kept_filled(struct mnt *m, uint64_t ino, const struct data_version *v)
+ * node's pages now (its kernel inode's): if they are not the recorded
+ * version's, the next open drops the pages. */
+static void kept_filled(struct mnt *m, uint64_t node, const struct data_version *v)
 {
-    uint32_t slot = kept_slot(ino);
+    uint32_t slot = kept_slot(node);
 
     pthread_mutex_lock(&m->kept_mu);
-    if (m->kept[slot].ino == ino && (v == NULL || !version_equal(&m->kept[slot].version, v)))
+    if (m->kept[slot].node == node && (v == NULL || !version_equal(&m->kept[slot].version, v)))
         m->kept[slot].is_mixed = true;
     pthread_mutex_unlock(&m->kept_mu);
 }
@@ -1524,7 +1585,7 @@ static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_in
     fi->noflush = 1;
     int rc = io_open(m, f, unique != 0, &backing);
     if (rc == 0 && f->io == IO_CACHED)
-        fi->keep_cache = kept_open(m, f->ino, &f->version);
+        fi->keep_cache = kept_open(m, f->node, &f->version);
     reply_open(m, req, fi, f, rc, unique, backing);
 }
 
@@ -1562,12 +1623,17 @@ static void files_reap(struct mnt *m)
  * the readers first (removal_begin). A removal on another mount does not:
  * this mount's readers then fail with ESTALE, as NFS clients do. A writer
  * holds from its open, since its bytes commit to the inode later. */
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
+    uint64_t ino = ino_of(m, node);
     bool is_read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
     files_reap(m);
-    struct open_file *f = file_new(m, ino, is_read_only);
+    if (ino == 0) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
+    struct open_file *f = file_new(m, ino, node, is_read_only);
     int rc = f == NULL ? -ENOMEM : 0;
 
     /* a reader counted itself (file_new) before it looks at removals: a
@@ -1604,7 +1670,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)f;
     int backing = 0;
     rc = io_open(m, f, false, &backing); /* a writer never passes through */
-    kept_filled(m, ino, NULL); /* its writes go through the pages */
+    kept_filled(m, node, NULL); /* its writes go through the pages */
     reply_open(m, req, fi, f, rc, fusedev_unique(), backing);
 }
 
@@ -1631,17 +1697,21 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, err_of(rc));
         return;
     }
-    struct fuse_entry_param e = {.ino = out->r.reply.attr.ino, .attr_timeout = m->attr_timeout,
+    const struct meta_attr *a = &out->r.reply.attr;
+    struct fuse_entry_param e = {.attr_timeout = m->attr_timeout,
                                  .entry_timeout = m->entry_timeout};
-    uint64_t ms = granted_ms(m, parent, name, c.name_len, &out->r.reply.attr);
+    uint64_t ms = granted_ms(m, parent, name, c.name_len, a);
     if (ms > 0)
         e.attr_timeout = e.entry_timeout = (double)ms / 1000.0;
-    stat_of(m, &out->r.reply.attr, &e.attr);
-    struct open_file *f = file_new(m, e.ino, false);
+    stat_of(m, a, &e.attr);
+    /* a new inode: the kernel knows no other name of it, so never an alias */
+    e.ino = nodes_entry(m->nodes, parent, name, c.name_len, a,
+                        (uint64_t)(e.entry_timeout * 1000.0) + 1, true);
+    struct open_file *f = e.ino == a->ino ? file_new(m, a->ino, e.ino, false) : NULL;
     if (f != NULL)
         f->is_held = true; /* the MKNOD took it; no other thread knows f yet */
     if (f == NULL) {
-        hold(m, NULL, e.ino, META_OP_RELEASE);
+        hold(m, NULL, a->ino, META_OP_RELEASE);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -1655,9 +1725,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     open_abandoned(m, f, false);
 }
 
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
+    (void)node; /* f's */
     struct mnt *m = fuse_req_userdata(req);
     struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
     uint64_t at = (uint64_t)off;
@@ -1695,18 +1766,21 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
             rc = commit(m, req, f);
     }
     pthread_mutex_unlock(&f->mu);
-    kept_filled(m, ino, NULL); /* the kernel put these bytes in the pages */
+    kept_filled(m, f->node, NULL); /* the kernel put these bytes in the pages */
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
     else
         fuse_reply_write(req, size);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
     struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+    uint64_t ino = f->ino;
+
+    (void)node; /* f's */
     uint8_t *dst = ar_malloc(size > 0 ? size : 1);
     uint64_t pos = (uint64_t)off;
     uint64_t end = pos + size;
@@ -1780,7 +1854,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_buf(req, (const char *)dst, end > (uint64_t)off ? end - (uint64_t)off : 0);
         /* after the reply: the bytes are in the pages now (kept pages) */
         if (has_used)
-            kept_filled(m, ino, is_one_version ? &used : NULL);
+            kept_filled(m, f->node, is_one_version ? &used : NULL);
     }
     ar_free(dst);
 }
@@ -1803,11 +1877,13 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     op_flush(req, ino, fi); /* a commit is durable: the shard answers after its quorum syncs */
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
     struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+    uint64_t ino = f->ino;
 
+    (void)node; /* f's */
     files_reap(m);
     pthread_mutex_lock(&f->mu);
     int rc = commit(m, req, f);
@@ -1937,8 +2013,9 @@ static uint32_t page_at(const struct dir_handle *h, uint64_t off, bool is_plus)
     return UINT32_MAX;
 }
 
-/* Add entry d at buf (room bytes); its size, more than room if it did not fit. */
-static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
+/* Add entry d of directory dir at buf (room bytes); its size, more than
+ * room if it did not fit. */
+static size_t add_entry(struct mnt *m, fuse_req_t req, uint64_t dir, char *buf, size_t room,
                         const struct meta_dirent *d, bool is_plus, bool with_attrs)
 {
     off_t next = (off_t)(d->cookie + 2);
@@ -1947,10 +2024,14 @@ static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
         struct stat st = {.st_ino = d->ino, .st_mode = d->type};
         return fuse_add_direntry(req, buf, room, d->name, &st, next);
     }
-    /* handed to the kernel as a lookup; without an inode number, only a name */
+    /* handed to the kernel as a lookup; without a node id, only a name */
     struct fuse_entry_param e = {.attr = {.st_ino = d->ino, .st_mode = d->type}};
-    if (with_attrs && d->attr.ino == d->ino) {
-        e.ino = d->ino;
+    size_t need = fuse_add_direntry_plus(req, NULL, 0, d->name, NULL, next);
+    /* counted only when it fits (an alias counted for a listing that never
+     * reached the kernel, interrupted, stays until the unmount) */
+    if (with_attrs && d->attr.ino == d->ino && need <= room &&
+        (e.ino = nodes_entry(m->nodes, dir, d->name, d->name_len, &d->attr,
+                             (uint64_t)(m->entry_timeout * 1000.0) + 1, false)) != 0) {
         e.attr_timeout = m->attr_timeout;
         e.entry_timeout = m->entry_timeout;
         stat_of(m, &d->attr, &e.attr);
@@ -1959,8 +2040,7 @@ static size_t add_entry(struct mnt *m, fuse_req_t req, char *buf, size_t room,
 }
 
 /* readdir, and readdirplus (is_plus): each entry with what a lookup would
- * answer, which the kernel caches as that lookup (no FORGET bookkeeping:
- * the mount keeps no per-inode state). Offsets: 1 after ".", 2 after "..",
+ * answer, which the kernel caches as that lookup. Offsets: 1 after ".", 2 after "..",
  * then 2 + the server's cookies. */
 static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                      struct fuse_file_info *fi, bool is_plus)
@@ -2007,7 +2087,7 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                           h->change_gen == __atomic_load_n(&m->change_gen, __ATOMIC_ACQUIRE) &&
                           __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0;
         for (; i < h->count; i++) {
-            size_t need = add_entry(m, req, buf + used, size - used, &h->entries[i], is_plus,
+            size_t need = add_entry(m, req, ino, buf + used, size - used, &h->entries[i], is_plus,
                                     with_attrs);
             if (need > size - used)
                 break; /* full: the kernel asks again from the last offset */
@@ -2040,10 +2120,11 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* ---- extended attributes ------------------------------------------------------------------ */
 
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+static void op_setxattr(fuse_req_t req, fuse_ino_t node, const char *name, const char *value,
                         size_t size, int flags)
 {
-    struct meta_cmd c = {.op = META_OP_SETXATTR, .ino = ino, .name = name,
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_SETXATTR, .ino = ino_of(m, node), .name = name,
                          .name_len = (uint32_t)strlen(name), .value = value,
                          .value_len = (uint32_t)size, .flags = (uint32_t)flags};
     if (size > META_XATTR_VALUE_MAX) {
@@ -2065,10 +2146,10 @@ static void reply_data(fuse_req_t req, int rc, const struct meta_response_buf *o
         fuse_reply_buf(req, out->r.reply.data, out->r.reply.data_len);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void op_getxattr(fuse_req_t req, fuse_ino_t node, const char *name, size_t size)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_GETXATTR, .ino = ino, .name = name,
+    struct meta_cmd c = {.op = META_OP_GETXATTR, .ino = ino_of(m, node), .name = name,
                          .name_len = (uint32_t)strlen(name)};
     struct meta_response_buf *out;
     uint32_t cap = size > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)size;
@@ -2077,10 +2158,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     reply_data(req, rc, out, size);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void op_listxattr(fuse_req_t req, fuse_ino_t node, size_t size)
 {
     struct mnt *m = fuse_req_userdata(req);
-    struct meta_cmd c = {.op = META_OP_LISTXATTR, .ino = ino};
+    struct meta_cmd c = {.op = META_OP_LISTXATTR, .ino = ino_of(m, node)};
     struct meta_response_buf *out;
     uint32_t cap = size > META_XATTR_BYTES_MAX ? META_XATTR_BYTES_MAX : (uint32_t)size;
 
@@ -2088,16 +2169,37 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     reply_data(req, rc, out, size);
 }
 
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+static void op_removexattr(fuse_req_t req, fuse_ino_t node, const char *name)
 {
-    struct meta_cmd c = {.op = META_OP_REMOVEXATTR, .ino = ino, .name = name,
+    struct mnt *m = fuse_req_userdata(req);
+    struct meta_cmd c = {.op = META_OP_REMOVEXATTR, .ino = ino_of(m, node), .name = name,
                          .name_len = (uint32_t)strlen(name)};
     reply_rc(req, &c);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t node, uint64_t nlookup)
+{
+    struct mnt *m = fuse_req_userdata(req);
+
+    nodes_forget(m->nodes, node, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct mnt *m = fuse_req_userdata(req);
+
+    for (size_t i = 0; i < count; i++) {
+        nodes_forget(m->nodes, forgets[i].ino, forgets[i].nlookup);
+    }
+    fuse_reply_none(req);
 }
 
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
     .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
     .getattr = op_getattr,
     .setattr = op_setattr,
     .readlink = op_readlink,
@@ -2435,6 +2537,9 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
         meta.notice_arg = m->leased;
     }
+    /* with entry timeouts of 0 the kernel keeps no names: inode numbers only */
+    if (rc == 0 && o->entry_timeout_s > 0 && (m->nodes = nodes_new(NODES_SETS)) == NULL)
+        rc = -ENOMEM;
     if (rc == 0)
         rc = ar_client_open(&meta, &m->mc, errmsg);
     if (rc == 0) {
@@ -2572,10 +2677,18 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         if (m->leased != NULL)
             ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
                    leased_hits(m->leased));
+        if (m->nodes != NULL) {
+            uint64_t made;
+            uint64_t live;
+            nodes_counts(m->nodes, &made, &live);
+            ar_log(AR_LOG_INFO, "aliases: %" PRIu64 " made, %" PRIu64 " held by the kernel",
+                   made, live);
+        }
         block_cache_close(m->disk);
         ar_client_close(m->mc); /* its thread calls leased_notice until then */
         if (se != NULL || rc == 0)
             pthread_key_delete(m->out_key);
+        nodes_free(m->nodes);
         if (!is_grants_left) {
             leased_free(m->leased);
             ar_free(m);

@@ -766,19 +766,23 @@ static void nlink_add(struct meta_shard *s, uint32_t node, int delta)
     meta__node_set_nlink(n, (uint32_t)((int)meta__node_nlink(n) + delta));
 }
 
-static int op_rename(struct meta_shard *s, const struct meta_cmd *cmd)
+/* The reply names the renamed inode (attr): a mount whose kernel moved a
+ * name of it learns which file's names changed. */
+static int op_rename(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
     uint32_t od;
     uint32_t nd;
-    uint32_t oe;
+    uint32_t oe = META_NIL; /* set where rename_check() succeeds */
     uint32_t ne;
     uint32_t name_a;
     uint32_t name_b = META_NIL;
     int64_t now = cmd->now_ns;
     int rc = rename_check(s, cmd, &od, &nd, &oe, &ne);
 
-    if (rc == 1)
+    if (rc == 1) {
+        meta__attr_fill(s, meta__inode_of(s, oe), &r->attr);
         return 0;
+    }
     if (rc != 0)
         return rc;
     rc = meta__reserve_indexes(s, 1, 2);
@@ -824,6 +828,7 @@ static int op_rename(struct meta_shard *s, const struct meta_cmd *cmd)
     dir_touch(s, od, now);
     if (nd != od)
         dir_touch(s, nd, now);
+    meta__attr_fill(s, oi, &r->attr);
     return 0;
 }
 
@@ -1104,7 +1109,7 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_RMDIR:
         return op_remove(s, cmd, true);
     case META_OP_RENAME:
-        return op_rename(s, cmd);
+        return op_rename(s, cmd, r);
     case META_OP_SETXATTR:
     case META_OP_REMOVEXATTR:
         return meta__xattr_set(s, cmd, r);

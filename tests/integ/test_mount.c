@@ -1223,6 +1223,102 @@ static void test_mount_grants_are_taken_back(void **state)
     assert_true(taken >= 6);
 }
 
+/* A rename there, then at once the same rename here, must fail here with
+ * ENOENT: Linux answers a rename between two names that lead to one
+ * kernel inode itself, and this mount's kernel may still keep the old
+ * name when it looks the new one up (client/nodes.c; without aliases 6 of
+ * 100 such renames succeeded). And a file renamed there, over a name this
+ * kernel keeps or not, is stated and read here at once without an ESTALE
+ * reaching the caller. */
+static void test_mount_renames_there_seen_here(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "r", "1");
+    struct mount_proc *w = mount_start(f, "rw", "1");
+    char a[600], b[600], a_there[600], b_there[600];
+    struct stat st;
+    uint8_t data[64];
+    uint8_t back[64];
+    int twice = 0;
+
+    fill(data, sizeof(data), 5);
+    snprintf(a, sizeof(a), "%s/rd", mp->dir);
+    assert_int_equal(mkdir(a, 0755), 0);
+    for (int i = 0; i < 300; i++) {
+        /* odd rounds rename over a name both kernels hold */
+        snprintf(a, sizeof(a), "%s/rd/a%d", mp->dir, i);
+        snprintf(b, sizeof(b), "%s/rd/b%d", mp->dir, i / 2);
+        snprintf(a_there, sizeof(a_there), "%s/rd/a%d", w->dir, i);
+        snprintf(b_there, sizeof(b_there), "%s/rd/b%d", w->dir, i / 2);
+        write_file(a, data, sizeof(data));
+        assert_int_equal(stat(a, &st), 0);
+        assert_int_equal(stat(a_there, &st), 0);
+        if (i % 2 == 1) {
+            assert_int_equal(stat(b, &st), 0);
+            assert_int_equal(stat(b_there, &st), 0);
+        }
+        assert_int_equal(rename(a_there, b_there), 0);
+        if (i % 3 == 0) {
+            if (rename(a, b) == 0)
+                twice++;
+            else
+                assert_int_equal(errno, ENOENT);
+            continue;
+        }
+        if (stat(b, &st) != 0)
+            fail_msg("stat %s: %s", b, strerror(errno));
+        int fd = open(b, O_RDONLY);
+        if (fd < 0)
+            fail_msg("open %s: %s", b, strerror(errno));
+        assert_int_equal(read(fd, back, sizeof(back)), (ssize_t)sizeof(back));
+        close(fd);
+        assert_memory_equal(back, data, sizeof(data));
+    }
+    assert_int_equal(twice, 0);
+    mount_stop(w);
+    mount_stop(mp);
+}
+
+/* This mount renames a file, the other renames it back, and this one
+ * (caching names for 30 s, no leases) renames it again by the name it
+ * moved it to: that name is gone, so ENOENT. This kernel moved its own
+ * entry to that name, which no lookup told the mount, and then looked the
+ * old name up afresh: without the rename's reply naming the file
+ * (nodes_renamed) the two lead to one node and Linux answers success
+ * itself (every round, by hand). */
+static void test_mount_renames_here_there_and_here_again(void **state)
+{
+    struct fixture *f = *state;
+    const char *const no_leases[] = {"--no-leases", NULL};
+    struct mount_proc *mp = mount_start_with(f, "h", "30", no_leases);
+    struct mount_proc *w = mount_start(f, "hw", "1");
+    char a[600], b[600], a_there[600], b_there[600];
+    struct stat st;
+    int twice = 0;
+
+    snprintf(a, sizeof(a), "%s/hd", mp->dir);
+    assert_int_equal(mkdir(a, 0755), 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(a, sizeof(a), "%s/hd/a%d", mp->dir, i);
+        snprintf(b, sizeof(b), "%s/hd/b%d", mp->dir, i);
+        snprintf(a_there, sizeof(a_there), "%s/hd/a%d", w->dir, i);
+        snprintf(b_there, sizeof(b_there), "%s/hd/b%d", w->dir, i);
+        write_file(a, (const uint8_t *)"x", 1);
+        assert_int_equal(stat(a, &st), 0);
+        assert_int_equal(rename(a, b), 0);
+        assert_int_equal(stat(b_there, &st), 0);
+        assert_int_equal(rename(b_there, a_there), 0);
+        assert_int_equal(stat(a, &st), 0);
+        if (rename(b, a) == 0)
+            twice++;
+        else
+            assert_int_equal(errno, ENOENT);
+    }
+    assert_int_equal(twice, 0);
+    mount_stop(w);
+    mount_stop(mp);
+}
+
 struct slow_read {
     const char *path;
     uint64_t seed;
@@ -1532,6 +1628,8 @@ int main(void)
         T(test_mount_stats_beside_blocked_reads),
         T(test_mount_leases_follow_other_mounts),
         T(test_mount_grants_are_taken_back),
+        T(test_mount_renames_there_seen_here),
+        T(test_mount_renames_here_there_and_here_again),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),

@@ -647,6 +647,31 @@ static void test_rename_directory_moves_parent_links(void **state)
     assert_int_equal(a.ino, b.ino); /* swapped */
 }
 
+/* A rename's reply names the inode renamed, at its new ctime, so that a
+ * mount whose kernel moved a name of it knows which file that was. */
+static void test_rename_reply_names_the_renamed_inode(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    struct meta_reply r;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "f", S_IFREG | 0644, &a), 0);
+    struct meta_cmd cmd = {.op = META_OP_RENAME, .ino = 1, .name = "f", .name_len = 1,
+                           .new_dir = 1, .new_name = "g", .new_name_len = 1, .now_ns = ++f->now};
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.attr.ino, a.ino);
+    assert_int_equal(r.attr.ctime_ns, f->now);
+    /* two names of one inode: nothing changes, and the reply names it */
+    assert_int_equal(lnk(f, a.ino, 1, "h"), 0);
+    struct meta_cmd same = {.op = META_OP_RENAME, .ino = 1, .name = "g", .name_len = 1,
+                            .new_dir = 1, .new_name = "h", .new_name_len = 1, .now_ns = ++f->now};
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(meta_shard_apply(f->shard, &same, &r), 0);
+    assert_int_equal(r.attr.ino, a.ino);
+    assert_int_equal(r.attr.nlink, 2);
+}
+
 static int xset(struct fixture *f, uint64_t ino, const char *name, uint32_t name_len,
                 uint32_t value_len, uint32_t flags)
 {
@@ -972,6 +997,7 @@ int main(void)
         T(test_hard_links_outlive_their_first_name),
         T(test_times_follow_linux),
         T(test_rename_directory_moves_parent_links),
+        T(test_rename_reply_names_the_renamed_inode),
         T(test_xattr_limits_and_flags),
         T(test_xattr_out_of_memory_changes_nothing),
         T(test_retry_applies_once_and_returns_first_answer),

@@ -1,0 +1,375 @@
+/* client/nodes.c - the node ids the kernel knows files by (internal.h).
+ *
+ * Linux answers rename(a, b) itself, with success and no change, when a
+ * and b lead to one kernel inode, as POSIX asks of two links of a file.
+ * The names it keeps come from answers of different moments, though: a
+ * name kept from before another mount renamed the file, and the file's
+ * new name looked up after, lead to one inode that never had both names,
+ * and a rename between them would succeed where the servers refuse it.
+ * So a file is handed to the kernel under a fresh node id (an alias) when
+ * the kernel may still keep a name of it given before its names last
+ * changed: the two names then lead to two kernel inodes, and the rename
+ * reaches the servers, which judge it on what stands.
+ *
+ * A file's names change only with its ctime (a rename, link or unlink
+ * sets it). For each non-directory inode given to the kernel with a
+ * recent ctime, a table remembers the node its entries went under, the
+ * ctime then, whether they named it once or more, and until when the
+ * kernel may keep them. An entry of that inode at another ctime, under
+ * another name, goes under a new alias. An inode not remembered with a
+ * ctime older than any entry the kernel may keep goes under its own
+ * number: every name the kernel keeps was given after its last change.
+ * One not remembered with a recent ctime (a table full of unexpired
+ * entries, or an entry given when its ctime was old) goes under an alias.
+ * Directories are never aliased: Linux keeps one name per directory and
+ * moves it to the name a lookup finds.
+ *
+ * An alias stands for its inode until the kernel forgets every lookup of
+ * it (FORGET), so aliases are counted. Thread-safe: the table under
+ * striped mutexes, the aliases under one (taken after a stripe). */
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "client.h"
+#include "internal.h"
+#include "meta.h"
+
+#define WAYS    4u
+#define STRIPES 64u
+/* ctimes come from the leaders' clocks: a change this close to the oldest
+ * entry the kernel may keep counts as after it (a mount whose clock runs
+ * further ahead of theirs may take a recent change for an old one) */
+#define CLOCK_MARGIN_MS 10000u
+
+struct named {
+    uint64_t ino;        /* 0: empty */
+    uint64_t node;       /* what its entries went under lately */
+    uint64_t name_hash;  /* the name they gave, if one */
+    int64_t ctime_ns;    /* the inode's ctime when they were given */
+    uint64_t until_ms;   /* the kernel may keep one of them until then (monotonic) */
+    bool has_names;      /* more than one name was given under node */
+};
+
+struct alias {
+    struct alias *next;
+    uint64_t node;
+    uint64_t ino;
+    uint64_t lookups;    /* the kernel's: counted per entry, less its FORGETs */
+};
+
+struct nodes {
+    uint32_t sets;       /* a power of two */
+    struct named *named; /* sets * WAYS */
+    pthread_mutex_t stripes[STRIPES];
+    uint64_t keep_max_ms; /* atomic: the longest entry ever given */
+    pthread_mutex_t alias_mu;
+    struct alias **buckets; /* bucket_count of them, a power of two */
+    uint32_t bucket_count;
+    uint64_t alias_count;
+    uint64_t alias_next;
+    uint64_t aliases_made; /* atomic */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int64_t real_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* FNV-1a over the name, seeded with the parent. */
+static uint64_t name_hash(uint64_t parent, const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ mix(parent);
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)name[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+struct nodes *nodes_new(uint32_t sets)
+{
+    struct nodes *n = ar_calloc(1, sizeof(*n));
+
+    if (n == NULL)
+        return NULL;
+    n->sets = sets;
+    n->named = ar_calloc((size_t)sets * WAYS, sizeof(*n->named));
+    n->bucket_count = 1024;
+    n->buckets = ar_calloc(n->bucket_count, sizeof(*n->buckets));
+    if (n->named == NULL || n->buckets == NULL) {
+        ar_free(n->named);
+        ar_free(n->buckets);
+        ar_free(n);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&n->stripes[i], NULL);
+    }
+    pthread_mutex_init(&n->alias_mu, NULL);
+    return n;
+}
+
+void nodes_free(struct nodes *n)
+{
+    if (n == NULL)
+        return;
+    for (uint32_t b = 0; b < n->bucket_count; b++) {
+        /* bounded by the aliases */
+        for (struct alias *a = n->buckets[b], *next; a != NULL; a = next) {
+            next = a->next;
+            ar_free(a);
+        }
+    }
+    for (uint32_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_destroy(&n->stripes[i]);
+    }
+    pthread_mutex_destroy(&n->alias_mu);
+    ar_free(n->buckets);
+    ar_free(n->named);
+    ar_free(n);
+}
+
+static struct alias **alias_slot(struct nodes *n, uint64_t node)
+{
+    struct alias **p = &n->buckets[mix(node) & (n->bucket_count - 1)];
+
+    /* bounded: the table doubles when it holds more aliases than buckets */
+    while (*p != NULL && (*p)->node != node) {
+        p = &(*p)->next;
+    }
+    return p;
+}
+
+/* Double the buckets (under alias_mu); left as they are without memory. */
+static void aliases_grow(struct nodes *n)
+{
+    uint32_t count = n->bucket_count * 2;
+    struct alias **buckets = count > n->bucket_count ? ar_calloc(count, sizeof(*buckets)) : NULL;
+
+    if (buckets == NULL)
+        return;
+    for (uint32_t b = 0; b < n->bucket_count; b++) {
+        /* bounded by the aliases */
+        for (struct alias *a = n->buckets[b], *next; a != NULL; a = next) {
+            next = a->next;
+            struct alias **to = &buckets[mix(a->node) & (count - 1)];
+            a->next = *to;
+            *to = a;
+        }
+    }
+    ar_free(n->buckets);
+    n->buckets = buckets;
+    n->bucket_count = count;
+}
+
+/* One more lookup of alias node (of ino), made if new; false without memory. */
+static bool alias_count(struct nodes *n, uint64_t node, uint64_t ino)
+{
+    pthread_mutex_lock(&n->alias_mu);
+    struct alias **p = alias_slot(n, node);
+    if (*p == NULL) {
+        struct alias *a = ar_calloc(1, sizeof(*a));
+        if (a == NULL) {
+            pthread_mutex_unlock(&n->alias_mu);
+            return false;
+        }
+        a->node = node;
+        a->ino = ino;
+        *p = a;
+        if (++n->alias_count > n->bucket_count)
+            aliases_grow(n);
+        p = alias_slot(n, node);
+    }
+    (*p)->lookups++;
+    pthread_mutex_unlock(&n->alias_mu);
+    return true;
+}
+
+static uint64_t alias_new(struct nodes *n)
+{
+    __atomic_add_fetch(&n->aliases_made, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&n->alias_mu);
+    uint64_t node = NODE_ALIAS_BIT | ++n->alias_next;
+    pthread_mutex_unlock(&n->alias_mu);
+    return node;
+}
+
+/* The room for ino in its set: its entry, else an empty or expired one,
+ * else the one the kernel lets go of first. */
+static struct named *named_slot(struct named *set, uint64_t ino, uint64_t now, bool *found)
+{
+    struct named *victim = &set[0];
+
+    *found = false;
+    for (uint32_t w = 0; w < WAYS; w++) {
+        if (set[w].ino == ino) {
+            *found = set[w].until_ms > now;
+            return &set[w];
+        }
+        if (set[w].until_ms < victim->until_ms)
+            victim = &set[w];
+    }
+    return victim;
+}
+
+uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t len,
+                     const struct meta_attr *a, uint64_t keep_ms, bool is_new)
+{
+    if (n == NULL || S_ISDIR(a->mode) || (a->ino & NODE_ALIAS_BIT) != 0)
+        return a->ino;
+    uint64_t keep_max = __atomic_load_n(&n->keep_max_ms, __ATOMIC_RELAXED);
+    while (keep_ms > keep_max &&
+           !__atomic_compare_exchange_n(&n->keep_max_ms, &keep_max, keep_ms, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    if (keep_ms > keep_max)
+        keep_max = keep_ms;
+    uint64_t now = mono_ms();
+    uint64_t hash = name_hash(parent, name, len);
+    /* changed after the oldest moment an entry the kernel keeps was given */
+    bool is_recent =
+        a->ctime_ns > real_ns() - (int64_t)(keep_max + CLOCK_MARGIN_MS) * 1000000;
+    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    uint64_t node;
+
+    pthread_mutex_lock(mu);
+    bool found;
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &found);
+    if (found && e->ctime_ns == a->ctime_ns) {
+        node = e->node; /* no change since: one more name of it, or the same */
+        e->has_names = e->has_names || e->name_hash != hash;
+    } else if (found && !e->has_names && e->name_hash == hash) {
+        node = e->node; /* the one name it was given, given afresh */
+        e->ctime_ns = a->ctime_ns;
+    } else if (found || (is_recent && !is_new)) {
+        node = alias_new(n); /* the kernel may keep a name from before a change */
+    } else {
+        node = a->ino;
+    }
+    if (found || is_recent) {
+        if (!found) {
+            e->ino = a->ino;
+            e->until_ms = 0;
+        }
+        if (!found || e->node != node) {
+            e->node = node;
+            e->name_hash = hash;
+            e->ctime_ns = a->ctime_ns;
+            e->has_names = false;
+        }
+        /* an alias's entry also covers the stale entries of the node before */
+        if (e->until_ms < now + keep_ms)
+            e->until_ms = now + keep_ms;
+    }
+    pthread_mutex_unlock(mu);
+    if ((node & NODE_ALIAS_BIT) != 0 && !alias_count(n, node, a->ino))
+        return 0;
+    return node;
+}
+
+uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms)
+{
+    if (n == NULL)
+        return node;
+    if ((node & NODE_ALIAS_BIT) != 0 && !alias_count(n, node, a->ino))
+        return 0;
+    uint64_t now = mono_ms();
+    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    bool found;
+
+    pthread_mutex_lock(mu);
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &found);
+    /* its ctime now is the link's: the node's names are told apart from
+     * the next change's by having more than one */
+    if (found && e->node == node) {
+        e->has_names = true;
+        if (e->until_ms < now + keep_ms)
+            e->until_ms = now + keep_ms;
+    }
+    pthread_mutex_unlock(mu);
+    return node;
+}
+
+void nodes_renamed(struct nodes *n, const struct meta_attr *a)
+{
+    if (n == NULL || a->ino == 0)
+        return;
+    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    bool found;
+
+    pthread_mutex_lock(mu);
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, mono_ms(), &found);
+    /* the kernel moved a name of it itself: the table no longer knows its
+     * one name, so the next change under any name takes an alias */
+    if (found)
+        e->has_names = true;
+    pthread_mutex_unlock(mu);
+}
+
+void nodes_forget(struct nodes *n, uint64_t node, uint64_t count)
+{
+    if (n == NULL || (node & NODE_ALIAS_BIT) == 0)
+        return;
+    pthread_mutex_lock(&n->alias_mu);
+    struct alias **p = alias_slot(n, node);
+    struct alias *a = *p;
+    if (a != NULL)
+        a->lookups = count < a->lookups ? a->lookups - count : 0;
+    if (a != NULL && a->lookups == 0) {
+        *p = a->next;
+        n->alias_count--;
+        ar_free(a);
+    }
+    pthread_mutex_unlock(&n->alias_mu);
+}
+
+uint64_t nodes_ino(struct nodes *n, uint64_t node)
+{
+    if ((node & NODE_ALIAS_BIT) == 0)
+        return node;
+    if (n == NULL)
+        return 0;
+    pthread_mutex_lock(&n->alias_mu);
+    struct alias *a = *alias_slot(n, node);
+    uint64_t ino = a != NULL ? a->ino : 0;
+    pthread_mutex_unlock(&n->alias_mu);
+    return ino;
+}
+
+void nodes_counts(struct nodes *n, uint64_t *made, uint64_t *live)
+{
+    *made = 0;
+    *live = 0;
+    if (n == NULL)
+        return;
+    *made = __atomic_load_n(&n->aliases_made, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&n->alias_mu);
+    *live = n->alias_count;
+    pthread_mutex_unlock(&n->alias_mu);
+}

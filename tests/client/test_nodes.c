@@ -1,0 +1,225 @@
+/* tests/client/test_nodes.c - which node id the kernel gets a file under
+ * (client/nodes.c): its inode number, unless it may keep a name of that
+ * file from before the file's names changed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client.h"
+#include "internal.h"
+#include "meta.h"
+
+#define KEEP_MS 1000u
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct meta_attr file(uint64_t ino, int64_t ctime_ns)
+{
+    return (struct meta_attr){.ino = ino, .mode = S_IFREG | 0644, .nlink = 1, .ctime_ns = ctime_ns};
+}
+
+static uint64_t entry(struct nodes *n, uint64_t parent, const char *name, const struct meta_attr *a,
+                      bool is_new)
+{
+    return nodes_entry(n, parent, name, strlen(name), a, KEEP_MS, is_new);
+}
+
+static void test_nodes_directories_and_old_files_keep_their_numbers(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    struct meta_attr dir = {.ino = 7, .mode = S_IFDIR | 0755, .nlink = 2, .ctime_ns = now_ns()};
+    struct meta_attr old = file(8, now_ns() - 3600ll * 1000000000);
+
+    assert_non_null(n);
+    assert_int_equal(entry(n, 1, "d", &dir, false), 7);
+    assert_int_equal(entry(n, 1, "renamed-d", &dir, false), 7);
+    /* changed an hour ago: every name the kernel keeps came after */
+    assert_int_equal(entry(n, 1, "a", &old, false), 8);
+    assert_int_equal(entry(n, 1, "b", &old, false), 8);
+    assert_int_equal(nodes_ino(n, 8), 8);
+    nodes_free(n);
+    /* without a table, inode numbers only */
+    assert_int_equal(nodes_entry(NULL, 1, "a", 1, &old, KEEP_MS, false), 8);
+    assert_int_equal(nodes_ino(NULL, 8), 8);
+}
+
+static void test_nodes_a_rename_elsewhere_gets_an_alias(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(20, t);
+    struct meta_attr renamed = file(20, t + 1000);
+
+    /* made here: the kernel can know no other name of it */
+    assert_int_equal(entry(n, 1, "a", &made, true), 20);
+    assert_int_equal(entry(n, 1, "a", &made, false), 20);
+    /* renamed on another mount: the kernel may still keep "a" */
+    uint64_t b = entry(n, 1, "b", &renamed, false);
+    assert_true((b & NODE_ALIAS_BIT) != 0);
+    assert_int_equal(nodes_ino(n, b), 20);
+    /* b looked up again, and another link of it at that moment: b's node */
+    assert_int_equal(entry(n, 1, "b", &renamed, false), b);
+    assert_int_equal(entry(n, 2, "c", &renamed, false), b);
+    /* a change after two names: whichever name, a new alias */
+    struct meta_attr again = file(20, t + 2000);
+    uint64_t b2 = entry(n, 1, "b", &again, false);
+    assert_true((b2 & NODE_ALIAS_BIT) != 0);
+    assert_int_not_equal(b2, b);
+    assert_int_equal(nodes_ino(n, b2), 20);
+    nodes_free(n);
+}
+
+static void test_nodes_one_name_changed_in_place_keeps_its_node(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(30, t);
+    struct meta_attr written = file(30, t + 5000);
+
+    assert_int_equal(entry(n, 1, "f", &made, true), 30);
+    /* written (or chmod-ed) elsewhere: its one name is still the one */
+    assert_int_equal(entry(n, 1, "f", &written, false), 30);
+    /* the same name in another directory is another name */
+    struct meta_attr moved = file(30, t + 9000);
+    assert_true((entry(n, 2, "f", &moved, false) & NODE_ALIAS_BIT) != 0);
+    nodes_free(n);
+}
+
+static void test_nodes_a_link_here_keeps_its_node_and_counts_two_names(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(40, t);
+    struct meta_attr linked = file(40, t + 1000);
+
+    assert_int_equal(entry(n, 1, "a", &made, true), 40);
+    assert_int_equal(nodes_link(n, 40, &linked, KEEP_MS), 40);
+    /* either name at the link's moment may stand beside a stale one now */
+    assert_true((entry(n, 1, "a", &linked, false) & NODE_ALIAS_BIT) != 0);
+    nodes_free(n);
+}
+
+static void test_nodes_unknown_recent_files_get_aliases(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made_there = file(50, t);
+
+    /* made on another mount just now: the kernel may have kept a name of
+     * it that this table does not know (given while its ctime was old) */
+    uint64_t a = entry(n, 1, "a", &made_there, false);
+    assert_true((a & NODE_ALIAS_BIT) != 0);
+    assert_int_equal(entry(n, 1, "a", &made_there, false), a);
+    nodes_free(n);
+}
+
+static void test_nodes_expired_entries_are_forgotten(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(60, t);
+
+    assert_int_equal(nodes_entry(n, 1, "a", 1, &made, 1, true), 60);
+    usleep(20000);
+    /* the kernel let "a" go; "b" at the same moment is a fresh name, but
+     * the file changed lately and nothing says what else it kept */
+    uint64_t b = nodes_entry(n, 1, "b", 1, &made, 1, false);
+    assert_true((b & NODE_ALIAS_BIT) != 0);
+    nodes_free(n);
+}
+
+static void test_nodes_a_full_table_errs_toward_aliases(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(1); /* one set of four */
+    int64_t t = now_ns();
+
+    for (uint64_t ino = 100; ino < 105; ino++) {
+        struct meta_attr a = file(ino, t);
+        assert_int_equal(entry(n, 1, "x", &a, true), ino);
+    }
+    /* one of the five was pushed out: asked again at its moment, it gets
+     * an alias, never a node another of its names may share */
+    int aliased = 0;
+    for (uint64_t ino = 100; ino < 105; ino++) {
+        struct meta_attr a = file(ino, t);
+        uint64_t node = entry(n, 1, "x", &a, false);
+        assert_int_equal(nodes_ino(n, node), ino);
+        aliased += (node & NODE_ALIAS_BIT) != 0;
+    }
+    assert_true(aliased >= 1);
+    nodes_free(n);
+}
+
+static void test_nodes_aliases_last_until_forgotten(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(1024);
+    int64_t t = now_ns();
+    enum { COUNT = 5000 };
+    static uint64_t alias[COUNT];
+    uint64_t made;
+    uint64_t live;
+
+    for (uint64_t i = 0; i < COUNT; i++) {
+        struct meta_attr a = file(1000 + i, t);
+        alias[i] = entry(n, 1, "y", &a, false);
+        assert_true((alias[i] & NODE_ALIAS_BIT) != 0);
+        assert_int_equal(entry(n, 1, "y", &a, false), alias[i]); /* two lookups */
+    }
+    nodes_counts(n, &made, &live);
+    assert_int_equal(made, COUNT);
+    assert_int_equal(live, COUNT);
+    for (uint64_t i = 0; i < COUNT; i++) {
+        assert_int_equal(nodes_ino(n, alias[i]), 1000 + i);
+        nodes_forget(n, alias[i], 1);
+        assert_int_equal(nodes_ino(n, alias[i]), 1000 + i); /* one lookup left */
+    }
+    nodes_forget(n, 1000, 5); /* not an alias: nothing to forget */
+    for (uint64_t i = 0; i < COUNT; i++) {
+        nodes_forget(n, alias[i], 1);
+        assert_int_equal(nodes_ino(n, alias[i]), 0);
+    }
+    nodes_counts(n, &made, &live);
+    assert_int_equal(live, 0);
+    /* an entry under a forgotten alias counts it afresh (the last file
+     * made is still remembered) */
+    struct meta_attr a = file(1000 + COUNT - 1, t);
+    assert_int_equal(entry(n, 1, "y", &a, false), alias[COUNT - 1]);
+    assert_int_equal(nodes_ino(n, alias[COUNT - 1]), 1000 + COUNT - 1);
+    nodes_free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nodes_directories_and_old_files_keep_their_numbers),
+        cmocka_unit_test(test_nodes_a_rename_elsewhere_gets_an_alias),
+        cmocka_unit_test(test_nodes_one_name_changed_in_place_keeps_its_node),
+        cmocka_unit_test(test_nodes_a_link_here_keeps_its_node_and_counts_two_names),
+        cmocka_unit_test(test_nodes_unknown_recent_files_get_aliases),
+        cmocka_unit_test(test_nodes_expired_entries_are_forgotten),
+        cmocka_unit_test(test_nodes_a_full_table_errs_toward_aliases),
+        cmocka_unit_test(test_nodes_aliases_last_until_forgotten),
+    };
+    return cmocka_run_group_tests_name("test_nodes", tests, NULL, NULL);
+}
