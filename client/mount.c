@@ -45,9 +45,10 @@
  * lookups, getattrs and readers' opens itself (struct query); the store's
  * workers for uploads and read-ahead. Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
- * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone.
- * The client's loop takes only the last four: the others are held across
- * calls that wait for that loop. */
+ * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone,
+ * as are the node table's (nodes.c). The client's loop takes only the
+ * last four and the node table's: the others are held across calls that
+ * wait for that loop. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>

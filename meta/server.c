@@ -46,6 +46,14 @@
 #include "raft.h"
 
 #define TICK_MS          10u
+/* A stall of the loop (a SIGSTOP, a slow disk) delays the tick timer, which
+ * then fires once: the ticks a stall missed are made up at the next tick
+ * (at most this many: past two election timeouts more changes nothing),
+ * and until then the ticks run behind, so a lease counted in them would
+ * outlast the real one. Leases and follower reads are refused while the
+ * last tick is this far behind. */
+#define TICKS_CATCH_UP_MAX 40u
+#define TICKS_BEHIND_MAX_MS (2u * TICK_MS)
 #define CKPT_EVERY_MS    1000u    /* an LMDB commit (its disk syncs slow the log's) */
 #define CKPT_DIRTY_MAX   1024u    /* collect at this many changes: a collect blocks the
                                    * loop ~1 us a change, so keep each one short */
@@ -205,6 +213,7 @@ struct meta_server {
     struct raft_transport *transport;
     uv_tcp_t listener;
     uv_timer_t tick;
+    uint64_t ticked_ms;           /* the monotonic time the groups' ticks stand for */
     uv_check_t check;
     uv_prepare_t prepare;
     uint32_t dirty[CONNS_MAX];    /* connections with responses to write */
@@ -1389,6 +1398,12 @@ static void bg_admit(struct group *g)
     }
 }
 
+/* Whether the groups' ticks stand for the time now (TICKS_BEHIND_MAX_MS). */
+static bool ticks_are_current(const struct meta_server *s)
+{
+    return mono_ms() - s->ticked_ms < TICKS_BEHIND_MAX_MS;
+}
+
 static int read_later(struct group *g, struct conn *c, const struct meta_request *req,
                       const uint8_t *frame, size_t len)
 {
@@ -1398,7 +1413,10 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     if (p.frame == NULL)
         return -ENOMEM;
     memcpy(p.frame, frame, len);
-    int rc = raft_read_index(g->node, p.read_id, req->read_mode == META_READ_LINEARIZABLE);
+    /* without a lease: a round of heartbeats the quorum answers */
+    int rc = raft_read_index(g->node, p.read_id,
+                             req->read_mode == META_READ_LINEARIZABLE &&
+                                 ticks_are_current(g->srv));
     if (rc == 0)
         rc = pending_add(g, &p);
     if (rc != 0)
@@ -1786,7 +1804,7 @@ static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
 
     if (stale_ms == 0)
         return true;
-    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms &&
+    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms && ticks_are_current(g->srv) &&
            raft_applied_index(g->node) >= raft_commit_index(g->node);
 }
 
@@ -1856,7 +1874,9 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     bool is_leader = raft_role(g->node) == RAFT_LEADER;
     /* answered now: a follower read fresh enough, or a read at the leader
      * inside its lease with the state applied to the lease's read point */
-    raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
+    raft_index at = req.read_mode == META_READ_LINEARIZABLE && ticks_are_current(s)
+                        ? raft_lease_read(g->node)
+                        : 0;
     bool is_lease_read = at != 0 && raft_applied_index(g->node) >= at;
     if (meta_op_is_query(cmd->op) &&
         ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
@@ -2057,9 +2077,19 @@ static void archive_turn(struct meta_server *s)
 static void on_tick(uv_timer_t *t)
 {
     struct meta_server *s = t->data;
+    uint64_t now = mono_ms();
+    uint64_t due = (now - s->ticked_ms) / TICK_MS; /* the ticks the time since asks for */
 
+    if (due > TICKS_CATCH_UP_MAX) {
+        s->ticked_ms = now - TICKS_CATCH_UP_MAX * TICK_MS;
+        due = TICKS_CATCH_UP_MAX;
+    }
+    s->ticked_ms += due * TICK_MS;
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
-        raft_tick(s->groups[i].node, wall_ns());
+        /* bounded by TICKS_CATCH_UP_MAX */
+        for (uint64_t k = 0; k < due; k++) {
+            raft_tick(s->groups[i].node, wall_ns());
+        }
         session_expire(&s->groups[i]);
         lease_turn(&s->groups[i], mono_ms());
     }
@@ -2175,6 +2205,9 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     raft_options_init(&o, s->cfg.id);
     o.election_ticks = 20; /* 200 ms: a new leader well within 3 s of a crash */
     o.heartbeat_ticks = 2;
+    /* the ticks may run up to TICKS_BEHIND_MAX_MS behind (and one short
+     * by rounding): two ticks of drift between replicas besides */
+    o.lease_margin_ticks = 2 + TICKS_BEHIND_MAX_MS / TICK_MS + 1;
     o.seed = s->cfg.id ^ wall_ns();
     o.is_apply_unstable = true; /* answer once a quorum holds an entry (see maybe_checkpoint) */
     rc = raft_node_new(&o, &b, &g->node);
@@ -2290,6 +2323,7 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
     }
     uv_timer_init(loop, &s->tick);
     s->tick.data = s;
+    s->ticked_ms = mono_ms();
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     uv_check_init(loop, &s->check);
     s->check.data = s;

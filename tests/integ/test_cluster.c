@@ -562,6 +562,45 @@ static void test_cluster_stale_follower_refuses_bounded_reads(void **state)
     assert_int_equal(lookup(f, 1, "after", META_READ_LINEARIZABLE), 0);
 }
 
+/* A leader stopped (SIGSTOP) past its lease finds, when it runs again, a
+ * read that waited in its socket all along: it must not answer it from
+ * the lease, for the others elected a leader and took a change meanwhile.
+ * Its tick timer fires once after the stop, so a lease counted in its
+ * ticks alone still looked valid, and the read saw the old mode (2 of 3
+ * runs before the fix; jepsen seed 143 found it). */
+static void test_cluster_paused_leader_serves_no_stale_read(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t ino = 0;
+    size_t len;
+    uint32_t n;
+
+    assert_int_equal(mknod_at(f, 1, "p", &ino), 0);
+    int leader = leader_index(f);
+    int paused_fd = f->fd; /* the read goes on this connection, to the leader */
+    f->fd = -1;
+    f->connected_to = (leader + 1) % f->nodes;
+    kill(f->pid[leader], SIGSTOP);
+    struct meta_cmd get = {.op = META_OP_GETATTR, .ino = ino};
+    struct meta_request read = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
+                                .kind = META_REQ_COMMAND, .read_mode = META_READ_LINEARIZABLE};
+    assert_int_equal(meta_request_encode(&read, &get, f->buf, META_FRAME_BYTES_MAX, &len), 0);
+    assert_int_equal(write(paused_fd, f->buf, len), (ssize_t)len);
+    struct meta_cmd chmod = {.op = META_OP_SETATTR, .ino = ino, .set_mask = META_SET_MODE,
+                             .set.mode = 0600};
+    assert_int_equal(call(f, &chmod, META_READ_LINEARIZABLE), 0);
+    kill(f->pid[leader], SIGCONT);
+    assert_true(read_full(paused_fd, (uint8_t *)&n, 4, 5000));
+    assert_true(n <= META_FRAME_BYTES_MAX && read_full(paused_fd, f->buf, n, 5000));
+    close(paused_fd);
+    assert_int_equal(meta_response_decode(f->buf, n, f->resp), 0);
+    assert_int_equal(f->resp->r.id, read.id);
+    if (f->resp->r.rc == 0)
+        assert_int_equal(f->resp->r.reply.attr.mode & 07777, 0600);
+    else
+        assert_int_equal(f->resp->r.rc, -AR_ENOTLEADER);
+}
+
 /* The map: written by the first leader from the cluster file; read by
  * anyone, changed by no client. Requests name a shard and its epoch. */
 static void test_cluster_shard_map_and_epochs(void **state)
@@ -650,6 +689,7 @@ int main(void)
         T(test_cluster_silent_session_is_closed_and_releases),
         T(test_cluster_shard_map_and_epochs),
         T(test_cluster_stale_follower_refuses_bounded_reads),
+        T(test_cluster_paused_leader_serves_no_stale_read),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, cluster_teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
