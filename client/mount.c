@@ -1352,6 +1352,15 @@ static void kept_filled(struct mnt *m, uint64_t node, const struct data_version 
     pthread_mutex_unlock(&m->kept_mu);
 }
 
+/* f's writer put bytes of no version yet in its node's pages; an open
+ * through the inode's own number must not keep its pages either. */
+static void kept_written(struct mnt *m, const struct open_file *f)
+{
+    kept_filled(m, f->node, NULL);
+    if (f->node != f->ino)
+        kept_filled(m, f->ino, NULL);
+}
+
 /* ---- how the kernel does an open's I/O ---- */
 
 static struct io_inode **io_slot(struct mnt *m, uint64_t ino)
@@ -1585,7 +1594,9 @@ static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_in
     fi->fh = (uint64_t)(uintptr_t)f;
     fi->noflush = 1;
     int rc = io_open(m, f, unique != 0, &backing);
-    if (rc == 0 && f->io == IO_CACHED)
+    /* an alias's pages are not kept: a write through the file's other
+     * kernel inode, still in this mount's buffer, is not in them */
+    if (rc == 0 && f->io == IO_CACHED && f->node == f->ino)
         fi->keep_cache = kept_open(m, f->node, &f->version);
     reply_open(m, req, fi, f, rc, unique, backing);
 }
@@ -1671,7 +1682,7 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)f;
     int backing = 0;
     rc = io_open(m, f, false, &backing); /* a writer never passes through */
-    kept_filled(m, node, NULL); /* its writes go through the pages */
+    kept_written(m, f); /* its writes go through the pages */
     reply_open(m, req, fi, f, rc, fusedev_unique(), backing);
 }
 
@@ -1767,7 +1778,7 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
             rc = commit(m, req, f);
     }
     pthread_mutex_unlock(&f->mu);
-    kept_filled(m, f->node, NULL); /* the kernel put these bytes in the pages */
+    kept_written(m, f); /* the kernel put these bytes in the pages */
     if (rc != 0)
         fuse_reply_err(req, err_of(rc));
     else

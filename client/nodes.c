@@ -12,17 +12,21 @@
  * reaches the servers, which judge it on what stands.
  *
  * A file's names change only with its ctime (a rename, link or unlink
- * sets it). For each non-directory inode given to the kernel with a
- * recent ctime, a table remembers the node its entries went under, the
- * ctime then, whether they named it once or more, and until when the
- * kernel may keep them. An entry of that inode at another ctime, under
- * another name, goes under a new alias. An inode not remembered with a
- * ctime older than any entry the kernel may keep goes under its own
- * number: every name the kernel keeps was given after its last change.
- * One not remembered with a recent ctime (a table full of unexpired
- * entries, or an entry given when its ctime was old) goes under an alias.
- * Directories are never aliased: Linux keeps one name per directory and
- * moves it to the name a lookup finds.
+ * sets it). For each non-directory inode given to the kernel, a table
+ * remembers the node its entries went under, the ctime then, whether
+ * they named it once or more, and until when the kernel may keep them:
+ * - while it may, an entry at that ctime goes under that node, as does
+ *   the one name it was given at a later ctime (a write, a chmod); an
+ *   entry at another ctime under another name takes a new alias;
+ * - once it may not, the node serves again (Linux asks before it uses a
+ *   name past its time);
+ * - a name the kernel made or moved itself (a link, a rename on this
+ *   mount) retires the node: the next entry takes an alias.
+ * An inode the table does not hold (it had no room) goes under its own
+ * number if its ctime is older than any entry the kernel may keep (every
+ * name it keeps came after the change), else under an alias. Directories
+ * are never aliased: Linux keeps one name per directory and moves it to
+ * the name a lookup finds.
  *
  * An alias stands for its inode until the kernel forgets every lookup of
  * it (FORGET), so aliases are counted. Thread-safe: the table under
@@ -217,16 +221,23 @@ static uint64_t alias_new(struct nodes *n)
     return node;
 }
 
-/* The room for ino in its set: its entry, else an empty or expired one,
- * else the one the kernel lets go of first. */
-static struct named *named_slot(struct named *set, uint64_t ino, uint64_t now, bool *found)
+enum named_state {
+    NAMED_NONE,   /* not remembered */
+    NAMED_LAPSED, /* remembered, but the kernel keeps none of its entries now */
+    NAMED_LIVE,
+};
+
+/* The room for ino in its set: its entry, else the one the kernel lets go
+ * of first (an empty one first of all). */
+static struct named *named_slot(struct named *set, uint64_t ino, uint64_t now,
+                                enum named_state *state)
 {
     struct named *victim = &set[0];
 
-    *found = false;
+    *state = NAMED_NONE;
     for (uint32_t w = 0; w < WAYS; w++) {
         if (set[w].ino == ino) {
-            *found = set[w].until_ms > now;
+            *state = set[w].until_ms > now ? NAMED_LIVE : NAMED_LAPSED;
             return &set[w];
         }
         if (set[w].until_ms < victim->until_ms)
@@ -235,60 +246,91 @@ static struct named *named_slot(struct named *set, uint64_t ino, uint64_t now, b
     return victim;
 }
 
+static void keep_max_raise(struct nodes *n, uint64_t keep_ms)
+{
+    uint64_t keep_max = __atomic_load_n(&n->keep_max_ms, __ATOMIC_RELAXED);
+
+    while (keep_ms > keep_max &&
+           !__atomic_compare_exchange_n(&n->keep_max_ms, &keep_max, keep_ms, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
 uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t len,
                      const struct meta_attr *a, uint64_t keep_ms, bool is_new)
 {
     if (n == NULL || S_ISDIR(a->mode) || (a->ino & NODE_ALIAS_BIT) != 0)
         return a->ino;
-    uint64_t keep_max = __atomic_load_n(&n->keep_max_ms, __ATOMIC_RELAXED);
-    while (keep_ms > keep_max &&
-           !__atomic_compare_exchange_n(&n->keep_max_ms, &keep_max, keep_ms, false,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
-    if (keep_ms > keep_max)
-        keep_max = keep_ms;
+    keep_max_raise(n, keep_ms);
     uint64_t now = mono_ms();
     uint64_t hash = name_hash(parent, name, len);
-    /* changed after the oldest moment an entry the kernel keeps was given */
-    bool is_recent =
-        a->ctime_ns > real_ns() - (int64_t)(keep_max + CLOCK_MARGIN_MS) * 1000000;
     uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    enum named_state state;
     uint64_t node;
 
     pthread_mutex_lock(mu);
-    bool found;
-    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &found);
-    if (found && e->ctime_ns == a->ctime_ns) {
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
+    if (state == NAMED_LIVE && e->ctime_ns == a->ctime_ns) {
         node = e->node; /* no change since: one more name of it, or the same */
         e->has_names = e->has_names || e->name_hash != hash;
-    } else if (found && !e->has_names && e->name_hash == hash) {
+    } else if (state == NAMED_LIVE && !e->has_names && e->name_hash == hash &&
+               a->ctime_ns > e->ctime_ns) {
         node = e->node; /* the one name it was given, given afresh */
         e->ctime_ns = a->ctime_ns;
-    } else if (found || (is_recent && !is_new)) {
+    } else if (state == NAMED_LIVE) {
         node = alias_new(n); /* the kernel may keep a name from before a change */
+    } else if (state == NAMED_LAPSED) {
+        node = e->node; /* every name it was given is asked again before use */
+        e->until_ms = 0;
     } else {
-        node = a->ino;
+        /* changed after the oldest moment an entry the kernel keeps was
+         * given: a name from before may be kept, given when the table had
+         * no room or the change was long past */
+        uint64_t keep_max = __atomic_load_n(&n->keep_max_ms, __ATOMIC_RELAXED);
+        bool is_recent =
+            a->ctime_ns > real_ns() - (int64_t)(keep_max + CLOCK_MARGIN_MS) * 1000000;
+        node = is_recent && !is_new ? alias_new(n) : a->ino;
+        e->ino = a->ino;
+        e->until_ms = 0;
     }
-    if (found || is_recent) {
-        if (!found) {
-            e->ino = a->ino;
-            e->until_ms = 0;
-        }
-        if (!found || e->node != node) {
-            e->node = node;
-            e->name_hash = hash;
-            e->ctime_ns = a->ctime_ns;
-            e->has_names = false;
-        }
-        /* an alias's entry also covers the stale entries of the node before */
-        if (e->until_ms < now + keep_ms)
-            e->until_ms = now + keep_ms;
+    if (state != NAMED_LIVE || e->node != node) {
+        e->node = node;
+        e->name_hash = hash;
+        e->ctime_ns = a->ctime_ns;
+        e->has_names = false;
     }
+    /* an alias's entry also covers the stale entries of the node before */
+    if (e->until_ms < now + keep_ms)
+        e->until_ms = now + keep_ms;
     pthread_mutex_unlock(mu);
     if ((node & NODE_ALIAS_BIT) != 0 && !alias_count(n, node, a->ino))
         return 0;
     return node;
+}
+
+/* The kernel gave the node of a's inode a name itself (a link) or moved
+ * one (a rename): the table no longer knows its names, nor whether those
+ * it gave are of the last change, so that node goes under no new name
+ * (every later entry takes an alias). keep_ms: how long the kernel keeps
+ * a name it gave (0: none). */
+static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr *a,
+                         uint64_t keep_ms)
+{
+    uint64_t now = mono_ms();
+    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    enum named_state state;
+
+    pthread_mutex_lock(mu);
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
+    if (state != NAMED_NONE && (node == 0 || e->node == node)) {
+        e->ctime_ns = INT64_MIN; /* matches no answer */
+        e->has_names = true;
+        if (e->until_ms < now + keep_ms)
+            e->until_ms = now + keep_ms;
+    }
+    pthread_mutex_unlock(mu);
 }
 
 uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms)
@@ -297,39 +339,15 @@ uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, u
         return node;
     if ((node & NODE_ALIAS_BIT) != 0 && !alias_count(n, node, a->ino))
         return 0;
-    uint64_t now = mono_ms();
-    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
-    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
-    bool found;
-
-    pthread_mutex_lock(mu);
-    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &found);
-    /* its ctime now is the link's: the node's names are told apart from
-     * the next change's by having more than one */
-    if (found && e->node == node) {
-        e->has_names = true;
-        if (e->until_ms < now + keep_ms)
-            e->until_ms = now + keep_ms;
-    }
-    pthread_mutex_unlock(mu);
+    keep_max_raise(n, keep_ms);
+    named_retire(n, node, a, keep_ms);
     return node;
 }
 
 void nodes_renamed(struct nodes *n, const struct meta_attr *a)
 {
-    if (n == NULL || a->ino == 0)
-        return;
-    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
-    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
-    bool found;
-
-    pthread_mutex_lock(mu);
-    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, mono_ms(), &found);
-    /* the kernel moved a name of it itself: the table no longer knows its
-     * one name, so the next change under any name takes an alias */
-    if (found)
-        e->has_names = true;
-    pthread_mutex_unlock(mu);
+    if (n != NULL && a->ino != 0)
+        named_retire(n, 0, a, 0);
 }
 
 void nodes_forget(struct nodes *n, uint64_t node, uint64_t count)

@@ -47,13 +47,13 @@
 
 #define TICK_MS          10u
 /* A stall of the loop (a SIGSTOP, a slow disk) delays the tick timer, which
- * then fires once: the ticks a stall missed are made up at the next tick
- * (at most this many: past two election timeouts more changes nothing),
- * and until then the ticks run behind, so a lease counted in them would
- * outlast the real one. Leases and follower reads are refused while the
- * last tick is this far behind. */
+ * then fires once, and the loop reads what waited in its sockets before
+ * it: ticks counted by the timer alone would run behind the clock, and a
+ * lease counted in them outlast the real one. So the ticks a stall missed
+ * are made up (at most this many: past two election timeouts more changes
+ * nothing) before any message or request is handled, as well as by the
+ * timer. */
 #define TICKS_CATCH_UP_MAX 40u
-#define TICKS_BEHIND_MAX_MS (2u * TICK_MS)
 #define CKPT_EVERY_MS    1000u    /* an LMDB commit (its disk syncs slow the log's) */
 #define CKPT_DIRTY_MAX   1024u    /* collect at this many changes: a collect blocks the
                                    * loop ~1 us a change, so keep each one short */
@@ -213,7 +213,8 @@ struct meta_server {
     struct raft_transport *transport;
     uv_tcp_t listener;
     uv_timer_t tick;
-    uint64_t ticked_ms;           /* the monotonic time the groups' ticks stand for */
+    uint64_t ticked_ms;           /* the monotonic time the groups' ticks stand for
+                                   * (0 until the groups tick) */
     uv_check_t check;
     uv_prepare_t prepare;
     uint32_t dirty[CONNS_MAX];    /* connections with responses to write */
@@ -1398,10 +1399,26 @@ static void bg_admit(struct group *g)
     }
 }
 
-/* Whether the groups' ticks stand for the time now (TICKS_BEHIND_MAX_MS). */
-static bool ticks_are_current(const struct meta_server *s)
+/* Tick every group as often as the time since the last tick asks
+ * (TICKS_CATCH_UP_MAX). */
+static void ticks_catch_up(struct meta_server *s)
 {
-    return mono_ms() - s->ticked_ms < TICKS_BEHIND_MAX_MS;
+    uint64_t now = mono_ms();
+    uint64_t due = (now - s->ticked_ms) / TICK_MS;
+
+    if (s->ticked_ms == 0 || due == 0)
+        return; /* not started, or not due */
+    if (due > TICKS_CATCH_UP_MAX) {
+        s->ticked_ms = now - TICKS_CATCH_UP_MAX * TICK_MS;
+        due = TICKS_CATCH_UP_MAX;
+    }
+    s->ticked_ms += due * TICK_MS;
+    for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        /* bounded by TICKS_CATCH_UP_MAX */
+        for (uint64_t k = 0; k < due; k++) {
+            raft_tick(s->groups[i].node, wall_ns());
+        }
+    }
 }
 
 static int read_later(struct group *g, struct conn *c, const struct meta_request *req,
@@ -1413,10 +1430,7 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
     if (p.frame == NULL)
         return -ENOMEM;
     memcpy(p.frame, frame, len);
-    /* without a lease: a round of heartbeats the quorum answers */
-    int rc = raft_read_index(g->node, p.read_id,
-                             req->read_mode == META_READ_LINEARIZABLE &&
-                                 ticks_are_current(g->srv));
+    int rc = raft_read_index(g->node, p.read_id, req->read_mode == META_READ_LINEARIZABLE);
     if (rc == 0)
         rc = pending_add(g, &p);
     if (rc != 0)
@@ -1804,7 +1818,7 @@ static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
 
     if (stale_ms == 0)
         return true;
-    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms && ticks_are_current(g->srv) &&
+    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms &&
            raft_applied_index(g->node) >= raft_commit_index(g->node);
 }
 
@@ -1812,6 +1826,8 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 {
     struct meta_server *s = c->srv;
     struct meta_request req;
+
+    ticks_catch_up(s); /* a lease, a follower's freshness: counted in ticks */
     int rc = meta_request_decode(frame, len, &req, s->cmd);
 
     if (rc != 0) {
@@ -1874,9 +1890,7 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     bool is_leader = raft_role(g->node) == RAFT_LEADER;
     /* answered now: a follower read fresh enough, or a read at the leader
      * inside its lease with the state applied to the lease's read point */
-    raft_index at = req.read_mode == META_READ_LINEARIZABLE && ticks_are_current(s)
-                        ? raft_lease_read(g->node)
-                        : 0;
+    raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
     bool is_lease_read = at != 0 && raft_applied_index(g->node) >= at;
     if (meta_op_is_query(cmd->op) &&
         ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
@@ -2015,12 +2029,16 @@ static void accepted(uv_stream_t *server, int status)
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
+
 static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
 {
     struct group *g = group_of(ctx, group);
 
     if (g == NULL)
         return; /* a group this replica does not host */
+    /* a follower that hears its leader only after a stall must not count
+     * the stall as time since (its promise not to vote) */
+    ticks_catch_up(g->srv);
     int rc = raft_step(g->node, m);
     if (rc == -RAFT_ECORRUPT)
         ar_log(AR_LOG_WARN, "shard %u: a malformed message from node %" PRIu64 " ignored",
@@ -2077,19 +2095,9 @@ static void archive_turn(struct meta_server *s)
 static void on_tick(uv_timer_t *t)
 {
     struct meta_server *s = t->data;
-    uint64_t now = mono_ms();
-    uint64_t due = (now - s->ticked_ms) / TICK_MS; /* the ticks the time since asks for */
 
-    if (due > TICKS_CATCH_UP_MAX) {
-        s->ticked_ms = now - TICKS_CATCH_UP_MAX * TICK_MS;
-        due = TICKS_CATCH_UP_MAX;
-    }
-    s->ticked_ms += due * TICK_MS;
+    ticks_catch_up(s);
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
-        /* bounded by TICKS_CATCH_UP_MAX */
-        for (uint64_t k = 0; k < due; k++) {
-            raft_tick(s->groups[i].node, wall_ns());
-        }
         session_expire(&s->groups[i]);
         lease_turn(&s->groups[i], mono_ms());
     }
@@ -2205,9 +2213,9 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     raft_options_init(&o, s->cfg.id);
     o.election_ticks = 20; /* 200 ms: a new leader well within 3 s of a crash */
     o.heartbeat_ticks = 2;
-    /* the ticks may run up to TICKS_BEHIND_MAX_MS behind (and one short
-     * by rounding): two ticks of drift between replicas besides */
-    o.lease_margin_ticks = 2 + TICKS_BEHIND_MAX_MS / TICK_MS + 1;
+    /* two ticks of drift between replicas, and the part of a tick not
+     * yet counted (ticks_catch_up) */
+    o.lease_margin_ticks = 3;
     o.seed = s->cfg.id ^ wall_ns();
     o.is_apply_unstable = true; /* answer once a quorum holds an entry (see maybe_checkpoint) */
     rc = raft_node_new(&o, &b, &g->node);

@@ -131,19 +131,52 @@ static void test_nodes_unknown_recent_files_get_aliases(void **state)
     nodes_free(n);
 }
 
-static void test_nodes_expired_entries_are_forgotten(void **state)
+static void test_nodes_lapsed_entries_free_their_node(void **state)
 {
     (void)state;
     struct nodes *n = nodes_new(64);
     int64_t t = now_ns();
     struct meta_attr made = file(60, t);
+    struct meta_attr renamed = file(60, t + 1000);
 
     assert_int_equal(nodes_entry(n, 1, "a", 1, &made, 1, true), 60);
     usleep(20000);
-    /* the kernel let "a" go; "b" at the same moment is a fresh name, but
-     * the file changed lately and nothing says what else it kept */
-    uint64_t b = nodes_entry(n, 1, "b", 1, &made, 1, false);
-    assert_true((b & NODE_ALIAS_BIT) != 0);
+    /* the kernel let "a" go (it asks again before it uses it): its node
+     * serves the new name */
+    assert_int_equal(nodes_entry(n, 1, "b", 1, &renamed, KEEP_MS, false), 60);
+    nodes_free(n);
+}
+
+static void test_nodes_old_files_written_here_keep_their_node(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    struct meta_attr old = file(70, now_ns() - 3600ll * 1000000000);
+    struct meta_attr written = file(70, now_ns());
+
+    assert_int_equal(entry(n, 1, "f", &old, false), 70);
+    /* written since: its one name, asked again, is still the one */
+    assert_int_equal(entry(n, 1, "f", &written, false), 70);
+    /* an answer from before the write, arriving late, is not taken for it */
+    assert_true((entry(n, 1, "f", &old, false) & NODE_ALIAS_BIT) != 0);
+    nodes_free(n);
+}
+
+static void test_nodes_a_rename_here_retires_the_node(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(80, t);
+    struct meta_attr moved = file(80, t + 1000);
+
+    assert_int_equal(entry(n, 1, "a", &made, true), 80);
+    /* this kernel moved "a" to "b" itself; even an answer of the moment
+     * before (a listing late to arrive) takes another node now */
+    nodes_renamed(n, &moved);
+    assert_true((entry(n, 1, "a", &made, false) & NODE_ALIAS_BIT) != 0);
+    struct meta_attr unknown = {.ino = 0};
+    nodes_renamed(n, &unknown); /* an answer without the inode: nothing */
     nodes_free(n);
 }
 
@@ -217,7 +250,9 @@ int main(void)
         cmocka_unit_test(test_nodes_one_name_changed_in_place_keeps_its_node),
         cmocka_unit_test(test_nodes_a_link_here_keeps_its_node_and_counts_two_names),
         cmocka_unit_test(test_nodes_unknown_recent_files_get_aliases),
-        cmocka_unit_test(test_nodes_expired_entries_are_forgotten),
+        cmocka_unit_test(test_nodes_lapsed_entries_free_their_node),
+        cmocka_unit_test(test_nodes_old_files_written_here_keep_their_node),
+        cmocka_unit_test(test_nodes_a_rename_here_retires_the_node),
         cmocka_unit_test(test_nodes_a_full_table_errs_toward_aliases),
         cmocka_unit_test(test_nodes_aliases_last_until_forgotten),
     };
