@@ -146,10 +146,11 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
 /* A link made through node: the kernel's new name leads to it (counted);
  * 0 without memory. */
 uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms);
-/* A rename on this mount moved a name of a's inode (a->ino 0: not known):
- * whatever node the kernel keeps it under, its names are no longer the
- * ones handed over. */
-void nodes_renamed(struct nodes *n, const struct meta_attr *a);
+/* A rename on this mount moved parent/name of a's inode (a->ino 0: not
+ * known; its attributes after) to new_parent/new_name: the kernel moved
+ * its entry itself. NULL names: some name of it moved (an exchange). */
+void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, const char *name,
+                   size_t len, uint64_t new_parent, const char *new_name, size_t new_len);
 /* The kernel let go of count lookups of node (FORGET), or an answer that
  * counted one never reached it. */
 void nodes_forget(struct nodes *n, uint64_t node, uint64_t count);

@@ -1196,13 +1196,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     /* before the reply: until the kernel moves its entries, no lookup can
      * give the moved file's node another name */
     if (rc == 0)
-        nodes_renamed(m->nodes, &out->r.reply.attr);
+        nodes_renamed(m->nodes, &out->r.reply.attr, parent, name, c.name_len, newparent,
+                      newname, c.new_name_len);
     if (rc == 0 && (flags & RENAME_EXCHANGE) && m->nodes != NULL) {
         /* the other file moved too: the name it holds now says which */
         struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
                                 .name_len = c.name_len};
         if (run(m, req, &look, 0, &out) == 0)
-            nodes_renamed(m->nodes, &out->r.reply.attr);
+            nodes_renamed(m->nodes, &out->r.reply.attr, 0, NULL, 0, 0, NULL, 0);
     }
     fuse_reply_err(req, err_of(rc));
     removal_end(m);

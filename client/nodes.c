@@ -21,7 +21,8 @@
  * - once it may not, the node serves again (Linux asks before it uses a
  *   name past its time);
  * - a name the kernel made or moved itself (a link, a rename on this
- *   mount) retires the node: the next entry takes an alias.
+ *   mount) retires the node, the next entry taking an alias; but a
+ *   rename of the one name the node had moves the node to the new name.
  * An inode the table does not hold (it had no room) goes under its own
  * number if its ctime is older than any entry the kernel may keep (every
  * name it keeps came after the change), else under an alias. Directories
@@ -344,9 +345,30 @@ uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, u
     return node;
 }
 
-void nodes_renamed(struct nodes *n, const struct meta_attr *a)
+void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, const char *name,
+                   size_t len, uint64_t new_parent, const char *new_name, size_t new_len)
 {
-    if (n != NULL && a->ino != 0)
+    if (n == NULL || a->ino == 0)
+        return;
+    uint64_t now = mono_ms();
+    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    enum named_state state;
+    bool is_moved = false;
+
+    pthread_mutex_lock(mu);
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
+    /* its one name, moved: the kernel's entry of that name is the node's,
+     * and its only one; the node goes on under the new name, as of the
+     * rename (an answer from before it takes another node) */
+    if (state == NAMED_LIVE && name != NULL && !e->has_names &&
+        e->name_hash == name_hash(parent, name, len) && a->ctime_ns > e->ctime_ns) {
+        e->name_hash = name_hash(new_parent, new_name, new_len);
+        e->ctime_ns = a->ctime_ns;
+        is_moved = true;
+    }
+    pthread_mutex_unlock(mu);
+    if (!is_moved)
         named_retire(n, 0, a, 0);
 }
 

@@ -162,7 +162,7 @@ static void test_nodes_old_files_written_here_keep_their_node(void **state)
     nodes_free(n);
 }
 
-static void test_nodes_a_rename_here_retires_the_node(void **state)
+static void test_nodes_a_rename_here_moves_or_retires_the_node(void **state)
 {
     (void)state;
     struct nodes *n = nodes_new(64);
@@ -173,10 +173,21 @@ static void test_nodes_a_rename_here_retires_the_node(void **state)
     assert_int_equal(entry(n, 1, "a", &made, true), 80);
     /* this kernel moved "a" to "b" itself; even an answer of the moment
      * before (a listing late to arrive) takes another node now */
-    nodes_renamed(n, &moved);
+    nodes_renamed(n, &moved, 1, "a", 1, 1, "b", 1);
+    /* its one name moved: the node goes on under "b" */
+    assert_int_equal(entry(n, 1, "b", &moved, false), 80);
+    /* but an answer of the moment before (a listing late to arrive) takes
+     * another node */
     assert_true((entry(n, 1, "a", &made, false) & NODE_ALIAS_BIT) != 0);
+    /* a file of two names: a rename retires its node */
+    struct meta_attr two = file(81, t);
+    assert_int_equal(entry(n, 1, "c", &two, true), 81);
+    assert_int_equal(entry(n, 1, "d", &two, false), 81);
+    struct meta_attr two_moved = file(81, t + 1000);
+    nodes_renamed(n, &two_moved, 1, "c", 1, 1, "e", 1);
+    assert_true((entry(n, 1, "e", &two_moved, false) & NODE_ALIAS_BIT) != 0);
     struct meta_attr unknown = {.ino = 0};
-    nodes_renamed(n, &unknown); /* an answer without the inode: nothing */
+    nodes_renamed(n, &unknown, 1, "x", 1, 1, "y", 1); /* no inode named: nothing */
     nodes_free(n);
 }
 
@@ -252,7 +263,7 @@ int main(void)
         cmocka_unit_test(test_nodes_unknown_recent_files_get_aliases),
         cmocka_unit_test(test_nodes_lapsed_entries_free_their_node),
         cmocka_unit_test(test_nodes_old_files_written_here_keep_their_node),
-        cmocka_unit_test(test_nodes_a_rename_here_retires_the_node),
+        cmocka_unit_test(test_nodes_a_rename_here_moves_or_retires_the_node),
         cmocka_unit_test(test_nodes_a_full_table_errs_toward_aliases),
         cmocka_unit_test(test_nodes_aliases_last_until_forgotten),
     };
