@@ -1792,8 +1792,6 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
     struct mnt *m = fuse_req_userdata(req);
     struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
     uint64_t ino = f->ino;
-
-    (void)node; /* f's */
     uint8_t *dst = ar_malloc(size > 0 ? size : 1);
     uint64_t pos = (uint64_t)off;
     uint64_t end = pos + size;
@@ -1865,9 +1863,10 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
         fuse_reply_err(req, err_of(rc));
     } else {
         fuse_reply_buf(req, (const char *)dst, end > (uint64_t)off ? end - (uint64_t)off : 0);
-        /* after the reply: the bytes are in the pages now (kept pages) */
+        /* after the reply: the bytes are in the pages now (kept pages);
+         * f may be released by now, node is f's */
         if (has_used)
-            kept_filled(m, f->node, is_one_version ? &used : NULL);
+            kept_filled(m, node, is_one_version ? &used : NULL);
     }
     ar_free(dst);
 }
