@@ -47,6 +47,9 @@
  * entry the kernel may keep counts as after it (a mount whose clock runs
  * further ahead of theirs may take a recent change for an old one) */
 #define CLOCK_MARGIN_MS 10000u
+/* the kernel starts an entry's time when it takes the reply, after the
+ * table noted it, and keeps it through the last jiffy */
+#define KEEP_SLACK_MS 1000u
 
 struct named {
     uint64_t ino;        /* 0: empty */
@@ -269,7 +272,9 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
     enum named_state state;
     uint64_t node;
+    bool has_names = false;
 
+    keep_ms += KEEP_SLACK_MS;
     pthread_mutex_lock(mu);
     struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
     if (state == NAMED_LIVE && e->ctime_ns == a->ctime_ns) {
@@ -292,6 +297,8 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
         bool is_recent =
             a->ctime_ns > real_ns() - (int64_t)(keep_max + CLOCK_MARGIN_MS) * 1000000;
         node = is_recent && !is_new ? alias_new(n) : a->ino;
+        /* its own number may carry its other links' names, not known */
+        has_names = node == a->ino && !is_new && a->nlink > 1;
         e->ino = a->ino;
         e->until_ms = 0;
     }
@@ -299,7 +306,7 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
         e->node = node;
         e->name_hash = hash;
         e->ctime_ns = a->ctime_ns;
-        e->has_names = false;
+        e->has_names = has_names;
     }
     /* an alias's entry also covers the stale entries of the node before */
     if (e->until_ms < now + keep_ms)
@@ -319,6 +326,8 @@ static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr 
                          uint64_t keep_ms)
 {
     uint64_t now = mono_ms();
+
+    keep_ms += KEEP_SLACK_MS;
     uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
     enum named_state state;

@@ -110,6 +110,8 @@ struct group {
     uint32_t shard;
     char dir[600];
     struct raft_node *node;
+    bool is_stalled;             /* a stall outlasted the ticks made up for it: no
+                                  * follower read until the leader is heard again */
     struct raft_seglog *log;
     struct meta_shard *state;
     struct meta_checkpoint *ckpt;
@@ -1411,6 +1413,10 @@ static void ticks_catch_up(struct meta_server *s)
     if (due > TICKS_CATCH_UP_MAX) {
         s->ticked_ms = now - TICKS_CATCH_UP_MAX * TICK_MS;
         due = TICKS_CATCH_UP_MAX;
+        /* the time since the leader was heard now counts short */
+        for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+            s->groups[i].is_stalled = true;
+        }
     }
     s->ticked_ms += due * TICK_MS;
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
@@ -1818,7 +1824,7 @@ static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
 
     if (stale_ms == 0)
         return true;
-    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms &&
+    return ticks != UINT64_MAX && ticks * TICK_MS <= stale_ms && !g->is_stalled &&
            raft_applied_index(g->node) >= raft_commit_index(g->node);
 }
 
@@ -2040,6 +2046,11 @@ static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
      * the stall as time since (its promise not to vote) */
     ticks_catch_up(g->srv);
     int rc = raft_step(g->node, m);
+    /* heard the leader just now, or leads on a quorum's fresh answers */
+    if (g->is_stalled && ((raft_role(g->node) != RAFT_LEADER &&
+                           raft_ticks_since_leader(g->node) == 0) ||
+                          raft_lease_read(g->node) != 0))
+        g->is_stalled = false;
     if (rc == -RAFT_ECORRUPT)
         ar_log(AR_LOG_WARN, "shard %u: a malformed message from node %" PRIu64 " ignored",
                g->shard, m->from);
@@ -2067,6 +2078,7 @@ static void archive_turn(struct meta_server *s)
 
     if (s->is_stopping)
         return;
+    ticks_catch_up(s); /* the leases below: group_turn may have stalled */
     if (s->store == NULL && m != NULL && m->version > 0 && m->store_url[0] != '\0' &&
         mono_ms() >= s->store_retry_ms) {
         int rc = obj_store_open(m->store_url, &(struct obj_options){.workers = 2}, &s->store,
