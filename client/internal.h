@@ -5,6 +5,26 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
+
+/* Monotonic milliseconds. */
+static inline uint64_t client_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A 64-bit finalizer (splitmix64's): inode numbers come in runs. */
+static inline uint64_t client_mix(uint64_t h)
+{
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
+}
 
 /* ---- the disk block cache (cache.c) ----------------------------------------------------------
  * Blocks are immutable, so a cached copy is never stale: one file a block

@@ -109,27 +109,9 @@ struct leased {
     uint64_t taken_back;                     /* atomic: invalidations queued */
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* A 64-bit finalizer (splitmix64's): inode numbers come in runs. */
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 30;
-    h *= 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 27;
-    h *= 0x94D049BB133111EBull;
-    return h ^ (h >> 31);
-}
-
 static uint32_t inode_set(const struct leased *l, uint64_t ino)
 {
-    return (uint32_t)mix(ino) & (l->sets - 1);
+    return (uint32_t)client_mix(ino) & (l->sets - 1);
 }
 
 static uint32_t name_set(const struct leased *l, uint64_t parent, const char *name, size_t len)
@@ -139,7 +121,7 @@ static uint32_t name_set(const struct leased *l, uint64_t parent, const char *na
     for (size_t i = 0; i < len; i++) {
         h = (h ^ (uint8_t)name[i]) * 0x100000001B3ull;
     }
-    return (uint32_t)mix(h) & (l->sets - 1);
+    return (uint32_t)client_mix(h) & (l->sets - 1);
 }
 
 /* Under mu: ino's entry, or NULL. */
@@ -260,7 +242,7 @@ void leased_keep(struct leased *l, struct ar_client *mc, uint32_t shard, const s
         pthread_mutex_unlock(&l->mu);
         return; /* the inode changed since the answer: it may be older */
     }
-    uint64_t now_ms = mono_ms();
+    uint64_t now_ms = client_mono_ms();
     n = inode_room(l, a->ino, now_ms);
     if (n == NULL) {
         pthread_mutex_unlock(&l->mu);
@@ -346,7 +328,7 @@ void leased_notice(void *arg, uint64_t seq, const uint64_t *changed, uint32_t ch
                    const uint64_t *renamed, uint32_t renamed_count)
 {
     struct leased *l = arg;
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
 
     pthread_mutex_lock(&l->mu);
     uint64_t was_pushed = l->pushed;
@@ -383,7 +365,7 @@ static bool answer(struct leased *l, struct ar_client *mc, uint64_t parent, cons
     if (l == NULL || len > LEASED_NAME_BYTES || bound_ms == 0)
         return false;
     ar_client_lease_stamp(mc, &st);
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
     pthread_mutex_lock(&l->mu);
     const struct leased_name *e = name != NULL ? name_find(l, parent, name, len) : NULL;
     if (name == NULL || (e != NULL && e->gen == st.gen)) {
@@ -437,7 +419,7 @@ uint64_t leased_grant(struct leased *l, struct ar_client *mc, uint64_t parent, c
     if (l == NULL || len > LEASED_NAME_BYTES || bound_ms < LEASED_GRANT_BOUND_MIN_MS)
         return 0;
     ar_client_lease_stamp(mc, &st);
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
     pthread_mutex_lock(&l->mu);
     struct leased_name *e = name != NULL ? name_find(l, parent, name, len) : NULL;
     struct leased_inode *n = inode_find(l, ino);
@@ -561,7 +543,7 @@ void leased_wake(struct leased *l)
 
 uint64_t leased_void(struct leased *l, uint64_t gen, uint64_t shards)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
     uint64_t voided = 0;
 
     pthread_mutex_lock(&l->mu);
@@ -586,7 +568,7 @@ uint64_t leased_void(struct leased *l, uint64_t gen, uint64_t shards)
 
 uint64_t leased_granted_shards(struct leased *l, uint64_t ino_out[LEASED_GRANT_SHARDS])
 {
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
 
     pthread_mutex_lock(&l->mu);
     for (uint32_t s = 0; s < GRANT_SHARDS; s++) {

@@ -301,8 +301,6 @@ static bool groups_may_help(fuse_req_t req, struct meta_cmd *cmd, int rc)
     return cmd->cred.group_count > 0;
 }
 
-static uint64_t mono_ms(void);
-
 /* Keep what a leased answer to cmd said of its inode (and of the name it
  * made), to answer the kernel's next lookups and getattrs of them. */
 static void keep_answer(struct mnt *m, uint32_t shard, const struct meta_cmd *cmd,
@@ -346,7 +344,7 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
         cred_of(req, &cmd->cred, is_group_sensitive);
     uint32_t shard = ar_client_shard_of(m->mc, cmd->ino);
     struct ar_lease_stamp stamp;
-    uint64_t asked_ms = mono_ms();
+    uint64_t asked_ms = client_mono_ms();
     int rc = ar_client_call_stamped(m->mc, shard, cmd, META_READ_LINEARIZABLE, data_cap, *out,
                                     &stamp);
     if (req != NULL && !is_group_sensitive && groups_may_help(req, cmd, rc))
@@ -604,16 +602,9 @@ static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t in
     pthread_mutex_unlock(&m->cache_mu);
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int slice_id(struct mnt *m, uint64_t *id)
 {
-    uint64_t now_ms = mono_ms();
+    uint64_t now_ms = client_mono_ms();
     pthread_mutex_lock(&m->ids_mu);
     if (m->id_next == m->id_end || now_ms - m->ids_taken_ms > m->ids_max_age_ms) {
         struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = SLICE_IDS_TAKEN};
@@ -852,7 +843,7 @@ static void query_send(struct query *q)
     struct mnt *m = q->m;
 
     q->shard = ar_client_shard_of(m->mc, q->cmd.ino);
-    q->asked_ms = mono_ms();
+    q->asked_ms = client_mono_ms();
     int rc = q->cmd.ino == 0 ? -ESTALE /* ino_of() */
                              : ar_client_start(m->mc, q->shard, &q->cmd, META_READ_LINEARIZABLE,
                                                0, q->out, query_done, q);
@@ -1533,7 +1524,7 @@ static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply
     f->map_count = r->slice_count;
     f->map_size = r->attr.size;
     f->map_gen = gen;
-    f->map_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
+    f->map_until_ms = client_mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
 }
 
 static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
@@ -1812,7 +1803,7 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
         uint64_t chunk_offset = 0;
         if (f->map == NULL || pos >= META_CHUNK_BYTES ||
             f->map_gen != __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE) ||
-            mono_ms() >= f->map_until_ms) {
+            client_mono_ms() >= f->map_until_ms) {
             struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = pos};
             struct meta_response_buf *out;
             rc = run(m, req, &c, 0, &out);
@@ -1938,7 +1929,7 @@ static bool attrs_were_sent(struct mnt *m, uint64_t dir)
 {
     uint32_t slot = (uint32_t)(dir * 0x9e3779b97f4a7c15ull >> 56) % LISTED_SLOTS;
     pthread_mutex_lock(&m->listed_mu);
-    bool was = m->listed[slot].dir == dir && mono_ms() < m->listed[slot].until_ms;
+    bool was = m->listed[slot].dir == dir && client_mono_ms() < m->listed[slot].until_ms;
     pthread_mutex_unlock(&m->listed_mu);
     return was;
 }
@@ -1948,7 +1939,7 @@ static void attrs_sent(struct mnt *m, uint64_t dir)
     uint32_t slot = (uint32_t)(dir * 0x9e3779b97f4a7c15ull >> 56) % LISTED_SLOTS;
     pthread_mutex_lock(&m->listed_mu);
     m->listed[slot].dir = dir;
-    m->listed[slot].until_ms = mono_ms() + (uint64_t)(m->entry_timeout * 500.0);
+    m->listed[slot].until_ms = client_mono_ms() + (uint64_t)(m->entry_timeout * 500.0);
     pthread_mutex_unlock(&m->listed_mu);
 }
 
@@ -2004,7 +1995,7 @@ static int page_fetch(struct mnt *m, fuse_req_t req, fuse_ino_t ino, struct dir_
     h->is_end = out->r.reply.is_end;
     h->has_attrs = has_attrs;
     h->change_gen = gen;
-    h->attrs_until_ms = mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
+    h->attrs_until_ms = client_mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
     if (has_attrs && from == 2)
         attrs_sent(m, ino);
     return 0;
@@ -2095,7 +2086,7 @@ static void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* attributes only as fresh as the kernel's own would be, and none
          * once this mount changed anything since the page came (a size
          * the kernel knows newer, a name gone) or holds unsent bytes */
-        bool with_attrs = h->has_attrs && mono_ms() < h->attrs_until_ms &&
+        bool with_attrs = h->has_attrs && client_mono_ms() < h->attrs_until_ms &&
                           h->change_gen == __atomic_load_n(&m->change_gen, __ATOMIC_ACQUIRE) &&
                           __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0;
         for (; i < h->count; i++) {
@@ -2362,7 +2353,7 @@ static void *taker_main(void *arg)
     /* bounded: each turn waits at most a tick; stops when asked */
     while (!__atomic_load_n(&g->is_stopping, __ATOMIC_ACQUIRE)) {
         uint32_t n = leased_take_back(m->leased, t->kind, batch, GRANTS_BATCH, GRANTS_TICK_MS);
-        uint64_t now = mono_ms();
+        uint64_t now = client_mono_ms();
         uint32_t due = 0;
         while (due < t->again_count && t->again_ms[due] <= now) {
             invalidate(g, &t->again[due++]);
@@ -2434,11 +2425,11 @@ static bool grants_stop(struct mnt *m)
         return true;
     __atomic_store_n(&g->is_stopping, true, __ATOMIC_RELEASE);
     leased_wake(m->leased);
-    uint64_t until = mono_ms() + GRANTS_JOIN_MS;
+    uint64_t until = client_mono_ms() + GRANTS_JOIN_MS;
     for (int k = 0; k < 2; k++) {
         struct taker *t = &g->takers[k];
         /* bounded by GRANTS_JOIN_MS */
-        while (!__atomic_load_n(&t->is_done, __ATOMIC_ACQUIRE) && mono_ms() < until) {
+        while (!__atomic_load_n(&t->is_done, __ATOMIC_ACQUIRE) && client_mono_ms() < until) {
             usleep(2000);
         }
         if (__atomic_load_n(&t->is_done, __ATOMIC_ACQUIRE))

@@ -80,14 +80,6 @@ struct nodes {
     uint64_t aliases_made; /* atomic */
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int64_t real_ns(void)
 {
     struct timespec ts;
@@ -96,19 +88,10 @@ static int64_t real_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* FNV-1a over the name, seeded with the parent. */
 static uint64_t name_hash(uint64_t parent, const char *name, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ull ^ mix(parent);
+    uint64_t h = 0xcbf29ce484222325ull ^ client_mix(parent);
 
     for (size_t i = 0; i < len; i++) {
         h ^= (uint8_t)name[i];
@@ -162,7 +145,7 @@ void nodes_free(struct nodes *n)
 
 static struct alias **alias_slot(struct nodes *n, uint64_t node)
 {
-    struct alias **p = &n->buckets[mix(node) & (n->bucket_count - 1)];
+    struct alias **p = &n->buckets[client_mix(node) & (n->bucket_count - 1)];
 
     /* bounded: the table doubles when it holds more aliases than buckets */
     while (*p != NULL && (*p)->node != node) {
@@ -183,7 +166,7 @@ static void aliases_grow(struct nodes *n)
         /* bounded by the aliases */
         for (struct alias *a = n->buckets[b], *next; a != NULL; a = next) {
             next = a->next;
-            struct alias **to = &buckets[mix(a->node) & (count - 1)];
+            struct alias **to = &buckets[client_mix(a->node) & (count - 1)];
             a->next = *to;
             *to = a;
         }
@@ -266,9 +249,9 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
     if (n == NULL || S_ISDIR(a->mode) || (a->ino & NODE_ALIAS_BIT) != 0)
         return a->ino;
     keep_max_raise(n, keep_ms);
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
     uint64_t hash = name_hash(parent, name, len);
-    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    uint32_t set = (uint32_t)(client_mix(a->ino) & (n->sets - 1));
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
     enum named_state state;
     uint64_t node;
@@ -325,10 +308,10 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
 static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr *a,
                          uint64_t keep_ms)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = client_mono_ms();
 
     keep_ms += KEEP_SLACK_MS;
-    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    uint32_t set = (uint32_t)(client_mix(a->ino) & (n->sets - 1));
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
     enum named_state state;
 
@@ -359,8 +342,8 @@ void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, 
 {
     if (n == NULL || a->ino == 0)
         return;
-    uint64_t now = mono_ms();
-    uint32_t set = (uint32_t)(mix(a->ino) & (n->sets - 1));
+    uint64_t now = client_mono_ms();
+    uint32_t set = (uint32_t)(client_mix(a->ino) & (n->sets - 1));
     pthread_mutex_t *mu = &n->stripes[set % STRIPES];
     enum named_state state;
     bool is_moved = false;
