@@ -1401,6 +1401,17 @@ static void bg_admit(struct group *g)
     }
 }
 
+/* A stalled group's time since its leader counts right again once it
+ * heard the leader just now, or leads on a quorum's fresh answers (a lone
+ * replica's own, at its next tick). */
+static void stall_check(struct group *g)
+{
+    if (g->is_stalled && ((raft_role(g->node) != RAFT_LEADER &&
+                           raft_ticks_since_leader(g->node) == 0) ||
+                          raft_lease_read(g->node) != 0))
+        g->is_stalled = false;
+}
+
 /* Tick every group as often as the time since the last tick asks
  * (TICKS_CATCH_UP_MAX). */
 static void ticks_catch_up(struct meta_server *s)
@@ -2046,11 +2057,7 @@ static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
      * the stall as time since (its promise not to vote) */
     ticks_catch_up(g->srv);
     int rc = raft_step(g->node, m);
-    /* heard the leader just now, or leads on a quorum's fresh answers */
-    if (g->is_stalled && ((raft_role(g->node) != RAFT_LEADER &&
-                           raft_ticks_since_leader(g->node) == 0) ||
-                          raft_lease_read(g->node) != 0))
-        g->is_stalled = false;
+    stall_check(g);
     if (rc == -RAFT_ECORRUPT)
         ar_log(AR_LOG_WARN, "shard %u: a malformed message from node %" PRIu64 " ignored",
                g->shard, m->from);
@@ -2110,6 +2117,7 @@ static void on_tick(uv_timer_t *t)
 
     ticks_catch_up(s);
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
+        stall_check(&s->groups[i]);
         session_expire(&s->groups[i]);
         lease_turn(&s->groups[i], mono_ms());
     }
