@@ -163,9 +163,18 @@ void nodes_free(struct nodes *n);
  * of which the kernel can keep no other name. */
 uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t len,
                      const struct meta_attr *a, uint64_t keep_ms, bool is_new);
-/* A link made through node: the kernel's new name leads to it (counted);
- * 0 without memory. */
-uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms);
+/* What a link through node (of ino) must find the inode's ctime to be
+ * (meta_cmd.if_ctime_ns): the moment every name the kernel keeps under
+ * node was last known true. 0: not checked (the table does not hold ino,
+ * or the kernel asks again before it uses any name of it); NODES_ASK_AGAIN:
+ * the kernel must look its name up again first (the link fails ESTALE,
+ * which Linux retries once after walking the path afresh). */
+#define NODES_ASK_AGAIN INT64_MIN
+int64_t nodes_link_ctime(struct nodes *n, uint64_t node, uint64_t ino);
+/* A link made through node (with if_ctime_ns, from nodes_link_ctime()):
+ * the kernel's new name leads to it (counted); 0 without memory. */
+uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms,
+                    int64_t if_ctime_ns);
 /* A rename on this mount moved parent/name of a's inode (a->ino 0: not
  * known; its attributes after) to new_parent/new_name: the kernel moved
  * its entry itself. NULL names: some name of it moved (an exchange). */

@@ -1052,17 +1052,27 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 }
 
 /* The new name leads to the kernel's inode it was made through, as on a
- * local file system (its link count is that inode's). */
+ * local file system (its link count is that inode's). The kernel found
+ * that inode by a name it keeps, which may be stale (renamed or removed
+ * elsewhere since): the link is made only if the file has not changed
+ * since that name was true, else it fails ESTALE and Linux walks the path
+ * again, asking the mount, and retries once. */
 static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const char *newname)
 {
     struct mnt *m = fuse_req_userdata(req);
     struct meta_cmd c = {.op = META_OP_LINK, .ino = ino_of(m, node), .new_dir = newparent,
                          .new_name = newname, .new_name_len = (uint32_t)strlen(newname)};
     struct meta_response_buf *out;
-    int rc = c.ino != 0 ? run(m, req, &c, 0, &out) : -ESTALE;
+    int rc = c.ino != 0 ? 0 : -ESTALE;
 
+    if (rc == 0)
+        c.if_ctime_ns = nodes_link_ctime(m->nodes, node, c.ino);
+    if (rc == 0 && c.if_ctime_ns == NODES_ASK_AGAIN)
+        rc = -ESTALE;
+    if (rc == 0)
+        rc = run(m, req, &c, 0, &out);
     if (rc == 0 && nodes_link(m->nodes, node, &out->r.reply.attr,
-                              (uint64_t)(m->entry_timeout * 1000.0) + 1) == 0)
+                              (uint64_t)(m->entry_timeout * 1000.0) + 1, c.if_ctime_ns) == 0)
         rc = -ENOMEM;
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
@@ -1189,8 +1199,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (rc == 0)
         nodes_renamed(m->nodes, &out->r.reply.attr, parent, name, c.name_len, newparent,
                       newname, c.new_name_len);
-    if (rc == 0 && (flags & RENAME_EXCHANGE) && m->nodes != NULL) {
-        /* the other file moved too: the name it holds now says which */
+    if (rc == 0 && (flags & RENAME_EXCHANGE) && out->r.reply.other.ino != 0) {
+        nodes_renamed(m->nodes, &out->r.reply.other, newparent, newname, c.new_name_len, parent,
+                      name, c.name_len); /* the other file, moved the other way */
+    } else if (rc == 0 && (flags & RENAME_EXCHANGE) && m->nodes != NULL) {
+        /* not told (a retried command's first answer): the name it holds
+         * now says which, unless it changed again in between */
         struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
                                 .name_len = c.name_len};
         if (run(m, req, &look, 0, &out) == 0)

@@ -22,7 +22,10 @@
  *   name past its time);
  * - a name the kernel made or moved itself (a link, a rename on this
  *   mount) retires the node, the next entry taking an alias; but a
- *   rename of the one name the node had moves the node to the new name.
+ *   rename of the one name the node had moves the node to the new name;
+ * - a link goes through a node, found by a name the kernel keeps: it is
+ *   made only if the inode's ctime is still the one at which every name
+ *   under that node was known true (nodes_link_ctime()).
  * An inode the table does not hold (it had no room) goes under its own
  * number if its ctime is older than any entry the kernel may keep (every
  * name it keeps came after the change), else under an alias. Directories
@@ -57,6 +60,8 @@ struct named {
     uint64_t name_hash;  /* the name they gave, if one */
     int64_t ctime_ns;    /* the inode's ctime when they were given */
     uint64_t until_ms;   /* the kernel may keep one of them until then (monotonic) */
+    int64_t names_ns;    /* every name the kernel keeps under node was true at this
+                          * ctime (0: not known, after a name it made or moved) */
     bool has_names;      /* more than one name was given under node */
 };
 
@@ -267,6 +272,7 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
                a->ctime_ns > e->ctime_ns) {
         node = e->node; /* the one name it was given, given afresh */
         e->ctime_ns = a->ctime_ns;
+        e->names_ns = a->ctime_ns;
     } else if (state == NAMED_LIVE) {
         node = alias_new(n); /* the kernel may keep a name from before a change */
     } else if (state == NAMED_LAPSED) {
@@ -289,6 +295,7 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
         e->node = node;
         e->name_hash = hash;
         e->ctime_ns = a->ctime_ns;
+        e->names_ns = a->ctime_ns;
         e->has_names = has_names;
     }
     /* an alias's entry also covers the stale entries of the node before */
@@ -304,9 +311,10 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
  * one (a rename): the table no longer knows its names, nor whether those
  * it gave are of the last change, so that node goes under no new name
  * (every later entry takes an alias). keep_ms: how long the kernel keeps
- * a name it gave (0: none). */
+ * a name it gave (0: none); names_ns: the ctime at which all its names are
+ * known true now (0: not known). */
 static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr *a,
-                         uint64_t keep_ms)
+                         uint64_t keep_ms, int64_t names_ns)
 {
     uint64_t now = client_mono_ms();
 
@@ -319,6 +327,7 @@ static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr 
     struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
     if (state != NAMED_NONE && (node == 0 || e->node == node)) {
         e->ctime_ns = INT64_MIN; /* matches no answer */
+        e->names_ns = names_ns;
         e->has_names = true;
         if (e->until_ms < now + keep_ms)
             e->until_ms = now + keep_ms;
@@ -326,14 +335,35 @@ static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr 
     pthread_mutex_unlock(mu);
 }
 
-uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms)
+int64_t nodes_link_ctime(struct nodes *n, uint64_t node, uint64_t ino)
+{
+    if (n == NULL)
+        return 0;
+    uint32_t set = (uint32_t)(client_mix(ino) & (n->sets - 1));
+    pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+    enum named_state state;
+    int64_t ctime_ns = 0;
+
+    pthread_mutex_lock(mu);
+    struct named *e = named_slot(&n->named[(size_t)set * WAYS], ino, client_mono_ms(), &state);
+    /* a node the table moved on from was given before a change */
+    if (state == NAMED_LIVE)
+        ctime_ns = e->node == node && e->names_ns != 0 ? e->names_ns : NODES_ASK_AGAIN;
+    pthread_mutex_unlock(mu);
+    return ctime_ns;
+}
+
+uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, uint64_t keep_ms,
+                    int64_t if_ctime_ns)
 {
     if (n == NULL)
         return node;
     if ((node & NODE_ALIAS_BIT) != 0 && !alias_count(n, node, a->ino))
         return 0;
     keep_max_raise(n, keep_ms);
-    named_retire(n, node, a, keep_ms);
+    /* made only if nothing changed since its names were true: they and the
+     * new one are true as of the link */
+    named_retire(n, node, a, keep_ms, if_ctime_ns != 0 ? a->ctime_ns : 0);
     return node;
 }
 
@@ -357,11 +387,12 @@ void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, 
         e->name_hash == name_hash(parent, name, len) && a->ctime_ns > e->ctime_ns) {
         e->name_hash = name_hash(new_parent, new_name, new_len);
         e->ctime_ns = a->ctime_ns;
+        e->names_ns = a->ctime_ns;
         is_moved = true;
     }
     pthread_mutex_unlock(mu);
     if (!is_moved)
-        named_retire(n, 0, a, 0);
+        named_retire(n, 0, a, 0, 0);
 }
 
 void nodes_forget(struct nodes *n, uint64_t node, uint64_t count)

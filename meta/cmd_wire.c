@@ -176,6 +176,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     slice.off = cmd->slice.off;
     slice.len = cmd->slice.len;
     pb.slice = &slice;
+    pb.if_ctime_ns = cmd->if_ctime_ns;
     void *mem = NULL;
     int rc = cmd->item_count > 0 ? items_encode(cmd, &pb, &mem) : 0;
     if (rc != 0)
@@ -291,6 +292,7 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     cmd->rdev = pb->rdev;
     cmd->flags = pb->flags;
     cmd->set_mask = pb->set_mask;
+    cmd->if_ctime_ns = pb->if_ctime_ns;
     if (pb->set != NULL) {
         cmd->set.mode = pb->set->mode;
         cmd->set.uid = pb->set->uid;

@@ -257,6 +257,9 @@ struct meta_cmd {
     uint32_t item_count;
     const struct meta_file_piece *pieces;
     uint32_t piece_count;
+    /* link: refused with -ESTALE unless the inode's ctime is this (the
+     * moment the caller's name for it was last known true); 0: unchecked */
+    int64_t if_ctime_ns;
 };
 
 /* readdir's flags: each entry also carries its inode's attributes (what a
@@ -275,6 +278,8 @@ struct meta_dirent {
 
 struct meta_reply {
     struct meta_attr attr;
+    struct meta_attr other;         /* rename with RENAME_EXCHANGE: the file that moved
+                                     * the other way (ino 0: not told) */
     char target[4096];              /* readlink: NUL-terminated */
     struct meta_dirent *entries;    /* readdir: the caller's array of entry_cap */
     uint32_t entry_count;

@@ -570,6 +570,8 @@ static int op_link(struct meta_shard *s, const struct meta_cmd *cmd, struct meta
         return -EPERM;
     if (meta__node_nlink(meta__node_at(s, inode)) >= META_NLINK_MAX)
         return -EMLINK;
+    if (cmd->if_ctime_ns != 0 && meta__ctime(s, inode) != cmd->if_ctime_ns)
+        return -ESTALE; /* named through a name that may have changed since */
     if (cmd->new_ino <= s->ino_high || cmd->new_ino >= s->self.ino_hi)
         return -EINVAL; /* numbers only grow (see ino_high), inside the shard's lease */
 
@@ -815,6 +817,7 @@ static int op_rename(struct meta_shard *s, const struct meta_cmd *cmd, struct me
             nlink_add(s, old_is_dir ? nd : od, +1);
         }
         meta__set_times(s, ni, NULL, now);
+        meta__attr_fill(s, ni, &r->other);
     } else {
         if (ne != META_NIL)
             entry_remove(s, ne, now); /* the replaced entry; a dir drops nd's link */

@@ -326,6 +326,7 @@ static unsigned fills(enum meta_op op)
 
 struct resp_parts {
     Arbor__Meta__Attr attr;
+    Arbor__Meta__Attr other_attr;
     uint8_t *dirents;
     Arbor__Meta__Piece *pieces;
     Arbor__Meta__Piece **piece_ptrs;
@@ -362,6 +363,10 @@ static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Me
     if (what & FILL_ATTR) {
         attr_to_pb(&r->attr, &p->attr);
         pb->attr = &p->attr;
+    }
+    if ((what & FILL_ATTR) && r->other.ino != 0) {
+        attr_to_pb(&r->other, &p->other_attr);
+        pb->other_attr = &p->other_attr;
     }
     if ((what & FILL_ENTRIES) && r->entry_count > 0) {
         size_t need = dirents_size(r->entries, r->entry_count);
@@ -553,6 +558,8 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     copy_groups(pb, r);
     if (pb->attr != NULL)
         rp->attr = attr_of_pb(pb->attr);
+    if (pb->other_attr != NULL)
+        rp->other = attr_of_pb(pb->other_attr);
     rp->entries = out->entries;
     if (!dirents_get(pb->dirents.data, pb->dirents.len, out->entries, &rp->entry_count))
         return -EPROTO;

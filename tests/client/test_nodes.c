@@ -110,9 +110,41 @@ static void test_nodes_a_link_here_keeps_its_node_and_counts_two_names(void **st
     struct meta_attr linked = file(40, t + 1000);
 
     assert_int_equal(entry(n, 1, "a", &made, true), 40);
-    assert_int_equal(nodes_link(n, 40, &linked, KEEP_MS), 40);
+    assert_int_equal(nodes_link_ctime(n, 40, 40), t);
+    assert_int_equal(nodes_link(n, 40, &linked, KEEP_MS, t), 40);
     /* either name at the link's moment may stand beside a stale one now */
     assert_true((entry(n, 1, "a", &linked, false) & NODE_ALIAS_BIT) != 0);
+    nodes_free(n);
+}
+
+static void test_nodes_a_link_checks_its_names_are_still_true(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr made = file(45, t);
+    struct meta_attr renamed = file(45, t + 1000);
+    struct meta_attr linked = file(45, t + 2000);
+
+    /* not held: nothing to check against */
+    assert_int_equal(nodes_link_ctime(n, 45, 45), 0);
+    assert_int_equal(nodes_link_ctime(NULL, 45, 45), 0);
+    assert_int_equal(entry(n, 1, "a", &made, true), 45);
+    /* the servers refuse it unless the file is as it was when "a" was given */
+    assert_int_equal(nodes_link_ctime(n, 45, 45), t);
+    /* renamed elsewhere and seen here under its new name: an alias; a link
+     * through the node of the old name is sent back to look it up again */
+    uint64_t b = entry(n, 1, "b", &renamed, false);
+    assert_true((b & NODE_ALIAS_BIT) != 0);
+    assert_int_equal(nodes_link_ctime(n, 45, 45), NODES_ASK_AGAIN);
+    assert_int_equal(nodes_link_ctime(n, b, 45), t + 1000);
+    /* linked on the condition: every name is true as of the link */
+    assert_int_equal(nodes_link(n, b, &linked, KEEP_MS, t + 1000), b);
+    assert_int_equal(nodes_link_ctime(n, b, 45), t + 2000);
+    /* linked without one (the table lost track): not known any more */
+    assert_int_equal(nodes_link(n, b, &linked, KEEP_MS, 0), b);
+    assert_int_equal(nodes_link_ctime(n, b, 45), NODES_ASK_AGAIN);
+    nodes_forget(n, b, 3);
     nodes_free(n);
 }
 
@@ -269,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_nodes_a_rename_elsewhere_gets_an_alias),
         cmocka_unit_test(test_nodes_one_name_changed_in_place_keeps_its_node),
         cmocka_unit_test(test_nodes_a_link_here_keeps_its_node_and_counts_two_names),
+        cmocka_unit_test(test_nodes_a_link_checks_its_names_are_still_true),
         cmocka_unit_test(test_nodes_unknown_recent_files_get_aliases),
         cmocka_unit_test(test_nodes_lapsed_entries_free_their_node),
         cmocka_unit_test(test_nodes_old_files_written_here_keep_their_node),

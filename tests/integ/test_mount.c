@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -1319,6 +1320,82 @@ static void test_mount_renames_here_there_and_here_again(void **state)
     mount_stop(mp);
 }
 
+/* This mount (caching names for 30 s, no leases) keeps a name the other
+ * renames away: a link through it must fail ENOENT, as that name is gone,
+ * and not link the file by its inode (without the link's ctime check, 100
+ * of 100). Links through names that are true still succeed: the file's
+ * new name, and a name kept across a write here, which changed the
+ * file's ctime (the servers refuse that link once; Linux looks the name up
+ * again and retries). An exchange here, then a rename there of the file
+ * that moved here: the old name, still kept here, renames nothing. */
+static void test_mount_links_through_a_stale_name_fail(void **state)
+{
+    struct fixture *f = *state;
+    const char *const no_leases[] = {"--no-leases", NULL};
+    struct mount_proc *mp = mount_start_with(f, "k", "30", no_leases);
+    struct mount_proc *w = mount_start(f, "kw", "1");
+    char a[600], b[600], c[600], d[600], a_there[600], b_there[600];
+    struct stat st;
+    int linked = 0;
+
+    snprintf(a, sizeof(a), "%s/kd", mp->dir);
+    assert_int_equal(mkdir(a, 0755), 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(a, sizeof(a), "%s/kd/a%d", mp->dir, i);
+        snprintf(b, sizeof(b), "%s/kd/b%d", mp->dir, i);
+        snprintf(c, sizeof(c), "%s/kd/c%d", mp->dir, i);
+        snprintf(a_there, sizeof(a_there), "%s/kd/a%d", w->dir, i);
+        snprintf(b_there, sizeof(b_there), "%s/kd/b%d", w->dir, i);
+        write_file(a, (const uint8_t *)"x", 1);
+        assert_int_equal(stat(a, &st), 0);
+        assert_int_equal(rename(a_there, b_there), 0);
+        if (link(a, c) == 0)
+            linked++;
+        else
+            assert_int_equal(errno, ENOENT);
+    }
+    assert_int_equal(linked, 0);
+    /* the file's true name links it */
+    snprintf(b, sizeof(b), "%s/kd/b0", mp->dir);
+    snprintf(d, sizeof(d), "%s/kd/d0", mp->dir);
+    assert_int_equal(link(b, d), 0);
+    snprintf(b_there, sizeof(b_there), "%s/kd/b0", w->dir);
+    assert_int_equal(stat(b_there, &st), 0);
+    assert_int_equal(st.st_nlink, 2);
+    /* written here after the kernel kept its name */
+    snprintf(a, sizeof(a), "%s/kd/w", mp->dir);
+    snprintf(c, sizeof(c), "%s/kd/w2", mp->dir);
+    write_file(a, (const uint8_t *)"x", 1);
+    assert_int_equal(stat(a, &st), 0);
+    write_file(a, (const uint8_t *)"yy", 2);
+    if (link(a, c) != 0)
+        fail_msg("link %s: %s", a, strerror(errno));
+    assert_int_equal(stat(c, &st), 0);
+    assert_int_equal(st.st_nlink, 2);
+    assert_int_equal(st.st_size, 2);
+    /* exchanged here, the file now at p renamed there to s: p is gone */
+    char p_[600], q[600], s[600], p_there[600], s_there[600];
+    snprintf(p_, sizeof(p_), "%s/kd/p", mp->dir);
+    snprintf(q, sizeof(q), "%s/kd/q", mp->dir);
+    snprintf(s, sizeof(s), "%s/kd/s", mp->dir);
+    snprintf(p_there, sizeof(p_there), "%s/kd/p", w->dir);
+    snprintf(s_there, sizeof(s_there), "%s/kd/s", w->dir);
+    write_file(p_, (const uint8_t *)"p", 1);
+    write_file(q, (const uint8_t *)"qq", 2);
+    assert_int_equal(stat(p_, &st), 0);
+    assert_int_equal(stat(q, &st), 0);
+    assert_int_equal(syscall(SYS_renameat2, AT_FDCWD, p_, AT_FDCWD, q, RENAME_EXCHANGE), 0);
+    assert_int_equal(stat(p_, &st), 0);
+    assert_int_equal(st.st_size, 2);
+    assert_int_equal(rename(p_there, s_there), 0);
+    assert_int_equal(stat(s, &st), 0);
+    assert_int_equal(st.st_size, 2);
+    assert_int_equal(rename(p_, s), -1);
+    assert_int_equal(errno, ENOENT);
+    mount_stop(w);
+    mount_stop(mp);
+}
+
 struct slow_read {
     const char *path;
     uint64_t seed;
@@ -1630,6 +1707,7 @@ int main(void)
         T(test_mount_grants_are_taken_back),
         T(test_mount_renames_there_seen_here),
         T(test_mount_renames_here_there_and_here_again),
+        T(test_mount_links_through_a_stale_name_fail),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),

@@ -670,6 +670,45 @@ static void test_rename_reply_names_the_renamed_inode(void **state)
     assert_int_equal(meta_shard_apply(f->shard, &same, &r), 0);
     assert_int_equal(r.attr.ino, a.ino);
     assert_int_equal(r.attr.nlink, 2);
+    /* an exchange names both files: each moved to the other's name */
+    struct meta_attr b;
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "x", S_IFREG | 0600, &b), 0);
+    struct meta_cmd swap = {.op = META_OP_RENAME, .ino = 1, .name = "h", .name_len = 1,
+                            .new_dir = 1, .new_name = "x", .new_name_len = 1,
+                            .flags = RENAME_EXCHANGE, .now_ns = ++f->now};
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(meta_shard_apply(f->shard, &swap, &r), 0);
+    assert_int_equal(r.attr.ino, a.ino);
+    assert_int_equal(r.other.ino, b.ino);
+    assert_int_equal(r.other.ctime_ns, f->now);
+    assert_int_equal(r.other.mode, S_IFREG | 0600);
+}
+
+/* A link through a name a mount keeps is made only while the inode is as
+ * the mount last knew it, so a name renamed away elsewhere cannot link. */
+static void test_link_if_ctime_refuses_a_changed_inode(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_attr a;
+    struct meta_attr now;
+    struct meta_reply r;
+
+    assert_int_equal(make(f, META_OP_MKNOD, 1, "a", S_IFREG | 0644, &a), 0);
+    assert_int_equal(ren(f, 1, "a", 1, "b", 0), 0); /* elsewhere: ctime moves */
+    struct meta_cmd cmd = {.op = META_OP_LINK, .ino = a.ino, .new_dir = 1, .new_name = "c",
+                           .new_name_len = 1, .new_ino = f->next_ino++, .now_ns = ++f->now,
+                           .if_ctime_ns = a.ctime_ns};
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), -ESTALE);
+    assert_int_equal(look(f, 1, "c", &now), -ENOENT); /* nothing made */
+    assert_int_equal(look(f, 1, "b", &now), 0);
+    assert_int_equal(now.nlink, 1);
+    /* as the inode is now: made */
+    cmd.if_ctime_ns = now.ctime_ns;
+    cmd.now_ns = ++f->now;
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(meta_shard_apply(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.attr.nlink, 2);
+    assert_int_equal(r.attr.ctime_ns, f->now);
 }
 
 static int xset(struct fixture *f, uint64_t ino, const char *name, uint32_t name_len,
@@ -998,6 +1037,7 @@ int main(void)
         T(test_times_follow_linux),
         T(test_rename_directory_moves_parent_links),
         T(test_rename_reply_names_the_renamed_inode),
+        T(test_link_if_ctime_refuses_a_changed_inode),
         T(test_xattr_limits_and_flags),
         T(test_xattr_out_of_memory_changes_nothing),
         T(test_retry_applies_once_and_returns_first_answer),

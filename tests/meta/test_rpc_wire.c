@@ -183,6 +183,16 @@ static void test_responses_carry_what_each_reply_fills(void **state)
     struct meta_cmd lk = {.op = META_OP_LOOKUP, .ino = 1, .name = "nothere", .name_len = 7};
     round_trip(f, &lk, 0);
     assert_int_equal(f->out->r.rc, -ENOENT);
+    assert_int_equal(f->out->r.reply.other.ino, 0); /* only an exchange names another */
+    /* an exchange's reply carries both files */
+    struct meta_response resp = {.id = 5, .reply = {.attr = {.ino = 100, .ctime_ns = 9},
+                                                    .other = {.ino = 101, .ctime_ns = 9,
+                                                              .mode = S_IFREG | 0644}}};
+    size_t len;
+    assert_int_equal(meta_response_encode(&resp, META_OP_RENAME, f->buf, BUF_BYTES, &len), 0);
+    assert_int_equal(meta_response_decode(f->buf + 4, len - 4, f->out), 0);
+    assert_memory_equal(&f->out->r.reply.attr, &resp.reply.attr, sizeof(resp.reply.attr));
+    assert_memory_equal(&f->out->r.reply.other, &resp.reply.other, sizeof(resp.reply.other));
 }
 
 static void test_redirect_carries_the_leader(void **state)
