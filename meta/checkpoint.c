@@ -1058,7 +1058,7 @@ static int entry_stage(struct meta_shard *s, struct entry_batch *b, const MDB_va
         return ar_errorf(errmsg, -AR_ECORRUPT, "entry '%.*s' in %llu: checksum mismatch",
                     (int)(k->mv_size - 8), (const char *)k->mv_data + 8,
                     (unsigned long long)get_u64_be(k->mv_data));
-    meta__index_prefetch(&s->by_ino, meta__hash_u64(s->seed, val[1]));
+    meta__index_prefetch(&s->by_ino, meta__ino_hash(s, val[1]));
     b->keys[b->count++] = *k;
     return 0;
 }
