@@ -744,30 +744,12 @@ static void bg_fail(struct group *g)
 
 /* ---- applying -------------------------------------------------------------------------- */
 
-static void apply_entry(struct group *g, const struct raft_entry *e)
+/* Answer the client waiting for entry e, applied with rc into s->reply
+ * (an entry of another term took its place: not the leader any more). */
+static void pending_answer(struct group *g, const struct raft_entry *e, int rc, bool did_change)
 {
     struct meta_server *s = g->srv;
 
-    archiver_applied(g->arch, &(struct archive_entry){.index = e->index, .term = e->term,
-                                                      .hlc_ns = e->hlc_ns, .type = e->type,
-                                                      .size = e->size, .data = e->data});
-    if (e->type != RAFT_ENTRY_NORMAL || e->size == 0)
-        return; /* a leader's own entry, or a config */
-    int rc = meta_cmd_decode(e->data, e->size, s->cmd);
-    reply_reset(s, 0);
-    uint32_t mark = meta_shard_change_mark(g->state);
-    if (rc == 0)
-        rc = meta_shard_apply(g->state, &s->cmd->cmd, &s->reply);
-    else
-        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": an entry that does not decode (%d)",
-               g->shard, e->index, rc);
-    if (rc == -ENOMEM) {
-        /* a fact about this replica, not the state: it cannot go on */
-        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": out of memory applying: exiting",
-               g->shard, e->index);
-        exit(1);
-    }
-    bool did_change = lease_changed(g, mark, s->cmd->cmd.op) && rc == 0;
     for (uint32_t i = 0; i < g->pending_count; i++) {
         struct pending *p = &g->pending[i];
         if (p->frame != NULL || p->index != e->index)
@@ -786,6 +768,36 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
         pending_drop(g, i);
         break;
     }
+}
+
+static void apply_entry(struct group *g, const struct raft_entry *e)
+{
+    struct meta_server *s = g->srv;
+
+    archiver_applied(g->arch, &(struct archive_entry){.index = e->index, .term = e->term,
+                                                      .hlc_ns = e->hlc_ns, .type = e->type,
+                                                      .size = e->size, .data = e->data});
+    if (e->type != RAFT_ENTRY_NORMAL || e->size == 0) {
+        /* a leader's own entry, or a config: a member change waits for it */
+        reply_reset(s, 0);
+        pending_answer(g, e, 0, false);
+        return;
+    }
+    int rc = meta_cmd_decode(e->data, e->size, s->cmd);
+    reply_reset(s, 0);
+    uint32_t mark = meta_shard_change_mark(g->state);
+    if (rc == 0)
+        rc = meta_shard_apply(g->state, &s->cmd->cmd, &s->reply);
+    else
+        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": an entry that does not decode (%d)",
+               g->shard, e->index, rc);
+    if (rc == -ENOMEM) {
+        /* a fact about this replica, not the state: it cannot go on */
+        ar_log(AR_LOG_ERROR, "shard %u index %" PRIu64 ": out of memory applying: exiting",
+               g->shard, e->index);
+        exit(1);
+    }
+    pending_answer(g, e, rc, lease_changed(g, mark, s->cmd->cmd.op) && rc == 0);
 }
 
 /* ---- the group's turn -------------------------------------------------------------------- */
@@ -1689,59 +1701,77 @@ static int set_window(struct group *g, uint64_t seconds)
     return rc == 0 ? propose_cmd(g, &cmd, &index) : rc;
 }
 
+/* Take id out of the count ids (order does not matter). */
+static void ids_drop(raft_id *ids, uint32_t *count, raft_id id)
+{
+    for (uint32_t i = 0; i < *count; i++) {
+        if (ids[i] == id) {
+            ids[i] = ids[--*count];
+            return;
+        }
+    }
+}
+
 /* A change of members (one at a time) or of leader, at the group's leader.
  * The new node must be in the cluster file (its address is known); the map
  * leader then puts its addresses into the map (map_sync). Or, at the
- * map leader, a new recovery window. */
-static int admin(struct meta_server *s, struct group *g, const struct meta_request *req)
+ * map leader, a new recovery window.
+ * A member change is answered once the config that makes it has committed
+ * (*wait: its index, to answer when it applies here): until then a removed
+ * node may still count as a voter, and wiping it could lose what it held.
+ * A change already made is answered as done once its config has
+ * committed (-EAGAIN before), so a caller may retry after a timeout or a
+ * new leader. */
+static int admin(struct meta_server *s, struct group *g, const struct meta_request *req,
+                 raft_index *wait)
 {
     struct raft_config c = *raft_config_of(g->node);
     raft_index index;
     int rc;
+    bool is_made = false;
 
+    *wait = 0;
     if (req->admin == META_ADMIN_SET_WINDOW) {
         rc = set_window(g, req->target);
     } else if (req->admin == META_ADMIN_TRANSFER) {
         /* to the leader itself (a group the target leads already): done */
         rc = req->target == raft_leader(g->node) ? 0 : raft_transfer_leader(g->node, req->target);
     } else {
+        bool is_voter = raft_config_is_voter(&c, req->target);
+        bool is_learner = raft_config_has(&c, req->target) && !is_voter;
         if (req->admin == META_ADMIN_ADD_LEARNER) {
-            if (node_of(s, req->target) == NULL || raft_config_has(&c, req->target) ||
+            is_made = is_learner;
+        } else if (req->admin == META_ADMIN_PROMOTE) {
+            is_made = is_voter;
+        } else if (req->admin == META_ADMIN_REMOVE) {
+            is_made = !is_voter && !is_learner;
+        }
+        /* made already: answered once committed (a config of an earlier
+         * term commits with this term's first entry) */
+        if (is_made)
+            return raft_config_index(g->node) > raft_commit_index(g->node) ? -EAGAIN : 0;
+        if (req->admin == META_ADMIN_ADD_LEARNER) {
+            if (node_of(s, req->target) == NULL || is_voter ||
                 c.learner_count == RAFT_LEARNERS_MAX)
                 return -EINVAL;
             c.learners[c.learner_count++] = req->target;
         } else if (req->admin == META_ADMIN_PROMOTE) {
-            bool is_learner = false;
-            for (uint32_t i = 0; i < c.learner_count; i++) {
-                if (c.learners[i] == req->target) {
-                    c.learners[i] = c.learners[--c.learner_count];
-                    is_learner = true;
-                    break;
-                }
-            }
             if (!is_learner || c.voter_count == RAFT_VOTERS_MAX)
                 return -EINVAL;
             c.voters[c.voter_count++] = req->target;
-        } else {
-            bool is_member = false;
-            for (uint32_t i = 0; i < c.voter_count && !is_member; i++) {
-                if (c.voters[i] == req->target) {
-                    c.voters[i] = c.voters[--c.voter_count];
-                    is_member = true;
-                }
-            }
-            for (uint32_t i = 0; i < c.learner_count && !is_member; i++) {
-                if (c.learners[i] == req->target) {
-                    c.learners[i] = c.learners[--c.learner_count];
-                    is_member = true;
-                }
-            }
-            if (!is_member || c.voter_count == 0)
-                return -EINVAL;
         }
+        /* a learner promoted or a member removed leaves the learners */
+        if (req->admin != META_ADMIN_ADD_LEARNER)
+            ids_drop(c.learners, &c.learner_count, req->target);
+        if (req->admin == META_ADMIN_REMOVE)
+            ids_drop(c.voters, &c.voter_count, req->target);
+        if (c.voter_count == 0)
+            return -EINVAL;
         rc = raft_change_config(g->node, &c, &index);
+        if (rc == 0)
+            *wait = index; /* answered when it applies here, in this term */
     }
-    if (rc == 0)
+    if (rc == 0 && !is_made)
         ar_log(AR_LOG_INFO, "shard %u: admin %d for node %" PRIu64 " under way", g->shard,
                req->admin, req->target);
     if (rc == -RAFT_ENOTLEADER)
@@ -1870,7 +1900,18 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
             respond_not_leader(s, c, req.id, g);
             return;
         }
-        rc = admin(s, g, &req);
+        raft_index wait;
+        rc = admin(s, g, &req, &wait);
+        if (rc == 0 && wait > raft_applied_index(g->node)) {
+            struct pending p = {.index = wait, .term = raft_term_of(g->node),
+                                .conn_slot = c->slot, .conn_gen = c->gen, .req_id = req.id,
+                                .op = META_OP_ACCESS};
+            rc = pending_add(g, &p);
+            if (rc == 0) {
+                group_turn(g);
+                return;
+            }
+        }
         if (rc == -AR_ENOTLEADER)
             respond_not_leader(s, c, req.id, g);
         else

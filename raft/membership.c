@@ -165,6 +165,11 @@ const struct raft_config *raft_config_of(const struct raft_node *n)
     return raft__config(n);
 }
 
+raft_index raft_config_index(const struct raft_node *n)
+{
+    return n->configs[n->config_count - 1].index;
+}
+
 const struct raft_config *raft__config_at(const struct raft_node *n, raft_index index)
 {
     for (uint32_t i = n->config_count; i > 0; i--) {

@@ -334,6 +334,10 @@ RAFT_API raft_index raft_stable_index(const struct raft_node *n);
  * snapshot is there): the point-in-time archive names checkpoints by it. */
 RAFT_API bool raft_entry_time(const struct raft_node *n, raft_index index, uint64_t *hlc_ns);
 RAFT_API const struct raft_config *raft_config_of(const struct raft_node *n);
+/* The index of the entry that set that config (in effect once appended;
+ * a change is safe to act on once this is committed), or of the snapshot
+ * it came with. */
+RAFT_API raft_index raft_config_index(const struct raft_node *n);
 
 /* Ticks since this node last heard from a leader of its term (0 at the
  * leader itself; UINT64_MAX if never): a follower's reads are at most this

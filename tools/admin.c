@@ -2,7 +2,9 @@
  * transfer`: a change of a cluster's members or leader, sent to its
  * leader (found by asking the replicas in the cluster file and following
  * redirects). Members change one at a time: a node joins as a learner,
- * catches up (by the log or a snapshot), then is promoted to vote. */
+ * catches up (by the log or a snapshot), then is promoted to vote. A
+ * member change is answered once committed; anything but that or a
+ * refusal is asked again (bounded), which finds a change made as done. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -150,8 +152,11 @@ int cmd_member(int argc, char **argv)
                "Change the members of the cluster DATA_DIR's replica belongs to, one at a\n"
                "time: add makes NODE (listed in the cluster file) a learner that catches up\n"
                "but does not vote; promote makes a learner a voter; remove takes a node\n"
-               "out. The change is proposed at each group's leader (the map, then \"/\");\n"
-               "arbor status shows it applied.\n");
+               "out. The change is made at each group's leader (the map, then \"/\"), and\n"
+               "the command returns 0 once it has committed in both: only then may a\n"
+               "removed node's data be wiped (before, it may still count as a voter).\n"
+               "A change already made counts as done, so the command can be run again\n"
+               "after a timeout or a leader change.\n");
         return 0;
     }
     if (argc != 4) {
@@ -163,7 +168,7 @@ int cmd_member(int argc, char **argv)
         if (strcmp(argv[1], verbs[i].verb) == 0 && node != 0) {
             int rc = send_admin(argv[2], verbs[i].op, node);
             if (rc == 0)
-                printf("member %s of node %" PRIu64 ": proposed\n", argv[1], node);
+                printf("member %s of node %" PRIu64 ": committed\n", argv[1], node);
             return rc;
         }
     }
