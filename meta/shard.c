@@ -146,6 +146,11 @@ void meta_shard_prefetch(const struct meta_shard *s, const struct meta_cmd *cmd)
         meta__index_prefetch(&s->by_name, name_hash(s, dir, cmd->name, cmd->name_len));
 }
 
+void meta__prefetch_name(const struct meta_shard *s, uint32_t dir, const char *name, uint32_t len)
+{
+    meta__index_prefetch(&s->by_name, name_hash(s, dir, name, len));
+}
+
 int meta__reserve_indexes(struct meta_shard *s, uint32_t inodes, uint32_t names)
 {
     struct meta__index_owner io = ino_owner(s);

@@ -338,6 +338,8 @@ void meta__dir_add(struct meta_shard *s, uint32_t dslot, uint32_t child);
 void meta__dir_remove(struct meta_shard *s, uint32_t dslot, uint32_t child);
 
 /* ---- shard.c: lookups, times, side tables ------------------------------------- */
+/* Start fetching the by_name slot where a probe for dir/name begins. */
+void meta__prefetch_name(const struct meta_shard *s, uint32_t dir, const char *name, uint32_t len);
 /* by_ino's hash of an inode number */
 uint64_t meta__ino_hash(const struct meta_shard *s, uint64_t ino);
 uint32_t meta__find_ino(const struct meta_shard *s, uint64_t ino);
