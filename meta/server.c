@@ -1682,12 +1682,11 @@ static void leader_chores(struct group *g)
 
 /* A new recovery window in the map (the map leader proposes it, as a
  * compare-and-set on the map's version like every map change). */
-static int set_window(struct group *g, uint64_t seconds)
+static int set_window(struct group *g, uint64_t seconds, raft_index *index)
 {
     struct meta_server *s = g->srv;
     const struct meta_map *cur = meta_shard_map(g->state);
     size_t len;
-    raft_index index;
 
     if (g->shard != META_MAP_SHARD || cur->version == 0 || seconds == 0 ||
         seconds > UINT32_MAX)
@@ -1698,7 +1697,7 @@ static int set_window(struct group *g, uint64_t seconds)
     int rc = meta_map_encode(&s->map_next, s->map_bytes, sizeof(s->map_bytes), &len);
     struct meta_cmd cmd = {.op = META_OP_MAP_SET, .cookie = cur->version, .value = s->map_bytes,
                            .value_len = (uint32_t)len};
-    return rc == 0 ? propose_cmd(g, &cmd, &index) : rc;
+    return rc == 0 ? propose_cmd(g, &cmd, index) : rc;
 }
 
 /* Take id out of the count ids (order does not matter). */
@@ -1715,7 +1714,8 @@ static void ids_drop(raft_id *ids, uint32_t *count, raft_id id)
 /* A change of members (one at a time) or of leader, at the group's leader.
  * The new node must be in the cluster file (its address is known); the map
  * leader then puts its addresses into the map (map_sync). Or, at the
- * map leader, a new recovery window.
+ * map leader, a new recovery window (answered once it has applied: a
+ * longer window the caller was told of keeps data from gc).
  * A member change is answered once the config that makes it has committed
  * (*wait: its index, to answer when it applies here): until then a removed
  * node may still count as a voter, and wiping it could lose what it held.
@@ -1732,7 +1732,8 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
 
     *wait = 0;
     if (req->admin == META_ADMIN_SET_WINDOW) {
-        rc = set_window(g, req->target);
+        /* answered with the map change's own result, once applied */
+        rc = set_window(g, req->target, wait);
     } else if (req->admin == META_ADMIN_TRANSFER) {
         /* to the leader itself (a group the target leads already): done */
         rc = req->target == raft_leader(g->node) ? 0 : raft_transfer_leader(g->node, req->target);

@@ -121,7 +121,7 @@ int cmd_window(int argc, char **argv)
     if (is_set) {
         if (send_admin_to(o.addrs, o.addr_count, META_MAP_SHARD, META_ADMIN_SET_WINDOW, seconds))
             return 1;
-        usleep(200000); /* answered once proposed: read it back once applied */
+        usleep(200000); /* applied at the leader; the map below may come from another */
     }
     struct ar_client *cl = NULL;
     if (ar_client_open(&o, &cl, errmsg) != 0) {
