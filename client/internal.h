@@ -165,10 +165,11 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
                      const struct meta_attr *a, uint64_t keep_ms, bool is_new);
 /* What a link through node (of ino) must find the inode's ctime to be
  * (meta_cmd.if_ctime_ns): the moment every name the kernel keeps under
- * node was last known true. 0: not checked (the table does not hold ino,
- * or the kernel asks again before it uses any name of it); NODES_ASK_AGAIN:
- * the kernel must look its name up again first (the link fails ESTALE,
- * which Linux retries once after walking the path afresh). */
+ * node was last known true. 0: not checked (no table, or the kernel asks
+ * again before it uses any name of it); NODES_ASK_AGAIN: the kernel must
+ * look its name up again first, as the table moved on from node or does
+ * not hold ino (the link fails ESTALE, which Linux retries once after
+ * walking the path afresh). */
 #define NODES_ASK_AGAIN INT64_MIN
 int64_t nodes_link_ctime(struct nodes *n, uint64_t node, uint64_t ino);
 /* A link made through node (with if_ctime_ns, from nodes_link_ctime()):
@@ -180,6 +181,10 @@ uint64_t nodes_link(struct nodes *n, uint64_t node, const struct meta_attr *a, u
  * its entry itself. NULL names: some name of it moved (an exchange). */
 void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, const char *name,
                    size_t len, uint64_t new_parent, const char *new_name, size_t new_len);
+/* A rename on this mount moved the entry parent/name of a file it was not
+ * told (a retried exchange's answer names one file): whatever node had
+ * that one name goes under no new name (a scan of the table). */
+void nodes_name_moved(struct nodes *n, uint64_t parent, const char *name, size_t len);
 /* The kernel let go of count lookups of node (FORGET), or an answer that
  * counted one never reached it. */
 void nodes_forget(struct nodes *n, uint64_t node, uint64_t count);

@@ -1196,20 +1196,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     int rc = run(m, req, &c, 0, &out);
     /* before the reply: until the kernel moves its entries, no lookup can
      * give the moved file's node another name */
+    bool is_exchange = rc == 0 && (flags & RENAME_EXCHANGE) != 0;
+    /* the other file, moved the other way; not told (a retried command's
+     * first answer): whichever node had its name, before the moved file
+     * takes that name */
+    if (is_exchange && out->r.reply.other.ino == 0)
+        nodes_name_moved(m->nodes, newparent, newname, c.new_name_len);
     if (rc == 0)
         nodes_renamed(m->nodes, &out->r.reply.attr, parent, name, c.name_len, newparent,
                       newname, c.new_name_len);
-    if (rc == 0 && (flags & RENAME_EXCHANGE) && out->r.reply.other.ino != 0) {
+    if (is_exchange && out->r.reply.other.ino != 0)
         nodes_renamed(m->nodes, &out->r.reply.other, newparent, newname, c.new_name_len, parent,
-                      name, c.name_len); /* the other file, moved the other way */
-    } else if (rc == 0 && (flags & RENAME_EXCHANGE) && m->nodes != NULL) {
-        /* not told (a retried command's first answer): the name it holds
-         * now says which, unless it changed again in between */
-        struct meta_cmd look = {.op = META_OP_LOOKUP, .ino = parent, .name = name,
-                                .name_len = c.name_len};
-        if (run(m, req, &look, 0, &out) == 0)
-            nodes_renamed(m->nodes, &out->r.reply.attr, 0, NULL, 0, 0, NULL, 0);
-    }
+                      name, c.name_len);
     fuse_reply_err(req, err_of(rc));
     removal_end(m);
     if (rc == 0 && m->grants != NULL) {

@@ -25,7 +25,8 @@
  *   rename of the one name the node had moves the node to the new name;
  * - a link goes through a node, found by a name the kernel keeps: it is
  *   made only if the inode's ctime is still the one at which every name
- *   under that node was known true (nodes_link_ctime()).
+ *   under that node was known true (nodes_link_ctime()); a link through
+ *   an inode the table does not hold is sent back to look its name up.
  * An inode the table does not hold (it had no room) goes under its own
  * number if its ctime is older than any entry the kernel may keep (every
  * name it keeps came after the change), else under an alias. Directories
@@ -346,9 +347,13 @@ int64_t nodes_link_ctime(struct nodes *n, uint64_t node, uint64_t ino)
 
     pthread_mutex_lock(mu);
     struct named *e = named_slot(&n->named[(size_t)set * WAYS], ino, client_mono_ms(), &state);
-    /* a node the table moved on from was given before a change */
+    /* a node the table moved on from was given before a change; one it
+     * pushed out may have been (while an entry of it lasts, the kernel does
+     * not ask again, so a lookup now is what makes the check possible) */
     if (state == NAMED_LIVE)
         ctime_ns = e->node == node && e->names_ns != 0 ? e->names_ns : NODES_ASK_AGAIN;
+    else if (state == NAMED_NONE)
+        ctime_ns = NODES_ASK_AGAIN;
     pthread_mutex_unlock(mu);
     return ctime_ns;
 }
@@ -393,6 +398,32 @@ void nodes_renamed(struct nodes *n, const struct meta_attr *a, uint64_t parent, 
     pthread_mutex_unlock(mu);
     if (!is_moved)
         named_retire(n, 0, a, 0, 0);
+}
+
+void nodes_name_moved(struct nodes *n, uint64_t parent, const char *name, size_t len)
+{
+    if (n == NULL)
+        return;
+    uint64_t hash = name_hash(parent, name, len);
+    uint64_t until_ms = client_mono_ms() + KEEP_SLACK_MS; /* as named_retire() */
+
+    /* the table is not kept by name: a scan of it (0.6 ms), for a rare event */
+    for (uint32_t set = 0; set < n->sets; set++) {
+        pthread_mutex_t *mu = &n->stripes[set % STRIPES];
+        pthread_mutex_lock(mu);
+        for (uint32_t w = 0; w < WAYS; w++) {
+            struct named *e = &n->named[(size_t)set * WAYS + w];
+            /* a node of several names never goes on past a change anyway */
+            if (e->ino != 0 && !e->has_names && e->name_hash == hash) {
+                e->ctime_ns = INT64_MIN; /* matches no answer */
+                e->names_ns = 0;
+                e->has_names = true;
+                if (e->until_ms < until_ms)
+                    e->until_ms = until_ms;
+            }
+        }
+        pthread_mutex_unlock(mu);
+    }
 }
 
 void nodes_forget(struct nodes *n, uint64_t node, uint64_t count)

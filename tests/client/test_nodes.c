@@ -126,8 +126,8 @@ static void test_nodes_a_link_checks_its_names_are_still_true(void **state)
     struct meta_attr renamed = file(45, t + 1000);
     struct meta_attr linked = file(45, t + 2000);
 
-    /* not held: nothing to check against */
-    assert_int_equal(nodes_link_ctime(n, 45, 45), 0);
+    /* not held (pushed out): looked up again first; no table: not checked */
+    assert_int_equal(nodes_link_ctime(n, 45, 45), NODES_ASK_AGAIN);
     assert_int_equal(nodes_link_ctime(NULL, 45, 45), 0);
     assert_int_equal(entry(n, 1, "a", &made, true), 45);
     /* the servers refuse it unless the file is as it was when "a" was given */
@@ -232,6 +232,35 @@ static void test_nodes_a_rename_here_moves_or_retires_the_node(void **state)
     nodes_free(n);
 }
 
+static void test_nodes_an_exchange_not_told_of_its_other_file_retires_it(void **state)
+{
+    (void)state;
+    struct nodes *n = nodes_new(64);
+    int64_t t = now_ns();
+    struct meta_attr mine = file(90, t);
+    struct meta_attr other = file(91, t);
+    struct meta_attr bystander = file(92, t);
+
+    assert_int_equal(entry(n, 1, "a", &mine, true), 90);
+    assert_int_equal(entry(n, 1, "b", &other, true), 91);
+    assert_int_equal(entry(n, 1, "c", &bystander, true), 92);
+    /* "a" and "b" exchanged here, the answer naming only "a"'s file: the
+     * kernel now keeps "a" for 91's node, a name the table cannot know */
+    struct meta_attr mine_after = file(90, t + 1000);
+    nodes_name_moved(n, 1, "b", 1);
+    nodes_renamed(n, &mine_after, 1, "a", 1, 1, "b", 1);
+    /* 91 renamed back to "b" elsewhere: its node would carry the stale "a"
+     * and the true "b" at once */
+    struct meta_attr other_back = file(91, t + 2000);
+    assert_true((entry(n, 1, "b", &other_back, false) & NODE_ALIAS_BIT) != 0);
+    /* the moved file keeps its node under its new name; others are untouched */
+    assert_int_equal(entry(n, 1, "b", &mine_after, false), 90);
+    struct meta_attr bystander_after = file(92, t + 2000);
+    assert_int_equal(entry(n, 1, "c", &bystander_after, false), 92);
+    nodes_name_moved(NULL, 1, "b", 1); /* no table: nothing */
+    nodes_free(n);
+}
+
 static void test_nodes_a_full_table_errs_toward_aliases(void **state)
 {
     (void)state;
@@ -242,8 +271,15 @@ static void test_nodes_a_full_table_errs_toward_aliases(void **state)
         struct meta_attr a = file(ino, t);
         assert_int_equal(entry(n, 1, "x", &a, true), ino);
     }
-    /* one of the five was pushed out: asked again at its moment, it gets
-     * an alias, never a node another of its names may share */
+    /* one of the five was pushed out: a link through it is sent back to
+     * look its name up, as its names are not known true */
+    int unknown = 0;
+    for (uint64_t ino = 100; ino < 105; ino++) {
+        unknown += nodes_link_ctime(n, ino, ino) == NODES_ASK_AGAIN;
+    }
+    assert_int_equal(unknown, 1);
+    /* asked again at its moment, it gets an alias, never a node another of
+     * its names may share */
     int aliased = 0;
     for (uint64_t ino = 100; ino < 105; ino++) {
         struct meta_attr a = file(ino, t);
@@ -306,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_nodes_lapsed_entries_free_their_node),
         cmocka_unit_test(test_nodes_old_files_written_here_keep_their_node),
         cmocka_unit_test(test_nodes_a_rename_here_moves_or_retires_the_node),
+        cmocka_unit_test(test_nodes_an_exchange_not_told_of_its_other_file_retires_it),
         cmocka_unit_test(test_nodes_a_full_table_errs_toward_aliases),
         cmocka_unit_test(test_nodes_aliases_last_until_forgotten),
     };
