@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "meta.h"
 
@@ -141,6 +142,9 @@ struct ar_mount_options {
     bool no_kernel_grants;          /* the kernel keeps leased answers for the timeouts only */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
+    const char *guard_program;      /* a program that runs ar_mount_guard() when given
+                                     * "mount-guard PID CONN MOUNTPOINT" (arbor itself);
+                                     * NULL: no guard */
 };
 
 /* Mount the volume on o->mountpoint and serve it until it is unmounted
@@ -148,6 +152,13 @@ struct ar_mount_options {
  * unmount; else errmsg says why (no metadata server, the store, the
  * mount point). */
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg);
+
+/* The guard of a mount (guard.c): started by ar_mount_run() as
+ * o->guard_program, it waits until the mount's process (mount_pid, its
+ * parent) ends and, if FUSE connection conn is still mounted then, aborts
+ * it, so that nothing waits forever on a mount whose process died. 0 once
+ * done. */
+int ar_mount_guard(pid_t mount_pid, uint32_t conn, const char *mountpoint);
 
 /* After fuse_session_mount(), before the session's loop: have the kernel
  * send lookups and listings of one directory in parallel, as libfuse 3.14

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* Monotonic milliseconds. */
@@ -193,6 +194,19 @@ void nodes_forget(struct nodes *n, uint64_t node, uint64_t count);
 uint64_t nodes_ino(struct nodes *n, uint64_t node);
 /* Aliases made, and aliases the kernel holds now. */
 void nodes_counts(struct nodes *n, uint64_t *made, uint64_t *live);
+
+/* ---- the mount's guard (guard.c) ------------------------------------------------------------ */
+/* The FUSE connection (its device's minor, the name fusectl gives it)
+ * mounted on mountpoint, the top one there; with mountpoint NULL, whether
+ * connection conn is mounted anywhere. From /proc/self/mountinfo, so never
+ * a request to the file system itself. */
+bool mount_conn_find(const char *mountpoint, uint32_t conn, uint32_t *out);
+/* Abort connection conn: its requests fail ENOTCONN, the mount stays.
+ * Through fusectl (mounted for the moment if it is not); false if that
+ * cannot be done (fusectl absent and not root). */
+bool mount_conn_abort(uint32_t conn);
+/* Start program as the guard of connection conn; its PID, or 0 (logged). */
+pid_t mount_guard_start(const char *program, uint32_t conn, const char *mountpoint);
 
 /* Lower the calling thread's CPU priority to the least (nice 19): work
  * that must not delay a server or a client sharing the machine. Best

@@ -2596,6 +2596,8 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     struct fuse_session *se = NULL;
     char *mountpoint = NULL;
     bool is_grants_left = false; /* a grants thread still uses m and its tables */
+    uint32_t conn = 0;           /* the FUSE connection, once mounted */
+    bool has_conn = false;
     if (rc == 0) {
         m->buf_cap = 2 * m->block_bytes;
         m->entry_timeout = o->entry_timeout_s;
@@ -2636,6 +2638,10 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     if (rc == 0) {
         ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
         fuse_daemonize(o->is_foreground);
+        /* after the fork, from the thread that lives as long as the mount */
+        has_conn = mount_conn_find(mountpoint, 0, &conn);
+        if (o->guard_program != NULL && has_conn)
+            mount_guard_start(o->guard_program, conn, mountpoint);
         /* after the fork, with the stop signals still blocked: they must
          * reach the loop's reader */
         if (m->leased != NULL && !o->no_kernel_grants &&
@@ -2656,6 +2662,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         m->mc = NULL;
         if (!is_grants_left)
             grants_free(m);
+        /* what the stuck thread waits for will never be answered now, and
+         * its write holds /dev/fuse open: abort, or the mount's callers and
+         * this process would wait on each other forever */
+        if (is_grants_left && has_conn)
+            mount_conn_abort(conn);
         fuse_session_unmount(se);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */

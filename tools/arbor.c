@@ -28,6 +28,7 @@ static const struct command commands[] = {
     {"window", cmd_window, "print or change the recovery window"},
     {"gc", cmd_gc, "delete blocks nothing inside the recovery window names"},
     {"bench", cmd_bench, "measure a part of arbor and print figures (arbor bench --help)"},
+    {"mount-guard", cmd_mount_guard, NULL}, /* started by a mount, not listed */
 };
 
 static void usage(FILE *to)
@@ -36,7 +37,8 @@ static void usage(FILE *to)
                 "arbor is a distributed POSIX file system for machine-learning training data.\n\n"
                 "commands:\n");
     for (size_t i = 0; i < AR_ARRAY_LEN(commands); i++) {
-        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        if (commands[i].summary != NULL)
+            fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
     }
     fprintf(to, "\n  arbor COMMAND --help   shows a command's options\n"
                 "  arbor --version        prints the version\n");

@@ -17,6 +17,8 @@ int cmd_mount(int argc, char **argv);
 /* cmd_mount's options read and checked, nothing started: 0, or 2 with the
  * error said (the metadata addresses are not checked). */
 int cmd_mount_check(int argc, char **argv);
+/* Not for people: what a mount starts as its guard (client.h, ar_mount_guard). */
+int cmd_mount_guard(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_restore(int argc, char **argv);

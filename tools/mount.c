@@ -180,9 +180,23 @@ int cmd_mount(int argc, char **argv)
         return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
+    o.guard_program = "/proc/self/exe";
     if (ar_mount_run(&o, errmsg) != 0) {
         fprintf(stderr, "arbor mount: %s\n", errmsg[0] ? errmsg : "the mount failed");
         return 1;
     }
     return 0;
+}
+
+int cmd_mount_guard(int argc, char **argv)
+{
+    uint32_t pid;
+    uint32_t conn;
+
+    if (argc != 4 || !cmd_parse_u32(argv[1], 2, INT32_MAX, &pid) ||
+        !cmd_parse_u32(argv[2], 1, UINT32_MAX, &conn) || argv[3][0] != '/') {
+        fprintf(stderr, "usage: arbor mount-guard PID CONN MOUNTPOINT (started by arbor mount)\n");
+        return 2;
+    }
+    return ar_mount_guard((pid_t)pid, conn, argv[3]);
 }

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -744,6 +745,96 @@ static void test_mount_killed_mid_write_keeps_what_was_synced(void **state)
         print_message("the torn file kept %lld bytes\n", (long long)st.st_size);
     }
     mount_stop(mp);
+}
+
+/* The mount's /dev/fuse, duplicated into this process: the connection then
+ * outlives the mount's process, as when a thread of it is stuck in a write
+ * to the device (client/guard.c). -1 if not found. */
+static int fuse_fd_take(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int held = -1;
+
+    /* bounded by the mount's open files */
+    for (struct dirent *e; d != NULL && pidfd >= 0 && held < 0 && (e = readdir(d)) != NULL;) {
+        char link[600];
+        char target[64];
+        snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, "/dev/fuse") == 0)
+            held = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(e->d_name), 0);
+    }
+    if (d != NULL)
+        closedir(d);
+    if (pidfd >= 0)
+        close(pidfd);
+    return held;
+}
+
+/* Whether the mount table lists dir (a stat of a dead mount fails). */
+static bool is_listed(const char *dir)
+{
+    FILE *f = fopen("/proc/self/mounts", "r");
+    char line[1200];
+    char at[600];
+    bool is_found = false;
+
+    /* bounded by the mount table */
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        is_found = is_found || (sscanf(line, "%*s %599s", at) == 1 && strcmp(at, dir) == 0);
+    }
+    if (f != NULL)
+        fclose(f);
+    return is_found;
+}
+
+/* kill -9 of a mount whose connection something else still holds open:
+ * its guard aborts the connection, so a caller gets ENOTCONN instead of
+ * waiting forever for an answer nobody will give. */
+static void test_mount_killed_with_its_device_held_fails_callers(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char path[600];
+
+    int held = fuse_fd_take(mp->pid);
+    assert_true(held >= 0);
+    kill(mp->pid, SIGKILL);
+    waitpid(mp->pid, NULL, 0);
+    mp->pid = 0;
+    /* a name never looked up: its lookup must reach the (dead) server */
+    snprintf(path, sizeof(path), "%s/never-%d", mp->dir, (int)getpid());
+    pid_t caller = fork();
+    assert_true(caller >= 0);
+    if (caller == 0) {
+        struct stat st;
+        _exit(stat(path, &st) == 0 ? 0 : errno);
+    }
+    int status = -1;
+    /* bounded: 100 polls of 100 ms */
+    for (int i = 0; i < 100 && waitpid(caller, &status, WNOHANG) == 0; i++) {
+        usleep(100000);
+    }
+    bool has_returned = status != -1;
+    if (!has_returned) {
+        umount2(mp->dir, MNT_FORCE); /* aborts it: what the guard should have done */
+        waitpid(caller, &status, 0);
+    }
+    close(held);
+    /* aborted, and still mounted: nothing reaches the directory beneath */
+    bool is_left = is_listed(mp->dir);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "fusermount3 -u -z '%s'", mp->dir);
+    assert_true(is_left && system(cmd) == 0);
+    assert_true(has_returned);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), ENOTCONN);
 }
 
 /* The metadata leader is killed while a copy runs: the copy completes and
@@ -1711,6 +1802,7 @@ int main(void)
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
+        T(test_mount_killed_with_its_device_held_fails_callers),
         T(test_mount_copy_survives_a_leader_crash),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
     };
