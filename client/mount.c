@@ -1197,9 +1197,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     /* before the reply: until the kernel moves its entries, no lookup can
      * give the moved file's node another name */
     bool is_exchange = rc == 0 && (flags & RENAME_EXCHANGE) != 0;
-    /* the other file, moved the other way; not told (a retried command's
-     * first answer): whichever node had its name, before the moved file
-     * takes that name */
+    /* an exchange moved the other file the other way; a retried one's
+     * first answer does not name it: whichever node had its old name is
+     * retired, before the moved file takes that name */
     if (is_exchange && out->r.reply.other.ino == 0)
         nodes_name_moved(m->nodes, newparent, newname, c.new_name_len);
     if (rc == 0)
@@ -2427,7 +2427,8 @@ static int grants_start(struct mnt *m, struct fuse_session *se)
 
 /* Before the metadata client closes: the threads stop using it. False if
  * one of them is still held in the kernel (an invalidation waiting for a
- * directory that a request nobody will answer now holds): it is left. */
+ * directory that a request nobody will answer now holds): it is left, and
+ * the caller aborts the connection. */
 static bool grants_stop(struct mnt *m)
 {
     struct grants *g = m->grants;
@@ -2461,7 +2462,7 @@ static bool grants_stop(struct mnt *m)
            grants, taken_back, g->voids);
     if (!has_ended)
         ar_log(AR_LOG_WARN, "kernel grants: an invalidation still waits in the kernel; its "
-                            "thread is left to end with the process");
+                            "thread is left, and the connection aborted to end its wait");
     return has_ended;
 }
 
