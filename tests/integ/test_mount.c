@@ -795,8 +795,8 @@ static bool is_listed(const char *dir)
 }
 
 /* kill -9 of a mount whose connection something else still holds open:
- * its guard aborts the connection, so a caller gets ENOTCONN instead of
- * waiting forever for an answer nobody will give. */
+ * its guard aborts the connection, so a caller gets ENOTCONN (or
+ * ECONNABORTED) instead of waiting forever for an answer nobody will give. */
 static void test_mount_killed_with_its_device_held_fails_callers(void **state)
 {
     struct fixture *f = *state;
@@ -834,7 +834,8 @@ static void test_mount_killed_with_its_device_held_fails_callers(void **state)
     assert_true(is_left && system(cmd) == 0);
     assert_true(has_returned);
     assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), ENOTCONN);
+    /* ECONNABORTED: the lookup was already waiting when the abort came */
+    assert_true(WEXITSTATUS(status) == ENOTCONN || WEXITSTATUS(status) == ECONNABORTED);
 }
 
 /* The metadata leader is killed while a copy runs: the copy completes and
