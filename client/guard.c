@@ -14,8 +14,8 @@
  * mount's main thread ends (PR_SET_PDEATHSIG). If the mount still stands
  * then, the guard aborts its connection (fusectl's abort file): callers
  * get ENOTCONN and the mount point reads "Transport endpoint is not
- * connected" until it is unmounted, as after any FUSE server's crash. */
-#include <errno.h>
+ * connected" until it is unmounted, as after any FUSE server's crash. A
+ * clean unmount ends the guard first (mount_guard_stop()). */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -150,6 +151,12 @@ pid_t mount_guard_start(const char *program, uint32_t conn, const char *mountpoi
         return 0;
     }
     return pid;
+}
+
+void mount_guard_stop(pid_t guard)
+{
+    if (guard > 0 && kill(guard, SIGKILL) == 0)
+        waitpid(guard, NULL, 0);
 }
 
 int ar_mount_guard(pid_t mount_pid, uint32_t conn, const char *mountpoint)

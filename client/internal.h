@@ -207,6 +207,10 @@ bool mount_conn_find(const char *mountpoint, uint32_t conn, uint32_t *out);
 bool mount_conn_abort(uint32_t conn);
 /* Start program as the guard of connection conn; its PID, or 0 (logged). */
 pid_t mount_guard_start(const char *program, uint32_t conn, const char *mountpoint);
+/* End and reap the guard once the mount is gone (0: none): it must not
+ * outlive the unmount, since the connection's number may be reused by
+ * the next mount, which it would then abort. */
+void mount_guard_stop(pid_t guard);
 
 /* Lower the calling thread's CPU priority to the least (nice 19): work
  * that must not delay a server or a client sharing the machine. Best

@@ -2599,6 +2599,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     bool is_grants_left = false; /* a grants thread still uses m and its tables */
     uint32_t conn = 0;           /* the FUSE connection, once mounted */
     bool has_conn = false;
+    pid_t guard = 0;
     if (rc == 0) {
         m->buf_cap = 2 * m->block_bytes;
         m->entry_timeout = o->entry_timeout_s;
@@ -2642,7 +2643,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         /* after the fork, from the thread that lives as long as the mount */
         has_conn = mount_conn_find(mountpoint, 0, &conn);
         if (o->guard_program != NULL && has_conn)
-            mount_guard_start(o->guard_program, conn, mountpoint);
+            guard = mount_guard_start(o->guard_program, conn, mountpoint);
         /* after the fork, with the stop signals still blocked: they must
          * reach the loop's reader */
         if (m->leased != NULL && !o->no_kernel_grants &&
@@ -2669,6 +2670,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         if (is_grants_left && has_conn)
             mount_conn_abort(conn);
         fuse_session_unmount(se);
+        mount_guard_stop(guard);
         ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
         rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
     }

@@ -314,6 +314,15 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
  * (every later entry takes an alias). keep_ms: how long the kernel keeps
  * a name it gave (0: none); names_ns: the ctime at which all its names are
  * known true now (0: not known). */
+static void entry_retire(struct named *e, int64_t names_ns, uint64_t until_ms)
+{
+    e->ctime_ns = INT64_MIN; /* matches no answer */
+    e->names_ns = names_ns;
+    e->has_names = true;
+    if (e->until_ms < until_ms)
+        e->until_ms = until_ms;
+}
+
 static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr *a,
                          uint64_t keep_ms, int64_t names_ns)
 {
@@ -326,13 +335,8 @@ static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr 
 
     pthread_mutex_lock(mu);
     struct named *e = named_slot(&n->named[(size_t)set * WAYS], a->ino, now, &state);
-    if (state != NAMED_NONE && (node == 0 || e->node == node)) {
-        e->ctime_ns = INT64_MIN; /* matches no answer */
-        e->names_ns = names_ns;
-        e->has_names = true;
-        if (e->until_ms < now + keep_ms)
-            e->until_ms = now + keep_ms;
-    }
+    if (state != NAMED_NONE && (node == 0 || e->node == node))
+        entry_retire(e, names_ns, now + keep_ms);
     pthread_mutex_unlock(mu);
 }
 
@@ -414,13 +418,8 @@ void nodes_name_moved(struct nodes *n, uint64_t parent, const char *name, size_t
         for (uint32_t w = 0; w < WAYS; w++) {
             struct named *e = &n->named[(size_t)set * WAYS + w];
             /* a node of several names never goes on past a change anyway */
-            if (e->ino != 0 && !e->has_names && e->name_hash == hash) {
-                e->ctime_ns = INT64_MIN; /* matches no answer */
-                e->names_ns = 0;
-                e->has_names = true;
-                if (e->until_ms < until_ms)
-                    e->until_ms = until_ms;
-            }
+            if (e->ino != 0 && !e->has_names && e->name_hash == hash)
+                entry_retire(e, 0, until_ms);
         }
         pthread_mutex_unlock(mu);
     }

@@ -682,6 +682,30 @@ static void test_mount_concurrent_writers(void **state)
     mount_stop(mp);
 }
 
+/* Running `arbor mount-guard` processes that guard mount process pid. */
+static int guards_of(pid_t pid)
+{
+    DIR *d = opendir("/proc");
+    char want[64];
+    int count = 0;
+
+    int want_len = snprintf(want, sizeof(want), "arbor%cmount-guard%c%d", 0, 0, (int)pid) + 1;
+    /* bounded by the processes */
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        char path[300];
+        char cmdline[128];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        int fd = e->d_name[0] >= '1' && e->d_name[0] <= '9' ? open(path, O_RDONLY) : -1;
+        ssize_t n = fd >= 0 ? read(fd, cmdline, sizeof(cmdline)) : -1;
+        if (fd >= 0)
+            close(fd);
+        count += n >= want_len && memcmp(cmdline, want, (size_t)want_len) == 0;
+    }
+    if (d != NULL)
+        closedir(d);
+    return count;
+}
+
 /* kill -9 of the mount while it writes: after a remount every fsynced
  * file is whole, and the file being written holds a prefix of its bytes
  * (slices are named only once stored) — nothing reads as garbage. */
@@ -744,7 +768,11 @@ static void test_mount_killed_mid_write_keeps_what_was_synced(void **state)
         free(got);
         print_message("the torn file kept %lld bytes\n", (long long)st.st_size);
     }
+    /* a clean unmount ends the mount's guard with it */
+    pid_t pid = mp->pid;
+    assert_int_equal(guards_of(pid), 1);
     mount_stop(mp);
+    assert_int_equal(guards_of(pid), 0);
 }
 
 /* The mount's /dev/fuse, duplicated into this process: the connection then
