@@ -1,5 +1,6 @@
 /* tools/arbor.c - the `arbor` command: one binary, one subcommand per verb.
  * Exit status: 0 success, 1 failure, 2 bad usage (as getopt tools do). */
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,10 @@ double cmd_now(void)
 
 int main(int argc, char **argv)
 {
+    /* A peer that closes its end (a server killed, a reader gone) must fail
+     * that one write with EPIPE, not end the process: libuv's socket writes
+     * do not ask the kernel to spare the signal. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
