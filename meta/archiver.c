@@ -16,7 +16,8 @@
  *   expire  what the recovery window no longer needs;
  *   gc      now and then, a block garbage collection pass (meta/gc.c).
  * Invariant: archived_next is the first index the store may lack; every
- * entry below it is in a log object or at or below a finished checkpoint.
+ * entry below it is in a log object, or at or below a finished checkpoint
+ * where no log object can hold it (the leader's tail had lost it).
  * Thread: the loop's, but for the job bodies, which touch only the job's
  * fields, closed batches (never changed) and the store. */
 #include <fcntl.h>
@@ -82,6 +83,7 @@ struct archiver {
     struct archive_manifest job_manifest;
     bool is_exported;            /* an export waits for its time to go out */
     struct archive_head job_head;
+    uint64_t job_ckpt_last;      /* a probe's newest archived checkpoint (0: none) */
     uint64_t job_cutoff_ns;
     uint32_t job_removed;
     struct meta_gc_report job_gc;
@@ -268,6 +270,7 @@ static int probe(struct archiver *a)
     char prefix[ARCHIVE_KEY_MAX];
     char start[OBJ_KEY_BYTES_MAX + 1] = "";
     uint64_t next = 1;
+    uint64_t ckpt_last = 0;
     int rc = 0;
 
     page.entries = ar_calloc(OBJ_LIST_PAGE_MAX, sizeof(*page.entries));
@@ -283,15 +286,17 @@ static int probe(struct archiver *a)
                 uint64_t last;
                 if (archive_parse_log(page.entries[i].key, &first, &last) && last + 1 > next)
                     next = last + 1;
-                if (archive_parse_manifest(page.entries[i].key, &last) && last + 1 > next)
-                    next = last + 1;
+                if (archive_parse_manifest(page.entries[i].key, &last) && last > ckpt_last)
+                    ckpt_last = last;
             }
             snprintf(start, sizeof(start), "%s", page.last_key);
         } while (rc == 0 && page.is_truncated);
     }
     ar_free(page.entries);
-    if (rc == 0)
+    if (rc == 0) {
         a->job_head.last = next;
+        a->job_ckpt_last = ckpt_last;
+    }
     return rc;
 }
 
@@ -425,6 +430,41 @@ static void job_work(uv_work_t *w)
     }
 }
 
+/* The oldest batch holding entries from archived_next on (NULL: none). */
+static struct batch *first_unarchived(const struct archiver *a)
+{
+    struct batch *b = a->first;
+
+    while (b != NULL && b->h.last < a->archived_next) {
+        b = b->next;
+    }
+    return b;
+}
+
+/* The first index from archived_next on that the tail still holds: past
+ * archived_next when the tail lost entries the store lacks (a gap). */
+static uint64_t tail_first(const struct archiver *a)
+{
+    const struct batch *b = first_unarchived(a);
+
+    return b != NULL ? b->h.first : a->next;
+}
+
+/* An archived checkpoint at index stands for the entries up to it, but
+ * only where the tail lost them: the entries the tail holds still go out
+ * as log objects, else no moment between them could be restored (a
+ * checkpoint gives one state, at its index, not those before it). */
+static void checkpoint_covers(struct archiver *a, uint64_t index)
+{
+    uint64_t end = index + 1;
+    uint64_t first = tail_first(a);
+
+    if (first < end)
+        end = first;
+    if (end > a->archived_next)
+        a->archived_next = end;
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     static const char *const names[] = {"", "probe", "log", "export", "checkpoint", "head",
@@ -442,6 +482,7 @@ static void job_after(uv_work_t *w, int status)
     switch (job) {
     case JOB_PROBE:
         a->archived_next = a->job_head.last;
+        checkpoint_covers(a, a->job_ckpt_last);
         ar_log(AR_LOG_INFO, "shard %u: the archive ends before entry %" PRIu64, a->o.shard,
                a->archived_next);
         break;
@@ -456,8 +497,7 @@ static void job_after(uv_work_t *w, int status)
         a->last_ckpt_ms = mono_ms();
         break;
     case JOB_CKPT:
-        if (a->job_manifest.index + 1 > a->archived_next)
-            a->archived_next = a->job_manifest.index + 1;
+        checkpoint_covers(a, a->job_manifest.index);
         ar_log(AR_LOG_INFO, "shard %u: archived a checkpoint at %" PRIu64 " (%" PRIu64 " bytes)",
                a->o.shard, a->job_manifest.index, a->job_manifest.bytes);
         break;
@@ -536,19 +576,15 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
             return;
         }
     }
-    const struct batch *b = a->first;
-    while (b != NULL && b->h.last < a->archived_next) {
-        b = b->next;
-    }
     /* the entries from archived_next on must be in the tail, else a
      * checkpoint has to cover them */
-    uint64_t tail_first = b != NULL ? b->h.first : a->next;
-    bool is_gap = tail_first > a->archived_next && a->next > a->archived_next;
+    struct batch *b = first_unarchived(a);
+    uint64_t first = tail_first(a);
+    bool is_gap = first > a->archived_next && a->next > a->archived_next;
     if (is_gap) {
         if (now - a->last_gap_ms >= GAP_RETRY_MS) {
             ar_log(AR_LOG_INFO, "shard %u: the archive ends before %" PRIu64 ", the tail starts at "
-                   "%" PRIu64 ": a checkpoint bridges them", a->o.shard, a->archived_next,
-                   tail_first);
+                   "%" PRIu64 ": a checkpoint bridges them", a->o.shard, a->archived_next, first);
             a->last_gap_ms = now;
             a->job_ckpt = v->ckpt;
             job_start(a, JOB_EXPORT);
@@ -556,7 +592,7 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
         return;
     }
     if (b != NULL && b->is_closed) {
-        a->job_batch = (struct batch *)b;
+        a->job_batch = b;
         job_start(a, JOB_LOG);
         return;
     }

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,15 @@ static int setup_checkpoints(void **state)
     static const char *const args[] = {"--archive-ms", "200", "--archive-checkpoint-s", "1",
                                        "--segment-bytes", "16K", "--log-retain-s", "0", NULL};
     return cluster_setup_with(state, "50", 3, "1,2,3", NULL, args);
+}
+
+/* Log batches of 8 s and a checkpoint archived every second: checkpoints
+ * are taken while a batch is still open. */
+static int setup_long_batches(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "8000", "--archive-checkpoint-s", "1",
+                                       NULL};
+    return cluster_setup_with(state, NULL, 3, "1,2,3", NULL, args);
 }
 
 /* A recovery window of 4 s (block gc only when a test runs it). */
@@ -576,6 +586,109 @@ static int count_objects(struct fixture *f, const char *prefix)
     return count_paths(f, rel);
 }
 
+/* The index of the newest checkpoint of shard 1 in the store (0: none). */
+static uint64_t newest_checkpoint(struct fixture *f)
+{
+    char cmd[800];
+    uint64_t index = 0;
+
+    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -d node*/blocks/pitr/s1/ckpt/*/manifest 2>/dev/null"
+             " | sed 's,.*/ckpt/,,; s,/manifest,,' | sort | tail -n 1", f->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fscanf(p, "%" SCNx64, &index) != 1)
+        index = 0;
+    pclose(p);
+    return index;
+}
+
+/* Waits (bounded) until the newest archived checkpoint is past old and no
+ * newer one came for 1.5 s: it holds the shard's state as it stands. */
+static void checkpoint_settles_past(struct fixture *f, uint64_t old)
+{
+    uint64_t seen = newest_checkpoint(f);
+    uint64_t since = wall_ns();
+
+    for (int i = 0; i < 200; i++) {
+        usleep(100000);
+        uint64_t now = newest_checkpoint(f);
+        if (now != seen) {
+            seen = now;
+            since = wall_ns();
+        } else if (seen > old && wall_ns() - since >= 1500000000ull) {
+            return;
+        }
+    }
+    fail_msg("no checkpoint past entry %" PRIu64 " settled (newest: %" PRIu64 ")", old, seen);
+}
+
+static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_t t,
+                                const char *into, const char *want)
+{
+    char at[64];
+    char args[800];
+    char p[600];
+
+    rfc3339(t, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /%s", at, into);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/%s", m->dir, into);
+    char *got = describe(p);
+    expect_same(into, want, got);
+    free(got);
+}
+
+/* A checkpoint archived while the entries before it wait in an open batch
+ * stands for one state only: the moments between those entries must stay
+ * restorable, from the log, on this leader and on the next (which finds
+ * that checkpoint past the archive's log). */
+static void test_restore_between_entries_a_checkpoint_covers(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    /* the log from the volume's first entry in the store (its first batch) */
+    for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") == 0; i++) {
+        usleep(100000);
+    }
+    write_files(ds, "a", 3, 400);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    uint64_t old = newest_checkpoint(f);
+    write_files(ds, "b", 3, 500);
+    /* a checkpoint past both writes, inside their batch */
+    checkpoint_settles_past(f, old);
+    restore_and_compare(f, m, t1, "at-t1", s1);
+
+    /* a new leader finds a checkpoint past the log objects: the entries
+     * between them, in its own tail, still go out as log objects */
+    old = newest_checkpoint(f);
+    write_files(ds, "c", 3, 600);
+    char *s2 = describe(ds);
+    uint64_t t2 = moment();
+    write_files(ds, "d", 3, 700);
+    checkpoint_settles_past(f, old);
+    /* the leader dies with that batch open; no one leads until the
+     * survivors have closed their own batches of those entries */
+    int leader = leader_of_root(f);
+    assert_true(leader >= 0);
+    int stalled = (leader + 1) % 3;
+    assert_int_equal(kill(f->pid[stalled], SIGSTOP), 0);
+    node_kill(f, leader, SIGKILL);
+    sleep(9);
+    assert_int_equal(kill(f->pid[stalled], SIGCONT), 0);
+    assert_true(leader_of_root(f) >= 0);
+    /* its writes to the dead leader failed (EPIPE) and it lives on */
+    assert_int_equal(waitpid(f->pid[stalled], NULL, WNOHANG), 0);
+    restore_and_compare(f, m, t2, "at-t2", s2);
+    free(s1);
+    free(s2);
+    mount_stop(m);
+}
+
 static void test_restore_from_a_checkpoint_after_compaction(void **state)
 {
     struct fixture *f = *state;
@@ -930,6 +1043,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_killed_half_way_starts_over, setup_fast,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_restore_between_entries_a_checkpoint_covers,
+                                        setup_long_batches, teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
         cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,
