@@ -38,6 +38,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -559,6 +560,7 @@ int main(int argc, char **argv)
     bool has_base = false;
     int c;
 
+    signal(SIGPIPE, SIG_IGN); /* a write to a killed server fails; as in arbor */
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
         case 'm': meta = optarg; break;
