@@ -654,6 +654,7 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") == 0; i++) {
         usleep(100000);
     }
+    assert_true(count_objects(f, "pitr/s1/log") > 0);
     write_files(ds, "a", 3, 400);
     char *s1 = describe(ds);
     uint64_t t1 = moment();
@@ -671,8 +672,8 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     uint64_t t2 = moment();
     write_files(ds, "d", 3, 700);
     checkpoint_settles_past(f, old);
-    /* the leader dies with that batch open; no one leads until the
-     * survivors have closed their own batches of those entries */
+    /* the leader dies with that batch open; no one leads for 9 s, longer
+     * than a batch, so the survivors close their own batches of it */
     int leader = leader_of_root(f);
     assert_true(leader >= 0);
     int stalled = (leader + 1) % 3;
