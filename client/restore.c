@@ -127,6 +127,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* Record the first error of any thread; later ones are dropped. */
 static int set_error(struct restore *r, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -1059,11 +1067,17 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
     }
     struct meta_rebuild_options ro = {.shard = shard, .at_ns = r->o->at_ns, .scratch_dir = dir,
                                       .progress = rebuild_progress, .ctx = r};
+    uint64_t window_ns = (uint64_t)map.window_s * 1000000000ull;
+    bool is_in_window = r->o->at_ns != UINT64_MAX && r->o->at_ns + window_ns >= wall_ns();
     double t0 = now_s();
     for (uint32_t tries = 0;; tries++) {
         rc = meta_archive_rebuild(st, &ro, &r->scratch, &r->rep->point, errmsg);
-        /* the moment may be newer than the archive by a batch: wait for the next */
-        if (rc != -EAGAIN || tries >= r->o->wait_s)
+        /* The moment may be newer than the archive by a batch: wait for the
+         * next. A moment inside the window that the archive does not reach
+         * back to yet is a new volume's, before its first batch is stored. */
+        bool is_early = is_in_window && (rc == -ENOENT || (rc == -ERANGE &&
+                                         r->rep->point.oldest_ns > r->o->at_ns));
+        if ((rc != -EAGAIN && !is_early) || tries >= r->o->wait_s)
             break;
         if (tries == 0)
             say(r, "the archive does not reach the moment yet; waiting (at most %u s)",

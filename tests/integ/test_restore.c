@@ -690,6 +690,27 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     mount_stop(m);
 }
 
+/* A moment in a new volume's first seconds, before its first batch is in
+ * the store (8 s batches): the restore waits for it, as for any batch. */
+static void test_restore_in_a_new_volume_waits_for_its_first_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    write_files(ds, "a", 2, 800);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    write_files(ds, "b", 2, 900);
+    assert_int_equal(count_objects(f, "pitr/s1/log"), 0); /* else this tests nothing */
+    restore_and_compare(f, m, t1, "at-t1", s1);
+    assert_true(log_has(f, "waiting"));
+    free(s1);
+    mount_stop(m);
+}
+
 static void test_restore_from_a_checkpoint_after_compaction(void **state)
 {
     struct fixture *f = *state;
@@ -1045,6 +1066,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_killed_half_way_starts_over, setup_fast,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_between_entries_a_checkpoint_covers,
+                                        setup_long_batches, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_in_a_new_volume_waits_for_its_first_batch,
                                         setup_long_batches, teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
