@@ -602,6 +602,22 @@ static uint64_t newest_checkpoint(struct fixture *f)
     return index;
 }
 
+/* The last index of the newest log object of shard 1 (0: none). */
+static uint64_t newest_log_end(struct fixture *f)
+{
+    char cmd[800];
+    uint64_t last = 0;
+
+    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -d node*/blocks/pitr/s1/log/* 2>/dev/null"
+             " | sed 's,.*-,,' | sort | tail -n 1", f->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fscanf(p, "%" SCNx64, &last) != 1)
+        last = 0;
+    pclose(p);
+    return last;
+}
+
 /* Waits (bounded) until the newest archived checkpoint is past old and no
  * newer one came for 1.5 s: it holds the shard's state as it stands. */
 static void checkpoint_settles_past(struct fixture *f, uint64_t old)
@@ -662,16 +678,24 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     write_files(ds, "b", 3, 500);
     /* a checkpoint past both writes, inside their batch */
     checkpoint_settles_past(f, old);
+    assert_true(newest_log_end(f) < newest_checkpoint(f)); /* the batch is still open */
     restore_and_compare(f, m, t1, "at-t1", s1);
 
     /* a new leader finds a checkpoint past the log objects: the entries
-     * between them, in its own tail, still go out as log objects */
+     * between them, in its own tail, still go out as log objects. First
+     * the batch the restore opened goes out, so the next writes open one. */
+    int logs = count_objects(f, "pitr/s1/log");
+    for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") == logs; i++) {
+        usleep(100000);
+    }
+    assert_true(count_objects(f, "pitr/s1/log") > logs);
     old = newest_checkpoint(f);
     write_files(ds, "c", 3, 600);
     char *s2 = describe(ds);
     uint64_t t2 = moment();
     write_files(ds, "d", 3, 700);
     checkpoint_settles_past(f, old);
+    assert_true(newest_log_end(f) < newest_checkpoint(f));
     /* the leader dies with that batch open; no one leads for 9 s, longer
      * than a batch, so the survivors close their own batches of it */
     int leader = leader_of_root(f);
