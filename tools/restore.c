@@ -2,6 +2,7 @@
  * at a moment (client/restore.c), or list the moments it changed. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,13 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         struct meta_rebuild_options ro = {.shard = ar_client_shard_of(c, 1), .at_ns = UINT64_MAX,
                                           .is_from_oldest = true, .scratch_dir = dir,
                                           .watch = on_replay, .ctx = &w};
+        /* From here on only the store is read, so the cluster's connections
+         * can go, and a reader of the list that stops early (| head) may end
+         * the command with SIGPIPE as it would any other filter, rather than
+         * leave it replaying the window into a closed pipe. */
+        ar_client_close(c);
+        c = NULL;
+        signal(SIGPIPE, SIG_DFL);
         rc = meta_archive_rebuild(st, &ro, &shard, &pt, errmsg);
         rmdir(dir); /* the rebuild removed what it put there */
     }
