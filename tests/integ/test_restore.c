@@ -586,36 +586,34 @@ static int count_objects(struct fixture *f, const char *prefix)
     return count_paths(f, rel);
 }
 
+/* The greatest hex number that sed_expr leaves of the names of the
+ * store's files matching glob (0: none). */
+static uint64_t newest_in_store(struct fixture *f, const char *glob, const char *sed_expr)
+{
+    char cmd[800];
+    uint64_t n = 0;
+
+    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -d %s 2>/dev/null | sed '%s' | sort | tail -n 1",
+             f->dir, glob, sed_expr);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fscanf(p, "%" SCNx64, &n) != 1)
+        n = 0;
+    pclose(p);
+    return n;
+}
+
 /* The index of the newest checkpoint of shard 1 in the store (0: none). */
 static uint64_t newest_checkpoint(struct fixture *f)
 {
-    char cmd[800];
-    uint64_t index = 0;
-
-    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -d node*/blocks/pitr/s1/ckpt/*/manifest 2>/dev/null"
-             " | sed 's,.*/ckpt/,,; s,/manifest,,' | sort | tail -n 1", f->dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    if (fscanf(p, "%" SCNx64, &index) != 1)
-        index = 0;
-    pclose(p);
-    return index;
+    return newest_in_store(f, "node*/blocks/pitr/s1/ckpt/*/manifest",
+                           "s,.*/ckpt/,,; s,/manifest,,");
 }
 
 /* The last index of the newest log object of shard 1 (0: none). */
 static uint64_t newest_log_end(struct fixture *f)
 {
-    char cmd[800];
-    uint64_t last = 0;
-
-    snprintf(cmd, sizeof(cmd), "cd '%s' && ls -d node*/blocks/pitr/s1/log/* 2>/dev/null"
-             " | sed 's,.*-,,' | sort | tail -n 1", f->dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    if (fscanf(p, "%" SCNx64, &last) != 1)
-        last = 0;
-    pclose(p);
-    return last;
+    return newest_in_store(f, "node*/blocks/pitr/s1/log/*", "s,.*-,,");
 }
 
 /* Waits (bounded) until the newest archived checkpoint is past old and no
@@ -636,6 +634,15 @@ static void checkpoint_settles_past(struct fixture *f, uint64_t old)
         }
     }
     fail_msg("no checkpoint past entry %" PRIu64 " settled (newest: %" PRIu64 ")", old, seen);
+}
+
+/* Waits (bounded: 15 s) until shard 1 has more log objects than n. */
+static void log_objects_past(struct fixture *f, int n)
+{
+    for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") <= n; i++) {
+        usleep(100000);
+    }
+    assert_true(count_objects(f, "pitr/s1/log") > n);
 }
 
 static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_t t,
@@ -666,11 +673,7 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
 
     snprintf(ds, sizeof(ds), "%s/ds", m->dir);
     assert_int_equal(mkdir(ds, 0755), 0);
-    /* the log from the volume's first entry in the store (its first batch) */
-    for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") == 0; i++) {
-        usleep(100000);
-    }
-    assert_true(count_objects(f, "pitr/s1/log") > 0);
+    log_objects_past(f, 0); /* the volume's first batch is in the store */
     write_files(ds, "a", 3, 400);
     char *s1 = describe(ds);
     uint64_t t1 = moment();
@@ -684,11 +687,7 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     /* a new leader finds a checkpoint past the log objects: the entries
      * between them, in its own tail, still go out as log objects. First
      * the batch the restore opened goes out, so the next writes open one. */
-    int logs = count_objects(f, "pitr/s1/log");
-    for (int i = 0; i < 150 && count_objects(f, "pitr/s1/log") == logs; i++) {
-        usleep(100000);
-    }
-    assert_true(count_objects(f, "pitr/s1/log") > logs);
+    log_objects_past(f, count_objects(f, "pitr/s1/log"));
     old = newest_checkpoint(f);
     write_files(ds, "c", 3, 600);
     char *s2 = describe(ds);
