@@ -308,12 +308,8 @@ uint64_t nodes_entry(struct nodes *n, uint64_t parent, const char *name, size_t 
     return node;
 }
 
-/* The kernel gave the node of a's inode a name itself (a link) or moved
- * one (a rename): the table no longer knows its names, nor whether those
- * it gave are of the last change, so that node goes under no new name
- * (every later entry takes an alias). keep_ms: how long the kernel keeps
- * a name it gave (0: none); names_ns: the ctime at which all its names are
- * known true now (0: not known). */
+/* Entry e goes under no new name; the kernel may keep what it was given
+ * until until_ms. Under its set's lock. */
 static void entry_retire(struct named *e, int64_t names_ns, uint64_t until_ms)
 {
     e->ctime_ns = INT64_MIN; /* matches no answer */
@@ -323,6 +319,12 @@ static void entry_retire(struct named *e, int64_t names_ns, uint64_t until_ms)
         e->until_ms = until_ms;
 }
 
+/* The kernel gave the node of a's inode a name itself (a link) or moved
+ * one (a rename): the table no longer knows its names, nor whether those
+ * it gave are of the last change, so that node goes under no new name
+ * (every later entry takes an alias). keep_ms: how long the kernel keeps
+ * a name it gave (0: none); names_ns: the ctime at which all its names are
+ * known true now (0: not known). */
 static void named_retire(struct nodes *n, uint64_t node, const struct meta_attr *a,
                          uint64_t keep_ms, int64_t names_ns)
 {
