@@ -6,18 +6,21 @@
  *   probe   on becoming leader: where the archive ends (the first index
  *           not in it, from the listing);
  *   log     a closed batch of the tail, as one object;
+ *   fill    entries the tail lost (its replica restarted, or it dropped
+ *           them), read from the Raft log on disk, as log objects;
  *   export  the LMDB checkpoint, to a file (then its time is looked up in
  *           the Raft log on the loop) ...
  *   ckpt    ... and that file, in parts and a manifest last: every ckpt_s,
- *           and at once when the tail does not reach back to the archive's
- *           end (a new leader that restarted: the checkpoint bridges it);
+ *           and at once when neither the tail nor the Raft log reaches
+ *           back to the archive's end (the checkpoint bridges the gap);
  *   head    all that was committed is archived, as of now (only while the
  *           leader holds its lease, so no other leader commits meanwhile);
  *   expire  what the recovery window no longer needs;
  *   gc      now and then, a block garbage collection pass (meta/gc.c).
  * Invariant: archived_next is the first index the store may lack; every
  * entry below it is in a log object, or at or below a finished checkpoint
- * where no log object can hold it (the leader's tail had lost it).
+ * where no log object can hold it (the leader's tail and Raft log had
+ * both lost it).
  * Thread: the loop's, but for the job bodies, which touch only the job's
  * fields, closed batches (never changed) and the store. */
 #include <fcntl.h>
@@ -42,6 +45,7 @@
 #define EXPIRE_EVERY_MS 60000u     /* or a quarter of the window, if shorter */
 #define HEAD_EVERY_MS  10000u      /* an unchanged head is written again this often */
 #define FAIL_PAUSE_MS  2000u       /* after a failed job */
+#define FILL_JOB_BYTES (64u << 20) /* log objects a fill job writes, about */
 
 struct batch {
     struct batch *next;
@@ -53,7 +57,8 @@ struct batch {
     bool is_closed;              /* no more records: a job may read it */
 };
 
-enum job { JOB_NONE, JOB_PROBE, JOB_LOG, JOB_EXPORT, JOB_CKPT, JOB_HEAD, JOB_EXPIRE, JOB_GC };
+enum job { JOB_NONE, JOB_PROBE, JOB_LOG, JOB_FILL, JOB_EXPORT, JOB_CKPT, JOB_HEAD, JOB_EXPIRE,
+           JOB_GC };
 
 struct archiver {
     uv_loop_t *loop;
@@ -66,6 +71,8 @@ struct archiver {
     uint64_t next;               /* the index applied next (0: any) */
     /* the leader's */
     uint64_t archived_next;      /* 0: unknown (probe) */
+    uint64_t store_ckpt_last;    /* the newest checkpoint in the store (probe, then ours) */
+    uint64_t fill_missed;        /* the Raft log on disk lacked this entry: no fill from here */
     uint64_t last_ckpt_ms;
     uint64_t last_gap_ms;
     uint64_t last_expire_ms;
@@ -84,6 +91,9 @@ struct archiver {
     bool is_exported;            /* an export waits for its time to go out */
     struct archive_head job_head;
     uint64_t job_ckpt_last;      /* a probe's newest archived checkpoint (0: none) */
+    uint64_t job_fill_next;      /* a fill's first entry not yet in the store */
+    uint64_t job_fill_to;        /* and its last */
+    bool is_fill_log_bad;        /* the fill could not read the Raft log (not the store) */
     uint64_t job_cutoff_ns;
     uint32_t job_removed;
     struct meta_gc_report job_gc;
@@ -309,6 +319,91 @@ static int put_log(struct archiver *a)
     return obj_put(a->store, key, b->buf, b->len, a->err);
 }
 
+/* A fill's log object being built from entries of the Raft log. */
+struct fill {
+    struct archiver *a;
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+    struct archive_header h;
+    uint64_t put_bytes;
+    int put_rc;
+};
+
+static int fill_put(struct fill *f)
+{
+    struct archiver *a = f->a;
+    char key[ARCHIVE_KEY_MAX];
+
+    if (f->h.count == 0)
+        return 0;
+    archive_header_put(f->buf, &f->h);
+    archive_key_log(key, a->o.shard, f->h.first, f->h.last);
+    int rc = obj_put(a->store, key, f->buf, f->len, a->err);
+    if (rc == 0) {
+        a->job_fill_next = f->h.last + 1;
+        f->put_bytes += f->len;
+    }
+    f->put_rc = rc;
+    f->len = ARCHIVE_HDR_BYTES;
+    f->h.count = 0;
+    return rc;
+}
+
+/* An entry of the Raft log into the object; 1 when the job has written enough. */
+static int fill_entry(void *ctx, const struct raft_entry *e)
+{
+    struct fill *f = ctx;
+    size_t need = ARCHIVE_REC_BYTES + e->size;
+
+    if (f->h.count > 0 && f->len + need > ARCHIVE_PART_BYTES) {
+        int rc = fill_put(f);
+        if (rc != 0 || f->put_bytes >= FILL_JOB_BYTES)
+            return rc != 0 ? rc : 1;
+    }
+    if (f->len + need > f->cap) {
+        uint8_t *buf = ar_realloc(f->buf, f->len + need);
+        if (buf == NULL)
+            return f->put_rc = -ENOMEM;
+        f->buf = buf;
+        f->cap = f->len + need;
+    }
+    archive_entry_put(f->buf + f->len, &(struct archive_entry){.index = e->index, .term = e->term,
+                                                               .hlc_ns = e->hlc_ns,
+                                                               .type = e->type, .size = e->size,
+                                                               .data = e->data});
+    f->len += need;
+    if (f->h.count == 0) {
+        f->h.first = e->index;
+        f->h.first_hlc = e->hlc_ns;
+    }
+    f->h.count++;
+    f->h.last = e->index;
+    f->h.last_hlc = e->hlc_ns;
+    return 0;
+}
+
+/* Entries job_fill_next..job_fill_to from the replica's Raft log to the
+ * store, as far as the log holds them; job_fill_next moves past each
+ * object put. */
+static int fill(struct archiver *a)
+{
+    char dir[700];
+    struct fill f = {.a = a, .len = ARCHIVE_HDR_BYTES, .cap = ARCHIVE_PART_BYTES,
+                     .h.shard = a->o.shard};
+
+    f.buf = ar_malloc(f.cap);
+    if (f.buf == NULL)
+        return -ENOMEM;
+    snprintf(dir, sizeof(dir), "%s/log", a->work_dir);
+    int rc = raft_seglog_read(dir, a->job_fill_next, a->job_fill_to, fill_entry, &f, a->err);
+    a->is_fill_log_bad = rc < 0 && f.put_rc == 0;
+    if (rc >= 0)
+        rc = fill_put(&f);
+    ar_free(f.buf);
+    return rc;
+}
+
 static void out_dir(const struct archiver *a, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/pitr-out", a->work_dir);
@@ -419,6 +514,7 @@ static void job_work(uv_work_t *w)
     switch (a->job) {
     case JOB_PROBE: a->rc = probe(a); break;
     case JOB_LOG: a->rc = put_log(a); break;
+    case JOB_FILL: a->rc = fill(a); break;
     case JOB_EXPORT: a->rc = export_ckpt(a); break;
     case JOB_CKPT: a->rc = put_ckpt(a); break;
     case JOB_HEAD: a->rc = put_head(a); break;
@@ -467,12 +563,21 @@ static void checkpoint_covers(struct archiver *a, uint64_t index)
 
 static void job_after(uv_work_t *w, int status)
 {
-    static const char *const names[] = {"", "probe", "log", "export", "checkpoint", "head",
-                                        "expire", "gc"};
+    static const char *const names[] = {"", "probe", "log", "fill", "export", "checkpoint",
+                                        "head", "expire", "gc"};
     struct archiver *a = w->data;
     enum job job = a->job;
 
     a->job = JOB_NONE;
+    if (job == JOB_FILL && a->job_fill_next > a->archived_next) {
+        /* what went out before any failure counts */
+        ar_log(AR_LOG_INFO, "shard %u: archived entries %" PRIu64 "..%" PRIu64 " from the Raft log",
+               a->o.shard, a->archived_next, a->job_fill_next - 1);
+        a->archived_next = a->job_fill_next;
+    } else if (job == JOB_FILL && status == 0 && (a->rc == 0 || a->is_fill_log_bad)) {
+        /* the log lacks the entry, or cannot be read there: not worth a retry */
+        a->fill_missed = a->archived_next;
+    }
     if (status != 0 || a->rc != 0) {
         ar_log(AR_LOG_WARN, "shard %u: archive %s failed: %s", a->o.shard, names[job],
                a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
@@ -482,7 +587,7 @@ static void job_after(uv_work_t *w, int status)
     switch (job) {
     case JOB_PROBE:
         a->archived_next = a->job_head.last;
-        checkpoint_covers(a, a->job_ckpt_last);
+        a->store_ckpt_last = a->job_ckpt_last;
         ar_log(AR_LOG_INFO, "shard %u: the archive ends before entry %" PRIu64, a->o.shard,
                a->archived_next);
         break;
@@ -491,12 +596,15 @@ static void job_after(uv_work_t *w, int status)
             a->archived_next = a->job_batch->h.last + 1;
         a->job_batch = NULL;
         break;
+    case JOB_FILL: break;
     case JOB_EXPORT:
         /* its time comes from the Raft log, on the next turn */
         a->is_exported = true;
         a->last_ckpt_ms = mono_ms();
         break;
     case JOB_CKPT:
+        if (a->job_manifest.index > a->store_ckpt_last)
+            a->store_ckpt_last = a->job_manifest.index;
         checkpoint_covers(a, a->job_manifest.index);
         ar_log(AR_LOG_INFO, "shard %u: archived a checkpoint at %" PRIu64 " (%" PRIu64 " bytes)",
                a->o.shard, a->job_manifest.index, a->job_manifest.bytes);
@@ -559,6 +667,7 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
     trim(a, v->is_leader);
     if (!v->is_leader) {
         a->archived_next = 0; /* a later leadership probes again */
+        a->fill_missed = 0;
         a->is_exported = false;
         return;
     }
@@ -576,15 +685,32 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
             return;
         }
     }
-    /* the entries from archived_next on must be in the tail, else a
-     * checkpoint has to cover them */
-    struct batch *b = first_unarchived(a);
+    /* the entries from archived_next on must be in the tail, else they
+     * come from the Raft log on disk, else a checkpoint has to cover them */
     uint64_t first = tail_first(a);
     bool is_gap = first > a->archived_next && a->next > a->archived_next;
+    if (is_gap && a->fill_missed == a->archived_next) {
+        uint64_t gap_first = a->archived_next;
+        checkpoint_covers(a, a->store_ckpt_last);
+        if (a->archived_next > gap_first)
+            ar_log(AR_LOG_WARN, "shard %u: entries %" PRIu64 "..%" PRIu64 " are in neither the "
+                   "tail nor the Raft log: the archived checkpoint at %" PRIu64 " stands for "
+                   "them", a->o.shard, gap_first, a->archived_next - 1, a->store_ckpt_last);
+        first = tail_first(a);
+        is_gap = first > a->archived_next && a->next > a->archived_next;
+    }
+    if (is_gap && a->fill_missed != a->archived_next) {
+        a->job_fill_next = a->archived_next;
+        a->job_fill_to = first - 1;
+        job_start(a, JOB_FILL);
+        return;
+    }
+    struct batch *b = first_unarchived(a);
     if (is_gap) {
         if (now - a->last_gap_ms >= GAP_RETRY_MS) {
-            ar_log(AR_LOG_INFO, "shard %u: the archive ends before %" PRIu64 ", the tail starts at "
-                   "%" PRIu64 ": a checkpoint bridges them", a->o.shard, a->archived_next, first);
+            ar_log(AR_LOG_WARN, "shard %u: entries %" PRIu64 "..%" PRIu64 " are in neither the "
+                   "tail nor the Raft log: a checkpoint bridges them", a->o.shard,
+                   a->archived_next, first - 1);
             a->last_gap_ms = now;
             a->job_ckpt = v->ckpt;
             job_start(a, JOB_EXPORT);

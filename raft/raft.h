@@ -397,6 +397,18 @@ RAFT_API int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_
                                   uint64_t hlc_ns, const struct raft_config *c, bool is_reset,
                                   uint64_t now_ns, char *errmsg);
 
+/* Give each(ctx, e) the entries from..to that the log in dir holds, in
+ * order and without a gap, each borrowed for its call; stop at the first
+ * one the log lacks, or when each returns non-zero (which is returned).
+ * Safe beside a node that appends to the same log on another thread,
+ * for entries it has applied: Raft never replaces a committed entry, so
+ * one found at or below the applied index is the committed one. Reads
+ * whole segment files (segment_bytes each). -RAFT_ECORRUPT for a damaged
+ * sealed segment; -errno of the disk. */
+RAFT_API int raft_seglog_read(const char *dir, raft_index from, raft_index to,
+                              int (*each)(void *ctx, const struct raft_entry *e), void *ctx,
+                              char *errmsg);
+
 /* ---- the transport (transport_uv.c) -------------------------------------------------------
  * Raft messages between processes over TCP on a libuv loop: one transport
  * per process for all its groups; every message for a peer in a loop turn

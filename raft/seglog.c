@@ -1074,3 +1074,95 @@ int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term
         rc = drop_expired(l, now_ns, errmsg);
     return rc;
 }
+
+/* ---- reading beside the writer --------------------------------------------------------------- */
+
+/* Give each the entries of segment s from *next to to, moving *next past
+ * each one. The open segment may be growing: its records end at the first
+ * that does not check. -ENOENT: s was renamed or removed since listed. */
+static int seg_read_range(struct raft_seglog *l, const struct segment *s, raft_index *next,
+                          raft_index to, int (*each)(void *ctx, const struct raft_entry *e),
+                          void *ctx, char *errmsg)
+{
+    char name[96];
+    struct seg_read r = {.data = NULL};
+
+    seg_name(s, name, sizeof(name));
+    int rc = read_file(l->dir_fd, name, &r.data, &r.size);
+    if (rc == -ENOENT)
+        return rc;
+    if (rc != 0)
+        return fail(errmsg, rc, "log %s: cannot read %s: %s", l->dir, name, strerror(-rc));
+    seg_scan(&r);
+    if (!s->is_open && (r.is_bad || r.is_torn))
+        rc = fail(errmsg, -RAFT_ECORRUPT, "log %s: %s is damaged at byte %" PRIu64, l->dir, name,
+                  r.is_bad ? r.bad_at : r.end);
+    raft_index index = s->first;
+    for (uint64_t off = 0; rc == 0 && off < r.end && *next <= to;) {
+        uint32_t len = get_u32(r.data + off);
+        uint8_t *p = r.data + off + REC_HEADER_BYTES;
+        uint8_t type = r.data[off + 8];
+        if (off == 0 && (type != REC_SEGMENT || len != 16 || memcmp(p, SEG_MAGIC, 8) != 0 ||
+                         get_u64(p + 8) != s->first)) {
+            rc = fail(errmsg, -RAFT_ECORRUPT, "log %s: %s has a wrong header", l->dir, name);
+        } else if (type == REC_ENTRY && len >= REC_ENTRY_FIXED) {
+            uint32_t size = get_u32(p + 28);
+            if (len != REC_ENTRY_FIXED + size || get_u64(p) != index ||
+                size > RAFT_ENTRY_BYTES_MAX) {
+                rc = fail(errmsg, -RAFT_ECORRUPT, "log %s: %s: entry %" PRIu64 " out of place",
+                          l->dir, name, get_u64(p));
+            } else if (index == *next) {
+                struct raft_entry e = {.index = index, .term = get_u64(p + 8),
+                                       .hlc_ns = get_u64(p + 16), .type = p[24], .size = size,
+                                       .data = size > 0 ? p + REC_ENTRY_FIXED : NULL};
+                rc = each(ctx, &e);
+                if (rc == 0)
+                    (*next)++;
+            }
+            index++;
+        }
+        off += padded(REC_HEADER_BYTES + (uint64_t)len);
+    }
+    raft_free(r.data);
+    return rc;
+}
+
+int raft_seglog_read(const char *dir, raft_index from, raft_index to,
+                     int (*each)(void *ctx, const struct raft_entry *e), void *ctx, char *errmsg)
+{
+    RAFT_ASSERT(dir != NULL && each != NULL);
+    if (strlen(dir) >= RAFT_PATH_MAX)
+        return fail(errmsg, -EINVAL, "log directory name too long");
+    struct raft_seglog *l = raft__calloc(1, sizeof(*l));
+    if (l == NULL)
+        return fail(errmsg, -ENOMEM, "out of memory");
+    memcpy(l->dir, dir, strlen(dir) + 1);
+    l->fd = -1;
+    l->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = l->dir_fd >= 0 ? 0
+                            : fail(errmsg, -errno, "log %s: cannot open: %s", dir, strerror(errno));
+    raft_index next = from;
+    bool is_moved = true;
+    /* a segment sealed (renamed) between the listing and its reading is
+     * looked for again under its new name, a few times at most; if it is
+     * still not found, the entries from next on are not here */
+    for (int round = 0; rc == 0 && is_moved && round < 3; round++) {
+        is_moved = false;
+        l->seg_count = 0;
+        rc = list_segments(l, errmsg);
+        for (uint32_t i = 0; rc == 0 && i < l->seg_count && next <= to; i++) {
+            const struct segment *s = &l->segs[i];
+            if (s->first > next)
+                break; /* the log starts past next: next is not here */
+            if (s->is_open || s->last >= next)
+                rc = seg_read_range(l, s, &next, to, each, ctx, errmsg);
+            if (rc == -ENOENT) {
+                is_moved = true;
+                rc = 0;
+                break;
+            }
+        }
+    }
+    raft_seglog_close(l);
+    return rc;
+}

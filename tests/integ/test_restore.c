@@ -4,7 +4,9 @@
  * every file's bytes, mode, owner, times, symlinks, hard links and xattrs;
  * the live tree is not touched (or, with --replace, is set aside whole);
  * a restore works from an archived checkpoint after the live log was
- * compacted; what the recovery window no longer needs leaves the store,
+ * compacted, and at a moment whose batch was open when every replica
+ * died (the next leader archives it from its Raft log); what the
+ * recovery window no longer needs leaves the store,
  * and a moment before the window is refused with a clear error.
  * Method: a tree written through the mount, described (lstat, readlink,
  * xattrs, a hash of the bytes) at T1 and T2 and after more changes; each
@@ -371,6 +373,19 @@ static bool log_has(struct fixture *f, const char *text)
     return file_has(path, text);
 }
 
+/* Some server's log has text. */
+static bool node_log_has(struct fixture *f, const char *text)
+{
+    char path[400];
+
+    for (int i = 0; i < f->nodes; i++) {
+        snprintf(path, sizeof(path), "%s/node%d.log", f->dir, i + 1);
+        if (file_has(path, text))
+            return true;
+    }
+    return false;
+}
+
 /* ---- the tests ---------------------------------------------------------------------------- */
 
 /* The node that leads shard 1 now (a linearizable statfs is answered only
@@ -708,6 +723,45 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     /* its writes to the dead leader failed (EPIPE) and it lives on */
     assert_int_equal(waitpid(f->pid[stalled], NULL, WNOHANG), 0);
     restore_and_compare(f, m, t2, "at-t2", s2);
+    free(s1);
+    free(s2);
+    mount_stop(m);
+}
+
+/* Every replica dies with a batch open (8 s batches) and starts again.
+ * Their tails now begin at their checkpoints, past the archive's end: the
+ * entries between must come from the Raft logs they kept on disk, not
+ * from a checkpoint, which stands for one state only. */
+static void test_restore_after_every_replica_restarts(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    log_objects_past(f, 0); /* the volume's first batch is in the store */
+    int logs = count_objects(f, "pitr/s1/log");
+    write_files(ds, "a", 3, 1000);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    write_files(ds, "b", 3, 1100);
+    char *s2 = describe(ds);
+    uint64_t t2 = moment();
+    sleep(1); /* the replicas' checkpoints take in every write */
+    for (int i = 0; i < f->nodes; i++) {
+        node_kill(f, i, SIGKILL);
+    }
+    /* else the writes went out before the kill, and this tests nothing */
+    assert_int_equal(count_objects(f, "pitr/s1/log"), logs);
+    for (int i = 0; i < f->nodes; i++) {
+        node_start(f, i);
+    }
+    assert_true(leader_of_root(f) >= 0);
+    write_files(ds, "c", 3, 1200);
+    restore_and_compare(f, m, t1, "at-t1", s1);
+    restore_and_compare(f, m, t2, "at-t2", s2);
+    assert_true(node_log_has(f, "from the Raft log"));
     free(s1);
     free(s2);
     mount_stop(m);
@@ -1144,6 +1198,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_killed_half_way_starts_over, setup_fast,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_between_entries_a_checkpoint_covers,
+                                        setup_long_batches, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_after_every_replica_restarts,
                                         setup_long_batches, teardown),
         cmocka_unit_test_setup_teardown(test_restore_in_a_new_volume_waits_for_its_first_batch,
                                         setup_long_batches, teardown),

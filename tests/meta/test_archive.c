@@ -7,7 +7,9 @@
  * that moment (equal state hashes), from the empty shard or from an
  * archived checkpoint; a moment before the oldest state, in a hole of the
  * archive or past its end is refused with the error that says so. Block
- * gc deletes exactly the blocks no state of the window names.
+ * gc deletes exactly the blocks no state of the window names. A leader
+ * whose tail starts past the archive's end fills the gap from its Raft log
+ * on disk; only what that log lacks is left to an archived checkpoint.
  * Method: commands made here (mkdir with leader times), applied to a
  * reference shard and archived by hand through archive.h. */
 #include <stdarg.h>
@@ -15,17 +17,20 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "../objstore/harness.h"
 #include "archive.h"
 #include "meta.h"
 #include "objstore.h"
+#include "raft.h"
 
 #define N_CMDS 400u
 #define T0 1700000000000000000ull /* the first entry's time */
@@ -428,6 +433,186 @@ static bool has_block(struct world *w, uint64_t id)
     return obj_head(w->st, key, &size, NULL) == 0;
 }
 
+/* ---- the archiver fills a gap from the Raft log -------------------------------------------- */
+
+/* A replica's Raft log in dir holding entries first..last (small segments). */
+static void write_raft_log(struct world *w, const char *dir, uint64_t first, uint64_t last)
+{
+    struct raft_seglog_options o;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    struct raft_config c = {.voter_count = 1, .voters = {1}};
+    char err[RAFT_ERRMSG_MAX] = "";
+    struct raft_entry *v = calloc(last - first + 1, sizeof(*v));
+
+    assert_non_null(v);
+    raft_seglog_options_init(&o);
+    o.segment_bytes = 4096;
+    assert_int_equal(raft_seglog_open(dir, &o, &l, &b, err), 0);
+    if (first > 1) /* as if a snapshot at first - 1 was installed */
+        assert_int_equal(raft_seglog_snapshot(l, first - 1, 1, time_of(first - 1), &c, true, 0,
+                                              err), 0);
+    for (uint64_t i = first; i <= last; i++) {
+        v[i - first] = (struct raft_entry){.index = i, .term = 1, .hlc_ns = time_of(i),
+                                           .type = RAFT_ENTRY_NORMAL,
+                                           .size = (uint32_t)w->cmd_len[i],
+                                           .data = w->cmd_bytes[i]};
+    }
+    struct raft_ready rd = {.has_hard_state = true, .hard_state = {.term = 1, .vote = 1,
+                                                                   .commit = last},
+                            .entry_count = (uint32_t)(last - first + 1), .entries = v};
+    if (raft_seglog_append(l, &rd, err) != 0 || raft_seglog_sync(l, err) != 0)
+        fail_msg("log: %s", err);
+    raft_seglog_close(l);
+    free(v);
+}
+
+/* An archiver, leading, whose tail holds entries first..N_CMDS, run
+ * until everything is archived (bounded: 20 s). */
+static void run_archiver(struct world *w, const char *work_dir, uint64_t first)
+{
+    uv_loop_t loop;
+    struct archiver *a = NULL;
+    struct archiver_options o = {.shard = META_ROOT_SHARD, .work_dir = work_dir, .batch_ms = 1,
+                                 .ckpt_s = 3600};
+    uint64_t archived = 0;
+    uint64_t tail_bytes = 0;
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(archiver_new(&loop, &o, &a), 0);
+    archiver_set_store(a, w->st);
+    for (uint64_t i = first; i <= N_CMDS; i++) {
+        archiver_applied(a, &(struct archive_entry){.index = i, .term = 1, .hlc_ns = time_of(i),
+                                                    .type = RAFT_ENTRY_NORMAL,
+                                                    .size = (uint32_t)w->cmd_len[i],
+                                                    .data = w->cmd_bytes[i]});
+    }
+    struct archiver_view v = {.is_leader = true, .commit = N_CMDS};
+    for (int i = 0; i < 20000 && (archived != N_CMDS + 1 || archiver_is_busy(a)); i++) {
+        archiver_turn(a, &v);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(1000);
+        archiver_progress(a, &archived, &tail_bytes);
+    }
+    assert_int_equal(archived, N_CMDS + 1);
+    archiver_free(a);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* The first indexes of the shard's log objects, in order; their count. */
+static unsigned log_objects(struct world *w, uint64_t *firsts, uint64_t *lasts, unsigned cap)
+{
+    struct obj_list_page page = {.entry_cap = 64};
+    char prefix[ARCHIVE_KEY_MAX];
+    unsigned n = 0;
+
+    page.entries = calloc(64, sizeof(*page.entries));
+    assert_non_null(page.entries);
+    archive_prefix(prefix, META_ROOT_SHARD, "log");
+    assert_int_equal(obj_list(w->st, prefix, NULL, &page, NULL), 0);
+    assert_false(page.is_truncated);
+    for (unsigned i = 0; i < page.entry_count && n < cap; i++) {
+        if (archive_parse_log(page.entries[i].key, &firsts[n], &lasts[n]))
+            n++;
+    }
+    free(page.entries);
+    return n;
+}
+
+/* Every replica restarted: the leader's tail starts at its checkpoint, past
+ * where the archive ends. The entries between come from its Raft log, so
+ * every moment stays restorable, not only the checkpoint's. */
+static void test_archiver_fills_a_gap_from_the_raft_log(void **state)
+{
+    struct world *w = *state;
+    char work[300];
+    char log[320];
+    struct meta_restore_point pt;
+    int rc;
+
+    put_batch(w, 1, 50); /* what the last leader archived */
+    snprintf(work, sizeof(work), "%s/replica", w->dir);
+    snprintf(log, sizeof(log), "%s/log", work);
+    mkdir(work, 0755);
+    write_raft_log(w, log, 1, N_CMDS);
+    run_archiver(w, work, 300);
+    static const uint64_t idx[] = {50, 51, 120, 299, 300, N_CMDS};
+    for (size_t i = 0; i < AR_ARRAY_LEN(idx); i++) {
+        assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
+        assert_int_equal(rc, 0);
+        assert_int_equal(pt.index, idx[i]);
+    }
+}
+
+/* Damage the sealed segment of the Raft log in dir that holds index. */
+static void damage_segment_of(const char *dir, uint64_t index)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char path[600] = "";
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        unsigned long long first;
+        unsigned long long last;
+        if (sscanf(de->d_name, "%20llu-%20llu-", &first, &last) == 2 && first <= index &&
+            index <= last)
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    }
+    closedir(d);
+    assert_true(path[0] != '\0');
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "XXXX", 4, 40), 4);
+    close(fd);
+}
+
+/* The archive holds 1..50 and a checkpoint at 120; the leader's tail starts
+ * at 300, its Raft log at log_first (damaged where 51 is, if so asked).
+ * The log fills what it can; the checkpoint stands for 51..120 only where
+ * the log cannot, and the rest of the gap still comes from the log. */
+static void fill_around(struct world *w, uint64_t log_first, bool is_damaged)
+{
+    char work[300];
+    char log[320];
+    char key[ARCHIVE_KEY_MAX];
+    uint64_t firsts[64];
+    uint64_t lasts[64];
+
+    put_batch(w, 1, 50);
+    archive_key_manifest(key, META_ROOT_SHARD, 120); /* the probe reads only its key */
+    assert_int_equal(obj_put(w->st, key, "m", 1, NULL), 0);
+    snprintf(work, sizeof(work), "%s/replica", w->dir);
+    snprintf(log, sizeof(log), "%s/log", work);
+    mkdir(work, 0755);
+    write_raft_log(w, log, log_first, N_CMDS);
+    if (is_damaged)
+        damage_segment_of(log, 51);
+    run_archiver(w, work, 300);
+    unsigned n = log_objects(w, firsts, lasts, 64);
+    assert_true(n >= 3);
+    assert_int_equal(firsts[0], 1);
+    assert_int_equal(lasts[0], 50);
+    assert_int_equal(firsts[1], 121); /* 51..120: the checkpoint's */
+    for (unsigned i = 2; i < n; i++) {
+        assert_int_equal(firsts[i], lasts[i - 1] + 1);
+    }
+    assert_int_equal(lasts[n - 1], N_CMDS);
+}
+
+/* The Raft log starts past the gap's start (a snapshot replaced it). */
+static void test_archiver_fills_what_the_raft_log_holds(void **state)
+{
+    fill_around(*state, 100, false);
+}
+
+/* The Raft log's segment where the gap starts is damaged: the fill fails
+ * once, not for ever. */
+static void test_archiver_fills_past_a_damaged_raft_log(void **state)
+{
+    fill_around(*state, 1, true);
+}
+
 static void test_gc_keeps_what_the_window_names(void **state)
 {
     struct world *w = *state;
@@ -536,6 +721,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gc_keeps_what_the_window_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_archiver_fills_a_gap_from_the_raft_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_archiver_fills_what_the_raft_log_holds, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_archiver_fills_past_a_damaged_raft_log, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
