@@ -1079,7 +1079,7 @@ int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term
 
 /* Give each the entries of segment s from *next to to, moving *next past
  * each one. The open segment may be growing: its records end at the first
- * that does not check. -ENOENT: s was renamed or removed since listed. */
+ * that does not check. -ENOENT: s was renamed, removed or cut since listed. */
 static int seg_read_range(struct raft_seglog *l, const struct segment *s, raft_index *next,
                           raft_index to, int (*each)(void *ctx, const struct raft_entry *e),
                           void *ctx, char *errmsg)
@@ -1089,8 +1089,8 @@ static int seg_read_range(struct raft_seglog *l, const struct segment *s, raft_i
 
     seg_name(s, name, sizeof(name));
     int rc = read_file(l->dir_fd, name, &r.data, &r.size);
-    if (rc == -ENOENT)
-        return rc;
+    if (rc == -ENOENT || (rc == -EIO && s->is_open))
+        return -ENOENT; /* sealing cuts the open segment's prefill, then renames it */
     if (rc != 0)
         return fail(errmsg, rc, "log %s: cannot read %s: %s", l->dir, name, strerror(-rc));
     seg_scan(&r);
