@@ -1,7 +1,8 @@
 /* tests/raft/test_seglog.c - the segment log on a real disk: round trips,
  * sealing, truncation on conflict (also inside a sealed segment), a torn
  * tail cut off, a damaged middle refused, snapshots, retention, a reset,
- * and ranges read by another reader while the log stays open.
+ * ranges read by another reader while the log stays open, and a seeded
+ * fuzz: damage anywhere is refused or cut off, never read as other bytes.
  * Entries hold bytes derived from (index, term), so what is read back is
  * checked, not just counted. */
 #include <stdarg.h>
@@ -553,6 +554,149 @@ static void test_seglog_read_gives_ranges_beside_the_writer(void **state)
     raft_seglog_close(l);
 }
 
+/* ---- fuzz ------------------------------------------------------------------------------- */
+
+#define FUZZ_ROUNDS 2000u
+#define FUZZ_FILES  64u
+
+struct file_copy {
+    char name[128];
+    uint8_t *data;
+    size_t size;
+};
+
+/* Every file of dir into memory; their count. */
+static unsigned copy_dir(const char *dir, struct file_copy *out)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    unsigned n = 0;
+    char path[600];
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        assert_true(n < FUZZ_FILES);
+        snprintf(out[n].name, sizeof(out[n].name), "%s", de->d_name);
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        out[n].size = (size_t)st.st_size;
+        out[n].data = malloc(out[n].size + 1);
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(read(fd, out[n].data, out[n].size), (ssize_t)out[n].size);
+        close(fd);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* dir holds exactly the copies again, file k changed by the mutator. */
+static void put_dir(const char *dir, const struct file_copy *fc, unsigned n, unsigned k,
+                    uint64_t *rng)
+{
+    char path[600];
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) { /* what the last round's open left or made */
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (de->d_name[0] != '.')
+            assert_int_equal(unlink(path), 0);
+    }
+    closedir(d);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *p = malloc(fc[i].size + 1);
+        size_t size = fc[i].size;
+        memcpy(p, fc[i].data, size);
+        if (i == k && size > 0) {
+            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned how = (unsigned)(*rng >> 60) % 4;
+            unsigned count = 1 + (unsigned)(*rng >> 40) % 4;
+            for (unsigned j = 0; j < count && size > 0; j++) {
+                *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+                size_t at = (size_t)(*rng >> 33) % size;
+                if (how == 0)
+                    p[at] ^= (uint8_t)(1u << ((*rng >> 20) % 8)); /* a bit */
+                else if (how == 1)
+                    p[at] = (uint8_t)(*rng >> 24);                /* a byte */
+                else if (how == 2)
+                    size = at;                                    /* cut short */
+                else
+                    memset(p + at, 0, size - at < 64 ? size - at : 64); /* zeros */
+            }
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, fc[i].name);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, p, size), (ssize_t)size);
+        close(fd);
+        free(p);
+    }
+}
+
+/* Damage anywhere in a log's files: recovery and a reader either refuse it
+ * as corrupt or give entries whose bytes are the ones written, in order
+ * (a torn tail cut off); never a crash, never wrong bytes. */
+static void test_seglog_fuzz_damage_is_refused_or_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    struct file_copy fc[FUZZ_FILES];
+    uint64_t rng = 0x5eed;
+    unsigned refused = 0;
+    unsigned cut = 0;
+
+    struct raft_config c = {.voter_count = 3, .voters = {1, 2, 3}};
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 100, 1, 100);
+    assert_int_equal(raft_seglog_snapshot(l, 50, 1, 50001, &c, false, 0, NULL), 0);
+    raft_seglog_close(l);
+    unsigned n = copy_dir(f->log, fc);
+    assert_true(n >= 4);
+    for (unsigned round = 0; round < FUZZ_ROUNDS; round++) {
+        unsigned k = round % n;
+        uint64_t seed = rng;
+        put_dir(f->log, fc, n, k, &rng);
+        l = NULL;
+        int rc = raft_seglog_open(f->log, &f->opt, &l, &b, NULL);
+        if (rc == 0) {
+            for (uint32_t i = 0; i < b.entry_count; i++) {
+                const struct raft_entry *e = &b.entries[i];
+                assert_int_equal(e->index, b.entries[0].index + i);
+                assert_int_equal(e->hlc_ns, e->index * 1000 + 1);
+                assert_int_equal(e->size, data_size(e->index));
+                for (uint32_t j = 0; j < e->size; j++) {
+                    assert_int_equal(e->data[j], data_byte(e->index, 1, j));
+                }
+            }
+            cut += b.entry_count < 50; /* the snapshot is at 50 */
+            raft_seglog_close(l);
+        } else if (rc != -RAFT_ECORRUPT) {
+            fail_msg("round %u (file %s, seed %llx): open gave %d", round, fc[k].name,
+                     (unsigned long long)seed, rc);
+        } else {
+            refused++;
+        }
+        rng = seed;
+        put_dir(f->log, fc, n, k, &rng); /* the same damage, for a reader */
+        struct got g = {0};
+        rc = raft_seglog_read(f->log, 1, 100, take, &g, NULL);
+        if (rc != 0 && rc != -RAFT_ECORRUPT)
+            fail_msg("round %u (file %s): read gave %d", round, fc[k].name, rc);
+    }
+    print_message("%u rounds: %u refused as corrupt, %u cut short\n", FUZZ_ROUNDS, refused, cut);
+    assert_true(refused > 0 && cut > 0); /* the damage reached both paths */
+    for (unsigned i = 0; i < n; i++) {
+        free(fc[i].data);
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -567,6 +711,7 @@ int main(void)
         T(test_seglog_truncation_never_forgets_a_synced_vote),
         T(test_seglog_interrupted_reset_is_finished_on_open),
         T(test_seglog_read_gives_ranges_beside_the_writer),
+        T(test_seglog_fuzz_damage_is_refused_or_cut),
     };
 #undef T
     return cmocka_run_group_tests_name("test_seglog", tests, NULL, NULL);
