@@ -4,10 +4,14 @@
  *
  * The leader's jobs, one at a time on the loop's thread pool:
  *   probe   on becoming leader: where the archive ends (the first index
- *           not in it, from the listing);
+ *           not in it, from the listing), and the holes between its log
+ *           objects;
  *   log     a closed batch of the tail, as one object;
  *   fill    entries the tail lost (its replica restarted, or it dropped
- *           them), read from the Raft log on disk, as log objects;
+ *           them), read from the Raft log on disk, as log objects; and,
+ *           when nothing else waits, a hole the probe found, where the
+ *           Raft log still holds its entries (an archive written before
+ *           a fix, or by a leader that had to bridge what this one has);
  *   export  the LMDB checkpoint, to a file (then its time is looked up in
  *           the Raft log on the loop) ...
  *   ckpt    ... and that file, in parts and a manifest last: every ckpt_s,
@@ -46,6 +50,7 @@
 #define HEAD_EVERY_MS  10000u      /* an unchanged head is written again this often */
 #define FAIL_PAUSE_MS  2000u       /* after a failed job */
 #define FILL_JOB_BYTES (64u << 20) /* log objects a fill job writes, about */
+#define HOLES_MAX      16u         /* holes a probe notes for refilling */
 
 struct batch {
     struct batch *next;
@@ -55,6 +60,10 @@ struct batch {
     struct archive_header h;     /* count 0: empty */
     uint64_t opened_ms;
     bool is_closed;              /* no more records: a job may read it */
+};
+
+struct hole {
+    uint64_t first, last;
 };
 
 enum job { JOB_NONE, JOB_PROBE, JOB_LOG, JOB_FILL, JOB_EXPORT, JOB_CKPT, JOB_HEAD, JOB_EXPIRE,
@@ -73,6 +82,8 @@ struct archiver {
     uint64_t archived_next;      /* 0: unknown (probe) */
     uint64_t store_ckpt_last;    /* the newest checkpoint in the store (probe, then ours) */
     uint64_t fill_missed;        /* the Raft log on disk lacked this entry: no fill from here */
+    struct hole holes[HOLES_MAX]; /* below archived_next, to refill from the Raft log */
+    uint32_t hole_count;
     uint64_t last_ckpt_ms;
     uint64_t last_gap_ms;
     uint64_t last_expire_ms;
@@ -91,6 +102,9 @@ struct archiver {
     bool is_exported;            /* an export waits for its time to go out */
     struct archive_head job_head;
     uint64_t job_ckpt_last;      /* a probe's newest archived checkpoint (0: none) */
+    struct hole job_holes[HOLES_MAX]; /* a probe's */
+    uint32_t job_hole_count;
+    bool is_job_hole;            /* the fill is of holes[0] */
     uint64_t job_fill_next;      /* a fill's first entry not yet in the store */
     uint64_t job_fill_to;        /* and its last */
     bool is_fill_log_bad;        /* the fill could not read the Raft log (not the store) */
@@ -281,8 +295,10 @@ static int probe(struct archiver *a)
     char start[OBJ_KEY_BYTES_MAX + 1] = "";
     uint64_t next = 1;
     uint64_t ckpt_last = 0;
+    bool is_first = true;
     int rc = 0;
 
+    a->job_hole_count = 0;
     page.entries = ar_calloc(OBJ_LIST_PAGE_MAX, sizeof(*page.entries));
     if (page.entries == NULL)
         return -ENOMEM;
@@ -294,8 +310,19 @@ static int probe(struct archiver *a)
             for (unsigned i = 0; rc == 0 && i < page.entry_count; i++) {
                 uint64_t first;
                 uint64_t last;
-                if (archive_parse_log(page.entries[i].key, &first, &last) && last + 1 > next)
+                if (!archive_parse_log(page.entries[i].key, &first, &last)) {
+                    /* not a log object */
+                } else if (is_first) {
+                    /* what came before it expired, or never was */
                     next = last + 1;
+                    is_first = false;
+                } else {
+                    /* listed in order of first index */
+                    if (first > next && a->job_hole_count < HOLES_MAX)
+                        a->job_holes[a->job_hole_count++] = (struct hole){next, first - 1};
+                    if (last + 1 > next)
+                        next = last + 1;
+                }
                 if (archive_parse_manifest(page.entries[i].key, &last) && last > ckpt_last)
                     ckpt_last = last;
             }
@@ -561,6 +588,32 @@ static void checkpoint_covers(struct archiver *a, uint64_t index)
         a->archived_next = end;
 }
 
+/* What a fill put counts, even if it failed after. */
+static void fill_done(struct archiver *a, bool is_ok)
+{
+    uint64_t from = a->is_job_hole ? a->holes[0].first : a->archived_next;
+    bool is_progress = a->job_fill_next > from;
+
+    if (is_progress)
+        ar_log(AR_LOG_INFO, "shard %u: archived entries %" PRIu64 "..%" PRIu64 " from the Raft "
+               "log%s", a->o.shard, from, a->job_fill_next - 1,
+               a->is_job_hole ? ", in a hole of the archive" : "");
+    if (a->is_job_hole) {
+        if (is_progress && is_ok && a->job_fill_next <= a->holes[0].last) {
+            a->holes[0].first = a->job_fill_next; /* the job wrote its share: more next time */
+        } else {
+            /* filled, or the log lacks the rest: one try a leadership */
+            a->hole_count--;
+            memmove(a->holes, a->holes + 1, a->hole_count * sizeof(*a->holes));
+        }
+    } else if (is_progress) {
+        a->archived_next = a->job_fill_next;
+    } else if (is_ok || a->is_fill_log_bad) {
+        /* the log lacks the entry, or cannot be read there: not worth a retry */
+        a->fill_missed = a->archived_next;
+    }
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     static const char *const names[] = {"", "probe", "log", "fill", "export", "checkpoint",
@@ -569,15 +622,8 @@ static void job_after(uv_work_t *w, int status)
     enum job job = a->job;
 
     a->job = JOB_NONE;
-    if (job == JOB_FILL && a->job_fill_next > a->archived_next) {
-        /* what went out before any failure counts */
-        ar_log(AR_LOG_INFO, "shard %u: archived entries %" PRIu64 "..%" PRIu64 " from the Raft log",
-               a->o.shard, a->archived_next, a->job_fill_next - 1);
-        a->archived_next = a->job_fill_next;
-    } else if (job == JOB_FILL && status == 0 && (a->rc == 0 || a->is_fill_log_bad)) {
-        /* the log lacks the entry, or cannot be read there: not worth a retry */
-        a->fill_missed = a->archived_next;
-    }
+    if (job == JOB_FILL)
+        fill_done(a, status == 0 && a->rc == 0);
     if (status != 0 || a->rc != 0) {
         ar_log(AR_LOG_WARN, "shard %u: archive %s failed: %s", a->o.shard, names[job],
                a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
@@ -588,8 +634,15 @@ static void job_after(uv_work_t *w, int status)
     case JOB_PROBE:
         a->archived_next = a->job_head.last;
         a->store_ckpt_last = a->job_ckpt_last;
+        memcpy(a->holes, a->job_holes, a->job_hole_count * sizeof(*a->holes));
+        a->hole_count = a->job_hole_count;
         ar_log(AR_LOG_INFO, "shard %u: the archive ends before entry %" PRIu64, a->o.shard,
                a->archived_next);
+        if (a->hole_count > 0)
+            ar_log(AR_LOG_INFO, "shard %u: the archive's log has %s%u holes, the first "
+                   "%" PRIu64 "..%" PRIu64 ": filled from the Raft log where it holds them",
+                   a->o.shard, a->hole_count == HOLES_MAX ? "at least " : "", a->hole_count,
+                   a->holes[0].first, a->holes[0].last);
         break;
     case JOB_LOG:
         if (a->job_batch->h.last + 1 > a->archived_next)
@@ -668,6 +721,7 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
     if (!v->is_leader) {
         a->archived_next = 0; /* a later leadership probes again */
         a->fill_missed = 0;
+        a->hole_count = 0;
         a->is_exported = false;
         return;
     }
@@ -702,6 +756,7 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
     if (is_gap && a->fill_missed != a->archived_next) {
         a->job_fill_next = a->archived_next;
         a->job_fill_to = first - 1;
+        a->is_job_hole = false;
         job_start(a, JOB_FILL);
         return;
     }
@@ -720,6 +775,13 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
     if (b != NULL && b->is_closed) {
         a->job_batch = b;
         job_start(a, JOB_LOG);
+        return;
+    }
+    if (a->hole_count > 0) {
+        a->job_fill_next = a->holes[0].first;
+        a->job_fill_to = a->holes[0].last;
+        a->is_job_hole = true;
+        job_start(a, JOB_FILL);
         return;
     }
     if (now - a->last_ckpt_ms >= (uint64_t)a->o.ckpt_s * 1000u) {

@@ -401,8 +401,9 @@ RAFT_API int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_
  * order and without a gap, each borrowed for its call; stop at the first
  * one the log lacks, or when each returns non-zero (which is returned).
  * Safe beside a node that appends to the same log on another thread,
- * for entries it has applied: Raft never replaces a committed entry, so
- * one found at or below the applied index is the committed one. Reads
+ * for entries known committed: Raft never replaces a committed entry, and
+ * a leader's log holds them all, so one found there is the committed one
+ * (a follower's, only up to its own commit index). Reads
  * whole segment files (segment_bytes each). -RAFT_ECORRUPT for a damaged
  * sealed segment; -errno of the disk. */
 RAFT_API int raft_seglog_read(const char *dir, raft_index from, raft_index to,

@@ -468,7 +468,8 @@ static void write_raft_log(struct world *w, const char *dir, uint64_t first, uin
 }
 
 /* An archiver, leading, whose tail holds entries first..N_CMDS, run
- * until everything is archived (bounded: 20 s). */
+ * until everything is archived and it stays idle for 300 turns (bounded:
+ * 20,000 turns of 1 ms). */
 static void run_archiver(struct world *w, const char *work_dir, uint64_t first)
 {
     uv_loop_t loop;
@@ -488,11 +489,13 @@ static void run_archiver(struct world *w, const char *work_dir, uint64_t first)
                                                     .data = w->cmd_bytes[i]});
     }
     struct archiver_view v = {.is_leader = true, .commit = N_CMDS};
-    for (int i = 0; i < 20000 && (archived != N_CMDS + 1 || archiver_is_busy(a)); i++) {
+    int idle = 0;
+    for (int i = 0; i < 20000 && idle < 300; i++) {
         archiver_turn(a, &v);
         uv_run(&loop, UV_RUN_NOWAIT);
         usleep(1000);
         archiver_progress(a, &archived, &tail_bytes);
+        idle = archived == N_CMDS + 1 && !archiver_is_busy(a) ? idle + 1 : 0;
     }
     assert_int_equal(archived, N_CMDS + 1);
     archiver_free(a);
@@ -541,6 +544,44 @@ static void test_archiver_fills_a_gap_from_the_raft_log(void **state)
         assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
         assert_int_equal(rc, 0);
         assert_int_equal(pt.index, idx[i]);
+    }
+}
+
+/* Holes between the archive's log objects (left by an archiver before a
+ * fix, or by a leader that had to bridge them) are filled from a Raft log
+ * that still holds their entries, after the archive's end is caught up. */
+static void test_archiver_refills_holes_from_the_raft_log(void **state)
+{
+    struct world *w = *state;
+    char work[300];
+    char log[320];
+    uint64_t firsts[64];
+    uint64_t lasts[64];
+    struct meta_restore_point pt;
+    int rc;
+
+    put_batch(w, 1, 50);
+    put_batch(w, 81, 120); /* a hole: 51..80 */
+    put_batch(w, 131, 140); /* and another: 121..130 */
+    rebuild_hash(w, time_of(60), &rc, &pt);
+    assert_int_not_equal(rc, 0); /* the hole is named */
+    snprintf(work, sizeof(work), "%s/replica", w->dir);
+    snprintf(log, sizeof(log), "%s/log", work);
+    mkdir(work, 0755);
+    write_raft_log(w, log, 1, N_CMDS);
+    run_archiver(w, work, 300);
+    unsigned n = log_objects(w, firsts, lasts, 64);
+    uint64_t covered = 0;
+    for (unsigned i = 0; i < n; i++) { /* in order of first index; overlaps allowed */
+        assert_true(firsts[i] <= covered + 1);
+        if (lasts[i] > covered)
+            covered = lasts[i];
+    }
+    assert_int_equal(covered, N_CMDS);
+    static const uint64_t idx[] = {51, 60, 80, 125};
+    for (size_t i = 0; i < AR_ARRAY_LEN(idx); i++) {
+        assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
+        assert_int_equal(rc, 0);
     }
 }
 
@@ -726,6 +767,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archiver_fills_what_the_raft_log_holds, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_archiver_fills_past_a_damaged_raft_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_archiver_refills_holes_from_the_raft_log, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
