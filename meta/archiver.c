@@ -249,6 +249,18 @@ static struct batch *batch_for(struct archiver *a, size_t need)
     return b;
 }
 
+/* An entry put after the others of a batch: its header counts it. */
+static void header_count(struct archive_header *h, uint64_t index, uint64_t hlc_ns)
+{
+    if (h->count == 0) {
+        h->first = index;
+        h->first_hlc = hlc_ns;
+    }
+    h->count++;
+    h->last = index;
+    h->last_hlc = hlc_ns;
+}
+
 void archiver_applied(struct archiver *a, const struct archive_entry *e)
 {
     if (a->next != 0 && e->index != a->next) {
@@ -266,13 +278,7 @@ void archiver_applied(struct archiver *a, const struct archive_entry *e)
     }
     archive_entry_put(b->buf + b->len, e);
     b->len += need;
-    if (b->h.count == 0) {
-        b->h.first = e->index;
-        b->h.first_hlc = e->hlc_ns;
-    }
-    b->h.count++;
-    b->h.last = e->index;
-    b->h.last_hlc = e->hlc_ns;
+    header_count(&b->h, e->index, e->hlc_ns);
 }
 
 bool archiver_is_busy(const struct archiver *a)
@@ -400,13 +406,7 @@ static int fill_entry(void *ctx, const struct raft_entry *e)
                                                                .type = e->type, .size = e->size,
                                                                .data = e->data});
     f->len += need;
-    if (f->h.count == 0) {
-        f->h.first = e->index;
-        f->h.first_hlc = e->hlc_ns;
-    }
-    f->h.count++;
-    f->h.last = e->index;
-    f->h.last_hlc = e->hlc_ns;
+    header_count(&f->h, e->index, e->hlc_ns);
     return 0;
 }
 
