@@ -96,7 +96,8 @@ int archive_expire(struct obj_store *st, uint32_t shard, uint64_t cutoff_ns, uin
 /* ---- the archiver (archiver.c): a server's side, one per group -------------------
  * Every replica keeps the entries it applies in batches (the last minute,
  * at most ARCHIVER_TAIL_MAX bytes); the leader writes them to the store
- * every few seconds, exports a checkpoint now and then, keeps the head
+ * every few seconds, archives from its Raft log on disk (work_dir/log)
+ * what no tail holds, exports a checkpoint now and then, keeps the head
  * current and removes what the recovery window no longer needs. Store I/O
  * runs on the loop's thread pool, one job a group at a time. */
 struct archiver;
@@ -106,7 +107,8 @@ struct meta_checkpoint;
 
 struct archiver_options {
     uint32_t shard;
-    const char *work_dir;       /* where a checkpoint is exported before upload */
+    const char *work_dir;       /* where a checkpoint is exported before upload; its
+                                 * log/ is the group's Raft log */
     uint32_t batch_ms;          /* a batch goes out at this age (2000) */
     uint32_t ckpt_s;            /* a checkpoint goes out this often (3600) */
     uint32_t gc_every_s;        /* a block gc pass this often (0: never; not for the map) */
