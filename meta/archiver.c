@@ -702,7 +702,8 @@ static void trim(struct archiver *a, bool is_leader)
         if (a->tail_bytes > TAIL_MAX) {
             if (!is_archived)
                 ar_log(AR_LOG_WARN, "shard %u: the archive tail is full; entries %" PRIu64
-                       "..%" PRIu64 " may miss the archive", a->o.shard, b->h.first, b->h.last);
+                       "..%" PRIu64 " leave it, to be archived from the Raft log", a->o.shard,
+                       b->h.first, b->h.last);
         } else if (!is_archived || b->h.last_hlc > old) {
             break;
         }
