@@ -579,8 +579,8 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
     pt->newest_ns = c.has_head && c.head.last <= pt->index ? c.head.as_of_ns : r.last_hlc;
     if (rc == 0 && hole != 0)
         rc = ar_errorf(errmsg, -ERANGE, "no archived state covers the moment: entries %" PRIu64
-                  "..%" PRIu64 " are missing (a leader lost its archive tail)", r.next,
-                  hole - 1);
+                  "..%" PRIu64 " are missing (lost by the leaders' archive tails and Raft logs)",
+                  r.next, hole - 1);
     if (rc == 0 && !r.is_past && pt->newest_ns < o->at_ns && o->at_ns != UINT64_MAX)
         rc = ar_errorf(errmsg, -EAGAIN, "the archive reaches only to %s (entry %" PRIu64 "); the "
                   "leader archives every few seconds", ar_format_time(pt->newest_ns, t, sizeof(t)),
