@@ -676,6 +676,18 @@ static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_
     free(got);
 }
 
+/* A mount with /ds made, once the volume's first batch is in the store
+ * (so the next writes open a batch of their own). */
+static struct mount_proc *mount_with_ds(struct fixture *f, char *ds, size_t cap)
+{
+    struct mount_proc *m = mount_start(f, "m", "0");
+
+    snprintf(ds, cap, "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    log_objects_past(f, 0);
+    return m;
+}
+
 /* A checkpoint archived while the entries before it wait in an open batch
  * stands for one state only: the moments between those entries must stay
  * restorable, from the log, on this leader and on the next (which finds
@@ -683,12 +695,8 @@ static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_
 static void test_restore_between_entries_a_checkpoint_covers(void **state)
 {
     struct fixture *f = *state;
-    struct mount_proc *m = mount_start(f, "m", "0");
     char ds[500];
-
-    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
-    assert_int_equal(mkdir(ds, 0755), 0);
-    log_objects_past(f, 0); /* the volume's first batch is in the store */
+    struct mount_proc *m = mount_with_ds(f, ds, sizeof(ds));
     write_files(ds, "a", 3, 400);
     char *s1 = describe(ds);
     uint64_t t1 = moment();
@@ -735,12 +743,8 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
 static void test_restore_after_every_replica_restarts(void **state)
 {
     struct fixture *f = *state;
-    struct mount_proc *m = mount_start(f, "m", "0");
     char ds[500];
-
-    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
-    assert_int_equal(mkdir(ds, 0755), 0);
-    log_objects_past(f, 0); /* the volume's first batch is in the store */
+    struct mount_proc *m = mount_with_ds(f, ds, sizeof(ds));
     int logs = count_objects(f, "pitr/s1/log");
     write_files(ds, "a", 3, 1000);
     char *s1 = describe(ds);
