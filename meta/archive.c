@@ -493,6 +493,37 @@ static void report(const struct meta_rebuild_options *o, const char *stage, uint
         o->progress(o->ctx, stage, done, total);
 }
 
+/* The checkpoint that crosses a hole before entry first: the first at or
+ * past first - 1 (0: none). */
+static uint64_t bridge_over(const struct catalog *c, uint64_t first)
+{
+    for (uint32_t k = 0; k < c->ckpt_count; k++) {
+        if (c->ckpts[k] + 1 >= first)
+            return c->ckpts[k];
+    }
+    return 0;
+}
+
+/* Replay goes on from the checkpoint at index, in place of its state. */
+static int cross_bridge(struct obj_store *st, const struct meta_rebuild_options *o,
+                        uint64_t index, uint8_t *buf, struct replay *r, char *errmsg)
+{
+    struct archive_manifest m;
+    struct meta_shard *s = NULL;
+    int rc = manifest_read(st, o->shard, index, &m, errmsg);
+
+    if (rc == 0)
+        rc = ckpt_fetch(st, &m, o->scratch_dir, buf, &s, errmsg);
+    if (rc != 0)
+        return rc;
+    meta_shard_free(r->shard);
+    r->shard = s;
+    r->next = m.index + 1;
+    r->last_hlc = m.hlc_ns;
+    o->on_bridge(o->ctx, s);
+    return 0;
+}
+
 /* One try; *is_raced when an object the listing named was gone when read
  * (the leader's expiry removed it meanwhile): a new listing will not name it. */
 static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options *o,
@@ -556,9 +587,18 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
         struct archive_header h;
         if (s->last < r.next)
             continue;
-        if (s->first > r.next) {
+        uint64_t over = s->first > r.next && o->on_bridge != NULL && o->is_from_oldest &&
+                                o->at_ns == UINT64_MAX
+                            ? bridge_over(&c, s->first)
+                            : 0;
+        if (s->first > r.next && over == 0) {
             hole = s->first;
             break;
+        }
+        if (over != 0) {
+            rc = cross_bridge(st, o, over, buf, &r, errmsg);
+            if (rc != 0 || s->last < r.next)
+                continue;
         }
         archive_key_log(key, o->shard, s->first, s->last);
         rc = obj_get(st, key, buf, ARCHIVE_PART_BYTES, &got, errmsg);

@@ -5,7 +5,10 @@
  *    that state's files name, and every slice a WRITE or RESTORE_FILES
  *    named since, are the ones a restore inside the window (or the live
  *    volume, which is the window's last state) may need. The oldest state's next slice id
- *    is the keep bound: ids from it up were taken inside the window.
+ *    is the keep bound: ids from it up were taken inside the window. A
+ *    hole in the log that a checkpoint bridged (entries no leader could
+ *    archive) is crossed from that checkpoint, whose slices are kept: no
+ *    restore reaches a moment inside the hole.
  * 2. The archive must reach within ARCHIVE_LAG_MAX_NS of now, so the live
  *    state is in it too (but for entries too new to matter: their slices
  *    were taken inside the window).
@@ -55,6 +58,14 @@ static void on_base(void *ctx, const struct meta_shard *s)
 
     n->keep_from = meta_shard_slice_next(s);
     meta_shard_each_slice(s, add, n);
+}
+
+/* A checkpoint that bridged a hole in the archive's log: the slices it
+ * names are kept. Those named only inside the hole are not: no restore can
+ * reach a moment there. (The keep bound stays the oldest state's.) */
+static void on_bridge(void *ctx, const struct meta_shard *s)
+{
+    meta_shard_each_slice(s, add, ctx);
 }
 
 static void on_command(void *ctx, const struct meta_shard *s, const struct meta_cmd *cmd,
@@ -108,7 +119,8 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
     struct meta_shard *end = NULL;
     struct meta_rebuild_options ro = {.shard = o->shard, .at_ns = UINT64_MAX,
                                       .is_from_oldest = true, .scratch_dir = o->scratch_dir,
-                                      .watch = on_command, .on_base = on_base, .ctx = &n};
+                                      .watch = on_command, .on_base = on_base,
+                                      .on_bridge = on_bridge, .ctx = &n};
 
     memset(rep, 0, sizeof(*rep));
     int rc = meta_archive_rebuild(st, &ro, &end, &rep->point, errmsg);

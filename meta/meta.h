@@ -689,6 +689,11 @@ struct meta_rebuild_options {
     meta_replay_fn watch;      /* NULL: none */
     void (*on_base)(void *ctx, const struct meta_shard *s); /* the state replay starts
                                 * from, once loaded (NULL: none) */
+    void (*on_bridge)(void *ctx, const struct meta_shard *s); /* with is_from_oldest and
+                                * at_ns UINT64_MAX: a hole in the log (entries no leader
+                                * could archive) is crossed by the first checkpoint at or
+                                * past its end, loaded and given here, and replay goes on
+                                * from it; NULL: a hole is -ERANGE */
     void *ctx;                 /* for progress, watch and on_base */
 };
 

@@ -723,6 +723,99 @@ static void test_gc_keeps_what_the_window_names(void **state)
     assert_true(has_block(w, f + 5));
 }
 
+static int bridges_seen;
+static uint64_t bridge_hash;
+
+static void note_bridge(void *ctx, const struct meta_shard *s)
+{
+    (void)ctx;
+    bridges_seen++;
+    bridge_hash = meta_shard_hash(s);
+}
+
+/* A hole in the archive's log that a checkpoint bridged (entries no leader
+ * could archive): a restore inside it is refused, but the window's replay
+ * for gc crosses it from that checkpoint instead of stopping gc for as
+ * long as the hole stays in the window. */
+static void test_gc_crosses_a_bridged_hole(void **state)
+{
+    struct world *w = *state;
+    struct meta_shard *s = NULL;
+    struct meta_restore_point pt;
+    struct meta_gc_report gr;
+    char err[AR_ERRMSG_MAX] = "";
+    int rc;
+
+    put_checkpoint(w, 20);
+    put_batch(w, 21, 50);
+    put_checkpoint(w, 80); /* bridges 51..80 */
+    put_batch(w, 81, 120);
+    rebuild_hash(w, time_of(60), &rc, &pt);
+    assert_int_equal(rc, -ERANGE);
+    assert_int_equal(rebuild_hash(w, time_of(100), &rc, &pt), w->hash_after[100]);
+    struct meta_rebuild_options o = {.shard = META_ROOT_SHARD, .at_ns = UINT64_MAX,
+                                     .is_from_oldest = true, .scratch_dir = w->dir};
+    assert_int_equal(meta_archive_rebuild(w->st, &o, &s, &pt, err), -ERANGE);
+    o.on_bridge = note_bridge;
+    bridges_seen = 0;
+    assert_int_equal(meta_archive_rebuild(w->st, &o, &s, &pt, err), 0);
+    assert_int_equal(bridges_seen, 1);
+    assert_int_equal(bridge_hash, w->hash_after[80]);
+    assert_int_equal(meta_shard_hash(s), w->hash_after[120]);
+    assert_int_equal(pt.base_index, 20);
+    meta_shard_free(s);
+    /* a moment of its own does not cross: only the whole window's replay */
+    o.at_ns = time_of(100);
+    assert_int_equal(meta_archive_rebuild(w->st, &o, &s, &pt, err), -ERANGE);
+    struct meta_gc_options go = {.shard = META_ROOT_SHARD, .now_ns = time_of(120),
+                                 .is_dry_run = true, .scratch_dir = w->dir};
+    assert_int_equal(meta_gc_run(w->st, &go, &gr, err), 0);
+}
+
+/* Across a bridged hole gc keeps what the bridging checkpoint names and
+ * deletes a slice named only inside the hole (no restore reaches there). */
+static void test_gc_across_a_hole_keeps_what_the_bridge_names(void **state)
+{
+    struct world *w = *state;
+    struct meta_shard *s = new_first();
+    struct meta_reply rep;
+    struct meta_gc_report gr;
+    char err[AR_ERRMSG_MAX] = "";
+
+    struct meta_cmd al = {.op = META_OP_ALLOC_SLICES, .length = 100};
+    set_entry(w, s, 1, &al, &rep);
+    uint64_t f = rep.attr.ino;
+    static const char *const names[] = {"a", "b", "c"};
+    for (uint64_t k = 0; k < 3; k++) { /* entries 2..7: a file named k with slice f + k */
+        struct meta_cmd mk = {.op = META_OP_MKNOD, .ino = 1, .name = names[k], .name_len = 1,
+                              .mode = S_IFREG | 0644, .new_ino = 1000 + k};
+        set_entry(w, s, 2 + 2 * k, &mk, &rep);
+        struct meta_cmd wr = {.op = META_OP_WRITE, .ino = 1000 + k,
+                              .slice = {.id = f + k, .size = 4, .len = 4}};
+        set_entry(w, s, 3 + 2 * k, &wr, &rep);
+    }
+    struct meta_cmd un = {.op = META_OP_UNLINK, .ino = 1, .name = "b", .name_len = 1};
+    set_entry(w, s, 8, &un, &rep); /* f+1: named only inside the hole */
+    struct meta_cmd una = {.op = META_OP_UNLINK, .ino = 1, .name = "a", .name_len = 1};
+    set_entry(w, s, 9, &una, &rep);
+    meta_shard_free(s);
+    put_checkpoint(w, 3);  /* the window's oldest state: a, with f+0 */
+    put_checkpoint(w, 8);  /* bridges 4..8: a and c, with f+0 and f+2 */
+    put_batch(w, 9, 9);
+    for (uint64_t k = 0; k < 3; k++) {
+        put_block(w, f + k);
+    }
+    put_block(w, f + 50); /* taken before the window, never named */
+    struct meta_gc_options o = {.shard = META_ROOT_SHARD, .now_ns = time_of(9),
+                                .scratch_dir = w->dir};
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), 0);
+    assert_int_equal(gr.deleted_blocks, 2);
+    assert_true(has_block(w, f + 0));
+    assert_false(has_block(w, f + 1));
+    assert_true(has_block(w, f + 2));
+    assert_false(has_block(w, f + 50));
+}
+
 /* A window whose states name no slice at all (files made, none written):
  * every block taken before it is garbage, and the empty list of named ids
  * is no special case (UBSan watches the sort and search of it). */
@@ -762,6 +855,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gc_keeps_what_the_window_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_crosses_a_bridged_hole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_across_a_hole_keeps_what_the_bridge_names, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_archiver_fills_a_gap_from_the_raft_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_archiver_fills_what_the_raft_log_holds, setup,
