@@ -591,6 +591,8 @@ static void checkpoint_covers(struct archiver *a, uint64_t index)
 /* What a fill put counts, even if it failed after. */
 static void fill_done(struct archiver *a, bool is_ok)
 {
+    if (a->archived_next == 0)
+        return; /* leadership lost meanwhile (holes gone too): the next one probes again */
     uint64_t from = a->is_job_hole ? a->holes[0].first : a->archived_next;
     bool is_progress = a->job_fill_next > from;
 

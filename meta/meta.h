@@ -694,7 +694,7 @@ struct meta_rebuild_options {
                                 * could archive) is crossed by the first checkpoint at or
                                 * past its end, loaded and given here, and replay goes on
                                 * from it; NULL: a hole is -ERANGE */
-    void *ctx;                 /* for progress, watch and on_base */
+    void *ctx;                 /* for progress, watch, on_base and on_bridge */
 };
 
 struct meta_restore_point {

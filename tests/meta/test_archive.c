@@ -467,10 +467,11 @@ static void write_raft_log(struct world *w, const char *dir, uint64_t first, uin
     free(v);
 }
 
-/* An archiver, leading, whose tail holds entries first..N_CMDS, run
- * until everything is archived and it stays idle for 300 turns (bounded:
- * 20,000 turns of 1 ms). */
-static void run_archiver(struct world *w, const char *work_dir, uint64_t first)
+/* An archiver whose tail holds entries first..N_CMDS, run leading (but
+ * for every flap-th of the first 3,000 turns, when flap is not 0) until
+ * everything is archived and it stays idle for 300 turns (bounded: 20,000
+ * turns of 1 ms). */
+static void run_archiver(struct world *w, const char *work_dir, uint64_t first, int flap)
 {
     uv_loop_t loop;
     struct archiver *a = NULL;
@@ -491,6 +492,7 @@ static void run_archiver(struct world *w, const char *work_dir, uint64_t first)
     struct archiver_view v = {.is_leader = true, .commit = N_CMDS};
     int idle = 0;
     for (int i = 0; i < 20000 && idle < 300; i++) {
+        v.is_leader = flap == 0 || i >= 3000 || i % flap != 0;
         archiver_turn(a, &v);
         uv_run(&loop, UV_RUN_NOWAIT);
         usleep(1000);
@@ -538,7 +540,7 @@ static void test_archiver_fills_a_gap_from_the_raft_log(void **state)
     snprintf(log, sizeof(log), "%s/log", work);
     mkdir(work, 0755);
     write_raft_log(w, log, 1, N_CMDS);
-    run_archiver(w, work, 300);
+    run_archiver(w, work, 300, 0);
     static const uint64_t idx[] = {50, 51, 120, 299, 300, N_CMDS};
     for (size_t i = 0; i < AR_ARRAY_LEN(idx); i++) {
         assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
@@ -549,10 +551,10 @@ static void test_archiver_fills_a_gap_from_the_raft_log(void **state)
 
 /* Holes between the archive's log objects (left by an archiver before a
  * fix, or by a leader that had to bridge them) are filled from a Raft log
- * that still holds their entries, after the archive's end is caught up. */
-static void test_archiver_refills_holes_from_the_raft_log(void **state)
+ * that still holds their entries, after the archive's end is caught up;
+ * with flap, through leaderships lost while jobs run. */
+static void refill_holes(struct world *w, int flap)
 {
-    struct world *w = *state;
     char work[300];
     char log[320];
     uint64_t firsts[64];
@@ -569,7 +571,7 @@ static void test_archiver_refills_holes_from_the_raft_log(void **state)
     snprintf(log, sizeof(log), "%s/log", work);
     mkdir(work, 0755);
     write_raft_log(w, log, 1, N_CMDS);
-    run_archiver(w, work, 300);
+    run_archiver(w, work, 300, flap);
     unsigned n = log_objects(w, firsts, lasts, 64);
     uint64_t covered = 0;
     for (unsigned i = 0; i < n; i++) { /* in order of first index; overlaps allowed */
@@ -583,6 +585,18 @@ static void test_archiver_refills_holes_from_the_raft_log(void **state)
         assert_int_equal(rebuild_hash(w, time_of(idx[i]), &rc, &pt), w->hash_after[idx[i]]);
         assert_int_equal(rc, 0);
     }
+}
+
+static void test_archiver_refills_holes_from_the_raft_log(void **state)
+{
+    refill_holes(*state, 0);
+}
+
+/* Leadership lost every third turn, whatever job runs: each new one probes
+ * again, and nothing a job was doing is counted for a leadership gone. */
+static void test_archiver_loses_leadership_mid_job(void **state)
+{
+    refill_holes(*state, 3);
 }
 
 /* Damage the sealed segment of the Raft log in dir that holds index. */
@@ -629,7 +643,7 @@ static void fill_around(struct world *w, uint64_t log_first, bool is_damaged)
     write_raft_log(w, log, log_first, N_CMDS);
     if (is_damaged)
         damage_segment_of(log, 51);
-    run_archiver(w, work, 300);
+    run_archiver(w, work, 300, 0);
     unsigned n = log_objects(w, firsts, lasts, 64);
     assert_true(n >= 3);
     assert_int_equal(firsts[0], 1);
@@ -865,6 +879,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archiver_fills_past_a_damaged_raft_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_archiver_refills_holes_from_the_raft_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_archiver_loses_leadership_mid_job, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
