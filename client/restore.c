@@ -1209,8 +1209,22 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         rc = resolve(&r, parent, &dst_parent, out);
     if (rc != 0 && errmsg[0] == '\0')
         ar_errorf(errmsg, rc, "the destination's directory %s: %s", parent, ar_strerror(rc));
+    if (rc == 0 && !o->is_replace) { /* refused before the work; checked again at the end */
+        uint64_t ino;
+        uint32_t mode;
+        rc = live_lookup(&r, dst_parent, final, &ino, &mode, out);
+        if (rc == 0)
+            rc = ar_errorf(errmsg, -EEXIST, "%s exists: name another with --into, or put the "
+                           "tree at %s itself with --replace", rep->final_path, o->path);
+        else if (rc == -ENOENT)
+            rc = 0;
+        else
+            ar_errorf(errmsg, rc, "looking up %s: %s", rep->final_path, ar_strerror(rc));
+    }
+    char at[40];
+    ar_format_time(o->at_ns, at, sizeof(at));
     if (rc == 0) {
-        say(&r, "rebuilding the volume's state at %s", stamp);
+        say(&r, "rebuilding the volume's state at %s", at);
         errmsg[0] = '\0';
         rc = rebuild(&r, ar_client_shard_of(r.client, 1), errmsg);
     }
@@ -1219,8 +1233,10 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
                 " (%.1f s)", rep->point.base_index, rep->point.entries, rep->point.index,
             rep->rebuild_s);
         rc = resolve(&r, o->path, &src, NULL);
-        if (rc != 0)
-            ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", o->path, stamp, ar_strerror(rc));
+        if (rc != 0 && rep->point.index == 0) /* no entry was at or before the moment */
+            ar_errorf(errmsg, rc, "the volume did not exist yet at %s", at);
+        else if (rc != 0)
+            ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", o->path, at, ar_strerror(rc));
     }
     if (rc == 0) { /* an interrupted run's staging tree goes first */
         rc = live_remove(&r, dst_parent, staging, out);

@@ -386,6 +386,24 @@ static bool node_log_has(struct fixture *f, const char *text)
     return false;
 }
 
+/* Whether dir holds a name starting with prefix; the last such into name. */
+static bool entry_with_prefix(const char *dir, const char *prefix, char *name, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool is_found = false;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(name, cap, "%s", e->d_name);
+            is_found = true;
+        }
+    }
+    closedir(d);
+    return is_found;
+}
+
 /* ---- the tests ---------------------------------------------------------------------------- */
 
 /* The node that leads shard 1 now (a linearizable statfs is answered only
@@ -533,10 +551,13 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     free(live);
     live = describe(ds); /* it holds the restored file now */
 
-    /* the destination taken: refused, nothing changed */
+    /* the destination taken: refused before any work, nothing changed */
     snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
     assert_int_equal(restore(f, args), 1);
-    assert_true(log_has(f, "exists"));
+    assert_true(log_has(f, "/at-t1 exists: name another with --into"));
+    assert_false(log_has(f, "rebuilding"));
+    char name[300];
+    assert_false(entry_with_prefix(m->dir, ".arbor-restore-", name, sizeof(name)));
     snprintf(p, sizeof(p), "%s/at-t1", m->dir);
     char *r1_again = describe(p);
     expect_same("a restore refused", s1, r1_again);
@@ -545,23 +566,19 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     rfc3339(t1, at, sizeof(at));
     snprintf(args, sizeof(args), "/ds/new --at %s --into /nothing", at);
     assert_int_equal(restore(f, args), 1);
-    assert_true(log_has(f, "did not exist"));
+    assert_true(log_has(f, "/ds/new did not exist at "));
+
+    /* a moment before the volume was made */
+    assert_int_equal(restore(f, "/ds --at 2020-01-01T00:00:00Z --into /nothing"), 1);
+    assert_true(log_has(f, "the volume did not exist yet at 2020-01-01T00:00:00.000Z"));
 
     /* --replace: T1's tree in place, the live one beside it */
     snprintf(args, sizeof(args), "/ds --at %s --replace", at);
     assert_int_equal(restore(f, args), 0);
     char *replaced = describe(ds);
     expect_same("the tree put back in place", s1, replaced);
-    DIR *dir = opendir(m->dir);
-    assert_non_null(dir);
-    struct dirent *e;
-    char aside[300] = "";
-    while ((e = readdir(dir)) != NULL) {
-        if (strncmp(e->d_name, "ds.replaced-", 12) == 0)
-            snprintf(aside, sizeof(aside), "%s", e->d_name);
-    }
-    closedir(dir);
-    assert_true(aside[0] != '\0');
+    char aside[300];
+    assert_true(entry_with_prefix(m->dir, "ds.replaced-", aside, sizeof(aside)));
     snprintf(p, sizeof(p), "%s/%s", m->dir, aside);
     char *set_aside = describe(p);
     expect_same("the live tree set aside", live, set_aside);
@@ -1066,23 +1083,6 @@ static void test_gc_runs_in_the_background(void **state)
     mount_stop(m);
 }
 
-/* The hidden staging name of a restore, if one stands in dir ("" if none). */
-static void staging_in(const char *dir, char *out, size_t cap)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-
-    out[0] = '\0';
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, ".arbor-restore-", 15) == 0)
-            snprintf(out, cap, "%s", e->d_name);
-    }
-    closedir(d);
-}
-
-/* A restore killed half way leaves only its hidden tree; the same command
- * again removes it and finishes. */
 /* The nice value of process pid's thread tid (proc(5): field 19), or 99. */
 static int thread_nice(pid_t pid, const char *tid)
 {
@@ -1128,6 +1128,8 @@ static int threads_at_nice_19(pid_t pid, int *main_nice)
     return count;
 }
 
+/* A restore killed half way leaves only its hidden tree; the same command
+ * again removes it and finishes. */
 static void test_restore_killed_half_way_starts_over(void **state)
 {
     struct fixture *f = *state;
@@ -1163,10 +1165,10 @@ static void test_restore_killed_half_way_starts_over(void **state)
         _exit(127);
     }
     /* kill it once its hidden tree stands (bounded) */
-    hidden[0] = '\0';
-    for (int i = 0; i < 2000 && hidden[0] == '\0'; i++) {
-        staging_in(m->dir, hidden, sizeof(hidden));
-        if (hidden[0] == '\0')
+    bool is_staged = false;
+    for (int i = 0; i < 2000 && !is_staged; i++) {
+        is_staged = entry_with_prefix(m->dir, ".arbor-restore-", hidden, sizeof(hidden));
+        if (!is_staged)
             usleep(5000);
     }
     /* what writes into the volume yields the CPU; the command itself does not */
@@ -1175,7 +1177,7 @@ static void test_restore_killed_half_way_starts_over(void **state)
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    assert_true(hidden[0] != '\0');
+    assert_true(is_staged);
     assert_int_equal(main_nice, 0);
     assert_true(low_threads >= 1); /* the connection's I/O thread at least */
     assert_true(WIFSIGNALED(status)); /* it was still at work */
@@ -1183,8 +1185,7 @@ static void test_restore_killed_half_way_starts_over(void **state)
     struct stat st;
     assert_int_equal(lstat(p, &st), -1); /* the final name holds nothing */
     assert_int_equal(restore(f, cmd), 0);
-    staging_in(m->dir, hidden, sizeof(hidden));
-    assert_string_equal(hidden, "");
+    assert_false(entry_with_prefix(m->dir, ".arbor-restore-", hidden, sizeof(hidden)));
     char *r1 = describe(p);
     expect_same("the tree restored after an interrupted restore", s1, r1);
     free(s1);
