@@ -172,40 +172,40 @@ static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
 }
 
 /* The shard map as the replica at addr holds it (a follower read). */
-static int print_map(const char *addr, struct meta_response_buf *out)
+static int fetch_map(const char *addr, struct meta_response_buf *out, struct meta_map *m)
 {
     struct meta_request req = {.id = 2, .kind = META_REQ_COMMAND, .shard = META_MAP_SHARD,
                                .epoch = 1, .read_mode = META_READ_FOLLOWER,
                                .data_cap = META_MAP_BYTES_ENC_MAX};
     struct meta_cmd cmd = {.op = META_OP_MAP_GET};
-    struct meta_map *m = malloc(sizeof(*m));
     char why[96];
 
-    int rc = m == NULL ? -ENOMEM : cmd_ask(addr, &req, &cmd, out, why, sizeof(why));
-    if (rc == 0)
-        rc = meta_map_decode(out->r.reply.data, out->r.reply.data_len, m);
-    if (rc == 0 && m->version == 0) {
+    int rc = cmd_ask(addr, &req, &cmd, out, why, sizeof(why));
+    return rc == 0 ? meta_map_decode(out->r.reply.data, out->r.reply.data_len, m) : rc;
+}
+
+static void print_map(const struct meta_map *m)
+{
+    if (m->version == 0) {
         printf("\nshard map: not written yet (the map group has not elected a leader)\n");
-    } else if (rc == 0) {
-        printf("\nshard map, version %" PRIu64 ": volume %s, blocks of %u KiB in %s, "
-               "recovery window %u s\n",
-               m->version, m->volume, m->block_bytes >> 10, m->store_url, m->window_s);
-        for (uint32_t i = 0; i < m->member_count; i++) {
-            printf("  member %" PRIu64 ": raft %s, clients %s\n", m->members[i].id,
-                   m->members[i].raft_addr, m->members[i].client_addr);
-        }
-        for (uint32_t i = 0; i < m->shard_count; i++) {
-            const struct meta_shard_info *sh = &m->shards[i];
-            printf("  shard %u: epoch %" PRIu64, sh->id, sh->epoch);
-            if (sh->id != META_MAP_SHARD)
-                printf(", root inode %" PRIu64 ", inodes [%" PRIu64 ", %" PRIu64
-                       "), slices [%" PRIu64 ", %" PRIu64 ")",
-                       sh->root_ino, sh->ino_lo, sh->ino_hi, sh->slice_lo, sh->slice_hi);
-            printf("%s\n", sh->id == META_MAP_SHARD ? " (the map)" : "");
-        }
+        return;
     }
-    free(m);
-    return rc;
+    printf("\nshard map, version %" PRIu64 ": volume %s, blocks of %u KiB in %s, "
+           "recovery window %u s\n",
+           m->version, m->volume, m->block_bytes >> 10, m->store_url, m->window_s);
+    for (uint32_t i = 0; i < m->member_count; i++) {
+        printf("  member %" PRIu64 ": raft %s, clients %s\n", m->members[i].id,
+               m->members[i].raft_addr, m->members[i].client_addr);
+    }
+    for (uint32_t i = 0; i < m->shard_count; i++) {
+        const struct meta_shard_info *sh = &m->shards[i];
+        printf("  shard %u: epoch %" PRIu64, sh->id, sh->epoch);
+        if (sh->id != META_MAP_SHARD)
+            printf(", root inode %" PRIu64 ", inodes [%" PRIu64 ", %" PRIu64
+                   "), slices [%" PRIu64 ", %" PRIu64 ")",
+                   sh->root_ino, sh->ino_lo, sh->ino_hi, sh->slice_lo, sh->slice_hi);
+        printf("%s\n", sh->id == META_MAP_SHARD ? " (the map)" : "");
+    }
 }
 
 static void usage(FILE *to)
@@ -306,11 +306,24 @@ int cmd_status(int argc, char **argv)
                 top_commits[gs->shard] = gs->commit;
         }
     }
-    print_table(count, addrs, ids, answers, is_up, why, top_commits);
-    for (uint32_t i = 0; i < count; i++) {
-        if (is_up[i] && print_map(addrs[i], &answers[i]) == 0)
-            break;
+    /* the map from the first replica that gives it; it names the replicas
+     * given by address alone, so that one that does not answer has its id */
+    struct meta_map *map = malloc(sizeof(*map));
+    struct meta_response_buf *map_buf = malloc(sizeof(*map_buf));
+    bool is_map = false;
+    for (uint32_t i = 0; map != NULL && map_buf != NULL && i < count && !is_map; i++)
+        is_map = is_up[i] && fetch_map(addrs[i], map_buf, map) == 0;
+    for (uint32_t i = 0; is_map && i < count; i++) {
+        for (uint32_t k = 0; ids[i] == 0 && k < map->member_count; k++) {
+            if (strcmp(map->members[k].client_addr, addrs[i]) == 0)
+                ids[i] = map->members[k].id;
+        }
     }
+    print_table(count, addrs, ids, answers, is_up, why, top_commits);
+    if (is_map)
+        print_map(map);
+    free(map);
+    free(map_buf);
     free(answers);
     return is_any_down ? 1 : 0;
 }

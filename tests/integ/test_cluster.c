@@ -263,6 +263,25 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
     char cmd[800];
     snprintf(cmd, sizeof(cmd), "'%s' status '%s/node1' > /dev/null", f->arbor, f->dir);
     assert_int_not_equal(system(cmd), 0); /* one replica is down, and status says so */
+    /* asked by address alone, status names the one down by its id */
+    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u",
+             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2]);
+    FILE *out = popen(cmd, "r");
+    assert_non_null(out);
+    char line[512];
+    char want[64];
+    bool is_named = false;
+    snprintf(want, sizeof(want), "127.0.0.1:%u", f->client_port[old]);
+    while (fgets(line, sizeof(line), out) != NULL) { /* bounded by the output */
+        unsigned id = 0;
+        char addr[64];
+        char what[32];
+        if (sscanf(line, "%u %63s %31s", &id, addr, what) == 3 && strcmp(addr, want) == 0 &&
+            strcmp(what, "unreachable:") == 0)
+            is_named = id == (unsigned)old + 1;
+    }
+    assert_int_not_equal(pclose(out), 0);
+    assert_true(is_named);
     for (int i = 1; i < 50; i++) {
         snprintf(name, sizeof(name), "after_%03d", i);
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);
