@@ -7,11 +7,13 @@
  * data directory, the mount point and this process's pid: `arbor status`
  * and the other admin commands find the local cluster there, and
  * `arbor down` stops it. The servers die with this process
- * (PR_SET_PDEATHSIG), so nothing outlives it. */
+ * (PR_SET_PDEATHSIG), so nothing outlives it; a server that exits while up
+ * is started again (keep_replicas()). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +124,9 @@ static pid_t serve(const char *data, uint32_t i)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(1);
+    sigset_t none; /* the keeper's thread blocks every signal; the server takes them */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         dup2(fd, 1);
@@ -129,6 +134,90 @@ static pid_t serve(const char *data, uint32_t i)
     }
     execl("/proc/self/exe", "arbor", "serve", dir, (char *)NULL);
     _exit(127);
+}
+
+/* The replicas while up: one that exits is started again, after 1 s, and
+ * after twice as long each time it dies within a minute of its start (at
+ * most 30 s), so that a replica that cannot start does not spin. */
+#define KEEP_POLL_MS       200
+#define KEEP_DELAY_MIN_MS  1000
+#define KEEP_DELAY_MAX_MS  30000
+#define KEEP_YOUNG_MS      60000
+
+struct keeper {
+    pthread_mutex_t mu;
+    pthread_cond_t stop;
+    bool is_stopping;
+    const char *data;
+    uint32_t count;
+    pid_t pids[META_SERVER_NODES_MAX];       /* 0: waiting to start again */
+    uint64_t started_ms[META_SERVER_NODES_MAX];
+    uint64_t restart_ms[META_SERVER_NODES_MAX];
+    uint32_t delay_ms[META_SERVER_NODES_MAX]; /* the next wait, should it die young */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void describe_exit(int status, char *out, size_t cap)
+{
+    if (WIFSIGNALED(status))
+        snprintf(out, cap, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, cap, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* One look at replica i, under k->mu: reap it if it exited, start it again
+ * when its delay is over. */
+static void keep_one(struct keeper *k, uint32_t i, uint64_t now)
+{
+    int status;
+
+    if (k->pids[i] > 0 && waitpid(k->pids[i], &status, WNOHANG) == k->pids[i]) {
+        char how[96];
+        uint32_t delay = now - k->started_ms[i] < KEEP_YOUNG_MS ? k->delay_ms[i]
+                                                                 : KEEP_DELAY_MIN_MS;
+        k->delay_ms[i] = delay * 2 > KEEP_DELAY_MAX_MS ? KEEP_DELAY_MAX_MS : delay * 2;
+        k->pids[i] = 0;
+        k->restart_ms[i] = now + delay;
+        describe_exit(status, how, sizeof(how));
+        ar_log(AR_LOG_WARN, "replica %u %s; starting it again in %u s (its log: %s/node%u.log)",
+               i + 1, how, delay / 1000, k->data, i + 1);
+    }
+    if (k->pids[i] == 0 && now >= k->restart_ms[i]) {
+        k->pids[i] = serve(k->data, i);
+        k->started_ms[i] = now;
+        if (k->pids[i] > 0)
+            ar_log(AR_LOG_INFO, "replica %u started again (pid %d)", i + 1, (int)k->pids[i]);
+        else
+            k->restart_ms[i] = now + KEEP_DELAY_MAX_MS; /* no fork: try again later */
+    }
+}
+
+static void *keep_replicas(void *arg)
+{
+    struct keeper *k = arg;
+
+    pthread_mutex_lock(&k->mu);
+    /* bounded: ends when the mount ends */
+    while (!k->is_stopping) {
+        uint64_t now = mono_ms();
+        for (uint32_t i = 0; i < k->count; i++)
+            keep_one(k, i, now);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += KEEP_POLL_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&k->stop, &k->mu, &until);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
 }
 
 static void up_usage(FILE *to)
@@ -139,8 +228,9 @@ static void up_usage(FILE *to)
             "replicas (or 1) on 127.0.0.1 with their data in DATA_DIR, blocks in\n"
             "DATA_DIR/blocks (a file:// store), and the volume mounted on MOUNTPOINT.\n"
             "The first run formats DATA_DIR; later runs start what is there. Ctrl-C,\n"
-            "SIGTERM or `arbor down` unmounts and stops everything. While up, `arbor\n"
-            "status` (no arguments) shows the local cluster. Mount options as for\n"
+            "SIGTERM or `arbor down` unmounts and stops everything. A replica that\n"
+            "exits while up is started again (its log: DATA_DIR/nodeN.log). While up,\n"
+            "`arbor status` (no arguments) shows the local cluster. Mount options as for\n"
             "`arbor mount` (--single-threaded, --attr-timeout S, ...).\n");
 }
 
@@ -220,10 +310,25 @@ int cmd_up(int argc, char **argv)
         snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
                  cfg.nodes[i].client_addr);
     }
-    pid_t pids[META_SERVER_NODES_MAX] = {0};
+    struct keeper k = {.data = data, .count = cfg.node_count};
+    uint64_t now = mono_ms();
     for (uint32_t i = 0; i < cfg.node_count; i++) {
-        pids[i] = serve(data, i);
+        k.pids[i] = serve(data, i);
+        k.started_ms[i] = now;
+        k.delay_ms[i] = KEEP_DELAY_MIN_MS;
     }
+    /* its thread takes no signal: the stop signals must reach the mount's loop */
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.stop, NULL);
+    pthread_t keeper;
+    sigset_t all;
+    sigset_t mask;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &mask);
+    bool is_kept = pthread_create(&keeper, NULL, keep_replicas, &k) == 0;
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    if (!is_kept)
+        ar_log(AR_LOG_WARN, "no thread to watch the replicas: one that exits stays down");
     char local[UP_PATH_MAX];
     FILE *f = local_path(local, sizeof(local), true) == 0 ? fopen(local, "w") : NULL;
     if (f != NULL) {
@@ -235,14 +340,23 @@ int cmd_up(int argc, char **argv)
     fflush(stdout);
     mount_argv[1] = addrs;
     int rc = cmd_mount(mount_argc, mount_argv);
-    for (uint32_t i = 0; i < cfg.node_count; i++) {
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
+    if (is_kept) {
+        pthread_mutex_lock(&k.mu);
+        k.is_stopping = true;
+        pthread_cond_signal(&k.stop);
+        pthread_mutex_unlock(&k.mu);
+        pthread_join(keeper, NULL);
     }
     for (uint32_t i = 0; i < cfg.node_count; i++) {
-        if (pids[i] > 0)
-            waitpid(pids[i], NULL, 0);
+        if (k.pids[i] > 0)
+            kill(k.pids[i], SIGTERM);
     }
+    for (uint32_t i = 0; i < cfg.node_count; i++) {
+        if (k.pids[i] > 0)
+            waitpid(k.pids[i], NULL, 0);
+    }
+    pthread_cond_destroy(&k.stop);
+    pthread_mutex_destroy(&k.mu);
     if (f != NULL)
         unlink(local);
     printf("arbor up: stopped\n");

@@ -1789,6 +1789,112 @@ static void test_up_status_down(void **state)
     harness_rm_rf(dir);
 }
 
+/* The process whose parent is parent and whose command line holds text, or 0. */
+static pid_t child_with(pid_t parent, const char *text)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t found = 0;
+
+    assert_non_null(d);
+    while (found == 0 && (e = readdir(d)) != NULL) { /* bounded by the processes */
+        char path[300];
+        char buf[1024];
+        int ppid = 0;
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        const char *close = strrchr(buf, ')');
+        if (close == NULL || sscanf(close + 1, " %*c %d", &ppid) != 1 || ppid != (int)parent)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        f = fopen(path, "r");
+        n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        for (size_t i = 0; i < n; i++) /* its arguments, joined by spaces */
+            buf[i] = buf[i] == '\0' ? ' ' : buf[i];
+        buf[n] = '\0';
+        if (strstr(buf, text) != NULL)
+            found = (pid_t)atoi(e->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+/* `arbor up` starts a replica that died again, and says so; the cluster
+ * then answers whole. */
+static void test_up_starts_a_dead_replica_again(void **state)
+{
+    (void)state;
+    char dir[256];
+    char arbor[512];
+    char data[400];
+    char mnt[400];
+    char log[400];
+    char node2[450];
+    char file[500];
+
+    harness_tmpdir(dir);
+    snprintf(arbor, sizeof(arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
+    snprintf(data, sizeof(data), "%s/data", dir);
+    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+    snprintf(log, sizeof(log), "%s/up.log", dir);
+    mkdir(mnt, 0755);
+    setenv("XDG_RUNTIME_DIR", dir, 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(arbor, "arbor", "up", data, mnt, (char *)NULL);
+        _exit(127);
+    }
+    mounts[0] = (struct mount_proc){.pid = pid};
+    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", mnt);
+    for (int tries = 0; tries < 500 && !is_mounted(mnt); tries++) {
+        usleep(20000);
+    }
+    assert_true(is_mounted(mnt));
+    snprintf(node2, sizeof(node2), "serve %s/node2", data);
+    pid_t first = child_with(pid, node2);
+    assert_true(first > 0);
+    assert_int_equal(kill(first, SIGKILL), 0);
+    pid_t again = 0;
+    for (int tries = 0; tries < 200 && (again == 0 || again == first); tries++) {
+        usleep(50000);
+        again = child_with(pid, node2);
+    }
+    assert_true(again > 0 && again != first);
+    assert_true(file_has(log, "replica 2 killed by signal 9"));
+    assert_true(file_has(log, "replica 2 started again"));
+    /* the new replica serves: status hears every one (it may take a moment to listen) */
+    int rc = 1;
+    for (int tries = 0; tries < 50 && rc != 0; tries++) {
+        rc = run_arbor(arbor, "status");
+        if (rc != 0)
+            usleep(100000);
+    }
+    assert_int_equal(rc, 0);
+    snprintf(file, sizeof(file), "%s/after", mnt);
+    write_file(file, (const uint8_t *)"written", 7);
+    expect_file(file, (const uint8_t *)"written", 7);
+    assert_int_equal(run_arbor(arbor, "down"), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    mounts[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(kill(again, 0), -1); /* the replica started again stopped too */
+    unsetenv("XDG_RUNTIME_DIR");
+    harness_rm_rf(dir);
+}
+
 static int teardown_up(void **state)
 {
     (void)state;
@@ -1834,6 +1940,7 @@ int main(void)
         T(test_mount_killed_with_its_device_held_fails_callers),
         T(test_mount_copy_survives_a_leader_crash),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
+        cmocka_unit_test_teardown(test_up_starts_a_dead_replica_again, teardown_up),
     };
 #undef T
     return cmocka_run_group_tests_name("test_mount", tests, NULL, NULL);
