@@ -796,8 +796,13 @@ struct uv_loop_s;
  * logs with the members, and the cluster file last). -EEXIST if it is
  * already formatted, -EINVAL, or the disk's error; errmsg says which. */
 int meta_server_format(const struct meta_server_config *cfg, char *errmsg);
-/* Read data_dir's cluster file into out. */
+/* Read data_dir's cluster file into out (cluster.c). A file that is not
+ * whole and exactly as arbor format writes it is -EINVAL, errmsg naming the
+ * line and what is wrong; a missing one the error of open(2). */
 int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char *errmsg);
+/* "IP:PORT" (an IPv4 or IPv6 literal, a port of 1..65535) into host and
+ * port; -EINVAL for anything else. */
+int meta_addr_parse(const char *addr, char *host, size_t cap, uint16_t *port);
 /* Load the groups (checkpoint, then log) and start serving on loop.
  * Errors say what: port in use, a data directory that is not formatted or
  * holds another cluster, a damaged log or checkpoint. */

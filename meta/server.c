@@ -258,21 +258,6 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
 }
 
-static int split_addr(const char *addr, char *host, size_t cap, uint16_t *port)
-{
-    const char *colon = strrchr(addr, ':');
-
-    if (colon == NULL || (size_t)(colon - addr) >= cap)
-        return -EINVAL;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    unsigned long p = strtoul(colon + 1, NULL, 10);
-    if (p == 0 || p > 65535)
-        return -EINVAL;
-    *port = (uint16_t)p;
-    return 0;
-}
-
 /* ---- answering clients ------------------------------------------------------------ */
 
 static struct conn *conn_at(struct meta_server *s, uint32_t slot, uint64_t gen)
@@ -2304,7 +2289,7 @@ static int start_network(struct meta_server *s, char *errmsg)
     uint16_t port;
     struct sockaddr_storage addr;
 
-    if (split_addr(me->raft_addr, host, sizeof(host), &port) != 0) {
+    if (meta_addr_parse(me->raft_addr, host, sizeof(host), &port) != 0) {
         snprintf(errmsg, AR_ERRMSG_MAX, "bad raft address %s", me->raft_addr);
         return -EINVAL;
     }
@@ -2313,13 +2298,16 @@ static int start_network(struct meta_server *s, char *errmsg)
     int rc = raft_transport_start(s->loop, &to, &s->transport, errmsg);
     for (uint32_t i = 0; rc == 0 && i < s->cfg.node_count; i++) {
         const struct meta_server_node *n = &s->cfg.nodes[i];
-        if (n->id == s->cfg.id || split_addr(n->raft_addr, host, sizeof(host), &port) != 0)
+        if (n->id == s->cfg.id)
             continue;
+        if (meta_addr_parse(n->raft_addr, host, sizeof(host), &port) != 0)
+            return ar_errorf(errmsg, -EINVAL, "node %" PRIu64 ": bad raft address %s", n->id,
+                             n->raft_addr);
         rc = raft_transport_add_peer(s->transport, n->id, host, port);
     }
     if (rc != 0)
         return rc;
-    if (split_addr(me->client_addr, host, sizeof(host), &port) != 0 ||
+    if (meta_addr_parse(me->client_addr, host, sizeof(host), &port) != 0 ||
         (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
          uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)) {
         snprintf(errmsg, AR_ERRMSG_MAX, "bad client address %s", me->client_addr);
@@ -2456,61 +2444,7 @@ void meta_server_free(struct meta_server *s)
     ar_free(s);
 }
 
-/* ---- the cluster file and formatting -------------------------------------------------------------- */
-
-int meta_cluster_load(const char *data_dir, struct meta_server_config *out, char *errmsg)
-{
-    char path[600];
-    char line[256];
-
-    snprintf(path, sizeof(path), "%s/cluster", data_dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s: %s (is it formatted? arbor format)", path,
-                 strerror(errno));
-        return -errno;
-    }
-    memset(out, 0, sizeof(*out));
-    int rc = 0;
-    bool has_magic = false;
-    /* bounded by the file's lines */
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-        struct meta_server_node n;
-        unsigned long long v;
-        if (strncmp(line, "arbor-cluster 1", 15) == 0) {
-            has_magic = true;
-        } else if (sscanf(line, "self %llu", &v) == 1) {
-            out->id = v;
-        } else if (sscanf(line, "created_ns %llu", &v) == 1) {
-            out->created_ns = (int64_t)v;
-        } else if (sscanf(line, "volume %63s", out->volume) == 1) {
-        } else if (sscanf(line, "store %255s", out->store_url) == 1) {
-        } else if (sscanf(line, "block_bytes %llu", &v) == 1 && v <= META_BLOCK_BYTES) {
-            out->block_bytes = (uint32_t)v;
-        } else if (sscanf(line, "window_s %llu", &v) == 1 && v <= UINT32_MAX) {
-            out->window_s = (uint32_t)v;
-        } else if (sscanf(line, "node %llu %63s %63s", &v, n.raft_addr, n.client_addr) == 3) {
-            if (out->node_count == META_SERVER_NODES_MAX)
-                rc = -EINVAL;
-            n.id = v;
-            if (rc == 0)
-                out->nodes[out->node_count++] = n;
-        } else if (line[0] != '#' && line[0] != '\n') {
-            rc = -EINVAL;
-        }
-    }
-    fclose(f);
-    if (rc != 0 || !has_magic || out->id == 0 || out->node_count == 0) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s: not an arbor cluster file", path);
-        return -EINVAL;
-    }
-    snprintf(out->data_dir, sizeof(out->data_dir), "%s", data_dir);
-    if (out->block_bytes == 0)
-        out->block_bytes = META_BLOCK_BYTES;
-    if (out->window_s == 0)
-        out->window_s = META_WINDOW_S_DEFAULT;
-    return 0;
-}
+/* ---- formatting (cluster.c reads the cluster file back) ------------------------------------------- */
 
 static bool is_known_node_cfg(const struct meta_server_config *cfg, uint64_t id)
 {

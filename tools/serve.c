@@ -26,9 +26,17 @@ static int parse_nodes(const char *spec, struct meta_server_config *cfg)
         char client[64];
         unsigned long long id;
         int used = 0;
+        char host[64];
+        uint16_t port;
         if (cfg->node_count == META_SERVER_NODES_MAX ||
-            sscanf(p, "%llu=%63[^/,]/%63[^,]%n", &id, raft, client, &used) != 3 || id == 0)
+            sscanf(p, "%llu=%63[^/,]/%63[^,]%n", &id, raft, client, &used) != 3 || id == 0 ||
+            meta_addr_parse(raft, host, sizeof(host), &port) != 0 ||
+            meta_addr_parse(client, host, sizeof(host), &port) != 0)
             return -EINVAL;
+        for (uint32_t i = 0; i < cfg->node_count; i++) {
+            if (cfg->nodes[i].id == id)
+                return -EINVAL;
+        }
         n->id = id;
         snprintf(n->raft_addr, sizeof(n->raft_addr), "%s", raft);
         snprintf(n->client_addr, sizeof(n->client_addr), "%s", client);
@@ -132,7 +140,7 @@ int cmd_format(int argc, char **argv)
     }
     if (optind + 1 != argc || nodes == NULL || cfg.id == 0 || parse_nodes(nodes, &cfg) != 0) {
         fprintf(stderr, "arbor format: wants DATA_DIR, --id N and --nodes ID=RAFT/CLIENT,... "
-                        "(try --help)\n");
+                        "with distinct ids and IP:PORT addresses (try --help)\n");
         return 2;
     }
     snprintf(cfg.data_dir, sizeof(cfg.data_dir), "%s", argv[optind]);
