@@ -26,6 +26,10 @@
 #define BUCKETS   65536u
 #define NAME_MAX_ 48u
 #define CACHE_FREE_MIN_PCT 10u /* of its file system: below, the cache stops growing */
+/* and never less than this: under arbor up the cache shares its disk with
+ * the store and the servers, whose reserves (128 and 256 MiB) it must not
+ * eat into on a small disk */
+#define CACHE_FREE_MIN_BYTES (512ull << 20)
 
 struct entry {
     char name[NAME_MAX_];
@@ -408,13 +412,17 @@ int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
 }
 
 /* Whether the cache's file system has less than CACHE_FREE_MIN_PCT of its
- * space free: the cache then grows no further, whatever its bound. */
+ * space free, or less than CACHE_FREE_MIN_BYTES: the cache then grows no
+ * further, whatever its bound. */
 static bool disk_is_low(const struct block_cache *c)
 {
     struct statvfs st;
 
-    return statvfs(c->dir, &st) == 0 && st.f_blocks > 0 &&
-           st.f_bavail < st.f_blocks / 100 * CACHE_FREE_MIN_PCT;
+    if (statvfs(c->dir, &st) != 0 || st.f_blocks == 0)
+        return false;
+    uint64_t free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
+    return st.f_bavail < st.f_blocks / 100 * CACHE_FREE_MIN_PCT ||
+           free_bytes < CACHE_FREE_MIN_BYTES;
 }
 
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)

@@ -72,6 +72,7 @@
 #define CACHE_BLOCKS    32u         /* blocks kept in memory for reads */
 #define AHEAD_MAX       8u          /* blocks being read ahead at once */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
+#define FULL_WAIT_MS    1000u       /* after ENOSPC, commits fail at once this long */
 #define READDIR_ENTRIES 512u
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
@@ -188,6 +189,9 @@ struct mnt {
     struct grants *grants;          /* NULL: the kernel keeps answers for the bound only */
     uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
     uint64_t buffered;              /* atomic */
+    uint64_t full_until_ms;         /* atomic: a commit found the store or the shard full;
+                                     * until then commits fail at once (no blocks put that
+                                     * nothing could name) */
     pthread_mutex_t ids_mu;
     uint64_t id_next;               /* slice ids taken from the shard, not used yet */
     uint64_t id_end;
@@ -659,6 +663,8 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
 {
     if (f->buf_len == 0)
         return 0;
+    if (client_mono_ms() < __atomic_load_n(&m->full_until_ms, __ATOMIC_RELAXED))
+        return -ENOSPC;
     uint64_t id;
     int rc = slice_id(m, &id);
     if (rc != 0)
@@ -688,12 +694,15 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
         pthread_cond_wait(&u.cond, &u.mu);
     }
     pthread_mutex_unlock(&u.mu);
-    if (u.rc != 0)
-        return -EIO;
+    /* a full store is the caller's ENOSPC; its other failures, EIO */
+    rc = u.rc == 0 || u.rc == -ENOSPC || u.rc == -EDQUOT ? u.rc : -EIO;
     struct meta_cmd w = {.op = META_OP_WRITE, .ino = f->ino, .offset = f->buf_off,
                          .slice = {.id = id, .size = f->buf_len, .off = 0, .len = f->buf_len}};
     struct meta_response_buf *out;
-    rc = run(m, req, &w, 0, &out);
+    if (rc == 0)
+        rc = run(m, req, &w, 0, &out);
+    if (rc == -ENOSPC || rc == -EDQUOT) /* the kernel's write-back would go on putting */
+        __atomic_store_n(&m->full_until_ms, client_mono_ms() + FULL_WAIT_MS, __ATOMIC_RELAXED);
     if (rc == 0) {
         __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
         f->buf_len = 0;

@@ -547,6 +547,9 @@ struct meta_response {
     uint64_t session;
     uint32_t session_timeout_ms;   /* session open, heartbeat: heartbeats must come sooner */
     uint64_t node;                 /* status */
+    uint64_t disk_free_bytes;      /* status: the data directory's disk, free to it */
+    uint64_t disk_reserve_bytes;   /* status: below this a leader refuses growth (ENOSPC) */
+    uint64_t memory_available_bytes; /* status: MemAvailable */
     uint32_t group_count;
     struct meta_group_status groups[META_STATUS_GROUPS_MAX];
     struct meta_reply reply; /* entries, data and slices point into a meta_response_buf */
@@ -782,6 +785,8 @@ struct meta_server_config {
     bool has_log_retain;        /* else sealed segments below the checkpoint stay for the
                                  * recovery window ... */
     uint32_t log_retain_s;      /* ... not this long */
+    uint64_t disk_reserve_bytes; /* a leader whose disk has less free refuses growth
+                                 * with ENOSPC (0: 256 MiB) */
     uint32_t node_count;
     struct meta_server_node nodes[META_SERVER_NODES_MAX];
     uint32_t voter_count;       /* format: the first members (0: every node); the others

@@ -425,6 +425,9 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.session = resp->session;
     pb.session_timeout_ms = resp->session_timeout_ms;
     pb.node = resp->node;
+    pb.disk_free_bytes = resp->disk_free_bytes;
+    pb.disk_reserve_bytes = resp->disk_reserve_bytes;
+    pb.memory_available_bytes = resp->memory_available_bytes;
     pb.lease = resp->lease;
     pb.shard = resp->shard;
     AR_ASSERT(resp->changed_count <= META_NOTICE_INOS_MAX &&
@@ -543,6 +546,9 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     r->session = pb->session;
     r->session_timeout_ms = pb->session_timeout_ms;
     r->node = pb->node;
+    r->disk_free_bytes = pb->disk_free_bytes;
+    r->disk_reserve_bytes = pb->disk_reserve_bytes;
+    r->memory_available_bytes = pb->memory_available_bytes;
     r->lease = pb->lease;
     r->shard = pb->shard;
     for (size_t i = 0; i < pb->n_changed; i++) {

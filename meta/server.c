@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -76,6 +77,8 @@
 #define FG_RECENT_MS     100u     /* other requests this recent: the server is busy */
 #define BG_WAIT_LIMIT_MS 1000u    /* a background command waits no longer than this */
 #define LEASE_INOS_MAX   (1u << 20) /* inodes under lease in each generation, a group */
+#define DISK_CHECK_MS    100u     /* how often the data directory's free space is read */
+#define DISK_RESERVE_DEFAULT (256ull << 20)
 
 struct conn;
 
@@ -239,6 +242,9 @@ struct meta_server {
     struct meta_slice *slices;
     uint8_t *data;
     uint64_t fg_last_ms;          /* when a request other than background work came */
+    uint64_t disk_free;           /* the data directory's disk: bytes free to us ... */
+    uint64_t disk_checked_ms;     /* ... as read then */
+    bool is_disk_low;             /* below the reserve: growth refused (disk_check()) */
     struct { uint32_t slot; uint64_t gen; } holders[LEASE_HOLDERS_MAX]; /* gen 0: free */
 };
 
@@ -1768,6 +1774,62 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
 static void group_status(const struct group *g, struct meta_group_status *gs);
 
 /* What this replica knows of its groups: any replica answers. */
+/* What the disk holds for the log, the checkpoint and elections once a
+ * leader stops taking growth: below the reserve, a leader answers ENOSPC
+ * to what would grow its log (disk_refuses()), so that the replicas keep
+ * serving reads and removals instead of failing their own writes and
+ * stopping. Room comes back at a tenth more than the reserve (no
+ * flapping at the edge). A follower's own disk is not seen by its leader:
+ * a follower that fills stops, as on any failed write. */
+static void disk_check(struct meta_server *s, uint64_t now)
+{
+    struct statvfs vfs;
+
+    if (now - s->disk_checked_ms < DISK_CHECK_MS && s->disk_checked_ms != 0)
+        return;
+    s->disk_checked_ms = now;
+    if (statvfs(s->cfg.data_dir, &vfs) != 0)
+        return; /* as before: an error here says nothing of the room */
+    s->disk_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t reserve = s->cfg.disk_reserve_bytes;
+    bool is_low = s->is_disk_low ? s->disk_free < reserve + reserve / 10 : s->disk_free < reserve;
+    if (is_low != s->is_disk_low)
+        ar_log(is_low ? AR_LOG_WARN : AR_LOG_INFO,
+               is_low ? "the disk of %s has %" PRIu64 " MiB free, under the reserve of %" PRIu64
+                        " MiB: a leader here refuses new files and writes (ENOSPC) until "
+                        "there is room"
+                      : "the disk of %s has room again (%" PRIu64 " MiB free, reserve %"
+                        PRIu64 " MiB)",
+               s->cfg.data_dir, s->disk_free >> 20, reserve >> 20);
+    s->is_disk_low = is_low;
+}
+
+/* Whether the leader refuses op for want of disk: all that grows the log
+ * but what frees (removals, closes), which must work on a full disk. */
+static bool disk_refuses(const struct meta_server *s, enum meta_op op)
+{
+    return s->is_disk_low && op != META_OP_UNLINK && op != META_OP_RMDIR &&
+           op != META_OP_REMOVEXATTR && op != META_OP_RELEASE && op != META_OP_SESSION_CLOSE &&
+           op != META_OP_OPEN;
+}
+
+/* MemAvailable from /proc/meminfo, in bytes; 0 if unknown. */
+static uint64_t memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    unsigned long long kib = 0;
+
+    /* bounded by the file's lines */
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    }
+    if (f != NULL)
+        fclose(f);
+    return (uint64_t)kib << 10;
+}
+
 static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
 {
     struct meta_response *resp = ar_calloc(1, sizeof(*resp));
@@ -1776,6 +1838,9 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
         return;
     resp->id = id;
     resp->node = s->cfg.id;
+    resp->disk_free_bytes = s->disk_free;
+    resp->disk_reserve_bytes = s->cfg.disk_reserve_bytes;
+    resp->memory_available_bytes = memory_available();
     resp->group_count = GROUP_COUNT;
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         group_status(&s->groups[i], &resp->groups[i]);
@@ -1956,9 +2021,10 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_rc(s, c, req.id, rc); /* a closed session: its holds are gone */
         return;
     }
-    rc = meta_op_is_query(cmd->op) ? read_later(g, c, &req, frame, len)
-         : is_background           ? bg_submit(g, c, &req, cmd, frame, len)
-                                   : propose(g, c, &req, cmd);
+    rc = meta_op_is_query(cmd->op)   ? read_later(g, c, &req, frame, len)
+         : disk_refuses(s, cmd->op) ? -ENOSPC
+         : is_background             ? bg_submit(g, c, &req, cmd, frame, len)
+                                     : propose(g, c, &req, cmd);
     if (rc == -AR_ENOTLEADER)
         respond_not_leader(s, c, req.id, g);
     else if (rc != 0)
@@ -2143,6 +2209,7 @@ static void on_tick(uv_timer_t *t)
     struct meta_server *s = t->data;
 
     ticks_catch_up(s);
+    disk_check(s, mono_ms());
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         stall_check(&s->groups[i]);
         session_expire(&s->groups[i]);
@@ -2343,6 +2410,8 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
         s->cfg.log_keep = LOG_KEEP_DEFAULT;
     if (s->cfg.session_timeout_ms == 0)
         s->cfg.session_timeout_ms = SESSION_TIMEOUT_DEFAULT_MS;
+    if (s->cfg.disk_reserve_bytes == 0)
+        s->cfg.disk_reserve_bytes = DISK_RESERVE_DEFAULT;
     s->tx = ar_malloc(CONN_RX_MAX);
     s->enc = ar_malloc(META_MSG_BYTES_MAX);
     bool has_sessions = true;
@@ -2379,6 +2448,7 @@ int meta_server_start(struct uv_loop_s *loop, const struct meta_server_config *c
         meta_server_free(s);
         return rc;
     }
+    disk_check(s, mono_ms());
     uv_timer_init(loop, &s->tick);
     s->tick.data = s;
     s->ticked_ms = mono_ms();

@@ -175,6 +175,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
         {"gc-every-s", required_argument, NULL, 'g'},
         {"segment-bytes", required_argument, NULL, 'S'},
         {"log-retain-s", required_argument, NULL, 'R'},
+        {"disk-reserve", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -186,6 +187,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     uint64_t segment_bytes = 0;
     bool has_log_retain = false;
     uint64_t log_retain_s = 0;
+    uint64_t disk_reserve = 256ull << 20;
     uint64_t v;
     int c;
 
@@ -239,11 +241,18 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
             log_retain_s = v;
             has_log_retain = true;
             break;
+        case 'D':
+            if (!cmd_parse_size(optarg, &disk_reserve) || disk_reserve < (1u << 20) ||
+                disk_reserve > (1ull << 40)) {
+                fprintf(stderr, "arbor serve: --disk-reserve wants a size from 1M to 1T\n");
+                return 2;
+            }
+            break;
         case 'h':
             printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
                    "                   [--archive-ms MS] [--archive-checkpoint-s S]\n"
                    "                   [--gc-every-s S] [--segment-bytes SIZE]\n"
-                   "                   [--log-retain-s S]\n\n"
+                   "                   [--log-retain-s S] [--disk-reserve SIZE]\n\n"
                    "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
                    "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
                    "--log-keep: entries kept in memory below the latest checkpoint for\n"
@@ -261,7 +270,11 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
                    "--segment-bytes: seal a log segment at this size (default 64M).\n"
                    "--log-retain-s: keep sealed segments below the checkpoint this long\n"
                    "(default: the recovery window; a restore reads the store's archive, not\n"
-                   "these).\n");
+                   "these).\n"
+                   "--disk-reserve: when the disk of DATA_DIR has less free than this\n"
+                   "(default 256M), a leader here answers ENOSPC to new files, writes and\n"
+                   "other changes that grow its log, but still to removals, so that the\n"
+                   "replicas keep serving instead of failing a write of their own.\n");
             return -1;
         default:
             return 2;
@@ -275,6 +288,7 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
     cfg->log_segment_bytes = segment_bytes;
     cfg->has_log_retain = has_log_retain;
     cfg->log_retain_s = (uint32_t)log_retain_s;
+    cfg->disk_reserve_bytes = disk_reserve;
     return 0;
 }
 
@@ -307,6 +321,7 @@ int cmd_serve(int argc, char **argv)
     cfg.log_segment_bytes = opts.log_segment_bytes;
     cfg.has_log_retain = opts.has_log_retain;
     cfg.log_retain_s = opts.log_retain_s;
+    cfg.disk_reserve_bytes = opts.disk_reserve_bytes;
     if (meta_server_start(&loop, &cfg, &s, errmsg) != 0) {
         fprintf(stderr, "arbor serve: %s\n", errmsg);
         uv_loop_close(&loop);

@@ -168,6 +168,16 @@ static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
         for (uint32_t g = 0; g < answers[i].r.group_count; g++) {
             print_group(&answers[i].r, addrs[i], &answers[i].r.groups[g], top_commits);
         }
+        const struct meta_response *r = &answers[i].r;
+        char free_h[32];
+        char reserve_h[32];
+        char mem_h[32];
+        printf("       room: disk %s free (reserve %s)%s, memory %s available\n",
+               human(r->disk_free_bytes, free_h), human(r->disk_reserve_bytes, reserve_h),
+               r->disk_free_bytes < r->disk_reserve_bytes
+                   ? ": under the reserve, a leader here refuses growth (ENOSPC)"
+                   : "",
+               human(r->memory_available_bytes, mem_h));
     }
 }
 

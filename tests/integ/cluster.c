@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,6 +160,50 @@ int cluster_setup_with(void **state, const char *log_keep, int count, const char
 }
 
 
+int cluster_setup_small_disk(void **state, const char *size, const char *const *serve_args)
+{
+    char disk[256];
+    char options[64];
+    char *tmpdir = getenv("TMPDIR") != NULL ? strdup(getenv("TMPDIR")) : NULL;
+
+    harness_tmpdir(disk);
+    snprintf(options, sizeof(options), "size=%s,mode=0755", size);
+    if (mount("tmpfs", disk, "tmpfs", 0, options) != 0)
+        fail_msg("cannot mount a tmpfs on %s: %s", disk, strerror(errno));
+    setenv("TMPDIR", disk, 1);
+    int rc = cluster_setup_with(state, NULL, 3, "1,2,3", NULL, serve_args);
+    if (tmpdir != NULL)
+        setenv("TMPDIR", tmpdir, 1);
+    else
+        unsetenv("TMPDIR");
+    free(tmpdir);
+    struct fixture *f = *state;
+    snprintf(f->small_disk, sizeof(f->small_disk), "%s", disk);
+    return rc;
+}
+
+void small_disk_fill(struct fixture *f, uint64_t want_free)
+{
+    char filler[300];
+    struct statvfs v;
+    struct stat st;
+
+    snprintf(filler, sizeof(filler), "%s/filler", f->small_disk);
+    if (want_free == 0) {
+        assert_int_equal(unlink(filler), 0);
+        return;
+    }
+    assert_int_equal(statvfs(f->small_disk, &v), 0);
+    uint64_t free_now = (uint64_t)v.f_bavail * v.f_frsize;
+    uint64_t size = stat(filler, &st) == 0 ? (uint64_t)st.st_size : 0;
+    assert_true(size + free_now > want_free);
+    int fd = open(filler, O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(posix_fallocate(fd, 0, (off_t)(size + free_now - want_free)), 0);
+    close(fd);
+}
+
 int cluster_teardown(void **state)
 {
     struct fixture *f = *state;
@@ -181,6 +227,9 @@ int cluster_teardown(void **state)
         }
     }
     harness_rm_rf(f->dir);
+    if (f->small_disk[0] != '\0' && (umount2(f->small_disk, MNT_DETACH) != 0 ||
+                                      rmdir(f->small_disk) != 0))
+        print_message("could not remove the tmpfs %s: %s\n", f->small_disk, strerror(errno));
     free(f->buf);
     free(f->resp);
     free(f);

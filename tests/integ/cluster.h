@@ -28,6 +28,7 @@ struct fixture {
     uint64_t next_id;
     uint8_t *buf;
     struct meta_response_buf *resp;
+    char small_disk[256];    /* a tmpfs holding dir, mounted for the test; "" if none */
 };
 
 double now_ms(void);
@@ -39,6 +40,12 @@ int cluster_setup(void **state, const char *log_keep, int count, const char *vot
  * for none) and arbor serve (NULL-terminated, at most 8; NULL for none). */
 int cluster_setup_with(void **state, const char *log_keep, int count, const char *voters,
                        const char *format_args, const char *const *serve_args);
+/* The same on a tmpfs of size ("320m") that the fixture mounts (and the
+ * teardown unmounts), for tests of a full disk. */
+int cluster_setup_small_disk(void **state, const char *size, const char *const *serve_args);
+/* Fill the small disk until about want_free bytes are free (a filler file
+ * on it); with 0, remove the filler. */
+void small_disk_fill(struct fixture *f, uint64_t want_free);
 /* Stop every node still running (SIGTERM), check their logs, clean up. */
 int cluster_teardown(void **state);
 void node_start(struct fixture *f, int i);

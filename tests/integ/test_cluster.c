@@ -31,6 +31,7 @@
 #include "cluster.h"
 #include "limits.h"
 #include "meta.h"
+#include "objstore.h"
 
 static int setup(void **state)
 {
@@ -762,6 +763,102 @@ static void test_cluster_shard_map_and_epochs(void **state)
     client_close(f);
 }
 
+/* ---- a full disk ---------------------------------------------------------------------- */
+
+/* Three servers on a 320 MiB tmpfs, keeping 192 MiB free for themselves. */
+static int setup_small_disk(void **state)
+{
+    static const char *const args[] = {"--disk-reserve", "192M", NULL};
+
+    return cluster_setup_small_disk(state, "320m", args);
+}
+
+static uint64_t leader_free;
+static uint64_t leader_reserve;
+
+static bool room_known(const struct meta_response *r)
+{
+    leader_free = r->disk_free_bytes;
+    leader_reserve = r->disk_reserve_bytes;
+    return r->disk_reserve_bytes > 0 && r->memory_available_bytes > 0;
+}
+
+/* Under the reserve a leader refuses growth with ENOSPC, serves reads and
+ * removals, and every replica stays up; with room again, writes go on. */
+static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state)
+{
+    struct fixture *f = *state;
+    char name[32];
+    uint64_t ino;
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "d", .name_len = 1,
+                          .mode = 0755};
+
+    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
+    uint64_t dir = f->resp->r.reply.attr.ino;
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "before_%02d", i);
+        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
+    }
+    int leader = leader_index(f);
+    assert_true(status_until(f, leader, room_known));
+    assert_int_equal(leader_reserve, 192u << 20);
+    assert_true(leader_free > leader_reserve); /* room at first */
+
+    /* about 100 MiB free: under the servers' reserve */
+    small_disk_fill(f, 100u << 20);
+    int rc = 0;
+    for (int tries = 0; tries < 100 && rc != -ENOSPC; tries++) { /* checked each second */
+        snprintf(name, sizeof(name), "try_%03d", tries);
+        rc = mknod_at(f, dir, name, NULL);
+        if (rc != -ENOSPC)
+            usleep(50000);
+    }
+    assert_int_equal(rc, -ENOSPC);
+    struct meta_cmd md = {.op = META_OP_MKDIR, .ino = dir, .name = "sub", .name_len = 3,
+                          .mode = 0755};
+    assert_int_equal(call(f, &md, META_READ_LINEARIZABLE), -ENOSPC);
+    /* reads and removals are served */
+    assert_int_equal(lookup(f, dir, "before_00", META_READ_LINEARIZABLE), 0);
+    struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = dir, .name = "before_01", .name_len = 9};
+    assert_int_equal(call(f, &rm, META_READ_LINEARIZABLE), 0);
+    assert_int_equal(lookup(f, dir, "before_01", META_READ_LINEARIZABLE), -ENOENT);
+    leader = leader_index(f);
+    assert_true(status_until(f, leader, room_known));
+    assert_true(leader_free < leader_reserve);
+    char log[400];
+    snprintf(log, sizeof(log), "%s/node%d.log", f->dir, leader + 1);
+    assert_true(harness_count_lines(log, "under the reserve of 192 MiB") > 0);
+
+    /* room again: creates go on, and no replica stopped meanwhile */
+    small_disk_fill(f, 0);
+    rc = -ENOSPC;
+    for (int tries = 0; tries < 100 && rc == -ENOSPC; tries++) {
+        rc = mknod_at(f, dir, "after", &ino);
+        if (rc == -ENOSPC)
+            usleep(50000);
+    }
+    assert_int_equal(rc, 0);
+    assert_true(harness_count_lines(log, "has room again") > 0);
+    for (int i = 0; i < f->nodes; i++)
+        assert_int_equal(waitpid(f->pid[i], NULL, WNOHANG), 0);
+
+    /* the file:// store keeps 128 MiB: a put past it is refused, not made */
+    char url[400];
+    char errmsg[AR_ERRMSG_MAX] = "";
+    struct obj_store *st = NULL;
+    static uint8_t block[1u << 20];
+    snprintf(url, sizeof(url), "file://%s/store", f->dir);
+    assert_int_equal(mkdir(url + 7, 0755), 0);
+    assert_int_equal(obj_store_open(url, NULL, &st, errmsg), 0);
+    assert_int_equal(obj_put(st, "a", block, sizeof(block), errmsg), 0);
+    small_disk_fill(f, 100u << 20);
+    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), -ENOSPC);
+    assert_non_null(strstr(errmsg, "MiB free, under the 128 MiB it keeps"));
+    small_disk_fill(f, 0);
+    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), 0);
+    obj_store_close(st);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -779,6 +876,8 @@ int main(void)
                                         setup_small_log, cluster_teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
                                         setup_spare, cluster_teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_full_disk_refuses_growth_and_keeps_serving,
+                                        setup_small_disk, cluster_teardown),
     };
 #undef T
     return cmocka_run_group_tests_name("test_cluster", tests, NULL, NULL);

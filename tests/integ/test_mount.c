@@ -1712,6 +1712,70 @@ static void test_mount_posix_calls_match_a_local_directory(void **state)
     mount_stop(mp);
 }
 
+/* A cluster, its store and the mount's cache on a 320 MiB tmpfs, the
+ * servers keeping their default reserve (256 MiB). */
+static int setup_small_disk(void **state)
+{
+    return cluster_setup_small_disk(state, "320m", NULL);
+}
+
+/* A copy that fills the disk fails with ENOSPC, not EIO; what was written
+ * before stays readable, the mount and every replica go on, and a new file
+ * is refused while the disk stays full. */
+static void test_mount_full_disk_says_enospc(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char kept[500];
+    char big[500];
+    char fresh[500];
+    static uint8_t chunk[1u << 20];
+
+    snprintf(kept, sizeof(kept), "%s/kept", mp->dir);
+    snprintf(big, sizeof(big), "%s/big", mp->dir);
+    snprintf(fresh, sizeof(fresh), "%s/fresh", mp->dir);
+    memset(chunk, 0x5a, sizeof(chunk));
+    write_file(kept, chunk, 4096);
+    int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    int err = 0;
+    int mib = 0;
+    /* bounded: more than the disk holds */
+    for (; mib < 400 && err == 0; mib++) {
+        if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+            err = errno;
+        else if (mib % 8 == 7 && fsync(fd) != 0)
+            err = errno;
+    }
+    if (close(fd) != 0 && err == 0)
+        err = errno;
+    print_message("the copy stopped after %d MiB: %s\n", mib, strerror(err));
+    assert_int_equal(err, ENOSPC);
+    expect_file(kept, chunk, 4096);
+    struct stat st;
+    assert_int_equal(stat(big, &st), 0);
+    assert_true(st.st_size >= (1 << 20)); /* what was committed before stays */
+    /* the servers read their disk's room every 100 ms: a copy this fast
+     * may end before they see it */
+    int made = 0;
+    for (int tries = 0; tries < 30; tries++) {
+        made = open(fresh, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (made < 0)
+            break;
+        close(made);
+        assert_int_equal(unlink(fresh), 0);
+        usleep(100000);
+    }
+    assert_int_equal(made, -1);
+    assert_int_equal(errno, ENOSPC);
+    assert_int_equal(unlink(big), 0); /* removals go on */
+    assert_int_equal(stat(big, &st), -1);
+    for (int i = 0; i < f->nodes; i++)
+        assert_int_equal(waitpid(f->pid[i], NULL, WNOHANG), 0);
+    assert_true(file_has(mp->log, "No space left on device"));
+    mount_stop(mp);
+}
+
 /* The embedded default: `arbor up` formats and runs a local cluster and
  * mounts it; `arbor status` finds it without arguments; `arbor down` stops
  * all of it; a second `arbor up` finds the data there. */
@@ -1939,6 +2003,8 @@ int main(void)
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_killed_with_its_device_held_fails_callers),
         T(test_mount_copy_survives_a_leader_crash),
+        cmocka_unit_test_setup_teardown(test_mount_full_disk_says_enospc, setup_small_disk,
+                                        teardown),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
         cmocka_unit_test_teardown(test_up_starts_a_dead_replica_again, teardown_up),
     };
