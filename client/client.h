@@ -188,6 +188,12 @@ struct ar_restore_options {
                                 * threads that write into the volume run at nice 19 */
     const char *scratch_dir;   /* for a checkpoint's copy (NULL: $TMPDIR or /tmp) */
     void (*progress)(void *ctx, const char *line); /* NULL: quiet */
+    /* Whether the cluster has room for names more names (files, directories,
+     * links) and their state: 0, or -ENOSPC with errmsg saying what is short.
+     * Asked before anything is written, first with the whole volume's count
+     * at the moment, then, if that does not fit, with the subtree's own.
+     * NULL: not checked. */
+    int (*room)(void *ctx, uint64_t names, char *errmsg);
     void *ctx;
 };
 
@@ -208,8 +214,9 @@ struct ar_restore_report {
 
 /* Restore; on 0 *rep says what was done. errmsg says what went wrong:
  * the moment outside the window or not yet archived, path absent at the
- * moment, the destination taken, an interruption (and where the partial
- * tree is: the same call removes it and starts over). */
+ * moment, the destination taken, not enough room (-ENOSPC), an
+ * interruption (and where the partial tree is: the same call removes it
+ * and starts over). */
 int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report *rep,
                    char *errmsg);
 /* The moment as a name: 20261130T104213Z (UTC). */

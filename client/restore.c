@@ -1123,6 +1123,68 @@ static void restore_free(struct restore *r)
     pthread_mutex_destroy(&r->mu);
 }
 
+/* Names under src at the moment, src's own included (hard links once a
+ * name): one walk of the scratch state, directory by directory. */
+static int count_names(const struct restore *r, uint64_t src, uint64_t *out)
+{
+    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * META_READDIR_MAX);
+    uint64_t *dirs = ar_malloc(sizeof(*dirs) * 64);
+    size_t dir_count = 1;
+    size_t dir_cap = 64;
+    int rc = ents != NULL && dirs != NULL ? 0 : -ENOMEM;
+
+    *out = 1;
+    if (dirs != NULL)
+        dirs[0] = src;
+    /* bounded: each turn lists one directory of a finite tree */
+    for (size_t i = 0; rc == 0 && i < dir_count; i++) {
+        uint64_t cookie = 0;
+        bool is_end = false;
+        while (rc == 0 && !is_end) {
+            struct meta_cmd cmd = {.op = META_OP_READDIR, .ino = dirs[i], .cookie = cookie,
+                                   .entry_cap = META_READDIR_MAX};
+            struct meta_reply rep = {.entries = ents};
+            rc = scratch_read(r, &cmd, &rep);
+            is_end = rep.is_end || rep.entry_count == 0;
+            for (uint32_t k = 0; rc == 0 && k < rep.entry_count; k++) {
+                cookie = ents[k].cookie;
+                (*out)++;
+                if (!S_ISDIR(ents[k].type))
+                    continue;
+                if (!grow((void **)&dirs, &dir_cap, dir_count + 1, sizeof(*dirs)))
+                    rc = -ENOMEM;
+                else
+                    dirs[dir_count++] = ents[k].ino;
+            }
+        }
+    }
+    ar_free(ents);
+    ar_free(dirs);
+    return rc;
+}
+
+/* Before anything is written: room for what the subtree holds. */
+static int check_room(struct restore *r, uint64_t src, char *errmsg)
+{
+    struct meta_shard_stats st;
+
+    if (r->o->room == NULL)
+        return 0;
+    meta_shard_stats(r->scratch, &st);
+    if (r->o->room(r->o->ctx, st.inode_count, errmsg) == 0)
+        return 0;
+    uint64_t names;
+    int rc = count_names(r, src, &names);
+    if (rc != 0)
+        return ar_errorf(errmsg, rc, "counting the tree at the moment: %s", ar_strerror(rc));
+    say(r, "%" PRIu64 " names to restore", names);
+    errmsg[0] = '\0';
+    rc = r->o->room(r->o->ctx, names, errmsg);
+    if (rc != 0 && errmsg[0] == '\0')
+        ar_errorf(errmsg, rc, "the cluster has no room for %" PRIu64 " names", names);
+    return rc;
+}
+
 /* The final steps: the tree into its place (and, replacing, the old one aside). */
 static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
                         const char *final, bool is_replace, struct meta_response_buf *out,
@@ -1238,6 +1300,8 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         else if (rc != 0)
             ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", o->path, at, ar_strerror(rc));
     }
+    if (rc == 0)
+        rc = check_room(&r, src, errmsg);
     if (rc == 0) { /* an interrupted run's staging tree goes first */
         rc = live_remove(&r, dst_parent, staging, out);
         if (rc != 0)

@@ -1838,6 +1838,8 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
         return;
     resp->id = id;
     resp->node = s->cfg.id;
+    s->disk_checked_ms = 0; /* read now: a restore's room check may follow a deletion */
+    disk_check(s, mono_ms());
     resp->disk_free_bytes = s->disk_free;
     resp->disk_reserve_bytes = s->cfg.disk_reserve_bytes;
     resp->memory_available_bytes = memory_available();

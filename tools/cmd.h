@@ -33,6 +33,12 @@ struct meta_cmd;
 int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_cmd *cmd,
             struct meta_response_buf *out, char *why, size_t why_cap);
 
+struct meta_map;
+/* The shard map as the replica at addr holds it (a follower read), decoded
+ * into m; out is scratch. 0, or an error. */
+int cmd_fetch_map(const char *addr, struct meta_response_buf *out, struct meta_map *m);
+/* bytes as "12.3 MiB" */
+const char *cmd_human_bytes(uint64_t bytes, char out[32]);
 /* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);
 /* Parse a whole number in [min, max]; false if malformed or out of range. */

@@ -38,15 +38,18 @@ static void usage(FILE *f)
             "                   this machine comes first; normal: at this command's own\n"
             "  --wait S         wait this long for the archive to reach TIME (default 15)\n"
             "  --meta ADDR,...  the cluster (default: the local one arbor up runs)\n"
-            "  --store URL      read the archive from this store (default: the volume's)\n\n"
+            "  --store URL      read the archive from this store (default: the volume's)\n"
+            "  --skip-room-check  write even if the replicas seem short of memory or disk\n\n"
             "The recovery window (arbor window; 7 days unless arbor format --window\n"
             "said otherwise) bounds how far back TIME may go. An interrupted restore\n"
             "leaves only its hidden tree; the same command again removes it and\n"
             "starts over. Every restored file's size and mode is read back before\n"
-            "the tree takes its name. A restore is background work: while other\n"
-            "clients use the cluster, its leader takes one batch at a time and\n"
-            "pauses between them, so it runs slower beside a busy workload and at\n"
-            "full speed on a quiet cluster.\n");
+            "the tree takes its name. Before anything is written, each replica is\n"
+            "asked for its room: a restore that would not fit in its memory, or in\n"
+            "its disk above the servers' reserve, is refused. A restore is\n"
+            "background work: while other clients use the cluster, its leader takes\n"
+            "one batch at a time and pauses between them, so it runs slower beside a\n"
+            "busy workload and at full speed on a quiet cluster.\n");
 }
 
 /* TIME into ns since the epoch; false if malformed. */
@@ -350,6 +353,109 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
     return rc == 0 ? 0 : 1;
 }
 
+/* ---- room ---------------------------------------------------------------------------------- */
+
+/* What a restored name costs a replica at least: its node and name in
+ * memory, its checkpoint records and its share of the log, which is kept
+ * for the recovery window. The replica's own averages count when larger. */
+#define ROOM_MEMORY_MIN  128u
+#define ROOM_DISK_MIN    256u
+#define ROOM_LOG_BYTES   128u
+
+struct room_host {
+    char host[64];
+    uint32_t replicas;
+    uint64_t memory_each;   /* the largest need of one replica, a name */
+    uint64_t disk_each;
+    uint64_t memory_free;   /* MemAvailable */
+    uint64_t disk_free;     /* the least free above the reserve among its replicas */
+};
+
+/* ar_restore_options.room: ask each member of the cluster (the shard
+ * map's, else the addresses given) what it has; replicas on one host share
+ * its memory and, as arbor up's do, its disk. */
+static int room_check(void *ctx, uint64_t names, char *errmsg)
+{
+    const struct ar_client_options *given = ctx;
+    struct room_host hosts[META_MAP_MEMBERS_MAX + AR_CLIENT_ADDRS_MAX];
+    uint32_t host_count = 0;
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct meta_map *map = malloc(sizeof(*map));
+    char addrs[META_MAP_MEMBERS_MAX + AR_CLIENT_ADDRS_MAX][64];
+    uint32_t addr_count = 0;
+
+    bool is_map = false;
+    for (uint32_t i = 0; out != NULL && map != NULL && i < given->addr_count && !is_map; i++)
+        is_map = cmd_fetch_map(given->addrs[i], out, map) == 0 && map->member_count > 0;
+    for (uint32_t i = 0; is_map && i < map->member_count; i++)
+        snprintf(addrs[addr_count++], sizeof(addrs[0]), "%s", map->members[i].client_addr);
+    for (uint32_t i = 0; !is_map && i < given->addr_count; i++)
+        snprintf(addrs[addr_count++], sizeof(addrs[0]), "%s", given->addrs[i]);
+    free(map);
+    if (out == NULL)
+        return 0; /* unchecked, as without the check */
+    for (uint32_t i = 0; i < addr_count; i++) {
+        struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
+        char why[96];
+        if (cmd_ask(addrs[i], &req, NULL, out, why, sizeof(why)) != 0)
+            continue; /* a replica down holds nothing to check */
+        const struct meta_response *r = &out->r;
+        uint64_t memory = ROOM_MEMORY_MIN;
+        uint64_t disk = ROOM_DISK_MIN;
+        for (uint32_t g = 0; g < r->group_count; g++) {
+            const struct meta_group_status *gs = &r->groups[g];
+            if (gs->shard == META_ROOT_SHARD && gs->files > 0) {
+                memory = gs->memory_bytes / gs->files > memory ? gs->memory_bytes / gs->files
+                                                               : memory;
+                disk = gs->checkpoint_bytes / gs->files > disk ? gs->checkpoint_bytes / gs->files
+                                                               : disk;
+            }
+        }
+        disk += ROOM_LOG_BYTES;
+        uint64_t above = r->disk_free_bytes > r->disk_reserve_bytes
+                             ? r->disk_free_bytes - r->disk_reserve_bytes
+                             : 0;
+        const char *colon = strrchr(addrs[i], ':');
+        size_t host_len = colon != NULL ? (size_t)(colon - addrs[i]) : 0;
+        struct room_host *h = NULL;
+        for (uint32_t k = 0; k < host_count && h == NULL; k++) {
+            if (strlen(hosts[k].host) == host_len && strncmp(hosts[k].host, addrs[i], host_len) == 0)
+                h = &hosts[k];
+        }
+        if (h == NULL) {
+            h = &hosts[host_count++];
+            *h = (struct room_host){.memory_free = r->memory_available_bytes,
+                                    .disk_free = above};
+            snprintf(h->host, sizeof(h->host), "%.*s", (int)host_len, addrs[i]);
+        }
+        h->replicas++;
+        h->memory_each = memory > h->memory_each ? memory : h->memory_each;
+        h->disk_each = disk > h->disk_each ? disk : h->disk_each;
+        h->disk_free = above < h->disk_free ? above : h->disk_free;
+    }
+    free(out);
+    for (uint32_t k = 0; k < host_count; k++) {
+        const struct room_host *h = &hosts[k];
+        uint64_t memory = names * h->memory_each * h->replicas;
+        uint64_t disk = names * h->disk_each * h->replicas;
+        bool is_memory_short = memory > h->memory_free / 10 * 9;
+        if (!is_memory_short && disk <= h->disk_free)
+            continue;
+        char need[32];
+        char have[32];
+        return ar_errorf(errmsg, -ENOSPC,
+                         "not enough room on %s for %" PRIu64 " restored names: its %u "
+                         "replica%s need about %s of %s, and %s %s (free some, restore a "
+                         "smaller PATH, or try anyway with --skip-room-check)",
+                         h->host, names, h->replicas, h->replicas > 1 ? "s" : "",
+                         cmd_human_bytes(is_memory_short ? memory : disk, need),
+                         is_memory_short ? "memory" : "disk",
+                         cmd_human_bytes(is_memory_short ? h->memory_free : h->disk_free, have),
+                         is_memory_short ? "is available" : "is free above the servers' reserve");
+    }
+    return 0;
+}
+
 int cmd_restore(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -362,6 +468,7 @@ int cmd_restore(int argc, char **argv)
         {"wait", required_argument, NULL, 'w'},
         {"meta", required_argument, NULL, 'm'},
         {"store", required_argument, NULL, 's'},
+        {"skip-room-check", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -370,6 +477,7 @@ int cmd_restore(int argc, char **argv)
     const char *meta = NULL;
     bool is_list = false;
     bool has_at = false;
+    bool is_room_checked = true;
     uint64_t v;
     int c;
 
@@ -410,6 +518,7 @@ int cmd_restore(int argc, char **argv)
             break;
         case 'm': meta = optarg; break;
         case 's': o.store_url = optarg; break;
+        case 'k': is_room_checked = false; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -428,6 +537,10 @@ int cmd_restore(int argc, char **argv)
         return 1;
     if (is_list)
         return list_changes(&o.meta, o.store_url, o.path);
+    if (is_room_checked) {
+        o.room = room_check;
+        o.ctx = &o.meta;
+    }
     struct ar_restore_report rep;
     char errmsg[AR_ERRMSG_MAX] = "";
     char when[48];

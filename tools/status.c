@@ -96,8 +96,7 @@ static const char *role_name(uint32_t role)
     return role < 5 ? names[role] : "?";
 }
 
-/* bytes as "12.3 MiB" */
-static const char *human(uint64_t bytes, char out[32])
+const char *cmd_human_bytes(uint64_t bytes, char out[32])
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)bytes;
@@ -136,8 +135,8 @@ static void print_group(const struct meta_response *r, const char *addr,
     char c[32];
     char d[32];
     printf("       sizes: state in memory %s, log on disk %s, checkpoint on disk %s, archive "
-           "tail %s\n", human(s->memory_bytes, a), human(s->log_bytes, b),
-           human(s->checkpoint_bytes, c), human(s->archive_tail_bytes, d));
+           "tail %s\n", cmd_human_bytes(s->memory_bytes, a), cmd_human_bytes(s->log_bytes, b),
+           cmd_human_bytes(s->checkpoint_bytes, c), cmd_human_bytes(s->archive_tail_bytes, d));
     if (s->archived > 0)
         printf("       archive: entries below %" PRIu64 " are in the store (%" PRIu64
                " committed after)\n", s->archived,
@@ -173,16 +172,15 @@ static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
         char reserve_h[32];
         char mem_h[32];
         printf("       room: disk %s free (reserve %s)%s, memory %s available\n",
-               human(r->disk_free_bytes, free_h), human(r->disk_reserve_bytes, reserve_h),
+               cmd_human_bytes(r->disk_free_bytes, free_h), cmd_human_bytes(r->disk_reserve_bytes, reserve_h),
                r->disk_free_bytes < r->disk_reserve_bytes
                    ? ": under the reserve, a leader here refuses growth (ENOSPC)"
                    : "",
-               human(r->memory_available_bytes, mem_h));
+               cmd_human_bytes(r->memory_available_bytes, mem_h));
     }
 }
 
-/* The shard map as the replica at addr holds it (a follower read). */
-static int fetch_map(const char *addr, struct meta_response_buf *out, struct meta_map *m)
+int cmd_fetch_map(const char *addr, struct meta_response_buf *out, struct meta_map *m)
 {
     struct meta_request req = {.id = 2, .kind = META_REQ_COMMAND, .shard = META_MAP_SHARD,
                                .epoch = 1, .read_mode = META_READ_FOLLOWER,
@@ -322,7 +320,7 @@ int cmd_status(int argc, char **argv)
     struct meta_response_buf *map_buf = malloc(sizeof(*map_buf));
     bool is_map = false;
     for (uint32_t i = 0; map != NULL && map_buf != NULL && i < count && !is_map; i++)
-        is_map = is_up[i] && fetch_map(addrs[i], map_buf, map) == 0;
+        is_map = is_up[i] && cmd_fetch_map(addrs[i], map_buf, map) == 0;
     for (uint32_t i = 0; is_map && i < count; i++) {
         for (uint32_t k = 0; ids[i] == 0 && k < map->member_count; k++) {
             if (strcmp(map->members[k].client_addr, addrs[i]) == 0)

@@ -1128,6 +1128,59 @@ static int threads_at_nice_19(pid_t pid, int *main_nice)
     return count;
 }
 
+/* The servers on a 320 MiB tmpfs keeping 192 MiB of it. */
+static int setup_small_disk(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "200", "--disk-reserve", "192M", NULL};
+    return cluster_setup_small_disk(state, "320m", args);
+}
+
+/* A restore that would not fit the replicas' disk is refused before it
+ * writes anything, saying what is short; with room, the same restore runs. */
+static void test_restore_without_room_is_refused_before_writing(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[700];
+    char at[64];
+    char args[400];
+    char name[300];
+    struct stat st;
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    for (int d = 0; d < 3; d++) { /* describe() lists 256 names a directory */
+        snprintf(p, sizeof(p), "%s/d%d", ds, d);
+        assert_int_equal(mkdir(p, 0755), 0);
+        for (int i = 0; i < 100; i++) {
+            snprintf(p, sizeof(p), "%s/d%d/f%03d", ds, d, i);
+            put_random(p, 100, (uint64_t)(d * 100 + i), 0);
+        }
+    }
+    char *before = describe(ds);
+    rfc3339(moment(), at, sizeof(at));
+
+    /* 64 KiB above the servers' reserve: 304 names need more on three replicas */
+    small_disk_fill(f, (192u << 20) + (64u << 10));
+    snprintf(args, sizeof(args), "/ds --at %s --into /back", at);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "not enough room on 127.0.0.1 for 304 restored names"));
+    assert_true(log_has(f, "is free above the servers' reserve"));
+    snprintf(p, sizeof(p), "%s/back", m->dir);
+    assert_int_equal(stat(p, &st), -1);
+    assert_false(entry_with_prefix(m->dir, ".arbor-restore-", name, sizeof(name)));
+
+    /* room again */
+    small_disk_fill(f, 0);
+    assert_int_equal(restore(f, args), 0);
+    char *back = describe(p);
+    expect_same("the tree restored once there was room", before, back);
+    free(before);
+    free(back);
+    mount_stop(m);
+}
+
 /* A restore killed half way leaves only its hidden tree; the same command
  * again removes it and finishes. */
 static void test_restore_killed_half_way_starts_over(void **state)
@@ -1200,6 +1253,8 @@ int main(void)
                                         setup_fast, teardown),
         cmocka_unit_test_setup_teardown(test_restore_across_a_leader_crash, setup_fast,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_restore_without_room_is_refused_before_writing,
+                                        setup_small_disk, teardown),
         cmocka_unit_test_setup_teardown(test_restore_killed_half_way_starts_over, setup_fast,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_between_entries_a_checkpoint_covers,
