@@ -26,10 +26,6 @@
 #define BUCKETS   65536u
 #define NAME_MAX_ 48u
 #define CACHE_FREE_MIN_PCT 10u /* of its file system: below, the cache stops growing */
-/* and never less than this: under arbor up the cache shares its disk with
- * the store and the servers, whose reserves (128 and 256 MiB) it must not
- * eat into on a small disk */
-#define CACHE_FREE_MIN_BYTES (512ull << 20)
 
 struct entry {
     char name[NAME_MAX_];
@@ -44,6 +40,7 @@ struct entry {
 struct block_cache {
     char dir[512];
     uint64_t max_bytes;
+    uint64_t free_min;         /* bytes of its file system it leaves free */
     pthread_mutex_t mu;
     struct entry *buckets[BUCKETS];
     struct entry *head;        /* the most recently used */
@@ -200,7 +197,8 @@ static int by_mtime(const void *a, const void *b)
     return (x->mtime_ns > y->mtime_ns) - (x->mtime_ns < y->mtime_ns);
 }
 
-int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **out, char *errmsg)
+int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
+                     struct block_cache **out, char *errmsg)
 {
     struct block_cache *c = ar_calloc(1, sizeof(*c));
     struct found *found = NULL;
@@ -211,6 +209,7 @@ int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **o
         return -ENOMEM;
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     c->max_bytes = max_bytes;
+    c->free_min = free_min;
     pthread_mutex_init(&c->mu, NULL);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         int rc = -errno;
@@ -412,8 +411,8 @@ int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
 }
 
 /* Whether the cache's file system has less than CACHE_FREE_MIN_PCT of its
- * space free, or less than CACHE_FREE_MIN_BYTES: the cache then grows no
- * further, whatever its bound. */
+ * space free, or less than c->free_min: the cache then grows no further,
+ * whatever its bound. */
 static bool disk_is_low(const struct block_cache *c)
 {
     struct statvfs st;
@@ -422,7 +421,7 @@ static bool disk_is_low(const struct block_cache *c)
         return false;
     uint64_t free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
     return st.f_bavail < st.f_blocks / 100 * CACHE_FREE_MIN_PCT ||
-           free_bytes < CACHE_FREE_MIN_BYTES;
+           free_bytes < c->free_min;
 }
 
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)

@@ -33,14 +33,21 @@ static inline uint64_t client_mix(uint64_t h)
  * CRC32C of the bytes (a damaged copy is dropped, and the block read from
  * the store again).
  * The bytes held are bounded; the least recently used go first. Nor does
- * the cache fill its file system: with less than a tenth of it free, a
- * new block only takes the place of older ones. All functions are
- * thread-safe. */
+ * the cache fill its file system: with less than a tenth of it free, or
+ * less than free_min bytes, a new block only takes the place of older
+ * ones. All functions are thread-safe. */
 struct block_cache;
 
-/* Open (creating) dir with a bound of max_bytes; the blocks already there
- * are taken in, oldest first. -errno, with errmsg. */
-int block_cache_open(const char *dir, uint64_t max_bytes, struct block_cache **out, char *errmsg);
+/* What a mount's cache leaves free at least: under arbor up it shares its
+ * disk with the store and the servers, whose reserves (128 and 256 MiB)
+ * it must not eat into. */
+#define BLOCK_CACHE_FREE_MIN (512ull << 20)
+
+/* Open (creating) dir with a bound of max_bytes, leaving free_min bytes of
+ * its file system free; the blocks already there are taken in, oldest
+ * first. -errno, with errmsg. */
+int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
+                     struct block_cache **out, char *errmsg);
 void block_cache_close(struct block_cache *c);
 /* Copy block name's bytes [off, off + len) into dst: 0, or -ENOENT when it
  * is not cached (or its copy failed its check; then it is dropped). */

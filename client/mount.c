@@ -2601,7 +2601,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         snprintf(dir, sizeof(dir), "%s/%016" PRIx64, o->cache_dir, h);
         if (rc == 0)
             rc = block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 10240) << 20,
-                                  &m->disk, errmsg);
+                                  BLOCK_CACHE_FREE_MIN, &m->disk, errmsg);
     }
     struct fuse_session *se = NULL;
     char *mountpoint = NULL;

@@ -1773,7 +1773,6 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
 
 static void group_status(const struct group *g, struct meta_group_status *gs);
 
-/* What this replica knows of its groups: any replica answers. */
 /* What the disk holds for the log, the checkpoint and elections once a
  * leader stops taking growth: below the reserve, a leader answers ENOSPC
  * to what would grow its log (disk_refuses()), so that the replicas keep
@@ -1830,6 +1829,7 @@ static uint64_t memory_available(void)
     return (uint64_t)kib << 10;
 }
 
+/* What this replica knows of its groups and its room: any replica answers. */
 static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
 {
     struct meta_response *resp = ar_calloc(1, sizeof(*resp));

@@ -73,7 +73,7 @@ static void test_cache_never_fills_its_disk(void **state)
     assert_non_null(block);
     assert_non_null(back);
     snprintf(dir, sizeof(dir), "%s/cache", mnt);
-    assert_int_equal(block_cache_open(dir, 1ull << 30, &c, errmsg), 0);
+    assert_int_equal(block_cache_open(dir, 1ull << 30, 0, &c, errmsg), 0);
     for (unsigned i = 0; i < 60; i++) {
         memset(block, (int)i, BLOCK_BYTES);
         snprintf(name, sizeof(name), "%016x_0", i);
@@ -95,10 +95,41 @@ static void test_cache_never_fills_its_disk(void **state)
     free(back);
 }
 
+/* Leaving 16 MiB free on an 8 MiB file system: nothing is cached, and a
+ * read of what was put finds nothing rather than a broken copy. */
+static void test_cache_leaves_its_floor_free(void **state)
+{
+    struct block_cache *c = NULL;
+    struct block_cache_stats st;
+    char errmsg[256] = "";
+    char dir[128];
+    uint8_t *block = malloc(BLOCK_BYTES);
+    uint8_t *back = malloc(BLOCK_BYTES);
+
+    (void)state;
+    if (mnt[0] == '\0')
+        skip();
+    assert_non_null(block);
+    assert_non_null(back);
+    snprintf(dir, sizeof(dir), "%s/cache", mnt);
+    uint64_t before = free_bytes(mnt);
+    assert_int_equal(block_cache_open(dir, 1ull << 30, 16u << 20, &c, errmsg), 0);
+    memset(block, 7, BLOCK_BYTES);
+    block_cache_put(c, "0000000000000001_0", block, BLOCK_BYTES);
+    assert_int_equal(block_cache_read(c, "0000000000000001_0", 0, BLOCK_BYTES, back), -ENOENT);
+    block_cache_stats(c, &st);
+    assert_int_equal(st.bytes, 0);
+    assert_true(free_bytes(mnt) + BLOCK_BYTES > before); /* no copy on the disk */
+    block_cache_close(c);
+    free(block);
+    free(back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cache_never_fills_its_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_leaves_its_floor_free, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
