@@ -139,6 +139,23 @@ static int lookup(struct fixture *f, uint64_t dir, const char *name, enum meta_r
     return call(f, &c, mode);
 }
 
+/* A new directory /dir_name holding count empty files prefix000, ...; its inode. */
+static uint64_t dir_of_files(struct fixture *f, const char *dir_name, const char *prefix,
+                             int count)
+{
+    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = dir_name,
+                          .name_len = (uint32_t)strlen(dir_name), .mode = 0755};
+    char name[64];
+
+    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
+    uint64_t dir = f->resp->r.reply.attr.ino;
+    for (int i = 0; i < count; i++) {
+        snprintf(name, sizeof(name), "%s%03d", prefix, i);
+        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
+    }
+    return dir;
+}
+
 static int leader_index(struct fixture *f)
 {
     struct meta_cmd c = {.op = META_OP_STATFS};
@@ -375,17 +392,8 @@ static bool node4_leads(const struct meta_response *r)
 static void test_cluster_fourth_replica_joins_and_serves(void **state)
 {
     struct fixture *f = *state;
-    char name[32];
     char cmd[1000];
-    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "j", .name_len = 1,
-                          .mode = 0755};
-
-    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
-    uint64_t dir = f->resp->r.reply.attr.ino;
-    for (int i = 0; i < 200; i++) {
-        snprintf(name, sizeof(name), "j_%03d", i);
-        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
-    }
+    uint64_t dir = dir_of_files(f, "j", "j_", 200);
     int leader = leader_index(f);
     client_close(f);
     /* the leader's checkpoint holds it all; then one more write, over a
@@ -790,15 +798,7 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     struct fixture *f = *state;
     char name[32];
     uint64_t ino;
-    struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = "d", .name_len = 1,
-                          .mode = 0755};
-
-    assert_int_equal(call(f, &mk, META_READ_LINEARIZABLE), 0);
-    uint64_t dir = f->resp->r.reply.attr.ino;
-    for (int i = 0; i < 20; i++) {
-        snprintf(name, sizeof(name), "before_%02d", i);
-        assert_int_equal(mknod_at(f, dir, name, NULL), 0);
-    }
+    uint64_t dir = dir_of_files(f, "d", "before_", 20);
     int leader = leader_index(f);
     assert_true(status_until(f, leader, room_known));
     assert_int_equal(leader_reserve, 192u << 20);
@@ -818,10 +818,10 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
                           .mode = 0755};
     assert_int_equal(call(f, &md, META_READ_LINEARIZABLE), -ENOSPC);
     /* reads and removals are served */
-    assert_int_equal(lookup(f, dir, "before_00", META_READ_LINEARIZABLE), 0);
-    struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = dir, .name = "before_01", .name_len = 9};
+    assert_int_equal(lookup(f, dir, "before_000", META_READ_LINEARIZABLE), 0);
+    struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = dir, .name = "before_001", .name_len = 10};
     assert_int_equal(call(f, &rm, META_READ_LINEARIZABLE), 0);
-    assert_int_equal(lookup(f, dir, "before_01", META_READ_LINEARIZABLE), -ENOENT);
+    assert_int_equal(lookup(f, dir, "before_001", META_READ_LINEARIZABLE), -ENOENT);
     leader = leader_index(f);
     assert_true(status_until(f, leader, room_known));
     assert_true(leader_free < leader_reserve);

@@ -1788,37 +1788,61 @@ static int run_arbor(const char *arbor, const char *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void test_up_status_down(void **state)
-{
-    (void)state;
+/* Where an `arbor up` test runs: a directory of its own, which is also
+ * its well-known place (XDG_RUNTIME_DIR). */
+struct up_run {
     char dir[256];
     char arbor[512];
     char data[400];
     char mnt[400];
+    char log[400]; /* arbor up's output, appended */
+};
+
+static void up_prepare(struct up_run *u)
+{
+    harness_tmpdir(u->dir);
+    snprintf(u->arbor, sizeof(u->arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
+    snprintf(u->data, sizeof(u->data), "%s/data", u->dir);
+    snprintf(u->mnt, sizeof(u->mnt), "%s/mnt", u->dir);
+    snprintf(u->log, sizeof(u->log), "%s/up.log", u->dir);
+    mkdir(u->mnt, 0755);
+    setenv("XDG_RUNTIME_DIR", u->dir, 1);
+}
+
+/* Run arbor up with replicas ("1" or "3") and wait (bounded) for its mount. */
+static pid_t up_start(const struct up_run *u, const char *replicas)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(u->arbor, "arbor", "up", u->data, u->mnt, "--replicas", replicas, (char *)NULL);
+        _exit(127);
+    }
+    mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
+    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", u->mnt);
+    for (int tries = 0; tries < 500 && !is_mounted(u->mnt); tries++) {
+        usleep(20000);
+    }
+    assert_true(is_mounted(u->mnt));
+    return pid;
+}
+
+static void test_up_status_down(void **state)
+{
+    (void)state;
+    struct up_run u;
     char args[1000];
     char file[500];
+    const char *arbor = u.arbor;
+    const char *mnt = u.mnt;
 
-    harness_tmpdir(dir);
-    snprintf(arbor, sizeof(arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
-    snprintf(data, sizeof(data), "%s/data", dir);
-    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
-    mkdir(mnt, 0755);
-    setenv("XDG_RUNTIME_DIR", dir, 1); /* the well-known place, this test's own */
+    up_prepare(&u);
     for (int round = 0; round < 2; round++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            int fd = open("/dev/null", O_WRONLY);
-            dup2(fd, 1);
-            execl(arbor, "arbor", "up", data, mnt, "--replicas", "1", (char *)NULL);
-            _exit(127);
-        }
-        mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
-        snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", mnt);
-        for (int tries = 0; tries < 500 && !is_mounted(mnt); tries++) {
-            usleep(20000);
-        }
-        assert_true(is_mounted(mnt));
+        pid_t pid = up_start(&u, "1");
         snprintf(file, sizeof(file), "%s/kept", mnt);
         if (round == 0)
             write_file(file, (const uint8_t *)"from round 0", 12);
@@ -1845,12 +1869,12 @@ static void test_up_status_down(void **state)
     }
     /* and by arbor up before it makes or starts anything */
     char fresh[450];
-    snprintf(fresh, sizeof(fresh), "%s/fresh", dir);
+    snprintf(fresh, sizeof(fresh), "%s/fresh", u.dir);
     snprintf(args, sizeof(args), "up '%s' '%s' --threads 0", fresh, mnt);
     assert_int_equal(run_arbor(arbor, args), 2);
     assert_int_equal(access(fresh, F_OK), -1);
     unsetenv("XDG_RUNTIME_DIR");
-    harness_rm_rf(dir);
+    harness_rm_rf(u.dir);
 }
 
 /* The process whose parent is parent and whose command line holds text, or 0. */
@@ -1896,37 +1920,15 @@ static pid_t child_with(pid_t parent, const char *text)
 static void test_up_starts_a_dead_replica_again(void **state)
 {
     (void)state;
-    char dir[256];
-    char arbor[512];
-    char data[400];
-    char mnt[400];
-    char log[400];
+    struct up_run u;
     char node2[450];
     char file[500];
+    const char *arbor = u.arbor;
+    const char *log = u.log;
 
-    harness_tmpdir(dir);
-    snprintf(arbor, sizeof(arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
-    snprintf(data, sizeof(data), "%s/data", dir);
-    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
-    snprintf(log, sizeof(log), "%s/up.log", dir);
-    mkdir(mnt, 0755);
-    setenv("XDG_RUNTIME_DIR", dir, 1);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execl(arbor, "arbor", "up", data, mnt, (char *)NULL);
-        _exit(127);
-    }
-    mounts[0] = (struct mount_proc){.pid = pid};
-    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", mnt);
-    for (int tries = 0; tries < 500 && !is_mounted(mnt); tries++) {
-        usleep(20000);
-    }
-    assert_true(is_mounted(mnt));
-    snprintf(node2, sizeof(node2), "serve %s/node2", data);
+    up_prepare(&u);
+    pid_t pid = up_start(&u, "3");
+    snprintf(node2, sizeof(node2), "serve %s/node2", u.data);
     pid_t first = child_with(pid, node2);
     assert_true(first > 0);
     assert_int_equal(kill(first, SIGKILL), 0);
@@ -1946,7 +1948,7 @@ static void test_up_starts_a_dead_replica_again(void **state)
             usleep(100000);
     }
     assert_int_equal(rc, 0);
-    snprintf(file, sizeof(file), "%s/after", mnt);
+    snprintf(file, sizeof(file), "%s/after", u.mnt);
     write_file(file, (const uint8_t *)"written", 7);
     expect_file(file, (const uint8_t *)"written", 7);
     assert_int_equal(run_arbor(arbor, "down"), 0);
@@ -1956,7 +1958,7 @@ static void test_up_starts_a_dead_replica_again(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     assert_int_equal(kill(again, 0), -1); /* the replica started again stopped too */
     unsetenv("XDG_RUNTIME_DIR");
-    harness_rm_rf(dir);
+    harness_rm_rf(u.dir);
 }
 
 static int teardown_up(void **state)
