@@ -377,6 +377,9 @@ void meta_shard_free(struct meta_shard *s);
  * again: its first result and reply attributes come back. A seq below the
  * client's ack_below is -ESTALE (it was answered; no client retries it). */
 int meta_shard_apply(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *reply);
+/* Whether cmd (client_id, seq) was applied before and its answer is kept:
+ * a retry, which meta_shard_apply() answers without changing anything. */
+bool meta_shard_is_answered(const struct meta_shard *s, const struct meta_cmd *cmd);
 
 /* Whether op only reads (meta_shard_read()) rather than changes
  * (meta_shard_apply()): a server reads it without a log entry, a client

@@ -63,6 +63,23 @@ int meta__retry_check(struct meta_shard *s, const struct meta_cmd *cmd, struct m
     return 0;
 }
 
+bool meta_shard_is_answered(const struct meta_shard *s, const struct meta_cmd *cmd)
+{
+    bool is_found;
+
+    if (cmd->client_id == 0 || cmd->seq == 0)
+        return false;
+    uint32_t at = client_pos(s, cmd->client_id, &is_found);
+    if (!is_found)
+        return false;
+    const struct meta__client *c = &s->clients[at];
+    for (uint32_t i = 0; i < c->reply_count; i++) {
+        if (c->replies[i].seq == cmd->seq)
+            return true;
+    }
+    return false;
+}
+
 /* The client idle longest, if it has been idle META_CLIENT_IDLE_NS by now. */
 static uint32_t client_evictable(const struct meta_shard *s, int64_t now)
 {

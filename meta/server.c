@@ -1803,13 +1803,17 @@ static void disk_check(struct meta_server *s, uint64_t now)
     s->is_disk_low = is_low;
 }
 
-/* Whether the leader refuses op for want of disk: all that grows the log
- * but what frees (removals, closes), which must work on a full disk. */
-static bool disk_refuses(const struct meta_server *s, enum meta_op op)
+/* Whether the leader refuses cmd for want of disk: all that grows the log
+ * but what frees (removals, closes), which must work on a full disk, and a
+ * retry of a command applied before, whose answer must be its first. */
+static bool disk_refuses(const struct meta_server *s, const struct group *g,
+                         const struct meta_cmd *cmd)
 {
+    enum meta_op op = cmd->op;
+
     return s->is_disk_low && op != META_OP_UNLINK && op != META_OP_RMDIR &&
            op != META_OP_REMOVEXATTR && op != META_OP_RELEASE && op != META_OP_SESSION_CLOSE &&
-           op != META_OP_OPEN;
+           op != META_OP_OPEN && !meta_shard_is_answered(g->state, cmd);
 }
 
 /* MemAvailable from /proc/meminfo, in bytes; 0 if unknown. */
@@ -2024,7 +2028,7 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         return;
     }
     rc = meta_op_is_query(cmd->op)   ? read_later(g, c, &req, frame, len)
-         : disk_refuses(s, cmd->op) ? -ENOSPC
+         : disk_refuses(s, g, cmd)  ? -ENOSPC
          : is_background             ? bg_submit(g, c, &req, cmd, frame, len)
                                      : propose(g, c, &req, cmd);
     if (rc == -AR_ENOTLEADER)

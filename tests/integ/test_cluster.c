@@ -803,6 +803,11 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     assert_true(status_until(f, leader, room_known));
     assert_int_equal(leader_reserve, 192u << 20);
     assert_true(leader_free > leader_reserve); /* room at first */
+    /* a client's numbered command, applied now; its retry comes later */
+    struct meta_cmd once = {.op = META_OP_MKNOD, .ino = dir, .name = "once", .name_len = 4,
+                            .mode = S_IFREG | 0644, .client_id = 4242, .seq = 1};
+    assert_int_equal(call(f, &once, META_READ_LINEARIZABLE), 0);
+    uint64_t once_ino = f->resp->r.reply.attr.ino;
 
     /* about 100 MiB free: under the servers' reserve */
     small_disk_fill(f, 100u << 20);
@@ -817,6 +822,13 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     struct meta_cmd md = {.op = META_OP_MKDIR, .ino = dir, .name = "sub", .name_len = 3,
                           .mode = 0755};
     assert_int_equal(call(f, &md, META_READ_LINEARIZABLE), -ENOSPC);
+    /* a retry gets its first answer, not ENOSPC; the client's next command is refused */
+    assert_int_equal(call(f, &once, META_READ_LINEARIZABLE), 0);
+    assert_int_equal(f->resp->r.reply.attr.ino, once_ino);
+    struct meta_cmd next = once;
+    next.name = "next";
+    next.seq = 2;
+    assert_int_equal(call(f, &next, META_READ_LINEARIZABLE), -ENOSPC);
     /* reads and removals are served */
     assert_int_equal(lookup(f, dir, "before_000", META_READ_LINEARIZABLE), 0);
     struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = dir, .name = "before_001", .name_len = 10};

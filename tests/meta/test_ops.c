@@ -804,7 +804,14 @@ static void test_retry_applies_once_and_returns_first_answer(void **state)
     struct meta_attr again;
     struct meta_shard_stats st;
 
+    struct meta_cmd probe = {.op = META_OP_MKNOD, .client_id = 7, .seq = 1};
+    assert_false(meta_shard_is_answered(f->shard, &probe));
     assert_int_equal(tracked(f, META_OP_MKNOD, "once", 7, 1, 0, 100, &first), 0);
+    assert_true(meta_shard_is_answered(f->shard, &probe)); /* a leader lets its retry in */
+    probe.seq = 2;
+    assert_false(meta_shard_is_answered(f->shard, &probe));
+    probe.client_id = 0;
+    assert_false(meta_shard_is_answered(f->shard, &probe));
     assert_int_equal(tracked(f, META_OP_MKNOD, "once", 7, 1, 0, 200, &again), 0);
     assert_int_equal(again.ino, first.ino); /* the first answer, not EEXIST */
     meta_shard_stats(f->shard, &st);
