@@ -1248,6 +1248,18 @@ static void op_access(fuse_req_t req, fuse_ino_t node, int mask)
     reply_rc(req, &c);
 }
 
+/* The disk of a file:// store, which this mount writes its blocks into. */
+static bool store_disk(const struct mnt *m, struct statvfs *out)
+{
+    const char *url = obj_store_url(m->store);
+    char dir[1024];
+
+    if (strncmp(url, "file://", 7) != 0)
+        return false;
+    snprintf(dir, sizeof(dir), "%.*s", (int)strcspn(url + 7, "?"), url + 7);
+    return statvfs(dir, out) == 0 && out->f_blocks > 0;
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t node)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -1259,14 +1271,22 @@ static void op_statfs(fuse_req_t req, fuse_ino_t node)
         fuse_reply_err(req, err_of(rc));
         return;
     }
-    /* the store has no fixed size: report 1 PiB, less what files hold */
-    const uint64_t blocks = (1ull << 50) / 4096;
+    /* an s3:// store has no fixed size: report 1 PiB, less what files hold;
+     * a file:// one is a disk this mount writes to: its size and room */
     const uint64_t files = 1ull << 40;
+    uint64_t blocks = (1ull << 50) / 4096;
     uint64_t used = (out->r.reply.bytes + 4095) / 4096;
-    struct statvfs sv = {.f_bsize = 4096, .f_frsize = 4096, .f_blocks = blocks,
-                         .f_bfree = used < blocks ? blocks - used : 0,
-                         .f_files = files, .f_namemax = META_NAME_BYTES_MAX};
-    sv.f_bavail = sv.f_bfree;
+    uint64_t avail = used < blocks ? blocks - used : 0;
+    uint64_t bfree = avail;
+    struct statvfs disk;
+    if (store_disk(m, &disk)) {
+        blocks = (uint64_t)disk.f_blocks * disk.f_frsize / 4096;
+        bfree = (uint64_t)disk.f_bfree * disk.f_frsize / 4096;
+        uint64_t room = (uint64_t)disk.f_bavail * disk.f_frsize;
+        avail = room > OBJ_FILE_RESERVE_BYTES ? (room - OBJ_FILE_RESERVE_BYTES) / 4096 : 0;
+    }
+    struct statvfs sv = {.f_bsize = 4096, .f_frsize = 4096, .f_blocks = blocks, .f_bfree = bfree,
+                         .f_bavail = avail, .f_files = files, .f_namemax = META_NAME_BYTES_MAX};
     sv.f_ffree = out->r.reply.files < files ? files - out->r.reply.files : 0;
     sv.f_favail = sv.f_ffree;
     fuse_reply_statfs(req, &sv);

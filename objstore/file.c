@@ -13,7 +13,7 @@
  *
  * Durability: a failed fsync makes the backend refuse every later put (style
  * §3: never retry an fsync; the page cache may have dropped the data).
- * A put that would leave the disk under FILE_RESERVE_BYTES free is -ENOSPC.
+ * A put that would leave the disk under OBJ_FILE_RESERVE_BYTES free is -ENOSPC.
  *
  * Reads: at most `readers` (URL parameter, default 8) read a file at once;
  * more callers wait. Cold reads of many files at once slow the disk down
@@ -45,11 +45,6 @@
 #define FILE_DIR_ENTRIES_MAX   (1u << 20) /* entries of one directory a listing sorts */
 #define FILE_READAHEAD_MIN_BYTES (256u << 10) /* reads larger than the kernel's window */
 #define FILE_READERS_DEFAULT   8u       /* files read at once; see the file comment */
-/* A put that would leave the disk less free than this is -ENOSPC. When the
- * store shares a disk with metadata servers (arbor up), their log and
- * checkpoint keep the last of it: a server's own reserve is larger
- * (arbor serve --disk-reserve, 256 MiB), so it refuses new writes first. */
-#define FILE_RESERVE_BYTES     (128ull << 20)
 
 struct file_backend {
     struct obj__backend base;
@@ -223,11 +218,11 @@ static int file_put(struct obj__backend *b, const char *key, const struct iovec 
     for (int i = 0; i < iovcnt; i++)
         size += iov[i].iov_len;
     if (fstatvfs(fb->tmp_fd, &vfs) == 0 &&
-        (uint64_t)vfs.f_bavail * vfs.f_frsize < FILE_RESERVE_BYTES + size)
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < OBJ_FILE_RESERVE_BYTES + size)
         return obj__fail(errmsg, -ENOSPC, "the disk of store %s has %llu MiB free, under the "
                          "%llu MiB it keeps", fb->root,
                          (unsigned long long)((uint64_t)vfs.f_bavail * vfs.f_frsize >> 20),
-                         FILE_RESERVE_BYTES >> 20);
+                         OBJ_FILE_RESERVE_BYTES >> 20);
     fd = file_tmp_create(fb, tmp, errmsg);
     if (fd < 0)
         return fd;

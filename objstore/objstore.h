@@ -50,6 +50,10 @@
 #define OBJ_KEY_BYTES_MAX  1024u      /* S3's limit on a whole key, prefix included */
 #define OBJ_DATA_BYTES_MAX (4u << 20) /* one block (design §2); larger data is split */
 #define OBJ_ERRMSG_MAX     256u       /* a reason line, with room for a key */
+/* file:// refuses (-ENOSPC) a put that would leave its disk less free than
+ * this: when it shares the disk with metadata servers, their log keeps the
+ * last of it (a server's own reserve is larger, so it refuses writes first). */
+#define OBJ_FILE_RESERVE_BYTES (128ull << 20)
 #define OBJ_LIST_PAGE_MAX  1000u      /* S3's largest page */
 #define OBJ_WORKERS_MAX    256u       /* threads in a store's pool */
 #define OBJ_QUEUE_MAX      4096u      /* requests waiting for a worker */

@@ -1736,6 +1736,16 @@ static void test_mount_full_disk_says_enospc(void **state)
     snprintf(fresh, sizeof(fresh), "%s/fresh", mp->dir);
     memset(chunk, 0x5a, sizeof(chunk));
     write_file(kept, chunk, 4096);
+    /* df of the mount is the store's disk: its size, and its room less the
+     * store's floor */
+    struct statvfs on_mount;
+    struct statvfs on_disk;
+    assert_int_equal(statvfs(mp->dir, &on_mount), 0);
+    assert_int_equal(statvfs(f->small_disk, &on_disk), 0);
+    assert_int_equal((uint64_t)on_mount.f_blocks * on_mount.f_frsize, 320ull << 20);
+    int64_t room = (int64_t)on_disk.f_bavail * on_disk.f_frsize - (128ll << 20);
+    int64_t shown = (int64_t)on_mount.f_bavail * on_mount.f_frsize;
+    assert_true(shown > room - (16ll << 20) && shown < room + (16ll << 20));
     int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
     int err = 0;
