@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #define UP_NODES_MAX 3u
 #define UP_PATH_MAX  1024 /* a data directory fits a cluster file's 512 bytes */
 #define DOWN_WAIT_MS 30000
+#define UP_ROOM_LOW  (512ull << 20) /* free below this: say that writes will soon stop */
 
 /* Where the running local cluster is recorded: $XDG_RUNTIME_DIR/arbor/local,
  * else ~/.arbor/local. */
@@ -335,6 +337,11 @@ int cmd_up(int argc, char **argv)
         fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, data, argv[2], (int)getpid());
         fclose(f);
     }
+    struct statvfs disk;
+    if (statvfs(data, &disk) == 0 && (uint64_t)disk.f_bavail * disk.f_frsize < UP_ROOM_LOW)
+        printf("arbor up: the disk of %s has %llu MiB free; under 256 MiB the replicas refuse "
+               "new files and writes (No space left on device) until there is room\n",
+               data, (unsigned long long)((uint64_t)disk.f_bavail * disk.f_frsize >> 20));
     printf("arbor up: %u replica%s (logs in %s/node*.log), mounting on %s; Ctrl-C stops\n",
            cfg.node_count, cfg.node_count > 1 ? "s" : "", data, argv[2]);
     fflush(stdout);
