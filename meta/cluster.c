@@ -63,14 +63,15 @@ static bool parse_number(const char *s, uint64_t max, uint64_t *out)
     return true;
 }
 
-/* One line's fields, split at blanks; false if more than cap. */
+/* One line's fields, split at blanks (a CR of an edited file too); false if more
+ * than cap. */
 static bool split_fields(char *line, char **fields, int cap, int *count)
 {
     char *save = NULL;
 
     *count = 0;
-    for (char *tok = strtok_r(line, " \t", &save); tok != NULL;
-         tok = strtok_r(NULL, " \t", &save)) {
+    for (char *tok = strtok_r(line, " \t\r", &save); tok != NULL;
+         tok = strtok_r(NULL, " \t\r", &save)) {
         if (*count == cap)
             return false;
         fields[(*count)++] = tok;

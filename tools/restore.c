@@ -397,8 +397,9 @@ static int room_check(void *ctx, uint64_t names, char *errmsg)
     for (uint32_t i = 0; i < addr_count; i++) {
         struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
         char why[96];
-        if (cmd_ask(addrs[i], &req, NULL, out, why, sizeof(why)) != 0)
-            continue; /* a replica down holds nothing to check */
+        if (cmd_ask(addrs[i], &req, NULL, out, why, sizeof(why)) != 0 ||
+            out->r.disk_reserve_bytes == 0)
+            continue; /* a replica down, or one that does not say its room */
         const struct meta_response *r = &out->r;
         uint64_t memory = ROOM_MEMORY_MIN;
         uint64_t disk = ROOM_DISK_MIN;
@@ -438,16 +439,16 @@ static int room_check(void *ctx, uint64_t names, char *errmsg)
         const struct room_host *h = &hosts[k];
         uint64_t memory = names * h->memory_each * h->replicas;
         uint64_t disk = names * h->disk_each * h->replicas;
-        bool is_memory_short = memory > h->memory_free / 10 * 9;
+        bool is_memory_short = h->memory_free > 0 && memory > h->memory_free / 10 * 9;
         if (!is_memory_short && disk <= h->disk_free)
             continue;
         char need[32];
         char have[32];
         return ar_errorf(errmsg, -ENOSPC,
                          "not enough room on %s for %" PRIu64 " restored names: its %u "
-                         "replica%s need about %s of %s, and %s %s (free some, restore a "
+                         "replica%s about %s of %s, and %s %s (free some, restore a "
                          "smaller PATH, or try anyway with --skip-room-check)",
-                         h->host, names, h->replicas, h->replicas > 1 ? "s" : "",
+                         h->host, names, h->replicas, h->replicas > 1 ? "s need" : " needs",
                          cmd_human_bytes(is_memory_short ? memory : disk, need),
                          is_memory_short ? "memory" : "disk",
                          cmd_human_bytes(is_memory_short ? h->memory_free : h->disk_free, have),

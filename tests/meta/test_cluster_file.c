@@ -116,6 +116,16 @@ static void test_cluster_file_reads_back_what_format_wrote(void **state)
     write_cluster(f, text, strlen(text));
     assert_int_equal(meta_cluster_load(f->scratch, &c, errmsg), 0);
     assert_int_equal(c.node_count, 3);
+    /* a file edited elsewhere, with CRLF line ends */
+    size_t n = 0;
+    for (size_t i = 0; i < f->good_len && n + 2 < sizeof(text); i++) {
+        if (f->good[i] == '\n')
+            text[n++] = '\r';
+        text[n++] = f->good[i];
+    }
+    write_cluster(f, text, n);
+    assert_int_equal(meta_cluster_load(f->scratch, &c, errmsg), 0);
+    assert_string_equal(c.nodes[2].client_addr, "::1:7103");
     /* absent: the error of open(2), with a hint */
     assert_int_equal(meta_cluster_load(f->dir, &c, errmsg), -ENOENT);
     assert_non_null(strstr(errmsg, "arbor format"));
