@@ -230,7 +230,8 @@ static void usage(FILE *to)
                 "commands (waiting, proposed) and how far each follower's log matches its\n"
                 "own; then the shard map: volume, members, and each shard's epoch and\n"
                 "leases.\n"
-                "Exits 1 if a replica does not answer.\n");
+                "Exits 1 if a replica does not answer, or if one's disk is under its\n"
+                "reserve (arbor serve --disk-reserve), so that a monitor can call it.\n");
 }
 
 int cmd_status(int argc, char **argv)
@@ -330,8 +331,19 @@ int cmd_status(int argc, char **argv)
     print_table(count, addrs, ids, answers, is_up, why, top_commits);
     if (is_map)
         print_map(map);
+    bool is_any_full = false;
+    for (uint32_t i = 0; i < count; i++) {
+        const struct meta_response *r = &answers[i].r;
+        if (!is_up[i] || r->disk_free_bytes >= r->disk_reserve_bytes)
+            continue;
+        char free_h[32];
+        printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: it "
+               "refuses new files and writes while it leads\n",
+               ids[i] != 0 ? ids[i] : r->node, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
+        is_any_full = true;
+    }
     free(map);
     free(map_buf);
     free(answers);
-    return is_any_down ? 1 : 0;
+    return is_any_down || is_any_full ? 1 : 0;
 }

@@ -840,6 +840,15 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     char log[400];
     snprintf(log, sizeof(log), "%s/node%d.log", f->dir, leader + 1);
     assert_true(harness_count_lines(log, "under the reserve of 192 MiB") > 0);
+    /* arbor status says so, and exits 1 for a monitor */
+    char cmd[800];
+    char out[400];
+    snprintf(out, sizeof(out), "%s/status.out", f->dir);
+    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u > '%s'",
+             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
+    int said = system(cmd);
+    assert_true(WIFEXITED(said) && WEXITSTATUS(said) == 1);
+    assert_true(harness_count_lines(out, "under its reserve: it refuses new files") > 0);
 
     /* room again: creates go on, and no replica stopped meanwhile */
     small_disk_fill(f, 0);
@@ -851,6 +860,8 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     }
     assert_int_equal(rc, 0);
     assert_true(harness_count_lines(log, "has room again") > 0);
+    said = system(cmd);
+    assert_true(WIFEXITED(said) && WEXITSTATUS(said) == 0);
     for (int i = 0; i < f->nodes; i++)
         assert_int_equal(waitpid(f->pid[i], NULL, WNOHANG), 0);
 
