@@ -111,6 +111,8 @@ struct ar_client {
     uint64_t next_req_id;
     int leader[SHARDS_KNOWN];    /* a connection index, -1 unknown */
     uint64_t epoch[SHARDS_KNOWN];
+    int last_connect_error;      /* atomic: libuv's status of the last failed connect */
+    bool has_heard;              /* atomic: some replica answered a request */
     struct meta_map map;         /* under mu */
     bool has_new_map;            /* under mu: the loop has not taken it yet */
     struct meta_map loop_map;    /* the loop's copy of it (take_map) */
@@ -367,6 +369,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         at += 4 + (size_t)len;
         if (meta_response_id(frame, len, &id) != 0)
             id = UINT64_MAX; /* matches no call: skipped below */
+        __atomic_store_n(&c->has_heard, true, __ATOMIC_RELAXED);
         if (c->opt.on_notice != NULL && id == 0) {
             /* a change notice (or a failure the server could not match) */
             if (meta_response_decode(frame, len, c->notice_out) != 0) {
@@ -437,6 +440,8 @@ static void on_connect(uv_connect_t *req, int status)
 
     if (n->state != CONN_CONNECTING)
         return;
+    if (status < 0)
+        __atomic_store_n(&c->last_connect_error, status, __ATOMIC_RELAXED);
     if (status < 0 || uv_read_start((uv_stream_t *)&n->tcp, rx_alloc, on_read) != 0) {
         conn_fail(n);
         return;
@@ -880,8 +885,20 @@ static int read_map(struct ar_client *c, struct meta_response_buf *out, char *er
         else
             usleep(20000);
     }
-    if (rc != 0) {
+    int connect_error = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
+    if (rc == -ETIMEDOUT && !__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED)) {
+        char addrs[AR_CLIENT_ADDRS_MAX * 66] = "";
+        for (uint32_t i = 0; i < c->opt.addr_count; i++)
+            snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
+                     c->opt.addrs[i]);
+        snprintf(errmsg, AR_ERRMSG_MAX, "no replica at %.120s answered in %.1f s%s%s%s", addrs,
+                 c->opt.budget_ms / 1000.0, connect_error != 0 ? " (" : "",
+                 connect_error != 0 ? uv_strerror(connect_error) : "",
+                 connect_error != 0 ? ")" : "");
+    } else if (rc != 0) {
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot read the shard map: %s", ar_strerror(rc));
+    }
+    if (rc != 0) {
         ar_free(m);
         return rc;
     }

@@ -2721,7 +2721,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
             ar_free(m->cache[i].data);
         }
-        if (m->disk != NULL) {
+        if (m->disk != NULL && se != NULL) { /* the figures of a mount that served */
             struct block_cache_stats st;
             block_cache_stats(m->disk, &st);
             ar_log(AR_LOG_INFO,
@@ -2732,10 +2732,10 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
                    __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
         }
-        if (m->leased != NULL)
+        if (m->leased != NULL && se != NULL)
             ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
                    leased_hits(m->leased));
-        if (m->nodes != NULL) {
+        if (m->nodes != NULL && se != NULL) {
             uint64_t made;
             uint64_t live;
             nodes_counts(m->nodes, &made, &live);
