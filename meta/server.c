@@ -2531,6 +2531,29 @@ static bool is_known_node_cfg(const struct meta_server_config *cfg, uint64_t id)
     return false;
 }
 
+/* Whether dir holds a name that is not a replica's own (an earlier format
+ * cut short leaves only these); the first such into name. */
+static bool holds_strangers(const char *dir, char *name, size_t cap)
+{
+    static const char *const own[] = {".", "..", "shard-0", "shard-1", "blocks", "lock",
+                                      "cluster.tmp", "lost+found"}; /* and a new disk's */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool is_stranger = false;
+
+    /* bounded by the directory's entries */
+    while (d != NULL && !is_stranger && (e = readdir(d)) != NULL) {
+        is_stranger = true;
+        for (size_t i = 0; i < AR_ARRAY_LEN(own) && is_stranger; i++)
+            is_stranger = strcmp(e->d_name, own[i]) != 0;
+        if (is_stranger)
+            snprintf(name, cap, "%s", e->d_name);
+    }
+    if (d != NULL)
+        closedir(d);
+    return is_stranger;
+}
+
 int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
 {
     char path[700];
@@ -2548,6 +2571,12 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     if (access(path, F_OK) == 0) {
         snprintf(errmsg, AR_ERRMSG_MAX, "%s is already formatted (%s)", cfg->data_dir, path);
         return -EEXIST;
+    }
+    char stranger[256];
+    if (holds_strangers(cfg->data_dir, stranger, sizeof(stranger))) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s is not empty (it holds %s): format a new or empty "
+                 "directory", cfg->data_dir, stranger);
+        return -ENOTEMPTY;
     }
     for (uint32_t i = 0; i < cfg->node_count; i++) {
         rc_cfg.voters[i] = cfg->nodes[i].id;

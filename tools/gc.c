@@ -82,6 +82,7 @@ int cmd_gc(int argc, char **argv)
     snprintf(dir, sizeof(dir), "%s/arbor-gc-XXXXXX", tmp != NULL ? tmp : "/tmp");
     if (rc == 0 && mkdtemp(dir) == NULL)
         rc = -errno;
+    bool has_run = rc == 0; /* what it found and did is reported, even if it stopped */
     if (rc == 0) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
@@ -90,11 +91,14 @@ int cmd_gc(int argc, char **argv)
         rc = meta_gc_run(st, &go, &rep, errmsg);
         rmdir(dir);
     }
-    printf("blocks: %" PRIu64 " (%" PRIu64 " bytes); slices named in the window: %" PRIu64
-           "; ids from %" PRIu64 " up kept\n", rep.blocks, rep.bytes, rep.named, rep.keep_from);
-    printf("garbage: %" PRIu64 " blocks (%" PRIu64 " bytes); deleted: %" PRIu64 " blocks (%" PRIu64
-           " bytes)%s\n", rep.garbage_blocks, rep.garbage_bytes, rep.deleted_blocks,
-           rep.deleted_bytes, go.is_dry_run ? " (dry run)" : "");
+    if (has_run) {
+        printf("blocks: %" PRIu64 " (%" PRIu64 " bytes); slices named in the window: %" PRIu64
+               "; ids from %" PRIu64 " up kept\n", rep.blocks, rep.bytes, rep.named,
+               rep.keep_from);
+        printf("garbage: %" PRIu64 " blocks (%" PRIu64 " bytes); deleted: %" PRIu64
+               " blocks (%" PRIu64 " bytes)%s\n", rep.garbage_blocks, rep.garbage_bytes,
+               rep.deleted_blocks, rep.deleted_bytes, go.is_dry_run ? " (dry run)" : "");
+    }
     if (rc != 0)
         fprintf(stderr, "arbor gc: %s\n", errmsg[0] ? errmsg : ar_strerror(rc));
     obj_store_close(st);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../objstore/harness.h"
 #include "meta.h"
@@ -37,6 +38,14 @@ static char *read_all(const char *path, size_t *len)
     buf[*len] = '\0';
     fclose(f);
     return buf;
+}
+
+static void write_cluster_at(const char *path, const char *text)
+{
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    assert_int_equal(fputs(text, out) >= 0, 1);
+    fclose(out);
 }
 
 static void write_cluster(struct fixture *f, const char *text, size_t len)
@@ -126,6 +135,21 @@ static void test_cluster_file_reads_back_what_format_wrote(void **state)
     write_cluster(f, text, n);
     assert_int_equal(meta_cluster_load(f->scratch, &c, errmsg), 0);
     assert_string_equal(c.nodes[2].client_addr, "::1:7103");
+    /* format refuses a directory that holds something else, not a new disk's */
+    struct meta_server_config other = c;
+    char dir[400];
+    snprintf(dir, sizeof(dir), "%s/other", f->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(other.data_dir, sizeof(other.data_dir), "%s/lost+found", dir);
+    assert_int_equal(mkdir(other.data_dir, 0700), 0);
+    snprintf(other.data_dir, sizeof(other.data_dir), "%s/notes.txt", dir);
+    write_cluster_at(other.data_dir, "mine\n");
+    snprintf(other.data_dir, sizeof(other.data_dir), "%s", dir);
+    assert_int_equal(meta_server_format(&other, errmsg), -ENOTEMPTY);
+    assert_non_null(strstr(errmsg, "is not empty (it holds notes.txt)"));
+    snprintf(text, sizeof(text), "%s/notes.txt", dir);
+    assert_int_equal(unlink(text), 0);
+    assert_int_equal(meta_server_format(&other, errmsg), 0);
     /* absent: the error of open(2), with a hint */
     assert_int_equal(meta_cluster_load(f->dir, &c, errmsg), -ENOENT);
     assert_non_null(strstr(errmsg, "arbor format"));
