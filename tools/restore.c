@@ -332,6 +332,11 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         rc = -ENOMEM;
         snprintf(errmsg, sizeof(errmsg), "out of memory following %s", path);
     }
+    if (rc == 0 && w.is_started && w.root == 0 && w.total == 0) {
+        rc = -ENOENT; /* a typo, most likely: say so rather than "0 changes" */
+        snprintf(errmsg, sizeof(errmsg), "%s does not exist, and nothing at that path changed "
+                 "inside the window", path);
+    }
     if (rc == 0) {
         flush_second(&w);
         char from[48];

@@ -543,6 +543,9 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     assert_int_equal(restore(f, "--list /ds"), 0);
     assert_true(log_has(f, " changes of /ds at "));
     assert_false(log_has(f, "0 changes of /ds"));
+    /* a path that never was (a typo) */
+    assert_int_equal(restore(f, "--list /dss"), 1);
+    assert_true(log_has(f, "/dss does not exist, and nothing at that path changed"));
 
     /* a file alone, to its default name */
     snprintf(args, sizeof(args), "/ds/sparse --at %s", at);
