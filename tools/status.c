@@ -171,11 +171,10 @@ static void print_table(uint32_t count, char addrs[][64], const uint64_t *ids,
         char free_h[32];
         char reserve_h[32];
         char mem_h[32];
-        printf("       room: disk %s free (reserve %s)%s, memory %s available\n",
-               cmd_human_bytes(r->disk_free_bytes, free_h), cmd_human_bytes(r->disk_reserve_bytes, reserve_h),
-               r->disk_free_bytes < r->disk_reserve_bytes
-                   ? ": under the reserve, a leader here refuses growth (ENOSPC)"
-                   : "",
+        /* one under its reserve is named once, after the map */
+        printf("       room: disk %s free (reserve %s), memory %s available\n",
+               cmd_human_bytes(r->disk_free_bytes, free_h),
+               cmd_human_bytes(r->disk_reserve_bytes, reserve_h),
                cmd_human_bytes(r->memory_available_bytes, mem_h));
     }
 }
