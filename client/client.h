@@ -130,7 +130,6 @@ struct ar_mount_options {
     const char *store_url;          /* NULL: the one the shard map names */
     double entry_timeout_s;         /* the kernel caches names this long (0: not at all) */
     double attr_timeout_s;          /* and attributes */
-    bool is_foreground;             /* else fuse_daemonize() detaches */
     bool is_single_threaded;        /* one FUSE thread instead of a pool */
     uint32_t threads;               /* the pool's most threads (0: 16) */
     uint32_t write_buffer_mb;       /* written bytes all open files may hold (0: 256) */
@@ -145,6 +144,9 @@ struct ar_mount_options {
     const char *guard_program;      /* a program that runs ar_mount_guard() when given
                                      * "mount-guard PID CONN MOUNTPOINT" (arbor itself);
                                      * NULL: no guard */
+    void (*on_mounted)(void *arg);  /* called once, mounted, before the first request is
+                                     * served (e.g. to detach from a terminal); NULL none */
+    void *on_mounted_arg;
 };
 
 /* Mount the volume on o->mountpoint and serve it until it is unmounted

@@ -2653,7 +2653,7 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         struct fuse_args args = FUSE_ARGS_INIT(o->fuse_opts != NULL ? 5 : 3, argv);
         se = fuse_session_new(&args, &ops, sizeof(ops), m);
         fuse_opt_free_args(&args); /* the session copied what it needs */
-        /* absolute: fuse_daemonize() changes to "/", and the unmount needs the path */
+        /* absolute: a detached mount works from "/", and the unmount needs the path */
         mountpoint = realpath(o->mountpoint, NULL);
         bool is_mounted = se != NULL && mountpoint != NULL &&
                           fuse_set_signal_handlers(se) == 0 &&
@@ -2668,13 +2668,14 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     }
     if (rc == 0) {
         ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
-        fuse_daemonize(o->is_foreground);
-        /* after the fork, from the thread that lives as long as the mount */
+        if (o->on_mounted != NULL)
+            o->on_mounted(o->on_mounted_arg);
+        /* from the thread that lives as long as the mount */
         has_conn = mount_conn_find(mountpoint, 0, &conn);
         if (o->guard_program != NULL && has_conn)
             guard = mount_guard_start(o->guard_program, conn, mountpoint);
-        /* after the fork, with the stop signals still blocked: they must
-         * reach the loop's reader */
+        /* with the stop signals still blocked: they must reach the loop's
+         * reader */
         if (m->leased != NULL && !o->no_kernel_grants &&
             m->lease_bound_ms >= LEASED_GRANT_BOUND_MIN_MS && grants_start(m, se) != 0)
             ar_log(AR_LOG_WARN, "no kernel grants (no thread): stats reach the mount past "

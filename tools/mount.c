@@ -1,8 +1,13 @@
 /* tools/mount.c - `arbor mount`: serve a volume through FUSE (client.h). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "cmd.h"
@@ -15,7 +20,11 @@ static void usage(FILE *to)
             "given (one is enough: the others come from the shard map) on MOUNTPOINT,\n"
             "an empty directory. Runs until unmounted (fusermount3 -u MOUNTPOINT) or\n"
             "stopped (Ctrl-C, SIGTERM).\n\n"
-            "  --foreground         stay in the foreground (default: detach)\n"
+            "  --foreground         stay in the foreground; by default the mount detaches\n"
+            "                       once it serves (errors before that reach the\n"
+            "                       terminal, and the exit status says if it mounted)\n"
+            "  --log FILE           once mounted, append the log to FILE (default: stderr\n"
+            "                       in the foreground, syslog as arbor-mount detached)\n"
             "  --threads N          threads for requests that may wait (reads, writes,\n"
             "                       changes; default 16); one more reads every request\n"
             "                       and answers lookups, stats and opens for reading\n"
@@ -50,10 +59,11 @@ static void usage(FILE *to)
 /* Read the options into o (cache: its directory, cache_bytes its bound):
  * -1 to go on, else the exit status (0 after --help, 2 with the error said). */
 static int mount_options(int argc, char **argv, struct ar_mount_options *o, char cache[600],
-                         uint64_t *cache_bytes)
+                         uint64_t *cache_bytes, const char **log_path, bool *is_foreground)
 {
     static const struct option longopts[] = {
         {"foreground", no_argument, NULL, 'f'},
+        {"log", required_argument, NULL, 'l'},
         {"single-threaded", no_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'},
         {"entry-timeout", required_argument, NULL, 'e'},
@@ -73,6 +83,8 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
 
     *o = (struct ar_mount_options){.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
     *cache_bytes = 10ull << 30;
+    *log_path = NULL;
+    *is_foreground = false;
 
     /* the disk cache by default: $XDG_CACHE_HOME/arbor, else ~/.cache/arbor */
     const char *xdg = getenv("XDG_CACHE_HOME");
@@ -88,7 +100,10 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
     while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
-            o->is_foreground = true;
+            *is_foreground = true;
+            break;
+        case 'l':
+            *log_path = optarg;
             break;
         case 's':
             o->is_single_threaded = true;
@@ -120,7 +135,17 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
             o->fuse_opts = optarg;
             break;
         case 'c':
-            snprintf(cache, 600, "%s", optarg);
+            /* absolute: a detached mount works from "/" */
+            if (optarg[0] != '/' && optarg[0] != '\0') {
+                char cwd[400];
+                if (getcwd(cwd, sizeof(cwd)) == NULL) {
+                    fprintf(stderr, "arbor mount: --cache-dir: name it from /\n");
+                    return 2;
+                }
+                snprintf(cache, 600, "%s/%s", cwd, optarg);
+            } else {
+                snprintf(cache, 600, "%s", optarg);
+            }
             break;
         case 'C':
             if (!cmd_parse_size(optarg, cache_bytes) || *cache_bytes < (8u << 20)) {
@@ -163,9 +188,104 @@ int cmd_mount_check(int argc, char **argv)
     struct ar_mount_options o;
     char cache[600];
     uint64_t cache_bytes;
-    int rc = mount_options(argc, argv, &o, cache, &cache_bytes);
+    const char *log_path;
+    bool is_foreground;
+    int rc = mount_options(argc, argv, &o, cache, &cache_bytes, &log_path, &is_foreground);
 
     return rc < 0 ? 0 : rc;
+}
+
+/* Where the mount's log goes once it serves, and, detached, how it tells
+ * the command that started it that it does. */
+struct handover {
+    int log_fd;   /* -1: stderr in the foreground, syslog detached */
+    int ready_fd; /* detached: the pipe the starting command reads; else -1 */
+};
+
+static void syslog_sink(enum ar_log_level level, const char *line, void *data)
+{
+    static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    (void)data;
+    syslog(priorities[level], "%s", line);
+}
+
+/* Mounted: the log moves to its place and, detached, the mount leaves the
+ * terminal and lets the starting command exit 0. */
+static void on_mounted(void *arg)
+{
+    struct handover *h = arg;
+
+    if (h->ready_fd >= 0) {
+        ar_log(AR_LOG_INFO, "detached as pid %ld; the log goes to %s", (long)getpid(),
+               h->log_fd >= 0 ? "the --log file" : "syslog (arbor-mount)");
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            dup2(null, STDOUT_FILENO);
+            if (h->log_fd < 0)
+                dup2(null, STDERR_FILENO);
+            close(null);
+        }
+        if (h->log_fd < 0) {
+            openlog("arbor-mount", LOG_PID, LOG_DAEMON);
+            ar_log_set_sink(syslog_sink, NULL);
+        }
+        if (chdir("/") != 0)
+            ar_log(AR_LOG_WARN, "cannot change to /: %s", strerror(errno));
+    }
+    if (h->log_fd >= 0) {
+        dup2(h->log_fd, STDERR_FILENO);
+        close(h->log_fd);
+        h->log_fd = -1;
+    }
+    if (h->ready_fd >= 0) {
+        ssize_t n;
+        do {
+            n = write(h->ready_fd, "m", 1);
+        } while (n < 0 && errno == EINTR);
+        close(h->ready_fd);
+        h->ready_fd = -1;
+    }
+}
+
+/* Detached: fork before any thread starts (a fork keeps only the thread
+ * that calls it), and wait here until the child serves or fails. Returns
+ * -1 in the child, else the exit status for this, the starting command. */
+static int detach(struct handover *h)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "arbor mount: cannot detach: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "arbor mount: cannot detach: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        setsid(); /* no terminal's signals reach it */
+        h->ready_fd = fds[1];
+        return -1;
+    }
+    close(fds[1]);
+    char byte;
+    ssize_t n;
+    do {
+        n = read(fds[0], &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    close(fds[0]);
+    if (n == 1)
+        return 0;
+    /* it ended before it served: it said why on our stderr */
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        return WEXITSTATUS(status);
+    fprintf(stderr, "arbor mount: the mount's process ended before it served\n");
+    return 1;
 }
 
 int cmd_mount(int argc, char **argv)
@@ -174,13 +294,28 @@ int cmd_mount(int argc, char **argv)
     char errmsg[AR_ERRMSG_MAX] = "";
     char cache[600];
     uint64_t cache_bytes;
-    int rc = mount_options(argc, argv, &o, cache, &cache_bytes);
+    const char *log_path;
+    bool is_foreground;
+    int rc = mount_options(argc, argv, &o, cache, &cache_bytes, &log_path, &is_foreground);
 
     if (rc >= 0)
         return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
+    struct handover h = {.log_fd = -1, .ready_fd = -1};
+    if (log_path != NULL) {
+        h.log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (h.log_fd < 0) {
+            fprintf(stderr, "arbor mount: cannot open the log %s: %s\n", log_path,
+                    strerror(errno));
+            return 1;
+        }
+    }
+    if (!is_foreground && (rc = detach(&h)) >= 0)
+        return rc;
     o.guard_program = "/proc/self/exe";
+    o.on_mounted = on_mounted;
+    o.on_mounted_arg = &h;
     if (ar_mount_run(&o, errmsg) != 0) {
         fprintf(stderr, "arbor mount: %s\n", errmsg[0] ? errmsg : "the mount failed");
         return 1;

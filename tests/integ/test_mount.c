@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -44,6 +45,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+    prctl(PR_SET_CHILD_SUBREAPER, 0); /* set by a test that failed before it reset it */
     mounts_end();
     return cluster_teardown(state);
 }
@@ -1786,6 +1788,81 @@ static void test_mount_full_disk_says_enospc(void **state)
     mount_stop(mp);
 }
 
+/* `arbor mount` without --foreground: the starting command returns once
+ * the mount serves (0), or with the mount's failure (1, its reason on the
+ * terminal); the detached mount serves from its own process until
+ * unmounted, its log in the --log file. The old detach forked after the
+ * metadata client's thread had started, and the child, without it, never
+ * answered: the write below timed out. */
+static void test_mount_detached_serves_until_unmounted(void **state)
+{
+    struct fixture *f = *state;
+    char dir[450];
+    char log[500];
+    char out[500];
+    char cmd[2400];
+
+    /* the detached mount is a grandchild: made this process's child when
+     * its parent exits, so that it can be reaped and its status checked */
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    snprintf(dir, sizeof(dir), "%s/detached", f->dir);
+    snprintf(log, sizeof(log), "%s/detached.log", f->dir);
+    snprintf(out, sizeof(out), "%s/detached.out", f->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+
+    /* a mount that fails after it forked: its reason and status come back */
+    snprintf(cmd, sizeof(cmd), "timeout 60 '%s' mount 127.0.0.1:%u '%s/none' --log '%s' 2> '%s'",
+             f->arbor, f->client_port[0], f->dir, log, out);
+    int status = system(cmd);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    assert_true(file_has(out, "cannot mount on"));
+
+    snprintf(cmd, sizeof(cmd), "cd '%s' && timeout 60 '%s' mount 127.0.0.1:%u detached "
+             "--cache-dir detached-cache --log '%s' 2> '%s'",
+             f->dir, f->arbor, f->client_port[0], log, out);
+    status = system(cmd);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(is_mounted(dir)); /* at once: the command returned once it served */
+    FILE *o = fopen(out, "r");
+    assert_non_null(o);
+    char line[300];
+    long pid = 0;
+    while (pid == 0 && fgets(line, sizeof(line), o) != NULL) { /* bounded by the file */
+        const char *at = strstr(line, "detached as pid ");
+        if (at != NULL)
+            pid = strtol(at + strlen("detached as pid "), NULL, 10);
+    }
+    fclose(o);
+    assert_true(pid > 1);
+    mounts[0].pid = (pid_t)pid; /* the teardown ends it if an assertion fails */
+    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", dir);
+    snprintf(mounts[0].log, sizeof(mounts[0].log), "%s", log);
+
+    /* it serves: a write and a read back, each bounded */
+    snprintf(cmd, sizeof(cmd), "timeout 60 sh -c \"echo detached > '%s/a' && grep -qx "
+             "detached '%s/a'\"", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    /* the cache directory named from the starting directory is used */
+    snprintf(cmd, sizeof(cmd), "%s/detached-cache", f->dir);
+    assert_int_equal(access(cmd, F_OK), 0);
+
+    snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    int reaped = 0;
+    for (int tries = 0; tries < 1000 && reaped == 0; tries++) { /* 10 s */
+        reaped = waitpid((pid_t)pid, &status, WNOHANG);
+        if (reaped == 0)
+            usleep(10000);
+    }
+    assert_int_equal(reaped, pid);
+    mounts[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* what it logged once detached is in the file: its closing figures */
+    assert_true(file_has(log, "lookups and getattrs answered by this mount"));
+    assert_false(file_has(out, "lookups and getattrs answered by this mount"));
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+}
+
 /* The embedded default: `arbor up` formats and runs a local cluster and
  * mounts it; `arbor status` finds it without arguments; `arbor down` stops
  * all of it; a second `arbor up` finds the data there. */
@@ -2015,6 +2092,7 @@ int main(void)
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_killed_with_its_device_held_fails_callers),
         T(test_mount_copy_survives_a_leader_crash),
+        T(test_mount_detached_serves_until_unmounted),
         cmocka_unit_test_setup_teardown(test_mount_full_disk_says_enospc, setup_small_disk,
                                         teardown),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
