@@ -117,6 +117,10 @@ struct ar_client {
     bool has_new_map;            /* under mu: the loop has not taken it yet */
     struct meta_map loop_map;    /* the loop's copy of it (take_map) */
     uint64_t sessions[SHARDS_KNOWN];
+    /* the loop's: since when a shard's calls time out (0: it answers), and
+     * how many failed so, for the log */
+    uint64_t out_since_ms[SHARDS_KNOWN];
+    uint64_t out_failed[SHARDS_KNOWN];
     uint8_t *enc;                /* one request being encoded */
     /* attribute leases: per shard, the connection and epoch the promises
      * this client holds came from, and when the latest answer under them was
@@ -173,6 +177,32 @@ static void finish(struct ar_client *c, struct call *k, int rc)
     }
     /* a semaphore a call: waking its caller takes no lock all callers share */
     sem_post(&k->finished);
+}
+
+/* A call to k's shard timed out: said once, when the shard stops answering
+ * a client that had heard from the cluster (a first contact's failure is
+ * the caller's error to report). */
+static void shard_timed_out(struct ar_client *c, struct call *k)
+{
+    if (k->shard >= SHARDS_KNOWN || !__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED))
+        return;
+    c->out_failed[k->shard]++;
+    if (c->out_since_ms[k->shard] != 0)
+        return;
+    c->out_since_ms[k->shard] = k->deadline_ms - c->opt.budget_ms;
+    ar_log(AR_LOG_WARN, "shard %u: no leader answered in %.0f s (lost its quorum, or out of "
+                        "reach): its calls fail (EIO on a mount) until one does",
+           k->shard, c->opt.budget_ms / 1000.0);
+}
+
+static void shard_answered(struct ar_client *c, uint32_t shard)
+{
+    if (shard >= SHARDS_KNOWN || c->out_since_ms[shard] == 0)
+        return;
+    ar_log(AR_LOG_INFO, "shard %u answers again after %.1f s; %" PRIu64 " calls failed meanwhile",
+           shard, (now_ms() - c->out_since_ms[shard]) / 1000.0, c->out_failed[shard]);
+    c->out_since_ms[shard] = 0;
+    c->out_failed[shard] = 0;
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -339,6 +369,7 @@ static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
     }
     if (r->rc == 0 && r->lease != 0)
         lease_answer(c, (int)(n - c->conns), k, r->lease);
+    shard_answered(c, k->shard);
     finish(c, k, r->rc);
 }
 
@@ -591,6 +622,7 @@ static void call_send(struct ar_client *c, struct call *k)
     k->req_id = 0;
     k->retry_at_ms = UINT64_MAX; /* something below sets when to try again */
     if (now >= k->deadline_ms) {
+        shard_timed_out(c, k);
         finish(c, k, -ETIMEDOUT);
         return;
     }
@@ -688,6 +720,7 @@ static void on_timer(uv_timer_t *t)
         struct call *k = c->active[i];
         uint32_t before = c->active_count;
         if (now >= k->deadline_ms) {
+            shard_timed_out(c, k);
             finish(c, k, -ETIMEDOUT);
         } else if (k->req_id != 0 && now >= k->attempt_end_ms) {
             stat_add(c, &c->stats.resends); /* no answer: ask the next server */

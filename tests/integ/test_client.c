@@ -5,7 +5,8 @@
  * twice (every create answers 0, never EEXIST from its own retry); the
  * client finds every server from one address; a session is kept alive by
  * heartbeats and replaced when the servers closed it; no reachable server
- * is a clear error within the budget; a restore's commands wait for live
+ * is a clear error within the budget, and a shard that stops answering
+ * (its quorum lost) fails calls within it, said once in the log; a restore's commands wait for live
  * traffic, one in the log at a time, and land whole; a client that asks for
  * attribute leases gets them on the leader's answers only, is told of each
  * change of a leased inode (a rename as one that moves names), and counts
@@ -259,6 +260,87 @@ static void test_client_without_servers_is_a_clear_error(void **state)
     assert_true(now_ms() - t0 < 5000); /* the budget, not forever */
     snprintf(o.addrs[0], sizeof(o.addrs[0]), "no-port-here");
     assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
+}
+
+/* The log lines the client wrote, for the test below. */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char seen[8192];
+
+static void log_keep(enum ar_log_level level, const char *line, void *data)
+{
+    (void)level;
+    (void)data;
+    pthread_mutex_lock(&seen_mu);
+    size_t used = strlen(seen);
+    snprintf(seen + used, sizeof(seen) - used, "%s\n", line);
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static int seen_count(const char *part)
+{
+    int n = 0;
+    pthread_mutex_lock(&seen_mu);
+    for (const char *p = strstr(seen, part); p != NULL; p = strstr(p + 1, part)) {
+        n++;
+    }
+    pthread_mutex_unlock(&seen_mu);
+    return n;
+}
+
+/* Two of three replicas stopped: a call fails within the client's budget
+ * rather than waiting forever, the client says once that the shard stopped
+ * answering, and once that it answers again with how long and how many
+ * calls failed. */
+static void test_client_lost_quorum_is_said_and_bounded(void **state)
+{
+    struct fixture *f = *state;
+    struct ar_client_options o = {.addr_count = 1, .budget_ms = 2000, .attempt_ms = 300};
+    struct ar_client *c = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct meta_cmd op = {.op = META_OP_GETATTR, .ino = 1};
+
+    assert_non_null(out);
+    seen[0] = '\0';
+    ar_log_set_sink(log_keep, NULL);
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", f->client_port[0]);
+    assert_int_equal(ar_client_open(&o, &c, errmsg), 0);
+    assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &op, META_READ_LINEARIZABLE, 0, out), 0);
+
+    kill(f->pid[1], SIGSTOP);
+    kill(f->pid[2], SIGSTOP);
+    for (int i = 0; i < 2; i++) {
+        /* a change: a read may still be served under the leader's lease */
+        char name[16];
+        snprintf(name, sizeof(name), "cut%d", i);
+        struct meta_cmd mk = {.op = META_OP_MKDIR, .ino = 1, .name = name,
+                              .name_len = (uint32_t)strlen(name), .mode = 0755};
+        double t0 = now_ms();
+        assert_int_equal(ar_client_call(c, META_ROOT_SHARD, &mk, META_READ_LINEARIZABLE, 0, out),
+                         -ETIMEDOUT);
+        assert_true(now_ms() - t0 < 6000); /* the budget, not forever */
+    }
+    assert_int_equal(seen_count("shard 1: no leader answered in 2 s"), 1);
+    assert_int_equal(seen_count("answers again"), 0);
+
+    kill(f->pid[1], SIGCONT);
+    kill(f->pid[2], SIGCONT);
+    int rc = -ETIMEDOUT;
+    for (int tries = 0; tries < 10 && rc != 0; tries++) { /* an election may come first */
+        rc = ar_client_call(c, META_ROOT_SHARD, &op, META_READ_LINEARIZABLE, 0, out);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(seen_count("shard 1 answers again after "), 1);
+    assert_int_equal(seen_count("shard 1: no leader answered"), 1);
+    pthread_mutex_lock(&seen_mu);
+    const char *again = strstr(seen, "answers again");
+    const char *failed = again != NULL ? strstr(again, "; ") : NULL;
+    long count = failed != NULL ? strtol(failed + 2, NULL, 10) : 0;
+    pthread_mutex_unlock(&seen_mu);
+    assert_true(count >= 2); /* the two calls above, and any heartbeat */
+    ar_log_set_sink(NULL, NULL);
+    free(out);
+    ar_client_close(c);
 }
 
 /* ---- background commands -------------------------------------------------------------- */
@@ -602,6 +684,7 @@ int main(void)
         T(test_client_leader_crash_loses_and_repeats_nothing),
         T(test_client_session_kept_and_replaced),
         T(test_client_without_servers_is_a_clear_error),
+        T(test_client_lost_quorum_is_said_and_bounded),
         T(test_client_restore_commands_yield_to_live_traffic),
         T(test_client_leases_tell_changes),
     };
