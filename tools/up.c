@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -109,6 +110,36 @@ static int format_nodes(const char *data, uint32_t count, char *errmsg)
         }
     }
     return 0;
+}
+
+/* One `arbor up` a data directory: a second would find the replicas'
+ * directories locked and restart its own replicas forever beside the
+ * first's. Holds DATA/up.lock (flock) while up: its fd, or -1 with the
+ * reason said. */
+static int lock_data(const char *data, const char *mountpoint)
+{
+    char path[UP_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/up.lock", data);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "arbor up: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char held[UP_PATH_MAX + 64] = "";
+        ssize_t n = pread(fd, held, sizeof(held) - 1, 0);
+        held[n > 0 ? n : 0] = '\0';
+        held[strcspn(held, "\n")] = '\0';
+        fprintf(stderr, "arbor up: %s is already up%s%s%s; `arbor down` stops it\n", data,
+                held[0] != '\0' ? " (" : "", held, held[0] != '\0' ? ")" : "");
+        close(fd);
+        return -1;
+    }
+    char mine[UP_PATH_MAX + 64];
+    int len = snprintf(mine, sizeof(mine), "pid %d, mounted on %s\n", (int)getpid(), mountpoint);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, mine, (size_t)len, 0) != len)
+        ar_log(AR_LOG_WARN, "cannot write %s: %s", path, strerror(errno));
+    return fd;
 }
 
 static pid_t serve(const char *data, uint32_t i)
@@ -291,6 +322,9 @@ int cmd_up(int argc, char **argv)
     }
     snprintf(data, sizeof(data), "%s", abs);
     free(abs);
+    int lock_fd = lock_data(data, argv[2]);
+    if (lock_fd < 0)
+        return 1;
     snprintf(cache_dir, sizeof(cache_dir), "%s/cache", data); /* unless the options say */
     char path[UP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/node1/cluster", data);
@@ -367,6 +401,7 @@ int cmd_up(int argc, char **argv)
     if (f != NULL)
         unlink(local);
     printf("arbor up: stopped\n");
+    close(lock_fd); /* the replicas are down: another up may start */
     return rc;
 }
 

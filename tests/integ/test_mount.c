@@ -1865,7 +1865,8 @@ static void test_mount_detached_serves_until_unmounted(void **state)
 
 /* The embedded default: `arbor up` formats and runs a local cluster and
  * mounts it; `arbor status` finds it without arguments; `arbor down` stops
- * all of it; a second `arbor up` finds the data there. */
+ * all of it; a second `arbor up` finds the data there, and one started
+ * while the first runs is refused. */
 static int run_arbor(const char *arbor, const char *args)
 {
     char cmd[1200];
@@ -1935,6 +1936,18 @@ static void test_up_status_down(void **state)
             write_file(file, (const uint8_t *)"from round 0", 12);
         expect_file(file, (const uint8_t *)"from round 0", 12);
         assert_int_equal(run_arbor(arbor, "status"), 0);
+        if (round == 0) {
+            /* a second up of the same data is refused, and the first goes on */
+            char other[450];
+            snprintf(other, sizeof(other), "%s/other-mnt", u.dir);
+            snprintf(args, sizeof(args), "timeout 60 '%s' up '%s' '%s' > /dev/null 2>&1", arbor,
+                     u.data, other);
+            int status = system(args);
+            assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+            assert_false(is_mounted(other));
+            expect_file(file, (const uint8_t *)"from round 0", 12);
+            assert_int_equal(run_arbor(arbor, "status"), 0);
+        }
         assert_int_equal(run_arbor(arbor, "down"), 0);
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
