@@ -199,6 +199,7 @@ int cmd_mount_check(int argc, char **argv)
  * the command that started it that it does. */
 struct handover {
     int log_fd;   /* -1: stderr in the foreground, syslog detached */
+    const char *log_path;
     int ready_fd; /* detached: the pipe the starting command reads; else -1 */
 };
 
@@ -217,7 +218,7 @@ static void on_mounted(void *arg)
 
     if (h->ready_fd >= 0) {
         ar_log(AR_LOG_INFO, "detached as pid %ld; the log goes to %s", (long)getpid(),
-               h->log_fd >= 0 ? "the --log file" : "syslog (arbor-mount)");
+               h->log_fd >= 0 ? h->log_path : "syslog (arbor-mount)");
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null >= 0) {
             dup2(null, STDIN_FILENO);
@@ -302,7 +303,7 @@ int cmd_mount(int argc, char **argv)
         return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
-    struct handover h = {.log_fd = -1, .ready_fd = -1};
+    struct handover h = {.log_fd = -1, .log_path = log_path, .ready_fd = -1};
     if (log_path != NULL) {
         h.log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
         if (h.log_fd < 0) {
