@@ -2557,6 +2557,22 @@ static void out_free(void *p)
     ar_free(p);
 }
 
+/* Ask the store for a listing nothing matches: a missing bucket, refused
+ * credentials or a store out of reach is said at mount, not as a lost
+ * write later (an application may not check close()). */
+static int store_probe(struct obj_store *store, char *errmsg)
+{
+    struct obj_list_entry entry;
+    struct obj_list_page page = {.entries = &entry, .entry_cap = 1};
+    char why[AR_ERRMSG_MAX] = "";
+
+    int rc = obj_list(store, "mount-probe/", NULL, &page, why);
+    if (rc != 0)
+        snprintf(errmsg, AR_ERRMSG_MAX, "the store %.200s cannot be used: %.600s",
+                 obj_store_url(store), why[0] != '\0' ? why : strerror(-rc));
+    return rc;
+}
+
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
 {
     AR_ASSERT(o != NULL && o->mountpoint != NULL && errmsg != NULL);
@@ -2595,6 +2611,8 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
                              * 1000u;
         m->ids_max_age_ms = window_ms / 4 < 600000u ? window_ms / 4 : 600000u;
         rc = obj_store_open(url, NULL, &m->store, errmsg);
+        if (rc == 0)
+            rc = store_probe(m->store, errmsg);
     }
     if (rc == 0 && o->cache_dir != NULL && o->cache_dir[0] != '\0') {
         /* a directory a store: two volumes' slice ids may meet */

@@ -1790,7 +1790,7 @@ static void test_mount_full_disk_says_enospc(void **state)
 
 /* `arbor mount` without --foreground: the starting command returns once
  * the mount serves (0), or with the mount's failure (1, its reason on the
- * terminal); the detached mount serves from its own process until
+ * terminal: a mount point, a store it cannot use); the detached mount serves from its own process until
  * unmounted, its log in the --log file. The old detach forked after the
  * metadata client's thread had started, and the child, without it, never
  * answered: the write below timed out. */
@@ -1816,6 +1816,25 @@ static void test_mount_detached_serves_until_unmounted(void **state)
     int status = system(cmd);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
     assert_true(file_has(out, "cannot mount on"));
+    /* a store it cannot use is said before it mounts: a missing bucket, a
+     * store out of reach (not a write lost at a close later) */
+    struct harness_proc s3 = {0};
+    harness_s3rver_start(&s3);
+    static const char *const stores[][2] = {{"no-such-bucket", "NoSuchBucket"},
+                                             {HARNESS_BUCKET, "connect"}};
+    for (size_t i = 0; i < AR_ARRAY_LEN(stores); i++) {
+        char url[300];
+        snprintf(url, sizeof(url), "s3://%s/v?endpoint=http://127.0.0.1:%d&region=us-east-1"
+                 "&path_style=1", stores[i][0], i == 0 ? s3.port : harness_closed_port());
+        snprintf(cmd, sizeof(cmd), "timeout 60 '%s' mount 127.0.0.1:%u '%s' --store '%s' 2> '%s'",
+                 f->arbor, f->client_port[0], dir, url, out);
+        status = system(cmd);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        assert_true(file_has(out, "cannot be used"));
+        assert_true(file_has(out, stores[i][1]));
+        assert_false(is_mounted(dir));
+    }
+    harness_proc_stop(&s3);
 
     snprintf(cmd, sizeof(cmd), "cd '%s' && timeout 60 '%s' mount 127.0.0.1:%u detached "
              "--cache-dir detached-cache --log '%s' 2> '%s'",
