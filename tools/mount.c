@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -303,6 +304,16 @@ int cmd_mount(int argc, char **argv)
         return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
+    /* the mount point, before waiting on servers for it */
+    struct stat st;
+    int err = stat(o.mountpoint, &st) == 0 ? (S_ISDIR(st.st_mode) ? 0 : ENOTDIR) : errno;
+    if (err != 0) {
+        fprintf(stderr, "arbor mount: %s: %s\n", o.mountpoint,
+                err == ENOENT     ? "no such directory (make it first)"
+                : err == ENOTCONN ? "a mount whose process is gone; fusermount3 -u it first"
+                                  : strerror(err));
+        return 1;
+    }
     struct handover h = {.log_fd = -1, .log_path = log_path, .ready_fd = -1};
     if (log_path != NULL) {
         h.log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);

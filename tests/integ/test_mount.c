@@ -1790,7 +1790,7 @@ static void test_mount_full_disk_says_enospc(void **state)
 
 /* `arbor mount` without --foreground: the starting command returns once
  * the mount serves (0), or with the mount's failure (1, its reason on the
- * terminal: a mount point, a store it cannot use); the detached mount serves from its own process until
+ * terminal: no mount point, a store it cannot use); the detached mount serves from its own process until
  * unmounted, its log in the --log file. The old detach forked after the
  * metadata client's thread had started, and the child, without it, never
  * answered: the write below timed out. */
@@ -1810,14 +1810,15 @@ static void test_mount_detached_serves_until_unmounted(void **state)
     snprintf(out, sizeof(out), "%s/detached.out", f->dir);
     assert_int_equal(mkdir(dir, 0755), 0);
 
-    /* a mount that fails after it forked: its reason and status come back */
+    /* a mount point that is not there, said before anything starts */
     snprintf(cmd, sizeof(cmd), "timeout 60 '%s' mount 127.0.0.1:%u '%s/none' --log '%s' 2> '%s'",
              f->arbor, f->client_port[0], f->dir, log, out);
     int status = system(cmd);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    assert_true(file_has(out, "cannot mount on"));
-    /* a store it cannot use is said before it mounts: a missing bucket, a
-     * store out of reach (not a write lost at a close later) */
+    assert_true(file_has(out, "/none: no such directory (make it first)"));
+    /* a mount that fails after it forked, its reason and status brought
+     * back: a store it cannot use, said before it mounts (a missing
+     * bucket, a store out of reach), not as a write lost at a close later */
     struct harness_proc s3 = {0};
     harness_s3rver_start(&s3);
     static const char *const stores[][2] = {{"no-such-bucket", "NoSuchBucket"},
