@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +291,27 @@ static int detach(struct handover *h)
     return 1;
 }
 
+/* 0 if dir is a directory to mount on, else an errno. A mount whose
+ * process died (ENOTCONN, kept so that nothing writes beneath it unseen) is
+ * lazily unmounted first: mounting there again is asked for. */
+static int mount_point_check(const char *dir)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0 && errno == ENOTCONN) {
+        char *argv[] = {"fusermount3", "-u", "-z", (char *)dir, NULL};
+        pid_t pid;
+        int status = 0;
+        if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) == 0 &&
+            waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            fprintf(stderr, "arbor mount: %s held a mount whose process had ended; unmounted "
+                            "it\n", dir);
+    }
+    if (stat(dir, &st) != 0)
+        return errno;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
 int cmd_mount(int argc, char **argv)
 {
     struct ar_mount_options o;
@@ -305,12 +327,11 @@ int cmd_mount(int argc, char **argv)
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
     /* the mount point, before waiting on servers for it */
-    struct stat st;
-    int err = stat(o.mountpoint, &st) == 0 ? (S_ISDIR(st.st_mode) ? 0 : ENOTDIR) : errno;
+    int err = mount_point_check(o.mountpoint);
     if (err != 0) {
         fprintf(stderr, "arbor mount: %s: %s\n", o.mountpoint,
                 err == ENOENT     ? "no such directory (make it first)"
-                : err == ENOTCONN ? "a mount whose process is gone; fusermount3 -u it first"
+                : err == ENOTCONN ? "a mount whose process ended (fusermount3 -u -z it)"
                                   : strerror(err));
         return 1;
     }
