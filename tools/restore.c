@@ -343,8 +343,9 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         char to[48];
         ar_format_time(pt.oldest_ns, from, sizeof(from));
         ar_format_time(pt.hlc_ns, to, sizeof(to));
-        printf("%" PRIu64 " changes of %s at %" PRIu64 " moments; the archive covers %s to %s\n",
-               w.total, path, w.moments, pt.oldest_ns == 0 ? "the volume's start" : from, to);
+        printf("%" PRIu64 " change%s of %s at %" PRIu64 " moment%s; the archive covers %s to "
+               "%s\n", w.total, w.total == 1 ? "" : "s", path, w.moments,
+               w.moments == 1 ? "" : "s", pt.oldest_ns == 0 ? "the volume's start" : from, to);
         printf("(restore --at a moment just before a change to undo it)\n");
     } else {
         fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : ar_strerror(rc));
