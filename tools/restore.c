@@ -53,6 +53,12 @@ static void usage(FILE *f)
 }
 
 /* TIME into ns since the epoch; false if malformed. */
+/* "s" after a count other than one: "1 file", "2 files" */
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
 static bool parse_time(const char *s, uint64_t *out)
 {
     struct timespec now;
@@ -344,8 +350,8 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         ar_format_time(pt.oldest_ns, from, sizeof(from));
         ar_format_time(pt.hlc_ns, to, sizeof(to));
         printf("%" PRIu64 " change%s of %s at %" PRIu64 " moment%s; the archive covers %s to "
-               "%s\n", w.total, w.total == 1 ? "" : "s", path, w.moments,
-               w.moments == 1 ? "" : "s", pt.oldest_ns == 0 ? "the volume's start" : from, to);
+               "%s\n", w.total, plural(w.total), path, w.moments, plural(w.moments),
+               pt.oldest_ns == 0 ? "the volume's start" : from, to);
         printf("(restore --at a moment just before a change to undo it)\n");
     } else {
         fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : ar_strerror(rc));
@@ -557,15 +563,19 @@ int cmd_restore(int argc, char **argv)
         return 1;
     }
     printf("restored %s as of %s into %s\n", o.path, when, rep.final_path);
-    printf("  %" PRIu64 " directories, %" PRIu64 " files (%" PRIu64 " bytes), %" PRIu64
-           " symlinks, %" PRIu64 " more hard links, %" PRIu64 " other files, %" PRIu64
-           " extended attributes\n",
-           rep.dirs, rep.files, rep.bytes, rep.symlinks, rep.links, rep.others, rep.xattrs);
+    printf("  %" PRIu64 " director%s, %" PRIu64 " file%s (%" PRIu64 " byte%s), %" PRIu64
+           " symlink%s, %" PRIu64 " more hard link%s, %" PRIu64 " other file%s, %" PRIu64
+           " extended attribute%s\n",
+           rep.dirs, rep.dirs == 1 ? "y" : "ies", rep.files, plural(rep.files), rep.bytes,
+           plural(rep.bytes), rep.symlinks, plural(rep.symlinks), rep.links, plural(rep.links),
+           rep.others, plural(rep.others), rep.xattrs, plural(rep.xattrs));
     printf("  state: entry %" PRIu64 " (checkpoint %" PRIu64 " + %" PRIu64
-           " commands), rebuilt in %.1f s, written in %.1f s\n",
-           rep.point.index, rep.point.base_index, rep.point.entries, rep.rebuild_s, rep.write_s);
-    printf("  verified: %" PRIu64 " names read back, sizes and modes of %" PRIu64 " files\n",
-           rep.names_counted, rep.sizes_checked);
+           " command%s), rebuilt in %.1f s, written in %.1f s\n",
+           rep.point.index, rep.point.base_index, rep.point.entries, plural(rep.point.entries),
+           rep.rebuild_s, rep.write_s);
+    printf("  verified: %" PRIu64 " name%s read back, sizes and modes of %" PRIu64 " file%s\n",
+           rep.names_counted, plural(rep.names_counted), rep.sizes_checked,
+           plural(rep.sizes_checked));
     if (rep.aside_name[0] != '\0')
         printf("  the tree that was live is now %s, beside it\n", rep.aside_name);
     return 0;
