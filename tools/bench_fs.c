@@ -271,9 +271,9 @@ int bench_fs(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *local = "/var/tmp";
-    unsigned files = 2000;
-    unsigned small = 20000;
-    unsigned big_mib = 1024;
+    uint32_t files = 2000;
+    uint32_t small = 20000;
+    uint32_t big_mib = 1024;
     int c;
 
     optind = 1;
@@ -283,13 +283,22 @@ int bench_fs(int argc, char **argv)
             local = optarg;
             break;
         case 'f':
-            files = (unsigned)strtoul(optarg, NULL, 10);
+            if (!cmd_parse_u32(optarg, 100, 1000000, &files)) {
+                fprintf(stderr, "arbor bench fs: --files wants files a thread, 100 to 1000000\n");
+                return 2;
+            }
             break;
         case 's':
-            small = (unsigned)strtoul(optarg, NULL, 10);
+            if (!cmd_parse_u32(optarg, 16, 10000000, &small)) {
+                fprintf(stderr, "arbor bench fs: --small-files wants 16 to 10000000\n");
+                return 2;
+            }
             break;
         case 'b':
-            big_mib = (unsigned)strtoul(optarg, NULL, 10);
+            if (!cmd_parse_u32(optarg, 1, 65536, &big_mib)) {
+                fprintf(stderr, "arbor bench fs: --big-mib wants 1 to 65536\n");
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -299,7 +308,7 @@ int bench_fs(int argc, char **argv)
             return 2;
         }
     }
-    if (optind + 1 != argc || files < 100 || small < 16 || big_mib == 0) {
+    if (optind + 1 != argc) {
         usage(stderr);
         return 2;
     }
