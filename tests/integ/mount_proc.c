@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,9 +53,13 @@ struct mount_proc *mount_start_with(struct fixture *f, const char *name, const c
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", f->client_port[0]);
     snprintf(log, sizeof(log), "%s/%s.log", f->dir, name);
     snprintf(mp->log, sizeof(mp->log), "%s", log);
+    pid_t parent = getpid();
     mp->pid = fork();
     assert_true(mp->pid >= 0);
     if (mp->pid == 0) {
+        /* a test killed (by a timeout) takes its servers with it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
