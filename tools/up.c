@@ -270,6 +270,7 @@ static void up_usage(FILE *to)
 int cmd_up(int argc, char **argv)
 {
     uint32_t count = 3;
+    bool has_count = false; /* --replicas given */
     char data[UP_PATH_MAX];
     char errmsg[AR_ERRMSG_MAX] = "";
 
@@ -291,6 +292,7 @@ int cmd_up(int argc, char **argv)
         if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc) {
             if (!cmd_parse_u32(argv[++i], 1, UP_NODES_MAX, &count))
                 count = 0;
+            has_count = true;
             continue;
         }
         mount_argv[mount_argc++] = argv[i];
@@ -341,6 +343,9 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "arbor up: %s\n", errmsg);
         return 1;
     }
+    if (has_count && cfg.node_count != count)
+        printf("arbor up: %s holds %u replica%s already; --replicas counts only when it is "
+               "made\n", data, cfg.node_count, cfg.node_count > 1 ? "s" : "");
     char addrs[AR_CLIENT_ADDRS_MAX * 64] = "";
     for (uint32_t i = 0; i < cfg.node_count; i++) {
         snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
