@@ -71,6 +71,7 @@ struct call {
     uint64_t attempt_end_ms;
     uint64_t retry_at_ms;        /* req_id 0: send again from here on */
     uint64_t sent_ms;            /* the attempt in flight: when it was sent */
+    bool has_answer;             /* a server answered some attempt (busy, not leader) */
     struct ar_lease_stamp stamp; /* taken when it finished */
 };
 
@@ -179,27 +180,31 @@ static void finish(struct ar_client *c, struct call *k, int rc)
     sem_post(&k->finished);
 }
 
-/* A call to k's shard timed out: said once, when the shard stops answering
+/* A call to k's shard timed out: said once, when the shard stops serving
  * a client that had heard from the cluster (a first contact's failure is
- * the caller's error to report). */
+ * the caller's error to report). The heartbeat is not counted as a call. */
 static void shard_timed_out(struct ar_client *c, struct call *k)
 {
     if (k->shard >= SHARDS_KNOWN || !__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED))
         return;
-    c->out_failed[k->shard]++;
+    if (k != &c->hb)
+        c->out_failed[k->shard]++;
     if (c->out_since_ms[k->shard] != 0)
         return;
     c->out_since_ms[k->shard] = k->deadline_ms - c->opt.budget_ms;
-    ar_log(AR_LOG_WARN, "shard %u: no leader answered in %.0f s (lost its quorum, or out of "
-                        "reach): its calls fail (EIO on a mount) until one does",
-           k->shard, c->opt.budget_ms / 1000.0);
+    ar_log(AR_LOG_WARN, "shard %u: %s in %g s: its calls fail (EIO on a mount) until it serves "
+                        "again", k->shard,
+           k->has_answer ? "replicas answered, but none could serve a call (no leader: its "
+                           "quorum lost or an election running; or a busy leader)"
+                         : "no replica answered a call (all stopped, or out of reach)",
+           c->opt.budget_ms / 1000.0);
 }
 
 static void shard_answered(struct ar_client *c, uint32_t shard)
 {
     if (shard >= SHARDS_KNOWN || c->out_since_ms[shard] == 0)
         return;
-    ar_log(AR_LOG_INFO, "shard %u answers again after %.1f s; %" PRIu64 " calls failed meanwhile",
+    ar_log(AR_LOG_INFO, "shard %u serves again after %.1f s; %" PRIu64 " calls failed meanwhile",
            shard, (now_ms() - c->out_since_ms[shard]) / 1000.0, c->out_failed[shard]);
     c->out_since_ms[shard] = 0;
     c->out_failed[shard] = 0;
@@ -342,6 +347,7 @@ static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
     uint64_t now = now_ms();
 
     k->req_id = 0;
+    k->has_answer = true;
     if (r->rc == -AR_ENOTLEADER) {
         int hint = r->leader_addr[0] != '\0' ? conn_for(c, r->leader_addr) : -1;
         int from = (int)(n - c->conns);
@@ -670,6 +676,7 @@ static void call_start(struct ar_client *c, struct call *k)
     k->deadline_ms = now_ms() + c->opt.budget_ms;
     k->conn = -1;
     k->seq = 0;
+    k->has_answer = false;
     call_send(c, k);
 }
 

@@ -2557,9 +2557,9 @@ static void out_free(void *p)
     ar_free(p);
 }
 
-/* Ask the store for a listing nothing matches: a missing bucket, refused
- * credentials or a store out of reach is said at mount, not as a lost
- * write later (an application may not check close()). */
+/* Ask the store for a listing nothing matches: a missing bucket or a store
+ * out of reach is said at mount, not as a lost write later (an application
+ * may not check close()). */
 static int store_probe(struct obj_store *store, char *errmsg)
 {
     struct obj_list_entry entry;
@@ -2567,6 +2567,13 @@ static int store_probe(struct obj_store *store, char *errmsg)
     char why[AR_ERRMSG_MAX] = "";
 
     int rc = obj_list(store, "mount-probe/", NULL, &page, why);
+    if (rc == -EACCES) {
+        /* credentials that may get and put objects but not list them are
+         * enough for a mount: only the store's answer is known */
+        ar_log(AR_LOG_WARN, "the store %s refused a listing (%s); mounting anyway: reads and "
+                            "writes will tell", obj_store_url(store), why);
+        return 0;
+    }
     if (rc != 0)
         snprintf(errmsg, AR_ERRMSG_MAX, "the store %.200s cannot be used: %.600s",
                  obj_store_url(store), why[0] != '\0' ? why : strerror(-rc));

@@ -16,21 +16,21 @@ export XDG_RUNTIME_DIR=$work # this test's own arbor up, found by arbor down
 
 finish() {
   if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
-    "$arbor" down >/dev/null 2>&1 || kill "$up_pid"
+    "$arbor" down >/dev/null 2>&1 || kill "$up_pid" || true
     wait "$up_pid" || true
   fi
   rm -rf "$work"
 }
 trap finish EXIT
 
-# run NAME PATTERN ARGS...: arbor bench ARGS must exit 0 within 5 minutes
+# run NAME PATTERN ARGS...: arbor bench ARGS must exit 0 within 2 minutes
 # and print a line matching PATTERN (an extended regex).
 run() {
   local name=$1 pattern=$2
   shift 2
   local out=$work/$name.out
   local start=$SECONDS
-  if ! timeout 300 "$arbor" bench "$@" >"$out" 2>&1; then
+  if ! timeout 120 "$arbor" bench "$@" >"$out" 2>&1; then
     echo "bench $name failed:" >&2
     tail -30 "$out" >&2
     exit 1
@@ -59,6 +59,7 @@ mkdir -p "$work/mnt" "$work/local"
 up_pid=$!
 for _ in $(seq 300); do # 30 s
   mountpoint -q "$work/mnt" && break
+  kill -0 "$up_pid" 2>/dev/null || break
   sleep 0.1
 done
 if ! mountpoint -q "$work/mnt"; then

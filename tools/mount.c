@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,9 +220,20 @@ static void on_mounted(void *arg)
     struct handover *h = arg;
 
     if (h->ready_fd >= 0) {
+        sigset_t pending;
+        if (sigpending(&pending) == 0 && (sigismember(&pending, SIGINT) == 1 ||
+                                          sigismember(&pending, SIGTERM) == 1 ||
+                                          sigismember(&pending, SIGHUP) == 1)) {
+            /* stopped while it started: it unmounts at once; stay attached,
+             * and the starting command says it did not mount */
+            close(h->ready_fd);
+            h->ready_fd = -1;
+            return;
+        }
+        setsid(); /* from now on no terminal's signal reaches it */
         ar_log(AR_LOG_INFO, "detached as pid %ld; the log goes to %s", (long)getpid(),
                h->log_fd >= 0 ? h->log_path : "syslog (arbor-mount)");
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC); /* above 2: see cmd_mount */
         if (null >= 0) {
             dup2(null, STDIN_FILENO);
             dup2(null, STDOUT_FILENO);
@@ -251,9 +263,23 @@ static void on_mounted(void *arg)
     }
 }
 
+/* The child a detaching command waits for, and the stop signal it passed
+ * on (0 none). */
+static volatile pid_t detached_pid;
+static volatile sig_atomic_t detached_stop;
+
+static void pass_stop(int sig)
+{
+    detached_stop = sig;
+    kill(detached_pid, sig);
+}
+
 /* Detached: fork before any thread starts (a fork keeps only the thread
- * that calls it), and wait here until the child serves or fails. Returns
- * -1 in the child, else the exit status for this, the starting command. */
+ * that calls it), and wait here until the child serves or fails. A stop
+ * signal meanwhile (Ctrl-C) is passed on and ends the wait: the child,
+ * which takes stop signals once it serves, keeps it pending and ends then,
+ * attached, whether or not it mounted. Returns -1 in the child, else the
+ * exit status for this, the starting command. */
 static int detach(struct handover *h)
 {
     int fds[2];
@@ -268,19 +294,26 @@ static int detach(struct handover *h)
     }
     if (pid == 0) {
         close(fds[0]);
-        setsid(); /* no terminal's signals reach it */
         h->ready_fd = fds[1];
         return -1;
     }
     close(fds[1]);
+    detached_pid = pid;
+    struct sigaction sa = {.sa_handler = pass_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     char byte;
     ssize_t n;
     do {
         n = read(fds[0], &byte, 1);
-    } while (n < 0 && errno == EINTR);
+    } while (n < 0 && errno == EINTR && detached_stop == 0);
     close(fds[0]);
     if (n == 1)
         return 0;
+    if (detached_stop != 0)
+        return 128 + detached_stop; /* the child ends on its own, mounted or not */
     /* it ended before it served: it said why on our stderr */
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -326,6 +359,13 @@ int cmd_mount(int argc, char **argv)
         return rc;
     if (!cmd_meta_options("mount", argv[optind], &o.meta))
         return 2;
+    /* fds 0..2 open, so that what is opened below (the log, the pipe) is
+     * not among those a detached mount points elsewhere */
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO) {
+    }
+    if (fd > STDERR_FILENO)
+        close(fd);
     /* the mount point, before waiting on servers for it */
     int err = mount_point_check(o.mountpoint);
     if (err != 0) {

@@ -52,13 +52,13 @@ static void usage(FILE *f)
             "busy workload and at full speed on a quiet cluster.\n");
 }
 
-/* TIME into ns since the epoch; false if malformed. */
 /* "s" after a count other than one: "1 file", "2 files" */
 static const char *plural(uint64_t n)
 {
     return n == 1 ? "" : "s";
 }
 
+/* TIME into ns since the epoch; false if malformed. */
 static bool parse_time(const char *s, uint64_t *out)
 {
     struct timespec now;

@@ -136,7 +136,8 @@ static int lock_data(const char *data, const char *mountpoint)
         return -1;
     }
     char mine[UP_PATH_MAX + 64];
-    int len = snprintf(mine, sizeof(mine), "pid %d, mounted on %s\n", (int)getpid(), mountpoint);
+    int len = snprintf(mine, sizeof(mine), "pid %d, mounted on %.*s\n", (int)getpid(),
+                       UP_PATH_MAX, mountpoint);
     if (ftruncate(fd, 0) != 0 || pwrite(fd, mine, (size_t)len, 0) != len)
         ar_log(AR_LOG_WARN, "cannot write %s: %s", path, strerror(errno));
     return fd;
@@ -311,10 +312,6 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[1], strerror(errno));
         return 1;
     }
-    if (mkdir(argv[2], 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
-        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[2], strerror(errno));
-        return 1;
-    }
     char *abs = realpath(argv[1], NULL);
     if (abs == NULL || strlen(abs) >= 400) {
         fprintf(stderr, "arbor up: %s: %s\n", argv[1],
@@ -327,6 +324,10 @@ int cmd_up(int argc, char **argv)
     int lock_fd = lock_data(data, argv[2]);
     if (lock_fd < 0)
         return 1;
+    if (mkdir(argv[2], 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
+        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[2], strerror(errno));
+        return 1;
+    }
     snprintf(cache_dir, sizeof(cache_dir), "%s/cache", data); /* unless the options say */
     char path[UP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/node1/cluster", data);
