@@ -96,6 +96,7 @@ struct archiver {
     enum job job;
     int rc;
     char err[AR_ERRMSG_MAX];
+    char failure[META_ARCHIVE_ERROR_BYTES]; /* the last job's failure, "" after a success */
     struct batch *job_batch;
     struct meta_checkpoint *job_ckpt;
     struct archive_manifest job_manifest;
@@ -290,6 +291,11 @@ void archiver_progress(const struct archiver *a, uint64_t *archived_next, uint64
 {
     *archived_next = a->archived_next;
     *tail_bytes = a->tail_bytes;
+}
+
+const char *archiver_failure(const struct archiver *a)
+{
+    return a->failure;
 }
 
 /* ---- jobs (thread pool) ---------------------------------------------------------------- */
@@ -627,11 +633,13 @@ static void job_after(uv_work_t *w, int status)
     if (job == JOB_FILL)
         fill_done(a, status == 0 && a->rc == 0);
     if (status != 0 || a->rc != 0) {
-        ar_log(AR_LOG_WARN, "shard %u: archive %s failed: %s", a->o.shard, names[job],
-               a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
+        snprintf(a->failure, sizeof(a->failure), "shard %u: archive %s failed: %s", a->o.shard,
+                 names[job], a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
+        ar_log(AR_LOG_WARN, "%s", a->failure);
         a->pause_until_ms = mono_ms() + FAIL_PAUSE_MS;
         return;
     }
+    a->failure[0] = '\0';
     switch (job) {
     case JOB_PROBE:
         a->archived_next = a->job_head.last;

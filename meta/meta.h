@@ -509,6 +509,7 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                         struct meta_cmd_buf *cmd);
 
 #define META_STATUS_GROUPS_MAX 8u
+#define META_ARCHIVE_ERROR_BYTES 256u /* status: why the archive fails, with its NUL */
 #define META_STATUS_PEERS_MAX  11u
 
 /* One group as a replica sees it (META_REQ_STATUS). */
@@ -553,6 +554,7 @@ struct meta_response {
     uint64_t disk_free_bytes;      /* status: the data directory's disk, free to it */
     uint64_t disk_reserve_bytes;   /* status: below this a leader refuses growth (ENOSPC) */
     uint64_t memory_available_bytes; /* status: MemAvailable */
+    char archive_error[META_ARCHIVE_ERROR_BYTES]; /* status: why the archive fails, "" */
     uint32_t group_count;
     struct meta_group_status groups[META_STATUS_GROUPS_MAX];
     struct meta_reply reply; /* entries, data and slices point into a meta_response_buf */

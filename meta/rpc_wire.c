@@ -428,6 +428,7 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.disk_free_bytes = resp->disk_free_bytes;
     pb.disk_reserve_bytes = resp->disk_reserve_bytes;
     pb.memory_available_bytes = resp->memory_available_bytes;
+    pb.archive_error = (char *)(uintptr_t)resp->archive_error;
     pb.lease = resp->lease;
     pb.shard = resp->shard;
     AR_ASSERT(resp->changed_count <= META_NOTICE_INOS_MAX &&
@@ -528,6 +529,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
 
     if (pb->n_pieces > META_READ_SLICES_MAX ||
         pb->data.len > sizeof(out->data) || strlen(pb->leader_addr) >= sizeof(r->leader_addr) ||
+        strlen(pb->archive_error) >= sizeof(r->archive_error) ||
         pb->n_groups > META_STATUS_GROUPS_MAX || pb->n_changed > META_NOTICE_INOS_MAX ||
         pb->n_renamed > META_NOTICE_INOS_MAX)
         return -EPROTO;
@@ -549,6 +551,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     r->disk_free_bytes = pb->disk_free_bytes;
     r->disk_reserve_bytes = pb->disk_reserve_bytes;
     r->memory_available_bytes = pb->memory_available_bytes;
+    memcpy(r->archive_error, pb->archive_error, strlen(pb->archive_error) + 1);
     r->lease = pb->lease;
     r->shard = pb->shard;
     for (size_t i = 0; i < pb->n_changed; i++) {

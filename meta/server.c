@@ -227,6 +227,7 @@ struct meta_server {
     struct group groups[GROUP_COUNT]; /* by shard id */
     struct obj_store *store;      /* the volume's store, once the map names it (archives) */
     uint64_t store_retry_ms;
+    char store_failure[META_ARCHIVE_ERROR_BYTES]; /* why the store did not open, "" */
     struct conn *conns[CONNS_MAX];
     uint64_t conn_gen;
     uint32_t open_handles;
@@ -1851,6 +1852,14 @@ static void respond_status(struct meta_server *s, struct conn *c, uint64_t id)
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         group_status(&s->groups[i], &resp->groups[i]);
     }
+    /* the store's failure to open, else the first failing archiver's (each
+     * runs while this replica leads its group) */
+    snprintf(resp->archive_error, sizeof(resp->archive_error), "%s", s->store_failure);
+    for (uint32_t i = 0; i < GROUP_COUNT && resp->archive_error[0] == '\0'; i++) {
+        if (raft_role(s->groups[i].node) == RAFT_LEADER)
+            snprintf(resp->archive_error, sizeof(resp->archive_error), "%s",
+                     archiver_failure(s->groups[i].arch));
+    }
     respond(s, c, resp, META_OP_ACCESS);
     ar_free(resp);
 }
@@ -2190,9 +2199,13 @@ static void archive_turn(struct meta_server *s)
         int rc = obj_store_open(m->store_url, &(struct obj_options){.workers = 2}, &s->store,
                                 errmsg);
         if (rc != 0) {
-            ar_log(AR_LOG_WARN, "the archive cannot open the store: %s (again in 10 s)", errmsg);
+            snprintf(s->store_failure, sizeof(s->store_failure),
+                     "the archive cannot open the store: %s", errmsg);
+            ar_log(AR_LOG_WARN, "%s (again in 10 s)", s->store_failure);
             s->store = NULL;
             s->store_retry_ms = mono_ms() + 10000u;
+        } else {
+            s->store_failure[0] = '\0';
         }
         for (uint32_t i = 0; i < GROUP_COUNT; i++) {
             archiver_set_store(s->groups[i].arch, s->store);

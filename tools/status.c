@@ -229,8 +229,10 @@ static void usage(FILE *to)
                 "commands (waiting, proposed) and how far each follower's log matches its\n"
                 "own; then the shard map: volume, members, and each shard's epoch and\n"
                 "leases.\n"
-                "Exits 1 if a replica does not answer, or if one's disk is under its\n"
-                "reserve (arbor serve --disk-reserve), so that a monitor can call it.\n");
+                "Exits 1 if a replica does not answer, if one's disk is under its reserve\n"
+                "(arbor serve --disk-reserve), or if one's archive cannot store what it\n"
+                "commits (the store refuses or is out of reach), so that a monitor can\n"
+                "call it.\n");
 }
 
 int cmd_status(int argc, char **argv)
@@ -341,8 +343,18 @@ int cmd_status(int argc, char **argv)
                ids[i] != 0 ? ids[i] : r->node, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
         is_any_full = true;
     }
+    bool is_archive_failing = false;
+    for (uint32_t i = 0; i < count; i++) {
+        const struct meta_response *r = &answers[i].r;
+        if (!is_up[i] || r->archive_error[0] == '\0')
+            continue;
+        printf("\nreplica %" PRIu64 " (%s): its archive fails, so a restore cannot reach past "
+               "the servers' disks and gc deletes nothing: %s\n",
+               ids[i] != 0 ? ids[i] : r->node, addrs[i], r->archive_error);
+        is_archive_failing = true;
+    }
     free(map);
     free(map_buf);
     free(answers);
-    return is_any_down || is_any_full ? 1 : 0;
+    return is_any_down || is_any_full || is_archive_failing ? 1 : 0;
 }

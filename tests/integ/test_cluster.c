@@ -882,6 +882,85 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     obj_store_close(st);
 }
 
+/* arbor status, its output in out: the exit status. */
+static int status_run(struct fixture *f, const char *out)
+{
+    char cmd[900];
+    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u > '%s'",
+             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
+    int said = system(cmd);
+    return WIFEXITED(said) ? WEXITSTATUS(said) : -1;
+}
+
+/* The archive cannot store what shard 1 commits (its log's directory in
+ * the store replaced by a file): arbor status names the replica and the
+ * store's error and exits 1; once the store takes it again, 0. Before,
+ * status said nothing, and a restore found out. */
+static void test_cluster_status_says_the_archive_fails(void **state)
+{
+    struct fixture *f = *state;
+    char out[400];
+    char line[1200];
+    char store[700] = "";
+    uint64_t ino;
+
+    snprintf(out, sizeof(out), "%s/status.out", f->dir);
+    assert_int_equal(mknod_at(f, 1, "first", &ino), 0);
+    /* the store, from the map's line: "... blocks of N KiB in file://DIR, ..." */
+    int rc = 1;
+    for (int tries = 0; tries < 100 && (rc != 0 || store[0] == '\0'); tries++) { /* 10 s */
+        rc = status_run(f, out);
+        FILE *o = fopen(out, "r");
+        assert_non_null(o);
+        while (fgets(line, sizeof(line), o) != NULL) { /* bounded by the file */
+            const char *at = strstr(line, " in file://");
+            if (strncmp(line, "shard map", 9) == 0 && at != NULL)
+                snprintf(store, sizeof(store), "%.*s", (int)strcspn(at + 11, ","), at + 11);
+        }
+        fclose(o);
+        if (rc != 0 || store[0] == '\0')
+            usleep(100000);
+    }
+    assert_int_equal(rc, 0);
+    assert_true(store[0] == '/');
+
+    char log_dir[800];
+    char away[820];
+    snprintf(log_dir, sizeof(log_dir), "%s/pitr/s1/log", store);
+    snprintf(away, sizeof(away), "%s.away", log_dir);
+    for (int tries = 0; tries < 100 && access(log_dir, F_OK) != 0; tries++) /* archived yet */
+        usleep(100000);
+    assert_int_equal(rename(log_dir, away), 0);
+    int fd = open(log_dir, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    rc = 0;
+    for (int i = 0; i < 300 && rc == 0; i++) { /* 30 s: commits for the archive to store */
+        char name[32];
+        snprintf(name, sizeof(name), "during_%03d", i);
+        assert_int_equal(mknod_at(f, 1, name, &ino), 0);
+        rc = status_run(f, out);
+        if (rc == 0)
+            usleep(100000);
+    }
+    assert_int_equal(rc, 1);
+    assert_true(harness_count_lines(out, "its archive fails, so a restore cannot reach past") ==
+                1);
+    assert_true(harness_count_lines(out, "shard 1: archive log failed") == 1);
+
+    assert_int_equal(unlink(log_dir), 0);
+    assert_int_equal(rename(away, log_dir), 0);
+    for (int i = 0; i < 300 && rc != 0; i++) { /* 30 s: its pause after a failure */
+        char name[32];
+        snprintf(name, sizeof(name), "after_%03d", i);
+        assert_int_equal(mknod_at(f, 1, name, &ino), 0);
+        rc = status_run(f, out);
+        if (rc != 0)
+            usleep(100000);
+    }
+    assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -895,6 +974,7 @@ int main(void)
         T(test_cluster_stale_follower_refuses_bounded_reads),
         T(test_cluster_paused_leader_serves_no_stale_read),
         T(test_cluster_member_remove_returns_once_committed),
+        T(test_cluster_status_says_the_archive_fails),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, cluster_teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,

@@ -209,6 +209,37 @@ static void test_redirect_carries_the_leader(void **state)
     assert_string_equal(f->out->r.leader_addr, "127.0.0.1:7003");
 }
 
+/* A status's archive error comes through whole; one past its bound
+ * (field 28, a string of META_ARCHIVE_ERROR_BYTES bytes) is refused. */
+static void test_status_archive_error_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct meta_response resp = {.id = 8, .node = 2, .disk_free_bytes = 1u << 30};
+    size_t len;
+
+    snprintf(resp.archive_error, sizeof(resp.archive_error),
+             "shard 1: archive log failed: PUT s3://b: HTTP 403 AccessDenied");
+    assert_int_equal(meta_response_encode(&resp, META_OP_ACCESS, f->buf, BUF_BYTES, &len), 0);
+    assert_int_equal(meta_response_decode(f->buf + 4, len - 4, f->out), 0);
+    assert_string_equal(f->out->r.archive_error, resp.archive_error);
+    assert_int_equal(f->out->r.disk_free_bytes, 1u << 30);
+    uint8_t big[4 + META_ARCHIVE_ERROR_BYTES];
+    size_t n = 0;
+    big[n++] = 0xE2; /* (28 << 3) | 2 as a varint: two bytes */
+    big[n++] = 0x01;
+    uint32_t count = META_ARCHIVE_ERROR_BYTES;
+    big[n++] = (uint8_t)(0x80 | (count & 0x7F));
+    big[n++] = (uint8_t)(count >> 7);
+    memset(big + n, 'x', count);
+    n += count;
+    assert_int_equal(meta_response_decode(big, n, f->out), -EPROTO);
+    count--;
+    big[2] = (uint8_t)(0x80 | (count & 0x7F));
+    big[3] = (uint8_t)(count >> 7);
+    assert_int_equal(meta_response_decode(big, n - 1, f->out), 0);
+    assert_int_equal(strlen(f->out->r.archive_error), META_ARCHIVE_ERROR_BYTES - 1);
+}
+
 /* A change notice: id 0, its lease and shard, both lists whole; a list
  * past META_NOTICE_INOS_MAX is refused. */
 static void test_change_notice_round_trip(void **state)
@@ -427,6 +458,7 @@ int main(void)
         T(test_response_id_is_read_alone),
         T(test_responses_carry_what_each_reply_fills),
         T(test_redirect_carries_the_leader),
+        T(test_status_archive_error_round_trip),
         T(test_change_notice_round_trip),
         T(test_bytes_out_of_bounds_are_refused),
         T(test_packed_dirents_are_checked),
