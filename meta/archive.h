@@ -136,8 +136,9 @@ bool archiver_is_busy(const struct archiver *a);
 /* Status: the first index not yet in the store as the leader knows it (0:
  * unknown), and the bytes of the tail in memory. */
 void archiver_progress(const struct archiver *a, uint64_t *archived_next, uint64_t *tail_bytes);
-/* Why the archiver's last job failed ("shard N: archive log failed: ..."),
- * or "" after a success. Borrowed. */
+/* Why the last of the jobs that keep the archive current failed ("shard N:
+ * archive log failed: ..."), or "" once one succeeded since (the hourly
+ * expiry and gc passes only log theirs). Borrowed. */
 const char *archiver_failure(const struct archiver *a);
 
 #endif /* ARBOR_META_ARCHIVE_H */

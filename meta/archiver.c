@@ -633,13 +633,19 @@ static void job_after(uv_work_t *w, int status)
     if (job == JOB_FILL)
         fill_done(a, status == 0 && a->rc == 0);
     if (status != 0 || a->rc != 0) {
-        snprintf(a->failure, sizeof(a->failure), "shard %u: archive %s failed: %s", a->o.shard,
+        char failure[META_ARCHIVE_ERROR_BYTES];
+        snprintf(failure, sizeof(failure), "shard %u: archive %s failed: %s", a->o.shard,
                  names[job], a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
-        ar_log(AR_LOG_WARN, "%s", a->failure);
+        ar_log(AR_LOG_WARN, "%s", failure);
+        /* what keeps the archive current, retried until it succeeds; not
+         * the hourly removal of expired objects or blocks */
+        if (job != JOB_EXPIRE && job != JOB_GC)
+            memcpy(a->failure, failure, sizeof(failure));
         a->pause_until_ms = mono_ms() + FAIL_PAUSE_MS;
         return;
     }
-    a->failure[0] = '\0';
+    if (job != JOB_EXPIRE && job != JOB_GC)
+        a->failure[0] = '\0';
     switch (job) {
     case JOB_PROBE:
         a->archived_next = a->job_head.last;
