@@ -209,6 +209,29 @@ static void test_redirect_carries_the_leader(void **state)
     assert_string_equal(f->out->r.leader_addr, "127.0.0.1:7003");
 }
 
+/* A Response holding only field (16..2047, length-delimited) of bound + 1
+ * bytes, each fill, is refused (-EPROTO); of bound bytes it is taken, and
+ * f->out holds it. */
+static void refused_past(struct fixture *f, uint32_t field, uint32_t bound, uint8_t fill)
+{
+    uint8_t *big = malloc(4 + bound + 1);
+    uint32_t tag = field << 3 | 2;
+
+    assert_non_null(big);
+    assert_true(field >= 16 && field < 2048 && bound + 1 < 16384); /* two-byte varints */
+    for (uint32_t count = bound + 1; count >= bound; count--) {
+        size_t n = 0;
+        big[n++] = (uint8_t)(0x80 | (tag & 0x7F));
+        big[n++] = (uint8_t)(tag >> 7);
+        big[n++] = (uint8_t)(0x80 | (count & 0x7F));
+        big[n++] = (uint8_t)(count >> 7);
+        memset(big + n, fill, count);
+        n += count;
+        assert_int_equal(meta_response_decode(big, n, f->out), count > bound ? -EPROTO : 0);
+    }
+    free(big);
+}
+
 /* A status's archive error comes through whole; one past its bound
  * (field 28, a string of META_ARCHIVE_ERROR_BYTES bytes) is refused. */
 static void test_status_archive_error_round_trip(void **state)
@@ -223,20 +246,7 @@ static void test_status_archive_error_round_trip(void **state)
     assert_int_equal(meta_response_decode(f->buf + 4, len - 4, f->out), 0);
     assert_string_equal(f->out->r.archive_error, resp.archive_error);
     assert_int_equal(f->out->r.disk_free_bytes, 1u << 30);
-    uint8_t big[4 + META_ARCHIVE_ERROR_BYTES];
-    size_t n = 0;
-    big[n++] = 0xE2; /* (28 << 3) | 2 as a varint: two bytes */
-    big[n++] = 0x01;
-    uint32_t count = META_ARCHIVE_ERROR_BYTES;
-    big[n++] = (uint8_t)(0x80 | (count & 0x7F));
-    big[n++] = (uint8_t)(count >> 7);
-    memset(big + n, 'x', count);
-    n += count;
-    assert_int_equal(meta_response_decode(big, n, f->out), -EPROTO);
-    count--;
-    big[2] = (uint8_t)(0x80 | (count & 0x7F));
-    big[3] = (uint8_t)(count >> 7);
-    assert_int_equal(meta_response_decode(big, n - 1, f->out), 0);
+    refused_past(f, 28, META_ARCHIVE_ERROR_BYTES - 1, 'x');
     assert_int_equal(strlen(f->out->r.archive_error), META_ARCHIVE_ERROR_BYTES - 1);
 }
 
@@ -263,20 +273,7 @@ static void test_change_notice_round_trip(void **state)
     assert_int_equal(f->out->r.renamed_count, 2);
     assert_memory_equal(f->out->r.renamed, renamed, sizeof(renamed));
     /* field 20, packed: one more inode than a notice may name */
-    uint8_t big[8 + META_NOTICE_INOS_MAX + 1];
-    size_t n = 0;
-    big[n++] = 0xA2; /* (20 << 3) | 2 as a varint: two bytes */
-    big[n++] = 0x01;
-    uint32_t count = META_NOTICE_INOS_MAX + 1;
-    big[n++] = (uint8_t)(0x80 | (count & 0x7F));
-    big[n++] = (uint8_t)(count >> 7);
-    memset(big + n, 1, count);
-    n += count;
-    assert_int_equal(meta_response_decode(big, n, f->out), -EPROTO);
-    count--;
-    big[2] = (uint8_t)(0x80 | (count & 0x7F));
-    big[3] = (uint8_t)(count >> 7);
-    assert_int_equal(meta_response_decode(big, n - 1, f->out), 0);
+    refused_past(f, 20, META_NOTICE_INOS_MAX, 1);
     assert_int_equal(f->out->r.changed_count, META_NOTICE_INOS_MAX);
 }
 
