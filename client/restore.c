@@ -1104,11 +1104,11 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
     r->rep->rebuild_s = now_s() - t0;
     rmdir(dir); /* the rebuild removed what it put there */
     if (rc != 0 && rc != -ERANGE && rc != -ENOENT && rc != -EAGAIN) {
-        /* the store's own words name a request, not what it was for */
+        /* a store's words name a request, not what it was for */
         char why[AR_ERRMSG_MAX];
         snprintf(why, sizeof(why), "%s", errmsg);
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot read the archive in the store %.200s: %.700s",
-                 url, why);
+        snprintf(errmsg, AR_ERRMSG_MAX, "rebuilding the state from the archive in %.200s "
+                 "failed: %.700s", url, why);
     }
     obj_store_close(st);
     return rc;

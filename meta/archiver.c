@@ -96,7 +96,7 @@ struct archiver {
     enum job job;
     int rc;
     char err[AR_ERRMSG_MAX];
-    char failure[META_ARCHIVE_ERROR_BYTES]; /* the last job's failure, "" after a success */
+    char failure[META_ARCHIVE_ERROR_BYTES]; /* archiver_failure()'s */
     struct batch *job_batch;
     struct meta_checkpoint *job_ckpt;
     struct archive_manifest job_manifest;
@@ -635,7 +635,8 @@ static void job_after(uv_work_t *w, int status)
     if (status != 0 || a->rc != 0) {
         char failure[META_ARCHIVE_ERROR_BYTES];
         snprintf(failure, sizeof(failure), "shard %u: archive %s failed: %s", a->o.shard,
-                 names[job], a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
+                 names[job],
+                 a->err[0] != '\0' ? a->err : ar_strerror(a->rc != 0 ? a->rc : status));
         ar_log(AR_LOG_WARN, "%s", failure);
         /* what keeps the archive current, retried until it succeeds; not
          * the hourly removal of expired objects or blocks */

@@ -332,29 +332,29 @@ int cmd_status(int argc, char **argv)
     print_table(count, addrs, ids, answers, is_up, why, top_commits);
     if (is_map)
         print_map(map);
-    bool is_any_full = false;
+    /* what a monitor must hear of besides a replica down: said after the map */
+    bool is_any_trouble = false;
     for (uint32_t i = 0; i < count; i++) {
         const struct meta_response *r = &answers[i].r;
-        if (!is_up[i] || r->disk_free_bytes >= r->disk_reserve_bytes)
-            continue;
+        uint64_t id = ids[i] != 0 ? ids[i] : r->node;
         char free_h[32];
-        printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: it "
-               "refuses new files and writes while it leads\n",
-               ids[i] != 0 ? ids[i] : r->node, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
-        is_any_full = true;
-    }
-    bool is_archive_failing = false;
-    for (uint32_t i = 0; i < count; i++) {
-        const struct meta_response *r = &answers[i].r;
-        if (!is_up[i] || r->archive_error[0] == '\0')
+        if (!is_up[i])
             continue;
-        printf("\nreplica %" PRIu64 " (%s): its archive fails, so a restore cannot reach past "
-               "the servers' disks and gc deletes nothing: %s\n",
-               ids[i] != 0 ? ids[i] : r->node, addrs[i], r->archive_error);
-        is_archive_failing = true;
+        if (r->disk_free_bytes < r->disk_reserve_bytes) {
+            printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: it "
+                   "refuses new files and writes while it leads\n",
+                   id, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
+            is_any_trouble = true;
+        }
+        if (r->archive_error[0] != '\0') {
+            printf("\nreplica %" PRIu64 " (%s): its archive fails, so a restore cannot reach "
+                   "past the servers' disks and gc deletes nothing: %s\n",
+                   id, addrs[i], r->archive_error);
+            is_any_trouble = true;
+        }
     }
     free(map);
     free(map_buf);
     free(answers);
-    return is_any_down || is_any_full || is_archive_failing ? 1 : 0;
+    return is_any_down || is_any_trouble ? 1 : 0;
 }

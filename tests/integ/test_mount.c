@@ -1797,10 +1797,10 @@ static void test_mount_full_disk_says_enospc(void **state)
 
 /* `arbor mount` without --foreground: the starting command returns once
  * the mount serves (0), or with the mount's failure (1, its reason on the
- * terminal: no mount point, a store it cannot use); the detached mount serves from its own process until
- * unmounted, its log in the --log file. The old detach forked after the
- * metadata client's thread had started, and the child, without it, never
- * answered: the write below timed out. */
+ * terminal: no mount point, a store it cannot use); the detached mount
+ * serves from its own process until unmounted, its log in the --log file.
+ * The old detach forked after the metadata client's thread had started,
+ * and the child, without it, never answered: the write below timed out. */
 static void test_mount_detached_serves_until_unmounted(void **state)
 {
     struct fixture *f = *state;
