@@ -78,15 +78,26 @@ struct mount_proc *mount_start_with(struct fixture *f, const char *name, const c
         execv(f->arbor, (char *const *)argv);
         _exit(127);
     }
-    for (int tries = 0; tries < 500 && !is_mounted(mp->dir); tries++) {
-        usleep(20000);
+    /* A cluster the fixture has just started may still be electing, and
+     * slowly on a loaded machine under the sanitizers: wait as long as the
+     * mount's own start-up may (its client's 30 s budget, and some), but
+     * no longer than the mount process lives. */
+    int status = 0;
+    pid_t ended = 0;
+    for (int tries = 0; tries < 2250 && ended == 0 && !is_mounted(mp->dir); tries++) {
+        ended = waitpid(mp->pid, &status, WNOHANG);
+        if (ended == 0)
+            usleep(20000);
     }
-    if (!is_mounted(mp->dir)) {
+    if (ended != 0 || !is_mounted(mp->dir)) {
         char cmd[600];
         snprintf(cmd, sizeof(cmd), "cat '%s' >&2", log);
         if (system(cmd) != 0)
             print_message("(no log)\n");
-        fail_msg("%s did not mount", mp->dir);
+        if (ended == mp->pid)
+            mp->pid = 0;
+        fail_msg("%s did not mount (%s, status %#x)", mp->dir,
+                 ended != 0 ? "its process ended" : "in 45 s", (unsigned)status);
     }
     return mp;
 }

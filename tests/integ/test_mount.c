@@ -116,11 +116,11 @@ static void test_mount_files_of_every_size_read_back_equal(void **state)
     struct mount_proc *mp;
     static const size_t sizes[] = {0, 1, 4096, (4u << 20) - 1, 4u << 20, (4u << 20) + 1,
                                    (9u << 20) + 7};
-    uint8_t *data = malloc((9u << 20) + 7);
     char path[600];
 
-    assert_non_null(data);
     mp = mount_start(f, "m", "1");
+    uint8_t *data = malloc((9u << 20) + 7);
+    assert_non_null(data);
     for (size_t i = 0; i < AR_ARRAY_LEN(sizes); i++) {
         fill(data, sizes[i], i + 1);
         snprintf(path, sizeof(path), "%s/file_%zu", mp->dir, sizes[i]);
