@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -28,7 +30,11 @@ static void usage(FILE *to)
             "                       once it serves (errors before that reach the\n"
             "                       terminal, and the exit status says if it mounted)\n"
             "  --log FILE           once mounted, append the log to FILE (default: stderr\n"
-            "                       in the foreground, syslog as arbor-mount detached)\n"
+            "                       in the foreground; detached, syslog as arbor-mount,\n"
+            "                       or where no syslog listens (as in most containers)\n"
+            "                       $XDG_STATE_HOME/arbor/mount-MOUNTPOINT.log, else\n"
+            "                       ~/.local/state/arbor/mount-MOUNTPOINT.log, with\n"
+            "                       MOUNTPOINT's slashes as dashes)\n"
             "  --threads N          threads for requests that may wait (reads, writes,\n"
             "                       changes; default 16); one more reads every request\n"
             "                       and answers lookups, stats and opens for reading\n"
@@ -325,6 +331,67 @@ static int detach(struct handover *h)
     return 1;
 }
 
+/* Whether a syslog daemon listens on /dev/log. Without one, as in most
+ * containers, syslog(3) drops every line without a word. */
+static bool has_syslog(void)
+{
+    static const int types[] = {SOCK_DGRAM, SOCK_STREAM};
+    struct sockaddr_un sa = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
+    bool is_heard = false;
+
+    for (size_t i = 0; i < AR_ARRAY_LEN(types) && !is_heard; i++) {
+        int fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
+        is_heard = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    return is_heard;
+}
+
+/* The log of a detached mount where no syslog listens: STATE/arbor/
+ * mount-<the mount point's absolute path, '/' as '-'>.log, STATE being
+ * $XDG_STATE_HOME or ~/.local/state, its directories made (0700). False,
+ * with a message, if there is no such place. */
+static bool state_log_path(const char *mountpoint, char *out, size_t cap)
+{
+    char dir[512];
+    const char *state = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    char *abs = realpath(mountpoint, NULL);
+    int n;
+
+    struct stat st;
+    if (state != NULL && state[0] == '/')
+        n = snprintf(dir, sizeof(dir), "%s/arbor", state);
+    else if (home != NULL && home[0] == '/' && stat(home, &st) == 0 && S_ISDIR(st.st_mode))
+        n = snprintf(dir, sizeof(dir), "%s/.local/state/arbor", home);
+    else
+        n = -1; /* a home that is not there is not made */
+    bool is_named = abs != NULL && n > 0 && (size_t)n < sizeof(dir);
+    for (char *p = dir + 1; is_named && *p != '\0'; p++) { /* mkdir -p */
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        is_named = mkdir(dir, 0700) == 0 || errno == EEXIST;
+        *p = '/';
+    }
+    is_named = is_named && (mkdir(dir, 0700) == 0 || errno == EEXIST);
+    if (is_named) {
+        for (char *p = abs; *p != '\0'; p++) {
+            if (*p == '/')
+                *p = '-';
+        }
+        n = snprintf(out, cap, "%s/mount%s.log", dir, strcmp(abs, "-") == 0 ? "-root" : abs);
+        is_named = n > 0 && (size_t)n < cap;
+    }
+    if (!is_named)
+        fprintf(stderr, "arbor mount: no syslog listens here (/dev/log), and no place for "
+                        "the log in $XDG_STATE_HOME or ~/.local/state: name one with --log "
+                        "FILE, or stay in the --foreground\n");
+    free(abs);
+    return is_named;
+}
+
 /* 0 if dir is a directory to mount on, else an errno. A mount whose
  * process died (ENOTCONN, kept so that nothing writes beneath it unseen) is
  * lazily unmounted first: mounting there again is asked for. */
@@ -375,6 +442,12 @@ int cmd_mount(int argc, char **argv)
                 : err == ENOTCONN ? "a mount whose process ended (fusermount3 -u -z it)"
                                   : strerror(err));
         return 1;
+    }
+    char state_log[700];
+    if (!is_foreground && log_path == NULL && !has_syslog()) {
+        if (!state_log_path(o.mountpoint, state_log, sizeof(state_log)))
+            return 1;
+        log_path = state_log;
     }
     struct handover h = {.log_fd = -1, .log_path = log_path, .ready_fd = -1};
     if (log_path != NULL) {

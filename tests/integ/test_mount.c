@@ -1801,12 +1801,63 @@ static void test_mount_full_disk_says_enospc(void **state)
  * serves from its own process until unmounted, its log in the --log file.
  * The old detach forked after the metadata client's thread had started,
  * and the child, without it, never answered: the write below timed out. */
+/* `arbor mount` of f->dir/detached, detached, run from f->dir with ENV
+ * and OPTS, its terminal's stderr in OUT: the command returns 0 once the
+ * mount serves; the mount serves a write and a read; fusermount3 -u ends
+ * it with status 0. The caller is a child subreaper: the mount, orphaned
+ * by the command, is reaped here. */
+static void detached_mount_serves(struct fixture *f, const char *env, const char *opts,
+                                  const char *out)
+{
+    char dir[450];
+    char cmd[2400];
+
+    snprintf(dir, sizeof(dir), "%s/detached", f->dir);
+    snprintf(cmd, sizeof(cmd), "cd '%s' && %s timeout 60 '%s' mount 127.0.0.1:%u detached %s "
+             "2> '%s'", f->dir, env, f->arbor, f->client_port[0], opts, out);
+    int status = system(cmd);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(is_mounted(dir)); /* at once: the command returned once it served */
+    FILE *o = fopen(out, "r");
+    assert_non_null(o);
+    char line[300];
+    long pid = 0;
+    while (pid == 0 && fgets(line, sizeof(line), o) != NULL) { /* bounded by the file */
+        const char *at = strstr(line, "detached as pid ");
+        if (at != NULL)
+            pid = strtol(at + strlen("detached as pid "), NULL, 10);
+    }
+    fclose(o);
+    assert_true(pid > 1);
+    mounts[0].pid = (pid_t)pid; /* the teardown ends it if an assertion fails */
+    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", dir);
+    snprintf(mounts[0].log, sizeof(mounts[0].log), "%s", out);
+
+    /* it serves: a write and a read back, each bounded */
+    snprintf(cmd, sizeof(cmd), "timeout 60 sh -c \"echo detached > '%s/a' && grep -qx "
+             "detached '%s/a'\"", dir, dir);
+    assert_int_equal(system(cmd), 0);
+
+    snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    int reaped = 0;
+    for (int tries = 0; tries < 1000 && reaped == 0; tries++) { /* 10 s */
+        reaped = waitpid((pid_t)pid, &status, WNOHANG);
+        if (reaped == 0)
+            usleep(10000);
+    }
+    assert_int_equal(reaped, pid);
+    mounts[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_mount_detached_serves_until_unmounted(void **state)
 {
     struct fixture *f = *state;
     char dir[450];
     char log[500];
     char out[500];
+    char opts[600];
     char cmd[2400];
 
     /* the detached mount is a grandchild: made this process's child when
@@ -1844,49 +1895,31 @@ static void test_mount_detached_serves_until_unmounted(void **state)
     }
     harness_proc_stop(&s3);
 
-    snprintf(cmd, sizeof(cmd), "cd '%s' && timeout 60 '%s' mount 127.0.0.1:%u detached "
-             "--cache-dir detached-cache --log '%s' 2> '%s'",
-             f->dir, f->arbor, f->client_port[0], log, out);
-    status = system(cmd);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    assert_true(is_mounted(dir)); /* at once: the command returned once it served */
-    FILE *o = fopen(out, "r");
-    assert_non_null(o);
-    char line[300];
-    long pid = 0;
-    while (pid == 0 && fgets(line, sizeof(line), o) != NULL) { /* bounded by the file */
-        const char *at = strstr(line, "detached as pid ");
-        if (at != NULL)
-            pid = strtol(at + strlen("detached as pid "), NULL, 10);
-    }
-    fclose(o);
-    assert_true(pid > 1);
-    mounts[0].pid = (pid_t)pid; /* the teardown ends it if an assertion fails */
-    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", dir);
-    snprintf(mounts[0].log, sizeof(mounts[0].log), "%s", log);
-
-    /* it serves: a write and a read back, each bounded */
-    snprintf(cmd, sizeof(cmd), "timeout 60 sh -c \"echo detached > '%s/a' && grep -qx "
-             "detached '%s/a'\"", dir, dir);
-    assert_int_equal(system(cmd), 0);
+    snprintf(opts, sizeof(opts), "--cache-dir detached-cache --log '%s'", log);
+    detached_mount_serves(f, "", opts, out);
     /* the cache directory named from the starting directory is used */
     snprintf(cmd, sizeof(cmd), "%s/detached-cache", f->dir);
     assert_int_equal(access(cmd, F_OK), 0);
-
-    snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    int reaped = 0;
-    for (int tries = 0; tries < 1000 && reaped == 0; tries++) { /* 10 s */
-        reaped = waitpid((pid_t)pid, &status, WNOHANG);
-        if (reaped == 0)
-            usleep(10000);
-    }
-    assert_int_equal(reaped, pid);
-    mounts[0].pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /* what it logged once detached is in the file: its closing figures */
     assert_true(file_has(log, "lookups and getattrs answered by this mount"));
     assert_false(file_has(out, "lookups and getattrs answered by this mount"));
+
+    /* without --log: syslog, or where none listens (here, most likely)
+     * a file of its own in the state directory, named on the terminal */
+    char env[600];
+    snprintf(env, sizeof(env), "XDG_STATE_HOME='%s/state'", f->dir);
+    detached_mount_serves(f, env, "--cache-dir detached-cache", out);
+    if (access("/dev/log", F_OK) == 0 && file_has(out, "the log goes to syslog (arbor-mount)")) {
+        print_message("a syslog listens here: its log went there\n");
+    } else {
+        snprintf(log, sizeof(log), "%s/state/arbor/mount%s-detached.log", f->dir, f->dir);
+        for (char *p = log + strlen(f->dir) + strlen("/state/arbor/mount"); *p != '\0'; p++) {
+            if (*p == '/')
+                *p = '-';
+        }
+        assert_true(file_has(out, log));
+        assert_true(file_has(log, "lookups and getattrs answered by this mount"));
+    }
     assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
 }
 
