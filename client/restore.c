@@ -548,7 +548,7 @@ static int plan(struct restore *r)
         atomic_store(&r->next_dir, first);
         r->dir_end = end;
         rc = run_threads(r, plan_worker, false);
-        say(r, "directories: %zu made, %zu files listed", r->dir_count, r->job_count);
+        say(r, "directories made: %zu; files listed: %zu", r->dir_count, r->job_count);
         first = end;
     }
     return rc;
@@ -1184,7 +1184,7 @@ static int check_room(struct restore *r, uint64_t src, char *errmsg)
     int rc = count_names(r, src, &names);
     if (rc != 0)
         return ar_errorf(errmsg, rc, "counting the tree at the moment: %s", ar_strerror(rc));
-    say(r, "%" PRIu64 " names to restore", names);
+    say(r, "names to restore: %" PRIu64, names);
     errmsg[0] = '\0';
     rc = r->o->room(r->o->ctx, names, errmsg);
     if (rc != 0 && errmsg[0] == '\0')
@@ -1330,7 +1330,7 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
         rc = plan_add(&r, &r.jobs, &r.job_count, &r.job_cap, &j, staging);
     }
     if (rc == 0) {
-        say(&r, "%zu directories made; restoring %zu files, then %zu more links", r.dir_count,
+        say(&r, "directories made: %zu; restoring files: %zu, then more links: %zu", r.dir_count,
             r.job_count, r.link_count);
         rc = run_pool(&r);
     }

@@ -252,7 +252,7 @@ static void flush_second(struct watch *w)
     ar_format_time(w->second * 1000000000ull, when, sizeof(when));
     when[19] = 'Z';
     when[20] = '\0';
-    printf("%s  %" PRIu64 " change%s\n", when, w->changes, w->changes == 1 ? "" : "s");
+    printf("%s  %" PRIu64 " change%s\n", when, w->changes, plural(w->changes));
     w->moments++;
     w->changes = 0;
 }
