@@ -2686,8 +2686,13 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         if (!is_mounted || ar_fuse_parallel_dirops(se) != 0) {
             if (is_mounted)
                 fuse_session_unmount(se);
-            snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (is it an empty directory, "
-                                            "and /dev/fuse usable?)", o->mountpoint);
+            if (access("/dev/fuse", R_OK | W_OK) != 0)
+                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s: /dev/fuse: %s (mount as "
+                         "root, or let users open it: chmod 0666 /dev/fuse, as Debian does)",
+                         o->mountpoint, strerror(errno));
+            else
+                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (libfuse's reason is "
+                         "above)", o->mountpoint);
             rc = -EIO;
         }
     }

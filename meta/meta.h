@@ -306,6 +306,7 @@ struct meta_reply {
  * META_OP_MAP_SET carries the next map and the version it replaces. */
 #define META_MAP_SHARD       0u          /* the group that holds the map */
 #define META_ROOT_SHARD      1u          /* the shard that owns "/" from format on */
+#define META_ROOT_INO        1u          /* "/"'s inode number */
 #define META_MAP_SHARDS_MAX  64u
 #define META_MAP_MEMBERS_MAX 7u
 #define META_MAP_BYTES_ENC_MAX 8192u     /* an encoded map fits this */

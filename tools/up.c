@@ -254,6 +254,45 @@ static void *keep_replicas(void *arg)
     return NULL;
 }
 
+/* A volume begins with its root owned by root (0:0, mode 0755): run by
+ * another user, `arbor up` gives the root to that user, so that whoever
+ * started it can write what it mounts. Only while the root is still
+ * root's: a later chown stands. The servers trust the credentials a
+ * client names, as NFS's AUTH_SYS does; this asks as root. */
+static void root_to_caller(const char *addrs)
+{
+    struct ar_client_options o = {.has_no_session = true};
+    struct ar_client *c = NULL;
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    char errmsg[AR_ERRMSG_MAX] = "";
+    int rc = out == NULL ? -ENOMEM : 0;
+
+    if (getuid() == 0 || !cmd_meta_options("up", addrs, &o)) {
+        ar_free(out);
+        return;
+    }
+    if (rc == 0)
+        rc = ar_client_open(&o, &c, errmsg);
+    struct meta_cmd get = {.op = META_OP_GETATTR, .ino = META_ROOT_INO};
+    if (rc == 0)
+        rc = ar_client_call(c, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0, out);
+    if (rc == 0 && out->r.reply.attr.uid == 0 && out->r.reply.attr.gid == 0) {
+        struct meta_cmd set = {.op = META_OP_SETATTR, .ino = META_ROOT_INO,
+                               .set_mask = META_SET_UID | META_SET_GID,
+                               .set = {.uid = getuid(), .gid = getgid()}};
+        rc = ar_client_call(c, META_ROOT_SHARD, &set, META_READ_LINEARIZABLE, 0, out);
+        if (rc == 0)
+            printf("arbor up: the volume's root now belongs to uid %u, gid %u (you)\n",
+                   (unsigned)getuid(), (unsigned)getgid());
+        fflush(stdout);
+    }
+    if (rc != 0)
+        fprintf(stderr, "arbor up: cannot give the volume's root to uid %u: %s\n",
+                (unsigned)getuid(), errmsg[0] != '\0' ? errmsg : ar_strerror(rc));
+    ar_client_close(c);
+    ar_free(out);
+}
+
 static void up_usage(FILE *to)
 {
     fprintf(to,
@@ -264,8 +303,10 @@ static void up_usage(FILE *to)
             "The first run formats DATA_DIR; later runs start what is there. Ctrl-C,\n"
             "SIGTERM or `arbor down` unmounts and stops everything. A replica that\n"
             "exits while up is started again (its log: DATA_DIR/nodeN.log). While up,\n"
-            "`arbor status` (no arguments) shows the local cluster. Mount options as for\n"
-            "`arbor mount` (--single-threaded, --attr-timeout S, ...).\n");
+            "`arbor status` (no arguments) shows the local cluster. Run by a user other\n"
+            "than root, it gives the volume's root directory to that user (a volume\n"
+            "begins with root's). Mount options as for `arbor mount` (--single-threaded,\n"
+            "--attr-timeout S, ...).\n");
 }
 
 int cmd_up(int argc, char **argv)
@@ -385,6 +426,7 @@ int cmd_up(int argc, char **argv)
     printf("arbor up: %u replica%s (logs in %s/node*.log), mounting on %s; Ctrl-C stops\n",
            cfg.node_count, cfg.node_count > 1 ? "s" : "", data, argv[2]);
     fflush(stdout);
+    root_to_caller(addrs);
     mount_argv[1] = addrs;
     int rc = cmd_mount(mount_argc, mount_argv);
     if (is_kept) {

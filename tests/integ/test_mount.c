@@ -2077,6 +2077,69 @@ static pid_t child_with(pid_t parent, const char *text)
 
 /* `arbor up` starts a replica that died again, and says so; the cluster
  * then answers whole. */
+/* Run `arbor up` as uid/gid 65534 (nobody) once and wait (bounded) until
+ * it mounted or ended; its output goes to u->log. It mounts only where
+ * /dev/fuse is open to all users: either way it is ended here. */
+static void up_as_nobody(const struct up_run *u)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        /* the death signal after the uid changes: a change clears it */
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0 ||
+            prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+            _exit(126);
+        setenv("HOME", u->dir, 1);
+        execl(u->arbor, "arbor", "up", u->data, u->mnt, "--replicas", "1", (char *)NULL);
+        _exit(127);
+    }
+    mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
+    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", u->mnt);
+    int status = 0;
+    pid_t ended = 0;
+    /* (not is_mounted(): without allow_other, root may not stat it) */
+    for (int tries = 0; tries < 2250 && ended == 0 && !file_has(u->log, "mounted volume");
+         tries++) { /* 45 s */
+        ended = waitpid(pid, &status, WNOHANG);
+        if (ended == 0)
+            usleep(20000);
+    }
+    if (ended == 0) {
+        assert_true(file_has(u->log, "mounted volume"));
+        kill(pid, SIGTERM); /* as Ctrl-C: it unmounts and stops its replica */
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+    }
+    mounts[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 126);
+}
+
+/* A volume begins with its root owned by root; `arbor up` run by another
+ * user gives the root to that user (or its mount could not be written by
+ * who started it), once: the next run finds it given. */
+static void test_up_gives_the_root_to_its_user(void **state)
+{
+    (void)state;
+    struct up_run u;
+
+    up_prepare(&u);
+    setenv("XDG_RUNTIME_DIR", u.dir, 1);
+    assert_int_equal(chown(u.dir, 65534, 65534), 0);
+    assert_int_equal(chown(u.mnt, 65534, 65534), 0);
+    up_as_nobody(&u);
+    assert_true(file_has(u.log, "formatted 1 replica"));
+    assert_true(file_has(u.log, "the volume's root now belongs to uid 65534, gid 65534"));
+    assert_false(file_has(u.log, "cannot give the volume's root"));
+    assert_int_equal(truncate(u.log, 0), 0);
+    up_as_nobody(&u);
+    assert_true(file_has(u.log, "1 replica (logs in"));
+    assert_false(file_has(u.log, "the volume's root now belongs"));
+    assert_false(file_has(u.log, "cannot give the volume's root"));
+}
+
 static void test_up_starts_a_dead_replica_again(void **state)
 {
     (void)state;
@@ -2170,6 +2233,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
         cmocka_unit_test_teardown(test_up_starts_a_dead_replica_again, teardown_up),
+        cmocka_unit_test_teardown(test_up_gives_the_root_to_its_user, teardown_up),
     };
 #undef T
     return cmocka_run_group_tests_name("test_mount", tests, NULL, NULL);
