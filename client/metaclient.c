@@ -40,6 +40,7 @@
 #define PAUSE_MS         50u    /* before asking again when no leader is known */
 #define BUSY_PAUSE_MS    10u    /* after -EAGAIN */
 #define RECONNECT_MS     200u   /* before connecting again to a server that failed */
+#define OPEN_QUIET_MS    5000u  /* an open waits this long for a first answer unsaid */
 #define SHARDS_KNOWN     META_MAP_SHARDS_MAX
 
 struct ar_client;
@@ -114,6 +115,7 @@ struct ar_client {
     uint64_t epoch[SHARDS_KNOWN];
     int last_connect_error;      /* atomic: libuv's status of the last failed connect */
     bool has_heard;              /* atomic: some replica answered a request */
+    bool is_opening;             /* in ar_client_open (its thread's alone) */
     struct meta_map map;         /* under mu */
     bool has_new_map;            /* under mu: the loop has not taken it yet */
     struct meta_map loop_map;    /* the loop's copy of it (take_map) */
@@ -844,6 +846,42 @@ static int submit(struct ar_client *c, struct call *k)
 }
 
 /* A call, waited for; stamp (if not NULL) gets the lease stamp of its answer. */
+/* The addresses the client was given, "a,b,c", into out. */
+static void addrs_text(const struct ar_client *c, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (uint32_t i = 0; i < c->opt.addr_count; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "", c->opt.addrs[i]);
+}
+
+/* Wait for k to finish: bounded, the loop finishes every call by its
+ * deadline. While the client opens and no replica has answered, say so
+ * once after OPEN_QUIET_MS: a wrong address or a cluster that is down
+ * would otherwise keep a command silent for the whole budget. */
+static void call_wait(struct ar_client *c, struct call *k)
+{
+    struct timespec at;
+    bool is_said = !c->is_opening;
+
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += OPEN_QUIET_MS / 1000u;
+    for (;;) {
+        if ((is_said ? sem_wait(&k->finished) : sem_timedwait(&k->finished, &at)) == 0)
+            return;
+        if (errno != ETIMEDOUT)
+            continue; /* EINTR */
+        is_said = true;
+        if (__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED))
+            continue;
+        char addrs[AR_CLIENT_ADDRS_MAX * 66];
+        int err = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
+        addrs_text(c, addrs, sizeof(addrs));
+        ar_log(AR_LOG_WARN, "no replica at %.120s has answered yet%s%s%s; trying for up to "
+               "%.0f s in all", addrs, err != 0 ? " (" : "", err != 0 ? uv_strerror(err) : "",
+               err != 0 ? ")" : "", c->opt.budget_ms / 1000.0);
+    }
+}
+
 static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
                    const struct meta_cmd *cmd, enum meta_read_mode mode, uint32_t data_cap,
                    struct meta_response_buf *out, struct ar_lease_stamp *stamp)
@@ -853,9 +891,8 @@ static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
 
     sem_init(&k.finished, 0, 0);
     int rc = submit(c, &k);
-    /* bounded: the loop finishes every call by its deadline */
-    while (rc == 0 && sem_wait(&k.finished) != 0 && errno == EINTR) {
-    }
+    if (rc == 0)
+        call_wait(c, &k);
     sem_destroy(&k.finished);
     if (stamp != NULL)
         *stamp = k.stamp;
@@ -927,10 +964,8 @@ static int read_map(struct ar_client *c, struct meta_response_buf *out, char *er
     }
     int connect_error = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
     if (rc == -ETIMEDOUT && !__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED)) {
-        char addrs[AR_CLIENT_ADDRS_MAX * 66] = "";
-        for (uint32_t i = 0; i < c->opt.addr_count; i++)
-            snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
-                     c->opt.addrs[i]);
+        char addrs[AR_CLIENT_ADDRS_MAX * 66];
+        addrs_text(c, addrs, sizeof(addrs));
         snprintf(errmsg, AR_ERRMSG_MAX, "no replica at %.120s answered in %.1f s%s%s%s", addrs,
                  c->opt.budget_ms / 1000.0, connect_error != 0 ? " (" : "",
                  connect_error != 0 ? uv_strerror(connect_error) : "",
@@ -1020,6 +1055,7 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot start the client's thread");
         return -EAGAIN;
     }
+    c->is_opening = true;
     int rc = read_map(c, resp, errmsg);
     /* then wait (bounded) for the session the loop opens */
     uint64_t end = now_ms() + c->opt.budget_ms;
@@ -1031,6 +1067,7 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
         }
         usleep(5000);
     }
+    c->is_opening = false;
     ar_free(resp);
     if (rc != 0) {
         ar_client_close(c);
