@@ -845,7 +845,6 @@ static int submit(struct ar_client *c, struct call *k)
     return 0;
 }
 
-/* A call, waited for; stamp (if not NULL) gets the lease stamp of its answer. */
 /* The addresses the client was given, "a,b,c", into out. */
 static void addrs_text(const struct ar_client *c, char *out, size_t cap)
 {
@@ -882,6 +881,7 @@ static void call_wait(struct ar_client *c, struct call *k)
     }
 }
 
+/* A call, waited for; stamp (if not NULL) gets the lease stamp of its answer. */
 static int request(struct ar_client *c, uint32_t shard, enum meta_req_kind kind,
                    const struct meta_cmd *cmd, enum meta_read_mode mode, uint32_t data_cap,
                    struct meta_response_buf *out, struct ar_lease_stamp *stamp)

@@ -358,9 +358,9 @@ static bool state_log_path(const char *mountpoint, char *out, size_t cap)
     const char *state = getenv("XDG_STATE_HOME");
     const char *home = getenv("HOME");
     char *abs = realpath(mountpoint, NULL);
+    struct stat st;
     int n;
 
-    struct stat st;
     if (state != NULL && state[0] == '/')
         n = snprintf(dir, sizeof(dir), "%s/arbor", state);
     else if (home != NULL && home[0] == '/' && stat(home, &st) == 0 && S_ISDIR(st.st_mode))

@@ -263,16 +263,12 @@ static void root_to_caller(const char *addrs)
 {
     struct ar_client_options o = {.has_no_session = true};
     struct ar_client *c = NULL;
-    struct meta_response_buf *out = ar_malloc(sizeof(*out));
     char errmsg[AR_ERRMSG_MAX] = "";
-    int rc = out == NULL ? -ENOMEM : 0;
 
-    if (getuid() == 0 || !cmd_meta_options("up", addrs, &o)) {
-        ar_free(out);
+    if (getuid() == 0 || !cmd_meta_options("up", addrs, &o))
         return;
-    }
-    if (rc == 0)
-        rc = ar_client_open(&o, &c, errmsg);
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    int rc = out == NULL ? -ENOMEM : ar_client_open(&o, &c, errmsg);
     struct meta_cmd get = {.op = META_OP_GETATTR, .ino = META_ROOT_INO};
     if (rc == 0)
         rc = ar_client_call(c, META_ROOT_SHARD, &get, META_READ_LINEARIZABLE, 0, out);
