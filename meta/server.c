@@ -2575,9 +2575,13 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     struct raft_boot b;
     struct raft_config rc_cfg = {.voter_count = cfg->node_count};
 
-    if (cfg->node_count == 0 || cfg->node_count > RAFT_VOTERS_MAX || self_node(cfg) == NULL) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "node %" PRIu64 " must be one of 1..%u members", cfg->id,
-                 RAFT_VOTERS_MAX);
+    if (cfg->node_count == 0 || cfg->node_count > RAFT_VOTERS_MAX) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "a cluster has 1 to %u members, not %u", RAFT_VOTERS_MAX,
+                 cfg->node_count);
+        return -EINVAL;
+    }
+    if (self_node(cfg) == NULL) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "--id %" PRIu64 " is not among the --nodes", cfg->id);
         return -EINVAL;
     }
     snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);

@@ -13,9 +13,11 @@
 
 #include "cmd.h"
 #include "meta.h"
+#include "objstore.h"
 
-/* "1=127.0.0.1:7001/127.0.0.1:7101,2=..." into cfg's nodes. */
-static int parse_nodes(const char *spec, struct meta_server_config *cfg)
+/* "1=127.0.0.1:7001/127.0.0.1:7101,2=..." into cfg's nodes; else false,
+ * with what is wrong said on stderr. */
+static bool parse_nodes(const char *spec, struct meta_server_config *cfg)
 {
     const char *p = spec;
 
@@ -28,14 +30,22 @@ static int parse_nodes(const char *spec, struct meta_server_config *cfg)
         int used = 0;
         char host[64];
         uint16_t port;
-        if (cfg->node_count == META_SERVER_NODES_MAX ||
-            sscanf(p, "%llu=%63[^/,]/%63[^,]%n", &id, raft, client, &used) != 3 || id == 0 ||
-            meta_addr_parse(raft, host, sizeof(host), &port) != 0 ||
-            meta_addr_parse(client, host, sizeof(host), &port) != 0)
-            return -EINVAL;
-        for (uint32_t i = 0; i < cfg->node_count; i++) {
+        int len = (int)strcspn(p, ",");
+        const char *wrong = NULL;
+        if (cfg->node_count == META_SERVER_NODES_MAX)
+            wrong = "one member too many (7 at most)";
+        else if (sscanf(p, "%llu=%63[^/,]/%63[^,]%n", &id, raft, client, &used) != 3 || id == 0)
+            wrong = "not ID=RAFT/CLIENT with an ID from 1";
+        else if (meta_addr_parse(raft, host, sizeof(host), &port) != 0 ||
+                 meta_addr_parse(client, host, sizeof(host), &port) != 0)
+            wrong = "an address is not IP:PORT (an IP literal, a port from 1 to 65535)";
+        for (uint32_t i = 0; wrong == NULL && i < cfg->node_count; i++) {
             if (cfg->nodes[i].id == id)
-                return -EINVAL;
+                wrong = "its id is taken by an earlier member";
+        }
+        if (wrong != NULL) {
+            fprintf(stderr, "arbor format: --nodes: %.*s: %s\n", len, p, wrong);
+            return false;
         }
         n->id = id;
         snprintf(n->raft_addr, sizeof(n->raft_addr), "%s", raft);
@@ -44,10 +54,10 @@ static int parse_nodes(const char *spec, struct meta_server_config *cfg)
         p += used;
         if (*p == ',')
             p++;
-        else if (*p != '\0')
-            return -EINVAL;
     }
-    return cfg->node_count > 0 ? 0 : -EINVAL;
+    if (cfg->node_count == 0)
+        fprintf(stderr, "arbor format: --nodes names no member\n");
+    return cfg->node_count > 0;
 }
 
 int cmd_format(int argc, char **argv)
@@ -138,10 +148,25 @@ int cmd_format(int argc, char **argv)
             return 2;
         }
     }
-    if (optind + 1 != argc || nodes == NULL || cfg.id == 0 || parse_nodes(nodes, &cfg) != 0) {
+    if (optind + 1 != argc || nodes == NULL || cfg.id == 0) {
         fprintf(stderr, "arbor format: wants DATA_DIR, --id N and --nodes ID=RAFT/CLIENT,... "
                         "with distinct ids and IP:PORT addresses (try --help)\n");
         return 2;
+    }
+    if (!parse_nodes(nodes, &cfg))
+        return 2;
+    /* the store's URL, checked before anything is made: the servers and
+     * mounts would each fail on it later, far from here */
+    if (cfg.store_url[0] != '\0') {
+        struct obj_store *st = NULL;
+        int rc = obj_store_open(cfg.store_url, &(struct obj_options){.workers = 1}, &st, errmsg);
+        obj_store_close(st);
+        if (rc == -EACCES) {
+            printf("arbor format: %s; the servers will need them\n", errmsg);
+        } else if (rc != 0) {
+            fprintf(stderr, "arbor format: --store %s: %s\n", cfg.store_url, errmsg);
+            return rc == -EINVAL ? 2 : 1;
+        }
     }
     snprintf(cfg.data_dir, sizeof(cfg.data_dir), "%s", argv[optind]);
     struct timespec ts;

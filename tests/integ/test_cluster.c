@@ -967,6 +967,68 @@ static void test_cluster_status_says_the_archive_fails(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* arbor format names what is wrong in its input, and makes nothing: a
+ * member list it cannot read, an id not in it, a store URL the servers
+ * could not open. Store credentials missing here only draw a note (the
+ * servers may have them). */
+static void test_cluster_format_says_what_is_wrong_and_makes_nothing(void **state)
+{
+    static const struct {
+        const char *args;
+        int status;
+        const char *said;
+    } cases[] = {
+        {"--nodes 1=127.0.0.1:70000/127.0.0.1:7001", 2,
+         "--nodes: 1=127.0.0.1:70000/127.0.0.1:7001: an address is not IP:PORT"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001,1=127.0.0.1:7002/127.0.0.1:7003", 2,
+         "--nodes: 1=127.0.0.1:7002/127.0.0.1:7003: its id is taken by an earlier member"},
+        {"--nodes 1=127.0.0.1:7000", 2, "--nodes: 1=127.0.0.1:7000: not ID=RAFT/CLIENT"},
+        {"--nodes 2=127.0.0.1:7000/127.0.0.1:7001", 1, "--id 1 is not among the --nodes"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --store s3://", 2,
+         "--store s3://: s3:// URL needs a bucket name"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --store ftp://x", 2,
+         "unknown store scheme 'ftp://'"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --store 's3://b/p?region=x&bogus=1'", 2,
+         "unknown s3:// URL parameter 'bogus'"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --store file:///no/such/arbor/dir", 1,
+         "store directory /no/such/arbor/dir: No such file or directory"},
+    };
+    char dir[256];
+    char arbor[512];
+    char cmd[1600];
+    char out[400];
+    char data[400];
+
+    (void)state;
+    harness_tmpdir(dir);
+    snprintf(arbor, sizeof(arbor), "%s/tools/arbor", getenv("ARBOR_BUILD_ROOT"));
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(data, sizeof(data), "%s/node", dir);
+    for (size_t i = 0; i < AR_ARRAY_LEN(cases); i++) {
+        snprintf(cmd, sizeof(cmd), "env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "
+                 "'%s' format '%s' --id 1 %s > '%s' 2>&1", arbor, data, cases[i].args, out);
+        int status = system(cmd);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != cases[i].status ||
+            !file_has(out, cases[i].said)) {
+            snprintf(cmd, sizeof(cmd), "cat '%s' >&2", out);
+            assert_int_equal(system(cmd), 0);
+            fail_msg("format %s: status %#x, wanted %d and \"%s\"", cases[i].args, status,
+                     cases[i].status, cases[i].said);
+        }
+        assert_int_equal(access(data, F_OK), -1); /* nothing made */
+    }
+    /* no credentials here: a note, and the replica is made */
+    snprintf(cmd, sizeof(cmd), "env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "
+             "AWS_SHARED_CREDENTIALS_FILE=/nonexistent '%s' format '%s' --id 1 --nodes "
+             "1=127.0.0.1:7000/127.0.0.1:7001 --store 's3://b/p?region=x' > '%s' 2>&1",
+             arbor, data, out);
+    assert_int_equal(system(cmd), 0);
+    assert_true(file_has(out, "the servers will need them"));
+    snprintf(cmd, sizeof(cmd), "%s/cluster", data);
+    assert_int_equal(access(cmd, F_OK), 0);
+    harness_rm_rf(dir);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -981,6 +1043,7 @@ int main(void)
         T(test_cluster_paused_leader_serves_no_stale_read),
         T(test_cluster_member_remove_returns_once_committed),
         T(test_cluster_status_says_the_archive_fails),
+        cmocka_unit_test(test_cluster_format_says_what_is_wrong_and_makes_nothing),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, cluster_teardown),
         cmocka_unit_test_setup_teardown(test_cluster_fourth_replica_joins_and_serves,
