@@ -130,8 +130,14 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < AR_ARRAY_LEN(commands); i++) {
-        if (strcmp(argv[1], commands[i].name) == 0)
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            /* getopt names argv[0] in its messages: "arbor gc: unrecognized
+             * option", not "gc: …" */
+            char name[64];
+            snprintf(name, sizeof(name), "arbor %s", commands[i].name);
+            argv[1] = name;
             return commands[i].run(argc - 1, argv + 1);
+        }
     }
     fprintf(stderr, "arbor: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

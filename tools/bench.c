@@ -48,8 +48,12 @@ int cmd_bench(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < AR_ARRAY_LEN(benches); i++) {
-        if (strcmp(argv[1], benches[i].name) == 0)
+        if (strcmp(argv[1], benches[i].name) == 0) {
+            char name[64]; /* for getopt's messages, as in main() */
+            snprintf(name, sizeof(name), "arbor bench %s", benches[i].name);
+            argv[1] = name;
             return benches[i].run(argc - 1, argv + 1);
+        }
     }
     fprintf(stderr, "arbor bench: unknown benchmark '%s'\n\n", argv[1]);
     bench_usage(stderr);
