@@ -198,8 +198,9 @@ static void print_map(const struct meta_map *m)
         return;
     }
     printf("\nshard map, version %" PRIu64 ": volume %s, blocks of %u KiB in %s, "
-           "recovery window %u s\n",
-           m->version, m->volume, m->block_bytes >> 10, m->store_url, m->window_s);
+           "recovery window %u s (%.1f days)\n",
+           m->version, m->volume, m->block_bytes >> 10, m->store_url, m->window_s,
+           m->window_s / 86400.0);
     for (uint32_t i = 0; i < m->member_count; i++) {
         printf("  member %" PRIu64 ": raft %s, clients %s\n", m->members[i].id,
                m->members[i].raft_addr, m->members[i].client_addr);
