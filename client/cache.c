@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,8 +306,9 @@ static struct entry *touch(struct block_cache *c, const char *name)
     return e;
 }
 
-/* Forget a copy that failed its check or is gone, and remove its file. */
-static void drop_damaged(struct block_cache *c, const char *name, uint32_t crc)
+/* Forget a copy that failed its check, or whose file is gone, and remove
+ * its file. */
+static void drop_copy(struct block_cache *c, const char *name, uint32_t crc, bool is_gone)
 {
     char path[600];
 
@@ -315,7 +317,10 @@ static void drop_damaged(struct block_cache *c, const char *name, uint32_t crc)
     if (e != NULL && e->crc == crc) {
         remove_entry(c, e);
         ar_free(e);
-        c->stats.damaged++;
+        if (is_gone)
+            c->stats.gone++;
+        else
+            c->stats.damaged++;
     }
     pthread_mutex_unlock(&c->mu);
     path_of(c, name, crc, path);
@@ -341,7 +346,8 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
     uint8_t *all = is_whole ? dst : ar_malloc(bytes > 0 ? bytes : 1);
     int fd = all != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     /* out of memory or descriptors: a miss, the copy kept */
-    bool is_damaged = all != NULL && (fd >= 0 || errno == ENOENT);
+    bool is_gone = all != NULL && fd < 0 && errno == ENOENT;
+    bool is_damaged = all != NULL && fd >= 0;
     bool is_ok = fd >= 0 && pread(fd, all, bytes, 0) == (ssize_t)bytes &&
                  obj_crc32c(0, all, bytes) == crc;
     if (fd >= 0)
@@ -351,8 +357,8 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
     if (!is_whole)
         ar_free(all);
     if (!is_ok) {
-        if (is_damaged)
-            drop_damaged(c, name, crc); /* read from the store again */
+        if (is_damaged || is_gone)
+            drop_copy(c, name, crc, is_gone); /* read from the store again */
         return -ENOENT;
     }
     pthread_mutex_lock(&c->mu);
@@ -382,7 +388,7 @@ int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
     if (fd < 0) {
         int rc = -errno;
         if (rc == -ENOENT)
-            drop_damaged(c, name, crc); /* gone from under the cache */
+            drop_copy(c, name, crc, true); /* gone from under the cache */
         return rc;
     }
     bool is_ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == bytes;
@@ -398,7 +404,7 @@ int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len)
     }
     if (!is_ok) {
         close(fd);
-        drop_damaged(c, name, crc);
+        drop_copy(c, name, crc, false);
         return -ENOENT;
     }
     pthread_mutex_lock(&c->mu);
@@ -422,6 +428,42 @@ static bool disk_is_low(const struct block_cache *c)
     uint64_t free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
     return st.f_bavail < st.f_blocks / 100 * CACHE_FREE_MIN_PCT ||
            free_bytes < c->free_min;
+}
+
+/* The cache's directory was removed while in use (a clean-up of ~/.cache,
+ * an rm -rf): make it again (mkdir -p) and forget every copy, all gone with
+ * it. True if it is there again. */
+static bool dir_remake(struct block_cache *c)
+{
+    char dir[sizeof(c->dir)];
+    bool is_made = true;
+
+    snprintf(dir, sizeof(dir), "%s", c->dir);
+    for (char *p = dir + 1; is_made && *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        is_made = mkdir(dir, 0700) == 0 || errno == EEXIST;
+        *p = '/';
+    }
+    is_made = is_made && (mkdir(dir, 0700) == 0 || errno == EEXIST);
+    if (!is_made)
+        return false;
+    uint64_t forgotten = 0;
+    pthread_mutex_lock(&c->mu);
+    while (c->tail != NULL) {
+        struct entry *e = c->tail;
+        remove_entry(c, e);
+        ar_free(e);
+        forgotten++;
+    }
+    c->stats.gone += forgotten;
+    c->stats.remade++;
+    pthread_mutex_unlock(&c->mu);
+    ar_log(AR_LOG_WARN, "the disk cache's directory %s was removed while mounted: made it "
+           "again; %" PRIu64 " of its copies went with it (read from the store instead)", c->dir,
+           forgotten);
+    return true;
 }
 
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)
@@ -452,6 +494,8 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
     snprintf(tmp, sizeof(tmp), "%s/.tmp.%llu.%d", c->dir, (unsigned long long)n, (int)getpid());
     path_of(c, name, crc, path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT && dir_remake(c))
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     bool is_ok = fd >= 0 && write(fd, data, len) == (ssize_t)len;
     if (fd >= 0)
         close(fd);

@@ -68,6 +68,8 @@ struct block_cache_stats {
     uint64_t bytes;      /* held now */
     uint64_t evicted;    /* blocks dropped to stay in bounds */
     uint64_t damaged;    /* copies that failed their check */
+    uint64_t gone;       /* copies removed from under the cache (its directory cleaned) */
+    uint64_t remade;     /* times its directory was found removed and made again */
     uint64_t crowded;    /* blocks that replaced older ones because the disk was short of space */
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);

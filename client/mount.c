@@ -2758,8 +2758,10 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
             ar_log(AR_LOG_INFO,
                    "disk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " MiB held, "
                    "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
-                   "full), %" PRIu64 " damaged",
-                   st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged);
+                   "full), %" PRIu64 " damaged, %" PRIu64 " removed from under it; its "
+                   "directory made again: %" PRIu64,
+                   st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged,
+                   st.gone, st.remade);
             ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
                    __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
         }

@@ -1,6 +1,7 @@
 /* tests/client/test_cache.c - the disk block cache (client/cache.c) on a
  * small tmpfs of its own (as root; skipped otherwise): it never fills its
- * file system, whatever its bound, and the newest blocks stay readable. */
+ * file system, whatever its bound, and the newest blocks stay readable; and
+ * it survives its directory being removed under it. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -125,11 +126,61 @@ static void test_cache_leaves_its_floor_free(void **state)
     free(back);
 }
 
+/* The cache's directory removed while in use (a clean-up of ~/.cache): a
+ * read of a copy that went with it is a miss, counted as removed, not as
+ * damaged; the next put makes the directory again, forgets the rest, and
+ * caches from then on. */
+static void test_cache_directory_removed_is_made_again(void **state)
+{
+    struct block_cache *c = NULL;
+    struct block_cache_stats st;
+    char errmsg[256] = "";
+    char top[64] = "/tmp/arbor-test-cache-rm.XXXXXX";
+    char dir[128];
+    char cmd[160];
+    char name[32];
+    uint8_t block[4096];
+    uint8_t back[4096];
+
+    (void)state;
+    assert_non_null(mkdtemp(top));
+    snprintf(dir, sizeof(dir), "%s/home/.cache/arbor", top);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(block_cache_open(dir, 1ull << 30, 0, &c, errmsg), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        memset(block, (int)i, sizeof(block));
+        snprintf(name, sizeof(name), "%016x_0", i);
+        block_cache_put(c, name, block, sizeof(block));
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s/home'", top);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(block_cache_read(c, "0000000000000000_0", 0, sizeof(back), back), -ENOENT);
+    assert_int_equal(block_cache_open_copy(c, "0000000000000001_0", sizeof(back)), -ENOENT);
+    block_cache_stats(c, &st);
+    assert_int_equal(st.gone, 2);
+    assert_int_equal(st.damaged, 0);
+    memset(block, 9, sizeof(block));
+    block_cache_put(c, "0000000000000009_0", block, sizeof(block));
+    assert_int_equal(access(dir, F_OK), 0);
+    assert_int_equal(block_cache_read(c, "0000000000000009_0", 0, sizeof(back), back), 0);
+    assert_memory_equal(back, block, sizeof(block));
+    block_cache_stats(c, &st);
+    assert_int_equal(st.remade, 1);
+    assert_int_equal(st.gone, 3); /* and the third, forgotten when it was made again */
+    assert_int_equal(st.bytes, sizeof(block));
+    assert_int_equal(block_cache_read(c, "0000000000000002_0", 0, sizeof(back), back), -ENOENT);
+    block_cache_close(c);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", top);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cache_never_fills_its_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_leaves_its_floor_free, setup, teardown),
+        cmocka_unit_test(test_cache_directory_removed_is_made_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
