@@ -17,6 +17,10 @@ int cmd_mount(int argc, char **argv);
 /* cmd_mount's options read and checked, nothing started: 0, or 2 with the
  * error said (the metadata addresses are not checked). */
 int cmd_mount_check(int argc, char **argv);
+/* dir is a directory to mount on, else false with why said as "arbor WHO:
+ * …": not there, not a directory, or a live FUSE mount already on it. A
+ * mount left there by a process that died is unmounted first. */
+bool cmd_mount_point_ready(const char *who, const char *dir);
 /* Not for people: what a mount starts as its guard (client.h, ar_mount_guard). */
 int cmd_mount_guard(int argc, char **argv);
 int cmd_up(int argc, char **argv);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -16,6 +17,8 @@
 
 #include "client.h"
 #include "cmd.h"
+
+#define FUSE_SUPER_MAGIC_ 0x65735546 /* statfs's f_type of a FUSE mount (linux/magic.h) */
 
 static void usage(FILE *to)
 {
@@ -410,7 +413,32 @@ static int mount_point_check(const char *dir)
     }
     if (stat(dir, &st) != 0)
         return errno;
-    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (!S_ISDIR(st.st_mode))
+        return ENOTDIR;
+    /* a live FUSE mount there (another arbor mount, most likely): mounting
+     * on top would hide it, and what was written to it, without a word */
+    char parent[1100];
+    struct stat up;
+    struct statfs fs;
+    snprintf(parent, sizeof(parent), "%s/..", dir);
+    if (stat(parent, &up) == 0 && up.st_dev != st.st_dev && statfs(dir, &fs) == 0 &&
+        fs.f_type == FUSE_SUPER_MAGIC_)
+        return EBUSY;
+    return 0;
+}
+
+bool cmd_mount_point_ready(const char *who, const char *dir)
+{
+    int err = mount_point_check(dir);
+
+    if (err != 0)
+        fprintf(stderr, "arbor %s: %s: %s\n", who, dir,
+                err == ENOENT     ? "no such directory (make it first)"
+                : err == ENOTCONN ? "a mount whose process ended (fusermount3 -u -z it)"
+                : err == EBUSY    ? "a FUSE file system is mounted there already (another "
+                                    "arbor mount?): unmount it first (fusermount3 -u)"
+                                  : strerror(err));
+    return err == 0;
 }
 
 int cmd_mount(int argc, char **argv)
@@ -435,14 +463,8 @@ int cmd_mount(int argc, char **argv)
     if (fd > STDERR_FILENO)
         close(fd);
     /* the mount point, before waiting on servers for it */
-    int err = mount_point_check(o.mountpoint);
-    if (err != 0) {
-        fprintf(stderr, "arbor mount: %s: %s\n", o.mountpoint,
-                err == ENOENT     ? "no such directory (make it first)"
-                : err == ENOTCONN ? "a mount whose process ended (fusermount3 -u -z it)"
-                                  : strerror(err));
+    if (!cmd_mount_point_ready("mount", o.mountpoint))
         return 1;
-    }
     char state_log[700];
     if (!is_foreground && log_path == NULL && !has_syslog()) {
         if (!state_log_path(o.mountpoint, state_log, sizeof(state_log)))

@@ -365,6 +365,8 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[2], strerror(errno));
         return 1;
     }
+    if (!cmd_mount_point_ready("up", argv[2])) /* before anything is formatted or started */
+        return 1;
     snprintf(cache_dir, sizeof(cache_dir), "%s/cache", data); /* unless the options say */
     char path[UP_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/node1/cluster", data);

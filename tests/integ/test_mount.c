@@ -2007,6 +2007,21 @@ static void test_up_status_down(void **state)
             assert_false(is_mounted(other));
             expect_file(file, (const uint8_t *)"from round 0", 12);
             assert_int_equal(run_arbor(arbor, "status"), 0);
+            /* and other data onto the live mount point: it would hide the
+             * first mount; refused before anything is formatted */
+            char other_data[450];
+            char said[450];
+            snprintf(other_data, sizeof(other_data), "%s/other-data", u.dir);
+            snprintf(said, sizeof(said), "%s/other.out", u.dir);
+            snprintf(args, sizeof(args), "XDG_RUNTIME_DIR='%s/elsewhere' timeout 60 '%s' up '%s' "
+                     "'%s' > '%s' 2>&1", u.dir, arbor, other_data, mnt, said);
+            status = system(args);
+            assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+            assert_true(file_has(said, "a FUSE file system is mounted there already"));
+            snprintf(other_data + strlen(other_data), sizeof(other_data) - strlen(other_data),
+                     "/node1");
+            assert_int_equal(access(other_data, F_OK), -1);
+            expect_file(file, (const uint8_t *)"from round 0", 12);
         }
         assert_int_equal(run_arbor(arbor, "down"), 0);
         int status = 0;
