@@ -395,21 +395,26 @@ static bool state_log_path(const char *mountpoint, char *out, size_t cap)
     return is_named;
 }
 
-/* 0 if dir is a directory to mount on, else an errno. A mount whose
- * process died (ENOTCONN, kept so that nothing writes beneath it unseen) is
- * lazily unmounted first: mounting there again is asked for. */
-static int mount_point_check(const char *dir)
+/* 0 if dir is a directory to mount on, else an errno (EBUSY: a live FUSE
+ * mount holds it). A mount whose process died (ENOTCONN, kept so that
+ * nothing writes beneath it unseen) is lazily unmounted first, said as
+ * "arbor WHO: …": mounting there again is asked for. */
+static int mount_point_check(const char *who, const char *dir)
 {
     struct stat st;
+    struct statfs fs;
 
-    if (stat(dir, &st) != 0 && errno == ENOTCONN) {
+    /* statfs reaches a FUSE mount's process every time (a stat may be
+     * answered from the kernel's cache): ENOTCONN is one whose process
+     * ended */
+    if (statfs(dir, &fs) != 0 && errno == ENOTCONN) {
         char *argv[] = {"fusermount3", "-u", "-z", (char *)dir, NULL};
         pid_t pid;
         int status = 0;
         if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) == 0 &&
             waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-            fprintf(stderr, "arbor mount: %s held a mount whose process had ended; unmounted "
-                            "it\n", dir);
+            fprintf(stderr, "arbor %s: %s held a mount whose process had ended; unmounted "
+                            "it\n", who, dir);
     }
     if (stat(dir, &st) != 0)
         return errno;
@@ -419,7 +424,6 @@ static int mount_point_check(const char *dir)
      * on top would hide it, and what was written to it, without a word */
     char parent[1100];
     struct stat up;
-    struct statfs fs;
     snprintf(parent, sizeof(parent), "%s/..", dir);
     if (stat(parent, &up) == 0 && up.st_dev != st.st_dev && statfs(dir, &fs) == 0 &&
         fs.f_type == FUSE_SUPER_MAGIC_)
@@ -429,7 +433,7 @@ static int mount_point_check(const char *dir)
 
 bool cmd_mount_point_ready(const char *who, const char *dir)
 {
-    int err = mount_point_check(dir);
+    int err = mount_point_check(who, dir);
 
     if (err != 0)
         fprintf(stderr, "arbor %s: %s: %s\n", who, dir,
