@@ -58,8 +58,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -2486,8 +2488,8 @@ static bool grants_stop(struct mnt *m)
     uint64_t taken_back;
     leased_grant_counts(m->leased, &grants, &taken_back);
     ar_log(AR_LOG_INFO,
-           "kernel grants: %" PRIu64 " made, %" PRIu64 " taken back, all of a shard's %" PRIu64
-           " times",
+           "kernel grants: %" PRIu64 " made, %" PRIu64 " taken back; all of a shard's taken "
+           "back at once: %" PRIu64,
            grants, taken_back, g->voids);
     if (!has_ended)
         ar_log(AR_LOG_WARN, "kernel grants: an invalidation still waits in the kernel; its "
@@ -2580,6 +2582,18 @@ static int store_probe(struct obj_store *store, char *errmsg)
     return rc;
 }
 
+/* Whether this process holds CAP_SYS_ADMIN, which the kernel asks of
+ * whoever hands it a backing file for passthrough. */
+static bool has_sys_admin(void)
+{
+    struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2] = {{0}};
+
+    if (syscall(SYS_capget, &head, data) != 0)
+        return true; /* unknown: let the first open find out */
+    return (data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
+}
+
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
 {
     AR_ASSERT(o != NULL && o->mountpoint != NULL && errmsg != NULL);
@@ -2669,6 +2683,11 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
         pthread_mutex_init(&m->pass_mu, NULL);
         pthread_key_create(&m->out_key, out_free);
         m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
+        if (m->may_pass && !has_sys_admin()) {
+            m->may_pass = false;
+            ar_log(AR_LOG_INFO, "reads stay in the mount: the kernel takes cached files for "
+                   "passthrough only from a process with CAP_SYS_ADMIN (root)");
+        }
         fusedev_want_passthrough(m->may_pass);
         /* default_permissions: the kernel checks permissions as it does for
          * a local file system, in the same order (a path's search rights
