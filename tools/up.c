@@ -9,10 +9,12 @@
  * `arbor down` stops it. The servers die with this process
  * (PR_SET_PDEATHSIG), so nothing outlives it; a server that exits while up
  * is started again (keep_replicas()). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -499,6 +501,52 @@ int cmd_down(int argc, char **argv)
     return 0;
 }
 
+/* HOST:PORT into o's addresses as IP:PORT, one for each address HOST
+ * has ("localhost" may be ::1 and 127.0.0.1; the client tries them all):
+ * the metadata client connects to IP literals only (the cluster file holds
+ * no others), so a name given on the command line is resolved here, once.
+ * False, with why said as "arbor WHO: …", if it cannot be. */
+static bool addr_resolve(const char *who, const char *addr, struct ar_client_options *o)
+{
+    const char *colon = strrchr(addr, ':');
+    char host[256];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    uint32_t port = 0;
+    int rc;
+
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= sizeof(host) ||
+        !cmd_parse_u32(colon + 1, 1, 65535, &port)) {
+        fprintf(stderr, "arbor %s: %s is not HOST:PORT (a port from 1 to 65535)\n", who, addr);
+        return false;
+    }
+    size_t len = (size_t)(colon - addr);
+    bool is_bracketed = len >= 2 && addr[0] == '[' && addr[len - 1] == ']'; /* [::1]:7101 */
+    memcpy(host, addr + is_bracketed, len - 2 * is_bracketed);
+    host[len - 2 * is_bracketed] = '\0';
+    if ((rc = getaddrinfo(host, colon + 1, &hints, &ai)) != 0) {
+        fprintf(stderr, "arbor %s: cannot resolve %s: %s\n", who, addr, gai_strerror(rc));
+        return false;
+    }
+    for (const struct addrinfo *a = ai; a != NULL && o->addr_count < AR_CLIENT_ADDRS_MAX;
+         a = a->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        const void *bytes = a->ai_family == AF_INET6
+                                ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
+                                : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+        if (inet_ntop(a->ai_family, bytes, ip, sizeof(ip)) == NULL)
+            continue;
+        char *out = o->addrs[o->addr_count];
+        snprintf(out, sizeof(o->addrs[0]), "%s:%u", ip, port);
+        bool is_new = true;
+        for (uint32_t i = 0; i < o->addr_count && is_new; i++)
+            is_new = strcmp(o->addrs[i], out) != 0;
+        o->addr_count += is_new;
+    }
+    freeaddrinfo(ai);
+    return true;
+}
+
 bool cmd_meta_options(const char *who, const char *meta, struct ar_client_options *o)
 {
     char local[512];
@@ -513,7 +561,10 @@ bool cmd_meta_options(const char *who, const char *meta, struct ar_client_option
     o->addr_count = 0;
     for (const char *p = meta; *p != '\0' && o->addr_count < AR_CLIENT_ADDRS_MAX;) {
         size_t n = strcspn(p, ",");
-        snprintf(o->addrs[o->addr_count++], sizeof(o->addrs[0]), "%.*s", (int)n, p);
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%.*s", (int)n, p);
+        if (!addr_resolve(who, addr, o))
+            return false;
         p += n + (p[n] == ',');
     }
     return o->addr_count > 0;

@@ -967,6 +967,46 @@ static void test_cluster_status_says_the_archive_fails(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* The commands that take --meta (and arbor mount) resolve a host name
+ * given there; one that does not resolve, or a port out of range, is said
+ * before anything is tried. */
+static void test_cluster_commands_take_host_names(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *meta;
+        int status;
+        const char *said;
+    } cases[] = {
+        {"localhost:", 0, "recovery window: 604800 s"},
+        {"no-such-host.invalid:", 1, "cannot resolve no-such-host.invalid:"},
+        {"127.0.0.1:0", 1, "127.0.0.1:0 is not HOST:PORT (a port from 1 to 65535)"},
+    };
+    char meta[100];
+    char out[400];
+    char cmd[1000];
+
+    snprintf(out, sizeof(out), "%s/window.out", f->dir);
+    for (size_t i = 0; i < AR_ARRAY_LEN(cases); i++) {
+        /* HOST: takes the fixture's port */
+        size_t len = strlen(cases[i].meta);
+        if (cases[i].meta[len - 1] == ':')
+            snprintf(meta, sizeof(meta), "%s%u", cases[i].meta, f->client_port[0]);
+        else
+            snprintf(meta, sizeof(meta), "%s", cases[i].meta);
+        snprintf(cmd, sizeof(cmd), "timeout 60 '%s' window --meta %s > '%s' 2>&1", f->arbor, meta,
+                 out);
+        int status = system(cmd);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != cases[i].status ||
+            !file_has(out, cases[i].said)) {
+            snprintf(cmd, sizeof(cmd), "cat '%s' >&2", out);
+            assert_int_equal(system(cmd), 0);
+            fail_msg("window --meta %s: status %#x, wanted %d and \"%s\"", meta, status,
+                     cases[i].status, cases[i].said);
+        }
+    }
+}
+
 /* arbor format names what is wrong in its input, and makes nothing: a
  * member list it cannot read, an id not in it, a store URL the servers
  * could not open. Store credentials missing here only draw a note (the
@@ -1043,6 +1083,7 @@ int main(void)
         T(test_cluster_paused_leader_serves_no_stale_read),
         T(test_cluster_member_remove_returns_once_committed),
         T(test_cluster_status_says_the_archive_fails),
+        T(test_cluster_commands_take_host_names),
         cmocka_unit_test(test_cluster_format_says_what_is_wrong_and_makes_nothing),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,
                                         setup_small_log, cluster_teardown),
