@@ -360,7 +360,15 @@ int cmd_up(int argc, char **argv)
     }
     snprintf(data, sizeof(data), "%s", abs);
     free(abs);
-    int lock_fd = lock_data(data, argv[2]);
+    /* the mount point as arbor down, status and a second up will name it,
+     * from wherever they run */
+    char cwd[UP_PATH_MAX];
+    char mnt[2 * UP_PATH_MAX];
+    if (argv[2][0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        snprintf(mnt, sizeof(mnt), "%s", argv[2]);
+    else
+        snprintf(mnt, sizeof(mnt), "%s/%s", cwd, argv[2]);
+    int lock_fd = lock_data(data, mnt);
     if (lock_fd < 0)
         return 1;
     if (mkdir(argv[2], 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
@@ -415,7 +423,7 @@ int cmd_up(int argc, char **argv)
     char local[UP_PATH_MAX];
     FILE *f = local_path(local, sizeof(local), true) == 0 ? fopen(local, "w") : NULL;
     if (f != NULL) {
-        fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, data, argv[2], (int)getpid());
+        fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, data, mnt, (int)getpid());
         fclose(f);
     }
     struct statvfs disk;
