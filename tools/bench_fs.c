@@ -4,7 +4,8 @@
  * so arbor's figures print beside what the disk and what FUSE itself allow.
  *
  * Metadata phases with 1, 4 and 16 threads, each thread in a directory of
- * its own: mkdir, create (with 4 KiB written), stat, list+stat (a
+ * its own: mkdir, create (with 4 KiB written), create 1 dir (the same,
+ * every thread in one directory, a quarter of the files), stat, list+stat (a
  * listing then a stat of every name, the kernel's dentries dropped first:
  * a loader's first pass over a directory), readdir, open+read 4 KiB,
  * rename, unlink. Then MiB/s: a 1 GiB file written and read in
@@ -31,10 +32,11 @@
 #define THREADS_MAX 16
 #define TARGETS     3   /* arbor, local, memfs */
 
-enum phase { P_MKDIR, P_CREATE, P_STAT, P_LISTSTAT, P_READDIR, P_READ4K, P_RENAME, P_UNLINK,
-             P_COUNT };
-static const char *const phase_names[P_COUNT] = {"mkdir", "create", "stat", "list+stat", "readdir",
-                                                 "open+read 4K", "rename", "unlink"};
+enum phase { P_MKDIR, P_CREATE, P_CREATE_SHARED, P_STAT, P_LISTSTAT, P_READDIR, P_READ4K,
+             P_RENAME, P_UNLINK, P_COUNT };
+static const char *const phase_names[P_COUNT] = {"mkdir", "create", "create 1 dir", "stat",
+                                                 "list+stat", "readdir", "open+read 4K",
+                                                 "rename", "unlink"};
 
 struct job {
     const char *root;
@@ -67,8 +69,13 @@ static void *run_job(void *arg)
 
     snprintf(dir, sizeof(dir), "%s/t%d", j->root, j->index);
     /* a listing reads the whole directory: one for every 100 files; a
-     * listing with its stats once (each stat an op) */
-    unsigned count = j->phase == P_READDIR ? j->files / 100 : j->phase == P_LISTSTAT ? 1 : j->files;
+     * listing with its stats once (each stat an op); creates in the one
+     * directory all threads share, a quarter of the files (the kernel
+     * makes them one at a time, so they are slow) */
+    unsigned count = j->phase == P_READDIR          ? j->files / 100
+                     : j->phase == P_LISTSTAT       ? 1
+                     : j->phase == P_CREATE_SHARED  ? j->files / 4
+                                                    : j->files;
     for (unsigned i = 0; i < count && j->err == 0; i++) {
         int rc = 0;
         unsigned ops = 1;
@@ -77,8 +84,12 @@ static void *run_job(void *arg)
             snprintf(path, sizeof(path), "%s/d%u", dir, i);
             rc = mkdir(path, 0755);
             break;
-        case P_CREATE: {
-            snprintf(path, sizeof(path), "%s/f%u", dir, i);
+        case P_CREATE:
+        case P_CREATE_SHARED: {
+            if (j->phase == P_CREATE)
+                snprintf(path, sizeof(path), "%s/f%u", dir, i);
+            else
+                snprintf(path, sizeof(path), "%s/shared/t%d-%u", j->root, j->index, i);
             int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
             rc = fd >= 0 && write(fd, four_k, sizeof(four_k)) == (ssize_t)sizeof(four_k) ? 0 : -1;
             if (fd >= 0 && close(fd) != 0)
@@ -255,7 +266,8 @@ static void usage(FILE *to)
             "mount), under DIR (a local directory, default /var/tmp) and on an in-memory\n"
             "FUSE file system this command mounts, and print each figure with arbor's\n"
             "ratio to the others. Metadata ops/s with 1, 4 and 16 threads (N files a\n"
-            "thread, default 2000); MiB/s of one big file (default 1024 MiB) and of\n"
+            "thread, default 2000; a quarter of that for creates with every thread in\n"
+            "one directory); MiB/s of one big file (default 1024 MiB) and of\n"
             "small files of 100 KiB read by 16 threads (default 20000 in all), twice.\n"
             "Run as root so that the page cache can be dropped between passes.\n");
 }
@@ -342,6 +354,9 @@ int bench_fs(int argc, char **argv)
         for (int t = 0; t < TARGETS; t++) {
             snprintf(sub[t], sizeof(sub[t]), "%s/n%d", roots[t], n);
             mkdir(sub[t], 0755);
+            char shared[800];
+            snprintf(shared, sizeof(shared), "%s/shared", sub[t]);
+            mkdir(shared, 0755);
             for (int i = 0; i < n; i++) {
                 char d[800];
                 snprintf(d, sizeof(d), "%s/t%d", sub[t], i);
