@@ -36,7 +36,8 @@ static void usage(FILE *f)
             "  --priority P     low (default): the threads that write into the volume\n"
             "                   run at nice 19, so that a server or a training job on\n"
             "                   this machine comes first; normal: at this command's own\n"
-            "  --wait S         wait this long for the archive to reach TIME (default 15)\n"
+            "  --wait S         wait this long for the archive to reach TIME (with --list:\n"
+            "                   now) (default 15)\n"
             "  --meta ADDR,...  the cluster (default: the local one arbor up runs)\n"
             "  --store URL      read the archive from this store (default: the volume's)\n"
             "  --skip-room-check  write even if the replicas seem short of memory or disk\n\n"
@@ -299,8 +300,45 @@ static void on_replay(void *ctx, const struct meta_shard *s, const struct meta_c
     w->total++;
 }
 
+/* Wait (at most wait_s seconds) until the archive of shard holds what was
+ * committed by now, so that a listing shows what just happened (an
+ * accident is what sends people here). The leader archives a batch every
+ * few seconds; one slice id taken now is an entry past this moment, so the
+ * next batch proves it (as a restore does). True once it does. */
+static bool archive_reaches_now(struct ar_client *c, struct obj_store *st, uint32_t shard,
+                                const char *dir, uint32_t wait_s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct meta_rebuild_options ro = {.shard = shard, .scratch_dir = dir,
+                                      .at_ns = (uint64_t)ts.tv_sec * 1000000000u +
+                                               (uint64_t)ts.tv_nsec};
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct meta_cmd take = {.op = META_OP_ALLOC_SLICES, .length = 1};
+    char errmsg[AR_ERRMSG_MAX];
+    int rc = -EAGAIN;
+
+    if (out != NULL)
+        (void)ar_client_call(c, shard, &take, META_READ_LINEARIZABLE, 0, out);
+    free(out);
+    for (uint32_t tries = 0; rc == -EAGAIN; tries++) {
+        struct meta_shard *s = NULL;
+        struct meta_restore_point pt;
+        rc = meta_archive_rebuild(st, &ro, &s, &pt, errmsg);
+        if (s != NULL)
+            meta_shard_free(s);
+        if (rc != -EAGAIN || tries >= wait_s)
+            break;
+        if (tries == 0)
+            fprintf(stderr, "arbor restore: the archive does not reach this moment yet; "
+                            "waiting (at most %u s)\n", wait_s);
+        sleep(1);
+    }
+    return rc == 0;
+}
+
 static int list_changes(const struct ar_client_options *mo, const char *store_url,
-                        const char *path)
+                        const char *path, uint32_t wait_s)
 {
     struct ar_client *c = NULL;
     struct obj_store *st = NULL;
@@ -320,6 +358,7 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
     snprintf(dir, sizeof(dir), "%s/arbor-list-XXXXXX", tmp != NULL ? tmp : "/tmp");
     if (rc == 0 && mkdtemp(dir) == NULL)
         rc = -errno;
+    bool is_now = rc == 0 && archive_reaches_now(c, st, ar_client_shard_of(c, 1), dir, wait_s);
     if (rc == 0) {
         struct meta_rebuild_options ro = {.shard = ar_client_shard_of(c, 1), .at_ns = UINT64_MAX,
                                           .is_from_oldest = true, .scratch_dir = dir,
@@ -352,6 +391,9 @@ static int list_changes(const struct ar_client_options *mo, const char *store_ur
         printf("%" PRIu64 " change%s of %s at %" PRIu64 " moment%s; the archive covers %s to "
                "%s\n", w.total, plural(w.total), path, w.moments, plural(w.moments),
                pt.oldest_ns == 0 ? "the volume's start" : from, to);
+        if (!is_now)
+            printf("(changes after %s are not in the archive yet: run this again in a "
+                   "moment)\n", to);
         printf("(restore --at a moment just before a change to undo it)\n");
     } else {
         fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : ar_strerror(rc));
@@ -549,7 +591,7 @@ int cmd_restore(int argc, char **argv)
     if (!cmd_meta_options("restore", meta, &o.meta))
         return 1;
     if (is_list)
-        return list_changes(&o.meta, o.store_url, o.path);
+        return list_changes(&o.meta, o.store_url, o.path, o.wait_s);
     if (is_room_checked) {
         o.room = room_check;
         o.ctx = &o.meta;
