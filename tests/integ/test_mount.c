@@ -1957,8 +1957,10 @@ static void up_prepare(struct up_run *u)
     setenv("XDG_RUNTIME_DIR", u->dir, 1);
 }
 
-/* Run arbor up with replicas ("1" or "3") and wait (bounded) for its mount. */
-static pid_t up_start(const struct up_run *u, const char *replicas)
+/* Start arbor up with replicas ("1" or "3"), its output appended to
+ * u->log; as uid and gid 65534 (nobody) if is_nobody. The teardown ends it
+ * should the test fail. */
+static pid_t up_spawn(const struct up_run *u, const char *replicas, bool is_nobody)
 {
     pid_t pid = fork();
 
@@ -1967,11 +1969,25 @@ static pid_t up_start(const struct up_run *u, const char *replicas)
         int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        /* the death signal after the uid changes: a change clears it */
+        if (is_nobody && (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
+                          setuid(65534) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) != 0))
+            _exit(126);
+        if (is_nobody)
+            setenv("HOME", u->dir, 1);
         execl(u->arbor, "arbor", "up", u->data, u->mnt, "--replicas", replicas, (char *)NULL);
         _exit(127);
     }
-    mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
+    mounts[0] = (struct mount_proc){.pid = pid};
     snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", u->mnt);
+    return pid;
+}
+
+/* Run arbor up with replicas ("1" or "3") and wait (bounded) for its mount. */
+static pid_t up_start(const struct up_run *u, const char *replicas)
+{
+    pid_t pid = up_spawn(u, replicas, false);
+
     for (int tries = 0; tries < 500 && !is_mounted(u->mnt); tries++) {
         usleep(20000);
     }
@@ -2090,30 +2106,12 @@ static pid_t child_with(pid_t parent, const char *text)
     return found;
 }
 
-/* `arbor up` starts a replica that died again, and says so; the cluster
- * then answers whole. */
 /* Run `arbor up` as uid/gid 65534 (nobody) once and wait (bounded) until
  * it mounted or ended; its output goes to u->log. It mounts only where
  * /dev/fuse is open to all users: either way it is ended here. */
 static void up_as_nobody(const struct up_run *u)
 {
-    pid_t pid = fork();
-
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        /* the death signal after the uid changes: a change clears it */
-        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0 ||
-            prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
-            _exit(126);
-        setenv("HOME", u->dir, 1);
-        execl(u->arbor, "arbor", "up", u->data, u->mnt, "--replicas", "1", (char *)NULL);
-        _exit(127);
-    }
-    mounts[0] = (struct mount_proc){.pid = pid}; /* the teardown's, should this fail */
-    snprintf(mounts[0].dir, sizeof(mounts[0].dir), "%s", u->mnt);
+    pid_t pid = up_spawn(u, "1", true);
     int status = 0;
     pid_t ended = 0;
     /* (not is_mounted(): without allow_other, root may not stat it) */
@@ -2155,6 +2153,8 @@ static void test_up_gives_the_root_to_its_user(void **state)
     assert_false(file_has(u.log, "cannot give the volume's root"));
 }
 
+/* `arbor up` starts a replica that died again, and says so; the cluster
+ * then answers whole. */
 static void test_up_starts_a_dead_replica_again(void **state)
 {
     (void)state;
