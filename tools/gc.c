@@ -93,7 +93,8 @@ int cmd_gc(int argc, char **argv)
     }
     if (has_run) {
         printf("blocks: %" PRIu64 " (%" PRIu64 " bytes); slices named in the window: %" PRIu64
-               "; ids from %" PRIu64 " up kept\n", rep.blocks, rep.bytes, rep.named,
+               "; slices from id %" PRIu64 " up kept (taken inside the window, maybe not "
+               "named yet)\n", rep.blocks, rep.bytes, rep.named,
                rep.keep_from);
         printf("garbage: %" PRIu64 " blocks (%" PRIu64 " bytes); deleted: %" PRIu64
                " blocks (%" PRIu64 " bytes)%s\n", rep.garbage_blocks, rep.garbage_bytes,
