@@ -18,7 +18,6 @@
 #include "client.h"
 #include "cmd.h"
 
-#define FUSE_SUPER_MAGIC_ 0x65735546 /* statfs's f_type of a FUSE mount (linux/magic.h) */
 
 static void usage(FILE *to)
 {
@@ -395,19 +394,96 @@ static bool state_log_path(const char *mountpoint, char *out, size_t cap)
     return is_named;
 }
 
-/* 0 if dir is a directory to mount on, else an errno (EBUSY: a live FUSE
- * mount holds it). A mount whose process died (ENOTCONN, kept so that
- * nothing writes beneath it unseen) is lazily unmounted first, said as
- * "arbor WHO: …": mounting there again is asked for. */
-static int mount_point_check(const char *who, const char *dir)
+/* The file system type /proc/self/mountinfo lists for a mount on dir (an
+ * absolute path) into type; false if nothing is mounted there. Read from
+ * the kernel's table: nothing asks the mount's process, which may be
+ * stopped or waiting on its servers. */
+static bool mount_type_at(const char *dir, char *type, size_t cap)
 {
-    struct stat st;
-    struct statfs fs;
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096];
+    bool is_found = false;
 
-    /* statfs reaches a FUSE mount's process every time (a stat may be
-     * answered from the kernel's cache): ENOTCONN is one whose process
-     * ended */
-    if (statfs(dir, &fs) != 0 && errno == ENOTCONN) {
+    if (f == NULL)
+        return false;
+    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE ...";
+     * bounded by the table's lines; a later mount on the path wins */
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char point[4096];
+        const char *dash = strstr(line, " - ");
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || dash == NULL)
+            continue;
+        /* mountinfo writes a space, tab, newline or backslash as \ooo */
+        char *w = point;
+        for (const char *r = point; *r != '\0'; w++) {
+            unsigned v;
+            if (r[0] == '\\' && sscanf(r + 1, "%3o", &v) == 1 && strlen(r) >= 4) {
+                *w = (char)v;
+                r += 4;
+            } else {
+                *w = *r++;
+            }
+        }
+        *w = '\0';
+        char fstype[64];
+        if (strcmp(point, dir) == 0 && sscanf(dash + 3, "%63s", fstype) == 1) {
+            snprintf(type, cap, "%s", fstype);
+            is_found = true;
+        }
+    }
+    fclose(f);
+    return is_found;
+}
+
+/* Whether the FUSE mount on dir answers ENOTCONN, as one whose process
+ * died does (its guard aborted the connection): asked in a child, so that
+ * a mount that is stopped or waiting on its servers cannot hold this
+ * command; no answer within 2 s counts as alive. */
+static bool fuse_mount_is_dead(const char *dir)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct statfs fs;
+        _exit(statfs(dir, &fs) != 0 && errno == ENOTCONN ? 1 : 0);
+    }
+    int status = 0;
+    pid_t ended = 0;
+    for (int tries = 0; pid > 0 && tries < 200 && ended == 0; tries++) { /* 2 s */
+        ended = waitpid(pid, &status, WNOHANG);
+        if (ended == 0)
+            usleep(10000);
+    }
+    if (pid > 0 && ended == 0) {
+        kill(pid, SIGKILL); /* a FUSE wait ends on a fatal signal */
+        waitpid(pid, NULL, 0);
+    }
+    return ended == pid && WIFEXITED(status) && WEXITSTATUS(status) == 1;
+}
+
+/* 0 if dir is a directory to mount on, else an errno: EBUSY for a live
+ * FUSE mount there (mounting on top would hide it, and what was written
+ * to it, without a word), its type in type. A mount whose process died
+ * (ENOTCONN, kept so that nothing writes beneath it unseen) is lazily
+ * unmounted first, said as "arbor WHO: …": mounting there again is asked
+ * for. */
+static int mount_point_check(const char *who, const char *dir, char *type, size_t cap)
+{
+    char abs[2048];
+    char cwd[1024];
+    struct stat st;
+
+    AR_ASSERT(who != NULL && dir != NULL && type != NULL);
+    /* as mountinfo names it: absolute, no trailing slash (no realpath: it
+     * would ask the mount's process) */
+    if (dir[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        snprintf(abs, sizeof(abs), "%s", dir);
+    else
+        snprintf(abs, sizeof(abs), "%s/%s", cwd, strncmp(dir, "./", 2) == 0 ? dir + 2 : dir);
+    for (size_t n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
+        abs[n - 1] = '\0';
+    bool is_fuse = mount_type_at(abs, type, cap) && strncmp(type, "fuse", 4) == 0;
+    if (is_fuse && fuse_mount_is_dead(dir)) {
         char *argv[] = {"fusermount3", "-u", "-z", (char *)dir, NULL};
         pid_t pid;
         int status = 0;
@@ -415,32 +491,28 @@ static int mount_point_check(const char *who, const char *dir)
             waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
             fprintf(stderr, "arbor %s: %s held a mount whose process had ended; unmounted "
                             "it\n", who, dir);
+        is_fuse = mount_type_at(abs, type, cap) && strncmp(type, "fuse", 4) == 0;
     }
+    if (is_fuse)
+        return EBUSY;
     if (stat(dir, &st) != 0)
         return errno;
-    if (!S_ISDIR(st.st_mode))
-        return ENOTDIR;
-    /* a live FUSE mount there (another arbor mount, most likely): mounting
-     * on top would hide it, and what was written to it, without a word */
-    char parent[1100];
-    struct stat up;
-    snprintf(parent, sizeof(parent), "%s/..", dir);
-    if (stat(parent, &up) == 0 && up.st_dev != st.st_dev && statfs(dir, &fs) == 0 &&
-        fs.f_type == FUSE_SUPER_MAGIC_)
-        return EBUSY;
-    return 0;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
 bool cmd_mount_point_ready(const char *who, const char *dir)
 {
-    int err = mount_point_check(who, dir);
+    char type[64] = "";
+    int err = mount_point_check(who, dir, type, sizeof(type));
 
-    if (err != 0)
+    if (err == EBUSY)
+        fprintf(stderr, "arbor %s: %s: a FUSE file system (%s) is mounted there already, "
+                        "another arbor mount most likely: unmount it first (fusermount3 -u)\n",
+                who, dir, type);
+    else if (err != 0)
         fprintf(stderr, "arbor %s: %s: %s\n", who, dir,
                 err == ENOENT     ? "no such directory (make it first)"
                 : err == ENOTCONN ? "a mount whose process ended (fusermount3 -u -z it)"
-                : err == EBUSY    ? "a FUSE file system is mounted there already (another "
-                                    "arbor mount?): unmount it first (fusermount3 -u)"
                                   : strerror(err));
     return err == 0;
 }
