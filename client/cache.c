@@ -43,6 +43,7 @@ struct block_cache {
     uint64_t max_bytes;
     uint64_t free_min;         /* bytes of its file system it leaves free */
     pthread_mutex_t mu;
+    pthread_mutex_t remake_mu;  /* one thread at a time makes a removed directory again */
     struct entry *buckets[BUCKETS];
     struct entry *head;        /* the most recently used */
     struct entry *tail;
@@ -212,6 +213,7 @@ int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
     c->max_bytes = max_bytes;
     c->free_min = free_min;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->remake_mu, NULL);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         int rc = -errno;
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot make the cache directory %s: %s", dir,
@@ -288,6 +290,7 @@ void block_cache_close(struct block_cache *c)
         }
     }
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->remake_mu);
     ar_free(c);
 }
 
@@ -431,24 +434,23 @@ static bool disk_is_low(const struct block_cache *c)
 }
 
 /* The cache's directory was removed while in use (a clean-up of ~/.cache,
- * an rm -rf): make it again (mkdir -p) and forget every copy, all gone with
- * it. True if it is there again. */
+ * an rm -rf): forget every copy, all gone with it, and make it again
+ * (mkdir -p). True if it is there again. Puts that find it gone at once
+ * come here one at a time: the first forgets and makes it; the others find
+ * it there and only try again, so no copy put since is forgotten (none can
+ * be put while it is missing, and the index is emptied before it is made). */
 static bool dir_remake(struct block_cache *c)
 {
     char dir[sizeof(c->dir)];
+    struct stat st;
     bool is_made = true;
 
-    snprintf(dir, sizeof(dir), "%s", c->dir);
-    for (char *p = dir + 1; is_made && *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        is_made = mkdir(dir, 0700) == 0 || errno == EEXIST;
-        *p = '/';
+    AR_ASSERT(c != NULL);
+    pthread_mutex_lock(&c->remake_mu);
+    if (stat(c->dir, &st) == 0) {
+        pthread_mutex_unlock(&c->remake_mu);
+        return S_ISDIR(st.st_mode);
     }
-    is_made = is_made && (mkdir(dir, 0700) == 0 || errno == EEXIST);
-    if (!is_made)
-        return false;
     uint64_t forgotten = 0;
     pthread_mutex_lock(&c->mu);
     while (c->tail != NULL) {
@@ -460,10 +462,20 @@ static bool dir_remake(struct block_cache *c)
     c->stats.gone += forgotten;
     c->stats.remade++;
     pthread_mutex_unlock(&c->mu);
-    ar_log(AR_LOG_WARN, "the disk cache's directory %s was removed while mounted: made it "
-           "again; %" PRIu64 " of its copies went with it (read from the store instead)", c->dir,
-           forgotten);
-    return true;
+    snprintf(dir, sizeof(dir), "%s", c->dir);
+    for (char *p = dir + 1; is_made && *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        is_made = mkdir(dir, 0700) == 0 || errno == EEXIST;
+        *p = '/';
+    }
+    is_made = is_made && (mkdir(dir, 0700) == 0 || errno == EEXIST);
+    pthread_mutex_unlock(&c->remake_mu);
+    ar_log(AR_LOG_WARN, "the disk cache's directory %s was removed while mounted: %s; %" PRIu64
+           " of its copies went with it (read from the store instead)", c->dir,
+           is_made ? "made it again" : "cannot make it again, nothing is cached", forgotten);
+    return is_made;
 }
 
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len)

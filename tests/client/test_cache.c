@@ -3,6 +3,7 @@
  * file system, whatever its bound, and the newest blocks stay readable; and
  * it survives its directory being removed under it. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -126,6 +127,20 @@ static void test_cache_leaves_its_floor_free(void **state)
     free(back);
 }
 
+/* A thread's put of its own block (by the order it starts in). */
+static void *put_one(void *arg)
+{
+    static unsigned next;
+    unsigned i = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+    uint8_t block[4096];
+    char name[32];
+
+    snprintf(name, sizeof(name), "%016x_1", 10 + i);
+    memset(block, (int)(10 + i), sizeof(block));
+    block_cache_put(arg, name, block, sizeof(block));
+    return NULL;
+}
+
 /* The cache's directory removed while in use (a clean-up of ~/.cache): a
  * read of a copy that went with it is a miss, counted as removed, not as
  * damaged; the next put makes the directory again, forgets the rest, and
@@ -160,15 +175,24 @@ static void test_cache_directory_removed_is_made_again(void **state)
     block_cache_stats(c, &st);
     assert_int_equal(st.gone, 2);
     assert_int_equal(st.damaged, 0);
-    memset(block, 9, sizeof(block));
-    block_cache_put(c, "0000000000000009_0", block, sizeof(block));
+    /* four threads put at once into the missing directory: it is made
+     * once, and none of their copies is forgotten */
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, put_one, (void *)c), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
     assert_int_equal(access(dir, F_OK), 0);
-    assert_int_equal(block_cache_read(c, "0000000000000009_0", 0, sizeof(back), back), 0);
-    assert_memory_equal(back, block, sizeof(block));
     block_cache_stats(c, &st);
     assert_int_equal(st.remade, 1);
     assert_int_equal(st.gone, 3); /* and the third, forgotten when it was made again */
-    assert_int_equal(st.bytes, sizeof(block));
+    assert_int_equal(st.bytes, 4 * sizeof(block));
+    for (unsigned i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "%016x_1", 10 + i);
+        memset(block, (int)(10 + i), sizeof(block));
+        assert_int_equal(block_cache_read(c, name, 0, sizeof(back), back), 0);
+        assert_memory_equal(back, block, sizeof(block));
+    }
     assert_int_equal(block_cache_read(c, "0000000000000002_0", 0, sizeof(back), back), -ENOENT);
     block_cache_close(c);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", top);
