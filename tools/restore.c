@@ -300,40 +300,52 @@ static void on_replay(void *ctx, const struct meta_shard *s, const struct meta_c
     w->total++;
 }
 
-/* Wait (at most wait_s seconds) until the archive of shard holds what was
- * committed by now, so that a listing shows what just happened (an
- * accident is what sends people here). The leader archives a batch every
- * few seconds; one slice id taken now is an entry past this moment, so the
- * next batch proves it (as a restore does). True once it does. */
+/* Wait (about wait_s seconds at most: an attempt under way finishes)
+ * until the archive of shard holds what was committed by now, so that a
+ * listing shows what just happened (an accident is what sends people
+ * here). The leader archives a batch every few seconds; one slice id taken
+ * now is an entry past this moment, so the next batch proves it (as a
+ * restore does). Each attempt rebuilds the state at this moment from the
+ * newest checkpoint before it. True once the archive holds it; a failure
+ * other than "not yet" is said. The moment is this machine's clock: one
+ * ahead of the leader's makes it wait the whole time. */
 static bool archive_reaches_now(struct ar_client *c, struct obj_store *st, uint32_t shard,
                                 const char *dir, uint32_t wait_s)
 {
+    AR_ASSERT(c != NULL && st != NULL && dir != NULL);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct meta_rebuild_options ro = {.shard = shard, .scratch_dir = dir,
                                       .at_ns = (uint64_t)ts.tv_sec * 1000000000u +
                                                (uint64_t)ts.tv_nsec};
-    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
     struct meta_cmd take = {.op = META_OP_ALLOC_SLICES, .length = 1};
-    char errmsg[AR_ERRMSG_MAX];
+    char errmsg[AR_ERRMSG_MAX] = "";
     int rc = -EAGAIN;
 
     if (out != NULL)
         (void)ar_client_call(c, shard, &take, META_READ_LINEARIZABLE, 0, out);
-    free(out);
-    for (uint32_t tries = 0; rc == -EAGAIN; tries++) {
+    ar_free(out);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    time_t end = ts.tv_sec + (time_t)wait_s;
+    for (bool is_said = false; rc == -EAGAIN;) {
         struct meta_shard *s = NULL;
         struct meta_restore_point pt;
         rc = meta_archive_rebuild(st, &ro, &s, &pt, errmsg);
         if (s != NULL)
             meta_shard_free(s);
-        if (rc != -EAGAIN || tries >= wait_s)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (rc != -EAGAIN || ts.tv_sec >= end)
             break;
-        if (tries == 0)
+        if (!is_said)
             fprintf(stderr, "arbor restore: the archive does not reach this moment yet; "
                             "waiting (at most %u s)\n", wait_s);
+        is_said = true;
         sleep(1);
     }
+    if (rc != 0 && rc != -EAGAIN)
+        fprintf(stderr, "arbor restore: cannot tell how far the archive reaches: %s\n",
+                errmsg[0] != '\0' ? errmsg : ar_strerror(rc));
     return rc == 0;
 }
 
