@@ -31,6 +31,8 @@ struct ar_client_options {
     char addrs[AR_CLIENT_ADDRS_MAX][64];     /* their client addresses, host:port */
     uint32_t attempt_ms;   /* wait this long for an answer before asking elsewhere (2000) */
     uint32_t budget_ms;    /* a call fails with -ETIMEDOUT after this long (30000) */
+    uint32_t quiet_ms;     /* opening, with no replica answering, say so once after
+                            * this long (5000) */
     uint32_t heartbeat_ms; /* the session's heartbeats (3000; 0: default), never more
                             * than a third of the servers' session timeout */
     bool has_no_session;   /* tools that open nothing need no session */

@@ -40,7 +40,6 @@
 #define PAUSE_MS         50u    /* before asking again when no leader is known */
 #define BUSY_PAUSE_MS    10u    /* after -EAGAIN */
 #define RECONNECT_MS     200u   /* before connecting again to a server that failed */
-#define OPEN_QUIET_MS    5000u  /* an open waits this long for a first answer unsaid */
 #define SHARDS_KNOWN     META_MAP_SHARDS_MAX
 
 struct ar_client;
@@ -855,15 +854,18 @@ static void addrs_text(const struct ar_client *c, char *out, size_t cap)
 
 /* Wait for k to finish: bounded, the loop finishes every call by its
  * deadline. While the client opens and no replica has answered, say so
- * once after OPEN_QUIET_MS: a wrong address or a cluster that is down
- * would otherwise keep a command silent for the whole budget. */
+ * once after quiet_ms: a wrong address or a cluster that is down would
+ * otherwise keep a command silent for the whole budget. */
 static void call_wait(struct ar_client *c, struct call *k)
 {
     struct timespec at;
     bool is_said = !c->is_opening;
 
-    clock_gettime(CLOCK_REALTIME, &at);
-    at.tv_sec += OPEN_QUIET_MS / 1000u;
+    AR_ASSERT(c != NULL && k != NULL);
+    clock_gettime(CLOCK_REALTIME, &at); /* sem_timedwait's clock */
+    uint64_t ns = (uint64_t)at.tv_nsec + (uint64_t)c->opt.quiet_ms * 1000000u;
+    at.tv_sec += (time_t)(ns / 1000000000u);
+    at.tv_nsec = (long)(ns % 1000000000u);
     for (;;) {
         if ((is_said ? sem_wait(&k->finished) : sem_timedwait(&k->finished, &at)) == 0)
             return;
@@ -1013,6 +1015,7 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
     c->opt = *o;
     c->opt.attempt_ms = o->attempt_ms ? o->attempt_ms : 2000;
     c->opt.budget_ms = o->budget_ms ? o->budget_ms : 30000;
+    c->opt.quiet_ms = o->quiet_ms ? o->quiet_ms : 5000;
     c->opt.heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : 3000;
     pthread_mutex_init(&c->mu, NULL);
     c->enc = ar_malloc(META_FRAME_BYTES_MAX);
