@@ -2583,7 +2583,9 @@ static int store_probe(struct obj_store *store, char *errmsg)
 }
 
 /* Whether this process holds CAP_SYS_ADMIN, which the kernel asks of
- * whoever hands it a backing file for passthrough. */
+ * whoever hands it a backing file for passthrough. Read in this process's
+ * user namespace, where the kernel asks it of the first one: "root" in a
+ * rootless container passes here, and the first open finds out. */
 static bool has_sys_admin(void)
 {
     struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3};
@@ -2709,9 +2711,12 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
                 snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s: /dev/fuse: %s (mount as "
                          "root, or let users open it: chmod 0666 /dev/fuse, as Debian does)",
                          o->mountpoint, strerror(errno));
-            else
+            else if (!is_mounted)
                 snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (libfuse's reason is "
                          "above)", o->mountpoint);
+            else
+                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s: the FUSE device would "
+                         "not take this mount's own loop", o->mountpoint);
             rc = -EIO;
         }
     }

@@ -32,10 +32,15 @@ static bool parse_nodes(const char *spec, struct meta_server_config *cfg)
         uint16_t port;
         int len = (int)strcspn(p, ",");
         const char *wrong = NULL;
+        char too_many[48];
+        snprintf(too_many, sizeof(too_many), "one member too many (%u at most)",
+                 META_SERVER_NODES_MAX);
         if (cfg->node_count == META_SERVER_NODES_MAX)
-            wrong = "one member too many (7 at most)";
+            wrong = too_many;
         else if (sscanf(p, "%llu=%63[^/,]/%63[^,]%n", &id, raft, client, &used) != 3 || id == 0)
             wrong = "not ID=RAFT/CLIENT with an ID from 1";
+        else if (p[used] != ',' && p[used] != '\0')
+            wrong = "an address is longer than 63 bytes";
         else if (meta_addr_parse(raft, host, sizeof(host), &port) != 0 ||
                  meta_addr_parse(client, host, sizeof(host), &port) != 0)
             wrong = "an address is not IP:PORT (an IP literal, a port from 1 to 65535)";
@@ -161,7 +166,7 @@ int cmd_format(int argc, char **argv)
         struct obj_store *st = NULL;
         int rc = obj_store_open(cfg.store_url, &(struct obj_options){.workers = 1}, &st, errmsg);
         obj_store_close(st);
-        if (rc == -EACCES) {
+        if (rc == -EACCES && strncmp(cfg.store_url, "s3://", 5) == 0) {
             printf("arbor format: %s; the servers will need them\n", errmsg);
         } else if (rc != 0) {
             fprintf(stderr, "arbor format: --store %s: %s\n", cfg.store_url, errmsg);
