@@ -470,18 +470,27 @@ static bool fuse_mount_is_dead(const char *dir)
 static int mount_point_check(const char *who, const char *dir, char *type, size_t cap)
 {
     char abs[2048];
-    char cwd[1024];
+    char name[1024];
     struct stat st;
 
     AR_ASSERT(who != NULL && dir != NULL && type != NULL);
-    /* as mountinfo names it: absolute, no trailing slash (no realpath: it
-     * would ask the mount's process) */
-    if (dir[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
-        snprintf(abs, sizeof(abs), "%s", dir);
+    /* as mountinfo names it: the parent's real path (symbolic links
+     * followed) and the last name; not realpath(dir) itself, which would
+     * ask the mount's process */
+    snprintf(name, sizeof(name), "%s", dir);
+    for (size_t n = strlen(name); n > 1 && name[n - 1] == '/'; n--)
+        name[n - 1] = '\0';
+    char *slash = strrchr(name, '/');
+    const char *last = slash != NULL ? slash + 1 : name;
+    const char *up = slash == NULL ? "." : slash == name ? "/" : name;
+    if (slash != NULL && slash != name)
+        slash[0] = '\0'; /* name is the parent now; last still points past it */
+    char *parent = realpath(up, NULL);
+    if (parent == NULL)
+        snprintf(abs, sizeof(abs), "%s", dir); /* no parent: stat() below says so */
     else
-        snprintf(abs, sizeof(abs), "%s/%s", cwd, strncmp(dir, "./", 2) == 0 ? dir + 2 : dir);
-    for (size_t n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
-        abs[n - 1] = '\0';
+        snprintf(abs, sizeof(abs), "%s/%s", strcmp(parent, "/") == 0 ? "" : parent, last);
+    free(parent);
     bool is_fuse = mount_type_at(abs, type, cap) && strncmp(type, "fuse", 4) == 0;
     if (is_fuse && fuse_mount_is_dead(dir)) {
         char *argv[] = {"fusermount3", "-u", "-z", (char *)dir, NULL};
