@@ -858,14 +858,16 @@ static void addrs_text(const struct ar_client *c, char *out, size_t cap)
  * otherwise keep a command silent for the whole budget. */
 static void call_wait(struct ar_client *c, struct call *k)
 {
-    struct timespec at;
-    bool is_said = !c->is_opening;
+    struct timespec at = {0};
+    bool is_said = !c->is_opening; /* every call after the open: a plain wait */
 
     AR_ASSERT(c != NULL && k != NULL);
-    clock_gettime(CLOCK_REALTIME, &at); /* sem_timedwait's clock */
-    uint64_t ns = (uint64_t)at.tv_nsec + (uint64_t)c->opt.quiet_ms * 1000000u;
-    at.tv_sec += (time_t)(ns / 1000000000u);
-    at.tv_nsec = (long)(ns % 1000000000u);
+    if (!is_said) {
+        clock_gettime(CLOCK_REALTIME, &at); /* sem_timedwait's clock */
+        uint64_t ns = (uint64_t)at.tv_nsec + (uint64_t)c->opt.quiet_ms * 1000000u;
+        at.tv_sec += (time_t)(ns / 1000000000u);
+        at.tv_nsec = (long)(ns % 1000000000u);
+    }
     for (;;) {
         if ((is_said ? sem_wait(&k->finished) : sem_timedwait(&k->finished, &at)) == 0)
             return;
