@@ -209,15 +209,20 @@ int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
 
     if (c == NULL)
         return -ENOMEM;
+    if (strlen(dir) >= sizeof(c->dir)) {
+        ar_free(c);
+        return ar_errorf(errmsg, -ENAMETOOLONG, "the cache directory's path is too long: %.100s...", dir);
+    }
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     c->max_bytes = max_bytes;
     c->free_min = free_min;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->remake_mu, NULL);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        int rc = -errno;
+    int made = ar_mkdirs(dir, 0700);
+    if (made != 0) {
+        int rc = made;
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot make the cache directory %s: %s", dir,
-                 strerror(errno));
+                 strerror(-made));
         block_cache_close(c);
         return rc;
     }
@@ -441,9 +446,7 @@ static bool disk_is_low(const struct block_cache *c)
  * be put while it is missing, and the index is emptied before it is made). */
 static bool dir_remake(struct block_cache *c)
 {
-    char dir[sizeof(c->dir)];
     struct stat st;
-    bool is_made = true;
 
     AR_ASSERT(c != NULL);
     pthread_mutex_lock(&c->remake_mu);
@@ -462,15 +465,7 @@ static bool dir_remake(struct block_cache *c)
     c->stats.gone += forgotten;
     c->stats.remade++;
     pthread_mutex_unlock(&c->mu);
-    snprintf(dir, sizeof(dir), "%s", c->dir);
-    for (char *p = dir + 1; is_made && *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        is_made = mkdir(dir, 0700) == 0 || errno == EEXIST;
-        *p = '/';
-    }
-    is_made = is_made && (mkdir(dir, 0700) == 0 || errno == EEXIST);
+    bool is_made = ar_mkdirs(c->dir, 0700) == 0;
     pthread_mutex_unlock(&c->remake_mu);
     ar_log(AR_LOG_WARN, "the disk cache's directory %s was removed while mounted: %s; %" PRIu64
            " of its copies went with it (read from the store instead)", c->dir,

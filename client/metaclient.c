@@ -112,7 +112,7 @@ struct ar_client {
     uint64_t next_req_id;
     int leader[SHARDS_KNOWN];    /* a connection index, -1 unknown */
     uint64_t epoch[SHARDS_KNOWN];
-    int last_connect_error;      /* atomic: libuv's status of the last failed connect */
+    int last_connect_error;      /* atomic: libuv's status of the last connect if it failed, else 0 */
     bool has_heard;              /* atomic: some replica answered a request */
     bool is_opening;             /* in ar_client_open (its thread's alone) */
     struct meta_map map;         /* under mu */
@@ -478,8 +478,8 @@ static void on_connect(uv_connect_t *req, int status)
 
     if (n->state != CONN_CONNECTING)
         return;
-    if (status < 0)
-        __atomic_store_n(&c->last_connect_error, status, __ATOMIC_RELAXED);
+    /* a connect that succeeds clears the reason: the latest attempt's is said */
+    __atomic_store_n(&c->last_connect_error, status < 0 ? status : 0, __ATOMIC_RELAXED);
     if (status < 0 || uv_read_start((uv_stream_t *)&n->tcp, rx_alloc, on_read) != 0) {
         conn_fail(n);
         return;

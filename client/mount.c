@@ -2639,30 +2639,15 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     }
     if (rc == 0 && o->cache_dir != NULL && o->cache_dir[0] != '\0') {
         /* a directory a store: two volumes' slice ids may meet */
-        char dir[700];
+        char dir[4200]; /* block_cache_open() refuses what it cannot keep */
         const char *url = obj_store_url(m->store);
         uint64_t h = 1469598103934665603ull;
         for (const char *p = url; *p != '\0'; p++) {
             h = (h ^ (uint8_t)*p) * 1099511628211ull;
         }
-        /* mkdir -p: ~/.cache may not exist yet */
-        snprintf(dir, sizeof(dir), "%s", o->cache_dir);
-        for (char *p = dir + 1; rc == 0 && *p != '\0'; p++) {
-            if (*p != '/')
-                continue;
-            *p = '\0';
-            if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-                rc = -errno;
-            *p = '/';
-        }
-        if (rc == 0 && mkdir(dir, 0700) != 0 && errno != EEXIST)
-            rc = -errno;
-        if (rc != 0)
-            snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", o->cache_dir, strerror(-rc));
         snprintf(dir, sizeof(dir), "%s/%016" PRIx64, o->cache_dir, h);
-        if (rc == 0)
-            rc = block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 10240) << 20,
-                                  BLOCK_CACHE_FREE_MIN, &m->disk, errmsg);
+        rc = block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 10240) << 20,
+                              BLOCK_CACHE_FREE_MIN, &m->disk, errmsg);
     }
     struct fuse_session *se = NULL;
     char *mountpoint = NULL;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,30 @@ const char *ar_strerror(int rc)
     default:
         return rc < 0 && -rc < AR_EBASE ? strerror(-rc) : "unknown error";
     }
+}
+
+int ar_mkdirs(const char *path, unsigned mode)
+{
+    char dir[4096];
+    struct stat st;
+    int n = snprintf(dir, sizeof(dir), "%s", path);
+
+    if (n <= 0 || (size_t)n >= sizeof(dir))
+        return -ENAMETOOLONG;
+    for (char *p = dir + 1; *p != '\0'; p++) {
+        if (*p != '/' || p[-1] == '/')
+            continue;
+        *p = '\0';
+        int rc = mkdir(dir, (mode_t)mode) == 0 || errno == EEXIST ? 0 : -errno;
+        *p = '/';
+        if (rc != 0)
+            return rc;
+    }
+    if (mkdir(dir, (mode_t)mode) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -errno;
+    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
 void ar_assert_fail(const char *file, int line, const char *expr)

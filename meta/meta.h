@@ -36,6 +36,10 @@ const char *ar_strerror(int rc);
 /* Write a reason into errmsg (AR_ERRMSG_MAX bytes; NULL: none) and return
  * rc, for the one-line `return ar_errorf(errmsg, -EIO, "...", ...)`. */
 int ar_errorf(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* mkdir -p: make path (absolute or relative) and each missing directory
+ * above it with mode. 0, or the -errno of the first that could not be
+ * made; a path that ends at something other than a directory is -ENOTDIR. */
+int ar_mkdirs(const char *path, unsigned mode);
 /* ns since the epoch as RFC 3339 in UTC with milliseconds
  * (2026-11-30T10:42:13.125Z); returns out. */
 const char *ar_format_time(uint64_t ns, char *out, size_t cap);

@@ -36,7 +36,7 @@ static void usage(FILE *to)
             "                       or where no syslog listens (as in most containers)\n"
             "                       $XDG_STATE_HOME/arbor/mount-MOUNTPOINT.log, else\n"
             "                       ~/.local/state/arbor/mount-MOUNTPOINT.log, with\n"
-            "                       MOUNTPOINT's slashes as dashes)\n"
+            "                       MOUNTPOINT's slashes as dashes, its dashes as %%2d)\n"
             "  --threads N          threads for requests that may wait (reads, writes,\n"
             "                       changes; default 16); one more reads every request\n"
             "                       and answers lookups, stats and opens for reading\n"
@@ -351,9 +351,10 @@ static bool has_syslog(void)
 }
 
 /* The log of a detached mount where no syslog listens: STATE/arbor/
- * mount-<the mount point's absolute path, '/' as '-'>.log, STATE being
- * $XDG_STATE_HOME or ~/.local/state, its directories made (0700). False,
- * with a message, if there is no such place. */
+ * mount-<the mount point's absolute path>.log, each '/' written as '-'
+ * and each '-' or '%' of a name as %2d or %25, so that /a-b and /a/b
+ * log apart; STATE is $XDG_STATE_HOME or ~/.local/state, its directories
+ * made (0700). False, with a message, if there is no such place. */
 static bool state_log_path(const char *mountpoint, char *out, size_t cap)
 {
     char dir[512];
@@ -369,22 +370,18 @@ static bool state_log_path(const char *mountpoint, char *out, size_t cap)
         n = snprintf(dir, sizeof(dir), "%s/.local/state/arbor", home);
     else
         n = -1; /* a home that is not there is not made */
-    bool is_named = abs != NULL && n > 0 && (size_t)n < sizeof(dir);
-    for (char *p = dir + 1; is_named && *p != '\0'; p++) { /* mkdir -p */
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        is_named = mkdir(dir, 0700) == 0 || errno == EEXIST;
-        *p = '/';
-    }
-    is_named = is_named && (mkdir(dir, 0700) == 0 || errno == EEXIST);
+    bool is_named = abs != NULL && n > 0 && (size_t)n < sizeof(dir) && ar_mkdirs(dir, 0700) == 0;
     if (is_named) {
-        for (char *p = abs; *p != '\0'; p++) {
+        size_t len = (size_t)snprintf(out, cap, "%s/mount%s", dir, strcmp(abs, "/") == 0 ? "-root" : "");
+        for (const char *p = strcmp(abs, "/") == 0 ? "" : abs; *p != '\0' && len < cap; p++) {
             if (*p == '/')
-                *p = '-';
+                len += (size_t)snprintf(out + len, cap - len, "-");
+            else if (*p == '-' || *p == '%')
+                len += (size_t)snprintf(out + len, cap - len, "%%%02x", (unsigned)*p);
+            else
+                len += (size_t)snprintf(out + len, cap - len, "%c", *p);
         }
-        n = snprintf(out, cap, "%s/mount%s.log", dir, strcmp(abs, "-") == 0 ? "-root" : abs);
-        is_named = n > 0 && (size_t)n < cap;
+        is_named = len < cap && (size_t)snprintf(out + len, cap - len, ".log") < cap - len;
     }
     if (!is_named)
         fprintf(stderr, "arbor mount: no syslog listens here (/dev/log), and no place for "

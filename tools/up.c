@@ -536,20 +536,26 @@ static bool addr_resolve(const char *who, const char *addr, struct ar_client_opt
         fprintf(stderr, "arbor %s: cannot resolve %s: %s\n", who, addr, gai_strerror(rc));
         return false;
     }
-    for (const struct addrinfo *a = ai; a != NULL && o->addr_count < AR_CLIENT_ADDRS_MAX;
-         a = a->ai_next) {
+    for (const struct addrinfo *a = ai; a != NULL; a = a->ai_next) {
         char ip[INET6_ADDRSTRLEN];
         const void *bytes = a->ai_family == AF_INET6
                                 ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
                                 : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+        char out[sizeof(o->addrs[0])];
         if (inet_ntop(a->ai_family, bytes, ip, sizeof(ip)) == NULL)
             continue;
-        char *out = o->addrs[o->addr_count];
-        snprintf(out, sizeof(o->addrs[0]), "%s:%u", ip, port);
+        snprintf(out, sizeof(out), "%s:%u", ip, port);
         bool is_new = true;
         for (uint32_t i = 0; i < o->addr_count && is_new; i++)
             is_new = strcmp(o->addrs[i], out) != 0;
-        o->addr_count += is_new;
+        if (is_new && o->addr_count == AR_CLIENT_ADDRS_MAX) {
+            fprintf(stderr, "arbor %s: more than %u addresses (%s gives another, %s): "
+                            "the first %u are tried, the others left\n",
+                    who, AR_CLIENT_ADDRS_MAX, addr, out, AR_CLIENT_ADDRS_MAX);
+            break;
+        }
+        if (is_new)
+            snprintf(o->addrs[o->addr_count++], sizeof(o->addrs[0]), "%s", out);
     }
     freeaddrinfo(ai);
     return true;
@@ -567,13 +573,20 @@ bool cmd_meta_options(const char *who, const char *meta, struct ar_client_option
         meta = local;
     }
     o->addr_count = 0;
-    for (const char *p = meta; *p != '\0' && o->addr_count < AR_CLIENT_ADDRS_MAX;) {
+    for (const char *p = meta; *p != '\0';) {
         size_t n = strcspn(p, ",");
         char addr[300];
         snprintf(addr, sizeof(addr), "%.*s", (int)n, p);
+        if (o->addr_count == AR_CLIENT_ADDRS_MAX) {
+            fprintf(stderr, "arbor %s: more than %u addresses: the first %u are tried, "
+                            "%s and after it left\n", who, AR_CLIENT_ADDRS_MAX, AR_CLIENT_ADDRS_MAX, addr);
+            break;
+        }
         if (!addr_resolve(who, addr, o))
             return false;
         p += n + (p[n] == ',');
     }
+    if (o->addr_count == 0)
+        fprintf(stderr, "arbor %s: --meta names no address (HOST:PORT,...)\n", who);
     return o->addr_count > 0;
 }
