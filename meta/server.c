@@ -79,6 +79,9 @@
 #define LEASE_INOS_MAX   (1u << 20) /* inodes under lease in each generation, a group */
 #define DISK_CHECK_MS    100u     /* how often the data directory's free space is read */
 #define DISK_RESERVE_DEFAULT (256ull << 20)
+#define PEER_DISK_LOW    1u       /* raft_msg.host_flags: the sender's disk is under its reserve */
+#define PEER_NEWS_MS     10000u   /* a peer's news stands this long after its last message */
+#define PEERS_HEARD_MAX  16u      /* members and learners, past and present */
 
 struct conn;
 
@@ -246,6 +249,9 @@ struct meta_server {
     uint64_t disk_free;           /* the data directory's disk: bytes free to us ... */
     uint64_t disk_checked_ms;     /* ... as read then */
     bool is_disk_low;             /* below the reserve: growth refused (disk_check()) */
+    uint64_t low_peer;            /* a peer whose disk is under its reserve, heard within
+                                   * PEER_NEWS_MS: growth refused too; 0 none */
+    struct { raft_id id; uint64_t heard_ms; bool is_disk_low; } peers[PEERS_HEARD_MAX];
     struct { uint32_t slot; uint64_t gen; } holders[LEASE_HOLDERS_MAX]; /* gen 0: free */
 };
 
@@ -800,8 +806,11 @@ static void group_turn(struct group *g);
  * still advances its ready, but the transport is gone). */
 static void send_msg(struct meta_server *s, uint32_t shard, const struct raft_msg *m)
 {
+    struct raft_msg out = *m;
+
+    out.host_flags = s->is_disk_low ? PEER_DISK_LOW : 0;
     if (s->transport != NULL)
-        raft_transport_send(s->transport, shard, m);
+        raft_transport_send(s->transport, shard, &out);
 }
 
 static void flush_msgs(struct meta_server *s)
@@ -1779,8 +1788,12 @@ static void group_status(const struct group *g, struct meta_group_status *gs);
  * to what would grow its log (disk_refuses()), so that the replicas keep
  * serving reads and removals instead of failing their own writes and
  * stopping. Room comes back at a tenth more than the reserve (no
- * flapping at the edge). A follower's own disk is not seen by its leader:
- * a follower that fills stops, as on any failed write. */
+ * flapping at the edge). A follower's disk counts as much as the
+ * leader's: each replica says in every raft message it sends whether its
+ * disk is under its reserve (PEER_DISK_LOW), and a leader that heard so
+ * from any replica within PEER_NEWS_MS refuses growth too, since that
+ * replica would fail its next write and stop, and the replicas' disks,
+ * holding the same log, fill together. */
 static void disk_check(struct meta_server *s, uint64_t now)
 {
     struct statvfs vfs;
@@ -1788,6 +1801,11 @@ static void disk_check(struct meta_server *s, uint64_t now)
     if (now - s->disk_checked_ms < DISK_CHECK_MS && s->disk_checked_ms != 0)
         return;
     s->disk_checked_ms = now;
+    s->low_peer = 0;
+    for (uint32_t i = 0; i < PEERS_HEARD_MAX && s->low_peer == 0; i++) {
+        if (s->peers[i].is_disk_low && now - s->peers[i].heard_ms < PEER_NEWS_MS)
+            s->low_peer = s->peers[i].id;
+    }
     if (statvfs(s->cfg.data_dir, &vfs) != 0)
         return; /* as before: an error here says nothing of the room */
     s->disk_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
@@ -1796,12 +1814,41 @@ static void disk_check(struct meta_server *s, uint64_t now)
     if (is_low != s->is_disk_low)
         ar_log(is_low ? AR_LOG_WARN : AR_LOG_INFO,
                is_low ? "the disk of %s has %" PRIu64 " MiB free, under the reserve of %" PRIu64
-                        " MiB: a leader here refuses new files and writes (ENOSPC) until "
+                        " MiB: the leader refuses new files and writes (ENOSPC) until "
                         "there is room"
                       : "the disk of %s has room again (%" PRIu64 " MiB free, reserve %"
                         PRIu64 " MiB)",
                s->cfg.data_dir, s->disk_free >> 20, reserve >> 20);
     s->is_disk_low = is_low;
+}
+
+/* A raft message from peer came, with its host's news (host_flags). */
+static void peer_heard(struct meta_server *s, raft_id peer, uint32_t host_flags)
+{
+    uint32_t at = 0;
+    bool is_low = (host_flags & PEER_DISK_LOW) != 0;
+
+    for (uint32_t i = 0; i < PEERS_HEARD_MAX; i++) {
+        if (s->peers[i].id == peer) {
+            at = i;
+            break;
+        }
+        if (s->peers[i].heard_ms < s->peers[at].heard_ms)
+            at = i; /* else the one heard from longest ago makes room */
+    }
+    if (s->peers[at].id != peer) {
+        s->peers[at].id = peer;
+        s->peers[at].is_disk_low = false;
+    }
+    if (is_low != s->peers[at].is_disk_low)
+        ar_log(is_low ? AR_LOG_WARN : AR_LOG_INFO,
+               is_low ? "replica %" PRIu64 " says its disk is under its reserve: its leader "
+                        "refuses new files and writes (ENOSPC) until it has room, so that "
+                        "it does not fill and stop"
+                      : "replica %" PRIu64 " has room on its disk again",
+               peer);
+    s->peers[at].is_disk_low = is_low;
+    s->peers[at].heard_ms = mono_ms();
 }
 
 /* Whether the leader refuses cmd for want of disk: all that grows the log
@@ -1812,7 +1859,7 @@ static bool disk_refuses(const struct meta_server *s, const struct group *g,
 {
     enum meta_op op = cmd->op;
 
-    return s->is_disk_low && op != META_OP_UNLINK && op != META_OP_RMDIR &&
+    return (s->is_disk_low || s->low_peer != 0) && op != META_OP_UNLINK && op != META_OP_RMDIR &&
            op != META_OP_REMOVEXATTR && op != META_OP_RELEASE && op != META_OP_SESSION_CLOSE &&
            op != META_OP_OPEN && !meta_shard_is_answered(g->state, cmd);
 }
@@ -2159,6 +2206,7 @@ static void on_recv(void *ctx, uint64_t group, const struct raft_msg *m)
 {
     struct group *g = group_of(ctx, group);
 
+    peer_heard(ctx, m->from, m->host_flags);
     if (g == NULL)
         return; /* a group this replica does not host */
     /* a follower that hears its leader only after a stall must not count

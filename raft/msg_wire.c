@@ -48,6 +48,7 @@ static void to_pb(uint64_t group, const struct raft_msg *m, Arbor__Raft__Message
     pb->is_done = m->is_done;
     pb->offset = m->offset;
     pb->hlc_ns = m->hlc_ns;
+    pb->host_flags = m->host_flags;
     pb->chunk = (ProtobufCBinaryData){.len = m->chunk_size, .data = (uint8_t *)(uintptr_t)m->chunk};
     for (uint32_t i = 0; i < m->entry_count; i++) {
         const struct raft_entry *e = &m->entries[i];
@@ -167,7 +168,8 @@ static void from_pb(const Arbor__Raft__Message *pb, struct raft_msg *m, struct r
                            .hint_index = pb->hint_index, .hint_term = pb->hint_term,
                            .is_reject = pb->is_reject, .is_transfer = pb->is_transfer,
                            .is_done = pb->is_done, .offset = pb->offset,
-                           .hlc_ns = pb->hlc_ns, .chunk_size = (uint32_t)pb->chunk.len,
+                           .hlc_ns = pb->hlc_ns, .host_flags = pb->host_flags,
+                           .chunk_size = (uint32_t)pb->chunk.len,
                            .chunk = pb->chunk.data, .entry_count = (uint32_t)pb->n_entries,
                            .entries = ents};
     for (size_t i = 0; i < pb->n_entries; i++) {

@@ -118,6 +118,9 @@ struct raft_msg {
     const uint8_t *chunk;  /* SNAPSHOT; borrowed like entries */
     struct raft_config config; /* SNAPSHOT: the members as of its index */
     uint64_t hlc_ns;       /* SNAPSHOT: the time of the entry at its index */
+    uint32_t host_flags;   /* the sending host's own news of itself (arbor: its disk is
+                            * under its reserve), set by the host as it sends; raft
+                            * neither sets nor reads it */
 };
 
 /* What is stored durably besides the log. */

@@ -92,6 +92,8 @@ bool cmd_parse_size(const char *s, uint64_t *out)
         unit = 1ull << 20;
     else if (*end == 'G' || *end == 'g')
         unit = 1ull << 30;
+    else if (*end == 'T' || *end == 't')
+        unit = 1ull << 40;
     else if (*end != '\0')
         return false;
     if (*end != '\0' && end[1] != '\0')

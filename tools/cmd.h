@@ -43,7 +43,7 @@ struct meta_map;
 int cmd_fetch_map(const char *addr, struct meta_response_buf *out, struct meta_map *m);
 /* bytes as "12.3 MiB" */
 const char *cmd_human_bytes(uint64_t bytes, char out[32]);
-/* Parse a size such as 4096, 64K, 4M or 1G into *out; false if malformed. */
+/* Parse a size such as 4096, 64K, 4M, 1G or 1T into *out; false if malformed. */
 bool cmd_parse_size(const char *s, uint64_t *out);
 /* Parse a whole number in [min, max]; false if malformed or out of range. */
 bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);

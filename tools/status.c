@@ -54,8 +54,10 @@ int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_
         snprintf(why, why_cap, "not host:port");
         return -EINVAL;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
+    size_t len_host = (size_t)(colon - addr);
+    bool is_bracketed = len_host >= 2 && addr[0] == '[' && addr[len_host - 1] == ']'; /* [::1]:7101 */
+    memcpy(host, addr + is_bracketed, len_host - 2 * is_bracketed);
+    host[len_host - 2 * is_bracketed] = '\0';
     if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) {
         snprintf(why, why_cap, "cannot resolve %s", host);
         return -EINVAL;
@@ -236,6 +238,27 @@ static void usage(FILE *to)
                 "call it.\n");
 }
 
+/* The comma-separated addresses of list into addrs; false, said, if there
+ * are none. More than the cluster can have are said and left. */
+static bool addrs_parse(const char *list, char addrs[][64], uint32_t *count)
+{
+    /* bounded: each turn takes one address */
+    for (const char *p = list; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (*count == META_SERVER_NODES_MAX) {
+            fprintf(stderr, "arbor status: more than %u addresses: %s and after it left\n",
+                    META_SERVER_NODES_MAX, p);
+            break;
+        }
+        if (n > 0)
+            snprintf(addrs[(*count)++], sizeof(addrs[0]), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    if (*count == 0)
+        fprintf(stderr, "arbor status: no address to ask (HOST:PORT,...)\n");
+    return *count > 0;
+}
+
 int cmd_status(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -264,13 +287,8 @@ int cmd_status(int argc, char **argv)
         }
     }
     if (meta != NULL && optind == argc) {
-        const char *p = meta;
-        /* bounded: each turn takes one address */
-        while (*p != '\0' && count < META_SERVER_NODES_MAX) {
-            size_t n = strcspn(p, ",");
-            snprintf(addrs[count++], sizeof(addrs[0]), "%.*s", (int)n, p);
-            p += n + (p[n] == ',');
-        }
+        if (!addrs_parse(meta, addrs, &count))
+            return 2;
     } else if (meta == NULL && optind + 1 == argc) {
         struct meta_server_config cfg;
         char errmsg[AR_ERRMSG_MAX] = "";
@@ -289,13 +307,8 @@ int cmd_status(int argc, char **argv)
                             "directory or --meta ADDR,...\n");
             return 2;
         }
-        const char *p = local;
-        /* bounded: each turn takes one address */
-        while (*p != '\0' && count < META_SERVER_NODES_MAX) {
-            size_t n = strcspn(p, ",");
-            snprintf(addrs[count++], sizeof(addrs[0]), "%.*s", (int)n, p);
-            p += n + (p[n] == ',');
-        }
+        if (!addrs_parse(local, addrs, &count))
+            return 2;
     } else {
         usage(stderr);
         return 2;
@@ -342,8 +355,8 @@ int cmd_status(int argc, char **argv)
         if (!is_up[i])
             continue;
         if (r->disk_free_bytes < r->disk_reserve_bytes) {
-            printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: it "
-                   "refuses new files and writes while it leads\n",
+            printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: "
+                   "its leader refuses new files and writes until it has room\n",
                    id, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
             is_any_trouble = true;
         }

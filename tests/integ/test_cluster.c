@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -848,7 +849,7 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
              f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
     int said = system(cmd);
     assert_true(WIFEXITED(said) && WEXITSTATUS(said) == 1);
-    assert_true(harness_count_lines(out, "under its reserve: it refuses new files") > 0);
+    assert_true(harness_count_lines(out, "under its reserve: its leader refuses new files") > 0);
 
     /* room again: creates go on, and no replica stopped meanwhile */
     small_disk_fill(f, 0);
@@ -967,6 +968,68 @@ static void test_cluster_status_says_the_archive_fails(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* A follower whose disk is under its reserve says so in its raft
+ * messages, and its leader refuses growth (ENOSPC) as for its own disk:
+ * the follower would fail its next write and stop. Reads and removals go
+ * on; once the follower has room, so do creates. */
+static void test_cluster_follower_full_disk_stops_growth(void **state)
+{
+    struct fixture *f = *state;
+    struct statvfs vfs;
+    char out[400];
+    char log[400];
+    uint64_t ino;
+    uint64_t dir = dir_of_files(f, "d", "before_", 4);
+    int leader = leader_index(f);
+    int low = (leader + 1) % 3;
+
+    assert_int_equal(statvfs(f->dir, &vfs), 0);
+    if ((uint64_t)vfs.f_bavail * vfs.f_frsize >= (1ull << 40))
+        skip(); /* a reserve of 1 TiB, the most allowed, would not be under */
+    node_kill(f, low, SIGKILL);
+    f->serve_args[0] = "--disk-reserve";
+    f->serve_args[1] = "1T"; /* the most allowed */
+    node_start(f, low);
+    f->serve_args[0] = NULL;
+    f->serve_args[1] = NULL;
+    int rc = 0;
+    for (int tries = 0; tries < 200 && rc != -ENOSPC; tries++) { /* 20 s: a restart, then news */
+        char name[32];
+        snprintf(name, sizeof(name), "try_%03d", tries);
+        rc = mknod_at(f, dir, name, NULL);
+        if (rc != -ENOSPC)
+            usleep(100000);
+    }
+    assert_int_equal(rc, -ENOSPC);
+    leader = leader_index(f);
+    snprintf(log, sizeof(log), "%s/node%d.log", f->dir, leader + 1);
+    if (leader != low) { /* the low one may have been elected meanwhile: its own disk refuses */
+        char said[80];
+        snprintf(said, sizeof(said), "replica %d says its disk is under its reserve", low + 1);
+        assert_true(harness_count_lines(log, said) > 0);
+    }
+    assert_int_equal(lookup(f, dir, "before_000", META_READ_LINEARIZABLE), 0);
+    struct meta_cmd rm = {.op = META_OP_UNLINK, .ino = dir, .name = "before_001", .name_len = 10};
+    assert_int_equal(call(f, &rm, META_READ_LINEARIZABLE), 0);
+    snprintf(out, sizeof(out), "%s/status.out", f->dir);
+    assert_int_equal(status_run(f, out), 1);
+    char named[80];
+    snprintf(named, sizeof(named), "replica %d (127.0.0.1:%u): its disk has", low + 1,
+             f->client_port[low]);
+    assert_true(harness_count_lines(out, named) == 1);
+
+    node_kill(f, low, SIGKILL);
+    node_start(f, low);
+    rc = -ENOSPC;
+    for (int tries = 0; tries < 200 && rc == -ENOSPC; tries++) {
+        rc = mknod_at(f, dir, "after", &ino);
+        if (rc == -ENOSPC)
+            usleep(100000);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(lookup(f, dir, "before_001", META_READ_LINEARIZABLE), -ENOENT);
+}
+
 /* The commands that take --meta (and arbor mount) resolve a host name
  * given there; one that does not resolve, or a port out of range, is said
  * before anything is tried. */
@@ -1083,6 +1146,7 @@ int main(void)
         T(test_cluster_paused_leader_serves_no_stale_read),
         T(test_cluster_member_remove_returns_once_committed),
         T(test_cluster_status_says_the_archive_fails),
+        T(test_cluster_follower_full_disk_stops_growth),
         T(test_cluster_commands_take_host_names),
         cmocka_unit_test(test_cluster_format_says_what_is_wrong_and_makes_nothing),
         cmocka_unit_test_setup_teardown(test_cluster_follower_catches_up_by_snapshot,

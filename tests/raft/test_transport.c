@@ -114,7 +114,8 @@ static void test_transport_messages_arrive_whole_and_in_order(void **state)
     for (uint32_t i = 0; i < 300; i++) {
         struct raft_msg m = {.type = (uint8_t)(RAFT_MSG_PREVOTE + i % RAFT_MSG_TYPE_LAST),
                              .from = 1, .to = 2, .term = i, .index = 7, .log_term = 2,
-                             .commit = 5, .read_seq = i * 2, .is_reject = i % 2 == 0};
+                             .commit = 5, .read_seq = i * 2, .is_reject = i % 2 == 0,
+                             .host_flags = i % 5};
         if (m.type == RAFT_MSG_APPEND) {
             m.entry_count = 2;
             m.entries = ents;
@@ -140,6 +141,7 @@ static void test_transport_messages_arrive_whole_and_in_order(void **state)
         assert_int_equal(b.groups[i], i % 3);
         assert_int_equal(m->read_seq, i * 2);
         assert_int_equal(m->is_reject, i % 2 == 0);
+        assert_int_equal(m->host_flags, i % 5); /* the host's, carried as sent */
         if (m->type == RAFT_MSG_APPEND) {
             assert_int_equal(m->entry_count, 2);
             assert_memory_equal(b.data[i], bytes, 40);
