@@ -307,13 +307,23 @@ static void up_usage(FILE *to)
             "--attr-timeout S, ...).\n");
 }
 
-int cmd_up(int argc, char **argv)
-{
-    uint32_t count = 3;
-    bool has_count = false; /* --replicas given */
-    char data[UP_PATH_MAX];
-    char errmsg[AR_ERRMSG_MAX] = "";
+/* What `arbor up` was asked: its own options, and the mount's argv (every
+ * other option goes to the mount). mount_argv points into the plan, which
+ * stays put while up runs. */
+struct up_plan {
+    uint32_t count;   /* replicas, for a data directory formatted now */
+    bool has_count;   /* --replicas given */
+    char data[UP_PATH_MAX];          /* the data directory, absolute */
+    char mnt[2 * UP_PATH_MAX];       /* the mount point, absolute, as down and status name it */
+    char cache_dir[UP_PATH_MAX + 16];
+    char *mount_argv[64];
+    int mount_argc;
+};
 
+/* argv into p, the mount's options checked before anything is made or
+ * started; 0, or the exit status (2, said; 0 after --help). -1: go on. */
+static int up_parse(int argc, char **argv, struct up_plan *p)
+{
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             up_usage(stdout);
@@ -324,136 +334,176 @@ int cmd_up(int argc, char **argv)
         up_usage(stderr);
         return 2;
     }
-    /* --replicas is ours; the other options go to the mount */
-    char cache_dir[UP_PATH_MAX + 16] = ""; /* filled in below, once data is known */
-    char *mount_argv[64] = {"mount", "ADDRS", argv[2], "--foreground", "--cache-dir", cache_dir};
-    int mount_argc = 6;
-    for (int i = 3; i < argc && mount_argc < 62; i++) {
+    char *head[] = {"mount", "ADDRS", argv[2], "--foreground", "--cache-dir", p->cache_dir};
+    p->count = UP_NODES_MAX;
+    p->mount_argc = (int)AR_ARRAY_LEN(head);
+    memcpy(p->mount_argv, head, sizeof(head));
+    for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--replicas") == 0 && i + 1 < argc) {
-            if (!cmd_parse_u32(argv[++i], 1, UP_NODES_MAX, &count))
-                count = 0;
-            has_count = true;
-            continue;
+            if (!cmd_parse_u32(argv[++i], 1, UP_NODES_MAX, &p->count))
+                p->count = 0;
+            p->has_count = true;
+        } else if (p->mount_argc < (int)AR_ARRAY_LEN(p->mount_argv) - 2) {
+            p->mount_argv[p->mount_argc++] = argv[i];
+        } else {
+            fprintf(stderr, "arbor up: too many options\n");
+            return 2;
         }
-        mount_argv[mount_argc++] = argv[i];
     }
-    if (count != 1 && count != UP_NODES_MAX) {
+    if (p->count != 1 && p->count != UP_NODES_MAX) {
         fprintf(stderr, "arbor up: --replicas wants 1 or 3\n");
         return 2;
     }
-    /* the mount's options are checked before anything is made or started
-     * (on a copy: getopt reorders what it parses) */
-    char *check_argv[64];
-    memcpy(check_argv, mount_argv, sizeof(check_argv));
-    if (cmd_mount_check(mount_argc, check_argv) != 0)
-        return 2;
-    if (mkdir(argv[1], 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[1], strerror(errno));
-        return 1;
+    /* on a copy: getopt reorders what it parses */
+    char *check_argv[AR_ARRAY_LEN(p->mount_argv)];
+    memcpy(check_argv, p->mount_argv, sizeof(check_argv));
+    return cmd_mount_check(p->mount_argc, check_argv) != 0 ? 2 : -1;
+}
+
+/* The data directory and the mount point made and checked, the data
+ * locked (into *lock_fd), the replicas formatted on the first run, and
+ * their configuration loaded into cfg. False, said, if any cannot be. */
+static bool up_prepare(struct up_plan *p, const char *data_arg, const char *mnt_arg,
+                       struct meta_server_config *cfg, int *lock_fd)
+{
+    char errmsg[AR_ERRMSG_MAX] = "";
+    char cwd[UP_PATH_MAX];
+    char path[UP_PATH_MAX + 32];
+
+    if (mkdir(data_arg, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "arbor up: cannot make %s: %s\n", data_arg, strerror(errno));
+        return false;
     }
-    char *abs = realpath(argv[1], NULL);
+    char *abs = realpath(data_arg, NULL);
     if (abs == NULL || strlen(abs) >= 400) {
-        fprintf(stderr, "arbor up: %s: %s\n", argv[1],
+        fprintf(stderr, "arbor up: %s: %s\n", data_arg,
                 abs == NULL ? strerror(errno) : "a path too long for a data directory");
         free(abs);
-        return 1;
+        return false;
     }
-    snprintf(data, sizeof(data), "%s", abs);
+    snprintf(p->data, sizeof(p->data), "%s", abs);
     free(abs);
-    /* the mount point as arbor down, status and a second up will name it,
-     * from wherever they run */
-    char cwd[UP_PATH_MAX];
-    char mnt[2 * UP_PATH_MAX];
-    if (argv[2][0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
-        snprintf(mnt, sizeof(mnt), "%s", argv[2]);
+    if (mnt_arg[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        snprintf(p->mnt, sizeof(p->mnt), "%s", mnt_arg);
     else
-        snprintf(mnt, sizeof(mnt), "%s/%s", cwd, argv[2]);
-    int lock_fd = lock_data(data, mnt);
-    if (lock_fd < 0)
-        return 1;
-    if (mkdir(argv[2], 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
-        fprintf(stderr, "arbor up: cannot make %s: %s\n", argv[2], strerror(errno));
-        return 1;
+        snprintf(p->mnt, sizeof(p->mnt), "%s/%s", cwd, mnt_arg);
+    if ((*lock_fd = lock_data(p->data, p->mnt)) < 0)
+        return false;
+    if (mkdir(mnt_arg, 0755) != 0 && errno != EEXIST) { /* the mount point, if absent */
+        fprintf(stderr, "arbor up: cannot make %s: %s\n", mnt_arg, strerror(errno));
+        return false;
     }
-    if (!cmd_mount_point_ready("up", argv[2])) /* before anything is formatted or started */
-        return 1;
-    snprintf(cache_dir, sizeof(cache_dir), "%s/cache", data); /* unless the options say */
-    char path[UP_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/node1/cluster", data);
-    struct meta_server_config cfg;
+    if (!cmd_mount_point_ready("up", mnt_arg)) /* before anything is formatted or started */
+        return false;
+    snprintf(p->cache_dir, sizeof(p->cache_dir), "%s/cache", p->data); /* unless the options say */
+    snprintf(path, sizeof(path), "%s/node1/cluster", p->data);
     if (access(path, F_OK) != 0) {
-        if (format_nodes(data, count, errmsg) != 0) {
+        if (format_nodes(p->data, p->count, errmsg) != 0) {
             fprintf(stderr, "arbor up: %s\n", errmsg);
-            return 1;
+            return false;
         }
-        printf("arbor up: formatted %u replica%s in %s\n", count, count > 1 ? "s" : "", data);
+        printf("arbor up: formatted %u replica%s in %s\n", p->count, p->count > 1 ? "s" : "",
+               p->data);
     }
-    snprintf(path, sizeof(path), "%s/node1", data);
-    if (meta_cluster_load(path, &cfg, errmsg) != 0) {
+    snprintf(path, sizeof(path), "%s/node1", p->data);
+    if (meta_cluster_load(path, cfg, errmsg) != 0) {
         fprintf(stderr, "arbor up: %s\n", errmsg);
-        return 1;
+        return false;
     }
-    if (has_count && cfg.node_count != count)
+    if (p->has_count && cfg->node_count != p->count)
         printf("arbor up: %s holds %u replica%s already; --replicas counts only when it is "
-               "made\n", data, cfg.node_count, cfg.node_count > 1 ? "s" : "");
+               "made\n", p->data, cfg->node_count, cfg->node_count > 1 ? "s" : "");
+    return true;
+}
+
+/* Start the replicas and the thread that starts again one that exits
+ * (false, warned, if there is no thread: they then run unwatched). */
+static bool keeper_start(struct keeper *k, pthread_t *thread)
+{
+    uint64_t now = mono_ms();
+    sigset_t all;
+    sigset_t mask;
+
+    for (uint32_t i = 0; i < k->count; i++) {
+        k->pids[i] = serve(k->data, i);
+        k->started_ms[i] = now;
+        k->delay_ms[i] = KEEP_DELAY_MIN_MS;
+    }
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->stop, NULL);
+    /* its thread takes no signal: the stop signals must reach the mount's loop */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &mask);
+    bool is_kept = pthread_create(thread, NULL, keep_replicas, k) == 0;
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    if (!is_kept)
+        ar_log(AR_LOG_WARN, "no thread to watch the replicas: one that exits stays down");
+    return is_kept;
+}
+
+/* Stop the thread (if kept), then the replicas, and wait for them. */
+static void keeper_stop(struct keeper *k, bool is_kept, pthread_t thread)
+{
+    if (is_kept) {
+        pthread_mutex_lock(&k->mu);
+        k->is_stopping = true;
+        pthread_cond_signal(&k->stop);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(thread, NULL);
+    }
+    for (uint32_t i = 0; i < k->count; i++) {
+        if (k->pids[i] > 0)
+            kill(k->pids[i], SIGTERM);
+    }
+    for (uint32_t i = 0; i < k->count; i++) {
+        if (k->pids[i] > 0)
+            waitpid(k->pids[i], NULL, 0);
+    }
+    pthread_cond_destroy(&k->stop);
+    pthread_mutex_destroy(&k->mu);
+}
+
+int cmd_up(int argc, char **argv)
+{
+    static struct up_plan p; /* large; one up a process */
+    struct meta_server_config cfg;
+    int lock_fd = -1;
+
+    memset(&p, 0, sizeof(p));
+    int rc = up_parse(argc, argv, &p);
+    if (rc >= 0)
+        return rc;
+    if (!up_prepare(&p, argv[1], argv[2], &cfg, &lock_fd))
+        return 1;
     char addrs[AR_CLIENT_ADDRS_MAX * 64] = "";
     for (uint32_t i = 0; i < cfg.node_count; i++) {
         snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s", i ? "," : "",
                  cfg.nodes[i].client_addr);
     }
-    struct keeper k = {.data = data, .count = cfg.node_count};
-    uint64_t now = mono_ms();
-    for (uint32_t i = 0; i < cfg.node_count; i++) {
-        k.pids[i] = serve(data, i);
-        k.started_ms[i] = now;
-        k.delay_ms[i] = KEEP_DELAY_MIN_MS;
-    }
-    /* its thread takes no signal: the stop signals must reach the mount's loop */
-    pthread_mutex_init(&k.mu, NULL);
-    pthread_cond_init(&k.stop, NULL);
+    struct keeper k = {.data = p.data, .count = cfg.node_count};
     pthread_t keeper;
-    sigset_t all;
-    sigset_t mask;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &mask);
-    bool is_kept = pthread_create(&keeper, NULL, keep_replicas, &k) == 0;
-    pthread_sigmask(SIG_SETMASK, &mask, NULL);
-    if (!is_kept)
-        ar_log(AR_LOG_WARN, "no thread to watch the replicas: one that exits stays down");
-    char local[UP_PATH_MAX];
+    bool is_kept = keeper_start(&k, &keeper);
+    char local[UP_PATH_MAX] = "";
     FILE *f = local_path(local, sizeof(local), true) == 0 ? fopen(local, "w") : NULL;
     if (f != NULL) {
-        fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, data, mnt, (int)getpid());
+        fprintf(f, "meta %s\ndata %s\nmount %s\npid %d\n", addrs, p.data, p.mnt, (int)getpid());
         fclose(f);
+    } else {
+        ar_log(AR_LOG_WARN, "cannot record where the cluster listens (%s): arbor status, "
+               "down and the other commands need --meta %s", local, addrs);
     }
     struct statvfs disk;
-    if (statvfs(data, &disk) == 0 && (uint64_t)disk.f_bavail * disk.f_frsize < UP_ROOM_LOW)
+    if (statvfs(p.data, &disk) == 0 && (uint64_t)disk.f_bavail * disk.f_frsize < UP_ROOM_LOW)
         printf("arbor up: the disk of %s has %llu MiB free; under 256 MiB the replicas refuse "
                "new files and writes (No space left on device) until there is room\n",
-               data, (unsigned long long)((uint64_t)disk.f_bavail * disk.f_frsize >> 20));
+               p.data, (unsigned long long)((uint64_t)disk.f_bavail * disk.f_frsize >> 20));
     printf("arbor up: %u replica%s (logs in %s/node*.log), mounting on %s; Ctrl-C stops\n",
-           cfg.node_count, cfg.node_count > 1 ? "s" : "", data, argv[2]);
+           cfg.node_count, cfg.node_count > 1 ? "s" : "", p.data, argv[2]);
     fflush(stdout);
     root_to_caller(addrs);
-    mount_argv[1] = addrs;
-    int rc = cmd_mount(mount_argc, mount_argv);
-    if (is_kept) {
-        pthread_mutex_lock(&k.mu);
-        k.is_stopping = true;
-        pthread_cond_signal(&k.stop);
-        pthread_mutex_unlock(&k.mu);
-        pthread_join(keeper, NULL);
-    }
-    for (uint32_t i = 0; i < cfg.node_count; i++) {
-        if (k.pids[i] > 0)
-            kill(k.pids[i], SIGTERM);
-    }
-    for (uint32_t i = 0; i < cfg.node_count; i++) {
-        if (k.pids[i] > 0)
-            waitpid(k.pids[i], NULL, 0);
-    }
-    pthread_cond_destroy(&k.stop);
-    pthread_mutex_destroy(&k.mu);
+    p.mount_argv[1] = addrs;
+    rc = cmd_mount(p.mount_argc, p.mount_argv);
+    keeper_stop(&k, is_kept, keeper);
     if (f != NULL)
         unlink(local);
     printf("arbor up: stopped\n");
@@ -461,7 +511,6 @@ int cmd_up(int argc, char **argv)
     return rc;
 }
 
-/* Running: alive and not a zombie (one its parent has not reaped yet). */
 static bool is_running(pid_t pid)
 {
     char path[64];
