@@ -205,7 +205,8 @@ struct mnt {
     uint64_t tick;
     struct { uint64_t slice; uint32_t index; } ahead[AHEAD_MAX]; /* under cache_mu; slice 0: free */
     struct block_cache *disk;       /* NULL: no disk cache */
-    pthread_key_t out_key;          /* a response buffer per FUSE thread */
+    pthread_key_t out_key;          /* a response buffer per FUSE thread ... */
+    bool has_out_key;               /* ... once made */
     pthread_mutex_t queries_mu;
     struct query *query_spares;     /* under queries_mu */
     uint32_t query_spare_count;
@@ -2596,11 +2597,213 @@ static bool has_sys_admin(void)
     return (data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
 }
 
+/* The parts a mount needs before it mounts: leases and nodes as the
+ * options say, the metadata client (filling map), the store and the disk
+ * cache. 0, or an error with errmsg. */
+static int mount_open_parts(struct mnt *m, const struct ar_mount_options *o,
+                            struct meta_map *map, char *errmsg)
+{
+    struct ar_client_options meta = o->meta;
+    /* what is kept may be as stale as the kernel's caches may: never with 0 */
+    double bound = o->entry_timeout_s < o->attr_timeout_s ? o->entry_timeout_s : o->attr_timeout_s;
+    int rc = 0;
+
+    if (!o->no_leases && bound > 0) {
+        m->lease_bound_ms = (uint64_t)(bound * 1000.0);
+        m->leased = leased_new(LEASED_SLOTS);
+        meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
+        meta.notice_arg = m->leased;
+    }
+    /* with entry timeouts of 0 the kernel keeps no names: inode numbers only */
+    if (o->entry_timeout_s > 0 && (m->nodes = nodes_new(NODES_SETS)) == NULL)
+        return -ENOMEM;
+    if ((rc = ar_client_open(&meta, &m->mc, errmsg)) != 0)
+        return rc;
+    ar_client_map(m->mc, map);
+    const char *url = o->store_url != NULL ? o->store_url : map->store_url;
+    m->block_bytes = map->block_bytes > 0 ? map->block_bytes : META_BLOCK_BYTES;
+    uint64_t window_ms = (uint64_t)(map->window_s > 0 ? map->window_s : META_WINDOW_S_DEFAULT)
+                         * 1000u;
+    m->ids_max_age_ms = window_ms / 4 < 600000u ? window_ms / 4 : 600000u;
+    rc = obj_store_open(url, NULL, &m->store, errmsg);
+    if (rc == 0)
+        rc = store_probe(m->store, errmsg);
+    if (rc != 0 || o->cache_dir == NULL || o->cache_dir[0] == '\0')
+        return rc;
+    /* a directory a store: two volumes' slice ids may meet */
+    char dir[4200]; /* block_cache_open() refuses what it cannot keep */
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = obj_store_url(m->store); *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    }
+    snprintf(dir, sizeof(dir), "%s/%016" PRIx64, o->cache_dir, h);
+    return block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 10240) << 20,
+                            BLOCK_CACHE_FREE_MIN, &m->disk, errmsg);
+}
+
+/* m's settings and locks, then the FUSE session mounted on the absolute
+ * mountpoint (both out, to be freed by the caller even on failure). 0, or
+ * -EIO with errmsg. */
+static int mount_session(struct mnt *m, const struct ar_mount_options *o,
+                         struct fuse_session **se, char **mountpoint, char *errmsg)
+{
+    m->buf_cap = 2 * m->block_bytes;
+    m->entry_timeout = o->entry_timeout_s;
+    m->attr_timeout = o->attr_timeout_s;
+    m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
+    pthread_mutex_t *locks[] = {&m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
+                                &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu};
+    for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
+        pthread_mutex_init(locks[i], NULL);
+    }
+    m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
+    if (!m->has_out_key)
+        return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
+    m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
+    if (m->may_pass && !has_sys_admin()) {
+        m->may_pass = false;
+        ar_log(AR_LOG_INFO, "reads stay in the mount: the kernel takes cached files for "
+               "passthrough only from a process with CAP_SYS_ADMIN (root)");
+    }
+    fusedev_want_passthrough(m->may_pass);
+    /* default_permissions: the kernel checks permissions as it does for a
+     * local file system, in the same order (a path's search rights before
+     * its names); the server checks them again, with the same credentials,
+     * for what reaches it */
+    char *argv[] = {"arbor", "-o", "default_permissions", "-o", (char *)o->fuse_opts, NULL};
+    struct fuse_args args = FUSE_ARGS_INIT(o->fuse_opts != NULL ? 5 : 3, argv);
+    *se = fuse_session_new(&args, &ops, sizeof(ops), m);
+    fuse_opt_free_args(&args); /* the session copied what it needs */
+    /* absolute: a detached mount works from "/", and the unmount needs the path */
+    *mountpoint = realpath(o->mountpoint, NULL);
+    bool is_mounted = *se != NULL && *mountpoint != NULL && fuse_set_signal_handlers(*se) == 0 &&
+                      fuse_session_mount(*se, *mountpoint) == 0;
+    if (is_mounted && ar_fuse_parallel_dirops(*se) == 0)
+        return 0;
+    if (is_mounted)
+        fuse_session_unmount(*se);
+    if (access("/dev/fuse", R_OK | W_OK) != 0)
+        return ar_errorf(errmsg, -EIO, "cannot mount on %s: /dev/fuse: %s (mount as root, or "
+                         "let users open it: chmod 0666 /dev/fuse, as Debian does)",
+                         o->mountpoint, strerror(errno));
+    if (!is_mounted)
+        return ar_errorf(errmsg, -EIO, "cannot mount on %s (libfuse's reason is above)",
+                         o->mountpoint);
+    return ar_errorf(errmsg, -EIO, "cannot mount on %s: the FUSE device would not take this "
+                     "mount's own loop", o->mountpoint);
+}
+
+/* Serve the mounted session until it is unmounted or a stop signal comes
+ * (mask: the signal mask to serve under), then unmount. *is_grants_left:
+ * a grants thread still uses m and its tables (stuck in the kernel). */
+static int mount_serve(struct mnt *m, const struct ar_mount_options *o, struct fuse_session *se,
+                       const char *mountpoint, const sigset_t *mask, bool *is_grants_left)
+{
+    uint32_t conn = 0; /* the FUSE connection */
+    pid_t guard = 0;
+    int rc;
+
+    if (o->on_mounted != NULL)
+        o->on_mounted(o->on_mounted_arg);
+    /* from the thread that lives as long as the mount */
+    bool has_conn = mount_conn_find(mountpoint, 0, &conn);
+    if (o->guard_program != NULL && has_conn)
+        guard = mount_guard_start(o->guard_program, conn, mountpoint);
+    /* with the stop signals still blocked: they must reach the loop's reader */
+    if (m->leased != NULL && !o->no_kernel_grants &&
+        m->lease_bound_ms >= LEASED_GRANT_BOUND_MIN_MS && grants_start(m, se) != 0)
+        ar_log(AR_LOG_WARN, "no kernel grants (no thread): stats reach the mount past the "
+                            "timeouts");
+    pthread_sigmask(SIG_SETMASK, mask, NULL);
+    if (o->is_single_threaded)
+        rc = fuse_session_loop(se);
+    else
+        rc = fusedev_loop(se, o->threads ? o->threads : 16, is_quick, m);
+    *is_grants_left = !grants_stop(m);
+    /* no handler runs now; queries still out reply through the session,
+     * so the client ends them (-ECANCELED) before the session goes */
+    files_reap(m);
+    ar_client_close(m->mc);
+    m->mc = NULL;
+    if (!*is_grants_left)
+        grants_free(m);
+    /* what the stuck thread waits for will never be answered now, and its
+     * write holds /dev/fuse open: abort, or the mount's callers and this
+     * process would wait on each other forever */
+    if (*is_grants_left && has_conn)
+        mount_conn_abort(conn);
+    fuse_session_unmount(se);
+    mount_guard_stop(guard);
+    ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
+    return rc > 0 ? 0 : rc; /* a signal ended the loop */
+}
+
+/* The closing figures of a mount that served. */
+static void mount_log_figures(struct mnt *m)
+{
+    if (m->disk != NULL) {
+        struct block_cache_stats st;
+        block_cache_stats(m->disk, &st);
+        ar_log(AR_LOG_INFO,
+               "disk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " MiB held, "
+               "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
+               "full), %" PRIu64 " damaged, %" PRIu64 " removed from under it; its "
+               "directory made again: %" PRIu64,
+               st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged,
+               st.gone, st.remade);
+        ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
+               __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
+    }
+    if (m->leased != NULL)
+        ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
+               leased_hits(m->leased));
+    if (m->nodes != NULL) {
+        uint64_t made;
+        uint64_t live;
+        nodes_counts(m->nodes, &made, &live);
+        ar_log(AR_LOG_INFO, "aliases: %" PRIu64 " made, %" PRIu64 " held by the kernel", made,
+               live);
+    }
+}
+
+/* What mount_open_parts() and mount_session() made; m itself and its
+ * lease tables stay if a grants thread still uses them. */
+static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
+{
+    while (m->query_spares != NULL) {
+        struct query *q = m->query_spares;
+        m->query_spares = q->next;
+        ar_free(q->out);
+        ar_free(q);
+    }
+    /* read-ahead still on its way finishes before the store closes, and
+     * may put its block in memory: freed after */
+    obj_store_close(m->store);
+    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+        ar_free(m->cache[i].data);
+    }
+    if (has_served)
+        mount_log_figures(m);
+    block_cache_close(m->disk);
+    ar_client_close(m->mc); /* its thread calls leased_notice until then */
+    if (m->has_out_key)
+        pthread_key_delete(m->out_key);
+    nodes_free(m->nodes);
+    if (!is_grants_left) {
+        leased_free(m->leased);
+        ar_free(m);
+    }
+}
+
 int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
 {
     AR_ASSERT(o != NULL && o->mountpoint != NULL && errmsg != NULL);
     struct mnt *m = ar_calloc(1, sizeof(*m));
     struct meta_map *map = ar_malloc(sizeof(*map));
+    struct fuse_session *se = NULL;
+    char *mountpoint = NULL;
+    bool is_grants_left = false;
+    bool has_served = false;
     int rc = m != NULL && map != NULL ? 0 : -ENOMEM;
     /* the threads started before the FUSE loop (the metadata client's, the
      * store's) take no stop signal: it must reach the loop's reader */
@@ -2612,188 +2815,22 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg)
     sigaddset(&stops, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stops, &mask);
 
-    struct ar_client_options meta = o->meta;
-    /* what is kept may be as stale as the kernel's caches may: never with 0 */
-    double bound = o->entry_timeout_s < o->attr_timeout_s ? o->entry_timeout_s : o->attr_timeout_s;
-    if (rc == 0 && !o->no_leases && bound > 0) {
-        m->lease_bound_ms = (uint64_t)(bound * 1000.0);
-        m->leased = leased_new(LEASED_SLOTS);
-        meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
-        meta.notice_arg = m->leased;
-    }
-    /* with entry timeouts of 0 the kernel keeps no names: inode numbers only */
-    if (rc == 0 && o->entry_timeout_s > 0 && (m->nodes = nodes_new(NODES_SETS)) == NULL)
-        rc = -ENOMEM;
     if (rc == 0)
-        rc = ar_client_open(&meta, &m->mc, errmsg);
-    if (rc == 0) {
-        ar_client_map(m->mc, map);
-        const char *url = o->store_url != NULL ? o->store_url : map->store_url;
-        m->block_bytes = map->block_bytes > 0 ? map->block_bytes : META_BLOCK_BYTES;
-        uint64_t window_ms = (uint64_t)(map->window_s > 0 ? map->window_s : META_WINDOW_S_DEFAULT)
-                             * 1000u;
-        m->ids_max_age_ms = window_ms / 4 < 600000u ? window_ms / 4 : 600000u;
-        rc = obj_store_open(url, NULL, &m->store, errmsg);
-        if (rc == 0)
-            rc = store_probe(m->store, errmsg);
-    }
-    if (rc == 0 && o->cache_dir != NULL && o->cache_dir[0] != '\0') {
-        /* a directory a store: two volumes' slice ids may meet */
-        char dir[4200]; /* block_cache_open() refuses what it cannot keep */
-        const char *url = obj_store_url(m->store);
-        uint64_t h = 1469598103934665603ull;
-        for (const char *p = url; *p != '\0'; p++) {
-            h = (h ^ (uint8_t)*p) * 1099511628211ull;
-        }
-        snprintf(dir, sizeof(dir), "%s/%016" PRIx64, o->cache_dir, h);
-        rc = block_cache_open(dir, (uint64_t)(o->cache_mb ? o->cache_mb : 10240) << 20,
-                              BLOCK_CACHE_FREE_MIN, &m->disk, errmsg);
-    }
-    struct fuse_session *se = NULL;
-    char *mountpoint = NULL;
-    bool is_grants_left = false; /* a grants thread still uses m and its tables */
-    uint32_t conn = 0;           /* the FUSE connection, once mounted */
-    bool has_conn = false;
-    pid_t guard = 0;
-    if (rc == 0) {
-        m->buf_cap = 2 * m->block_bytes;
-        m->entry_timeout = o->entry_timeout_s;
-        m->attr_timeout = o->attr_timeout_s;
-        m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
-        pthread_mutex_init(&m->ids_mu, NULL);
-        pthread_mutex_init(&m->cache_mu, NULL);
-        pthread_mutex_init(&m->files_mu, NULL);
-        pthread_mutex_init(&m->listed_mu, NULL);
-        pthread_mutex_init(&m->kept_mu, NULL);
-        pthread_mutex_init(&m->queries_mu, NULL);
-        pthread_mutex_init(&m->dead_mu, NULL);
-        pthread_mutex_init(&m->pass_mu, NULL);
-        pthread_key_create(&m->out_key, out_free);
-        m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
-        if (m->may_pass && !has_sys_admin()) {
-            m->may_pass = false;
-            ar_log(AR_LOG_INFO, "reads stay in the mount: the kernel takes cached files for "
-                   "passthrough only from a process with CAP_SYS_ADMIN (root)");
-        }
-        fusedev_want_passthrough(m->may_pass);
-        /* default_permissions: the kernel checks permissions as it does for
-         * a local file system, in the same order (a path's search rights
-         * before its names); the server checks them again, with the same
-         * credentials, for what reaches it */
-        char *argv[] = {"arbor", "-o", "default_permissions", "-o", (char *)o->fuse_opts, NULL};
-        struct fuse_args args = FUSE_ARGS_INIT(o->fuse_opts != NULL ? 5 : 3, argv);
-        se = fuse_session_new(&args, &ops, sizeof(ops), m);
-        fuse_opt_free_args(&args); /* the session copied what it needs */
-        /* absolute: a detached mount works from "/", and the unmount needs the path */
-        mountpoint = realpath(o->mountpoint, NULL);
-        bool is_mounted = se != NULL && mountpoint != NULL &&
-                          fuse_set_signal_handlers(se) == 0 &&
-                          fuse_session_mount(se, mountpoint) == 0;
-        if (!is_mounted || ar_fuse_parallel_dirops(se) != 0) {
-            if (is_mounted)
-                fuse_session_unmount(se);
-            if (access("/dev/fuse", R_OK | W_OK) != 0)
-                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s: /dev/fuse: %s (mount as "
-                         "root, or let users open it: chmod 0666 /dev/fuse, as Debian does)",
-                         o->mountpoint, strerror(errno));
-            else if (!is_mounted)
-                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s (libfuse's reason is "
-                         "above)", o->mountpoint);
-            else
-                snprintf(errmsg, AR_ERRMSG_MAX, "cannot mount on %s: the FUSE device would "
-                         "not take this mount's own loop", o->mountpoint);
-            rc = -EIO;
-        }
-    }
+        rc = mount_open_parts(m, o, map, errmsg);
+    if (rc == 0)
+        rc = mount_session(m, o, &se, &mountpoint, errmsg);
     if (rc == 0) {
         ar_log(AR_LOG_INFO, "mounted volume %s on %s", map->volume, mountpoint);
-        if (o->on_mounted != NULL)
-            o->on_mounted(o->on_mounted_arg);
-        /* from the thread that lives as long as the mount */
-        has_conn = mount_conn_find(mountpoint, 0, &conn);
-        if (o->guard_program != NULL && has_conn)
-            guard = mount_guard_start(o->guard_program, conn, mountpoint);
-        /* with the stop signals still blocked: they must reach the loop's
-         * reader */
-        if (m->leased != NULL && !o->no_kernel_grants &&
-            m->lease_bound_ms >= LEASED_GRANT_BOUND_MIN_MS && grants_start(m, se) != 0)
-            ar_log(AR_LOG_WARN, "no kernel grants (no thread): stats reach the mount past "
-                                "the timeouts");
-        pthread_sigmask(SIG_SETMASK, &mask, NULL);
-        if (o->is_single_threaded) {
-            rc = fuse_session_loop(se);
-        } else {
-            rc = fusedev_loop(se, o->threads ? o->threads : 16, is_quick, m);
-        }
-        is_grants_left = !grants_stop(m);
-        /* no handler runs now; queries still out reply through the session,
-         * so the client ends them (-ECANCELED) before the session goes */
-        files_reap(m);
-        ar_client_close(m->mc);
-        m->mc = NULL;
-        if (!is_grants_left)
-            grants_free(m);
-        /* what the stuck thread waits for will never be answered now, and
-         * its write holds /dev/fuse open: abort, or the mount's callers and
-         * this process would wait on each other forever */
-        if (is_grants_left && has_conn)
-            mount_conn_abort(conn);
-        fuse_session_unmount(se);
-        mount_guard_stop(guard);
-        ar_log(AR_LOG_INFO, "unmounted %s", mountpoint);
-        rc = rc > 0 ? 0 : rc; /* a signal ended the loop */
+        rc = mount_serve(m, o, se, mountpoint, &mask, &is_grants_left);
+        has_served = true;
     }
     if (se != NULL) {
         fuse_remove_signal_handlers(se);
         if (!is_grants_left)
             fuse_session_destroy(se);
     }
-    if (m != NULL) {
-        while (m->query_spares != NULL) {
-            struct query *q = m->query_spares;
-            m->query_spares = q->next;
-            ar_free(q->out);
-            ar_free(q);
-        }
-        /* read-ahead still on its way finishes before the store closes, and
-         * may put its block in memory: freed after */
-        obj_store_close(m->store);
-        for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
-            ar_free(m->cache[i].data);
-        }
-        if (m->disk != NULL && se != NULL) { /* the figures of a mount that served */
-            struct block_cache_stats st;
-            block_cache_stats(m->disk, &st);
-            ar_log(AR_LOG_INFO,
-                   "disk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " MiB held, "
-                   "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
-                   "full), %" PRIu64 " damaged, %" PRIu64 " removed from under it; its "
-                   "directory made again: %" PRIu64,
-                   st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged,
-                   st.gone, st.remade);
-            ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
-                   __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
-        }
-        if (m->leased != NULL && se != NULL)
-            ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
-                   leased_hits(m->leased));
-        if (m->nodes != NULL && se != NULL) {
-            uint64_t made;
-            uint64_t live;
-            nodes_counts(m->nodes, &made, &live);
-            ar_log(AR_LOG_INFO, "aliases: %" PRIu64 " made, %" PRIu64 " held by the kernel",
-                   made, live);
-        }
-        block_cache_close(m->disk);
-        ar_client_close(m->mc); /* its thread calls leased_notice until then */
-        if (se != NULL || rc == 0)
-            pthread_key_delete(m->out_key);
-        nodes_free(m->nodes);
-        if (!is_grants_left) {
-            leased_free(m->leased);
-            ar_free(m);
-        }
-    }
+    if (m != NULL)
+        mount_free(m, has_served, is_grants_left);
     ar_free(map);
     free(mountpoint);
     pthread_sigmask(SIG_SETMASK, &mask, NULL);

@@ -259,37 +259,32 @@ static bool addrs_parse(const char *list, char addrs[][64], uint32_t *count)
     return *count > 0;
 }
 
-int cmd_status(int argc, char **argv)
+/* The replicas to ask, from the command line (--meta, a data directory)
+ * or the local cluster, into addrs (and ids, where known). 0, or the exit
+ * status (said). -1: go on. */
+static int status_targets(int argc, char **argv, char addrs[][64], uint64_t *ids,
+                          uint32_t *count)
 {
     static const struct option longopts[] = {
         {"meta", required_argument, NULL, 'm'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    char addrs[META_SERVER_NODES_MAX][64];
-    uint64_t ids[META_SERVER_NODES_MAX] = {0};
-    uint32_t count = 0;
     const char *meta = NULL;
+    char local[AR_CLIENT_ADDRS_MAX * 64];
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            meta = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        if (c != 'm') {
+            usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
         }
+        meta = optarg;
     }
-    if (meta != NULL && optind == argc) {
-        if (!addrs_parse(meta, addrs, &count))
-            return 2;
-    } else if (meta == NULL && optind + 1 == argc) {
+    if (meta != NULL && optind == argc)
+        return addrs_parse(meta, addrs, count) ? -1 : 2;
+    if (meta == NULL && optind + 1 == argc) {
         struct meta_server_config cfg;
         char errmsg[AR_ERRMSG_MAX] = "";
         if (meta_cluster_load(argv[optind], &cfg, errmsg) != 0) {
@@ -297,22 +292,61 @@ int cmd_status(int argc, char **argv)
             return 1;
         }
         for (uint32_t i = 0; i < cfg.node_count; i++) {
-            snprintf(addrs[count], sizeof(addrs[0]), "%s", cfg.nodes[i].client_addr);
-            ids[count++] = cfg.nodes[i].id;
+            snprintf(addrs[*count], 64, "%s", cfg.nodes[i].client_addr);
+            ids[(*count)++] = cfg.nodes[i].id;
         }
-    } else if (meta == NULL && optind == argc) {
-        char local[AR_CLIENT_ADDRS_MAX * 64];
-        if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
-            fprintf(stderr, "arbor status: no local arbor is up (arbor up); name a data "
-                            "directory or --meta ADDR,...\n");
-            return 2;
-        }
-        if (!addrs_parse(local, addrs, &count))
-            return 2;
-    } else {
+        return -1;
+    }
+    if (meta != NULL || optind != argc) {
         usage(stderr);
         return 2;
     }
+    if (cmd_local_meta(local, sizeof(local), NULL) != 0) {
+        fprintf(stderr, "arbor status: no local arbor is up (arbor up); name a data "
+                        "directory or --meta ADDR,...\n");
+        return 2;
+    }
+    return addrs_parse(local, addrs, count) ? -1 : 2;
+}
+
+/* Say what a monitor must hear of besides a replica down: a disk under
+ * its reserve, an archive that fails. True if anything was said. */
+static bool print_trouble(uint32_t count, char addrs[][64], const uint64_t *ids,
+                          const struct meta_response_buf *answers, const bool *is_up)
+{
+    bool is_any = false;
+
+    for (uint32_t i = 0; i < count; i++) {
+        const struct meta_response *r = &answers[i].r;
+        uint64_t id = ids[i] != 0 ? ids[i] : r->node;
+        char free_h[32];
+        if (!is_up[i])
+            continue;
+        if (r->disk_free_bytes < r->disk_reserve_bytes) {
+            printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: "
+                   "its leader refuses new files and writes until it has room\n",
+                   id, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
+            is_any = true;
+        }
+        if (r->archive_error[0] != '\0') {
+            printf("\nreplica %" PRIu64 " (%s): its archive fails, so a restore cannot reach "
+                   "past the servers' disks and gc deletes nothing: %s\n",
+                   id, addrs[i], r->archive_error);
+            is_any = true;
+        }
+    }
+    return is_any;
+}
+
+int cmd_status(int argc, char **argv)
+{
+    char addrs[META_SERVER_NODES_MAX][64];
+    uint64_t ids[META_SERVER_NODES_MAX] = {0};
+    uint32_t count = 0;
+    int rc = status_targets(argc, argv, addrs, ids, &count);
+
+    if (rc >= 0)
+        return rc;
     struct meta_response_buf *answers = calloc(count, sizeof(*answers));
     bool is_up[META_SERVER_NODES_MAX] = {false};
     char why[META_SERVER_NODES_MAX][96];
@@ -346,27 +380,7 @@ int cmd_status(int argc, char **argv)
     print_table(count, addrs, ids, answers, is_up, why, top_commits);
     if (is_map)
         print_map(map);
-    /* what a monitor must hear of besides a replica down: said after the map */
-    bool is_any_trouble = false;
-    for (uint32_t i = 0; i < count; i++) {
-        const struct meta_response *r = &answers[i].r;
-        uint64_t id = ids[i] != 0 ? ids[i] : r->node;
-        char free_h[32];
-        if (!is_up[i])
-            continue;
-        if (r->disk_free_bytes < r->disk_reserve_bytes) {
-            printf("\nreplica %" PRIu64 " (%s): its disk has %s free, under its reserve: "
-                   "its leader refuses new files and writes until it has room\n",
-                   id, addrs[i], cmd_human_bytes(r->disk_free_bytes, free_h));
-            is_any_trouble = true;
-        }
-        if (r->archive_error[0] != '\0') {
-            printf("\nreplica %" PRIu64 " (%s): its archive fails, so a restore cannot reach "
-                   "past the servers' disks and gc deletes nothing: %s\n",
-                   id, addrs[i], r->archive_error);
-            is_any_trouble = true;
-        }
-    }
+    bool is_any_trouble = print_trouble(count, addrs, ids, answers, is_up);
     free(map);
     free(map_buf);
     free(answers);
