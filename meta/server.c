@@ -1982,6 +1982,107 @@ static bool is_fresh_enough(const struct group *g, uint32_t stale_ms)
            raft_applied_index(g->node) >= raft_commit_index(g->node);
 }
 
+/* An admin request (members, leadership, the window): answered once what
+ * it proposed is applied. */
+static void handle_admin(struct meta_server *s, struct group *g, struct conn *c,
+                         const struct meta_request *req)
+{
+    raft_index wait;
+
+    if (raft_role(g->node) != RAFT_LEADER) {
+        respond_not_leader(s, c, req->id, g);
+        return;
+    }
+    int rc = admin(s, g, req, &wait);
+    if (rc == 0 && wait > raft_applied_index(g->node)) {
+        struct pending p = {.index = wait, .term = raft_term_of(g->node),
+                            .conn_slot = c->slot, .conn_gen = c->gen, .req_id = req->id,
+                            .op = META_OP_ACCESS};
+        rc = pending_add(g, &p);
+        if (rc == 0) {
+            group_turn(g);
+            return;
+        }
+    }
+    if (rc == -AR_ENOTLEADER)
+        respond_not_leader(s, c, req->id, g);
+    else
+        respond_rc(s, c, req->id, rc);
+    group_turn(g);
+}
+
+/* A session opened, or a heartbeat of one, at the leader. */
+static void handle_session(struct meta_server *s, struct group *g, struct conn *c,
+                           const struct meta_request *req)
+{
+    if (raft_role(g->node) != RAFT_LEADER) {
+        respond_not_leader(s, c, req->id, g);
+        return;
+    }
+    struct meta_response resp = {.id = req->id, .epoch = epoch_of(g),
+                                 .session_timeout_ms = s->cfg.session_timeout_ms};
+    if (req->kind == META_REQ_SESSION_OPEN)
+        resp.rc = session_open(g, &resp.session);
+    else
+        resp.rc = session_touch(g, req->session);
+    respond(s, c, &resp, META_OP_ACCESS);
+}
+
+/* A shard command (s->cmd, decoded from frame): a query answered now or
+ * later, or a change proposed. The group turns after the poll (on_check):
+ * one ready for all the requests the poll brought. */
+static void handle_command(struct meta_server *s, struct group *g, struct conn *c,
+                           const struct meta_request *req, const uint8_t *frame, size_t len,
+                           bool is_background)
+{
+    struct meta_cmd *cmd = &s->cmd->cmd;
+    int rc;
+
+    if (req->epoch != epoch_of(g)) {
+        struct meta_response resp = {.id = req->id, .rc = -AR_ESTALEEPOCH, .epoch = epoch_of(g)};
+        respond(s, c, &resp, META_OP_ACCESS);
+        return;
+    }
+    /* the map changes only by the map leader's own proposals; namespace
+     * ops belong to the other shards */
+    if (cmd->op == META_OP_MAP_SET || (cmd->op == META_OP_MAP_GET) != (g->shard == META_MAP_SHARD)) {
+        respond_rc(s, c, req->id, cmd->op == META_OP_MAP_SET ? -EPERM : -AR_EREDIRECT);
+        return;
+    }
+    /* answered now: a follower read fresh enough, or a read at the leader
+     * inside its lease with the state applied to the lease's read point */
+    raft_index at = req->read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
+    bool is_lease_read = at != 0 && raft_applied_index(g->node) >= at;
+    if (meta_op_is_query(cmd->op) &&
+        ((req->read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req->stale_ms)) ||
+         is_lease_read)) {
+        reply_reset(s, req->data_cap);
+        struct meta_response resp = {.id = req->id, .epoch = epoch_of(g)};
+        resp.rc = meta_shard_read(g->state, cmd, &s->reply);
+        resp.reply = s->reply;
+        if (req->wants_lease && resp.rc == 0 && is_lease_read)
+            resp.lease = lease_grant_reply(g, c, &s->reply);
+        respond(s, c, &resp, cmd->op);
+        return;
+    }
+    if (raft_role(g->node) != RAFT_LEADER) {
+        respond_not_leader(s, c, req->id, g);
+        return;
+    }
+    if (cmd->session != 0 && (rc = session_touch(g, cmd->session)) != 0) {
+        respond_rc(s, c, req->id, rc); /* a closed session: its holds are gone */
+        return;
+    }
+    rc = meta_op_is_query(cmd->op)   ? read_later(g, c, req, frame, len)
+         : disk_refuses(s, g, cmd)  ? -ENOSPC
+         : is_background             ? bg_submit(g, c, req, cmd, frame, len)
+                                     : propose(g, c, req, cmd);
+    if (rc == -AR_ENOTLEADER)
+        respond_not_leader(s, c, req->id, g);
+    else if (rc != 0)
+        respond_rc(s, c, req->id, rc);
+}
+
 static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 {
     struct meta_server *s = c->srv;
@@ -1989,7 +2090,6 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
 
     ticks_catch_up(s); /* a lease, a follower's freshness: counted in ticks */
     int rc = meta_request_decode(frame, len, &req, s->cmd);
-
     if (rc != 0) {
         respond_rc(s, c, 0, rc); /* id unknown: the client sees a failure */
         return;
@@ -2008,91 +2108,12 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     bool is_background = req.kind == META_REQ_COMMAND && s->cmd->cmd.op == META_OP_RESTORE_FILES;
     if (!is_background && !req.is_background && req.kind != META_REQ_HEARTBEAT)
         s->fg_last_ms = mono_ms();
-    if (req.kind == META_REQ_ADMIN) {
-        if (raft_role(g->node) != RAFT_LEADER) {
-            respond_not_leader(s, c, req.id, g);
-            return;
-        }
-        raft_index wait;
-        rc = admin(s, g, &req, &wait);
-        if (rc == 0 && wait > raft_applied_index(g->node)) {
-            struct pending p = {.index = wait, .term = raft_term_of(g->node),
-                                .conn_slot = c->slot, .conn_gen = c->gen, .req_id = req.id,
-                                .op = META_OP_ACCESS};
-            rc = pending_add(g, &p);
-            if (rc == 0) {
-                group_turn(g);
-                return;
-            }
-        }
-        if (rc == -AR_ENOTLEADER)
-            respond_not_leader(s, c, req.id, g);
-        else
-            respond_rc(s, c, req.id, rc);
-        group_turn(g);
-        return;
-    }
-    if (req.kind == META_REQ_SESSION_OPEN || req.kind == META_REQ_HEARTBEAT) {
-        if (raft_role(g->node) != RAFT_LEADER) {
-            respond_not_leader(s, c, req.id, g);
-            return;
-        }
-        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g),
-                                     .session_timeout_ms = s->cfg.session_timeout_ms};
-        if (req.kind == META_REQ_SESSION_OPEN)
-            resp.rc = session_open(g, &resp.session);
-        else
-            resp.rc = session_touch(g, req.session);
-        respond(s, c, &resp, META_OP_ACCESS);
-        return;
-    }
-    struct meta_cmd *cmd = &s->cmd->cmd;
-    if (req.epoch != epoch_of(g)) {
-        struct meta_response resp = {.id = req.id, .rc = -AR_ESTALEEPOCH, .epoch = epoch_of(g)};
-        respond(s, c, &resp, META_OP_ACCESS);
-        return;
-    }
-    /* the map changes only by the map leader's own proposals; namespace
-     * ops belong to the other shards */
-    if (cmd->op == META_OP_MAP_SET || (cmd->op == META_OP_MAP_GET) != (g->shard == META_MAP_SHARD)) {
-        respond_rc(s, c, req.id, cmd->op == META_OP_MAP_SET ? -EPERM : -AR_EREDIRECT);
-        return;
-    }
-    bool is_leader = raft_role(g->node) == RAFT_LEADER;
-    /* answered now: a follower read fresh enough, or a read at the leader
-     * inside its lease with the state applied to the lease's read point */
-    raft_index at = req.read_mode == META_READ_LINEARIZABLE ? raft_lease_read(g->node) : 0;
-    bool is_lease_read = at != 0 && raft_applied_index(g->node) >= at;
-    if (meta_op_is_query(cmd->op) &&
-        ((req.read_mode == META_READ_FOLLOWER && is_fresh_enough(g, req.stale_ms)) ||
-         is_lease_read)) {
-        reply_reset(s, req.data_cap);
-        struct meta_response resp = {.id = req.id, .epoch = epoch_of(g)};
-        resp.rc = meta_shard_read(g->state, cmd, &s->reply);
-        resp.reply = s->reply;
-        if (req.wants_lease && resp.rc == 0 && is_lease_read)
-            resp.lease = lease_grant_reply(g, c, &s->reply);
-        respond(s, c, &resp, cmd->op);
-        return;
-    }
-    if (!is_leader) {
-        respond_not_leader(s, c, req.id, g);
-        return;
-    }
-    if (cmd->session != 0 && (rc = session_touch(g, cmd->session)) != 0) {
-        respond_rc(s, c, req.id, rc); /* a closed session: its holds are gone */
-        return;
-    }
-    rc = meta_op_is_query(cmd->op)   ? read_later(g, c, &req, frame, len)
-         : disk_refuses(s, g, cmd)  ? -ENOSPC
-         : is_background             ? bg_submit(g, c, &req, cmd, frame, len)
-                                     : propose(g, c, &req, cmd);
-    if (rc == -AR_ENOTLEADER)
-        respond_not_leader(s, c, req.id, g);
-    else if (rc != 0)
-        respond_rc(s, c, req.id, rc);
-    /* the group turns after the poll (on_check): one ready for all the
-     * requests this poll brought */
+    if (req.kind == META_REQ_ADMIN)
+        handle_admin(s, g, c, &req);
+    else if (req.kind == META_REQ_SESSION_OPEN || req.kind == META_REQ_HEARTBEAT)
+        handle_session(s, g, c, &req);
+    else
+        handle_command(s, g, c, &req, frame, len, is_background);
 }
 
 /* ---- connections ------------------------------------------------------------------------------ */

@@ -163,7 +163,11 @@ int cmd_member(int argc, char **argv)
         fprintf(stderr, "arbor member: wants add|promote|remove DATA_DIR NODE (try --help)\n");
         return 2;
     }
-    uint64_t node = strtoull(argv[3], NULL, 10);
+    uint64_t node = 0;
+    if (!cmd_parse_u64(argv[3], 1, UINT64_MAX, &node)) {
+        fprintf(stderr, "arbor member: NODE wants a member id from 1, not %s\n", argv[3]);
+        return 2;
+    }
     for (size_t i = 0; i < AR_ARRAY_LEN(verbs); i++) {
         if (strcmp(argv[1], verbs[i].verb) == 0 && node != 0) {
             int rc = send_admin(argv[2], verbs[i].op, node);
@@ -186,8 +190,9 @@ int cmd_leader(int argc, char **argv)
                "pause (EAGAIN) for the moment it takes.\n");
         return 0;
     }
-    uint64_t node = argc == 4 ? strtoull(argv[3], NULL, 10) : 0;
-    if (argc != 4 || strcmp(argv[1], "transfer") != 0 || node == 0) {
+    uint64_t node = 0;
+    if (argc != 4 || strcmp(argv[1], "transfer") != 0 ||
+        !cmd_parse_u64(argv[3], 1, UINT64_MAX, &node)) {
         fprintf(stderr, "arbor leader: wants transfer DATA_DIR NODE (try --help)\n");
         return 2;
     }

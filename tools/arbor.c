@@ -45,7 +45,7 @@ static void usage(FILE *to)
                 "  arbor --version        prints the version\n");
 }
 
-bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+bool cmd_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end = NULL;
     unsigned long long n;
@@ -55,6 +55,16 @@ bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
     errno = 0;
     n = strtoull(s, &end, 10);
     if (errno != 0 || *end != '\0' || n < min || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t n;
+
+    if (!cmd_parse_u64(s, min, max, &n))
         return false;
     *out = (uint32_t)n;
     return true;

@@ -47,6 +47,7 @@ const char *cmd_human_bytes(uint64_t bytes, char out[32]);
 bool cmd_parse_size(const char *s, uint64_t *out);
 /* Parse a whole number in [min, max]; false if malformed or out of range. */
 bool cmd_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
+bool cmd_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* Parse a number of seconds, 0 or more (fractions allowed); false if malformed. */
 bool cmd_parse_seconds(const char *s, double *out);
 /* Parse a duration such as 90, 90s, 15m, 36h or 7d into seconds (1 and up,

@@ -65,106 +65,130 @@ static bool parse_nodes(const char *spec, struct meta_server_config *cfg)
     return cfg->node_count > 0;
 }
 
-int cmd_format(int argc, char **argv)
+static void format_usage(FILE *to)
+{
+    fprintf(to,
+            "usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--voters ID,...]\n"
+            "                    [--volume NAME] [--store URL] [--block-size BYTES] [--window D]\n\n"
+            "Make DATA_DIR a replica of a new cluster: ID=RAFT/CLIENT names each\n"
+            "member by its id, the host:port its replicas talk Raft on and the\n"
+            "host:port clients use, e.g.\n"
+            "  --nodes 1=127.0.0.1:7001/127.0.0.1:7101,2=127.0.0.1:7002/127.0.0.1:7102\n"
+            "Format every replica with the same --nodes; then run arbor serve DATA_DIR.\n"
+            "--voters: the first members (default: all); the other nodes start empty\n"
+            "and join with arbor member add, then arbor member promote.\n"
+            "--volume: the volume's name, letters, digits, '.', '_' and '-', at most 63\n"
+            "(default arbor).\n"
+            "--store: where file blocks go, file://DIR or s3://BUCKET/PREFIX?endpoint=URL\n"
+            "(default file://DATA_DIR/blocks); --block-size: the largest block, a power\n"
+            "of two from 4K to 4M (default 4M); --window: how far back arbor restore\n"
+            "reaches, e.g. 7d, 36h (default 7d). The first leader writes these into the\n"
+            "shard map (arbor status shows it).\n");
+}
+
+/* --voters' "ID,..." into cfg; false, said, if malformed. */
+static bool parse_voters(const char *list, struct meta_server_config *cfg)
+{
+    /* bounded: each turn takes one id and its comma */
+    for (const char *p = list; *p != '\0';) {
+        char *end;
+        errno = 0;
+        unsigned long long id = strtoull(p, &end, 10);
+        if (end == p || errno != 0 || id == 0 || (*end != ',' && *end != '\0') ||
+            cfg->voter_count == META_SERVER_NODES_MAX) {
+            fprintf(stderr, "arbor format: --voters wants member ids from 1, comma-separated, "
+                            "at most %u: %s\n", META_SERVER_NODES_MAX, list);
+            return false;
+        }
+        cfg->voters[cfg->voter_count++] = id;
+        p = end + (*end == ',');
+    }
+    return true;
+}
+
+static bool is_volume_name(const char *name)
+{
+    size_t len = strlen(name);
+
+    return len > 0 && len < sizeof(((struct meta_server_config *)0)->volume) &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+               len;
+}
+
+/* The options into cfg (nodes: --nodes' text). -1: go on; else the exit
+ * status, said. */
+static int format_opts(int argc, char **argv, struct meta_server_config *cfg, const char **nodes)
 {
     static const struct option longopts[] = {
-        {"id", required_argument, NULL, 'i'},
-        {"nodes", required_argument, NULL, 'n'},
-        {"volume", required_argument, NULL, 'v'},
-        {"voters", required_argument, NULL, 'V'},
-        {"store", required_argument, NULL, 's'},
-        {"block-size", required_argument, NULL, 'b'},
-        {"window", required_argument, NULL, 'w'},
-        {"help", no_argument, NULL, 'h'},
+        {"id", required_argument, NULL, 'i'},     {"nodes", required_argument, NULL, 'n'},
+        {"volume", required_argument, NULL, 'v'}, {"voters", required_argument, NULL, 'V'},
+        {"store", required_argument, NULL, 's'},  {"block-size", required_argument, NULL, 'b'},
+        {"window", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct meta_server_config cfg = {.id = 0};
-    char errmsg[AR_ERRMSG_MAX] = "";
-    const char *nodes = NULL;
+    uint64_t v;
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            cfg.id = strtoull(optarg, NULL, 10);
-            break;
-        case 'n':
-            nodes = optarg;
-            break;
-        case 'v':
-            snprintf(cfg.volume, sizeof(cfg.volume), "%s", optarg);
-            break;
-        case 's':
-            snprintf(cfg.store_url, sizeof(cfg.store_url), "%s", optarg);
-            break;
-        case 'b': {
-            char *end;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (*end == 'K' || *end == 'k')
-                v <<= 10, end++;
-            else if (*end == 'M' || *end == 'm')
-                v <<= 20, end++;
-            if (*end != '\0' || v < 4096 || v > META_BLOCK_BYTES || (v & (v - 1)) != 0) {
+        if (c == 'i' && !cmd_parse_u64(optarg, 1, UINT64_MAX, &cfg->id)) {
+            fprintf(stderr, "arbor format: --id wants a member id from 1\n");
+            return 2;
+        } else if (c == 'n') {
+            *nodes = optarg;
+        } else if (c == 'v' && !is_volume_name(optarg)) {
+            fprintf(stderr, "arbor format: --volume wants 1 to 63 letters, digits, '.', '_' "
+                            "or '-'\n");
+            return 2;
+        } else if (c == 'v') {
+            snprintf(cfg->volume, sizeof(cfg->volume), "%s", optarg);
+        } else if (c == 's' && strlen(optarg) >= sizeof(cfg->store_url)) {
+            fprintf(stderr, "arbor format: --store: a URL of %zu bytes at most\n",
+                    sizeof(cfg->store_url) - 1);
+            return 2;
+        } else if (c == 's') {
+            snprintf(cfg->store_url, sizeof(cfg->store_url), "%s", optarg);
+        } else if (c == 'b') {
+            if (!cmd_parse_size(optarg, &v) || v < 4096 || v > META_BLOCK_BYTES || (v & (v - 1))) {
                 fprintf(stderr, "arbor format: --block-size wants a power of two from 4K to 4M\n");
                 return 2;
             }
-            cfg.block_bytes = (uint32_t)v;
-            break;
-        }
-        case 'w': {
-            uint64_t v;
+            cfg->block_bytes = (uint32_t)v;
+        } else if (c == 'w') {
             if (!cmd_parse_duration(optarg, &v)) {
                 fprintf(stderr, "arbor format: --window wants a duration like 7d, 36h, 90m\n");
                 return 2;
             }
-            cfg.window_s = (uint32_t)v;
-            break;
-        }
-        case 'V': {
-            char *p = optarg;
-            /* bounded by the list's length */
-            while (*p != '\0' && cfg.voter_count < META_SERVER_NODES_MAX) {
-                cfg.voters[cfg.voter_count++] = strtoull(p, &p, 10);
-                if (*p == ',')
-                    p++;
-                else if (*p != '\0')
-                    break;
-            }
-            break;
-        }
-        case 'h':
-            printf("usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--voters ID,...]\n"
-                   "                    [--volume NAME] [--store URL] [--block-size BYTES] [--window D]\n\n"
-                   "Make DATA_DIR a replica of a new cluster: ID=RAFT/CLIENT names each\n"
-                   "member by its id, the host:port its replicas talk Raft on and the\n"
-                   "host:port clients use, e.g.\n"
-                   "  --nodes 1=127.0.0.1:7001/127.0.0.1:7101,2=127.0.0.1:7002/127.0.0.1:7102\n"
-                   "Format every replica with the same --nodes; then run arbor serve DATA_DIR.\n"
-                   "--voters: the first members (default: all); the other nodes start empty\n"
-                   "and join with arbor member add, then arbor member promote.\n"
-                   "--store: where file blocks go, file://DIR or s3://BUCKET/PREFIX?endpoint=URL\n"
-                   "(default file://DATA_DIR/blocks); --block-size: the largest block, a power\n"
-                   "of two from 4K to 4M (default 4M); --window: how far back arbor restore\n"
-                   "reaches, e.g. 7d, 36h (default 7d). The first leader writes these into the\n"
-                   "shard map (arbor status shows it).\n");
-            return 0;
-        default:
+            cfg->window_s = (uint32_t)v;
+        } else if (c == 'V' && !parse_voters(optarg, cfg)) {
             return 2;
+        } else if (c == 'h' || c == '?') {
+            format_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
         }
     }
-    if (optind + 1 != argc || nodes == NULL || cfg.id == 0) {
+    if (optind + 1 != argc || *nodes == NULL || cfg->id == 0) {
         fprintf(stderr, "arbor format: wants DATA_DIR, --id N and --nodes ID=RAFT/CLIENT,... "
                         "with distinct ids and IP:PORT addresses (try --help)\n");
         return 2;
     }
-    if (!parse_nodes(nodes, &cfg))
-        return 2;
+    return parse_nodes(*nodes, cfg) ? -1 : 2;
+}
+
+int cmd_format(int argc, char **argv)
+{
+    struct meta_server_config cfg = {.id = 0};
+    char errmsg[AR_ERRMSG_MAX] = "";
+    const char *nodes = NULL;
+    int rc = format_opts(argc, argv, &cfg, &nodes);
+
+    if (rc >= 0)
+        return rc;
     /* the store's URL, checked before anything is made: the servers and
      * mounts would each fail on it later, far from here */
     if (cfg.store_url[0] != '\0') {
         struct obj_store *st = NULL;
-        int rc = obj_store_open(cfg.store_url, &(struct obj_options){.workers = 1}, &st, errmsg);
+        rc = obj_store_open(cfg.store_url, &(struct obj_options){.workers = 1}, &st, errmsg);
         obj_store_close(st);
         if (rc == -EACCES && strncmp(cfg.store_url, "s3://", 5) == 0) {
             printf("arbor format: %s; the servers will need them\n", errmsg);

@@ -1095,6 +1095,11 @@ static void test_cluster_format_says_what_is_wrong_and_makes_nothing(void **stat
          "unknown s3:// URL parameter 'bogus'"},
         {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --store file:///no/such/arbor/dir", 1,
          "store directory /no/such/arbor/dir: No such file or directory"},
+        /* a name the cluster file could not hold whole (it is one line of it) */
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --volume 'a\nself 2'", 2,
+         "--volume wants 1 to 63 letters, digits"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --voters 1,x", 2,
+         "--voters wants member ids from 1"},
     };
     char dir[256];
     char arbor[512];
