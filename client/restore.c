@@ -1233,125 +1233,163 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
     return 0;
 }
 
-int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report *rep,
-                   char *errmsg)
+/* Where the restored tree goes: the destination's parent path and final
+ * name (the default's name carries the moment), the report's final path,
+ * and the staging name it is built under. 0, or an error with errmsg. */
+static int restore_names(const struct ar_restore_options *o, struct ar_restore_report *rep,
+                         char parent[1024], char final[256], char staging[64], char *errmsg)
 {
-    struct restore r = {.o = o, .rep = rep};
-    struct meta_response_buf *out = NULL;
-    char parent[1024];
-    char final[256];
-    char staging[64];
     char stamp[32];
-    uint64_t dst_parent = 0;
-    uint64_t src = 0;
-
-    memset(rep, 0, sizeof(*rep));
-    pthread_mutex_init(&r.mu, NULL);
-    ar_restore_stamp(o->at_ns, stamp, sizeof(stamp));
     const char *into = o->is_replace || o->into == NULL ? o->path : o->into;
-    int rc = split_path(into, parent, sizeof(parent), final);
+    int rc = split_path(into, parent, 1024, final);
+
+    ar_restore_stamp(o->at_ns, stamp, sizeof(stamp));
     if (rc == 0 && o->into == NULL && !o->is_replace) {
         if (strlen(final) + strlen(".restored-") + strlen(stamp) > 255)
             rc = -ENAMETOOLONG;
         else
-            snprintf(final + strlen(final), sizeof(final) - strlen(final), ".restored-%s", stamp);
+            snprintf(final + strlen(final), 256 - strlen(final), ".restored-%s", stamp);
     }
-    if (rc != 0) {
-        restore_free(&r);
+    if (rc != 0)
         return ar_errorf(errmsg, rc, "%s: not a path in the volume (absolute, not /): %s", into,
-                    ar_strerror(rc));
-    }
+                         ar_strerror(rc));
     snprintf(rep->final_path, sizeof(rep->final_path), "%s%s%s", parent,
              strcmp(parent, "/") == 0 ? "" : "/", final);
-    snprintf(staging, sizeof(staging), ".arbor-restore-%016" PRIx64,
+    snprintf(staging, 64, ".arbor-restore-%016" PRIx64,
              mix(fnv1a(o->path, strlen(o->path)) ^ o->at_ns));
+    return 0;
+}
 
+/* The client opened, the destination's directory found (dst_parent), and
+ * its final name checked free unless the tree replaces what is there. */
+static int restore_open(struct restore *r, const char *parent, const char *final,
+                        uint64_t *dst_parent, struct meta_response_buf *out, char *errmsg)
+{
+    const struct ar_restore_options *o = r->o;
     /* all of a restore is background work: leaders pace it beside live
      * traffic, and what sends it yields the CPU to a server or a live
      * client on this machine (the rebuild before it only reads) */
     struct ar_client_options mo = o->meta;
     mo.is_background = true;
     mo.is_low_priority = !o->is_normal_priority;
-    out = ar_malloc(sizeof(*out));
-    rc = out != NULL ? ar_client_open(&mo, &r.client, errmsg) : -ENOMEM;
+    int rc = ar_client_open(&mo, &r->client, errmsg);
     if (rc == 0)
-        rc = resolve(&r, parent, &dst_parent, out);
+        rc = resolve(r, parent, dst_parent, out);
     if (rc != 0 && errmsg[0] == '\0')
         ar_errorf(errmsg, rc, "the destination's directory %s: %s", parent, ar_strerror(rc));
-    if (rc == 0 && !o->is_replace) { /* refused before the work; checked again at the end */
-        uint64_t ino;
-        uint32_t mode;
-        rc = live_lookup(&r, dst_parent, final, &ino, &mode, out);
-        if (rc == 0)
-            rc = ar_errorf(errmsg, -EEXIST, "%s exists: name another with --into, or put the "
-                           "tree at %s itself with --replace", rep->final_path, o->path);
-        else if (rc == -ENOENT)
-            rc = 0;
-        else
-            ar_errorf(errmsg, rc, "looking up %s: %s", rep->final_path, ar_strerror(rc));
-    }
+    if (rc != 0 || o->is_replace)
+        return rc;
+    /* refused before the work; checked again at the end */
+    uint64_t ino;
+    uint32_t mode;
+    rc = live_lookup(r, *dst_parent, final, &ino, &mode, out);
+    if (rc == 0)
+        return ar_errorf(errmsg, -EEXIST, "%s exists: name another with --into, or put the "
+                         "tree at %s itself with --replace", r->rep->final_path, o->path);
+    if (rc != -ENOENT)
+        return ar_errorf(errmsg, rc, "looking up %s: %s", r->rep->final_path, ar_strerror(rc));
+    return 0;
+}
+
+/* The state at the moment rebuilt, the source found in it (src), and the
+ * room for its copy checked. */
+static int restore_source(struct restore *r, uint64_t *src, char *errmsg)
+{
+    struct ar_restore_report *rep = r->rep;
     char at[40];
-    ar_format_time(o->at_ns, at, sizeof(at));
-    if (rc == 0) {
-        say(&r, "rebuilding the volume's state at %s", at);
-        errmsg[0] = '\0';
-        rc = rebuild(&r, ar_client_shard_of(r.client, 1), errmsg);
+
+    ar_format_time(r->o->at_ns, at, sizeof(at));
+    say(r, "rebuilding the volume's state at %s", at);
+    errmsg[0] = '\0';
+    int rc = rebuild(r, ar_client_shard_of(r->client, 1), errmsg);
+    if (rc != 0)
+        return rc;
+    say(r, "rebuilt from checkpoint %" PRIu64 " and %" PRIu64 " commands, to entry %" PRIu64
+           " (%.1f s)", rep->point.base_index, rep->point.entries, rep->point.index,
+        rep->rebuild_s);
+    rc = resolve(r, r->o->path, src, NULL);
+    if (rc != 0 && rep->point.index == 0) /* no entry was at or before the moment */
+        return ar_errorf(errmsg, rc, "the volume did not exist yet at %s", at);
+    if (rc != 0)
+        return ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", r->o->path, at,
+                         ar_strerror(rc));
+    return check_room(r, *src, errmsg);
+}
+
+/* The tree at src written under staging in dst_parent, and verified;
+ * errors in r->errmsg. */
+static int restore_write(struct restore *r, uint64_t src, uint64_t dst_parent,
+                         const char *staging, double t0, struct meta_response_buf *out)
+{
+    struct meta_attr top;
+    int rc = scratch_attr(r, src, &top);
+
+    if (rc == 0 && S_ISDIR(top.mode)) {
+        rc = dir_add(r, src, dst_parent, staging, (uint32_t)strlen(staging));
+        if (rc == 0)
+            rc = plan(r);
+        r->rep->plan_s = now_s() - t0;
+    } else if (rc == 0) {
+        struct job j = {.src = src, .dst_parent = dst_parent,
+                        .name_len = (uint32_t)strlen(staging), .mode = top.mode};
+        rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, staging);
     }
     if (rc == 0) {
-        say(&r, "rebuilt from checkpoint %" PRIu64 " and %" PRIu64 " commands, to entry %" PRIu64
-                " (%.1f s)", rep->point.base_index, rep->point.entries, rep->point.index,
-            rep->rebuild_s);
-        rc = resolve(&r, o->path, &src, NULL);
-        if (rc != 0 && rep->point.index == 0) /* no entry was at or before the moment */
-            ar_errorf(errmsg, rc, "the volume did not exist yet at %s", at);
-        else if (rc != 0)
-            ar_errorf(errmsg, rc, "%s did not exist at %s (%s)", o->path, at, ar_strerror(rc));
+        say(r, "directories made: %zu; restoring files: %zu, then more links: %zu", r->dir_count,
+            r->job_count, r->link_count);
+        rc = run_pool(r);
     }
     if (rc == 0)
-        rc = check_room(&r, src, errmsg);
+        rc = make_links(r, out);
+    if (rc == 0)
+        rc = finish_dirs(r);
+    r->rep->mismatches = atomic_load(&r->mismatches);
+    if (rc == 0 && r->rep->mismatches > 0)
+        rc = set_error(r, -EIO, "%" PRIu64 " restored files do not have their size at the "
+                       "moment", r->rep->mismatches);
+    if (rc == 0) {
+        say(r, "verifying");
+        rc = verify(r, r->dir_count > 0 ? r->dirs[0].dst : 0, S_ISDIR(top.mode), out, r->errmsg);
+    }
+    return rc;
+}
+
+int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report *rep,
+                   char *errmsg)
+{
+    struct restore r = {.o = o, .rep = rep};
+    char parent[1024];
+    char final[256];
+    char staging[64];
+    uint64_t dst_parent = 0;
+    uint64_t src = 0;
+
+    memset(rep, 0, sizeof(*rep));
+    pthread_mutex_init(&r.mu, NULL);
+    int rc = restore_names(o, rep, parent, final, staging, errmsg);
+    struct meta_response_buf *out = rc == 0 ? ar_malloc(sizeof(*out)) : NULL;
+    if (rc == 0 && out == NULL)
+        rc = ar_errorf(errmsg, -ENOMEM, "no memory for a response buffer");
+    if (rc == 0)
+        rc = restore_open(&r, parent, final, &dst_parent, out, errmsg);
+    if (rc == 0)
+        rc = restore_source(&r, &src, errmsg);
     if (rc == 0) { /* an interrupted run's staging tree goes first */
         rc = live_remove(&r, dst_parent, staging, out);
         if (rc != 0)
             ar_errorf(errmsg, rc, "removing an earlier run's %s: %s", staging, ar_strerror(rc));
     }
     double t0 = now_s();
-    struct meta_attr top;
-    bool is_staged = rc == 0; /* from here on a staging tree may stand */
-    if (rc == 0)
-        rc = scratch_attr(&r, src, &top);
-    if (rc == 0 && S_ISDIR(top.mode)) {
-        rc = dir_add(&r, src, dst_parent, staging, (uint32_t)strlen(staging));
-        if (rc == 0)
-            rc = plan(&r);
-        rep->plan_s = now_s() - t0;
-    } else if (rc == 0) {
-        struct job j = {.src = src, .dst_parent = dst_parent, .name_len = (uint32_t)strlen(staging),
-                        .mode = top.mode};
-        rc = plan_add(&r, &r.jobs, &r.job_count, &r.job_cap, &j, staging);
+    if (rc == 0) { /* from here on a staging tree may stand */
+        rc = restore_write(&r, src, dst_parent, staging, t0, out);
+        if (rc != 0)
+            snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command "
+                     "again removes it and starts over)",
+                     r.errmsg[0] != '\0' ? r.errmsg : ar_strerror(rc), parent,
+                     strcmp(parent, "/") == 0 ? "" : "/", staging);
+        else
+            rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
     }
-    if (rc == 0) {
-        say(&r, "directories made: %zu; restoring files: %zu, then more links: %zu", r.dir_count,
-            r.job_count, r.link_count);
-        rc = run_pool(&r);
-    }
-    if (rc == 0)
-        rc = make_links(&r, out);
-    if (rc == 0)
-        rc = finish_dirs(&r);
-    rep->mismatches = atomic_load(&r.mismatches);
-    if (rc == 0 && rep->mismatches > 0)
-        rc = set_error(&r, -EIO, "%" PRIu64 " restored files do not have their size at the "
-                       "moment", rep->mismatches);
-    if (rc == 0) {
-        say(&r, "verifying");
-        rc = verify(&r, r.dir_count > 0 ? r.dirs[0].dst : 0, S_ISDIR(top.mode), out, r.errmsg);
-    }
-    if (rc != 0 && is_staged)
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command again "
-                 "removes it and starts over)", r.errmsg[0] != '\0' ? r.errmsg : ar_strerror(rc),
-                 parent, strcmp(parent, "/") == 0 ? "" : "/", staging);
-    if (rc == 0)
-        rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
     rep->write_s = now_s() - t0;
     rep->bytes = atomic_load(&r.bytes);
     rep->xattrs = atomic_load(&r.xattrs);

@@ -526,6 +526,78 @@ static int cross_bridge(struct obj_store *st, const struct meta_rebuild_options 
 
 /* One try; *is_raced when an object the listing named was gone when read
  * (the leader's expiry removed it meanwhile): a new listing will not name it. */
+/* The base: the newest finished checkpoint at or before the moment (from
+ * the oldest: the oldest checkpoint, unless the log starts at 1), into
+ * base (index 0: none, replay from the start); pt's oldest moment. */
+static int choose_base(struct obj_store *st, const struct meta_rebuild_options *o,
+                       const struct catalog *c, struct archive_manifest *base,
+                       struct meta_restore_point *pt, char *errmsg)
+{
+    bool is_from_start = c->log_count > 0 && c->logs[0].first == 1;
+    char t[40];
+    int rc = 0;
+
+    pt->oldest_ns = is_from_start ? 0 : UINT64_MAX;
+    for (uint32_t i = c->ckpt_count; rc == 0 && i-- > 0;) {
+        struct archive_manifest m;
+        rc = manifest_read(st, o->shard, c->ckpts[i], &m, errmsg);
+        if (rc == 0 && m.hlc_ns < pt->oldest_ns)
+            pt->oldest_ns = m.hlc_ns;
+        if (rc == 0 && (o->is_from_oldest ? !is_from_start
+                                          : m.hlc_ns <= o->at_ns && base->index == 0))
+            *base = m;
+        if (base->index != 0 && is_from_start && !o->is_from_oldest)
+            break;
+    }
+    if (rc == 0 && base->index == 0 && !is_from_start)
+        rc = ar_errorf(errmsg, -ERANGE, "the moment is before the recovery window: the oldest "
+                       "state the archive holds is at %s",
+                       ar_format_time(pt->oldest_ns, t, sizeof(t)));
+    return rc;
+}
+
+/* Replay the archived log parts after r's base, up to the moment; *hole:
+ * the first entry of a part past a gap that nothing bridges (0: none). */
+static int replay_logs(struct obj_store *st, const struct meta_rebuild_options *o,
+                       const struct catalog *c, uint8_t *buf, struct replay *r, uint64_t *hole,
+                       char *errmsg)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; rc == 0 && !r->is_past && i < c->log_count; i++) {
+        const struct span *s = &c->logs[i];
+        char key[ARCHIVE_KEY_MAX];
+        size_t got = 0;
+        struct archive_header h;
+        if (s->last < r->next)
+            continue;
+        uint64_t over = s->first > r->next && o->on_bridge != NULL && o->is_from_oldest &&
+                                o->at_ns == UINT64_MAX
+                            ? bridge_over(c, s->first)
+                            : 0;
+        if (s->first > r->next && over == 0) {
+            *hole = s->first;
+            break;
+        }
+        if (over != 0) {
+            rc = cross_bridge(st, o, over, buf, r, errmsg);
+            if (rc != 0 || s->last < r->next)
+                continue;
+        }
+        archive_key_log(key, o->shard, s->first, s->last);
+        rc = obj_get(st, key, buf, ARCHIVE_PART_BYTES, &got, errmsg);
+        if (rc == 0)
+            rc = archive_decode(buf, got, o->shard, &h, replay_one, r, errmsg);
+        if (rc == 0 && (h.first != s->first || h.last != s->last))
+            rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s holds entries %" PRIu64 "..%" PRIu64, key,
+                           h.first, h.last);
+        if (rc == 1)
+            rc = 0;
+        report(o, "log", i + 1, c->log_count);
+    }
+    return rc;
+}
+
 static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options *o,
                         struct meta_shard **out, struct meta_restore_point *pt, bool *is_raced,
                         char *errmsg)
@@ -534,7 +606,7 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
     struct replay r = {.at_ns = o->at_ns, .errmsg = errmsg, .watch = o->watch, .ctx = o->ctx};
     uint64_t hole = 0;
     struct archive_manifest base = {0};
-    uint8_t *buf = NULL;
+    char t[40];
 
     *out = NULL;
     memset(pt, 0, sizeof(*pt));
@@ -545,29 +617,12 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
         catalog_free(&c);
         return ar_errorf(errmsg, -ENOENT, "the store holds no archive of shard %u", o->shard);
     }
-    bool is_from_start = c.log_count > 0 && c.logs[0].first == 1;
-    buf = ar_malloc(ARCHIVE_PART_BYTES);
+    uint8_t *buf = ar_malloc(ARCHIVE_PART_BYTES);
     r.cmd = ar_malloc(sizeof(*r.cmd));
     if (buf == NULL || r.cmd == NULL)
         rc = -ENOMEM;
-    /* the base: the newest finished checkpoint at or before the moment */
-    pt->oldest_ns = is_from_start ? 0 : UINT64_MAX;
-    for (uint32_t i = c.ckpt_count; rc == 0 && i-- > 0;) {
-        struct archive_manifest m;
-        rc = manifest_read(st, o->shard, c.ckpts[i], &m, errmsg);
-        if (rc == 0 && m.hlc_ns < pt->oldest_ns)
-            pt->oldest_ns = m.hlc_ns;
-        /* from the oldest: the base is the oldest checkpoint, unless the log starts at 1 */
-        if (rc == 0 && (o->is_from_oldest ? !is_from_start
-                                          : m.hlc_ns <= o->at_ns && base.index == 0))
-            base = m;
-        if (base.index != 0 && is_from_start && !o->is_from_oldest)
-            break;
-    }
-    char t[40];
-    if (rc == 0 && base.index == 0 && !is_from_start)
-        rc = ar_errorf(errmsg, -ERANGE, "the moment is before the recovery window: the oldest state "
-                  "the archive holds is at %s", ar_format_time(pt->oldest_ns, t, sizeof(t)));
+    if (rc == 0)
+        rc = choose_base(st, o, &c, &base, pt, errmsg);
     if (rc == 0 && base.index > 0) {
         report(o, "checkpoint", 0, base.bytes);
         rc = ckpt_fetch(st, &base, o->scratch_dir, buf, &r.shard, errmsg);
@@ -580,37 +635,8 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
     r.next = base.index + 1;
     r.last_hlc = base.hlc_ns;
     pt->base_index = base.index;
-    for (uint32_t i = 0; rc == 0 && !r.is_past && i < c.log_count; i++) {
-        const struct span *s = &c.logs[i];
-        char key[ARCHIVE_KEY_MAX];
-        size_t got = 0;
-        struct archive_header h;
-        if (s->last < r.next)
-            continue;
-        uint64_t over = s->first > r.next && o->on_bridge != NULL && o->is_from_oldest &&
-                                o->at_ns == UINT64_MAX
-                            ? bridge_over(&c, s->first)
-                            : 0;
-        if (s->first > r.next && over == 0) {
-            hole = s->first;
-            break;
-        }
-        if (over != 0) {
-            rc = cross_bridge(st, o, over, buf, &r, errmsg);
-            if (rc != 0 || s->last < r.next)
-                continue;
-        }
-        archive_key_log(key, o->shard, s->first, s->last);
-        rc = obj_get(st, key, buf, ARCHIVE_PART_BYTES, &got, errmsg);
-        if (rc == 0)
-            rc = archive_decode(buf, got, o->shard, &h, replay_one, &r, errmsg);
-        if (rc == 0 && (h.first != s->first || h.last != s->last))
-            rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s holds entries %" PRIu64 "..%" PRIu64, key,
-                      h.first, h.last);
-        if (rc == 1)
-            rc = 0;
-        report(o, "log", i + 1, c.log_count);
-    }
+    if (rc == 0)
+        rc = replay_logs(st, o, &c, buf, &r, &hole, errmsg);
     pt->index = r.next - 1;
     pt->hlc_ns = r.last_hlc;
     pt->entries = r.applied;

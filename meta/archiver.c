@@ -728,39 +728,14 @@ static void trim(struct archiver *a, bool is_leader)
     }
 }
 
-void archiver_turn(struct archiver *a, const struct archiver_view *v)
+/* The entries from archived_next on must be in the tail, else they come
+ * from the Raft log on disk, else a checkpoint has to cover them. True
+ * while they are not all in the tail (a job started, or a wait). */
+static bool gap_turn(struct archiver *a, const struct archiver_view *v, uint64_t now)
 {
-    uint64_t now = mono_ms();
-
-    if (a->last != NULL && !a->last->is_closed && a->last->h.count > 0 &&
-        now - a->last->opened_ms >= a->o.batch_ms)
-        batch_close(a->last);
-    trim(a, v->is_leader);
-    if (!v->is_leader) {
-        a->archived_next = 0; /* a later leadership probes again */
-        a->fill_missed = 0;
-        a->hole_count = 0;
-        a->is_exported = false;
-        return;
-    }
-    if (a->store == NULL || a->job != JOB_NONE || now < a->pause_until_ms)
-        return;
-    if (a->archived_next == 0) {
-        job_start(a, JOB_PROBE);
-        return;
-    }
-    if (a->is_exported) {
-        a->is_exported = false;
-        if (a->job_manifest.index > 0 &&
-            raft_entry_time(v->node, a->job_manifest.index, &a->job_manifest.hlc_ns)) {
-            job_start(a, JOB_CKPT);
-            return;
-        }
-    }
-    /* the entries from archived_next on must be in the tail, else they
-     * come from the Raft log on disk, else a checkpoint has to cover them */
     uint64_t first = tail_first(a);
     bool is_gap = first > a->archived_next && a->next > a->archived_next;
+
     if (is_gap && a->fill_missed == a->archived_next) {
         uint64_t gap_first = a->archived_next;
         checkpoint_covers(a, a->store_ckpt_last);
@@ -771,37 +746,27 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
         first = tail_first(a);
         is_gap = first > a->archived_next && a->next > a->archived_next;
     }
-    if (is_gap && a->fill_missed != a->archived_next) {
+    if (!is_gap)
+        return false;
+    if (a->fill_missed != a->archived_next) {
         a->job_fill_next = a->archived_next;
         a->job_fill_to = first - 1;
         a->is_job_hole = false;
         job_start(a, JOB_FILL);
-        return;
+    } else if (now - a->last_gap_ms >= GAP_RETRY_MS) {
+        ar_log(AR_LOG_WARN, "shard %u: entries %" PRIu64 "..%" PRIu64 " are in neither the "
+               "tail nor the Raft log: a checkpoint bridges them", a->o.shard,
+               a->archived_next, first - 1);
+        a->last_gap_ms = now;
+        a->job_ckpt = v->ckpt;
+        job_start(a, JOB_EXPORT);
     }
-    struct batch *b = first_unarchived(a);
-    if (is_gap) {
-        if (now - a->last_gap_ms >= GAP_RETRY_MS) {
-            ar_log(AR_LOG_WARN, "shard %u: entries %" PRIu64 "..%" PRIu64 " are in neither the "
-                   "tail nor the Raft log: a checkpoint bridges them", a->o.shard,
-                   a->archived_next, first - 1);
-            a->last_gap_ms = now;
-            a->job_ckpt = v->ckpt;
-            job_start(a, JOB_EXPORT);
-        }
-        return;
-    }
-    if (b != NULL && b->is_closed) {
-        a->job_batch = b;
-        job_start(a, JOB_LOG);
-        return;
-    }
-    if (a->hole_count > 0) {
-        a->job_fill_next = a->holes[0].first;
-        a->job_fill_to = a->holes[0].last;
-        a->is_job_hole = true;
-        job_start(a, JOB_FILL);
-        return;
-    }
+    return true;
+}
+
+/* The jobs the clock calls for: a checkpoint, expiry, gc, a head. */
+static void timed_turn(struct archiver *a, const struct archiver_view *v, uint64_t now)
+{
     if (now - a->last_ckpt_ms >= (uint64_t)a->o.ckpt_s * 1000u) {
         a->job_ckpt = v->ckpt;
         job_start(a, JOB_EXPORT);
@@ -831,5 +796,50 @@ void archiver_turn(struct archiver *a, const struct archiver_view *v)
                                             .as_of_ns = wall_ns()};
         a->last_head_ms = now;
         job_start(a, JOB_HEAD);
+    }
+}
+
+void archiver_turn(struct archiver *a, const struct archiver_view *v)
+{
+    uint64_t now = mono_ms();
+
+    if (a->last != NULL && !a->last->is_closed && a->last->h.count > 0 &&
+        now - a->last->opened_ms >= a->o.batch_ms)
+        batch_close(a->last);
+    trim(a, v->is_leader);
+    if (!v->is_leader) {
+        a->archived_next = 0; /* a later leadership probes again */
+        a->fill_missed = 0;
+        a->hole_count = 0;
+        a->is_exported = false;
+        return;
+    }
+    if (a->store == NULL || a->job != JOB_NONE || now < a->pause_until_ms)
+        return;
+    if (a->archived_next == 0) {
+        job_start(a, JOB_PROBE);
+        return;
+    }
+    if (a->is_exported) {
+        a->is_exported = false;
+        if (a->job_manifest.index > 0 &&
+            raft_entry_time(v->node, a->job_manifest.index, &a->job_manifest.hlc_ns)) {
+            job_start(a, JOB_CKPT);
+            return;
+        }
+    }
+    if (gap_turn(a, v, now))
+        return;
+    struct batch *b = first_unarchived(a);
+    if (b != NULL && b->is_closed) {
+        a->job_batch = b;
+        job_start(a, JOB_LOG);
+    } else if (a->hole_count > 0) {
+        a->job_fill_next = a->holes[0].first;
+        a->job_fill_to = a->holes[0].last;
+        a->is_job_hole = true;
+        job_start(a, JOB_FILL);
+    } else {
+        timed_turn(a, v, now);
     }
 }

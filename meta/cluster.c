@@ -80,6 +80,92 @@ static bool split_fields(char *line, char **fields, int cap, int *count)
 }
 
 /* Line's meaning into out; false with why. */
+/* A one-value key into out: 1 done, 0 a bad value (why says), -1 not
+ * such a key. */
+static int parse_setting(const char *key, const char *value, struct meta_server_config *out,
+                         char *why, size_t why_cap)
+{
+    uint64_t v;
+    bool is_ok = true;
+
+    if (strcmp(key, "arbor-cluster") == 0) {
+        if (!(is_ok = strcmp(value, "1") == 0))
+            snprintf(why, why_cap, "version %s of the cluster file is not known here", value);
+    } else if (strcmp(key, "volume") == 0) {
+        if ((is_ok = strlen(value) < sizeof(out->volume)))
+            snprintf(out->volume, sizeof(out->volume), "%s", value);
+        else
+            snprintf(why, why_cap, "a volume name of more than %zu bytes", sizeof(out->volume) - 1);
+    } else if (strcmp(key, "created_ns") == 0) {
+        if ((is_ok = parse_number(value, INT64_MAX, &v)))
+            out->created_ns = (int64_t)v;
+        else
+            snprintf(why, why_cap, "created_ns wants nanoseconds, not %s", value);
+    } else if (strcmp(key, "self") == 0) {
+        if ((is_ok = parse_number(value, UINT64_MAX, &v) && v != 0))
+            out->id = v;
+        else
+            snprintf(why, why_cap, "self wants a node id of 1 or more, not %s", value);
+    } else if (strcmp(key, "store") == 0) {
+        if ((is_ok = strlen(value) < sizeof(out->store_url) &&
+                     (strncmp(value, "file://", 7) == 0 || strncmp(value, "s3://", 5) == 0)))
+            snprintf(out->store_url, sizeof(out->store_url), "%s", value);
+        else
+            snprintf(why, why_cap, "store wants a file:// or s3:// URL under %zu bytes",
+                     sizeof(out->store_url));
+    } else if (strcmp(key, "block_bytes") == 0) {
+        if ((is_ok = parse_number(value, META_BLOCK_BYTES, &v) && v >= 4096 && (v & (v - 1)) == 0))
+            out->block_bytes = (uint32_t)v;
+        else
+            snprintf(why, why_cap, "block_bytes wants a power of two from 4096 to %u, not %s",
+                     META_BLOCK_BYTES, value);
+    } else if (strcmp(key, "window_s") == 0) {
+        if ((is_ok = parse_number(value, UINT32_MAX, &v) && v != 0))
+            out->window_s = (uint32_t)v;
+        else
+            snprintf(why, why_cap, "window_s wants seconds, 1 or more, not %s", value);
+    } else {
+        return -1;
+    }
+    return is_ok ? 1 : 0;
+}
+
+/* "node ID RAFT CLIENT" (f, n fields) into out's nodes. */
+static bool parse_node(char **f, int n, struct meta_server_config *out, char *why, size_t why_cap)
+{
+    struct meta_server_node node = {0};
+    char host[64];
+    uint16_t port;
+    uint64_t v;
+
+    if (n != 4 || !parse_number(f[1], UINT64_MAX, &v) || v == 0) {
+        snprintf(why, why_cap, "node wants ID RAFT_HOST:PORT CLIENT_HOST:PORT");
+        return false;
+    }
+    node.id = v;
+    for (int a = 2; a <= 3; a++) {
+        if (strlen(f[a]) >= sizeof(node.raft_addr) ||
+            meta_addr_parse(f[a], host, sizeof(host), &port) != 0) {
+            snprintf(why, why_cap, "node %" PRIu64 ": %.64s is not IP:PORT", node.id, f[a]);
+            return false;
+        }
+    }
+    snprintf(node.raft_addr, sizeof(node.raft_addr), "%s", f[2]);
+    snprintf(node.client_addr, sizeof(node.client_addr), "%s", f[3]);
+    for (uint32_t i = 0; i < out->node_count; i++) {
+        if (out->nodes[i].id == node.id) {
+            snprintf(why, why_cap, "node %" PRIu64 " given twice", node.id);
+            return false;
+        }
+    }
+    if (out->node_count == META_SERVER_NODES_MAX) {
+        snprintf(why, why_cap, "more than %u nodes", META_SERVER_NODES_MAX);
+        return false;
+    }
+    out->nodes[out->node_count++] = node;
+    return true;
+}
+
 static bool parse_line(char *line, struct meta_server_config *out, uint32_t *seen, char *why,
                        size_t why_cap)
 {
@@ -92,7 +178,6 @@ static bool parse_line(char *line, struct meta_server_config *out, uint32_t *see
     };
     char *f[5];
     int n;
-    uint64_t v;
 
     if (!split_fields(line, f, 5, &n) || n < 2) {
         snprintf(why, why_cap, "not \"key value\"");
@@ -111,84 +196,12 @@ static bool parse_line(char *line, struct meta_server_config *out, uint32_t *see
         }
         *seen |= once[i].bit;
     }
-    if (strcmp(f[0], "arbor-cluster") == 0) {
-        if (strcmp(f[1], "1") != 0) {
-            snprintf(why, why_cap, "version %s of the cluster file is not known here", f[1]);
-            return false;
-        }
-    } else if (strcmp(f[0], "volume") == 0) {
-        if (strlen(f[1]) >= sizeof(out->volume)) {
-            snprintf(why, why_cap, "a volume name of more than %zu bytes",
-                     sizeof(out->volume) - 1);
-            return false;
-        }
-        snprintf(out->volume, sizeof(out->volume), "%s", f[1]);
-    } else if (strcmp(f[0], "created_ns") == 0) {
-        if (!parse_number(f[1], INT64_MAX, &v)) {
-            snprintf(why, why_cap, "created_ns wants nanoseconds, not %s", f[1]);
-            return false;
-        }
-        out->created_ns = (int64_t)v;
-    } else if (strcmp(f[0], "self") == 0) {
-        if (!parse_number(f[1], UINT64_MAX, &v) || v == 0) {
-            snprintf(why, why_cap, "self wants a node id of 1 or more, not %s", f[1]);
-            return false;
-        }
-        out->id = v;
-    } else if (strcmp(f[0], "store") == 0) {
-        if (strlen(f[1]) >= sizeof(out->store_url) ||
-            (strncmp(f[1], "file://", 7) != 0 && strncmp(f[1], "s3://", 5) != 0)) {
-            snprintf(why, why_cap, "store wants a file:// or s3:// URL under %zu bytes",
-                     sizeof(out->store_url));
-            return false;
-        }
-        snprintf(out->store_url, sizeof(out->store_url), "%s", f[1]);
-    } else if (strcmp(f[0], "block_bytes") == 0) {
-        if (!parse_number(f[1], META_BLOCK_BYTES, &v) || v < 4096 || (v & (v - 1)) != 0) {
-            snprintf(why, why_cap, "block_bytes wants a power of two from 4096 to %u, not %s",
-                     META_BLOCK_BYTES, f[1]);
-            return false;
-        }
-        out->block_bytes = (uint32_t)v;
-    } else if (strcmp(f[0], "window_s") == 0) {
-        if (!parse_number(f[1], UINT32_MAX, &v) || v == 0) {
-            snprintf(why, why_cap, "window_s wants seconds, 1 or more, not %s", f[1]);
-            return false;
-        }
-        out->window_s = (uint32_t)v;
-    } else if (strcmp(f[0], "node") == 0) {
-        struct meta_server_node node = {0};
-        char host[64];
-        uint16_t port;
-        if (n != 4 || !parse_number(f[1], UINT64_MAX, &v) || v == 0) {
-            snprintf(why, why_cap, "node wants ID RAFT_HOST:PORT CLIENT_HOST:PORT");
-            return false;
-        }
-        node.id = v;
-        for (int a = 2; a <= 3; a++) {
-            if (strlen(f[a]) >= sizeof(node.raft_addr) ||
-                meta_addr_parse(f[a], host, sizeof(host), &port) != 0) {
-                snprintf(why, why_cap, "node %" PRIu64 ": %.64s is not IP:PORT", node.id, f[a]);
-                return false;
-            }
-        }
-        snprintf(node.raft_addr, sizeof(node.raft_addr), "%s", f[2]);
-        snprintf(node.client_addr, sizeof(node.client_addr), "%s", f[3]);
-        for (uint32_t i = 0; i < out->node_count; i++) {
-            if (out->nodes[i].id == node.id) {
-                snprintf(why, why_cap, "node %" PRIu64 " given twice", node.id);
-                return false;
-            }
-        }
-        if (out->node_count == META_SERVER_NODES_MAX) {
-            snprintf(why, why_cap, "more than %u nodes", META_SERVER_NODES_MAX);
-            return false;
-        }
-        out->nodes[out->node_count++] = node;
-    } else {
+    int done = strcmp(f[0], "node") == 0 ? parse_node(f, n, out, why, why_cap)
+                                         : parse_setting(f[0], f[1], out, why, why_cap);
+    if (done < 0)
         snprintf(why, why_cap, "unknown key %.40s", f[0]);
+    if (done <= 0)
         return false;
-    }
     if (!(*seen & SEEN_MAGIC)) {
         snprintf(why, why_cap, "the file does not begin with \"arbor-cluster 1\"");
         return false;

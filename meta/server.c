@@ -1849,6 +1849,10 @@ static void peer_heard(struct meta_server *s, raft_id peer, uint32_t host_flags)
                peer);
     s->peers[at].is_disk_low = is_low;
     s->peers[at].heard_ms = mono_ms();
+    if (s->low_peer == peer && !is_low)
+        s->low_peer = 0; /* writes go on at once; disk_check() finds any other */
+    else if (s->low_peer == 0 && is_low)
+        s->low_peer = peer;
 }
 
 /* Whether the leader refuses cmd for want of disk: all that grows the log
@@ -2636,90 +2640,76 @@ static bool holds_strangers(const char *dir, char *name, size_t cap)
     return is_stranger;
 }
 
-int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
+/* What format is given, checked before anything is made; the first
+ * members into rc_cfg. */
+static int format_check(const struct meta_server_config *cfg, struct raft_config *rc_cfg,
+                        char *errmsg)
 {
     char path[700];
-    struct raft_seglog_options lo;
-    struct raft_seglog *log = NULL;
-    struct raft_boot b;
-    struct raft_config rc_cfg = {.voter_count = cfg->node_count};
-
-    if (cfg->node_count == 0 || cfg->node_count > RAFT_VOTERS_MAX) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "a cluster has 1 to %u members, not %u", RAFT_VOTERS_MAX,
-                 cfg->node_count);
-        return -EINVAL;
-    }
-    if (self_node(cfg) == NULL) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "--id %" PRIu64 " is not among the --nodes", cfg->id);
-        return -EINVAL;
-    }
-    snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);
-    if (access(path, F_OK) == 0) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s is already formatted (%s)", cfg->data_dir, path);
-        return -EEXIST;
-    }
     char stranger[256];
-    if (holds_strangers(cfg->data_dir, stranger, sizeof(stranger))) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s is not empty (it holds %s): format a new or empty "
-                 "directory", cfg->data_dir, stranger);
-        return -ENOTEMPTY;
-    }
+
+    if (cfg->node_count == 0 || cfg->node_count > RAFT_VOTERS_MAX)
+        return ar_errorf(errmsg, -EINVAL, "a cluster has 1 to %u members, not %u",
+                         RAFT_VOTERS_MAX, cfg->node_count);
+    if (self_node(cfg) == NULL)
+        return ar_errorf(errmsg, -EINVAL, "--id %" PRIu64 " is not among the --nodes", cfg->id);
+    if (strpbrk(cfg->volume, " \t\n") != NULL) /* the cluster file's line for it */
+        return ar_errorf(errmsg, -EINVAL, "the volume name '%s' holds a blank", cfg->volume);
+    snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);
+    if (access(path, F_OK) == 0)
+        return ar_errorf(errmsg, -EEXIST, "%s is already formatted (%s)", cfg->data_dir, path);
+    if (holds_strangers(cfg->data_dir, stranger, sizeof(stranger)))
+        return ar_errorf(errmsg, -ENOTEMPTY, "%s is not empty (it holds %s): format a new or "
+                         "empty directory", cfg->data_dir, stranger);
+    *rc_cfg = (struct raft_config){.voter_count = cfg->node_count};
     for (uint32_t i = 0; i < cfg->node_count; i++) {
-        rc_cfg.voters[i] = cfg->nodes[i].id;
+        rc_cfg->voters[i] = cfg->nodes[i].id;
     }
-    if (cfg->voter_count > 0) {
-        rc_cfg.voter_count = cfg->voter_count;
-        for (uint32_t i = 0; i < cfg->voter_count; i++) {
-            if (!is_known_node_cfg(cfg, cfg->voters[i])) {
-                snprintf(errmsg, AR_ERRMSG_MAX, "voter %" PRIu64 " is not among the nodes",
-                         cfg->voters[i]);
-                return -EINVAL;
-            }
-            rc_cfg.voters[i] = cfg->voters[i];
-        }
+    if (cfg->voter_count > 0)
+        rc_cfg->voter_count = cfg->voter_count;
+    for (uint32_t i = 0; i < cfg->voter_count; i++) {
+        if (!is_known_node_cfg(cfg, cfg->voters[i]))
+            return ar_errorf(errmsg, -EINVAL, "voter %" PRIu64 " is not among the nodes",
+                             cfg->voters[i]);
+        rc_cfg->voters[i] = cfg->voters[i];
     }
-    if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", cfg->data_dir, strerror(errno));
-        return -errno;
-    }
-    char store[256];
+    return 0;
+}
+
+/* The data directory made, and the store's URL into store (cap bytes):
+ * the one given, else file://DATA_DIR/blocks, made. */
+static int format_store(const struct meta_server_config *cfg, char *store, size_t cap,
+                        char *errmsg)
+{
+    if (mkdir(cfg->data_dir, 0755) != 0 && errno != EEXIST)
+        return ar_errorf(errmsg, -errno, "cannot make %s: %s", cfg->data_dir, strerror(errno));
     char *abs = realpath(cfg->data_dir, NULL);
-    if (cfg->store_url[0] != '\0')
-        snprintf(store, sizeof(store), "%s", cfg->store_url);
-    else
-        snprintf(store, sizeof(store), "file://%s/blocks", abs != NULL ? abs : cfg->data_dir);
+    int n = cfg->store_url[0] != '\0'
+                ? snprintf(store, cap, "%s", cfg->store_url)
+                : snprintf(store, cap, "file://%s/blocks", abs != NULL ? abs : cfg->data_dir);
     free(abs);
-    if (cfg->store_url[0] == '\0' && mkdir(store + 7, 0755) != 0 && errno != EEXIST) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make %s: %s", store + 7, strerror(errno));
-        return -errno;
-    }
-    if (strchr(store, ' ') != NULL || strchr(store, '\n') != NULL) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "the store URL %s holds a blank", store);
-        return -EINVAL;
-    }
-    raft_seglog_options_init(&lo);
-    int rc = 0;
-    for (uint32_t shard = 0; rc == 0 && shard < GROUP_COUNT; shard++) {
-        snprintf(path, sizeof(path), "%s/shard-%u", cfg->data_dir, shard);
-        mkdir(path, 0755);
-        snprintf(path, sizeof(path), "%s/shard-%u/log", cfg->data_dir, shard);
-        rc = raft_seglog_open(path, &lo, &log, &b, errmsg);
-        if (rc == 0)
-            rc = raft_seglog_snapshot(log, 0, 0, 0, &rc_cfg, false, wall_ns(), errmsg);
-        raft_seglog_close(log);
-        log = NULL;
-    }
-    if (rc != 0)
-        return rc;
-    /* the cluster file last, atomically: its presence means "formatted" */
+    if (n < 0 || (size_t)n >= cap)
+        return ar_errorf(errmsg, -ENAMETOOLONG, "the store URL would be longer than %zu bytes: "
+                         "name a shorter data directory, or a --store", cap - 1);
+    if (cfg->store_url[0] == '\0' && mkdir(store + 7, 0755) != 0 && errno != EEXIST)
+        return ar_errorf(errmsg, -errno, "cannot make %s: %s", store + 7, strerror(errno));
+    if (strpbrk(store, " \t\n") != NULL)
+        return ar_errorf(errmsg, -EINVAL, "the store URL %s holds a blank", store);
+    return 0;
+}
+
+/* The cluster file, last and atomically: its presence means "formatted". */
+static int format_cluster_file(const struct meta_server_config *cfg, const char *store,
+                               char *errmsg)
+{
+    char path[700];
     char tmp[720];
+
     snprintf(path, sizeof(path), "%s/cluster", cfg->data_dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot write %s: %s", tmp, strerror(errno));
-        return -errno;
-    }
+    if (f == NULL)
+        return ar_errorf(errmsg, -errno, "cannot write %s: %s", tmp, strerror(errno));
     fprintf(f, "arbor-cluster 1\nvolume %s\ncreated_ns %lld\nself %" PRIu64 "\n",
             cfg->volume[0] ? cfg->volume : "arbor", (long long)cfg->created_ns, cfg->id);
     fprintf(f, "store %s\nblock_bytes %u\nwindow_s %u\n", store,
@@ -2731,9 +2721,38 @@ int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
     }
     bool is_ok = fflush(f) == 0 && fdatasync(fileno(f)) == 0;
     fclose(f);
-    if (!is_ok || rename(tmp, path) != 0) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot write %s: %s", path, strerror(errno));
-        return -EIO;
+    if (!is_ok || rename(tmp, path) != 0)
+        return ar_errorf(errmsg, -EIO, "cannot write %s: %s", path, strerror(errno));
+    int dir_fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    is_ok = dir_fd >= 0 && fsync(dir_fd) == 0; /* the rename itself on disk */
+    if (dir_fd >= 0)
+        close(dir_fd);
+    return is_ok ? 0 : ar_errorf(errmsg, -EIO, "cannot sync %s: %s", cfg->data_dir,
+                                 strerror(errno));
+}
+
+int meta_server_format(const struct meta_server_config *cfg, char *errmsg)
+{
+    char path[700];
+    char store[256];
+    struct raft_seglog_options lo;
+    struct raft_seglog *log = NULL;
+    struct raft_boot b;
+    struct raft_config rc_cfg;
+    int rc = format_check(cfg, &rc_cfg, errmsg);
+
+    if (rc == 0)
+        rc = format_store(cfg, store, sizeof(store), errmsg);
+    raft_seglog_options_init(&lo);
+    for (uint32_t shard = 0; rc == 0 && shard < GROUP_COUNT; shard++) {
+        snprintf(path, sizeof(path), "%s/shard-%u", cfg->data_dir, shard);
+        mkdir(path, 0755);
+        snprintf(path, sizeof(path), "%s/shard-%u/log", cfg->data_dir, shard);
+        rc = raft_seglog_open(path, &lo, &log, &b, errmsg);
+        if (rc == 0)
+            rc = raft_seglog_snapshot(log, 0, 0, 0, &rc_cfg, false, wall_ns(), errmsg);
+        raft_seglog_close(log);
+        log = NULL;
     }
-    return 0;
+    return rc == 0 ? format_cluster_file(cfg, store, errmsg) : rc;
 }

@@ -272,7 +272,15 @@ static void usage(FILE *to)
             "Run as root so that the page cache can be dropped between passes.\n");
 }
 
-int bench_fs(int argc, char **argv)
+struct fs_args {
+    const char *local;
+    uint32_t files;   /* a thread, for the ops */
+    uint32_t small;   /* 100 KiB files in all */
+    uint32_t big_mib;
+};
+
+/* -1: go on; else the exit status (said). */
+static int fs_opts(int argc, char **argv, struct fs_args *a)
 {
     static const struct option longopts[] = {
         {"local", required_argument, NULL, 'l'},
@@ -282,41 +290,25 @@ int bench_fs(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *local = "/var/tmp";
-    uint32_t files = 2000;
-    uint32_t small = 20000;
-    uint32_t big_mib = 1024;
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            local = optarg;
-            break;
-        case 'f':
-            if (!cmd_parse_u32(optarg, 100, 1000000, &files)) {
-                fprintf(stderr, "arbor bench fs: --files wants files a thread, 100 to 1000000\n");
-                return 2;
-            }
-            break;
-        case 's':
-            if (!cmd_parse_u32(optarg, 16, 10000000, &small)) {
-                fprintf(stderr, "arbor bench fs: --small-files wants 16 to 10000000\n");
-                return 2;
-            }
-            break;
-        case 'b':
-            if (!cmd_parse_u32(optarg, 1, 65536, &big_mib)) {
-                fprintf(stderr, "arbor bench fs: --big-mib wants 1 to 65536\n");
-                return 2;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
+        const char *wrong = NULL;
+        if (c == 'l')
+            a->local = optarg;
+        else if (c == 'f' && !cmd_parse_u32(optarg, 100, 1000000, &a->files))
+            wrong = "--files wants files a thread, 100 to 1000000";
+        else if (c == 's' && !cmd_parse_u32(optarg, 16, 10000000, &a->small))
+            wrong = "--small-files wants 16 to 10000000";
+        else if (c == 'b' && !cmd_parse_u32(optarg, 1, 65536, &a->big_mib))
+            wrong = "--big-mib wants 1 to 65536";
+        else if (c == 'h' || c == '?') {
+            usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+        if (wrong != NULL) {
+            fprintf(stderr, "arbor bench fs: %s\n", wrong);
             return 2;
         }
     }
@@ -324,10 +316,88 @@ int bench_fs(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* The ops' rows: each phase at 1, 4 and 16 threads on every target. */
+static int ops_rows(char roots[TARGETS][600], uint32_t files)
+{
+    static const int counts[] = {1, 4, 16};
+    int rc = 0;
+
+    for (size_t k = 0; rc == 0 && k < AR_ARRAY_LEN(counts); k++) {
+        int n = counts[k];
+        char sub[TARGETS][700];
+        for (int t = 0; t < TARGETS; t++) {
+            char d[800];
+            snprintf(sub[t], sizeof(sub[t]), "%s/n%d", roots[t], n);
+            mkdir(sub[t], 0755);
+            snprintf(d, sizeof(d), "%s/shared", sub[t]);
+            mkdir(d, 0755);
+            for (int i = 0; i < n; i++) {
+                snprintf(d, sizeof(d), "%s/t%d", sub[t], i);
+                mkdir(d, 0755);
+            }
+        }
+        for (enum phase p = 0; rc == 0 && p < P_COUNT; p++) {
+            double v[TARGETS];
+            for (int t = 0; t < TARGETS; t++) {
+                v[t] = run_phase(sub[t], p, n, files);
+                if (v[t] < 0)
+                    rc = 1;
+            }
+            printf("%-14s %7d %12.0f %12.0f %12.0f %7.0f%% %7.0f%%\n", phase_names[p], n, v[0],
+                   v[1], v[2], 100 * v[0] / v[1], 100 * v[0] / v[2]);
+            fflush(stdout);
+        }
+    }
+    return rc;
+}
+
+/* The MiB/s rows: one big file, then many small ones. */
+static int stream_rows(char roots[TARGETS][600], uint32_t small, uint32_t big_mib)
+{
+    const struct {
+        const char *what;
+        int threads;
+        unsigned files;
+        size_t bytes;
+        bool is_write;
+    } streams[] = {
+        {"write big", 1, 1, (size_t)big_mib << 20, true},
+        {"read big", 1, 1, (size_t)big_mib << 20, false},
+        {"write small", 16, small / 16, 100u << 10, true},
+        {"read small 1", 16, small / 16, 100u << 10, false},
+        {"read small 2", 16, small / 16, 100u << 10, false},
+    };
+    int rc = 0;
+
+    for (size_t k = 0; rc == 0 && k < AR_ARRAY_LEN(streams); k++) {
+        double v[TARGETS];
+        for (int t = 0; t < TARGETS; t++) {
+            v[t] = run_streams(roots[t], streams[k].threads, streams[k].files, streams[k].bytes,
+                               streams[k].is_write);
+            if (v[t] < 0)
+                rc = 1;
+        }
+        printf("%-14s %7d %9.0f MiB %9.0f MiB %9.0f MiB %7.0f%% %7.0f%%\n", streams[k].what,
+               streams[k].threads, v[0], v[1], v[2], 100 * v[0] / v[1], 100 * v[0] / v[2]);
+        fflush(stdout);
+    }
+    return rc;
+}
+
+int bench_fs(int argc, char **argv)
+{
+    struct fs_args a = {.local = "/var/tmp", .files = 2000, .small = 20000, .big_mib = 1024};
     char roots[TARGETS][600];
     char mem_mnt[600];
+    int rc = fs_opts(argc, argv, &a);
+
+    if (rc >= 0)
+        return rc;
     snprintf(roots[0], sizeof(roots[0]), "%s/arbor-bench-fs.%d", argv[optind], (int)getpid());
-    snprintf(roots[1], sizeof(roots[1]), "%s/arbor-bench-fs.%d", local, (int)getpid());
+    snprintf(roots[1], sizeof(roots[1]), "%s/arbor-bench-fs.%d", a.local, (int)getpid());
     snprintf(mem_mnt, sizeof(mem_mnt), "/tmp/arbor-bench-memfs.%d", (int)getpid());
     snprintf(roots[2], sizeof(roots[2]), "%s", mem_mnt);
     if (mkdir(roots[0], 0755) != 0 || mkdir(roots[1], 0755) != 0 || mkdir(mem_mnt, 0755) != 0) {
@@ -346,61 +416,9 @@ int bench_fs(int argc, char **argv)
            mem_mnt);
     printf("%-14s %7s %12s %12s %12s %8s %8s\n", "op", "threads", "arbor", "local", "memfs",
            "/local", "/memfs");
-    static const int counts[] = {1, 4, 16};
-    int rc = 0;
-    for (size_t k = 0; rc == 0 && k < AR_ARRAY_LEN(counts); k++) {
-        int n = counts[k];
-        char sub[TARGETS][700];
-        for (int t = 0; t < TARGETS; t++) {
-            snprintf(sub[t], sizeof(sub[t]), "%s/n%d", roots[t], n);
-            mkdir(sub[t], 0755);
-            char shared[800];
-            snprintf(shared, sizeof(shared), "%s/shared", sub[t]);
-            mkdir(shared, 0755);
-            for (int i = 0; i < n; i++) {
-                char d[800];
-                snprintf(d, sizeof(d), "%s/t%d", sub[t], i);
-                mkdir(d, 0755);
-            }
-        }
-        for (enum phase p = 0; rc == 0 && p < P_COUNT; p++) {
-            double v[TARGETS];
-            for (int t = 0; t < TARGETS; t++) {
-                v[t] = run_phase(sub[t], p, n, files);
-                if (v[t] < 0)
-                    rc = 1;
-            }
-            printf("%-14s %7d %12.0f %12.0f %12.0f %7.0f%% %7.0f%%\n", phase_names[p], n, v[0],
-                   v[1], v[2], 100 * v[0] / v[1], 100 * v[0] / v[2]);
-            fflush(stdout);
-        }
-    }
-    /* MiB/s: one big file, then many small ones */
-    struct {
-        const char *what;
-        int threads;
-        unsigned files;
-        size_t bytes;
-        bool is_write;
-    } streams[] = {
-        {"write big", 1, 1, (size_t)big_mib << 20, true},
-        {"read big", 1, 1, (size_t)big_mib << 20, false},
-        {"write small", 16, small / 16, 100u << 10, true},
-        {"read small 1", 16, small / 16, 100u << 10, false},
-        {"read small 2", 16, small / 16, 100u << 10, false},
-    };
-    for (size_t k = 0; rc == 0 && k < AR_ARRAY_LEN(streams); k++) {
-        double v[TARGETS];
-        for (int t = 0; t < TARGETS; t++) {
-            v[t] = run_streams(roots[t], streams[k].threads, streams[k].files, streams[k].bytes,
-                               streams[k].is_write);
-            if (v[t] < 0)
-                rc = 1;
-        }
-        printf("%-14s %7d %9.0f MiB %9.0f MiB %9.0f MiB %7.0f%% %7.0f%%\n", streams[k].what,
-               streams[k].threads, v[0], v[1], v[2], 100 * v[0] / v[1], 100 * v[0] / v[2]);
-        fflush(stdout);
-    }
+    rc = ops_rows(roots, a.files);
+    if (rc == 0)
+        rc = stream_rows(roots, a.small, a.big_mib);
     memfs_unmount(mem);
     rmdir(mem_mnt);
     rm_rf(roots[0]);

@@ -159,25 +159,15 @@ static void progress(void *ctx, const char *line)
     p->last_ops = ops;
 }
 
-static int run(struct rbench *b, const uint16_t *ports)
+/* The source tree: b->files files in directories of FILES_PER_DIR under
+ * /src, written by b->threads clients; and /live for the live workload. */
+static int write_source(struct rbench *b, struct meta_response_buf *out)
 {
-    struct meta_response_buf *out = malloc(sizeof(*out));
-    struct ar_client_options o = {.has_no_session = true, .budget_ms = 60000};
-    char errmsg[AR_ERRMSG_MAX] = "";
     pthread_t t[256];
-
-    for (uint32_t i = 0; i < NODES; i++) {
-        snprintf(o.addrs[o.addr_count++], sizeof(o.addrs[0]), "127.0.0.1:%u", ports[i]);
-    }
-    int rc = out != NULL ? ar_client_open(&o, &b->client, errmsg) : -ENOMEM;
-    if (rc != 0) {
-        fprintf(stderr, "arbor bench restore: %s\n", errmsg);
-        free(out);
-        return 1;
-    }
     uint64_t dir_count = (b->files + FILES_PER_DIR - 1) / FILES_PER_DIR;
+
     b->dirs = calloc(dir_count, sizeof(*b->dirs));
-    rc = b->dirs != NULL ? make_dir(b->client, 1, "src", &b->src_ino, out) : -ENOMEM;
+    int rc = b->dirs != NULL ? make_dir(b->client, 1, "src", &b->src_ino, out) : -ENOMEM;
     for (uint64_t d = 0; rc == 0 && d < dir_count; d++) {
         char name[32];
         snprintf(name, sizeof(name), "d%05" PRIu64, d);
@@ -185,14 +175,13 @@ static int run(struct rbench *b, const uint16_t *ports)
     }
     if (rc == 0)
         rc = make_dir(b->client, 1, "live", &b->live_dir, out);
-    /* the files */
     double t0 = cmd_now();
+    double last = t0;
     uint32_t started = 0;
     for (; rc == 0 && started < b->threads; started++) {
         if (pthread_create(&t[started], NULL, populate, b) != 0)
             break;
     }
-    double last = t0;
     while (rc == 0 && atomic_load(&b->made) < b->files && atomic_load(&b->rc) == 0) {
         usleep(100000);
         if (cmd_now() - last >= 5) {
@@ -210,43 +199,62 @@ static int run(struct rbench *b, const uint16_t *ports)
         printf("source: %" PRIu64 " files in %" PRIu64 " directories, written in %.1f s "
                "(%.0f files/s, 2 commands each)\n", b->files, dir_count, populate_s,
                (double)b->files / populate_s);
+    return rc;
+}
+
+/* The live workload's ops/s over the next `seconds`. */
+static double live_rate(struct rbench *b, unsigned seconds)
+{
+    uint64_t ops0 = atomic_load(&b->live_ops);
+    double t0 = cmd_now();
+
+    sleep(seconds);
+    return (double)(atomic_load(&b->live_ops) - ops0) / (cmd_now() - t0);
+}
+
+static int run(struct rbench *b, const uint16_t *ports)
+{
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    struct ar_client_options o = {.has_no_session = true, .budget_ms = 60000};
+    char errmsg[AR_ERRMSG_MAX] = "";
+    pthread_t t[256];
+
+    for (uint32_t i = 0; i < NODES; i++) {
+        snprintf(o.addrs[o.addr_count++], sizeof(o.addrs[0]), "127.0.0.1:%u", ports[i]);
+    }
+    int rc = out != NULL ? ar_client_open(&o, &b->client, errmsg) : -ENOMEM;
+    if (rc != 0) {
+        fprintf(stderr, "arbor bench restore: %s\n", errmsg);
+        free(out);
+        return 1;
+    }
+    rc = write_source(b, out);
     uint64_t at = wall_ns();
     usleep(200000);
-
     /* the live workload alone, then beside the restore */
-    started = 0;
+    uint32_t started = 0;
     for (; rc == 0 && started < b->live_threads; started++) {
         if (pthread_create(&t[started], NULL, live, b) != 0)
             break;
     }
     sleep(1); /* warm; and alone, the archive has the moment by the end */
-    uint64_t ops0 = atomic_load(&b->live_ops);
-    t0 = cmd_now();
-    sleep(3);
-    double base = (double)(atomic_load(&b->live_ops) - ops0) / (cmd_now() - t0);
+    double before = live_rate(b, 3);
     struct ar_restore_options ro = {.meta = o, .path = "/src", .at_ns = at, .into = "/dst",
                                     .threads = b->restore_threads, .wait_s = 30,
                                     .batch_files = b->batch_files,
                                     .is_normal_priority = b->is_normal_priority,
                                     .progress = progress};
     struct ar_restore_report rep;
-    ops0 = atomic_load(&b->live_ops);
-    t0 = cmd_now();
+    uint64_t ops0 = atomic_load(&b->live_ops);
+    double t0 = cmd_now();
     struct progress_ctx pc = {.b = b, .t0 = t0, .last_t = t0, .last_ops = ops0};
     ro.ctx = &pc;
     if (rc == 0)
         rc = ar_restore_run(&ro, &rep, errmsg);
     double restore_s = cmd_now() - t0;
     double during = (double)(atomic_load(&b->live_ops) - ops0) / restore_s;
-    double before = base;
-    double after = 0;
-    if (rc == 0 && b->live_threads > 0) {
-        ops0 = atomic_load(&b->live_ops);
-        t0 = cmd_now();
-        sleep(3);
-        after = (double)(atomic_load(&b->live_ops) - ops0) / (cmd_now() - t0);
-        base = (before + after) / 2;
-    }
+    double after = rc == 0 && b->live_threads > 0 ? live_rate(b, 3) : 0;
+    double base = after > 0 ? (before + after) / 2 : before;
     atomic_store(&b->is_live_stop, true);
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(t[i], NULL);
@@ -272,7 +280,24 @@ static int run(struct rbench *b, const uint16_t *ports)
     return rc == 0 ? 0 : 1;
 }
 
-int bench_restore(int argc, char **argv)
+static void rbench_usage(void)
+{
+    printf("usage: arbor bench restore [--files N] [--threads N] [--live-clients N]\n"
+           "                           [--restore-threads N] [--batch-files N]\n"
+           "                           [--priority low|normal]\n\n"
+           "Start a 3-replica cluster on 127.0.0.1, write N files (default 100000;\n"
+           "the issue's figure is for 1M) with --threads clients (16), then restore\n"
+           "them into a new directory while --live-clients (4) create and stat\n"
+           "files (0: none, the restore alone). Prints the restore's phases and\n"
+           "files/s, and the live ops/s during the restore against their rate\n"
+           "alone (the mean of 3 s before it and 3 s after it).\n"
+           "--restore-threads, --batch-files and --priority: the restore's\n"
+           "commands in flight, files a command and CPU priority (arbor restore's\n"
+           "defaults).\n");
+}
+
+/* -1: go on; else the exit status (said). */
+static int rbench_opts(int argc, char **argv, struct rbench *b)
 {
     static const struct option longopts[] = {
         {"files", required_argument, NULL, 'f'},
@@ -284,7 +309,6 @@ int bench_restore(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct rbench b = {.files = 100000, .threads = 16, .live_threads = 4};
     uint64_t v;
     int c;
 
@@ -296,7 +320,7 @@ int bench_restore(int argc, char **argv)
                 fprintf(stderr, "arbor bench restore: --files wants 1..100M\n");
                 return 2;
             }
-            b.files = v;
+            b->files = v;
             break;
         case 't':
         case 'l':
@@ -307,7 +331,7 @@ int bench_restore(int argc, char **argv)
                         c == 'l' ? "0" : "1");
                 return 2;
             }
-            *(c == 't' ? &b.threads : c == 'l' ? &b.live_threads : &b.restore_threads) =
+            *(c == 't' ? &b->threads : c == 'l' ? &b->live_threads : &b->restore_threads) =
                 (uint32_t)v;
             break;
         case 'b':
@@ -316,33 +340,32 @@ int bench_restore(int argc, char **argv)
                         META_RESTORE_FILES_MAX);
                 return 2;
             }
-            b.batch_files = (uint32_t)v;
+            b->batch_files = (uint32_t)v;
             break;
         case 'p':
             if (strcmp(optarg, "low") != 0 && strcmp(optarg, "normal") != 0) {
                 fprintf(stderr, "arbor bench restore: --priority wants low or normal\n");
                 return 2;
             }
-            b.is_normal_priority = strcmp(optarg, "normal") == 0;
+            b->is_normal_priority = strcmp(optarg, "normal") == 0;
             break;
         case 'h':
-            printf("usage: arbor bench restore [--files N] [--threads N] [--live-clients N]\n"
-                   "                           [--restore-threads N] [--batch-files N]\n"
-                   "                           [--priority low|normal]\n\n"
-                   "Start a 3-replica cluster on 127.0.0.1, write N files (default 100000;\n"
-                   "the issue's figure is for 1M) with --threads clients (16), then restore\n"
-                   "them into a new directory while --live-clients (4) create and stat\n"
-                   "files (0: none, the restore alone). Prints the restore's phases and\n"
-                   "files/s, and the live ops/s during the restore against their rate\n"
-                   "alone (the mean of 3 s before it and 3 s after it).\n"
-                   "--restore-threads, --batch-files and --priority: the restore's\n"
-                   "commands in flight, files a command and CPU priority (arbor restore's\n"
-                   "defaults).\n");
+            rbench_usage();
             return 0;
         default:
             return 2;
         }
     }
+    return -1;
+}
+
+int bench_restore(int argc, char **argv)
+{
+    struct rbench b = {.files = 100000, .threads = 16, .live_threads = 4};
+    int orc = rbench_opts(argc, argv, &b);
+
+    if (orc >= 0)
+        return orc;
     char dir[512];
     const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/var/tmp";
     snprintf(dir, sizeof(dir), "%s/arbor-bench-restore.XXXXXX", tmp);

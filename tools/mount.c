@@ -70,6 +70,35 @@ static void usage(FILE *to)
 
 /* Read the options into o (cache: its directory, cache_bytes its bound):
  * -1 to go on, else the exit status (0 after --help, 2 with the error said). */
+/* An option that takes a value (c, with optarg) into o, cache or
+ * cache_bytes; false, said, if the value is wrong. */
+static bool mount_value(int c, const char *arg, struct ar_mount_options *o, char cache[600],
+                        uint64_t *cache_bytes)
+{
+    const char *wrong = NULL;
+    char cwd[400];
+
+    if (c == 't' && !cmd_parse_u32(arg, 1, 64, &o->threads))
+        wrong = "--threads wants a number from 1 to 64";
+    else if (c == 'e' && !cmd_parse_seconds(arg, &o->entry_timeout_s))
+        wrong = "--entry-timeout wants seconds, 0 or more";
+    else if (c == 'a' && !cmd_parse_seconds(arg, &o->attr_timeout_s))
+        wrong = "--attr-timeout wants seconds, 0 or more";
+    else if (c == 'w' && !cmd_parse_u32(arg, 1, 1u << 20, &o->write_buffer_mb))
+        wrong = "--write-buffer wants megabytes, from 1 to 1048576";
+    else if (c == 'C' && (!cmd_parse_size(arg, cache_bytes) || *cache_bytes < (8u << 20)))
+        wrong = "--cache-size wants a size of 8M or more";
+    else if (c == 'c' && arg[0] != '/' && arg[0] != '\0' && getcwd(cwd, sizeof(cwd)) == NULL)
+        wrong = "--cache-dir: name it from /";
+    else if (c == 'c' && arg[0] != '/' && arg[0] != '\0') /* absolute: a detached mount runs in / */
+        snprintf(cache, 600, "%s/%s", cwd, arg);
+    else if (c == 'c')
+        snprintf(cache, 600, "%s", arg);
+    if (wrong != NULL)
+        fprintf(stderr, "arbor mount: %s\n", wrong);
+    return wrong == NULL;
+}
+
 static int mount_options(int argc, char **argv, struct ar_mount_options *o, char cache[600],
                          uint64_t *cache_bytes, const char **log_path, bool *is_foreground)
 {
@@ -91,98 +120,39 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
     int c;
 
     *o = (struct ar_mount_options){.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
     *cache_bytes = 10ull << 30;
     *log_path = NULL;
     *is_foreground = false;
-
     /* the disk cache by default: $XDG_CACHE_HOME/arbor, else ~/.cache/arbor */
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
     if (xdg != NULL && xdg[0] != '\0')
         snprintf(cache, 600, "%s/arbor", xdg);
     else if (home != NULL && home[0] != '\0')
         snprintf(cache, 600, "%s/.cache/arbor", home);
     else
         cache[0] = '\0';
-
     optind = 0; /* glibc: start over (cmd_mount_check may have parsed these before) */
     while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         switch (c) {
-        case 'f':
-            *is_foreground = true;
-            break;
-        case 'l':
-            *log_path = optarg;
-            break;
-        case 's':
-            o->is_single_threaded = true;
-            break;
-        case 't':
-            if (!cmd_parse_u32(optarg, 1, 64, &o->threads)) {
-                fprintf(stderr, "arbor mount: --threads wants a number from 1 to 64\n");
+        case 'f': *is_foreground = true; break;
+        case 'l': *log_path = optarg; break;
+        case 's': o->is_single_threaded = true; break;
+        case 'S': o->store_url = optarg; break;
+        case 'o': o->fuse_opts = optarg; break;
+        case 'n': cache[0] = '\0'; break;
+        case 'P': o->no_passthrough = true; break;
+        case 'L': o->no_leases = true; break;
+        case 'G': o->no_kernel_grants = true; break;
+        case 'h': usage(stdout); return 0;
+        case 't': case 'e': case 'a': case 'w': case 'c': case 'C':
+            if (!mount_value(c, optarg, o, cache, cache_bytes))
                 return 2;
-            }
             break;
-        case 'e':
-        case 'a':
-            if (!cmd_parse_seconds(optarg, c == 'e' ? &o->entry_timeout_s : &o->attr_timeout_s)) {
-                fprintf(stderr, "arbor mount: --%s-timeout wants seconds, 0 or more\n",
-                        c == 'e' ? "entry" : "attr");
-                return 2;
-            }
-            break;
-        case 'S':
-            o->store_url = optarg;
-            break;
-        case 'w':
-            if (!cmd_parse_u32(optarg, 1, 1u << 20, &o->write_buffer_mb)) {
-                fprintf(stderr, "arbor mount: --write-buffer wants megabytes, from 1 to 1048576\n");
-                return 2;
-            }
-            break;
-        case 'o':
-            o->fuse_opts = optarg;
-            break;
-        case 'c':
-            /* absolute: a detached mount works from "/" */
-            if (optarg[0] != '/' && optarg[0] != '\0') {
-                char cwd[400];
-                if (getcwd(cwd, sizeof(cwd)) == NULL) {
-                    fprintf(stderr, "arbor mount: --cache-dir: name it from /\n");
-                    return 2;
-                }
-                snprintf(cache, 600, "%s/%s", cwd, optarg);
-            } else {
-                snprintf(cache, 600, "%s", optarg);
-            }
-            break;
-        case 'C':
-            if (!cmd_parse_size(optarg, cache_bytes) || *cache_bytes < (8u << 20)) {
-                fprintf(stderr, "arbor mount: --cache-size wants a size of 8M or more\n");
-                return 2;
-            }
-            break;
-        case 'n':
-            cache[0] = '\0';
-            break;
-        case 'P':
-            o->no_passthrough = true;
-            break;
-        case 'L':
-            o->no_leases = true;
-            break;
-        case 'G':
-            o->no_kernel_grants = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        default: usage(stderr); return 2;
         }
     }
     if (optind + 2 != argc) {

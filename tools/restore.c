@@ -440,6 +440,44 @@ struct room_host {
 /* ar_restore_options.room: ask each member of the cluster (the shard
  * map's, else the addresses given) what it has; replicas on one host share
  * its memory and, as arbor up's do, its disk. */
+/* A replica's room (its status answer r, at addr) into its host's entry
+ * of hosts: replicas on one host share its disk and memory. */
+static void room_add(struct room_host *hosts, uint32_t *host_count, const char *addr,
+                     const struct meta_response *r)
+{
+    uint64_t memory = ROOM_MEMORY_MIN;
+    uint64_t disk = ROOM_DISK_MIN;
+
+    for (uint32_t g = 0; g < r->group_count; g++) {
+        const struct meta_group_status *gs = &r->groups[g];
+        if (gs->shard == META_ROOT_SHARD && gs->files > 0) {
+            memory = gs->memory_bytes / gs->files > memory ? gs->memory_bytes / gs->files : memory;
+            disk = gs->checkpoint_bytes / gs->files > disk ? gs->checkpoint_bytes / gs->files
+                                                           : disk;
+        }
+    }
+    disk += ROOM_LOG_BYTES;
+    uint64_t above = r->disk_free_bytes > r->disk_reserve_bytes
+                         ? r->disk_free_bytes - r->disk_reserve_bytes
+                         : 0;
+    const char *colon = strrchr(addr, ':');
+    size_t host_len = colon != NULL ? (size_t)(colon - addr) : 0;
+    struct room_host *h = NULL;
+    for (uint32_t k = 0; k < *host_count && h == NULL; k++) {
+        if (strlen(hosts[k].host) == host_len && strncmp(hosts[k].host, addr, host_len) == 0)
+            h = &hosts[k];
+    }
+    if (h == NULL) {
+        h = &hosts[(*host_count)++];
+        *h = (struct room_host){.memory_free = r->memory_available_bytes, .disk_free = above};
+        snprintf(h->host, sizeof(h->host), "%.*s", (int)host_len, addr);
+    }
+    h->replicas++;
+    h->memory_each = memory > h->memory_each ? memory : h->memory_each;
+    h->disk_each = disk > h->disk_each ? disk : h->disk_each;
+    h->disk_free = above < h->disk_free ? above : h->disk_free;
+}
+
 static int room_check(void *ctx, uint64_t names, char *errmsg)
 {
     const struct ar_client_options *given = ctx;
@@ -450,6 +488,7 @@ static int room_check(void *ctx, uint64_t names, char *errmsg)
     char addrs[META_MAP_MEMBERS_MAX + AR_CLIENT_ADDRS_MAX][64];
     uint32_t addr_count = 0;
 
+    /* every member the map names, else the addresses given */
     bool is_map = false;
     for (uint32_t i = 0; out != NULL && map != NULL && i < given->addr_count && !is_map; i++)
         is_map = cmd_fetch_map(given->addrs[i], out, map) == 0 && map->member_count > 0;
@@ -463,42 +502,10 @@ static int room_check(void *ctx, uint64_t names, char *errmsg)
     for (uint32_t i = 0; i < addr_count; i++) {
         struct meta_request req = {.id = 1, .kind = META_REQ_STATUS};
         char why[96];
-        if (cmd_ask(addrs[i], &req, NULL, out, why, sizeof(why)) != 0 ||
-            out->r.disk_reserve_bytes == 0)
-            continue; /* a replica down, or one that does not say its room */
-        const struct meta_response *r = &out->r;
-        uint64_t memory = ROOM_MEMORY_MIN;
-        uint64_t disk = ROOM_DISK_MIN;
-        for (uint32_t g = 0; g < r->group_count; g++) {
-            const struct meta_group_status *gs = &r->groups[g];
-            if (gs->shard == META_ROOT_SHARD && gs->files > 0) {
-                memory = gs->memory_bytes / gs->files > memory ? gs->memory_bytes / gs->files
-                                                               : memory;
-                disk = gs->checkpoint_bytes / gs->files > disk ? gs->checkpoint_bytes / gs->files
-                                                               : disk;
-            }
-        }
-        disk += ROOM_LOG_BYTES;
-        uint64_t above = r->disk_free_bytes > r->disk_reserve_bytes
-                             ? r->disk_free_bytes - r->disk_reserve_bytes
-                             : 0;
-        const char *colon = strrchr(addrs[i], ':');
-        size_t host_len = colon != NULL ? (size_t)(colon - addrs[i]) : 0;
-        struct room_host *h = NULL;
-        for (uint32_t k = 0; k < host_count && h == NULL; k++) {
-            if (strlen(hosts[k].host) == host_len && strncmp(hosts[k].host, addrs[i], host_len) == 0)
-                h = &hosts[k];
-        }
-        if (h == NULL) {
-            h = &hosts[host_count++];
-            *h = (struct room_host){.memory_free = r->memory_available_bytes,
-                                    .disk_free = above};
-            snprintf(h->host, sizeof(h->host), "%.*s", (int)host_len, addrs[i]);
-        }
-        h->replicas++;
-        h->memory_each = memory > h->memory_each ? memory : h->memory_each;
-        h->disk_each = disk > h->disk_each ? disk : h->disk_each;
-        h->disk_free = above < h->disk_free ? above : h->disk_free;
+        /* a replica down, or one that does not say its room, is left out */
+        if (cmd_ask(addrs[i], &req, NULL, out, why, sizeof(why)) == 0 &&
+            out->r.disk_reserve_bytes != 0)
+            room_add(hosts, &host_count, addrs[i], &out->r);
     }
     free(out);
     for (uint32_t k = 0; k < host_count; k++) {
@@ -523,114 +530,119 @@ static int room_check(void *ctx, uint64_t names, char *errmsg)
     return 0;
 }
 
-int cmd_restore(int argc, char **argv)
+/* What the command line asks; -1: go on, else the exit status (said). */
+struct restore_args {
+    struct ar_restore_options o;
+    const char *meta;
+    bool is_list;
+    bool is_room_checked;
+};
+
+static int restore_opts(int argc, char **argv, struct restore_args *a)
 {
     static const struct option longopts[] = {
-        {"at", required_argument, NULL, 'a'},
-        {"into", required_argument, NULL, 'i'},
-        {"replace", no_argument, NULL, 'r'},
-        {"list", no_argument, NULL, 'l'},
-        {"threads", required_argument, NULL, 't'},
-        {"priority", required_argument, NULL, 'p'},
-        {"wait", required_argument, NULL, 'w'},
-        {"meta", required_argument, NULL, 'm'},
-        {"store", required_argument, NULL, 's'},
-        {"skip-room-check", no_argument, NULL, 'k'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"at", required_argument, NULL, 'a'},      {"into", required_argument, NULL, 'i'},
+        {"replace", no_argument, NULL, 'r'},       {"list", no_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 't'}, {"priority", required_argument, NULL, 'p'},
+        {"wait", required_argument, NULL, 'w'},    {"meta", required_argument, NULL, 'm'},
+        {"store", required_argument, NULL, 's'},   {"skip-room-check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
-    struct ar_restore_options o = {.wait_s = 15, .progress = print_progress,
-                                   .meta = {.has_no_session = true}};
-    const char *meta = NULL;
-    bool is_list = false;
+    struct ar_restore_options *o = &a->o;
     bool has_at = false;
-    bool is_room_checked = true;
-    uint64_t v;
+    uint32_t v;
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        const char *wrong = NULL;
+        if (c == 'a' && !(has_at = parse_time(optarg, &o->at_ns)))
+            wrong = "--at wants RFC 3339 (2026-11-30T10:42:13Z) or -15m, -90s, -2h, -1d";
+        else if (c == 't' && !cmd_parse_u32(optarg, 1, 256, &o->threads))
+            wrong = "--threads wants 1..256";
+        else if (c == 'p' && strcmp(optarg, "low") != 0 && strcmp(optarg, "normal") != 0)
+            wrong = "--priority wants low or normal";
+        else if (c == 'w' && !cmd_parse_u32(optarg, 0, 3600, &v))
+            wrong = "--wait wants 0..3600 seconds";
+        if (wrong != NULL) {
+            fprintf(stderr, "arbor restore: %s, not %s\n", wrong, optarg);
+            return 2;
+        }
         switch (c) {
-        case 'a':
-            if (!parse_time(optarg, &o.at_ns)) {
-                fprintf(stderr, "arbor restore: --at wants RFC 3339 (2026-11-30T10:42:13Z) or "
-                                "-15m, -90s, -2h, -1d; not %s\n", optarg);
-                return 2;
-            }
-            has_at = true;
-            break;
-        case 'i': o.into = optarg; break;
-        case 'r': o.is_replace = true; break;
-        case 'l': is_list = true; break;
-        case 't':
-            if (!cmd_parse_size(optarg, &v) || v < 1 || v > 256) {
-                fprintf(stderr, "arbor restore: --threads wants 1..256\n");
-                return 2;
-            }
-            o.threads = (uint32_t)v;
-            break;
-        case 'p':
-            if (strcmp(optarg, "low") != 0 && strcmp(optarg, "normal") != 0) {
-                fprintf(stderr, "arbor restore: --priority wants low or normal, not %s\n", optarg);
-                return 2;
-            }
-            o.is_normal_priority = strcmp(optarg, "normal") == 0;
-            break;
-        case 'w':
-            if (!cmd_parse_size(optarg, &v) || v > 3600) {
-                fprintf(stderr, "arbor restore: --wait wants 0..3600 seconds\n");
-                return 2;
-            }
-            o.wait_s = (uint32_t)v;
-            break;
-        case 'm': meta = optarg; break;
-        case 's': o.store_url = optarg; break;
-        case 'k': is_room_checked = false; break;
+        case 'i': o->into = optarg; break;
+        case 'r': o->is_replace = true; break;
+        case 'l': a->is_list = true; break;
+        case 'p': o->is_normal_priority = strcmp(optarg, "normal") == 0; break;
+        case 'w': o->wait_s = v; break;
+        case 'm': a->meta = optarg; break;
+        case 's': o->store_url = optarg; break;
+        case 'k': a->is_room_checked = false; break;
         case 'h': usage(stdout); return 0;
+        case 'a': case 't': break;
         default: usage(stderr); return 2;
         }
     }
-    if (optind + 1 != argc || (!is_list && !has_at) || (o.into != NULL && o.is_replace) ||
-        (is_list && (has_at || o.into != NULL || o.is_replace))) {
-        usage(stderr);
+    const char *wrong = optind + 1 != argc                         ? "wants one PATH"
+                        : o->into != NULL && o->is_replace          ? "--into or --replace, not both"
+                        : a->is_list && (has_at || o->into != NULL || o->is_replace)
+                            ? "--list takes none of --at, --into, --replace"
+                        : !a->is_list && !has_at                    ? "wants --at TIME (or --list)"
+                                                                    : NULL;
+    if (wrong == NULL && (argv[optind][0] != '/' || (o->into != NULL && o->into[0] != '/')))
+        wrong = "paths are absolute paths in the volume (/datasets/cams)";
+    if (wrong != NULL) {
+        fprintf(stderr, "arbor restore: %s (try --help)\n", wrong);
         return 2;
     }
-    o.path = argv[optind];
-    if (o.path[0] != '/' || (o.into != NULL && o.into[0] != '/')) {
-        fprintf(stderr, "arbor restore: paths are absolute paths in the volume (/datasets/cams)\n");
-        return 2;
-    }
-    if (!cmd_meta_options("restore", meta, &o.meta))
-        return 1;
-    if (is_list)
-        return list_changes(&o.meta, o.store_url, o.path, o.wait_s);
-    if (is_room_checked) {
-        o.room = room_check;
-        o.ctx = &o.meta;
-    }
-    struct ar_restore_report rep;
-    char errmsg[AR_ERRMSG_MAX] = "";
+    o->path = argv[optind];
+    return -1;
+}
+
+static void print_report(const struct ar_restore_options *o, const struct ar_restore_report *rep)
+{
     char when[48];
-    ar_format_time(o.at_ns, when, sizeof(when));
-    if (ar_restore_run(&o, &rep, errmsg) != 0) {
-        fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : "the restore failed");
-        return 1;
-    }
-    printf("restored %s as of %s into %s\n", o.path, when, rep.final_path);
+
+    ar_format_time(o->at_ns, when, sizeof(when));
+    printf("restored %s as of %s into %s\n", o->path, when, rep->final_path);
     printf("  %" PRIu64 " director%s, %" PRIu64 " file%s (%" PRIu64 " byte%s), %" PRIu64
            " symlink%s, %" PRIu64 " more hard link%s, %" PRIu64 " other file%s, %" PRIu64
            " extended attribute%s\n",
-           rep.dirs, rep.dirs == 1 ? "y" : "ies", rep.files, plural(rep.files), rep.bytes,
-           plural(rep.bytes), rep.symlinks, plural(rep.symlinks), rep.links, plural(rep.links),
-           rep.others, plural(rep.others), rep.xattrs, plural(rep.xattrs));
+           rep->dirs, rep->dirs == 1 ? "y" : "ies", rep->files, plural(rep->files), rep->bytes,
+           plural(rep->bytes), rep->symlinks, plural(rep->symlinks), rep->links,
+           plural(rep->links), rep->others, plural(rep->others), rep->xattrs, plural(rep->xattrs));
     printf("  state: entry %" PRIu64 " (checkpoint %" PRIu64 " + %" PRIu64
            " command%s), rebuilt in %.1f s, written in %.1f s\n",
-           rep.point.index, rep.point.base_index, rep.point.entries, plural(rep.point.entries),
-           rep.rebuild_s, rep.write_s);
+           rep->point.index, rep->point.base_index, rep->point.entries,
+           plural(rep->point.entries), rep->rebuild_s, rep->write_s);
     printf("  verified: %" PRIu64 " name%s read back, sizes and modes of %" PRIu64 " file%s\n",
-           rep.names_counted, plural(rep.names_counted), rep.sizes_checked,
-           plural(rep.sizes_checked));
-    if (rep.aside_name[0] != '\0')
-        printf("  the tree that was live is now %s, beside it\n", rep.aside_name);
+           rep->names_counted, plural(rep->names_counted), rep->sizes_checked,
+           plural(rep->sizes_checked));
+    if (rep->aside_name[0] != '\0')
+        printf("  the tree that was live is now %s, beside it\n", rep->aside_name);
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    struct restore_args a = {.o = {.wait_s = 15, .progress = print_progress,
+                                   .meta = {.has_no_session = true}},
+                             .is_room_checked = true};
+    struct ar_restore_report rep;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    int rc = restore_opts(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (!cmd_meta_options("restore", a.meta, &a.o.meta))
+        return 1;
+    if (a.is_list)
+        return list_changes(&a.o.meta, a.o.store_url, a.o.path, a.o.wait_s);
+    if (a.is_room_checked) {
+        a.o.room = room_check;
+        a.o.ctx = &a.o.meta;
+    }
+    if (ar_restore_run(&a.o, &rep, errmsg) != 0) {
+        fprintf(stderr, "arbor restore: %s\n", errmsg[0] ? errmsg : "the restore failed");
+        return 1;
+    }
+    print_report(&a.o, &rep);
     return 0;
 }

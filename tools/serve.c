@@ -219,6 +219,37 @@ static void on_signal(uv_signal_t *h, int sig)
 }
 
 /* The options of arbor serve into cfg; 0, or the exit status (-1: --help). */
+static void serve_usage(void)
+{
+    printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
+           "                   [--archive-ms MS] [--archive-checkpoint-s S]\n"
+           "                   [--gc-every-s S] [--segment-bytes SIZE]\n"
+           "                   [--log-retain-s S] [--disk-reserve SIZE]\n\n"
+           "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
+           "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
+           "--log-keep: entries kept in memory below the latest checkpoint for\n"
+           "followers that lag (default 10000); further behind, a follower gets a\n"
+           "snapshot of the checkpoint instead.\n"
+           "--session-timeout-ms: a client session silent this long is closed and\n"
+           "what it held open is released (default 30000).\n"
+           "--archive-ms: a leader puts its newly committed entries in the store's\n"
+           "point-in-time archive this often (default 2000): a restore reaches\n"
+           "moments up to about this long ago.\n"
+           "--archive-checkpoint-s: and its checkpoint this often (default 3600):\n"
+           "a restore replays at most this much log.\n"
+           "--gc-every-s: the leader of a shard deletes blocks nothing inside the\n"
+           "recovery window names this often (default 3600; 0: never; see arbor gc).\n"
+           "--segment-bytes: seal a log segment at this size (default 64M).\n"
+           "--log-retain-s: keep sealed segments below the checkpoint this long\n"
+           "(default: the recovery window; a restore reads the store's archive, not\n"
+           "these).\n"
+           "--disk-reserve: when the disk of DATA_DIR has less free than this\n"
+           "(default 256M), the leaders answer ENOSPC to new files, writes and other\n"
+           "changes that grow their logs (this replica tells its leaders so), but\n"
+           "still to removals, so that the replicas keep serving instead of failing\n"
+           "a write of their own.\n");
+}
+
 static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
 {
     static const struct option longopts[] = {
@@ -233,116 +264,44 @@ static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    uint64_t log_keep = 10000;
-    uint64_t session_ms = 30000;
-    uint64_t archive_ms = 2000;
-    uint64_t archive_ckpt_s = 3600;
-    uint64_t gc_every_s = 3600;
-    uint64_t segment_bytes = 0;
-    bool has_log_retain = false;
-    uint64_t log_retain_s = 0;
-    uint64_t disk_reserve = 256ull << 20;
-    uint64_t v;
+    uint64_t v[8] = {10000, 30000, 2000, 3600, 3600, 0, 0, 256ull << 20}; /* the defaults */
+    const struct { int flag; uint64_t min; uint64_t max; const char *wants; } nums[8] = {
+        {'k', 0, 1u << 30, "--log-keep wants a count of entries"},
+        {'t', 100, 3600000, "--session-timeout-ms wants 100..3600000"},
+        {'a', 10, 600000, "--archive-ms wants 10..600000"},
+        {'c', 1, 7 * 86400, "--archive-checkpoint-s wants 1..604800"},
+        {'g', 0, 30 * 86400, "--gc-every-s wants 0..2592000"},
+        {'S', 4096, 1ull << 30, "--segment-bytes wants 4K..1G"},
+        {'R', 0, 400ull * 86400, "--log-retain-s wants 0..34560000"},
+        {'D', 1u << 20, 1ull << 40, "--disk-reserve wants a size from 1M to 1T"},
+    };
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'k':
-            if (!cmd_parse_size(optarg, &log_keep) || log_keep > (1u << 30)) {
-                fprintf(stderr, "arbor serve: --log-keep wants a count of entries\n");
-                return 2;
-            }
-            break;
-        case 't':
-            if (!cmd_parse_size(optarg, &session_ms) || session_ms < 100 ||
-                session_ms > 3600000) {
-                fprintf(stderr, "arbor serve: --session-timeout-ms wants 100..3600000\n");
-                return 2;
-            }
-            break;
-        case 'a':
-            if (!cmd_parse_size(optarg, &archive_ms) || archive_ms < 10 || archive_ms > 600000) {
-                fprintf(stderr, "arbor serve: --archive-ms wants 10..600000\n");
-                return 2;
-            }
-            break;
-        case 'c':
-            if (!cmd_parse_size(optarg, &archive_ckpt_s) || archive_ckpt_s < 1 ||
-                archive_ckpt_s > 7 * 86400) {
-                fprintf(stderr, "arbor serve: --archive-checkpoint-s wants 1..604800\n");
-                return 2;
-            }
-            break;
-        case 'g':
-            if (!cmd_parse_size(optarg, &gc_every_s) || gc_every_s > 30 * 86400) {
-                fprintf(stderr, "arbor serve: --gc-every-s wants 0..2592000\n");
-                return 2;
-            }
-            break;
-        case 'S':
-            if (!cmd_parse_size(optarg, &segment_bytes) || segment_bytes < 4096 ||
-                segment_bytes > (1ull << 30)) {
-                fprintf(stderr, "arbor serve: --segment-bytes wants 4K..1G\n");
-                return 2;
-            }
-            break;
-        case 'R':
-            if (!cmd_parse_size(optarg, &v) || v > 400ull * 86400) {
-                fprintf(stderr, "arbor serve: --log-retain-s wants 0..34560000\n");
-                return 2;
-            }
-            log_retain_s = v;
-            has_log_retain = true;
-            break;
-        case 'D':
-            if (!cmd_parse_size(optarg, &disk_reserve) || disk_reserve < (1u << 20) ||
-                disk_reserve > (1ull << 40)) {
-                fprintf(stderr, "arbor serve: --disk-reserve wants a size from 1M to 1T\n");
-                return 2;
-            }
-            break;
-        case 'h':
-            printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
-                   "                   [--archive-ms MS] [--archive-checkpoint-s S]\n"
-                   "                   [--gc-every-s S] [--segment-bytes SIZE]\n"
-                   "                   [--log-retain-s S] [--disk-reserve SIZE]\n\n"
-                   "Run the metadata server of the replica in DATA_DIR (made by arbor format)\n"
-                   "in the foreground, logging to stderr. SIGTERM or SIGINT stop it cleanly.\n"
-                   "--log-keep: entries kept in memory below the latest checkpoint for\n"
-                   "followers that lag (default 10000); further behind, a follower gets a\n"
-                   "snapshot of the checkpoint instead.\n"
-                   "--session-timeout-ms: a client session silent this long is closed and\n"
-                   "what it held open is released (default 30000).\n"
-                   "--archive-ms: a leader puts its newly committed entries in the store's\n"
-                   "point-in-time archive this often (default 2000): a restore reaches\n"
-                   "moments up to about this long ago.\n"
-                   "--archive-checkpoint-s: and its checkpoint this often (default 3600):\n"
-                   "a restore replays at most this much log.\n"
-                   "--gc-every-s: the leader of a shard deletes blocks nothing inside the\n"
-                   "recovery window names this often (default 3600; 0: never; see arbor gc).\n"
-                   "--segment-bytes: seal a log segment at this size (default 64M).\n"
-                   "--log-retain-s: keep sealed segments below the checkpoint this long\n"
-                   "(default: the recovery window; a restore reads the store's archive, not\n"
-                   "these).\n"
-                   "--disk-reserve: when the disk of DATA_DIR has less free than this\n"
-                   "(default 256M), a leader here answers ENOSPC to new files, writes and\n"
-                   "other changes that grow its log, but still to removals, so that the\n"
-                   "replicas keep serving instead of failing a write of their own.\n");
+        if (c == 'h') {
+            serve_usage();
             return -1;
-        default:
+        }
+        size_t k = 0;
+        while (k < AR_ARRAY_LEN(nums) && nums[k].flag != c)
+            k++;
+        if (k == AR_ARRAY_LEN(nums))
+            return 2; /* getopt said what it did not know */
+        if (!cmd_parse_size(optarg, &v[k]) || v[k] < nums[k].min || v[k] > nums[k].max) {
+            fprintf(stderr, "arbor serve: %s, not %s\n", nums[k].wants, optarg);
             return 2;
         }
+        cfg->has_log_retain |= c == 'R';
     }
-    cfg->log_keep = (uint32_t)log_keep;
-    cfg->session_timeout_ms = (uint32_t)session_ms;
-    cfg->archive_ms = (uint32_t)archive_ms;
-    cfg->archive_ckpt_s = (uint32_t)archive_ckpt_s;
-    cfg->gc_every_s = (uint32_t)gc_every_s;
-    cfg->log_segment_bytes = segment_bytes;
-    cfg->has_log_retain = has_log_retain;
-    cfg->log_retain_s = (uint32_t)log_retain_s;
-    cfg->disk_reserve_bytes = disk_reserve;
+    cfg->log_keep = (uint32_t)v[0];
+    cfg->session_timeout_ms = (uint32_t)v[1];
+    cfg->archive_ms = (uint32_t)v[2];
+    cfg->archive_ckpt_s = (uint32_t)v[3];
+    cfg->gc_every_s = (uint32_t)v[4];
+    cfg->log_segment_bytes = v[5];
+    cfg->log_retain_s = (uint32_t)v[6];
+    cfg->disk_reserve_bytes = v[7];
     return 0;
 }
 
