@@ -1821,6 +1821,37 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         fuse_reply_write(req, size);
 }
 
+/* The bytes [pos, end) of a chunk at chunk_offset, whose map is slices,
+ * into dst, which holds the file from dst_off: holes as zeros; a
+ * sequential reader reads the next two blocks ahead. */
+static int read_slices(struct mnt *m, const struct meta_slice *slices, uint32_t count,
+                       uint64_t chunk_offset, uint64_t pos, uint64_t end, uint8_t *dst,
+                       uint64_t dst_off, bool is_sequential)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; rc == 0 && i < count; i++) {
+        const struct meta_slice *p = &slices[i];
+        uint64_t from = chunk_offset + p->pos;
+        uint64_t to = from + p->len;
+        uint64_t lo = pos > from ? pos : from;
+        uint64_t hi = end < to ? end : to;
+        if (lo >= hi)
+            continue;
+        if (p->id == 0)
+            memset(dst + (lo - dst_off), 0, hi - lo);
+        else
+            rc = slice_read(m, p->id, p->size, p->off + (uint32_t)(lo - from),
+                            (uint32_t)(hi - lo), dst + (lo - dst_off));
+        if (rc == 0 && p->id != 0 && is_sequential) {
+            uint32_t last = (p->off + (uint32_t)(hi - from) - 1) / m->block_bytes;
+            read_ahead(m, p->id, p->size, last + 1);
+            read_ahead(m, p->id, p->size, last + 2);
+        }
+    }
+    return rc;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -1868,27 +1899,9 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
             end = file_size;
         if (pos >= end)
             break;
+        rc = read_slices(m, slices, count, chunk_offset, pos, end, dst, (uint64_t)off,
+                         is_sequential);
         uint64_t chunk_end = chunk_offset + META_CHUNK_BYTES;
-        for (uint32_t i = 0; rc == 0 && i < count; i++) {
-            const struct meta_slice *p = &slices[i];
-            uint64_t from = chunk_offset + p->pos;
-            uint64_t to = from + p->len;
-            uint64_t lo = pos > from ? pos : from;
-            uint64_t hi = end < to ? end : to;
-            if (lo >= hi)
-                continue;
-            uint8_t *d = dst + (lo - (uint64_t)off);
-            if (p->id == 0)
-                memset(d, 0, hi - lo);
-            else
-                rc = slice_read(m, p->id, p->size, p->off + (uint32_t)(lo - from),
-                                (uint32_t)(hi - lo), d);
-            if (rc == 0 && p->id != 0 && is_sequential) {
-                uint32_t last = (p->off + (uint32_t)(hi - from) - 1) / m->block_bytes;
-                read_ahead(m, p->id, p->size, last + 1);
-                read_ahead(m, p->id, p->size, last + 2);
-            }
-        }
         pos = chunk_end < end ? chunk_end : end;
     }
     if (rc == 0)

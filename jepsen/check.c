@@ -141,8 +141,101 @@ static size_t check_values(const struct jk_op *ops, char **lines, size_t count)
     return problems;
 }
 
+/* The history at path into ops and lines (count of them); 0, or 2 (said)
+ * for a file that cannot be read or a line that is not an operation. */
+static int read_history(const char *path, struct jk_op **ops, char ***lines, size_t *count)
+{
+    FILE *f = fopen(path, "r");
+    size_t cap = 0;
+    size_t line_no = 0;
+    char line[LINE_MAX_BYTES];
+    int status = 0;
+
+    if (f == NULL) {
+        fprintf(stderr, "check: %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    while (status == 0 && fgets(line, sizeof(line), f) != NULL) {
+        line_no++;
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == '\0' || line[0] == '#')
+            continue;
+        if (*count == cap) {
+            cap = cap == 0 ? 1024 : cap * 2;
+            struct jk_op *o = realloc(*ops, cap * sizeof(**ops));
+            char **l = realloc(*lines, cap * sizeof(**lines));
+            if (o != NULL)
+                *ops = o;
+            if (l != NULL)
+                *lines = l;
+            if (o == NULL || l == NULL) {
+                fprintf(stderr, "check: out of memory\n");
+                status = 2;
+                break;
+            }
+        }
+        (*lines)[*count] = strdup(line);
+        if ((*lines)[*count] == NULL || jk_parse_line(line, &(*ops)[*count]) != 0) {
+            fprintf(stderr, "check: %s:%zu: not an operation: %s\n", path, line_no, line);
+            free((*lines)[*count]);
+            status = 2;
+            break;
+        }
+        (*count)++;
+    }
+    fclose(f);
+    return status;
+}
+
+/* Print the operation no order places (r->op) and the window to read:
+ * the key's last operations completed before it began (they made the
+ * state it found) and those overlapping it, in the order invoked. */
+static void print_stuck(const struct jk_op *ops, char **lines, size_t count,
+                        const struct jk_result *r)
+{
+    const struct jk_op *bad = &ops[r->op];
+    uint64_t before[BEFORE_SHOWN] = {0};
+    size_t found = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        const struct jk_op *o = &ops[i];
+        if (o->key != bad->key || o->kind == JK_INFO || o->complete >= bad->invoke)
+            continue;
+        /* keep the BEFORE_SHOWN latest completions; since = the oldest kept */
+        found++;
+        size_t k = 0;
+        while (k < BEFORE_SHOWN && k < found - 1 && before[k] >= o->complete)
+            k++;
+        if (k < BEFORE_SHOWN) {
+            memmove(&before[k + 1], &before[k], (BEFORE_SHOWN - 1 - k) * sizeof(before[0]));
+            before[k] = o->complete;
+        }
+    }
+    uint64_t since = found == 0 ? UINT64_MAX
+                                : before[(found < BEFORE_SHOWN ? found : BEFORE_SHOWN) - 1];
+    printf("NOT linearizable: key %" PRIu64 ": no order places\n  %s\n"
+           "(the longest order found leaves the key at %" PRId64 " before it)\n"
+           "the key's operations around it (the last %u completed before it, those "
+           "overlapping it):\n", r->key, lines[r->op], r->state, BEFORE_SHOWN);
+    for (size_t i = 0; i < count; i++) {
+        const struct jk_op *o = &ops[i];
+        bool is_over = o->kind == JK_INFO ? o->invoke <= bad->complete
+                                          : o->invoke <= bad->complete &&
+                                                o->complete >= bad->invoke;
+        bool is_before = o->kind != JK_INFO && o->complete < bad->invoke &&
+                         o->complete >= since;
+        if (o->key == bad->key && (is_over || is_before || i == r->op))
+            printf("%s %s\n", i == r->op ? ">" : " ", lines[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    struct jk_op *ops = NULL;
+    char **lines = NULL;
+    size_t count = 0;
+    struct jk_result r;
+
     if (argc != 2 || strcmp(argv[1], "--help") == 0) {
         fprintf(argc == 2 ? stdout : stderr,
                 "usage: check HISTORY\n\nEach line: INVOKE COMPLETE PROCESS KIND FN KEY VALUE "
@@ -151,48 +244,7 @@ int main(int argc, char **argv)
                 "input.\n");
         return argc == 2 ? 0 : 2;
     }
-    FILE *f = fopen(argv[1], "r");
-    if (f == NULL) {
-        fprintf(stderr, "check: %s: %s\n", argv[1], strerror(errno));
-        return 2;
-    }
-    struct jk_op *ops = NULL;
-    char **lines = NULL;
-    size_t count = 0;
-    size_t cap = 0;
-    size_t line_no = 0;
-    char line[LINE_MAX_BYTES];
-    int status = 0;
-    while (status == 0 && fgets(line, sizeof(line), f) != NULL) {
-        line_no++;
-        line[strcspn(line, "\n")] = '\0';
-        if (line[0] == '\0' || line[0] == '#')
-            continue;
-        if (count == cap) {
-            cap = cap == 0 ? 1024 : cap * 2;
-            struct jk_op *o = realloc(ops, cap * sizeof(*ops));
-            char **l = realloc(lines, cap * sizeof(*lines));
-            if (o != NULL)
-                ops = o;
-            if (l != NULL)
-                lines = l;
-            if (o == NULL || l == NULL) {
-                fprintf(stderr, "check: out of memory\n");
-                status = 2;
-                break;
-            }
-        }
-        lines[count] = strdup(line);
-        if (lines[count] == NULL || jk_parse_line(line, &ops[count]) != 0) {
-            fprintf(stderr, "check: %s:%zu: not an operation: %s\n", argv[1], line_no, line);
-            free(lines[count]);
-            status = 2;
-            break;
-        }
-        count++;
-    }
-    fclose(f);
-    struct jk_result r;
+    int status = read_history(argv[1], &ops, &lines, &count);
     if (status == 0 && jk_check(ops, count, &r) != 0) {
         fprintf(stderr, "check: the history does not hold together (or memory ran out)\n");
         status = 2;
@@ -204,42 +256,7 @@ int main(int argc, char **argv)
         printf("linearizable: %zu operations, %" PRIu64 " configurations searched\n", count,
                r.states);
     } else if (status != 2) {
-        const struct jk_op *bad = &ops[r.op];
-        /* the window to read: the key's last operations completed before
-         * the stuck one began (they made the state it found) and those
-         * overlapping it, in the order they were invoked */
-        uint64_t before[BEFORE_SHOWN] = {0};
-        size_t found = 0;
-        for (size_t i = 0; i < count; i++) {
-            const struct jk_op *o = &ops[i];
-            if (o->key != bad->key || o->kind == JK_INFO || o->complete >= bad->invoke)
-                continue;
-            /* keep the BEFORE_SHOWN latest completions; since = the oldest kept */
-            found++;
-            size_t k = 0;
-            while (k < BEFORE_SHOWN && k < found - 1 && before[k] >= o->complete)
-                k++;
-            if (k < BEFORE_SHOWN) {
-                memmove(&before[k + 1], &before[k], (BEFORE_SHOWN - 1 - k) * sizeof(before[0]));
-                before[k] = o->complete;
-            }
-        }
-        uint64_t since = found == 0 ? UINT64_MAX
-                                    : before[(found < BEFORE_SHOWN ? found : BEFORE_SHOWN) - 1];
-        printf("NOT linearizable: key %" PRIu64 ": no order places\n  %s\n"
-               "(the longest order found leaves the key at %" PRId64 " before it)\n"
-               "the key's operations around it (the last %u completed before it, those "
-               "overlapping it):\n", r.key, lines[r.op], r.state, BEFORE_SHOWN);
-        for (size_t i = 0; i < count; i++) {
-            const struct jk_op *o = &ops[i];
-            bool is_over = o->kind == JK_INFO ? o->invoke <= bad->complete
-                                              : o->invoke <= bad->complete &&
-                                                    o->complete >= bad->invoke;
-            bool is_before = o->kind != JK_INFO && o->complete < bad->invoke &&
-                             o->complete >= since;
-            if (o->key == bad->key && (is_over || is_before || i == r.op))
-                printf("%s %s\n", i == r.op ? ">" : " ", lines[i]);
-        }
+        print_stuck(ops, lines, count, &r);
         status = 1;
     }
     for (size_t i = 0; i < count; i++) {

@@ -192,10 +192,46 @@ static int cmp_event(const void *a, const void *b)
 /* One key's operations: 1 linearizable, 0 not (*bad: the op that could not
  * be placed, *bad_state: the value in the longest order found then), or
  * -ENOMEM. */
+/* Take event i out of the list, or put it back where it was. */
+static void event_lift(struct event *ev, uint32_t i)
+{
+    ev[ev[i].prev].next = ev[i].next;
+    ev[ev[i].next].prev = ev[i].prev;
+}
+
+static void event_restore(struct event *ev, uint32_t i)
+{
+    ev[ev[i].prev].next = i;
+    ev[ev[i].next].prev = i;
+}
+
+/* The n ops' calls and returns (none for info), in time order, linked
+ * between a head ev[0] and a tail ev[count + 1]; each op's call and
+ * return indexes. Returns count. */
+static uint32_t events_build(const struct jk_op *const *ops, uint32_t n, struct event *ev,
+                             uint32_t *call_of, uint32_t *ret_of)
+{
+    uint32_t count = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        ev[1 + count++] = (struct event){.time = ops[i]->invoke, .op = i, .is_call = true};
+        if (ops[i]->kind != JK_INFO)
+            ev[1 + count++] = (struct event){.time = ops[i]->complete, .op = i};
+    }
+    qsort(ev + 1, count, sizeof(*ev), cmp_event);
+    uint32_t tail = count + 1;
+    for (uint32_t i = 0; i <= count + 1; i++) {
+        ev[i].prev = i == 0 ? 0 : i - 1;
+        ev[i].next = i == tail ? tail : i + 1;
+        if (i >= 1 && i <= count)
+            *(ev[i].is_call ? &call_of[ev[i].op] : &ret_of[ev[i].op]) = i;
+    }
+    return count;
+}
+
 static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
                      int64_t *bad_state, uint64_t *states)
 {
-    uint32_t count = 0;
     struct event *ev = calloc((size_t)n * 2 + 2, sizeof(*ev)); /* [0] head, [last] tail */
     uint32_t *call_of = calloc(n, sizeof(*call_of));
     uint32_t *ret_of = calloc(n, sizeof(*ret_of));
@@ -204,20 +240,7 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
     uint64_t *set = calloc(memo.words + 1, sizeof(*set));
     int rc = ev && call_of && ret_of && stack && set ? 1 : -ENOMEM;
 
-    for (uint32_t i = 0; rc == 1 && i < n; i++) {
-        ev[1 + count++] = (struct event){.time = ops[i]->invoke, .op = i, .is_call = true};
-        if (ops[i]->kind != JK_INFO)
-            ev[1 + count++] = (struct event){.time = ops[i]->complete, .op = i};
-    }
-    if (rc == 1)
-        qsort(ev + 1, count, sizeof(*ev), cmp_event);
-    uint32_t tail = count + 1;
-    for (uint32_t i = 0; rc == 1 && i <= count + 1; i++) {
-        ev[i].prev = i == 0 ? 0 : i - 1;
-        ev[i].next = i == tail ? tail : i + 1;
-        if (i >= 1 && i <= count)
-            *(ev[i].is_call ? &call_of[ev[i].op] : &ret_of[ev[i].op]) = i;
-    }
+    uint32_t tail = rc == 1 ? events_build(ops, n, ev, call_of, ret_of) + 1 : 0;
     int64_t state = 0;
     uint32_t depth = 0;
     uint32_t stuck = 0;        /* the op whose completion stopped the deepest search */
@@ -235,14 +258,9 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
                 if (memo_add(&memo, set, next, &rc)) {
                     stack[depth++] = (struct frame){.op = o, .state = state};
                     state = next;
-                    /* lift its events out */
-                    ev[ev[e].prev].next = ev[e].next;
-                    ev[ev[e].next].prev = ev[e].prev;
-                    if (ops[o]->kind != JK_INFO) {
-                        uint32_t r = ret_of[o];
-                        ev[ev[r].prev].next = ev[r].next;
-                        ev[ev[r].next].prev = ev[r].prev;
-                    }
+                    event_lift(ev, e); /* its events out */
+                    if (ops[o]->kind != JK_INFO)
+                        event_lift(ev, ret_of[o]);
                     e = ev[0].next;
                     continue;
                 }
@@ -266,13 +284,9 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
             state = f.state;
             set[f.op / 64] &= ~(1ull << (f.op % 64));
             uint32_t c = call_of[f.op];
-            if (ops[f.op]->kind != JK_INFO) {
-                uint32_t r = ret_of[f.op];
-                ev[ev[r].prev].next = r;
-                ev[ev[r].next].prev = r;
-            }
-            ev[ev[c].prev].next = c;
-            ev[ev[c].next].prev = c;
+            if (ops[f.op]->kind != JK_INFO)
+                event_restore(ev, ret_of[f.op]);
+            event_restore(ev, c);
             e = ev[c].next;
             is_undoing = is_observation(ops[f.op]);
         }

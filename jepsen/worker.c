@@ -536,7 +536,20 @@ static int usage(int rc)
     return rc;
 }
 
-int main(int argc, char **argv)
+/* What the command line asks besides the worker's own fields. */
+struct worker_args {
+    struct ar_client_options co;
+    const char *meta;
+    const char *workload;
+    const char *out_path;
+    double seconds;
+    bool is_setup;
+    bool is_final;
+    bool has_base;
+};
+
+/* -1: go on; else the exit status. */
+static int worker_opts(int argc, char **argv, struct worker *w, struct worker_args *a)
 {
     static const struct option longs[] = {
         {"meta", required_argument, NULL, 'm'},     {"dir", required_argument, NULL, 'd'},
@@ -549,107 +562,86 @@ int main(int argc, char **argv)
         {"follower-reads", no_argument, NULL, 'R'}, {"dir2", required_argument, NULL, 'D'},
         {"stale-ms", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0}};
-    static struct worker w = {.keys = 4, .threads = 4, .seed = 1, .lock = PTHREAD_MUTEX_INITIALIZER};
-    struct ar_client_options co = {.budget_ms = 10000, .attempt_ms = 1000};
-    const char *meta = NULL;
-    const char *workload = NULL;
-    const char *out_path = NULL;
-    double seconds = 10;
-    bool is_setup = false;
-    bool is_final = false;
-    bool has_base = false;
+    char *end = NULL;
     int c;
 
-    signal(SIGPIPE, SIG_IGN); /* a write to a killed server fails; as in arbor */
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
-        case 'm': meta = optarg; break;
-        case 'd': w.dir = optarg; break;
-        case 'w': workload = optarg; break;
-        case 'k': w.keys = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'b': w.key_base = strtoull(optarg, NULL, 10); has_base = true; break;
-        case 't': w.threads = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'p': w.process_base = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'T': seconds = strtod(optarg, NULL); break;
-        case 's': w.seed = strtoull(optarg, NULL, 10); break;
-        case 'o': out_path = optarg; break;
-        case 'x': co.budget_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'S': is_setup = true; break;
-        case 'F': is_final = true; break;
-        case 'R': w.read_mode = META_READ_FOLLOWER; break;
-        case 'D': w.dir2 = optarg; break;
-        case 'M': {
-            char *end = NULL;
-            unsigned long long ms = strtoull(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || ms > 60000) {
+        case 'm': a->meta = optarg; break;
+        case 'd': w->dir = optarg; break;
+        case 'w': a->workload = optarg; break;
+        case 'k': w->keys = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'b': w->key_base = strtoull(optarg, NULL, 10); a->has_base = true; break;
+        case 't': w->threads = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'p': w->process_base = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'T': a->seconds = strtod(optarg, NULL); break;
+        case 's': w->seed = strtoull(optarg, NULL, 10); break;
+        case 'o': a->out_path = optarg; break;
+        case 'x': a->co.budget_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'S': a->is_setup = true; break;
+        case 'F': a->is_final = true; break;
+        case 'R': w->read_mode = META_READ_FOLLOWER; break;
+        case 'D': w->dir2 = optarg; break;
+        case 'M':
+            w->stale_ns = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || w->stale_ns > 60000) {
                 fprintf(stderr, "worker: --stale-ms wants milliseconds, 0 to 60000\n");
                 return 2;
             }
-            w.stale_ns = ms * 1000000ull;
+            w->stale_ns *= 1000000ull;
             break;
-        }
         case 'h': return usage(0);
         default: return usage(2);
         }
     }
-    if (workload == NULL || (meta == NULL) == (w.dir == NULL) || !has_base || w.keys == 0 ||
-        w.keys > KEYS_MAX || w.threads == 0 || w.threads > THREADS_MAX || optind != argc ||
-        ((w.dir2 != NULL || w.stale_ns > 0) && w.dir == NULL))
+    if (a->workload == NULL || (a->meta == NULL) == (w->dir == NULL) || !a->has_base ||
+        w->keys == 0 || w->keys > KEYS_MAX || w->threads == 0 || w->threads > THREADS_MAX ||
+        optind != argc || ((w->dir2 != NULL || w->stale_ns > 0) && w->dir == NULL))
         return usage(2);
-    w.workload = strcmp(workload, "register") == 0 ? WL_REGISTER
-                 : strcmp(workload, "set") == 0    ? WL_SET
-                 : strcmp(workload, "counter") == 0 ? WL_COUNTER : (enum workload)-1;
-    if ((int)w.workload < 0)
-        return usage(2);
-    w.out = out_path == NULL ? stdout : fopen(out_path, "a");
-    if (w.out == NULL) {
-        fprintf(stderr, "worker: %s: %s\n", out_path, strerror(errno));
-        return 1;
-    }
-    w.deadline_ns = now_ns() + (uint64_t)(seconds * 1e9);
+    w->workload = strcmp(a->workload, "register") == 0  ? WL_REGISTER
+                  : strcmp(a->workload, "set") == 0     ? WL_SET
+                  : strcmp(a->workload, "counter") == 0 ? WL_COUNTER : (enum workload)-1;
+    return (int)w->workload < 0 ? usage(2) : -1;
+}
 
-    w.is_proto = meta != NULL;
-    if (w.is_proto) {
-        char errmsg[256] = "";
-        for (const char *p = meta; *p != '\0' && co.addr_count < AR_CLIENT_ADDRS_MAX;) {
-            size_t n = strcspn(p, ",");
-            snprintf(co.addrs[co.addr_count++], sizeof(co.addrs[0]), "%.*s", (int)n, p);
-            p += n + (p[n] == ',');
-        }
-        if (ar_client_open(&co, &w.client, errmsg) != 0) {
-            fprintf(stderr, "worker: %s\n", errmsg);
-            return 1;
-        }
-        struct meta_response_buf *out = malloc(sizeof(*out));
-        int rc = out == NULL ? -ENOMEM : proto_setup(&w, out);
-        free(out);
-        if (rc != 0) {
-            fprintf(stderr, "worker: setting up keys: %s\n", strerror(-rc));
-            return 1;
-        }
-    } else {
-        int rc = fs_setup(&w);
-        if (rc != 0) {
-            fprintf(stderr, "worker: setting up keys under %s: %s\n", w.dir, strerror(-rc));
-            return 1;
-        }
-    }
-    if (is_setup) {
-        if (w.client != NULL)
-            ar_client_close(w.client);
-        return 0;
-    }
-    if (is_final) {
-        int rc = final_reads(&w);
-        if (w.client != NULL)
-            ar_client_close(w.client);
+/* The client (over the protocol) or the mount's keys, made ready. */
+static int worker_setup(struct worker *w, struct worker_args *a)
+{
+    char errmsg[256] = "";
+    int rc;
+
+    w->is_proto = a->meta != NULL;
+    if (!w->is_proto) {
+        rc = fs_setup(w);
+        if (rc != 0)
+            fprintf(stderr, "worker: setting up keys under %s: %s\n", w->dir, strerror(-rc));
         return rc;
     }
+    for (const char *p = a->meta; *p != '\0' && a->co.addr_count < AR_CLIENT_ADDRS_MAX;) {
+        size_t n = strcspn(p, ",");
+        snprintf(a->co.addrs[a->co.addr_count++], sizeof(a->co.addrs[0]), "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    if ((rc = ar_client_open(&a->co, &w->client, errmsg)) != 0) {
+        fprintf(stderr, "worker: %s\n", errmsg);
+        return rc;
+    }
+    struct meta_response_buf *out = malloc(sizeof(*out));
+    rc = out == NULL ? -ENOMEM : proto_setup(w, out);
+    free(out);
+    if (rc != 0)
+        fprintf(stderr, "worker: setting up keys: %s\n", strerror(-rc));
+    return rc;
+}
 
+/* Run the threads to the deadline and write down what is still open. */
+static int worker_run(struct worker *w, uint32_t budget_ms)
+{
     static struct thread_arg args[THREADS_MAX];
-    for (uint32_t t = 0; t < w.threads; t++) {
+
+    for (uint32_t t = 0; t < w->threads; t++) {
         pthread_t tid;
-        args[t] = (struct thread_arg){.w = &w, .index = t};
+        args[t] = (struct thread_arg){.w = w, .index = t};
         if (pthread_create(&tid, NULL, run_thread, &args[t]) != 0) {
             fprintf(stderr, "worker: no thread\n");
             return 1;
@@ -659,16 +651,43 @@ int main(int argc, char **argv)
     /* Threads end at the deadline; one stuck in a call past it plus the
      * call's budget is written down as open (info), and the process exits
      * without it (a FUSE call may hang while the cluster cannot answer). */
-    uint64_t grace = w.deadline_ns + (uint64_t)co.budget_ms * 1000000ull + 2000000000ull;
-    while (atomic_load(&w.done) < w.threads && now_ns() < grace)
+    uint64_t grace = w->deadline_ns + (uint64_t)budget_ms * 1000000ull + 2000000000ull;
+    while (atomic_load(&w->done) < w->threads && now_ns() < grace)
         usleep(20000);
-    pthread_mutex_lock(&w.lock);
-    for (uint32_t t = 0; t < w.threads; t++) {
-        if (w.open[t].is_open)
-            write_line(&w, &w.open[t].op);
+    pthread_mutex_lock(&w->lock);
+    for (uint32_t t = 0; t < w->threads; t++) {
+        if (w->open[t].is_open)
+            write_line(w, &w->open[t].op);
     }
-    fflush(w.out);
-    if (atomic_load(&w.done) == w.threads && w.client != NULL)
-        ar_client_close(w.client); /* else a thread may still be in a call */
-    _exit(0);
+    fflush(w->out);
+    if (atomic_load(&w->done) == w->threads && w->client != NULL)
+        ar_client_close(w->client); /* else a thread may still be in a call */
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct worker w = {.keys = 4, .threads = 4, .seed = 1, .lock = PTHREAD_MUTEX_INITIALIZER};
+    struct worker_args a = {.co = {.budget_ms = 10000, .attempt_ms = 1000}, .seconds = 10};
+
+    signal(SIGPIPE, SIG_IGN); /* a write to a killed server fails; as in arbor */
+    int rc = worker_opts(argc, argv, &w, &a);
+    if (rc >= 0)
+        return rc;
+    w.out = a.out_path == NULL ? stdout : fopen(a.out_path, "a");
+    if (w.out == NULL) {
+        fprintf(stderr, "worker: %s: %s\n", a.out_path, strerror(errno));
+        return 1;
+    }
+    w.deadline_ns = now_ns() + (uint64_t)(a.seconds * 1e9);
+    if (worker_setup(&w, &a) != 0)
+        return 1;
+    if (a.is_setup || a.is_final) {
+        rc = a.is_final ? final_reads(&w) : 0;
+        if (w.client != NULL)
+            ar_client_close(w.client);
+        return rc;
+    }
+    rc = worker_run(&w, a.co.budget_ms);
+    _exit(rc);
 }

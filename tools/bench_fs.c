@@ -58,14 +58,90 @@ static void drop_caches(const char *what)
     }
 }
 
+/* Create path with 4 KiB in it. */
+static int create_4k(const char *path)
+{
+    static const char four_k[4096];
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    int rc = fd >= 0 && write(fd, four_k, sizeof(four_k)) == (ssize_t)sizeof(four_k) ? 0 : -1;
+
+    if (fd >= 0 && close(fd) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* List dir; with is_stat, stat every name it shows. *ops: the stats (or
+ * 1, the listing). */
+static int list_dir(const char *dir, bool is_stat, unsigned *ops)
+{
+    char path[800];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int rc = d != NULL ? 0 : -1;
+
+    *ops = is_stat ? 0 : 1;
+    /* bounded by the directory's entries */
+    while (d != NULL && rc == 0 && (e = readdir(d)) != NULL) {
+        struct stat st;
+        if (!is_stat || e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        rc = stat(path, &st);
+        (*ops)++;
+    }
+    if (d != NULL)
+        closedir(d);
+    return rc;
+}
+
+/* One op of phase j->phase, the i-th of this thread (dir its directory);
+ * *ops: how many it counts for. 0, or -1 with errno. */
+static int job_op(const struct job *j, const char *dir, unsigned i, unsigned *ops)
+{
+    char path[800];
+    char path2[800];
+    char buf[4096];
+    struct stat st;
+
+    *ops = 1;
+    switch (j->phase) {
+    case P_MKDIR:
+        snprintf(path, sizeof(path), "%s/d%u", dir, i);
+        return mkdir(path, 0755);
+    case P_CREATE:
+        snprintf(path, sizeof(path), "%s/f%u", dir, i);
+        return create_4k(path);
+    case P_CREATE_SHARED:
+        snprintf(path, sizeof(path), "%s/shared/t%d-%u", j->root, j->index, i);
+        return create_4k(path);
+    case P_STAT:
+        snprintf(path, sizeof(path), "%s/f%u", dir, i);
+        return stat(path, &st);
+    case P_READDIR:
+    case P_LISTSTAT:
+        return list_dir(dir, j->phase == P_LISTSTAT, ops);
+    case P_READ4K: {
+        snprintf(path, sizeof(path), "%s/f%u", dir, i);
+        int fd = open(path, O_RDONLY);
+        int rc = fd >= 0 && read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf) ? 0 : -1;
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    case P_RENAME:
+        snprintf(path, sizeof(path), "%s/f%u", dir, i);
+        snprintf(path2, sizeof(path2), "%s/r%u", dir, i);
+        return rename(path, path2);
+    default:
+        snprintf(path, sizeof(path), "%s/r%u", dir, i);
+        return unlink(path);
+    }
+}
+
 static void *run_job(void *arg)
 {
     struct job *j = arg;
     char dir[700];
-    char path[800];
-    char path2[800];
-    static const char four_k[4096];
-    char buf[4096];
 
     snprintf(dir, sizeof(dir), "%s/t%d", j->root, j->index);
     /* a listing reads the whole directory: one for every 100 files; a
@@ -77,79 +153,8 @@ static void *run_job(void *arg)
                      : j->phase == P_CREATE_SHARED  ? j->files / 4
                                                     : j->files;
     for (unsigned i = 0; i < count && j->err == 0; i++) {
-        int rc = 0;
-        unsigned ops = 1;
-        switch (j->phase) {
-        case P_MKDIR:
-            snprintf(path, sizeof(path), "%s/d%u", dir, i);
-            rc = mkdir(path, 0755);
-            break;
-        case P_CREATE:
-        case P_CREATE_SHARED: {
-            if (j->phase == P_CREATE)
-                snprintf(path, sizeof(path), "%s/f%u", dir, i);
-            else
-                snprintf(path, sizeof(path), "%s/shared/t%d-%u", j->root, j->index, i);
-            int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-            rc = fd >= 0 && write(fd, four_k, sizeof(four_k)) == (ssize_t)sizeof(four_k) ? 0 : -1;
-            if (fd >= 0 && close(fd) != 0)
-                rc = -1;
-            break;
-        }
-        case P_STAT: {
-            struct stat st;
-            snprintf(path, sizeof(path), "%s/f%u", dir, i);
-            rc = stat(path, &st);
-            break;
-        }
-        case P_READDIR: {
-            DIR *d = opendir(dir);
-            rc = d != NULL ? 0 : -1;
-            /* bounded by the directory's entries */
-            while (d != NULL && readdir(d) != NULL) {
-            }
-            if (d != NULL)
-                closedir(d);
-            break;
-        }
-        case P_LISTSTAT: {
-            /* one listing; every name it shows stated (a count of stats) */
-            DIR *d = opendir(dir);
-            struct dirent *e;
-            rc = d != NULL ? 0 : -1;
-            ops = 0;
-            /* bounded by the directory's entries */
-            while (d != NULL && rc == 0 && (e = readdir(d)) != NULL) {
-                struct stat st;
-                if (e->d_name[0] == '.')
-                    continue;
-                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-                rc = stat(path, &st);
-                ops++;
-            }
-            if (d != NULL)
-                closedir(d);
-            break;
-        }
-        case P_READ4K: {
-            snprintf(path, sizeof(path), "%s/f%u", dir, i);
-            int fd = open(path, O_RDONLY);
-            rc = fd >= 0 && read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf) ? 0 : -1;
-            if (fd >= 0)
-                close(fd);
-            break;
-        }
-        case P_RENAME:
-            snprintf(path, sizeof(path), "%s/f%u", dir, i);
-            snprintf(path2, sizeof(path2), "%s/r%u", dir, i);
-            rc = rename(path, path2);
-            break;
-        default:
-            snprintf(path, sizeof(path), "%s/r%u", dir, i);
-            rc = unlink(path);
-            break;
-        }
-        if (rc != 0)
+        unsigned ops;
+        if (job_op(j, dir, i, &ops) != 0)
             j->err = errno;
         j->done += ops;
     }

@@ -353,7 +353,8 @@ static int phase_readdir(struct fsm_bench *b)
     return 0;
 }
 
-int bench_fsm(int argc, char **argv)
+/* -1: go on; else the exit status (said). */
+static int fsm_opts(int argc, char **argv, struct fsm_bench *b, const char **load_dir)
 {
     static const struct option longopts[] = {
         {"files", required_argument, NULL, 'n'},
@@ -363,36 +364,25 @@ int bench_fsm(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct fsm_bench b = {.files = FSM_FILES_DEFAULT, .per_dir = FSM_PER_DIR};
-    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
-    const char *load_dir = NULL;
     uint64_t v;
     int c;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'n':
-            if (!cmd_parse_size(optarg, &v) || v == 0 || v > 100000000) {
-                fprintf(stderr, "arbor bench fsm: --files wants 1..100M\n");
-                return 2;
-            }
-            b.files = v;
-            break;
-        case 'd':
-            if (!cmd_parse_size(optarg, &v) || v == 0 || v > 1000000) {
-                fprintf(stderr, "arbor bench fsm: --per-dir wants 1..1000000\n");
-                return 2;
-            }
-            b.per_dir = (uint32_t)v;
-            break;
-        case 'c':
-            b.checkpoint_dir = optarg;
-            break;
-        case 'l':
-            load_dir = optarg;
-            break;
-        case 'h':
+        if (c == 'n' && (!cmd_parse_size(optarg, &b->files) || b->files == 0 ||
+                         b->files > 100000000)) {
+            fprintf(stderr, "arbor bench fsm: --files wants 1..100M\n");
+            return 2;
+        } else if (c == 'd' && (!cmd_parse_size(optarg, &v) || v == 0 || v > 1000000)) {
+            fprintf(stderr, "arbor bench fsm: --per-dir wants 1..1000000\n");
+            return 2;
+        } else if (c == 'd') {
+            b->per_dir = (uint32_t)v;
+        } else if (c == 'c') {
+            b->checkpoint_dir = optarg;
+        } else if (c == 'l') {
+            *load_dir = optarg;
+        } else if (c == 'h') {
             printf("usage: arbor bench fsm [--files N] [--per-dir N] [--checkpoint DIR]\n"
                    "       arbor bench fsm --load DIR\n\n"
                    "Create N files (default 10M; sizes such as 1M work) with 20-byte names,\n"
@@ -404,7 +394,7 @@ int bench_fsm(int argc, char **argv)
                    "to an LMDB checkpoint in DIR (new or empty) and load it back cold.\n"
                    "With --load, only load the checkpoint in DIR cold and print the time.\n");
             return 0;
-        default:
+        } else if (c == '?') {
             return 2;
         }
     }
@@ -412,6 +402,37 @@ int bench_fsm(int argc, char **argv)
         fprintf(stderr, "arbor bench fsm: unexpected argument '%s' (try --help)\n", argv[optind]);
         return 2;
     }
+    return -1;
+}
+
+/* The phases after the files are made and written, in order. */
+static int fsm_later_phases(struct fsm_bench *b)
+{
+    int rc = 0;
+
+    if (b->checkpoint_dir != NULL)
+        rc = phase_checkpoint(b);
+    for (enum fsm_phase p = FSM_LOOKUP; rc == 0 && p <= FSM_READMAP; p++) {
+        rc = fsm_phase(b, p);
+    }
+    if (rc == 0)
+        rc = phase_readdir(b);
+    if (rc == 0)
+        rc = fsm_phase(b, FSM_UNLINK);
+    if (rc == 0)
+        rc = phase_restore(b);
+    return rc;
+}
+
+int bench_fsm(int argc, char **argv)
+{
+    struct fsm_bench b = {.files = FSM_FILES_DEFAULT, .per_dir = FSM_PER_DIR};
+    struct meta_shard_config cfg = {.root_ino = 1, .root_mode = 0755};
+    const char *load_dir = NULL;
+    int rc = fsm_opts(argc, argv, &b, &load_dir);
+
+    if (rc >= 0)
+        return rc;
     if (load_dir != NULL) {
         char errmsg[AR_ERRMSG_MAX] = "";
         uint64_t index = 0;
@@ -429,7 +450,7 @@ int bench_fsm(int argc, char **argv)
     long rss0 = rss_bytes();
     if (meta_shard_new(&cfg, &b.shard) != 0)
         return 1;
-    int rc = make_dirs(&b);
+    rc = make_dirs(&b);
     if (rc == 0)
         rc = fsm_phase(&b, FSM_CREATE);
     if (rc == 0)
@@ -443,18 +464,8 @@ int bench_fsm(int argc, char **argv)
                (double)(rss1 - rss0) / (double)b.files, (double)(rss1 - rss0) / (1 << 20),
                (double)st.memory_bytes / (double)b.files);
         fflush(stdout);
+        rc = fsm_later_phases(&b);
     }
-    if (rc == 0 && b.checkpoint_dir != NULL)
-        rc = phase_checkpoint(&b);
-    for (enum fsm_phase p = FSM_LOOKUP; rc == 0 && p <= FSM_READMAP; p++) {
-        rc = fsm_phase(&b, p);
-    }
-    if (rc == 0)
-        rc = phase_readdir(&b);
-    if (rc == 0)
-        rc = fsm_phase(&b, FSM_UNLINK);
-    if (rc == 0)
-        rc = phase_restore(&b);
     if (rc == 0) {
         /* a restored file's ctime (the restore's time) differs from its
          * mtime: each holds an entry of the ctime side table */
