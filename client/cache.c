@@ -199,42 +199,13 @@ static int by_mtime(const void *a, const void *b)
     return (x->mtime_ns > y->mtime_ns) - (x->mtime_ns < y->mtime_ns);
 }
 
-int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
-                     struct block_cache **out, char *errmsg)
+/* The copies the directory d holds into *found (count of them), oldest
+ * first; what a crash cut short, or copies of an older layout, removed. */
+static void scan_copies(DIR *d, struct found **found, size_t *count)
 {
-    struct block_cache *c = ar_calloc(1, sizeof(*c));
-    struct found *found = NULL;
-    size_t count = 0;
     size_t cap = 0;
-
-    if (c == NULL)
-        return -ENOMEM;
-    if (strlen(dir) >= sizeof(c->dir)) {
-        ar_free(c);
-        return ar_errorf(errmsg, -ENAMETOOLONG, "the cache directory's path is too long: %.100s...", dir);
-    }
-    snprintf(c->dir, sizeof(c->dir), "%s", dir);
-    c->max_bytes = max_bytes;
-    c->free_min = free_min;
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->remake_mu, NULL);
-    int made = ar_mkdirs(dir, 0700);
-    if (made != 0) {
-        int rc = made;
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot make the cache directory %s: %s", dir,
-                 strerror(-made));
-        block_cache_close(c);
-        return rc;
-    }
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        int rc = -errno;
-        snprintf(errmsg, AR_ERRMSG_MAX, "cannot read the cache directory %s: %s", dir,
-                 strerror(errno));
-        block_cache_close(c);
-        return rc;
-    }
     struct dirent *de;
+
     /* bounded by the directory's entries */
     while ((de = readdir(d)) != NULL) {
         struct stat st;
@@ -243,26 +214,60 @@ int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
             continue;
         if (de->d_name[0] == '.' || !name_parse(de->d_name, name, &crc)) {
-            /* a copy a crash cut short (".tmp."), or of the older layout */
-            unlinkat(dirfd(d), de->d_name, 0);
+            unlinkat(dirfd(d), de->d_name, 0); /* ".tmp.", or the older layout */
             continue;
         }
-        if (count == cap) {
+        if (*count == cap) {
             cap = cap ? cap * 2 : 256;
-            struct found *v = ar_realloc(found, cap * sizeof(*v));
+            struct found *v = ar_realloc(*found, cap * sizeof(*v));
             if (v == NULL)
-                break;
-            found = v;
+                break; /* the rest go uncounted: evicted by nothing, overwritten when put */
+            *found = v;
         }
-        found[count] = (struct found){.bytes = (uint64_t)st.st_size, .crc = crc,
-                                      .mtime_ns = st.st_mtim.tv_sec * 1000000000ll +
-                                                  st.st_mtim.tv_nsec};
-        snprintf(found[count].name, NAME_MAX_, "%s", name);
-        count++;
+        (*found)[*count] = (struct found){.bytes = (uint64_t)st.st_size, .crc = crc,
+                                          .mtime_ns = st.st_mtim.tv_sec * 1000000000ll +
+                                                      st.st_mtim.tv_nsec};
+        snprintf((*found)[*count].name, NAME_MAX_, "%s", name);
+        (*count)++;
     }
+    if (*count > 0)
+        qsort(*found, *count, sizeof(**found), by_mtime);
+}
+
+int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
+                     struct block_cache **out, char *errmsg)
+{
+    struct block_cache *c = ar_calloc(1, sizeof(*c));
+    struct found *found = NULL;
+    size_t count = 0;
+
+    if (c == NULL)
+        return -ENOMEM;
+    if (strlen(dir) >= sizeof(c->dir)) {
+        ar_free(c);
+        return ar_errorf(errmsg, -ENAMETOOLONG, "the cache directory's path is too long: "
+                         "%.100s...", dir);
+    }
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    c->max_bytes = max_bytes;
+    c->free_min = free_min;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->remake_mu, NULL);
+    int rc = ar_mkdirs(dir, 0700);
+    if (rc != 0) {
+        ar_errorf(errmsg, rc, "cannot make the cache directory %s: %s", dir, strerror(-rc));
+        block_cache_close(c);
+        return rc;
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        rc = ar_errorf(errmsg, -errno, "cannot read the cache directory %s: %s", dir,
+                       strerror(errno));
+        block_cache_close(c);
+        return rc;
+    }
+    scan_copies(d, &found, &count);
     closedir(d);
-    if (count > 0)
-        qsort(found, count, sizeof(*found), by_mtime);
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < count; i++) {
         add(c, found[i].name, found[i].bytes, found[i].crc); /* oldest first: newest at the head */

@@ -1004,6 +1004,21 @@ static void client_free(struct ar_client *c)
     ar_free(c);
 }
 
+/* The client's loop: its wake-up, its timer and the flush of what a turn
+ * queued, before its thread runs it. */
+static void loop_prepare(struct ar_client *c)
+{
+    uv_loop_init(&c->loop);
+    uv_async_init(&c->loop, &c->wake, on_wake);
+    c->wake.data = c;
+    uv_timer_init(&c->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
+    uv_prepare_init(&c->loop, &c->flusher);
+    c->flusher.data = c;
+    uv_prepare_start(&c->flusher, flush_conns);
+}
+
 int ar_client_open(const struct ar_client_options *o, struct ar_client **out, char *errmsg)
 {
     AR_ASSERT(o != NULL && out != NULL && errmsg != NULL);
@@ -1041,15 +1056,7 @@ int ar_client_open(const struct ar_client_options *o, struct ar_client **out, ch
     for (uint32_t i = 0; i < o->addr_count; i++) {
         conn_for(c, o->addrs[i]);
     }
-    uv_loop_init(&c->loop);
-    uv_async_init(&c->loop, &c->wake, on_wake);
-    c->wake.data = c;
-    uv_timer_init(&c->loop, &c->timer);
-    c->timer.data = c;
-    uv_timer_start(&c->timer, on_timer, TIMER_MS, TIMER_MS);
-    uv_prepare_init(&c->loop, &c->flusher);
-    c->flusher.data = c;
-    uv_prepare_start(&c->flusher, flush_conns);
+    loop_prepare(c);
     c->next_hb_ms = c->opt.has_no_session ? UINT64_MAX : 0; /* the session opens at once */
     if (pthread_create(&c->thread, NULL, loop_main, c) != 0) {
         close_all(c);

@@ -515,6 +515,40 @@ static unsigned parse_ops(const char *list)
 }
 
 /* The options into b; 0, or the exit status (-1: --help). */
+static void meta_usage(void)
+{
+    printf("usage: arbor bench meta [--seconds S] [--clients N,...] [--conns C]\n"
+           "                        [--ops OP,...]\n\n"
+           "Format and start a 3-replica shard (arbor serve x3) on 127.0.0.1 in a new\n"
+           "directory under $TMPDIR or /var/tmp (removed after), then drive it through\n"
+           "the client protocol with 1, 16 and 64 clients, one request each in flight,\n"
+           "S seconds a phase (default 3): create, getattr, lookup, readdir (1,000\n"
+           "entries), rename, unlink. Prints ops/s and p50/p99 latency.\n"
+           "--clients: the client counts to run (default 1,16,64, at most %u);\n"
+           "--conns: connections the clients share, round-robin (default: one a\n"
+           "client; a mount's threads share one, so 64 clients over 4 connections\n"
+           "is four busy mounts);\n"
+           "--ops: the phases to run (create always runs: the others use its files).\n",
+           CLIENTS_MAX);
+}
+
+/* --clients' "N,..." into b->counts; false if malformed. */
+static bool parse_counts(const char *list, struct bench *b)
+{
+    b->count_count = 0;
+    /* bounded by the list's length */
+    for (const char *p = list; *p != '\0';) {
+        char *end;
+        unsigned long n = strtoul(p, &end, 10);
+        if (n == 0 || n > CLIENTS_MAX || (*end != ',' && *end != '\0') ||
+            b->count_count == AR_ARRAY_LEN(b->counts))
+            return false;
+        b->counts[b->count_count++] = (uint32_t)n;
+        p = end + (*end == ',');
+    }
+    return b->count_count > 0;
+}
+
 static int meta_opts(int argc, char **argv, struct bench *b)
 {
     static const struct option longopts[] = {
@@ -525,6 +559,7 @@ static int meta_opts(int argc, char **argv, struct bench *b)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    char wrong[160] = "";
     int c;
 
     b->seconds = 3;
@@ -534,67 +569,28 @@ static int meta_opts(int argc, char **argv, struct bench *b)
     b->counts[1] = 16;
     b->counts[2] = 64;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c': {
-            const char *p = optarg;
-            b->count_count = 0;
-            /* bounded by the list's length and the array */
-            while (*p != '\0' && b->count_count < AR_ARRAY_LEN(b->counts)) {
-                char *end;
-                unsigned long n = strtoul(p, &end, 10);
-                if (n == 0 || n > CLIENTS_MAX || (*end != ',' && *end != '\0')) {
-                    fprintf(stderr, "arbor bench meta: --clients wants counts 1..%u, "
-                                    "comma-separated\n", CLIENTS_MAX);
-                    return 2;
-                }
-                b->counts[b->count_count++] = (uint32_t)n;
-                p = end + (*end == ',');
-            }
-            break;
-        }
-        case 'n':
-            b->conns_wanted = (uint32_t)strtoul(optarg, NULL, 10);
-            if (b->conns_wanted == 0 || b->conns_wanted > CLIENTS_MAX) {
-                fprintf(stderr, "arbor bench meta: --conns wants 1..%u\n", CLIENTS_MAX);
-                return 2;
-            }
-            break;
-        case 'o':
-            b->ops = parse_ops(optarg);
-            if (b->ops == 0) {
-                fprintf(stderr, "arbor bench meta: --ops wants names of create, getattr, "
-                                "lookup, readdir, rename, unlink\n");
-                return 2;
-            }
-            break;
-        case 's':
-            b->seconds = strtod(optarg, NULL);
-            if (b->seconds <= 0 || b->seconds > 60) {
-                fprintf(stderr, "arbor bench meta: --seconds wants (0, 60]\n");
-                return 2;
-            }
-            break;
-        case 'h':
-            printf("usage: arbor bench meta [--seconds S] [--clients N,...] [--conns C]\n"
-                   "                        [--ops OP,...]\n\n"
-                   "Format and start a 3-replica shard (arbor serve x3) on 127.0.0.1 in a new\n"
-                   "directory under $TMPDIR or /var/tmp (removed after), then drive it through\n"
-                   "the client protocol with 1, 16 and 64 clients, one request each in flight,\n"
-                   "S seconds a phase (default 3): create, getattr, lookup, readdir (1,000\n"
-                   "entries), rename, unlink. Prints ops/s and p50/p99 latency.\n"
-                   "--clients: the client counts to run (default 1,16,64, at most %u);\n"
-                   "--conns: connections the clients share, round-robin (default: one a\n"
-                   "client; a mount's threads share one, so 64 clients over 4 connections\n"
-                   "is four busy mounts);\n"
-                   "--ops: the phases to run (create always runs: the others use its files).\n",
-                   CLIENTS_MAX);
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1 && wrong[0] == '\0') {
+        if (c == 'c' && !parse_counts(optarg, b))
+            snprintf(wrong, sizeof(wrong), "--clients wants up to %zu counts 1..%u, "
+                     "comma-separated", AR_ARRAY_LEN(b->counts), CLIENTS_MAX);
+        else if (c == 'n' && !cmd_parse_u32(optarg, 1, CLIENTS_MAX, &b->conns_wanted))
+            snprintf(wrong, sizeof(wrong), "--conns wants 1..%u", CLIENTS_MAX);
+        else if (c == 'o' && (b->ops = parse_ops(optarg)) == 0)
+            snprintf(wrong, sizeof(wrong), "--ops wants names of create, getattr, lookup, "
+                     "readdir, rename, unlink");
+        else if (c == 's' && (!cmd_parse_seconds(optarg, &b->seconds) || b->seconds <= 0 ||
+                              b->seconds > 60))
+            snprintf(wrong, sizeof(wrong), "--seconds wants (0, 60]");
+        else if (c == 'h') {
+            meta_usage();
             return -1;
-        default:
+        } else if (c == '?') {
             return 2;
         }
     }
-    return 0;
+    if (wrong[0] != '\0')
+        fprintf(stderr, "arbor bench meta: %s\n", wrong);
+    return wrong[0] != '\0' ? 2 : 0;
 }
 
 int bench_meta(int argc, char **argv)

@@ -436,6 +436,37 @@ struct size_result {
 
 /* file_dir: the directory of a file:// store, whose objects are evicted from
  * the page cache before each GET phase (a file per key below it), or NULL. */
+/* A phase's lock, slots (a buffer each, of ph->size) and latencies. */
+static int phase_alloc(struct bench_phase *ph, unsigned inflight, unsigned ops_max)
+{
+    int rc;
+
+    pthread_mutex_init(&ph->lock, NULL);
+    pthread_cond_init(&ph->cond, NULL);
+    ph->slots = ar_calloc(inflight, sizeof(*ph->slots));
+    ph->latency = ar_calloc(ops_max, sizeof(double));
+    rc = ph->slots != NULL && ph->latency != NULL ? 0 : -ENOMEM;
+    for (unsigned i = 0; i < inflight && rc == 0; i++) {
+        ph->slots[i].ph = ph;
+        ph->slots[i].buf = ar_malloc(ph->size);
+        rc = ph->slots[i].buf != NULL ? 0 : -ENOMEM;
+        if (rc == 0) /* fault the pages in now: a reader reuses its buffers */
+            memset(ph->slots[i].buf, 0, ph->size);
+    }
+    return rc;
+}
+
+static void phase_free(struct bench_phase *ph, unsigned inflight)
+{
+    for (unsigned i = 0; ph->slots != NULL && i < inflight; i++) {
+        ar_free(ph->slots[i].buf);
+    }
+    ar_free(ph->slots);
+    ar_free(ph->latency);
+    pthread_cond_destroy(&ph->cond);
+    pthread_mutex_destroy(&ph->lock);
+}
+
 static int bench_size(struct obj_store *store, const struct bench_opts *o, uint64_t size,
                       const char *run_id, const char *file_dir, double ceil_w, double ceil_r,
                       struct size_result *res)
@@ -464,18 +495,7 @@ static int bench_size(struct obj_store *store, const struct bench_opts *o, uint6
 
         snprintf(prefix, sizeof(prefix), "bench/%s/%llu-%u", run_id, (unsigned long long)size,
                  inflight);
-        pthread_mutex_init(&ph.lock, NULL);
-        pthread_cond_init(&ph.cond, NULL);
-        ph.slots = ar_calloc(inflight, sizeof(*ph.slots));
-        ph.latency = ar_calloc(ops_max, sizeof(double));
-        rc = ph.slots != NULL && ph.latency != NULL ? 0 : -ENOMEM;
-        for (unsigned i = 0; i < inflight && rc == 0; i++) {
-            ph.slots[i].ph = &ph;
-            ph.slots[i].buf = ar_malloc(size);
-            rc = ph.slots[i].buf != NULL ? 0 : -ENOMEM;
-            if (rc == 0) /* fault the pages in now: a reader reuses its buffers */
-                memset(ph.slots[i].buf, 0, size);
-        }
+        rc = phase_alloc(&ph, inflight, ops_max);
         if (rc == 0) {
             ph.op = OBJ_OP_PUT;
             rc = phase_run(&ph, inflight, ops_max, o->seconds, data, &put);
@@ -509,13 +529,7 @@ static int bench_size(struct obj_store *store, const struct bench_opts *o, uint6
             fprintf(stderr, "arbor bench objstore: %s\n", failure);
             rc = rc != 0 ? rc : -EIO;
         }
-        for (unsigned i = 0; ph.slots != NULL && i < inflight; i++) {
-            ar_free(ph.slots[i].buf);
-        }
-        ar_free(ph.slots);
-        ar_free(ph.latency);
-        pthread_cond_destroy(&ph.cond);
-        pthread_mutex_destroy(&ph.lock);
+        phase_free(&ph, inflight);
     }
     ar_free(data);
     return rc;
@@ -530,6 +544,28 @@ static void print_machine(void)
     uname(&u);
     printf("machine: %ld cores, %.1f GiB memory, %s %s %s\n", sysconf(_SC_NPROCESSORS_ONLN),
            (double)pages * (double)page / (1 << 30), u.sysname, u.release, u.machine);
+}
+
+/* One size's line of bests against the ceilings. */
+static void print_summary(const struct bench_opts *o, uint64_t size, const struct size_result *res,
+                          double ceil_w, double ceil_r, double ceil_files)
+{
+    double best_put = 0;
+    double best_get = 0;
+    unsigned last = o->inflight_count - 1;
+
+    for (unsigned k = 0; k < o->inflight_count; k++) {
+        best_put = res->put_mibs[k] > best_put ? res->put_mibs[k] : best_put;
+        best_get = res->get_mibs[k] > best_get ? res->get_mibs[k] : best_get;
+    }
+    printf("summary %lluK: best PUT %.0f MiB/s (%.0f%% of ceiling), best GET %.0f MiB/s "
+           "(%.0f%% of ceiling, %.0f%% of separate files)",
+           (unsigned long long)(size >> 10), best_put, 100 * best_put / ceil_w, best_get,
+           100 * best_get / ceil_r, 100 * best_get / ceil_files);
+    if (o->inflight_count > 1 && res->put_mibs[0] > 0 && res->get_mibs[0] > 0)
+        printf("; %u in flight vs 1: PUT %.1fx, GET %.1fx", o->inflights[last],
+               res->put_mibs[last] / res->put_mibs[0], res->get_mibs[last] / res->get_mibs[0]);
+    printf("\n\n");
 }
 
 int bench_objstore(int argc, char **argv)
@@ -589,23 +625,8 @@ int bench_objstore(int argc, char **argv)
         struct size_result res = {0};
         rc = bench_size(store, &o, o.sizes[i], run_id, file_dir[0] != '\0' ? file_dir : NULL,
                         ceil_w, ceil_r, &res);
-        if (rc != 0)
-            break;
-        double best_put = 0;
-        double best_get = 0;
-        for (unsigned k = 0; k < o.inflight_count; k++) {
-            best_put = res.put_mibs[k] > best_put ? res.put_mibs[k] : best_put;
-            best_get = res.get_mibs[k] > best_get ? res.get_mibs[k] : best_get;
-        }
-        printf("summary %lluK: best PUT %.0f MiB/s (%.0f%% of ceiling), best GET %.0f MiB/s "
-               "(%.0f%% of ceiling, %.0f%% of separate files)",
-               (unsigned long long)(o.sizes[i] >> 10), best_put, 100 * best_put / ceil_w,
-               best_get, 100 * best_get / ceil_r, 100 * best_get / ceil_files);
-        if (o.inflight_count > 1 && res.put_mibs[0] > 0 && res.get_mibs[0] > 0)
-            printf("; %u in flight vs 1: PUT %.1fx, GET %.1fx", o.inflights[o.inflight_count - 1],
-                   res.put_mibs[o.inflight_count - 1] / res.put_mibs[0],
-                   res.get_mibs[o.inflight_count - 1] / res.get_mibs[0]);
-        printf("\n\n");
+        if (rc == 0)
+            print_summary(&o, o.sizes[i], &res, ceil_w, ceil_r, ceil_files);
     }
     obj_store_close(store);
     return rc == 0 ? 0 : 1;
