@@ -229,6 +229,14 @@ static uint32_t events_build(const struct jk_op *const *ops, uint32_t n, struct 
     return count;
 }
 
+/* The op whose completion stopped the deepest search, the value then,
+ * and that depth. */
+struct stuck {
+    uint32_t op;
+    int64_t state;
+    int64_t depth;
+};
+
 static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
                      int64_t *bad_state, uint64_t *states)
 {
@@ -243,9 +251,7 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
     uint32_t tail = rc == 1 ? events_build(ops, n, ev, call_of, ret_of) + 1 : 0;
     int64_t state = 0;
     uint32_t depth = 0;
-    uint32_t stuck = 0;        /* the op whose completion stopped the deepest search */
-    int64_t stuck_state = 0;   /* ... and the value then */
-    int64_t stuck_depth = -1;
+    struct stuck stuck = {.depth = -1};
     uint32_t e = rc == 1 ? ev[0].next : tail;
     while (rc == 1 && e != tail) {
         const struct event *x = &ev[e];
@@ -273,11 +279,8 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
         }
         /* a completion of an operation not placed: undo the last one placed,
          * and past it while it is an observation */
-        if ((int64_t)depth > stuck_depth) {
-            stuck_depth = depth;
-            stuck = x->op;
-            stuck_state = state;
-        }
+        if ((int64_t)depth > stuck.depth)
+            stuck = (struct stuck){.op = x->op, .state = state, .depth = depth};
         bool is_undoing = true;
         while (is_undoing && depth > 0) {
             struct frame f = stack[--depth];
@@ -291,8 +294,8 @@ static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
             is_undoing = is_observation(ops[f.op]);
         }
         if (is_undoing) { /* nothing left to undo: no order exists */
-            *bad = stuck;
-            *bad_state = stuck_state;
+            *bad = stuck.op;
+            *bad_state = stuck.state;
             rc = 0;
             break;
         }

@@ -622,6 +622,22 @@ static void fill_done(struct archiver *a, bool is_ok)
     }
 }
 
+/* A probe found where the archive ends, its last checkpoint and holes. */
+static void probe_done(struct archiver *a)
+{
+    a->archived_next = a->job_head.last;
+    a->store_ckpt_last = a->job_ckpt_last;
+    memcpy(a->holes, a->job_holes, a->job_hole_count * sizeof(*a->holes));
+    a->hole_count = a->job_hole_count;
+    ar_log(AR_LOG_INFO, "shard %u: the archive ends before entry %" PRIu64, a->o.shard,
+           a->archived_next);
+    if (a->hole_count > 0)
+        ar_log(AR_LOG_INFO, "shard %u: the archive's log has %s%u holes, the first "
+               "%" PRIu64 "..%" PRIu64 ": filled from the Raft log where it holds them",
+               a->o.shard, a->hole_count == HOLES_MAX ? "at least " : "", a->hole_count,
+               a->holes[0].first, a->holes[0].last);
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     static const char *const names[] = {"", "probe", "log", "fill", "export", "checkpoint",
@@ -648,19 +664,7 @@ static void job_after(uv_work_t *w, int status)
     if (job != JOB_EXPIRE && job != JOB_GC)
         a->failure[0] = '\0';
     switch (job) {
-    case JOB_PROBE:
-        a->archived_next = a->job_head.last;
-        a->store_ckpt_last = a->job_ckpt_last;
-        memcpy(a->holes, a->job_holes, a->job_hole_count * sizeof(*a->holes));
-        a->hole_count = a->job_hole_count;
-        ar_log(AR_LOG_INFO, "shard %u: the archive ends before entry %" PRIu64, a->o.shard,
-               a->archived_next);
-        if (a->hole_count > 0)
-            ar_log(AR_LOG_INFO, "shard %u: the archive's log has %s%u holes, the first "
-                   "%" PRIu64 "..%" PRIu64 ": filled from the Raft log where it holds them",
-                   a->o.shard, a->hole_count == HOLES_MAX ? "at least " : "", a->hole_count,
-                   a->holes[0].first, a->holes[0].last);
-        break;
+    case JOB_PROBE: probe_done(a); break;
     case JOB_LOG:
         if (a->job_batch->h.last + 1 > a->archived_next)
             a->archived_next = a->job_batch->h.last + 1;

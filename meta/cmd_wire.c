@@ -116,6 +116,25 @@ static int items_encode(const struct meta_cmd *cmd, Arbor__Meta__Command *pb, vo
     return 0;
 }
 
+/* cmd's credentials (their groups copied into groups) and attributes to
+ * set, in their protobuf forms. */
+static void cred_set_to_pb(const struct meta_cmd *cmd, Arbor__Meta__Cred *cred,
+                           uint32_t groups[META_GROUPS_MAX], Arbor__Meta__SetAttr *set)
+{
+    if (cmd->cred.group_count > 0)
+        memcpy(groups, cmd->cred.groups, sizeof(uint32_t) * cmd->cred.group_count);
+    cred->uid = cmd->cred.uid;
+    cred->gid = cmd->cred.gid;
+    cred->n_groups = cmd->cred.group_count;
+    cred->groups = groups;
+    set->mode = cmd->set.mode;
+    set->uid = cmd->set.uid;
+    set->gid = cmd->set.gid;
+    set->size = cmd->set.size;
+    set->atime_ns = cmd->set.atime_ns;
+    set->mtime_ns = cmd->set.mtime_ns;
+}
+
 int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t *len)
 {
     Arbor__Meta__Command pb = ARBOR__META__COMMAND__INIT;
@@ -132,18 +151,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
         return -ENAMETOOLONG;
     if (cmd->value_len > META_XATTR_VALUE_MAX)
         return -E2BIG;
-    if (cmd->cred.group_count > 0)
-        memcpy(groups, cmd->cred.groups, sizeof(uint32_t) * cmd->cred.group_count);
-    cred.uid = cmd->cred.uid;
-    cred.gid = cmd->cred.gid;
-    cred.n_groups = cmd->cred.group_count;
-    cred.groups = groups;
-    set.mode = cmd->set.mode;
-    set.uid = cmd->set.uid;
-    set.gid = cmd->set.gid;
-    set.size = cmd->set.size;
-    set.atime_ns = cmd->set.atime_ns;
-    set.mtime_ns = cmd->set.mtime_ns;
+    cred_set_to_pb(cmd, &cred, groups, &set);
     pb.op = (uint32_t)cmd->op;
     pb.cred = &cred;
     pb.now_ns = cmd->now_ns;

@@ -410,6 +410,38 @@ static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Me
     return 0;
 }
 
+/* A group's status in its protobuf form; its arrays point into g. */
+static void group_status_to_pb(const struct meta_group_status *g, Arbor__Meta__GroupStatus *pb)
+{
+    *pb = (Arbor__Meta__GroupStatus)ARBOR__META__GROUP_STATUS__INIT;
+    pb->shard = g->shard;
+    pb->role = g->role;
+    pb->term = g->term;
+    pb->leader = g->leader;
+    pb->commit = g->commit;
+    pb->applied = g->applied;
+    pb->last = g->last;
+    pb->checkpoint = g->checkpoint;
+    pb->files = g->files;
+    pb->memory_bytes = g->memory_bytes;
+    pb->log_bytes = g->log_bytes;
+    pb->checkpoint_bytes = g->checkpoint_bytes;
+    pb->archived = g->archived;
+    pb->archive_tail_bytes = g->archive_tail_bytes;
+    pb->background_waiting = g->background_waiting;
+    pb->background_done = g->background_done;
+    pb->background_yielded = g->background_yielded;
+    pb->background_busy_peak = g->background_busy_peak;
+    pb->n_peer_ids = g->peer_count;
+    pb->peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
+    pb->n_peer_match = g->peer_count;
+    pb->peer_match = (uint64_t *)(uintptr_t)g->peer_match;
+    pb->n_voters = g->voter_count;
+    pb->voters = (uint64_t *)(uintptr_t)g->voters;
+    pb->n_learners = g->learner_count;
+    pb->learners = (uint64_t *)(uintptr_t)g->learners;
+}
+
 int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint8_t *buf,
                          size_t cap, size_t *len)
 {
@@ -441,34 +473,7 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     Arbor__Meta__GroupStatus *gsp[META_STATUS_GROUPS_MAX];
     AR_ASSERT(resp->group_count <= META_STATUS_GROUPS_MAX);
     for (uint32_t i = 0; i < resp->group_count; i++) {
-        const struct meta_group_status *g = &resp->groups[i];
-        gs[i] = (Arbor__Meta__GroupStatus)ARBOR__META__GROUP_STATUS__INIT;
-        gs[i].shard = g->shard;
-        gs[i].role = g->role;
-        gs[i].term = g->term;
-        gs[i].leader = g->leader;
-        gs[i].commit = g->commit;
-        gs[i].applied = g->applied;
-        gs[i].last = g->last;
-        gs[i].checkpoint = g->checkpoint;
-        gs[i].files = g->files;
-        gs[i].memory_bytes = g->memory_bytes;
-        gs[i].log_bytes = g->log_bytes;
-        gs[i].checkpoint_bytes = g->checkpoint_bytes;
-        gs[i].archived = g->archived;
-        gs[i].archive_tail_bytes = g->archive_tail_bytes;
-        gs[i].background_waiting = g->background_waiting;
-        gs[i].background_done = g->background_done;
-        gs[i].background_yielded = g->background_yielded;
-        gs[i].background_busy_peak = g->background_busy_peak;
-        gs[i].n_peer_ids = g->peer_count;
-        gs[i].peer_ids = (uint64_t *)(uintptr_t)g->peer_ids;
-        gs[i].n_peer_match = g->peer_count;
-        gs[i].peer_match = (uint64_t *)(uintptr_t)g->peer_match;
-        gs[i].n_voters = g->voter_count;
-        gs[i].voters = (uint64_t *)(uintptr_t)g->voters;
-        gs[i].n_learners = g->learner_count;
-        gs[i].learners = (uint64_t *)(uintptr_t)g->learners;
+        group_status_to_pb(&resp->groups[i], &gs[i]);
         gsp[i] = &gs[i];
     }
     pb.n_groups = resp->group_count;

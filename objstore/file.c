@@ -404,6 +404,24 @@ static int list_entry_cmp(const void *a, const void *b)
 }
 
 /* Read and sort the visible entries of directory path ("" for the root). */
+/* Whether the directory entry de of d can be a key or a prefix: a file
+ * or a directory (*is_dir), not a temp file, not too long a name. */
+static bool is_listed(DIR *d, const struct dirent *de, bool *is_dir)
+{
+    struct stat st;
+
+    if (de->d_name[0] == '.' || strlen(de->d_name) > OBJ_SEGMENT_BYTES_MAX)
+        return false;
+    if (de->d_type != DT_UNKNOWN) {
+        *is_dir = de->d_type == DT_DIR;
+        return *is_dir || de->d_type == DT_REG;
+    }
+    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return false;
+    *is_dir = S_ISDIR(st.st_mode);
+    return *is_dir || S_ISREG(st.st_mode);
+}
+
 static int list_read_dir(struct file_backend *fb, const char *path, struct list_level *lv,
                          char *errmsg)
 {
@@ -431,20 +449,9 @@ static int list_read_dir(struct file_backend *fb, const char *path, struct list_
         return obj__fail(errmsg, -ENOMEM, "out of memory listing %.200s", path);
     }
     for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
-        bool is_dir = de->d_type == DT_DIR;
-        size_t n = strlen(de->d_name);
-        if (de->d_name[0] == '.' || n > OBJ_SEGMENT_BYTES_MAX)
-            continue; /* temp files and anything that cannot be a key */
-        if (de->d_type == DT_UNKNOWN) {
-            struct stat st;
-            if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-                continue;
-            is_dir = S_ISDIR(st.st_mode);
-            if (!is_dir && !S_ISREG(st.st_mode))
-                continue;
-        } else if (!is_dir && de->d_type != DT_REG) {
+        bool is_dir;
+        if (!is_listed(d, de, &is_dir))
             continue;
-        }
         if (lv->count == FILE_DIR_ENTRIES_MAX) {
             closedir(d);
             obj__free(lv->entries);

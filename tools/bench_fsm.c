@@ -151,6 +151,26 @@ static int fsm_phase(struct fsm_bench *b, enum fsm_phase p)
  * checkpoint every CKPT_DIRTY changes as a server does; the three are
  * timed apart. */
 #define CKPT_DIRTY 1024u
+/* The files from i on, as far as their directory and a command go, as a
+ * restore's items (one piece each); returns how many. */
+static uint32_t restore_batch(const struct fsm_bench *b, uint64_t i, struct meta_file_item *items,
+                              struct meta_file_piece *pieces, char (*names)[21])
+{
+    uint64_t dir = i / b->per_dir;
+    uint32_t n = 0;
+
+    for (; n < META_RESTORE_FILES_MAX && i + n < b->files && (i + n) / b->per_dir == dir; n++) {
+        file_name(i + n, names[n]);
+        items[n] = (struct meta_file_item){
+            .name = names[n], .name_len = 20, .mode = S_IFREG | 0644, .uid = 1000,
+            .gid = 1000, .atime_ns = b->now, .mtime_ns = b->now, .size = FSM_FILE_BYTES,
+            .piece_first = n, .piece_count = 1};
+        pieces[n] = (struct meta_file_piece){
+            .slice = {.id = 1 + i + n, .size = FSM_FILE_BYTES, .len = FSM_FILE_BYTES}};
+    }
+    return n;
+}
+
 static int phase_restore(struct fsm_bench *b)
 {
     struct meta_file_item *items = ar_calloc(META_RESTORE_FILES_MAX, sizeof(*items));
@@ -175,17 +195,7 @@ static int phase_restore(struct fsm_bench *b)
 
     for (uint64_t i = 0; rc == 0 && i < b->files;) {
         uint64_t dir = i / b->per_dir;
-        uint32_t n = 0;
-        for (; n < META_RESTORE_FILES_MAX && i + n < b->files && (i + n) / b->per_dir == dir;
-             n++) {
-            file_name(i + n, names[n]);
-            items[n] = (struct meta_file_item){
-                .name = names[n], .name_len = 20, .mode = S_IFREG | 0644, .uid = 1000,
-                .gid = 1000, .atime_ns = b->now, .mtime_ns = b->now, .size = FSM_FILE_BYTES,
-                .piece_first = n, .piece_count = 1};
-            pieces[n] = (struct meta_file_piece){
-                .slice = {.id = 1 + i + n, .size = FSM_FILE_BYTES, .len = FSM_FILE_BYTES}};
-        }
+        uint32_t n = restore_batch(b, i, items, pieces, names);
         struct meta_cmd cmd = {.op = META_OP_RESTORE_FILES, .ino = FSM_DIR_INO_BASE + dir,
                                .now_ns = ++b->now, .new_ino = FSM_FILE_INO_BASE + b->files + i,
                                .items = items, .item_count = n, .pieces = pieces,
