@@ -189,9 +189,6 @@ static int cmp_event(const void *a, const void *b)
     return (x->op > y->op) - (x->op < y->op);
 }
 
-/* One key's operations: 1 linearizable, 0 not (*bad: the op that could not
- * be placed, *bad_state: the value in the longest order found then), or
- * -ENOMEM. */
 /* Take event i out of the list, or put it back where it was. */
 static void event_lift(struct event *ev, uint32_t i)
 {
@@ -237,6 +234,9 @@ struct stuck {
     int64_t depth;
 };
 
+/* One key's operations: 1 linearizable, 0 not (*bad: the op that could not
+ * be placed, *bad_state: the value in the longest order found then), or
+ * -ENOMEM. */
 static int check_key(const struct jk_op *const *ops, uint32_t n, uint32_t *bad,
                      int64_t *bad_state, uint64_t *states)
 {

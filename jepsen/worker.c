@@ -689,5 +689,6 @@ int main(int argc, char **argv)
         return rc;
     }
     rc = worker_run(&w, a.co.budget_ms);
+    fflush(w.out);
     _exit(rc);
 }

@@ -524,8 +524,6 @@ static int cross_bridge(struct obj_store *st, const struct meta_rebuild_options 
     return 0;
 }
 
-/* One try; *is_raced when an object the listing named was gone when read
- * (the leader's expiry removed it meanwhile): a new listing will not name it. */
 /* The base: the newest finished checkpoint at or before the moment (from
  * the oldest: the oldest checkpoint, unless the log starts at 1), into
  * base (index 0: none, replay from the start); pt's oldest moment. */
@@ -598,6 +596,8 @@ static int replay_logs(struct obj_store *st, const struct meta_rebuild_options *
     return rc;
 }
 
+/* One try; *is_raced when an object the listing named was gone when read
+ * (the leader's expiry removed it meanwhile): a new listing will not name it. */
 static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options *o,
                         struct meta_shard **out, struct meta_restore_point *pt, bool *is_raced,
                         char *errmsg)

@@ -61,7 +61,9 @@ int ar_mkdirs(const char *path, unsigned mode)
     struct stat st;
     int n = snprintf(dir, sizeof(dir), "%s", path);
 
-    if (n <= 0 || (size_t)n >= sizeof(dir))
+    if (n <= 0)
+        return -ENOENT;
+    if ((size_t)n >= sizeof(dir))
         return -ENAMETOOLONG;
     for (char *p = dir + 1; *p != '\0'; p++) {
         if (*p != '/' || p[-1] == '/')

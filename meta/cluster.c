@@ -79,7 +79,6 @@ static bool split_fields(char *line, char **fields, int cap, int *count)
     return true;
 }
 
-/* Line's meaning into out; false with why. */
 /* A one-value key into out: 1 done, 0 a bad value (why says), -1 not
  * such a key. */
 static int parse_setting(const char *key, const char *value, struct meta_server_config *out,
@@ -166,6 +165,7 @@ static bool parse_node(char **f, int n, struct meta_server_config *out, char *wh
     return true;
 }
 
+/* Line's meaning into out; false with why. */
 static bool parse_line(char *line, struct meta_server_config *out, uint32_t *seen, char *why,
                        size_t why_cap)
 {

@@ -1783,6 +1783,29 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
 
 static void group_status(const struct group *g, struct meta_group_status *gs);
 
+/* A member of a group here (voter or learner) whose disk, as it said
+ * within PEER_NEWS_MS, is under its reserve; 0 if none. A replica removed
+ * from the groups may go on sending (pre-votes that raft drops): its news
+ * does not count. */
+static bool is_member(const struct meta_server *s, raft_id id)
+{
+    for (uint32_t g = 0; g < GROUP_COUNT; g++) {
+        if (raft_config_has(raft_config_of(s->groups[g].node), id))
+            return true;
+    }
+    return false;
+}
+
+static raft_id low_peer_find(const struct meta_server *s, uint64_t now)
+{
+    for (uint32_t i = 0; i < PEERS_HEARD_MAX; i++) {
+        if (s->peers[i].is_disk_low && now - s->peers[i].heard_ms < PEER_NEWS_MS &&
+            is_member(s, s->peers[i].id))
+            return s->peers[i].id;
+    }
+    return 0;
+}
+
 /* What the disk holds for the log, the checkpoint and elections once a
  * leader stops taking growth: below the reserve, a leader answers ENOSPC
  * to what would grow its log (disk_refuses()), so that the replicas keep
@@ -1801,11 +1824,7 @@ static void disk_check(struct meta_server *s, uint64_t now)
     if (now - s->disk_checked_ms < DISK_CHECK_MS && s->disk_checked_ms != 0)
         return;
     s->disk_checked_ms = now;
-    s->low_peer = 0;
-    for (uint32_t i = 0; i < PEERS_HEARD_MAX && s->low_peer == 0; i++) {
-        if (s->peers[i].is_disk_low && now - s->peers[i].heard_ms < PEER_NEWS_MS)
-            s->low_peer = s->peers[i].id;
-    }
+    s->low_peer = low_peer_find(s, now);
     if (statvfs(s->cfg.data_dir, &vfs) != 0)
         return; /* as before: an error here says nothing of the room */
     s->disk_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
@@ -1840,7 +1859,8 @@ static void peer_heard(struct meta_server *s, raft_id peer, uint32_t host_flags)
         s->peers[at].id = peer;
         s->peers[at].is_disk_low = false;
     }
-    if (is_low != s->peers[at].is_disk_low)
+    bool is_change = is_low != s->peers[at].is_disk_low;
+    if (is_change && is_member(s, peer))
         ar_log(is_low ? AR_LOG_WARN : AR_LOG_INFO,
                is_low ? "replica %" PRIu64 " says its disk is under its reserve: its leader "
                         "refuses new files and writes (ENOSPC) until it has room, so that "
@@ -1849,10 +1869,8 @@ static void peer_heard(struct meta_server *s, raft_id peer, uint32_t host_flags)
                peer);
     s->peers[at].is_disk_low = is_low;
     s->peers[at].heard_ms = mono_ms();
-    if (s->low_peer == peer && !is_low)
-        s->low_peer = 0; /* writes go on at once; disk_check() finds any other */
-    else if (s->low_peer == 0 && is_low)
-        s->low_peer = peer;
+    if (is_change) /* at once, not at the next disk check: writes stop or go on now */
+        s->low_peer = low_peer_find(s, s->peers[at].heard_ms);
 }
 
 /* Whether the leader refuses cmd for want of disk: all that grows the log
@@ -2671,6 +2689,11 @@ static int format_check(const struct meta_server_config *cfg, struct raft_config
         if (!is_known_node_cfg(cfg, cfg->voters[i]))
             return ar_errorf(errmsg, -EINVAL, "voter %" PRIu64 " is not among the nodes",
                              cfg->voters[i]);
+        for (uint32_t k = 0; k < i; k++) {
+            if (cfg->voters[k] == cfg->voters[i])
+                return ar_errorf(errmsg, -EINVAL, "voter %" PRIu64 " is named twice",
+                                 cfg->voters[i]);
+        }
         rc_cfg->voters[i] = cfg->voters[i];
     }
     return 0;

@@ -403,7 +403,6 @@ static int list_entry_cmp(const void *a, const void *b)
     return strcmp(((const struct list_entry *)a)->name, ((const struct list_entry *)b)->name);
 }
 
-/* Read and sort the visible entries of directory path ("" for the root). */
 /* Whether the directory entry de of d can be a key or a prefix: a file
  * or a directory (*is_dir), not a temp file, not too long a name. */
 static bool is_listed(DIR *d, const struct dirent *de, bool *is_dir)
@@ -422,6 +421,7 @@ static bool is_listed(DIR *d, const struct dirent *de, bool *is_dir)
     return *is_dir || S_ISREG(st.st_mode);
 }
 
+/* Read and sort the visible entries of directory path ("" for the root). */
 static int list_read_dir(struct file_backend *fb, const char *path, struct list_level *lv,
                          char *errmsg)
 {

@@ -514,7 +514,6 @@ static unsigned parse_ops(const char *list)
     return ops;
 }
 
-/* The options into b; 0, or the exit status (-1: --help). */
 static void meta_usage(void)
 {
     printf("usage: arbor bench meta [--seconds S] [--clients N,...] [--conns C]\n"
@@ -549,6 +548,7 @@ static bool parse_counts(const char *list, struct bench *b)
     return b->count_count > 0;
 }
 
+/* The options into b; 0, or the exit status (-1: --help). */
 static int meta_opts(int argc, char **argv, struct bench *b)
 {
     static const struct option longopts[] = {

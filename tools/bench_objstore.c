@@ -434,8 +434,6 @@ struct size_result {
     double get_mibs[BENCH_LIST_MAX];
 };
 
-/* file_dir: the directory of a file:// store, whose objects are evicted from
- * the page cache before each GET phase (a file per key below it), or NULL. */
 /* A phase's lock, slots (a buffer each, of ph->size) and latencies. */
 static int phase_alloc(struct bench_phase *ph, unsigned inflight, unsigned ops_max)
 {
@@ -467,6 +465,8 @@ static void phase_free(struct bench_phase *ph, unsigned inflight)
     pthread_mutex_destroy(&ph->lock);
 }
 
+/* file_dir: the directory of a file:// store, whose objects are evicted from
+ * the page cache before each GET phase (a file per key below it), or NULL. */
 static int bench_size(struct obj_store *store, const struct bench_opts *o, uint64_t size,
                       const char *run_id, const char *file_dir, double ceil_w, double ceil_r,
                       struct size_result *res)

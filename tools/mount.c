@@ -68,8 +68,6 @@ static void usage(FILE *to)
             "                       other users; permissions are always checked)\n");
 }
 
-/* Read the options into o (cache: its directory, cache_bytes its bound):
- * -1 to go on, else the exit status (0 after --help, 2 with the error said). */
 /* An option that takes a value (c, with optarg) into o, cache or
  * cache_bytes; false, said, if the value is wrong. */
 static bool mount_value(int c, const char *arg, struct ar_mount_options *o, char cache[600],
@@ -99,6 +97,8 @@ static bool mount_value(int c, const char *arg, struct ar_mount_options *o, char
     return wrong == NULL;
 }
 
+/* Read the options into o (cache: its directory, cache_bytes its bound):
+ * -1 to go on, else the exit status (0 after --help, 2 with the error said). */
 static int mount_options(int argc, char **argv, struct ar_mount_options *o, char cache[600],
                          uint64_t *cache_bytes, const char **log_path, bool *is_foreground)
 {
@@ -342,8 +342,8 @@ static bool state_log_path(const char *mountpoint, char *out, size_t cap)
         n = -1; /* a home that is not there is not made */
     bool is_named = abs != NULL && n > 0 && (size_t)n < sizeof(dir) && ar_mkdirs(dir, 0700) == 0;
     if (is_named) {
-        size_t len = (size_t)snprintf(out, cap, "%s/mount%s", dir, strcmp(abs, "/") == 0 ? "-root" : "");
-        for (const char *p = strcmp(abs, "/") == 0 ? "" : abs; *p != '\0' && len < cap; p++) {
+        size_t len = (size_t)snprintf(out, cap, "%s/mount", dir); /* "/": mount-.log */
+        for (const char *p = abs; *p != '\0' && len < cap; p++) {
             if (*p == '/')
                 len += (size_t)snprintf(out + len, cap - len, "-");
             else if (*p == '-' || *p == '%')

@@ -437,9 +437,6 @@ struct room_host {
     uint64_t disk_free;     /* the least free above the reserve among its replicas */
 };
 
-/* ar_restore_options.room: ask each member of the cluster (the shard
- * map's, else the addresses given) what it has; replicas on one host share
- * its memory and, as arbor up's do, its disk. */
 /* A replica's room (its status answer r, at addr) into its host's entry
  * of hosts: replicas on one host share its disk and memory. */
 static void room_add(struct room_host *hosts, uint32_t *host_count, const char *addr,
@@ -478,6 +475,9 @@ static void room_add(struct room_host *hosts, uint32_t *host_count, const char *
     h->disk_free = above < h->disk_free ? above : h->disk_free;
 }
 
+/* ar_restore_options.room: ask each member of the cluster (the shard
+ * map's, else the addresses given) what it has; replicas on one host share
+ * its memory and, as arbor up's do, its disk. */
 static int room_check(void *ctx, uint64_t names, char *errmsg)
 {
     const struct ar_client_options *given = ctx;

@@ -91,17 +91,17 @@ static bool parse_voters(const char *list, struct meta_server_config *cfg)
 {
     /* bounded: each turn takes one id and its comma */
     for (const char *p = list; *p != '\0';) {
-        char *end;
-        errno = 0;
-        unsigned long long id = strtoull(p, &end, 10);
-        if (end == p || errno != 0 || id == 0 || (*end != ',' && *end != '\0') ||
-            cfg->voter_count == META_SERVER_NODES_MAX) {
+        char id[24];
+        size_t n = strcspn(p, ",");
+        snprintf(id, sizeof(id), "%.*s", (int)(n < sizeof(id) ? n : sizeof(id) - 1), p);
+        if (n >= sizeof(id) || cfg->voter_count == META_SERVER_NODES_MAX ||
+            !cmd_parse_u64(id, 1, UINT64_MAX, &cfg->voters[cfg->voter_count])) {
             fprintf(stderr, "arbor format: --voters wants member ids from 1, comma-separated, "
                             "at most %u: %s\n", META_SERVER_NODES_MAX, list);
             return false;
         }
-        cfg->voters[cfg->voter_count++] = id;
-        p = end + (*end == ',');
+        cfg->voter_count++;
+        p += n + (p[n] == ',');
     }
     return true;
 }
@@ -218,7 +218,6 @@ static void on_signal(uv_signal_t *h, int sig)
     uv_close((uv_handle_t *)h, NULL);
 }
 
-/* The options of arbor serve into cfg; 0, or the exit status (-1: --help). */
 static void serve_usage(void)
 {
     printf("usage: arbor serve DATA_DIR [--log-keep N] [--session-timeout-ms MS]\n"
@@ -250,6 +249,7 @@ static void serve_usage(void)
            "a write of their own.\n");
 }
 
+/* The options of arbor serve into cfg; 0, or the exit status (-1: --help). */
 static int serve_opts(int argc, char **argv, struct meta_server_config *cfg)
 {
     static const struct option longopts[] = {

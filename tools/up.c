@@ -511,6 +511,7 @@ int cmd_up(int argc, char **argv)
     return rc;
 }
 
+/* Running: alive and not a zombie (one its parent has not reaped yet). */
 static bool is_running(pid_t pid)
 {
     char path[64];
@@ -601,6 +602,7 @@ static bool addr_resolve(const char *who, const char *addr, struct ar_client_opt
             fprintf(stderr, "arbor %s: more than %u addresses (%s gives another, %s): "
                             "the first %u are tried, the others left\n",
                     who, AR_CLIENT_ADDRS_MAX, addr, out, AR_CLIENT_ADDRS_MAX);
+            o->addr_count++; /* past the array: full, and said (cmd_meta_options) */
             break;
         }
         if (is_new)
@@ -626,15 +628,19 @@ bool cmd_meta_options(const char *who, const char *meta, struct ar_client_option
         size_t n = strcspn(p, ",");
         char addr[300];
         snprintf(addr, sizeof(addr), "%.*s", (int)n, p);
-        if (o->addr_count == AR_CLIENT_ADDRS_MAX) {
-            fprintf(stderr, "arbor %s: more than %u addresses: the first %u are tried, "
-                            "%s and after it left\n", who, AR_CLIENT_ADDRS_MAX, AR_CLIENT_ADDRS_MAX, addr);
+        if (o->addr_count >= AR_CLIENT_ADDRS_MAX) {
+            if (o->addr_count == AR_CLIENT_ADDRS_MAX)
+                fprintf(stderr, "arbor %s: more than %u addresses: the first %u are tried, "
+                                "%s and after it left\n", who, AR_CLIENT_ADDRS_MAX,
+                        AR_CLIENT_ADDRS_MAX, addr);
             break;
         }
         if (!addr_resolve(who, addr, o))
             return false;
         p += n + (p[n] == ',');
     }
+    if (o->addr_count > AR_CLIENT_ADDRS_MAX)
+        o->addr_count = AR_CLIENT_ADDRS_MAX;
     if (o->addr_count == 0)
         fprintf(stderr, "arbor %s: --meta names no address (HOST:PORT,...)\n", who);
     return o->addr_count > 0;

@@ -1103,6 +1103,7 @@ static void test_cluster_format_says_what_is_wrong_and_makes_nothing(void **stat
          "--volume wants 1 to 63 letters, digits"},
         {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --voters 1,x", 2,
          "--voters wants member ids from 1"},
+        {"--nodes 1=127.0.0.1:7000/127.0.0.1:7001 --voters 1,1", 1, "voter 1 is named twice"},
     };
     char dir[256];
     char arbor[512];

@@ -1918,7 +1918,7 @@ static void test_mount_detached_serves_until_unmounted(void **state)
     } else {
         /* the mount point's slashes as dashes, its dashes as %2d */
         size_t len = (size_t)snprintf(log, sizeof(log), "%s/state/arbor/mount", f->dir);
-        for (const char *p = f->dir; *p != '\0'; p++) {
+        for (const char *p = f->dir; *p != '\0' && len < sizeof(log) - 8; p++) {
             len += (size_t)snprintf(log + len, sizeof(log) - len, *p == '/' ? "-" : *p == '-' ? "%%2d" : "%c", *p);
         }
         snprintf(log + len, sizeof(log) - len, "-detached.log");
