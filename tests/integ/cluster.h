@@ -26,6 +26,7 @@ struct fixture {
     int fd;                  /* the client's connection */
     int connected_to;        /* its node index, -1 if none */
     uint64_t next_id;
+    uint64_t seq;            /* the numbers of the test's own changes (call_shard()) */
     uint8_t *buf;
     struct meta_response_buf *resp;
     char small_disk[256];    /* a tmpfs holding dir, mounted for the test; "" if none */
