@@ -1783,10 +1783,7 @@ static int admin(struct meta_server *s, struct group *g, const struct meta_reque
 
 static void group_status(const struct group *g, struct meta_group_status *gs);
 
-/* A member of a group here (voter or learner) whose disk, as it said
- * within PEER_NEWS_MS, is under its reserve; 0 if none. A replica removed
- * from the groups may go on sending (pre-votes that raft drops): its news
- * does not count. */
+/* Whether id is a voter or learner of a group here. */
 static bool is_member(const struct meta_server *s, raft_id id)
 {
     for (uint32_t g = 0; g < GROUP_COUNT; g++) {
@@ -1796,6 +1793,9 @@ static bool is_member(const struct meta_server *s, raft_id id)
     return false;
 }
 
+/* A member of a group here whose disk, as it said within PEER_NEWS_MS,
+ * is under its reserve; 0 if none. A replica removed from the groups may
+ * go on sending (pre-votes that raft drops): its news does not count. */
 static raft_id low_peer_find(const struct meta_server *s, uint64_t now)
 {
     for (uint32_t i = 0; i < PEERS_HEARD_MAX; i++) {
@@ -1814,7 +1814,7 @@ static raft_id low_peer_find(const struct meta_server *s, uint64_t now)
  * flapping at the edge). A follower's disk counts as much as the
  * leader's: each replica says in every raft message it sends whether its
  * disk is under its reserve (PEER_DISK_LOW), and a leader that heard so
- * from any replica within PEER_NEWS_MS refuses growth too, since that
+ * from any member within PEER_NEWS_MS refuses growth too, since that
  * replica would fail its next write and stop, and the replicas' disks,
  * holding the same log, fill together. */
 static void disk_check(struct meta_server *s, uint64_t now)
