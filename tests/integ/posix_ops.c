@@ -131,117 +131,124 @@ static uint64_t list_hash(const char *dir, long *ret)
     return h;
 }
 
-void posix_run(const char *root, uint64_t seed, unsigned steps, struct posix_result *out)
+/* The ops on the open file *fd of the step's slot (0 open, 1 close,
+ * 2 write, 3 pread, 4 lseek, 5 ftruncate, 22 fstat); their return. */
+static long posix_fd_op(const struct op *o, uint64_t seed, unsigned i, const char *p1, int *fd,
+                        char *buf, uint64_t *value)
 {
     static const int open_flags[5] = {O_RDONLY, O_WRONLY | O_CREAT, O_RDWR | O_CREAT | O_EXCL,
                                       O_RDWR | O_TRUNC, O_WRONLY | O_APPEND | O_CREAT};
+    struct stat st;
+    long ret = 0;
+
+    switch (o->kind) {
+    case 0:
+        if (*fd >= 0)
+            close(*fd);
+        *fd = open(p1, open_flags[o->arg], 0644);
+        return *fd >= 0 ? 0 : -1;
+    case 1:
+        ret = *fd >= 0 ? close(*fd) : 0;
+        *fd = -1;
+        return ret;
+    case 2:
+        for (uint64_t k = 0; k < o->len; k++) {
+            buf[k] = (char)(seed + i + k);
+        }
+        return write(*fd, buf, o->len);
+    case 3:
+        ret = pread(*fd, buf, o->len, (off_t)o->off);
+        if (ret > 0)
+            *value = hash_bytes(1, buf, (size_t)ret);
+        return ret;
+    case 4:
+        return lseek(*fd, (off_t)o->off, o->arg % 2 ? SEEK_END : SEEK_SET);
+    case 5:
+        return ftruncate(*fd, (off_t)o->off);
+    default: /* 22 */
+        ret = *fd >= 0 ? fstat(*fd, &st) : -1;
+        if (ret == 0)
+            *value = stat_hash(&st);
+        return ret;
+    }
+}
+
+/* Step i's op o on p1 (and p2), with the open file *fd of its slot; its
+ * return (errno set by it), and in *value a hash of what it read. */
+static long posix_op(const struct op *o, uint64_t seed, unsigned i, const char *p1,
+                     const char *p2, int *fd, uint64_t *value)
+{
     static const mode_t modes[5] = {0644, 0600, 0755, 0000, 0444};
     static const int access_modes[5] = {F_OK, R_OK, W_OK, X_OK, R_OK | W_OK};
+    static char buf[30000];
+    struct stat st;
+    long ret = 0;
+
+    if (o->kind <= 5 || o->kind == 22)
+        return posix_fd_op(o, seed, i, p1, fd, buf, value);
+    switch (o->kind) {
+    case 6:
+        return truncate(p1, (off_t)o->off);
+    case 7:
+        return rename(p1, p2);
+    case 8:
+        return link(p1, p2);
+    case 9:
+        return symlink(paths[o->path], p2);
+    case 10:
+        ret = readlink(p1, buf, sizeof(buf));
+        if (ret > 0)
+            *value = hash_bytes(1, buf, (size_t)ret);
+        return ret;
+    case 11:
+        return unlink(p1);
+    case 12:
+        return rmdir(p1);
+    case 13:
+        return mkdir(p1, 0755);
+    case 14:
+        return chmod(p1, modes[o->arg]);
+    case 15:
+    case 16:
+        ret = o->kind == 15 ? stat(p1, &st) : lstat(p1, &st);
+        if (ret == 0)
+            *value = stat_hash(&st);
+        return ret;
+    case 17:
+        return setxattr(p1, "user.k", buf, o->len % 100, (int)(o->arg % 3));
+    case 18:
+        ret = getxattr(p1, "user.k", buf, o->arg == 0 ? 0 : sizeof(buf));
+        if (ret > 0 && o->arg != 0)
+            *value = hash_bytes(1, buf, (size_t)ret);
+        return ret;
+    case 19:
+        return removexattr(p1, "user.k");
+    case 20:
+        *value = list_hash(p1, &ret);
+        return ret;
+    case 21:
+        return syscall(SYS_renameat2, AT_FDCWD, p1, AT_FDCWD, p2,
+                       o->arg % 2 ? RENAME_NOREPLACE : RENAME_EXCHANGE);
+    default:
+        return access(p1, access_modes[o->arg]);
+    }
+}
+
+
+void posix_run(const char *root, uint64_t seed, unsigned steps, struct posix_result *out)
+{
     int fds[SLOTS] = {-1, -1, -1, -1};
     char p1[600];
     char p2[600];
-    static char buf[30000];
 
     for (unsigned i = 0; i < steps && i < POSIX_STEPS_MAX; i++) {
         struct op o;
-        struct stat st;
-        long ret = 0;
         uint64_t value = 0;
         op_of(seed, i, &o);
         snprintf(p1, sizeof(p1), "%s/%s", root, paths[o.path]);
         snprintf(p2, sizeof(p2), "%s/%s", root, paths[o.path2]);
-        int *fd = &fds[o.slot];
         errno = 0;
-        switch (o.kind) {
-        case 0:
-            if (*fd >= 0)
-                close(*fd);
-            *fd = open(p1, open_flags[o.arg], 0644);
-            ret = *fd >= 0 ? 0 : -1;
-            break;
-        case 1:
-            ret = *fd >= 0 ? close(*fd) : 0;
-            *fd = -1;
-            break;
-        case 2:
-            for (uint64_t k = 0; k < o.len; k++) {
-                buf[k] = (char)(seed + i + k);
-            }
-            ret = write(*fd, buf, o.len);
-            break;
-        case 3:
-            ret = pread(*fd, buf, o.len, (off_t)o.off);
-            if (ret > 0)
-                value = hash_bytes(1, buf, (size_t)ret);
-            break;
-        case 4:
-            ret = lseek(*fd, (off_t)o.off, o.arg % 2 ? SEEK_END : SEEK_SET);
-            break;
-        case 5:
-            ret = ftruncate(*fd, (off_t)o.off);
-            break;
-        case 6:
-            ret = truncate(p1, (off_t)o.off);
-            break;
-        case 7:
-            ret = rename(p1, p2);
-            break;
-        case 8:
-            ret = link(p1, p2);
-            break;
-        case 9:
-            ret = symlink(paths[o.path], p2);
-            break;
-        case 10:
-            ret = readlink(p1, buf, sizeof(buf));
-            if (ret > 0)
-                value = hash_bytes(1, buf, (size_t)ret);
-            break;
-        case 11:
-            ret = unlink(p1);
-            break;
-        case 12:
-            ret = rmdir(p1);
-            break;
-        case 13:
-            ret = mkdir(p1, 0755);
-            break;
-        case 14:
-            ret = chmod(p1, modes[o.arg]);
-            break;
-        case 15:
-        case 16:
-            ret = o.kind == 15 ? stat(p1, &st) : lstat(p1, &st);
-            if (ret == 0)
-                value = stat_hash(&st);
-            break;
-        case 17:
-            ret = setxattr(p1, "user.k", buf, o.len % 100, (int)(o.arg % 3));
-            break;
-        case 18:
-            ret = getxattr(p1, "user.k", buf, o.arg == 0 ? 0 : sizeof(buf));
-            if (ret > 0 && o.arg != 0)
-                value = hash_bytes(1, buf, (size_t)ret);
-            break;
-        case 19:
-            ret = removexattr(p1, "user.k");
-            break;
-        case 20:
-            value = list_hash(p1, &ret);
-            break;
-        case 21:
-            ret = syscall(SYS_renameat2, AT_FDCWD, p1, AT_FDCWD, p2,
-                          o.arg % 2 ? RENAME_NOREPLACE : RENAME_EXCHANGE);
-            break;
-        case 22:
-            ret = *fd >= 0 ? fstat(*fd, &st) : -1;
-            if (ret == 0)
-                value = stat_hash(&st);
-            break;
-        default:
-            ret = access(p1, access_modes[o.arg]);
-            break;
-        }
+        long ret = posix_op(&o, seed, i, p1, p2, &fds[o.slot], &value);
         out[i] = (struct posix_result){.ret = ret, .err = ret < 0 ? errno : 0, .value = value};
     }
     for (int k = 0; k < SLOTS; k++) {

@@ -705,6 +705,32 @@ static void test_cluster_paused_leader_serves_no_stale_read(void **state)
         assert_int_equal(f->resp->r.rc, -AR_ENOTLEADER);
 }
 
+/* The root got its times from the first leader, the same on every
+ * replica (each read there, waiting while it has none yet). */
+static void root_times_agree(struct fixture *f)
+{
+    int64_t mtime = 0;
+
+    for (int i = 0; i < f->nodes; i++) {
+        struct meta_request rd = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
+                                  .kind = META_REQ_COMMAND, .read_mode = META_READ_FOLLOWER};
+        struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = 1};
+        int64_t seen = 0;
+        for (int tries = 0; tries < 200 && seen == 0; tries++) {
+            assert_true(connect_wait(f, i));
+            assert_true(exchange(f, &rd, &ga));
+            seen = f->resp->r.rc == 0 ? f->resp->r.reply.attr.mtime_ns : 0;
+            rd.id = ++f->next_id;
+            if (seen == 0)
+                usleep(20000);
+        }
+        assert_true(seen > 0);
+        mtime = mtime == 0 ? seen : mtime;
+        assert_true(seen == mtime);
+    }
+    client_close(f);
+}
+
 /* The map: written by the first leader from the cluster file; read by
  * anyone, changed by no client. Requests name a shard and its epoch. */
 static void test_cluster_shard_map_and_epochs(void **state)
@@ -760,29 +786,21 @@ static void test_cluster_shard_map_and_epochs(void **state)
                            .value_len = (uint32_t)len};
     assert_int_equal(call_shard(f, META_MAP_SHARD, &set, META_READ_LINEARIZABLE), -EPERM);
     assert_int_equal(call_shard(f, META_MAP_SHARD, &mk, META_READ_LINEARIZABLE), -AR_EREDIRECT);
-    /* the root got its times from the first leader, the same on every replica */
-    int64_t mtime = 0;
-    for (int i = 0; i < f->nodes; i++) {
-        struct meta_request rd = {.id = ++f->next_id, .shard = META_ROOT_SHARD, .epoch = 1,
-                                  .kind = META_REQ_COMMAND, .read_mode = META_READ_FOLLOWER};
-        struct meta_cmd ga = {.op = META_OP_GETATTR, .ino = 1};
-        int64_t seen = 0;
-        for (int tries = 0; tries < 200 && seen == 0; tries++) {
-            assert_true(connect_wait(f, i));
-            assert_true(exchange(f, &rd, &ga));
-            seen = f->resp->r.rc == 0 ? f->resp->r.reply.attr.mtime_ns : 0;
-            rd.id = ++f->next_id;
-            if (seen == 0)
-                usleep(20000);
-        }
-        assert_true(seen > 0);
-        mtime = mtime == 0 ? seen : mtime;
-        assert_true(seen == mtime);
-    }
-    client_close(f);
+    root_times_agree(f);
 }
 
 /* ---- a full disk ---------------------------------------------------------------------- */
+
+/* arbor status, its output in out: the exit status. */
+static int status_run(struct fixture *f, const char *out)
+{
+    char cmd[900];
+    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u > '%s'",
+             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
+    int said = system(cmd);
+    return WIFEXITED(said) ? WEXITSTATUS(said) : -1;
+}
+
 
 /* Three servers on a 320 MiB tmpfs, keeping 192 MiB free for themselves. */
 static int setup_small_disk(void **state)
@@ -815,6 +833,26 @@ static int mknod_once_room(struct fixture *f, uint64_t dir, const char *name, ui
             usleep(100000);
     }
     return rc;
+}
+
+/* The file:// store keeps 128 MiB: a put past it is refused, not made. */
+static void store_keeps_its_floor(struct fixture *f)
+{
+    char url[400];
+    char errmsg[AR_ERRMSG_MAX] = "";
+    struct obj_store *st = NULL;
+    static uint8_t block[1u << 20];
+
+    snprintf(url, sizeof(url), "file://%s/store", f->dir);
+    assert_int_equal(mkdir(url + 7, 0755), 0);
+    assert_int_equal(obj_store_open(url, NULL, &st, errmsg), 0);
+    assert_int_equal(obj_put(st, "a", block, sizeof(block), errmsg), 0);
+    small_disk_fill(f, 100u << 20);
+    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), -ENOSPC);
+    assert_non_null(strstr(errmsg, "MiB free, under the 128 MiB it keeps"));
+    small_disk_fill(f, 0);
+    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), 0);
+    obj_store_close(st);
 }
 
 /* Under the reserve a leader refuses growth with ENOSPC, serves reads and
@@ -867,13 +905,9 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     snprintf(log, sizeof(log), "%s/node%d.log", f->dir, leader + 1);
     assert_true(harness_count_lines(log, "under the reserve of 192 MiB") > 0);
     /* arbor status says so, and exits 1 for a monitor */
-    char cmd[800];
     char out[400];
     snprintf(out, sizeof(out), "%s/status.out", f->dir);
-    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u > '%s'",
-             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
-    int said = system(cmd);
-    assert_true(WIFEXITED(said) && WEXITSTATUS(said) == 1);
+    assert_int_equal(status_run(f, out), 1);
     assert_true(harness_count_lines(out, "under its reserve: its leader refuses new files") > 0);
 
     /* room again: creates go on, and no replica stopped meanwhile */
@@ -881,41 +915,16 @@ static void test_cluster_full_disk_refuses_growth_and_keeps_serving(void **state
     assert_int_equal(mknod_once_room(f, dir, "after", &ino), 0);
     assert_true(harness_count_lines(log, "has room again") > 0);
     /* 0 once the archive, whose puts the store refused too, stores again */
-    said = -1;
-    for (int tries = 0; tries < 100 && !(WIFEXITED(said) && WEXITSTATUS(said) == 0); tries++) {
-        said = system(cmd);
-        if (!(WIFEXITED(said) && WEXITSTATUS(said) == 0))
+    int said = 1;
+    for (int tries = 0; tries < 100 && said != 0; tries++) {
+        said = status_run(f, out);
+        if (said != 0)
             usleep(100000); /* 10 s in all */
     }
-    assert_true(WIFEXITED(said) && WEXITSTATUS(said) == 0);
+    assert_int_equal(said, 0);
     for (int i = 0; i < f->nodes; i++)
         assert_int_equal(waitpid(f->pid[i], NULL, WNOHANG), 0);
-
-    /* the file:// store keeps 128 MiB: a put past it is refused, not made */
-    char url[400];
-    char errmsg[AR_ERRMSG_MAX] = "";
-    struct obj_store *st = NULL;
-    static uint8_t block[1u << 20];
-    snprintf(url, sizeof(url), "file://%s/store", f->dir);
-    assert_int_equal(mkdir(url + 7, 0755), 0);
-    assert_int_equal(obj_store_open(url, NULL, &st, errmsg), 0);
-    assert_int_equal(obj_put(st, "a", block, sizeof(block), errmsg), 0);
-    small_disk_fill(f, 100u << 20);
-    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), -ENOSPC);
-    assert_non_null(strstr(errmsg, "MiB free, under the 128 MiB it keeps"));
-    small_disk_fill(f, 0);
-    assert_int_equal(obj_put(st, "b", block, sizeof(block), errmsg), 0);
-    obj_store_close(st);
-}
-
-/* arbor status, its output in out: the exit status. */
-static int status_run(struct fixture *f, const char *out)
-{
-    char cmd[900];
-    snprintf(cmd, sizeof(cmd), "'%s' status --meta 127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u > '%s'",
-             f->arbor, f->client_port[0], f->client_port[1], f->client_port[2], out);
-    int said = system(cmd);
-    return WIFEXITED(said) ? WEXITSTATUS(said) : -1;
+    store_keeps_its_floor(f);
 }
 
 /* The archive cannot store what shard 1 commits (its log's directory in

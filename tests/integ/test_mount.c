@@ -175,52 +175,27 @@ static void test_mount_files_of_every_size_read_back_equal(void **state)
     free(data);
 }
 
-static void test_mount_names_links_xattrs_and_permissions(void **state)
+/* How many names the directory dir lists, . and .. aside. */
+static unsigned names_in(const char *dir)
 {
-    struct fixture *f = *state;
-    struct mount_proc *mp;
-    char a[600];
-    char b[600];
-    char buf[64];
-
-    assert_int_equal(chmod(f->dir, 0755), 0); /* the other user reaches the mount */
-    mp = mount_start(f, "m", "1");
-    snprintf(a, sizeof(a), "%s/d", mp->dir);
-    assert_int_equal(mkdir(a, 0755), 0);
-    assert_int_equal(mkdir(a, 0755), -1);
-    assert_int_equal(errno, EEXIST);
-    for (int i = 0; i < 300; i++) {
-        snprintf(a, sizeof(a), "%s/d/f%03d", mp->dir, i);
-        write_file(a, (const uint8_t *)"x", 1);
-    }
-    snprintf(a, sizeof(a), "%s/d", mp->dir);
-    DIR *d = opendir(a);
-    assert_non_null(d);
-    int count = 0;
+    DIR *d = opendir(dir);
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    unsigned count = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) { /* bounded by the directory */
         count += e->d_name[0] != '.';
     }
     closedir(d);
-    assert_int_equal(count, 300);
-    /* rename over a name, hard links, symlinks */
-    snprintf(a, sizeof(a), "%s/d/f000", mp->dir);
-    snprintf(b, sizeof(b), "%s/d/f001", mp->dir);
-    assert_int_equal(rename(a, b), 0);
-    assert_int_equal(access(a, F_OK), -1);
-    assert_int_equal(errno, ENOENT);
-    snprintf(a, sizeof(a), "%s/d/hard", mp->dir);
-    assert_int_equal(link(b, a), 0);
-    struct stat st;
-    assert_int_equal(stat(b, &st), 0);
-    assert_int_equal(st.st_nlink, 2);
-    snprintf(a, sizeof(a), "%s/d/sym", mp->dir);
-    assert_int_equal(symlink("f001", a), 0);
-    assert_int_equal(readlink(a, buf, sizeof(buf)), 4);
-    assert_memory_equal(buf, "f001", 4);
-    assert_int_equal(stat(a, &st), 0); /* followed */
-    assert_true(S_ISREG(st.st_mode));
-    /* xattrs */
+    return count;
+}
+
+/* xattrs on the file b: set, get (a small buffer: ERANGE), list, create
+ * over one (EEXIST), remove. */
+static void xattrs_behave(const char *b)
+{
+    char buf[64];
+
     assert_int_equal(setxattr(b, "user.label", "cat", 3, 0), 0);
     assert_int_equal(getxattr(b, "user.label", buf, sizeof(buf)), 3);
     assert_memory_equal(buf, "cat", 3);
@@ -232,6 +207,18 @@ static void test_mount_names_links_xattrs_and_permissions(void **state)
     assert_int_equal(removexattr(b, "user.label"), 0);
     assert_int_equal(getxattr(b, "user.label", buf, sizeof(buf)), -1);
     assert_int_equal(errno, ENODATA);
+}
+
+/* An unlinked file stays readable while open. Permissions as a user
+ * other than root: the server checks them, and a directory only a
+ * supplementary group may search is searched (the server sees that group
+ * on the lookup's second try, as the kernel did at once). */
+static void unlinked_open_and_permissions(const struct mount_proc *mp)
+{
+    char a[600];
+    char buf[64];
+    struct stat st;
+
     /* an unlinked file stays readable while open */
     snprintf(a, sizeof(a), "%s/d/open", mp->dir);
     write_file(a, (const uint8_t *)"still here", 10);
@@ -285,6 +272,47 @@ static void test_mount_names_links_xattrs_and_permissions(void **state)
     assert_int_equal(chown(a, 65534, 65534), 0);
     assert_int_equal(stat(a, &st), 0);
     assert_int_equal(st.st_uid, 65534);
+}
+
+static void test_mount_names_links_xattrs_and_permissions(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp;
+    char a[600];
+    char b[600];
+    char buf[64];
+
+    assert_int_equal(chmod(f->dir, 0755), 0); /* the other user reaches the mount */
+    mp = mount_start(f, "m", "1");
+    snprintf(a, sizeof(a), "%s/d", mp->dir);
+    assert_int_equal(mkdir(a, 0755), 0);
+    assert_int_equal(mkdir(a, 0755), -1);
+    assert_int_equal(errno, EEXIST);
+    for (int i = 0; i < 300; i++) {
+        snprintf(a, sizeof(a), "%s/d/f%03d", mp->dir, i);
+        write_file(a, (const uint8_t *)"x", 1);
+    }
+    snprintf(a, sizeof(a), "%s/d", mp->dir);
+    assert_int_equal(names_in(a), 300);
+    /* rename over a name, hard links, symlinks */
+    snprintf(a, sizeof(a), "%s/d/f000", mp->dir);
+    snprintf(b, sizeof(b), "%s/d/f001", mp->dir);
+    assert_int_equal(rename(a, b), 0);
+    assert_int_equal(access(a, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+    snprintf(a, sizeof(a), "%s/d/hard", mp->dir);
+    assert_int_equal(link(b, a), 0);
+    struct stat st;
+    assert_int_equal(stat(b, &st), 0);
+    assert_int_equal(st.st_nlink, 2);
+    snprintf(a, sizeof(a), "%s/d/sym", mp->dir);
+    assert_int_equal(symlink("f001", a), 0);
+    assert_int_equal(readlink(a, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "f001", 4);
+    assert_int_equal(stat(a, &st), 0); /* followed */
+    assert_true(S_ISREG(st.st_mode));
+    xattrs_behave(b);
+    unlinked_open_and_permissions(mp);
     /* a directory with entries is not removed; an empty one is */
     snprintf(a, sizeof(a), "%s/d", mp->dir);
     assert_int_equal(rmdir(a), -1);
@@ -327,82 +355,29 @@ static void test_mount_close_to_open_across_mounts(void **state)
     mount_stop(one);
 }
 
-/* A listing brings each name's attributes (readdirplus): on a mount that
- * caches them 60 s, a stat after the listing asks the servers nothing, so
- * it still shows a mode another mount changed since; sizes come right; and
- * while this mount holds unsent bytes a listing carries no attributes, so
- * a size the server has not seen yet is not set back. */
-static void test_mount_listing_brings_attributes(void **state)
+/* A directory of more entries than the server's page, made on plain and
+ * listed on caching: every name once, and seekdir back to a place goes
+ * on from there. */
+static void listing_past_a_page(const struct mount_proc *plain, const struct mount_proc *caching)
 {
-    struct fixture *f = *state;
-    struct mount_proc *caching = mount_start(f, "caching", "60");
-    struct mount_proc *plain = mount_start(f, "plain", "0");
-    uint8_t data[4000];
+    static bool seen[700];
     char a[600];
     char b[600];
-    struct stat st;
     struct dirent *e;
-
-    fill(data, sizeof(data), 5);
-    snprintf(b, sizeof(b), "%s/listed", plain->dir);
-    assert_int_equal(mkdir(b, 0755), 0);
-    snprintf(b, sizeof(b), "%s/writing", plain->dir);
-    assert_int_equal(mkdir(b, 0755), 0);
-    for (unsigned i = 0; i < 40; i++) {
-        snprintf(b, sizeof(b), "%s/listed/f%02u", plain->dir, i);
-        write_file(b, data, 100 * i);
-    }
-    /* a file of 0 bytes on the server, 100 in this mount's buffer */
-    snprintf(a, sizeof(a), "%s/writing/open", caching->dir);
-    int fd = open(a, O_WRONLY | O_CREAT, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, data, 100), 100);
-    snprintf(a, sizeof(a), "%s/writing", caching->dir);
-    DIR *d = opendir(a);
-    assert_non_null(d);
+    DIR *d;
     unsigned count = 0;
-    while ((e = readdir(d)) != NULL) {
-        count += e->d_name[0] != '.';
-    }
-    closedir(d);
-    assert_int_equal(count, 1);
-    assert_int_equal(fstat(fd, &st), 0);
-    assert_int_equal(st.st_size, 100);
-    assert_int_equal(close(fd), 0);
-    snprintf(a, sizeof(a), "%s/listed", caching->dir);
-    d = opendir(a);
-    assert_non_null(d);
-    count = 0;
-    while ((e = readdir(d)) != NULL) {
-        count += e->d_name[0] != '.';
-    }
-    closedir(d);
-    assert_int_equal(count, 40);
-    snprintf(b, sizeof(b), "%s/listed/f05", plain->dir);
-    assert_int_equal(chmod(b, 0600), 0);
-    for (unsigned i = 0; i < 40; i++) {
-        snprintf(a, sizeof(a), "%s/listed/f%02u", caching->dir, i);
-        assert_int_equal(stat(a, &st), 0);
-        assert_int_equal(st.st_size, 100 * i);
-        assert_int_equal(st.st_mode, S_IFREG | 0644); /* f05 too: from the listing */
-    }
-    assert_int_equal(stat(b, &st), 0);
-    assert_int_equal(st.st_mode, S_IFREG | 0600);
-    /* a directory of more entries than the server's page: every name
-     * once, and seekdir back to a place goes on from there */
+
     snprintf(b, sizeof(b), "%s/many", plain->dir);
     assert_int_equal(mkdir(b, 0755), 0);
     for (unsigned i = 0; i < 700; i++) {
         snprintf(b, sizeof(b), "%s/many/n%03u", plain->dir, i);
         assert_int_equal(mknod(b, S_IFREG | 0644, 0), 0);
     }
-    static bool seen[700];
     char after_mark[300] = "";
     long mark = -1;
     snprintf(a, sizeof(a), "%s/many", caching->dir);
     d = opendir(a);
     assert_non_null(d);
-    count = 0;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
@@ -421,6 +396,55 @@ static void test_mount_listing_brings_attributes(void **state)
     assert_non_null(e);
     assert_string_equal(e->d_name, after_mark);
     closedir(d);
+}
+
+/* A listing brings each name's attributes (readdirplus): on a mount that
+ * caches them 60 s, a stat after the listing asks the servers nothing, so
+ * it still shows a mode another mount changed since; sizes come right; and
+ * while this mount holds unsent bytes a listing carries no attributes, so
+ * a size the server has not seen yet is not set back. */
+static void test_mount_listing_brings_attributes(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *caching = mount_start(f, "caching", "60");
+    struct mount_proc *plain = mount_start(f, "plain", "0");
+    uint8_t data[4000];
+    char a[600];
+    char b[600];
+    struct stat st;
+
+    fill(data, sizeof(data), 5);
+    snprintf(b, sizeof(b), "%s/listed", plain->dir);
+    assert_int_equal(mkdir(b, 0755), 0);
+    snprintf(b, sizeof(b), "%s/writing", plain->dir);
+    assert_int_equal(mkdir(b, 0755), 0);
+    for (unsigned i = 0; i < 40; i++) {
+        snprintf(b, sizeof(b), "%s/listed/f%02u", plain->dir, i);
+        write_file(b, data, 100 * i);
+    }
+    /* a file of 0 bytes on the server, 100 in this mount's buffer */
+    snprintf(a, sizeof(a), "%s/writing/open", caching->dir);
+    int fd = open(a, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, 100), 100);
+    snprintf(a, sizeof(a), "%s/writing", caching->dir);
+    assert_int_equal(names_in(a), 1);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 100);
+    assert_int_equal(close(fd), 0);
+    snprintf(a, sizeof(a), "%s/listed", caching->dir);
+    assert_int_equal(names_in(a), 40);
+    snprintf(b, sizeof(b), "%s/listed/f05", plain->dir);
+    assert_int_equal(chmod(b, 0600), 0);
+    for (unsigned i = 0; i < 40; i++) {
+        snprintf(a, sizeof(a), "%s/listed/f%02u", caching->dir, i);
+        assert_int_equal(stat(a, &st), 0);
+        assert_int_equal(st.st_size, 100 * i);
+        assert_int_equal(st.st_mode, S_IFREG | 0644); /* f05 too: from the listing */
+    }
+    assert_int_equal(stat(b, &st), 0);
+    assert_int_equal(st.st_mode, S_IFREG | 0600);
+    listing_past_a_page(plain, caching);
     mount_stop(plain);
     mount_stop(caching);
 }
@@ -1017,6 +1041,25 @@ static bool log_has(const char *file, const char *text)
     return has;
 }
 
+/* Once its readers closed, a writer may open the file one (whose bytes
+ * are now those of was): it writes and truncates, and a reader sees that. */
+static void writer_after_readers(const char *one, uint8_t *was)
+{
+    uint8_t buf[200];
+    int writer = open(one, O_WRONLY);
+
+    assert_true(writer >= 0);
+    assert_int_equal(pwrite(writer, "fresh", 5, 50), 5);
+    assert_int_equal(ftruncate(writer, 60), 0);
+    assert_int_equal(close(writer), 0);
+    memcpy(was + 50, "fresh", 5);
+    int fd = open(one, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 60);
+    assert_memory_equal(buf, was, 60);
+    close(fd);
+}
+
 /* A file of one block whose copy is in the disk cache is read by the
  * kernel from that copy (FUSE passthrough, where the kernel offers it):
  * the bytes are the file's, through read and mmap alike. A reader that
@@ -1081,18 +1124,7 @@ static void test_mount_passthrough_reads_cached_copies(void **state)
     }
     assert_int_equal(close(later), 0);
     assert_int_equal(close(fd), 0);
-    /* once its readers closed, a writer may */
-    int writer = open(one, O_WRONLY);
-    assert_true(writer >= 0);
-    assert_int_equal(pwrite(writer, "fresh", 5, 50), 5);
-    assert_int_equal(ftruncate(writer, 60), 0);
-    assert_int_equal(close(writer), 0);
-    memcpy(new + 50, "fresh", 5);
-    fd = open(one, O_RDONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 60);
-    assert_memory_equal(buf, new, 60);
-    close(fd);
+    writer_after_readers(one, new);
     free(old);
     free(new);
     mount_stop(w);
@@ -1253,6 +1285,53 @@ static bool size_seen_within(const char *path, off_t want, double ms)
     return false;
 }
 
+/* A chmod on w, then at once a rename on w: both told to mp (the promise
+ * outlives a change that keeps names), though nothing on mp asked between
+ * them. */
+static void chmod_then_rename_both_told(const struct mount_proc *mp, const struct mount_proc *w,
+                                        const uint8_t *data)
+{
+    char e_here[600];
+    char e_there[600];
+    char e_moved[600];
+    char renamed[700];
+    struct stat st;
+
+    snprintf(e_here, sizeof(e_here), "%s/gd/e", mp->dir);
+    snprintf(e_there, sizeof(e_there), "%s/gd/e", w->dir);
+    snprintf(e_moved, sizeof(e_moved), "%s/gd/e2", mp->dir);
+    write_file(e_here, data, 10);
+    usleep(1300000);
+    assert_int_equal(stat(e_here, &st), 0);
+    assert_int_equal(stat(e_here, &st), 0);
+    assert_int_equal(chmod(e_there, 0604), 0);
+    snprintf(renamed, sizeof(renamed), "%s2", e_there);
+    assert_int_equal(rename(e_there, renamed), 0);
+    assert_true(mode_seen_within(e_here, -ENOENT, 500));
+    assert_true(mode_seen_within(e_moved, 0604, 500));
+}
+
+/* A leader change: what the kernel was granted (here, a name on this
+ * mount) is taken back, and a change made on another mount (there) is
+ * seen within the bound. */
+static void leader_change_takes_grants_back(struct fixture *f, const char *here,
+                                            const char *there)
+{
+    char cmd[1400];
+    struct stat st;
+
+    usleep(1300000);
+    assert_int_equal(stat(here, &st), 0);
+    assert_int_equal(stat(here, &st), 0);
+    int leader = leader_node(f);
+    assert_true(leader >= 0);
+    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' %d > /dev/null", f->arbor, f->dir,
+             (leader + 1) % 3 + 1);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(chmod(there, 0640), 0);
+    assert_true(mode_seen_within(here, 0640, 500));
+}
+
 /* Kernel grants: a mount with 1 s timeouts lets the kernel keep what the
  * leader promised to tell it of for as long as the promise lasts, and takes
  * it back when it changes. Another mount's chmod, write, rename and unlink
@@ -1272,7 +1351,6 @@ static void test_mount_grants_are_taken_back(void **state)
     char there[4][600];
     char moved[600];
     char moved_there[600];
-    char cmd[1400];
     struct stat st;
     uint8_t data[5000];
 
@@ -1315,35 +1393,8 @@ static void test_mount_grants_are_taken_back(void **state)
     assert_true(mode_seen_within(moved, -ENOENT, 500));
     write_file(moved_there, data, 777); /* a new file under that name */
     assert_true(size_seen_within(moved, 777, 500));
-    /* a chmod there, then at once a rename there: both told (the promise
-     * outlives a change that keeps names), though nothing here asked
-     * between them */
-    char e_here[600];
-    char e_there[600];
-    char e_moved[600];
-    snprintf(e_here, sizeof(e_here), "%s/gd/e", mp->dir);
-    snprintf(e_there, sizeof(e_there), "%s/gd/e", w->dir);
-    snprintf(e_moved, sizeof(e_moved), "%s/gd/e2", mp->dir);
-    write_file(e_here, data, 10);
-    usleep(1300000);
-    assert_int_equal(stat(e_here, &st), 0);
-    assert_int_equal(stat(e_here, &st), 0);
-    assert_int_equal(chmod(e_there, 0604), 0);
-    snprintf(renamed, sizeof(renamed), "%s2", e_there);
-    assert_int_equal(rename(e_there, renamed), 0);
-    assert_true(mode_seen_within(e_here, -ENOENT, 500));
-    assert_true(mode_seen_within(e_moved, 0604, 500));
-    /* a leader change */
-    usleep(1300000);
-    assert_int_equal(stat(here[1], &st), 0);
-    assert_int_equal(stat(here[1], &st), 0);
-    int leader = leader_node(f);
-    assert_true(leader >= 0);
-    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' %d > /dev/null", f->arbor, f->dir,
-             (leader + 1) % 3 + 1);
-    assert_int_equal(system(cmd), 0);
-    assert_int_equal(chmod(there[1], 0640), 0);
-    assert_true(mode_seen_within(here[1], 0640, 500));
+    chmod_then_rename_both_told(mp, w, data);
+    leader_change_takes_grants_back(f, here[1], there[1]);
     mount_stop(w);
     mount_stop(mp);
     long made = 0;

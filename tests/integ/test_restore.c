@@ -482,22 +482,30 @@ static void test_restore_across_a_leader_crash(void **state)
     mount_stop(m);
 }
 
-static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
+/* /ds restored at the moment t into /into: the tree want describes. */
+static void restore_matches(struct fixture *f, const struct mount_proc *m, uint64_t t,
+                            const char *into, const char *what, const char *want)
 {
-    struct fixture *f = *state;
-    struct mount_proc *m = mount_start(f, "m", "0");
-    char ds[500];
-    char p[600];
-    char q[600];
     char at[64];
     char args[800];
+    char p[600];
 
-    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
-    write_tree(ds);
-    char *s1 = describe(ds);
-    uint64_t t1 = moment();
+    rfc3339(t, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /%s", at, into);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(p, sizeof(p), "%s/%s", m->dir, into);
+    char *got = describe(p);
+    expect_same(what, want, got);
+    free(got);
+}
 
-    /* changes: bytes, a delete, a rename, a mode, an xattr, a link, a new file */
+/* T1 to T2: new bytes, a removed xattr, a delete, a rename, a link gone,
+ * a mode, a new file. */
+static void change_tree(const char *ds)
+{
+    char p[600];
+    char q[600];
+
     snprintf(p, sizeof(p), "%s/labels/frame.json", ds);
     put_random(p, 7000, 11, 0);
     assert_int_equal(removexattr(p, "user.camera"), 0);
@@ -512,36 +520,16 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     assert_int_equal(chmod(p, 0666), 0);
     snprintf(p, sizeof(p), "%s/new", ds);
     put_random(p, 3333, 12, 0);
-    char *s2 = describe(ds);
-    uint64_t t2 = moment();
+}
 
-    /* and more: most of the tree gone */
-    snprintf(p, sizeof(p), "rm -rf '%s/labels' '%s/deep-moved' '%s/sparse'", ds, ds, ds);
-    assert_int_equal(system(p), 0);
-    snprintf(p, sizeof(p), "%s/later", ds);
-    put_random(p, 10, 13, 0);
-    char *live = describe(ds);
+/* The moments /ds changed: at least the rounds before, and one made just
+ * before the listing (it waits for the archive to reach the moment it
+ * starts, as an operator lists right after an accident); and a path that
+ * never was (a typo). */
+static void list_shows_a_change_just_made(struct fixture *f, const char *ds)
+{
+    char p[600];
 
-    rfc3339(t1, at, sizeof(at));
-    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
-    assert_int_equal(restore(f, args), 0);
-    rfc3339(t2, at, sizeof(at));
-    snprintf(args, sizeof(args), "/ds --at %s --into /at-t2", at);
-    assert_int_equal(restore(f, args), 0);
-    /* T2: 2 dirs, 8 others, each other's size and mode read back */
-    assert_true(log_has(f, "verified: 10 names read back, sizes and modes of 8 files"));
-    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
-    char *r1 = describe(p);
-    snprintf(p, sizeof(p), "%s/at-t2", m->dir);
-    char *r2 = describe(p);
-    char *live_after = describe(ds);
-    expect_same("the tree restored at T1", s1, r1);
-    expect_same("the tree restored at T2", s2, r2);
-    expect_same("the live tree", live, live_after);
-
-    /* the moments /ds changed: at least the three rounds above, and one
-     * made just before the listing (it waits for the archive to reach
-     * the moment it starts, as an operator lists right after an accident) */
     snprintf(p, sizeof(p), "%s/just-now", ds);
     uint64_t t3 = wall_ns();
     put_random(p, 10, 14, 0);
@@ -558,9 +546,74 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
         is_listed = log_has(f, second);
     }
     assert_true(is_listed);
-    /* a path that never was (a typo) */
     assert_int_equal(restore(f, "--list /dss"), 1);
     assert_true(log_has(f, "/dss does not exist, and nothing at that path changed"));
+}
+
+/* Restores refused, each saying why, none changing anything: the
+ * destination taken (refused before any work; /at-t1 holds T1's tree s1),
+ * a path that did not exist at T1, a moment before the volume. at2: T2. */
+static void refusals_change_nothing(struct fixture *f, const struct mount_proc *m,
+                                    const char *s1, const char *at2, uint64_t t1)
+{
+    char args[800];
+    char p[600];
+    char at1[64];
+    char name[300];
+
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at2);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "/at-t1 exists: name another with --into"));
+    assert_false(log_has(f, "rebuilding"));
+    assert_false(entry_with_prefix(m->dir, ".arbor-restore-", name, sizeof(name)));
+    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
+    char *r1_again = describe(p);
+    expect_same("a restore refused", s1, r1_again);
+    free(r1_again);
+
+    rfc3339(t1, at1, sizeof(at1));
+    snprintf(args, sizeof(args), "/ds/new --at %s --into /nothing", at1);
+    assert_int_equal(restore(f, args), 1);
+    assert_true(log_has(f, "/ds/new did not exist at "));
+
+    assert_int_equal(restore(f, "/ds --at 2020-01-01T00:00:00Z --into /nothing"), 1);
+    assert_true(log_has(f, "the volume did not exist yet at 2020-01-01T00:00:00.000Z"));
+}
+
+static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char p[600];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    write_tree(ds);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+
+    change_tree(ds);
+    char *s2 = describe(ds);
+    uint64_t t2 = moment();
+
+    /* and more: most of the tree gone */
+    snprintf(p, sizeof(p), "rm -rf '%s/labels' '%s/deep-moved' '%s/sparse'", ds, ds, ds);
+    assert_int_equal(system(p), 0);
+    snprintf(p, sizeof(p), "%s/later", ds);
+    put_random(p, 10, 13, 0);
+    char *live = describe(ds);
+
+    restore_matches(f, m, t1, "at-t1", "the tree restored at T1", s1);
+    restore_matches(f, m, t2, "at-t2", "the tree restored at T2", s2);
+    /* T2: 2 dirs, 8 others, each other's size and mode read back */
+    assert_true(log_has(f, "verified: 10 names read back, sizes and modes of 8 files"));
+    char *live_after = describe(ds);
+    expect_same("the live tree", live, live_after);
+    rfc3339(t2, at, sizeof(at));
+
+    list_shows_a_change_just_made(f, ds);
 
     /* a file alone, to its default name */
     snprintf(args, sizeof(args), "/ds/sparse --at %s", at);
@@ -569,26 +622,8 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     free(live);
     live = describe(ds); /* it holds the restored file now */
 
-    /* the destination taken: refused before any work, nothing changed */
-    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1", at);
-    assert_int_equal(restore(f, args), 1);
-    assert_true(log_has(f, "/at-t1 exists: name another with --into"));
-    assert_false(log_has(f, "rebuilding"));
-    char name[300];
-    assert_false(entry_with_prefix(m->dir, ".arbor-restore-", name, sizeof(name)));
-    snprintf(p, sizeof(p), "%s/at-t1", m->dir);
-    char *r1_again = describe(p);
-    expect_same("a restore refused", s1, r1_again);
-
-    /* a path that did not exist then */
+    refusals_change_nothing(f, m, s1, at, t1);
     rfc3339(t1, at, sizeof(at));
-    snprintf(args, sizeof(args), "/ds/new --at %s --into /nothing", at);
-    assert_int_equal(restore(f, args), 1);
-    assert_true(log_has(f, "/ds/new did not exist at "));
-
-    /* a moment before the volume was made */
-    assert_int_equal(restore(f, "/ds --at 2020-01-01T00:00:00Z --into /nothing"), 1);
-    assert_true(log_has(f, "the volume did not exist yet at 2020-01-01T00:00:00.000Z"));
 
     /* --replace: T1's tree in place, the live one beside it */
     snprintf(args, sizeof(args), "/ds --at %s --replace", at);
@@ -600,14 +635,10 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     snprintf(p, sizeof(p), "%s/%s", m->dir, aside);
     char *set_aside = describe(p);
     expect_same("the live tree set aside", live, set_aside);
-
     free(s1);
     free(s2);
     free(live);
-    free(r1);
-    free(r2);
     free(live_after);
-    free(r1_again);
     free(replaced);
     free(set_aside);
     mount_stop(m);

@@ -58,51 +58,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The i-th command of a random but repeatable stream: creates, links,
- * renames (exchanges too), unlinks, setattrs, in a few directories. */
-static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char names[2][8])
+/* The namespace and data ops of the script (the rest of script_cmd()):
+ * r[0] % 9 picks one, the other draws its details. */
+static void script_op(struct meta_cmd *cmd, const unsigned r[6], unsigned i, char names[2][8])
 {
-    uint64_t x = seed * 6364136223846793005ull + i * 1442695040888963407ull + 1;
-    unsigned r[6];
-
-    for (int k = 0; k < 6; k++) {
-        x ^= x >> 33;
-        x *= 0xff51afd7ed558ccdull;
-        x ^= x >> 33;
-        r[k] = (unsigned)(x % 1000003);
-    }
-    memset(cmd, 0, sizeof(*cmd));
-    snprintf(names[0], 8, "n%u", r[1] % 24);
-    snprintf(names[1], 8, "n%u", r[2] % 24);
-    cmd->ino = r[3] % 3 == 0 ? 1 : 10 + r[3] % 4; /* root or one of four dirs */
-    cmd->new_dir = r[4] % 3 == 0 ? 1 : 10 + r[4] % 4;
-    cmd->name = names[0];
-    cmd->name_len = (uint32_t)strlen(names[0]);
-    cmd->new_name = names[1];
-    cmd->new_name_len = (uint32_t)strlen(names[1]);
-    cmd->new_ino = 1000 + i;
-    cmd->now_ns = 5000 + i;
-    /* a third of the commands come from a tracked client, retries included */
-    if (r[1] % 3 == 0) {
-        cmd->client_id = 1 + r[2] % 3;
-        cmd->seq = 1 + i / 2; /* two steps share a seq: the second is a retry */
-        cmd->ack_below = cmd->seq > 4 ? cmd->seq - 4 : 0;
-    }
-    switch (r[0] % 12) {
-    case 9:
-    case 10:
-        cmd->op = r[0] % 12 == 9 ? META_OP_OPEN : META_OP_RELEASE;
-        cmd->session = 1 + r[5] % 3;
-        cmd->client_id = 0; /* the caller resolves the inode */
-        return;
-    case 11:
-        cmd->op = META_OP_SESSION_CLOSE;
-        cmd->session = 1 + r[5] % 3;
-        cmd->client_id = 0;
-        return;
-    default:
-        break;
-    }
     switch (r[0] % 9) {
     case 0:
         cmd->op = META_OP_MKNOD;
@@ -161,6 +120,54 @@ static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char nam
         cmd->op = META_OP_RMDIR;
         break;
     }
+}
+
+/* The i-th command of a random but repeatable stream: creates, links,
+ * renames (exchanges too), unlinks, setattrs, in a few directories. */
+static void script_cmd(uint64_t seed, unsigned i, struct meta_cmd *cmd, char names[2][8])
+{
+    uint64_t x = seed * 6364136223846793005ull + i * 1442695040888963407ull + 1;
+    unsigned r[6];
+
+    for (int k = 0; k < 6; k++) {
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdull;
+        x ^= x >> 33;
+        r[k] = (unsigned)(x % 1000003);
+    }
+    memset(cmd, 0, sizeof(*cmd));
+    snprintf(names[0], 8, "n%u", r[1] % 24);
+    snprintf(names[1], 8, "n%u", r[2] % 24);
+    cmd->ino = r[3] % 3 == 0 ? 1 : 10 + r[3] % 4; /* root or one of four dirs */
+    cmd->new_dir = r[4] % 3 == 0 ? 1 : 10 + r[4] % 4;
+    cmd->name = names[0];
+    cmd->name_len = (uint32_t)strlen(names[0]);
+    cmd->new_name = names[1];
+    cmd->new_name_len = (uint32_t)strlen(names[1]);
+    cmd->new_ino = 1000 + i;
+    cmd->now_ns = 5000 + i;
+    /* a third of the commands come from a tracked client, retries included */
+    if (r[1] % 3 == 0) {
+        cmd->client_id = 1 + r[2] % 3;
+        cmd->seq = 1 + i / 2; /* two steps share a seq: the second is a retry */
+        cmd->ack_below = cmd->seq > 4 ? cmd->seq - 4 : 0;
+    }
+    switch (r[0] % 12) {
+    case 9:
+    case 10:
+        cmd->op = r[0] % 12 == 9 ? META_OP_OPEN : META_OP_RELEASE;
+        cmd->session = 1 + r[5] % 3;
+        cmd->client_id = 0; /* the caller resolves the inode */
+        return;
+    case 11:
+        cmd->op = META_OP_SESSION_CLOSE;
+        cmd->session = 1 + r[5] % 3;
+        cmd->client_id = 0;
+        return;
+    default:
+        break;
+    }
+    script_op(cmd, r, i, names);
 }
 
 /* Apply step i of the script to s; errors are part of the script. */
@@ -859,6 +866,41 @@ static void edit_inode(struct tree_edit *e, uint64_t ino, uint32_t nlink, uint8_
 enum tree_case { TREE_DIR_ALIAS, TREE_KEY_ZERO, TREE_KEY_TWICE, TREE_NAMELESS_DIR, TREE_CYCLE,
                  TREE_ROOT_FILE, TREE_CASES };
 
+/* Break the checkpoint's tree (open in e) as case tc says. */
+static void tree_break(struct tree_edit *e, enum tree_case tc)
+{
+    switch (tc) {
+    case TREE_DIR_ALIAS: /* /x, a second name of a; counts raised to match */
+        edit_entry(e, 1, "x", 9, 2, false);
+        edit_inode(e, 2, 3, 0, 0);
+        edit_inode(e, 1, 5, 0, 0);
+        break;
+    case TREE_KEY_ZERO: /* h's link key 0 */
+        edit_entry(e, 1, "h", 0, 4, false);
+        break;
+    case TREE_KEY_TWICE: /* h's link key equal to a's number */
+        edit_entry(e, 1, "h", 2, 4, false);
+        break;
+    case TREE_NAMELESS_DIR: /* a loses its name, keeps a link */
+        edit_entry(e, 1, "a", 0, 0, true);
+        edit_inode(e, 2, 1, 1, 0);
+        edit_inode(e, 1, 3, 0, 0);
+        break;
+    case TREE_CYCLE: /* a moves into b and b into a: counts unchanged */
+        edit_entry(e, 1, "a", 0, 0, true);
+        edit_entry(e, 1, "b", 0, 0, true);
+        edit_entry(e, 3, "a", 2, 2, false);
+        edit_entry(e, 2, "b", 3, 3, false);
+        edit_inode(e, 1, 2, 0, 0);
+        break;
+    case TREE_ROOT_FILE:
+        edit_inode(e, 1, 4, 0, S_IFREG | 0644);
+        break;
+    case TREE_CASES:
+        AR_UNREACHABLE();
+    }
+}
+
 /* / holds a (2), b (3) and g (4); a case then edits the records so that
  * every count and checksum still agrees but the tree cannot be. */
 static void test_load_refuses_impossible_trees(void **state)
@@ -903,36 +945,7 @@ static void test_load_refuses_impossible_trees(void **state)
         meta_checkpoint_close(c);
         meta_shard_free(s);
         edit_open(&e, dir);
-        switch ((enum tree_case)tc) {
-        case TREE_DIR_ALIAS: /* /x, a second name of a; counts raised to match */
-            edit_entry(&e, 1, "x", 9, 2, false);
-            edit_inode(&e, 2, 3, 0, 0);
-            edit_inode(&e, 1, 5, 0, 0);
-            break;
-        case TREE_KEY_ZERO: /* h's link key 0 */
-            edit_entry(&e, 1, "h", 0, 4, false);
-            break;
-        case TREE_KEY_TWICE: /* h's link key equal to a's number */
-            edit_entry(&e, 1, "h", 2, 4, false);
-            break;
-        case TREE_NAMELESS_DIR: /* a loses its name, keeps a link */
-            edit_entry(&e, 1, "a", 0, 0, true);
-            edit_inode(&e, 2, 1, 1, 0);
-            edit_inode(&e, 1, 3, 0, 0);
-            break;
-        case TREE_CYCLE: /* a moves into b and b into a: counts unchanged */
-            edit_entry(&e, 1, "a", 0, 0, true);
-            edit_entry(&e, 1, "b", 0, 0, true);
-            edit_entry(&e, 3, "a", 2, 2, false);
-            edit_entry(&e, 2, "b", 3, 3, false);
-            edit_inode(&e, 1, 2, 0, 0);
-            break;
-        case TREE_ROOT_FILE:
-            edit_inode(&e, 1, 4, 0, S_IFREG | 0644);
-            break;
-        case TREE_CASES:
-            AR_UNREACHABLE();
-        }
+        tree_break(&e, (enum tree_case)tc);
         edit_close(&e);
         assert_int_equal(meta_checkpoint_open(dir, &c, errmsg), 0);
         int rc = meta_checkpoint_load(c, &s, &index, errmsg);
