@@ -483,8 +483,8 @@ static void test_restore_across_a_leader_crash(void **state)
 }
 
 /* /ds restored at the moment t into /into: the tree want describes. */
-static void restore_matches(struct fixture *f, const struct mount_proc *m, uint64_t t,
-                            const char *into, const char *what, const char *want)
+static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_t t,
+                                const char *into, const char *want)
 {
     char at[64];
     char args[800];
@@ -495,7 +495,7 @@ static void restore_matches(struct fixture *f, const struct mount_proc *m, uint6
     assert_int_equal(restore(f, args), 0);
     snprintf(p, sizeof(p), "%s/%s", m->dir, into);
     char *got = describe(p);
-    expect_same(what, want, got);
+    expect_same(into, want, got);
     free(got);
 }
 
@@ -605,8 +605,8 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     put_random(p, 10, 13, 0);
     char *live = describe(ds);
 
-    restore_matches(f, m, t1, "at-t1", "the tree restored at T1", s1);
-    restore_matches(f, m, t2, "at-t2", "the tree restored at T2", s2);
+    restore_and_compare(f, m, t1, "at-t1", s1);
+    restore_and_compare(f, m, t2, "at-t2", s2);
     /* T2: 2 dirs, 8 others, each other's size and mode read back */
     assert_true(log_has(f, "verified: 10 names read back, sizes and modes of 8 files"));
     char *live_after = describe(ds);
@@ -724,22 +724,6 @@ static void log_objects_past(struct fixture *f, int n)
         usleep(100000);
     }
     assert_true(count_objects(f, "pitr/s1/log") > n);
-}
-
-static void restore_and_compare(struct fixture *f, struct mount_proc *m, uint64_t t,
-                                const char *into, const char *want)
-{
-    char at[64];
-    char args[800];
-    char p[600];
-
-    rfc3339(t, at, sizeof(at));
-    snprintf(args, sizeof(args), "/ds --at %s --into /%s", at, into);
-    assert_int_equal(restore(f, args), 0);
-    snprintf(p, sizeof(p), "%s/%s", m->dir, into);
-    char *got = describe(p);
-    expect_same(into, want, got);
-    free(got);
 }
 
 /* A mount with /ds made, once the volume's first batch is in the store
