@@ -112,7 +112,8 @@ struct ar_client {
     uint64_t next_req_id;
     int leader[SHARDS_KNOWN];    /* a connection index, -1 unknown */
     uint64_t epoch[SHARDS_KNOWN];
-    int last_connect_error;      /* atomic: libuv's status of the last connect if it failed, else 0 */
+    int last_connect_error;      /* atomic: libuv's status of the last connect if it
+                                  * failed, else 0 */
     bool has_heard;              /* atomic: some replica answered a request */
     bool is_opening;             /* in ar_client_open (its thread's alone) */
     struct meta_map map;         /* under mu */

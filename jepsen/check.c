@@ -240,8 +240,8 @@ int main(int argc, char **argv)
         fprintf(argc == 2 ? stdout : stderr,
                 "usage: check HISTORY\n\nEach line: INVOKE COMPLETE PROCESS KIND FN KEY VALUE "
                 "[VALUE2]\n(kind ok|fail|info, COMPLETE - for info; fn read|write|cas|add|remove|"
-                "move,\n! after it when the state refused it). Exit 0: linearizable, 1: not, 2: bad "
-                "input.\n");
+                "move,\n! after it when the state refused it). Exit 0: linearizable, 1: not, "
+                "2: bad input.\n");
         return argc == 2 ? 0 : 2;
     }
     int status = read_history(argv[1], &ops, &lines, &count);

@@ -667,7 +667,8 @@ static int worker_run(struct worker *w, uint32_t budget_ms)
 
 int main(int argc, char **argv)
 {
-    static struct worker w = {.keys = 4, .threads = 4, .seed = 1, .lock = PTHREAD_MUTEX_INITIALIZER};
+    static struct worker w = {.keys = 4, .threads = 4, .seed = 1,
+                              .lock = PTHREAD_MUTEX_INITIALIZER};
     struct worker_args a = {.co = {.budget_ms = 10000, .attempt_ms = 1000}, .seconds = 10};
 
     signal(SIGPIPE, SIG_IGN); /* a write to a killed server fails; as in arbor */

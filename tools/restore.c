@@ -582,13 +582,16 @@ static int restore_opts(int argc, char **argv, struct restore_args *a)
         default: usage(stderr); return 2;
         }
     }
-    const char *wrong = optind + 1 != argc                         ? "wants one PATH"
-                        : o->into != NULL && o->is_replace          ? "--into or --replace, not both"
-                        : a->is_list && (has_at || o->into != NULL || o->is_replace)
-                            ? "--list takes none of --at, --into, --replace"
-                        : !a->is_list && !has_at                    ? "wants --at TIME (or --list)"
-                                                                    : NULL;
-    if (wrong == NULL && (argv[optind][0] != '/' || (o->into != NULL && o->into[0] != '/')))
+    const char *wrong = NULL;
+    if (optind + 1 != argc)
+        wrong = "wants one PATH";
+    else if (o->into != NULL && o->is_replace)
+        wrong = "--into or --replace, not both";
+    else if (a->is_list && (has_at || o->into != NULL || o->is_replace))
+        wrong = "--list takes none of --at, --into, --replace";
+    else if (!a->is_list && !has_at)
+        wrong = "wants --at TIME (or --list)";
+    else if (argv[optind][0] != '/' || (o->into != NULL && o->into[0] != '/'))
         wrong = "paths are absolute paths in the volume (/datasets/cams)";
     if (wrong != NULL) {
         fprintf(stderr, "arbor restore: %s (try --help)\n", wrong);

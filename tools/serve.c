@@ -69,7 +69,8 @@ static void format_usage(FILE *to)
 {
     fprintf(to,
             "usage: arbor format DATA_DIR --id N --nodes ID=RAFT/CLIENT,... [--voters ID,...]\n"
-            "                    [--volume NAME] [--store URL] [--block-size BYTES] [--window D]\n\n"
+            "                    [--volume NAME] [--store URL] [--block-size BYTES]\n"
+            "                    [--window D]\n\n"
             "Make DATA_DIR a replica of a new cluster: ID=RAFT/CLIENT names each\n"
             "member by its id, the host:port its replicas talk Raft on and the\n"
             "host:port clients use, e.g.\n"

@@ -55,7 +55,8 @@ int cmd_ask(const char *addr, const struct meta_request *req, const struct meta_
         return -EINVAL;
     }
     size_t len_host = (size_t)(colon - addr);
-    bool is_bracketed = len_host >= 2 && addr[0] == '[' && addr[len_host - 1] == ']'; /* [::1]:7101 */
+    /* [::1]:7101 */
+    bool is_bracketed = len_host >= 2 && addr[0] == '[' && addr[len_host - 1] == ']';
     memcpy(host, addr + is_bracketed, len_host - 2 * is_bracketed);
     host[len_host - 2 * is_bracketed] = '\0';
     if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) {

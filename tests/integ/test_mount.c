@@ -1970,7 +1970,10 @@ static void test_mount_detached_serves_until_unmounted(void **state)
         /* the mount point's slashes as dashes, its dashes as %2d */
         size_t len = (size_t)snprintf(log, sizeof(log), "%s/state/arbor/mount", f->dir);
         for (const char *p = f->dir; *p != '\0' && len < sizeof(log) - 8; p++) {
-            len += (size_t)snprintf(log + len, sizeof(log) - len, *p == '/' ? "-" : *p == '-' ? "%%2d" : "%c", *p);
+            if (*p == '/' || *p == '-')
+                len += (size_t)snprintf(log + len, sizeof(log) - len, *p == '/' ? "-" : "%%2d");
+            else
+                len += (size_t)snprintf(log + len, sizeof(log) - len, "%c", *p);
         }
         snprintf(log + len, sizeof(log) - len, "-detached.log");
         assert_non_null(strstr(log, "arbor%2dtest"));
