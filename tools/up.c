@@ -563,8 +563,11 @@ int cmd_down(int argc, char **argv)
  * has ("localhost" may be ::1 and 127.0.0.1; the client tries them all):
  * the metadata client connects to IP literals only (the cluster file holds
  * no others), so a name given on the command line is resolved here, once.
- * False, with why said as "arbor WHO: …", if it cannot be. */
-static bool addr_resolve(const char *who, const char *addr, struct ar_client_options *o)
+ * Addresses past the client's AR_CLIENT_ADDRS_MAX are left, said once
+ * (*is_full_said). False, with why said as "arbor WHO: …", if HOST:PORT
+ * cannot be resolved. */
+static bool addr_resolve(const char *who, const char *addr, struct ar_client_options *o,
+                         bool *is_full_said)
 {
     const char *colon = strrchr(addr, ':');
     char host[256];
@@ -599,14 +602,14 @@ static bool addr_resolve(const char *who, const char *addr, struct ar_client_opt
         for (uint32_t i = 0; i < o->addr_count && is_new; i++)
             is_new = strcmp(o->addrs[i], out) != 0;
         if (is_new && o->addr_count == AR_CLIENT_ADDRS_MAX) {
-            fprintf(stderr, "arbor %s: more than %u addresses (%s gives another, %s): "
-                            "the first %u are tried, the others left\n",
-                    who, AR_CLIENT_ADDRS_MAX, addr, out, AR_CLIENT_ADDRS_MAX);
-            o->addr_count++; /* past the array: full, and said (cmd_meta_options) */
-            break;
-        }
-        if (is_new)
+            if (!*is_full_said)
+                fprintf(stderr, "arbor %s: more than %u addresses: the first %u are tried, "
+                                "%s (of %s) and any after it left\n",
+                        who, AR_CLIENT_ADDRS_MAX, AR_CLIENT_ADDRS_MAX, out, addr);
+            *is_full_said = true;
+        } else if (is_new) {
             snprintf(o->addrs[o->addr_count++], sizeof(o->addrs[0]), "%s", out);
+        }
     }
     freeaddrinfo(ai);
     return true;
@@ -623,25 +626,18 @@ bool cmd_meta_options(const char *who, const char *meta, struct ar_client_option
         }
         meta = local;
     }
+    bool is_full_said = false;
     o->addr_count = 0;
+    /* bounded: each turn takes one address and its comma */
     for (const char *p = meta; *p != '\0';) {
         size_t n = strcspn(p, ",");
         char addr[300];
         snprintf(addr, sizeof(addr), "%.*s", (int)n, p);
-        if (o->addr_count >= AR_CLIENT_ADDRS_MAX) {
-            if (o->addr_count == AR_CLIENT_ADDRS_MAX)
-                fprintf(stderr, "arbor %s: more than %u addresses: the first %u are tried, "
-                                "%s and after it left\n", who, AR_CLIENT_ADDRS_MAX,
-                        AR_CLIENT_ADDRS_MAX, addr);
-            break;
-        }
-        if (!addr_resolve(who, addr, o))
+        if (!addr_resolve(who, addr, o, &is_full_said))
             return false;
         p += n + (p[n] == ',');
     }
-    if (o->addr_count > AR_CLIENT_ADDRS_MAX)
-        o->addr_count = AR_CLIENT_ADDRS_MAX;
     if (o->addr_count == 0)
-        fprintf(stderr, "arbor %s: --meta names no address (HOST:PORT,...)\n", who);
+        fprintf(stderr, "arbor %s: no address given (HOST:PORT,...)\n", who);
     return o->addr_count > 0;
 }
