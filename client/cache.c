@@ -340,6 +340,14 @@ static void drop_copy(struct block_cache *c, const char *name, uint32_t crc, boo
     unlink(path);
 }
 
+bool block_cache_has(struct block_cache *c, const char *name)
+{
+    pthread_mutex_lock(&c->mu);
+    bool is_there = find(c, name) != NULL;
+    pthread_mutex_unlock(&c->mu);
+    return is_there;
+}
+
 int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
                      void *dst)
 {

@@ -126,6 +126,8 @@ void ar_client_stats(struct ar_client *c, struct ar_client_stats *out);
 
 /* ---- the FUSE mount (mount.c) -------------------------------------------------------------- */
 
+#define AR_READ_AHEAD_KB_DEFAULT 4096u /* a block: what a read in pieces fetches anyway */
+
 struct ar_mount_options {
     const char *mountpoint;
     struct ar_client_options meta;  /* where the metadata servers are */
@@ -139,6 +141,9 @@ struct ar_mount_options {
                                      * NULL or "": none */
     uint32_t cache_mb;              /* its bound (0: 10240) */
     bool no_passthrough;            /* never let the kernel read cached copies itself */
+    uint32_t read_ahead_kb;         /* the kernel reads this far ahead of a sequential
+                                     * reader (0: its own default, 128 KiB; `arbor
+                                     * mount`'s: AR_READ_AHEAD_KB_DEFAULT) */
     bool no_leases;                 /* ask the servers for every lookup and getattr */
     bool no_kernel_grants;          /* the kernel keeps leased answers for the timeouts only */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
@@ -164,12 +169,14 @@ int ar_mount_run(const struct ar_mount_options *o, char *errmsg);
  * done. */
 int ar_mount_guard(pid_t mount_pid, uint32_t conn, const char *mountpoint);
 
-/* After fuse_session_mount(), before the session's loop: have the kernel
- * send lookups and listings of one directory in parallel, as libfuse 3.14
- * means to and does not (fusedev.c). se's handlers must be safe for that.
- * 0, or what fuse_session_custom_io() returned. */
+/* After fuse_session_mount() on mountpoint, before the session's loop:
+ * have the kernel send lookups and listings of one directory in parallel,
+ * as libfuse 3.14 means to and does not, and read read_ahead_kb KiB ahead
+ * of a sequential reader (0: its own 128 KiB; root only) (fusedev.c).
+ * se's handlers must be safe for parallel lookups. One session a process
+ * may ask for read-ahead. 0, or what fuse_session_custom_io() returned. */
 struct fuse_session;
-int ar_fuse_parallel_dirops(struct fuse_session *se);
+int ar_fuse_session_io(struct fuse_session *se, const char *mountpoint, uint32_t read_ahead_kb);
 
 /* ---- point-in-time restore (restore.c) ------------------------------------------------------
  * Put a subtree back as it was at a moment: rebuild the shard's state then

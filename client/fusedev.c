@@ -22,6 +22,13 @@
  * names a backing file registered on the device (ioctl), and the kernel
  * reads that file itself: no READ reaches the mount.
  *
+ * And a larger read-ahead: the kernel reads ahead of a sequential reader
+ * what the mount's backing device allows, 128 KiB unless changed in
+ * /sys/class/bdi/0:CONN/read_ahead_kb, and an INIT reply can only lower
+ * it (the kernel sets it as the INIT reply is written, so any change must
+ * come after). With 4 MiB, a reader of a big file has several reads of a
+ * block in flight (1 MiB each) instead of one of 128 KiB at a time.
+ *
  * Threads: any. An INIT is rare (once a session), so the INITs waiting for
  * their reply sit in a small table under a mutex, with an atomic count that
  * every other reply reads alone.
@@ -36,9 +43,12 @@
 #define FUSE_USE_VERSION 312
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -59,6 +69,7 @@
 #define WIRE_FOPEN_NOFLUSH    (1u << 5)
 #define WIRE_FOPEN_PASSTHROUGH (1u << 7)
 #define INITS_MAX             8u
+#define INIT_OUT_MAX          256u       /* fuse_init_out is 64 bytes today */
 #define POOL_MAX              64u
 #define SPARE_BUFS_MAX        64u
 
@@ -81,6 +92,8 @@ static struct {
 static uint32_t init_count; /* atomic for readers; changed under inits_mu */
 static bool wants_passthrough; /* atomic: set before the session starts */
 static int passthrough_fd = -1; /* atomic: the device whose INIT took passthrough */
+static uint32_t ahead_conn;      /* atomic: set before the session starts */
+static uint32_t ahead_kb_wanted; /* atomic: 0, none */
 static __thread uint64_t unique_now; /* of the request this thread runs (fusedev_loop) */
 
 static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
@@ -103,7 +116,8 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     bool has_parallel = (flags & WIRE_PARALLEL_DIROPS) != 0;
     bool has_passthrough = (flags2 & WIRE_PASSTHROUGH2) != 0 &&
                            __atomic_load_n(&wants_passthrough, __ATOMIC_ACQUIRE);
-    if (!has_parallel && !has_passthrough)
+    if (!has_parallel && !has_passthrough &&
+        __atomic_load_n(&ahead_kb_wanted, __ATOMIC_ACQUIRE) == 0)
         return n;
     pthread_mutex_lock(&inits_mu);
     if (init_count < INITS_MAX) { /* else this session goes without */
@@ -137,16 +151,44 @@ static bool init_answered(int fd, uint64_t unique, bool *has_parallel, bool *has
     return is_init;
 }
 
+/* After the INIT reply: the read-ahead wanted, if any. Needs root. */
+static void read_ahead_set(void)
+{
+    uint32_t kb = __atomic_load_n(&ahead_kb_wanted, __ATOMIC_ACQUIRE);
+    char path[80];
+    char value[16];
+
+    if (kb == 0)
+        return;
+    snprintf(path, sizeof(path), "/sys/class/bdi/0:%" PRIu32 "/read_ahead_kb",
+             __atomic_load_n(&ahead_conn, __ATOMIC_ACQUIRE));
+    int len = snprintf(value, sizeof(value), "%" PRIu32 "\n", kb);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    bool is_set = fd >= 0 && write(fd, value, (size_t)len) == len;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (is_set)
+        ar_log(AR_LOG_INFO, "the kernel reads up to %" PRIu32 " KiB ahead of a reader", kb);
+    else
+        ar_log(err == EACCES || err == EPERM ? AR_LOG_INFO : AR_LOG_WARN,
+               "the kernel reads ahead its own 128 KiB, not %" PRIu32 " KiB: %s: %s", kb, path,
+               strerror(err));
+}
+
+static ssize_t init_reply(int fd, const struct iovec *iov, bool has_parallel,
+                          bool has_passthrough);
+
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
-    uint8_t body[256];
     uint64_t unique;
     int32_t error;
 
     (void)userdata;
     /* libfuse writes a reply as its header, then its body */
     if (__atomic_load_n(&init_count, __ATOMIC_ACQUIRE) == 0 || count != 2 ||
-        iov[0].iov_len != WIRE_OUT_HEADER || iov[1].iov_len < 16 || iov[1].iov_len > sizeof(body))
+        iov[0].iov_len != WIRE_OUT_HEADER || iov[1].iov_len < 16 ||
+        iov[1].iov_len > INIT_OUT_MAX)
         return writev(fd, iov, count);
     memcpy(&error, (const uint8_t *)iov[0].iov_base + 4, 4);
     memcpy(&unique, (const uint8_t *)iov[0].iov_base + 8, 8);
@@ -154,7 +196,20 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
     bool has_passthrough = false;
     if (!init_answered(fd, unique, &has_parallel, &has_passthrough) || error != 0)
         return writev(fd, iov, count);
+    ssize_t n = init_reply(fd, iov, has_parallel, has_passthrough);
+    if (n > 0)
+        read_ahead_set();
+    return n;
+}
+
+/* Write INIT's reply (iov: as libfuse made it) with the flags libfuse
+ * leaves out added. */
+static ssize_t init_reply(int fd, const struct iovec *iov, bool has_parallel,
+                          bool has_passthrough)
+{
+    uint8_t body[INIT_OUT_MAX];
     uint32_t flags;
+
     memcpy(body, iov[1].iov_base, iov[1].iov_len);
     memcpy(&flags, body + 12, 4);
     if (has_parallel) {
@@ -185,8 +240,14 @@ const struct fuse_custom_io *fusedev_io(void)
     return &io;
 }
 
-int ar_fuse_parallel_dirops(struct fuse_session *se)
+int ar_fuse_session_io(struct fuse_session *se, const char *mountpoint, uint32_t read_ahead_kb)
 {
+    uint32_t conn;
+
+    if (read_ahead_kb != 0 && mount_conn_find(mountpoint, 0, &conn)) {
+        __atomic_store_n(&ahead_conn, conn, __ATOMIC_RELEASE);
+        __atomic_store_n(&ahead_kb_wanted, read_ahead_kb, __ATOMIC_RELEASE);
+    }
     return fuse_session_custom_io(se, fusedev_io(), fuse_session_fd(se));
 }
 

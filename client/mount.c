@@ -17,9 +17,12 @@
  * while this mount changes nothing), then the blocks, from
  * a small in-memory cache, the disk cache (cache.c) or the store (whose
  * CRC32Cs are checked on every read: a bad block is EIO, never wrong
- * bytes). Holes read as zeros. A sequential reader has the next blocks
- * fetched ahead. A stat, truncation or read of an inode first commits
- * what this mount's open files of it hold.
+ * bytes). Holes read as zeros. A block read in pieces is fetched once:
+ * the reads that want it while it is on its way wait for it (ahead[]). A
+ * sequential reader has the next two blocks fetched ahead, by threads of
+ * their own (ahead_main), while the kernel has several of its reads in
+ * flight (it reads 4 MiB ahead: --read-ahead). A stat, truncation or read
+ * of an inode first commits what this mount's open files of it hold.
  *
  * Kept pages: the kernel drops a file's cached pages at every open unless
  * the open says FOPEN_KEEP_CACHE. A reader's open says it when its
@@ -43,7 +46,7 @@
  * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
  * thread, --single-threaded); the metadata client's loop, which answers
  * lookups, getattrs and readers' opens itself (struct query); the store's
- * workers for uploads and read-ahead. Locks, in this order: an
+ * workers for uploads; the read-ahead threads. Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
  * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone,
  * as are the node table's (nodes.c). The client's loop takes only the
@@ -72,7 +75,9 @@
 #include "objstore.h"
 
 #define CACHE_BLOCKS    32u         /* blocks kept in memory for reads */
-#define AHEAD_MAX       8u          /* blocks being read ahead at once */
+#define AHEAD_MAX       8u          /* blocks being fetched at once, ahead or for reads */
+#define AHEAD_THREADS   4u          /* threads that fetch blocks ahead of readers */
+#define LOAD_WAITS_MAX  1000u       /* wake-ups a read waits for another's fetch */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define FULL_WAIT_MS    1000u       /* after ENOSPC, commits fail at once this long */
 #define READDIR_ENTRIES 512u
@@ -130,7 +135,10 @@ struct open_file {
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
     uint32_t buf_len;
-    uint64_t read_end;              /* where the last read ended: the next one there is sequential */
+    uint64_t read_end;              /* atomic: the furthest a read reached; a read that
+                                     * begins within a block of it is sequential (the
+                                     * kernel's read-ahead has several in flight, which
+                                     * may arrive out of order) */
     bool is_read_only;              /* opened O_RDONLY */
     bool is_held;                   /* the session holds ino for it (under mu; for an
                                      * orphan, before its open's reply, the client's
@@ -203,7 +211,17 @@ struct mnt {
     pthread_mutex_t cache_mu;
     struct cached_block cache[CACHE_BLOCKS];
     uint64_t tick;
-    struct { uint64_t slice; uint32_t index; } ahead[AHEAD_MAX]; /* under cache_mu; slice 0: free */
+    struct {
+        uint64_t slice;             /* 0: a free slot */
+        uint32_t index;
+        uint32_t len;
+        bool is_queued;             /* for the read-ahead threads; else being fetched */
+    } ahead[AHEAD_MAX];             /* under cache_mu: blocks on their way into cache[] */
+    pthread_cond_t ahead_cond;      /* with cache_mu: a fetch in ahead[] ended */
+    pthread_cond_t ahead_work_cond; /* with cache_mu: a fetch was queued, or the end */
+    bool is_ahead_done;             /* under cache_mu: the read-ahead threads end */
+    pthread_t ahead_threads[AHEAD_THREADS];
+    uint32_t ahead_thread_count;
     struct block_cache *disk;       /* NULL: no disk cache */
     pthread_key_t out_key;          /* a response buffer per FUSE thread ... */
     bool has_out_key;               /* ... once made */
@@ -231,6 +249,9 @@ struct mnt {
     pthread_mutex_t pass_mu;        /* a leaf lock */
     struct io_inode *open_inodes[OPEN_INODE_BUCKETS];
     uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
+    uint64_t blocks_fetched;        /* atomic: from the disk cache or the store, for reads */
+    uint64_t blocks_ahead;          /* atomic: of those, by the read-ahead threads */
+    uint64_t fetches_shared;        /* atomic: reads that had a fetch on its way serve them */
     bool may_pass;                  /* atomic: passthrough asked for, and the device
                                      * took the backing files it was given */
     /* The version of the bytes the kernel may hold in a file's pages, by a
@@ -480,6 +501,32 @@ static uint32_t block_len_of(const struct mnt *m, uint32_t size, uint32_t index)
     return size - from < m->block_bytes ? size - from : m->block_bytes;
 }
 
+/* Under cache_mu: whether block index of slice is in memory. */
+static bool mem_has(const struct mnt *m, uint64_t slice, uint32_t index)
+{
+    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+        if (m->cache[i].used != 0 && m->cache[i].slice == slice && m->cache[i].index == index)
+            return true;
+    }
+    return false;
+}
+
+/* Under cache_mu: copy [in, in + n) of the block (block_len bytes) from
+ * memory into dst, if it is there. */
+static bool mem_copy(struct mnt *m, uint64_t slice, uint32_t index, uint32_t block_len,
+                     uint32_t in, uint32_t n, uint8_t *dst)
+{
+    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
+        struct cached_block *b = &m->cache[i];
+        if (b->used != 0 && b->slice == slice && b->index == index && b->len == block_len) {
+            memcpy(dst, b->data + in, n);
+            b->used = ++m->tick;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Keep a block in memory (data is handed over), the least recently used out. */
 static void mem_insert(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *data, uint32_t len)
 {
@@ -513,6 +560,7 @@ static int block_fetch(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *d
     char errmsg[OBJ_ERRMSG_MAX];
     size_t got = 0;
 
+    __atomic_add_fetch(&m->blocks_fetched, 1, __ATOMIC_RELAXED);
     cache_name(slice, index, name);
     if (m->disk != NULL && block_cache_read(m->disk, name, 0, len, data) == 0)
         return 0;
@@ -527,85 +575,121 @@ static int block_fetch(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *d
     return 0;
 }
 
-struct ahead_req {
-    struct obj_req req;
-    struct mnt *m;
-    uint64_t slice;
-    uint32_t index;
-    uint32_t len;
-    char key[64];
-};
-
-static void ahead_done(struct obj_req *r)
+/* A fetch of (slice, index) into cache[] ended, well or not: its slot is
+ * free, and the reads waiting for it look again. */
+static void ahead_end(struct mnt *m, uint64_t slice, uint32_t index)
 {
-    struct ahead_req *a = r->data;
-    struct mnt *m = a->m;
-
-    if (r->rc == 0 && r->result == a->len) {
-        char name[48];
-        cache_name(a->slice, a->index, name);
-        if (m->disk != NULL)
-            block_cache_put(m->disk, name, r->buf, a->len);
-        mem_insert(m, a->slice, a->index, r->buf, a->len);
-    } else {
-        ar_free(r->buf); /* a read that needs it fetches it again, and reports */
-    }
     pthread_mutex_lock(&m->cache_mu);
     for (uint32_t i = 0; i < AHEAD_MAX; i++) {
-        if (m->ahead[i].slice == a->slice && m->ahead[i].index == a->index)
+        if (m->ahead[i].slice == slice && m->ahead[i].index == index)
             m->ahead[i].slice = 0;
     }
+    pthread_cond_broadcast(&m->ahead_cond);
     pthread_mutex_unlock(&m->cache_mu);
-    ar_free(a);
 }
 
-/* A sequential reader will want block index of slice next: fetch it now,
- * from the disk cache or (in the background) the store. */
+/* Under cache_mu: the slot of ahead[] that (slice, index) is on its way
+ * in, or -1. */
+static int ahead_find(const struct mnt *m, uint64_t slice, uint32_t index)
+{
+    for (uint32_t i = 0; i < AHEAD_MAX; i++) {
+        if (m->ahead[i].slice == slice && m->ahead[i].index == index)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Under cache_mu: a free slot of ahead[], now (slice, index)'s, or -1 if
+ * none is free. Its taker ends it with ahead_end(). */
+static int ahead_take(struct mnt *m, uint64_t slice, uint32_t index, uint32_t len)
+{
+    for (uint32_t i = 0; i < AHEAD_MAX; i++) {
+        if (m->ahead[i].slice == 0) {
+            m->ahead[i].slice = slice;
+            m->ahead[i].index = index;
+            m->ahead[i].len = len;
+            m->ahead[i].is_queued = false;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* A read-ahead thread: fetches the blocks read_ahead() queued (from the
+ * disk cache, else the store) into memory, until the mount ends. */
+static void *ahead_main(void *arg)
+{
+    struct mnt *m = arg;
+
+    pthread_mutex_lock(&m->cache_mu);
+    /* bounded: each turn runs a queued fetch or sleeps until one comes */
+    while (!m->is_ahead_done) {
+        uint32_t i = 0;
+        while (i < AHEAD_MAX && !m->ahead[i].is_queued) {
+            i++;
+        }
+        if (i == AHEAD_MAX) {
+            pthread_cond_wait(&m->ahead_work_cond, &m->cache_mu);
+            continue;
+        }
+        m->ahead[i].is_queued = false;
+        uint64_t slice = m->ahead[i].slice;
+        uint32_t index = m->ahead[i].index;
+        uint32_t len = m->ahead[i].len;
+        pthread_mutex_unlock(&m->cache_mu);
+        uint8_t *data = ar_malloc(len > 0 ? len : 1);
+        if (data != NULL && block_fetch(m, slice, index, data, len) == 0)
+            mem_insert(m, slice, index, data, len);
+        else
+            ar_free(data); /* a read that needs it fetches it again, and reports */
+        __atomic_add_fetch(&m->blocks_ahead, 1, __ATOMIC_RELAXED);
+        ahead_end(m, slice, index);
+        pthread_mutex_lock(&m->cache_mu);
+    }
+    pthread_mutex_unlock(&m->cache_mu);
+    return NULL;
+}
+
+/* Start the read-ahead threads (none: reads go on without read-ahead). */
+static void ahead_start(struct mnt *m)
+{
+    pthread_cond_init(&m->ahead_cond, NULL);
+    pthread_cond_init(&m->ahead_work_cond, NULL);
+    for (uint32_t i = 0; i < AHEAD_THREADS; i++) {
+        if (pthread_create(&m->ahead_threads[i], NULL, ahead_main, m) != 0)
+            break;
+        m->ahead_thread_count++;
+    }
+}
+
+/* End the read-ahead threads; a fetch they run finishes first. */
+static void ahead_stop(struct mnt *m)
+{
+    pthread_mutex_lock(&m->cache_mu);
+    m->is_ahead_done = true;
+    pthread_cond_broadcast(&m->ahead_work_cond);
+    pthread_mutex_unlock(&m->cache_mu);
+    for (uint32_t i = 0; i < m->ahead_thread_count; i++) {
+        pthread_join(m->ahead_threads[i], NULL);
+    }
+    m->ahead_thread_count = 0;
+}
+
+/* A sequential reader will want block index of slice next: have a
+ * read-ahead thread fetch it, unless it is in memory or on its way. */
 static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t index)
 {
     if ((uint64_t)index * m->block_bytes >= size)
         return;
-    uint32_t len = block_len_of(m, size, index);
-    uint32_t slot = AHEAD_MAX;
     pthread_mutex_lock(&m->cache_mu);
-    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
-        if (m->cache[i].used != 0 && m->cache[i].slice == slice && m->cache[i].index == index)
-            slot = AHEAD_MAX + 1; /* in memory already */
+    int slot = m->ahead_thread_count == 0 || mem_has(m, slice, index) ||
+                       ahead_find(m, slice, index) >= 0
+                   ? -1
+                   : ahead_take(m, slice, index, block_len_of(m, size, index));
+    if (slot >= 0) {
+        m->ahead[slot].is_queued = true;
+        pthread_cond_signal(&m->ahead_work_cond);
     }
-    for (uint32_t i = 0; i < AHEAD_MAX && slot == AHEAD_MAX; i++) {
-        if (m->ahead[i].slice == slice && m->ahead[i].index == index)
-            slot = AHEAD_MAX + 1; /* on its way */
-    }
-    for (uint32_t i = 0; i < AHEAD_MAX && slot == AHEAD_MAX; i++) {
-        if (m->ahead[i].slice == 0) {
-            slot = i;
-            m->ahead[i].slice = slice;
-            m->ahead[i].index = index;
-        }
-    }
-    pthread_mutex_unlock(&m->cache_mu);
-    if (slot >= AHEAD_MAX)
-        return;
-    struct ahead_req *a = ar_calloc(1, sizeof(*a));
-    uint8_t *data = ar_malloc(len > 0 ? len : 1);
-    char name[48];
-    cache_name(slice, index, name);
-    if (a != NULL && data != NULL && m->disk != NULL &&
-        block_cache_read(m->disk, name, 0, len, data) == 0) {
-        mem_insert(m, slice, index, data, len); /* a local disk read: no need to wait */
-        data = NULL;
-    } else if (a != NULL && data != NULL) {
-        *a = (struct ahead_req){.m = m, .slice = slice, .index = index, .len = len};
-        block_key(slice, index, a->key);
-        a->req = (struct obj_req){.op = OBJ_OP_GET, .key = a->key, .buf = data, .size = len,
-                                  .data = a};
-        if (obj_submit(m->store, &a->req, ahead_done) == 0)
-            return; /* ahead_done owns them now */
-    }
-    ar_free(a);
-    ar_free(data);
-    pthread_mutex_lock(&m->cache_mu);
-    m->ahead[slot].slice = 0;
     pthread_mutex_unlock(&m->cache_mu);
 }
 
@@ -713,6 +797,43 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
+/* Copy [in, in + n) of a block read in pieces (block_len bytes) into dst:
+ * from memory; once the fetch of it on its way (ahead, or for another
+ * read) ends; or fetched here, and then kept in memory. */
+static int block_piece(struct mnt *m, uint64_t slice, uint32_t index, uint32_t block_len,
+                       uint32_t in, uint32_t n, uint8_t *dst)
+{
+    pthread_mutex_lock(&m->cache_mu);
+    /* bounded: every fetch in ahead[] ends (the store's calls time out),
+     * and a wait past LOAD_WAITS_MAX wake-ups fetches here */
+    for (uint32_t waits = 0;; waits++) {
+        if (mem_copy(m, slice, index, block_len, in, n, dst)) {
+            pthread_mutex_unlock(&m->cache_mu);
+            if (waits > 0)
+                __atomic_add_fetch(&m->fetches_shared, 1, __ATOMIC_RELAXED);
+            return 0;
+        }
+        if (ahead_find(m, slice, index) < 0 || waits >= LOAD_WAITS_MAX)
+            break;
+        pthread_cond_wait(&m->ahead_cond, &m->cache_mu);
+    }
+    /* none free: fetched all the same, and maybe twice */
+    bool is_claimed = ahead_find(m, slice, index) < 0 &&
+                      ahead_take(m, slice, index, block_len) >= 0;
+    pthread_mutex_unlock(&m->cache_mu);
+    uint8_t *data = ar_malloc(block_len > 0 ? block_len : 1);
+    int rc = data != NULL ? block_fetch(m, slice, index, data, block_len) : -ENOMEM;
+    if (rc == 0) {
+        memcpy(dst, data + in, n);
+        mem_insert(m, slice, index, data, block_len);
+    } else {
+        ar_free(data);
+    }
+    if (is_claimed)
+        ahead_end(m, slice, index);
+    return rc;
+}
+
 /* Copy len bytes at offset off of slice (size bytes in all) into dst. */
 static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off, uint32_t len,
                       uint8_t *dst)
@@ -723,37 +844,17 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
         uint32_t in = off % m->block_bytes;
         uint32_t block_len = block_len_of(m, size, index);
         uint32_t n = block_len - in < len ? block_len - in : len;
-        bool is_hit = false;
         pthread_mutex_lock(&m->cache_mu);
-        for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
-            struct cached_block *b = &m->cache[i];
-            if (b->used != 0 && b->slice == slice && b->index == index && b->len == block_len) {
-                memcpy(dst, b->data + in, n);
-                b->used = ++m->tick;
-                is_hit = true;
-                break;
-            }
-        }
+        bool is_hit = mem_copy(m, slice, index, block_len, in, n, dst);
         pthread_mutex_unlock(&m->cache_mu);
-        if (!is_hit && n == block_len) {
-            /* the whole block (a small file's one read): straight into dst,
-             * not into the memory cache, which is for blocks read in pieces
-             * (the disk cache keeps it) */
-            int rc = block_fetch(m, slice, index, dst, block_len);
-            if (rc != 0)
-                return rc;
-        } else if (!is_hit) {
-            uint8_t *data = ar_malloc(block_len > 0 ? block_len : 1);
-            if (data == NULL)
-                return -ENOMEM;
-            int rc = block_fetch(m, slice, index, data, block_len);
-            if (rc != 0) {
-                ar_free(data);
-                return rc;
-            }
-            memcpy(dst, data + in, n);
-            mem_insert(m, slice, index, data, block_len);
-        }
+        /* the whole block (a small file's one read): straight into dst, not
+         * into the memory cache, which is for blocks read in pieces (the
+         * disk cache keeps it) */
+        int rc = is_hit              ? 0
+                 : n == block_len    ? block_fetch(m, slice, index, dst, block_len)
+                                     : block_piece(m, slice, index, block_len, in, n, dst);
+        if (rc != 0)
+            return rc;
         dst += n;
         off += n;
         len -= n;
@@ -1852,6 +1953,17 @@ static int read_slices(struct mnt *m, const struct meta_slice *slices, uint32_t 
     return rc;
 }
 
+/* *p = max(*p, v), atomically. */
+static void atomic_raise(uint64_t *p, uint64_t v)
+{
+    uint64_t was = __atomic_load_n(p, __ATOMIC_RELAXED);
+
+    /* bounded: each failed turn saw another thread raise it */
+    while (was < v && !__atomic_compare_exchange_n(p, &was, v, true, __ATOMIC_RELAXED,
+                                                   __ATOMIC_RELAXED)) {
+    }
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -1863,7 +1975,9 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
     uint64_t end = pos + size;
     int rc = dst != NULL ? 0 : -ENOMEM;
     /* where the last read ended: a reader going on from there reads ahead */
-    bool is_sequential = __atomic_load_n(&f->read_end, __ATOMIC_RELAXED) == (uint64_t)off;
+    uint64_t furthest = __atomic_load_n(&f->read_end, __ATOMIC_RELAXED);
+    bool is_sequential = (uint64_t)off <= furthest + m->block_bytes &&
+                         (uint64_t)off + m->block_bytes >= furthest;
     struct data_version used = f->version; /* of the bytes read: a reader's from its open */
     bool has_used = f->is_read_only;
     bool is_one_version = true;
@@ -1905,8 +2019,7 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
         pos = chunk_end < end ? chunk_end : end;
     }
     if (rc == 0)
-        __atomic_store_n(&f->read_end, end > (uint64_t)off ? end : (uint64_t)off,
-                         __ATOMIC_RELAXED);
+        atomic_raise(&f->read_end, end > (uint64_t)off ? end : (uint64_t)off);
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
     } else {
@@ -2669,6 +2782,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }
+    ahead_start(m);
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)
         return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
@@ -2691,7 +2805,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     *mountpoint = realpath(o->mountpoint, NULL);
     bool is_mounted = *se != NULL && *mountpoint != NULL && fuse_set_signal_handlers(*se) == 0 &&
                       fuse_session_mount(*se, *mountpoint) == 0;
-    if (is_mounted && ar_fuse_parallel_dirops(*se) == 0)
+    if (is_mounted && ar_fuse_session_io(*se, *mountpoint, o->read_ahead_kb) == 0)
         return 0;
     if (is_mounted)
         fuse_session_unmount(*se);
@@ -2767,6 +2881,11 @@ static void mount_log_figures(struct mnt *m)
         ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
                __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
     }
+    ar_log(AR_LOG_INFO, "reads: %" PRIu64 " blocks fetched, %" PRIu64 " of them ahead; %" PRIu64
+           " reads waited for a fetch already on its way",
+           __atomic_load_n(&m->blocks_fetched, __ATOMIC_RELAXED),
+           __atomic_load_n(&m->blocks_ahead, __ATOMIC_RELAXED),
+           __atomic_load_n(&m->fetches_shared, __ATOMIC_RELAXED));
     if (m->leased != NULL)
         ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
                leased_hits(m->leased));
@@ -2789,8 +2908,10 @@ static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
         ar_free(q->out);
         ar_free(q);
     }
-    /* read-ahead still on its way finishes before the store closes, and
+    /* a fetch ahead still on its way finishes before the store closes, and
      * may put its block in memory: freed after */
+    if (m->ahead_thread_count > 0)
+        ahead_stop(m);
     obj_store_close(m->store);
     for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
         ar_free(m->cache[i].data);

@@ -5,7 +5,7 @@
  * inode); a file's bytes are one growing buffer. It answers what the
  * benchmark does (lookup, getattr, setattr of size, mkdir, create, open,
  * read, write, release, readdir, rename, unlink, rmdir) with the same
- * kernel cache timeouts as arbor's mount, and nothing else.
+ * kernel cache timeouts and read-ahead as arbor's mount, and nothing else.
  * Thread: libfuse's worker threads; the mutex guards everything. */
 #define FUSE_USE_VERSION 312
 
@@ -490,9 +490,10 @@ struct memfs *memfs_mount(const char *mountpoint, double timeout)
     fs->se = fs->inodes != NULL ? fuse_session_new(&args, &memfs_ops, sizeof(memfs_ops), fs)
                                 : NULL;
     fuse_opt_free_args(&args);
-    /* parallel lookups, as arbor's mount has them: the ceiling is FUSE's */
+    /* parallel lookups and read-ahead as arbor's mount has them by default:
+     * the ceiling is FUSE's */
     bool is_mounted = fs->se != NULL && fuse_session_mount(fs->se, mountpoint) == 0;
-    if (!is_mounted || ar_fuse_parallel_dirops(fs->se) != 0 ||
+    if (!is_mounted || ar_fuse_session_io(fs->se, mountpoint, AR_READ_AHEAD_KB_DEFAULT) != 0 ||
         pthread_create(&fs->thread, NULL, memfs_loop, fs) != 0) {
         if (is_mounted)
             fuse_session_unmount(fs->se);

@@ -64,6 +64,9 @@ static void usage(FILE *to)
             "                       default the kernel reads a file that is one cached\n"
             "                       block from the cache itself (Linux 6.9 or later,\n"
             "                       checked at each open)\n"
+            "  --read-ahead SIZE    the kernel reads up to SIZE ahead of a sequential\n"
+            "                       reader (default 4M, a block; 0: the kernel's own\n"
+            "                       128K; set as root only)\n"
             "  -o OPTS              more options for the kernel, e.g. allow_other (for\n"
             "                       other users; permissions are always checked)\n");
 }
@@ -74,6 +77,7 @@ static bool mount_value(int c, const char *arg, struct ar_mount_options *o, char
                         uint64_t *cache_bytes)
 {
     const char *wrong = NULL;
+    uint64_t bytes = 0;
     char cwd[400];
 
     if (c == 't' && !cmd_parse_u32(arg, 1, 64, &o->threads))
@@ -86,6 +90,11 @@ static bool mount_value(int c, const char *arg, struct ar_mount_options *o, char
         wrong = "--write-buffer wants megabytes, from 1 to 1048576";
     else if (c == 'C' && (!cmd_parse_size(arg, cache_bytes) || *cache_bytes < (8u << 20)))
         wrong = "--cache-size wants a size of 8M or more";
+    else if (c == 'r' && (!cmd_parse_size(arg, &bytes) || bytes > (256u << 20) ||
+                          (bytes != 0 && bytes < 4096)))
+        wrong = "--read-ahead wants a size from 4K to 256M, or 0";
+    else if (c == 'r')
+        o->read_ahead_kb = (uint32_t)(bytes >> 10);
     else if (c == 'c' && arg[0] != '/' && arg[0] != '\0' && getcwd(cwd, sizeof(cwd)) == NULL)
         wrong = "--cache-dir: name it from /";
     else if (c == 'c' && arg[0] != '/' && arg[0] != '\0') /* absolute: a detached mount runs in / */
@@ -115,6 +124,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"cache-size", required_argument, NULL, 'C'},
         {"no-cache", no_argument, NULL, 'n'},
         {"no-passthrough", no_argument, NULL, 'P'},
+        {"read-ahead", required_argument, NULL, 'r'},
         {"no-leases", no_argument, NULL, 'L'},
         {"no-kernel-grants", no_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
@@ -124,7 +134,8 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
     const char *home = getenv("HOME");
     int c;
 
-    *o = (struct ar_mount_options){.entry_timeout_s = 1.0, .attr_timeout_s = 1.0};
+    *o = (struct ar_mount_options){.entry_timeout_s = 1.0, .attr_timeout_s = 1.0,
+                                   .read_ahead_kb = AR_READ_AHEAD_KB_DEFAULT};
     *cache_bytes = 10ull << 30;
     *log_path = NULL;
     *is_foreground = false;
@@ -148,7 +159,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         case 'L': o->no_leases = true; break;
         case 'G': o->no_kernel_grants = true; break;
         case 'h': usage(stdout); return 0;
-        case 't': case 'e': case 'a': case 'w': case 'c': case 'C':
+        case 't': case 'e': case 'a': case 'w': case 'c': case 'C': case 'r':
             if (!mount_value(c, optarg, o, cache, cache_bytes))
                 return 2;
             break;
