@@ -7,7 +7,12 @@
  * temporary name and renamed, so a crash leaves whole copies or none.
  * The cache holds at most its bound, and never makes its file system less
  * than a tenth free: past that, a new block takes the place of older ones.
- * Thread: any; the mutex guards the index, never a file operation. */
+ * A big block a writer stored is kept later, by a thread of the cache's
+ * own (block_cache_put_later), so that the writer's commit does not wait
+ * for a second copy on disk; at most CACHE_LATER_MAX bytes wait, past
+ * that a block is not kept.
+ * Thread: any; the mutex guards the index and the queue, never a file
+ * operation. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,14 @@
 #define BUCKETS   65536u
 #define NAME_MAX_ 48u
 #define CACHE_FREE_MIN_PCT 10u /* of its file system: below, the cache stops growing */
+#define CACHE_LATER_MAX    (64u << 20) /* bytes waiting to be kept */
+
+struct later {
+    struct later *next;
+    char name[NAME_MAX_];
+    uint32_t len;
+    uint8_t bytes[];
+};
 
 struct entry {
     char name[NAME_MAX_];
@@ -49,6 +62,13 @@ struct block_cache {
     struct entry *tail;
     struct block_cache_stats stats;
     uint64_t tmp_counter;
+    struct later *later_head;  /* under mu: blocks the writer keeps next */
+    struct later *later_tail;
+    uint64_t later_bytes;      /* under mu */
+    pthread_cond_t later_cond; /* with mu: a block queued, or the close */
+    bool has_writer;           /* under mu: the writer thread runs */
+    bool is_closing;           /* under mu */
+    pthread_t writer;
 };
 
 static uint32_t bucket_of(const char *name)
@@ -253,6 +273,7 @@ int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
     c->free_min = free_min;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->remake_mu, NULL);
+    pthread_cond_init(&c->later_cond, NULL);
     int rc = ar_mkdirs(dir, 0700);
     if (rc != 0) {
         ar_errorf(errmsg, rc, "cannot make the cache directory %s: %s", dir, strerror(-rc));
@@ -291,6 +312,13 @@ void block_cache_close(struct block_cache *c)
 {
     if (c == NULL)
         return;
+    pthread_mutex_lock(&c->mu);
+    c->is_closing = true;
+    bool has_writer = c->has_writer;
+    pthread_cond_signal(&c->later_cond);
+    pthread_mutex_unlock(&c->mu);
+    if (has_writer)
+        pthread_join(c->writer, NULL); /* it keeps what waits first */
     for (uint32_t b = 0; b < BUCKETS; b++) {
         struct entry *e = c->buckets[b];
         while (e != NULL) {
@@ -299,6 +327,7 @@ void block_cache_close(struct block_cache *c)
             e = next;
         }
     }
+    pthread_cond_destroy(&c->later_cond);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->remake_mu);
     ar_free(c);
@@ -531,6 +560,71 @@ void block_cache_put(struct block_cache *c, const char *name, const void *data, 
     k = shrink(c, c->max_bytes, victims, AR_ARRAY_LEN(victims));
     pthread_mutex_unlock(&c->mu);
     unlink_all(c, victims, k);
+}
+
+/* The writer: keeps the queued blocks, oldest first, until the close and
+ * the queue is empty. */
+static void *writer_main(void *arg)
+{
+    struct block_cache *c = arg;
+
+    pthread_mutex_lock(&c->mu);
+    /* bounded: each turn keeps a block or sleeps until one comes */
+    for (;;) {
+        struct later *l = c->later_head;
+        if (l == NULL && c->is_closing)
+            break;
+        if (l == NULL) {
+            pthread_cond_wait(&c->later_cond, &c->mu);
+            continue;
+        }
+        c->later_head = l->next;
+        if (c->later_head == NULL)
+            c->later_tail = NULL;
+        pthread_mutex_unlock(&c->mu);
+        block_cache_put(c, l->name, l->bytes, l->len);
+        pthread_mutex_lock(&c->mu);
+        c->later_bytes -= l->len;
+        ar_free(l);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+void block_cache_put_later(struct block_cache *c, const char *name, const void *data,
+                           uint32_t len)
+{
+    if (len < BLOCK_CACHE_LATER_MIN) {
+        block_cache_put(c, name, data, len);
+        return;
+    }
+    struct later *l = ar_malloc(sizeof(*l) + len);
+    if (l == NULL)
+        return;
+    l->next = NULL;
+    snprintf(l->name, sizeof(l->name), "%s", name);
+    l->len = len;
+    memcpy(l->bytes, data, len);
+    pthread_mutex_lock(&c->mu);
+    if (!c->has_writer && !c->is_closing)
+        c->has_writer = pthread_create(&c->writer, NULL, writer_main, c) == 0;
+    bool is_queued = c->has_writer && !c->is_closing &&
+                     c->later_bytes + len <= CACHE_LATER_MAX;
+    if (is_queued) {
+        if (c->later_tail != NULL)
+            c->later_tail->next = l;
+        else
+            c->later_head = l;
+        c->later_tail = l;
+        c->later_bytes += len;
+        c->stats.later++;
+        pthread_cond_signal(&c->later_cond);
+    } else {
+        c->stats.not_kept++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!is_queued)
+        ar_free(l);
 }
 
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out)

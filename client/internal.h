@@ -63,6 +63,12 @@ int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint
 int block_cache_open_copy(struct block_cache *c, const char *name, uint32_t len);
 /* Keep a block's bytes (best effort: a full disk only skips it). */
 void block_cache_put(struct block_cache *c, const char *name, const void *data, uint32_t len);
+/* The same, for a big block (BLOCK_CACHE_LATER_MIN or more) on the cache's
+ * own thread a moment later (data is copied): a writer need not wait for
+ * the copy. Not kept if 64 MiB already wait. A smaller one: at once. */
+#define BLOCK_CACHE_LATER_MIN (1u << 20)
+void block_cache_put_later(struct block_cache *c, const char *name, const void *data,
+                           uint32_t len);
 
 struct block_cache_stats {
     uint64_t hits;
@@ -73,6 +79,8 @@ struct block_cache_stats {
     uint64_t gone;       /* copies removed from under the cache (its directory cleaned) */
     uint64_t remade;     /* times its directory was found removed and made again */
     uint64_t crowded;    /* blocks that replaced older ones because the disk was short of space */
+    uint64_t later;      /* big blocks a writer stored, queued to be kept */
+    uint64_t not_kept;   /* of those, dropped: too many bytes waited */
 };
 void block_cache_stats(struct block_cache *c, struct block_cache_stats *out);
 

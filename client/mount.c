@@ -223,6 +223,8 @@ struct mnt {
     pthread_t ahead_threads[AHEAD_THREADS];
     uint32_t ahead_thread_count;
     struct block_cache *disk;       /* NULL: no disk cache */
+    bool is_store_local;            /* a file:// store: big blocks written are not kept
+                                     * in the disk cache (uploaded()) */
     pthread_key_t out_key;          /* a response buffer per FUSE thread ... */
     bool has_out_key;               /* ... once made */
     pthread_mutex_t queries_mu;
@@ -720,6 +722,7 @@ struct upload {
     uint32_t left;
     int rc;
     struct block_cache *disk;  /* where a stored block is kept too (NULL: none) */
+    bool is_store_local;       /* a file:// store: big blocks are not kept too */
     char keys[2][64];
     char cache_names[2][48];
     struct obj_req reqs[2];
@@ -727,13 +730,19 @@ struct upload {
 
 /* On a store worker, as each block is stored: it goes to the disk cache
  * there, beside the other block's upload, not after both (a read after the
- * write finds it). */
+ * write finds it). A big block (1 MiB or more) goes a moment later, by the
+ * cache's thread, so that the commit does not wait for its copy; and not
+ * at all when the store is a local directory: a second copy on the same
+ * disk cost big writes a third of their speed (docs/benchmarks.md), and
+ * the first read keeps it then. A small file's block is always kept: the
+ * kernel reads it from there. */
 static void uploaded(struct obj_req *r)
 {
     struct upload *u = r->data;
 
-    if (r->rc == 0 && u->disk != NULL)
-        block_cache_put(u->disk, u->cache_names[r - u->reqs], r->buf, (uint32_t)r->size);
+    bool is_big = r->size >= BLOCK_CACHE_LATER_MIN;
+    if (r->rc == 0 && u->disk != NULL && !(is_big && u->is_store_local))
+        block_cache_put_later(u->disk, u->cache_names[r - u->reqs], r->buf, (uint32_t)r->size);
     pthread_mutex_lock(&u->mu);
     if (r->rc != 0 && u->rc == 0) {
         u->rc = r->rc;
@@ -757,7 +766,7 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     if (rc != 0)
         return rc;
     struct upload u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
-                       .disk = m->disk};
+                       .disk = m->disk, .is_store_local = m->is_store_local};
     uint32_t blocks = (f->buf_len + m->block_bytes - 1) / m->block_bytes;
     AR_ASSERT(blocks <= 2);
     u.left = blocks;
@@ -2752,6 +2761,7 @@ static int mount_open_parts(struct mnt *m, const struct ar_mount_options *o,
                          * 1000u;
     m->ids_max_age_ms = window_ms / 4 < 600000u ? window_ms / 4 : 600000u;
     rc = obj_store_open(url, NULL, &m->store, errmsg);
+    m->is_store_local = rc == 0 && strncmp(obj_store_url(m->store), "file://", 7) == 0;
     if (rc == 0)
         rc = store_probe(m->store, errmsg);
     if (rc != 0 || o->cache_dir == NULL || o->cache_dir[0] == '\0')
@@ -2875,9 +2885,10 @@ static void mount_log_figures(struct mnt *m)
                "disk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " MiB held, "
                "%" PRIu64 " evicted, %" PRIu64 " put in place of older ones (disk nearly "
                "full), %" PRIu64 " damaged, %" PRIu64 " removed from under it; its "
-               "directory made again: %" PRIu64,
+               "directory made again: %" PRIu64 "; big blocks written here kept after "
+               "their commit: %" PRIu64 ", %" PRIu64 " of them not (too many waited)",
                st.hits, st.misses, st.bytes >> 20, st.evicted, st.crowded, st.damaged,
-               st.gone, st.remade);
+               st.gone, st.remade, st.later, st.not_kept);
         ar_log(AR_LOG_INFO, "passthrough: %" PRIu64 " opens",
                __atomic_load_n(&m->passthrough_opens, __ATOMIC_RELAXED));
     }

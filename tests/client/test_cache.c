@@ -1,7 +1,8 @@
 /* tests/client/test_cache.c - the disk block cache (client/cache.c) on a
  * small tmpfs of its own (as root; skipped otherwise): it never fills its
  * file system, whatever its bound, and the newest blocks stay readable; and
- * it survives its directory being removed under it. */
+ * it survives its directory being removed under it; and it keeps big
+ * blocks on its own thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -199,12 +200,67 @@ static void test_cache_directory_removed_is_made_again(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Blocks kept later: a small one is there at once; big ones are there
+ * once the cache's thread kept them, at the latest when the cache closes
+ * (the next open finds them, whole); past 64 MiB waiting, a block is not
+ * kept, and the figures say so. */
+static void test_cache_keeps_big_blocks_later(void **state)
+{
+    struct block_cache *c = NULL;
+    struct block_cache_stats st;
+    char errmsg[256] = "";
+    char top[64] = "/tmp/arbor-test-cache-later.XXXXXX";
+    char name[32];
+    uint8_t small[4096];
+    uint32_t big_len = 2u << 20;
+    uint8_t *big = malloc(big_len);
+    uint8_t *back = malloc(big_len);
+
+    (void)state;
+    assert_non_null(big);
+    assert_non_null(back);
+    assert_non_null(mkdtemp(top));
+    assert_int_equal(block_cache_open(top, 1ull << 30, 0, &c, errmsg), 0);
+    memset(small, 7, sizeof(small));
+    block_cache_put_later(c, "0000000000000001_0", small, sizeof(small));
+    assert_int_equal(block_cache_read(c, "0000000000000001_0", 0, sizeof(small), back), 0);
+    assert_memory_equal(back, small, sizeof(small));
+    /* 40 blocks of 2 MiB at once: 80 MiB, more than may wait */
+    for (unsigned i = 0; i < 40; i++) {
+        memset(big, (int)(i + 1), big_len);
+        snprintf(name, sizeof(name), "%016x_0", 100 + i);
+        block_cache_put_later(c, name, big, big_len);
+    }
+    block_cache_stats(c, &st);
+    assert_int_equal(st.later + st.not_kept, 40);
+    assert_true(st.later >= 32); /* 64 MiB may always wait */
+    uint64_t kept = st.later;
+    block_cache_close(c);
+    assert_int_equal(block_cache_open(top, 1ull << 30, 0, &c, errmsg), 0);
+    unsigned found = 0;
+    for (unsigned i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "%016x_0", 100 + i);
+        if (block_cache_read(c, name, 0, big_len, back) != 0)
+            continue;
+        memset(big, (int)(i + 1), big_len);
+        assert_memory_equal(back, big, big_len);
+        found++;
+    }
+    assert_int_equal(found, kept);
+    block_cache_close(c);
+    snprintf(errmsg, sizeof(errmsg), "rm -rf '%s'", top);
+    assert_int_equal(system(errmsg), 0);
+    free(big);
+    free(back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cache_never_fills_its_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_leaves_its_floor_free, setup, teardown),
         cmocka_unit_test(test_cache_directory_removed_is_made_again),
+        cmocka_unit_test(test_cache_keeps_big_blocks_later),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

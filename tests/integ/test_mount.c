@@ -1720,9 +1720,10 @@ static void test_mount_stats_beside_blocked_reads(void **state)
     mount_stop(mp);
 }
 
-/* The disk cache: a block once read or written is read from local disk
- * (the store may even lose it); a damaged copy is never believed; the
- * cache stays within its bound. */
+/* The disk cache: a block once read (or written, if small: a big one
+ * written to a file:// store is kept by its first read) is read from
+ * local disk (the store may even lose it); a damaged copy is never
+ * believed; the cache stays within its bound. */
 static void test_mount_disk_cache(void **state)
 {
     struct fixture *f = *state;
@@ -1735,6 +1736,8 @@ static void test_mount_disk_cache(void **state)
     pattern_write(small, 3000, 901, true); /* read whole: straight to the reader */
     snprintf(path, sizeof(path), "%s/cached", mp->dir);
     pattern_write(path, 3u << 20, 900, true);
+    /* a big block written to a file:// store is kept by its first read */
+    pattern_expect(path, 3u << 20, 900);
     mount_stop(mp);
     /* the store loses every block (kept aside) */
     snprintf(dir, sizeof(dir), "%s", f->dir);
@@ -1768,6 +1771,7 @@ static void test_mount_disk_cache(void **state)
     for (int i = 0; i < 5; i++) {
         snprintf(path, sizeof(path), "%s/many_%d", mp->dir, i);
         pattern_write(path, 3u << 20, 1000 + (uint64_t)i, false);
+        pattern_expect(path, 3u << 20, 1000 + (uint64_t)i);
     }
     snprintf(dir, sizeof(dir), "%s/cache", f->dir);
     uint64_t held = tree_bytes(dir);
