@@ -67,6 +67,7 @@ struct block_cache {
     uint64_t later_bytes;      /* under mu */
     pthread_cond_t later_cond; /* with mu: a block queued, or the close */
     bool has_writer;           /* under mu: the writer thread runs */
+    bool has_no_writer;        /* under mu: it could not be started */
     bool is_closing;           /* under mu */
     pthread_t writer;
 };
@@ -369,14 +370,6 @@ static void drop_copy(struct block_cache *c, const char *name, uint32_t crc, boo
     unlink(path);
 }
 
-bool block_cache_has(struct block_cache *c, const char *name)
-{
-    pthread_mutex_lock(&c->mu);
-    bool is_there = find(c, name) != NULL;
-    pthread_mutex_unlock(&c->mu);
-    return is_there;
-}
-
 int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,
                      void *dst)
 {
@@ -599,17 +592,28 @@ void block_cache_put_later(struct block_cache *c, const char *name, const void *
         return;
     }
     struct later *l = ar_malloc(sizeof(*l) + len);
-    if (l == NULL)
+    if (l == NULL) {
+        pthread_mutex_lock(&c->mu);
+        c->stats.not_kept++;
+        pthread_mutex_unlock(&c->mu);
         return;
+    }
     l->next = NULL;
     snprintf(l->name, sizeof(l->name), "%s", name);
     l->len = len;
     memcpy(l->bytes, data, len);
     pthread_mutex_lock(&c->mu);
-    if (!c->has_writer && !c->is_closing)
+    if (!c->has_writer && !c->is_closing && !c->has_no_writer) {
         c->has_writer = pthread_create(&c->writer, NULL, writer_main, c) == 0;
-    bool is_queued = c->has_writer && !c->is_closing &&
-                     c->later_bytes + len <= CACHE_LATER_MAX;
+        c->has_no_writer = !c->has_writer;
+    }
+    if (!c->has_writer) { /* no thread for it: kept here and now */
+        pthread_mutex_unlock(&c->mu);
+        block_cache_put(c, name, data, len);
+        ar_free(l);
+        return;
+    }
+    bool is_queued = !c->is_closing && c->later_bytes + len <= CACHE_LATER_MAX;
     if (is_queued) {
         if (c->later_tail != NULL)
             c->later_tail->next = l;

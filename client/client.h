@@ -126,7 +126,8 @@ void ar_client_stats(struct ar_client *c, struct ar_client_stats *out);
 
 /* ---- the FUSE mount (mount.c) -------------------------------------------------------------- */
 
-#define AR_READ_AHEAD_KB_DEFAULT 4096u /* a block: what a read in pieces fetches anyway */
+#define AR_READ_AHEAD_KB_DEFAULT 4096u /* a block of the default size: what a read in
+                                        * pieces fetches anyway */
 
 struct ar_mount_options {
     const char *mountpoint;

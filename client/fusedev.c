@@ -164,8 +164,9 @@ static void read_ahead_set(void)
              __atomic_load_n(&ahead_conn, __ATOMIC_ACQUIRE));
     int len = snprintf(value, sizeof(value), "%" PRIu32 "\n", kb);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
-    bool is_set = fd >= 0 && write(fd, value, (size_t)len) == len;
-    int err = errno;
+    ssize_t wrote = fd >= 0 ? write(fd, value, (size_t)len) : -1;
+    bool is_set = wrote == len;
+    int err = wrote >= 0 ? EIO : errno; /* a short write: EIO */
     if (fd >= 0)
         close(fd);
     if (is_set)

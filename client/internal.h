@@ -49,8 +49,6 @@ struct block_cache;
 int block_cache_open(const char *dir, uint64_t max_bytes, uint64_t free_min,
                      struct block_cache **out, char *errmsg);
 void block_cache_close(struct block_cache *c);
-/* Whether block name has a copy here (not checked: a read may still miss). */
-bool block_cache_has(struct block_cache *c, const char *name);
 /* Copy block name's bytes [off, off + len) into dst: 0, or -ENOENT when it
  * is not cached (or its copy failed its check; then it is dropped). */
 int block_cache_read(struct block_cache *c, const char *name, uint32_t off, uint32_t len,

@@ -46,7 +46,8 @@
  * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
  * thread, --single-threaded); the metadata client's loop, which answers
  * lookups, getattrs and readers' opens itself (struct query); the store's
- * workers for uploads; the read-ahead threads. Locks, in this order: an
+ * workers for uploads; the read-ahead threads; the disk cache's writer
+ * (cache.c). Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
  * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone,
  * as are the node table's (nodes.c). The client's loop takes only the
@@ -78,6 +79,7 @@
 #define AHEAD_MAX       8u          /* blocks being fetched at once, ahead or for reads */
 #define AHEAD_THREADS   4u          /* threads that fetch blocks ahead of readers */
 #define LOAD_WAITS_MAX  1000u       /* wake-ups a read waits for another's fetch */
+#define RUN_BEHIND_BLOCKS 8u        /* a read this far behind a run begins a new one */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define FULL_WAIT_MS    1000u       /* after ENOSPC, commits fail at once this long */
 #define READDIR_ENTRIES 512u
@@ -135,10 +137,12 @@ struct open_file {
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
     uint32_t buf_len;
-    uint64_t read_end;              /* atomic: the furthest a read reached; a read that
-                                     * begins within a block of it is sequential (the
-                                     * kernel's read-ahead has several in flight, which
-                                     * may arrive out of order) */
+    uint64_t read_end;              /* atomic: the furthest a run of reads reached; a read
+                                     * that begins up to a block past it or two blocks
+                                     * short of it is sequential (the kernel's read-ahead
+                                     * has several in flight, which may arrive out of
+                                     * order); one RUN_BEHIND_BLOCKS behind begins a
+                                     * new run */
     bool is_read_only;              /* opened O_RDONLY */
     bool is_held;                   /* the session holds ino for it (under mu; for an
                                      * orphan, before its open's reply, the client's
@@ -222,6 +226,7 @@ struct mnt {
     bool is_ahead_done;             /* under cache_mu: the read-ahead threads end */
     pthread_t ahead_threads[AHEAD_THREADS];
     uint32_t ahead_thread_count;
+    bool is_ahead_started;          /* ahead_start() ran: ahead_stop() ends it */
     struct block_cache *disk;       /* NULL: no disk cache */
     bool is_store_local;            /* a file:// store: big blocks written are not kept
                                      * in the disk cache (uploaded()) */
@@ -503,14 +508,14 @@ static uint32_t block_len_of(const struct mnt *m, uint32_t size, uint32_t index)
     return size - from < m->block_bytes ? size - from : m->block_bytes;
 }
 
-/* Under cache_mu: whether block index of slice is in memory. */
-static bool mem_has(const struct mnt *m, uint64_t slice, uint32_t index)
+/* Under cache_mu: block index of slice in memory, or NULL. */
+static struct cached_block *mem_find(struct mnt *m, uint64_t slice, uint32_t index)
 {
     for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
         if (m->cache[i].used != 0 && m->cache[i].slice == slice && m->cache[i].index == index)
-            return true;
+            return &m->cache[i];
     }
-    return false;
+    return NULL;
 }
 
 /* Under cache_mu: copy [in, in + n) of the block (block_len bytes) from
@@ -518,15 +523,13 @@ static bool mem_has(const struct mnt *m, uint64_t slice, uint32_t index)
 static bool mem_copy(struct mnt *m, uint64_t slice, uint32_t index, uint32_t block_len,
                      uint32_t in, uint32_t n, uint8_t *dst)
 {
-    for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
-        struct cached_block *b = &m->cache[i];
-        if (b->used != 0 && b->slice == slice && b->index == index && b->len == block_len) {
-            memcpy(dst, b->data + in, n);
-            b->used = ++m->tick;
-            return true;
-        }
-    }
-    return false;
+    struct cached_block *b = mem_find(m, slice, index);
+
+    if (b == NULL || b->len != block_len)
+        return false;
+    memcpy(dst, b->data + in, n);
+    b->used = ++m->tick;
+    return true;
 }
 
 /* Keep a block in memory (data is handed over), the least recently used out. */
@@ -577,19 +580,6 @@ static int block_fetch(struct mnt *m, uint64_t slice, uint32_t index, uint8_t *d
     return 0;
 }
 
-/* A fetch of (slice, index) into cache[] ended, well or not: its slot is
- * free, and the reads waiting for it look again. */
-static void ahead_end(struct mnt *m, uint64_t slice, uint32_t index)
-{
-    pthread_mutex_lock(&m->cache_mu);
-    for (uint32_t i = 0; i < AHEAD_MAX; i++) {
-        if (m->ahead[i].slice == slice && m->ahead[i].index == index)
-            m->ahead[i].slice = 0;
-    }
-    pthread_cond_broadcast(&m->ahead_cond);
-    pthread_mutex_unlock(&m->cache_mu);
-}
-
 /* Under cache_mu: the slot of ahead[] that (slice, index) is on its way
  * in, or -1. */
 static int ahead_find(const struct mnt *m, uint64_t slice, uint32_t index)
@@ -599,6 +589,18 @@ static int ahead_find(const struct mnt *m, uint64_t slice, uint32_t index)
             return (int)i;
     }
     return -1;
+}
+
+/* A fetch of (slice, index) into cache[] ended, well or not: its slot is
+ * free, and the reads waiting for it look again. */
+static void ahead_end(struct mnt *m, uint64_t slice, uint32_t index)
+{
+    pthread_mutex_lock(&m->cache_mu);
+    int slot = ahead_find(m, slice, index);
+    if (slot >= 0)
+        m->ahead[slot].slice = 0;
+    pthread_cond_broadcast(&m->ahead_cond);
+    pthread_mutex_unlock(&m->cache_mu);
 }
 
 /* Under cache_mu: a free slot of ahead[], now (slice, index)'s, or -1 if
@@ -640,11 +642,12 @@ static void *ahead_main(void *arg)
         uint32_t len = m->ahead[i].len;
         pthread_mutex_unlock(&m->cache_mu);
         uint8_t *data = ar_malloc(len > 0 ? len : 1);
+        if (data != NULL)
+            __atomic_add_fetch(&m->blocks_ahead, 1, __ATOMIC_RELAXED);
         if (data != NULL && block_fetch(m, slice, index, data, len) == 0)
             mem_insert(m, slice, index, data, len);
         else
             ar_free(data); /* a read that needs it fetches it again, and reports */
-        __atomic_add_fetch(&m->blocks_ahead, 1, __ATOMIC_RELAXED);
         ahead_end(m, slice, index);
         pthread_mutex_lock(&m->cache_mu);
     }
@@ -655,6 +658,7 @@ static void *ahead_main(void *arg)
 /* Start the read-ahead threads (none: reads go on without read-ahead). */
 static void ahead_start(struct mnt *m)
 {
+    m->is_ahead_started = true;
     pthread_cond_init(&m->ahead_cond, NULL);
     pthread_cond_init(&m->ahead_work_cond, NULL);
     for (uint32_t i = 0; i < AHEAD_THREADS; i++) {
@@ -675,6 +679,8 @@ static void ahead_stop(struct mnt *m)
         pthread_join(m->ahead_threads[i], NULL);
     }
     m->ahead_thread_count = 0;
+    pthread_cond_destroy(&m->ahead_work_cond);
+    pthread_cond_destroy(&m->ahead_cond);
 }
 
 /* A sequential reader will want block index of slice next: have a
@@ -684,7 +690,7 @@ static void read_ahead(struct mnt *m, uint64_t slice, uint32_t size, uint32_t in
     if ((uint64_t)index * m->block_bytes >= size)
         return;
     pthread_mutex_lock(&m->cache_mu);
-    int slot = m->ahead_thread_count == 0 || mem_has(m, slice, index) ||
+    int slot = m->ahead_thread_count == 0 || mem_find(m, slice, index) != NULL ||
                        ahead_find(m, slice, index) >= 0
                    ? -1
                    : ahead_take(m, slice, index, block_len_of(m, size, index));
@@ -730,12 +736,12 @@ struct upload {
 
 /* On a store worker, as each block is stored: it goes to the disk cache
  * there, beside the other block's upload, not after both (a read after the
- * write finds it). A big block (1 MiB or more) goes a moment later, by the
- * cache's thread, so that the commit does not wait for its copy; and not
- * at all when the store is a local directory: a second copy on the same
- * disk cost big writes a third of their speed (docs/benchmarks.md), and
- * the first read keeps it then. A small file's block is always kept: the
- * kernel reads it from there. */
+ * write finds a small block there). A big block (1 MiB or more) goes a
+ * moment later, by the cache's thread, so that the commit does not wait
+ * for its copy; and not at all when the store is a local directory: a
+ * second copy on the same disk cost big writes a third of their speed
+ * (docs/benchmarks.md), and the first read keeps it then. A small file's
+ * block is always kept: the kernel reads it from there (passthrough). */
 static void uploaded(struct obj_req *r)
 {
     struct upload *u = r->data;
@@ -1983,10 +1989,10 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
     uint64_t pos = (uint64_t)off;
     uint64_t end = pos + size;
     int rc = dst != NULL ? 0 : -ENOMEM;
-    /* where the last read ended: a reader going on from there reads ahead */
+    /* near the furthest a read reached: a reader going on reads ahead */
     uint64_t furthest = __atomic_load_n(&f->read_end, __ATOMIC_RELAXED);
     bool is_sequential = (uint64_t)off <= furthest + m->block_bytes &&
-                         (uint64_t)off + m->block_bytes >= furthest;
+                         (uint64_t)off + 2ull * m->block_bytes >= furthest;
     struct data_version used = f->version; /* of the bytes read: a reader's from its open */
     bool has_used = f->is_read_only;
     bool is_one_version = true;
@@ -2027,8 +2033,14 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
         uint64_t chunk_end = chunk_offset + META_CHUNK_BYTES;
         pos = chunk_end < end ? chunk_end : end;
     }
-    if (rc == 0)
-        atomic_raise(&f->read_end, end > (uint64_t)off ? end : (uint64_t)off);
+    /* a read far behind (a seek back, a second pass on the same
+     * descriptor) begins a new run there; nearer, it may be one of the
+     * kernel's reads in flight, late */
+    uint64_t reached = end > (uint64_t)off ? end : (uint64_t)off;
+    if (rc == 0 && (uint64_t)off + RUN_BEHIND_BLOCKS * m->block_bytes < furthest)
+        __atomic_store_n(&f->read_end, reached, __ATOMIC_RELAXED);
+    else if (rc == 0)
+        atomic_raise(&f->read_end, reached);
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
     } else {
@@ -2921,7 +2933,7 @@ static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
     }
     /* a fetch ahead still on its way finishes before the store closes, and
      * may put its block in memory: freed after */
-    if (m->ahead_thread_count > 0)
+    if (m->is_ahead_started)
         ahead_stop(m);
     obj_store_close(m->store);
     for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {

@@ -635,23 +635,29 @@ static void pattern_expect(const char *path, uint64_t size, uint64_t seed)
     assert_int_equal(pattern_check_rc(path, size, seed), 0);
 }
 
-/* Files past a chunk and of 1 GiB, streamed (neither side holds it whole). */
-/* The kernel's read-ahead for the mount on dir, in KiB (its backing
- * device's, named by the mount's device number). */
-static long read_ahead_kb(const char *dir)
+/* Whether the kernel reads kb KiB ahead on the mount on dir (its backing
+ * device's setting, named by the mount's device number), waiting up to
+ * 5 s: the mount sets it once its INIT reply is written, which may be
+ * after the mount is seen. */
+static bool reads_ahead(const char *dir, long kb)
 {
     struct stat st;
     char path[80];
-    long kb = -1;
+    long now = -1;
 
     assert_int_equal(stat(dir, &st), 0);
     snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
              minor(st.st_dev));
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    assert_int_equal(fscanf(fp, "%ld", &kb), 1);
-    fclose(fp);
-    return kb;
+    /* bounded: 100 looks, 50 ms apart */
+    for (int i = 0; i < 100 && now != kb; i++) {
+        FILE *fp = fopen(path, "r");
+        assert_non_null(fp);
+        assert_int_equal(fscanf(fp, "%ld", &now), 1);
+        fclose(fp);
+        if (now != kb)
+            usleep(50000);
+    }
+    return now == kb;
 }
 
 /* The number the log at path prints right after `before` (its last
@@ -686,7 +692,8 @@ static void *read_big(void *arg)
     return NULL;
 }
 
-/* Big files read back whole, with the kernel reading 4 MiB ahead (it
+/* Files past a chunk and of 1 GiB, streamed (neither side holds it
+ * whole), read back whole, with the kernel reading 4 MiB ahead (it
  * would read 128 KiB); eight readers of one big file on a fresh mount
  * with a smaller read-ahead have each block fetched once, its reads in
  * flight sharing the fetch. */
@@ -696,7 +703,7 @@ static void test_mount_large_files(void **state)
     struct mount_proc *mp = mount_start(f, "m", "1");
     char path[600];
 
-    assert_int_equal(read_ahead_kb(mp->dir), 4096);
+    assert_true(reads_ahead(mp->dir, 4096));
     assert_true(file_has(mp->log, "the kernel reads up to 4096 KiB ahead of a reader"));
     snprintf(path, sizeof(path), "%s/chunk_plus_one", mp->dir);
     pattern_write(path, (64ull << 20) + 1, 100, true);
@@ -708,7 +715,7 @@ static void test_mount_large_files(void **state)
 
     const char *const small_ahead[] = {"--read-ahead", "1M", NULL};
     mp = mount_start_with(f, "m2", "1", small_ahead);
-    assert_int_equal(read_ahead_kb(mp->dir), 1024);
+    assert_true(reads_ahead(mp->dir, 1024));
     snprintf(path, sizeof(path), "%s/chunk_plus_one", mp->dir);
     struct big_reader r[8];
     pthread_t t[8];
@@ -721,10 +728,12 @@ static void test_mount_large_files(void **state)
         assert_int_equal(r[i].rc, 0);
     }
     mount_stop(mp);
-    /* 17 blocks (16 of 4 MiB and one byte); a read-ahead slot may be
-     * missing for a few at a busy moment (then fetched twice) */
+    /* 17 blocks (16 of 4 MiB and one byte). With all eight fetch slots
+     * busy a read fetches its block without one, so a few may be fetched
+     * twice; a fetch for every read in flight (the kernel has four of 1
+     * MiB on a block) would be some 50. */
     long long fetched = log_number_after(mp->log, "reads: ");
-    assert_true(fetched >= 17 && fetched <= 17 + 3);
+    assert_true(fetched >= 17 && fetched <= 17 + 8);
     assert_true(log_number_after(mp->log, "blocks fetched, ") > 0);
 }
 
