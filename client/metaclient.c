@@ -112,8 +112,9 @@ struct ar_client {
     uint64_t next_req_id;
     int leader[SHARDS_KNOWN];    /* a connection index, -1 unknown */
     uint64_t epoch[SHARDS_KNOWN];
-    int last_connect_error;      /* atomic: libuv's status of the last connect if it
-                                  * failed, else 0 */
+    int last_connect_error;      /* atomic: libuv's status of the last connect that
+                                  * failed, 0 if none did */
+    uint32_t open_count;         /* atomic: connections open (the loop changes it) */
     bool has_heard;              /* atomic: some replica answered a request */
     bool is_opening;             /* in ar_client_open (its thread's alone) */
     struct meta_map map;         /* under mu */
@@ -449,6 +450,8 @@ static void conn_fail(struct conn *n)
 
     if (n->state == CONN_CLOSING || n->state == CONN_IDLE)
         return;
+    if (n->state == CONN_OPEN)
+        __atomic_sub_fetch(&c->open_count, 1, __ATOMIC_RELAXED);
     n->state = CONN_CLOSING;
     n->retry_at_ms = now_ms() + RECONNECT_MS;
     uv_close((uv_handle_t *)&n->tcp, conn_closed);
@@ -479,13 +482,14 @@ static void on_connect(uv_connect_t *req, int status)
 
     if (n->state != CONN_CONNECTING)
         return;
-    /* a connect that succeeds clears the reason: the latest attempt's is said */
-    __atomic_store_n(&c->last_connect_error, status < 0 ? status : 0, __ATOMIC_RELAXED);
+    if (status < 0)
+        __atomic_store_n(&c->last_connect_error, status, __ATOMIC_RELAXED);
     if (status < 0 || uv_read_start((uv_stream_t *)&n->tcp, rx_alloc, on_read) != 0) {
         conn_fail(n);
         return;
     }
     n->state = CONN_OPEN;
+    __atomic_add_fetch(&c->open_count, 1, __ATOMIC_RELAXED);
     uv_tcp_nodelay(&n->tcp, 1);
     int index = (int)(n - c->conns);
     for (uint32_t i = 0; i < c->active_count; i++) {
@@ -749,6 +753,8 @@ static void close_all(struct ar_client *c)
 {
     for (uint32_t i = 0; i < c->conn_count; i++) {
         struct conn *n = &c->conns[i];
+        if (n->state == CONN_OPEN)
+            __atomic_sub_fetch(&c->open_count, 1, __ATOMIC_RELAXED);
         if (n->state == CONN_CONNECTING || n->state == CONN_OPEN) {
             n->state = CONN_CLOSING;
             uv_close((uv_handle_t *)&n->tcp, conn_closed);
@@ -853,6 +859,26 @@ static void addrs_text(const struct ar_client *c, char *out, size_t cap)
         snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "," : "", c->opt.addrs[i]);
 }
 
+/* Why no replica answered, for the messages that say so: " (...)", or
+ * "" when nothing is known. A connect error is named only while some
+ * replica is not connected (it may be older than a connect that worked). */
+static void silence_text(struct ar_client *c, char *out, size_t cap)
+{
+    uint32_t open = __atomic_load_n(&c->open_count, __ATOMIC_RELAXED);
+    int err = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
+    const char *why = err != 0 && open < c->opt.addr_count ? uv_strerror(err) : NULL;
+    const char *replicas = open == 1 ? "replica" : "replicas";
+
+    if (open > 0 && why != NULL)
+        snprintf(out, cap, " (%u %s connected but silent; the others: %s)", open, replicas, why);
+    else if (open > 0)
+        snprintf(out, cap, " (%u %s connected but silent)", open, replicas);
+    else if (why != NULL)
+        snprintf(out, cap, " (%s)", why);
+    else
+        out[0] = '\0';
+}
+
 /* Wait for k to finish: bounded, the loop finishes every call by its
  * deadline. While the client opens and no replica has answered, say so
  * once after quiet_ms: a wrong address or a cluster that is down would
@@ -878,11 +904,11 @@ static void call_wait(struct ar_client *c, struct call *k)
         if (__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED))
             continue;
         char addrs[AR_CLIENT_ADDRS_MAX * 66];
-        int err = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
+        char why[160];
         addrs_text(c, addrs, sizeof(addrs));
-        ar_log(AR_LOG_WARN, "no replica at %.120s has answered yet%s%s%s; trying for up to "
-               "%.0f s in all", addrs, err != 0 ? " (" : "", err != 0 ? uv_strerror(err) : "",
-               err != 0 ? ")" : "", c->opt.budget_ms / 1000.0);
+        silence_text(c, why, sizeof(why));
+        ar_log(AR_LOG_WARN, "no replica at %.120s has answered yet%s; trying for up to "
+               "%.0f s in all", addrs, why, c->opt.budget_ms / 1000.0);
     }
 }
 
@@ -967,14 +993,13 @@ static int read_map(struct ar_client *c, struct meta_response_buf *out, char *er
         else
             usleep(20000);
     }
-    int connect_error = __atomic_load_n(&c->last_connect_error, __ATOMIC_RELAXED);
     if (rc == -ETIMEDOUT && !__atomic_load_n(&c->has_heard, __ATOMIC_RELAXED)) {
         char addrs[AR_CLIENT_ADDRS_MAX * 66];
+        char why[160];
         addrs_text(c, addrs, sizeof(addrs));
-        snprintf(errmsg, AR_ERRMSG_MAX, "no replica at %.120s answered in %.1f s%s%s%s", addrs,
-                 c->opt.budget_ms / 1000.0, connect_error != 0 ? " (" : "",
-                 connect_error != 0 ? uv_strerror(connect_error) : "",
-                 connect_error != 0 ? ")" : "");
+        silence_text(c, why, sizeof(why));
+        snprintf(errmsg, AR_ERRMSG_MAX, "no replica at %.120s answered in %.1f s%s", addrs,
+                 c->opt.budget_ms / 1000.0, why);
     } else if (rc != 0) {
         snprintf(errmsg, AR_ERRMSG_MAX, "cannot read the shard map: %s", ar_strerror(rc));
     }

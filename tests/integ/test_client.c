@@ -20,11 +20,13 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -271,6 +273,48 @@ static int teardown_log(void **state)
     return cluster_teardown(state);
 }
 
+/* A listener that takes connections (the kernel's backlog) and never
+ * answers; its port in *port. The caller closes it. */
+static int silent_listener(uint16_t *port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* One address connects and stays silent, the other refuses: the error
+ * says both, rather than nothing or only the refusal. */
+static void without_servers_one_silent(struct fixture *f)
+{
+    struct ar_client_options o = {.addr_count = 2, .budget_ms = 800, .attempt_ms = 200};
+    struct ar_client *c = NULL;
+    char errmsg[AR_ERRMSG_MAX] = "";
+    char want[200];
+    uint16_t port;
+    int fd = silent_listener(&port);
+
+    snprintf(o.addrs[0], sizeof(o.addrs[0]), "127.0.0.1:%u", port);
+    snprintf(o.addrs[1], sizeof(o.addrs[1]), "127.0.0.1:%u", f->client_port[2]);
+    assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
+    snprintf(want, sizeof(want), "no replica at 127.0.0.1:%u,127.0.0.1:%u answered in 0.8 s (1 "
+             "replica connected but silent; the others: connection refused)", port,
+             f->client_port[2]);
+    assert_string_equal(errmsg, want);
+    o.addr_count = 1; /* the silent one alone: no refusal to name */
+    assert_int_equal(ar_client_open(&o, &c, errmsg), -ETIMEDOUT);
+    snprintf(want, sizeof(want), "no replica at 127.0.0.1:%u answered in 0.8 s (1 replica "
+             "connected but silent)", port);
+    assert_string_equal(errmsg, want);
+    close(fd);
+}
+
 static void test_client_without_servers_is_a_clear_error(void **state)
 {
     struct fixture *f = *state;
@@ -305,6 +349,7 @@ static void test_client_without_servers_is_a_clear_error(void **state)
     snprintf(want, sizeof(want), "no replica at 127.0.0.1:%u has answered yet (connection "
              "refused); trying for up to 3 s in all", f->client_port[1]);
     assert_int_equal(seen_count(want), 1);
+    without_servers_one_silent(f);
 }
 
 /* Two of three replicas stopped: a call fails within the client's budget
