@@ -1373,7 +1373,7 @@ static bool store_disk(const struct mnt *m, struct statvfs *out)
     const char *url = obj_store_url(m->store);
     char dir[1024];
 
-    if (strncmp(url, "file://", 7) != 0)
+    if (!m->is_store_local)
         return false;
     snprintf(dir, sizeof(dir), "%.*s", (int)strcspn(url + 7, "?"), url + 7);
     return statvfs(dir, out) == 0 && out->f_blocks > 0;
@@ -2037,7 +2037,7 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
      * descriptor) begins a new run there; nearer, it may be one of the
      * kernel's reads in flight, late */
     uint64_t reached = end > (uint64_t)off ? end : (uint64_t)off;
-    if (rc == 0 && (uint64_t)off + RUN_BEHIND_BLOCKS * m->block_bytes < furthest)
+    if (rc == 0 && (uint64_t)off + (uint64_t)RUN_BEHIND_BLOCKS * m->block_bytes < furthest)
         __atomic_store_n(&f->read_end, reached, __ATOMIC_RELAXED);
     else if (rc == 0)
         atomic_raise(&f->read_end, reached);
