@@ -45,14 +45,16 @@
  * Threads: the FUSE loop's reader, which runs the requests is_quick()
  * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
  * thread, --single-threaded); the metadata client's loop, which answers
- * lookups, getattrs and readers' opens itself (struct query); the store's
+ * lookups, getattrs and readers' opens itself (struct query); the openers,
+ * which open the copies on disk of the readers' opens it answered, for
+ * passthrough (the disk may be slow: not on the client's loop); the store's
  * workers for uploads; the read-ahead threads; the disk cache's writer
  * (cache.c). Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
- * listed_mu, kept_mu, queries_mu, dead_mu and pass_mu are taken alone,
- * as are the node table's (nodes.c). The client's loop takes only the
- * last four and the node table's: the others are held across calls that
- * wait for that loop. */
+ * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu and pass_mu are
+ * taken alone, as are the node table's (nodes.c). The client's loop takes
+ * only the last five and the node table's: the others are held across
+ * calls that wait for that loop. */
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
@@ -78,6 +80,7 @@
 #define CACHE_BLOCKS    32u         /* blocks kept in memory for reads */
 #define AHEAD_MAX       8u          /* blocks being fetched at once, ahead or for reads */
 #define AHEAD_THREADS   4u          /* threads that fetch blocks ahead of readers */
+#define OPENER_THREADS  4u          /* threads that open readers' copies on disk */
 #define LOAD_WAITS_MAX  1000u       /* wake-ups a read waits for another's fetch */
 #define RUN_BEHIND_BLOCKS 8u        /* a read this far behind a run begins a new one */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
@@ -175,7 +178,7 @@ struct mnt;
  * kernel at once instead of sleeping through the round trip, and no thread
  * is woken to reply. */
 struct query {
-    struct query *next;             /* the spares */
+    struct query *next;             /* the spares; the openers' queue */
     struct mnt *m;
     fuse_req_t req;
     struct meta_cmd cmd;
@@ -183,6 +186,7 @@ struct query {
     char name[META_NAME_BYTES_MAX];
     uint64_t node;                  /* GETATTR: the kernel's node asked of */
     struct open_file *f;            /* READ_MAP: the reader's open file */
+    uint64_t unique;                /* and its request's id (0: no passthrough) */
     struct fuse_file_info fi;       /* and the kernel's open, copied */
     uint64_t gen;                   /* and data_gen when it was sent */
     uint64_t asked_ms;              /* when it was sent (a lease lasts from then) */
@@ -227,6 +231,16 @@ struct mnt {
     pthread_t ahead_threads[AHEAD_THREADS];
     uint32_t ahead_thread_count;
     bool is_ahead_started;          /* ahead_start() ran: ahead_stop() ends it */
+    /* Readers' opens whose answer came, waiting to open their copy on disk
+     * (passthrough): the client's thread must not wait for the disk. */
+    pthread_mutex_t openers_mu;
+    pthread_cond_t openers_cond;    /* with openers_mu: a query queued, or the end */
+    struct query *openers_head;     /* under openers_mu */
+    struct query *openers_tail;
+    bool is_openers_done;           /* under openers_mu: queue no more */
+    pthread_t openers[OPENER_THREADS];
+    uint32_t opener_count;
+    bool is_openers_started;        /* openers_start() ran: mount_free() ends it */
     struct block_cache *disk;       /* NULL: no disk cache */
     bool is_store_local;            /* a file:// store: big blocks written are not kept
                                      * in the disk cache (uploaded()) */
@@ -937,6 +951,7 @@ static struct query *query_new(struct mnt *m, fuse_req_t req, enum meta_op op, u
     q->cmd = (struct meta_cmd){.op = op, .ino = ino};
     q->has_groups = false;
     q->f = NULL;
+    q->unique = 0;
     return q;
 }
 
@@ -962,7 +977,9 @@ static void query_done(void *arg, int rc);
 static bool io_is_passing(struct mnt *m, uint64_t ino);
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen);
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
-                              struct open_file *f);
+                              struct open_file *f, uint64_t unique, bool is_client_thread);
+static bool is_one_block(const struct mnt *m, const struct open_file *f, char name[48]);
+static bool may_pass_now(struct mnt *m);
 static void file_dead(struct mnt *m, struct open_file *f);
 
 /* Send q; its answer goes to the kernel from query_done. */
@@ -981,6 +998,89 @@ static void query_send(struct query *q)
             file_dead(m, q->f);
         query_free(q);
     }
+}
+
+/* The openers: each answers the readers' opens queued for it. */
+static void *opener_main(void *arg)
+{
+    struct mnt *m = arg;
+
+    pthread_mutex_lock(&m->openers_mu);
+    /* bounded: woken by each query and by the end, which comes once the
+     * queue is empty */
+    for (;;) {
+        struct query *q = m->openers_head;
+        if (q == NULL && m->is_openers_done)
+            break;
+        if (q == NULL) {
+            pthread_cond_wait(&m->openers_cond, &m->openers_mu);
+            continue;
+        }
+        m->openers_head = q->next;
+        if (m->openers_head == NULL)
+            m->openers_tail = NULL;
+        pthread_mutex_unlock(&m->openers_mu);
+        reply_reader_open(m, q->req, &q->fi, q->f, q->unique, false);
+        query_free(q);
+        pthread_mutex_lock(&m->openers_mu);
+    }
+    pthread_mutex_unlock(&m->openers_mu);
+    return NULL;
+}
+
+static void openers_start(struct mnt *m)
+{
+    m->is_openers_started = true;
+    pthread_mutex_init(&m->openers_mu, NULL);
+    pthread_cond_init(&m->openers_cond, NULL);
+    for (uint32_t i = 0; i < OPENER_THREADS; i++) {
+        if (pthread_create(&m->openers[i], NULL, opener_main, m) != 0)
+            break;
+        m->opener_count++;
+    }
+}
+
+/* What is queued is answered first; later answers reply on the client's
+ * thread. */
+static void openers_stop(struct mnt *m)
+{
+    pthread_mutex_lock(&m->openers_mu);
+    m->is_openers_done = true;
+    pthread_cond_broadcast(&m->openers_cond);
+    pthread_mutex_unlock(&m->openers_mu);
+    for (uint32_t i = 0; i < m->opener_count; i++) {
+        pthread_join(m->openers[i], NULL);
+    }
+    m->opener_count = 0;
+}
+
+/* On the client's thread: reply to a reader's open whose map came (q is
+ * done with after). Its copy on disk is opened by an opener if the kernel
+ * may read it in passthrough. */
+static void reply_reader_query(struct mnt *m, struct query *q)
+{
+    char name[48];
+    bool is_queued = false;
+
+    if (q->unique != 0 && may_pass_now(m) && is_one_block(m, q->f, name)) {
+        pthread_mutex_lock(&m->openers_mu);
+        if (!m->is_openers_done && m->opener_count > 0) {
+            q->next = NULL;
+            if (m->openers_tail != NULL)
+                m->openers_tail->next = q;
+            else
+                m->openers_head = q;
+            m->openers_tail = q;
+            pthread_cond_signal(&m->openers_cond);
+            is_queued = true;
+        }
+        pthread_mutex_unlock(&m->openers_mu);
+    }
+    if (is_queued)
+        return;
+    /* no copy on disk to open (or, at unmount, no opener left) */
+    reply_reader_open(m, q->req, &q->fi, q->f, q->unique, true);
+    query_free(q);
 }
 
 /* On the metadata client's thread: never blocks but for the rare groups. */
@@ -1016,11 +1116,13 @@ static void query_done(void *arg, int rc)
             fuse_reply_err(q->req, ESTALE); /* the kernel walks the path again */
             file_dead(m, q->f);
         } else {
-            reply_reader_open(m, q->req, &q->fi, q->f);
+            reply_reader_query(m, q);
+            return;
         }
     } else if (q->cmd.op == META_OP_OPEN) {
         __atomic_store_n(&q->f->is_held, true, __ATOMIC_RELEASE); /* an orphan, held */
-        reply_reader_open(m, q->req, &q->fi, q->f);
+        reply_reader_query(m, q);
+        return;
     } else {
         if (q->out->r.lease != 0) {
             /* on the client's thread: the stamp is the answer's */
@@ -1716,10 +1818,11 @@ static void open_abandoned(struct mnt *m, struct open_file *f, bool is_client_th
 
 /* Answer an open as io_open() decided for f (rc: what it returned;
  * unique: the request's id, for an answer that names a backing file).
- * unique 0 may mean the metadata client's thread, where f is left to a
- * FUSE thread to free (file_dead) should no RELEASE ever come. */
+ * On the metadata client's thread, f is left to a FUSE thread to free
+ * (file_dead) should no RELEASE ever come. */
 static void reply_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
-                       struct open_file *f, int rc, uint64_t unique, int backing)
+                       struct open_file *f, int rc, uint64_t unique, int backing,
+                       bool is_client_thread)
 {
     if (rc != 0) {
         fuse_reply_err(req, -rc);
@@ -1731,16 +1834,15 @@ static void reply_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
         rc = fuse_reply_open(req, fi);
     }
     if (rc != 0)
-        open_abandoned(m, f, unique == 0);
+        open_abandoned(m, f, is_client_thread);
 }
 
 /* The reply to a reader's open: its close has nothing to commit (no FLUSH
  * round trip), and the kernel keeps the file's pages if they still hold
  * this version's bytes. */
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
-                              struct open_file *f)
+                              struct open_file *f, uint64_t unique, bool is_client_thread)
 {
-    uint64_t unique = fusedev_unique(); /* 0 on the client's thread: no passthrough */
     int backing = 0;
 
     fi->fh = (uint64_t)(uintptr_t)f;
@@ -1750,7 +1852,7 @@ static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_in
      * kernel inode, still in this mount's buffer, is not in them */
     if (rc == 0 && f->io == IO_CACHED && f->node == f->ino)
         fi->keep_cache = kept_open(m, f->node, &f->version);
-    reply_open(m, req, fi, f, rc, unique, backing);
+    reply_open(m, req, fi, f, rc, unique, backing, is_client_thread);
 }
 
 /* An open that failed on the client's loop, which must not take files_mu:
@@ -1803,11 +1905,12 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
     /* a reader counted itself (file_new) before it looks at removals: a
      * removal in flight may have missed it */
     bool is_removing = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0;
-    /* in passthrough the open reads the copy on disk: not on the client's loop */
-    if (rc == 0 && is_read_only && !is_removing && !may_pass_now(m)) {
+    /* answered on the client's loop, or (a copy on disk to open) by an opener */
+    if (rc == 0 && is_read_only && !is_removing) {
         struct query *q = query_new(m, req, META_OP_READ_MAP, ino);
         if (q != NULL) {
             q->f = f;
+            q->unique = fusedev_unique();
             q->fi = *fi;
             q->gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
             cred_of(req, &q->cmd.cred, false);
@@ -1828,14 +1931,14 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
         return;
     }
     if (is_read_only) {
-        reply_reader_open(m, req, fi, f);
+        reply_reader_open(m, req, fi, f, fusedev_unique(), false);
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)f;
     int backing = 0;
     rc = io_open(m, f, false, &backing); /* a writer never passes through */
     kept_written(m, f); /* its writes go through the pages */
-    reply_open(m, req, fi, f, rc, fusedev_unique(), backing);
+    reply_open(m, req, fi, f, rc, fusedev_unique(), backing, false);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -2686,12 +2789,12 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
     case FUSE_WIRE_OPEN:
         /* A reader's open or release, unless a removal here makes it take
          * (or a release let go of) a hold, or unsent bytes may keep
-         * files_mu held through a commit, or (an open) in passthrough it
-         * opens the copy on disk. A request that races past these checks
+         * files_mu held through a commit. (A copy on disk for passthrough
+         * is opened by an opener.) A request that races past these checks
          * only waits here, as it would have on a pool thread. */
         if (len >= 4)
             memcpy(&flags, body, 4);
-        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY && !may_pass_now(m);
+        return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY;
     case FUSE_WIRE_RELEASE:
         /* (a reader a removal held lets go of its hold here: rare) */
         if (len >= 12)
@@ -2805,6 +2908,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
         pthread_mutex_init(locks[i], NULL);
     }
     ahead_start(m);
+    openers_start(m);
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)
         return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
@@ -2872,6 +2976,7 @@ static int mount_serve(struct mnt *m, const struct ar_mount_options *o, struct f
     /* no handler runs now; queries still out reply through the session,
      * so the client ends them (-ECANCELED) before the session goes */
     files_reap(m);
+    openers_stop(m); /* answers that come later reply on the client's thread */
     ar_client_close(m->mc);
     m->mc = NULL;
     if (!*is_grants_left)
@@ -2935,6 +3040,11 @@ static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
      * may put its block in memory: freed after */
     if (m->is_ahead_started)
         ahead_stop(m);
+    if (m->is_openers_started) {
+        openers_stop(m); /* if the mount never served */
+        pthread_cond_destroy(&m->openers_cond);
+        pthread_mutex_destroy(&m->openers_mu);
+    }
     obj_store_close(m->store);
     for (uint32_t i = 0; i < CACHE_BLOCKS; i++) {
         ar_free(m->cache[i].data);
