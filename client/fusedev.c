@@ -276,7 +276,7 @@ int fusedev_backing_open(int fd)
     int id = dev >= 0 ? ioctl(dev, WIRE_IOC_BACKING_OPEN, &map) : -1;
 
     if (dev < 0)
-        return -EOPNOTSUPP;
+        return -ESHUTDOWN; /* the loop ended: not a refusal of this kind of file */
     return id > 0 ? id : -errno;
 }
 

@@ -247,7 +247,8 @@ bool fusedev_passthrough(void);
  * (0 on any other thread): what an answer in passthrough is sent with. */
 uint64_t fusedev_unique(void);
 /* Register fd (a local file the kernel may read for a FUSE file) on the
- * device: its id (> 0), or -errno. Each id is closed once. */
+ * device: its id (> 0), or -errno (-ESHUTDOWN once the loop has ended).
+ * Each id is closed once. */
 int fusedev_backing_open(int fd);
 void fusedev_backing_close(int id);
 /* Answer the reader's OPEN `unique` in passthrough to backing_id, with

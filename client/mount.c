@@ -1044,6 +1044,8 @@ static void openers_start(struct mnt *m)
  * thread. */
 static void openers_stop(struct mnt *m)
 {
+    if (!m->is_openers_started)
+        return;
     pthread_mutex_lock(&m->openers_mu);
     m->is_openers_done = true;
     pthread_cond_broadcast(&m->openers_cond);
@@ -1078,12 +1080,13 @@ static void reply_reader_query(struct mnt *m, struct query *q)
     }
     if (is_queued)
         return;
-    /* no copy on disk to open (or, at unmount, no opener left) */
+    /* no copy on disk to open (openers stop only once passthrough has) */
     reply_reader_open(m, q->req, &q->fi, q->f, q->unique, true);
     query_free(q);
 }
 
-/* On the metadata client's thread: never blocks but for the rare groups. */
+/* On the metadata client's thread: never blocks but for the rare groups
+ * (a copy on disk is opened by an opener). */
 static void query_done(void *arg, int rc)
 {
     struct query *q = arg;
@@ -2791,7 +2794,8 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
          * (or a release let go of) a hold, or unsent bytes may keep
          * files_mu held through a commit. (A copy on disk for passthrough
          * is opened by an opener.) A request that races past these checks
-         * only waits here, as it would have on a pool thread. */
+         * only waits here, as it would have on a pool thread (and a
+         * reader's open then opens its copy here). */
         if (len >= 4)
             memcpy(&flags, body, 4);
         return is_calm && len >= 4 && (flags & O_ACCMODE) == O_RDONLY;
@@ -2908,11 +2912,17 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
         pthread_mutex_init(locks[i], NULL);
     }
     ahead_start(m);
-    openers_start(m);
+    if (m->disk != NULL && !o->no_passthrough && !o->is_single_threaded) {
+        openers_start(m);
+        if (m->opener_count == 0)
+            ar_log(AR_LOG_WARN, "reads stay in the mount: no thread to open the disk cache's "
+                                "files for passthrough");
+    }
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)
         return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
-    m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
+    /* the copies are opened by the openers: none, no passthrough */
+    m->may_pass = m->opener_count > 0;
     if (m->may_pass && !has_sys_admin()) {
         m->may_pass = false;
         ar_log(AR_LOG_INFO, "reads stay in the mount: the kernel takes cached files for "
