@@ -2912,21 +2912,21 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
         pthread_mutex_init(locks[i], NULL);
     }
     ahead_start(m);
-    if (m->disk != NULL && !o->no_passthrough && !o->is_single_threaded) {
-        openers_start(m);
-        if (m->opener_count == 0)
-            ar_log(AR_LOG_WARN, "reads stay in the mount: no thread to open the disk cache's "
-                                "files for passthrough");
-    }
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)
         return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
-    /* the copies are opened by the openers: none, no passthrough */
-    m->may_pass = m->opener_count > 0;
+    m->may_pass = m->disk != NULL && !o->no_passthrough && !o->is_single_threaded;
     if (m->may_pass && !has_sys_admin()) {
         m->may_pass = false;
         ar_log(AR_LOG_INFO, "reads stay in the mount: the kernel takes cached files for "
                "passthrough only from a process with CAP_SYS_ADMIN (root)");
+    }
+    if (m->may_pass) {
+        openers_start(m);
+        m->may_pass = m->opener_count > 0; /* they open the copies */
+        if (!m->may_pass)
+            ar_log(AR_LOG_WARN, "reads stay in the mount: no thread to open the disk cache's "
+                                "files for passthrough");
     }
     fusedev_want_passthrough(m->may_pass);
     /* default_permissions: the kernel checks permissions as it does for a
