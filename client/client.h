@@ -142,6 +142,8 @@ struct ar_mount_options {
                                      * NULL or "": none */
     uint32_t cache_mb;              /* its bound (0: 10240) */
     bool no_passthrough;            /* never let the kernel read cached copies itself */
+    bool no_uring;                  /* requests through /dev/fuse even where the kernel
+                                     * offers them over io_uring (fusering.c) */
     uint32_t read_ahead_kb;         /* the kernel reads this far ahead of a sequential
                                      * reader (0: its own default, 128 KiB; `arbor
                                      * mount`'s: AR_READ_AHEAD_KB_DEFAULT) */

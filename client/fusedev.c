@@ -65,6 +65,10 @@
 #define WIRE_WRITEBACK_CACHE  (1u << 16)
 #define WIRE_INIT_EXT         (1u << 30)
 #define WIRE_PASSTHROUGH2     (1u << 5)  /* FUSE_PASSTHROUGH (1 << 37), in flags2 */
+#define WIRE_OVER_IO_URING2   (1u << 9)  /* FUSE_OVER_IO_URING (1 << 41), in flags2 */
+#define WIRE_MAX_PAGES        (1u << 22)
+#define WIRE_MIN_READ_BUFFER  8192u
+#define WIRE_DEFAULT_PAGES    32u
 #define WIRE_FOPEN_DIRECT_IO  (1u << 0)
 #define WIRE_FOPEN_NOFLUSH    (1u << 5)
 #define WIRE_FOPEN_PASSTHROUGH (1u << 7)
@@ -72,6 +76,9 @@
 #define INIT_OUT_MAX          256u       /* fuse_init_out is 64 bytes today */
 #define POOL_MAX              64u
 #define SPARE_BUFS_MAX        64u
+/* A ring entry's payload: libfuse 3.14 caps max_write at its buffer of
+ * 256 pages, and the kernel's max_pages is at most 256 unless raised */
+#define RING_PAYLOAD          (256u * 4096u)
 
 /* linux/fuse.h's, for FUSE_DEV_IOC_BACKING_OPEN and _CLOSE */
 struct wire_backing_map {
@@ -83,18 +90,27 @@ struct wire_backing_map {
 #define WIRE_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
 static pthread_mutex_t inits_mu = PTHREAD_MUTEX_INITIALIZER;
+/* What an INIT offered that this mount takes. */
+struct offer {
+    bool has_parallel;         /* FUSE_PARALLEL_DIROPS */
+    bool has_passthrough;      /* passthrough, which is wanted */
+    bool has_uring;            /* requests over io_uring, whose rings are ready */
+};
+
 static struct {
     int fd;
     uint64_t unique;
-    bool has_parallel;         /* the kernel offered FUSE_PARALLEL_DIROPS */
-    bool has_passthrough;      /* and passthrough, which is wanted */
+    struct offer offer;
 } inits[INITS_MAX];
 static uint32_t init_count; /* atomic for readers; changed under inits_mu */
 static bool wants_passthrough; /* atomic: set before the session starts */
+static bool wants_uring;       /* atomic: set before the session starts */
 static int passthrough_fd = -1; /* atomic: the device whose INIT took passthrough */
 static uint32_t ahead_conn;      /* atomic: set before the session starts */
 static uint32_t ahead_kb_wanted; /* atomic: 0, none */
 static __thread uint64_t unique_now; /* of the request this thread runs (fusedev_loop) */
+
+static bool ring_ready(int fd, bool is_offered);
 
 static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -113,17 +129,19 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     uint32_t flags2 = 0;
     if (n >= (ssize_t)(WIRE_IN_HEADER + 20) && (flags & WIRE_INIT_EXT) != 0)
         memcpy(&flags2, p + WIRE_IN_HEADER + 16, 4);
-    bool has_parallel = (flags & WIRE_PARALLEL_DIROPS) != 0;
-    bool has_passthrough = (flags2 & WIRE_PASSTHROUGH2) != 0 &&
-                           __atomic_load_n(&wants_passthrough, __ATOMIC_ACQUIRE);
-    if (!has_parallel && !has_passthrough &&
+    struct offer offer = {
+        .has_parallel = (flags & WIRE_PARALLEL_DIROPS) != 0,
+        .has_passthrough = (flags2 & WIRE_PASSTHROUGH2) != 0 &&
+                           __atomic_load_n(&wants_passthrough, __ATOMIC_ACQUIRE),
+        .has_uring = ring_ready(fd, (flags2 & WIRE_OVER_IO_URING2) != 0),
+    };
+    if (!offer.has_parallel && !offer.has_passthrough && !offer.has_uring &&
         __atomic_load_n(&ahead_kb_wanted, __ATOMIC_ACQUIRE) == 0)
         return n;
     pthread_mutex_lock(&inits_mu);
     if (init_count < INITS_MAX) { /* else this session goes without */
         inits[init_count].fd = fd;
-        inits[init_count].has_parallel = has_parallel;
-        inits[init_count].has_passthrough = has_passthrough;
+        inits[init_count].offer = offer;
         memcpy(&inits[init_count].unique, p + 8, 8);
         __atomic_store_n(&init_count, init_count + 1, __ATOMIC_RELEASE);
     }
@@ -132,16 +150,15 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
 }
 
 /* Whether (fd, unique) is an INIT waiting for its reply (and what the
- * kernel offered that it may take); it no longer is. */
-static bool init_answered(int fd, uint64_t unique, bool *has_parallel, bool *has_passthrough)
+ * kernel offered that it may take, in *offer); it no longer is. */
+static bool init_answered(int fd, uint64_t unique, struct offer *offer)
 {
     bool is_init = false;
 
     pthread_mutex_lock(&inits_mu);
     for (uint32_t i = 0; i < init_count && !is_init; i++) {
         if (inits[i].fd == fd && inits[i].unique == unique) {
-            *has_parallel = inits[i].has_parallel;
-            *has_passthrough = inits[i].has_passthrough;
+            *offer = inits[i].offer;
             inits[i] = inits[init_count - 1];
             __atomic_store_n(&init_count, init_count - 1, __ATOMIC_RELEASE);
             is_init = true;
@@ -177,8 +194,8 @@ static void read_ahead_set(void)
                strerror(err));
 }
 
-static ssize_t init_reply(int fd, const struct iovec *iov, bool has_parallel,
-                          bool has_passthrough);
+static ssize_t init_reply(int fd, const struct iovec *iov, const struct offer *offer,
+                          bool *took_uring);
 
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
@@ -186,6 +203,13 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
     int32_t error;
 
     (void)userdata;
+    if (fusering_reply(iov, count)) {
+        size_t len = 0;
+        for (int i = 0; i < count; i++) {
+            len += iov[i].iov_len;
+        }
+        return (ssize_t)len;
+    }
     /* libfuse writes a reply as its header, then its body */
     if (__atomic_load_n(&init_count, __ATOMIC_ACQUIRE) == 0 || count != 2 ||
         iov[0].iov_len != WIRE_OUT_HEADER || iov[1].iov_len < 16 ||
@@ -193,43 +217,67 @@ static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
         return writev(fd, iov, count);
     memcpy(&error, (const uint8_t *)iov[0].iov_base + 4, 4);
     memcpy(&unique, (const uint8_t *)iov[0].iov_base + 8, 8);
-    bool has_parallel = false;
-    bool has_passthrough = false;
-    if (!init_answered(fd, unique, &has_parallel, &has_passthrough) || error != 0)
+    struct offer offer;
+    bool took_uring = false;
+    if (!init_answered(fd, unique, &offer) || error != 0)
         return writev(fd, iov, count);
-    ssize_t n = init_reply(fd, iov, has_parallel, has_passthrough);
+    ssize_t n = init_reply(fd, iov, &offer, &took_uring);
     if (n > 0)
         read_ahead_set();
+    if (n > 0 && took_uring)
+        fusering_start(); /* the kernel holds every request until its queues are registered */
     return n;
 }
 
 /* Write INIT's reply (iov: as libfuse made it) with the flags libfuse
  * leaves out added. */
-static ssize_t init_reply(int fd, const struct iovec *iov, bool has_parallel,
-                          bool has_passthrough)
+static ssize_t init_reply(int fd, const struct iovec *iov, const struct offer *offer,
+                          bool *took_uring)
 {
     uint8_t body[INIT_OUT_MAX];
     uint32_t flags;
+    uint32_t flags2 = 0;
 
     memcpy(body, iov[1].iov_base, iov[1].iov_len);
     memcpy(&flags, body + 12, 4);
-    if (has_parallel) {
+    if (iov[1].iov_len >= 40)
+        memcpy(&flags2, body + 32, 4);
+    if (offer->has_parallel) {
         flags |= WIRE_PARALLEL_DIROPS;
         ar_log(AR_LOG_INFO, "the kernel may send lookups of one directory in parallel");
     }
     /* the kernel refuses passthrough beside its writeback cache */
-    if (has_passthrough && iov[1].iov_len >= 40 && (flags & WIRE_WRITEBACK_CACHE) == 0) {
-        uint32_t flags2;
+    if (offer->has_passthrough && iov[1].iov_len >= 40 && (flags & WIRE_WRITEBACK_CACHE) == 0) {
         uint32_t depth = 1; /* the backing files' file system stacks on nothing */
         flags |= WIRE_INIT_EXT;
-        memcpy(&flags2, body + 32, 4);
         flags2 |= WIRE_PASSTHROUGH2;
-        memcpy(body + 32, &flags2, 4);
         memcpy(body + 36, &depth, 4);
         __atomic_store_n(&passthrough_fd, fd, __ATOMIC_RELEASE);
         ar_log(AR_LOG_INFO, "the kernel reads cached whole-block files itself (passthrough)");
     }
+    if (offer->has_uring && iov[1].iov_len >= 40) {
+        /* the kernel's largest request or reply body: max_write (byte
+         * 20) and max_pages (28) as libfuse answers them */
+        uint32_t max_write;
+        uint16_t max_pages = WIRE_DEFAULT_PAGES;
+        memcpy(&max_write, body + 20, 4);
+        if ((flags & WIRE_MAX_PAGES) != 0)
+            memcpy(&max_pages, body + 28, 2);
+        size_t needed = (size_t)(max_pages > 0 ? max_pages : 1) * 4096u;
+        needed = needed > max_write ? needed : max_write;
+        needed = needed > WIRE_MIN_READ_BUFFER ? needed : WIRE_MIN_READ_BUFFER;
+        *took_uring = needed <= fusering_payload();
+        if (*took_uring) {
+            flags |= WIRE_INIT_EXT;
+            flags2 |= WIRE_OVER_IO_URING2;
+        } else {
+            ar_log(AR_LOG_WARN, "requests come through /dev/fuse: a body of %zu bytes is past "
+                   "the rings' %zu", needed, fusering_payload());
+        }
+    }
     memcpy(body + 12, &flags, 4);
+    if (iov[1].iov_len >= 40)
+        memcpy(body + 32, &flags2, 4);
     struct iovec fixed[2] = {iov[0], {.iov_base = body, .iov_len = iov[1].iov_len}};
     return writev(fd, fixed, 2);
 }
@@ -306,6 +354,10 @@ int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool
     memcpy(out + 28, &backing_id, 4);
     if (dev < 0)
         return -EOPNOTSUPP;
+    struct iovec iov[2] = {{.iov_base = out, .iov_len = WIRE_OUT_HEADER},
+                           {.iov_base = out + WIRE_OUT_HEADER, .iov_len = 16}};
+    if (fusering_reply(iov, 2))
+        return 0;
     return write(dev, out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : -errno;
 }
 
@@ -323,11 +375,15 @@ static void process(struct fuse_session *se, const struct fuse_buf *buf)
 
 struct job {
     struct job *next;
-    struct fuse_buf buf;       /* its mem malloc()ed by libfuse, of the session's size */
+    struct fuse_buf buf;       /* its mem malloc()ed by libfuse, of the session's size, or
+                                * lent by a ring entry until the reply */
+    bool is_lent;
 };
 
 struct pool {
     struct fuse_session *se;
+    fuse_quick_fn is_quick;
+    void *quick_arg;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct job *head;          /* under mu */
@@ -357,15 +413,30 @@ static void *pool_main(void *arg)
         if (j == NULL)
             return NULL;
         process(p->se, &j->buf);
-        pthread_mutex_lock(&p->mu);
-        bool is_kept = p->spare_count < SPARE_BUFS_MAX;
-        if (is_kept)
-            p->spares[p->spare_count++] = j->buf.mem;
-        pthread_mutex_unlock(&p->mu);
-        if (!is_kept)
+        bool is_kept = false;
+        if (!j->is_lent) {
+            pthread_mutex_lock(&p->mu);
+            is_kept = p->spare_count < SPARE_BUFS_MAX;
+            if (is_kept)
+                p->spares[p->spare_count++] = j->buf.mem;
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (!j->is_lent && !is_kept)
             free(j->buf.mem);
         ar_free(j);
     }
+}
+
+/* Queue j for the pool, under p->mu. */
+static void pool_push_locked(struct pool *p, struct job *j)
+{
+    j->next = NULL;
+    if (p->tail != NULL)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    pthread_cond_signal(&p->cond);
 }
 
 /* Whether a request (header and body as read) may run on the reading thread. */
@@ -380,9 +451,58 @@ static bool runs_here(const struct fuse_buf *buf, fuse_quick_fn is_quick, void *
     return is_quick(arg, opcode, p + WIRE_IN_HEADER, buf->size - WIRE_IN_HEADER);
 }
 
+/* A request from a ring (fusering.c), on its queue's thread: run as one
+ * read from /dev/fuse would be. */
+static void ring_run(void *ctx, void *request, size_t len)
+{
+    struct pool *p = ctx;
+    struct fuse_buf buf = {.mem = request, .size = len};
+    struct job *j = runs_here(&buf, p->is_quick, p->quick_arg) ? NULL : ar_malloc(sizeof(*j));
+
+    if (j == NULL) {
+        process(p->se, &buf);
+        return;
+    }
+    j->buf = buf;
+    j->is_lent = true;
+    pthread_mutex_lock(&p->mu);
+    pool_push_locked(p, j);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static struct pool *ring_pool; /* the loop's, while it runs */
+
+/* At an INIT on fd: whether rings are ready for its session (made now if
+ * the kernel offers them and they are wanted). */
+static bool ring_ready(int fd, bool is_offered)
+{
+    struct pool *p = __atomic_load_n(&ring_pool, __ATOMIC_ACQUIRE);
+
+    if (!__atomic_load_n(&wants_uring, __ATOMIC_ACQUIRE) || p == NULL)
+        return false;
+    if (!is_offered) {
+        ar_log(AR_LOG_INFO, "requests come through /dev/fuse: the kernel does not offer "
+               "io_uring (Linux 6.14 or later, with /sys/module/fuse/parameters/enable_uring "
+               "set to Y)");
+        return false;
+    }
+    if (fusering_prepared())
+        return false; /* one session a process */
+    int rc = fusering_prepare(fd, RING_PAYLOAD, ring_run, p);
+    if (rc != 0)
+        ar_log(AR_LOG_INFO, "requests come through /dev/fuse: no io_uring here (%s)",
+               strerror(-rc));
+    return rc == 0;
+}
+
+void fusedev_want_uring(bool is_wanted)
+{
+    __atomic_store_n(&wants_uring, is_wanted, __ATOMIC_RELEASE);
+}
+
 int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_quick, void *arg)
 {
-    struct pool p = {.se = se};
+    struct pool p = {.se = se, .is_quick = is_quick, .quick_arg = arg};
     pthread_t t[POOL_MAX];
     uint32_t started = 0;
     sigset_t all;
@@ -401,6 +521,7 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
     pthread_sigmask(SIG_SETMASK, &mine, NULL);
     if (started == 0)
         rc = -EAGAIN;
+    __atomic_store_n(&ring_pool, &p, __ATOMIC_RELEASE);
     struct fuse_buf buf = {.mem = NULL};
     /* bounded by the session: it ends on unmount, a signal or an error */
     while (rc == 0 && !fuse_session_exited(se)) {
@@ -416,21 +537,20 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
             process(se, &buf);
             continue;
         }
-        j->next = NULL;
         j->buf = buf;
+        j->is_lent = false;
         pthread_mutex_lock(&p.mu);
-        if (p.tail != NULL)
-            p.tail->next = j;
-        else
-            p.head = j;
-        p.tail = j;
-        pthread_cond_signal(&p.cond);
+        pool_push_locked(&p, j);
         /* the job owns the buffer; the next read takes a spare (all are of
          * the session's size, as libfuse allocated them) or a new one */
         buf.mem = p.spare_count > 0 ? p.spares[--p.spare_count] : NULL;
         pthread_mutex_unlock(&p.mu);
     }
     free(buf.mem);
+    /* the rings' threads run nothing more, then the pool ends what it
+     * holds (its replies to rings are dropped once they are released) */
+    if (fusering_prepared())
+        fusering_stop();
     pthread_mutex_lock(&p.mu);
     p.is_done = true;
     pthread_cond_broadcast(&p.cond);
@@ -438,6 +558,9 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(t[i], NULL);
     }
+    if (fusering_prepared())
+        fusering_release();
+    __atomic_store_n(&ring_pool, NULL, __ATOMIC_RELEASE);
     __atomic_store_n(&passthrough_fd, -1, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < p.spare_count; i++) {
         free(p.spares[i]);

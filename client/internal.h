@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 /* Monotonic milliseconds. */
@@ -259,6 +260,11 @@ void fusedev_backing_close(int id);
  * inode in passthrough must name its backing file. */
 int fusedev_reply_passthrough(uint64_t unique, uint64_t fh, int backing_id, bool is_direct);
 
+/* Requests over io_uring when the kernel offers them (the fuse module's
+ * enable_uring; Linux 6.14 and later): asked for before the session
+ * starts. */
+void fusedev_want_uring(bool is_wanted);
+
 /* What the loop asks of a request before it runs it (opcodes as the wire's). */
 enum fuse_wire_op {
     FUSE_WIRE_LOOKUP = 1,
@@ -286,5 +292,26 @@ typedef bool (*fuse_quick_fn)(void *arg, uint32_t opcode, const uint8_t *body, s
  * so SIGTERM ends its read. 0 when the session ended, else -errno. */
 struct fuse_session;
 int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_quick, void *arg);
+
+/* ---- FUSE requests over io_uring (fusering.c) ------------------------------------------------
+ * One session a process, driven by fusedev.c: prepared when the kernel's
+ * INIT offers FUSE_OVER_IO_URING, started once the INIT reply took it,
+ * stopped and released when the session's loop ends. run(ctx, request, len) gets each request as
+ * a read of /dev/fuse would (header, then arguments), on its queue's
+ * thread; the buffer stays valid until the request's reply. */
+typedef void (*fusering_run_fn)(void *ctx, void *request, size_t len);
+/* Rings and threads for device dev_fd, a queue a possible CPU, each entry
+ * with payload bytes: 0, or -errno (no io_uring here). */
+int fusering_prepare(int dev_fd, size_t payload, fusering_run_fn run, void *ctx);
+bool fusering_prepared(void);
+size_t fusering_payload(void);
+/* The INIT reply took the rings: register their entries and serve. */
+void fusering_start(void);
+/* A reply (iov[0]: its 16-byte header, then its body): true if its request
+ * came from a ring and the reply went back there. Any thread. */
+bool fusering_reply(const struct iovec *iov, int count);
+/* The queues' threads end (nothing more is run), then the rings go. */
+void fusering_stop(void);
+void fusering_release(void);
 
 #endif

@@ -2929,6 +2929,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
                                 "files for passthrough");
     }
     fusedev_want_passthrough(m->may_pass);
+    fusedev_want_uring(!o->no_uring);
     /* default_permissions: the kernel checks permissions as it does for a
      * local file system, in the same order (a path's search rights before
      * its names); the server checks them again, with the same credentials,

@@ -64,6 +64,10 @@ static void usage(FILE *to)
             "                       default the kernel reads a file that is one cached\n"
             "                       block from the cache itself (Linux 6.9 or later,\n"
             "                       checked at each open)\n"
+            "  --no-io-uring        take requests by reads of /dev/fuse; by default\n"
+            "                       they come over io_uring, a queue a CPU, where the\n"
+            "                       kernel offers it (Linux 6.14 or later, with\n"
+            "                       /sys/module/fuse/parameters/enable_uring set to Y)\n"
             "  --read-ahead SIZE    the kernel reads up to SIZE ahead of a sequential\n"
             "                       reader (default 4M, a block; 0: the kernel's own\n"
             "                       128K; set as root only)\n"
@@ -124,6 +128,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"cache-size", required_argument, NULL, 'C'},
         {"no-cache", no_argument, NULL, 'n'},
         {"no-passthrough", no_argument, NULL, 'P'},
+        {"no-io-uring", no_argument, NULL, 'U'},
         {"read-ahead", required_argument, NULL, 'r'},
         {"no-leases", no_argument, NULL, 'L'},
         {"no-kernel-grants", no_argument, NULL, 'G'},
@@ -156,6 +161,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         case 'o': o->fuse_opts = optarg; break;
         case 'n': cache[0] = '\0'; break;
         case 'P': o->no_passthrough = true; break;
+        case 'U': o->no_uring = true; break;
         case 'L': o->no_leases = true; break;
         case 'G': o->no_kernel_grants = true; break;
         case 'h': usage(stdout); return 0;

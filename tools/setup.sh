@@ -13,7 +13,7 @@ S3RVER_VERSION=3.7.1
 packages=(
   build-essential meson ninja-build pkg-config python3
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler
-  liblmdb-dev lmdb-utils libfuse3-dev fuse3
+  liblmdb-dev lmdb-utils libfuse3-dev fuse3 liburing-dev
   libcurl4-openssl-dev libexpat1-dev libcmocka-dev
   iproute2 util-linux
   nodejs npm
@@ -33,9 +33,9 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   missing=("${filtered[@]+"${filtered[@]}"}")
 fi
 
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
@@ -48,6 +48,18 @@ if ! grep -q "\"version\": \"$S3RVER_VERSION\"" "$s3rver" 2>/dev/null; then
   mkdir -p "$top/.deps"
   (cd "$top/.deps" && npm install --silent --no-audit --no-fund --no-save \
      --prefix "$top/.deps" "s3rver@$S3RVER_VERSION" >/dev/null)
+fi
+
+# FUSE requests over io_uring (Linux 6.14 and later): the kernel offers them
+# to new mounts only while the fuse module's enable_uring is set, which it
+# is not by default. It lasts until reboot (docs/operations.md says how to
+# keep it); `arbor mount` falls back to /dev/fuse without it.
+uring=/sys/module/fuse/parameters/enable_uring
+[ -e "$uring" ] || modprobe fuse 2>/dev/null || true
+if [ -e "$uring" ] && [ "$(cat "$uring")" != Y ]; then
+  if echo Y | ${sudo:-} tee "$uring" >/dev/null 2>&1; then
+    echo "setup: the kernel now offers FUSE requests over io_uring ($uring)"
+  fi
 fi
 
 echo "setup: all dependencies present"

@@ -795,6 +795,90 @@ static void test_mount_concurrent_writers(void **state)
     mount_stop(mp);
 }
 
+/* Whether the kernel offers FUSE requests over io_uring to new mounts. */
+static bool kernel_offers_uring(void)
+{
+    FILE *fp = fopen("/sys/module/fuse/parameters/enable_uring", "r");
+    int c = fp != NULL ? fgetc(fp) : EOF;
+
+    if (fp != NULL)
+        fclose(fp);
+    return c == 'Y';
+}
+
+struct crossing {
+    char here[600];            /* written through one mount */
+    char there[600];           /* the same file through the other */
+    uint64_t size;
+    uint64_t seed;
+    int rc;
+};
+
+static void *cross_one(void *arg)
+{
+    struct crossing *c = arg;
+
+    c->rc = pattern_write_rc(c->here, c->size, c->seed, false);
+    if (c->rc == 0)
+        c->rc = pattern_check_rc(c->there, c->size, c->seed);
+    if (c->rc == 0)
+        c->rc = pattern_check_rc(c->here, c->size, c->seed);
+    return NULL;
+}
+
+/* A mount whose requests come over io_uring (tools/setup.sh lets the
+ * kernel offer it) and one whose requests come through /dev/fuse
+ * (--no-io-uring) serve the same volume alike: 48 callers at once, more
+ * than a ring's queue holds, each writing on one mount a file of a size
+ * around the rings' 1 MiB payload and reading it back on both; then a
+ * listing of all of them on each, and clean unmounts. */
+static void test_mount_requests_over_io_uring_and_dev_fuse(void **state)
+{
+    struct fixture *f = *state;
+    static const uint64_t sizes[] = {0, 1, 4096, (1u << 20) - 1, 1u << 20, (1u << 20) + 1,
+                                     (3u << 20) + 7};
+    enum { CALLERS = 48 };
+    struct crossing c[CALLERS];
+    pthread_t t[CALLERS];
+
+    if (!kernel_offers_uring())
+        skip();
+    struct mount_proc *ring = mount_start(f, "ring", "1");
+    const char *const extra[] = {"--no-io-uring", NULL};
+    struct mount_proc *dev = mount_start_with(f, "dev", "1", extra);
+    for (int i = 0; i < CALLERS; i++) {
+        struct mount_proc *a = i % 2 == 0 ? ring : dev;
+        struct mount_proc *b = i % 2 == 0 ? dev : ring;
+        snprintf(c[i].here, sizeof(c[i].here), "%s/x%02d", a->dir, i);
+        snprintf(c[i].there, sizeof(c[i].there), "%s/x%02d", b->dir, i);
+        c[i].size = sizes[i % AR_ARRAY_LEN(sizes)];
+        c[i].seed = 500 + (uint64_t)i;
+        assert_int_equal(pthread_create(&t[i], NULL, cross_one, &c[i]), 0);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        assert_int_equal(c[i].rc, 0);
+    }
+    assert_true(file_has(ring->log, "requests come over io_uring"));
+    assert_false(file_has(dev->log, "requests come over io_uring"));
+    struct mount_proc *both[] = {ring, dev};
+    for (size_t k = 0; k < AR_ARRAY_LEN(both); k++) {
+        DIR *d = opendir(both[k]->dir);
+        int names = 0;
+        assert_non_null(d);
+        /* bounded by the directory */
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            names += e->d_name[0] == 'x';
+        }
+        closedir(d);
+        assert_int_equal(names, CALLERS);
+    }
+    mount_stop(dev);
+    mount_stop(ring);
+}
+
 /* Running `arbor mount-guard` processes that guard mount process pid. */
 static int guards_of(pid_t pid)
 {
@@ -2399,6 +2483,7 @@ int main(void)
         T(test_mount_links_through_a_stale_name_fail),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
+        T(test_mount_requests_over_io_uring_and_dev_fuse),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_killed_with_its_device_held_fails_callers),
         T(test_mount_copy_survives_a_leader_crash),
