@@ -85,6 +85,9 @@ struct entry {
     uint64_t commit_id;          /* of the reply going back */
     uint32_t last_cmd;           /* what to send again after -EINTR */
     bool is_dead;                /* the kernel ended it (unmount) */
+    fusering_call_fn call;       /* on q->commits: run this on the queue's thread (it
+                                  * replies), else the reply is ready to go */
+    void *call_arg;
     struct entry *next;          /* in q->commits */
 };
 
@@ -180,8 +183,9 @@ static void arm_wake(struct queue *q)
     sqe->user_data = WAKE_TAG;
 }
 
-/* Replies made on other threads: queue their commits. */
-static void take_commits(struct queue *q)
+/* What other threads left for q: replies to send, calls to run (which
+ * reply); on q's thread, or on the stopping one once it has ended. */
+static void take_commits(struct queue *q, bool is_own)
 {
     pthread_mutex_lock(&q->mu);
     struct entry *e = q->commits;
@@ -190,7 +194,12 @@ static void take_commits(struct queue *q)
     /* bounded: each entry is on the list at most once */
     while (e != NULL) {
         struct entry *next = e->next;
-        send_commit(q, e);
+        fusering_call_fn call = e->call;
+        e->call = NULL;
+        if (call != NULL)
+            call(e->call_arg);
+        else if (is_own)
+            send_commit(q, e);
         e = next;
     }
 }
@@ -239,7 +248,7 @@ static void completed(struct queue *q, uint64_t tag, int res, uint32_t *dead)
     if (tag == WAKE_TAG) {
         if (!__atomic_load_n(&R.is_stopping, __ATOMIC_ACQUIRE))
             arm_wake(q);
-        take_commits(q);
+        take_commits(q, true);
         return;
     }
     struct entry *e = (struct entry *)(uintptr_t)tag;
@@ -424,6 +433,41 @@ static struct entry *entry_of(uint64_t unique)
     return NULL;
 }
 
+/* From another thread: leave e on q's list and wake q's thread; a call
+ * only while the queues run (fusering_stop runs what is left then). */
+static bool hand_over(struct queue *q, struct entry *e, fusering_call_fn call, void *arg)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&q->mu);
+    bool is_taken = call == NULL || !__atomic_load_n(&R.is_stopping, __ATOMIC_ACQUIRE);
+    bool was_empty = q->commits == NULL;
+    if (is_taken) {
+        e->call = call;
+        e->call_arg = arg;
+        e->next = q->commits;
+        q->commits = e;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (is_taken && was_empty && write(q->wake_fd, &one, sizeof(one)) != sizeof(one))
+        ar_log(AR_LOG_ERROR, "FUSE ring %" PRIu32 ": cannot wake: %s", q->qid, strerror(errno));
+    return is_taken;
+}
+
+bool fusering_call(uint64_t unique, fusering_call_fn call, void *arg)
+{
+    bool is_queued = false;
+
+    if (!__atomic_load_n(&R.is_open, __ATOMIC_ACQUIRE) || unique == 0)
+        return false;
+    __atomic_add_fetch(&R.repliers, 1, __ATOMIC_SEQ_CST);
+    struct entry *e = __atomic_load_n(&R.is_open, __ATOMIC_SEQ_CST) ? entry_of(unique) : NULL;
+    if (e != NULL)
+        is_queued = hand_over(e->q, e, call, arg);
+    __atomic_sub_fetch(&R.repliers, 1, __ATOMIC_SEQ_CST);
+    return is_queued;
+}
+
 bool fusering_reply(const struct iovec *iov, int count)
 {
     uint64_t unique;
@@ -455,19 +499,10 @@ bool fusering_reply(const struct iovec *iov, int count)
             ar_log(AR_LOG_ERROR, "FUSE ring: a reply of %zu bytes is past the payload", len);
         }
         __atomic_store_n(&e->unique, 0, __ATOMIC_RELEASE);
-        if (pthread_equal(pthread_self(), q->thread)) {
+        if (pthread_equal(pthread_self(), q->thread))
             send_commit(q, e);
-        } else {
-            pthread_mutex_lock(&q->mu);
-            bool was_empty = q->commits == NULL;
-            e->next = q->commits;
-            q->commits = e;
-            pthread_mutex_unlock(&q->mu);
-            uint64_t one = 1;
-            if (was_empty && write(q->wake_fd, &one, sizeof(one)) != sizeof(one))
-                ar_log(AR_LOG_ERROR, "FUSE ring %" PRIu32 ": cannot wake: %s", q->qid,
-                       strerror(errno));
-        }
+        else
+            hand_over(q, e, NULL, NULL);
         is_ring = true;
     }
     __atomic_sub_fetch(&R.repliers, 1, __ATOMIC_SEQ_CST);
@@ -490,6 +525,7 @@ void fusering_stop(void)
             ar_log(AR_LOG_ERROR, "FUSE ring %" PRIu32 ": cannot stop: %s", i, strerror(errno));
         pthread_join(q->thread, NULL);
         q->has_thread = false;
+        take_commits(q, false); /* the calls still run: each ends its request */
     }
 }
 

@@ -310,6 +310,12 @@ void fusering_start(void);
 /* A reply (iov[0]: its 16-byte header, then its body): true if its request
  * came from a ring and the reply went back there. Any thread. */
 bool fusering_reply(const struct iovec *iov, int count);
+/* Run call(arg) on the thread of the queue that request `unique` came
+ * from, where its reply goes back without a hand-over: true if queued
+ * (call then replies, and runs even if the session ends first); false if
+ * the request did not come from a ring. Any thread. */
+typedef void (*fusering_call_fn)(void *arg);
+bool fusering_call(uint64_t unique, fusering_call_fn call, void *arg);
 /* The queues' threads end (nothing more is run), then the rings go. */
 void fusering_stop(void);
 void fusering_release(void);

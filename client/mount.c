@@ -43,11 +43,14 @@
  * writer's mmap would map that copy instead of the file.
  *
  * Threads: the FUSE loop's reader, which runs the requests is_quick()
- * names, and its pool, which runs the rest (fusedev.c; or libfuse's one
- * thread, --single-threaded); the metadata client's loop, which answers
- * lookups, getattrs and readers' opens itself (struct query); the openers,
- * which open the copies on disk of the readers' opens it answered, for
- * passthrough (the disk may be slow: not on the client's loop); the store's
+ * names (so do the io_uring queues' threads, one a CPU, for the requests
+ * that come over them: fusering.c), and its pool, which runs the rest
+ * (fusedev.c; or libfuse's one thread, --single-threaded); the metadata
+ * client's loop, which answers lookups, getattrs and readers' opens itself
+ * (struct query); the openers, which open the copies on disk of the
+ * readers' opens it answered, for passthrough (the disk may be slow: not
+ * on the client's loop), unless the open came over io_uring, whose queue's
+ * thread then does it; the store's
  * workers for uploads; the read-ahead threads; the disk cache's writer
  * (cache.c). Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
@@ -1056,15 +1059,28 @@ static void openers_stop(struct mnt *m)
     m->opener_count = 0;
 }
 
+/* On the thread of the ring queue q's open came from: as an opener. */
+static void open_on_ring(void *arg)
+{
+    struct query *q = arg;
+
+    reply_reader_open(q->m, q->req, &q->fi, q->f, q->unique, false);
+    query_free(q);
+}
+
 /* On the client's thread: reply to a reader's open whose map came (q is
- * done with after). Its copy on disk is opened by an opener if the kernel
- * may read it in passthrough. */
+ * done with after). Its copy on disk is opened by an opener (or the ring
+ * queue's thread the open came from) if the kernel may read it in
+ * passthrough. */
 static void reply_reader_query(struct mnt *m, struct query *q)
 {
     char name[48];
     bool is_queued = false;
 
     if (q->unique != 0 && may_pass_now(m) && is_one_block(m, q->f, name)) {
+        /* a request over io_uring: its queue's thread opens and replies */
+        if (fusering_call(q->unique, open_on_ring, q))
+            return;
         pthread_mutex_lock(&m->openers_mu);
         if (!m->is_openers_done && m->opener_count > 0) {
             q->next = NULL;
