@@ -170,9 +170,10 @@ enum meta_op {
 #define META_RESTORE_PIECES_MAX 1024u
 #define META_RESTORE_BYTES_MAX  (64u << 10)
 #define META_READ_SLICES_MAX  (2u * META_CHUNK_SLICES_MAX + 1u) /* pieces of a resolved chunk */
-/* An attribute lease lasts at least this long. A minute: files written by
- * a long job and stated after it are still held (docs/benchmarks.md). */
-#define META_LEASE_MS         60000u
+/* An attribute lease lasts at least this long. Three minutes: files written
+ * by a long job and stated after it, and a loader's pass over a working set
+ * that takes minutes, are still held (docs/benchmarks.md). */
+#define META_LEASE_MS         180000u
 #define META_NOTICE_INOS_MAX  1024u   /* inodes of each kind in one change notice */
 
 struct meta_slice {
