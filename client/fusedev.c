@@ -466,8 +466,14 @@ static void ring_run(void *ctx, void *request, size_t len)
     j->buf = buf;
     j->is_lent = true;
     pthread_mutex_lock(&p->mu);
-    pool_push_locked(p, j);
+    bool is_done = p->is_done;
+    if (!is_done)
+        pool_push_locked(p, j);
     pthread_mutex_unlock(&p->mu);
+    if (is_done) { /* the pool is ending: what arrives now runs here */
+        ar_free(j);
+        process(p->se, &buf);
+    }
 }
 
 static struct pool *ring_pool; /* the loop's, while it runs */
@@ -547,10 +553,10 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
         pthread_mutex_unlock(&p.mu);
     }
     free(buf.mem);
-    /* the rings' threads run nothing more, then the pool ends what it
-     * holds (its replies to rings are dropped once they are released) */
-    if (fusering_prepared())
-        fusering_stop();
+    /* The pool ends what it holds while the rings' threads still carry
+     * its replies back to the kernel (and run what arrives meanwhile
+     * themselves); then the rings stop. In-flight requests are answered
+     * as they would be through /dev/fuse. */
     pthread_mutex_lock(&p.mu);
     p.is_done = true;
     pthread_cond_broadcast(&p.cond);
@@ -558,8 +564,10 @@ int fusedev_loop(struct fuse_session *se, uint32_t threads, fuse_quick_fn is_qui
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(t[i], NULL);
     }
-    if (fusering_prepared())
+    if (fusering_prepared()) {
+        fusering_stop();
         fusering_release();
+    }
     __atomic_store_n(&ring_pool, NULL, __ATOMIC_RELEASE);
     __atomic_store_n(&passthrough_fd, -1, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < p.spare_count; i++) {

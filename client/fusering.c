@@ -11,7 +11,8 @@
  * call instead of a read and a write, and a thread on its caller's CPU
  * serves it instead of one reader woken across cores. Notifications,
  * FORGETs and INTERRUPTs still travel through /dev/fuse (fusedev.c reads
- * it as before), and so does everything until every queue is registered.
+ * it as before); other requests wait in the kernel until every queue is
+ * registered.
  *
  * The wire (include/uapi/linux/fuse.h since 6.14, newer than Debian 12's
  * headers): an entry's header holds 128 bytes for the fuse_in_header of a
@@ -30,8 +31,10 @@
  * ring: a reply made on it is queued at once and submitted with its next
  * wait; a reply made elsewhere (the FUSE pool, the metadata client's
  * thread) goes on the queue's list under its mutex, and an eventfd that the
- * ring reads wakes the thread to submit it. A reply after the session's
- * end is dropped (fusering_release waits out replies in progress). */
+ * ring reads wakes the thread to submit it. At the session's end the
+ * FUSE pool replies first, then the threads submit what is left and end;
+ * a reply after that is dropped (fusering_release waits out replies in
+ * progress). */
 #include <errno.h>
 #include <inttypes.h>
 #include <liburing.h>
@@ -312,6 +315,9 @@ static void *queue_main(void *arg)
         }
         io_uring_cq_advance(&q->ring, seen);
     }
+    /* replies queued since the last wake go back before the thread ends */
+    take_commits(q, true);
+    (void)io_uring_submit(&q->ring);
     return NULL;
 }
 

@@ -316,7 +316,8 @@ bool fusering_reply(const struct iovec *iov, int count);
  * the request did not come from a ring. Any thread. */
 typedef void (*fusering_call_fn)(void *arg);
 bool fusering_call(uint64_t unique, fusering_call_fn call, void *arg);
-/* The queues' threads end (nothing more is run), then the rings go. */
+/* The queues' threads send the replies left to them and end (nothing
+ * more is run); then the rings go. Called once the pool has replied. */
 void fusering_stop(void);
 void fusering_release(void);
 
