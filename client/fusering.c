@@ -122,19 +122,29 @@ static struct {
     uint32_t repliers;           /* atomic: replies in progress */
 } R = {.dev_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-/* The kernel's queues: one a possible CPU (0-N in /sys). 0 if unknown. */
+/* The kernel's queues: one for each CPU number up to the highest
+ * possible one (nr_cpu_ids), holes included. /sys lists the possible
+ * CPUs in ascending ranges ("0-3", "0,2-3,8-11"), so the last number is
+ * the highest. 0 if unknown. */
 static uint32_t possible_cpus(void)
 {
     FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
-    unsigned first = 0;
-    unsigned last = 0;
-    int got = f != NULL ? fscanf(f, "%u-%u", &first, &last) : 0;
+    char line[256] = "";
+    bool is_read = f != NULL && fgets(line, sizeof(line), f) != NULL;
 
     if (f != NULL)
         fclose(f);
-    if (got == 1)
-        last = first;
-    return got >= 1 && first == 0 && last < QUEUES_MAX ? last + 1 : 0;
+    size_t n = strcspn(line, "\n");
+    if (!is_read || n == 0 || n == sizeof(line) - 1 || line[0] != '0')
+        return 0;
+    size_t start = n;
+    while (start > 0 && line[start - 1] >= '0' && line[start - 1] <= '9') {
+        start--;
+    }
+    if (start == n || n - start > 6)
+        return 0;
+    unsigned last = (unsigned)strtoul(line + start, NULL, 10);
+    return last < QUEUES_MAX ? last + 1 : 0;
 }
 
 static struct io_uring_sqe *sqe_for(struct queue *q, struct entry *e, uint32_t cmd_op)
