@@ -220,8 +220,9 @@ struct ar_restore_report {
     uint64_t names_counted;    /* read back from the restored tree before it took its name */
     uint64_t sizes_checked;    /* files whose size and mode were read back */
     double rebuild_s;          /* the state at the moment, from the archive */
-    double plan_s;             /* the subtree walked, its directories made */
-    double write_s;            /* all written (plan_s included) */
+    double plan_s;             /* the subtree walked, its directories made (files are
+                                * written beside the walk) */
+    double write_s;            /* all written and verified (plan_s included) */
     char final_path[1300];     /* where the restored tree is */
     char aside_name[300];      /* --replace: the live tree's new name, beside it */
 };

@@ -3,13 +3,14 @@
  * 1. Rebuild the shard as it was at the moment from the store's archive
  *    (meta_archive_rebuild()): a scratch state in this process.
  * 2. Find PATH in it, and write that subtree into the live volume under a
- *    hidden staging name beside the destination: directories first (one
- *    thread, in breadth-first order), then files, symlinks and special
- *    files on a pool of threads, then hard links, then the directories'
- *    owners, modes and times deepest first (so adding children does not
- *    change them again). A file is a new inode whose slices name the old
- *    blocks: blocks never change, so nothing is copied, and a block stays
- *    in the store while any live inode names it.
+ *    hidden staging name beside the destination. A pool of threads walks
+ *    the tree from its top, making each directory before listing it, and
+ *    writes the files, symlinks and special files listed so far beside the
+ *    walk; then hard links; then the directories' owners, modes and times,
+ *    deepest first (so adding children does not change them again). A file
+ *    is a new inode whose slices name the old blocks: blocks never change,
+ *    so nothing is copied, and a block stays in the store while any live
+ *    inode names it.
  * 3. Rename the staging tree to its final name in one command (with
  *    --replace: exchange it with PATH, and move the old tree aside).
  * The final name never holds half a tree. An interrupted restore leaves
@@ -51,13 +52,26 @@ struct job {
 };
 
 /* A directory of the tree: its scratch inode; its live one once made (0
- * before), under its live parent with its name (in the name arena). */
+ * before), under its live parent with its name (in the name arena); how
+ * far below the tree's top it is (the top: 0). */
 struct dir_pair {
     uint64_t src;
     uint64_t dst;
     uint64_t parent;
     uint32_t name_off;
     uint32_t name_len;
+    uint32_t depth;
+};
+
+/* Jobs a pool thread takes at once, copied out with their names (the
+ * walk grows the plan's arrays meanwhile); a worker's batches take names
+ * of one run. */
+#define BATCH_RUN META_RESTORE_FILES_MAX
+
+struct run {
+    size_t count;
+    struct job jobs[BATCH_RUN];  /* name_off: into names below */
+    char names[BATCH_RUN * (META_NAME_BYTES_MAX + 1)];
 };
 
 /* An open-addressed map of scratch inode -> live inode, for hard links. */
@@ -87,12 +101,15 @@ struct restore {
     size_t dir_count;
     size_t dir_cap;
     struct ino_map firsts; /* inodes with nlink > 1 made so far */
-    size_t *level_ends;  /* dirs come level by level: dirs [level_ends[k-1], level_ends[k]) */
-    size_t level_count;
-    size_t level_cap;
-    /* the pool; mu guards the plan's arrays while its threads add to them */
+    size_t *order;       /* finishing and verifying: dirs by index, the deepest first */
+    /* the pool; mu guards the plan's arrays and the walk's counts while
+     * its threads add to them, and more wakes a thread waiting for work */
     pthread_mutex_t mu;
-    atomic_size_t next_dir;  /* planning and finishing: the next of dirs [.., dir_end) */
+    pthread_cond_t more;
+    uint32_t threads;
+    size_t dirs_busy;    /* directories being made and listed */
+    double walked_at;    /* now_s() when the walk ended (0: not yet) */
+    atomic_size_t next_dir;  /* the next of dirs to walk, finish or verify (to dir_end) */
     size_t dir_end;
     atomic_size_t next_job;
     atomic_uint workers_done;
@@ -101,6 +118,12 @@ struct restore {
     atomic_uint_fast64_t bytes;
     atomic_uint_fast64_t xattrs;
     atomic_uint_fast64_t mismatches;
+    /* verification: what the listings of the restored tree showed, and
+     * what the moment's state says they must show */
+    atomic_uint_fast64_t seen_dirs;
+    atomic_uint_fast64_t seen_others;
+    atomic_uint_fast64_t seen_digest;
+    atomic_uint_fast64_t want_digest;
     atomic_int rc;
     char errmsg[AR_ERRMSG_MAX];
 };
@@ -149,6 +172,7 @@ static int set_error(struct restore *r, int rc, const char *fmt, ...)
         vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
         va_end(ap);
     }
+    pthread_cond_broadcast(&r->more); /* a waiting thread stops */
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -349,7 +373,7 @@ static int copy_attrs(struct restore *r, uint64_t dst, const struct meta_attr *a
     return rc;
 }
 
-/* ---- planning (one thread): directories made, the rest listed --------------------------- */
+/* ---- the plan: directories made, the rest listed -------------------------------------------- */
 
 static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *cap,
                     const struct job *j, const char *name)
@@ -365,16 +389,16 @@ static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *ca
     return 0;
 }
 
-/* List directory src (made by the next level) under live parent. Under mu. */
-static int dir_add(struct restore *r, uint64_t src, uint64_t parent, const char *name,
-                   uint32_t name_len)
+/* Directory src to walk, depth below the top, under live parent. Under mu. */
+static int dir_add(struct restore *r, uint64_t src, uint64_t parent, uint32_t depth,
+                   const char *name, uint32_t name_len)
 {
     if (!grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs)) ||
         !grow((void **)&r->names, &r->names_cap, r->names_len + name_len + 1, 1))
         return -ENOMEM;
     r->dirs[r->dir_count++] = (struct dir_pair){.src = src, .parent = parent,
                                                 .name_off = (uint32_t)r->names_len,
-                                                .name_len = name_len};
+                                                .name_len = name_len, .depth = depth};
     memcpy(r->names + r->names_len, name, name_len);
     r->names[r->names_len + name_len] = '\0';
     r->names_len += name_len + 1;
@@ -409,13 +433,40 @@ static void *pool_thread(void *arg)
     return r->thread_fn(r);
 }
 
-/* Run n copies of fn (the restore's thread count) until each returns;
- * say how far files got each second while they run. */
-static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
+/* The lines said each second while the pool writes: how far the walk and
+ * the files are; and once, when the walk is over, what it found. */
+static void say_progress(struct restore *r, double t0, bool *said_walked)
 {
-    uint32_t n = r->o->threads != 0 ? r->o->threads : THREADS_DEFAULT;
+    pthread_mutex_lock(&r->mu);
+    size_t dirs = r->rep->dirs;
+    size_t dir_count = r->dir_count;
+    size_t jobs = r->job_count;
+    size_t links = r->link_count;
+    double walked_at = r->walked_at;
+    pthread_mutex_unlock(&r->mu);
+    uint_fast64_t done = atomic_load(&r->done_files);
+
+    if (walked_at > 0 && !*said_walked) {
+        *said_walked = true;
+        say(r, "tree walked in %.1f s: %zu directories made; %zu files to restore, then %zu "
+            "more links", walked_at - t0, dirs, jobs, links);
+    }
+    if (walked_at > 0 || dir_count == 0) /* dir_count 0: one file, nothing to walk */
+        say(r, "files: %" PRIuFAST64 " of %zu", done, jobs);
+    else
+        say(r, "directories made: %zu of %zu found; files: %" PRIuFAST64 " of %zu found", dirs,
+            dir_count, done, jobs);
+}
+
+/* Run the restore's threads, each fn, until each returns; with
+ * is_writing, say how far they are each second. */
+static int run_threads(struct restore *r, void *(*fn)(void *), bool is_writing)
+{
+    uint32_t n = r->threads;
     pthread_t *t = ar_calloc(n, sizeof(*t));
     uint32_t started = 0;
+    bool said_walked = false;
+    double t0 = now_s();
 
     if (t == NULL)
         return set_error(r, -ENOMEM, "out of memory");
@@ -430,21 +481,23 @@ static int run_threads(struct restore *r, void *(*fn)(void *), bool is_files)
     double last = now_s();
     while (atomic_load(&r->workers_done) < started) {
         usleep(20000);
-        if (is_files && now_s() - last >= 1.0) {
+        if (is_writing && now_s() - last >= 1.0) {
             last = now_s();
-            say(r, "files: %" PRIuFAST64 " of %zu", atomic_load(&r->done_files), r->job_count);
+            say_progress(r, t0, &said_walked);
         }
     }
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(t[i], NULL);
     }
+    if (is_writing && !said_walked && r->dir_count > 0 && atomic_load(&r->rc) == 0)
+        say_progress(r, t0, &said_walked);
     ar_free(t);
     return atomic_load(&r->rc);
 }
 
-/* One directory of the tree, made: its subdirectories listed for the next
- * level, its other names as jobs, a page at a time in one block (a batch
- * of the pool takes names of one directory). */
+/* List made directory d: its subdirectories to walk, its other names as
+ * jobs, a page at a time under mu (so a run of jobs holds names of one
+ * directory, for one batch). */
 static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *ents)
 {
     uint64_t cookie = 0;
@@ -464,7 +517,7 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
             cookie = e->cookie;
             nlinks[i] = 0;
             if (S_ISDIR(e->type))
-                continue; /* the next level makes it */
+                continue; /* walked in its turn */
             struct meta_attr a;
             rc = scratch_attr(r, e->ino, &a);
             nlinks[i] = a.nlink;
@@ -474,7 +527,7 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
         for (uint32_t i = 0; rc == 0 && i < rep.entry_count; i++) {
             const struct meta_dirent *e = &ents[i];
             if (S_ISDIR(e->type)) {
-                rc = dir_add(r, e->ino, d.dst, e->name, e->name_len);
+                rc = dir_add(r, e->ino, d.dst, d.depth + 1, e->name, e->name_len);
                 continue;
             }
             struct job j = {.src = e->ino, .dst_parent = d.dst, .name_len = e->name_len,
@@ -489,6 +542,7 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
             else if (rc == 0)
                 rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, e->name);
         }
+        pthread_cond_broadcast(&r->more);
         pthread_mutex_unlock(&r->mu);
     }
     if (rc != 0)
@@ -496,62 +550,23 @@ static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *en
     return rc;
 }
 
-static void *plan_worker(void *arg)
+/* Directory i of the plan made, then listed. */
+static void walk_dir(struct restore *r, size_t i, struct meta_dirent *ents, uint8_t *names,
+                     uint8_t *value, struct meta_response_buf *out)
 {
-    struct restore *r = arg;
-    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * META_READDIR_MAX);
-    uint8_t *names = ar_malloc(XATTR_LIST_MAX);
-    uint8_t *value = ar_malloc(65536);
-    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    char name[META_NAME_BYTES_MAX + 1];
 
-    if (ents == NULL || names == NULL || value == NULL || out == NULL)
-        set_error(r, -ENOMEM, "out of memory");
-    while (atomic_load(&r->rc) == 0) {
-        size_t i = atomic_fetch_add(&r->next_dir, 1);
-        if (i >= r->dir_end)
-            break;
-        char name[256];
-        pthread_mutex_lock(&r->mu); /* dirs and names grow meanwhile */
-        struct dir_pair d = r->dirs[i];
-        memcpy(name, r->names + d.name_off, d.name_len + 1);
-        pthread_mutex_unlock(&r->mu);
-        if (make_dir(r, &d, name, out, names, value) != 0)
-            break;
-        pthread_mutex_lock(&r->mu);
-        r->dirs[i].dst = d.dst;
-        r->rep->dirs++;
-        pthread_mutex_unlock(&r->mu);
-        plan_dir(r, d, ents);
-    }
-    ar_free(ents);
-    ar_free(names);
-    ar_free(value);
-    ar_free(out);
-    atomic_fetch_add(&r->workers_done, 1);
-    return NULL;
-}
-
-/* Make the directories of the tree from r->dirs[0] (its root) down and
- * list the rest: level by level, a level's directories on the pool, each
- * made and then listed (its subdirectories are the next level). */
-static int plan(struct restore *r)
-{
-    size_t first = 0;
-    int rc = 0;
-
-    while (rc == 0 && first < r->dir_count) {
-        size_t end = r->dir_count;
-        if (!grow((void **)&r->level_ends, &r->level_cap, r->level_count + 1,
-                  sizeof(*r->level_ends)))
-            return set_error(r, -ENOMEM, "out of memory");
-        r->level_ends[r->level_count++] = end;
-        atomic_store(&r->next_dir, first);
-        r->dir_end = end;
-        rc = run_threads(r, plan_worker, false);
-        say(r, "directories made: %zu; files listed: %zu", r->dir_count, r->job_count);
-        first = end;
-    }
-    return rc;
+    pthread_mutex_lock(&r->mu); /* dirs and names grow meanwhile */
+    struct dir_pair d = r->dirs[i];
+    memcpy(name, r->names + d.name_off, d.name_len + 1);
+    pthread_mutex_unlock(&r->mu);
+    if (make_dir(r, &d, name, out, names, value) != 0)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->dirs[i].dst = d.dst;
+    r->rep->dirs++;
+    pthread_mutex_unlock(&r->mu);
+    plan_dir(r, d, ents);
 }
 
 /* ---- files (the pool) --------------------------------------------------------------------- */
@@ -587,10 +602,10 @@ static int copy_data(struct restore *r, uint64_t src, uint64_t dst, uint64_t siz
     return rc;
 }
 
-static int restore_one(struct restore *r, const struct job *j, struct meta_slice *pieces,
-                       uint8_t *names, uint8_t *value, struct meta_response_buf *out)
+static int restore_one(struct restore *r, const struct job *j, const char *name,
+                       struct meta_slice *pieces, uint8_t *names, uint8_t *value,
+                       struct meta_response_buf *out)
 {
-    const char *name = r->names + j->name_off;
     struct meta_attr a;
     struct meta_cmd mk = {.ino = j->dst_parent, .name = name, .name_len = j->name_len};
     struct meta_reply rep = {0};
@@ -631,8 +646,8 @@ static int restore_one(struct restore *r, const struct job *j, struct meta_slice
 
 /* A worker's RESTORE_FILES command being filled: files of one directory
  * that need nothing but their attributes and at most PIECES_PER_FILE
- * pieces of one chunk (the small files of a training set). */
-#define BATCH_RUN       META_RESTORE_FILES_MAX /* jobs a worker takes at once */
+ * pieces of one chunk (the small files of a training set). Its names are
+ * those of the worker's run. */
 #define PIECES_PER_FILE 16u
 
 struct batch {
@@ -668,7 +683,7 @@ static int batch_flush(struct restore *r, struct batch *b, struct meta_response_
 
 /* Put job j in the batch if it is a plain small file; false if it needs
  * the one-by-one path (xattrs, several links, many pieces, big). */
-static bool batch_take(struct restore *r, struct batch *b, const struct job *j,
+static bool batch_take(struct restore *r, struct batch *b, const struct job *j, const char *name,
                        struct meta_slice *pieces, uint8_t *names, struct meta_response_buf *out)
 {
     struct meta_attr a;
@@ -711,7 +726,7 @@ static bool batch_take(struct restore *r, struct batch *b, const struct job *j,
     }
     b->parent = j->dst_parent;
     struct meta_file_item *it = &b->items[b->count++];
-    *it = (struct meta_file_item){.name = r->names + j->name_off, .name_len = j->name_len,
+    *it = (struct meta_file_item){.name = name, .name_len = j->name_len,
                                   .mode = a.mode, .uid = a.uid, .gid = a.gid, .rdev = a.rdev,
                                   .atime_ns = a.atime_ns, .mtime_ns = a.mtime_ns,
                                   .size = S_ISREG(a.mode) ? a.size : 0,
@@ -731,32 +746,100 @@ static bool batch_take(struct restore *r, struct batch *b, const struct job *j,
     return true;
 }
 
+/* What a pool thread does next: walk directory *dir, write the run of
+ * files copied into run, or end. Under mu. A directory comes first while
+ * fewer than half the threads walk, or while no run is ready: a run is
+ * BATCH_RUN jobs, or what is left once the walk is over. */
+enum turn { TURN_DIR, TURN_FILES, TURN_END };
+
+static enum turn next_turn(struct restore *r, size_t *dir, struct run *run)
+{
+    uint32_t walkers = r->threads > 1 ? r->threads / 2 : 1;
+
+    /* bounded: every wait ends with a change the waker broadcasts, and
+     * the walk of a finite tree ends */
+    while (atomic_load(&r->rc) == 0) {
+        size_t next_dir = atomic_load(&r->next_dir);
+        size_t next_job = atomic_load(&r->next_job);
+        size_t ready = r->job_count - next_job;
+        bool is_walked = next_dir == r->dir_count && r->dirs_busy == 0;
+        bool is_run_ready = ready >= BATCH_RUN || (is_walked && ready > 0);
+        if (next_dir < r->dir_count && (r->dirs_busy < walkers || !is_run_ready)) {
+            *dir = atomic_fetch_add(&r->next_dir, 1);
+            r->dirs_busy++;
+            return TURN_DIR;
+        }
+        if (is_run_ready) {
+            size_t used = 0;
+            run->count = ready < BATCH_RUN ? ready : BATCH_RUN;
+            for (size_t i = 0; i < run->count; i++) {
+                struct job *j = &run->jobs[i];
+                *j = r->jobs[next_job + i];
+                memcpy(run->names + used, r->names + j->name_off, j->name_len + 1);
+                j->name_off = (uint32_t)used;
+                used += j->name_len + 1;
+            }
+            atomic_store(&r->next_job, next_job + run->count);
+            return TURN_FILES;
+        }
+        if (is_walked)
+            return TURN_END;
+        pthread_cond_wait(&r->more, &r->mu);
+    }
+    return TURN_END;
+}
+
+static void write_run(struct restore *r, const struct run *run, struct batch *b,
+                      struct meta_slice *pieces, uint8_t *names, uint8_t *value,
+                      struct meta_response_buf *out)
+{
+    for (size_t i = 0; i < run->count && atomic_load(&r->rc) == 0; i++) {
+        const struct job *j = &run->jobs[i];
+        const char *name = run->names + j->name_off;
+        if (!batch_take(r, b, j, name, pieces, names, out) &&
+            restore_one(r, j, name, pieces, names, value, out) == 0)
+            atomic_fetch_add(&r->done_files, 1);
+    }
+    if (atomic_load(&r->rc) == 0)
+        batch_flush(r, b, out); /* before the run's names go */
+}
+
 static void *worker(void *arg)
 {
     struct restore *r = arg;
     struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    struct meta_dirent *ents = ar_malloc(sizeof(*ents) * META_READDIR_MAX);
     struct meta_slice *pieces = ar_malloc(sizeof(*pieces) * META_READ_SLICES_MAX);
     uint8_t *names = ar_malloc(XATTR_LIST_MAX);
     uint8_t *value = ar_malloc(65536);
     struct batch *b = ar_calloc(1, sizeof(*b));
+    struct run *run = ar_malloc(sizeof(*run));
 
-    if (out == NULL || pieces == NULL || names == NULL || value == NULL || b == NULL)
+    if (out == NULL || ents == NULL || pieces == NULL || names == NULL || value == NULL ||
+        b == NULL || run == NULL)
         set_error(r, -ENOMEM, "out of memory");
-    while (atomic_load(&r->rc) == 0) {
-        size_t first = atomic_fetch_add(&r->next_job, BATCH_RUN);
-        if (first >= r->job_count)
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        size_t dir = 0;
+        enum turn turn = next_turn(r, &dir, run);
+        if (turn == TURN_END)
             break;
-        size_t end = first + BATCH_RUN < r->job_count ? first + BATCH_RUN : r->job_count;
-        for (size_t i = first; i < end && atomic_load(&r->rc) == 0; i++) {
-            if (!batch_take(r, b, &r->jobs[i], pieces, names, out) &&
-                restore_one(r, &r->jobs[i], pieces, names, value, out) == 0)
-                atomic_fetch_add(&r->done_files, 1);
-        }
-        if (atomic_load(&r->rc) == 0)
-            batch_flush(r, b, out);
+        pthread_mutex_unlock(&r->mu);
+        if (turn == TURN_DIR)
+            walk_dir(r, dir, ents, names, value, out);
+        else
+            write_run(r, run, b, pieces, names, value, out);
+        pthread_mutex_lock(&r->mu);
+        if (turn == TURN_DIR && --r->dirs_busy == 0 &&
+            atomic_load(&r->next_dir) == r->dir_count)
+            r->walked_at = now_s();
+        pthread_cond_broadcast(&r->more);
     }
+    pthread_mutex_unlock(&r->mu);
+    ar_free(run);
     ar_free(b);
     ar_free(out);
+    ar_free(ents);
     ar_free(pieces);
     ar_free(names);
     ar_free(value);
@@ -764,6 +847,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Walk the tree from r->dirs (its top, or none for one file) and write
+ * what it holds, on the pool. */
 static int run_pool(struct restore *r)
 {
     int rc = run_threads(r, worker, true);
@@ -803,10 +888,11 @@ static void *finish_worker(void *arg)
         size_t i = atomic_fetch_add(&r->next_dir, 1);
         if (i >= r->dir_end)
             break;
+        const struct dir_pair *d = &r->dirs[r->order[i]];
         struct meta_attr a;
-        int rc = scratch_attr(r, r->dirs[i].src, &a);
+        int rc = scratch_attr(r, d->src, &a);
         if (rc == 0)
-            rc = copy_attrs(r, r->dirs[i].dst, &a, false, out);
+            rc = copy_attrs(r, d->dst, &a, false, out);
         if (rc != 0)
             set_error(r, rc, "directory attributes: %s", ar_strerror(rc));
     }
@@ -815,25 +901,48 @@ static void *finish_worker(void *arg)
     return NULL;
 }
 
-/* Directories' owners, modes and times, the deepest level first (its
- * children are all made), a level's directories on the pool. */
+/* Directories' owners, modes and times, the deepest first (their children
+ * are all made by then), the directories of one depth on the pool. */
 static int finish_dirs(struct restore *r)
 {
-    int rc = 0;
+    uint32_t deepest = 0;
 
-    for (size_t k = r->level_count; rc == 0 && k-- > 0;) {
-        atomic_store(&r->next_dir, k > 0 ? r->level_ends[k - 1] : 0);
-        r->dir_end = r->level_ends[k];
+    for (size_t i = 0; i < r->dir_count; i++) {
+        deepest = r->dirs[i].depth > deepest ? r->dirs[i].depth : deepest;
+    }
+    /* a counting sort: the directories of depth deepest - k go in
+     * order[ends[k - 1] .. ends[k]) */
+    size_t *ends = ar_calloc((size_t)deepest + 1, sizeof(*ends));
+    r->order = ar_malloc(sizeof(*r->order) * (r->dir_count + 1));
+    if (ends == NULL || r->order == NULL) {
+        ar_free(ends);
+        return set_error(r, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < r->dir_count; i++) {
+        if (r->dirs[i].depth > 0) /* counted where the next shallower one starts */
+            ends[deepest - r->dirs[i].depth + 1]++;
+    }
+    for (uint32_t k = 1; k <= deepest; k++) {
+        ends[k] += ends[k - 1];
+    }
+    for (size_t i = 0; i < r->dir_count; i++) {
+        r->order[ends[deepest - r->dirs[i].depth]++] = i;
+    }
+    int rc = 0;
+    for (uint32_t k = 0; rc == 0 && k <= deepest; k++) {
+        atomic_store(&r->next_dir, k > 0 ? ends[k - 1] : 0);
+        r->dir_end = ends[k];
         rc = run_threads(r, finish_worker, false);
     }
+    ar_free(ends);
     return rc;
 }
 
 /* ---- verification ------------------------------------------------------------------------ */
 
 /* What one name of the restored tree must be, folded into a sum over
- * the tree: the directory it is in, the name, its mode and size. A sum,
- * so that the order names are listed in does not matter. */
+ * the tree: the directory it is in, the name, its mode and (not for a
+ * directory) size. A sum, so that the order names come in does not matter. */
 static uint64_t name_digest(uint64_t dir, const char *name, uint32_t len, uint32_t mode,
                             uint64_t size)
 {
@@ -841,61 +950,111 @@ static uint64_t name_digest(uint64_t dir, const char *name, uint32_t len, uint32
                                                   0x9e3779b97f4a7c15ull));
 }
 
-/* Count the names below dir, and add up name_digest() of every name that
- * is not a directory, from listings with attributes. */
-static int count_live(struct restore *r, uint64_t dir, uint64_t *dirs, uint64_t *others,
-                      uint64_t *digest, struct meta_response_buf *out)
+/* List made directory d with attributes: count its names and add up
+ * their name_digest() into seen_*. */
+static int list_made(struct restore *r, const struct dir_pair *d, struct meta_response_buf *out)
 {
     uint64_t cookie = 0;
     bool is_end = false;
+    uint64_t dirs = 0;
+    uint64_t others = 0;
+    uint64_t sum = 0;
     int rc = 0;
 
     while (rc == 0 && !is_end) {
-        struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .cookie = cookie,
+        struct meta_cmd rd = {.op = META_OP_READDIR, .ino = d->dst, .cookie = cookie,
                               .entry_cap = META_READDIR_MAX, .flags = META_READDIR_ATTRS};
         rc = live(r, &rd, 0, out);
-        if (rc != 0)
-            break;
-        uint32_t n = out->r.reply.entry_count;
-        is_end = out->r.reply.is_end || n == 0;
-        uint64_t *subdirs = ar_malloc(sizeof(*subdirs) * (n + 1));
-        uint32_t sub_count = 0;
-        if (subdirs == NULL)
-            return -ENOMEM;
+        uint32_t n = rc == 0 ? out->r.reply.entry_count : 0;
+        is_end = rc != 0 || out->r.reply.is_end || n == 0;
         for (uint32_t i = 0; i < n; i++) {
             const struct meta_dirent *e = &out->r.reply.entries[i];
+            bool is_dir = S_ISDIR(e->type);
             cookie = e->cookie;
-            if (S_ISDIR(e->type)) {
-                subdirs[sub_count++] = e->ino;
-            } else {
-                (*others)++;
-                *digest += name_digest(dir, e->name, e->name_len, e->attr.mode, e->attr.size);
-            }
+            dirs += is_dir;
+            others += !is_dir;
+            sum += name_digest(d->dst, e->name, e->name_len, e->attr.mode,
+                               is_dir ? 0 : e->attr.size);
         }
-        *dirs += sub_count;
-        for (uint32_t i = 0; rc == 0 && i < sub_count; i++) { /* out is reused below */
-            rc = count_live(r, subdirs[i], dirs, others, digest, out);
-        }
-        ar_free(subdirs);
     }
+    atomic_fetch_add(&r->seen_dirs, dirs);
+    atomic_fetch_add(&r->seen_others, others);
+    atomic_fetch_add(&r->seen_digest, sum);
     return rc;
 }
 
-/* The name of job j as it must be: its mode and size at the moment. */
-static int job_digest(struct restore *r, const struct job *j, uint64_t *digest)
+/* name_digest() of name k of the plan as the moment has it: directories
+ * below the top, then jobs, then links. */
+static int want_digest(struct restore *r, size_t k, uint64_t *sum)
 {
-    struct meta_attr a;
-    int rc = scratch_attr(r, j->src, &a);
+    uint64_t src;
+    uint64_t parent;
+    uint32_t name_off;
+    uint32_t name_len;
+    bool is_dir = k < r->dir_count;
 
+    if (is_dir) {
+        src = r->dirs[k].src;
+        parent = r->dirs[k].parent;
+        name_off = r->dirs[k].name_off;
+        name_len = r->dirs[k].name_len;
+    } else {
+        k -= r->dir_count;
+        const struct job *j = k < r->job_count ? &r->jobs[k] : &r->links[k - r->job_count];
+        src = j->src;
+        parent = j->dst_parent;
+        name_off = j->name_off;
+        name_len = j->name_len;
+    }
+    struct meta_attr a;
+    int rc = scratch_attr(r, src, &a);
     if (rc == 0)
-        *digest += name_digest(j->dst_parent, r->names + j->name_off, j->name_len, a.mode, a.size);
+        *sum += name_digest(parent, r->names + name_off, name_len, a.mode, is_dir ? 0 : a.size);
     return rc;
+}
+
+#define VERIFY_RUN 4096u /* names of the plan a thread sums at once */
+
+/* Each made directory listed; the plan summed, both on the pool. */
+static void *verify_worker(void *arg)
+{
+    struct restore *r = arg;
+    struct meta_response_buf *out = ar_malloc(sizeof(*out));
+    size_t total = r->dir_count + r->job_count + r->link_count;
+
+    if (out == NULL)
+        set_error(r, -ENOMEM, "out of memory");
+    while (atomic_load(&r->rc) == 0) {
+        size_t i = atomic_fetch_add(&r->next_dir, 1);
+        if (i >= r->dir_count)
+            break;
+        int rc = list_made(r, &r->dirs[i], out);
+        if (rc != 0)
+            set_error(r, rc, "reading the restored tree back: %s", ar_strerror(rc));
+    }
+    while (atomic_load(&r->rc) == 0) {
+        size_t first = atomic_fetch_add(&r->next_job, VERIFY_RUN);
+        if (first >= total)
+            break;
+        size_t end = first + VERIFY_RUN < total ? first + VERIFY_RUN : total;
+        uint64_t sum = 0;
+        int rc = 0;
+        for (size_t k = first == 0 ? 1 : first; rc == 0 && k < end; k++) {
+            rc = want_digest(r, k, &sum); /* k 0: the top, which no listing shows */
+        }
+        if (rc != 0)
+            set_error(r, rc, "reading the moment's attributes: %s", ar_strerror(rc));
+        atomic_fetch_add(&r->want_digest, sum);
+    }
+    ar_free(out);
+    atomic_fetch_add(&r->workers_done, 1);
+    return NULL;
 }
 
 /* The first job whose name in the staging tree has not its mode and size
- * at the moment, named in errmsg; the tree's sums differed. */
+ * at the moment, named in the error; the tree's sums differed. */
 static int find_mismatch(struct restore *r, const struct job *jobs, size_t count,
-                         struct meta_response_buf *out, char *errmsg)
+                         struct meta_response_buf *out)
 {
     for (size_t i = 0; i < count; i++) {
         const struct job *j = &jobs[i];
@@ -907,53 +1066,44 @@ static int find_mismatch(struct restore *r, const struct job *jobs, size_t count
         if (rc == 0)
             rc = live_lookup(r, j->dst_parent, name, &ino, &mode, out);
         if (rc != 0)
-            return ar_errorf(errmsg, rc, "reading %s back: %s", name, ar_strerror(rc));
+            return set_error(r, rc, "reading %s back: %s", name, ar_strerror(rc));
         if (out->r.reply.attr.size != a.size || out->r.reply.attr.mode != a.mode)
-            return ar_errorf(errmsg, -EIO, "%s came back with size %" PRIu64 " and mode %o, not %"
+            return set_error(r, -EIO, "%s came back with size %" PRIu64 " and mode %o, not %"
                              PRIu64 " and %o", name, out->r.reply.attr.size,
                              out->r.reply.attr.mode, a.size, a.mode);
     }
     return 0;
 }
 
-/* The staging tree holds what was planned: every name, and every file's
- * mode and size, read back in listings with attributes. */
-static int verify(struct restore *r, uint64_t staging, bool is_dir,
-                  struct meta_response_buf *out, char *errmsg)
+/* The staging tree holds what was planned: every name, and every name's
+ * mode and (but for directories) size, read back in listings with
+ * attributes. Errors in r->errmsg. */
+static int verify(struct restore *r, bool is_dir, struct meta_response_buf *out)
 {
-    uint64_t dirs = 0;
-    uint64_t others = 0;
-    uint64_t got = 0;
-    uint64_t want = 0;
-    int rc = is_dir ? count_live(r, staging, &dirs, &others, &got, out) : 0;
-
-    if (rc != 0)
-        return ar_errorf(errmsg, rc, "reading the restored tree back: %s", ar_strerror(rc));
     if (!is_dir) {
         /* one file: its own lookup */
-        rc = r->job_count == 1 ? find_mismatch(r, r->jobs, 1, out, errmsg) : 0;
+        int rc = r->job_count == 1 ? find_mismatch(r, r->jobs, 1, out) : 0;
         r->rep->sizes_checked = rc == 0 ? r->job_count : 0;
         return rc;
     }
+    atomic_store(&r->next_dir, 0);
+    atomic_store(&r->next_job, 0);
+    int rc = run_threads(r, verify_worker, false);
+    if (rc != 0)
+        return rc;
+    uint64_t dirs = atomic_load(&r->seen_dirs);
+    uint64_t others = atomic_load(&r->seen_others);
     uint64_t want_others = r->job_count + r->link_count;
     if (dirs + 1 != r->dir_count || others != want_others)
-        return ar_errorf(errmsg, -EIO, "the restored tree holds %" PRIu64 " directories and %"
-                         PRIu64 " other names; %zu and %" PRIu64 " were restored", dirs + 1,
-                         others, r->dir_count, want_others);
-    for (size_t i = 0; rc == 0 && i < r->job_count; i++) {
-        rc = job_digest(r, &r->jobs[i], &want);
-    }
-    for (size_t i = 0; rc == 0 && i < r->link_count; i++) {
-        rc = job_digest(r, &r->links[i], &want);
-    }
-    if (rc != 0)
-        return ar_errorf(errmsg, rc, "reading the moment's attributes: %s", ar_strerror(rc));
-    if (got != want) {
-        rc = find_mismatch(r, r->jobs, r->job_count, out, errmsg);
+        return set_error(r, -EIO, "the restored tree holds %" PRIu64 " directories and %" PRIu64
+                         " other names; %zu and %" PRIu64 " were restored", dirs + 1, others,
+                         r->dir_count, want_others);
+    if (atomic_load(&r->seen_digest) != atomic_load(&r->want_digest)) {
+        rc = find_mismatch(r, r->jobs, r->job_count, out);
         if (rc == 0)
-            rc = find_mismatch(r, r->links, r->link_count, out, errmsg);
+            rc = find_mismatch(r, r->links, r->link_count, out);
         if (rc == 0)
-            rc = ar_errorf(errmsg, -EIO, "the restored tree's names differ from the moment's");
+            rc = set_error(r, -EIO, "the restored tree's names differ from the moment's");
         return rc;
     }
     r->rep->sizes_checked = want_others;
@@ -1122,12 +1272,13 @@ static void restore_free(struct restore *r)
     ar_free(r->links);
     ar_free(r->names);
     ar_free(r->dirs);
-    ar_free(r->level_ends);
+    ar_free(r->order);
     ar_free(r->firsts.keys);
     ar_free(r->firsts.vals);
     if (r->client != NULL)
         ar_client_close(r->client);
     pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->more);
 }
 
 /* Names under src at the moment, src's own included (hard links once a
@@ -1325,20 +1476,17 @@ static int restore_write(struct restore *r, uint64_t src, uint64_t dst_parent,
     int rc = scratch_attr(r, src, &top);
 
     if (rc == 0 && S_ISDIR(top.mode)) {
-        rc = dir_add(r, src, dst_parent, staging, (uint32_t)strlen(staging));
-        if (rc == 0)
-            rc = plan(r);
-        r->rep->plan_s = now_s() - t0;
+        rc = dir_add(r, src, dst_parent, 0, staging, (uint32_t)strlen(staging));
     } else if (rc == 0) {
         struct job j = {.src = src, .dst_parent = dst_parent,
                         .name_len = (uint32_t)strlen(staging), .mode = top.mode};
         rc = plan_add(r, &r->jobs, &r->job_count, &r->job_cap, &j, staging);
     }
     if (rc == 0) {
-        say(r, "directories made: %zu; restoring files: %zu, then more links: %zu", r->dir_count,
-            r->job_count, r->link_count);
+        say(r, "walking the tree and restoring what it holds");
         rc = run_pool(r);
     }
+    r->rep->plan_s = r->walked_at > 0 ? r->walked_at - t0 : 0;
     if (rc == 0)
         rc = make_links(r, out);
     if (rc == 0)
@@ -1349,7 +1497,7 @@ static int restore_write(struct restore *r, uint64_t src, uint64_t dst_parent,
                        "moment", r->rep->mismatches);
     if (rc == 0) {
         say(r, "verifying");
-        rc = verify(r, r->dir_count > 0 ? r->dirs[0].dst : 0, S_ISDIR(top.mode), out, r->errmsg);
+        rc = verify(r, S_ISDIR(top.mode), out);
     }
     return rc;
 }
@@ -1366,6 +1514,8 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
 
     memset(rep, 0, sizeof(*rep));
     pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.more, NULL);
+    r.threads = o->threads != 0 ? o->threads : THREADS_DEFAULT;
     int rc = restore_names(o, rep, parent, final, staging, errmsg);
     struct meta_response_buf *out = rc == 0 ? ar_malloc(sizeof(*out)) : NULL;
     if (rc == 0 && out == NULL)

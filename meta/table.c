@@ -332,6 +332,7 @@ static int map_resize(struct meta__map *m, uint64_t cap)
     bigger.slots = ar_malloc(cap * sizeof(*bigger.slots));
     if (bigger.slots == NULL)
         return -ENOMEM;
+    meta__advise_huge(bigger.slots, cap * sizeof(*bigger.slots));
     for (uint64_t i = 0; i < cap; i++) {
         bigger.slots[i].key = META_NIL;
     }
