@@ -101,7 +101,7 @@ struct restore {
     size_t dir_count;
     size_t dir_cap;
     struct ino_map firsts; /* inodes with nlink > 1 made so far */
-    size_t *order;       /* finishing and verifying: dirs by index, the deepest first */
+    size_t *order;       /* finishing: indexes of dirs, the deepest first */
     /* the pool; mu guards the plan's arrays and the walk's counts while
      * its threads add to them, and more wakes a thread waiting for work */
     pthread_mutex_t mu;
@@ -109,7 +109,7 @@ struct restore {
     uint32_t threads;
     size_t dirs_busy;    /* directories being made and listed */
     double walked_at;    /* now_s() when the walk ended (0: not yet) */
-    atomic_size_t next_dir;  /* the next of dirs to walk, finish or verify (to dir_end) */
+    atomic_size_t next_dir;  /* the next of dirs to walk, verify or finish (to dir_end) */
     size_t dir_end;
     atomic_size_t next_job;
     atomic_uint workers_done;
