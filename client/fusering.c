@@ -11,8 +11,9 @@
  * call instead of a read and a write, and a thread on its caller's CPU
  * serves it instead of one reader woken across cores. Notifications,
  * FORGETs and INTERRUPTs still travel through /dev/fuse (fusedev.c reads
- * it as before); other requests wait in the kernel until every queue is
- * registered.
+ * it as before), and so does every request until each queue has an entry
+ * registered: a queue whose entries the kernel all refuses leaves the
+ * mount on /dev/fuse, slower but whole.
  *
  * The wire (include/uapi/linux/fuse.h since 6.14, newer than Debian 12's
  * headers): an entry's header holds 128 bytes for the fuse_in_header of a
@@ -101,6 +102,7 @@ struct queue {
     bool has_ring;
     struct io_uring ring;
     int wake_fd;                 /* eventfd: replies wait in commits */
+    uint32_t refused;            /* entries whose REGISTER the kernel refused */
     uint64_t wake_value;         /* what the ring's read of it fills */
     pthread_mutex_t mu;
     struct entry *commits;       /* under mu */
@@ -278,9 +280,11 @@ static void completed(struct queue *q, uint64_t tag, int res, uint32_t *dead)
         send_register(q, e);
     } else if (!e->is_dead) {
         /* -ENOTCONN: unmounted; else a refusal, said once a queue */
-        if (res != -ENOTCONN && res != -ECONNABORTED && *dead == 0)
-            ar_log(AR_LOG_ERROR, "FUSE ring %" PRIu32 ": the kernel ended an entry: %s", q->qid,
-                   strerror(-res));
+        bool is_refusal = res != -ENOTCONN && res != -ECONNABORTED;
+        if (is_refusal && *dead == 0)
+            ar_log(AR_LOG_ERROR, "FUSE ring %" PRIu32 ": the kernel %s an entry: %s", q->qid,
+                   e->last_cmd == CMD_REGISTER ? "refused" : "ended", strerror(-res));
+        q->refused += is_refusal && e->last_cmd == CMD_REGISTER;
         e->is_dead = true;
         (*dead)++;
     }
@@ -325,6 +329,11 @@ static void *queue_main(void *arg)
         }
         io_uring_cq_advance(&q->ring, seen);
     }
+    /* Until every queue has an entry, the kernel sends all requests
+     * through /dev/fuse (seen with entries it refused as too short) */
+    if (q->refused == QUEUE_DEPTH)
+        ar_log(AR_LOG_WARN, "FUSE ring %" PRIu32 ": the kernel took none of its entries; "
+               "requests keep coming through /dev/fuse", q->qid);
     /* replies queued since the last wake go back before the thread ends */
     take_commits(q, true);
     (void)io_uring_submit(&q->ring);
