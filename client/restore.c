@@ -496,8 +496,8 @@ static int run_threads(struct restore *r, void *(*fn)(void *), bool is_writing)
 }
 
 /* List made directory d: its subdirectories to walk, its other names as
- * jobs, a page at a time under mu (so a run of jobs holds names of one
- * directory, for one batch). */
+ * jobs, a page at a time under mu (so a directory's names stay together
+ * in the jobs, and its files share batches). */
 static int plan_dir(struct restore *r, struct dir_pair d, struct meta_dirent *ents)
 {
     uint64_t cookie = 0;
