@@ -617,14 +617,18 @@ static void print_report(const struct ar_restore_options *o, const struct ar_res
            " command%s), rebuilt in %.1f s, written in %.1f s\n",
            rep->point.index, rep->point.base_index, rep->point.entries,
            plural(rep->point.entries), rep->rebuild_s, rep->write_s);
-    /* a tree's names are its directories below the top and its other names */
+    /* a tree's names are its directories below the top and its other
+     * names; one file is looked up, not listed */
     uint64_t dirs_checked = rep->names_counted > rep->sizes_checked
                                 ? rep->names_counted - rep->sizes_checked
                                 : 0;
-    printf("  verified: %" PRIu64 " name%s read back, modes of %" PRIu64 " director%s, sizes "
-           "and modes of %" PRIu64 " file%s\n",
-           rep->names_counted, plural(rep->names_counted), dirs_checked,
-           dirs_checked == 1 ? "y" : "ies", rep->sizes_checked, plural(rep->sizes_checked));
+    if (rep->names_counted == 0)
+        printf("  verified: size and mode of %" PRIu64 " file read back\n", rep->sizes_checked);
+    else
+        printf("  verified: %" PRIu64 " name%s read back, modes of %" PRIu64 " director%s, "
+               "sizes and modes of %" PRIu64 " file%s\n",
+               rep->names_counted, plural(rep->names_counted), dirs_checked,
+               dirs_checked == 1 ? "y" : "ies", rep->sizes_checked, plural(rep->sizes_checked));
     if (rep->aside_name[0] != '\0')
         printf("  the tree that was live is now %s, beside it\n", rep->aside_name);
 }
