@@ -53,7 +53,7 @@
  * thread then does it; the store's
  * workers for uploads; the read-ahead threads; the disk cache's writer
  * (cache.c). Locks, in this order: an
- * open directory's mu, files_mu, an open file's mu, ids_mu; cache_mu,
+ * open directory's mu, files_mu, an open file's mu, compact_mu, ids_mu; cache_mu,
  * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu and pass_mu are
  * taken alone, as are the node table's (nodes.c). The client's loop takes
  * only the last five and the node table's: the others are held across
@@ -68,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -88,6 +89,7 @@
 #define RUN_BEHIND_BLOCKS 8u        /* a read this far behind a run begins a new one */
 #define SLICE_IDS_TAKEN 1024u       /* slice ids asked for at a time */
 #define FULL_WAIT_MS    1000u       /* after ENOSPC, commits fail at once this long */
+#define COMPACT_TRIES   3           /* reads of a chunk that changed while it was compacted */
 #define READDIR_ENTRIES 512u
 #define LISTED_SLOTS    256u        /* directories whose attributes a listing sent lately */
 #define KEPT_SLOTS      65536u      /* files whose cached pages an open may keep */
@@ -142,7 +144,8 @@ struct open_file {
     pthread_mutex_t mu;
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
-    uint32_t buf_len;
+    uint32_t buf_len;               /* changed by buf_added() and buf_emptied() only */
+    uint32_t buf_touched;           /* buf's bytes ever written since its pages were dropped */
     uint64_t read_end;              /* atomic: the furthest a run of reads reached; a read
                                      * that begins up to a block past it or two blocks
                                      * short of it is sequential (the kernel's read-ahead
@@ -210,9 +213,11 @@ struct mnt {
     struct grants *grants;          /* NULL: the kernel keeps answers for the bound only */
     uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
     uint64_t buffered;              /* atomic */
+    uint32_t buffering;             /* atomic: open files holding buffered bytes */
     uint64_t full_until_ms;         /* atomic: a commit found the store or the shard full;
                                      * until then commits fail at once (no blocks put that
                                      * nothing could name) */
+    pthread_mutex_t compact_mu;     /* one compaction at a time: it holds a chunk's bytes */
     pthread_mutex_t ids_mu;
     uint64_t id_next;               /* slice ids taken from the shard, not used yet */
     uint64_t id_end;
@@ -776,30 +781,52 @@ static void uploaded(struct obj_req *r)
     pthread_mutex_unlock(&u->mu);
 }
 
-/* Put the buffer's bytes into the store as a new slice, then name it in
- * the file (WRITE). Holds f->mu. */
-static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
+/* f's buffer gained n bytes at its end; holds f->mu. */
+static void buf_added(struct mnt *m, struct open_file *f, uint32_t n)
 {
     if (f->buf_len == 0)
-        return 0;
-    if (client_mono_ms() < __atomic_load_n(&m->full_until_ms, __ATOMIC_RELAXED))
-        return -ENOSPC;
-    uint64_t id;
-    int rc = slice_id(m, &id);
-    if (rc != 0)
-        return rc;
+        __atomic_add_fetch(&m->buffering, 1, __ATOMIC_RELEASE);
+    f->buf_len += n;
+    if (f->buf_len > f->buf_touched)
+        f->buf_touched = f->buf_len;
+    __atomic_add_fetch(&m->buffered, n, __ATOMIC_RELEASE);
+}
+
+/* The last n of f's buffered bytes leave it (in a slice now, lost, or
+ * not written after all); holds f->mu. */
+static void buf_taken(struct mnt *m, struct open_file *f, uint32_t n)
+{
+    if (n == 0)
+        return;
+    __atomic_sub_fetch(&m->buffered, n, __ATOMIC_RELAXED);
+    f->buf_len -= n;
+    if (f->buf_len == 0)
+        __atomic_sub_fetch(&m->buffering, 1, __ATOMIC_RELAXED);
+}
+
+static void buf_emptied(struct mnt *m, struct open_file *f)
+{
+    buf_taken(m, f, f->buf_len);
+}
+
+/* Put len bytes of data (at most two blocks) into the store as blocks
+ * first and first + 1 of slice id, both at once. A full store is the
+ * caller's ENOSPC; its other failures, EIO. */
+static int put_blocks(struct mnt *m, uint64_t id, uint32_t first, uint8_t *data, uint32_t len)
+{
     struct upload u = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
                        .disk = m->disk, .is_store_local = m->is_store_local};
-    uint32_t blocks = (f->buf_len + m->block_bytes - 1) / m->block_bytes;
+    uint32_t blocks = (len + m->block_bytes - 1) / m->block_bytes;
+
     AR_ASSERT(blocks <= 2);
     u.left = blocks;
     for (uint32_t i = 0; i < blocks; i++) {
         uint32_t off = i * m->block_bytes;
-        uint32_t len = f->buf_len - off < m->block_bytes ? f->buf_len - off : m->block_bytes;
-        block_key(id, i, u.keys[i]);
-        cache_name(id, i, u.cache_names[i]);
-        u.reqs[i] = (struct obj_req){.op = OBJ_OP_PUT, .key = u.keys[i], .buf = f->buf + off,
-                                     .size = len, .data = &u};
+        uint32_t n = len - off < m->block_bytes ? len - off : m->block_bytes;
+        block_key(id, first + i, u.keys[i]);
+        cache_name(id, first + i, u.cache_names[i]);
+        u.reqs[i] = (struct obj_req){.op = OBJ_OP_PUT, .key = u.keys[i], .buf = data + off,
+                                     .size = n, .data = &u};
         if (obj_submit(m->store, &u.reqs[i], uploaded) != 0) {
             pthread_mutex_lock(&u.mu);
             u.left--;
@@ -813,19 +840,132 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
         pthread_cond_wait(&u.cond, &u.mu);
     }
     pthread_mutex_unlock(&u.mu);
-    /* a full store is the caller's ENOSPC; its other failures, EIO */
-    rc = u.rc == 0 || u.rc == -ENOSPC || u.rc == -EDQUOT ? u.rc : -EIO;
+    return u.rc == 0 || u.rc == -ENOSPC || u.rc == -EDQUOT ? u.rc : -EIO;
+}
+
+static int read_slices(struct mnt *m, const struct meta_slice *slices, uint32_t count,
+                       uint64_t chunk_offset, uint64_t pos, uint64_t end, uint8_t *dst,
+                       uint64_t dst_off, bool is_sequential);
+
+/* A chunk of META_CHUNK_SLICES_MAX slices takes no more writes (scattered
+ * small writes make one slice each): rewrite what it holds as one slice,
+ * its bytes read back (holes as zeros), named only if the chunk has not
+ * changed since the read (if_map_hash; else read again, a few times). */
+static int compact_chunk(struct mnt *m, fuse_req_t req, uint64_t ino, uint64_t at)
+{
+    int rc = -ESTALE;
+    uint32_t pieces = 0;
+
+    pthread_mutex_lock(&m->compact_mu);
+    for (int tries = 0; tries < COMPACT_TRIES && rc == -ESTALE; tries++) {
+        struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = at};
+        struct meta_response_buf *out;
+        rc = run(m, req, &c, 0, &out);
+        if (rc != 0)
+            break;
+        uint64_t start = out->r.reply.chunk_offset;
+        uint64_t hash = out->r.reply.map_hash;
+        uint32_t len = 0;
+        pieces = out->r.reply.slice_count;
+        for (uint32_t i = 0; i < pieces; i++) {
+            const struct meta_slice *p = &out->r.reply.slices[i];
+            len = p->pos + p->len > len ? p->pos + p->len : len;
+        }
+        uint8_t *data = len > 0 ? ar_malloc(len) : NULL;
+        if (len == 0 || data == NULL) {
+            rc = len == 0 ? -EIO : -ENOMEM; /* nothing to compact: the chunk is not full */
+            break;
+        }
+        /* the pieces first: the calls below reuse this thread's reply buffer */
+        rc = read_slices(m, out->r.reply.slices, pieces, start, start, start + len, data, start,
+                         false);
+        uint64_t id = 0;
+        if (rc == 0)
+            rc = slice_id(m, &id);
+        for (uint32_t off = 0; rc == 0 && off < len; off += 2 * m->block_bytes) {
+            uint32_t n = len - off < 2 * m->block_bytes ? len - off : 2 * m->block_bytes;
+            rc = put_blocks(m, id, off / m->block_bytes, data + off, n);
+        }
+        ar_free(data);
+        struct meta_cmd w = {.op = META_OP_WRITE, .ino = ino, .offset = start,
+                             .slice = {.id = id, .size = len, .len = len}, .if_map_hash = hash};
+        if (rc == 0)
+            rc = run(m, req, &w, 0, &out);
+    }
+    pthread_mutex_unlock(&m->compact_mu);
+    if (rc == 0)
+        ar_log(AR_LOG_INFO, "inode %" PRIu64 ": the chunk at %" PRIu64 " MiB held too many "
+               "slices: rewritten as one (%" PRIu32 " pieces)", ino, at / META_CHUNK_BYTES * 64,
+               pieces);
+    else
+        ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": cannot compact the chunk at %" PRIu64
+               " MiB: %s", ino, at / META_CHUNK_BYTES * 64, ar_strerror(rc));
+    return rc;
+}
+
+/* Put the buffer's bytes into the store as a new slice, then name it in
+ * the file (WRITE); a full chunk is compacted first. Holds f->mu. */
+static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
+{
+    if (f->buf_len == 0)
+        return 0;
+    if (client_mono_ms() < __atomic_load_n(&m->full_until_ms, __ATOMIC_RELAXED))
+        return -ENOSPC;
+    uint64_t id;
+    int rc = slice_id(m, &id);
+    if (rc == 0)
+        rc = put_blocks(m, id, 0, f->buf, f->buf_len);
     struct meta_cmd w = {.op = META_OP_WRITE, .ino = f->ino, .offset = f->buf_off,
                          .slice = {.id = id, .size = f->buf_len, .off = 0, .len = f->buf_len}};
     struct meta_response_buf *out;
     if (rc == 0)
         rc = run(m, req, &w, 0, &out);
+    if (rc == -AR_ECHUNKFULL) {
+        rc = compact_chunk(m, req, f->ino, f->buf_off);
+        if (rc == 0)
+            rc = run(m, req, &w, 0, &out);
+    }
     if (rc == -ENOSPC || rc == -EDQUOT) /* the kernel's write-back would go on putting */
         __atomic_store_n(&m->full_until_ms, client_mono_ms() + FULL_WAIT_MS, __ATOMIC_RELAXED);
-    if (rc == 0) {
-        __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
-        f->buf_len = 0;
+    if (rc == 0)
+        buf_emptied(m, f);
+    return rc;
+}
+
+/* After a commit that is not a full buffer's (a writer streaming on
+ * refills it at once): give the buffer's pages back, so that open files
+ * that wrote once hold no memory (the budget counts bytes buffered, not
+ * pages touched). The interior pages of the allocation only. */
+static void buf_drop_pages(struct open_file *f)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)f->buf + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)f->buf + f->buf_touched) & ~(page - 1);
+
+    if (f->buf != NULL && f->buf_len == 0 && to > from)
+        (void)madvise((void *)from, to - from, MADV_DONTNEED);
+    f->buf_touched = 0;
+}
+
+/* Commit what other opens of f's inode buffer in [at, at + size), before
+ * f buffers a write there: the later write must land later (the shard's
+ * newest slice wins). Disjoint writers through several opens (parallel
+ * pieces of one file) commit nothing here. */
+static int commit_overlapping(struct mnt *m, fuse_req_t req, const struct open_file *f,
+                              uint64_t at, size_t size)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&m->files_mu);
+    for (struct open_file *g = m->files; g != NULL && rc == 0; g = g->next) {
+        if (g == f || g->ino != f->ino)
+            continue;
+        pthread_mutex_lock(&g->mu);
+        if (g->buf_len > 0 && g->buf_off < at + size && at < g->buf_off + g->buf_len)
+            rc = commit(m, req, g);
+        pthread_mutex_unlock(&g->mu);
     }
+    pthread_mutex_unlock(&m->files_mu);
     return rc;
 }
 
@@ -2026,12 +2166,21 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         return;
     }
     pthread_mutex_lock(&f->mu);
-    if (f->buf == NULL && (f->buf = ar_malloc(m->buf_cap)) == NULL)
+    /* another open of this mount buffers too (one of this inode?): its
+     * bytes under this write go first (files_mu comes before f->mu) */
+    if (__atomic_load_n(&m->buffering, __ATOMIC_ACQUIRE) > (f->buf_len > 0 ? 1u : 0u)) {
+        pthread_mutex_unlock(&f->mu);
+        rc = commit_overlapping(m, req, f, at, size);
+        pthread_mutex_lock(&f->mu);
+    }
+    if (rc == 0 && f->buf == NULL && (f->buf = ar_malloc(m->buf_cap)) == NULL)
         rc = -ENOMEM;
     /* bounded: each turn takes what fits in the buffer and the chunk */
     while (rc == 0 && done < size) {
-        if (f->buf_len > 0 && f->buf_off + f->buf_len != at)
-            rc = commit(m, req, f); /* not contiguous: the buffered bytes go first */
+        /* not contiguous, or past a chunk's end (a commit there failed):
+         * the buffered bytes go first, as a slice of one chunk */
+        if (f->buf_len > 0 && (f->buf_off + f->buf_len != at || at % META_CHUNK_BYTES == 0))
+            rc = commit(m, req, f);
         if (rc != 0)
             break;
         if (f->buf_len == 0)
@@ -2043,20 +2192,27 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         if (n > m->buf_cap - f->buf_len)
             n = m->buf_cap - f->buf_len;
         memcpy(f->buf + f->buf_len, buf + done, n);
-        f->buf_len += (uint32_t)n;
-        __atomic_add_fetch(&m->buffered, n, __ATOMIC_RELEASE);
+        buf_added(m, f, (uint32_t)n);
+        bool is_full = f->buf_len == m->buf_cap || at + n == chunk_end;
+        bool is_over = __atomic_load_n(&m->buffered, __ATOMIC_RELAXED) > m->budget;
+        if (is_full || is_over)
+            rc = commit(m, req, f);
+        if (rc != 0) {
+            buf_taken(m, f, (uint32_t)n); /* not written: the caller hears so */
+            break;
+        }
         done += n;
         at += n;
-        if (f->buf_len == m->buf_cap || at == chunk_end ||
-            __atomic_load_n(&m->buffered, __ATOMIC_RELAXED) > m->budget)
-            rc = commit(m, req, f);
+        if (is_over && !is_full)
+            buf_drop_pages(f);
     }
     pthread_mutex_unlock(&f->mu);
     kept_written(m, f); /* the kernel put these bytes in the pages */
-    if (rc != 0)
+    /* bytes written before a failure are a short count, as on Linux */
+    if (rc != 0 && done == 0)
         fuse_reply_err(req, err_of(rc));
     else
-        fuse_reply_write(req, size);
+        fuse_reply_write(req, done);
 }
 
 /* The bytes [pos, end) of a chunk at chunk_offset, whose map is slices,
@@ -2183,14 +2339,23 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     (void)ino;
     pthread_mutex_lock(&f->mu);
     int rc = commit(m, req, f);
+    if (rc == 0)
+        buf_drop_pages(f);
     pthread_mutex_unlock(&f->mu);
     fuse_reply_err(req, err_of(rc));
 }
 
+/* Every open of the inode on this mount commits, not only this one: an
+ * fsync covers all the file's data (a commit is durable: the shard
+ * answers after its quorum syncs). */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+    struct mnt *m = fuse_req_userdata(req);
+    struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+
+    (void)ino;
     (void)datasync;
-    op_flush(req, ino, fi); /* a commit is durable: the shard answers after its quorum syncs */
+    fuse_reply_err(req, err_of(commit_ino(m, req, f->ino)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
@@ -2203,12 +2368,12 @@ static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
     files_reap(m);
     pthread_mutex_lock(&f->mu);
     int rc = commit(m, req, f);
+    /* under f->mu: a commit_ino() that finds f still listed commits nothing */
+    buf_emptied(m, f);
     pthread_mutex_unlock(&f->mu);
     if (rc != 0)
         ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": written bytes lost at close: %s",
                (uint64_t)ino, ar_strerror(rc));
-    if (f->buf_len > 0)
-        __atomic_sub_fetch(&m->buffered, f->buf_len, __ATOMIC_RELAXED);
     /* close() returns now; the session lets go of the inode after (the
      * reply ends req: the release goes without the caller's credentials,
      * which it does not need) */
@@ -2922,7 +3087,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     m->entry_timeout = o->entry_timeout_s;
     m->attr_timeout = o->attr_timeout_s;
     m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
-    pthread_mutex_t *locks[] = {&m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
+    pthread_mutex_t *locks[] = {&m->compact_mu, &m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
                                 &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu};
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);

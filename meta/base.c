@@ -50,6 +50,8 @@ const char *ar_strerror(int rc)
         return "stale shard epoch";
     case AR_ECORRUPT:
         return "stored data is corrupt";
+    case AR_ECHUNKFULL:
+        return "the chunk holds too many slices";
     default:
         return rc < 0 && -rc < AR_EBASE ? strerror(-rc) : "unknown error";
     }

@@ -185,6 +185,7 @@ int meta_cmd_encode(const struct meta_cmd *cmd, uint8_t *buf, size_t cap, size_t
     slice.len = cmd->slice.len;
     pb.slice = &slice;
     pb.if_ctime_ns = cmd->if_ctime_ns;
+    pb.if_map_hash = cmd->if_map_hash;
     void *mem = NULL;
     int rc = cmd->item_count > 0 ? items_encode(cmd, &pb, &mem) : 0;
     if (rc != 0)
@@ -301,6 +302,7 @@ static int decode_checked(const Arbor__Meta__Command *pb, struct meta_cmd_buf *o
     cmd->flags = pb->flags;
     cmd->set_mask = pb->set_mask;
     cmd->if_ctime_ns = pb->if_ctime_ns;
+    cmd->if_map_hash = pb->if_map_hash;
     if (pb->set != NULL) {
         cmd->set.mode = pb->set->mode;
         cmd->set.uid = pb->set->uid;

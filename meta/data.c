@@ -303,7 +303,7 @@ static int push_reserve(struct meta_shard *s, uint32_t inode, uint32_t index,
     if (f != NULL) {
         uint32_t at = chunk_pos(f, index, &found);
         if (found && chunk_kept(&f->chunks[at], sl) + 1 > META_CHUNK_SLICES_MAX)
-            return -EAGAIN;
+            return -AR_ECHUNKFULL;
         if (f->slice_total >= META_FILE_SLICES_MAX)
             return -EAGAIN;
     }
@@ -358,6 +358,51 @@ static int data_attr(struct meta_shard *s, uint32_t inode, const struct meta_cre
     return mode == a->mode ? 0 : meta__attr_get(s, mode, a->uid, a->gid, attr);
 }
 
+/* Chunk `index` of regular file n (an inline file's one slice in *one),
+ * and in *limit its bytes below the file's size. */
+static const struct meta__chunk *chunk_at(const struct meta_shard *s, uint32_t n, uint64_t index,
+                                          struct meta__chunk *one, struct meta_slice *inline_slice,
+                                          uint32_t *limit)
+{
+    const struct meta__node *node = meta__node_at(s, n);
+    uint64_t start = index * META_CHUNK_BYTES;
+    uint64_t left = node->size > start ? node->size - start : 0;
+
+    *limit = left < META_CHUNK_BYTES ? (uint32_t)left : META_CHUNK_BYTES;
+    *one = (struct meta__chunk){0};
+    if (meta__node_has(node, NODE_DATA_INLINE)) {
+        *inline_slice = (struct meta_slice){.id = node->aux, .size = (uint32_t)node->size,
+                                            .len = (uint32_t)node->size};
+        *one = (struct meta__chunk){.count = 1, .slices = inline_slice};
+    } else if (meta__fmap_of(s, n) != NULL) {
+        const struct meta__fmap *f = meta__fmap_of(s, n);
+        bool found;
+        uint32_t at = chunk_pos(f, (uint32_t)index, &found);
+        if (found)
+            return &f->chunks[at];
+    }
+    return one;
+}
+
+/* What a read_map of chunk `index` answers as map_hash: its stack of
+ * slices and the file's bytes in it; any write, hole or truncation there
+ * changes it. Never 0 (0: unchecked). */
+static uint64_t chunk_map_hash(const struct meta_shard *s, uint32_t n, uint64_t index)
+{
+    struct meta__chunk one;
+    struct meta_slice inline_slice;
+    uint32_t limit;
+    const struct meta__chunk *c = chunk_at(s, n, index, &one, &inline_slice, &limit);
+    uint64_t h = meta__hash_u64(meta__hash_u64(0, index), limit);
+
+    for (uint32_t i = 0; i < c->count; i++) {
+        const struct meta_slice *sl = &c->slices[i];
+        const uint64_t f[] = {sl->id, sl->size, sl->off, sl->len, sl->pos};
+        h = meta__hash_bytes(h, f, sizeof(f));
+    }
+    return h != 0 ? h : 1;
+}
+
 static int op_write(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
     uint32_t n;
@@ -365,6 +410,9 @@ static int op_write(struct meta_shard *s, const struct meta_cmd *cmd, struct met
 
     if (rc == 0)
         rc = write_check(cmd);
+    if (rc == 0 && cmd->if_map_hash != 0 &&
+        chunk_map_hash(s, n, cmd->offset / META_CHUNK_BYTES) != cmd->if_map_hash)
+        rc = -ESTALE; /* a compaction of a chunk that changed since it was read */
     if (rc != 0)
         return rc;
     struct meta__node *node = meta__node_at(s, n);
@@ -593,31 +641,18 @@ int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
         return rc;
     if (r->slices == NULL)
         return -EINVAL;
-    const struct meta__node *node = meta__node_at(s, n);
     uint64_t index = cmd->offset / META_CHUNK_BYTES;
-    uint64_t start = index * META_CHUNK_BYTES;
 
     meta__attr_fill(s, n, &r->attr);
-    r->chunk_offset = start;
+    r->chunk_offset = index * META_CHUNK_BYTES;
     r->slice_count = 0;
-    if (cmd->offset >= node->size)
+    r->map_hash = chunk_map_hash(s, n, index);
+    if (cmd->offset >= meta__node_at(s, n)->size)
         return 0; /* at or past the end: nothing to read */
-    uint64_t left = node->size - start;
-    uint32_t limit = left < META_CHUNK_BYTES ? (uint32_t)left : META_CHUNK_BYTES;
-    struct meta__chunk one = {0};
+    struct meta__chunk one;
     struct meta_slice inline_slice;
-    const struct meta__chunk *c = &one;
-    if (meta__node_has(node, NODE_DATA_INLINE)) {
-        inline_slice = (struct meta_slice){.id = node->aux, .size = (uint32_t)node->size,
-                                           .len = (uint32_t)node->size};
-        one = (struct meta__chunk){.count = 1, .slices = &inline_slice};
-    } else if (meta__fmap_of(s, n) != NULL) {
-        const struct meta__fmap *f = meta__fmap_of(s, n);
-        bool found;
-        uint32_t at = chunk_pos(f, (uint32_t)index, &found);
-        if (found)
-            c = &f->chunks[at];
-    }
+    uint32_t limit;
+    const struct meta__chunk *c = chunk_at(s, n, index, &one, &inline_slice, &limit);
     return chunk_resolve(c, limit, r->slices, r->slice_cap, &r->slice_count);
 }
 

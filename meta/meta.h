@@ -25,6 +25,7 @@ enum {
     AR_EREDIRECT,   /* another shard owns the path; retry there */
     AR_ESTALEEPOCH, /* the request named an old shard epoch */
     AR_ECORRUPT,    /* stored bytes failed a check; FUSE sees EIO */
+    AR_ECHUNKFULL,  /* a write to a chunk of META_CHUNK_SLICES_MAX slices: compact it first */
     AR_ELAST
 };
 _Static_assert(AR_EBASE > 4095, "arbor codes sit above every errno");
@@ -265,6 +266,10 @@ struct meta_cmd {
     /* link: refused with -ESTALE unless the inode's ctime is this (the
      * moment the caller's name for it was last known true); 0: unchecked */
     int64_t if_ctime_ns;
+    /* write: refused with -ESTALE unless the chunk it lands in is still as
+     * a read_map's map_hash saw it (a compaction: the slice holds what the
+     * chunk read then, and must not cover what changed since); 0: unchecked */
+    uint64_t if_map_hash;
 };
 
 /* readdir's flags: each entry also carries its inode's attributes (what a
@@ -300,6 +305,8 @@ struct meta_reply {
     uint32_t slice_cap;             /* META_READ_SLICES_MAX always suffices */
     uint32_t slice_count;
     uint64_t chunk_offset;          /* the chunk's first byte in the file */
+    uint64_t map_hash;              /* read_map: the chunk's slices and the file's size
+                                     * in it, hashed (never 0; a write's if_map_hash) */
 };
 
 /* ---- the shard map (map.c) --------------------------------------------------------

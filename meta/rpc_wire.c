@@ -402,6 +402,7 @@ static int parts_fill(const struct meta_response *resp, unsigned what, Arbor__Me
         pb->n_pieces = r->slice_count;
         pb->pieces = p->piece_ptrs;
         pb->chunk_offset = r->chunk_offset;
+        pb->map_hash = r->map_hash;
     }
     if (what & FILL_STATFS) {
         pb->files = r->files;
@@ -595,6 +596,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     rp->slice_count = (uint32_t)pb->n_pieces;
     rp->slice_cap = META_READ_SLICES_MAX;
     rp->chunk_offset = pb->chunk_offset;
+    rp->map_hash = pb->map_hash;
     rp->files = pb->files;
     rp->bytes = pb->bytes;
     return 0;

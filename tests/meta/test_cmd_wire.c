@@ -39,6 +39,7 @@ static struct meta_cmd sample(enum meta_op op)
         .target_len = 4, .cookie = 123456789, .entry_cap = 64, .offset = 3ull << 40,
         .length = 5, .slice = {.id = 1ull << 60, .size = 4096, .off = 7, .len = 8},
         .if_ctime_ns = -7,
+        .if_map_hash = 0x1234567890abcdefull,
     };
     return c;
 }
@@ -74,6 +75,7 @@ static void test_every_op_round_trips(void **state)
         assert_int_equal(out.cmd.slice.off, 7);
         assert_int_equal(out.cmd.slice.len, 8);
         assert_int_equal(out.cmd.if_ctime_ns, -7);
+        assert_true(out.cmd.if_map_hash == 0x1234567890abcdefull);
     }
     struct meta_cmd c = sample(META_OP_MKDIR);
     assert_int_equal(meta_cmd_encode(&c, buf, 10, &len), -EMSGSIZE);

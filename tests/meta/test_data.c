@@ -289,7 +289,29 @@ static void test_fallocate_growing_an_inline_file_adds_zeros(void **state)
     expect_piece(&f->pieces[0], 0, 0, 10, 0);
 }
 
-static void test_chunk_slice_limit_is_eagain_until_compacted(void **state)
+static uint64_t map_hash(struct fixture *f, uint64_t ino, uint64_t offset)
+{
+    struct meta_cmd cmd = {.op = META_OP_READ_MAP, .ino = ino, .offset = offset};
+    struct meta_reply r = {.slices = f->pieces, .slice_cap = META_READ_SLICES_MAX};
+
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+    assert_true(r.map_hash != 0);
+    return r.map_hash;
+}
+
+/* A compaction's write: one slice of len bytes over the chunk at `at`,
+ * applied only if the chunk still hashes to if_hash. */
+static int put_if(struct fixture *f, uint64_t ino, uint64_t at, uint32_t len, uint64_t if_hash)
+{
+    struct meta_cmd cmd = {.op = META_OP_WRITE, .ino = ino, .offset = at, .now_ns = ++f->now,
+                           .slice = {.id = f->next_slice++, .size = len, .len = len},
+                           .if_map_hash = if_hash};
+    struct meta_reply r;
+
+    return meta_shard_apply(f->shard, &cmd, &r);
+}
+
+static void test_chunk_slice_limit_is_full_until_compacted(void **state)
 {
     struct fixture *f = *state;
     uint64_t file = make_file(f, "f", S_IFREG | 0644, 0);
@@ -299,18 +321,60 @@ static void test_chunk_slice_limit_is_eagain_until_compacted(void **state)
         assert_int_equal(put(f, file, (uint64_t)i * 2, 3, 0, 3, NULL), 0);
     }
     uint64_t before = meta_shard_hash(f->shard);
-    assert_int_equal(put(f, file, 5000, 3, 0, 3, NULL), -EAGAIN);
+    assert_int_equal(put(f, file, 5000, 3, 0, 3, NULL), -AR_ECHUNKFULL);
     assert_true(meta_shard_hash(f->shard) == before);
     /* the resolved chunk fits the reply the header promises */
     assert_int_equal(read_map(f, file, 0), META_CHUNK_SLICES_MAX);
     struct meta_cmd cmd = {.op = META_OP_READ_MAP, .ino = file};
     struct meta_reply small = {.slices = f->pieces, .slice_cap = 10};
     assert_int_equal(meta_shard_read(f->shard, &cmd, &small), -ERANGE);
-    /* compaction: one slice over the whole chunk drops every one below */
-    assert_int_equal(put(f, file, 0, 2 * META_CHUNK_SLICES_MAX + 1, 0,
-                         2 * META_CHUNK_SLICES_MAX + 1, NULL), 0);
+    /* a compaction of the chunk as read: one slice drops every one below */
+    uint64_t size = 2 * META_CHUNK_SLICES_MAX + 1;
+    uint64_t seen = map_hash(f, file, 0);
+    assert_true(map_hash(f, file, META_CHUNK_BYTES) != seen); /* another chunk's */
+    assert_int_equal(put_if(f, file, 0, (uint32_t)size, seen), 0);
     assert_int_equal(read_map(f, file, 0), 1);
     assert_int_equal(put(f, file, 5000, 3, 0, 3, NULL), 0);
+}
+
+/* A compaction read before a change to its chunk is refused (ESTALE) and
+ * changes nothing: a write there, a truncation, a hole; a change to
+ * another chunk leaves it good. */
+static void test_compaction_of_a_changed_chunk_is_stale(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t file = make_file(f, "f", S_IFREG | 0644, 0);
+    uint64_t chunk = META_CHUNK_BYTES;
+
+    assert_int_equal(put(f, file, 0, 100, 0, 100, NULL), 0);
+    assert_int_equal(put(f, file, 50, 100, 0, 100, NULL), 0);
+    assert_int_equal(put(f, file, chunk, 10, 0, 10, NULL), 0);
+    uint64_t seen = map_hash(f, file, 0);
+    assert_int_equal(map_hash(f, file, 10), seen); /* any byte of the chunk names it */
+
+    assert_int_equal(put(f, file, 20, 5, 0, 5, NULL), 0);
+    uint64_t before = meta_shard_hash(f->shard);
+    assert_int_equal(put_if(f, file, 0, 150, seen), -ESTALE);
+    assert_true(meta_shard_hash(f->shard) == before);
+
+    seen = map_hash(f, file, 0);
+    assert_int_equal(truncate_to(f, file, 120), 0);
+    assert_int_equal(put_if(f, file, 0, 150, seen), -ESTALE);
+    seen = map_hash(f, file, 0);
+    assert_int_equal(falloc(f, file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 10), 0);
+    assert_int_equal(put_if(f, file, 0, 120, seen), -ESTALE);
+
+    seen = map_hash(f, file, 0);
+    assert_int_equal(put(f, file, 2 * chunk, 10, 0, 10, NULL), 0); /* the size moves in it */
+    assert_true(map_hash(f, file, 0) != seen);
+    seen = map_hash(f, file, 0);
+    assert_int_equal(put(f, file, chunk + 5, 10, 0, 10, NULL), 0); /* another chunk */
+    assert_int_equal(map_hash(f, file, 0), seen);
+    uint64_t compacted = f->next_slice;
+    assert_int_equal(put_if(f, file, 0, 120, seen), 0);
+    assert_int_equal(read_map(f, file, 0), 2); /* the slice, then a hole to the chunk's end */
+    expect_piece(&f->pieces[0], compacted, 0, 120, 0);
+    expect_piece(&f->pieces[1], 0, 120, (uint32_t)chunk - 120, 0);
 }
 
 static void test_write_by_user_drops_setuid_root_keeps_it(void **state)
@@ -672,7 +736,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fallocate_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallocate_growing_an_inline_file_adds_zeros, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_chunk_slice_limit_is_eagain_until_compacted, setup,
+        cmocka_unit_test_setup_teardown(test_chunk_slice_limit_is_full_until_compacted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_of_a_changed_chunk_is_stale, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_by_user_drops_setuid_root_keeps_it, setup,
                                         teardown),

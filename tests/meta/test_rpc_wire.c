@@ -177,6 +177,10 @@ static void test_responses_carry_what_each_reply_fills(void **state)
     assert_int_equal(f->out->r.reply.slice_count, 2); /* a hole, then the slice */
     assert_int_equal(f->out->r.reply.slices[1].id, 42);
     assert_int_equal(f->out->r.reply.slices[1].pos, 10);
+    struct meta_reply direct = {.slices = f->slices, .slice_cap = META_READ_SLICES_MAX};
+    assert_int_equal(meta_shard_read(f->shard, &rm, &direct), 0);
+    assert_true(direct.map_hash != 0);
+    assert_true(f->out->r.reply.map_hash == direct.map_hash);
     struct meta_cmd sf = {.op = META_OP_STATFS};
     round_trip(f, &sf, 0);
     assert_int_equal(f->out->r.reply.files, 302); /* 300 files, a link, the root */
