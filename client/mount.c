@@ -2347,7 +2347,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* Every open of the inode on this mount commits, not only this one: an
  * fsync covers all the file's data (a commit is durable: the shard
- * answers after its quorum syncs). */
+ * answers after its quorum syncs). Its own first, without files_mu:
+ * commit_ino() holds that lock through the commits it makes, and
+ * fsyncs of other files need it only for a glance. */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -2355,7 +2357,12 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
     (void)ino;
     (void)datasync;
-    fuse_reply_err(req, err_of(commit_ino(m, req, f->ino)));
+    pthread_mutex_lock(&f->mu);
+    int rc = commit(m, req, f);
+    pthread_mutex_unlock(&f->mu);
+    if (rc == 0)
+        rc = commit_ino(m, req, f->ino);
+    fuse_reply_err(req, err_of(rc));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
