@@ -640,9 +640,14 @@ static int rebuild_once(struct obj_store *st, const struct meta_rebuild_options 
     pt->index = r.next - 1;
     pt->hlc_ns = r.last_hlc;
     pt->entries = r.applied;
-    /* complete only if an entry past the moment was seen, or the head says
-     * nothing after the last archived entry was committed by the moment */
-    pt->newest_ns = c.has_head && c.head.last <= pt->index ? c.head.as_of_ns : r.last_hlc;
+    /* complete only if an entry past the moment was seen, or up to the last
+     * entry replayed (a later one has a later time), or to when the head
+     * said nothing after it was committed, if the replay reached its last:
+     * a head is written only while the log is quiet, so under steady writes
+     * it is old and the last entry is newer */
+    pt->newest_ns = r.last_hlc;
+    if (c.has_head && c.head.last <= pt->index && c.head.as_of_ns > pt->newest_ns)
+        pt->newest_ns = c.head.as_of_ns;
     if (rc == 0 && hole != 0)
         rc = ar_errorf(errmsg, -ERANGE, "no archived state covers the moment: entries %" PRIu64
                   "..%" PRIu64 " are missing (lost by the leaders' archive tails and Raft logs)",

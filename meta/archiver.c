@@ -679,7 +679,11 @@ static void job_after(uv_work_t *w, int status)
     case JOB_CKPT:
         if (a->job_manifest.index > a->store_ckpt_last)
             a->store_ckpt_last = a->job_manifest.index;
-        checkpoint_covers(a, a->job_manifest.index);
+        /* it stands for entries the tail lost only once the Raft log was
+         * found to lack them (gap_turn fills from it first): a checkpoint
+         * is one state, not the moments before it */
+        if (a->fill_missed == a->archived_next)
+            checkpoint_covers(a, a->job_manifest.index);
         ar_log(AR_LOG_INFO, "shard %u: archived a checkpoint at %" PRIu64 " (%" PRIu64 " bytes)",
                a->o.shard, a->job_manifest.index, a->job_manifest.bytes);
         break;
