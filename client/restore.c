@@ -87,6 +87,8 @@ struct restore {
     struct ar_restore_report *rep;
     struct ar_client *client;
     struct meta_shard *scratch;
+    struct obj_store *store;   /* the volume's, open from the rebuild to the end */
+    char pin[META_PIN_KEY_MAX]; /* the moment's pin in it ("": none) */
     /* the plan */
     struct job *jobs;
     size_t job_count;
@@ -1222,10 +1224,19 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
     int rc = obj_store_open(url, NULL, &st, errmsg);
     if (rc != 0)
         return rc;
+    r->store = st;
+    /* before the rebuild: the window's expiry and block gc keep the moment's
+     * state and blocks until the restore ends (a moment near the window's
+     * start may leave it meanwhile) */
+    char pin_err[AR_ERRMSG_MAX] = "";
+    if (meta_archive_pin(st, shard, r->o->at_ns, r->pin, pin_err) != 0) {
+        r->pin[0] = '\0';
+        say(r, "warning: cannot pin the moment in the store (%s): a gc pass while this restore "
+            "runs may remove blocks of a moment near the window's start", pin_err);
+    }
     snprintf(dir, sizeof(dir), "%s/arbor-restore-XXXXXX",
              r->o->scratch_dir != NULL ? r->o->scratch_dir : tmp != NULL ? tmp : "/tmp");
     if (mkdtemp(dir) == NULL) {
-        obj_store_close(st);
         return ar_errorf(errmsg, -errno, "cannot make a scratch directory %s: %s", dir,
                     strerror(errno));
     }
@@ -1260,12 +1271,18 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
         snprintf(errmsg, AR_ERRMSG_MAX, "rebuilding the state from the archive in %.200s "
                  "failed: %.700s", url, why);
     }
-    obj_store_close(st);
     return rc;
 }
 
 static void restore_free(struct restore *r)
 {
+    char why[AR_ERRMSG_MAX] = "";
+
+    if (r->pin[0] != '\0' && meta_archive_unpin(r->store, r->pin, why) != 0)
+        ar_log(AR_LOG_WARN, "cannot remove the restore's pin %s from the store (it lapses "
+               "in %u h): %s", r->pin, META_PIN_TTL_S / 3600u, why);
+    if (r->store != NULL)
+        obj_store_close(r->store);
     if (r->scratch != NULL)
         meta_shard_free(r->scratch);
     ar_free(r->jobs);

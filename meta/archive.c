@@ -684,6 +684,69 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
 
 /* ---- expiry ------------------------------------------------------------------------------- */
 
+/* ---- pins ------------------------------------------------------------------------------ */
+
+static uint64_t wall_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int meta_archive_pin(struct obj_store *st, uint32_t shard, uint64_t at_ns, char *key,
+                     char *errmsg)
+{
+    static uint32_t made_count;
+    uint32_t nonce = (uint32_t)getpid() << 12 ^ __atomic_add_fetch(&made_count, 1,
+                                                                    __ATOMIC_RELAXED);
+
+    snprintf(key, META_PIN_KEY_MAX, "pitr/s%u/pin/%016" PRIx64 "-%016" PRIx64 "-%08" PRIx32,
+             shard, at_ns, wall_now_ns(), nonce);
+    return obj_put(st, key, "", 0, errmsg);
+}
+
+int meta_archive_unpin(struct obj_store *st, const char *key, char *errmsg)
+{
+    return obj_delete(st, key, errmsg);
+}
+
+int archive_pins_oldest(struct obj_store *st, uint32_t shard, uint64_t now_ns, uint64_t *oldest,
+                        char *errmsg)
+{
+    struct obj_list_page page = {.entry_cap = OBJ_LIST_PAGE_MAX};
+    char start[OBJ_KEY_BYTES_MAX + 1] = "";
+    char prefix[ARCHIVE_KEY_MAX];
+    uint64_t ttl_ns = (uint64_t)META_PIN_TTL_S * 1000000000ull;
+    int rc = 0;
+
+    *oldest = UINT64_MAX;
+    page.entries = ar_calloc(OBJ_LIST_PAGE_MAX, sizeof(*page.entries));
+    if (page.entries == NULL)
+        return -ENOMEM;
+    archive_prefix(prefix, shard, "pin");
+    /* bounded: a listing pages by key, and removing what it returned does not disturb it */
+    do {
+        rc = obj_list(st, prefix, start, &page, errmsg);
+        for (unsigned i = 0; rc == 0 && i < page.entry_count; i++) {
+            const char *p = after_prefix(page.entries[i].key, "pin");
+            uint64_t at;
+            uint64_t made;
+            if (p == NULL || strlen(p) < 33 || p[16] != '-' || !parse_hex16(p, &at) ||
+                !parse_hex16(p + 17, &made))
+                continue; /* not a pin */
+            if (made + ttl_ns < now_ns)
+                rc = obj_delete(st, page.entries[i].key, errmsg); /* its restore died */
+            else if (at < *oldest)
+                *oldest = at;
+        }
+        snprintf(start, sizeof(start), "%s", page.last_key);
+    } while (rc == 0 && page.is_truncated);
+    ar_free(page.entries);
+    return rc;
+}
+
+
 /* The 16 hex digits of a checkpoint key's index ("pitr/s1/ckpt/<index>/..."). */
 static bool parse_ckpt_index(const char *key, uint64_t *index)
 {
@@ -700,7 +763,14 @@ int archive_expire(struct obj_store *st, uint32_t shard, uint64_t cutoff_ns, uin
     char prefix[ARCHIVE_KEY_MAX];
 
     *removed = 0;
-    int rc = catalog_read(st, shard, &c, errmsg);
+    /* a restore running keeps what its moment needs, if older */
+    uint64_t pinned;
+    int rc = archive_pins_oldest(st, shard, wall_now_ns(), &pinned, errmsg);
+    if (rc != 0)
+        return rc;
+    if (pinned < cutoff_ns)
+        cutoff_ns = pinned;
+    rc = catalog_read(st, shard, &c, errmsg);
     /* the base of the window's first moment: the newest checkpoint at or before it */
     for (uint32_t i = c.ckpt_count; rc == 0 && keep == 0 && i-- > 0;) {
         struct archive_manifest m;

@@ -7,6 +7,8 @@
  *   pitr/s<shard>/ckpt/<index>/p<part>   an exported checkpoint at index, in parts
  *   pitr/s<shard>/ckpt/<index>/manifest  written last: no manifest, not finished
  *   pitr/s<shard>/head                   every entry committed by as_of_ns is archived
+ *   pitr/s<shard>/pin/<at>-<made>-<nonce>  a restore of moment at runs (made: its wall
+ *                                        time, ns); empty
  * Numbers in keys are 16 lower-case hex digits (parts: 6 decimal), so a
  * listing comes in index order. Integers in objects are little-endian; the
  * store frames and checksums every object, these formats only check that
@@ -92,6 +94,10 @@ bool archive_parse_manifest(const char *key, uint64_t *index);
 struct obj_store;
 int archive_expire(struct obj_store *st, uint32_t shard, uint64_t cutoff_ns, uint32_t *removed,
                    char *errmsg);
+/* The oldest moment a fresh pin of shard holds at now_ns (UINT64_MAX:
+ * none); pins past META_PIN_TTL_S (a restore that died) are removed. */
+int archive_pins_oldest(struct obj_store *st, uint32_t shard, uint64_t now_ns, uint64_t *oldest,
+                        char *errmsg);
 
 /* ---- the archiver (archiver.c): a server's side, one per group -------------------
  * Every replica keeps the entries it applies in batches (the last minute,

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "archive.h"
 #include "meta.h"
 #include "objstore.h"
 
@@ -126,6 +127,17 @@ int meta_gc_run(struct obj_store *st, const struct meta_gc_options *o, struct me
     int rc = meta_archive_rebuild(st, &ro, &end, &rep->point, errmsg);
     if (rc == 0 && n.is_oom)
         rc = ar_errorf(errmsg, -ENOMEM, "out of memory listing the named slices");
+    /* a restore of a moment older than the oldest state (the window's
+     * expiry went past it before the restore's pin was seen) may still name
+     * blocks that no state here names: gc waits for it */
+    uint64_t pinned = UINT64_MAX;
+    if (rc == 0)
+        rc = archive_pins_oldest(st, o->shard, o->now_ns, &pinned, errmsg);
+    if (rc == 0 && pinned < rep->point.oldest_ns) {
+        char t[40];
+        rc = ar_errorf(errmsg, -EAGAIN, "a restore of %s runs, older than the archive's "
+                       "oldest state: gc waits for it", ar_format_time(pinned, t, sizeof(t)));
+    }
     if (rc == 0 && rep->point.newest_ns + ARCHIVE_LAG_MAX_NS < o->now_ns)
         rc = ar_errorf(errmsg, -EAGAIN, "the archive lags %" PRIu64 " s behind now (is a leader "
                   "archiving?): gc stops", (uint64_t)((o->now_ns - rep->point.newest_ns) / 1000000000u));

@@ -738,6 +738,17 @@ struct meta_restore_point {
 int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options *o,
                          struct meta_shard **out, struct meta_restore_point *pt, char *errmsg);
 
+/* A restore's pin of the moment at_ns of shard: while it is fresh
+ * (META_PIN_TTL_S from its making), the window's expiry keeps what a
+ * rebuild at that moment needs, and block gc does not pass it, so a long
+ * restore of a moment near the window's start keeps its blocks. The key
+ * goes into key (META_PIN_KEY_MAX); meta_archive_unpin() removes it. */
+#define META_PIN_TTL_S   (24u * 3600u)
+#define META_PIN_KEY_MAX 96u
+int meta_archive_pin(struct obj_store *st, uint32_t shard, uint64_t at_ns, char *key,
+                     char *errmsg);
+int meta_archive_unpin(struct obj_store *st, const char *key, char *errmsg);
+
 /* ---- block garbage collection (gc.c) -------------------------------------------------
  * A block is deleted only when no live file names its slice and no state
  * inside the recovery window did (design §7), so any restore inside the

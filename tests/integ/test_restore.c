@@ -758,6 +758,7 @@ static void test_restore_between_entries_a_checkpoint_covers(void **state)
     checkpoint_settles_past(f, old);
     assert_true(newest_log_end(f) < newest_checkpoint(f)); /* the batch is still open */
     restore_and_compare(f, m, t1, "at-t1", s1);
+    assert_int_equal(count_objects(f, "pitr/s1/pin"), 0); /* the restore's pin went with it */
 
     /* a new leader finds a checkpoint past the log objects: the entries
      * between them, in its own tail, still go out as log objects. First

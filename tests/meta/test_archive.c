@@ -438,6 +438,54 @@ static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
     assert_int_equal(rc, -AR_ECORRUPT);
 }
 
+/* A restore's pin keeps its moment's base through the window's expiry
+ * while it stands; a stale one (its restore died) is removed and keeps
+ * nothing; gc waits for a pinned moment older than the oldest state. */
+static void test_archive_pin_keeps_a_restores_moment(void **state)
+{
+    struct world *w = *state;
+    struct meta_restore_point pt;
+    uint32_t removed = 0;
+    char err[AR_ERRMSG_MAX] = "";
+    char pin[META_PIN_KEY_MAX];
+    char stale[ARCHIVE_KEY_MAX];
+    size_t size;
+    int rc;
+
+    put_batch(w, 1, 100);
+    put_batch(w, 101, 200);
+    put_batch(w, 201, 300);
+    put_checkpoint(w, 150);
+    put_checkpoint(w, 250);
+    assert_int_equal(meta_archive_pin(w->st, META_ROOT_SHARD, time_of(170), pin, err), 0);
+    snprintf(stale, sizeof(stale), "pitr/s%u/pin/%016llx-%016llx-00000001", META_ROOT_SHARD,
+             (unsigned long long)time_of(10), 1ull);
+    assert_int_equal(obj_put(w->st, stale, "", 0, NULL), 0);
+    /* the window starts at 260, the pin holds 170: its base (150) stays */
+    assert_int_equal(archive_expire(w->st, META_ROOT_SHARD, time_of(260), &removed, err), 0);
+    assert_int_equal(removed, 1); /* the batch 1..100 only */
+    assert_int_not_equal(obj_head(w->st, stale, &size, NULL), 0);
+    assert_int_equal(rebuild_hash(w, time_of(170), &rc, &pt), w->hash_after[170]);
+    assert_int_equal(pt.base_index, 150);
+    /* gc, meanwhile, is not held: the pin is not older than the oldest state */
+    struct meta_gc_report gr;
+    struct meta_gc_options o = {.shard = META_ROOT_SHARD, .now_ns = time_of(300),
+                                .is_dry_run = true, .scratch_dir = w->dir};
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), 0);
+    /* unpinned, the expiry goes on to the window */
+    assert_int_equal(meta_archive_unpin(w->st, pin, err), 0);
+    assert_int_equal(archive_expire(w->st, META_ROOT_SHARD, time_of(260), &removed, err), 0);
+    assert_int_equal(removed, 2 + 1); /* checkpoint 150, the batch 101..200 */
+    rebuild_hash(w, time_of(170), &rc, &pt);
+    assert_int_equal(rc, -ERANGE);
+    /* a pin seen only after the expiry passed its moment: gc waits */
+    assert_int_equal(meta_archive_pin(w->st, META_ROOT_SHARD, time_of(170), pin, err), 0);
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), -EAGAIN);
+    assert_non_null(strstr(err, "a restore of"));
+    assert_int_equal(meta_archive_unpin(w->st, pin, err), 0);
+    assert_int_equal(meta_gc_run(w->st, &o, &gr, err), 0);
+}
+
 /* Replace entry i's command with cmd (applied to s too, for its reply). */
 static void set_entry(struct world *w, struct meta_shard *s, uint64_t i, struct meta_cmd *cmd,
                       struct meta_reply *rep)
@@ -899,6 +947,8 @@ int main(void)
         cmocka_unit_test(test_archive_small_objects_and_keys),
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archive_is_as_new_as_its_last_entry, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_archive_pin_keeps_a_restores_moment, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
                                         teardown),
