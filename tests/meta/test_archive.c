@@ -401,6 +401,16 @@ static void test_archive_is_as_new_as_its_last_entry(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* Entries 1..300 in three batches, checkpoints at 150 and 250. */
+static void put_three_batches_two_checkpoints(struct world *w)
+{
+    put_batch(w, 1, 100);
+    put_batch(w, 101, 200);
+    put_batch(w, 201, 300);
+    put_checkpoint(w, 150);
+    put_checkpoint(w, 250);
+}
+
 static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
 {
     struct world *w = *state;
@@ -409,11 +419,7 @@ static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
     char err[AR_ERRMSG_MAX];
     int rc;
 
-    put_batch(w, 1, 100);
-    put_batch(w, 101, 200);
-    put_batch(w, 201, 300);
-    put_checkpoint(w, 150);
-    put_checkpoint(w, 250);
+    put_three_batches_two_checkpoints(w);
     assert_int_equal(rebuild_hash(w, time_of(170), &rc, &pt), w->hash_after[170]);
     assert_int_equal(pt.base_index, 150);
     assert_int_equal(pt.entries, 20);
@@ -452,11 +458,7 @@ static void test_archive_pin_keeps_a_restores_moment(void **state)
     size_t size;
     int rc;
 
-    put_batch(w, 1, 100);
-    put_batch(w, 101, 200);
-    put_batch(w, 201, 300);
-    put_checkpoint(w, 150);
-    put_checkpoint(w, 250);
+    put_three_batches_two_checkpoints(w);
     assert_int_equal(meta_archive_pin(w->st, META_ROOT_SHARD, time_of(170), pin, err), 0);
     snprintf(stale, sizeof(stale), "pitr/s%u/pin/%016llx-%016llx-00000001", META_ROOT_SHARD,
              (unsigned long long)time_of(10), 1ull);
