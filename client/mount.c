@@ -144,7 +144,7 @@ struct open_file {
     pthread_mutex_t mu;
     uint8_t *buf;                   /* contiguous bytes not yet in a slice */
     uint64_t buf_off;               /* the file offset of buf[0] */
-    uint32_t buf_len;               /* changed by buf_added() and buf_emptied() only */
+    uint32_t buf_len;               /* changed by buf_added() and buf_taken() only */
     uint32_t buf_touched;           /* buf's bytes ever written since its pages were dropped */
     uint64_t read_end;              /* atomic: the furthest a run of reads reached; a read
                                      * that begins up to a block past it or two blocks
