@@ -899,8 +899,9 @@ static int compact_chunk(struct mnt *m, fuse_req_t req, uint64_t ino, uint64_t a
                pieces);
     else
         ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": cannot compact the chunk at %" PRIu64
-               " MiB: %s", ino, at / META_CHUNK_BYTES * 64, ar_strerror(rc));
-    return rc;
+               " MiB: %s", ino, at / META_CHUNK_BYTES * 64,
+               rc == -ESTALE ? "other writers changed it at every try" : ar_strerror(rc));
+    return rc == -ESTALE ? -EIO : rc; /* not the file handle's fault */
 }
 
 /* Put the buffer's bytes into the store as a new slice, then name it in

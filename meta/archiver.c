@@ -430,7 +430,8 @@ static int fill(struct archiver *a)
         return -ENOMEM;
     snprintf(dir, sizeof(dir), "%s/log", a->work_dir);
     int rc = raft_seglog_read(dir, a->job_fill_next, a->job_fill_to, fill_entry, &f, a->err);
-    a->is_fill_log_bad = rc < 0 && f.put_rc == 0;
+    /* a log that cannot be read there is given up on; memory is not the log's */
+    a->is_fill_log_bad = rc < 0 && rc != -ENOMEM && f.put_rc == 0;
     if (rc >= 0)
         rc = fill_put(&f);
     ar_free(f.buf);
