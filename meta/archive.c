@@ -682,8 +682,6 @@ int meta_archive_rebuild(struct obj_store *st, const struct meta_rebuild_options
     return rc;
 }
 
-/* ---- expiry ------------------------------------------------------------------------------- */
-
 /* ---- pins ------------------------------------------------------------------------------ */
 
 static uint64_t wall_now_ns(void)
@@ -746,6 +744,7 @@ int archive_pins_oldest(struct obj_store *st, uint32_t shard, uint64_t now_ns, u
     return rc;
 }
 
+/* ---- expiry ------------------------------------------------------------------------------- */
 
 /* The 16 hex digits of a checkpoint key's index ("pitr/s1/ckpt/<index>/..."). */
 static bool parse_ckpt_index(const char *key, uint64_t *index)
