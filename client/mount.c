@@ -2178,10 +2178,8 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         rc = -ENOMEM;
     /* bounded: each turn takes what fits in the buffer and the chunk */
     while (rc == 0 && done < size) {
-        /* not contiguous, or past a chunk's end (a commit there failed):
-         * the buffered bytes go first, as a slice of one chunk */
-        if (f->buf_len > 0 && (f->buf_off + f->buf_len != at || at % META_CHUNK_BYTES == 0))
-            rc = commit(m, req, f);
+        if (f->buf_len > 0 && f->buf_off + f->buf_len != at)
+            rc = commit(m, req, f); /* not contiguous: the buffered bytes go first */
         if (rc != 0)
             break;
         if (f->buf_len == 0)
@@ -2198,8 +2196,11 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         bool is_over = __atomic_load_n(&m->buffered, __ATOMIC_RELAXED) > m->budget;
         if (is_full || is_over)
             rc = commit(m, req, f);
+        /* not written: the caller hears so. And so a buffer never ends on a
+         * chunk's edge uncommitted, where the next write would carry it
+         * across (a slice of two chunks: every commit of it EINVAL) */
         if (rc != 0) {
-            buf_taken(m, f, (uint32_t)n); /* not written: the caller hears so */
+            buf_taken(m, f, (uint32_t)n);
             break;
         }
         done += n;
