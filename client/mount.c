@@ -138,6 +138,7 @@ struct io_inode {
 struct open_file {
     struct open_file *next;         /* the mount's open files, under files_mu */
     struct open_file *prev;
+    uint32_t pins;                  /* under files_mu: walks calling out on f (files_visit) */
     struct open_file *dead_next;    /* an open that failed on the client's thread (dead_mu) */
     uint64_t ino;
     uint64_t node;                  /* the kernel's node it was opened through (its pages) */
@@ -259,7 +260,9 @@ struct mnt {
     uint32_t query_spare_count;
     pthread_mutex_t dead_mu;
     struct open_file *dead_files;   /* under dead_mu: freed by a FUSE thread (files_reap) */
-    pthread_mutex_t files_mu;       /* taken before an open file's mu, never after */
+    pthread_mutex_t files_mu;       /* taken before an open file's mu, never after, and
+                                     * never held across a call to the store or shard */
+    pthread_cond_t files_cond;      /* with files_mu: an open file's last pin went */
     struct open_file *files;
     /* Read-only opens take no hold (no commit): a removal on this mount
      * holds their inode first. Both counters atomic; an open counts itself
@@ -948,6 +951,60 @@ static void buf_drop_pages(struct open_file *f)
     f->buf_touched = 0;
 }
 
+typedef int file_visitor(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg);
+
+/* Call visit on each open file of ino, up to the first error, without
+ * files_mu held through the calls (they wait on the store and the shard:
+ * an outage must not stall every open and close of the mount). The file
+ * visited is pinned; file_free() waits for its pins, so it stays listed
+ * and its next is good when the walk goes on. Opens made meanwhile go to
+ * the list's head, behind the walk: they began after it. */
+static int files_visit(struct mnt *m, fuse_req_t req, uint64_t ino, file_visitor *visit,
+                       void *arg)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&m->files_mu);
+    struct open_file *f = m->files;
+    /* bounded by the files listed when the walk began */
+    while (f != NULL && rc == 0) {
+        if (f->ino != ino) {
+            f = f->next;
+            continue;
+        }
+        f->pins++;
+        pthread_mutex_unlock(&m->files_mu);
+        rc = visit(m, req, f, arg);
+        pthread_mutex_lock(&m->files_mu);
+        struct open_file *next = f->next;
+        if (--f->pins == 0)
+            pthread_cond_broadcast(&m->files_cond);
+        f = next;
+    }
+    pthread_mutex_unlock(&m->files_mu);
+    return rc;
+}
+
+struct overlap {
+    const struct open_file *writer;
+    uint64_t at;
+    size_t size;
+};
+
+static int commit_if_overlapping(struct mnt *m, fuse_req_t req, struct open_file *g, void *arg)
+{
+    const struct overlap *o = arg;
+    int rc = 0;
+
+    if (g == o->writer)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    if (g->buf_len > 0 && g->buf_off < o->at + o->size && o->at < g->buf_off + g->buf_len)
+        rc = commit(m, req, g);
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
 /* Commit what other opens of f's inode buffer in [at, at + size), before
  * f buffers a write there: the later write must land later (the shard's
  * newest slice wins). Disjoint writers through several opens (parallel
@@ -955,19 +1012,9 @@ static void buf_drop_pages(struct open_file *f)
 static int commit_overlapping(struct mnt *m, fuse_req_t req, const struct open_file *f,
                               uint64_t at, size_t size)
 {
-    int rc = 0;
+    struct overlap o = {.writer = f, .at = at, .size = size};
 
-    pthread_mutex_lock(&m->files_mu);
-    for (struct open_file *g = m->files; g != NULL && rc == 0; g = g->next) {
-        if (g == f || g->ino != f->ino)
-            continue;
-        pthread_mutex_lock(&g->mu);
-        if (g->buf_len > 0 && g->buf_off < at + size && at < g->buf_off + g->buf_len)
-            rc = commit(m, req, g);
-        pthread_mutex_unlock(&g->mu);
-    }
-    pthread_mutex_unlock(&m->files_mu);
-    return rc;
+    return files_visit(m, req, f->ino, commit_if_overlapping, &o);
 }
 
 /* Copy [in, in + n) of a block read in pieces (block_len bytes) into dst:
@@ -1038,24 +1085,22 @@ static int slice_read(struct mnt *m, uint64_t slice, uint32_t size, uint32_t off
 /* Commit what this mount's open files of ino hold, so that a stat, a
  * truncation or a read through any descriptor sees every write that
  * returned (as on a local file system). */
+static int commit_locked(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&f->mu);
+    int rc = commit(m, req, f);
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
 static int commit_ino(struct mnt *m, fuse_req_t req, uint64_t ino)
 {
-    int rc = 0;
-
     /* nothing buffered anywhere (a reader's every call): no scan, no lock;
      * a write that returned counted its bytes before its reply */
     if (__atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0)
         return 0;
-    pthread_mutex_lock(&m->files_mu);
-    for (struct open_file *f = m->files; f != NULL && rc == 0; f = f->next) {
-        if (f->ino != ino)
-            continue;
-        pthread_mutex_lock(&f->mu);
-        rc = commit(m, req, f);
-        pthread_mutex_unlock(&f->mu);
-    }
-    pthread_mutex_unlock(&m->files_mu);
-    return rc;
+    return files_visit(m, req, ino, commit_locked, NULL);
 }
 
 /* ---- the operations ----------------------------------------------------------------------------- */
@@ -1509,6 +1554,14 @@ static int file_hold(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
+static int reader_hold(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg)
+{
+    (void)arg;
+    if (f->is_read_only)
+        (void)file_hold(m, req, f); /* failed: the inode is gone already */
+    return 0;
+}
+
 static void reply_rc(fuse_req_t req, struct meta_cmd *c)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -1530,13 +1583,7 @@ static void removal_begin(struct mnt *m, uint64_t dir, const char *name)
     struct meta_response_buf *out;
     if (run(m, NULL, &c, 0, &out) != 0)
         return; /* the removal will say why */
-    uint64_t ino = out->r.reply.attr.ino;
-    pthread_mutex_lock(&m->files_mu);
-    for (struct open_file *f = m->files; f != NULL; f = f->next) {
-        if (f->ino == ino && f->is_read_only)
-            file_hold(m, NULL, f); /* failed: the inode is gone already */
-    }
-    pthread_mutex_unlock(&m->files_mu);
+    (void)files_visit(m, NULL, out->r.reply.attr.ino, reader_hold, NULL);
 }
 
 static void removal_end(struct mnt *m)
@@ -1696,11 +1743,14 @@ static struct open_file *file_new(struct mnt *m, uint64_t ino, uint64_t node, bo
     return f;
 }
 
-/* Whether the session held f's inode for it. Out of the list, f can no
- * longer gain a hold (removal_begin takes them under files_mu). */
+/* Whether the session held f's inode for it. Out of the list and with
+ * no pins, f can no longer gain a hold (removal_begin takes them pinned). */
 static bool file_free(struct mnt *m, struct open_file *f)
 {
     pthread_mutex_lock(&m->files_mu);
+    /* bounded: a pin lasts one commit or hold, and the client's calls time out */
+    while (f->pins > 0)
+        pthread_cond_wait(&m->files_cond, &m->files_mu);
     if (f->prev != NULL)
         f->prev->next = f->next;
     else
@@ -2349,9 +2399,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* Every open of the inode on this mount commits, not only this one: an
  * fsync covers all the file's data (a commit is durable: the shard
- * answers after its quorum syncs). Its own first, without files_mu:
- * commit_ino() holds that lock through the commits it makes, and
- * fsyncs of other files need it only for a glance. */
+ * answers after its quorum syncs). */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -2359,12 +2407,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
     (void)ino;
     (void)datasync;
-    pthread_mutex_lock(&f->mu);
-    int rc = commit(m, req, f);
-    pthread_mutex_unlock(&f->mu);
-    if (rc == 0)
-        rc = commit_ino(m, req, f->ino);
-    fuse_reply_err(req, err_of(rc));
+    fuse_reply_err(req, err_of(commit_ino(m, req, f->ino)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
@@ -2963,8 +3006,7 @@ static void grants_free(struct mnt *m)
 static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len)
 {
     struct mnt *m = arg;
-    bool is_calm = __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0 &&
-                   __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) == 0;
+    bool is_calm = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) == 0;
     uint32_t flags = 0;
 
     switch (opcode) {
@@ -2981,9 +3023,8 @@ static bool is_quick(void *arg, uint32_t opcode, const uint8_t *body, size_t len
         return __atomic_load_n(&m->buffered, __ATOMIC_ACQUIRE) == 0;
     case FUSE_WIRE_OPEN:
         /* A reader's open or release, unless a removal here makes it take
-         * (or a release let go of) a hold, or unsent bytes may keep
-         * files_mu held through a commit. (A copy on disk for passthrough
-         * is opened by an opener.) A request that races past these checks
+         * (or a release let go of) a hold. (A copy on disk for passthrough
+         * is opened by an opener.) A request that races past this check
          * only waits here, as it would have on a pool thread (and a
          * reader's open then opens its copy here). */
         if (len >= 4)
@@ -3101,6 +3142,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }
+    pthread_cond_init(&m->files_cond, NULL);
     ahead_start(m);
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)

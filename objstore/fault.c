@@ -9,6 +9,7 @@
  *   torn_puts=1      a failing put leaves the first half of the object stored, as a
  *                    store without atomic puts would: readers must call it corrupt
  *   get_delay_ms=N   every get waits N ms first: a slow store (at most 60000)
+ *   put_delay_ms=N   every put waits N ms first (at most 60000)
  *
  * Thread: any; the call counter is atomic. */
 #include <stdatomic.h>
@@ -28,6 +29,7 @@ struct fault_backend {
     uint32_t flip_reads;
     uint32_t torn_puts;
     uint32_t get_delay_ms;
+    uint32_t put_delay_ms;
     atomic_uint calls;
     atomic_uint reads;
 };
@@ -49,11 +51,22 @@ static int fault_hit(struct fault_backend *fb, uint32_t op, char *errmsg)
     return obj__fail(errmsg, -(int)fb->err, "injected fault (call %u)", n);
 }
 
+static void delay_ms(uint32_t ms)
+{
+    struct timespec wait = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    /* bounded: a signal only ends the wait early */
+    nanosleep(&wait, NULL);
+}
+
 static int fault_put(struct obj__backend *b, const char *key, const struct iovec *iov, int iovcnt,
                      char *errmsg)
 {
     struct fault_backend *fb = fault_of(b);
     int rc = fault_hit(fb, FAULT_PUT, errmsg);
+
+    if (fb->put_delay_ms > 0)
+        delay_ms(fb->put_delay_ms);
 
     if (rc == 0)
         return fb->inner->ops->put(fb->inner, key, iov, iovcnt, errmsg);
@@ -81,12 +94,8 @@ static int fault_get(struct obj__backend *b, const char *key, uint64_t off, uint
 
     if (rc != 0)
         return rc;
-    if (fb->get_delay_ms > 0) {
-        struct timespec wait = {.tv_sec = fb->get_delay_ms / 1000,
-                                .tv_nsec = (long)(fb->get_delay_ms % 1000) * 1000000L};
-        /* bounded: a signal only ends the wait early */
-        nanosleep(&wait, NULL);
-    }
+    if (fb->get_delay_ms > 0)
+        delay_ms(fb->get_delay_ms);
     rc = fb->inner->ops->get(fb->inner, key, off, len, iov, iovcnt, got, errmsg);
     if (rc == 0 && fb->flip_reads && *got > 0 && atomic_fetch_add(&fb->reads, 1) % 2 == 1) {
         /* flip a bit in the last byte read */
@@ -147,7 +156,8 @@ static const struct obj__backend_ops fault_ops = {
 int obj__fault_open(const struct obj__url *u, struct obj__backend **out, char *errmsg)
 {
     static const char *const known[] = {"inner",      "fail_every", "errno",       "fail_ops",
-                                        "flip_reads", "torn_puts",  "get_delay_ms"};
+                                        "flip_reads", "torn_puts",  "get_delay_ms",
+                                        "put_delay_ms"};
     const char *inner = obj__url_param(u, "inner");
     struct fault_backend *fb;
     int rc = obj__url_check_params(u, known, sizeof(known) / sizeof(known[0]), errmsg);
@@ -172,6 +182,8 @@ int obj__fault_open(const struct obj__url *u, struct obj__backend **out, char *e
         rc = obj__url_param_u32(u, "torn_puts", 0, 1, &fb->torn_puts, errmsg);
     if (rc == 0)
         rc = obj__url_param_u32(u, "get_delay_ms", 0, 60000, &fb->get_delay_ms, errmsg);
+    if (rc == 0)
+        rc = obj__url_param_u32(u, "put_delay_ms", 0, 60000, &fb->put_delay_ms, errmsg);
     if (rc == 0)
         rc = obj__backend_open(inner, &fb->inner, errmsg);
     if (rc != 0) {

@@ -475,6 +475,13 @@ static void test_fault_slow_gets_wait_and_bad_delays_are_refused(void **state)
     /* the get waited its delay (a lower bound: the injected wait, not a speed) */
     assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 300);
     obj_store_close(s);
+    fault_url(f, url, sizeof(url), "put_delay_ms=300");
+    assert_int_equal(obj_store_open(url, NULL, &s, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(obj_put(s, "slow", f->data, 1000, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 300);
+    obj_store_close(s);
 }
 
 /* ---- allocation failure ------------------------------------------------------------ */
