@@ -754,6 +754,15 @@ static bool parse_ckpt_index(const char *key, uint64_t *index)
     return p != NULL && strlen(p) > 17 && p[16] == '/' && parse_hex16(p, index);
 }
 
+uint64_t archive_expiry_cutoff_ns(uint64_t now_ns, uint32_t window_s)
+{
+    const uint64_t skew_max_ns = 300ull * 1000000000ull;
+    uint64_t window_ns = (uint64_t)window_s * 1000000000ull;
+    uint64_t skew_ns = window_ns / 64 < skew_max_ns ? window_ns / 64 : skew_max_ns;
+
+    return now_ns > window_ns + skew_ns ? now_ns - window_ns - skew_ns : 0;
+}
+
 int archive_expire(struct obj_store *st, uint32_t shard, uint64_t cutoff_ns, uint32_t *removed,
                    char *errmsg)
 {

@@ -92,6 +92,12 @@ bool archive_parse_manifest(const char *key, uint64_t *index);
  * newest one at or before it, and batches wholly before that one. Nothing
  * goes while no checkpoint is that old. *removed: objects removed. */
 struct obj_store;
+/* The cutoff for a window of window_s seconds at now_ns: the window back,
+ * and a margin more (a 64th of the window, at most 5 minutes) for clocks
+ * apart: the leader's that expires, those that stamped the entries, the
+ * operator's that names a moment. 0 (nothing expires) for a window
+ * reaching back before the clock's epoch. */
+uint64_t archive_expiry_cutoff_ns(uint64_t now_ns, uint32_t window_s);
 int archive_expire(struct obj_store *st, uint32_t shard, uint64_t cutoff_ns, uint32_t *removed,
                    char *errmsg);
 /* The oldest moment a fresh pin of shard holds at now_ns (UINT64_MAX:

@@ -786,7 +786,7 @@ static void timed_turn(struct archiver *a, const struct archiver_view *v, uint64
         expire_ms = EXPIRE_EVERY_MS;                     /* ... at most a minute */
     if (now - a->last_expire_ms >= expire_ms && v->window_s > 0) {
         a->last_expire_ms = now;
-        a->job_cutoff_ns = wall_ns() - (uint64_t)v->window_s * 1000000000ull;
+        a->job_cutoff_ns = archive_expiry_cutoff_ns(wall_ns(), v->window_s);
         job_start(a, JOB_EXPIRE);
         return;
     }

@@ -447,6 +447,21 @@ static void test_archive_rebuild_from_a_checkpoint_and_expiry(void **state)
 /* A restore's pin keeps its moment's base through the window's expiry
  * while it stands; a stale one (its restore died) is removed and keeps
  * nothing; gc waits for a pinned moment older than the oldest state. */
+/* Expiry's cutoff: the window back and a margin for clocks apart. A
+ * window reaching back before the clock's epoch expires nothing (the
+ * cutoff wrapped, and expiry removed all but the newest checkpoint). */
+static void test_archive_expiry_cutoff_keeps_a_margin_and_never_wraps(void **state)
+{
+    const uint64_t s = 1000000000ull;
+    const uint64_t now = 1764800000ull * s;
+
+    (void)state;
+    assert_true(archive_expiry_cutoff_ns(now, 7 * 86400) == now - (7 * 86400 + 300) * s);
+    assert_true(archive_expiry_cutoff_ns(now, 640) == now - 650 * s);
+    assert_true(archive_expiry_cutoff_ns(now, 40000u * 86400u) == 0);
+    assert_true(archive_expiry_cutoff_ns(now, UINT32_MAX) == 0);
+}
+
 static void test_archive_pin_keeps_a_restores_moment(void **state)
 {
     struct world *w = *state;
@@ -950,6 +965,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archive_is_as_new_as_its_last_entry, setup,
                                         teardown),
+        cmocka_unit_test(test_archive_expiry_cutoff_keeps_a_margin_and_never_wraps),
         cmocka_unit_test_setup_teardown(test_archive_pin_keeps_a_restores_moment, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_archive_rebuild_from_a_checkpoint_and_expiry, setup,
