@@ -302,10 +302,14 @@ static int push_reserve(struct meta_shard *s, uint32_t inode, uint32_t index,
 
     if (f != NULL) {
         uint32_t at = chunk_pos(f, index, &found);
-        if (found && chunk_kept(&f->chunks[at], sl) + 1 > META_CHUNK_SLICES_MAX)
+        uint32_t count = found ? f->chunks[at].count : 0;
+        uint32_t kept = found ? chunk_kept(&f->chunks[at], sl) : 0;
+        if (kept + 1 > META_CHUNK_SLICES_MAX)
             return -AR_ECHUNKFULL;
-        if (f->slice_total >= META_FILE_SLICES_MAX)
-            return -EAGAIN;
+        /* past the file's bound: compacting this chunk makes room if it
+         * holds several slices; else the file's map is full */
+        if (f->slice_total + 1 > META_FILE_SLICES_MAX + (count - kept))
+            return count > 1 ? -AR_ECHUNKFULL : -EFBIG;
     }
     int rc = data_to_map(s, inode);
     if (rc == 0)
@@ -510,7 +514,7 @@ static int op_fallocate(struct meta_shard *s, const struct meta_cmd *cmd, struct
         rc = data_to_map(s, n);
     struct meta__fmap *f = meta__fmap_of(s, n);
     if (rc == 0 && is_zeroing && f != NULL && f->slice_total + f->count > META_FILE_SLICES_MAX)
-        rc = -EAGAIN; /* a hole per chunk would pass the file's bound */
+        rc = -EFBIG; /* a hole per chunk would pass the file's bound */
     for (uint32_t i = 0; rc == 0 && is_zeroing && f != NULL && i < f->count; i++) {
         struct meta_slice hole;
         struct meta__chunk *c;

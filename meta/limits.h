@@ -17,7 +17,8 @@
 #define META_MSG_BYTES_MAX      (4u << 20)   /* any encoded command or reply */
 #define META_FILE_SLICES_MAX    (32u << 20)  /* slices of one file: twice the chunks of the
                                                   * largest file, so compacting always makes
-                                                  * room; EAGAIN past it */
+                                                  * room; a write past it is told to compact
+                                                  * its chunk, or EFBIG */
 #define META_MAP_BYTES_MAX      (1u << 30)   /* a file's data map as one checkpoint record */
 #define META_CLIENTS_MAX        4096u        /* clients whose replies the shard keeps */
 #define META_HOLDS_MAX          (1u << 20)   /* (session, inode) open holds of a shard: ENFILE */
