@@ -28,6 +28,7 @@
  * Thread: the loop's; the thread pool for the log and LMDB. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -837,13 +838,31 @@ static void snap_path(const struct group *g, const char *what, char *out, size_t
     snprintf(out, cap, "%s/%s", g->dir, what);
 }
 
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    if (remove(path) != 0 && errno != ENOENT)
+        ar_log(AR_LOG_WARN, "could not remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Remove path and what is under it (children first; links not followed). */
 static void rm_rf(const char *path)
 {
-    char cmd[800];
+    (void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    if (system(cmd) != 0)
-        ar_log(AR_LOG_WARN, "could not remove %s", path);
+/* Make the entries of directory path durable (a rename, a new file). */
+static int sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 && fsync(fd) == 0 ? 0 : -errno;
+
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
 
 /* Thread pool: write a received chunk; on the last, load the snapshot (the
@@ -869,7 +888,9 @@ static void chunk_store(struct group *g, const struct raft_snapshot_chunk *c)
     if (is_ok && c->is_done) {
         struct meta_checkpoint *ck = NULL;
         uint64_t applied = 0;
-        is_ok = fdatasync(g->in_fd) == 0;
+        /* whole on disk before the log resets to it: a crash after the
+         * reset finishes the install from it (install_finish) */
+        is_ok = fdatasync(g->in_fd) == 0 && sync_dir(dir) == 0 && sync_dir(g->dir) == 0;
         close(g->in_fd);
         g->in_fd = -1;
         is_ok = is_ok && meta_checkpoint_open(dir, &ck, errmsg) == 0 &&
@@ -904,18 +925,18 @@ static int snapshot_swap(struct group *g)
     meta_checkpoint_close(g->ckpt);
     g->ckpt = NULL;
     rm_rf(old);
-    if (rename(ckpt, old) != 0 || rename(in, ckpt) != 0 ||
+    if (rename(ckpt, old) != 0 || rename(in, ckpt) != 0 || sync_dir(g->dir) != 0 ||
         meta_checkpoint_open(ckpt, &g->ckpt, errmsg) != 0) {
         ar_log(AR_LOG_ERROR, "shard %u: cannot put the snapshot in place: %s: exiting",
                g->shard, errmsg[0] ? errmsg : strerror(errno));
-        exit(1); /* the log was reset to it: starting again loads what is there */
+        exit(1); /* the log was reset to it: starting again finishes the swap */
     }
     rm_rf(old);
     free_batches(g->ckpt_waiting, &g->ckpt_waiting_count); /* changes of the state replaced */
     meta_shard_free(g->state);
-    g->state = g->in_state;
+    g->state = g->in_state; /* loaded: it tracks its changes from the checkpoint it is */
     g->in_state = NULL;
-    return meta_shard_track(g->state);
+    return 0;
 }
 
 /* ---- snapshots out (leader): export the checkpoint, serve chunks -------------------------- */
@@ -1050,7 +1071,8 @@ static void finish_ready(struct group *g)
     if (want_count > 0) /* no wants: the array is NULL */
         memcpy(wants, g->rd.wants, sizeof(*wants) * want_count);
     if (g->rd.has_chunk && (g->is_in_failed || g->rd.chunk.is_done)) {
-        /* an archive job may be exporting the checkpoint a swap would close */
+        /* an archive job may be exporting the checkpoint a swap would close
+         * (none starts while a snapshot comes: only leaders start them) */
         if (g->is_in_failed || archiver_is_busy(g->arch)) {
             raft_snapshot_fail(g->node);
         } else {
@@ -1154,8 +1176,13 @@ static void collect(struct group *g)
 
     if (g->ckpt_waiting_count == CKPT_BATCHES_MAX || applied <= last)
         return;
-    if (meta_shard_collect(g->state, applied, &g->ckpt_waiting[g->ckpt_waiting_count]) == 0)
-        g->ckpt_waiting_count++; /* else out of memory: the changes stay recorded */
+    /* the whole state: a new shard's first checkpoint only (it holds the loop) */
+    bool is_whole = meta_shard_dirty_count(g->state) == UINT64_MAX;
+    if (meta_shard_collect(g->state, applied, &g->ckpt_waiting[g->ckpt_waiting_count]) != 0)
+        return; /* out of memory: the changes stay recorded */
+    g->ckpt_waiting_count++;
+    if (is_whole)
+        ar_log(AR_LOG_INFO, "shard %u: the checkpoint takes the whole state", g->shard);
 }
 
 /* Collect in short steps whenever changes pile up; commit to LMDB once
@@ -1222,8 +1249,12 @@ static void group_turn(struct group *g)
     /* bounded: a ready with nothing for the disk is finished here, and
      * readies only come from work already done */
     for (int k = 0; k < 64 && !g->is_persisting; k++) {
-        if ((g->is_checkpointing || g->is_exporting) && raft_is_receiving_snapshot(g->node))
-            return; /* work on the checkpoint finishes first (its after-callback turns again) */
+        /* work on the checkpoint finishes first (its after-callback turns
+         * again), and an archive job that may export it (a later turn):
+         * once the last chunk resets the log, the swap must not be refused */
+        if ((g->is_checkpointing || g->is_exporting || archiver_is_busy(g->arch)) &&
+            raft_is_receiving_snapshot(g->node))
+            return;
         if (!raft_ready(g->node, &g->rd))
             return;
         g->msgs_sent = 0;
@@ -2378,12 +2409,59 @@ static void group_close(struct group *g)
     meta_shard_free(g->state);
 }
 
-/* The shard from its checkpoint (or new), then the node from its log. */
+/* A snapshot's install resets the log to it, then swaps its checkpoint
+ * (snap-in, durable whole before the reset) in for the old one. A crash
+ * between the two leaves a log that starts past the checkpoint, or no
+ * checkpoint: the swap is finished here, before the checkpoint opens. A
+ * snap-in that the log [first, last] does not call for is a transfer that
+ * never finished: removed. */
+static int install_finish(struct group *g, uint64_t first, uint64_t last, char *errmsg)
+{
+    char ckpt[700];
+    char old[700];
+    char in[700];
+    char mdb[760];
+    struct stat st;
+    struct meta_checkpoint *ck = NULL;
+
+    snap_path(g, "ckpt", ckpt, sizeof(ckpt));
+    snap_path(g, "ckpt.old", old, sizeof(old));
+    snap_path(g, "snap-in", in, sizeof(in));
+    snprintf(mdb, sizeof(mdb), "%s/data.mdb", in);
+    if (stat(mdb, &st) != 0)
+        return 0;
+    uint64_t got = 0;
+    if (meta_checkpoint_open(in, &ck, errmsg) == 0)
+        got = meta_checkpoint_applied_index(ck);
+    meta_checkpoint_close(ck);
+    ck = NULL;
+    snprintf(mdb, sizeof(mdb), "%s/data.mdb", ckpt);
+    bool has_ckpt = stat(mdb, &st) == 0;
+    uint64_t have = 0;
+    if (has_ckpt && meta_checkpoint_open(ckpt, &ck, errmsg) == 0)
+        have = meta_checkpoint_applied_index(ck);
+    meta_checkpoint_close(ck);
+    errmsg[0] = '\0';
+    if ((has_ckpt && have >= first) || got < first || got > last) {
+        rm_rf(in);
+        return 0;
+    }
+    rm_rf(old);
+    if ((has_ckpt && rename(ckpt, old) != 0) || rename(in, ckpt) != 0 || sync_dir(g->dir) != 0)
+        return ar_errorf(errmsg, -errno, "shard %u: cannot finish installing the snapshot "
+                         "at %" PRIu64 ": %s", g->shard, got, strerror(errno));
+    rm_rf(old);
+    ar_log(AR_LOG_INFO, "shard %u: finished installing the snapshot at %" PRIu64
+           " (a stop interrupted it)", g->shard, got);
+    return 0;
+}
+
+/* The log, then the shard from its checkpoint (or new), then the node. */
 static int group_open(struct meta_server *s, struct group *g, uint32_t shard, char *errmsg)
 {
     struct raft_seglog_options lo;
     struct raft_options o;
-    struct raft_boot b;
+    struct raft_boot b = {0};
     char path[700];
     uint64_t applied = 0;
 
@@ -2393,27 +2471,6 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
     g->lease_epoch = 1;
     g->lease_rotated_ms = mono_ms();
     snprintf(g->dir, sizeof(g->dir), "%s/shard-%u", s->cfg.data_dir, g->shard);
-    snprintf(path, sizeof(path), "%s/ckpt", g->dir);
-    int rc = meta_checkpoint_open(path, &g->ckpt, errmsg);
-    if (rc == 0 && meta_checkpoint_applied_index(g->ckpt) > 0) {
-        rc = meta_checkpoint_load(g->ckpt, &g->state, &applied, errmsg);
-    } else if (rc == 0) {
-        rc = meta_shard_new_first(shard, &g->state);
-    }
-    struct archiver_options ao = {.shard = shard, .work_dir = g->dir,
-                                  .batch_ms = s->cfg.archive_ms, .ckpt_s = s->cfg.archive_ckpt_s,
-                                  .gc_every_s = s->cfg.gc_every_s};
-    if (rc == 0)
-        rc = archiver_new(s->loop, &ao, &g->arch);
-    if (rc == 0)
-        rc = meta_shard_track(g->state);
-    if (rc != 0)
-        return rc;
-    if (meta_shard_self(g->state)->id != shard) {
-        snprintf(errmsg, AR_ERRMSG_MAX, "%s/ckpt holds shard %u, not %u", g->dir,
-                 meta_shard_self(g->state)->id, shard);
-        return -AR_ECORRUPT;
-    }
     snprintf(path, sizeof(path), "%s/log", g->dir);
     raft_seglog_options_init(&lo);
     if (s->cfg.has_log_retain)
@@ -2422,10 +2479,34 @@ static int group_open(struct meta_server *s, struct group *g, uint32_t shard, ch
         lo.retain_ns = (uint64_t)s->cfg.window_s * 1000000000ull;
     if (s->cfg.log_segment_bytes > 0)
         lo.segment_bytes = s->cfg.log_segment_bytes;
-    rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
+    int rc = raft_seglog_open(path, &lo, &g->log, &b, errmsg);
+    raft_index last = b.snapshot_index + b.entry_count;
+    if (rc == 0)
+        rc = install_finish(g, b.snapshot_index, last, errmsg);
+    snprintf(path, sizeof(path), "%s/ckpt", g->dir);
+    if (rc == 0)
+        rc = meta_checkpoint_open(path, &g->ckpt, errmsg);
+    /* a loaded state tracks its changes from the checkpoint; a new one
+     * goes into its first checkpoint whole */
+    if (rc == 0 && meta_checkpoint_applied_index(g->ckpt) > 0) {
+        rc = meta_checkpoint_load(g->ckpt, &g->state, &applied, errmsg);
+    } else if (rc == 0) {
+        rc = meta_shard_new_first(shard, &g->state);
+        if (rc == 0)
+            rc = meta_shard_track(g->state);
+    }
+    struct archiver_options ao = {.shard = shard, .work_dir = g->dir,
+                                  .batch_ms = s->cfg.archive_ms, .ckpt_s = s->cfg.archive_ckpt_s,
+                                  .gc_every_s = s->cfg.gc_every_s};
+    if (rc == 0)
+        rc = archiver_new(s->loop, &ao, &g->arch);
     if (rc != 0)
         return rc;
-    raft_index last = b.snapshot_index + b.entry_count;
+    if (meta_shard_self(g->state)->id != shard) {
+        snprintf(errmsg, AR_ERRMSG_MAX, "%s/ckpt holds shard %u, not %u", g->dir,
+                 meta_shard_self(g->state)->id, shard);
+        return -AR_ECORRUPT;
+    }
     if (b.config.voter_count == 0) {
         snprintf(errmsg, AR_ERRMSG_MAX, "%s holds no members: not formatted (arbor format)", path);
         return -EINVAL;

@@ -282,6 +282,8 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);
     }
     int old = leader_index(f);
+    /* its checkpoint holds the state (else a start makes the first again) */
+    assert_true(checkpoint_catches_up(f, old));
     client_close(f);
     node_kill(f, old, SIGKILL);
     double t0 = now_ms();
@@ -319,10 +321,20 @@ static void test_cluster_leader_crash_loses_nothing_acknowledged(void **state)
         snprintf(name, sizeof(name), "before_%03d", i);
         assert_int_equal(lookup(f, dir, name, META_READ_LINEARIZABLE), 0);
     }
-    /* the old leader comes back and catches up by the log */
+    /* the old leader comes back and catches up by the log, and its next
+     * checkpoint takes what changed, not the whole state again (a whole
+     * one holds the loop for seconds on a big shard) */
+    char log[400];
+    snprintf(log, sizeof(log), "%s/node%d.log", f->dir, old + 1);
+    int wholes = harness_count_lines(log, "the checkpoint takes the whole state");
+    assert_true(wholes > 0); /* the first start's */
     node_start(f, old);
     client_close(f);
     assert_true(follower_sees(f, old, dir, "after_049"));
+    assert_true(checkpoint_catches_up(f, leader_index(f)));
+    for (int i = 0; i < f->nodes; i++)
+        assert_true(checkpoint_catches_up(f, i));
+    assert_int_equal(harness_count_lines(log, "the checkpoint takes the whole state"), wholes);
 }
 
 /* A follower down while the log moves far past what the leader keeps in
@@ -355,6 +367,11 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
         snprintf(name, sizeof(name), "s_%03d", i);
         assert_int_equal(mknod_at(f, dir, name, NULL), 0);
     }
+    char shard[400];
+    char cmd[1400];
+    snprintf(shard, sizeof(shard), "%s/node%d/shard-1", f->dir, down + 1);
+    snprintf(cmd, sizeof(cmd), "cp -r '%s/ckpt' '%s/before-install'", shard, f->dir);
+    assert_int_equal(system(cmd), 0);
     node_start(f, down);
     client_close(f);
     assert_true(follower_sees(f, down, dir, "s_419"));
@@ -374,6 +391,28 @@ static void test_cluster_follower_catches_up_by_snapshot(void **state)
     /* and it goes on by the log: a new file reaches it too */
     assert_int_equal(mknod_at(f, dir, "after", NULL), 0);
     assert_true(follower_sees(f, down, dir, "after"));
+
+    /* Stopped between the log's reset to the snapshot and the swap of its
+     * checkpoint: the old checkpoint in place, the installed one staged
+     * (snap-in). The next start finishes the swap and serves. */
+    node_kill(f, down, SIGKILL);
+    snprintf(cmd, sizeof(cmd), "mv '%s/ckpt' '%s/snap-in' && cp -r '%s/before-install' '%s/ckpt'",
+             shard, shard, f->dir, shard);
+    assert_int_equal(system(cmd), 0);
+    node_start(f, down);
+    assert_int_equal(mknod_at(f, dir, "after_swap", NULL), 0);
+    assert_true(follower_sees(f, down, dir, "after_swap"));
+    assert_true(follower_sees(f, down, dir, "s_419"));
+    assert_int_equal(harness_count_lines(log, "finished installing the snapshot"), 1);
+    /* stopped between the swap's two renames: no checkpoint in place */
+    node_kill(f, down, SIGKILL);
+    snprintf(cmd, sizeof(cmd), "mv '%s/ckpt' '%s/snap-in'", shard, shard);
+    assert_int_equal(system(cmd), 0);
+    node_start(f, down);
+    assert_int_equal(mknod_at(f, dir, "after_rename", NULL), 0);
+    assert_true(follower_sees(f, down, dir, "after_rename"));
+    assert_true(follower_sees(f, down, dir, "s_419"));
+    assert_int_equal(harness_count_lines(log, "finished installing the snapshot"), 2);
 }
 
 /* Poll node i's status until pred holds; bounded. */
