@@ -718,6 +718,19 @@ static int recover(struct raft_seglog *l, struct raft_boot *boot, char *errmsg)
         l->hs.term = l->vote_term;
         l->hs.vote = l->vote_id;
     }
+    /* entries of a term no record reached (a stop cut the write after them;
+     * an older log wrote the term after its entries): the node was in that
+     * term. It gave no vote in it, or the vote would be on disk: a vote is
+     * synced before it is sent. */
+    raft_term last_term = l->boot_count > 0 ? l->boot_entries[l->boot_count - 1].term : 0;
+    if (last_term > l->hs.term)
+        l->hs = (struct raft_hard_state){.term = last_term, .commit = l->hs.commit};
+    /* the vote file now, not at the next sync: a truncation before that
+     * sync may cut the only record of this term and vote from the log */
+    if (l->hs.term != l->vote_term || l->hs.vote != l->vote_id)
+        rc = write_vote_file(l, errmsg);
+    if (rc != 0)
+        return rc;
     *boot = (struct raft_boot){.hard_state = l->hs, .snapshot_index = l->snap_index,
                                .snapshot_term = l->snap_term, .snapshot_hlc_ns = l->snap_hlc_ns,
                                .config = l->snap_config, .entry_count = l->boot_count,
@@ -900,15 +913,17 @@ int raft_seglog_append(struct raft_seglog *l, const struct raft_ready *rd, char 
         return fail(errmsg, -EIO, "log %s: an earlier write or sync failed", l->dir);
     if (rd->entry_count > 0 && rd->entries[0].index <= open_seg(l)->last)
         rc = truncate_from(l, rd->entries[0].index, errmsg);
-    for (uint32_t i = 0; rc == 0 && i < rd->entry_count; i++) {
-        rc = append_entry(l, &rd->entries[i], errmsg);
-    }
+    /* the term before the entries of that term: a segment the entries
+     * roll into starts with it, and a write cut after them keeps it */
     if (rc == 0 && rd->has_hard_state) {
         l->hs = rd->hard_state;
         l->is_vote_dirty |= l->hs.term != l->vote_term || l->hs.vote != l->vote_id;
         rc = buf_hard_state(l);
         if (rc != 0)
             fail(errmsg, rc, "out of memory");
+    }
+    for (uint32_t i = 0; rc == 0 && i < rd->entry_count; i++) {
+        rc = append_entry(l, &rd->entries[i], errmsg);
     }
     if (rc == 0)
         rc = buf_flush(l, errmsg);

@@ -427,6 +427,75 @@ static void test_seglog_truncation_never_forgets_a_synced_vote(void **state)
     raft_seglog_close(l);
 }
 
+/* A new term's entries that roll into new segments (each seal syncs),
+ * then a stop that loses the open segment: the term is on disk with them,
+ * so the node boots (entries newer than the stored term are refused). */
+static void test_seglog_new_terms_entries_never_outrun_its_record(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 10, 1, 0);
+    struct raft_ready rd = {.has_hard_state = true, .hard_state = {.term = 2, .vote = 0},
+                            .entry_count = 50, .entries = make_entries(11, 60, 2)};
+    assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* seals, but no sync at the end */
+    free_entries(rd.entries, rd.entry_count);
+    raft_seglog_close(l);
+    assert_true(count_files(f->log, ".seg") > 1);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(truncate(path, 0), 0);
+    l = reopen(f, NULL, &b);
+    assert_true(b.entry_count > 10);
+    assert_int_equal(b.entries[b.entry_count - 1].term, 2);
+    assert_int_equal(b.hard_state.term, 2);
+    raft_seglog_close(l);
+}
+
+/* The vote file is made current at open: a vote only the log held (the
+ * stop came before the vote file's write) survives a truncation that cuts
+ * its record, and a second stop before the next sync. */
+static void test_seglog_vote_survives_a_restart_and_a_truncation(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char cmd[1400];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+
+    f->opt.segment_bytes = 1 << 20;
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 5, 1, 0); /* term 1, vote 1: the vote file says so */
+    snprintf(cmd, sizeof(cmd), "cp '%s/vote' '%s/vote.bak'", f->log, f->dir);
+    assert_int_equal(system(cmd), 0);
+    struct raft_ready rd = {.has_hard_state = true, .hard_state = {.term = 2, .vote = 3},
+                            .entry_count = 3, .entries = make_entries(6, 8, 2)};
+    assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0);
+    assert_int_equal(raft_seglog_sync(l, errmsg), 0);
+    free_entries(rd.entries, rd.entry_count);
+    raft_seglog_close(l);
+    snprintf(cmd, sizeof(cmd), "cp '%s/vote.bak' '%s/vote'", f->dir, f->log);
+    assert_int_equal(system(cmd), 0); /* as if stopped before the vote file's write */
+    l = reopen(f, NULL, &b);
+    assert_int_equal(b.hard_state.term, 2);
+    assert_int_equal(b.hard_state.vote, 3);
+    /* a leader's entries conflict from 3: the truncation cuts the record */
+    rd = (struct raft_ready){.entry_count = 2, .entries = make_entries(3, 4, 2)};
+    assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* no sync */
+    free_entries(rd.entries, rd.entry_count);
+    raft_seglog_close(l);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(truncate(path, 0), 0);
+    l = reopen(f, NULL, &b);
+    assert_int_equal(b.hard_state.term, 2);
+    assert_int_equal(b.hard_state.vote, 3);
+    raft_seglog_close(l);
+}
+
 /* A received snapshot replaces the log: a crash after its file was
  * written but before the old segments went leaves them behind; recovery
  * finishes the job, and the vote survives. */
@@ -709,6 +778,8 @@ int main(void)
         T(test_seglog_snapshot_retention_and_reset),
         T(test_seglog_foreign_files_and_gaps),
         T(test_seglog_truncation_never_forgets_a_synced_vote),
+        T(test_seglog_new_terms_entries_never_outrun_its_record),
+        T(test_seglog_vote_survives_a_restart_and_a_truncation),
         T(test_seglog_interrupted_reset_is_finished_on_open),
         T(test_seglog_read_gives_ranges_beside_the_writer),
         T(test_seglog_fuzz_damage_is_refused_or_cut),
