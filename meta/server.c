@@ -70,6 +70,8 @@
 #define CONN_RX_MAX      (META_FRAME_BYTES_MAX + 4u)
 #define CONNS_MAX        1024u
 #define CONN_OUT_MAX     (64u << 20) /* responses a client has not read: past it, close */
+#define CONN_OUT_PAUSE   (16u << 20) /* past it, read no more requests ... */
+#define CONN_OUT_RESUME  (4u << 20)  /* ... until under this */
 #define PENDING_MAX      65536u   /* proposals and reads waiting at a leader */
 #define GROUP_COUNT      2u       /* shard 0 (the map) and shard 1 ("/") */
 /* background commands (a restore's RESTORE_FILES), see bg_admit() */
@@ -204,6 +206,7 @@ struct conn {
     size_t out_cap;
     bool is_dirty;        /* in the server's dirty list */
     bool is_closing;
+    bool is_paused;       /* reads stopped: its client reads its responses too slowly */
     int32_t holder;       /* its number in the lease tables, -1 none yet */
     /* change notices not yet sent (written before any later response); one
      * with empty lists tells of a new epoch: the promises of the old are void */
@@ -281,15 +284,27 @@ static struct conn *conn_at(struct meta_server *s, uint32_t slot, uint64_t gen)
     return c != NULL && c->gen == gen && !c->is_closing ? c : NULL;
 }
 
-static void write_done(uv_write_t *w, int status)
-{
-    (void)status; /* a failed write: the read side sees the connection go */
-    ar_free(w->data);
-    ar_free(w);
-}
-
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void conn_close(struct conn *c);
 static void notice_flush(struct conn *c);
+
+/* A failed write: the read side sees the connection go. A paused
+ * connection reads requests again once its client has read enough. */
+static void write_done(uv_write_t *w, int status)
+{
+    uv_stream_t *st = w->handle;
+    struct conn *c = st->data;
+
+    ar_free(w->data);
+    ar_free(w);
+    if (status == 0 && c->is_paused && !c->is_closing &&
+        uv_stream_get_write_queue_size(st) < CONN_OUT_RESUME) {
+        c->is_paused = false;
+        if (uv_read_start(st, conn_alloc, conn_read) != 0)
+            conn_close(c);
+    }
+}
 
 /* Write what the loop turn queued for c: at once if the socket takes it
  * (the common case), the rest through libuv's queue, which keeps order. */
@@ -322,9 +337,22 @@ static void conn_flush(struct conn *c)
             ar_free(rest);
             ar_free(w);
             conn_close(c);
+            c->out_len = 0;
+            return;
         }
     }
     c->out_len = 0;
+    /* bounded memory for a client that does not read: past a point its
+     * requests wait in the socket (TCP holds its sender back); a queue
+     * that grows on anyway (change notices) closes the connection */
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queued > CONN_OUT_MAX) {
+        ar_log(AR_LOG_WARN, "a client does not read its responses: connection closed");
+        conn_close(c);
+    } else if (queued > CONN_OUT_PAUSE && !c->is_paused) {
+        c->is_paused = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
 }
 
 static void flush_all(struct meta_server *s)

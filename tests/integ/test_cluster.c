@@ -615,6 +615,123 @@ static void test_cluster_silent_session_is_closed_and_releases(void **state)
     assert_int_equal(call(f, &ga, META_READ_LINEARIZABLE), 0); /* the live one's stays */
 }
 
+/* Bytes the server's end of the loopback connection from client_port to
+ * server_port holds unread (/proc/net/tcp's rx_queue); -1: not found. */
+static long server_unread(uint16_t server_port, uint16_t client_port)
+{
+    FILE *in = fopen("/proc/net/tcp", "r");
+    char line[256];
+    long unread = -1;
+
+    assert_non_null(in);
+    while (fgets(line, sizeof(line), in) != NULL) { /* bounded by the table */
+        unsigned local;
+        unsigned remote;
+        unsigned long tx;
+        unsigned long rx;
+        if (sscanf(line, " %*d: %*x:%x %*x:%x %*x %lx:%lx", &local, &remote, &tx, &rx) == 4 &&
+            local == server_port && remote == client_port)
+            unread = (long)rx;
+    }
+    fclose(in);
+    return unread;
+}
+
+/* Count the whole response frames at the start of in[0, *have), each a
+ * READDIR of `entries` names answered; moves what is left to the front. */
+static uint32_t take_readdir_responses(struct fixture *f, uint8_t *in, size_t *have,
+                                       uint32_t entries)
+{
+    uint32_t got = 0;
+    size_t at = 0;
+    uint32_t len;
+
+    while (*have - at >= 4 && (memcpy(&len, in + at, 4), *have - at - 4 >= len)) {
+        assert_int_equal(meta_response_decode(in + at + 4, len, f->resp), 0);
+        assert_int_equal(f->resp->r.rc, 0);
+        assert_int_equal(f->resp->r.reply.entry_count, entries);
+        got++;
+        at += 4 + (size_t)len;
+    }
+    memmove(in, in + at, *have - at);
+    *have -= at;
+    return got;
+}
+
+/* A client that pipelines requests and reads no responses is held back
+ * (its requests wait unread in the socket) instead of growing the
+ * server's memory without bound; the server serves others meanwhile, and
+ * once the client reads, every response comes. */
+static void test_cluster_unread_responses_hold_the_client_back(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dir = dir_of_files(f, "wide", "a_file_with_a_longer_name_", 60);
+    int leader = leader_index(f);
+    client_close(f);
+    assert_true(client_connect(f, leader));
+    int fd = f->fd;
+    f->fd = -1; /* the calls below connect anew */
+    struct sockaddr_in me;
+    socklen_t me_len = sizeof(me);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &me_len), 0);
+    assert_int_equal(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+    struct meta_request req = {.id = 7, .shard = 1, .epoch = 1, .kind = META_REQ_COMMAND,
+                               .read_mode = META_READ_LINEARIZABLE};
+    struct meta_cmd rd = {.op = META_OP_READDIR, .ino = dir, .entry_cap = 1024,
+                          .flags = META_READDIR_ATTRS};
+    uint8_t frame[256];
+    size_t frame_len;
+    assert_int_equal(meta_request_encode(&req, &rd, frame, sizeof(frame), &frame_len), 0);
+    enum { FRAMES = 20000 };
+    uint32_t sent = 0;
+    size_t part = 0;
+    double end = now_ms() + 20000;
+    double idle_since = now_ms();
+    /* bounded: FRAMES, 20 s, and a second without progress */
+    while (sent < FRAMES && now_ms() < end && now_ms() - idle_since < 1000) {
+        ssize_t n = send(fd, frame + part, frame_len - part, MSG_NOSIGNAL);
+        if (n <= 0) {
+            usleep(1000);
+            continue;
+        }
+        part += (size_t)n;
+        sent += part == frame_len;
+        part = part == frame_len ? 0 : part;
+        idle_since = now_ms();
+    }
+    usleep(500000);
+    long unread = server_unread(f->client_port[leader], ntohs(me.sin_port));
+    print_message("%u requests sent; the server left %ld bytes of them unread\n", sent, unread);
+    assert_true(unread > 64 * 1024);
+    assert_int_equal(lookup(f, dir, "a_file_with_a_longer_name_000", META_READ_LINEARIZABLE), 0);
+    client_close(f);
+    /* reading, the client gets a response for every request it sent */
+    uint32_t want = sent + (part > 0);
+    uint32_t got = 0;
+    size_t have = 0;
+    size_t cap = (size_t)META_FRAME_BYTES_MAX + 4;
+    uint8_t *in = malloc(cap);
+    assert_non_null(in);
+    end = now_ms() + 60000;
+    while (got < want && now_ms() < end) { /* bounded: 60 s */
+        struct pollfd p = {.fd = fd, .events = POLLIN | (part > 0 ? POLLOUT : 0)};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if (part > 0 && (p.revents & POLLOUT)) {
+            ssize_t n = send(fd, frame + part, frame_len - part, MSG_NOSIGNAL);
+            if (n > 0)
+                part = part + (size_t)n < frame_len ? part + (size_t)n : 0;
+        }
+        ssize_t n = (p.revents & POLLIN) ? read(fd, in + have, cap - have) : 0;
+        assert_true(n >= 0 || errno == EAGAIN);
+        have += n > 0 ? (size_t)n : 0;
+        got += take_readdir_responses(f, in, &have, 60);
+    }
+    free(in);
+    close(fd);
+    assert_int_equal(got, want);
+}
+
 static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **state)
 {
     struct fixture *f = *state;
@@ -1211,6 +1328,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_cluster_creates_lookups_and_readdir),
         T(test_cluster_leader_crash_loses_nothing_acknowledged),
+        T(test_cluster_unread_responses_hold_the_client_back),
         T(test_cluster_bad_input_gets_an_error_and_service_goes_on),
         T(test_cluster_silent_session_is_closed_and_releases),
         T(test_cluster_shard_map_and_epochs),
