@@ -344,6 +344,21 @@ static bool may_lease(const struct call *k)
     }
 }
 
+/* The leader does not know session: it closed it (cut off past the
+ * timeout: its holds are gone), or it held nothing when that leader began.
+ * A new one is opened at once; holds taken under the old one are not
+ * released under the new. */
+static void session_lost(struct ar_client *c, uint32_t shard, uint64_t session)
+{
+    if (shard >= SHARDS_KNOWN || session == 0 || c->sessions[shard] != session)
+        return;
+    ar_log(AR_LOG_INFO, "metadata session %" PRIx64 " is closed at the servers (cut off past "
+           "the timeout, or idle at a change of leader); opening a new one", session);
+    stat_add(c, &c->stats.sessions_lost);
+    __atomic_store_n(&c->sessions[shard], 0, __ATOMIC_RELEASE);
+    c->next_hb_ms = 0;
+}
+
 static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
 {
     const struct meta_response *r = &k->out->r;
@@ -378,6 +393,8 @@ static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
     }
     if (r->rc == 0 && r->lease != 0)
         lease_answer(c, (int)(n - c->conns), k, r->lease);
+    if (r->rc == -ESTALE && k->kind == META_REQ_COMMAND && k->cmd->session != 0)
+        session_lost(c, k->shard, k->cmd->session);
     shard_answered(c, k->shard);
     finish(c, k, r->rc);
 }
@@ -701,14 +718,8 @@ static void hb_done(struct ar_client *c, struct call *k)
         __atomic_store_n(&c->sessions[k->shard], k->out->r.session, __ATOMIC_RELEASE);
         return;
     }
-    if (k->kind == META_REQ_HEARTBEAT && k->rc == -ESTALE) {
-        /* the servers closed it (cut off too long): its holds are gone */
-        ar_log(AR_LOG_WARN, "metadata session %" PRIx64 " expired; opening a new one",
-               c->sessions[k->shard]);
-        stat_add(c, &c->stats.sessions_lost);
-        __atomic_store_n(&c->sessions[k->shard], 0, __ATOMIC_RELEASE);
-        c->next_hb_ms = 0;
-    }
+    if (k->kind == META_REQ_HEARTBEAT && k->rc == -ESTALE)
+        session_lost(c, k->shard, k->session);
 }
 
 static void heartbeat(struct ar_client *c, uint64_t now)

@@ -154,9 +154,11 @@ struct open_file {
                                      * order); one RUN_BEHIND_BLOCKS behind begins a
                                      * new run */
     bool is_read_only;              /* opened O_RDONLY */
-    bool is_held;                   /* the session holds ino for it (under mu; for an
-                                     * orphan, before its open's reply, the client's
-                                     * thread sets it alone: no removal can reach it) */
+    uint64_t held_by;               /* the session that holds ino for it, 0 none (under
+                                     * mu; for an orphan, before its open's reply, the
+                                     * client's thread sets it alone: no removal can
+                                     * reach it). Released under that session, not a
+                                     * later one that replaced it. */
     /* A reader's chunk 0 as its open resolved it (immutable after; NULL:
      * none), good while the mount commits no data (map_gen = data_gen). */
     struct meta_slice *map;
@@ -1307,7 +1309,7 @@ static void query_done(void *arg, int rc)
             file_dead(m, q->f);
     } else if (q->cmd.op == META_OP_READ_MAP) {
         map_fill(m, q->f, &q->out->r.reply, q->gen);
-        if (q->f->is_orphan && !__atomic_load_n(&q->f->is_held, __ATOMIC_ACQUIRE)) {
+        if (q->f->is_orphan && __atomic_load_n(&q->f->held_by, __ATOMIC_ACQUIRE) == 0) {
             /* an inode another open keeps after its last name went (a path
              * walk that raced the removal, /proc/self/fd): this reader holds
              * it too. Nothing else can hold f now: no removal can name it. */
@@ -1325,7 +1327,7 @@ static void query_done(void *arg, int rc)
             return;
         }
     } else if (q->cmd.op == META_OP_OPEN) {
-        __atomic_store_n(&q->f->is_held, true, __ATOMIC_RELEASE); /* an orphan, held */
+        __atomic_store_n(&q->f->held_by, q->cmd.session, __ATOMIC_RELEASE); /* an orphan, held */
         reply_reader_query(m, q);
         return;
     } else {
@@ -1524,20 +1526,35 @@ static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const
 /* OPEN or RELEASE of ino by the mount's session. A session the servers
  * closed (the mount was cut off past their timeout) is replaced by the
  * metadata client: an open waits for the new one (bounded) and goes on. */
-static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, enum meta_op op)
+/* The client's session takes a hold on ino; waits (bounded) for a session
+ * while it has none or the servers closed it. *by: the session that holds. */
+static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, uint64_t *by)
 {
     uint32_t shard = ar_client_shard_of(m->mc, ino);
     struct meta_response_buf *out;
     int rc = -ENOTCONN;
 
     for (int tries = 0; tries < 200; tries++) {
-        struct meta_cmd c = {.op = op, .ino = ino, .session = ar_client_session(m->mc, shard)};
+        struct meta_cmd c = {.op = META_OP_OPEN, .ino = ino,
+                             .session = ar_client_session(m->mc, shard)};
         rc = c.session == 0 ? -ENOTCONN : run(m, req, &c, 0, &out);
-        if ((rc != -ENOTCONN && rc != -ESTALE) || op == META_OP_RELEASE)
-            break; /* a release of a closed session: its holds are gone already */
+        *by = rc == 0 ? c.session : 0;
+        if (rc != -ENOTCONN && rc != -ESTALE)
+            break;
         usleep(10000);
     }
-    return rc == -ESTALE && op == META_OP_RELEASE ? 0 : rc;
+    return rc;
+}
+
+/* Let go of the hold session `by` took on ino (0: none). A session the
+ * servers closed holds nothing any more (-ESTALE, ignored). */
+static void hold_release(struct mnt *m, uint64_t ino, uint64_t by)
+{
+    struct meta_cmd c = {.op = META_OP_RELEASE, .ino = ino, .session = by};
+    struct meta_response_buf *out;
+
+    if (by != 0)
+        (void)run(m, NULL, &c, 0, &out);
 }
 
 /* The session holds f's inode from now until f's release (once). */
@@ -1546,10 +1563,8 @@ static int file_hold(struct mnt *m, fuse_req_t req, struct open_file *f)
     int rc = 0;
 
     pthread_mutex_lock(&f->mu);
-    if (!f->is_held) {
-        rc = hold(m, req, f->ino, META_OP_OPEN);
-        f->is_held = rc == 0;
-    }
+    if (f->held_by == 0)
+        rc = hold(m, req, f->ino, &f->held_by);
     pthread_mutex_unlock(&f->mu);
     return rc;
 }
@@ -1743,9 +1758,10 @@ static struct open_file *file_new(struct mnt *m, uint64_t ino, uint64_t node, bo
     return f;
 }
 
-/* Whether the session held f's inode for it. Out of the list and with
- * no pins, f can no longer gain a hold (removal_begin takes them pinned). */
-static bool file_free(struct mnt *m, struct open_file *f)
+/* The session that held f's inode for it (0: none), for hold_release().
+ * Out of the list and with no pins, f can no longer gain a hold
+ * (removal_begin takes them pinned). */
+static uint64_t file_free(struct mnt *m, struct open_file *f)
 {
     pthread_mutex_lock(&m->files_mu);
     /* bounded: a pin lasts one commit or hold, and the client's calls time out */
@@ -1759,13 +1775,13 @@ static bool file_free(struct mnt *m, struct open_file *f)
         f->next->prev = f->prev;
     if (f->is_read_only)
         __atomic_sub_fetch(&m->read_only_open, 1, __ATOMIC_SEQ_CST);
-    bool was_held = f->is_held;
+    uint64_t held_by = f->held_by;
     pthread_mutex_unlock(&m->files_mu);
     pthread_mutex_destroy(&f->mu);
     ar_free(f->map);
     ar_free(f->buf);
     ar_free(f);
-    return was_held;
+    return held_by;
 }
 
 static bool version_equal(const struct data_version *a, const struct data_version *b)
@@ -2022,8 +2038,7 @@ static void open_abandoned(struct mnt *m, struct open_file *f, bool is_client_th
         return;
     }
     uint64_t ino = f->ino;
-    if (file_free(m, f))
-        hold(m, NULL, ino, META_OP_RELEASE);
+    hold_release(m, ino, file_free(m, f));
 }
 
 /* Answer an open as io_open() decided for f (rc: what it returned;
@@ -2088,8 +2103,7 @@ static void files_reap(struct mnt *m)
     while (f != NULL) {
         struct open_file *next = f->dead_next;
         uint64_t ino = f->ino;
-        if (file_free(m, f)) /* a removal here held it meanwhile */
-            hold(m, NULL, ino, META_OP_RELEASE);
+        hold_release(m, ino, file_free(m, f)); /* a removal here held it meanwhile */
         f = next;
     }
 }
@@ -2135,8 +2149,8 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
     if (rc == 0 && is_read_only && f->is_orphan)
         rc = file_hold(m, req, f); /* as the async path does (query_done) */
     if (rc != 0) {
-        if (f != NULL && file_free(m, f))
-            hold(m, NULL, ino, META_OP_RELEASE);
+        if (f != NULL)
+            hold_release(m, ino, file_free(m, f));
         fuse_reply_err(req, err_of_ino(rc));
         return;
     }
@@ -2186,9 +2200,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
                         (uint64_t)(e.entry_timeout * 1000.0) + 1, true);
     struct open_file *f = e.ino == a->ino ? file_new(m, a->ino, e.ino, false) : NULL;
     if (f != NULL)
-        f->is_held = true; /* the MKNOD took it; no other thread knows f yet */
+        f->held_by = c.session; /* the MKNOD took it; no other thread knows f yet */
     if (f == NULL) {
-        hold(m, NULL, a->ino, META_OP_RELEASE);
+        hold_release(m, a->ino, c.session);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -2431,8 +2445,7 @@ static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
      * which it does not need) */
     fuse_reply_err(req, 0);
     io_close(m, f);
-    if (file_free(m, f))
-        hold(m, NULL, ino, META_OP_RELEASE);
+    hold_release(m, ino, file_free(m, f));
 }
 
 /* ---- directories ------------------------------------------------------------------------------ */

@@ -1330,7 +1330,17 @@ static bool takes_number(enum meta_op op)
            op == META_OP_LINK;
 }
 
-/* The leader's time and numbers for a mutation, then propose it. */
+/* A new leader knows the numbers and sessions earlier leaders gave out
+ * once it has applied the log up to its own first entry. */
+static bool leader_is_caught_up(struct group *g)
+{
+    if (g->leader_term != raft_term_of(g->node)) {
+        g->leader_term = raft_term_of(g->node);
+        g->ready_from = raft_last_index(g->node);
+    }
+    return raft_applied_index(g->node) >= g->ready_from;
+}
+
 /* The leader's time and numbers for cmd, then propose it; *index is its
  * entry. Returns -EAGAIN while the leader cannot give numbers yet. */
 static int propose_cmd(struct group *g, struct meta_cmd *cmd, raft_index *index)
@@ -1338,13 +1348,7 @@ static int propose_cmd(struct group *g, struct meta_cmd *cmd, raft_index *index)
     struct meta_server *s = g->srv;
     struct meta_shard_stats st;
 
-    /* numbers are known once the log up to the leader's own first entry is
-     * applied: the entries before it may have used some */
-    if (g->leader_term != raft_term_of(g->node)) {
-        g->leader_term = raft_term_of(g->node);
-        g->ready_from = raft_last_index(g->node);
-    }
-    if (raft_applied_index(g->node) < g->ready_from)
+    if (!leader_is_caught_up(g))
         return -EAGAIN;
     meta_shard_stats(g->state, &st);
     if (g->next_ino <= st.ino_high)
@@ -1536,8 +1540,14 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
  * A mount opens a session and keeps it alive with heartbeats; a session
  * silent for the timeout is ended by a SESSION_CLOSE command, which releases
  * what it held (unlinked-but-open files go). The table lives at the leader;
- * a new leader learns the sessions that hold something from the state and
- * gives each a full timeout. A closed session's requests get -ESTALE. */
+ * a new leader, once it has applied what earlier leaders committed, learns
+ * the sessions that hold something from the state and gives each a full
+ * timeout; one it does not know is taken as an earlier leader's. A session
+ * this leader closed gets -ESTALE. (One an earlier leader closed would be
+ * taken back: telling it from a live one that holds nothing needs the
+ * closed ones in the state. Refusing every unknown session instead sends
+ * each idle mount's next create after a change of leader to a new session,
+ * with its first attempt, which may still commit, in doubt.) */
 
 static int32_t session_find(const struct group *g, uint64_t id)
 {
@@ -1566,40 +1576,47 @@ static int session_add(struct group *g, uint64_t id)
     return 0;
 }
 
-/* At the leader: the table of this term, built from the state when new. */
-static void session_sync(struct group *g)
+/* At the leader: the table of this term, built from the state when new.
+ * false: not yet (not the leader, or it has not caught up). */
+static bool session_sync(struct group *g)
 {
     if (raft_role(g->node) != RAFT_LEADER) {
         g->session_count = 0;
         g->session_term = 0;
-        return;
+        return false;
     }
     if (g->session_term == raft_term_of(g->node))
-        return;
+        return true;
+    if (!leader_is_caught_up(g))
+        return false; /* a hold the last leader committed may not be applied yet */
     g->session_term = raft_term_of(g->node);
     g->session_counter = 0;
     g->session_count = meta_shard_sessions(g->state, g->session_ids, SESSIONS_MAX);
     for (uint32_t i = 0; i < g->session_count; i++) {
         g->session_seen_ms[i] = mono_ms(); /* a full timeout to check in again */
     }
+    return true;
 }
 
-/* A request of session id: it is alive. -ESTALE if it was closed. */
+/* A request of session id: it is alive. -ESTALE if this leader closed it,
+ * -EAGAIN while a new leader catches up. */
 static int session_touch(struct group *g, uint64_t id)
 {
-    session_sync(g);
+    if (!session_sync(g))
+        return -EAGAIN;
     if (session_is_closed(g, id))
         return -ESTALE;
     int32_t i = session_find(g, id);
     if (i < 0)
-        return session_add(g, id); /* one a previous leader opened */
+        return session_add(g, id); /* one an earlier leader opened */
     g->session_seen_ms[i] = mono_ms();
     return 0;
 }
 
 static int session_open(struct group *g, uint64_t *id)
 {
-    session_sync(g);
+    if (!session_sync(g))
+        return -EAGAIN;
     /* unique across leaders: each leader has a term of its own */
     *id = raft_term_of(g->node) << 32 | ++g->session_counter;
     return session_add(g, *id);
@@ -1610,8 +1627,7 @@ static void session_expire(struct group *g)
 {
     uint64_t now = mono_ms();
 
-    session_sync(g);
-    if (g->session_count == 0 || now - g->last_expiry_ms < 100)
+    if (!session_sync(g) || g->session_count == 0 || now - g->last_expiry_ms < 100)
         return;
     g->last_expiry_ms = now;
     for (uint32_t i = 0; i < g->session_count;) {

@@ -356,6 +356,44 @@ static void test_mount_close_to_open_across_mounts(void **state)
     mount_stop(one);
 }
 
+/* A mount cut off past the session timeout (stopped) gets a new session;
+ * closing an open from before lets go of nothing the new session holds:
+ * a later open of the same file keeps it alive after another mount
+ * unlinks it (before, the old open's release took the new one's hold,
+ * and the file went while open). */
+static void test_mount_release_after_a_new_session_keeps_later_opens(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *one = mount_start(f, "one", "0");
+    struct mount_proc *two = mount_start(f, "two", "0");
+    char path[600];
+    char there[600];
+
+    snprintf(path, sizeof(path), "%s/kept", one->dir);
+    snprintf(there, sizeof(there), "%s/kept", two->dir);
+    int before = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    assert_true(before >= 0);
+    assert_int_equal(pwrite(before, "before", 6, 0), 6);
+    assert_int_equal(fsync(before), 0);
+    /* the servers' session timeout is 1 s here */
+    assert_int_equal(kill(one->pid, SIGSTOP), 0);
+    usleep(3000000);
+    assert_int_equal(kill(one->pid, SIGCONT), 0);
+    int later = open(path, O_RDWR); /* held under the new session */
+    assert_true(later >= 0);
+    assert_int_equal(close(before), 0);
+    usleep(300000); /* its release reaches the servers */
+    assert_int_equal(unlink(there), 0);
+    assert_int_equal(pwrite(later, "later!", 6, 0), 6);
+    assert_int_equal(fsync(later), 0);
+    char got[8] = "";
+    assert_int_equal(pread(later, got, 6, 0), 6);
+    assert_memory_equal(got, "later!", 6);
+    assert_int_equal(close(later), 0);
+    mount_stop(two);
+    mount_stop(one);
+}
+
 /* Two opens of one file on one mount, writing the same bytes in turn:
  * the later write wins, whichever buffer is committed first; and an
  * fsync through one open makes the other's bytes durable too (another
@@ -2622,6 +2660,7 @@ int main(void)
         T(test_mount_names_links_xattrs_and_permissions),
         T(test_mount_close_to_open_across_mounts),
         T(test_mount_two_opens_of_one_file),
+        T(test_mount_release_after_a_new_session_keeps_later_opens),
         T(test_mount_scattered_writes_compact_their_chunk),
         T(test_mount_listing_brings_attributes),
         T(test_mount_readers_commit_nothing),
