@@ -131,10 +131,15 @@ struct group {
     uint32_t msgs_sent;          /* of rd.msgs, those sent */
     int persist_rc;
     char persist_err[RAFT_ERRMSG_MAX];
-    raft_index compact_to;       /* a checkpoint is durable here: compact the log */
-    raft_term compact_term;
-    uint64_t compact_hlc;
-    struct raft_config compact_config;
+    /* a checkpoint is durable up to compact.to: compact the log. The
+     * persist's copy (read and cleared on the thread pool while
+     * is_persisting), and the loop's next, taken when a ready is */
+    struct compaction {
+        raft_index to;           /* 0: none */
+        raft_term term;
+        uint64_t hlc;
+        struct raft_config config;
+    } compact, compact_next;
     uv_work_t ckpt_work;
     struct meta_ckpt_batch *ckpt_waiting[CKPT_BATCHES_MAX]; /* collected, in order */
     uint32_t ckpt_waiting_count;
@@ -286,11 +291,36 @@ static struct conn *conn_at(struct meta_server *s, uint32_t slot, uint64_t gen)
 
 static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void conn_take(struct conn *c);
 static void conn_close(struct conn *c);
 static void notice_flush(struct conn *c);
 
+/* Responses c's client has not read yet: libuv's queue and this turn's. */
+static size_t conn_backlog(struct conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + c->out_len;
+}
+
+/* Bounded memory for a client that does not read: past CONN_OUT_PAUSE
+ * its requests wait in the socket (TCP holds its sender back) and in
+ * c->rx; a backlog that grows on anyway (change notices) closes it. */
+static void conn_pause_check(struct conn *c)
+{
+    size_t backlog = conn_backlog(c);
+
+    if (c->is_closing)
+        return;
+    if (backlog > CONN_OUT_MAX) {
+        ar_log(AR_LOG_WARN, "a client does not read its responses: connection closed");
+        conn_close(c);
+    } else if (backlog > CONN_OUT_PAUSE && !c->is_paused) {
+        c->is_paused = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
 /* A failed write: the read side sees the connection go. A paused
- * connection reads requests again once its client has read enough. */
+ * connection takes requests again once its client has read enough. */
 static void write_done(uv_write_t *w, int status)
 {
     uv_stream_t *st = w->handle;
@@ -298,11 +328,12 @@ static void write_done(uv_write_t *w, int status)
 
     ar_free(w->data);
     ar_free(w);
-    if (status == 0 && c->is_paused && !c->is_closing &&
-        uv_stream_get_write_queue_size(st) < CONN_OUT_RESUME) {
+    if (status == 0 && c->is_paused && !c->is_closing && conn_backlog(c) < CONN_OUT_RESUME) {
         c->is_paused = false;
         if (uv_read_start(st, conn_alloc, conn_read) != 0)
             conn_close(c);
+        else
+            conn_take(c); /* the requests it had read already */
     }
 }
 
@@ -342,17 +373,7 @@ static void conn_flush(struct conn *c)
         }
     }
     c->out_len = 0;
-    /* bounded memory for a client that does not read: past a point its
-     * requests wait in the socket (TCP holds its sender back); a queue
-     * that grows on anyway (change notices) closes the connection */
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (queued > CONN_OUT_MAX) {
-        ar_log(AR_LOG_WARN, "a client does not read its responses: connection closed");
-        conn_close(c);
-    } else if (queued > CONN_OUT_PAUSE && !c->is_paused) {
-        c->is_paused = true;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    conn_pause_check(c);
 }
 
 static void flush_all(struct meta_server *s)
@@ -961,6 +982,7 @@ static int snapshot_swap(struct group *g)
     }
     rm_rf(old);
     free_batches(g->ckpt_waiting, &g->ckpt_waiting_count); /* changes of the state replaced */
+    g->compact_next.to = 0; /* of the log the install replaced */
     meta_shard_free(g->state);
     g->state = g->in_state; /* loaded: it tracks its changes from the checkpoint it is */
     g->in_state = NULL;
@@ -1049,11 +1071,11 @@ static void persist_work(uv_work_t *w)
     struct group *g = w->data;
 
     g->persist_rc = 0;
-    if (g->compact_to > 0) {
-        g->persist_rc = raft_seglog_snapshot(g->log, g->compact_to, g->compact_term,
-                                             g->compact_hlc, &g->compact_config, false,
+    if (g->compact.to > 0) {
+        g->persist_rc = raft_seglog_snapshot(g->log, g->compact.to, g->compact.term,
+                                             g->compact.hlc, &g->compact.config, false,
                                              wall_ns(), g->persist_err);
-        g->compact_to = 0;
+        g->compact.to = 0;
     }
     if (g->persist_rc == 0)
         g->persist_rc = raft_seglog_append(g->log, &g->rd, g->persist_err);
@@ -1169,7 +1191,6 @@ static void ckpt_after(uv_work_t *w, int status)
 {
     struct group *g = w->data;
     raft_index index = meta_checkpoint_applied_index(g->ckpt);
-    raft_term term = 0;
 
     g->is_checkpointing = false;
     free_batches(g->ckpt_batches, &g->ckpt_batch_count);
@@ -1187,9 +1208,10 @@ static void ckpt_after(uv_work_t *w, int status)
     }
     g->last_compact_ms = now;
     if (raft_snapshot_taken(g->node, index, g->srv->cfg.log_keep) == 0) {
-        /* taken here, on the loop: the node is not for the thread pool */
-        raft_snapshot_info(g->node, &g->compact_to, &term, &g->compact_hlc, &g->compact_config);
-        g->compact_term = term;
+        /* taken here, on the loop: the node is not for the thread pool,
+         * and a persist may be running there (compact_next, not compact) */
+        struct compaction *c = &g->compact_next;
+        raft_snapshot_info(g->node, &c->to, &c->term, &c->hlc, &c->config);
     }
     group_turn(g); /* a snapshot install may have waited for this */
 }
@@ -1287,13 +1309,17 @@ static void group_turn(struct group *g)
             return;
         g->msgs_sent = 0;
         g->is_persisting = true;
+        if (g->compact_next.to > 0) {
+            g->compact = g->compact_next;
+            g->compact_next.to = 0;
+        }
         /* a leader's appends go out while its own disk writes */
         send_msgs(g, g->rd.early_count);
         /* a replica that leads nothing only waits for its disk: it writes on
          * the loop (what arrives meanwhile waits in the socket and joins the
          * next write; two thread switches a write saved) and acknowledges
          * before it applies */
-        bool is_on_loop = g->rd.must_sync && g->compact_to == 0 && !g->rd.has_chunk &&
+        bool is_on_loop = g->rd.must_sync && g->compact.to == 0 && !g->rd.has_chunk &&
                           !leads_a_group(s);
         if (is_on_loop) {
             g->persist.data = g;
@@ -1313,7 +1339,7 @@ static void group_turn(struct group *g)
             continue;
         }
         /* a ready that only moves the commit index needs no disk (raft.h) */
-        if (g->rd.must_sync || g->compact_to > 0) {
+        if (g->rd.must_sync || g->compact.to > 0) {
             g->persist.data = g;
             uv_queue_work(s->loop, &g->persist, persist_work, persist_after);
             return;
@@ -2169,7 +2195,16 @@ static void handle_command(struct meta_server *s, struct group *g, struct conn *
         respond_not_leader(s, c, req->id, g);
         return;
     }
-    if (cmd->session != 0 && (rc = session_touch(g, cmd->session)) != 0) {
+    rc = cmd->session != 0 ? session_touch(g, cmd->session) : 0;
+    if (rc == -ESTALE && cmd->op == META_OP_MKNOD) {
+        /* A create of a closed session is made all the same, held by none:
+         * refused, its client would create again under a new number while
+         * an earlier attempt of this one may still commit (answering
+         * EEXIST for its own file). A resend is applied once. */
+        cmd->session = 0;
+        rc = 0;
+    }
+    if (rc != 0) {
         respond_rc(s, c, req->id, rc); /* a closed session: its holds are gone */
         return;
     }
@@ -2262,19 +2297,13 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->rx + c->used, (unsigned)(c->cap - c->used));
 }
 
-static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+/* Handle the whole frames c->rx holds, until a pause. */
+static void conn_take(struct conn *c)
 {
-    struct conn *c = st->data;
     size_t at = 0;
 
-    (void)buf;
-    if (nread < 0) {
-        conn_close(c);
-        return;
-    }
-    c->used += (size_t)nread;
     /* bounded: each turn takes one whole frame */
-    while (c->used - at >= 4 && !c->is_closing) {
+    while (c->used - at >= 4 && !c->is_closing && !c->is_paused) {
         uint32_t n;
         memcpy(&n, c->rx + at, 4);
         if (n > META_FRAME_BYTES_MAX) {
@@ -2286,9 +2315,23 @@ static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             break;
         handle_request(c, c->rx + at + 4, n);
         at += 4 + (size_t)n;
+        conn_pause_check(c);
     }
     memmove(c->rx, c->rx + at, c->used - at);
     c->used -= at;
+}
+
+static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+
+    (void)buf;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    c->used += (size_t)nread;
+    conn_take(c);
 }
 
 static void accepted(uv_stream_t *server, int status)

@@ -395,7 +395,9 @@ RAFT_API int raft_seglog_sync(struct raft_seglog *l, char *errmsg);
  * c as of it): recovery starts there, and sealed segments wholly below it
  * go once older than the retention window at now_ns. With is_reset (a
  * snapshot received from the leader) every stored entry goes. Durable on
- * return. Use index 0 when formatting a group, to store its members. */
+ * return. Without is_reset, an index below the stored snapshot's is
+ * ignored (the snapshot never moves back). Use index 0 when formatting a
+ * group, to store its members. */
 RAFT_API int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term,
                                   uint64_t hlc_ns, const struct raft_config *c, bool is_reset,
                                   uint64_t now_ns, char *errmsg);

@@ -1059,6 +1059,8 @@ int raft_seglog_snapshot(struct raft_seglog *l, raft_index index, raft_term term
     if (!is_reset && index > open_seg(l)->last)
         return fail(errmsg, -EINVAL, "log %s: snapshot at %" PRIu64 " is past the log", l->dir,
                     index);
+    if (!is_reset && index < l->snap_index)
+        return 0; /* a compaction an installed snapshot overtook: never back */
     l->snap_index = index;
     l->snap_term = term;
     l->snap_hlc_ns = hlc_ns;
@@ -1159,8 +1161,10 @@ int raft_seglog_read(const char *dir, raft_index from, raft_index to,
     raft_index next = from;
     bool is_moved = true;
     /* a segment sealed (renamed) between the listing and its reading is
-     * looked for again under its new name, a few times at most; if it is
-     * still not found, the entries from next on are not here */
+     * looked for again under its new name, and a listing that came up
+     * short (one taken during a rename may show neither name) is taken
+     * again: a few times at most. Then the entries from next on are not
+     * here. */
     for (int round = 0; rc == 0 && is_moved && round < 3; round++) {
         is_moved = false;
         l->seg_count = 0;
@@ -1172,11 +1176,11 @@ int raft_seglog_read(const char *dir, raft_index from, raft_index to,
             if (s->is_open || s->last >= next)
                 rc = seg_read_range(l, s, &next, to, each, ctx, errmsg);
             if (rc == -ENOENT) {
-                is_moved = true;
                 rc = 0;
                 break;
             }
         }
+        is_moved = rc == 0 && next <= to;
     }
     raft_seglog_close(l);
     return rc;

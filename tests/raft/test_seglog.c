@@ -496,6 +496,27 @@ static void test_seglog_vote_survives_a_restart_and_a_truncation(void **state)
     raft_seglog_close(l);
 }
 
+/* A compaction that the install of a received snapshot overtook (the
+ * host queued it before) never moves the log's snapshot back: the log
+ * would then lack the entries between, and the node would not start. */
+static void test_seglog_snapshot_never_moves_back(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    struct raft_config c = {.voter_count = 3, .voters = {1, 2, 3}};
+
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 60, 1, 10);
+    assert_int_equal(raft_seglog_snapshot(l, 500, 3, 900000, &c, true, 0, NULL), 0);
+    assert_int_equal(raft_seglog_snapshot(l, 40, 1, 40001, &c, false, 0, NULL), 0);
+    l = reopen(f, l, &b);
+    assert_int_equal(b.snapshot_index, 500);
+    assert_int_equal(b.snapshot_term, 3);
+    assert_int_equal(b.entry_count, 0);
+    raft_seglog_close(l);
+}
+
 /* A received snapshot replaces the log: a crash after its file was
  * written but before the old segments went leaves them behind; recovery
  * finishes the job, and the vote survives. */
@@ -781,6 +802,7 @@ int main(void)
         T(test_seglog_new_terms_entries_never_outrun_its_record),
         T(test_seglog_vote_survives_a_restart_and_a_truncation),
         T(test_seglog_interrupted_reset_is_finished_on_open),
+        T(test_seglog_snapshot_never_moves_back),
         T(test_seglog_read_gives_ranges_beside_the_writer),
         T(test_seglog_fuzz_damage_is_refused_or_cut),
     };
