@@ -1523,11 +1523,10 @@ static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const
         nodes_forget(m->nodes, node, 1);
 }
 
-/* OPEN or RELEASE of ino by the mount's session. A session the servers
- * closed (the mount was cut off past their timeout) is replaced by the
- * metadata client: an open waits for the new one (bounded) and goes on. */
-/* The client's session takes a hold on ino; waits (bounded) for a session
- * while it has none or the servers closed it. *by: the session that holds. */
+/* The client's session takes a hold on ino. A session the servers closed
+ * (the mount was cut off past their timeout) is replaced by the metadata
+ * client: the hold waits (bounded) for the new one and goes on. *by: the
+ * session that holds. */
 static int hold(struct mnt *m, fuse_req_t req, uint64_t ino, uint64_t *by)
 {
     uint32_t shard = ar_client_shard_of(m->mc, ino);

@@ -212,6 +212,7 @@ struct conn {
     bool is_dirty;        /* in the server's dirty list */
     bool is_closing;
     bool is_paused;       /* reads stopped: its client reads its responses too slowly */
+    bool is_take_due;     /* resumed: the requests in rx wait for the next turn (takes_due) */
     int32_t holder;       /* its number in the lease tables, -1 none yet */
     /* change notices not yet sent (written before any later response); one
      * with empty lists tells of a new epoch: the promises of the old are void */
@@ -236,6 +237,8 @@ struct meta_server {
     uv_prepare_t prepare;
     uint32_t dirty[CONNS_MAX];    /* connections with responses to write */
     uint32_t dirty_count;
+    uint32_t take_due[CONNS_MAX]; /* resumed connections with requests read */
+    uint32_t take_due_count;
     struct group groups[GROUP_COUNT]; /* by shard id */
     struct obj_store *store;      /* the volume's store, once the map names it (archives) */
     uint64_t store_retry_ms;
@@ -319,22 +322,45 @@ static void conn_pause_check(struct conn *c)
     }
 }
 
-/* A failed write: the read side sees the connection go. A paused
- * connection takes requests again once its client has read enough. */
+/* A paused connection whose client has read enough takes requests again:
+ * from the socket, and at the next turn those it had read (takes_due). */
+static void conn_resume_check(struct conn *c)
+{
+    struct meta_server *s = c->srv;
+
+    if (!c->is_paused || c->is_closing || conn_backlog(c) >= CONN_OUT_RESUME)
+        return;
+    c->is_paused = false;
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) != 0) {
+        conn_close(c);
+    } else if (c->used >= 4 && !c->is_take_due) {
+        c->is_take_due = true;
+        s->take_due[s->take_due_count++] = c->slot; /* a slot is due at most once */
+    }
+}
+
+static void takes_due(struct meta_server *s)
+{
+    /* bounded: a connection is listed once; conn_take adds none */
+    for (uint32_t i = 0; i < s->take_due_count; i++) {
+        struct conn *c = s->conns[s->take_due[i]];
+        if (c != NULL && c->is_take_due) {
+            c->is_take_due = false;
+            conn_take(c);
+        }
+    }
+    s->take_due_count = 0;
+}
+
+/* A failed write: the read side sees the connection go. */
 static void write_done(uv_write_t *w, int status)
 {
-    uv_stream_t *st = w->handle;
-    struct conn *c = st->data;
+    struct conn *c = w->handle->data;
 
     ar_free(w->data);
     ar_free(w);
-    if (status == 0 && c->is_paused && !c->is_closing && conn_backlog(c) < CONN_OUT_RESUME) {
-        c->is_paused = false;
-        if (uv_read_start(st, conn_alloc, conn_read) != 0)
-            conn_close(c);
-        else
-            conn_take(c); /* the requests it had read already */
-    }
+    if (status == 0)
+        conn_resume_check(c);
 }
 
 /* Write what the loop turn queued for c: at once if the socket takes it
@@ -374,6 +400,7 @@ static void conn_flush(struct conn *c)
     }
     c->out_len = 0;
     conn_pause_check(c);
+    conn_resume_check(c); /* written whole: no write_done will come */
 }
 
 static void flush_all(struct meta_server *s)
@@ -1571,9 +1598,9 @@ static int read_later(struct group *g, struct conn *c, const struct meta_request
  * timeout; one it does not know is taken as an earlier leader's. A session
  * this leader closed gets -ESTALE. (One an earlier leader closed would be
  * taken back: telling it from a live one that holds nothing needs the
- * closed ones in the state. Refusing every unknown session instead sends
- * each idle mount's next create after a change of leader to a new session,
- * with its first attempt, which may still commit, in doubt.) */
+ * closed ones in the state. Refusing every unknown session instead would
+ * leave each idle mount's first create after a change of leader held by
+ * no session: see handle_command.) */
 
 static int32_t session_find(const struct group *g, uint64_t id)
 {
@@ -2457,15 +2484,18 @@ static void on_check(uv_check_t *h)
 {
     struct meta_server *s = h->data;
 
+    takes_due(s);
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         group_turn(&s->groups[i]);
     }
     flush_all(s);
 }
 
-/* Before the loop waits: write what timers and callbacks answered. */
+/* Before the loop waits: take what resumed connections had read, write
+ * what timers and callbacks answered. */
 static void on_prepare(uv_prepare_t *h)
 {
+    takes_due(h->data);
     flush_all(h->data);
 }
 

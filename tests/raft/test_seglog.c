@@ -143,6 +143,21 @@ static struct raft_seglog *reopen(struct fixture *f, struct raft_seglog *l, stru
     return l;
 }
 
+static void find_file(const char *dir, const char *suffix, char *out, size_t cap);
+
+/* A stop that loses everything in the open segment (the unsynced tail, as
+ * a power cut may): close l, empty the open segment, open again. */
+static struct raft_seglog *lose_open_segment(struct fixture *f, struct raft_seglog *l,
+                                             struct raft_boot *b)
+{
+    char path[600];
+
+    raft_seglog_close(l);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(truncate(path, 0), 0);
+    return reopen(f, NULL, b);
+}
+
 static unsigned count_files(const char *dir, const char *suffix)
 {
     DIR *d = opendir(dir);
@@ -408,7 +423,6 @@ static void test_seglog_truncation_never_forgets_a_synced_vote(void **state)
     struct fixture *f = *state;
     struct raft_seglog *l = NULL;
     struct raft_boot b;
-    char path[600];
     char errmsg[RAFT_ERRMSG_MAX] = "";
 
     f->opt.segment_bytes = 1 << 20;
@@ -418,10 +432,7 @@ static void test_seglog_truncation_never_forgets_a_synced_vote(void **state)
     struct raft_ready rd = {.entry_count = 2, .entries = e};
     assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* replaces 1..: no sync */
     free_entries(e, 2);
-    raft_seglog_close(l);
-    find_file(f->log, ".open", path, sizeof(path));
-    assert_int_equal(truncate(path, 0), 0);
-    l = reopen(f, NULL, &b);
+    l = lose_open_segment(f, l, &b);
     assert_int_equal(b.hard_state.term, 1);
     assert_int_equal(b.hard_state.vote, 1);
     raft_seglog_close(l);
@@ -435,7 +446,6 @@ static void test_seglog_new_terms_entries_never_outrun_its_record(void **state)
     struct fixture *f = *state;
     struct raft_seglog *l = NULL;
     struct raft_boot b;
-    char path[600];
     char errmsg[RAFT_ERRMSG_MAX] = "";
 
     assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
@@ -444,11 +454,8 @@ static void test_seglog_new_terms_entries_never_outrun_its_record(void **state)
                             .entry_count = 50, .entries = make_entries(11, 60, 2)};
     assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* seals, but no sync at the end */
     free_entries(rd.entries, rd.entry_count);
-    raft_seglog_close(l);
     assert_true(count_files(f->log, ".seg") > 1);
-    find_file(f->log, ".open", path, sizeof(path));
-    assert_int_equal(truncate(path, 0), 0);
-    l = reopen(f, NULL, &b);
+    l = lose_open_segment(f, l, &b);
     assert_true(b.entry_count > 10);
     assert_int_equal(b.entries[b.entry_count - 1].term, 2);
     assert_int_equal(b.hard_state.term, 2);
@@ -463,7 +470,6 @@ static void test_seglog_vote_survives_a_restart_and_a_truncation(void **state)
     struct fixture *f = *state;
     struct raft_seglog *l = NULL;
     struct raft_boot b;
-    char path[600];
     char cmd[1400];
     char errmsg[RAFT_ERRMSG_MAX] = "";
 
@@ -487,10 +493,7 @@ static void test_seglog_vote_survives_a_restart_and_a_truncation(void **state)
     rd = (struct raft_ready){.entry_count = 2, .entries = make_entries(3, 4, 2)};
     assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* no sync */
     free_entries(rd.entries, rd.entry_count);
-    raft_seglog_close(l);
-    find_file(f->log, ".open", path, sizeof(path));
-    assert_int_equal(truncate(path, 0), 0);
-    l = reopen(f, NULL, &b);
+    l = lose_open_segment(f, l, &b);
     assert_int_equal(b.hard_state.term, 2);
     assert_int_equal(b.hard_state.vote, 3);
     raft_seglog_close(l);
