@@ -382,7 +382,8 @@ static int collect_changes(struct meta_shard *s, struct meta_ckpt_batch *b)
 {
     int rc = 0;
 
-    qsort(s->dirty_inos, s->dirty_ino_count, sizeof(s->dirty_inos[0]), cmp_dirty_ino);
+    if (s->dirty_ino_count > 0) /* none yet: the table may not exist */
+        qsort(s->dirty_inos, s->dirty_ino_count, sizeof(s->dirty_inos[0]), cmp_dirty_ino);
     for (uint32_t i = 0; i < s->dirty_ino_count && rc == 0; i++) {
         uint64_t ino = s->dirty_inos[i].ino;
         if (i > 0 && ino == s->dirty_inos[i - 1].ino)
@@ -1452,13 +1453,17 @@ int meta_checkpoint_load(struct meta_checkpoint *c, struct meta_shard **out,
         }
     }
     mdb_txn_abort(txn);
+    /* tracked from here: the changes after the checkpoint, not the whole */
     if (rc == 0)
         rc = meta_shard_track(s);
+    if (rc == 0) {
+        s->is_all_dirty = false;
+        rc = meta__dirty_reserve(s);
+    }
     if (rc != 0) {
         meta_shard_free(s); /* nothing half-loaded escapes */
         return rc;
     }
-    s->is_all_dirty = false;
     *applied_index = c->applied_index;
     *out = s;
     return 0;
