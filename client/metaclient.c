@@ -344,16 +344,14 @@ static bool may_lease(const struct call *k)
     }
 }
 
-/* The leader does not know session: it closed it (cut off past the
- * timeout: its holds are gone), or it held nothing when that leader began.
- * A new one is opened at once; holds taken under the old one are not
- * released under the new. */
+/* The servers closed session (this client was cut off past their
+ * timeout): its holds are gone. A new one is opened at once; holds taken
+ * under the old one are not released under the new. */
 static void session_lost(struct ar_client *c, uint32_t shard, uint64_t session)
 {
     if (shard >= SHARDS_KNOWN || session == 0 || c->sessions[shard] != session)
         return;
-    ar_log(AR_LOG_INFO, "metadata session %" PRIx64 " is closed at the servers (cut off past "
-           "the timeout, or idle at a change of leader); opening a new one", session);
+    ar_log(AR_LOG_WARN, "metadata session %" PRIx64 " expired; opening a new one", session);
     stat_add(c, &c->stats.sessions_lost);
     __atomic_store_n(&c->sessions[shard], 0, __ATOMIC_RELEASE);
     c->next_hb_ms = 0;
