@@ -20,14 +20,18 @@
  *   type 1 segment header: "ARBRSEG1", u64 first index
  *   type 2 entry: u64 index, u64 term, u64 hlc_ns, u8 type, 3 zero, u32 size, data
  *   type 3 hard state: u64 term, u64 vote, u64 commit
+ *   type 4 sync mark: u64 the segment's first index, u64 bytes synced
  * Every segment opens with its header and the hard state at that moment, so
- * deleting old segments never loses the newest hard state.
+ * deleting old segments never loses the newest hard state. Each sync that
+ * covered new bytes is followed by a mark saying how far it reached.
  *
  * Recovery reads the segments from the one holding the snapshot's next
  * index. A record that does not check in the open segment ends it (a torn
- * write) only if nothing after it checks either; then the tail is cut.
- * Anywhere else it is -RAFT_ECORRUPT, naming the file and offset: a damaged
- * middle is never skipped. Sealed segments past the snapshot are kept for
+ * write) unless a mark after it says a sync covered it: a power cut may
+ * keep a later page of an unsynced write and not an earlier one, but
+ * never loses a synced page. Then the tail is cut. Anywhere else, and
+ * under a mark, it is -RAFT_ECORRUPT, naming the file and offset: synced
+ * damage is never skipped. Sealed segments past the snapshot are kept for
  * the retention window (point-in-time restore), then deleted oldest first.
  *
  * Invariants: segments hold consecutive indexes; the open segment is the
@@ -50,7 +54,8 @@
 #define REC_HEADER_BYTES 12u
 #define REC_ENTRY_FIXED  32u
 #define PREFILL_BYTES    (1u << 20) /* zeros written ahead of the open segment's records */
-enum { REC_SEGMENT = 1, REC_ENTRY = 2, REC_HARD_STATE = 3 };
+enum { REC_SEGMENT = 1, REC_ENTRY = 2, REC_HARD_STATE = 3, REC_SYNC_MARK = 4 };
+#define REC_SYNC_MARK_LEN 16u
 
 struct segment {
     raft_index first;
@@ -69,6 +74,8 @@ struct raft_seglog {
     int fd;                   /* the open segment */
     uint64_t size;            /* its bytes */
     uint64_t zeroed_to;       /* the file holds zeros from size up to here (prefill) */
+    uint64_t marked_to;       /* the open segment's bytes up to here are under a sync mark
+                               * (or the mark itself): a sync past it writes a new one */
     uint64_t *offsets;        /* offsets[i]: record of entry first + i in it */
     uint32_t offset_cap;
     struct raft_hard_state hs;
@@ -341,6 +348,7 @@ static int seg_create(struct raft_seglog *l, raft_index first, char *errmsg)
     l->fd = fd;
     l->size = 0;
     l->zeroed_to = 0;
+    l->marked_to = 0;
     l->is_dir_dirty = true;
     memcpy(head, SEG_MAGIC, 8);
     put_u64(head + 8, first);
@@ -455,6 +463,23 @@ static void seg_scan(struct seg_read *r)
         }
     }
     r->is_torn = off < r->size;
+}
+
+/* A sync mark of the segment starting at first, somewhere after at, says a
+ * sync covered the record at `at`: damage there is not a torn write. Only
+ * records shaped like a mark are checked, so the walk stays linear. */
+static bool is_synced_past(const struct seg_read *r, raft_index first, uint64_t at)
+{
+    uint32_t len;
+
+    /* bounded: one look every 8 bytes */
+    for (uint64_t off = at + 8; off + REC_HEADER_BYTES + REC_SYNC_MARK_LEN <= r->size; off += 8) {
+        const uint8_t *p = r->data + off;
+        if (get_u32(p) == REC_SYNC_MARK_LEN && p[8] == REC_SYNC_MARK && record_ok(r, off, &len) &&
+            get_u64(p + REC_HEADER_BYTES) == first && get_u64(p + REC_HEADER_BYTES + 8) > at)
+            return true;
+    }
+    return false;
 }
 
 /* ---- recovery -------------------------------------------------------------------------------- */
@@ -576,6 +601,10 @@ static int seg_load(struct raft_seglog *l, uint32_t i, char *errmsg)
     if (rc != 0)
         return fail(errmsg, rc, "log %s: cannot read %s: %s", l->dir, name, strerror(-rc));
     seg_scan(&r);
+    if (r.is_bad && s->is_open && !is_synced_past(&r, s->first, r.bad_at)) {
+        r.is_bad = false; /* unsynced pages a power cut kept out of order */
+        r.is_torn = true;
+    }
     if (r.is_bad || (r.is_torn && !s->is_open)) {
         rc = fail(errmsg, -RAFT_ECORRUPT, "log %s: %s is damaged at byte %" PRIu64, l->dir, name,
                   r.is_bad ? r.bad_at : r.end);
@@ -591,6 +620,8 @@ static int seg_load(struct raft_seglog *l, uint32_t i, char *errmsg)
         else if (type == REC_HARD_STATE && len == 24)
             l->hs = (struct raft_hard_state){.term = get_u64(p), .vote = get_u64(p + 8),
                                              .commit = get_u64(p + 16)};
+        else if (type == REC_SYNC_MARK && len == REC_SYNC_MARK_LEN)
+            ; /* read by is_synced_past() when needed */
         else if (type == REC_ENTRY && len >= REC_ENTRY_FIXED) {
             if (next > l->snap_index)
                 rc = boot_push(l, p, len, next, errmsg);
@@ -709,6 +740,10 @@ static int recover(struct raft_seglog *l, struct raft_boot *boot, char *errmsg)
         l->fd = openat(l->dir_fd, name, O_RDWR | O_CLOEXEC);
         rc = l->fd >= 0 ? index_open_segment(l, errmsg)
                         : fail(errmsg, -errno, "log %s: cannot open %s", l->dir, name);
+        /* a kill leaves unsynced writes in the page cache, and they read
+         * back: sync them before the node counts them as its log */
+        if (rc == 0 && fdatasync(l->fd) != 0)
+            rc = fail(errmsg, -EIO, "log %s: cannot sync %s: %s", l->dir, name, strerror(errno));
     }
     if (rc != 0)
         return rc;
@@ -825,6 +860,7 @@ static int seg_unseal(struct raft_seglog *l, char *errmsg)
         return fail(errmsg, -errno, "log %s: cannot open %s: %s", l->dir, to, strerror(errno));
     l->size = (uint64_t)st.st_size;
     l->zeroed_to = l->size;
+    l->marked_to = 0;
     return index_open_segment(l, errmsg);
 }
 
@@ -860,12 +896,15 @@ static int truncate_from(struct raft_seglog *l, raft_index from, char *errmsg)
     if (from > s->last)
         return 0;
     uint64_t at = l->offsets[from - s->first];
-    if (ftruncate(l->fd, (off_t)at) != 0) {
+    /* synced before new records go there: old records and sync marks
+     * brought back by a power cut would make torn new ones read as damage */
+    if (ftruncate(l->fd, (off_t)at) != 0 || fdatasync(l->fd) != 0) {
         l->is_failed = true;
         return fail(errmsg, -errno, "log %s: truncate failed: %s", l->dir, strerror(errno));
     }
     l->size = at;
     l->zeroed_to = at;
+    l->marked_to = at < l->marked_to ? at : l->marked_to;
     s->last = from - 1;
     /* a hard state written after from went with it: write it again */
     rc = buf_hard_state(l);
@@ -932,6 +971,24 @@ int raft_seglog_append(struct raft_seglog *l, const struct raft_ready *rd, char 
     return rc;
 }
 
+/* Say, after the records, that a sync covered them. The mark itself is
+ * synced with the next batch; until then the batch before it is the one a
+ * power cut could tear (recovery cannot tell it from synced damage). */
+static int write_sync_mark(struct raft_seglog *l, char *errmsg)
+{
+    uint8_t p[REC_SYNC_MARK_LEN];
+
+    put_u64(p, open_seg(l)->first);
+    put_u64(p + 8, l->size);
+    int rc = buf_record(l, REC_SYNC_MARK, p, sizeof(p), NULL, 0);
+    if (rc != 0)
+        return fail(errmsg, rc, "out of memory");
+    rc = buf_flush(l, errmsg);
+    if (rc == 0)
+        l->marked_to = l->size;
+    return rc;
+}
+
 int raft_seglog_sync(struct raft_seglog *l, char *errmsg)
 {
     RAFT_ASSERT(l != NULL);
@@ -942,6 +999,8 @@ int raft_seglog_sync(struct raft_seglog *l, char *errmsg)
         l->is_failed = true; /* never retried: the page cache may have dropped the data */
         rc = fail(errmsg, -EIO, "log %s: fdatasync failed: %s", l->dir, strerror(errno));
     }
+    if (rc == 0 && l->size > l->marked_to)
+        rc = write_sync_mark(l, errmsg);
     if (rc == 0 && l->is_vote_dirty)
         rc = write_vote_file(l, errmsg);
     if (rc == 0 && l->is_dir_dirty) {

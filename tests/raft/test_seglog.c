@@ -1,6 +1,6 @@
 /* tests/raft/test_seglog.c - the segment log on a real disk: round trips,
  * sealing, truncation on conflict (also inside a sealed segment), a torn
- * tail cut off, a damaged middle refused, snapshots, retention, a reset,
+ * tail cut off, a damaged middle refused (unless no sync covered it), snapshots, retention, a reset,
  * ranges read by another reader while the log stays open, and a seeded
  * fuzz: damage anywhere is refused or cut off, never read as other bytes.
  * Entries hold bytes derived from (index, term), so what is read back is
@@ -346,6 +346,51 @@ static void test_seglog_damaged_middle_is_refused_with_its_place(void **state)
     flip_byte(path, 40);
     assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), 0);
     expect_entries(&b, 1, 100, term_one);
+    raft_seglog_close(l);
+}
+
+/* Write-back takes pages in any order: a power cut during a write never
+ * synced may keep a later page of it and not an earlier one. That is a
+ * torn write, cut like a torn tail; what a sync covered stays. */
+static void test_seglog_unsynced_write_torn_out_of_order_is_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct raft_seglog *l = NULL;
+    struct raft_boot b;
+    char path[600];
+    char errmsg[RAFT_ERRMSG_MAX] = "";
+    struct stat synced;
+    struct stat written;
+
+    f->opt.segment_bytes = 1u << 20; /* both writes in one segment */
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, NULL), 0);
+    append(l, 1, 10, 1, 5);
+    raft_seglog_close(l);
+    find_file(f->log, ".open", path, sizeof(path));
+    assert_int_equal(stat(path, &synced), 0);
+    l = reopen(f, NULL, &b);
+    struct raft_ready rd = {.has_hard_state = true, .hard_state = {.term = 1, .vote = 1,
+                                                                   .commit = 5},
+                            .entry_count = 70, .entries = make_entries(11, 80, 1)};
+    assert_int_equal(raft_seglog_append(l, &rd, errmsg), 0); /* and no sync */
+    free_entries(rd.entries, rd.entry_count);
+    raft_seglog_close(l);
+    assert_int_equal(stat(path, &written), 0);
+    assert_true(written.st_size > synced.st_size + 8192);
+    /* a page in the middle of the unsynced write never reached the disk */
+    off_t hole = (synced.st_size + written.st_size) / 2 & ~(off_t)7;
+    int fd = open(path, O_WRONLY);
+    uint8_t zeros[512] = {0};
+    assert_int_equal(pwrite(fd, zeros, sizeof(zeros), hole), (ssize_t)sizeof(zeros));
+    close(fd);
+    l = NULL;
+    assert_int_equal(raft_seglog_open(f->log, &f->opt, &l, &b, errmsg), 0);
+    assert_true(b.entry_count >= 10 && b.entry_count < 80);
+    expect_entries(&b, 1, b.entry_count, term_one);
+    raft_index last = b.entry_count;
+    append(l, last + 1, last + 5, 1, 5); /* appends go on after the cut */
+    l = reopen(f, l, &b);
+    expect_entries(&b, 1, last + 5, term_one);
     raft_seglog_close(l);
 }
 
@@ -799,6 +844,7 @@ int main(void)
         T(test_seglog_torn_tail_is_cut_and_the_rest_kept),
         T(test_seglog_prefill_left_by_a_crash_reads_as_nothing),
         T(test_seglog_damaged_middle_is_refused_with_its_place),
+        T(test_seglog_unsynced_write_torn_out_of_order_is_cut),
         T(test_seglog_snapshot_retention_and_reset),
         T(test_seglog_foreign_files_and_gaps),
         T(test_seglog_truncation_never_forgets_a_synced_vote),
