@@ -50,6 +50,11 @@ struct ar_client_options {
     void (*on_notice)(void *arg, uint64_t seq, const uint64_t *changed, uint32_t changed_count,
                       const uint64_t *renamed, uint32_t renamed_count);
     void *notice_arg;
+    /* Runs on the client's thread when a session opens in place of one
+     * lost (the servers closed it, or no answer confirmed it for most of
+     * their timeout): what the old one held may be gone. It must not block. */
+    void (*on_session)(void *arg, uint32_t shard, uint64_t session);
+    void *session_arg;
 };
 
 struct ar_client;
@@ -111,8 +116,9 @@ uint32_t ar_client_shard_of(struct ar_client *c, uint64_t ino);
 /* The map as last read. */
 void ar_client_map(struct ar_client *c, struct meta_map *out);
 /* The session of shard's leader this client holds (0: none). A session
- * that expired (the client was cut off longer than the servers wait) is
- * replaced by a new one; what the old one held is gone. */
+ * that expired (the client was cut off longer than the servers wait), or
+ * that no answer confirmed for most of that time, is replaced by a new
+ * one; what the old one held is gone. */
 uint64_t ar_client_session(struct ar_client *c, uint32_t shard);
 
 /* Counters, for tests and `arbor status`. */

@@ -121,6 +121,10 @@ struct ar_client {
     bool has_new_map;            /* under mu: the loop has not taken it yet */
     struct meta_map loop_map;    /* the loop's copy of it (take_map) */
     uint64_t sessions[SHARDS_KNOWN];
+    /* the loop's: when the last session call the servers answered began
+     * (the servers heard it no earlier), and their session timeout */
+    uint64_t session_confirmed_ms[SHARDS_KNOWN];
+    uint32_t session_timeout_ms;
     /* the loop's: since when a shard's calls time out (0: it answers), and
      * how many failed so, for the log */
     uint64_t out_since_ms[SHARDS_KNOWN];
@@ -136,6 +140,7 @@ struct ar_client {
     struct meta_response_buf *notice_out; /* a change notice, decoded */
     /* the heartbeat, the loop's own call */
     struct call hb;
+    uint64_t hb_started_ms;
     struct meta_response_buf *hb_out;
     bool is_hb_busy;
     uint64_t next_hb_ms;
@@ -345,13 +350,14 @@ static bool may_lease(const struct call *k)
 }
 
 /* The servers closed session (this client was cut off past their
- * timeout): its holds are gone. A new one is opened at once; holds taken
- * under the old one are not released under the new. */
-static void session_lost(struct ar_client *c, uint32_t shard, uint64_t session)
+ * timeout), or may have: its holds are gone. A new one is opened at once;
+ * holds taken under the old one are not released under the new (the mount
+ * takes its open files' holds again, on_session). */
+static void session_lost(struct ar_client *c, uint32_t shard, uint64_t session, const char *why)
 {
     if (shard >= SHARDS_KNOWN || session == 0 || c->sessions[shard] != session)
         return;
-    ar_log(AR_LOG_WARN, "metadata session %" PRIx64 " expired; opening a new one", session);
+    ar_log(AR_LOG_WARN, "metadata session %" PRIx64 " %s; opening a new one", session, why);
     stat_add(c, &c->stats.sessions_lost);
     __atomic_store_n(&c->sessions[shard], 0, __ATOMIC_RELEASE);
     c->next_hb_ms = 0;
@@ -392,7 +398,7 @@ static void on_answer(struct ar_client *c, struct conn *n, struct call *k)
     if (r->rc == 0 && r->lease != 0)
         lease_answer(c, (int)(n - c->conns), k, r->lease);
     if (r->rc == -ESTALE && k->kind == META_REQ_COMMAND && k->cmd->session != 0)
-        session_lost(c, k->shard, k->cmd->session);
+        session_lost(c, k->shard, k->cmd->session, "expired (the servers closed it)");
     shard_answered(c, k->shard);
     finish(c, k, r->rc);
 }
@@ -712,19 +718,51 @@ static void hb_done(struct ar_client *c, struct call *k)
         c->opt.heartbeat_ms = timeout / 3 > 0 ? timeout / 3 : 1;
         c->next_hb_ms = now_ms() + c->opt.heartbeat_ms;
     }
+    if (timeout > 0)
+        c->session_timeout_ms = timeout;
     if (k->kind == META_REQ_SESSION_OPEN && k->rc == 0) {
+        bool is_new = c->sessions[k->shard] == 0 && c->session_confirmed_ms[k->shard] != 0;
+        c->session_confirmed_ms[k->shard] = c->hb_started_ms;
         __atomic_store_n(&c->sessions[k->shard], k->out->r.session, __ATOMIC_RELEASE);
+        if (is_new && c->opt.on_session != NULL)
+            c->opt.on_session(c->opt.session_arg, k->shard, k->out->r.session);
         return;
     }
+    if (k->kind == META_REQ_HEARTBEAT && k->rc == 0 && k->session == c->sessions[k->shard])
+        c->session_confirmed_ms[k->shard] = c->hb_started_ms;
     if (k->kind == META_REQ_HEARTBEAT && k->rc == -ESTALE)
-        session_lost(c, k->shard, k->session);
+        session_lost(c, k->shard, k->session, "expired (the servers closed it)");
+}
+
+/* A session no answer has confirmed for most of the servers' timeout may
+ * be closed already: by a leader since replaced, whose successor would
+ * take it back as one it never knew, and then nothing would tell this
+ * client its holds went. So the client lets it go first. The servers
+ * count their timeout from a heartbeat's arrival, the client from its
+ * start; an eighth is left for the clocks' rates. */
+static void session_check(struct ar_client *c, uint64_t now)
+{
+    uint64_t session = c->sessions[META_ROOT_SHARD];
+    uint64_t limit = c->session_timeout_ms - c->session_timeout_ms / 8;
+    char why[128];
+
+    if (session == 0 || c->session_timeout_ms == 0 ||
+        now - c->session_confirmed_ms[META_ROOT_SHARD] <= limit)
+        return;
+    snprintf(why, sizeof(why), "was not confirmed for %" PRIu64 " ms (the servers close one "
+             "silent for %u ms)", now - c->session_confirmed_ms[META_ROOT_SHARD],
+             c->session_timeout_ms);
+    session_lost(c, META_ROOT_SHARD, session, why);
 }
 
 static void heartbeat(struct ar_client *c, uint64_t now)
 {
+    if (!c->opt.has_no_session)
+        session_check(c, now);
     if (c->opt.has_no_session || c->is_hb_busy || now < c->next_hb_ms)
         return;
     c->next_hb_ms = now + c->opt.heartbeat_ms;
+    c->hb_started_ms = now;
     uint64_t session = c->sessions[META_ROOT_SHARD];
     c->hb = (struct call){.shard = META_ROOT_SHARD, .out = c->hb_out, .done = hb_done,
                           .kind = session != 0 ? META_REQ_HEARTBEAT : META_REQ_SESSION_OPEN,

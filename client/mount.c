@@ -266,6 +266,15 @@ struct mnt {
                                      * never held across a call to the store or shard */
     pthread_cond_t files_cond;      /* with files_mu: an open file's last pin went */
     struct open_file *files;
+    /* The keeper takes open files' holds again when the metadata client
+     * replaced a lost session (session_replaced). */
+    pthread_mutex_t keeper_mu;      /* a leaf lock */
+    pthread_cond_t keeper_cond;
+    pthread_t keeper;
+    bool is_keeper_init;
+    bool is_keeper_started;
+    bool is_keeper_done;            /* under keeper_mu */
+    bool is_rehold_due;             /* under keeper_mu */
     /* Read-only opens take no hold (no commit): a removal on this mount
      * holds their inode first. Both counters atomic; an open counts itself
      * then looks at removals, a removal the other way round, so at least
@@ -955,7 +964,7 @@ static void buf_drop_pages(struct open_file *f)
 
 typedef int file_visitor(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg);
 
-/* Call visit on each open file of ino, up to the first error, without
+/* Call visit on each open file of ino (0: every one), up to the first error, without
  * files_mu held through the calls (they wait on the store and the shard:
  * an outage must not stall every open and close of the mount). The file
  * visited is pinned; file_free() waits for its pins, so it stays listed
@@ -970,7 +979,7 @@ static int files_visit(struct mnt *m, fuse_req_t req, uint64_t ino, file_visitor
     struct open_file *f = m->files;
     /* bounded by the files listed when the walk began */
     while (f != NULL && rc == 0) {
-        if (f->ino != ino) {
+        if (ino != 0 && f->ino != ino) {
             f = f->next;
             continue;
         }
@@ -1566,6 +1575,103 @@ static int file_hold(struct mnt *m, fuse_req_t req, struct open_file *f)
         rc = hold(m, req, f->ino, &f->held_by);
     pthread_mutex_unlock(&f->mu);
     return rc;
+}
+
+/* f's hold, taken under a session the metadata client has since replaced
+ * (lost, or maybe lost), is taken again under the current one, and the
+ * old one's let go (if the servers closed it, there is nothing to let go).
+ * An orphan cannot be held by a new session: it is left as it is. *arg
+ * counts the holds taken again. */
+static int file_rehold(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg)
+{
+    uint32_t *count = arg;
+
+    pthread_mutex_lock(&f->mu);
+    uint64_t old = __atomic_load_n(&f->held_by, __ATOMIC_ACQUIRE);
+    uint64_t now = ar_client_session(m->mc, ar_client_shard_of(m->mc, f->ino));
+    if (old != 0 && now != 0 && old != now) {
+        uint64_t by = 0;
+        int rc = hold(m, req, f->ino, &by);
+        if (rc == 0) {
+            __atomic_store_n(&f->held_by, by, __ATOMIC_RELEASE);
+            hold_release(m, f->ino, old);
+            if (count != NULL)
+                (*count)++;
+        } else {
+            ar_log(AR_LOG_WARN, "open file %" PRIu64 ": its hold went with a lost metadata "
+                   "session (%s); a removal elsewhere frees it while it is open", f->ino,
+                   strerror(-rc));
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+/* On the metadata client's thread (must not block): a session opened in
+ * place of a lost one. The keeper takes the open files' holds again. */
+static void session_replaced(void *arg, uint32_t shard, uint64_t session)
+{
+    struct mnt *m = arg;
+
+    (void)shard;
+    (void)session;
+    pthread_mutex_lock(&m->keeper_mu);
+    m->is_rehold_due = true;
+    pthread_cond_signal(&m->keeper_cond);
+    pthread_mutex_unlock(&m->keeper_mu);
+}
+
+static void *keeper_main(void *arg)
+{
+    struct mnt *m = arg;
+
+    pthread_mutex_lock(&m->keeper_mu);
+    /* bounded: woken by each new session and by the end */
+    while (!m->is_keeper_done) {
+        if (!m->is_rehold_due) {
+            pthread_cond_wait(&m->keeper_cond, &m->keeper_mu);
+            continue;
+        }
+        m->is_rehold_due = false;
+        pthread_mutex_unlock(&m->keeper_mu);
+        uint32_t count = 0;
+        (void)files_visit(m, NULL, 0, file_rehold, &count);
+        if (count > 0)
+            ar_log(AR_LOG_INFO, "took the holds of %u open files again under the new "
+                   "metadata session", count);
+        pthread_mutex_lock(&m->keeper_mu);
+    }
+    pthread_mutex_unlock(&m->keeper_mu);
+    return NULL;
+}
+
+/* Before the metadata client opens: its thread may call session_replaced. */
+static void keeper_init(struct mnt *m)
+{
+    pthread_mutex_init(&m->keeper_mu, NULL);
+    pthread_cond_init(&m->keeper_cond, NULL);
+    m->is_keeper_init = true;
+}
+
+static void keeper_start(struct mnt *m)
+{
+    m->is_keeper_started = pthread_create(&m->keeper, NULL, keeper_main, m) == 0;
+    if (!m->is_keeper_started)
+        ar_log(AR_LOG_WARN, "no thread to take open files' holds again after a lost "
+                            "metadata session");
+}
+
+/* Before the metadata client closes: the keeper's holds call it. */
+static void keeper_stop(struct mnt *m)
+{
+    if (!m->is_keeper_started)
+        return;
+    pthread_mutex_lock(&m->keeper_mu);
+    m->is_keeper_done = true;
+    pthread_cond_signal(&m->keeper_cond);
+    pthread_mutex_unlock(&m->keeper_mu);
+    pthread_join(m->keeper, NULL);
+    m->is_keeper_started = false;
 }
 
 static int reader_hold(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg)
@@ -2198,8 +2304,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     e.ino = nodes_entry(m->nodes, parent, name, c.name_len, a,
                         (uint64_t)(e.entry_timeout * 1000.0) + 1, true);
     struct open_file *f = e.ino == a->ino ? file_new(m, a->ino, e.ino, false) : NULL;
-    if (f != NULL)
-        f->held_by = c.session; /* the MKNOD took it; no other thread knows f yet */
+    if (f != NULL) {
+        /* the MKNOD took it; the keeper may have walked past f meanwhile */
+        __atomic_store_n(&f->held_by, c.session, __ATOMIC_RELEASE);
+        (void)file_rehold(m, req, f, NULL);
+    }
     if (f == NULL) {
         hold_release(m, a->ino, c.session);
         fuse_reply_err(req, ENOMEM);
@@ -3111,6 +3220,9 @@ static int mount_open_parts(struct mnt *m, const struct ar_mount_options *o,
         meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
         meta.notice_arg = m->leased;
     }
+    keeper_init(m);
+    meta.on_session = session_replaced;
+    meta.session_arg = m;
     /* with entry timeouts of 0 the kernel keeps no names: inode numbers only */
     if (o->entry_timeout_s > 0 && (m->nodes = nodes_new(NODES_SETS)) == NULL)
         return -ENOMEM;
@@ -3156,6 +3268,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     }
     pthread_cond_init(&m->files_cond, NULL);
     ahead_start(m);
+    keeper_start(m);
     m->has_out_key = pthread_key_create(&m->out_key, out_free) == 0;
     if (!m->has_out_key)
         return ar_errorf(errmsg, -EIO, "no thread key for the FUSE threads' buffers");
@@ -3232,6 +3345,7 @@ static int mount_serve(struct mnt *m, const struct ar_mount_options *o, struct f
      * so the client ends them (-ECANCELED) before the session goes */
     files_reap(m);
     openers_stop(m); /* answers that come later reply on the client's thread */
+    keeper_stop(m);
     ar_client_close(m->mc);
     m->mc = NULL;
     if (!*is_grants_left)
@@ -3307,7 +3421,12 @@ static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
     if (has_served)
         mount_log_figures(m);
     block_cache_close(m->disk);
+    keeper_stop(m); /* if the mount never served */
     ar_client_close(m->mc); /* its thread calls leased_notice until then */
+    if (m->is_keeper_init) {
+        pthread_cond_destroy(&m->keeper_cond);
+        pthread_mutex_destroy(&m->keeper_mu);
+    }
     if (m->has_out_key)
         pthread_key_delete(m->out_key);
     nodes_free(m->nodes);

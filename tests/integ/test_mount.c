@@ -394,6 +394,70 @@ static void test_mount_release_after_a_new_session_keeps_later_opens(void **stat
     mount_stop(one);
 }
 
+/* A mount cut off past the servers' session timeout while the leader
+ * changes: the old leader closed its session (releasing its holds), and
+ * the new one, which never knew it, would take it back as live when the
+ * mount comes back, and nothing would tell the mount its holds went. The
+ * mount lets a session go itself once nothing confirmed it for most of the
+ * timeout, and takes its open files' holds again under the new one: a
+ * file it has open, unlinked on another mount afterwards, stays readable
+ * and writable through it. */
+static void test_mount_open_files_held_again_after_a_lost_session(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *one = mount_start(f, "one", "0");
+    struct mount_proc *two = mount_start(f, "two", "0");
+    char path[600];
+    char there[600];
+    char cmd[1400];
+
+    int go[2];
+
+    snprintf(path, sizeof(path), "%s/held", one->dir);
+    snprintf(there, sizeof(there), "%s/held", two->dir);
+    int leader = leader_node(f);
+    assert_true(leader >= 0);
+    snprintf(cmd, sizeof(cmd), "'%s' leader transfer '%s/node1' %d > /dev/null", f->arbor, f->dir,
+             (leader + 1) % 3 + 1);
+    /* the transfer runs in a process forked before the file is opened: a
+     * process that has it (even close-on-exec) flushes it to the stopped
+     * mount when it execs or exits, and waits */
+    assert_int_equal(pipe(go), 0);
+    pid_t helper = fork();
+    assert_true(helper >= 0);
+    if (helper == 0) {
+        char b;
+        close(go[1]);
+        _exit(read(go[0], &b, 1) == 1 && system(cmd) == 0 ? 0 : 1);
+    }
+    close(go[0]);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "before", 6, 0), 6);
+    assert_int_equal(fsync(fd), 0);
+    /* the servers' session timeout is 1 s here; nothing fails while the
+     * mount is stopped, or the teardown would wait for it */
+    assert_int_equal(kill(one->pid, SIGSTOP), 0);
+    usleep(2500000);
+    int status = -1;
+    bool is_sent = write(go[1], "t", 1) == 1;
+    close(go[1]);
+    bool is_transferred = is_sent && waitpid(helper, &status, 0) == helper &&
+                          WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    assert_int_equal(kill(one->pid, SIGCONT), 0);
+    assert_true(is_transferred);
+    usleep(1500000); /* a new session, and the hold taken again */
+    assert_int_equal(unlink(there), 0);
+    assert_int_equal(pwrite(fd, "after!", 6, 0), 6);
+    assert_int_equal(fsync(fd), 0);
+    char got[8] = "";
+    assert_int_equal(pread(fd, got, 6, 0), 6);
+    assert_memory_equal(got, "after!", 6);
+    assert_int_equal(close(fd), 0);
+    mount_stop(two);
+    mount_stop(one);
+}
+
 /* Two opens of one file on one mount, writing the same bytes in turn:
  * the later write wins, whichever buffer is committed first; and an
  * fsync through one open makes the other's bytes durable too (another
@@ -2661,6 +2725,7 @@ int main(void)
         T(test_mount_close_to_open_across_mounts),
         T(test_mount_two_opens_of_one_file),
         T(test_mount_release_after_a_new_session_keeps_later_opens),
+        T(test_mount_open_files_held_again_after_a_lost_session),
         T(test_mount_scattered_writes_compact_their_chunk),
         T(test_mount_listing_brings_attributes),
         T(test_mount_readers_commit_nothing),
