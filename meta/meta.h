@@ -517,7 +517,9 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
                         size_t cap, size_t *len);
 /* Decode a request's message (a frame without its length); the command
  * goes into *cmd (a kind without one leaves it zeroed). -EPROTO for bytes
- * that are not a request, -EINVAL for a field out of range. */
+ * that are not a request, -EINVAL (or -ENAMETOOLONG, -E2BIG) for a field
+ * out of range. req->id is set whenever the bytes were a request, even
+ * one refused, so the refusal can be answered to its call (0 if not). */
 int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req,
                         struct meta_cmd_buf *cmd);
 

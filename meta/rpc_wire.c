@@ -91,11 +91,13 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                         struct meta_cmd_buf *cmd)
 {
     AR_ASSERT(req != NULL && cmd != NULL);
+    req->id = 0;
     if (len > META_FRAME_BYTES_MAX)
         return -EMSGSIZE;
     Arbor__Meta__Request *pb = arbor__meta__request__unpack(&rpc_allocator, len, buf);
     if (pb == NULL)
         return -EPROTO;
+    req->id = pb->id;
     int rc = 0;
     if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_ADMIN ||
         (pb->kind == META_REQ_ADMIN &&

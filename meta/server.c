@@ -2253,7 +2253,8 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
     ticks_catch_up(s); /* a lease, a follower's freshness: counted in ticks */
     int rc = meta_request_decode(frame, len, &req, s->cmd);
     if (rc != 0) {
-        respond_rc(s, c, 0, rc); /* id unknown: the client sees a failure */
+        /* to its call if the bytes were a request; id 0 (no call) if not */
+        respond_rc(s, c, req.id, rc);
         return;
     }
     if (req.kind == META_REQ_STATUS) {

@@ -773,9 +773,11 @@ static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **stat
     assert_int_equal(meta_request_encode(&req, &mk, f->buf, META_FRAME_BYTES_MAX, &len),
                      -ENAMETOOLONG); /* our encoder refuses it too: send raw bytes instead */
     assert_true(connect_wait(f, 0));
-    /* Request{kind 1, shard 1, command: Command{op 6 (mknod), ino 1, name: 300 x}} */
+    /* Request{id 77, kind 1, shard 1, command: Command{op 6 (mknod), ino 1,
+     * name: 300 x}}: refused to its call, so the client hears it at once */
     uint8_t frame[400];
     size_t at = 4;
+    frame[at++] = 0x08; frame[at++] = 77;             /* id 77 */
     frame[at++] = 0x10; frame[at++] = 1;              /* shard 1 */
     frame[at++] = 0x20; frame[at++] = 1;              /* kind command */
     frame[at++] = 0x2a; frame[at++] = 0xb4; frame[at++] = 0x02; /* command, 308 bytes */
@@ -792,6 +794,7 @@ static void test_cluster_bad_input_gets_an_error_and_service_goes_on(void **stat
     assert_true(read_full(f->fd, f->buf, rn, 2000));
     assert_int_equal(meta_response_decode(f->buf, rn, f->resp), 0);
     assert_int_equal(f->resp->r.rc, -ENAMETOOLONG);
+    assert_int_equal(f->resp->r.id, 77);
     /* garbage in a frame: an error answer */
     uint8_t junk[] = {3, 0, 0, 0, 0xff, 0xff, 0xff};
     assert_int_equal(write(f->fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
