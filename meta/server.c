@@ -505,7 +505,8 @@ static void reply_reset(struct meta_server *s, uint32_t data_cap)
 
 /* ---- pending requests ------------------------------------------------------------------ */
 
-static int pending_add(struct group *g, const struct pending *p)
+/* Room for one more pending request: -EAGAIN at the bound, -ENOMEM. */
+static int pending_reserve(struct group *g)
 {
     if (g->pending_count >= PENDING_MAX)
         return -EAGAIN;
@@ -517,8 +518,16 @@ static int pending_add(struct group *g, const struct pending *p)
         g->pending = v;
         g->pending_cap = cap;
     }
-    g->pending[g->pending_count++] = *p;
     return 0;
+}
+
+static int pending_add(struct group *g, const struct pending *p)
+{
+    int rc = pending_reserve(g);
+
+    if (rc == 0)
+        g->pending[g->pending_count++] = *p;
+    return rc;
 }
 
 static void pending_drop(struct group *g, uint32_t i)
@@ -1441,16 +1450,19 @@ static int propose(struct group *g, struct conn *c, const struct meta_request *r
 {
     raft_index index = 0;
 
-    if (g->pending_count >= PENDING_MAX)
-        return -EAGAIN; /* before proposing: an entry must not go unanswered */
-    int rc = propose_cmd(g, cmd, &index);
+    /* room before proposing: once proposed, an entry will apply, and an
+     * error answered for it then would be wrong */
+    int rc = pending_reserve(g);
+    if (rc == 0)
+        rc = propose_cmd(g, cmd, &index);
     if (rc != 0)
         return rc;
     struct pending p = {.index = index, .term = raft_term_of(g->node), .conn_slot = c->slot,
                         .conn_gen = c->gen, .req_id = req->id, .op = cmd->op,
                         .proposed_ms = cmd->op == META_OP_RESTORE_FILES ? mono_ms() : 0,
                         .wants_lease = req->wants_lease};
-    rc = pending_add(g, &p); /* room was checked above; -ENOMEM leaves it unanswered */
+    rc = pending_add(g, &p);
+    AR_ASSERT(rc == 0); /* reserved above */
     if (rc == 0 && cmd->op == META_OP_RESTORE_FILES) {
         /* counted only with its pending record: bg_applied() undoes it */
         g->bg_flight++;
@@ -2146,7 +2158,9 @@ static void handle_admin(struct meta_server *s, struct group *g, struct conn *c,
         respond_not_leader(s, c, req->id, g);
         return;
     }
-    int rc = admin(s, g, req, &wait);
+    int rc = pending_reserve(g); /* before the change: it will apply once made */
+    if (rc == 0)
+        rc = admin(s, g, req, &wait);
     if (rc == 0 && wait > raft_applied_index(g->node)) {
         struct pending p = {.index = wait, .term = raft_term_of(g->node),
                             .conn_slot = c->slot, .conn_gen = c->gen, .req_id = req->id,
