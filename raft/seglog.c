@@ -436,9 +436,15 @@ static bool record_ok(const struct seg_read *r, uint64_t off, uint32_t *len)
 {
     if (r->size - off < REC_HEADER_BYTES)
         return false;
-    *len = get_u32(r->data + off);
-    if (*len == 0 && get_u32(r->data + off + 4) == 0)
+    const uint8_t *p = r->data + off;
+    *len = get_u32(p);
+    if (*len == 0 && get_u32(p + 4) == 0)
         return false; /* zeros: nothing was written here */
+    /* a known type and its zero bytes before any CRC: scanning garbage for
+     * a record then costs a few loads a position, not a CRC of megabytes */
+    if (p[8] < REC_SEGMENT || p[8] > REC_SYNC_MARK || p[9] != 0 || p[10] != 0 || p[11] != 0 ||
+        *len > REC_ENTRY_FIXED + RAFT_ENTRY_BYTES_MAX)
+        return false;
     return (uint64_t)*len <= r->size - off - REC_HEADER_BYTES &&
            get_u32(r->data + off + 4) == record_crc(r->data + off, *len);
 }
