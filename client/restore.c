@@ -12,10 +12,14 @@
  *    so nothing is copied, and a block stays in the store while any live
  *    inode names it.
  * 3. Rename the staging tree to its final name in one command (with
- *    --replace: exchange it with PATH, and move the old tree aside).
+ *    --replace: rename it to <staging>.swap, exchange that with PATH, and
+ *    move the old tree from there to a free PATH.replaced-<moment>[-n]).
  * The final name never holds half a tree. An interrupted restore leaves
  * only the staging name, which is derived from PATH and the moment: the
- * same command run again removes it and starts over.
+ * same command run again removes it and starts over. The old tree never
+ * stands under the staging name, so that run never removes it; a run cut
+ * off while replacing may leave a .swap name, which is reported, not
+ * removed.
  * Threads: the caller's, the pool's, and the metadata client's own. */
 #include <inttypes.h>
 #include <pthread.h>
@@ -1375,28 +1379,60 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
     if (is_there && !is_replace)
         return ar_errorf(errmsg, -EEXIST, "%s exists now: the restored tree stays at %s", final,
                     staging);
-    struct meta_cmd mv = {.op = META_OP_RENAME, .ino = parent, .name = staging,
-                          .name_len = (uint32_t)strlen(staging), .new_dir = parent,
-                          .new_name = final, .new_name_len = (uint32_t)strlen(final),
-                          .flags = is_there ? RENAME_EXCHANGE : RENAME_NOREPLACE};
-    rc = live(r, &mv, 0, out);
+    if (!is_there) {
+        struct meta_cmd mv = {.op = META_OP_RENAME, .ino = parent, .name = staging,
+                              .name_len = (uint32_t)strlen(staging), .new_dir = parent,
+                              .new_name = final, .new_name_len = (uint32_t)strlen(final),
+                              .flags = RENAME_NOREPLACE};
+        rc = live(r, &mv, 0, out);
+        return rc == 0 ? 0 : ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, final,
+                                       ar_strerror(rc));
+    }
+    /* Replacing: the exchange puts the old tree under the name the new one
+     * had. Never the staging name, which the same command run again
+     * removes: the new tree moves to a name of its own first, and nothing
+     * removes what is under that name. */
+    char swap[80];
+    snprintf(swap, sizeof(swap), "%s.swap", staging);
+    struct meta_cmd to_swap = {.op = META_OP_RENAME, .ino = parent, .name = staging,
+                               .name_len = (uint32_t)strlen(staging), .new_dir = parent,
+                               .new_name = swap, .new_name_len = (uint32_t)strlen(swap),
+                               .flags = RENAME_NOREPLACE};
+    rc = live(r, &to_swap, 0, out);
+    if (rc == -EEXIST)
+        return ar_errorf(errmsg, rc, "%s is left from an earlier run cut off while replacing "
+                         "(the restored tree, or the one it replaced): move or remove it, then "
+                         "run again; the restored tree is at %s", swap, staging);
     if (rc != 0)
-        return ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, final, ar_strerror(rc));
-    if (!is_there)
-        return 0;
-    /* the old tree is under the staging name now: give it its own */
+        return ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, swap, ar_strerror(rc));
+    struct meta_cmd xchg = {.op = META_OP_RENAME, .ino = parent, .name = swap,
+                            .name_len = (uint32_t)strlen(swap), .new_dir = parent,
+                            .new_name = final, .new_name_len = (uint32_t)strlen(final),
+                            .flags = RENAME_EXCHANGE};
+    rc = live(r, &xchg, 0, out);
+    if (rc != 0)
+        return ar_errorf(errmsg, rc, "exchanging %s and %s: %s (the restored tree is at %s)",
+                         swap, final, ar_strerror(rc), swap);
+    /* the old tree is under the swap name now: give it its own, one not
+     * taken (an earlier replacement to the same moment has the first) */
     char stamp[32];
     char aside[300];
     ar_restore_stamp(r->o->at_ns, stamp, sizeof(stamp));
-    snprintf(aside, sizeof(aside), "%.200s.replaced-%s", final, stamp);
-    struct meta_cmd keep = {.op = META_OP_RENAME, .ino = parent, .name = staging,
-                            .name_len = (uint32_t)strlen(staging), .new_dir = parent,
-                            .new_name = aside, .new_name_len = (uint32_t)strlen(aside),
-                            .flags = RENAME_NOREPLACE};
-    rc = live(r, &keep, 0, out);
+    rc = -EEXIST;
+    for (int n = 1; rc == -EEXIST && n <= 100; n++) { /* bounded: 100 names */
+        if (n == 1)
+            snprintf(aside, sizeof(aside), "%.200s.replaced-%s", final, stamp);
+        else
+            snprintf(aside, sizeof(aside), "%.200s.replaced-%s-%d", final, stamp, n);
+        struct meta_cmd keep = {.op = META_OP_RENAME, .ino = parent, .name = swap,
+                                .name_len = (uint32_t)strlen(swap), .new_dir = parent,
+                                .new_name = aside, .new_name_len = (uint32_t)strlen(aside),
+                                .flags = RENAME_NOREPLACE};
+        rc = live(r, &keep, 0, out);
+    }
     if (rc != 0)
-        return ar_errorf(errmsg, rc, "the restored tree is in place; the old one is at %s, not %s: %s",
-                    staging, aside, ar_strerror(rc));
+        return ar_errorf(errmsg, rc, "the restored tree is in place; the old one is at %s: %s",
+                         swap, ar_strerror(rc));
     snprintf(r->rep->aside_name, sizeof(r->rep->aside_name), "%s", aside);
     return 0;
 }

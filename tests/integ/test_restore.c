@@ -637,6 +637,25 @@ static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
     snprintf(p, sizeof(p), "%s/%s", m->dir, aside);
     char *set_aside = describe(p);
     expect_same("the live tree set aside", live, set_aside);
+    /* the same replacement again, after a change: the first aside name is
+     * taken, the tree live until now goes beside it under another (it was
+     * once left under the staging name, which a third run removed) */
+    snprintf(p, sizeof(p), "%s/after-replace", ds);
+    put_random(p, 100, 17, 0);
+    char *live2 = describe(ds);
+    assert_int_equal(restore(f, args), 0);
+    char *again = describe(ds);
+    expect_same("the tree put back in place again", s1, again);
+    snprintf(p, sizeof(p), "%s/%s-2", m->dir, aside);
+    char *set_aside2 = describe(p);
+    expect_same("the second live tree set aside", live2, set_aside2);
+    assert_int_equal(restore(f, args), 0); /* and a third: nothing lost */
+    char *third = describe(p);
+    expect_same("the second aside after a third run", live2, third);
+    free(live2);
+    free(again);
+    free(set_aside2);
+    free(third);
     free(s1);
     free(s2);
     free(live);
@@ -1326,5 +1345,8 @@ int main(void)
         fprintf(stderr, "test_restore needs root and /dev/fuse\n");
         return 1; /* not skipped: CI has both */
     }
+    /* ARBOR_TEST_ONLY=PATTERN runs the tests whose names match (cmocka's filter) */
+    if (getenv("ARBOR_TEST_ONLY") != NULL)
+        cmocka_set_test_filter(getenv("ARBOR_TEST_ONLY"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
