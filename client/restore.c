@@ -381,9 +381,18 @@ static int copy_attrs(struct restore *r, uint64_t dst, const struct meta_attr *a
 
 /* ---- the plan: directories made, the rest listed -------------------------------------------- */
 
+/* Names are found by 32-bit offsets into one arena: a tree whose names
+ * pass 4 GiB (about 140M names) is refused, not read at wrong offsets. */
+static bool names_fit(const struct restore *r, size_t name_len)
+{
+    return r->names_len + name_len + 1 <= UINT32_MAX;
+}
+
 static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *cap,
                     const struct job *j, const char *name)
 {
+    if (!names_fit(r, j->name_len))
+        return -E2BIG;
     if (!grow((void **)v, cap, *count + 1, sizeof(**v)) ||
         !grow((void **)&r->names, &r->names_cap, r->names_len + j->name_len + 1, 1))
         return -ENOMEM;
@@ -399,6 +408,8 @@ static int plan_add(struct restore *r, struct job **v, size_t *count, size_t *ca
 static int dir_add(struct restore *r, uint64_t src, uint64_t parent, uint32_t depth,
                    const char *name, uint32_t name_len)
 {
+    if (!names_fit(r, name_len))
+        return -E2BIG;
     if (!grow((void **)&r->dirs, &r->dir_cap, r->dir_count + 1, sizeof(*r->dirs)) ||
         !grow((void **)&r->names, &r->names_cap, r->names_len + name_len + 1, 1))
         return -ENOMEM;

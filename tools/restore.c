@@ -59,19 +59,27 @@ static const char *plural(uint64_t n)
     return n == 1 ? "" : "s";
 }
 
+static uint64_t wall_now_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
 /* TIME into ns since the epoch; false if malformed. */
 static bool parse_time(const char *s, uint64_t *out)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    uint64_t now_ns = wall_now_ns();
 
     if (s[0] == '-') {
         char *end;
         double v = strtod(s + 1, &end);
         double unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
                       : *end == 'd' ? 86400 : 0;
-        if (end == s + 1 || unit == 0 || end[1] != '\0' || v < 0 || v * unit > 400.0 * 86400)
+        /* !(v >= 0) also refuses NaN ("-nanm"), whose cast is undefined */
+        if (end == s + 1 || unit == 0 || end[1] != '\0' || !(v >= 0) ||
+            v * unit > 400.0 * 86400)
             return false;
         *out = now_ns - (uint64_t)(v * unit * 1e9);
         return true;
@@ -105,10 +113,18 @@ static bool parse_time(const char *s, uint64_t *out)
     if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
         tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_year < 1970)
         return false;
+    if (tm.tm_sec == 60) { /* a leap second: the clock never shows it, take its eve */
+        tm.tm_sec = 59;
+        frac = 999999999;
+    }
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
+    int mday = tm.tm_mday;
+    int mon = tm.tm_mon;
     time_t t = timegm(&tm) - offset_s;
-    if (t < 0)
+    /* timegm moves a day past its month's end (2026-02-31) into the next:
+     * a date that does not exist is refused, not taken as another */
+    if (t < 0 || tm.tm_mon != mon || tm.tm_mday != mday)
         return false;
     *out = (uint64_t)t * 1000000000ull + frac;
     return true;
@@ -558,6 +574,8 @@ static int restore_opts(int argc, char **argv, struct restore_args *a)
         const char *wrong = NULL;
         if (c == 'a' && !(has_at = parse_time(optarg, &o->at_ns)))
             wrong = "--at wants RFC 3339 (2026-11-30T10:42:13Z) or -15m, -90s, -2h, -1d";
+        else if (c == 'a' && o->at_ns > wall_now_ns() + 1000000000ull)
+            wrong = "--at is in the future: a restore puts back what was";
         else if (c == 't' && !cmd_parse_u32(optarg, 1, 256, &o->threads))
             wrong = "--threads wants 1..256";
         else if (c == 'p' && strcmp(optarg, "low") != 0 && strcmp(optarg, "normal") != 0)

@@ -578,6 +578,14 @@ static void refusals_change_nothing(struct fixture *f, const struct mount_proc *
 
     assert_int_equal(restore(f, "/ds --at 2020-01-01T00:00:00Z --into /nothing"), 1);
     assert_true(log_has(f, "the volume did not exist yet at 2020-01-01T00:00:00.000Z"));
+
+    /* moments that are not: refused before anything is read */
+    assert_int_equal(restore(f, "/ds --at 2099-01-01T00:00:00Z --into /nothing"), 2);
+    assert_true(log_has(f, "--at is in the future"));
+    assert_int_equal(restore(f, "/ds --at 2026-02-31T10:00:00Z --into /nothing"), 2);
+    assert_true(log_has(f, "not 2026-02-31T10:00:00Z"));
+    assert_int_equal(restore(f, "/ds --at -nanm --into /nothing"), 2);
+    assert_true(log_has(f, "not -nanm"));
 }
 
 static void test_restore_at_two_moments_leaves_the_live_tree(void **state)
