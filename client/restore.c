@@ -1470,8 +1470,11 @@ static int restore_names(const struct ar_restore_options *o, struct ar_restore_r
                          ar_strerror(rc));
     snprintf(rep->final_path, sizeof(rep->final_path), "%s%s%s", parent,
              strcmp(parent, "/") == 0 ? "" : "/", final);
-    snprintf(staging, 64, ".arbor-restore-%016" PRIx64,
-             mix(fnv1a(o->path, strlen(o->path)) ^ o->at_ns));
+    /* PATH without trailing slashes: "/d/" and "/d" are one tree */
+    size_t path_len = strlen(o->path);
+    while (path_len > 1 && o->path[path_len - 1] == '/')
+        path_len--;
+    snprintf(staging, 64, ".arbor-restore-%016" PRIx64, mix(fnv1a(o->path, path_len) ^ o->at_ns));
     return 0;
 }
 
@@ -1596,11 +1599,20 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
     double t0 = now_s();
     if (rc == 0) { /* from here on a staging tree may stand */
         rc = restore_write(&r, src, dst_parent, staging, t0, out);
-        if (rc != 0)
+        if (rc != 0) {
+            /* the moment to the nanosecond: a relative --at (-15m) names
+             * another moment, and another staging name, when run again */
+            char at[48];
+            time_t t = (time_t)(o->at_ns / 1000000000ull);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            size_t n = strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(at + n, sizeof(at) - n, ".%09" PRIu64 "Z", o->at_ns % UINT64_C(1000000000));
             snprintf(errmsg, AR_ERRMSG_MAX, "%s; the partial tree is %s%s%s (the same command "
-                     "again removes it and starts over)",
+                     "with --at %s removes it and starts over)",
                      r.errmsg[0] != '\0' ? r.errmsg : ar_strerror(rc), parent,
-                     strcmp(parent, "/") == 0 ? "" : "/", staging);
+                     strcmp(parent, "/") == 0 ? "" : "/", staging, at);
+        }
         else
             rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
     }
