@@ -39,7 +39,7 @@
 #define FILE_TMP_DIR           ".tmp"
 #define FILE_TMP_STALE_SEC     3600     /* older temp files are from dead writers */
 #define FILE_TMP_SWEEP_MAX     100000u  /* entries looked at by one sweep */
-#define FILE_PUT_ATTEMPTS      3u       /* a racing delete may remove the parent dir */
+#define FILE_PUT_ATTEMPTS      10u      /* a racing delete may remove the parent dir */
 #define FILE_TMP_ATTEMPTS      8u       /* fresh temp names tried before giving up */
 #define FILE_EINTR_MAX         1000u    /* retries of a call a signal interrupted */
 #define FILE_DIR_ENTRIES_MAX   (1u << 20) /* entries of one directory a listing sorts */
@@ -155,8 +155,10 @@ static int file_put_rename(struct file_backend *fb, const char *tmp, const char 
     for (unsigned attempt = 0; attempt < FILE_PUT_ATTEMPTS && rc == -ENOENT; attempt++) {
         int dir_fd = open_beneath(fb->root_fd, dir, O_RDONLY | O_DIRECTORY);
         if (dir_fd == -ENOENT) {
+            /* a delete that empties a directory prunes it, and may do so
+             * between making a parent and opening it: make them again */
             rc = file_mkdirs(fb, key, errmsg);
-            if (rc != 0)
+            if (rc != 0 && rc != -ENOENT)
                 return rc;
             rc = -ENOENT;
             continue;
@@ -269,7 +271,12 @@ static int file_get(struct obj__backend *b, const char *key, uint64_t off, uint6
     OBJ_ASSERT(iovcnt > 0 && iovcnt <= (int)OBJ_IOV_MAX);
     if (fd < 0)
         return fd;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) { /* not "no object": callers may take that as gone */
+        int err = -errno;
+        close(fd);
+        return obj__fail(errmsg, err, "stat of %.200s: %s", key, strerror(-err));
+    }
+    if (!S_ISREG(st.st_mode)) {
         close(fd);
         return obj__fail(errmsg, -ENOENT, "no object %.200s (a directory of keys)", key);
     }
@@ -283,8 +290,10 @@ static int file_get(struct obj__backend *b, const char *key, uint64_t off, uint6
         want = (size_t)len;
     want = want < cap ? want : cap;
     for (unsigned interrupted = 0; sem_wait(&fb->readers) != 0;) {
-        if (errno != EINTR || ++interrupted == FILE_EINTR_MAX)
+        if (errno != EINTR || ++interrupted == FILE_EINTR_MAX) {
+            close(fd);
             return obj__fail(errmsg, -EINTR, "waiting to read %.200s was interrupted", key);
+        }
     }
     memcpy(local, iov, sizeof(*iov) * (size_t)iovcnt);
     struct iovec *v = local;
@@ -321,7 +330,12 @@ static int file_head(struct obj__backend *b, const char *key, uint64_t *raw_size
 
     if (fd < 0)
         return fd;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) { /* not "no object": callers may take that as gone */
+        int err = -errno;
+        close(fd);
+        return obj__fail(errmsg, err, "stat of %.200s: %s", key, strerror(-err));
+    }
+    if (!S_ISREG(st.st_mode)) {
         close(fd);
         return obj__fail(errmsg, -ENOENT, "no object %.200s (a directory of keys)", key);
     }

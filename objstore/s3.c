@@ -47,7 +47,9 @@
 #define S3_CREDS_FILE_MAX    (64u << 10)
 #define S3_SECRET_BYTES_MAX  512u
 #define S3_LOW_SPEED_BYTES   1024L           /* below this many bytes/s ... */
-#define S3_LOW_SPEED_SEC     10L             /* ... for this long, an attempt has stalled */
+#define S3_LOW_SPEED_SEC     10L             /* ... for this long, or half of timeout_ms
+                                              * if longer, an attempt has stalled (a store
+                                              * may wait that long before its first byte) */
 
 struct s3_backend {
     struct obj__backend base;
@@ -460,7 +462,9 @@ static void s3_setopts(struct s3_backend *sb, CURL *h, struct s3_call *c, struct
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)sb->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)sb->timeout_ms);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, S3_LOW_SPEED_BYTES);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_SEC);
+    long stall_s = (long)(sb->timeout_ms / 2000u);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_s > S3_LOW_SPEED_SEC ? stall_s
+                                                                           : S3_LOW_SPEED_SEC);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s3_header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, c);

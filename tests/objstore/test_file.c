@@ -351,6 +351,48 @@ static void test_range_read_racing_an_overwrite_is_not_corrupt(void **state)
     pthread_join(th, NULL);
 }
 
+/* Two writers whose deletes empty a shared directory, which the store
+ * then prunes: a put that made the directory and finds it gone before it
+ * opens it makes it again, never answering ENOENT (once it did, and a
+ * mount's write or a restore's pin failed). */
+static void *prune_main(void *arg)
+{
+    struct overwriter *o = arg;
+    struct obj_store *s = NULL;
+
+    if (obj_store_open(o->url, NULL, &s, NULL) != 0)
+        return NULL;
+    for (unsigned i = 0; i < 3000 && !atomic_load(&o->stop); i++) { /* bounded */
+        obj_put(s, "shared/b/0", o->data, 10, NULL);
+        obj_delete(s, "shared/b/0", NULL);
+    }
+    obj_store_close(s);
+    return NULL;
+}
+
+static void test_put_racing_a_pruned_directory_never_says_enoent(void **state)
+{
+    struct fixture *f = *state;
+    struct overwriter o = {.url = f->url, .data = f->data};
+    pthread_t th;
+    char key[64];
+
+    assert_int_equal(pthread_create(&th, NULL, prune_main, &o), 0);
+    for (unsigned i = 0; i < 3000; i++) {
+        char errmsg[OBJ_ERRMSG_MAX] = "";
+        snprintf(key, sizeof(key), "shared/a%u/0", i);
+        int rc = obj_put(f->store, key, f->data, 10, errmsg);
+        if (rc != 0) {
+            atomic_store(&o.stop, true);
+            pthread_join(th, NULL);
+            fail_msg("put %u: %d %s", i, rc, errmsg);
+        }
+        assert_int_equal(obj_delete(f->store, key, NULL), 0);
+    }
+    atomic_store(&o.stop, true);
+    pthread_join(th, NULL);
+}
+
 static void test_key_that_is_a_directory_of_another_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -555,6 +597,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_handles_on_one_directory_do_not_collide, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_range_read_racing_an_overwrite_is_not_corrupt,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_racing_a_pruned_directory_never_says_enoent,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_removes_empty_directories, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_torn_put_is_never_read_as_data, setup,
