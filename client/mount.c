@@ -872,7 +872,11 @@ static int compact_chunk(struct mnt *m, fuse_req_t req, uint64_t ino, uint64_t a
 
     pthread_mutex_lock(&m->compact_mu);
     for (int tries = 0; tries < COMPACT_TRIES && rc == -ESTALE; tries++) {
-        struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino, .offset = at};
+        /* from the chunk's start: at may be at or past the file's end (an
+         * append), where the map holds no piece, and a full chunk always
+         * starts below the end */
+        struct meta_cmd c = {.op = META_OP_READ_MAP, .ino = ino,
+                             .offset = at - at % META_CHUNK_BYTES};
         struct meta_response_buf *out;
         rc = run(m, req, &c, 0, &out);
         if (rc != 0)
@@ -1424,13 +1428,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
         fuse_reply_err(req, ETXTBSY); /* readers in passthrough would not see it */
         return;
     }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
-        /* buffered bytes land first, so the truncation cuts them too */
-        int rc = commit_ino(m, req, ino);
-        if (rc != 0) {
-            fuse_reply_err(req, err_of(rc));
-            return;
-        }
+    /* buffered bytes land first: a truncation cuts them too, times and
+     * modes set now are not undone by their commit (which sets the mtime
+     * and clears set-user-ID), and the size answered, which the kernel
+     * takes, counts them (an O_APPEND write after a fchmod) */
+    int committed = commit_ino(m, req, ino);
+    if (committed != 0) {
+        fuse_reply_err(req, err_of(committed));
+        return;
     }
     if (to_set & FUSE_SET_ATTR_MODE)
         c.set_mask |= META_SET_MODE, c.set.mode = attr->st_mode;

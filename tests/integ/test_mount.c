@@ -495,6 +495,70 @@ static void test_mount_two_opens_of_one_file(void **state)
     mount_stop(one);
 }
 
+/* A log appended to with an fsync after each line: every commit adds a
+ * slice covering none of the others, so the chunk fills; compacting it
+ * must work from an append, whose offset is the file's end (it once read
+ * the map there, found nothing, and every fsync from then on said EIO). */
+static void test_mount_appends_past_a_full_chunk_compact_it(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "0");
+    enum { LINES = META_CHUNK_SLICES_MAX + 60, LINE = 100 };
+    uint8_t *want = malloc((size_t)LINES * LINE);
+    char path[600];
+
+    assert_non_null(want);
+    fill(want, (size_t)LINES * LINE, 31);
+    snprintf(path, sizeof(path), "%s/log", mp->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    assert_true(fd >= 0);
+    for (unsigned i = 0; i < LINES; i++) {
+        assert_int_equal(write(fd, want + (size_t)i * LINE, LINE), LINE);
+        if (fsync(fd) != 0)
+            fail_msg("fsync after line %u: %s", i, strerror(errno));
+    }
+    assert_int_equal(close(fd), 0);
+    expect_file(path, want, (size_t)LINES * LINE);
+    free(want);
+    mount_stop(mp);
+}
+
+/* Attributes set through an open file with bytes still buffered: the
+ * bytes are committed first, so an O_APPEND write after a fchmod goes
+ * after them (the kernel takes the size setattr answers), and the times
+ * and mode set stay (the commit sets the mtime and clears set-user-ID). */
+static void test_mount_setattr_on_a_writing_file_keeps_its_bytes_and_times(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "0");
+    char path[600];
+    uint8_t want[8192];
+    struct stat st;
+
+    fill(want, sizeof(want), 41);
+    snprintf(path, sizeof(path), "%s/appended", mp->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, want, 4096), 4096);
+    assert_int_equal(fchmod(fd, 0640), 0);
+    assert_int_equal(write(fd, want + 4096, 4096), 4096);
+    assert_int_equal(close(fd), 0);
+    expect_file(path, want, sizeof(want));
+
+    snprintf(path, sizeof(path), "%s/timed", mp->dir);
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, want, 4096), 4096);
+    struct timespec times[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1234567890}};
+    assert_int_equal(futimens(fd, times), 0);
+    assert_int_equal(fchmod(fd, 04755), 0);
+    assert_int_equal(close(fd), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mtim.tv_sec, 1234567890);
+    assert_int_equal(st.st_mode & 07777, 04755);
+    mount_stop(mp);
+}
+
 /* Scattered small writes each make a slice; past a chunk's limit of
  * slices the mount rewrites the chunk as one and goes on: every write
  * lands (compared with a copy in memory), through a close and a reopen. */
@@ -2727,6 +2791,8 @@ int main(void)
         T(test_mount_release_after_a_new_session_keeps_later_opens),
         T(test_mount_open_files_held_again_after_a_lost_session),
         T(test_mount_scattered_writes_compact_their_chunk),
+        T(test_mount_appends_past_a_full_chunk_compact_it),
+        T(test_mount_setattr_on_a_writing_file_keeps_its_bytes_and_times),
         T(test_mount_listing_brings_attributes),
         T(test_mount_readers_commit_nothing),
         T(test_mount_posix_calls_match_a_local_directory),
