@@ -1375,6 +1375,17 @@ static int check_room(struct restore *r, uint64_t src, char *errmsg)
     return rc;
 }
 
+/* Rename from to to in directory dir, with flags (RENAME_NOREPLACE, RENAME_EXCHANGE). */
+static int rename_in(struct restore *r, uint64_t dir, const char *from, const char *to,
+                     uint32_t flags, struct meta_response_buf *out)
+{
+    struct meta_cmd mv = {.op = META_OP_RENAME, .ino = dir, .name = from,
+                          .name_len = (uint32_t)strlen(from), .new_dir = dir, .new_name = to,
+                          .new_name_len = (uint32_t)strlen(to), .flags = flags};
+
+    return live(r, &mv, 0, out);
+}
+
 /* The final steps: the tree into its place (and, replacing, the old one aside). */
 static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
                         const char *final, bool is_replace, struct meta_response_buf *out,
@@ -1391,11 +1402,7 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
         return ar_errorf(errmsg, -EEXIST, "%s exists now: the restored tree stays at %s", final,
                     staging);
     if (!is_there) {
-        struct meta_cmd mv = {.op = META_OP_RENAME, .ino = parent, .name = staging,
-                              .name_len = (uint32_t)strlen(staging), .new_dir = parent,
-                              .new_name = final, .new_name_len = (uint32_t)strlen(final),
-                              .flags = RENAME_NOREPLACE};
-        rc = live(r, &mv, 0, out);
+        rc = rename_in(r, parent, staging, final, RENAME_NOREPLACE, out);
         return rc == 0 ? 0 : ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, final,
                                        ar_strerror(rc));
     }
@@ -1405,22 +1412,14 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
      * removes what is under that name. */
     char swap[80];
     snprintf(swap, sizeof(swap), "%s.swap", staging);
-    struct meta_cmd to_swap = {.op = META_OP_RENAME, .ino = parent, .name = staging,
-                               .name_len = (uint32_t)strlen(staging), .new_dir = parent,
-                               .new_name = swap, .new_name_len = (uint32_t)strlen(swap),
-                               .flags = RENAME_NOREPLACE};
-    rc = live(r, &to_swap, 0, out);
+    rc = rename_in(r, parent, staging, swap, RENAME_NOREPLACE, out);
     if (rc == -EEXIST)
         return ar_errorf(errmsg, rc, "%s is left from an earlier run cut off while replacing "
                          "(the restored tree, or the one it replaced): move or remove it, then "
                          "run again; the restored tree is at %s", swap, staging);
     if (rc != 0)
         return ar_errorf(errmsg, rc, "renaming %s to %s: %s", staging, swap, ar_strerror(rc));
-    struct meta_cmd xchg = {.op = META_OP_RENAME, .ino = parent, .name = swap,
-                            .name_len = (uint32_t)strlen(swap), .new_dir = parent,
-                            .new_name = final, .new_name_len = (uint32_t)strlen(final),
-                            .flags = RENAME_EXCHANGE};
-    rc = live(r, &xchg, 0, out);
+    rc = rename_in(r, parent, swap, final, RENAME_EXCHANGE, out);
     if (rc != 0)
         return ar_errorf(errmsg, rc, "exchanging %s and %s: %s (the restored tree is at %s)",
                          swap, final, ar_strerror(rc), swap);
@@ -1435,11 +1434,7 @@ static int put_in_place(struct restore *r, uint64_t parent, const char *staging,
             snprintf(aside, sizeof(aside), "%.200s.replaced-%s", final, stamp);
         else
             snprintf(aside, sizeof(aside), "%.200s.replaced-%s-%d", final, stamp, n);
-        struct meta_cmd keep = {.op = META_OP_RENAME, .ino = parent, .name = swap,
-                                .name_len = (uint32_t)strlen(swap), .new_dir = parent,
-                                .new_name = aside, .new_name_len = (uint32_t)strlen(aside),
-                                .flags = RENAME_NOREPLACE};
-        rc = live(r, &keep, 0, out);
+        rc = rename_in(r, parent, swap, aside, RENAME_NOREPLACE, out);
     }
     if (rc != 0)
         return ar_errorf(errmsg, rc, "the restored tree is in place; the old one is at %s: %s",
