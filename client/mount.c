@@ -170,6 +170,10 @@ struct open_file {
     struct data_version version;    /* a reader's file as its open found it */
     bool is_orphan;                 /* and it had no name left (held by another open) */
     enum io_mode io;                /* set once, before the open's reply */
+    int lost_rc;                    /* under mu: another open of ino lost its bytes at
+                                     * its close (this error); the next flush or fsync
+                                     * here says so, once, as Linux reports a writeback
+                                     * error to every descriptor open when it happened */
 };
 
 struct cached_block {
@@ -2510,6 +2514,16 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off,
     ar_free(dst);
 }
 
+/* rc, or if none the error of a write another open of f's inode lost
+ * since f last said one (under f->mu). */
+static int lost_write_taken(struct open_file *f, int rc)
+{
+    if (rc == 0)
+        rc = f->lost_rc;
+    f->lost_rc = 0;
+    return rc;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct mnt *m = fuse_req_userdata(req);
@@ -2520,6 +2534,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = commit(m, req, f);
     if (rc == 0)
         buf_drop_pages(f);
+    rc = lost_write_taken(f, rc);
     pthread_mutex_unlock(&f->mu);
     fuse_reply_err(req, err_of(rc));
 }
@@ -2534,7 +2549,31 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
     (void)ino;
     (void)datasync;
-    fuse_reply_err(req, err_of(commit_ino(m, req, f->ino)));
+    int rc = commit_ino(m, req, f->ino);
+    pthread_mutex_lock(&f->mu);
+    rc = lost_write_taken(f, rc);
+    pthread_mutex_unlock(&f->mu);
+    fuse_reply_err(req, err_of(rc));
+}
+
+struct lost_write {
+    const struct open_file *closing;
+    int rc;
+};
+
+static int note_lost_write(struct mnt *m, fuse_req_t req, struct open_file *g, void *arg)
+{
+    const struct lost_write *lost = arg;
+
+    (void)m;
+    (void)req;
+    if (g == lost->closing)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    if (g->lost_rc == 0)
+        g->lost_rc = lost->rc;
+    pthread_mutex_unlock(&g->mu);
+    return 0;
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
@@ -2550,9 +2589,12 @@ static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
     /* under f->mu: a commit_ino() that finds f still listed commits nothing */
     buf_emptied(m, f);
     pthread_mutex_unlock(&f->mu);
-    if (rc != 0)
+    if (rc != 0) {
         ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": written bytes lost at close: %s",
                (uint64_t)ino, ar_strerror(rc));
+        struct lost_write lost = {.closing = f, .rc = rc};
+        (void)files_visit(m, NULL, ino, note_lost_write, &lost);
+    }
     /* close() returns now; the session lets go of the inode after (the
      * reply ends req: the release goes without the caller's credentials,
      * which it does not need) */
@@ -3319,6 +3361,47 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
                      "mount's own loop", o->mountpoint);
 }
 
+/* What the stop did with open files' buffered bytes. */
+struct stop_tally {
+    uint32_t committed;
+    uint32_t lost;
+    int cut_rc;                     /* the cluster stopped answering: not tried further */
+};
+
+/* A write that returned is the mount's to keep: at a stop, files still
+ * open commit what they buffer, as their close would have. Once a commit
+ * times out the rest are not tried (each would wait as long); what is
+ * lost is said, file by file. */
+static int commit_at_stop(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg)
+{
+    struct stop_tally *t = arg;
+
+    pthread_mutex_lock(&f->mu);
+    uint32_t len = f->buf_len;
+    int rc = len == 0 ? 0 : t->cut_rc != 0 ? t->cut_rc : commit(m, req, f);
+    pthread_mutex_unlock(&f->mu);
+    if (rc == -ETIMEDOUT)
+        t->cut_rc = rc;
+    if (len > 0 && rc == 0)
+        t->committed++;
+    if (rc != 0) {
+        t->lost++;
+        ar_log(AR_LOG_ERROR, "inode %" PRIu64 ": %" PRIu32 " written bytes lost at the "
+               "stop: %s", f->ino, len, ar_strerror(rc));
+    }
+    return 0;
+}
+
+static void files_commit_at_stop(struct mnt *m)
+{
+    struct stop_tally t = {0};
+
+    (void)files_visit(m, NULL, 0, commit_at_stop, &t);
+    if (t.committed > 0 || t.lost > 0)
+        ar_log(t.lost > 0 ? AR_LOG_ERROR : AR_LOG_INFO, "stopping with files open: %" PRIu32
+               " committed what they had buffered, %" PRIu32 " could not", t.committed, t.lost);
+}
+
 /* Serve the mounted session until it is unmounted or a stop signal comes
  * (mask: the signal mask to serve under), then unmount. *is_grants_left:
  * a grants thread still uses m and its tables (stuck in the kernel). */
@@ -3351,6 +3434,7 @@ static int mount_serve(struct mnt *m, const struct ar_mount_options *o, struct f
     files_reap(m);
     openers_stop(m); /* answers that come later reply on the client's thread */
     keeper_stop(m);
+    files_commit_at_stop(m);
     ar_client_close(m->mc);
     m->mc = NULL;
     if (!*is_grants_left)

@@ -156,10 +156,13 @@ static pid_t serve(const char *data, uint32_t i)
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    /* the server goes when `arbor up` goes, however it ends */
+    /* the server goes when `arbor up` goes, however it ends, and not
+     * before: a terminal's Ctrl-C reaches only `arbor up`, whose mount
+     * commits what its open files buffered before the replicas stop */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(1);
+    setpgid(0, 0);
     sigset_t none; /* the keeper's thread blocks every signal; the server takes them */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

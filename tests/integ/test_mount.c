@@ -2480,6 +2480,118 @@ static void test_mount_detached_serves_until_unmounted(void **state)
  * mounts it; `arbor status` finds it without arguments; `arbor down` stops
  * all of it; a second `arbor up` finds the data there, and one started
  * while the first runs is refused. */
+/* A child that opens path on a mount, writes size bytes of seed's pattern
+ * (buffered by the mount: no close, no fsync), and holds the file open
+ * until a byte is written to *go. Forked before this process
+ * opens anything on the mount (a fork holding a file of a mount that
+ * stops may hang in its flush). */
+static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, int *go)
+{
+    int to_parent[2];
+    int to_child[2];
+
+    assert_int_equal(pipe(to_parent), 0);
+    assert_int_equal(pipe(to_child), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        uint8_t *data = malloc(size);
+        char byte = 0;
+        int fd = data != NULL ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+        if (fd >= 0) {
+            fill(data, size, seed);
+            byte = write(fd, data, size) == (ssize_t)size ? 'w' : 'e';
+        }
+        if (write(to_parent[1], &byte, 1) != 1 || read(to_child[0], &byte, 1) != 1)
+            _exit(2);
+        close(fd); /* the mount is gone: its answer does not matter */
+        _exit(byte == 'g' ? 0 : 3);
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    char said = 0;
+    assert_int_equal(read(to_parent[0], &said, 1), 1);
+    assert_int_equal(said, 'w');
+    close(to_parent[0]);
+    *go = to_child[1];
+    return pid;
+}
+
+static void writer_let_go(pid_t writer, int go)
+{
+    int status = 0;
+
+    assert_int_equal(write(go, "g", 1), 1);
+    close(go);
+    assert_int_equal(waitpid(writer, &status, 0), writer);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A write that returned is kept when the mount is stopped (SIGTERM) while
+ * its file is still open: the stop commits what open files buffered. */
+static void test_mount_stop_commits_open_files(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char path[600];
+    int go = -1;
+
+    snprintf(path, sizeof(path), "%s/open-at-stop", mp->dir);
+    pid_t writer = writer_holding_open(path, 300000, 2600, &go);
+    assert_int_equal(kill(mp->pid, SIGTERM), 0);
+    int status = 0;
+    assert_int_equal(waitpid(mp->pid, &status, 0), mp->pid);
+    mp->pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    writer_let_go(writer, go);
+    assert_true(log_has(mp->log, "stopping with files open: 1 committed what they had "
+                                 "buffered, 0 could not"));
+    mp = mount_start(f, "m", "1");
+    uint8_t *want = malloc(300000);
+    assert_non_null(want);
+    fill(want, 300000, 2600);
+    expect_file(path, want, 300000);
+    free(want);
+    mount_stop(mp);
+}
+
+/* A close whose bytes could not be committed loses them; every other
+ * descriptor of the file open then hears of it at its next fsync, once,
+ * as Linux reports a writeback error. The store here refuses every put. */
+static void test_mount_lost_close_error_reaches_other_opens(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *mp = mount_start(f, "m", "1");
+    char url[900];
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s/kept", mp->dir);
+    pattern_write(path, 4096, 2700, true); /* the store's directory is made by a put */
+    slow_store_url(f, "fail_every=1&fail_ops=1", url, sizeof(url));
+    const char *extra[] = {"--store", url, NULL};
+    struct mount_proc *bad = mount_start_with(f, "bad", "0", extra);
+    snprintf(path, sizeof(path), "%s/lost", bad->dir);
+    int reader = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    assert_true(reader >= 0);
+    assert_int_equal(fsync(reader), 0); /* nothing written yet */
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "lost bytes", 10), 10);
+    assert_int_equal(close(fd), -1); /* its flush could not put them */
+    assert_int_equal(errno, EIO);
+    /* the release that drops them comes after close() returned */
+    for (int tries = 0; tries < 250 && !log_has(bad->log, "written bytes lost at close"); tries++) {
+        usleep(20000); /* 5 s */
+    }
+    assert_true(log_has(bad->log, "written bytes lost at close"));
+    assert_int_equal(fsync(reader), -1);
+    assert_int_equal(errno, EIO);
+    assert_int_equal(fsync(reader), 0); /* said once */
+    assert_int_equal(close(reader), 0);
+    mount_stop(bad);
+    mount_stop(mp);
+}
+
 static int run_arbor(const char *arbor, const char *args)
 {
     char cmd[1200];
@@ -2522,6 +2634,7 @@ static pid_t up_spawn(const struct up_run *u, const char *replicas, bool is_nobo
         int fd = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        setpgid(0, 0); /* a job of its own, as a shell starts it: a Ctrl-C goes to the group */
         /* the death signal after the uid changes: a change clears it */
         if (is_nobody && (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
                           setuid(65534) != 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) != 0))
@@ -2624,6 +2737,45 @@ static void test_up_status_down(void **state)
     snprintf(args, sizeof(args), "up '%s' '%s' --threads 0", fresh, mnt);
     assert_int_equal(run_arbor(arbor, args), 2);
     assert_int_equal(access(fresh, F_OK), -1);
+    unsetenv("XDG_RUNTIME_DIR");
+    harness_rm_rf(u.dir);
+}
+
+/* Ctrl-C in the terminal of `arbor up` (SIGINT to its process group)
+ * while a file is open and has written: the mount commits those bytes
+ * before the replicas stop, and the next `arbor up` reads them. */
+static void test_up_ctrl_c_keeps_what_open_files_wrote(void **state)
+{
+    (void)state;
+    struct up_run u;
+    char path[500];
+    int go = -1;
+
+    up_prepare(&u);
+    pid_t pid = up_start(&u, "1");
+    snprintf(path, sizeof(path), "%s/open-at-ctrl-c", u.mnt);
+    pid_t writer = writer_holding_open(path, 200000, 2800, &go);
+    assert_int_equal(kill(-pid, SIGINT), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    mounts[0].pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    writer_let_go(writer, go);
+    assert_true(file_has(u.log, "stopping with files open: 1 committed what they had buffered"));
+    /* the replica stopped when asked, after the mount, not at the Ctrl-C */
+    snprintf(path, sizeof(path), "%s/node1.log", u.data);
+    assert_true(file_has(path, "signal 15: stopping"));
+    assert_false(file_has(path, "signal 2: stopping"));
+    snprintf(path, sizeof(path), "%s/open-at-ctrl-c", u.mnt);
+    pid = up_start(&u, "1");
+    uint8_t *want = malloc(200000);
+    assert_non_null(want);
+    fill(want, 200000, 2800);
+    expect_file(path, want, 200000);
+    free(want);
+    assert_int_equal(run_arbor(u.arbor, "down"), 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    mounts[0].pid = 0;
     unsetenv("XDG_RUNTIME_DIR");
     harness_rm_rf(u.dir);
 }
@@ -2811,11 +2963,14 @@ int main(void)
         T(test_mount_requests_over_io_uring_and_dev_fuse),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_killed_with_its_device_held_fails_callers),
+        T(test_mount_stop_commits_open_files),
+        T(test_mount_lost_close_error_reaches_other_opens),
         T(test_mount_copy_survives_a_leader_crash),
         T(test_mount_detached_serves_until_unmounted),
         cmocka_unit_test_setup_teardown(test_mount_full_disk_says_enospc, setup_small_disk,
                                         teardown),
         cmocka_unit_test_teardown(test_up_status_down, teardown_up),
+        cmocka_unit_test_teardown(test_up_ctrl_c_keeps_what_open_files_wrote, teardown_up),
         cmocka_unit_test_teardown(test_up_starts_a_dead_replica_again, teardown_up),
         cmocka_unit_test_teardown(test_up_gives_the_root_to_its_user, teardown_up),
     };
