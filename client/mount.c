@@ -54,7 +54,7 @@
  * workers for uploads; the read-ahead threads; the disk cache's writer
  * (cache.c). Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, compact_mu, ids_mu; cache_mu,
- * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu and pass_mu are
+ * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu, pass_mu and removed_mu are
  * taken alone, as are the node table's (nodes.c). The client's loop takes
  * only the last five and the node table's: the others are held across
  * calls that wait for that loop. */
@@ -98,6 +98,7 @@
 #define LEASED_SLOTS    (1u << 18)  /* inodes and names kept under lease (66.5 MiB,
                                      * touched as used; room beside what the kernel
                                      * holds granted) */
+#define REMOVED_DIRS    64u         /* directories removed while open remembered */
 #define NODES_SETS      (1u << 15)  /* recently changed files whose entries the kernel
                                      * keeps: 131,072 remembered (6 MiB, nodes.c) */
 
@@ -133,6 +134,9 @@ struct io_inode {
     int backing_id;                 /* as the device knows fd */
     char block[48];                 /* the copy's name in the disk cache */
     struct data_version version;    /* the bytes it holds */
+    uint32_t buffering;             /* opens of it holding buffered bytes */
+    uint64_t buffered_end;          /* while any do: the furthest their bytes reached,
+                                     * which every size answered counts (io_size) */
 };
 
 struct open_file {
@@ -295,6 +299,14 @@ struct mnt {
     struct { uint64_t dir; uint64_t until_ms; } listed[LISTED_SLOTS];
     pthread_mutex_t pass_mu;        /* a leaf lock */
     struct io_inode *open_inodes[OPEN_INODE_BUCKETS];
+    /* Directories this mount removed while it had directories open: an
+     * fstat of one still open answers as a local file system does (its
+     * attributes, no links), where the shard no longer knows it. Inode
+     * numbers are never given twice, so an entry never names another. */
+    uint32_t dirs_open;             /* atomic: opendirs not yet released */
+    pthread_mutex_t removed_mu;     /* a leaf lock */
+    struct meta_attr removed[REMOVED_DIRS];
+    uint32_t removed_next;
     uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
     uint64_t blocks_fetched;        /* atomic: from the disk cache or the store, for reads */
     uint64_t blocks_ahead;          /* atomic: of those, by the read-ahead threads */
@@ -440,8 +452,12 @@ static int run(struct mnt *m, fuse_req_t req, struct meta_cmd *cmd, uint32_t dat
     return rc;
 }
 
-static void stat_of(const struct mnt *m, const struct meta_attr *a, struct stat *st)
+static uint64_t io_size(struct mnt *m, uint64_t ino, uint64_t size);
+
+static void stat_of(struct mnt *m, const struct meta_attr *a, struct stat *st)
 {
+    uint64_t size = S_ISREG(a->mode) ? io_size(m, a->ino, a->size) : a->size;
+
     memset(st, 0, sizeof(*st));
     st->st_ino = a->ino;
     st->st_mode = a->mode;
@@ -449,9 +465,9 @@ static void stat_of(const struct mnt *m, const struct meta_attr *a, struct stat 
     st->st_uid = a->uid;
     st->st_gid = a->gid;
     st->st_rdev = a->rdev;
-    st->st_size = (off_t)a->size;
+    st->st_size = (off_t)size;
     st->st_blksize = m->block_bytes;
-    st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+    st->st_blocks = (blkcnt_t)((size + 511) / 512);
     st->st_atim = (struct timespec){.tv_sec = a->atime_ns / 1000000000,
                                     .tv_nsec = a->atime_ns % 1000000000};
     st->st_mtim = (struct timespec){.tv_sec = a->mtime_ns / 1000000000,
@@ -799,12 +815,16 @@ static void uploaded(struct obj_req *r)
     pthread_mutex_unlock(&u->mu);
 }
 
+static void io_buffered(struct mnt *m, const struct open_file *f, int change);
+
 /* f's buffer gained n bytes at its end; holds f->mu. */
 static void buf_added(struct mnt *m, struct open_file *f, uint32_t n)
 {
-    if (f->buf_len == 0)
+    bool was_empty = f->buf_len == 0;
+    if (was_empty)
         __atomic_add_fetch(&m->buffering, 1, __ATOMIC_RELEASE);
     f->buf_len += n;
+    io_buffered(m, f, was_empty ? 1 : 0);
     if (f->buf_len > f->buf_touched)
         f->buf_touched = f->buf_len;
     __atomic_add_fetch(&m->buffered, n, __ATOMIC_RELEASE);
@@ -818,8 +838,10 @@ static void buf_taken(struct mnt *m, struct open_file *f, uint32_t n)
         return;
     __atomic_sub_fetch(&m->buffered, n, __ATOMIC_RELAXED);
     f->buf_len -= n;
-    if (f->buf_len == 0)
+    if (f->buf_len == 0) {
+        io_buffered(m, f, -1);
         __atomic_sub_fetch(&m->buffering, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static void buf_emptied(struct mnt *m, struct open_file *f)
@@ -1306,6 +1328,29 @@ static void reply_reader_query(struct mnt *m, struct query *q)
     query_free(q);
 }
 
+static void removed_dir_keep(struct mnt *m, const struct meta_attr *a)
+{
+    pthread_mutex_lock(&m->removed_mu);
+    m->removed[m->removed_next] = *a;
+    m->removed[m->removed_next].nlink = 0;
+    m->removed_next = (m->removed_next + 1) % REMOVED_DIRS;
+    pthread_mutex_unlock(&m->removed_mu);
+}
+
+static bool removed_dir_find(struct mnt *m, uint64_t ino, struct meta_attr *out)
+{
+    bool is_found = false;
+
+    pthread_mutex_lock(&m->removed_mu);
+    for (uint32_t i = 0; i < REMOVED_DIRS && !is_found; i++) {
+        is_found = m->removed[i].ino == ino && ino != 0;
+        if (is_found)
+            *out = m->removed[i];
+    }
+    pthread_mutex_unlock(&m->removed_mu);
+    return is_found;
+}
+
 /* On the metadata client's thread: never blocks but for the rare groups
  * (a copy on disk is opened by an opener). */
 static void query_done(void *arg, int rc)
@@ -1320,7 +1365,12 @@ static void query_done(void *arg, int rc)
         query_send(q);
         return;
     }
-    if (rc != 0) {
+    struct meta_attr removed;
+    if (rc == -ENOENT && q->cmd.op == META_OP_GETATTR && removed_dir_find(m, q->cmd.ino, &removed)) {
+        struct stat st;
+        stat_of(m, &removed, &st);
+        fuse_reply_attr(q->req, &st, 0); /* a directory removed while open here */
+    } else if (rc != 0) {
         fuse_reply_err(q->req, q->cmd.op == META_OP_LOOKUP ? err_of(rc) : err_of_ino(rc));
         if (q->f != NULL)
             file_dead(m, q->f);
@@ -1423,7 +1473,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
     struct meta_response_buf *out;
     struct stat st;
 
-    (void)fi;
     if (ino == 0) {
         fuse_reply_err(req, ESTALE);
         return;
@@ -1459,13 +1508,49 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
     else if (to_set & FUSE_SET_ATTR_MTIME)
         c.set_mask |= META_SET_MTIME,
             c.set.mtime_ns = attr->st_mtim.tv_sec * 1000000000ll + attr->st_mtim.tv_nsec;
-    int rc = run(m, req, &c, 0, &out);
+    /* ftruncate: the descriptor's open for writing was the permission
+     * check, as on a local file system (the mode may have changed since) */
+    const struct open_file *f = fi != NULL ? (const struct open_file *)(uintptr_t)fi->fh : NULL;
+    bool is_opened_for_it = f != NULL && !f->is_read_only && to_set == FUSE_SET_ATTR_SIZE;
+    int rc = run(m, is_opened_for_it ? NULL : req, &c, 0, &out);
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
         return;
     }
     stat_of(m, &out->r.reply.attr, &st);
     fuse_reply_attr(req, &st, m->attr_timeout);
+}
+
+/* posix_fallocate, and holes: punched (FALLOC_FL_PUNCH_HOLE with
+ * FALLOC_FL_KEEP_SIZE) or zeroed ranges, as the shard offers them (other
+ * modes: EOPNOTSUPP). The kernel drops its pages of a hole itself. */
+static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+    struct mnt *m = fuse_req_userdata(req);
+    uint64_t ino = ino_of(m, node);
+    struct meta_response_buf *out;
+
+    (void)fi;
+    if (ino == 0) {
+        fuse_reply_err(req, ESTALE);
+        return;
+    }
+    if (offset < 0 || length <= 0) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    if (io_is_passing(m, ino)) {
+        fuse_reply_err(req, ETXTBSY); /* readers in passthrough would not see it */
+        return;
+    }
+    /* buffered bytes land first: a hole covers them too */
+    int rc = commit_ino(m, req, ino);
+    struct meta_cmd c = {.op = META_OP_FALLOCATE, .ino = ino, .offset = (uint64_t)offset,
+                         .length = (uint64_t)length, .flags = (uint32_t)mode};
+    if (rc == 0)
+        rc = run(m, req, &c, 0, &out);
+    fuse_reply_err(req, err_of(rc));
 }
 
 static void make(fuse_req_t req, struct meta_cmd *c)
@@ -1731,11 +1816,24 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     removal_end(m);
 }
 
+/* While directories are open here, the one removed is looked up first:
+ * it may be one of them (removed_dir_keep). */
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    struct mnt *m = fuse_req_userdata(req);
     struct meta_cmd c = {.op = META_OP_RMDIR, .ino = parent, .name = name,
                          .name_len = (uint32_t)strlen(name)};
-    reply_rc(req, &c);
+    struct meta_cmd look = c;
+    struct meta_response_buf *out;
+    struct meta_attr a = {0};
+
+    look.op = META_OP_LOOKUP;
+    if (__atomic_load_n(&m->dirs_open, __ATOMIC_ACQUIRE) > 0 && run(m, req, &look, 0, &out) == 0)
+        a = out->r.reply.attr;
+    int rc = run(m, req, &c, 0, &out);
+    if (rc == 0 && a.ino != 0)
+        removed_dir_keep(m, &a);
+    fuse_reply_err(req, err_of(rc));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -2099,6 +2197,42 @@ static void io_close(struct mnt *m, struct open_file *f)
 static bool may_pass_now(struct mnt *m)
 {
     return fusedev_passthrough() && __atomic_load_n(&m->may_pass, __ATOMIC_RELAXED);
+}
+
+/* f began (change 1) or stopped (-1) buffering bytes, or buffered more
+ * (0): its inode's buffered end follows; holds f->mu. */
+static void io_buffered(struct mnt *m, const struct open_file *f, int change)
+{
+    if (f->io == IO_NONE)
+        return; /* not counted: its open failed */
+    uint64_t end = f->buf_off + f->buf_len;
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode *e = *io_slot(m, f->ino);
+    if (e != NULL) {
+        e->buffering = (uint32_t)((int64_t)e->buffering + change);
+        if (e->buffering == 0)
+            e->buffered_end = 0;
+        else if (change >= 0 && end > e->buffered_end)
+            e->buffered_end = end;
+    }
+    pthread_mutex_unlock(&m->pass_mu);
+}
+
+/* The size of ino to answer, from the shard's (size): past it if this
+ * mount's opens of ino buffer bytes further. Writes that returned count,
+ * as on a local file system: a lookup, a link or a listing answered
+ * without them would shrink the kernel's size, and the next O_APPEND
+ * write would go below them. A truncation commits them first. */
+static uint64_t io_size(struct mnt *m, uint64_t ino, uint64_t size)
+{
+    if (__atomic_load_n(&m->buffering, __ATOMIC_ACQUIRE) == 0)
+        return size;
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode *e = *io_slot(m, ino);
+    if (e != NULL && e->buffering > 0 && e->buffered_end > size)
+        size = e->buffered_end;
+    pthread_mutex_unlock(&m->pass_mu);
+    return size;
 }
 
 /* Whether readers hold ino in passthrough on this mount. */
@@ -2652,6 +2786,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     }
     pthread_mutex_init(&h->mu, NULL);
     fi->fh = (uint64_t)(uintptr_t)h;
+    __atomic_add_fetch(&((struct mnt *)fuse_req_userdata(req))->dirs_open, 1, __ATOMIC_RELEASE);
     fuse_reply_open(req, fi);
 }
 
@@ -2663,6 +2798,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     pthread_mutex_destroy(&h->mu);
     ar_free(h->entries);
     ar_free(h);
+    __atomic_sub_fetch(&((struct mnt *)fuse_req_userdata(req))->dirs_open, 1, __ATOMIC_RELEASE);
     fuse_reply_err(req, 0);
 }
 
@@ -2917,6 +3053,7 @@ static const struct fuse_lowlevel_ops ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .fallocate = op_fallocate,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
@@ -3309,7 +3446,8 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     m->attr_timeout = o->attr_timeout_s;
     m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
     pthread_mutex_t *locks[] = {&m->compact_mu, &m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
-                                &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu};
+                                &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu,
+                                &m->removed_mu};
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }

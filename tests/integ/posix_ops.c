@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@
 #endif
 
 #define SLOTS 4
-#define OPS   24
+#define OPS   25
 
 static const char *const paths[] = {"a", "b", "d1", "d1/a", "d1/b", "d2", "d2/a", "d2/d3", "l"};
 #define PATH_COUNT (sizeof(paths) / sizeof(paths[0]))
@@ -79,7 +80,8 @@ static void op_of(uint64_t seed, unsigned i, struct op *o)
 static const char *const kind_names[OPS] = {
     "open", "close", "write", "pread", "lseek", "ftruncate", "truncate", "rename",
     "link", "symlink", "readlink", "unlink", "rmdir", "mkdir", "chmod", "stat",
-    "lstat", "setxattr", "getxattr", "removexattr", "readdir", "renameat2", "fstat", "access"};
+    "lstat", "setxattr", "getxattr", "removexattr", "readdir", "renameat2", "fstat", "access",
+    "fallocate"};
 
 void posix_describe(uint64_t seed, unsigned i, char *buf, size_t cap)
 {
@@ -132,12 +134,17 @@ static uint64_t list_hash(const char *dir, long *ret)
 }
 
 /* The ops on the open file *fd of the step's slot (0 open, 1 close,
- * 2 write, 3 pread, 4 lseek, 5 ftruncate, 22 fstat); their return. */
+ * 2 write, 3 pread, 4 lseek, 5 ftruncate, 22 fstat, 24 fallocate); their
+ * return. */
 static long posix_fd_op(const struct op *o, uint64_t seed, unsigned i, const char *p1, int *fd,
                         char *buf, uint64_t *value)
 {
     static const int open_flags[5] = {O_RDONLY, O_WRONLY | O_CREAT, O_RDWR | O_CREAT | O_EXCL,
                                       O_RDWR | O_TRUNC, O_WRONLY | O_APPEND | O_CREAT};
+    static const int falloc_modes[5] = {0, FALLOC_FL_KEEP_SIZE,
+                                        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                        FALLOC_FL_ZERO_RANGE,
+                                        FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
     struct stat st;
     long ret = 0;
 
@@ -165,6 +172,8 @@ static long posix_fd_op(const struct op *o, uint64_t seed, unsigned i, const cha
         return lseek(*fd, (off_t)o->off, o->arg % 2 ? SEEK_END : SEEK_SET);
     case 5:
         return ftruncate(*fd, (off_t)o->off);
+    case 24:
+        return fallocate(*fd, falloc_modes[o->arg], (off_t)o->off, (off_t)o->len);
     default: /* 22 */
         ret = *fd >= 0 ? fstat(*fd, &st) : -1;
         if (ret == 0)
@@ -184,7 +193,7 @@ static long posix_op(const struct op *o, uint64_t seed, unsigned i, const char *
     struct stat st;
     long ret = 0;
 
-    if (o->kind <= 5 || o->kind == 22)
+    if (o->kind <= 5 || o->kind == 22 || o->kind == 24)
         return posix_fd_op(o, seed, i, p1, fd, buf, value);
     switch (o->kind) {
     case 6:
@@ -229,7 +238,7 @@ static long posix_op(const struct op *o, uint64_t seed, unsigned i, const char *
     case 21:
         return syscall(SYS_renameat2, AT_FDCWD, p1, AT_FDCWD, p2,
                        o->arg % 2 ? RENAME_NOREPLACE : RENAME_EXCHANGE);
-    default:
+    default: /* 23 */
         return access(p1, access_modes[o->arg]);
     }
 }
