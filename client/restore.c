@@ -22,6 +22,7 @@
  * removed.
  * Threads: the caller's, the pool's, and the metadata client's own. */
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -588,10 +589,29 @@ static void walk_dir(struct restore *r, size_t i, struct meta_dirent *ents, uint
 
 /* ---- files (the pool) --------------------------------------------------------------------- */
 
-/* The file's data: every piece of every chunk named again, by its slice. */
+/* Name a piece or a slice of chunk_offset's chunk again in dst: data by
+ * its slice, a hole punched (the file already reaches past it). */
+static int name_again(struct restore *r, uint64_t dst, uint64_t chunk_offset,
+                      const struct meta_slice *p, struct meta_response_buf *out)
+{
+    struct meta_cmd w = {.op = META_OP_WRITE, .ino = dst, .offset = chunk_offset + p->pos,
+                         .slice = *p};
+    if (p->id == 0) {
+        w = (struct meta_cmd){.op = META_OP_FALLOCATE, .ino = dst,
+                              .offset = chunk_offset + p->pos, .length = p->len,
+                              .flags = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE};
+    }
+    return live(r, &w, 0, out);
+}
+
+/* The file's data, chunk by chunk: every piece named again by its slice;
+ * a chunk of more pieces than a chunk may hold slices (small writes that
+ * fragmented one another) gets its slices again, in the order they stack,
+ * holes punched, which makes the same chunk. */
 static int copy_data(struct restore *r, uint64_t src, uint64_t dst, uint64_t size,
                      struct meta_slice *pieces, struct meta_response_buf *out)
 {
+    bool is_sized = false; /* dst has its size already */
     uint64_t end = 0;
     int rc = 0;
 
@@ -599,19 +619,33 @@ static int copy_data(struct restore *r, uint64_t src, uint64_t dst, uint64_t siz
         struct meta_cmd map = {.op = META_OP_READ_MAP, .ino = src, .offset = off};
         struct meta_reply rep = {.slices = pieces, .slice_cap = META_READ_SLICES_MAX};
         rc = scratch_read(r, &map, &rep);
+        uint32_t data_pieces = 0;
+        for (uint32_t i = 0; rc == 0 && i < rep.slice_count; i++) {
+            data_pieces += pieces[i].id != 0 && pieces[i].len > 0;
+        }
+        bool is_stack = data_pieces > META_CHUNK_SLICES_MAX;
+        if (rc == 0 && is_stack) {
+            map.flags = META_READ_MAP_STACK;
+            rc = scratch_read(r, &map, &rep);
+        }
+        if (rc == 0 && is_stack && !is_sized) { /* a hole is punched below the size only */
+            struct meta_cmd t = {.op = META_OP_SETATTR, .ino = dst, .set_mask = META_SET_SIZE,
+                                 .set = {.size = size}};
+            rc = live(r, &t, 0, out);
+            is_sized = rc == 0;
+        }
         for (uint32_t i = 0; rc == 0 && i < rep.slice_count; i++) {
             const struct meta_slice *p = &pieces[i];
-            if (p->id == 0 || p->len == 0)
+            if ((p->id == 0 && !is_stack) || p->len == 0)
                 continue; /* a hole reads as zeros without a slice */
-            struct meta_cmd w = {.op = META_OP_WRITE, .ino = dst,
-                                 .offset = rep.chunk_offset + p->pos, .slice = *p};
-            rc = live(r, &w, 0, out);
-            if (rc == -EAGAIN)
-                rc = -EFBIG; /* more slices than a chunk holds: cannot happen from a valid state */
-            end = w.offset + p->len;
+            rc = name_again(r, dst, rep.chunk_offset, p, out);
+            if (rc == -AR_ECHUNKFULL)
+                rc = -EFBIG; /* more slices than the chunk held: cannot happen */
+            end = rep.chunk_offset + p->pos + p->len > end ? rep.chunk_offset + p->pos + p->len
+                                                           : end;
         }
     }
-    if (rc == 0 && end < size) { /* a hole at the end */
+    if (rc == 0 && end < size && !is_sized) { /* a hole at the end */
         struct meta_cmd t = {.op = META_OP_SETATTR, .ino = dst, .set_mask = META_SET_SIZE,
                              .set = {.size = size}};
         rc = live(r, &t, 0, out);

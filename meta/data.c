@@ -636,6 +636,26 @@ static int chunk_resolve(const struct meta__chunk *c, uint32_t limit, struct met
     return 0;
 }
 
+/* Chunk c's slices as they stack, cut at limit (META_READ_MAP_STACK). */
+static int chunk_stack(const struct meta__chunk *c, uint32_t limit, struct meta_slice *out,
+                       uint32_t cap, uint32_t *count)
+{
+    uint32_t n = 0;
+
+    if (cap < c->count)
+        return -ERANGE;
+    for (uint32_t i = 0; i < c->count; i++) {
+        struct meta_slice sl = c->slices[i];
+        if (sl.pos >= limit)
+            continue;
+        if (sl.pos + sl.len > limit)
+            sl.len = limit - sl.pos;
+        out[n++] = sl;
+    }
+    *count = n;
+    return 0;
+}
+
 int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r)
 {
     uint32_t n;
@@ -643,7 +663,7 @@ int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
 
     if (rc != 0)
         return rc;
-    if (r->slices == NULL)
+    if (r->slices == NULL || (cmd->flags & ~META_READ_MAP_STACK) != 0)
         return -EINVAL;
     uint64_t index = cmd->offset / META_CHUNK_BYTES;
 
@@ -657,6 +677,8 @@ int meta__data_read(const struct meta_shard *s, const struct meta_cmd *cmd, stru
     struct meta_slice inline_slice;
     uint32_t limit;
     const struct meta__chunk *c = chunk_at(s, n, index, &one, &inline_slice, &limit);
+    if (cmd->flags & META_READ_MAP_STACK)
+        return chunk_stack(c, limit, r->slices, r->slice_cap, &r->slice_count);
     return chunk_resolve(c, limit, r->slices, r->slice_cap, &r->slice_count);
 }
 

@@ -277,6 +277,13 @@ struct meta_cmd {
  * round trip a page (FUSE's readdirplus) */
 #define META_READDIR_ATTRS 1u
 
+/* read_map's flags: the chunk's slices as they stack (bottom first, holes
+ * with id 0 among them, cut at the file's size), not resolved into
+ * pieces. Writing them again in that order (holes as punched holes) makes
+ * the same chunk with no more slices than it has, where its pieces may be
+ * twice as many (a restore of a chunk many small writes fragmented). */
+#define META_READ_MAP_STACK 1u
+
 struct meta_dirent {
     uint64_t ino;
     uint64_t cookie; /* pass it back to continue after this entry */

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -927,6 +928,50 @@ static void test_restore_to_a_moment_after_the_last_entry(void **state)
     mount_stop(m);
 }
 
+/* A file of one big write that 600 small writes (each fsynced: a slice
+ * each) and a punched hole then cut up: its chunk resolves to more pieces
+ * than a chunk may hold slices, and is restored from its stack. */
+static void test_restore_a_fragmented_chunk(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char path[600];
+    char at[64];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    snprintf(path, sizeof(path), "%s/frag", ds);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    static uint8_t base[1u << 20];
+    for (size_t i = 0; i < sizeof(base); i++) {
+        base[i] = (uint8_t)(i * 31 + 7);
+    }
+    assert_int_equal(pwrite(fd, base, sizeof(base), 0), (ssize_t)sizeof(base));
+    assert_int_equal(fsync(fd), 0);
+    for (int i = 0; i < 600; i++) {
+        uint8_t b = (uint8_t)(i ^ 0xa5);
+        assert_int_equal(pwrite(fd, &b, 1, (off_t)i * 1600 + 7), 1);
+        assert_int_equal(fsync(fd), 0);
+    }
+    assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 300000, 5000), 0);
+    assert_int_equal(close(fd), 0);
+    char *s1 = describe(ds);
+    uint64_t t1 = moment();
+    assert_int_equal(unlink(path), 0);
+    rfc3339(t1, at, sizeof(at));
+    char args[800];
+    snprintf(args, sizeof(args), "/ds --at %s --into /at-t1 --wait 15", at);
+    assert_int_equal(restore(f, args), 0);
+    snprintf(path, sizeof(path), "%s/at-t1", m->dir);
+    char *got = describe(path);
+    expect_same("a fragmented file restored", s1, got);
+    free(got);
+    free(s1);
+    mount_stop(m);
+}
+
 static void test_restore_from_a_checkpoint_after_compaction(void **state)
 {
     struct fixture *f = *state;
@@ -1340,6 +1385,7 @@ int main(void)
                                         setup_long_batches, teardown),
         cmocka_unit_test_setup_teardown(test_restore_to_a_moment_after_the_last_entry,
                                         setup_fast, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_a_fragmented_chunk, setup_fast, teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
         cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,

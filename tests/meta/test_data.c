@@ -203,6 +203,61 @@ static void test_overlapping_writes_resolve_newest_first(void **state)
     assert_true(meta_shard_hash(f->shard) != covered);
 }
 
+/* A chunk's stack (META_READ_MAP_STACK): its slices bottom first, holes
+ * among them, cut at the size; written again in that order into another
+ * file, holes punched, they make a chunk that resolves the same, with as
+ * many slices as the stack, where the pieces are many more. */
+static void test_stack_read_rebuilds_the_same_chunk(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t file = make_file(f, "f", S_IFREG | 0644, 0);
+    uint64_t copy = make_file(f, "copy", S_IFREG | 0644, 0);
+
+    assert_int_equal(put(f, file, 0, 100000, 0, 100000, NULL), 0); /* id 1 */
+    for (uint32_t i = 0; i < 40; i++) {
+        assert_int_equal(put(f, file, i * 1000 + 10, 8, 2, 5, NULL), 0); /* ids 2..41 */
+    }
+    assert_int_equal(falloc(f, file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5000, 3000), 0);
+    assert_int_equal(truncate_to(f, file, 90000), 0);
+    uint32_t pieces = read_map(f, file, 0);
+    static struct meta_slice want[META_READ_SLICES_MAX];
+    memcpy(want, f->pieces, sizeof(want[0]) * pieces);
+
+    struct meta_cmd cmd = {.op = META_OP_READ_MAP, .ino = file, .flags = META_READ_MAP_STACK};
+    static struct meta_slice stack[META_READ_SLICES_MAX];
+    struct meta_reply r = {.slices = stack, .slice_cap = META_READ_SLICES_MAX};
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), 0);
+    assert_int_equal(r.slice_count, 1 + 37 + 1); /* the hole covered three small ones */
+    assert_true(pieces > 2 * (r.slice_count - 2));
+    expect_piece(&stack[0], 1, 0, 90000, 0);
+    expect_piece(&stack[1], 2, 10, 5, 2);
+    bool has_hole = false;
+    for (uint32_t i = 0; i < r.slice_count; i++) {
+        has_hole = has_hole || (stack[i].id == 0 && stack[i].pos == 5000 && stack[i].len == 3000);
+    }
+    assert_true(has_hole);
+    /* an unknown flag is refused */
+    cmd.flags = 2;
+    assert_int_equal(meta_shard_read(f->shard, &cmd, &r), -EINVAL);
+
+    assert_int_equal(truncate_to(f, copy, 90000), 0);
+    for (uint32_t i = 0; i < r.slice_count; i++) {
+        const struct meta_slice *sl = &stack[i];
+        struct meta_cmd w = {.op = META_OP_WRITE, .ino = copy, .offset = sl->pos,
+                             .now_ns = ++f->now, .slice = *sl};
+        struct meta_reply wr;
+        if (sl->id == 0)
+            assert_int_equal(falloc(f, copy, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                    sl->pos, sl->len), 0);
+        else
+            assert_int_equal(meta_shard_apply(f->shard, &w, &wr), 0);
+    }
+    assert_int_equal(read_map(f, copy, 0), pieces);
+    for (uint32_t i = 0; i < pieces; i++) {
+        expect_piece(&f->pieces[i], want[i].id, want[i].pos, want[i].len, want[i].off);
+    }
+}
+
 static void test_truncate_cuts_slices_and_extends_with_zeros(void **state)
 {
     struct fixture *f = *state;
@@ -730,6 +785,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_sets_size_and_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overlapping_writes_resolve_newest_first, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stack_read_rebuilds_the_same_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncate_cuts_slices_and_extends_with_zeros, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fallocate_errors_follow_linux, setup, teardown),
