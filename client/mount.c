@@ -3530,7 +3530,9 @@ static int commit_at_stop(struct mnt *m, fuse_req_t req, struct open_file *f, vo
     return 0;
 }
 
-static void files_commit_at_stop(struct mnt *m)
+/* Then the open files go: no release will come for them (the session's
+ * close lets go of what it held). */
+static void files_close_at_stop(struct mnt *m)
 {
     struct stop_tally t = {0};
 
@@ -3538,6 +3540,15 @@ static void files_commit_at_stop(struct mnt *m)
     if (t.committed > 0 || t.lost > 0)
         ar_log(t.lost > 0 ? AR_LOG_ERROR : AR_LOG_INFO, "stopping with files open: %" PRIu32
                " committed what they had buffered, %" PRIu32 " could not", t.committed, t.lost);
+    /* bounded by the files open; no handler runs now to open more */
+    while (m->files != NULL) {
+        struct open_file *f = m->files;
+        pthread_mutex_lock(&f->mu);
+        buf_emptied(m, f);
+        pthread_mutex_unlock(&f->mu);
+        io_close(m, f);
+        (void)file_free(m, f);
+    }
 }
 
 /* Serve the mounted session until it is unmounted or a stop signal comes
@@ -3572,7 +3583,7 @@ static int mount_serve(struct mnt *m, const struct ar_mount_options *o, struct f
     files_reap(m);
     openers_stop(m); /* answers that come later reply on the client's thread */
     keeper_stop(m);
-    files_commit_at_stop(m);
+    files_close_at_stop(m);
     ar_client_close(m->mc);
     m->mc = NULL;
     if (!*is_grants_left)

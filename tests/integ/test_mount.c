@@ -2497,6 +2497,7 @@ static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, i
     if (pid == 0) {
         uint8_t *data = malloc(size);
         char byte = 0;
+        alarm(120); /* gone however the test ends */
         int fd = data != NULL ? open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
         if (fd >= 0) {
             fill(data, size, seed);
@@ -2542,8 +2543,8 @@ static void test_mount_stop_commits_open_files(void **state)
     int status = 0;
     assert_int_equal(waitpid(mp->pid, &status, 0), mp->pid);
     mp->pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     writer_let_go(writer, go);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     assert_true(log_has(mp->log, "stopping with files open: 1 committed what they had "
                                  "buffered, 0 could not"));
     mp = mount_start(f, "m", "1");
@@ -2759,8 +2760,8 @@ static void test_up_ctrl_c_keeps_what_open_files_wrote(void **state)
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     mounts[0].pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     writer_let_go(writer, go);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     assert_true(file_has(u.log, "stopping with files open: 1 committed what they had buffered"));
     /* the replica stopped when asked, after the mount, not at the Ctrl-C */
     snprintf(path, sizeof(path), "%s/node1.log", u.data);
