@@ -46,6 +46,14 @@
 
 #define THREADS_DEFAULT 8u
 #define XATTR_LIST_MAX  (64u << 10)
+/* A moment that leaves the window within PIN_EDGE_S keeps its pin after
+ * the restore until the archive holds the restore's commands (at most
+ * PIN_WAIT_S; past it the pin stays, to lapse): until then only the pin
+ * keeps the blocks they name from gc. PIN_CLOCK_NS allows for the
+ * leader's clock being ahead of this one. */
+#define PIN_EDGE_S      600u
+#define PIN_WAIT_S      60u
+#define PIN_CLOCK_NS    1000000000ull
 
 /* A non-directory to make: the scratch inode, the live parent, its name. */
 struct job {
@@ -1323,6 +1331,48 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
     return rc;
 }
 
+/* The restore's writes are done (has_written: some may have been made):
+ * let go of the moment's pin. Gc keeps the blocks the restored files name
+ * from the archive's commands, which lag the shard by a batch; a moment
+ * near the window's edge may leave it meanwhile, and with the pin gone
+ * nothing else would keep them. Such a pin goes once the archive of
+ * shard (where the restore wrote) holds everything committed by now. */
+static void pin_let_go(struct restore *r, uint32_t shard, bool has_written)
+{
+    struct meta_map map;
+    char why[AR_ERRMSG_MAX] = "";
+
+    if (r->pin[0] == '\0')
+        return;
+    ar_client_map(r->client, &map);
+    uint64_t end_ns = wall_ns() + PIN_CLOCK_NS;
+    bool is_near_edge = r->o->at_ns + (uint64_t)map.window_s * 1000000000ull <
+                        end_ns + PIN_EDGE_S * 1000000000ull;
+    if (has_written && is_near_edge) {
+        say(r, "waiting for the archive to hold the restored files (the moment leaves the "
+            "recovery window soon; until then its pin keeps their blocks)");
+        uint64_t as_of = 0;
+        /* bounded: PIN_WAIT_S tries a second apart */
+        for (uint32_t tries = 0; tries <= PIN_WAIT_S; tries++) {
+            if (meta_archive_head_as_of(r->store, shard, &as_of, why) == 0 && as_of >= end_ns)
+                break;
+            sleep(1);
+        }
+        if (as_of < end_ns) {
+            say(r, "the archive does not hold the restored files yet: the pin %s stays in the "
+                "store until it lapses (%u h), keeping the moment's blocks", r->pin,
+                META_PIN_TTL_S / 3600u);
+            r->pin[0] = '\0';
+            return;
+        }
+        say(r, "the archive holds the restored files");
+    }
+    if (meta_archive_unpin(r->store, r->pin, why) != 0)
+        ar_log(AR_LOG_WARN, "cannot remove the restore's pin %s from the store (it lapses "
+               "in %u h): %s", r->pin, META_PIN_TTL_S / 3600u, why);
+    r->pin[0] = '\0';
+}
+
 static void restore_free(struct restore *r)
 {
     char why[AR_ERRMSG_MAX] = "";
@@ -1646,6 +1696,8 @@ int ar_restore_run(const struct ar_restore_options *o, struct ar_restore_report 
             rc = put_in_place(&r, dst_parent, staging, final, o->is_replace, out, errmsg);
     }
     rep->write_s = now_s() - t0;
+    if (r.client != NULL)
+        pin_let_go(&r, ar_client_shard_of(r.client, dst_parent), dst_parent != 0 && src != 0);
     rep->bytes = atomic_load(&r.bytes);
     rep->xattrs = atomic_load(&r.xattrs);
     ar_free(out);

@@ -709,6 +709,22 @@ int meta_archive_unpin(struct obj_store *st, const char *key, char *errmsg)
     return obj_delete(st, key, errmsg);
 }
 
+int meta_archive_head_as_of(struct obj_store *st, uint32_t shard, uint64_t *as_of_ns,
+                            char *errmsg)
+{
+    char key[ARCHIVE_KEY_MAX];
+    uint8_t buf[ARCHIVE_HEAD_BYTES];
+    size_t got = 0;
+    struct archive_head h;
+
+    archive_key_head(key, shard);
+    int rc = obj_get(st, key, buf, sizeof(buf), &got, errmsg);
+    if (rc == 0 && (archive_head_get(buf, got, &h) != 0 || h.shard != shard))
+        rc = ar_errorf(errmsg, -AR_ECORRUPT, "%s does not hold a head of shard %u", key, shard);
+    *as_of_ns = rc == 0 ? h.as_of_ns : 0;
+    return rc;
+}
+
 int archive_pins_oldest(struct obj_store *st, uint32_t shard, uint64_t now_ns, uint64_t *oldest,
                         char *errmsg)
 {

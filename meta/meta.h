@@ -758,6 +758,13 @@ int meta_archive_pin(struct obj_store *st, uint32_t shard, uint64_t at_ns, char 
                      char *errmsg);
 int meta_archive_unpin(struct obj_store *st, const char *key, char *errmsg);
 
+/* The archive of shard holds every entry committed by *as_of_ns (the
+ * leader's wall clock when it wrote its head: an idle moment, at least
+ * every 10 s while the shard is idle, not while entries keep coming).
+ * -ENOENT: no head yet. */
+int meta_archive_head_as_of(struct obj_store *st, uint32_t shard, uint64_t *as_of_ns,
+                            char *errmsg);
+
 /* ---- block garbage collection (gc.c) -------------------------------------------------
  * A block is deleted only when no live file names its slice and no state
  * inside the recovery window did (design §7), so any restore inside the

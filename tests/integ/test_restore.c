@@ -79,6 +79,16 @@ static int setup_gc_window(void **state)
     return cluster_setup_with(state, "50", 3, "1,2,3", "--window 16s", args);
 }
 
+/* Log batches of 8 s and a recovery window of 16 s (block gc only when a
+ * test runs it): every moment is near the window's edge, and the archive
+ * lags the shard by seconds. */
+static int setup_slow_archive(void **state)
+{
+    static const char *const args[] = {"--archive-ms", "8000", "--archive-checkpoint-s", "1",
+                                       "--gc-every-s", "0", NULL};
+    return cluster_setup_with(state, "50", 3, "1,2,3", "--window 16s", args);
+}
+
 /* A recovery window of 4 s and the leader's gc pass every second. */
 static int setup_background_gc(void **state)
 {
@@ -928,6 +938,39 @@ static void test_restore_to_a_moment_after_the_last_entry(void **state)
     mount_stop(m);
 }
 
+/* A moment near the window's edge keeps its pin until the archive holds
+ * the restore's commands: gc keeps the blocks restored files name from
+ * the archive, and once the moment left the window only the pin would. */
+static void test_restore_keeps_its_pin_until_archived(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *m = mount_start(f, "m", "0");
+    char ds[500];
+    char at[64];
+    char args[800];
+
+    snprintf(ds, sizeof(ds), "%s/ds", m->dir);
+    assert_int_equal(mkdir(ds, 0755), 0);
+    write_files(ds, "a", 3, 2900);
+    uint64_t t1 = moment();
+    rfc3339(t1, at, sizeof(at));
+    snprintf(args, sizeof(args), "/ds --at %s --into /r --wait 15", at);
+    assert_int_equal(restore(f, args), 0);
+    assert_true(log_has(f, "the archive holds the restored files"));
+    assert_int_equal(count_objects(f, "pitr/s1/pin"), 0);
+    /* the head went after the restore's last command, which put the tree
+     * in place (the servers share this clock) */
+    char p[600];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/r", m->dir);
+    assert_int_equal(stat(p, &st), 0);
+    double placed = (double)st.st_ctim.tv_sec + st.st_ctim.tv_nsec / 1e9;
+    double head = head_written_s(f);
+    print_message("placed at %.3f, head written at %.3f\n", placed, head);
+    assert_true(head > placed);
+    mount_stop(m);
+}
+
 /* A file of one big write that 600 small writes (each fsynced: a slice
  * each) and a punched hole then cut up: its chunk resolves to more pieces
  * than a chunk may hold slices, and is restored from its stack. */
@@ -1386,6 +1429,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_to_a_moment_after_the_last_entry,
                                         setup_fast, teardown),
         cmocka_unit_test_setup_teardown(test_restore_a_fragmented_chunk, setup_fast, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_keeps_its_pin_until_archived,
+                                        setup_slow_archive, teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_checkpoint_after_compaction,
                                         setup_checkpoints, teardown),
         cmocka_unit_test_setup_teardown(test_restore_window_expires_and_refuses_older_moments,
