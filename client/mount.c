@@ -54,9 +54,9 @@
  * workers for uploads; the read-ahead threads; the disk cache's writer
  * (cache.c). Locks, in this order: an
  * open directory's mu, files_mu, an open file's mu, compact_mu, ids_mu; cache_mu,
- * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu, pass_mu and removed_mu are
- * taken alone, as are the node table's (nodes.c). The client's loop takes
- * only the last five and the node table's: the others are held across
+ * listed_mu, kept_mu, queries_mu, dead_mu, openers_mu, pass_mu, removed_mu and
+ * maps_mu are taken alone, as are the node table's (nodes.c). The client's
+ * loop takes only the last seven and the node table's: the others are held across
  * calls that wait for that loop. */
 #define FUSE_USE_VERSION 312
 
@@ -99,6 +99,8 @@
                                      * touched as used; room beside what the kernel
                                      * holds granted) */
 #define REMOVED_DIRS    64u         /* directories removed while open remembered */
+#define MAPS_SLOTS      (1u << 15)  /* readers' chunk-0 maps kept, by inode (4.5 MiB) */
+#define MAP_KEPT_SLICES 4u          /* a map of more pieces is not kept */
 #define NODES_SETS      (1u << 15)  /* recently changed files whose entries the kernel
                                      * keeps: 131,072 remembered (6 MiB, nodes.c) */
 
@@ -308,6 +310,7 @@ struct mnt {
     struct meta_attr removed[REMOVED_DIRS];
     uint32_t removed_next;
     uint64_t passthrough_opens;     /* atomic: opens answered in passthrough */
+    uint64_t maps_hits;             /* atomic: readers' opens answered from kept maps */
     uint64_t blocks_fetched;        /* atomic: from the disk cache or the store, for reads */
     uint64_t blocks_ahead;          /* atomic: of those, by the read-ahead threads */
     uint64_t fetches_shared;        /* atomic: reads that had a fetch on its way serve them */
@@ -321,6 +324,22 @@ struct mnt {
         struct data_version version;
         bool is_mixed;              /* other bytes may have reached the pages since */
     } kept[KEPT_SLOTS];
+    /* With --open-from-leases: chunk 0 of files read here, as a READ_MAP
+     * resolved it, by a hash of the inode (a slot another file took costs
+     * one READ_MAP). A reader's open whose inode's attributes are under
+     * lease, and at the version a kept map was read at, takes the map from
+     * here: no round trip (the bytes of a version never change: every
+     * change sets ctime). The lease may lag another mount's change by its
+     * bound, so this is not close-to-open, and is asked for. */
+    pthread_mutex_t maps_mu;        /* a leaf lock */
+    struct kept_map *maps;          /* MAPS_SLOTS; NULL: off */
+};
+
+struct kept_map {
+    uint64_t ino;                   /* 0: empty */
+    struct data_version version;
+    uint32_t count;
+    struct meta_slice slices[MAP_KEPT_SLICES];
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -1510,8 +1529,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
             c.set.mtime_ns = attr->st_mtim.tv_sec * 1000000000ll + attr->st_mtim.tv_nsec;
     /* ftruncate: the descriptor's open for writing was the permission
      * check, as on a local file system (the mode may have changed since) */
-    const struct open_file *f = fi != NULL ? (const struct open_file *)(uintptr_t)fi->fh : NULL;
-    bool is_opened_for_it = f != NULL && !f->is_read_only && to_set == FUSE_SET_ATTR_SIZE;
+    const struct open_file *f = to_set == FUSE_SET_ATTR_SIZE && fi != NULL
+                                    ? (const struct open_file *)(uintptr_t)fi->fh /* a file's */
+                                    : NULL;
+    bool is_opened_for_it = f != NULL && !f->is_read_only;
     int rc = run(m, is_opened_for_it ? NULL : req, &c, 0, &out);
     if (rc != 0) {
         fuse_reply_err(req, err_of(rc));
@@ -2248,8 +2269,28 @@ static bool io_is_passing(struct mnt *m, uint64_t ino)
 /* Resolve chunk 0 of a reader's file into f->map: the open finds out the
  * inode is gone (ESTALE, on which the kernel walks the path again), and
  * the first reads need no round trip. */
+static uint32_t maps_slot(uint64_t ino)
+{
+    return (uint32_t)(ino * 0x9e3779b97f4a7c15ull >> 32) % MAPS_SLOTS;
+}
+
+/* Keep a READ_MAP's answer r (chunk 0 of r->attr's file) for later opens. */
+static void maps_keep(struct mnt *m, const struct meta_reply *r)
+{
+    if (m->maps == NULL || r->slice_count > MAP_KEPT_SLICES)
+        return;
+    pthread_mutex_lock(&m->maps_mu);
+    struct kept_map *k = &m->maps[maps_slot(r->attr.ino)];
+    k->ino = r->attr.ino;
+    k->version = version_of(&r->attr);
+    k->count = r->slice_count;
+    memcpy(k->slices, r->slices, sizeof(*k->slices) * r->slice_count);
+    pthread_mutex_unlock(&m->maps_mu);
+}
+
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen)
 {
+    maps_keep(m, r);
     f->version = version_of(&r->attr);
     f->is_orphan = r->attr.nlink == 0;
     f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
@@ -2261,6 +2302,38 @@ static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply
     f->map_size = r->attr.size;
     f->map_gen = gen;
     f->map_until_ms = client_mono_ms() + (uint64_t)(m->attr_timeout * 1000.0);
+}
+
+/* A reader's open of a file whose attributes this mount holds under lease
+ * and whose chunk-0 map it kept at that version: f's map from there,
+ * as a READ_MAP would have answered it (gen: the mount's data commits
+ * before the lease was looked at). False: ask the shard. */
+static bool map_from_kept(struct mnt *m, struct open_file *f, uint64_t gen)
+{
+    struct meta_attr a;
+    uint64_t left_ms;
+    struct meta_reply r = {0};
+    struct meta_slice slices[MAP_KEPT_SLICES];
+
+    if (m->maps == NULL ||
+        !leased_getattr(m->leased, m->mc, f->ino, m->lease_bound_ms, &a, &left_ms) ||
+        a.nlink == 0 || !S_ISREG(a.mode))
+        return false; /* an orphan needs its hold: the shard's path takes it */
+    pthread_mutex_lock(&m->maps_mu);
+    const struct kept_map *k = &m->maps[maps_slot(f->ino)];
+    struct data_version v = version_of(&a);
+    bool is_kept = k->ino == f->ino && version_equal(&k->version, &v);
+    if (is_kept) {
+        r.slice_count = k->count;
+        memcpy(slices, k->slices, sizeof(*slices) * k->count);
+    }
+    pthread_mutex_unlock(&m->maps_mu);
+    if (!is_kept)
+        return false;
+    r.attr = a;
+    r.slices = slices;
+    map_fill(m, f, &r, gen);
+    return f->map != NULL;
 }
 
 static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
@@ -2377,14 +2450,21 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
     /* a reader counted itself (file_new) before it looks at removals: a
      * removal in flight may have missed it */
     bool is_removing = __atomic_load_n(&m->removals, __ATOMIC_SEQ_CST) > 0;
-    /* answered on the client's loop, or (a copy on disk to open) by an opener */
+    /* from what this mount holds under lease; else answered on the client's
+     * loop, or (a copy on disk to open) by an opener */
+    uint64_t gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
+    if (rc == 0 && is_read_only && !is_removing && map_from_kept(m, f, gen)) {
+        __atomic_add_fetch(&m->maps_hits, 1, __ATOMIC_RELAXED);
+        reply_reader_open(m, req, fi, f, fusedev_unique(), false);
+        return;
+    }
     if (rc == 0 && is_read_only && !is_removing) {
         struct query *q = query_new(m, req, META_OP_READ_MAP, ino);
         if (q != NULL) {
             q->f = f;
             q->unique = fusedev_unique();
             q->fi = *fi;
-            q->gen = __atomic_load_n(&m->data_gen, __ATOMIC_ACQUIRE);
+            q->gen = gen;
             cred_of(req, &q->cmd.cred, false);
             query_send(q);
             return;
@@ -3401,6 +3481,8 @@ static int mount_open_parts(struct mnt *m, const struct ar_mount_options *o,
     if (!o->no_leases && bound > 0) {
         m->lease_bound_ms = (uint64_t)(bound * 1000.0);
         m->leased = leased_new(LEASED_SLOTS);
+        if (m->leased != NULL && o->open_from_leases)
+            m->maps = ar_calloc(MAPS_SLOTS, sizeof(*m->maps)); /* no memory: opens ask */
         meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
         meta.notice_arg = m->leased;
     }
@@ -3447,7 +3529,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
     pthread_mutex_t *locks[] = {&m->compact_mu, &m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
                                 &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu,
-                                &m->removed_mu};
+                                &m->removed_mu, &m->maps_mu};
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }
@@ -3622,8 +3704,9 @@ static void mount_log_figures(struct mnt *m)
            __atomic_load_n(&m->blocks_ahead, __ATOMIC_RELAXED),
            __atomic_load_n(&m->fetches_shared, __ATOMIC_RELAXED));
     if (m->leased != NULL)
-        ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount",
-               leased_hits(m->leased));
+        ar_log(AR_LOG_INFO, "leases: %" PRIu64 " lookups and getattrs answered by this mount, "
+               "%" PRIu64 " readers' opens from kept maps", leased_hits(m->leased),
+               __atomic_load_n(&m->maps_hits, __ATOMIC_RELAXED));
     if (m->nodes != NULL) {
         uint64_t made;
         uint64_t live;
@@ -3668,6 +3751,7 @@ static void mount_free(struct mnt *m, bool has_served, bool is_grants_left)
     if (m->has_out_key)
         pthread_key_delete(m->out_key);
     nodes_free(m->nodes);
+    ar_free(m->maps);
     if (!is_grants_left) {
         leased_free(m->leased);
         ar_free(m);

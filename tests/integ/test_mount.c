@@ -1694,6 +1694,40 @@ static bool size_seen_within(const char *path, off_t want, double ms)
     return false;
 }
 
+/* --open-from-leases: a reader's second open of an unchanged file asks no
+ * server (the mount says how many did not); a file rewritten on another
+ * mount is read new once the leader's notice came (normally at once). */
+static void test_mount_open_from_leases(void **state)
+{
+    struct fixture *f = *state;
+    struct mount_proc *w = mount_start(f, "w", "1");
+    const char *extra[] = {"--open-from-leases", NULL};
+    struct mount_proc *r = mount_start_with(f, "r", "1", extra);
+    char here[600];
+    char there[600];
+
+    snprintf(there, sizeof(there), "%s/data", w->dir);
+    snprintf(here, sizeof(here), "%s/data", r->dir);
+    pattern_write(there, 100000, 3100, false);
+    for (int i = 0; i < 5; i++) {
+        pattern_expect(here, 100000, 3100);
+    }
+    pattern_write(there, 100000, 3101, false); /* the same size, other bytes */
+    int rc = -1;
+    for (int tries = 0; tries < 200 && rc != 0; tries++) { /* 2 s */
+        rc = pattern_check_rc(here, 100000, 3101);
+        if (rc != 0)
+            usleep(10000);
+    }
+    assert_int_equal(rc, 0);
+    pattern_expect(here, 100000, 3101);
+    mount_stop(r);
+    long long opens = log_number_after(r->log, "lookups and getattrs answered by this mount, ");
+    print_message("opens from kept maps: %lld\n", opens);
+    assert_true(opens >= 4);
+    mount_stop(w);
+}
+
 /* A chmod on w, then at once a rename on w: both told to mp (the promise
  * outlives a change that keeps names), though nothing on mp asked between
  * them. */
@@ -2955,6 +2989,7 @@ int main(void)
         T(test_mount_stats_beside_blocked_reads),
         T(test_mount_slow_commit_holds_up_no_other_file),
         T(test_mount_leases_follow_other_mounts),
+        T(test_mount_open_from_leases),
         T(test_mount_grants_are_taken_back),
         T(test_mount_renames_there_seen_here),
         T(test_mount_renames_here_there_and_here_again),
