@@ -589,6 +589,16 @@ static void overlay(struct meta_slice *out, uint32_t *count, const struct meta_s
     *count = n - (j - i) + 1;
 }
 
+/* sl cut at byte `limit` of its chunk; false if it lies wholly past it. */
+static bool slice_cut(struct meta_slice *sl, uint32_t limit)
+{
+    if (sl->pos >= limit)
+        return false;
+    if (sl->pos + sl->len > limit)
+        sl->len = limit - sl->pos;
+    return true;
+}
+
 /* Resolve chunk c over its first `limit` bytes into out, gaps as holes. */
 static int chunk_resolve(const struct meta__chunk *c, uint32_t limit, struct meta_slice *out,
                          uint32_t cap, uint32_t *count)
@@ -599,11 +609,8 @@ static int chunk_resolve(const struct meta__chunk *c, uint32_t limit, struct met
         return -ERANGE;
     for (uint32_t i = 0; i < c->count; i++) {
         struct meta_slice sl = c->slices[i];
-        if (sl.pos >= limit)
-            continue;
-        if (sl.pos + sl.len > limit)
-            sl.len = limit - sl.pos;
-        overlay(out, &n, &sl);
+        if (slice_cut(&sl, limit))
+            overlay(out, &n, &sl);
     }
     /* drop the holes, then lay them again over every gap up to limit */
     uint32_t kept = 0;
@@ -646,11 +653,8 @@ static int chunk_stack(const struct meta__chunk *c, uint32_t limit, struct meta_
         return -ERANGE;
     for (uint32_t i = 0; i < c->count; i++) {
         struct meta_slice sl = c->slices[i];
-        if (sl.pos >= limit)
-            continue;
-        if (sl.pos + sl.len > limit)
-            sl.len = limit - sl.pos;
-        out[n++] = sl;
+        if (slice_cut(&sl, limit))
+            out[n++] = sl;
     }
     *count = n;
     return 0;
