@@ -1331,12 +1331,12 @@ static int rebuild(struct restore *r, uint32_t shard, char *errmsg)
     return rc;
 }
 
-/* The restore's writes are done (has_written: some may have been made):
- * let go of the moment's pin. Gc keeps the blocks the restored files name
- * from the archive's commands, which lag the shard by a batch; a moment
- * near the window's edge may leave it meanwhile, and with the pin gone
- * nothing else would keep them. Such a pin goes once the archive of
- * shard (where the restore wrote) holds everything committed by now. */
+/* The restore's writes are done (has_written: some may have been made,
+ * in shard): let go of the moment's pin. Gc keeps the blocks restored
+ * files name from the archive's commands, which lag the shard by a batch;
+ * a moment near the window's edge may leave it meanwhile, and with the
+ * pin gone nothing else would keep them. Such a pin goes once the archive
+ * of shard holds everything committed by now. */
 static void pin_let_go(struct restore *r, uint32_t shard, bool has_written)
 {
     struct meta_map map;
@@ -1344,11 +1344,11 @@ static void pin_let_go(struct restore *r, uint32_t shard, bool has_written)
 
     if (r->pin[0] == '\0')
         return;
-    ar_client_map(r->client, &map);
     uint64_t end_ns = wall_ns() + PIN_CLOCK_NS;
-    bool is_near_edge = r->o->at_ns + (uint64_t)map.window_s * 1000000000ull <
-                        end_ns + PIN_EDGE_S * 1000000000ull;
-    if (has_written && is_near_edge) {
+    if (has_written)
+        ar_client_map(r->client, &map);
+    if (has_written && r->o->at_ns + (uint64_t)map.window_s * 1000000000ull <
+                           end_ns + PIN_EDGE_S * 1000000000ull) {
         say(r, "waiting for the archive to hold the restored files (the moment leaves the "
             "recovery window soon; until then its pin keeps their blocks)");
         uint64_t as_of = 0;
@@ -1375,11 +1375,7 @@ static void pin_let_go(struct restore *r, uint32_t shard, bool has_written)
 
 static void restore_free(struct restore *r)
 {
-    char why[AR_ERRMSG_MAX] = "";
-
-    if (r->pin[0] != '\0' && meta_archive_unpin(r->store, r->pin, why) != 0)
-        ar_log(AR_LOG_WARN, "cannot remove the restore's pin %s from the store (it lapses "
-               "in %u h): %s", r->pin, META_PIN_TTL_S / 3600u, why);
+    pin_let_go(r, 0, false); /* a restore that failed before it wrote */
     if (r->store != NULL)
         obj_store_close(r->store);
     if (r->scratch != NULL)
