@@ -1229,6 +1229,7 @@ static void query_free(struct query *q)
 static void query_done(void *arg, int rc);
 static bool io_is_passing(struct mnt *m, uint64_t ino);
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen);
+static void maps_keep(struct mnt *m, const struct meta_reply *r);
 static void reply_reader_open(struct mnt *m, fuse_req_t req, struct fuse_file_info *fi,
                               struct open_file *f, uint64_t unique, bool is_client_thread);
 static bool is_one_block(const struct mnt *m, const struct open_file *f, char name[48]);
@@ -1398,6 +1399,7 @@ static void query_done(void *arg, int rc)
         if (q->f != NULL)
             file_dead(m, q->f);
     } else if (q->cmd.op == META_OP_READ_MAP) {
+        maps_keep(m, &q->out->r.reply);
         map_fill(m, q->f, &q->out->r.reply, q->gen);
         if (q->f->is_orphan && __atomic_load_n(&q->f->held_by, __ATOMIC_ACQUIRE) == 0) {
             /* an inode another open keeps after its last name went (a path
@@ -2297,7 +2299,6 @@ static void maps_keep(struct mnt *m, const struct meta_reply *r)
 
 static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply *r, uint64_t gen)
 {
-    maps_keep(m, r);
     f->version = version_of(&r->attr);
     f->is_orphan = r->attr.nlink == 0;
     f->map = ar_malloc(sizeof(*f->map) * (r->slice_count > 0 ? r->slice_count : 1));
@@ -2350,8 +2351,10 @@ static int map_load(struct mnt *m, fuse_req_t req, struct open_file *f)
     struct meta_response_buf *out;
     int rc = run(m, req, &c, 0, &out);
 
-    if (rc == 0)
+    if (rc == 0) {
+        maps_keep(m, &out->r.reply);
         map_fill(m, f, &out->r.reply, gen);
+    }
     return rc;
 }
 
