@@ -228,8 +228,11 @@ struct mnt {
     struct nodes *nodes;            /* NULL: the kernel keeps no names (timeouts 0) */
     uint64_t lease_bound_ms;        /* kept answers stale no longer than the kernel's own */
     struct grants *grants;          /* NULL: the kernel keeps answers for the bound only */
-    uint64_t budget;                /* bytes all buffers may hold before writes commit at once */
+    uint64_t budget;                /* bytes all buffers may hold before writes commit at once,
+                                     * and pages they may keep touched (buf_reclaim) */
     uint64_t buffered;              /* atomic */
+    uint64_t touched;               /* atomic: the sum of the open files' buf_touched */
+    pthread_mutex_t reclaim_mu;     /* one buf_reclaim() at a time (tried, never waited on) */
     uint32_t buffering;             /* atomic: open files holding buffered bytes */
     uint64_t full_until_ms;         /* atomic: a commit found the store or the shard full;
                                      * until then commits fail at once (no blocks put that
@@ -848,8 +851,10 @@ static void buf_added(struct mnt *m, struct open_file *f, uint32_t n)
         __atomic_add_fetch(&m->buffering, 1, __ATOMIC_RELEASE);
     f->buf_len += n;
     io_buffered(m, f, was_empty ? 1 : 0);
-    if (f->buf_len > f->buf_touched)
+    if (f->buf_len > f->buf_touched) {
+        __atomic_add_fetch(&m->touched, f->buf_len - f->buf_touched, __ATOMIC_RELAXED);
         f->buf_touched = f->buf_len;
+    }
     __atomic_add_fetch(&m->buffered, n, __ATOMIC_RELEASE);
 }
 
@@ -1000,19 +1005,48 @@ static int commit(struct mnt *m, fuse_req_t req, struct open_file *f)
     return rc;
 }
 
-/* After a commit that is not a full buffer's (a writer streaming on
- * refills it at once): give the buffer's pages back, so that open files
- * that wrote once hold no memory (the budget counts bytes buffered, not
- * pages touched). The interior pages of the allocation only. */
-static void buf_drop_pages(struct open_file *f)
+/* Give back the pages of f's buffer past its buffered bytes: after a
+ * commit that is not a full buffer's (a writer streaming on refills it at
+ * once), and when idle buffers' pages pass the budget (buf_reclaim), so
+ * that open files that wrote once hold no memory. The interior pages of
+ * the allocation only; holds f->mu. */
+static void buf_drop_pages(struct mnt *m, struct open_file *f)
 {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t from = ((uintptr_t)f->buf + page - 1) & ~(page - 1);
+    uintptr_t from = ((uintptr_t)f->buf + f->buf_len + page - 1) & ~(page - 1);
     uintptr_t to = ((uintptr_t)f->buf + f->buf_touched) & ~(page - 1);
 
-    if (f->buf != NULL && f->buf_len == 0 && to > from)
+    if (f->buf == NULL || f->buf_touched <= f->buf_len)
+        return;
+    if (to > from)
         (void)madvise((void *)from, to - from, MADV_DONTNEED);
-    f->buf_touched = 0;
+    __atomic_sub_fetch(&m->touched, f->buf_touched - f->buf_len, __ATOMIC_RELAXED);
+    f->buf_touched = f->buf_len;
+}
+
+/* When the pages the buffers keep touched pass the budget, though the
+ * bytes they buffer do not (writers that filled a buffer, committed it
+ * and went idle with the file open: each kept two blocks of memory the
+ * budget did not see), give back idle pages of other open files until
+ * three quarters of the budget are left. A file busy under its own lock
+ * is passed over: it gives its own back at its next flush. */
+static void buf_reclaim(struct mnt *m)
+{
+    if (__atomic_load_n(&m->touched, __ATOMIC_RELAXED) <= m->budget ||
+        pthread_mutex_trylock(&m->reclaim_mu) != 0)
+        return;
+    uint64_t enough = m->budget / 4 * 3;
+    pthread_mutex_lock(&m->files_mu);
+    /* bounded by the open files; unlisting one needs files_mu */
+    for (struct open_file *f = m->files;
+         f != NULL && __atomic_load_n(&m->touched, __ATOMIC_RELAXED) > enough; f = f->next) {
+        if (pthread_mutex_trylock(&f->mu) != 0)
+            continue;
+        buf_drop_pages(m, f);
+        pthread_mutex_unlock(&f->mu);
+    }
+    pthread_mutex_unlock(&m->files_mu);
+    pthread_mutex_unlock(&m->reclaim_mu);
 }
 
 typedef int file_visitor(struct mnt *m, fuse_req_t req, struct open_file *f, void *arg);
@@ -2017,6 +2051,7 @@ static uint64_t file_free(struct mnt *m, struct open_file *f)
     uint64_t held_by = f->held_by;
     pthread_mutex_unlock(&m->files_mu);
     pthread_mutex_destroy(&f->mu);
+    __atomic_sub_fetch(&m->touched, f->buf_touched, __ATOMIC_RELAXED);
     ar_free(f->map);
     ar_free(f->buf);
     ar_free(f);
@@ -2611,9 +2646,10 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
         done += n;
         at += n;
         if (is_over && !is_full)
-            buf_drop_pages(f);
+            buf_drop_pages(m, f);
     }
     pthread_mutex_unlock(&f->mu);
+    buf_reclaim(m);
     kept_written(m, f); /* the kernel put these bytes in the pages */
     /* bytes written before a failure are a short count, as on Linux */
     if (rc != 0 && done == 0)
@@ -2757,7 +2793,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_lock(&f->mu);
     int rc = commit(m, req, f);
     if (rc == 0)
-        buf_drop_pages(f);
+        buf_drop_pages(m, f);
     rc = lost_write_taken(f, rc);
     pthread_mutex_unlock(&f->mu);
     fuse_reply_err(req, err_of(rc));
@@ -3539,7 +3575,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
     pthread_mutex_t *locks[] = {&m->compact_mu, &m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
                                 &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu,
-                                &m->removed_mu, &m->maps_mu};
+                                &m->removed_mu, &m->maps_mu, &m->reclaim_mu};
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }

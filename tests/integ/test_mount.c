@@ -2562,6 +2562,68 @@ static void writer_let_go(pid_t writer, int go)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* The kilobytes of memory pid holds (VmRSS), or -1. */
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    /* bounded by the file's lines */
+    while (fp != NULL && fgets(line, sizeof(line), fp) != NULL) {
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    }
+    if (fp != NULL)
+        fclose(fp);
+    return kib;
+}
+
+/* Writers that each fill a whole buffer (two blocks), which commits it,
+ * then stay open and idle: the buffers' pages count against the mount's
+ * write budget, so the mount's memory grows by about the budget, not by
+ * a buffer a file. Before, 24 such files held 192 MiB with a 16 MiB
+ * budget. The bytes read back whole after. */
+static void test_mount_idle_writers_keep_within_the_budget(void **state)
+{
+    struct fixture *f = *state;
+    const char *extra[] = {"--write-buffer", "16", NULL};
+    struct mount_proc *mp = mount_start_with(f, "m", "1", extra);
+    enum { FILES = 24, PIECES = 8 }; /* a piece is 1 MiB: 8 fill a 4 MiB block's buffer */
+    uint8_t *piece = malloc(PIECE);
+    int fds[FILES];
+    char path[600];
+
+    assert_non_null(piece);
+    long before = rss_kib(mp->pid);
+    assert_true(before > 0);
+    for (int i = 0; i < FILES; i++) {
+        snprintf(path, sizeof(path), "%s/idle-%d", mp->dir, i);
+        fds[i] = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(fds[i] >= 0);
+        for (int k = 0; k < PIECES; k++) {
+            fill(piece, PIECE, 7000 + (uint64_t)i * PIECES + (uint64_t)k);
+            assert_int_equal(write(fds[i], piece, PIECE), (ssize_t)PIECE);
+        }
+    }
+    long grown = rss_kib(mp->pid) - before;
+    print_message("mount memory: %ld KiB before the writes, %ld KiB more with %d idle "
+                  "writers open\n", before, grown, FILES);
+    for (int i = 0; i < FILES; i++) {
+        assert_int_equal(close(fds[i]), 0);
+    }
+    /* the budget and the uploads' own memory, far under 24 buffers' 192 MiB */
+    assert_true(grown < 80 * 1024);
+    for (int i = 0; i < FILES; i += 7) {
+        snprintf(path, sizeof(path), "%s/idle-%d", mp->dir, i);
+        assert_int_equal(pattern_check_rc(path, (uint64_t)PIECES * PIECE,
+                                          7000 + (uint64_t)i * PIECES), 0);
+    }
+    free(piece);
+    mount_stop(mp);
+}
+
 /* A write that returned is kept when the mount is stopped (SIGTERM) while
  * its file is still open: the stop commits what open files buffered. */
 static void test_mount_stop_commits_open_files(void **state)
@@ -2996,6 +3058,7 @@ int main(void)
         T(test_mount_links_through_a_stale_name_fail),
         T(test_mount_keeps_pages_of_unchanged_files),
         T(test_mount_concurrent_writers),
+        T(test_mount_idle_writers_keep_within_the_budget),
         T(test_mount_requests_over_io_uring_and_dev_fuse),
         T(test_mount_killed_mid_write_keeps_what_was_synced),
         T(test_mount_killed_with_its_device_held_fails_callers),
