@@ -313,6 +313,8 @@ struct mnt {
      * attributes, no links), where the shard no longer knows it. Inode
      * numbers are never given twice, so an entry never names another. */
     uint32_t dirs_open;             /* atomic: opendirs not yet released */
+    pthread_mutex_t dirs_mu;        /* a leaf lock, over dirs */
+    struct dir_handle *dirs;        /* the open directories, freed at a stop */
     pthread_mutex_t removed_mu;     /* a leaf lock */
     struct meta_attr removed[REMOVED_DIRS];
     uint32_t removed_next;
@@ -2872,6 +2874,8 @@ static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
  * goes on from one of its entries is served from it, another offset (a
  * seekdir, a rewinddir: 0) asks the server again. */
 struct dir_handle {
+    struct dir_handle *next;        /* the mount's open directories, under dirs_mu */
+    struct dir_handle *prev;
     pthread_mutex_t mu;
     struct meta_dirent *entries;    /* NULL: none yet */
     uint32_t count;
@@ -2903,6 +2907,7 @@ static void attrs_sent(struct mnt *m, uint64_t dir)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    struct mnt *m = fuse_req_userdata(req);
     struct dir_handle *h = ar_calloc(1, sizeof(*h));
 
     (void)ino;
@@ -2911,20 +2916,37 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_lock(&m->dirs_mu);
+    h->next = m->dirs;
+    if (m->dirs != NULL)
+        m->dirs->prev = h;
+    m->dirs = h;
+    pthread_mutex_unlock(&m->dirs_mu);
     fi->fh = (uint64_t)(uintptr_t)h;
-    __atomic_add_fetch(&((struct mnt *)fuse_req_userdata(req))->dirs_open, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&m->dirs_open, 1, __ATOMIC_RELEASE);
     fuse_reply_open(req, fi);
+}
+
+static void dir_free(struct mnt *m, struct dir_handle *h)
+{
+    pthread_mutex_lock(&m->dirs_mu);
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        m->dirs = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    pthread_mutex_unlock(&m->dirs_mu);
+    pthread_mutex_destroy(&h->mu);
+    ar_free(h->entries);
+    ar_free(h);
+    __atomic_sub_fetch(&m->dirs_open, 1, __ATOMIC_RELEASE);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
-
     (void)ino;
-    pthread_mutex_destroy(&h->mu);
-    ar_free(h->entries);
-    ar_free(h);
-    __atomic_sub_fetch(&((struct mnt *)fuse_req_userdata(req))->dirs_open, 1, __ATOMIC_RELEASE);
+    dir_free(fuse_req_userdata(req), (struct dir_handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -3575,7 +3597,7 @@ static int mount_session(struct mnt *m, const struct ar_mount_options *o,
     m->budget = (uint64_t)(o->write_buffer_mb ? o->write_buffer_mb : 256) << 20;
     pthread_mutex_t *locks[] = {&m->compact_mu, &m->ids_mu, &m->cache_mu, &m->files_mu, &m->listed_mu,
                                 &m->kept_mu, &m->queries_mu, &m->dead_mu, &m->pass_mu,
-                                &m->removed_mu, &m->maps_mu, &m->reclaim_mu};
+                                &m->removed_mu, &m->maps_mu, &m->reclaim_mu, &m->dirs_mu};
     for (size_t i = 0; i < AR_ARRAY_LEN(locks); i++) {
         pthread_mutex_init(locks[i], NULL);
     }
@@ -3658,8 +3680,8 @@ static int commit_at_stop(struct mnt *m, fuse_req_t req, struct open_file *f, vo
     return 0;
 }
 
-/* Then the open files go: no release will come for them (the session's
- * close lets go of what it held). */
+/* Then the open files and directories go: no release will come for them
+ * (the session's close lets go of what it held). */
 static void files_close_at_stop(struct mnt *m)
 {
     struct stop_tally t = {0};
@@ -3676,6 +3698,10 @@ static void files_close_at_stop(struct mnt *m)
         pthread_mutex_unlock(&f->mu);
         io_close(m, f);
         (void)file_free(m, f);
+    }
+    /* bounded by the directories open */
+    while (m->dirs != NULL) {
+        dir_free(m, m->dirs);
     }
 }
 

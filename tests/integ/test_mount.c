@@ -2515,8 +2515,8 @@ static void test_mount_detached_serves_until_unmounted(void **state)
  * all of it; a second `arbor up` finds the data there, and one started
  * while the first runs is refused. */
 /* A child that opens path on a mount, writes size bytes of seed's pattern
- * (buffered by the mount: no close, no fsync), and holds the file open
- * until a byte is written to *go. Forked before this process
+ * (buffered by the mount: no close, no fsync), lists the file's
+ * directory, and holds both open until a byte is written to *go. Forked before this process
  * opens anything on the mount (a fork holding a file of a mount that
  * stops may hang in its flush). */
 static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, int *go)
@@ -2537,9 +2537,16 @@ static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, i
             fill(data, size, seed);
             byte = write(fd, data, size) == (ssize_t)size ? 'w' : 'e';
         }
+        /* and its directory, listed: the stop frees the handle too */
+        char dir[600];
+        snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(path, '/') - path), path);
+        DIR *d = opendir(dir);
+        if (d == NULL || readdir(d) == NULL)
+            byte = 'd';
         if (write(to_parent[1], &byte, 1) != 1 || read(to_child[0], &byte, 1) != 1)
             _exit(2);
         close(fd); /* the mount is gone: its answer does not matter */
+        closedir(d);
         _exit(byte == 'g' ? 0 : 3);
     }
     close(to_parent[1]);
