@@ -141,8 +141,8 @@ struct io_inode {
     char block[48];                 /* the copy's name in the disk cache */
     struct data_version version;    /* the bytes it holds */
     uint32_t buffering;             /* opens of it holding buffered bytes */
-    uint64_t buffered_end;          /* while any do: the furthest their bytes reached,
-                                     * which every size answered counts (io_size) */
+    uint64_t buffered_end;          /* atomic: while any do, the furthest their bytes
+                                     * reached, which every size answered counts (io_size) */
 };
 
 struct open_file {
@@ -180,6 +180,7 @@ struct open_file {
     struct data_version version;    /* a reader's file as its open found it */
     bool is_orphan;                 /* and it had no name left (held by another open) */
     enum io_mode io;                /* set once, before the open's reply */
+    struct io_inode *io_entry;      /* its inode's entry while io is not IO_NONE */
     int lost_rc;                    /* under mu: another open of ino lost its bytes at
                                      * its close (this error); the next flush or fsync
                                      * here says so, once, as Linux reports a writeback
@@ -2209,6 +2210,7 @@ static int io_open(struct mnt *m, struct open_file *f, bool may_pass, int *backi
         *slot = e->next; /* refused: nothing counted */
         ar_free(e);
     }
+    f->io_entry = f->io != IO_NONE ? e : NULL;
     pthread_mutex_unlock(&m->pass_mu);
     /* refused for a reason every file shares (no CAP_SYS_ADMIN, a cache on
      * a stacked file system): the mount stops asking */
@@ -2252,6 +2254,7 @@ static void io_close(struct mnt *m, struct open_file *f)
     }
     pthread_mutex_unlock(&m->pass_mu);
     f->io = IO_NONE;
+    f->io_entry = NULL;
     if (id > 0)
         fusedev_backing_close(id);
     if (fd >= 0)
@@ -2265,21 +2268,30 @@ static bool may_pass_now(struct mnt *m)
 }
 
 /* f began (change 1) or stopped (-1) buffering bytes, or buffered more
- * (0): its inode's buffered end follows; holds f->mu. */
+ * (0): its inode's buffered end follows; holds f->mu. Buffering more needs
+ * no lock: f's own count keeps the entry's above 0 meanwhile, so nothing
+ * resets the end under it, and f's open keeps the entry. */
 static void io_buffered(struct mnt *m, const struct open_file *f, int change)
 {
     if (f->io == IO_NONE)
         return; /* not counted: its open failed */
     uint64_t end = f->buf_off + f->buf_len;
-    pthread_mutex_lock(&m->pass_mu);
-    struct io_inode *e = *io_slot(m, f->ino);
-    if (e != NULL) {
-        e->buffering = (uint32_t)((int64_t)e->buffering + change);
-        if (e->buffering == 0)
-            e->buffered_end = 0;
-        else if (change >= 0 && end > e->buffered_end)
-            e->buffered_end = end;
+    if (change == 0) {
+        struct io_inode *e = f->io_entry;
+        uint64_t was = __atomic_load_n(&e->buffered_end, __ATOMIC_RELAXED);
+        /* bounded: each retry saw another open move the end */
+        while (end > was && !__atomic_compare_exchange_n(&e->buffered_end, &was, end, true,
+                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+        return;
     }
+    pthread_mutex_lock(&m->pass_mu);
+    struct io_inode *e = f->io_entry;
+    e->buffering = (uint32_t)((int64_t)e->buffering + change);
+    if (e->buffering == 0)
+        __atomic_store_n(&e->buffered_end, 0, __ATOMIC_RELAXED);
+    else if (change > 0 && end > __atomic_load_n(&e->buffered_end, __ATOMIC_RELAXED))
+        __atomic_store_n(&e->buffered_end, end, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&m->pass_mu);
 }
 
@@ -2294,8 +2306,10 @@ static uint64_t io_size(struct mnt *m, uint64_t ino, uint64_t size)
         return size;
     pthread_mutex_lock(&m->pass_mu);
     struct io_inode *e = *io_slot(m, ino);
-    if (e != NULL && e->buffering > 0 && e->buffered_end > size)
-        size = e->buffered_end;
+    uint64_t end = e != NULL && e->buffering > 0
+                       ? __atomic_load_n(&e->buffered_end, __ATOMIC_RELAXED) : 0;
+    if (end > size)
+        size = end;
     pthread_mutex_unlock(&m->pass_mu);
     return size;
 }
