@@ -1880,23 +1880,19 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     removal_end(m);
 }
 
-/* While directories are open here, the one removed is looked up first:
- * it may be one of them (removed_dir_keep). */
+/* While directories are open here, the one removed may be one of them:
+ * the shard's answer brings its attributes (removed_dir_keep). */
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct mnt *m = fuse_req_userdata(req);
     struct meta_cmd c = {.op = META_OP_RMDIR, .ino = parent, .name = name,
                          .name_len = (uint32_t)strlen(name)};
-    struct meta_cmd look = c;
     struct meta_response_buf *out;
-    struct meta_attr a = {0};
 
-    look.op = META_OP_LOOKUP;
-    if (__atomic_load_n(&m->dirs_open, __ATOMIC_ACQUIRE) > 0 && run(m, req, &look, 0, &out) == 0)
-        a = out->r.reply.attr;
     int rc = run(m, req, &c, 0, &out);
-    if (rc == 0 && a.ino != 0)
-        removed_dir_keep(m, &a);
+    if (rc == 0 && out->r.reply.attr.ino != 0 &&
+        __atomic_load_n(&m->dirs_open, __ATOMIC_ACQUIRE) > 0)
+        removed_dir_keep(m, &out->r.reply.attr);
     fuse_reply_err(req, err_of(rc));
 }
 

@@ -647,7 +647,10 @@ static void entry_remove(struct meta_shard *s, uint32_t e, int64_t now)
     meta__inode_free(s, inode);
 }
 
-static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, bool is_dir)
+/* An RMDIR answers the directory's attributes as removed (no links, its
+ * ctime now): a client with it open may still fstat it. */
+static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, struct meta_reply *r,
+                     bool is_dir)
 {
     uint32_t d;
     uint32_t e;
@@ -663,6 +666,11 @@ static int op_remove(struct meta_shard *s, const struct meta_cmd *cmd, bool is_d
         rc = meta__reserve_side(s, 2);
     if (rc != 0)
         return rc;
+    if (is_dir) {
+        meta__attr_fill(s, vi, &r->attr);
+        r->attr.nlink = 0;
+        r->attr.ctime_ns = cmd->now_ns;
+    }
     /* A NAMELESS inode that loses its last alias keeps an entry count of 0,
      * handled in entry_remove through its nlink. */
     entry_remove(s, e, cmd->now_ns);
@@ -1100,7 +1108,7 @@ static int op_restore_files(struct meta_shard *s, const struct meta_cmd *cmd,
                               .ino = cmd->ino, .name = cmd->items[j].name,
                               .name_len = cmd->items[j].name_len};
         if (meta__dirty_reserve(s) == 0)
-            (void)op_remove(s, &un, false);
+            (void)op_remove(s, &un, r, false);
     }
     return rc;
 }
@@ -1117,9 +1125,9 @@ static int apply_op(struct meta_shard *s, const struct meta_cmd *cmd, struct met
     case META_OP_LINK:
         return op_link(s, cmd, r);
     case META_OP_UNLINK:
-        return op_remove(s, cmd, false);
+        return op_remove(s, cmd, r, false);
     case META_OP_RMDIR:
-        return op_remove(s, cmd, true);
+        return op_remove(s, cmd, r, true);
     case META_OP_RENAME:
         return op_rename(s, cmd, r);
     case META_OP_SETXATTR:

@@ -312,10 +312,10 @@ static unsigned fills(enum meta_op op)
     case META_OP_MAP_SET:
     case META_OP_RESTORE_FILES:
     case META_OP_RENAME:
+    case META_OP_RMDIR:
         return FILL_ATTR;
     case META_OP_ACCESS:
     case META_OP_UNLINK:
-    case META_OP_RMDIR:
     case META_OP_SETXATTR:
     case META_OP_REMOVEXATTR:
     case META_OP_OPEN:
