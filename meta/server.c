@@ -784,10 +784,10 @@ static void fail_proposals(struct group *g)
  * command waits for everything before it to apply). So they are
  * background work: while other requests reach this server (within
  * FG_RECENT_MS), a group's leader lets one into the log at a time and,
- * once it has applied, waits twice as long as it took before the next, so
- * that at least two thirds of the time no background entry is ahead of a
- * live one (waiting once as long left the live workload about two thirds
- * of its rate, docs/benchmarks.md). With nothing else running they go in
+ * once it has applied, waits three times as long as it took before the
+ * next, so that at least three quarters of the time no background entry
+ * is ahead of a live one (waiting twice as long left the live workload
+ * 62-73% of its rate, docs/benchmarks.md). With nothing else running they go in
  * as they come, up to BG_FLIGHT_MAX at once. One that waited
  * BG_WAIT_LIMIT_MS goes in without the pause once none is in the log (a
  * client's attempt lasts 2 s). A restore's other requests (files with
@@ -813,7 +813,7 @@ static void bg_applied(struct group *g, uint64_t proposed_ms)
 
     if (g->bg_flight > 0)
         g->bg_flight--;
-    g->bg_next_ms = bg_is_busy(g, now) ? now + (now - proposed_ms) * 2 : now;
+    g->bg_next_ms = bg_is_busy(g, now) ? now + (now - proposed_ms) * 3 : now;
 }
 
 /* Not the leader any more: the waiting commands go to the new one. */
