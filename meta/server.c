@@ -787,8 +787,8 @@ static void fail_proposals(struct group *g)
  * once it has applied, waits three times as long as it took before the
  * next, so that at least three quarters of the time no background entry
  * is ahead of a live one (waiting twice as long left the live workload
- * 62-73% of its rate, docs/benchmarks.md). With nothing else running they go in
- * as they come, up to BG_FLIGHT_MAX at once. One that waited
+ * 62-73% of its rate, docs/benchmarks.md). With nothing else running
+ * they go in as they come, up to BG_FLIGHT_MAX at once. One that waited
  * BG_WAIT_LIMIT_MS goes in without the pause once none is in the log (a
  * client's attempt lasts 2 s). A restore's other requests (files with
  * xattrs, links, its reads) come marked background and do not count as

@@ -2516,9 +2516,9 @@ static void test_mount_detached_serves_until_unmounted(void **state)
  * while the first runs is refused. */
 /* A child that opens path on a mount, writes size bytes of seed's pattern
  * (buffered by the mount: no close, no fsync), lists the file's
- * directory, and holds both open until a byte is written to *go. Forked before this process
- * opens anything on the mount (a fork holding a file of a mount that
- * stops may hang in its flush). */
+ * directory, and holds both open until a byte is written to *go. Forked
+ * before this process opens anything on the mount (a fork holding a file
+ * of a mount that stops may hang in its flush). */
 static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, int *go)
 {
     int to_parent[2];
@@ -2546,7 +2546,8 @@ static pid_t writer_holding_open(const char *path, size_t size, uint64_t seed, i
         if (write(to_parent[1], &byte, 1) != 1 || read(to_child[0], &byte, 1) != 1)
             _exit(2);
         close(fd); /* the mount is gone: its answer does not matter */
-        closedir(d);
+        if (d != NULL)
+            closedir(d);
         _exit(byte == 'g' ? 0 : 3);
     }
     close(to_parent[1]);
