@@ -155,10 +155,11 @@ struct ar_mount_options {
                                      * mount`'s: AR_READ_AHEAD_KB_DEFAULT) */
     bool no_leases;                 /* ask the servers for every lookup and getattr */
     bool no_kernel_grants;          /* the kernel keeps leased answers for the timeouts only */
-    bool open_from_leases;          /* a reader's open of a leased file at a version whose
-                                     * map the mount kept asks no server: another mount's
-                                     * change is then seen within the leases' bound, not
-                                     * strictly at the next open (close-to-open) */
+    bool no_open_from_leases;       /* a reader's open always asks the shard for the
+                                     * file's map; by default, an open of a leased file at
+                                     * a version whose map the mount kept asks no server
+                                     * while the leader answered within META_FRESH_ASK_MS
+                                     * (still close-to-open: docs/architecture.md) */
     const char *fuse_opts;          /* more -o options for the kernel, e.g. "allow_other"
                                      * (default_permissions is always on); NULL none */
     const char *guard_program;      /* a program that runs ar_mount_guard() when given

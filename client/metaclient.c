@@ -222,6 +222,7 @@ static void shard_answered(struct ar_client *c, uint32_t shard)
 
 static void call_send(struct ar_client *c, struct call *k);
 static void conn_fail(struct conn *n);
+static int tx_add(struct conn *n, const uint8_t *frame, size_t len);
 
 static int conn_find(struct ar_client *c, const char *addr)
 {
@@ -326,6 +327,17 @@ static void lease_notice(struct ar_client *c, int from, const struct meta_respon
     uint64_t seq = __atomic_add_fetch(&c->lease.seq, 1, __ATOMIC_RELEASE);
     c->opt.on_notice(c->opt.notice_arg, seq, r->changed, r->changed_count, r->renamed,
                      r->renamed_count);
+}
+
+/* Tell n's server that notice (and those before it) was taken in: its
+ * leader holds the answer to the change until then (META_NOTICE_WAIT_MS). */
+static int notice_ack(struct ar_client *c, struct conn *n, uint64_t notice)
+{
+    struct meta_request req = {.kind = META_REQ_NOTICE_ACK, .notice = notice};
+    size_t len;
+    int rc = meta_request_encode(&req, NULL, c->enc, META_FRAME_BYTES_MAX, &len);
+
+    return rc == 0 ? tx_add(n, c->enc, len) : rc;
 }
 
 /* The ops whose answers a caller may keep under a lease. */
@@ -439,6 +451,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             }
             if (c->notice_out->r.lease != 0)
                 lease_notice(c, (int)(n - c->conns), &c->notice_out->r);
+            if (c->notice_out->r.notice != 0 && notice_ack(c, n, c->notice_out->r.notice) != 0) {
+                conn_fail(n); /* unacked, its server would hold others' answers */
+                return;
+            }
             continue;
         }
         struct call *k = call_by_req(c, id);
@@ -608,6 +624,25 @@ static uint64_t lowest_open_seq(const struct ar_client *c)
     return low;
 }
 
+/* Queue frame[0..len) for n's next write (flush_conns). */
+static int tx_add(struct conn *n, const uint8_t *frame, size_t len)
+{
+    if (n->tx_cap - n->tx_len < len) {
+        size_t cap = n->tx_cap < 65536 ? 65536 : n->tx_cap;
+        while (cap - n->tx_len < len) {
+            cap *= 2;
+        }
+        uint8_t *p = ar_realloc(n->tx, cap);
+        if (p == NULL)
+            return -ENOMEM;
+        n->tx = p;
+        n->tx_cap = cap;
+    }
+    memcpy(n->tx + n->tx_len, frame, len);
+    n->tx_len += len;
+    return 0;
+}
+
 static int encode(struct ar_client *c, struct call *k, struct conn *n)
 {
     struct meta_request req = {.id = ++c->next_req_id, .shard = k->shard, .kind = k->kind,
@@ -628,23 +663,11 @@ static int encode(struct ar_client *c, struct call *k, struct conn *n)
     }
     int rc = meta_request_encode(&req, k->kind == META_REQ_COMMAND ? &cmd : NULL, c->enc,
                                  META_FRAME_BYTES_MAX, &len);
-    if (rc != 0)
-        return rc;
-    if (n->tx_cap - n->tx_len < len) {
-        size_t cap = n->tx_cap < 65536 ? 65536 : n->tx_cap;
-        while (cap - n->tx_len < len) {
-            cap *= 2;
-        }
-        uint8_t *p = ar_realloc(n->tx, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        n->tx = p;
-        n->tx_cap = cap;
-    }
-    memcpy(n->tx + n->tx_len, c->enc, len);
-    n->tx_len += len;
-    k->req_id = req.id;
-    return 0;
+    if (rc == 0)
+        rc = tx_add(n, c->enc, len);
+    if (rc == 0)
+        k->req_id = req.id;
+    return rc;
 }
 
 /* Send k (again): to the shard's leader if known, else the next server. */

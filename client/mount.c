@@ -334,13 +334,13 @@ struct mnt {
         struct data_version version;
         bool is_mixed;              /* other bytes may have reached the pages since */
     } kept[KEPT_SLOTS];
-    /* With --open-from-leases: chunk 0 of files read here, as a READ_MAP
-     * resolved it, by a hash of the inode (a slot another file took costs
-     * one READ_MAP). A reader's open whose inode's attributes are under
-     * lease, and at the version a kept map was read at, takes the map from
-     * here: no round trip (the bytes of a version never change: every
-     * change sets ctime). The lease may lag another mount's change by its
-     * bound, so this is not close-to-open, and is asked for. */
+    /* Unless --no-open-from-leases: chunk 0 of files read here, as a
+     * READ_MAP resolved it, by a hash of the inode (a slot another file
+     * took costs one READ_MAP). A reader's open whose inode's attributes
+     * are under lease, and at the version a kept map was read at, takes
+     * the map from here: no round trip (the bytes of a version never
+     * change: every change sets ctime); map_from_kept() says why that is
+     * still close-to-open. */
     pthread_mutex_t maps_mu;        /* a leaf lock */
     struct kept_map *maps;          /* MAPS_SLOTS; NULL: off */
 };
@@ -2362,16 +2362,22 @@ static void map_fill(struct mnt *m, struct open_file *f, const struct meta_reply
 /* A reader's open of a file whose attributes this mount holds under lease
  * and whose chunk-0 map it kept at that version: f's map from there,
  * as a READ_MAP would have answered it (gen: the mount's data commits
- * before the lease was looked at). False: ask the shard. */
+ * before the lease was looked at). Close-to-open: only with an answer
+ * from the leader to a request sent within META_FRESH_ASK_MS, so that a
+ * change closed on another mount before this open was told here and
+ * taken in (its leader answered that close only after this mount acked
+ * the notice, or after that time). False: ask the shard. */
 static bool map_from_kept(struct mnt *m, struct open_file *f, uint64_t gen)
 {
     struct meta_attr a;
     uint64_t left_ms;
     struct meta_reply r = {0};
     struct meta_slice slices[MAP_KEPT_SLICES];
+    uint64_t fresh_ms = m->lease_bound_ms < META_FRESH_ASK_MS ? m->lease_bound_ms
+                                                              : META_FRESH_ASK_MS;
 
     if (m->maps == NULL ||
-        !leased_getattr(m->leased, m->mc, f->ino, m->lease_bound_ms, &a, &left_ms) ||
+        !leased_getattr(m->leased, m->mc, f->ino, fresh_ms, &a, &left_ms) ||
         a.nlink == 0 || !S_ISREG(a.mode))
         return false; /* an orphan needs its hold: the shard's path takes it */
     pthread_mutex_lock(&m->maps_mu);
@@ -3559,7 +3565,7 @@ static int mount_open_parts(struct mnt *m, const struct ar_mount_options *o,
     if (!o->no_leases && bound > 0) {
         m->lease_bound_ms = (uint64_t)(bound * 1000.0);
         m->leased = leased_new(LEASED_SLOTS);
-        if (m->leased != NULL && o->open_from_leases)
+        if (m->leased != NULL && !o->no_open_from_leases)
             m->maps = ar_calloc(MAPS_SLOTS, sizeof(*m->maps)); /* no memory: opens ask */
         meta.on_notice = m->leased != NULL ? leased_notice : NULL; /* no memory: no leases */
         meta.notice_arg = m->leased;

@@ -176,6 +176,16 @@ enum meta_op {
  * that takes minutes, are still held (docs/benchmarks.md). */
 #define META_LEASE_MS         180000u
 #define META_NOTICE_INOS_MAX  1024u   /* inodes of each kind in one change notice */
+/* Close-to-open under leases. A leader answers a change that others were
+ * told of (a notice) once each of them acked its notice, or
+ * META_NOTICE_WAIT_MS after: so that a client that has not taken a notice
+ * in may act on its leased answers without asking only while it holds an
+ * answer to a request sent within META_FRESH_ASK_MS (any answer to a later
+ * request comes behind the notice on the same connection). The 50 ms
+ * between cover the leader's loop turn from the hold to the notice's write
+ * and the two clocks' rates. */
+#define META_FRESH_ASK_MS     200u
+#define META_NOTICE_WAIT_MS   (META_FRESH_ASK_MS + 50u)
 
 struct meta_slice {
     uint64_t id;   /* the slice's object; 0 is a hole: zeros */
@@ -485,6 +495,7 @@ enum meta_req_kind {
     META_REQ_HEARTBEAT,   /* keeps a session alive */
     META_REQ_STATUS,      /* the replica's view of its groups (any replica answers) */
     META_REQ_ADMIN,       /* a change of members or leader (at the leader) */
+    META_REQ_NOTICE_ACK,  /* change notices taken in (notice); never answered */
 };
 /* What an admin request asks of the group; target names the node. Members
  * change one at a time: a new node joins as a learner (it catches up but
@@ -516,6 +527,7 @@ struct meta_request {
     uint64_t target;
     bool is_background; /* background work (arbor restore): a leader paces it */
     bool wants_lease;   /* tell this connection when the reply's inode changes */
+    uint64_t notice;    /* NOTICE_ACK: the last change notice taken in */
 };
 
 /* Encode a request (cmd for META_REQ_COMMAND, else NULL) into buf[0..cap)
@@ -589,6 +601,7 @@ struct meta_response {
     uint32_t renamed_count;
     const uint64_t *changed;
     const uint64_t *renamed;
+    uint64_t notice;        /* a change notice's number on its connection, from 1 */
 };
 
 /* A decoded response with room for everything a reply may hold (the

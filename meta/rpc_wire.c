@@ -77,6 +77,7 @@ int meta_request_encode(const struct meta_request *req, const struct meta_cmd *c
     pb.data_cap = req->data_cap;
     pb.background = req->is_background;
     pb.lease = req->wants_lease;
+    pb.notice = req->notice;
     pb.admin = (uint32_t)req->admin;
     pb.target = req->target;
     size_t need = arbor__meta__request__get_packed_size(&pb);
@@ -99,7 +100,8 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
         return -EPROTO;
     req->id = pb->id;
     int rc = 0;
-    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_ADMIN ||
+    if (pb->kind < META_REQ_COMMAND || pb->kind > META_REQ_NOTICE_ACK ||
+        (pb->kind == META_REQ_NOTICE_ACK && pb->notice == 0) ||
         (pb->kind == META_REQ_ADMIN &&
          (pb->admin < META_ADMIN_TRANSFER || pb->admin > META_ADMIN_SET_WINDOW ||
           pb->target == 0)) ||
@@ -119,7 +121,8 @@ int meta_request_decode(const uint8_t *buf, size_t len, struct meta_request *req
                                      .admin = (enum meta_admin_op)pb->admin,
                                      .target = pb->target,
                                      .is_background = pb->background,
-                                     .wants_lease = pb->lease};
+                                     .wants_lease = pb->lease,
+                                     .notice = pb->notice};
     arbor__meta__request__free_unpacked(pb, &rpc_allocator);
     return rc;
 }
@@ -466,6 +469,7 @@ int meta_response_encode(const struct meta_response *resp, enum meta_op op, uint
     pb.archive_error = (char *)(uintptr_t)resp->archive_error;
     pb.lease = resp->lease;
     pb.shard = resp->shard;
+    pb.notice = resp->notice;
     AR_ASSERT(resp->changed_count <= META_NOTICE_INOS_MAX &&
               resp->renamed_count <= META_NOTICE_INOS_MAX);
     pb.n_changed = resp->changed_count;
@@ -562,6 +566,7 @@ static int copy_response(const Arbor__Meta__Response *pb, struct meta_response_b
     memcpy(r->archive_error, pb->archive_error, strlen(pb->archive_error) + 1);
     r->lease = pb->lease;
     r->shard = pb->shard;
+    r->notice = pb->notice;
     for (size_t i = 0; i < pb->n_changed; i++) {
         out->changed[i] = pb->changed[i];
     }

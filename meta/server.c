@@ -192,6 +192,7 @@ struct group {
     uint64_t lease_epoch;        /* names the table to clients; moves at every reset */
     raft_term lease_term;        /* the term the table belongs to */
     uint64_t lease_rotated_ms;
+    uint64_t told_until_ms;      /* the last change told to holders, + META_NOTICE_WAIT_MS */
     /* snapshots in (follower) */
     int in_fd;
     struct meta_shard *in_state; /* loaded from a finished snapshot, not yet swapped in */
@@ -223,6 +224,28 @@ struct conn {
     uint32_t renamed_count;
     uint64_t changed[META_NOTICE_INOS_MAX];
     uint64_t renamed[META_NOTICE_INOS_MAX];
+    uint64_t notices_sent;  /* the notices written, numbered from 1 */
+    uint64_t notices_acked; /* the last one its client said it took in */
+};
+
+/* A connection told of a change by a notice (the notice's number on it). */
+struct told {
+    uint32_t slot;
+    uint64_t gen;
+    uint64_t notice;
+};
+
+/* An answer held until the others told of its change acked, or until_ms
+ * (META_NOTICE_WAIT_MS): close-to-open for clients that act on leases. */
+struct held {
+    uint32_t slot;      /* the asking connection */
+    uint64_t gen;
+    uint64_t until_ms;
+    bool is_waiting_out; /* until until_ms, whatever the acks */
+    size_t len;
+    uint8_t *frame;     /* the encoded answer, after told[] */
+    uint32_t told_count;
+    struct told told[];
 };
 
 struct meta_server {
@@ -265,6 +288,14 @@ struct meta_server {
                                    * PEER_NEWS_MS: growth refused too; 0 none */
     struct { raft_id id; uint64_t heard_ms; bool is_disk_low; } peers[PEERS_HEARD_MAX];
     struct { uint32_t slot; uint64_t gen; } holders[LEASE_HOLDERS_MAX]; /* gen 0: free */
+    struct told told[LEASE_HOLDERS_MAX]; /* the connections the last apply told */
+    uint32_t told_count;
+    bool is_resend;                     /* the entry applying was applied before */
+    struct held **held;                 /* answers waiting for acks, in order */
+    uint32_t held_count;
+    uint32_t held_cap;
+    uint64_t held_timed_out;            /* answers whose acks did not come in time */
+    uint64_t held_warned_ms;
 };
 
 static uint64_t wall_ns(void)
@@ -592,8 +623,27 @@ static void notice_flush(struct conn *c)
     c->changed_count = 0;
     c->renamed_count = 0;
     c->is_notice_due = false;
+    resp.notice = ++c->notices_sent;
     if (!c->is_closing && meta_response_encode(&resp, META_OP_ACCESS, s->tx, CONN_RX_MAX, &len) == 0)
         conn_send(c, s->tx, len);
+}
+
+/* c is being told of the change being applied: the answer to it waits for
+ * c's ack of the notice that carries it (the one due, or the one just
+ * written when the lists filled). */
+static void told_note(struct meta_server *s, const struct conn *c)
+{
+    uint64_t notice = c->is_notice_due ? c->notices_sent + 1 : c->notices_sent;
+
+    for (uint32_t i = 0; i < s->told_count; i++) {
+        if (s->told[i].slot == c->slot && s->told[i].gen == c->gen) {
+            s->told[i].notice = notice;
+            return;
+        }
+    }
+    /* a connection holds one holder number: at most LEASE_HOLDERS_MAX */
+    if (s->told_count < LEASE_HOLDERS_MAX)
+        s->told[s->told_count++] = (struct told){.slot = c->slot, .gen = c->gen, .notice = notice};
 }
 
 static void notice_add(struct conn *c, const struct group *g, uint64_t ino, bool is_renamed)
@@ -610,6 +660,7 @@ static void notice_add(struct conn *c, const struct group *g, uint64_t ino, bool
     c->is_notice_due = true;
     if (c->renamed_count == META_NOTICE_INOS_MAX || c->changed_count == META_NOTICE_INOS_MAX)
         notice_flush(c);
+    told_note(c->srv, c);
     conn_mark(c);
 }
 
@@ -629,6 +680,7 @@ static void lease_reset(struct group *g)
         c->notice_shard = g->shard;
         c->notice_lease = g->lease_epoch;
         c->is_notice_due = true;
+        told_note(s, c);
         conn_mark(c);
     }
 }
@@ -829,6 +881,128 @@ static void bg_fail(struct group *g)
     }
 }
 
+/* ---- answers held for notices' acks -------------------------------------------------------- */
+
+/* Connections other than c that the entry applying told of its change. */
+static uint32_t told_others(const struct meta_server *s, const struct conn *c)
+{
+    uint32_t others = 0;
+
+    for (uint32_t i = 0; i < s->told_count; i++) {
+        others += s->told[i].slot != c->slot || s->told[i].gen != c->gen;
+    }
+    return others;
+}
+
+/* Whether the answer to c for the entry applying must be held: its change
+ * was told to other connections (s->told), to go once they acked, or
+ * META_NOTICE_WAIT_MS later; or it is a resend answered from the retry
+ * table (s->is_resend), whose first answer may still be held, within that
+ * time of a change g told: it waits that out. A held answer carries no
+ * lease: notices sent meanwhile may overtake it (a later change of its
+ * inode), so its client must not keep what it says. */
+static bool held_is_due(const struct group *g, const struct conn *c)
+{
+    return told_others(g->srv, c) > 0 || (g->srv->is_resend && mono_ms() < g->told_until_ms);
+}
+
+/* Hold resp to c (held_is_due()). False: it could not be encoded; answer
+ * now (respond() fails it as for any answer). */
+static bool held_add(struct group *g, struct conn *c, const struct meta_response *resp,
+                     enum meta_op op)
+{
+    struct meta_server *s = g->srv;
+    uint64_t now = mono_ms();
+    uint32_t others = told_others(s, c);
+    size_t len;
+
+    if (c->is_closing || meta_response_encode(resp, op, s->tx, CONN_RX_MAX, &len) != 0)
+        return false;
+    if (s->held_count == s->held_cap) {
+        uint32_t cap = s->held_cap < 64 ? 64 : s->held_cap * 2;
+        struct held **v = ar_realloc(s->held, sizeof(*v) * cap);
+        if (v == NULL)
+            goto out_no_memory;
+        s->held = v;
+        s->held_cap = cap;
+    }
+    struct held *h = ar_malloc(sizeof(*h) + sizeof(h->told[0]) * others + len);
+    if (h == NULL)
+        goto out_no_memory;
+    *h = (struct held){.slot = c->slot, .gen = c->gen, .len = len,
+                       .until_ms = others > 0 ? now + META_NOTICE_WAIT_MS : g->told_until_ms,
+                       .is_waiting_out = others == 0};
+    for (uint32_t i = 0; i < s->told_count; i++) {
+        if (s->told[i].slot != c->slot || s->told[i].gen != c->gen)
+            h->told[h->told_count++] = s->told[i];
+    }
+    h->frame = (uint8_t *)&h->told[others];
+    memcpy(h->frame, s->tx, len);
+    s->held[s->held_count++] = h;
+    return true;
+
+out_no_memory:
+    /* the change is applied and cannot be held: its client must not take
+     * an answer that its neighbours' caches may contradict */
+    ar_log(AR_LOG_WARN, "no memory to hold an answer for its notices: connection closed");
+    conn_close(c);
+    return true;
+}
+
+static bool held_is_acked(struct meta_server *s, const struct held *h)
+{
+    if (h->is_waiting_out)
+        return false;
+    for (uint32_t i = 0; i < h->told_count; i++) {
+        /* one gone never acks: its client may still act on what it was
+         * answered before, so its answer waits out the time */
+        const struct conn *t = conn_at(s, h->told[i].slot, h->told[i].gen);
+        if (t == NULL || t->notices_acked < h->told[i].notice)
+            return false;
+    }
+    return true;
+}
+
+/* Send the held answers whose acks came or whose time is up, in order. */
+static void held_release(struct meta_server *s)
+{
+    uint64_t now = mono_ms();
+    uint32_t kept = 0;
+
+    for (uint32_t i = 0; i < s->held_count; i++) {
+        struct held *h = s->held[i];
+        bool is_acked = held_is_acked(s, h);
+        if (!is_acked && now < h->until_ms) {
+            s->held[kept++] = h;
+            continue;
+        }
+        if (!is_acked && !h->is_waiting_out)
+            s->held_timed_out++;
+        struct conn *c = conn_at(s, h->slot, h->gen);
+        if (c != NULL) {
+            notice_flush(c);
+            conn_send(c, h->frame, h->len);
+        }
+        ar_free(h);
+    }
+    s->held_count = kept;
+    if (s->held_timed_out > 0 && now - s->held_warned_ms >= 10000) {
+        ar_log(AR_LOG_WARN, "%" PRIu64 " answers waited %u ms for a client that did not ack a "
+                            "change notice (a stopped or unreachable mount)",
+               s->held_timed_out, META_NOTICE_WAIT_MS);
+        s->held_timed_out = 0;
+        s->held_warned_ms = now;
+    }
+}
+
+/* c's client took in its notices up to notice. */
+static void notice_acked(struct meta_server *s, struct conn *c, uint64_t notice)
+{
+    if (notice > c->notices_acked && notice <= c->notices_sent)
+        c->notices_acked = notice;
+    held_release(s);
+}
+
 /* ---- applying -------------------------------------------------------------------------- */
 
 /* Answer the client waiting for entry e, applied with rc into s->reply
@@ -846,9 +1020,11 @@ static void pending_answer(struct group *g, const struct raft_entry *e, int rc, 
             struct meta_response resp = {.id = p->req_id, .epoch = epoch_of(g),
                                          .rc = p->term == e->term ? rc : -AR_ENOTLEADER};
             resp.reply = s->reply;
-            if (p->wants_lease && resp.rc == 0 && did_change)
+            bool is_held = held_is_due(g, c);
+            if (p->wants_lease && resp.rc == 0 && did_change && !is_held)
                 resp.lease = lease_grant_reply(g, c, &s->reply);
-            respond(s, c, &resp, p->op);
+            if (!is_held || !held_add(g, c, &resp, p->op))
+                respond(s, c, &resp, p->op);
         }
         if (p->op == META_OP_RESTORE_FILES)
             bg_applied(g, p->proposed_ms);
@@ -860,6 +1036,9 @@ static void pending_answer(struct group *g, const struct raft_entry *e, int rc, 
 static void apply_entry(struct group *g, const struct raft_entry *e)
 {
     struct meta_server *s = g->srv;
+
+    s->told_count = 0; /* lease_changed() notes whom this entry's change is told to */
+    s->is_resend = false;
 
     archiver_applied(g->arch, &(struct archive_entry){.index = e->index, .term = e->term,
                                                       .hlc_ns = e->hlc_ns, .type = e->type,
@@ -873,6 +1052,8 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
     int rc = meta_cmd_decode(e->data, e->size, s->cmd);
     reply_reset(s, 0);
     uint32_t mark = meta_shard_change_mark(g->state);
+    if (rc == 0 && mono_ms() < g->told_until_ms)
+        s->is_resend = meta_shard_is_answered(g->state, &s->cmd->cmd);
     if (rc == 0)
         rc = meta_shard_apply(g->state, &s->cmd->cmd, &s->reply);
     else
@@ -884,7 +1065,10 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
                g->shard, e->index);
         exit(1);
     }
-    pending_answer(g, e, rc, lease_changed(g, mark, s->cmd->cmd.op) && rc == 0);
+    bool did_change = lease_changed(g, mark, s->cmd->cmd.op);
+    if (s->told_count > 0)
+        g->told_until_ms = mono_ms() + META_NOTICE_WAIT_MS;
+    pending_answer(g, e, rc, did_change && rc == 0);
 }
 
 /* ---- the group's turn -------------------------------------------------------------------- */
@@ -2275,6 +2459,10 @@ static void handle_request(struct conn *c, const uint8_t *frame, size_t len)
         respond_status(s, c, req.id);
         return;
     }
+    if (req.kind == META_REQ_NOTICE_ACK) {
+        notice_acked(s, c, req.notice);
+        return;
+    }
     struct group *g = group_of(s, req.shard);
     if (g == NULL) {
         respond_rc(s, c, req.id, -AR_EREDIRECT); /* no such shard here: read the map */
@@ -2488,6 +2676,7 @@ static void on_tick(uv_timer_t *t)
         session_expire(&s->groups[i]);
         lease_turn(&s->groups[i], mono_ms());
     }
+    held_release(s);
     for (uint32_t i = 0; i < GROUP_COUNT; i++) {
         leader_chores(&s->groups[i]);
         group_turn(&s->groups[i]);
@@ -2828,6 +3017,10 @@ void meta_server_free(struct meta_server *s)
         AR_ASSERT(!g->is_persisting && !g->is_checkpointing && !g->is_exporting);
         group_close(g);
     }
+    for (uint32_t i = 0; i < s->held_count; i++) {
+        ar_free(s->held[i]);
+    }
+    ar_free(s->held);
     obj_store_close(s->store);
     if (s->lock_fd >= 0)
         close(s->lock_fd);

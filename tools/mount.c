@@ -52,13 +52,13 @@ static void usage(FILE *to)
             "                       timeouts only; by default (timeouts of 1 s or more)\n"
             "                       it keeps them as long as the servers promised, and\n"
             "                       this mount takes them back when they change\n"
-            "  --open-from-leases   with leases, open a file for reading without asking\n"
-            "                       the servers when this mount holds its attributes\n"
-            "                       and its map at that version (a dataset that does\n"
-            "                       not change: faster small-file reads); a change on\n"
-            "                       another mount is then seen within the shorter\n"
-            "                       timeout (normally a millisecond), not strictly at\n"
-            "                       the next open (close-to-open)\n"
+            "  --no-open-from-leases  ask the servers for a file's map at every open for\n"
+            "                       reading; by default, with leases, an open of a file\n"
+            "                       whose attributes and map at that version this mount\n"
+            "                       holds asks nothing while the leader answered it\n"
+            "                       within 0.2 s (a change closed on another mount is\n"
+            "                       still seen at the next open: its leader waits for\n"
+            "                       this mount to take the change in, up to 0.25 s)\n"
             "  --store URL          the object store (default: the one the volume names)\n"
             "  --write-buffer MB    memory all open files' write buffers may hold:\n"
             "                       past it writes commit at once and idle buffers\n"
@@ -140,7 +140,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         {"read-ahead", required_argument, NULL, 'r'},
         {"no-leases", no_argument, NULL, 'L'},
         {"no-kernel-grants", no_argument, NULL, 'G'},
-        {"open-from-leases", no_argument, NULL, 'O'},
+        {"no-open-from-leases", no_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -173,7 +173,7 @@ static int mount_options(int argc, char **argv, struct ar_mount_options *o, char
         case 'U': o->no_uring = true; break;
         case 'L': o->no_leases = true; break;
         case 'G': o->no_kernel_grants = true; break;
-        case 'O': o->open_from_leases = true; break;
+        case 'O': o->no_open_from_leases = true; break;
         case 'h': usage(stdout); return 0;
         case 't': case 'e': case 'a': case 'w': case 'c': case 'C': case 'r':
             if (!mount_value(c, optarg, o, cache, cache_bytes))
