@@ -181,9 +181,8 @@ enum meta_op {
  * META_NOTICE_WAIT_MS after: so that a client that has not taken a notice
  * in may act on its leased answers without asking only while it holds an
  * answer to a request sent within META_FRESH_ASK_MS (any answer to a later
- * request comes behind the notice on the same connection). The 50 ms
- * between cover the leader's loop turn from the hold to the notice's write
- * and the two clocks' rates. */
+ * request comes behind the notice on the same connection). The wait runs
+ * from the notice's write; the 50 ms between cover the two clocks' rates. */
 #define META_FRESH_ASK_MS     200u
 #define META_NOTICE_WAIT_MS   (META_FRESH_ASK_MS + 50u)
 

@@ -192,7 +192,7 @@ struct group {
     uint64_t lease_epoch;        /* names the table to clients; moves at every reset */
     raft_term lease_term;        /* the term the table belongs to */
     uint64_t lease_rotated_ms;
-    uint64_t told_until_ms;      /* the last change told to holders, + META_NOTICE_WAIT_MS */
+    uint64_t told_until_ms;      /* a resend before this may find its first answer held */
     /* snapshots in (follower) */
     int in_fd;
     struct meta_shard *in_state; /* loaded from a finished snapshot, not yet swapped in */
@@ -240,7 +240,7 @@ struct told {
 struct held {
     uint32_t slot;      /* the asking connection */
     uint64_t gen;
-    uint64_t until_ms;
+    uint64_t until_ms;  /* 0 until the notices are written (held_stamp) */
     bool is_waiting_out; /* until until_ms, whatever the acks */
     size_t len;
     uint8_t *frame;     /* the encoded answer, after told[] */
@@ -434,6 +434,8 @@ static void conn_flush(struct conn *c)
     conn_resume_check(c); /* written whole: no write_done will come */
 }
 
+static void held_stamp(struct meta_server *s);
+
 static void flush_all(struct meta_server *s)
 {
     for (uint32_t i = 0; i < s->dirty_count; i++) {
@@ -444,6 +446,7 @@ static void flush_all(struct meta_server *s)
         }
     }
     s->dirty_count = 0;
+    held_stamp(s); /* the notices the held answers wait on are written */
 }
 
 /* c has something to write at the end of the loop turn (flush_all). */
@@ -912,7 +915,6 @@ static bool held_add(struct group *g, struct conn *c, const struct meta_response
                      enum meta_op op)
 {
     struct meta_server *s = g->srv;
-    uint64_t now = mono_ms();
     uint32_t others = told_others(s, c);
     size_t len;
 
@@ -929,9 +931,7 @@ static bool held_add(struct group *g, struct conn *c, const struct meta_response
     struct held *h = ar_malloc(sizeof(*h) + sizeof(h->told[0]) * others + len);
     if (h == NULL)
         goto out_no_memory;
-    *h = (struct held){.slot = c->slot, .gen = c->gen, .len = len,
-                       .until_ms = others > 0 ? now + META_NOTICE_WAIT_MS : g->told_until_ms,
-                       .is_waiting_out = others == 0};
+    *h = (struct held){.slot = c->slot, .gen = c->gen, .len = len, .is_waiting_out = others == 0};
     for (uint32_t i = 0; i < s->told_count; i++) {
         if (s->told[i].slot != c->slot || s->told[i].gen != c->gen)
             h->told[h->told_count++] = s->told[i];
@@ -947,6 +947,18 @@ out_no_memory:
     ar_log(AR_LOG_WARN, "no memory to hold an answer for its notices: connection closed");
     conn_close(c);
     return true;
+}
+
+/* The loop wrote what it queued: the wait of answers held this turn runs
+ * from now, when their notices left (a long turn does not shorten it). */
+static void held_stamp(struct meta_server *s)
+{
+    uint64_t now = mono_ms();
+
+    for (uint32_t i = 0; i < s->held_count; i++) {
+        if (s->held[i]->until_ms == 0)
+            s->held[i]->until_ms = now + META_NOTICE_WAIT_MS;
+    }
 }
 
 static bool held_is_acked(struct meta_server *s, const struct held *h)
@@ -972,7 +984,7 @@ static void held_release(struct meta_server *s)
     for (uint32_t i = 0; i < s->held_count; i++) {
         struct held *h = s->held[i];
         bool is_acked = held_is_acked(s, h);
-        if (!is_acked && now < h->until_ms) {
+        if (h->until_ms == 0 || (!is_acked && now < h->until_ms)) {
             s->held[kept++] = h;
             continue;
         }
@@ -1066,8 +1078,8 @@ static void apply_entry(struct group *g, const struct raft_entry *e)
         exit(1);
     }
     bool did_change = lease_changed(g, mark, s->cmd->cmd.op);
-    if (s->told_count > 0)
-        g->told_until_ms = mono_ms() + META_NOTICE_WAIT_MS;
+    if (s->told_count > 0) /* twice: the answers' wait begins once the loop turn ends */
+        g->told_until_ms = mono_ms() + 2 * META_NOTICE_WAIT_MS;
     pending_answer(g, e, rc, did_change && rc == 0);
 }
 

@@ -138,6 +138,15 @@ static void test_request_round_trip(void **state)
     assert_false(got.wants_lease);
     assert_int_equal(meta_request_encode(&hb, &cmd, f->buf, BUF_BYTES, &len), -EINVAL);
     assert_int_equal(meta_request_encode(&req, &cmd, f->buf, 8, &len), -EMSGSIZE);
+    /* a notice ack names the notice; one naming none is refused */
+    struct meta_request ack = {.kind = META_REQ_NOTICE_ACK, .notice = 41};
+    assert_int_equal(meta_request_encode(&ack, NULL, f->buf, BUF_BYTES, &len), 0);
+    assert_int_equal(meta_request_decode(f->buf + 4, len - 4, &got, f->cmd), 0);
+    assert_int_equal(got.kind, META_REQ_NOTICE_ACK);
+    assert_int_equal(got.notice, 41);
+    ack.notice = 0;
+    assert_int_equal(meta_request_encode(&ack, NULL, f->buf, BUF_BYTES, &len), 0);
+    assert_int_equal(meta_request_decode(f->buf + 4, len - 4, &got, f->cmd), -EINVAL);
 }
 
 static void test_responses_carry_what_each_reply_fills(void **state)
@@ -254,7 +263,7 @@ static void test_status_archive_error_round_trip(void **state)
     assert_int_equal(strlen(f->out->r.archive_error), META_ARCHIVE_ERROR_BYTES - 1);
 }
 
-/* A change notice: id 0, its lease and shard, both lists whole; a list
+/* A change notice: id 0, its lease, shard and number, both lists whole; a list
  * past META_NOTICE_INOS_MAX is refused. */
 static void test_change_notice_round_trip(void **state)
 {
@@ -262,7 +271,7 @@ static void test_change_notice_round_trip(void **state)
     static const uint64_t changed[] = {3, 1u << 20, UINT64_MAX};
     static const uint64_t renamed[] = {77, 5};
     struct meta_response resp = {.lease = 9, .shard = 1, .changed = changed, .changed_count = 3,
-                                 .renamed = renamed, .renamed_count = 2};
+                                 .renamed = renamed, .renamed_count = 2, .notice = 12};
     size_t len;
     uint64_t id = 1;
 
@@ -272,6 +281,7 @@ static void test_change_notice_round_trip(void **state)
     assert_int_equal(meta_response_decode(f->buf + 4, len - 4, f->out), 0);
     assert_int_equal(f->out->r.lease, 9);
     assert_int_equal(f->out->r.shard, 1);
+    assert_int_equal(f->out->r.notice, 12);
     assert_int_equal(f->out->r.changed_count, 3);
     assert_memory_equal(f->out->r.changed, changed, sizeof(changed));
     assert_int_equal(f->out->r.renamed_count, 2);
