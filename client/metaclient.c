@@ -355,6 +355,7 @@ static bool may_lease(const struct call *k)
     case META_OP_LINK:
     case META_OP_WRITE:
     case META_OP_FALLOCATE:
+    case META_OP_READ_MAP: /* a reader's open: keeps opens from kept maps fresh */
         return true;
     default:
         return false;

@@ -1735,6 +1735,28 @@ static void test_mount_open_from_kept_maps(void **state)
     mount_stop(w);
 }
 
+/* Without kernel grants no keepalive runs: a reader's open that asked
+ * (READ_MAP, under lease) keeps the next ones fresh, so most opens of a
+ * file read every 50 ms still come from its kept map. */
+static void test_mount_kept_maps_fresh_without_grants(void **state)
+{
+    struct fixture *f = *state;
+    const char *extra[] = {"--no-kernel-grants", NULL};
+    struct mount_proc *mp = mount_start_with(f, "m", "1", extra);
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s/data", mp->dir);
+    pattern_write(path, 100000, 3300, false);
+    for (int i = 0; i < 20; i++) {
+        pattern_expect(path, 100000, 3300);
+        usleep(50000);
+    }
+    mount_stop(mp);
+    long long opens = log_number_after(mp->log, "lookups and getattrs answered by this mount, ");
+    print_message("opens from kept maps: %lld of 20\n", opens);
+    assert_true(opens >= 10);
+}
+
 struct chmod_job {
     const char *path;
     mode_t mode;
@@ -3122,6 +3144,7 @@ int main(void)
         T(test_mount_slow_commit_holds_up_no_other_file),
         T(test_mount_leases_follow_other_mounts),
         T(test_mount_open_from_kept_maps),
+        T(test_mount_kept_maps_fresh_without_grants),
         T(test_mount_held_answer_not_kept_past_a_later_change),
         T(test_mount_grants_are_taken_back),
         T(test_mount_renames_there_seen_here),
